@@ -1,0 +1,63 @@
+//! Bearer API key → caller (tenant, key, role).
+
+use chrono::Utc;
+use lambda_http::http::HeaderMap;
+
+use crm_shared::auth::{self, Role};
+use crm_shared::store::ApiKeyStore;
+use crm_shared::tenant::key_use_needs_recording;
+
+use crate::error::ApiError;
+
+/// Who is calling: established by [`authenticate`], required by every `/v1` route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub tenant_id: String,
+    pub key_id: String,
+    pub role: Role,
+}
+
+impl Caller {
+    /// `403` unless the caller's role includes `required`.
+    pub fn require(&self, required: Role) -> Result<(), ApiError> {
+        if self.role.allows(required) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!(
+                "this action needs the {required} role; the key has {}",
+                self.role
+            )))
+        }
+    }
+}
+
+const INVALID_KEY: &str = "missing, unknown or revoked API key";
+
+/// Checks the `Authorization: Bearer` key: one strongly consistent read of the key record.
+pub async fn authenticate<S: ApiKeyStore>(store: &S, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    let header = headers
+        .get(lambda_http::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ApiError::unauthorized("an Authorization: Bearer <api key> header is required"))?;
+    let presented = auth::bearer_token(header).ok_or_else(|| ApiError::unauthorized(INVALID_KEY))?;
+    let key_ref = auth::parse_key(presented).ok_or_else(|| ApiError::unauthorized(INVALID_KEY))?;
+    let record = store
+        .get_key(&key_ref.tenant_id, &key_ref.key_id)
+        .await?
+        .ok_or_else(|| ApiError::unauthorized(INVALID_KEY))?;
+    if !record.is_active() || !auth::key_matches(presented, &record.key_hash) {
+        return Err(ApiError::unauthorized(INVALID_KEY));
+    }
+    let now = Utc::now();
+    if key_use_needs_recording(record.last_used_at, now) {
+        // Best effort: failing to note the time of use must not fail the request.
+        if let Err(err) = store.record_key_use(&record.tenant_id, &record.key_id, now).await {
+            tracing::warn!(error = %err, key_id = %record.key_id, "could not record key use");
+        }
+    }
+    Ok(Caller {
+        tenant_id: record.tenant_id,
+        key_id: record.key_id,
+        role: record.role,
+    })
+}

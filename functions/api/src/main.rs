@@ -1,0 +1,18 @@
+//! Lambda entry point: wiring only (config → SDK client → deps → runtime).
+
+use api_fn::{Deps, handle};
+use crm_shared::{aws, config::Env, cursor::CursorCodec, store::DynamoStore};
+use lambda_http::{Error, run, service_fn};
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), Error> {
+    lambda_http::tracing::init_default_subscriber();
+    let env = Env::from_env();
+    let sdk = aws::load_sdk_config().await;
+    let cursors = CursorCodec::new(env.cursor_secret()?.expose());
+    let deps = Deps::new(
+        DynamoStore::new(aws::dynamodb_client(&sdk), env.resources().table),
+        cursors,
+    );
+    run(service_fn(|req| handle(&deps, req))).await
+}

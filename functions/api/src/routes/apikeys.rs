@@ -1,0 +1,60 @@
+//! `/v1/apikeys`: the tenant's own key management (admin). Plaintext keys are shown once, at
+//! creation; listings show ids, roles and times, never hashes.
+
+use lambda_http::http::StatusCode;
+use lambda_http::{Body, Request, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crm_shared::admin;
+use crm_shared::auth::Role;
+use crm_shared::store::StoreError;
+use crm_shared::tenant::ApiKeyRecord;
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::pagination::{envelope, page_request};
+use crate::routes::json_input;
+use crate::{ApiStore, Deps, json_body, ok_json};
+
+const LISTING: &str = "apikeys";
+
+fn view(k: &ApiKeyRecord) -> Value {
+    json!({
+        "key_id": k.key_id,
+        "role": k.role,
+        "created_at": k.created_at,
+        "revoked_at": k.revoked_at,
+        "last_used_at": k.last_used_at,
+        "active": k.is_active(),
+    })
+}
+
+pub async fn list<S: ApiStore>(deps: &Deps<S>, caller: &Caller, req: &Request) -> Result<Response<Body>, ApiError> {
+    let page = page_request(req, &deps.cursors, &caller.tenant_id, LISTING)?;
+    let result = deps.store.list_keys(&caller.tenant_id, page.limit, page.start).await?;
+    let items = result.items.iter().map(view).collect();
+    ok_json(&envelope(items, result.next, &deps.cursors, &caller.tenant_id, LISTING))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateKey {
+    role: Role,
+}
+
+pub async fn create<S: ApiStore>(deps: &Deps<S>, caller: &Caller, req: &Request) -> Result<Response<Body>, ApiError> {
+    let input: CreateKey = json_input(req)?;
+    let created = admin::create_api_key(&deps.store, &caller.tenant_id, input.role).await?;
+    let mut body = view(&created.record);
+    body["api_key"] = json!(created.api_key.expose());
+    json_body(StatusCode::CREATED, &body)
+}
+
+pub async fn revoke<S: ApiStore>(deps: &Deps<S>, caller: &Caller, key_id: &str) -> Result<Response<Body>, ApiError> {
+    match admin::revoke_api_key(&deps.store, &caller.tenant_id, key_id).await {
+        Ok(record) => ok_json(&view(&record)),
+        Err(StoreError::NotFound) => Err(ApiError::not_found("no such API key")),
+        Err(e) => Err(e.into()),
+    }
+}

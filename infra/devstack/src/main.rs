@@ -1,0 +1,132 @@
+//! `make dev`: the whole backend on one machine. Starts (or reuses, when `AWS_ENDPOINT_URL`
+//! is set) the local AWS endpoint, creates the template's resources, seeds a demo tenant,
+//! serves the HTTP routes through the real handlers and stops everything on Ctrl-C.
+
+use std::sync::Arc;
+
+use aws_config::{BehaviorVersion, Region};
+use tokio::net::TcpListener;
+
+use crm_shared::config::Env;
+use crm_shared::cursor::CursorCodec;
+use crm_shared::store::DynamoStore;
+use crm_shared::tenant::NewTenant;
+use crm_shared::{admin, aws};
+use devstack::gateway::{self, Handlers};
+use devstack::moto::MotoServer;
+use devstack::{provision, template, workspace_root};
+
+const DEV_APP_SECRET: &str = "dev-app-secret-change-me";
+const DEV_VERIFY_TOKEN: &str = "dev-verify-token";
+const DEMO_PHONE_NUMBER_ID: &str = "100000000000001";
+const DEMO_WABA_ID: &str = "200000000000001";
+const DEMO_GRAPH_TOKEN: &str = "demo-graph-access-token";
+
+type BoxError = Box<dyn std::error::Error>;
+
+fn port(env: &Env, name: &str, default: u16) -> Result<u16, BoxError> {
+    match env.get(name) {
+        None => Ok(default),
+        Some(v) => v
+            .parse()
+            .map_err(|_| format!("{name} must be a port number, got {v:?}").into()),
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    lambda_http::tracing::init_default_subscriber();
+    if let Err(err) = run().await {
+        eprintln!("devstack: {err}");
+        std::process::exit(1);
+    }
+}
+
+async fn run() -> Result<(), BoxError> {
+    let env = Env::from_env();
+    let aws_port = port(&env, "LOCAL_AWS_PORT", 4566)?;
+    let api_port = port(&env, "LOCAL_API_PORT", 3000)?;
+    let app_secret = env.get("WHATSAPP_APP_SECRET").unwrap_or(DEV_APP_SECRET).to_owned();
+    let verify_token = env.get("WHATSAPP_VERIFY_TOKEN").unwrap_or(DEV_VERIFY_TOKEN).to_owned();
+    let root = workspace_root();
+    // Cursors only need to outlive this process (the local stack is in memory).
+    let cursor_secret = env
+        .get("CURSOR_SECRET")
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("{}{}", crm_shared::ids::new_id(), crm_shared::ids::new_id()));
+
+    let (_moto, endpoint) = match env.get("AWS_ENDPOINT_URL") {
+        Some(url) => (None, url.to_owned()),
+        None => {
+            eprintln!("devstack: starting moto on 127.0.0.1:{aws_port}");
+            let moto = MotoServer::start(&root, Some(aws_port))?;
+            let url = moto.endpoint_url();
+            (Some(moto), url)
+        }
+    };
+    let sdk = aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(&endpoint)
+        .region(Region::new(env.get("AWS_REGION").unwrap_or("us-east-1").to_owned()))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "test", "test", None, None, "devstack",
+        ))
+        .load()
+        .await;
+
+    let resources = template::load(&root.join("template.yaml"))?;
+    let provisioned = provision::provision(&sdk, &env, &resources).await?;
+    for (logical, name) in provisioned.tables.iter().chain(&provisioned.buckets) {
+        eprintln!("devstack: {logical} → {name}");
+    }
+    for (logical, url) in &provisioned.queue_urls {
+        eprintln!("devstack: {logical} → {url}");
+    }
+
+    let table = provisioned
+        .tables
+        .get("DataTable")
+        .cloned()
+        .ok_or("template has no DataTable")?;
+    let store = DynamoStore::new(aws::dynamodb_client(&sdk), table);
+    let demo = NewTenant::validated("Demo Business", DEMO_PHONE_NUMBER_ID, DEMO_WABA_ID, DEMO_GRAPH_TOKEN)?;
+    let demo = admin::create_tenant(&store, demo).await?;
+
+    let handlers = Arc::new(Handlers {
+        api: api_fn::Deps::new(store.clone(), CursorCodec::new(&cursor_secret)),
+    });
+    let listener = TcpListener::bind(("127.0.0.1", api_port))
+        .await
+        .map_err(|e| format!("cannot listen on 127.0.0.1:{api_port}: {e}"))?;
+    let server = tokio::spawn(gateway::serve(listener, handlers));
+
+    let key = demo.api_key.expose();
+    println!(
+        r#"
+WhatsApp CRM local stack is up.
+
+  API gateway      http://127.0.0.1:{api_port}
+  AWS endpoint     {endpoint}   (moto)
+  Demo tenant      {tenant} (phone number id {DEMO_PHONE_NUMBER_ID})
+  Demo API key     {key}
+  Verify token     {verify_token}
+  App secret       {app_secret}
+
+Try:
+  curl -s -H "Authorization: Bearer {key}" http://127.0.0.1:{api_port}/v1/tenant
+  curl -s "http://127.0.0.1:{api_port}/webhooks/whatsapp?hub.mode=subscribe&hub.verify_token={verify_token}&hub.challenge=42"
+
+Operator CLI against this stack:
+  export AWS_ENDPOINT_URL={endpoint} AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test
+  cargo run -q --bin crmctl -- apikey create --tenant {tenant} --role viewer
+
+Ctrl-C stops everything.
+"#,
+        tenant = demo.tenant.tenant_id,
+    );
+
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => eprintln!("devstack: stopping"),
+        _ = server => eprintln!("devstack: gateway stopped"),
+    }
+    Ok(())
+}

@@ -1,0 +1,276 @@
+//! Runtime configuration read from the environment.
+//!
+//! Resource names: on AWS every function receives them from `template.yaml` (`!Ref` in the
+//! `Globals` environment). Locally they default to [`local_name`] of the template's logical id,
+//! the same rule the local provisioner uses when it creates the resources from the template,
+//! so `make dev`, `crmctl` and the tests agree without a second list of names.
+
+use std::collections::HashMap;
+
+use crate::secret::Secret;
+
+/// Newest Graph API version the code is tested against.
+pub const DEFAULT_GRAPH_API_VERSION: &str = "v25.0";
+pub const DEFAULT_GRAPH_API_BASE: &str = "https://graph.facebook.com";
+
+/// Prefix of every locally created resource name.
+pub const LOCAL_NAME_PREFIX: &str = "wcrm";
+
+/// Environment variable → logical id in `template.yaml` of the resource it names.
+/// A unit test checks this table against the template's `Globals`.
+pub const RESOURCE_ENV: &[(&str, &str)] = &[
+    ("TABLE_NAME", "DataTable"),
+    ("MEDIA_BUCKET", "MediaBucket"),
+    ("EXPORTS_BUCKET", "ExportsBucket"),
+];
+
+/// Local name of a template resource: `wcrm-` + the logical id in kebab case
+/// (`DataTable` → `wcrm-data-table`).
+pub fn local_name(logical_id: &str) -> String {
+    let mut out = String::from(LOCAL_NAME_PREFIX);
+    for (i, ch) in logical_id.chars().enumerate() {
+        if ch.is_ascii_uppercase() || i == 0 {
+            out.push('-');
+        }
+        out.push(ch.to_ascii_lowercase());
+    }
+    out
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("environment variable {name} is required")]
+    Missing { name: &'static str },
+    #[error("environment variable {name} is invalid: {reason}")]
+    Invalid { name: &'static str, reason: String },
+}
+
+/// Names of the AWS resources a process talks to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resources {
+    pub table: String,
+    pub media_bucket: String,
+    pub exports_bucket: String,
+}
+
+/// Where and how the Graph API is reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GraphConfig {
+    pub base_url: String,
+    pub version: String,
+}
+
+/// Secrets of the Meta app that owns the webhook subscription.
+#[derive(Debug, Clone)]
+pub struct WebhookSecrets {
+    pub app_secret: Secret,
+    pub verify_token: Secret,
+}
+
+/// A view of the environment; `from_env` for processes, `from_map` for tests.
+#[derive(Debug, Clone, Default)]
+pub struct Env(HashMap<String, String>);
+
+impl Env {
+    pub fn from_env() -> Self {
+        Env(std::env::vars().collect())
+    }
+
+    pub fn from_map<I, K, V>(vars: I) -> Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        Env(vars.into_iter().map(|(k, v)| (k.into(), v.into())).collect())
+    }
+
+    /// A set, non-empty value.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
+    }
+
+    fn required(&self, name: &'static str) -> Result<&str, ConfigError> {
+        self.get(name).ok_or(ConfigError::Missing { name })
+    }
+
+    fn resource(&self, env_name: &'static str) -> String {
+        self.get(env_name).map(str::to_owned).unwrap_or_else(|| {
+            let logical = RESOURCE_ENV
+                .iter()
+                .find(|(name, _)| *name == env_name)
+                .map(|(_, logical)| *logical)
+                .expect("every resource variable is listed in RESOURCE_ENV");
+            local_name(logical)
+        })
+    }
+
+    pub fn resources(&self) -> Resources {
+        Resources {
+            table: self.resource("TABLE_NAME"),
+            media_bucket: self.resource("MEDIA_BUCKET"),
+            exports_bucket: self.resource("EXPORTS_BUCKET"),
+        }
+    }
+
+    pub fn graph(&self) -> Result<GraphConfig, ConfigError> {
+        let base_url = self
+            .get("GRAPH_API_BASE")
+            .unwrap_or(DEFAULT_GRAPH_API_BASE)
+            .trim_end_matches('/')
+            .to_owned();
+        if !(base_url.starts_with("https://") || base_url.starts_with("http://")) {
+            return Err(ConfigError::Invalid {
+                name: "GRAPH_API_BASE",
+                reason: "must be an http(s) URL".into(),
+            });
+        }
+        let version = self
+            .get("GRAPH_API_VERSION")
+            .unwrap_or(DEFAULT_GRAPH_API_VERSION)
+            .to_owned();
+        let valid_version = version
+            .strip_prefix('v')
+            .and_then(|rest| rest.split_once('.'))
+            .is_some_and(|(major, minor)| {
+                !major.is_empty() && !minor.is_empty() && major.chars().chain(minor.chars()).all(|c| c.is_ascii_digit())
+            });
+        if !valid_version {
+            return Err(ConfigError::Invalid {
+                name: "GRAPH_API_VERSION",
+                reason: "expected a version such as v25.0".into(),
+            });
+        }
+        Ok(GraphConfig { base_url, version })
+    }
+
+    /// Key material for pagination cursors (at least 32 characters).
+    pub fn cursor_secret(&self) -> Result<Secret, ConfigError> {
+        let value = self.required("CURSOR_SECRET")?;
+        if value.len() < 32 {
+            return Err(ConfigError::Invalid {
+                name: "CURSOR_SECRET",
+                reason: "must be at least 32 characters".into(),
+            });
+        }
+        Ok(Secret::new(value))
+    }
+
+    pub fn webhook_secrets(&self) -> Result<WebhookSecrets, ConfigError> {
+        Ok(WebhookSecrets {
+            app_secret: Secret::new(self.required("WHATSAPP_APP_SECRET")?),
+            verify_token: Secret::new(self.required("WHATSAPP_VERIFY_TOKEN")?),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_names_are_kebab_case_with_prefix() {
+        assert_eq!(local_name("DataTable"), "wcrm-data-table");
+        assert_eq!(local_name("MediaQueueDLQ"), "wcrm-media-queue-d-l-q");
+        assert_eq!(local_name("Bucket"), "wcrm-bucket");
+    }
+
+    #[test]
+    fn resources_default_to_local_names_and_honour_overrides() {
+        let env = Env::from_map([("TABLE_NAME", "prod-table"), ("MEDIA_BUCKET", "  ")]);
+        let res = env.resources();
+        assert_eq!(res.table, "prod-table");
+        assert_eq!(res.media_bucket, "wcrm-media-bucket");
+        assert_eq!(res.exports_bucket, "wcrm-exports-bucket");
+    }
+
+    #[test]
+    fn graph_defaults_and_validation() {
+        let g = Env::default().graph().unwrap();
+        assert_eq!(g.base_url, "https://graph.facebook.com");
+        assert_eq!(g.version, "v25.0");
+
+        let g = Env::from_map([
+            ("GRAPH_API_BASE", "http://127.0.0.1:9/"),
+            ("GRAPH_API_VERSION", "v23.0"),
+        ])
+        .graph()
+        .unwrap();
+        assert_eq!(g.base_url, "http://127.0.0.1:9");
+        assert_eq!(g.version, "v23.0");
+
+        for bad in ["25.0", "v25", "vX.0", "v25."] {
+            let err = Env::from_map([("GRAPH_API_VERSION", bad)]).graph().unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    ConfigError::Invalid {
+                        name: "GRAPH_API_VERSION",
+                        ..
+                    }
+                ),
+                "{bad}"
+            );
+        }
+        assert!(Env::from_map([("GRAPH_API_BASE", "ftp://x")]).graph().is_err());
+    }
+
+    #[test]
+    fn cursor_secret_is_required_and_long() {
+        assert!(Env::default().cursor_secret().is_err());
+        assert!(Env::from_map([("CURSOR_SECRET", "short")]).cursor_secret().is_err());
+        assert!(
+            Env::from_map([("CURSOR_SECRET", "x".repeat(32))])
+                .cursor_secret()
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn webhook_secrets_are_required() {
+        let err = Env::from_map([("WHATSAPP_APP_SECRET", "s")])
+            .webhook_secrets()
+            .unwrap_err();
+        assert_eq!(
+            err,
+            ConfigError::Missing {
+                name: "WHATSAPP_VERIFY_TOKEN"
+            }
+        );
+        let ok = Env::from_map([("WHATSAPP_APP_SECRET", "s"), ("WHATSAPP_VERIFY_TOKEN", "v")])
+            .webhook_secrets()
+            .unwrap();
+        assert_eq!(ok.app_secret.expose(), "s");
+        let shown = format!("{ok:?}");
+        assert!(shown.contains("Secret(***)") && !shown.contains("\"v\""), "{shown}");
+    }
+
+    /// The template's `Globals` environment and [`RESOURCE_ENV`] must name the same resources.
+    #[test]
+    fn resource_env_matches_template_globals() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml"))
+            .expect("template.yaml at the workspace root");
+        let doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+        let vars = &doc["Globals"]["Function"]["Environment"]["Variables"];
+        let resources = doc["Resources"].as_mapping().expect("Resources");
+        let mut from_template = Vec::new();
+        for (name, value) in vars.as_mapping().expect("Globals env is a mapping") {
+            if let serde_yaml::Value::Tagged(tagged) = value {
+                let target = tagged.value.as_str().unwrap_or_default();
+                if tagged.tag == "!Ref" && resources.contains_key(target) {
+                    from_template.push((
+                        name.as_str().unwrap().to_owned(),
+                        tagged.value.as_str().unwrap().to_owned(),
+                    ));
+                }
+            }
+        }
+        from_template.sort();
+        let mut listed: Vec<(String, String)> = RESOURCE_ENV
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        listed.sort();
+        assert_eq!(from_template, listed);
+    }
+}

@@ -1,0 +1,161 @@
+//! Tenants (the businesses using the CRM) and their API keys: types and validation rules.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::auth::Role;
+use crate::secret::Secret;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TenantStatus {
+    Active,
+    /// Offboarded or suspended: keys and webhook routing stop working.
+    Disabled,
+}
+
+/// A tenant as the rest of the system sees it. The Graph access token is deliberately not a
+/// field: it lives in its own item and is read only by the code that calls Meta.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tenant {
+    pub tenant_id: String,
+    pub name: String,
+    pub phone_number_id: String,
+    pub waba_id: String,
+    pub status: TenantStatus,
+    pub created_at: DateTime<Utc>,
+}
+
+/// What an operator supplies to create a tenant.
+#[derive(Debug, Clone)]
+pub struct NewTenant {
+    pub name: String,
+    pub phone_number_id: String,
+    pub waba_id: String,
+    pub access_token: Secret,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TenantValidationError {
+    #[error("name must be 1 to 200 characters")]
+    Name,
+    #[error("{field} must be a Meta numeric id (1 to 32 digits)")]
+    NumericId { field: &'static str },
+    #[error("access token must not be empty and must not contain whitespace")]
+    AccessToken,
+}
+
+fn is_meta_numeric_id(s: &str) -> bool {
+    (1..=32).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+impl NewTenant {
+    /// Trims and checks the operator's input.
+    pub fn validated(
+        name: &str,
+        phone_number_id: &str,
+        waba_id: &str,
+        access_token: &str,
+    ) -> Result<NewTenant, TenantValidationError> {
+        let name = name.trim();
+        if name.is_empty() || name.chars().count() > 200 {
+            return Err(TenantValidationError::Name);
+        }
+        let (phone_number_id, waba_id) = (phone_number_id.trim(), waba_id.trim());
+        if !is_meta_numeric_id(phone_number_id) {
+            return Err(TenantValidationError::NumericId {
+                field: "phone number id",
+            });
+        }
+        if !is_meta_numeric_id(waba_id) {
+            return Err(TenantValidationError::NumericId { field: "WABA id" });
+        }
+        let token = access_token.trim();
+        if token.is_empty() || token.chars().any(char::is_whitespace) {
+            return Err(TenantValidationError::AccessToken);
+        }
+        Ok(NewTenant {
+            name: name.to_owned(),
+            phone_number_id: phone_number_id.to_owned(),
+            waba_id: waba_id.to_owned(),
+            access_token: Secret::new(token),
+        })
+    }
+}
+
+/// A stored API key: never the key itself, only its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKeyRecord {
+    pub tenant_id: String,
+    pub key_id: String,
+    pub role: Role,
+    pub key_hash: String,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+impl ApiKeyRecord {
+    pub fn is_active(&self) -> bool {
+        self.revoked_at.is_none()
+    }
+}
+
+/// `last_used_at` is refreshed at most this often per key, so authentication stays one read
+/// on the hot path instead of a read plus a write on every request.
+pub const KEY_TOUCH_INTERVAL_SECS: i64 = 300;
+
+/// Whether a successful authentication at `now` should record the key's use.
+pub fn key_use_needs_recording(last_used_at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
+    match last_used_at {
+        None => true,
+        Some(t) => (now - t).num_seconds() >= KEY_TOUCH_INTERVAL_SECS,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Duration;
+
+    #[test]
+    fn new_tenant_validation() {
+        let ok = NewTenant::validated(" Acme ", "1234567890", "99", "EAAG123\n").unwrap();
+        assert_eq!(ok.name, "Acme");
+        assert_eq!(ok.access_token.expose(), "EAAG123");
+        assert_eq!(
+            NewTenant::validated("", "1", "2", "t").unwrap_err(),
+            TenantValidationError::Name
+        );
+        assert_eq!(
+            NewTenant::validated("a", "12a", "2", "t").unwrap_err(),
+            TenantValidationError::NumericId {
+                field: "phone number id"
+            }
+        );
+        assert_eq!(
+            NewTenant::validated("a", "1", "", "t").unwrap_err(),
+            TenantValidationError::NumericId { field: "WABA id" }
+        );
+        assert_eq!(
+            NewTenant::validated("a", "1", "2", "  ").unwrap_err(),
+            TenantValidationError::AccessToken
+        );
+        assert_eq!(
+            NewTenant::validated("a", "1", "2", "ab cd").unwrap_err(),
+            TenantValidationError::AccessToken
+        );
+        assert!(NewTenant::validated(&"x".repeat(201), "1", "2", "t").is_err());
+    }
+
+    #[test]
+    fn key_use_is_recorded_sparingly() {
+        let now = Utc::now();
+        assert!(key_use_needs_recording(None, now));
+        assert!(!key_use_needs_recording(Some(now - Duration::seconds(10)), now));
+        assert!(key_use_needs_recording(
+            Some(now - Duration::seconds(KEY_TOUCH_INTERVAL_SECS)),
+            now
+        ));
+    }
+}

@@ -1,0 +1,3 @@
+//! End-to-end tests: real handlers, real local AWS endpoint, real HTTP.
+
+mod foundation;

@@ -1,0 +1,133 @@
+//! Test harness: one moto endpoint per test binary (on a free port, started here, never
+//! skipped), resources provisioned from `template.yaml`, and helpers to reach them.
+
+use std::sync::OnceLock;
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+
+use crm_shared::admin::{self, CreatedTenant};
+use crm_shared::config::Env;
+use crm_shared::cursor::CursorCodec;
+
+pub const TEST_CURSOR_SECRET: &str = "test-cursor-secret-0123456789abcdef";
+use crm_shared::store::DynamoStore;
+use crm_shared::tenant::NewTenant;
+use devstack::moto::MotoServer;
+use devstack::provision::{self, Provisioned};
+use devstack::{template, workspace_root};
+
+pub struct Stack {
+    _moto: MotoServer,
+    pub endpoint: String,
+    pub provisioned: Provisioned,
+}
+
+static STACK: OnceLock<Stack> = OnceLock::new();
+
+/// The shared local stack, started on first use.
+pub fn stack() -> &'static Stack {
+    STACK.get_or_init(|| {
+        // Provisioning is async; run it on its own runtime in its own thread so this works
+        // from inside any test's runtime.
+        std::thread::spawn(|| {
+            let root = workspace_root();
+            let moto = MotoServer::start(&root, None).unwrap_or_else(|e| panic!("local AWS endpoint: {e}"));
+            let endpoint = moto.endpoint_url();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let provisioned = rt.block_on(async {
+                let sdk = sdk_config(&endpoint).await;
+                let resources = template::load(&root.join("template.yaml")).expect("template parses");
+                provision::provision(&sdk, &Env::default(), &resources)
+                    .await
+                    .expect("provisioning from template.yaml")
+            });
+            Stack {
+                _moto: moto,
+                endpoint,
+                provisioned,
+            }
+        })
+        .join()
+        .expect("stack setup")
+    })
+}
+
+/// SDK configuration for the local endpoint (one per test runtime).
+pub async fn sdk_config(endpoint: &str) -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "test", "test", None, None, "tests",
+        ))
+        .load()
+        .await
+}
+
+impl Stack {
+    pub async fn sdk(&self) -> SdkConfig {
+        sdk_config(&self.endpoint).await
+    }
+
+    pub fn table(&self) -> &str {
+        &self.provisioned.tables["DataTable"]
+    }
+
+    pub async fn store(&self) -> DynamoStore {
+        DynamoStore::new(crm_shared::aws::dynamodb_client(&self.sdk().await), self.table())
+    }
+
+    /// Environment a process (e.g. `crmctl`) needs to reach this stack.
+    pub fn process_env(&self) -> Vec<(String, String)> {
+        let mut env = vec![
+            ("AWS_ENDPOINT_URL".to_owned(), self.endpoint.clone()),
+            ("AWS_REGION".to_owned(), "us-east-1".to_owned()),
+            ("AWS_ACCESS_KEY_ID".to_owned(), "test".to_owned()),
+            ("AWS_SECRET_ACCESS_KEY".to_owned(), "test".to_owned()),
+        ];
+        env.extend(self.provisioned.function_env());
+        env
+    }
+}
+
+/// A Meta-style numeric id nobody else in this test run has.
+pub fn unique_numeric_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("1{:09}{:05}", nanos, n % 100_000)
+}
+
+pub async fn new_tenant(store: &DynamoStore, name: &str) -> CreatedTenant {
+    let new = NewTenant::validated(name, &unique_numeric_id(), &unique_numeric_id(), "test-graph-token").unwrap();
+    admin::create_tenant(store, new).await.expect("tenant created")
+}
+
+/// A running local gateway for this test's runtime.
+pub struct Gateway {
+    pub base: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub async fn start_gateway(store: DynamoStore) -> Gateway {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let handlers = std::sync::Arc::new(devstack::gateway::Handlers {
+        api: api_fn::Deps::new(store, CursorCodec::new(TEST_CURSOR_SECRET)),
+    });
+    let task = tokio::spawn(devstack::gateway::serve(listener, handlers));
+    Gateway { base, task }
+}
