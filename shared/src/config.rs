@@ -22,7 +22,13 @@ pub const RESOURCE_ENV: &[(&str, &str)] = &[
     ("TABLE_NAME", "DataTable"),
     ("MEDIA_BUCKET", "MediaBucket"),
     ("EXPORTS_BUCKET", "ExportsBucket"),
+    ("MEDIA_QUEUE_URL", "MediaQueue"),
 ];
+
+pub const DEFAULT_MEDIA_MAX_RECEIVES: u32 = 5;
+
+/// Account id the local endpoint (moto) uses in queue URLs and ARNs.
+pub const LOCAL_ACCOUNT_ID: &str = "123456789012";
 
 /// Local name of a template resource: `wcrm-` + the logical id in kebab case
 /// (`DataTable` → `wcrm-data-table`).
@@ -51,6 +57,7 @@ pub struct Resources {
     pub table: String,
     pub media_bucket: String,
     pub exports_bucket: String,
+    pub media_queue_url: String,
 }
 
 /// Where and how the Graph API is reached.
@@ -110,6 +117,22 @@ impl Env {
             table: self.resource("TABLE_NAME"),
             media_bucket: self.resource("MEDIA_BUCKET"),
             exports_bucket: self.resource("EXPORTS_BUCKET"),
+            media_queue_url: self.queue_url("MEDIA_QUEUE_URL"),
+        }
+    }
+
+    /// A queue URL: as configured, else the local endpoint's URL for the default queue name.
+    fn queue_url(&self, env_name: &'static str) -> String {
+        match self.get(env_name) {
+            Some(url) => url.to_owned(),
+            None => {
+                let endpoint = self.get("AWS_ENDPOINT_URL").unwrap_or("http://127.0.0.1:4566");
+                format!(
+                    "{}/{LOCAL_ACCOUNT_ID}/{}",
+                    endpoint.trim_end_matches('/'),
+                    self.resource(env_name)
+                )
+            }
         }
     }
 
@@ -142,6 +165,21 @@ impl Env {
             });
         }
         Ok(GraphConfig { base_url, version })
+    }
+
+    /// The media queue's `maxReceiveCount` (must match `template.yaml`).
+    pub fn media_max_receives(&self) -> Result<u32, ConfigError> {
+        match self.get("MEDIA_MAX_RECEIVE_COUNT") {
+            None => Ok(DEFAULT_MEDIA_MAX_RECEIVES),
+            Some(v) => v
+                .parse()
+                .ok()
+                .filter(|n| (1..=1000).contains(n))
+                .ok_or(ConfigError::Invalid {
+                    name: "MEDIA_MAX_RECEIVE_COUNT",
+                    reason: "must be a whole number from 1 to 1000".into(),
+                }),
+        }
     }
 
     /// Key material for pagination cursors (at least 32 characters).
@@ -182,6 +220,12 @@ mod tests {
         assert_eq!(res.table, "prod-table");
         assert_eq!(res.media_bucket, "wcrm-media-bucket");
         assert_eq!(res.exports_bucket, "wcrm-exports-bucket");
+        assert_eq!(
+            res.media_queue_url,
+            "http://127.0.0.1:4566/123456789012/wcrm-media-queue"
+        );
+        let res = Env::from_map([("AWS_ENDPOINT_URL", "http://127.0.0.1:9/")]).resources();
+        assert_eq!(res.media_queue_url, "http://127.0.0.1:9/123456789012/wcrm-media-queue");
     }
 
     #[test]

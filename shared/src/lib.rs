@@ -4,9 +4,15 @@
 pub mod admin;
 pub mod auth;
 pub mod aws;
+pub mod blob;
 pub mod config;
+pub mod contact;
 pub mod cursor;
+pub mod graph;
 pub mod ids;
+pub mod jobs;
+pub mod message;
 pub mod secret;
 pub mod store;
 pub mod tenant;
+pub mod whatsapp;

@@ -16,11 +16,13 @@ use lambda_http::{Body, Response};
 use serde_json::json;
 use tokio::net::TcpListener;
 
+use crm_shared::jobs::SqsQueue;
 use crm_shared::store::DynamoStore;
 
-/// Everything the local gateway can route to.
+/// Everything the local gateway can route to (the HTTP API's routes in `template.yaml`).
 pub struct Handlers {
     pub api: api_fn::Deps<DynamoStore>,
+    pub webhook: webhook_fn::Deps<DynamoStore, SqsQueue>,
 }
 
 /// Serves until the listener fails or the task is dropped.
@@ -61,6 +63,8 @@ async fn handle(handlers: &Handlers, req: hyper::Request<Incoming>) -> hyper::Re
     let path = parts.uri.path();
     let result = if path == "/v1" || path.starts_with("/v1/") {
         api_fn::handle(&handlers.api, request).await
+    } else if path.trim_end_matches('/') == "/webhooks/whatsapp" {
+        webhook_fn::handle(&handlers.webhook, request).await
     } else {
         return plain(404, "{\"message\":\"Not Found\"}");
     };

@@ -4,6 +4,7 @@
 
 pub mod gateway;
 pub mod moto;
+pub mod poller;
 pub mod provision;
 pub mod template;
 

@@ -7,14 +7,17 @@ use std::sync::Arc;
 use aws_config::{BehaviorVersion, Region};
 use tokio::net::TcpListener;
 
+use crm_shared::blob::S3Blobs;
 use crm_shared::config::Env;
 use crm_shared::cursor::CursorCodec;
+use crm_shared::graph::GraphClient;
+use crm_shared::jobs::SqsQueue;
 use crm_shared::store::DynamoStore;
 use crm_shared::tenant::NewTenant;
 use crm_shared::{admin, aws};
 use devstack::gateway::{self, Handlers};
 use devstack::moto::MotoServer;
-use devstack::{provision, template, workspace_root};
+use devstack::{poller, provision, template, workspace_root};
 
 const DEV_APP_SECRET: &str = "dev-app-secret-change-me";
 const DEV_VERIFY_TOKEN: &str = "dev-verify-token";
@@ -91,8 +94,50 @@ async fn run() -> Result<(), BoxError> {
     let demo = NewTenant::validated("Demo Business", DEMO_PHONE_NUMBER_ID, DEMO_WABA_ID, DEMO_GRAPH_TOKEN)?;
     let demo = admin::create_tenant(&store, demo).await?;
 
+    let media_queue_url = provisioned
+        .queue_urls
+        .get("MediaQueue")
+        .cloned()
+        .ok_or("template has no MediaQueue")?;
+    let sqs = aws::sqs_client(&sdk);
+    let media_queue = SqsQueue::new(sqs.clone(), &media_queue_url);
+    let secrets = Env::from_map([
+        ("WHATSAPP_APP_SECRET", app_secret.as_str()),
+        ("WHATSAPP_VERIFY_TOKEN", verify_token.as_str()),
+    ])
+    .webhook_secrets()?;
     let handlers = Arc::new(Handlers {
         api: api_fn::Deps::new(store.clone(), CursorCodec::new(&cursor_secret)),
+        webhook: webhook_fn::Deps::new(store.clone(), media_queue.clone(), secrets),
+    });
+    let graph = env.graph()?;
+    let media_deps = Arc::new(media_fn::Deps {
+        store: store.clone(),
+        graph: GraphClient::new(&graph)?,
+        blobs: S3Blobs::new(
+            aws::s3_client(&sdk),
+            provisioned
+                .buckets
+                .get("MediaBucket")
+                .cloned()
+                .ok_or("template has no MediaBucket")?,
+        ),
+        retry: media_queue,
+        max_receives: env.media_max_receives()?,
+    });
+    // The media queue's event source mapping.
+    tokio::spawn(async move {
+        loop {
+            let deps = media_deps.clone();
+            let polled = poller::poll_once(&sqs, &media_queue_url, 5, |event| async move {
+                media_fn::handle(&deps, event).await
+            })
+            .await;
+            if let Err(e) = polled {
+                eprintln!("devstack: media queue poll failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            }
+        }
     });
     let listener = TcpListener::bind(("127.0.0.1", api_port))
         .await

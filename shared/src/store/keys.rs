@@ -26,6 +26,67 @@ pub fn phone_route_pk(phone_number_id: &str) -> String {
 
 pub const ROUTE_SK: &str = "ROUTE";
 
+/// Partition of one contact: profile, consent and restriction history.
+pub fn contact_pk(tenant_id: &str, contact_id: &str) -> String {
+    format!("T#{tenant_id}#C#{contact_id}")
+}
+
+pub const PROFILE_SK: &str = "PROFILE";
+
+/// GSI1 partition listing a tenant's contacts (sort key: contact id, i.e. creation order).
+pub fn contacts_gsi1pk(tenant_id: &str) -> String {
+    format!("T#{tenant_id}#CONTACTS")
+}
+
+/// Uniqueness record of a phone number within a tenant (→ contact id).
+pub fn phone_identity_pk(tenant_id: &str, e164: &str) -> String {
+    format!("T#{tenant_id}#PHONE#{e164}")
+}
+
+/// Uniqueness record of a WhatsApp business-scoped user id within a tenant (→ contact id).
+pub fn user_identity_pk(tenant_id: &str, user_id: &str) -> String {
+    format!("T#{tenant_id}#WAUSER#{user_id}")
+}
+
+pub const IDENTITY_SK: &str = "IDENTITY";
+
+pub fn consent_history_sk(at_millis: i64, id: &str) -> String {
+    format!("CONSENT#{at_millis:013}#{id}")
+}
+
+pub fn restriction_history_sk(at_millis: i64, id: &str) -> String {
+    format!("RESTRICTION#{at_millis:013}#{id}")
+}
+
+/// A message item (inbound or outbound).
+pub fn message_pk(tenant_id: &str, message_id: &str) -> String {
+    format!("T#{tenant_id}#MSG#{message_id}")
+}
+
+pub const MESSAGE_SK: &str = "MSG";
+
+/// GSI1 partition of one contact's conversation (sort key: message id, time-ordered).
+pub fn conversation_gsi1pk(tenant_id: &str, contact_id: &str) -> String {
+    format!("T#{tenant_id}#C#{contact_id}#MSGS")
+}
+
+/// Pointer from Meta's wamid of an outbound message to our message id; status webhooks that
+/// arrive before the pointer exists are parked under the same partition.
+pub fn wamid_pk(tenant_id: &str, wamid: &str) -> String {
+    format!("T#{tenant_id}#WAMID#{wamid}")
+}
+
+pub const WAMID_SK: &str = "WAMID";
+
+pub fn pending_status_sk(status: &str) -> String {
+    format!("PENDING#{status}")
+}
+
+/// Non-message webhook events of a tenant (account, quality, template updates).
+pub fn events_pk(tenant_id: &str) -> String {
+    format!("T#{tenant_id}#EVENTS")
+}
+
 /// GSI1 partition listing all tenants (used by the scheduled retention sweep).
 pub const ALL_TENANTS_GSI1PK: &str = "TENANTS";
 
@@ -38,5 +99,18 @@ mod tests {
         assert_eq!(tenant_pk("abc"), "T#abc");
         assert_eq!(api_key_sk("k1"), "KEY#k1");
         assert_ne!(phone_route_pk("123"), tenant_pk("123"));
+        let t = tenant_pk("abc");
+        for key in [
+            contact_pk("abc", "c"),
+            contacts_gsi1pk("abc"),
+            phone_identity_pk("abc", "+1"),
+            user_identity_pk("abc", "u"),
+            message_pk("abc", "m"),
+            conversation_gsi1pk("abc", "c"),
+            wamid_pk("abc", "w"),
+            events_pk("abc"),
+        ] {
+            assert!(key.starts_with(&format!("{t}#")), "{key}");
+        }
     }
 }

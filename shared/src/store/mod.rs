@@ -5,13 +5,19 @@
 //! the tenant in the first place (phone number id → tenant).
 
 mod dynamo;
+pub mod inbound;
 pub mod keys;
+pub mod outbound;
 
 use std::future::Future;
 
 use chrono::{DateTime, Utc};
 
 pub use dynamo::DynamoStore;
+pub use inbound::{
+    CustomerIdentity, InboundOutcome, InboundStore, InboundWrite, MediaStore, StatusOutcome, StatusWrite,
+};
+pub use outbound::OutboundStore;
 
 use crate::cursor::Position;
 use crate::secret::Secret;

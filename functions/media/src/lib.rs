@@ -1,0 +1,209 @@
+//! Media worker: for each queued inbound media item, ask the Graph API for its short-lived
+//! URL, download it with the tenant's token, check its SHA-256, store it in S3 under the
+//! tenant and contact, and mark the message's media available.
+//!
+//! Retries: a retryable failure reports the record as failed (partial batch response) and
+//! pushes its next delivery out with exponential backoff; on the last allowed receive the
+//! message is marked `failed` before the record goes to the dead-letter queue. Failures that
+//! cannot improve (media expired or unknown, too large) are marked at once and not retried.
+
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use lambda_runtime::{Error, LambdaEvent};
+
+use crm_shared::blob::{BlobStore, media_key};
+use crm_shared::graph::{GraphCallError, MAX_MEDIA_BYTES, MediaSource, sha256_matches};
+use crm_shared::jobs::{MediaJob, RetryScheduler, retry_delay_secs};
+use crm_shared::message::{MediaRef, MediaStatus};
+use crm_shared::store::{MediaStore, StoreError, TenantStore};
+
+pub struct Deps<S, G, B, R> {
+    pub store: S,
+    pub graph: G,
+    pub blobs: B,
+    pub retry: R,
+    /// The queue's `maxReceiveCount`: the receive on which a failure is final.
+    pub max_receives: u32,
+}
+
+/// Storage the worker needs.
+pub trait WorkerStore: MediaStore + TenantStore {}
+impl<T: MediaStore + TenantStore> WorkerStore for T {}
+
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    /// May succeed on a later delivery.
+    #[error("{0}")]
+    Retry(String),
+    /// Will not succeed; recorded on the message.
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        Failure::Retry(e.to_string())
+    }
+}
+
+impl From<GraphCallError> for Failure {
+    fn from(e: GraphCallError) -> Self {
+        if e.is_retryable() {
+            Failure::Retry(e.to_string())
+        } else {
+            Failure::Permanent(e.to_string())
+        }
+    }
+}
+
+pub async fn handle<S: WorkerStore, G: MediaSource, B: BlobStore, R: RetryScheduler>(
+    deps: &Deps<S, G, B, R>,
+    event: LambdaEvent<SqsEvent>,
+) -> Result<SqsBatchResponse, Error> {
+    let records = &event.payload.records;
+    let outcomes = futures::future::join_all(records.iter().map(|r| process_record(deps, r))).await;
+    let mut response = SqsBatchResponse::default();
+    for (record, ok) in records.iter().zip(outcomes) {
+        if !ok {
+            if let Some(id) = &record.message_id {
+                response.add_failure(id.clone());
+            }
+        }
+    }
+    Ok(response)
+}
+
+fn receive_count(record: &SqsMessage) -> u32 {
+    record
+        .attributes
+        .get("ApproximateReceiveCount")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+}
+
+/// `true` when the record is done with (success or a recorded permanent failure).
+#[tracing::instrument(skip_all, fields(sqs_message_id = record.message_id.as_deref().unwrap_or("")))]
+async fn process_record<S: WorkerStore, G: MediaSource, B: BlobStore, R: RetryScheduler>(
+    deps: &Deps<S, G, B, R>,
+    record: &SqsMessage,
+) -> bool {
+    let job: MediaJob = match record.body.as_deref().map(serde_json::from_str) {
+        Some(Ok(job)) => job,
+        _ => {
+            // Cannot ever succeed; failing it sends it to the DLQ for inspection.
+            tracing::error!("media job body is not a MediaJob");
+            return false;
+        }
+    };
+    let attempt = receive_count(record);
+    match fetch(deps, &job).await {
+        Ok(()) => true,
+        Err(Failure::Permanent(reason)) => {
+            tracing::warn!(message_id = %job.message_id, %reason, "media cannot be fetched; marked failed");
+            mark_failed(deps, &job, &reason).await
+        }
+        Err(Failure::Retry(reason)) if attempt >= deps.max_receives => {
+            tracing::error!(message_id = %job.message_id, attempt, %reason, "media fetch failed on the last attempt; marked failed, record goes to the DLQ");
+            mark_failed(deps, &job, &reason).await;
+            false
+        }
+        Err(Failure::Retry(reason)) => {
+            let delay = retry_delay_secs(attempt);
+            tracing::warn!(message_id = %job.message_id, attempt, delay, %reason, "media fetch failed; will retry");
+            if let Some(handle) = &record.receipt_handle {
+                if let Err(e) = deps.retry.retry_after(handle, delay).await {
+                    tracing::warn!(error = %e, "could not delay the retry; the queue's visibility timeout applies");
+                }
+            }
+            false
+        }
+    }
+}
+
+async fn fetch<S: WorkerStore, G: MediaSource, B: BlobStore, R: RetryScheduler>(
+    deps: &Deps<S, G, B, R>,
+    job: &MediaJob,
+) -> Result<(), Failure> {
+    let Some(message) = deps.store.get_message(&job.tenant_id, &job.message_id).await? else {
+        // Erased (or never stored): nothing to fetch.
+        return Ok(());
+    };
+    let Some(media) = message.media.clone() else {
+        return Ok(());
+    };
+    if media.status == MediaStatus::Available {
+        return Ok(());
+    }
+    let token = deps
+        .store
+        .graph_token(&job.tenant_id)
+        .await?
+        .ok_or_else(|| Failure::Permanent("tenant has no Graph access token".into()))?;
+    let info = deps.graph.media_info(&media.media_id, &token).await?;
+    if info.file_size.is_some_and(|n| n > MAX_MEDIA_BYTES) {
+        return Err(GraphCallError::TooLarge.into());
+    }
+    let data = deps.graph.download(&info.url, &token).await?;
+    if let Some(expected) = info.file_size {
+        if expected != data.len() as u64 {
+            return Err(Failure::Retry("downloaded size differs from the announced size".into()));
+        }
+    }
+    for announced in [media.sha256.as_deref(), info.sha256.as_deref()].into_iter().flatten() {
+        if !sha256_matches(&data, announced) {
+            return Err(Failure::Retry("checksum mismatch".into()));
+        }
+    }
+    let key = media_key(&message.tenant_id, &message.contact_id, &message.message_id);
+    let mime = media.mime_type.clone().or(info.mime_type.clone());
+    let size = data.len() as u64;
+    deps.blobs
+        .put(&key, data, mime.as_deref())
+        .await
+        .map_err(|e| Failure::Retry(e.to_string()))?;
+    let available = MediaRef {
+        status: MediaStatus::Available,
+        s3_key: Some(key),
+        size: Some(size),
+        mime_type: mime,
+        failure: None,
+        ..media
+    };
+    match deps
+        .store
+        .update_media(&message.tenant_id, &message.message_id, &available)
+        .await
+    {
+        // Erased while we downloaded: the object is orphaned under the erased contact's
+        // prefix; erasure deletes by prefix, and retention sweeps the rest.
+        Ok(()) | Err(StoreError::NotFound) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn mark_failed<S: WorkerStore, G: MediaSource, B: BlobStore, R: RetryScheduler>(
+    deps: &Deps<S, G, B, R>,
+    job: &MediaJob,
+    reason: &str,
+) -> bool {
+    let message = match deps.store.get_message(&job.tenant_id, &job.message_id).await {
+        Ok(Some(m)) => m,
+        Ok(None) => return true,
+        Err(e) => {
+            tracing::error!(error = %e, "could not read message to mark its media failed");
+            return false;
+        }
+    };
+    let Some(media) = message.media else { return true };
+    let failed = MediaRef {
+        status: MediaStatus::Failed,
+        failure: Some(reason.to_owned()),
+        ..media
+    };
+    match deps.store.update_media(&job.tenant_id, &job.message_id, &failed).await {
+        Ok(()) | Err(StoreError::NotFound) => true,
+        Err(e) => {
+            tracing::error!(error = %e, "could not mark media failed");
+            false
+        }
+    }
+}

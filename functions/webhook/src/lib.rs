@@ -1,0 +1,148 @@
+//! Meta's webhook: the verification handshake (GET) and signed deliveries (POST).
+//!
+//! A delivery is authenticated over its exact bytes, parsed, and every entry, change,
+//! message, status and error in it is stored before the `200`; storage failures answer `500`
+//! so Meta redelivers, which is safe because every write is idempotent. Slow work (media
+//! download) is handed to a queue.
+
+mod process;
+mod routes;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use lambda_http::http::{Method, StatusCode, header};
+use lambda_http::{Body, Error, Request, RequestExt, Response};
+use subtle::ConstantTimeEq;
+
+use crm_shared::config::WebhookSecrets;
+use crm_shared::jobs::MediaJobQueue;
+use crm_shared::store::{InboundStore, StoreError, TenantStore};
+use crm_shared::whatsapp::{parse_payload, verify_signature};
+
+pub use process::Summary;
+
+/// Storage the webhook needs.
+pub trait WebhookStore: InboundStore + TenantStore {}
+impl<T: InboundStore + TenantStore> WebhookStore for T {}
+
+/// Phone number id → tenant, remembered briefly so a warm function does not look it up for
+/// every delivery. Offboarding deletes the route; the cache delays that by at most its TTL.
+const ROUTE_TTL: Duration = Duration::from_secs(60);
+
+pub struct Deps<S, Q> {
+    pub store: S,
+    pub media_queue: Q,
+    pub secrets: WebhookSecrets,
+    routes: Mutex<HashMap<String, (Option<String>, Instant)>>,
+}
+
+impl<S: WebhookStore, Q: MediaJobQueue> Deps<S, Q> {
+    pub fn new(store: S, media_queue: Q, secrets: WebhookSecrets) -> Self {
+        Deps {
+            store,
+            media_queue,
+            secrets,
+            routes: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub(crate) async fn tenant_for(&self, phone_number_id: &str) -> Result<Option<String>, StoreError> {
+        if let Some((tenant, at)) = self.routes.lock().expect("route cache").get(phone_number_id)
+            && at.elapsed() < ROUTE_TTL
+        {
+            return Ok(tenant.clone());
+        }
+        let tenant = self.store.tenant_for_phone_number(phone_number_id).await?;
+        self.routes
+            .lock()
+            .expect("route cache")
+            .insert(phone_number_id.to_owned(), (tenant.clone(), Instant::now()));
+        Ok(tenant)
+    }
+}
+
+pub async fn handle<S: WebhookStore, Q: MediaJobQueue>(
+    deps: &Deps<S, Q>,
+    req: Request,
+) -> Result<Response<Body>, Error> {
+    let path = req.uri().path().trim_end_matches('/');
+    if path != routes::WEBHOOK_PATH {
+        return Ok(json(StatusCode::NOT_FOUND, "route_not_found", "no such route"));
+    }
+    let response = match *req.method() {
+        Method::GET => verify_subscription(deps, &req),
+        Method::POST => receive(deps, &req).await,
+        _ => json(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use GET or POST"),
+    };
+    Ok(response)
+}
+
+/// `GET ?hub.mode=subscribe&hub.verify_token=T&hub.challenge=C` → `200 C` when T matches.
+fn verify_subscription<S, Q>(deps: &Deps<S, Q>, req: &Request) -> Response<Body> {
+    let query = req.query_string_parameters();
+    let mode = query.first("hub.mode");
+    let token = query.first("hub.verify_token").unwrap_or_default();
+    let challenge = query.first("hub.challenge");
+    let expected = deps.secrets.verify_token.expose().as_bytes();
+    let token_ok = bool::from(token.as_bytes().ct_eq(expected));
+    match (mode, challenge) {
+        (Some("subscribe"), Some(challenge)) if token_ok => Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, "text/plain")
+            .body(Body::Text(challenge.to_owned()))
+            .expect("valid response"),
+        _ => json(StatusCode::FORBIDDEN, "forbidden", "verification failed"),
+    }
+}
+
+async fn receive<S: WebhookStore, Q: MediaJobQueue>(deps: &Deps<S, Q>, req: &Request) -> Response<Body> {
+    // lambda_http has already base64-decoded the body when API Gateway marked it so.
+    let raw: &[u8] = match req.body() {
+        Body::Text(t) => t.as_bytes(),
+        Body::Binary(b) => b,
+        _ => b"",
+    };
+    let signature = req.headers().get("x-hub-signature-256").and_then(|v| v.to_str().ok());
+    if let Err(err) = verify_signature(deps.secrets.app_secret.expose().as_bytes(), raw, signature) {
+        tracing::warn!(reason = %err, "webhook signature rejected");
+        return json(StatusCode::UNAUTHORIZED, "invalid_signature", &err.to_string());
+    }
+    let payload = match parse_payload(raw) {
+        Ok(p) => p,
+        Err(err) => {
+            tracing::warn!(reason = %err, "webhook payload rejected");
+            return json(StatusCode::BAD_REQUEST, "invalid_payload", &err.to_string());
+        }
+    };
+    match process::process(deps, &payload).await {
+        Ok(summary) => {
+            tracing::info!(?summary, "webhook processed");
+            let body = serde_json::json!({"received": true});
+            Response::builder()
+                .status(StatusCode::OK)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::Text(body.to_string()))
+                .expect("valid response")
+        }
+        Err(err) => {
+            // Meta redelivers on non-2xx; every write is idempotent, so that is the retry.
+            tracing::error!(error = %err, "webhook processing failed; Meta will redeliver");
+            json(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "delivery could not be stored; retry later",
+            )
+        }
+    }
+}
+
+fn json(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+    let body = serde_json::json!({"error": {"code": code, "message": message}});
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::Text(body.to_string()))
+        .expect("valid response")
+}

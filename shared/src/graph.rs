@@ -1,0 +1,298 @@
+//! Meta's Graph API: the calls this backend makes, over one shared HTTP client (rustls,
+//! connection reuse across invocations, bounded timeouts).
+
+use std::future::Future;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::Deserialize;
+
+use crate::config::GraphConfig;
+use crate::secret::Secret;
+
+/// Largest media WhatsApp accepts (documents: 100 MB).
+pub const MAX_MEDIA_BYTES: u64 = 100 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum GraphCallError {
+    /// Meta answered with an error status; `code` is Meta's error code when it sent one.
+    #[error("Graph API answered HTTP {status} (code {code:?}): {message}")]
+    Api {
+        status: u16,
+        code: Option<i64>,
+        message: String,
+    },
+    /// No usable answer: connection, timeout or an unreadable body.
+    #[error("Graph API unreachable: {0}")]
+    Transport(String),
+    #[error("media is larger than {MAX_MEDIA_BYTES} bytes")]
+    TooLarge,
+}
+
+impl GraphCallError {
+    /// Worth another try later (throttling, Meta-side trouble, network, expired token that an
+    /// operator may replace); everything else will fail the same way again.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            GraphCallError::Transport(_) => true,
+            GraphCallError::TooLarge => false,
+            GraphCallError::Api { status, code, .. } => {
+                *status == 429
+                    || *status >= 500
+                    || *status == 401
+                    || matches!(code, Some(4 | 80007 | 130429 | 131000 | 190))
+            }
+        }
+    }
+}
+
+/// What `GET /{version}/{media-id}` returns.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct MediaInfo {
+    pub url: String,
+    #[serde(default)]
+    pub mime_type: Option<String>,
+    #[serde(default)]
+    pub sha256: Option<String>,
+    #[serde(default, deserialize_with = "number_or_string")]
+    pub file_size: Option<u64>,
+}
+
+fn number_or_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum NumOrStr {
+        N(u64),
+        S(String),
+    }
+    Ok(match Option::<NumOrStr>::deserialize(d)? {
+        Some(NumOrStr::N(n)) => Some(n),
+        Some(NumOrStr::S(s)) => s.parse().ok(),
+        None => None,
+    })
+}
+
+/// The media calls, as a port for the media worker.
+pub trait MediaSource: Send + Sync {
+    fn media_info(
+        &self,
+        media_id: &str,
+        token: &Secret,
+    ) -> impl Future<Output = Result<MediaInfo, GraphCallError>> + Send;
+    fn download(&self, url: &str, token: &Secret) -> impl Future<Output = Result<Bytes, GraphCallError>> + Send;
+}
+
+#[derive(Debug, Clone)]
+pub struct GraphClient {
+    http: reqwest::Client,
+    base: String,
+    version: String,
+}
+
+impl GraphClient {
+    /// Builds the client; no network I/O happens here.
+    pub fn new(config: &GraphConfig) -> Result<Self, GraphCallError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(Duration::from_secs(30))
+            .pool_idle_timeout(Duration::from_secs(50))
+            .user_agent(concat!("wcrm/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| GraphCallError::Transport(e.to_string()))?;
+        Ok(GraphClient {
+            http,
+            base: config.base_url.clone(),
+            version: config.version.clone(),
+        })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}/{}/{}", self.base, self.version, path.trim_start_matches('/'))
+    }
+
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+}
+
+/// Meta's error envelope: `{"error": {"message", "type", "code", "error_subcode", ...}}`.
+#[derive(Debug, Deserialize)]
+struct ErrorEnvelope {
+    error: ErrorBody,
+}
+
+#[derive(Debug, Deserialize)]
+struct ErrorBody {
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    code: Option<i64>,
+}
+
+/// Turns a non-success response into [`GraphCallError::Api`].
+pub async fn api_error(resp: reqwest::Response) -> GraphCallError {
+    let status = resp.status().as_u16();
+    let body = resp.bytes().await.unwrap_or_default();
+    let parsed: Option<ErrorEnvelope> = serde_json::from_slice(&body).ok();
+    GraphCallError::Api {
+        status,
+        code: parsed.as_ref().and_then(|e| e.error.code),
+        message: parsed
+            .and_then(|e| e.error.message)
+            .unwrap_or_else(|| "no error message".into()),
+    }
+}
+
+fn transport(e: reqwest::Error) -> GraphCallError {
+    // reqwest errors carry the URL; media URLs are signed and short-lived, so drop it.
+    GraphCallError::Transport(e.without_url().to_string())
+}
+
+impl MediaSource for GraphClient {
+    async fn media_info(&self, media_id: &str, token: &Secret) -> Result<MediaInfo, GraphCallError> {
+        let resp = self
+            .http
+            .get(self.url(media_id))
+            .bearer_auth(token.expose())
+            .send()
+            .await
+            .map_err(transport)?;
+        if !resp.status().is_success() {
+            return Err(api_error(resp).await);
+        }
+        resp.json::<MediaInfo>().await.map_err(transport)
+    }
+
+    async fn download(&self, url: &str, token: &Secret) -> Result<Bytes, GraphCallError> {
+        let mut resp = self
+            .http
+            .get(url)
+            .bearer_auth(token.expose())
+            .send()
+            .await
+            .map_err(transport)?;
+        if !resp.status().is_success() {
+            return Err(api_error(resp).await);
+        }
+        if resp.content_length().is_some_and(|n| n > MAX_MEDIA_BYTES) {
+            return Err(GraphCallError::TooLarge);
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(transport)? {
+            if body.len() as u64 + chunk.len() as u64 > MAX_MEDIA_BYTES {
+                return Err(GraphCallError::TooLarge);
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Bytes::from(body))
+    }
+}
+
+/// Whether `data` matches a checksum Meta announced, which arrives as hex or as base64.
+pub fn sha256_matches(data: &[u8], announced: &str) -> bool {
+    use base64::Engine;
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(data);
+    let announced = announced.trim();
+    hex::encode(digest).eq_ignore_ascii_case(announced)
+        || base64::engine::general_purpose::STANDARD.encode(digest) == announced
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wiremock::matchers::{header, method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    fn client(base: &str) -> GraphClient {
+        GraphClient::new(&GraphConfig {
+            base_url: base.to_owned(),
+            version: "v25.0".into(),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn checksums_in_either_encoding() {
+        let data = b"hello";
+        assert!(sha256_matches(
+            data,
+            "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+        ));
+        assert!(sha256_matches(
+            data,
+            "2CF24DBA5FB0A30E26E83B2AC5B9E29E1B161E5C1FA7425E73043362938B9824"
+        ));
+        assert!(sha256_matches(data, "LPJNul+wow4m6DsqxbninhsWHlwfp0JecwQzYpOLmCQ="));
+        assert!(!sha256_matches(data, "00"));
+    }
+
+    #[test]
+    fn retry_classification() {
+        let api = |status, code| GraphCallError::Api {
+            status,
+            code,
+            message: String::new(),
+        };
+        assert!(api(500, None).is_retryable());
+        assert!(api(429, None).is_retryable());
+        assert!(api(400, Some(130429)).is_retryable());
+        assert!(!api(404, Some(100)).is_retryable());
+        assert!(!api(400, Some(131051)).is_retryable());
+        assert!(GraphCallError::Transport("x".into()).is_retryable());
+        assert!(!GraphCallError::TooLarge.is_retryable());
+    }
+
+    #[tokio::test]
+    async fn media_info_and_download_send_the_bearer_token() {
+        let server = MockServer::start().await;
+        let media_url = format!("{}/download/abc", server.uri());
+        Mock::given(method("GET"))
+            .and(path("/v25.0/m1"))
+            .and(header("authorization", "Bearer tok"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "messaging_product": "whatsapp", "url": media_url, "mime_type": "image/jpeg",
+                "sha256": "x", "file_size": "5", "id": "m1"
+            })))
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/download/abc"))
+            .and(header("authorization", "Bearer tok"))
+            .respond_with(ResponseTemplate::new(200).set_body_bytes(b"hello".to_vec()))
+            .mount(&server)
+            .await;
+        let c = client(&server.uri());
+        let token = Secret::new("tok");
+        let info = c.media_info("m1", &token).await.unwrap();
+        assert_eq!(info.file_size, Some(5));
+        assert_eq!(
+            c.download(&info.url, &token).await.unwrap(),
+            Bytes::from_static(b"hello")
+        );
+    }
+
+    #[tokio::test]
+    async fn meta_errors_are_typed() {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .respond_with(ResponseTemplate::new(400).set_body_json(serde_json::json!({
+                "error": {"message": "Unsupported get request", "type": "GraphMethodException", "code": 100}
+            })))
+            .mount(&server)
+            .await;
+        let err = client(&server.uri())
+            .media_info("gone", &Secret::new("t"))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err,
+            GraphCallError::Api {
+                status: 400,
+                code: Some(100),
+                message: "Unsupported get request".into()
+            }
+        );
+        assert!(!err.is_retryable());
+    }
+}

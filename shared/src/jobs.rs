@@ -1,0 +1,91 @@
+//! Work handed from one function to another through SQS, and the port that enqueues it.
+
+use std::future::Future;
+
+use serde::{Deserialize, Serialize};
+
+/// Fetch one inbound media item from Meta into S3.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaJob {
+    pub tenant_id: String,
+    pub message_id: String,
+    pub contact_id: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("could not enqueue job: {0}")]
+pub struct EnqueueError(pub String);
+
+pub trait MediaJobQueue: Send + Sync {
+    fn enqueue_media(&self, job: &MediaJob) -> impl Future<Output = Result<(), EnqueueError>> + Send;
+}
+
+/// Delays the next delivery of a received SQS message (exponential backoff for retries).
+pub trait RetryScheduler: Send + Sync {
+    fn retry_after(&self, receipt_handle: &str, seconds: i32) -> impl Future<Output = Result<(), EnqueueError>> + Send;
+}
+
+/// Backoff before delivery `receive_count + 1`: 1, 4, 16, then 60 minutes.
+pub fn retry_delay_secs(receive_count: u32) -> i32 {
+    let exp = receive_count.saturating_sub(1).min(3);
+    (60 * 4i32.pow(exp)).min(3600)
+}
+
+/// The SQS implementation.
+impl RetryScheduler for SqsQueue {
+    async fn retry_after(&self, receipt_handle: &str, seconds: i32) -> Result<(), EnqueueError> {
+        self.client
+            .change_message_visibility()
+            .queue_url(&self.url)
+            .receipt_handle(receipt_handle)
+            .visibility_timeout(seconds.clamp(0, 43_200))
+            .send()
+            .await
+            .map_err(|e| EnqueueError(aws_sdk_sqs::error::DisplayErrorContext(&e).to_string()))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        assert_eq!(retry_delay_secs(1), 60);
+        assert_eq!(retry_delay_secs(2), 240);
+        assert_eq!(retry_delay_secs(3), 960);
+        assert_eq!(retry_delay_secs(4), 3600);
+        assert_eq!(retry_delay_secs(40), 3600);
+        assert_eq!(retry_delay_secs(0), 60);
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SqsQueue {
+    client: aws_sdk_sqs::Client,
+    url: String,
+}
+
+impl SqsQueue {
+    pub fn new(client: aws_sdk_sqs::Client, url: impl Into<String>) -> Self {
+        SqsQueue {
+            client,
+            url: url.into(),
+        }
+    }
+}
+
+impl MediaJobQueue for SqsQueue {
+    async fn enqueue_media(&self, job: &MediaJob) -> Result<(), EnqueueError> {
+        let body = serde_json::to_string(job).expect("job serializes");
+        self.client
+            .send_message()
+            .queue_url(&self.url)
+            .message_body(body)
+            .send()
+            .await
+            .map_err(|e| EnqueueError(aws_sdk_sqs::error::DisplayErrorContext(&e).to_string()))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,221 @@
+//! Stored messages (inbound and outbound) and the rules that derive their ids and keys.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    Inbound,
+    Outbound,
+}
+
+/// Where a message's media stands. Inbound media is fetched from Meta by the media worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MediaStatus {
+    /// Queued for download.
+    Pending,
+    /// In S3, checksum verified.
+    Available,
+    /// Meta could not give it to us (expired, deleted, too large, checksum never matched).
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaRef {
+    /// Meta's media id (valid for 7 days after the webhook).
+    pub media_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mime_type: Option<String>,
+    /// Checksum Meta announced (hex or base64, as Meta sent it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    pub status: MediaStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+}
+
+/// An error Meta reported for a message, kept as Meta worded it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageError {
+    pub code: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// Status of a message as the API shows it. Inbound messages are `received`; outbound ones
+/// move `queued → sent → delivered → read` (or end `failed` / `rejected`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageStatus {
+    Received,
+    Queued,
+    Sent,
+    Delivered,
+    Read,
+    Played,
+    Failed,
+    Rejected,
+}
+
+impl MessageStatus {
+    /// Order used by conditional writes: a status only replaces a lower rank. Terminal states
+    /// rank above everything so nothing moves them.
+    pub fn rank(self) -> i64 {
+        match self {
+            MessageStatus::Received => 0,
+            MessageStatus::Queued => 0,
+            MessageStatus::Sent => 10,
+            MessageStatus::Delivered => 20,
+            MessageStatus::Read => 30,
+            MessageStatus::Played => 40,
+            MessageStatus::Failed | MessageStatus::Rejected => 100,
+        }
+    }
+
+    pub const ALL: [MessageStatus; 8] = [
+        MessageStatus::Received,
+        MessageStatus::Queued,
+        MessageStatus::Sent,
+        MessageStatus::Delivered,
+        MessageStatus::Read,
+        MessageStatus::Played,
+        MessageStatus::Failed,
+        MessageStatus::Rejected,
+    ];
+
+    pub fn is_terminal(self) -> bool {
+        matches!(self, MessageStatus::Failed | MessageStatus::Rejected)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageStatus::Received => "received",
+            MessageStatus::Queued => "queued",
+            MessageStatus::Sent => "sent",
+            MessageStatus::Delivered => "delivered",
+            MessageStatus::Read => "read",
+            MessageStatus::Played => "played",
+            MessageStatus::Failed => "failed",
+            MessageStatus::Rejected => "rejected",
+        }
+    }
+}
+
+impl std::fmt::Display for MessageStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for MessageStatus {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        MessageStatus::ALL
+            .into_iter()
+            .find(|status| status.as_str() == s)
+            .ok_or_else(|| format!("unknown message status {s:?}"))
+    }
+}
+
+/// A message as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MessageRecord {
+    pub tenant_id: String,
+    pub message_id: String,
+    pub contact_id: String,
+    pub direction: Direction,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wamid: Option<String>,
+    /// Meta's message type (`text`, `image`, …, or an unknown future type as named).
+    #[serde(rename = "type")]
+    pub message_type: String,
+    /// The type's object as Meta sent it (inbound) or as it will be sent (outbound).
+    pub content: serde_json::Value,
+    pub status: MessageStatus,
+    /// When each status was first reached (Meta's timestamps for webhook statuses).
+    #[serde(default)]
+    pub status_at: BTreeMap<String, DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<MessageError>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media: Option<MediaRef>,
+    /// The message this one replies to or reacts to (our message id, outbound sends).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<String>,
+    /// Meta's id of the message a customer replied to, reacted to or forwarded (inbound).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_wamid: Option<String>,
+    /// Click-to-WhatsApp ad referral attached to an inbound message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub referral: Option<serde_json::Value>,
+    /// Pricing/conversation objects of the latest status webhook (outbound).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pricing: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversation: Option<serde_json::Value>,
+    /// When the message was sent by the customer (inbound) or created (outbound).
+    pub timestamp: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Time of a Meta webhook timestamp (unix seconds); out-of-range values fall back to `now`.
+pub fn meta_time(unix_seconds: i64, now: DateTime<Utc>) -> DateTime<Utc> {
+    Utc.timestamp_opt(unix_seconds, 0).single().unwrap_or(now)
+}
+
+/// The id of an inbound message, derived from the tenant and Meta's wamid so a redelivered
+/// webhook maps onto the same item (the conditional put is the dedupe), and shaped as a ULID
+/// of the message time so ids sort by time like every other message id.
+pub fn inbound_message_id(tenant_id: &str, wamid: &str, at: DateTime<Utc>) -> String {
+    let digest = Sha256::digest(format!("{tenant_id}\n{wamid}").as_bytes());
+    let mut random = [0u8; 16];
+    random[6..].copy_from_slice(&digest[..10]);
+    let ms = at.timestamp_millis().clamp(0, (1i64 << 48) - 1) as u64;
+    ulid::Ulid::from_parts(ms, u128::from_be_bytes(random))
+        .to_string()
+        .to_ascii_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inbound_ids_are_deterministic_per_tenant_and_valid() {
+        let at = meta_time(1_700_000_000, Utc::now());
+        let a = inbound_message_id("t1", "wamid.X", at);
+        assert_eq!(a, inbound_message_id("t1", "wamid.X", at));
+        assert_ne!(a, inbound_message_id("t2", "wamid.X", at));
+        assert_ne!(a, inbound_message_id("t1", "wamid.Y", at));
+        assert!(crate::ids::is_valid_id(&a));
+        let later = inbound_message_id("t1", "wamid.A", meta_time(1_700_000_001, Utc::now()));
+        assert!(later > a, "ids sort by time");
+    }
+
+    #[test]
+    fn ranks_order_statuses_and_terminals_win() {
+        use MessageStatus::*;
+        assert!(Sent.rank() < Delivered.rank() && Delivered.rank() < Read.rank() && Read.rank() < Played.rank());
+        assert!(Failed.rank() > Played.rank() && Rejected.rank() == Failed.rank());
+        assert_eq!(serde_json::to_value(Read).unwrap(), "read");
+    }
+
+    #[test]
+    fn meta_time_handles_bad_values() {
+        let now = Utc::now();
+        assert_eq!(meta_time(0, now).timestamp(), 0);
+        assert_eq!(meta_time(i64::MAX, now), now);
+    }
+}

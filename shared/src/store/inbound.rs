@@ -1,0 +1,725 @@
+//! Storage for what Meta tells us: inbound messages, contacts they create, delivery statuses,
+//! media state and other account events. Every write is conditional so a redelivered webhook
+//! changes nothing.
+
+use std::collections::HashMap;
+use std::future::Future;
+
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::dynamo::{backend, from_item, to_item};
+use super::keys::*;
+use super::{DynamoStore, StoreError};
+use crate::contact::{ConsentChange, Contact};
+use crate::message::{MediaRef, MessageError, MessageRecord, MessageStatus};
+
+/// Identity a webhook gives for a customer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CustomerIdentity {
+    /// E.164.
+    pub phone: Option<String>,
+    pub user_id: Option<String>,
+}
+
+/// An inbound message and the contact changes it implies, written together.
+#[derive(Debug, Clone)]
+pub struct InboundWrite {
+    pub message: MessageRecord,
+    /// WhatsApp profile name from `contacts[].profile.name`.
+    pub profile_name: Option<String>,
+    /// Consent change from a STOP/START keyword.
+    pub consent: Option<ConsentChange>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum InboundOutcome {
+    Stored,
+    /// The same wamid was stored before; the stored message is returned.
+    Duplicate(Box<MessageRecord>),
+}
+
+#[derive(Debug, Clone)]
+pub struct StatusWrite {
+    pub wamid: String,
+    pub status: MessageStatus,
+    pub at: DateTime<Utc>,
+    pub error: Option<MessageError>,
+    pub pricing: Option<Value>,
+    pub conversation: Option<Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusOutcome {
+    /// The message moved to the new status.
+    Applied,
+    /// Recorded in the message's status history, but the message is already further along.
+    HistoryOnly,
+    /// Seen before.
+    Duplicate,
+    /// No outbound message has this wamid (yet): parked for the sender to apply.
+    Parked,
+}
+
+pub trait InboundStore: Send + Sync {
+    fn find_contact_id(
+        &self,
+        tenant_id: &str,
+        identity: &CustomerIdentity,
+    ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
+
+    fn get_contact(
+        &self,
+        tenant_id: &str,
+        contact_id: &str,
+    ) -> impl Future<Output = Result<Option<Contact>, StoreError>> + Send;
+
+    /// Creates a contact and its identity records; `Conflict` when the phone or user id
+    /// already belongs to a contact of the tenant.
+    fn create_contact(&self, contact: &Contact) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Stores the message (once per wamid) and updates the contact; `NotFound` when the
+    /// contact no longer exists (erased meanwhile).
+    fn record_inbound(&self, write: &InboundWrite) -> impl Future<Output = Result<InboundOutcome, StoreError>> + Send;
+
+    fn apply_status(
+        &self,
+        tenant_id: &str,
+        write: &StatusWrite,
+    ) -> impl Future<Output = Result<StatusOutcome, StoreError>> + Send;
+
+    /// Keeps a non-message webhook change (account, quality, template updates); idempotent
+    /// on its content.
+    fn record_event(
+        &self,
+        tenant_id: &str,
+        field: &str,
+        value: &Value,
+        received_at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// What the media worker needs.
+pub trait MediaStore: Send + Sync {
+    fn get_message(
+        &self,
+        tenant_id: &str,
+        message_id: &str,
+    ) -> impl Future<Output = Result<Option<MessageRecord>, StoreError>> + Send;
+
+    /// Sets the media state unless the media is already available (a late retry never
+    /// downgrades it); `NotFound` when the message is gone.
+    fn update_media(
+        &self,
+        tenant_id: &str,
+        message_id: &str,
+        media: &MediaRef,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+#[derive(Serialize, Deserialize)]
+pub(crate) struct MessageItem {
+    #[serde(rename = "PK")]
+    pub pk: String,
+    #[serde(rename = "SK")]
+    pub sk: String,
+    #[serde(rename = "GSI1PK")]
+    pub gsi1pk: String,
+    #[serde(rename = "GSI1SK")]
+    pub gsi1sk: String,
+    pub status_rank: i64,
+    #[serde(flatten)]
+    pub message: MessageRecord,
+}
+
+impl MessageItem {
+    pub fn new(message: &MessageRecord) -> Self {
+        MessageItem {
+            pk: message_pk(&message.tenant_id, &message.message_id),
+            sk: MESSAGE_SK.into(),
+            gsi1pk: conversation_gsi1pk(&message.tenant_id, &message.contact_id),
+            gsi1sk: message.message_id.clone(),
+            status_rank: message.status.rank(),
+            message: message.clone(),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+pub(crate) struct ContactItem {
+    #[serde(rename = "PK")]
+    pub pk: String,
+    #[serde(rename = "SK")]
+    pub sk: String,
+    #[serde(rename = "GSI1PK")]
+    pub gsi1pk: String,
+    #[serde(rename = "GSI1SK")]
+    pub gsi1sk: String,
+    #[serde(flatten)]
+    pub contact: Contact,
+}
+
+impl ContactItem {
+    pub fn new(contact: &Contact) -> Self {
+        ContactItem {
+            pk: contact_pk(&contact.tenant_id, &contact.contact_id),
+            sk: PROFILE_SK.into(),
+            gsi1pk: contacts_gsi1pk(&contact.tenant_id),
+            gsi1sk: contact.contact_id.clone(),
+            contact: contact.clone(),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct IdentityItem {
+    #[serde(rename = "PK")]
+    pk: String,
+    #[serde(rename = "SK")]
+    sk: String,
+    contact_id: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ConsentItem {
+    #[serde(rename = "PK")]
+    pk: String,
+    #[serde(rename = "SK")]
+    sk: String,
+    #[serde(flatten)]
+    change: ConsentChange,
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn av<T: Serialize>(v: &T) -> AttributeValue {
+    serde_dynamo::to_attribute_value(v).expect("value serializes")
+}
+
+fn time(at: DateTime<Utc>) -> AttributeValue {
+    av(&at)
+}
+
+pub(crate) fn identity_put(table: &str, pk: String, contact_id: &str) -> TransactWriteItem {
+    let item = to_item(&IdentityItem {
+        pk,
+        sk: IDENTITY_SK.into(),
+        contact_id: contact_id.to_owned(),
+    });
+    TransactWriteItem::builder()
+        .put(
+            Put::builder()
+                .table_name(table)
+                .set_item(Some(item))
+                .condition_expression("attribute_not_exists(PK)")
+                .build()
+                .expect("put is complete"),
+        )
+        .build()
+}
+
+fn cancellation_codes(
+    err: &aws_sdk_dynamodb::error::SdkError<TransactWriteItemsError, impl std::fmt::Debug>,
+) -> Option<Vec<Option<String>>> {
+    match err.as_service_error()? {
+        TransactWriteItemsError::TransactionCanceledException(c) => Some(
+            c.cancellation_reasons()
+                .iter()
+                .map(|r| r.code().map(str::to_owned))
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
+fn old_item_of_first_reason(
+    err: &aws_sdk_dynamodb::error::SdkError<TransactWriteItemsError, impl std::fmt::Debug>,
+) -> Option<HashMap<String, AttributeValue>> {
+    match err.as_service_error()? {
+        TransactWriteItemsError::TransactionCanceledException(c) => c.cancellation_reasons().first()?.item().cloned(),
+        _ => None,
+    }
+}
+
+impl DynamoStore {
+    async fn identity_lookup(&self, pk: String) -> Result<Option<String>, StoreError> {
+        let out = self
+            .client()
+            .get_item()
+            .table_name(self.table())
+            .key(PK, s(pk))
+            .key(SK, s(IDENTITY_SK))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(backend)?;
+        Ok(out
+            .item
+            .map(from_item::<IdentityItem>)
+            .transpose()?
+            .map(|i| i.contact_id))
+    }
+
+    fn contact_update(&self, write: &InboundWrite, with_time_condition: bool) -> TransactWriteItem {
+        let m = &write.message;
+        let ts_ms = m.timestamp.timestamp_millis();
+        // Every contact write bumps the version, so an API edit based on an older read fails its
+        // version check instead of overwriting what the webhook wrote.
+        let mut sets = vec!["updated_at = :now".to_owned(), "version = version + :one".to_owned()];
+        let mut values: HashMap<String, AttributeValue> = HashMap::new();
+        values.insert(":now".into(), time(m.created_at));
+        values.insert(":one".into(), AttributeValue::N("1".into()));
+        if with_time_condition {
+            sets.push("last_inbound_at = :ts".into());
+            sets.push("last_inbound_ms = :ms".into());
+            values.insert(":ts".into(), time(m.timestamp));
+            values.insert(":ms".into(), AttributeValue::N(ts_ms.to_string()));
+        }
+        if let Some(name) = &write.profile_name {
+            sets.push("profile_name = :pn".into());
+            values.insert(":pn".into(), s(name.clone()));
+        }
+        if let Some(change) = write.consent.as_ref().filter(|_| with_time_condition) {
+            sets.push("consent = :consent".into());
+            values.insert(
+                ":consent".into(),
+                av(&crate::contact::Consent {
+                    marketing: change.marketing,
+                    updated_at: Some(change.at),
+                    source: Some(change.source.clone()),
+                }),
+            );
+        }
+        let condition = if with_time_condition {
+            "attribute_exists(PK) AND (attribute_not_exists(last_inbound_ms) OR last_inbound_ms < :ms)"
+        } else {
+            "attribute_exists(PK)"
+        };
+        let update = Update::builder()
+            .table_name(self.table())
+            .key(PK, s(contact_pk(&m.tenant_id, &m.contact_id)))
+            .key(SK, s(PROFILE_SK))
+            .update_expression(format!("SET {}", sets.join(", ")))
+            .condition_expression(condition)
+            .set_expression_attribute_values(Some(values))
+            .build()
+            .expect("update is complete");
+        TransactWriteItem::builder().update(update).build()
+    }
+
+    async fn try_record_inbound(
+        &self,
+        write: &InboundWrite,
+        with_time_condition: bool,
+    ) -> Result<Result<InboundOutcome, Vec<Option<String>>>, StoreError> {
+        let put = Put::builder()
+            .table_name(self.table())
+            .set_item(Some(to_item(&MessageItem::new(&write.message))))
+            .condition_expression("attribute_not_exists(PK)")
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .build()
+            .expect("put is complete");
+        let mut tx = self
+            .client()
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(put).build())
+            .transact_items(self.contact_update(write, with_time_condition));
+        if let Some(change) = write.consent.as_ref().filter(|_| with_time_condition) {
+            let item = ConsentItem {
+                pk: contact_pk(&write.message.tenant_id, &write.message.contact_id),
+                sk: consent_history_sk(change.at.timestamp_millis(), &write.message.message_id),
+                change: change.clone(),
+            };
+            tx = tx.transact_items(
+                TransactWriteItem::builder()
+                    .put(
+                        Put::builder()
+                            .table_name(self.table())
+                            .set_item(Some(to_item(&item)))
+                            .build()
+                            .expect("put is complete"),
+                    )
+                    .build(),
+            );
+        }
+        match tx.send().await {
+            Ok(_) => Ok(Ok(InboundOutcome::Stored)),
+            Err(err) => {
+                let Some(codes) = cancellation_codes(&err) else {
+                    return Err(backend(err));
+                };
+                if codes.first().and_then(|c| c.as_deref()) == Some("ConditionalCheckFailed") {
+                    let existing = match old_item_of_first_reason(&err) {
+                        Some(item) => from_item::<MessageItem>(item)?.message,
+                        // Some endpoints omit the old item: read it.
+                        None => self
+                            .message(&write.message.tenant_id, &write.message.message_id)
+                            .await?
+                            .ok_or(StoreError::Backend("duplicate message vanished".into()))?,
+                    };
+                    return Ok(Ok(InboundOutcome::Duplicate(Box::new(existing))));
+                }
+                if codes.iter().any(|c| c.as_deref() == Some("ConditionalCheckFailed")) {
+                    return Ok(Err(codes));
+                }
+                Err(StoreError::Backend(format!("transaction cancelled: {codes:?}")))
+            }
+        }
+    }
+
+    async fn message(&self, tenant_id: &str, message_id: &str) -> Result<Option<MessageRecord>, StoreError> {
+        let out = self
+            .client()
+            .get_item()
+            .table_name(self.table())
+            .key(PK, s(message_pk(tenant_id, message_id)))
+            .key(SK, s(MESSAGE_SK))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(backend)?;
+        Ok(out.item.map(from_item::<MessageItem>).transpose()?.map(|i| i.message))
+    }
+
+    async fn contact_exists(&self, tenant_id: &str, contact_id: &str) -> Result<bool, StoreError> {
+        let out = self
+            .client()
+            .get_item()
+            .table_name(self.table())
+            .key(PK, s(contact_pk(tenant_id, contact_id)))
+            .key(SK, s(PROFILE_SK))
+            .projection_expression("PK")
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(backend)?;
+        Ok(out.item.is_some())
+    }
+}
+
+impl InboundStore for DynamoStore {
+    async fn find_contact_id(
+        &self,
+        tenant_id: &str,
+        identity: &CustomerIdentity,
+    ) -> Result<Option<String>, StoreError> {
+        if let Some(phone) = &identity.phone
+            && let Some(id) = self.identity_lookup(phone_identity_pk(tenant_id, phone)).await?
+        {
+            return Ok(Some(id));
+        }
+        if let Some(user_id) = &identity.user_id {
+            return self.identity_lookup(user_identity_pk(tenant_id, user_id)).await;
+        }
+        Ok(None)
+    }
+
+    async fn get_contact(&self, tenant_id: &str, contact_id: &str) -> Result<Option<Contact>, StoreError> {
+        let out = self
+            .client()
+            .get_item()
+            .table_name(self.table())
+            .key(PK, s(contact_pk(tenant_id, contact_id)))
+            .key(SK, s(PROFILE_SK))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(backend)?;
+        Ok(out.item.map(from_item::<ContactItem>).transpose()?.map(|i| i.contact))
+    }
+
+    async fn create_contact(&self, contact: &Contact) -> Result<(), StoreError> {
+        let profile = Put::builder()
+            .table_name(self.table())
+            .set_item(Some(to_item(&ContactItem::new(contact))))
+            .condition_expression("attribute_not_exists(PK)")
+            .build()
+            .expect("put is complete");
+        let mut tx = self
+            .client()
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(profile).build());
+        if let Some(phone) = &contact.phone {
+            tx = tx.transact_items(identity_put(
+                self.table(),
+                phone_identity_pk(&contact.tenant_id, phone),
+                &contact.contact_id,
+            ));
+        }
+        if let Some(user_id) = &contact.user_id {
+            tx = tx.transact_items(identity_put(
+                self.table(),
+                user_identity_pk(&contact.tenant_id, user_id),
+                &contact.contact_id,
+            ));
+        }
+        match tx.send().await {
+            Ok(_) => Ok(()),
+            Err(err) => match cancellation_codes(&err) {
+                Some(codes)
+                    if codes
+                        .iter()
+                        .skip(1)
+                        .any(|c| c.as_deref() == Some("ConditionalCheckFailed")) =>
+                {
+                    Err(StoreError::Conflict(
+                        "a contact with this phone or user_id already exists".into(),
+                    ))
+                }
+                _ => Err(backend(err)),
+            },
+        }
+    }
+
+    async fn record_inbound(&self, write: &InboundWrite) -> Result<InboundOutcome, StoreError> {
+        match self.try_record_inbound(write, true).await? {
+            Ok(outcome) => Ok(outcome),
+            Err(_) => {
+                // The contact update's condition failed: either the contact is gone or it has
+                // seen a newer message. Store the message without moving the contact's clock.
+                if !self
+                    .contact_exists(&write.message.tenant_id, &write.message.contact_id)
+                    .await?
+                {
+                    return Err(StoreError::NotFound);
+                }
+                match self.try_record_inbound(write, false).await? {
+                    Ok(outcome) => Ok(outcome),
+                    Err(_) => Err(StoreError::NotFound),
+                }
+            }
+        }
+    }
+
+    async fn apply_status(&self, tenant_id: &str, write: &StatusWrite) -> Result<StatusOutcome, StoreError> {
+        let pointer = self
+            .client()
+            .get_item()
+            .table_name(self.table())
+            .key(PK, s(wamid_pk(tenant_id, &write.wamid)))
+            .key(SK, s(WAMID_SK))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(backend)?;
+        let message_id = match pointer
+            .item
+            .and_then(|i| i.get("message_id").and_then(|v| v.as_s().ok()).cloned())
+        {
+            Some(id) => id,
+            None => return self.park_status(tenant_id, write).await,
+        };
+        let status = write.status.as_str();
+        let mut values: HashMap<String, AttributeValue> = HashMap::from([
+            (":status".to_owned(), s(status)),
+            (":rank".to_owned(), AttributeValue::N(write.status.rank().to_string())),
+            (":at".to_owned(), time(write.at)),
+        ]);
+        let mut sets = vec!["#status = :status", "status_rank = :rank", "status_at.#st = :at"];
+        if let Some(error) = &write.error {
+            sets.push("#error = :error");
+            values.insert(":error".into(), av(error));
+        }
+        if let Some(pricing) = &write.pricing {
+            sets.push("pricing = :pricing");
+            values.insert(":pricing".into(), av(pricing));
+        }
+        if let Some(conversation) = &write.conversation {
+            sets.push("conversation = :conversation");
+            values.insert(":conversation".into(), av(conversation));
+        }
+        // `failed` ends a message that has not been delivered yet; every other status must
+        // outrank the current one. Terminal states rank highest, so nothing moves them.
+        let condition = if write.status == MessageStatus::Failed {
+            values.insert(
+                ":limit".into(),
+                AttributeValue::N(MessageStatus::Sent.rank().to_string()),
+            );
+            "attribute_exists(PK) AND attribute_not_exists(status_at.#st) AND status_rank <= :limit"
+        } else {
+            "attribute_exists(PK) AND attribute_not_exists(status_at.#st) AND status_rank < :rank"
+        };
+        let result = self
+            .client()
+            .update_item()
+            .table_name(self.table())
+            .key(PK, s(message_pk(tenant_id, &message_id)))
+            .key(SK, s(MESSAGE_SK))
+            .update_expression(format!("SET {}", sets.join(", ")))
+            .condition_expression(condition)
+            .set_expression_attribute_names(Some(
+                [
+                    ("#status".to_owned(), "status".to_owned()),
+                    ("#st".to_owned(), status.to_owned()),
+                ]
+                .into_iter()
+                .chain(write.error.as_ref().map(|_| ("#error".to_owned(), "error".to_owned())))
+                .collect(),
+            ))
+            .set_expression_attribute_values(Some(values))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(StatusOutcome::Applied),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                // Behind the message's current status (or a repeat): keep only the history.
+                let history = self
+                    .client()
+                    .update_item()
+                    .table_name(self.table())
+                    .key(PK, s(message_pk(tenant_id, &message_id)))
+                    .key(SK, s(MESSAGE_SK))
+                    .update_expression("SET status_at.#st = :at")
+                    .condition_expression("attribute_exists(PK) AND attribute_not_exists(status_at.#st)")
+                    .expression_attribute_names("#st", status)
+                    .expression_attribute_values(":at", time(write.at))
+                    .send()
+                    .await;
+                match history {
+                    Ok(_) => Ok(StatusOutcome::HistoryOnly),
+                    Err(err)
+                        if err
+                            .as_service_error()
+                            .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+                    {
+                        Ok(StatusOutcome::Duplicate)
+                    }
+                    Err(err) => Err(backend(err)),
+                }
+            }
+            Err(err) => Err(backend(err)),
+        }
+    }
+
+    async fn record_event(
+        &self,
+        tenant_id: &str,
+        field: &str,
+        value: &Value,
+        received_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        use sha2::{Digest, Sha256};
+        let digest = hex::encode(Sha256::digest(format!("{field}\n{value}").as_bytes()));
+        let mut item: HashMap<String, AttributeValue> = HashMap::new();
+        item.insert(PK.into(), s(events_pk(tenant_id)));
+        item.insert(SK.into(), s(format!("EVENT#{}", &digest[..32])));
+        item.insert("field".into(), s(field));
+        item.insert("value".into(), av(value));
+        item.insert("received_at".into(), time(received_at));
+        let result = self
+            .client()
+            .put_item()
+            .table_name(self.table())
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(PK)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
+            Err(err) => Err(backend(err)),
+        }
+    }
+}
+
+impl DynamoStore {
+    async fn park_status(&self, tenant_id: &str, write: &StatusWrite) -> Result<StatusOutcome, StoreError> {
+        let mut item = to_item(&ParkedStatus {
+            wamid: &write.wamid,
+            status: write.status,
+            at: write.at,
+            error: write.error.as_ref(),
+            pricing: write.pricing.as_ref(),
+            conversation: write.conversation.as_ref(),
+        });
+        item.insert(PK.into(), s(wamid_pk(tenant_id, &write.wamid)));
+        item.insert(SK.into(), s(pending_status_sk(write.status.as_str())));
+        // Parked statuses of messages that never show up are not kept forever.
+        let expires = (write.at + chrono::Duration::days(30)).timestamp();
+        item.insert("expires_at".into(), AttributeValue::N(expires.to_string()));
+        let result = self
+            .client()
+            .put_item()
+            .table_name(self.table())
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(PK)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(StatusOutcome::Parked),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(StatusOutcome::Duplicate)
+            }
+            Err(err) => Err(backend(err)),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ParkedStatus<'a> {
+    wamid: &'a str,
+    status: MessageStatus,
+    at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a MessageError>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pricing: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    conversation: Option<&'a Value>,
+}
+
+impl MediaStore for DynamoStore {
+    async fn get_message(&self, tenant_id: &str, message_id: &str) -> Result<Option<MessageRecord>, StoreError> {
+        self.message(tenant_id, message_id).await
+    }
+
+    async fn update_media(&self, tenant_id: &str, message_id: &str, media: &MediaRef) -> Result<(), StoreError> {
+        let result = self
+            .client()
+            .update_item()
+            .table_name(self.table())
+            .key(PK, s(message_pk(tenant_id, message_id)))
+            .key(SK, s(MESSAGE_SK))
+            .update_expression("SET media = :media")
+            .condition_expression("attribute_exists(PK) AND media.#st <> :available")
+            .expression_attribute_names("#st", "status")
+            .expression_attribute_values(":media", av(media))
+            .expression_attribute_values(":available", s("available"))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                match self.message(tenant_id, message_id).await? {
+                    None => Err(StoreError::NotFound),
+                    // Already available: a duplicate job; nothing to do.
+                    Some(_) => Ok(()),
+                }
+            }
+            Err(err) => Err(backend(err)),
+        }
+    }
+}
