@@ -1355,20 +1355,3 @@ mod tests {
         }
     }
 }
-#[cfg(test)]
-mod tmp_fuzz {
-    #[test]
-    fn tmp_fuzz() {
-        let mut x: u64 = 0x1234_5678_9abc_def1;
-        let alpha = ['0', '1', '2', '3', '4', '5', '6', '7', '8', '9', ' ', '-', '(', ')'];
-        let mut ok = 0;
-        for _ in 0..60_000 {
-            let mut s = String::from("+");
-            x ^= x << 13; x ^= x >> 7; x ^= x << 17;
-            let len = 6 + (x % 20) as usize;
-            for _ in 0..len { x ^= x << 13; x ^= x >> 7; x ^= x << 17; s.push(alpha[(x % 14) as usize]); }
-            if let Ok(p) = super::normalize_phone(&s) { ok += 1; assert_eq!(super::normalize_phone(&p), Ok(p.clone())); }
-        }
-        eprintln!("ok {ok}");
-    }
-}

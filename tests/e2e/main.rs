@@ -1,3 +1,4 @@
 //! End-to-end tests: real handlers, real local AWS endpoint, real HTTP.
 
 mod foundation;
+mod webhook;

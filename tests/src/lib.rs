@@ -8,6 +8,7 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use crm_shared::admin::{self, CreatedTenant};
 use crm_shared::config::Env;
 use crm_shared::cursor::CursorCodec;
+use crm_shared::jobs::SqsQueue;
 
 pub const TEST_CURSOR_SECRET: &str = "test-cursor-secret-0123456789abcdef";
 use crm_shared::store::DynamoStore;
@@ -72,6 +73,14 @@ impl Stack {
         sdk_config(&self.endpoint).await
     }
 
+    pub fn media_queue_url(&self) -> &str {
+        &self.provisioned.queue_urls["MediaQueue"]
+    }
+
+    pub fn media_bucket(&self) -> &str {
+        &self.provisioned.buckets["MediaBucket"]
+    }
+
     pub fn table(&self) -> &str {
         &self.provisioned.tables["DataTable"]
     }
@@ -122,12 +131,54 @@ impl Drop for Gateway {
     }
 }
 
+pub const TEST_APP_SECRET: &str = "test-app-secret-0123456789";
+pub const TEST_VERIFY_TOKEN: &str = "test-verify-token";
+
 pub async fn start_gateway(store: DynamoStore) -> Gateway {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
+    let secrets = Env::from_map([
+        ("WHATSAPP_APP_SECRET", TEST_APP_SECRET),
+        ("WHATSAPP_VERIFY_TOKEN", TEST_VERIFY_TOKEN),
+    ])
+    .webhook_secrets()
+    .unwrap();
+    let sqs = crm_shared::aws::sqs_client(&stack().sdk().await);
     let handlers = std::sync::Arc::new(devstack::gateway::Handlers {
-        api: api_fn::Deps::new(store, CursorCodec::new(TEST_CURSOR_SECRET)),
+        api: api_fn::Deps::new(store.clone(), CursorCodec::new(TEST_CURSOR_SECRET)),
+        webhook: webhook_fn::Deps::new(store, SqsQueue::new(sqs, stack().media_queue_url()), secrets),
     });
     let task = tokio::spawn(devstack::gateway::serve(listener, handlers));
     Gateway { base, task }
+}
+
+/// A webhook fixture from `shared/tests/fixtures/webhooks/`, addressed to `phone_number_id`.
+pub fn fixture(name: &str, phone_number_id: &str) -> String {
+    let path = workspace_root().join("shared/tests/fixtures/webhooks").join(name);
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .replace("100000000000001", phone_number_id)
+}
+
+/// POSTs a delivery to the webhook, signed with the test app secret unless `signature` says
+/// otherwise (`Some(None)`: no header; `Some(Some(v))`: that header value).
+pub async fn post_webhook(base: &str, body: &str, signature: Option<Option<&str>>) -> (u16, serde_json::Value) {
+    let mut req = reqwest::Client::new()
+        .post(format!("{base}/webhooks/whatsapp"))
+        .header("content-type", "application/json")
+        .body(body.to_owned());
+    let header = match signature {
+        None => Some(crm_shared::whatsapp::sign(TEST_APP_SECRET.as_bytes(), body.as_bytes())),
+        Some(v) => v.map(str::to_owned),
+    };
+    if let Some(h) = header {
+        req = req.header("x-hub-signature-256", h);
+    }
+    let resp = req.send().await.expect("gateway answers");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    )
 }

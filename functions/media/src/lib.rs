@@ -63,10 +63,8 @@ pub async fn handle<S: WorkerStore, G: MediaSource, B: BlobStore, R: RetrySchedu
     let outcomes = futures::future::join_all(records.iter().map(|r| process_record(deps, r))).await;
     let mut response = SqsBatchResponse::default();
     for (record, ok) in records.iter().zip(outcomes) {
-        if !ok {
-            if let Some(id) = &record.message_id {
-                response.add_failure(id.clone());
-            }
+        if !ok && let Some(id) = &record.message_id {
+            response.add_failure(id.clone());
         }
     }
     Ok(response)
@@ -109,10 +107,10 @@ async fn process_record<S: WorkerStore, G: MediaSource, B: BlobStore, R: RetrySc
         Err(Failure::Retry(reason)) => {
             let delay = retry_delay_secs(attempt);
             tracing::warn!(message_id = %job.message_id, attempt, delay, %reason, "media fetch failed; will retry");
-            if let Some(handle) = &record.receipt_handle {
-                if let Err(e) = deps.retry.retry_after(handle, delay).await {
-                    tracing::warn!(error = %e, "could not delay the retry; the queue's visibility timeout applies");
-                }
+            if let Some(handle) = &record.receipt_handle
+                && let Err(e) = deps.retry.retry_after(handle, delay).await
+            {
+                tracing::warn!(error = %e, "could not delay the retry; the queue's visibility timeout applies");
             }
             false
         }
@@ -143,10 +141,8 @@ async fn fetch<S: WorkerStore, G: MediaSource, B: BlobStore, R: RetryScheduler>(
         return Err(GraphCallError::TooLarge.into());
     }
     let data = deps.graph.download(&info.url, &token).await?;
-    if let Some(expected) = info.file_size {
-        if expected != data.len() as u64 {
-            return Err(Failure::Retry("downloaded size differs from the announced size".into()));
-        }
+    if info.file_size.is_some_and(|expected| expected != data.len() as u64) {
+        return Err(Failure::Retry("downloaded size differs from the announced size".into()));
     }
     for announced in [media.sha256.as_deref(), info.sha256.as_deref()].into_iter().flatten() {
         if !sha256_matches(&data, announced) {

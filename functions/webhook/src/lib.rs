@@ -48,17 +48,30 @@ impl<S: WebhookStore, Q: MediaJobQueue> Deps<S, Q> {
         }
     }
 
-    pub(crate) async fn tenant_for(&self, phone_number_id: &str) -> Result<Option<String>, StoreError> {
-        if let Some((tenant, at)) = self.routes.lock().expect("route cache").get(phone_number_id)
+    /// The tenant of a change: by its phone number id, else (account-level changes) by the
+    /// entry's WABA id.
+    pub(crate) async fn tenant_for(
+        &self,
+        phone_number_id: Option<&str>,
+        waba_id: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let cache_key = match phone_number_id {
+            Some(id) => format!("pnid:{id}"),
+            None => format!("waba:{waba_id}"),
+        };
+        if let Some((tenant, at)) = self.routes.lock().expect("route cache").get(&cache_key)
             && at.elapsed() < ROUTE_TTL
         {
             return Ok(tenant.clone());
         }
-        let tenant = self.store.tenant_for_phone_number(phone_number_id).await?;
+        let tenant = match phone_number_id {
+            Some(id) => self.store.tenant_for_phone_number(id).await?,
+            None => self.store.tenant_for_waba(waba_id).await?,
+        };
         self.routes
             .lock()
             .expect("route cache")
-            .insert(phone_number_id.to_owned(), (tenant.clone(), Instant::now()));
+            .insert(cache_key, (tenant.clone(), Instant::now()));
         Ok(tenant)
     }
 }

@@ -48,10 +48,7 @@ pub async fn process<S: WebhookStore, Q: MediaJobQueue>(
                 .get("metadata")
                 .and_then(|m| m.get("phone_number_id"))
                 .and_then(Value::as_str);
-            let tenant = match phone_number_id {
-                Some(id) => deps.tenant_for(id).await?,
-                None => None,
-            };
+            let tenant = deps.tenant_for(phone_number_id, &entry.id).await?;
             let Some(tenant_id) = tenant else {
                 // Meta ids are not personal data; they tell the operator which number is unrouted.
                 tracing::warn!(phone_number_id, waba_id = %entry.id, field = %change.field, "delivery for an unknown phone number id acknowledged");
@@ -107,6 +104,13 @@ async fn process_messages<S: WebhookStore, Q: MediaJobQueue>(
             Ok(status) => match store_status(deps, tenant_id, &status, raw, now).await? {
                 Some(StatusOutcome::Applied) => summary.statuses_applied += 1,
                 Some(StatusOutcome::Parked) => summary.statuses_parked += 1,
+                Some(StatusOutcome::LateFailure) => {
+                    tracing::warn!("failed status for a message already delivered; kept as an event");
+                    deps.store
+                        .record_event(tenant_id, "status_late_failure", raw, now)
+                        .await?;
+                    summary.statuses_ignored += 1;
+                }
                 Some(StatusOutcome::HistoryOnly | StatusOutcome::Duplicate) | None => summary.statuses_ignored += 1,
             },
             Err(err) => {

@@ -223,6 +223,11 @@ impl TenantStore for DynamoStore {
             sk: ROUTE_SK.into(),
             tenant_id: tenant.tenant_id.clone(),
         };
+        let waba_route = RouteItem {
+            pk: waba_route_pk(&tenant.waba_id),
+            sk: ROUTE_SK.into(),
+            tenant_id: tenant.tenant_id.clone(),
+        };
         let token = TokenItem {
             pk: tenant_pk(&tenant.tenant_id),
             sk: GRAPH_TOKEN_SK.into(),
@@ -233,6 +238,7 @@ impl TenantStore for DynamoStore {
             .transact_write_items()
             .transact_items(put_new(&self.table, to_item(&tenant_item)))
             .transact_items(put_new(&self.table, to_item(&route)))
+            .transact_items(put_new(&self.table, to_item(&waba_route)))
             .transact_items(put_new(&self.table, to_item(&token)))
             .transact_items(put_new(&self.table, to_item(&KeyItem::from(first_key))))
             .send()
@@ -257,6 +263,11 @@ impl TenantStore for DynamoStore {
 
     async fn tenant_for_phone_number(&self, phone_number_id: &str) -> Result<Option<String>, StoreError> {
         let item: Option<RouteItem> = self.get_item(phone_route_pk(phone_number_id), ROUTE_SK).await?;
+        Ok(item.map(|i| i.tenant_id))
+    }
+
+    async fn tenant_for_waba(&self, waba_id: &str) -> Result<Option<String>, StoreError> {
+        let item: Option<RouteItem> = self.get_item(waba_route_pk(waba_id), ROUTE_SK).await?;
         Ok(item.map(|i| i.tenant_id))
     }
 

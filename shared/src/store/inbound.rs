@@ -60,6 +60,9 @@ pub enum StatusOutcome {
     HistoryOnly,
     /// Seen before.
     Duplicate,
+    /// A `failed` for a message already delivered or read: contradicts what the handset
+    /// reported, so it changes nothing (the caller keeps it as an event).
+    LateFailure,
     /// No outbound message has this wamid (yet): parked for the sender to apply.
     Parked,
 }
@@ -118,6 +121,52 @@ pub trait MediaStore: Send + Sync {
         message_id: &str,
         media: &MediaRef,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// Reading a contact's conversation.
+pub trait ConversationStore: Send + Sync {
+    /// Messages of one contact, newest first.
+    fn conversation(
+        &self,
+        tenant_id: &str,
+        contact_id: &str,
+        limit: i32,
+        start: Option<crate::cursor::Position>,
+    ) -> impl Future<Output = Result<super::Page<MessageRecord>, StoreError>> + Send;
+}
+
+impl ConversationStore for DynamoStore {
+    async fn conversation(
+        &self,
+        tenant_id: &str,
+        contact_id: &str,
+        limit: i32,
+        start: Option<crate::cursor::Position>,
+    ) -> Result<super::Page<MessageRecord>, StoreError> {
+        let out = self
+            .client()
+            .query()
+            .table_name(self.table())
+            .index_name(GSI1)
+            .key_condition_expression("GSI1PK = :pk")
+            .expression_attribute_values(":pk", s(conversation_gsi1pk(tenant_id, contact_id)))
+            .scan_index_forward(false)
+            .limit(limit)
+            .set_exclusive_start_key(super::dynamo::start_key(tenant_id, start)?)
+            .send()
+            .await
+            .map_err(backend)?;
+        let items = out
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .map(|i| from_item::<MessageItem>(i).map(|m| m.message))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(super::Page {
+            items,
+            next: out.last_evaluated_key.map(super::dynamo::position),
+        })
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -566,6 +615,14 @@ impl InboundStore for DynamoStore {
             .await;
         match result {
             Ok(_) => Ok(StatusOutcome::Applied),
+            Err(err)
+                if write.status == MessageStatus::Failed
+                    && err
+                        .as_service_error()
+                        .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(StatusOutcome::LateFailure)
+            }
             Err(err)
                 if err
                     .as_service_error()

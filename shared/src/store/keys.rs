@@ -26,6 +26,12 @@ pub fn phone_route_pk(phone_number_id: &str) -> String {
 
 pub const ROUTE_SK: &str = "ROUTE";
 
+/// Lookup from a WhatsApp Business Account id to its tenant, for webhook changes that carry no
+/// phone number id (account updates, template status updates).
+pub fn waba_route_pk(waba_id: &str) -> String {
+    format!("WABA#{waba_id}")
+}
+
 /// Partition of one contact: profile, consent and restriction history.
 pub fn contact_pk(tenant_id: &str, contact_id: &str) -> String {
     format!("T#{tenant_id}#C#{contact_id}")

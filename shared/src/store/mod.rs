@@ -15,7 +15,8 @@ use chrono::{DateTime, Utc};
 
 pub use dynamo::DynamoStore;
 pub use inbound::{
-    CustomerIdentity, InboundOutcome, InboundStore, InboundWrite, MediaStore, StatusOutcome, StatusWrite,
+    ConversationStore, CustomerIdentity, InboundOutcome, InboundStore, InboundWrite, MediaStore, StatusOutcome,
+    StatusWrite,
 };
 pub use outbound::OutboundStore;
 
@@ -47,9 +48,9 @@ pub struct Page<T> {
 
 /// Tenants and the lookups that route to them.
 pub trait TenantStore: Send + Sync {
-    /// Creates the tenant, its phone-number route, its Graph token and its first key in one
-    /// transaction: a tenant never exists half-made. A phone number id that already routes to
-    /// a tenant is a [`StoreError::Conflict`].
+    /// Creates the tenant, its phone-number and WABA routes, its Graph token and its first key
+    /// in one transaction: a tenant never exists half-made. A phone number id or WABA id that
+    /// already routes to a tenant is a [`StoreError::Conflict`].
     fn create_tenant(
         &self,
         tenant: &Tenant,
@@ -64,6 +65,9 @@ pub trait TenantStore: Send + Sync {
         &self,
         phone_number_id: &str,
     ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
+
+    /// The tenant a WhatsApp Business Account id belongs to.
+    fn tenant_for_waba(&self, waba_id: &str) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
 
     /// The tenant's Graph API access token (read only by code that calls Meta).
     fn graph_token(&self, tenant_id: &str) -> impl Future<Output = Result<Option<Secret>, StoreError>> + Send;

@@ -1,0 +1,577 @@
+//! The Meta webhook end to end: signed deliveries through the local gateway into DynamoDB.
+
+use chrono::Utc;
+use serde_json::{Value, json};
+
+use crm_shared::contact::MarketingConsent;
+use crm_shared::message::{Direction, MessageRecord, MessageStatus, inbound_message_id, meta_time};
+use crm_shared::store::{ConversationStore, CustomerIdentity, DynamoStore, InboundStore, MediaStore, OutboundStore};
+use e2e_tests::{TEST_VERIFY_TOKEN, fixture, new_tenant, post_webhook, stack, start_gateway, unique_numeric_id};
+
+/// A one-message text delivery.
+pub fn text_delivery(pnid: &str, from: &str, wamid: &str, ts: i64, body: &str) -> String {
+    json!({
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "100000000000000", "changes": [{"field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15550000000", "phone_number_id": pnid},
+            "contacts": [{"profile": {"name": "Pat Customer"}, "wa_id": from}],
+            "messages": [{"from": from, "id": wamid, "timestamp": ts.to_string(), "type": "text", "text": {"body": body}}]
+        }}]}]
+    })
+    .to_string()
+}
+
+/// A one-status delivery.
+pub fn status_delivery(pnid: &str, wamid: &str, status: &str, ts: i64, extra: Value) -> String {
+    let mut s = json!({"id": wamid, "status": status, "timestamp": ts.to_string(), "recipient_id": "15550001111"});
+    if let (Some(obj), Some(extra)) = (s.as_object_mut(), extra.as_object()) {
+        obj.extend(extra.clone());
+    }
+    json!({
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "100000000000000", "changes": [{"field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15550000000", "phone_number_id": pnid},
+            "statuses": [s]
+        }}]}]
+    })
+    .to_string()
+}
+
+/// A customer phone number (wa_id form) unique to this test run.
+pub fn customer_wa_id() -> String {
+    // +1 555 01xx xxxx numbers are reserved for fiction but not valid E.164 for libphonenumber;
+    // use a valid UK mobile range instead.
+    let n = unique_numeric_id();
+    format!("4477009{}", &n[n.len() - 5..])
+}
+
+async fn contact_id_for(store: &DynamoStore, tenant: &str, wa_id: &str) -> Option<String> {
+    store
+        .find_contact_id(
+            tenant,
+            &CustomerIdentity {
+                phone: Some(format!("+{wa_id}")),
+                user_id: None,
+            },
+        )
+        .await
+        .unwrap()
+}
+
+async fn conversation(store: &DynamoStore, tenant: &str, contact: &str) -> Vec<MessageRecord> {
+    store.conversation(tenant, contact, 100, None).await.unwrap().items
+}
+
+#[tokio::test]
+async fn verification_handshake() {
+    let gw = start_gateway(stack().store().await).await;
+    let url = |token: &str| {
+        format!(
+            "{}/webhooks/whatsapp?hub.mode=subscribe&hub.verify_token={token}&hub.challenge=1158201444",
+            gw.base
+        )
+    };
+    let resp = reqwest::get(url(TEST_VERIFY_TOKEN)).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.unwrap(), "1158201444");
+    assert_eq!(reqwest::get(url("wrong")).await.unwrap().status(), 403);
+    let no_mode = format!(
+        "{}/webhooks/whatsapp?hub.verify_token={TEST_VERIFY_TOKEN}&hub.challenge=1",
+        gw.base
+    );
+    assert_eq!(reqwest::get(no_mode).await.unwrap().status(), 403);
+}
+
+#[tokio::test]
+async fn bad_signatures_and_bodies_are_rejected_and_store_nothing() {
+    let store = stack().store().await;
+    let gw = start_gateway(store.clone()).await;
+    let tenant = new_tenant(&store, "Sig").await.tenant;
+    let from = customer_wa_id();
+    let body = text_delivery(&tenant.phone_number_id, &from, "wamid.sig1", 1_767_225_600, "hello");
+
+    let (status, err) = post_webhook(&gw.base, &body, Some(None)).await;
+    assert_eq!(status, 401);
+    assert_eq!(err["error"]["code"], "invalid_signature");
+    let wrong = crm_shared::whatsapp::sign(b"another-secret", body.as_bytes());
+    assert_eq!(post_webhook(&gw.base, &body, Some(Some(&wrong))).await.0, 401);
+    assert_eq!(post_webhook(&gw.base, &body, Some(Some("sha256=zz"))).await.0, 401);
+    assert_eq!(post_webhook(&gw.base, &body, Some(Some("md5=abc"))).await.0, 401);
+    // Signed over other bytes (whitespace added after signing).
+    let good = crm_shared::whatsapp::sign(e2e_tests::TEST_APP_SECRET.as_bytes(), body.as_bytes());
+    assert_eq!(
+        post_webhook(&gw.base, &format!("{body} "), Some(Some(&good))).await.0,
+        401
+    );
+
+    // Correctly signed but not a usable payload: 400, with a readable error.
+    let truncated = &body[..body.len() / 2];
+    let (status, err) = post_webhook(&gw.base, truncated, None).await;
+    assert_eq!(status, 400);
+    assert_eq!(err["error"]["code"], "invalid_payload");
+    let wrong_object = body.replace("whatsapp_business_account", "page");
+    assert_eq!(post_webhook(&gw.base, &wrong_object, None).await.0, 400);
+
+    assert_eq!(contact_id_for(&store, &tenant.tenant_id, &from).await, None);
+}
+
+#[tokio::test]
+async fn inbound_text_creates_the_contact_and_the_message_exactly_once() {
+    let store = stack().store().await;
+    let gw = start_gateway(store.clone()).await;
+    let tenant = new_tenant(&store, "Inbound").await.tenant;
+    let from = customer_wa_id();
+    let body = text_delivery(&tenant.phone_number_id, &from, "wamid.once", 1_767_225_600, "Hi there");
+
+    let (status, _) = post_webhook(&gw.base, &body, None).await;
+    assert_eq!(status, 200);
+    let contact_id = contact_id_for(&store, &tenant.tenant_id, &from)
+        .await
+        .expect("contact created");
+    let contact = store
+        .get_contact(&tenant.tenant_id, &contact_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(contact.phone.as_deref(), Some(format!("+{from}").as_str()));
+    assert_eq!(contact.profile_name.as_deref(), Some("Pat Customer"));
+    assert_eq!(contact.last_inbound_at.map(|t| t.timestamp()), Some(1_767_225_600));
+    let messages = conversation(&store, &tenant.tenant_id, &contact_id).await;
+    assert_eq!(messages.len(), 1);
+    let m = &messages[0];
+    assert_eq!(
+        (m.direction, m.status, m.message_type.as_str()),
+        (Direction::Inbound, MessageStatus::Received, "text")
+    );
+    assert_eq!(m.content["body"], "Hi there");
+    assert_eq!(m.wamid.as_deref(), Some("wamid.once"));
+
+    // Redelivery (Meta retries) changes nothing.
+    for _ in 0..2 {
+        assert_eq!(post_webhook(&gw.base, &body, None).await.0, 200);
+    }
+    assert_eq!(conversation(&store, &tenant.tenant_id, &contact_id).await.len(), 1);
+    let again = store
+        .get_contact(&tenant.tenant_id, &contact_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.last_inbound_at, contact.last_inbound_at);
+
+    // An older message arriving late is stored but does not move the 24 h window back.
+    let late = text_delivery(&tenant.phone_number_id, &from, "wamid.older", 1_767_225_000, "earlier");
+    assert_eq!(post_webhook(&gw.base, &late, None).await.0, 200);
+    let messages = conversation(&store, &tenant.tenant_id, &contact_id).await;
+    assert_eq!(messages.len(), 2);
+    assert_eq!(messages[0].wamid.as_deref(), Some("wamid.once"), "newest first");
+    let after = store
+        .get_contact(&tenant.tenant_id, &contact_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(after.last_inbound_at.map(|t| t.timestamp()), Some(1_767_225_600));
+}
+
+#[tokio::test]
+async fn every_inbound_fixture_type_is_stored_typed() {
+    let store = stack().store().await;
+    let gw = start_gateway(store.clone()).await;
+    let tenant = new_tenant(&store, "Types").await.tenant;
+    let dir = devstack::workspace_root().join("shared/tests/fixtures/webhooks");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("inbound_"))
+        .collect();
+    names.sort();
+    assert!(names.len() >= 18, "{names:?}");
+    for name in names {
+        let body = fixture(&name, &tenant.phone_number_id);
+        let (status, resp) = post_webhook(&gw.base, &body, None).await;
+        assert_eq!(status, 200, "{name}: {resp}");
+        let doc: Value = serde_json::from_str(&body).unwrap();
+        let message = &doc["entry"][0]["changes"][0]["value"]["messages"][0];
+        let wamid = message["id"].as_str().unwrap();
+        let ts: i64 = message["timestamp"].as_str().unwrap().parse().unwrap();
+        let id = inbound_message_id(&tenant.tenant_id, wamid, meta_time(ts, Utc::now()));
+        let stored = store
+            .get_message(&tenant.tenant_id, &id)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{name}: message not stored"));
+        let type_name = message["type"].as_str().unwrap();
+        assert_eq!(stored.message_type, type_name, "{name}");
+        assert_eq!(
+            stored.content, message[type_name],
+            "{name}: content kept as Meta sent it"
+        );
+        let has_media = ["image", "audio", "video", "document", "sticker"].contains(&type_name);
+        assert_eq!(stored.media.is_some(), has_media, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn stop_and_start_keywords_change_marketing_consent_with_history() {
+    let store = stack().store().await;
+    let gw = start_gateway(store.clone()).await;
+    let tenant = new_tenant(&store, "Consent").await.tenant;
+    let from = customer_wa_id();
+    let pnid = &tenant.phone_number_id;
+    post_webhook(
+        &gw.base,
+        &text_delivery(pnid, &from, "wamid.k1", 1_767_225_600, "hello"),
+        None,
+    )
+    .await;
+    let contact_id = contact_id_for(&store, &tenant.tenant_id, &from).await.unwrap();
+    let consent = |c: crm_shared::contact::Contact| c.consent.marketing;
+    assert_eq!(
+        consent(
+            store
+                .get_contact(&tenant.tenant_id, &contact_id)
+                .await
+                .unwrap()
+                .unwrap()
+        ),
+        MarketingConsent::Unknown
+    );
+
+    post_webhook(
+        &gw.base,
+        &text_delivery(pnid, &from, "wamid.k2", 1_767_225_700, " Stop "),
+        None,
+    )
+    .await;
+    let c = store
+        .get_contact(&tenant.tenant_id, &contact_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(c.consent.marketing, MarketingConsent::OptedOut);
+    assert_eq!(c.consent.source.as_deref(), Some("inbound_keyword"));
+    post_webhook(
+        &gw.base,
+        &text_delivery(pnid, &from, "wamid.k3", 1_767_225_800, "please stop calling"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        consent(
+            store
+                .get_contact(&tenant.tenant_id, &contact_id)
+                .await
+                .unwrap()
+                .unwrap()
+        ),
+        MarketingConsent::OptedOut
+    );
+    post_webhook(
+        &gw.base,
+        &text_delivery(pnid, &from, "wamid.k4", 1_767_225_900, "START"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        consent(
+            store
+                .get_contact(&tenant.tenant_id, &contact_id)
+                .await
+                .unwrap()
+                .unwrap()
+        ),
+        MarketingConsent::OptedIn
+    );
+    post_webhook(
+        &gw.base,
+        &text_delivery(pnid, &from, "wamid.k5", 1_767_226_000, "unsubscribe"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        consent(
+            store
+                .get_contact(&tenant.tenant_id, &contact_id)
+                .await
+                .unwrap()
+                .unwrap()
+        ),
+        MarketingConsent::OptedOut
+    );
+
+    // History: one entry per keyword, with the previous value.
+    let history = store
+        .client()
+        .query()
+        .table_name(store.table())
+        .key_condition_expression("PK = :pk AND begins_with(SK, :p)")
+        .expression_attribute_values(
+            ":pk",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!("T#{}#C#{contact_id}", tenant.tenant_id)),
+        )
+        .expression_attribute_values(":p", aws_sdk_dynamodb::types::AttributeValue::S("CONSENT#".into()))
+        .send()
+        .await
+        .unwrap()
+        .items
+        .unwrap_or_default();
+    let entries: Vec<(String, String)> = history
+        .iter()
+        .map(|i| {
+            (
+                i["previous"].as_s().unwrap().clone(),
+                i["marketing"].as_s().unwrap().clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        entries,
+        vec![
+            ("unknown".into(), "opted_out".into()),
+            ("opted_out".into(), "opted_in".into()),
+            ("opted_in".into(), "opted_out".into())
+        ]
+    );
+}
+
+async fn outbound(store: &DynamoStore, tenant: &str, contact: &str) -> MessageRecord {
+    let now = Utc::now();
+    let m = MessageRecord {
+        tenant_id: tenant.to_owned(),
+        message_id: crm_shared::ids::new_id(),
+        contact_id: contact.to_owned(),
+        direction: Direction::Outbound,
+        wamid: None,
+        message_type: "text".into(),
+        content: json!({"body": "Your order shipped"}),
+        status: MessageStatus::Queued,
+        status_at: [("queued".to_owned(), now)].into(),
+        error: None,
+        media: None,
+        reply_to: None,
+        context_wamid: None,
+        referral: None,
+        pricing: None,
+        conversation: None,
+        timestamp: now,
+        created_at: now,
+    };
+    store.create_message(&m).await.unwrap();
+    m
+}
+
+#[tokio::test]
+async fn statuses_only_move_forward_and_repeat_harmlessly() {
+    let store = stack().store().await;
+    let gw = start_gateway(store.clone()).await;
+    let tenant = new_tenant(&store, "Statuses").await.tenant;
+    let t = &tenant.tenant_id;
+    let pnid = &tenant.phone_number_id;
+    let from = customer_wa_id();
+    post_webhook(
+        &gw.base,
+        &text_delivery(pnid, &from, "wamid.in", 1_767_225_600, "hi"),
+        None,
+    )
+    .await;
+    let contact = contact_id_for(&store, t, &from).await.unwrap();
+
+    // read arrives before delivered; the late delivered is history only.
+    let m = outbound(&store, t, &contact).await;
+    store
+        .mark_sent(t, &m.message_id, "wamid.out1", Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_message(t, &m.message_id).await.unwrap().unwrap().status,
+        MessageStatus::Sent
+    );
+    let pricing = json!({"pricing": {"billable": true, "pricing_model": "PMP", "category": "utility"}});
+    assert_eq!(
+        post_webhook(
+            &gw.base,
+            &status_delivery(pnid, "wamid.out1", "read", 1_767_225_900, pricing),
+            None
+        )
+        .await
+        .0,
+        200
+    );
+    post_webhook(
+        &gw.base,
+        &status_delivery(pnid, "wamid.out1", "delivered", 1_767_225_800, json!({})),
+        None,
+    )
+    .await;
+    post_webhook(
+        &gw.base,
+        &status_delivery(pnid, "wamid.out1", "read", 1_767_225_900, json!({})),
+        None,
+    )
+    .await;
+    post_webhook(
+        &gw.base,
+        &status_delivery(pnid, "wamid.out1", "failed", 1_767_226_000, json!({})),
+        None,
+    )
+    .await;
+    let stored = store.get_message(t, &m.message_id).await.unwrap().unwrap();
+    assert_eq!(stored.status, MessageStatus::Read);
+    assert!(stored.status_at.contains_key("delivered") && stored.status_at.contains_key("read"));
+    assert_eq!(stored.status_at["read"].timestamp(), 1_767_225_900);
+    assert!(!stored.status_at.contains_key("failed"), "a late failure never applies");
+    assert_eq!(stored.pricing.as_ref().unwrap()["category"], "utility");
+    assert!(stored.error.is_none());
+
+    // failed after sent wins and records Meta's error.
+    let m2 = outbound(&store, t, &contact).await;
+    store
+        .mark_sent(t, &m2.message_id, "wamid.out2", Utc::now())
+        .await
+        .unwrap();
+    let failed = fixture("status_failed.json", pnid);
+    let doc: Value = serde_json::from_str(&failed).unwrap();
+    let wamid = doc["entry"][0]["changes"][0]["value"]["statuses"][0]["id"]
+        .as_str()
+        .unwrap();
+    let failed = failed.replace(wamid, "wamid.out2");
+    assert_eq!(post_webhook(&gw.base, &failed, None).await.0, 200);
+    post_webhook(
+        &gw.base,
+        &status_delivery(pnid, "wamid.out2", "delivered", 1_767_226_100, json!({})),
+        None,
+    )
+    .await;
+    let stored = store.get_message(t, &m2.message_id).await.unwrap().unwrap();
+    assert_eq!(stored.status, MessageStatus::Failed);
+    let error = stored.error.expect("Meta's error recorded");
+    let expected_code = doc["entry"][0]["changes"][0]["value"]["statuses"][0]["errors"][0]["code"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(error.code, expected_code);
+    assert!(error.title.is_some());
+
+    // A status that races ahead of the sender's write is parked, then applied.
+    let m3 = outbound(&store, t, &contact).await;
+    post_webhook(
+        &gw.base,
+        &status_delivery(pnid, "wamid.out3", "delivered", 1_767_226_200, json!({})),
+        None,
+    )
+    .await;
+    assert_eq!(
+        store.get_message(t, &m3.message_id).await.unwrap().unwrap().status,
+        MessageStatus::Queued
+    );
+    store
+        .mark_sent(t, &m3.message_id, "wamid.out3", Utc::now())
+        .await
+        .unwrap();
+    let stored = store.get_message(t, &m3.message_id).await.unwrap().unwrap();
+    assert_eq!(stored.status, MessageStatus::Delivered);
+    assert_eq!(stored.wamid.as_deref(), Some("wamid.out3"));
+}
+
+#[tokio::test]
+async fn unknown_numbers_are_acknowledged_and_batches_are_processed_whole() {
+    let store = stack().store().await;
+    let gw = start_gateway(store.clone()).await;
+    let tenant = new_tenant(&store, "Batch").await.tenant;
+    let other = new_tenant(&store, "Batch two").await.tenant;
+
+    let from = customer_wa_id();
+    let stray = text_delivery(&unique_numeric_id(), &from, "wamid.stray", 1_767_225_600, "hi");
+    assert_eq!(post_webhook(&gw.base, &stray, None).await.0, 200);
+    assert_eq!(contact_id_for(&store, &tenant.tenant_id, &from).await, None);
+
+    // The fixture's entries: WABA ...000 with number ...001, and WABA ...010 (an account
+    // update, routed by WABA id) with number ...011.
+    let body = fixture("batched.json", &tenant.phone_number_id)
+        .replace("100000000000011", &other.phone_number_id)
+        .replace("\"100000000000000\"", &format!("\"{}\"", tenant.waba_id))
+        .replace("\"100000000000010\"", &format!("\"{}\"", other.waba_id));
+    let (status, _) = post_webhook(&gw.base, &body, None).await;
+    assert_eq!(status, 200);
+    let doc: Value = serde_json::from_str(&body).unwrap();
+    let mut expected_messages = 0;
+    let mut expected_events = 0;
+    for entry in doc["entry"].as_array().unwrap() {
+        let entry_owner = if entry["id"] == other.waba_id.as_str() {
+            &other
+        } else {
+            &tenant
+        };
+        for change in entry["changes"].as_array().unwrap() {
+            let pnid = change["value"]["metadata"]["phone_number_id"].as_str();
+            let owner = if pnid == Some(other.phone_number_id.as_str()) {
+                &other
+            } else {
+                &tenant
+            };
+            if change["field"] == "messages" {
+                for m in change["value"]["messages"].as_array().into_iter().flatten() {
+                    expected_messages += 1;
+                    let ts: i64 = m["timestamp"].as_str().unwrap().parse().unwrap();
+                    let id = inbound_message_id(&owner.tenant_id, m["id"].as_str().unwrap(), meta_time(ts, Utc::now()));
+                    assert!(store.get_message(&owner.tenant_id, &id).await.unwrap().is_some());
+                }
+            } else if entry_owner.tenant_id == other.tenant_id {
+                expected_events += 1;
+            }
+        }
+    }
+    assert!(expected_messages >= 3, "fixture has several messages");
+    let events = store
+        .client()
+        .query()
+        .table_name(store.table())
+        .key_condition_expression("PK = :pk")
+        .expression_attribute_values(
+            ":pk",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!("T#{}#EVENTS", other.tenant_id)),
+        )
+        .send()
+        .await
+        .unwrap()
+        .items
+        .unwrap_or_default();
+    assert_eq!(
+        events.len(),
+        expected_events,
+        "non-message changes are recorded for their tenant"
+    );
+    assert_eq!(events[0]["field"].as_s().unwrap(), "account_update");
+}
+
+#[tokio::test]
+async fn the_same_customer_is_a_separate_contact_in_each_tenant() {
+    let store = stack().store().await;
+    let gw = start_gateway(store.clone()).await;
+    let a = new_tenant(&store, "A").await.tenant;
+    let b = new_tenant(&store, "B").await.tenant;
+    let from = customer_wa_id();
+    post_webhook(
+        &gw.base,
+        &text_delivery(&a.phone_number_id, &from, "wamid.same", 1_767_225_600, "to A"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        contact_id_for(&store, &b.tenant_id, &from).await,
+        None,
+        "B sees nothing of A's delivery"
+    );
+    post_webhook(
+        &gw.base,
+        &text_delivery(&b.phone_number_id, &from, "wamid.same", 1_767_225_600, "to B"),
+        None,
+    )
+    .await;
+    let ca = contact_id_for(&store, &a.tenant_id, &from).await.unwrap();
+    let cb = contact_id_for(&store, &b.tenant_id, &from).await.unwrap();
+    assert_ne!(ca, cb);
+    assert_eq!(conversation(&store, &a.tenant_id, &ca).await[0].content["body"], "to A");
+    assert_eq!(conversation(&store, &b.tenant_id, &cb).await[0].content["body"], "to B");
+    assert!(store.get_contact(&b.tenant_id, &ca).await.unwrap().is_none());
+}
