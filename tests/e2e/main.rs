@@ -1,4 +1,5 @@
 //! End-to-end tests: real handlers, real local AWS endpoint, real HTTP.
 
 mod foundation;
+mod media;
 mod webhook;

@@ -135,6 +135,12 @@ pub const TEST_APP_SECRET: &str = "test-app-secret-0123456789";
 pub const TEST_VERIFY_TOKEN: &str = "test-verify-token";
 
 pub async fn start_gateway(store: DynamoStore) -> Gateway {
+    start_gateway_with_media_queue(store, stack().media_queue_url()).await
+}
+
+/// A gateway whose webhook enqueues media jobs on `media_queue_url` (tests that consume the
+/// queue use their own, so concurrent tests never take each other's jobs).
+pub async fn start_gateway_with_media_queue(store: DynamoStore, media_queue_url: &str) -> Gateway {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let secrets = Env::from_map([
@@ -146,7 +152,7 @@ pub async fn start_gateway(store: DynamoStore) -> Gateway {
     let sqs = crm_shared::aws::sqs_client(&stack().sdk().await);
     let handlers = std::sync::Arc::new(devstack::gateway::Handlers {
         api: api_fn::Deps::new(store.clone(), CursorCodec::new(TEST_CURSOR_SECRET)),
-        webhook: webhook_fn::Deps::new(store, SqsQueue::new(sqs, stack().media_queue_url()), secrets),
+        webhook: webhook_fn::Deps::new(store, SqsQueue::new(sqs, media_queue_url), secrets),
     });
     let task = tokio::spawn(devstack::gateway::serve(listener, handlers));
     Gateway { base, task }
@@ -181,4 +187,74 @@ pub async fn post_webhook(base: &str, body: &str, signature: Option<Option<&str>
         status,
         serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
     )
+}
+
+/// Counts AWS requests by operation name (an SDK interceptor): how the tests and benchmarks
+/// measure what an event costs on AWS, where requests are billed.
+#[derive(Debug, Clone, Default)]
+pub struct RequestCounter(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl RequestCounter {
+    pub fn take(&self) -> Vec<String> {
+        std::mem::take(&mut self.0.lock().unwrap())
+    }
+}
+
+impl aws_sdk_dynamodb::config::Intercept for RequestCounter {
+    fn name(&self) -> &'static str {
+        "RequestCounter"
+    }
+
+    fn read_before_execution(
+        &self,
+        context: &aws_sdk_dynamodb::config::interceptors::BeforeSerializationInterceptorContextRef<'_>,
+        _cfg: &mut aws_sdk_dynamodb::config::ConfigBag,
+    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+        use aws_sdk_dynamodb::operation as op;
+        let input = context.input();
+        let name = if input.downcast_ref::<op::get_item::GetItemInput>().is_some() {
+            "GetItem"
+        } else if input.downcast_ref::<op::put_item::PutItemInput>().is_some() {
+            "PutItem"
+        } else if input.downcast_ref::<op::update_item::UpdateItemInput>().is_some() {
+            "UpdateItem"
+        } else if input.downcast_ref::<op::delete_item::DeleteItemInput>().is_some() {
+            "DeleteItem"
+        } else if input.downcast_ref::<op::query::QueryInput>().is_some() {
+            "Query"
+        } else if input.downcast_ref::<op::scan::ScanInput>().is_some() {
+            "Scan"
+        } else if input
+            .downcast_ref::<op::transact_write_items::TransactWriteItemsInput>()
+            .is_some()
+        {
+            "TransactWriteItems"
+        } else if input
+            .downcast_ref::<op::batch_write_item::BatchWriteItemInput>()
+            .is_some()
+        {
+            "BatchWriteItem"
+        } else if input.downcast_ref::<op::batch_get_item::BatchGetItemInput>().is_some() {
+            "BatchGetItem"
+        } else {
+            "other"
+        };
+        let op = name.to_owned();
+        self.0.lock().unwrap().push(op);
+        Ok(())
+    }
+}
+
+impl Stack {
+    /// A store whose DynamoDB requests are counted.
+    pub async fn counted_store(&self) -> (DynamoStore, RequestCounter) {
+        let counter = RequestCounter::default();
+        let conf = aws_sdk_dynamodb::config::Builder::from(&self.sdk().await)
+            .interceptor(counter.clone())
+            .build();
+        (
+            DynamoStore::new(aws_sdk_dynamodb::Client::from_conf(conf), self.table()),
+            counter,
+        )
+    }
 }

@@ -1,0 +1,334 @@
+//! Inbound media: webhook → media queue → media worker → Graph API (wiremock) → S3.
+
+use std::sync::Mutex;
+
+use aws_lambda_events::sqs::SqsEvent;
+use lambda_runtime::{Context, LambdaEvent};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use wiremock::matchers::{header, method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crm_shared::blob::S3Blobs;
+use crm_shared::config::GraphConfig;
+use crm_shared::graph::GraphClient;
+use crm_shared::jobs::{EnqueueError, RetryScheduler};
+use crm_shared::message::{MediaStatus, MessageRecord, inbound_message_id, meta_time};
+use crm_shared::store::{DynamoStore, MediaStore};
+use e2e_tests::{new_tenant, post_webhook, stack, start_gateway_with_media_queue, unique_numeric_id};
+
+const IMAGE: &[u8] = b"\x89PNG\r\n\x1a\n not really an image, but bytes all the same";
+
+fn image_delivery(pnid: &str, from: &str, wamid: &str, media_id: &str, sha256: &str) -> String {
+    json!({
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "1", "changes": [{"field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15550000000", "phone_number_id": pnid},
+            "contacts": [{"profile": {"name": "Media Sender"}, "wa_id": from}],
+            "messages": [{"from": from, "id": wamid, "timestamp": "1767225600", "type": "image",
+                          "image": {"id": media_id, "mime_type": "image/png", "sha256": sha256}}]
+        }}]}]
+    })
+    .to_string()
+}
+
+/// Records the backoff the worker asks for instead of touching a queue.
+#[derive(Default)]
+struct RecordedRetries(Mutex<Vec<i32>>);
+
+impl RetryScheduler for RecordedRetries {
+    async fn retry_after(&self, _receipt_handle: &str, seconds: i32) -> Result<(), EnqueueError> {
+        self.0.lock().unwrap().push(seconds);
+        Ok(())
+    }
+}
+
+async fn own_queue(sqs: &aws_sdk_sqs::Client) -> String {
+    sqs.create_queue()
+        .queue_name(format!("media-test-{}", unique_numeric_id()))
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap()
+}
+
+async fn mock_graph(server: &MockServer, media_id: &str, token: &str) {
+    Mock::given(method("GET"))
+        .and(path(format!("/v25.0/{media_id}")))
+        .and(header("authorization", format!("Bearer {token}").as_str()))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "messaging_product": "whatsapp",
+            "url": format!("{}/lookaside/{media_id}", server.uri()),
+            "mime_type": "image/png",
+            "sha256": hex::encode(Sha256::digest(IMAGE)),
+            "file_size": IMAGE.len(),
+            "id": media_id,
+        })))
+        .mount(server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(format!("/lookaside/{media_id}")))
+        .and(header("authorization", format!("Bearer {token}").as_str()))
+        .respond_with(ResponseTemplate::new(200).set_body_bytes(IMAGE.to_vec()))
+        .mount(server)
+        .await;
+}
+
+fn graph_client(server: &MockServer) -> GraphClient {
+    GraphClient::new(&GraphConfig {
+        base_url: server.uri(),
+        version: "v25.0".into(),
+    })
+    .unwrap()
+}
+
+async fn stored_message(store: &DynamoStore, tenant: &str, wamid: &str) -> MessageRecord {
+    let id = inbound_message_id(tenant, wamid, meta_time(1_767_225_600, chrono::Utc::now()));
+    store.get_message(tenant, &id).await.unwrap().expect("message stored")
+}
+
+async fn object_bytes(key: &str) -> Vec<u8> {
+    let s3 = crm_shared::aws::s3_client(&stack().sdk().await);
+    let obj = s3
+        .get_object()
+        .bucket(stack().media_bucket())
+        .key(key)
+        .send()
+        .await
+        .unwrap();
+    obj.body.collect().await.unwrap().into_bytes().to_vec()
+}
+
+#[tokio::test]
+async fn inbound_media_travels_through_the_queue_into_s3() {
+    let store = stack().store().await;
+    let sdk = stack().sdk().await;
+    let sqs = crm_shared::aws::sqs_client(&sdk);
+    let queue = own_queue(&sqs).await;
+    let gw = start_gateway_with_media_queue(store.clone(), &queue).await;
+    let tenant = new_tenant(&store, "Media").await.tenant;
+    let graph = MockServer::start().await;
+    mock_graph(&graph, "55501", "test-graph-token").await;
+
+    let sha_b64 = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(Sha256::digest(IMAGE))
+    };
+    let body = image_delivery(
+        &tenant.phone_number_id,
+        "447700912345",
+        "wamid.media1",
+        "55501",
+        &sha_b64,
+    );
+    assert_eq!(post_webhook(&gw.base, &body, None).await.0, 200);
+    let before = stored_message(&store, &tenant.tenant_id, "wamid.media1").await;
+    assert_eq!(
+        before.media.as_ref().unwrap().status,
+        MediaStatus::Pending,
+        "message stored before its media"
+    );
+
+    let deps = media_fn::Deps {
+        store: store.clone(),
+        graph: graph_client(&graph),
+        blobs: S3Blobs::new(crm_shared::aws::s3_client(&sdk), stack().media_bucket()),
+        retry: RecordedRetries::default(),
+        max_receives: 5,
+    };
+    let handled = devstack::poller::poll_once(&sqs, &queue, 2, |event| media_fn::handle(&deps, event))
+        .await
+        .unwrap();
+    assert_eq!(handled, 1);
+
+    let after = stored_message(&store, &tenant.tenant_id, "wamid.media1").await;
+    let media = after.media.unwrap();
+    assert_eq!(media.status, MediaStatus::Available);
+    assert_eq!(media.size, Some(IMAGE.len() as u64));
+    let key = media.s3_key.unwrap();
+    assert!(key.starts_with(&format!("tenants/{}/contacts/{}/", tenant.tenant_id, after.contact_id)));
+    assert_eq!(object_bytes(&key).await, IMAGE);
+
+    // A redelivered webhook re-enqueues nothing once the media is in; the queue is empty.
+    assert_eq!(post_webhook(&gw.base, &body, None).await.0, 200);
+    let again = devstack::poller::poll_once(&sqs, &queue, 1, |event| media_fn::handle(&deps, event))
+        .await
+        .unwrap();
+    assert_eq!(again, 0);
+}
+
+fn record(job: &serde_json::Value, receive_count: u32) -> serde_json::Value {
+    json!({
+        "messageId": format!("sqs-{receive_count}"),
+        "receiptHandle": format!("rh-{receive_count}"),
+        "body": job.to_string(),
+        "attributes": {"ApproximateReceiveCount": receive_count.to_string()},
+        "messageAttributes": {},
+        "eventSource": "aws:sqs",
+        "awsRegion": "us-east-1"
+    })
+}
+
+fn event(records: Vec<serde_json::Value>) -> LambdaEvent<SqsEvent> {
+    LambdaEvent::new(
+        serde_json::from_value(json!({ "Records": records })).unwrap(),
+        Context::default(),
+    )
+}
+
+#[tokio::test]
+async fn a_media_fetch_that_fails_twice_then_succeeds_is_stored_once() {
+    let store = stack().store().await;
+    let sdk = stack().sdk().await;
+    let sqs = crm_shared::aws::sqs_client(&sdk);
+    let queue = own_queue(&sqs).await;
+    let gw = start_gateway_with_media_queue(store.clone(), &queue).await;
+    let tenant = new_tenant(&store, "Flaky").await.tenant;
+    let sha = hex::encode(Sha256::digest(IMAGE));
+    let body = image_delivery(&tenant.phone_number_id, "447700912346", "wamid.flaky", "55502", &sha);
+    assert_eq!(post_webhook(&gw.base, &body, None).await.0, 200);
+    let message = stored_message(&store, &tenant.tenant_id, "wamid.flaky").await;
+    let job =
+        json!({"tenant_id": tenant.tenant_id, "message_id": message.message_id, "contact_id": message.contact_id});
+
+    let graph = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/v25.0/55502"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(2)
+        .with_priority(1)
+        .mount(&graph)
+        .await;
+    mock_graph(&graph, "55502", "test-graph-token").await;
+    let deps = media_fn::Deps {
+        store: store.clone(),
+        graph: graph_client(&graph),
+        blobs: S3Blobs::new(crm_shared::aws::s3_client(&sdk), stack().media_bucket()),
+        retry: RecordedRetries::default(),
+        max_receives: 5,
+    };
+
+    for attempt in 1..=2 {
+        let resp = media_fn::handle(&deps, event(vec![record(&job, attempt)]))
+            .await
+            .unwrap();
+        let failed: Vec<_> = resp
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.clone())
+            .collect();
+        assert_eq!(
+            failed,
+            vec![format!("sqs-{attempt}")],
+            "attempt {attempt} is reported for retry"
+        );
+        let m = stored_message(&store, &tenant.tenant_id, "wamid.flaky").await;
+        assert_eq!(m.media.unwrap().status, MediaStatus::Pending);
+    }
+    assert_eq!(*deps.retry.0.lock().unwrap(), vec![60, 240], "exponential backoff");
+    let resp = media_fn::handle(&deps, event(vec![record(&job, 3)])).await.unwrap();
+    assert!(resp.batch_item_failures.is_empty());
+    let m = stored_message(&store, &tenant.tenant_id, "wamid.flaky").await;
+    let media = m.media.unwrap();
+    assert_eq!(media.status, MediaStatus::Available);
+    assert_eq!(object_bytes(media.s3_key.as_deref().unwrap()).await, IMAGE);
+
+    // A duplicate job after success changes nothing and succeeds.
+    let resp = media_fn::handle(&deps, event(vec![record(&job, 1)])).await.unwrap();
+    assert!(resp.batch_item_failures.is_empty());
+}
+
+#[tokio::test]
+async fn media_failures_are_recorded_and_batches_report_only_their_failures() {
+    let store = stack().store().await;
+    let sdk = stack().sdk().await;
+    let sqs = crm_shared::aws::sqs_client(&sdk);
+    let queue = own_queue(&sqs).await;
+    let gw = start_gateway_with_media_queue(store.clone(), &queue).await;
+    let tenant = new_tenant(&store, "Failing").await.tenant;
+    let sha = hex::encode(Sha256::digest(IMAGE));
+    let pnid = &tenant.phone_number_id;
+    for (wamid, media_id) in [
+        ("wamid.ok", "600"),
+        ("wamid.down", "601"),
+        ("wamid.gone", "602"),
+        ("wamid.bad", "603"),
+    ] {
+        let from = format!("4477009{}", &unique_numeric_id()[10..]);
+        assert_eq!(
+            post_webhook(&gw.base, &image_delivery(pnid, &from, wamid, media_id, &sha), None)
+                .await
+                .0,
+            200
+        );
+    }
+    let graph = MockServer::start().await;
+    mock_graph(&graph, "600", "test-graph-token").await;
+    Mock::given(method("GET"))
+        .and(path("/v25.0/601"))
+        .respond_with(ResponseTemplate::new(500))
+        .mount(&graph)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v25.0/602"))
+        .respond_with(ResponseTemplate::new(404).set_body_json(json!({"error": {"message": "not found", "code": 100}})))
+        .mount(&graph)
+        .await;
+    // 603: Meta serves bytes that do not match the announced checksum.
+    Mock::given(method("GET"))
+        .and(path("/v25.0/603"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "url": format!("{}/lookaside/603", graph.uri()), "mime_type": "image/png", "id": "603"
+        })))
+        .mount(&graph)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/lookaside/603"))
+        .respond_with(ResponseTemplate::new(200).set_body_bytes(b"tampered".to_vec()))
+        .mount(&graph)
+        .await;
+    let deps = media_fn::Deps {
+        store: store.clone(),
+        graph: graph_client(&graph),
+        blobs: S3Blobs::new(crm_shared::aws::s3_client(&sdk), stack().media_bucket()),
+        retry: RecordedRetries::default(),
+        max_receives: 5,
+    };
+    let mut records = Vec::new();
+    for (i, wamid) in ["wamid.ok", "wamid.down", "wamid.gone", "wamid.bad"].iter().enumerate() {
+        let m = stored_message(&store, &tenant.tenant_id, wamid).await;
+        let job = json!({"tenant_id": tenant.tenant_id, "message_id": m.message_id, "contact_id": m.contact_id});
+        let mut r = record(&job, 5);
+        r["messageId"] = json!(format!("m{i}"));
+        records.push(r);
+    }
+    let resp = media_fn::handle(&deps, event(records)).await.unwrap();
+    let mut failed: Vec<_> = resp
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.clone())
+        .collect();
+    failed.sort();
+    // Last attempt: the retryable failures (down, checksum) go to the DLQ; the permanent one
+    // (gone) is acknowledged; the good one succeeds.
+    assert_eq!(failed, vec!["m1".to_owned(), "m3".to_owned()]);
+    let status = |m: MessageRecord| m.media.unwrap().status;
+    assert_eq!(
+        status(stored_message(&store, &tenant.tenant_id, "wamid.ok").await),
+        MediaStatus::Available
+    );
+    for wamid in ["wamid.down", "wamid.gone", "wamid.bad"] {
+        let m = stored_message(&store, &tenant.tenant_id, wamid).await;
+        let media = m.media.unwrap();
+        assert_eq!(media.status, MediaStatus::Failed, "{wamid}");
+        assert!(media.failure.is_some() && media.s3_key.is_none(), "{wamid}");
+    }
+
+    // A malformed job is reported (and so ends in the DLQ), never panics.
+    let mut bad = record(&json!("x"), 1);
+    bad["body"] = json!("not json");
+    let resp = media_fn::handle(&deps, event(vec![bad])).await.unwrap();
+    assert_eq!(resp.batch_item_failures.len(), 1);
+}
