@@ -28,6 +28,18 @@ pub trait BlobStore: Send + Sync {
     ) -> impl Future<Output = Result<(), BlobError>> + Send;
 }
 
+/// Short-lived download links for stored objects.
+pub trait MediaLinks: Send + Sync {
+    fn presigned_get(
+        &self,
+        key: &str,
+        expires_in: std::time::Duration,
+    ) -> impl Future<Output = Result<String, BlobError>> + Send;
+}
+
+/// Longest life of a presigned media or export link.
+pub const LINK_TTL: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
 #[derive(Debug, Clone)]
 pub struct S3Blobs {
     client: aws_sdk_s3::Client,
@@ -63,6 +75,22 @@ impl BlobStore for S3Blobs {
             .await
             .map_err(|e| BlobError(aws_sdk_s3::error::DisplayErrorContext(&e).to_string()))?;
         Ok(())
+    }
+}
+
+impl MediaLinks for S3Blobs {
+    async fn presigned_get(&self, key: &str, expires_in: std::time::Duration) -> Result<String, BlobError> {
+        let config = aws_sdk_s3::presigning::PresigningConfig::expires_in(expires_in.min(LINK_TTL))
+            .map_err(|e| BlobError(e.to_string()))?;
+        let request = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .presigned(config)
+            .await
+            .map_err(|e| BlobError(aws_sdk_s3::error::DisplayErrorContext(&e).to_string()))?;
+        Ok(request.uri().to_owned())
     }
 }
 

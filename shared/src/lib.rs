@@ -2,6 +2,7 @@
 //! rules (pure functions, no I/O), and the storage ports with their one AWS implementation.
 
 pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod aws;
 pub mod blob;

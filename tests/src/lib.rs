@@ -116,7 +116,9 @@ pub fn unique_numeric_id() -> String {
 
 pub async fn new_tenant(store: &DynamoStore, name: &str) -> CreatedTenant {
     let new = NewTenant::validated(name, &unique_numeric_id(), &unique_numeric_id(), "test-graph-token").unwrap();
-    admin::create_tenant(store, new).await.expect("tenant created")
+    admin::create_tenant(store, new)
+        .await
+        .unwrap_or_else(|e| panic!("tenant created: {e}"))
 }
 
 /// A running local gateway for this test's runtime.
@@ -149,9 +151,11 @@ pub async fn start_gateway_with_media_queue(store: DynamoStore, media_queue_url:
     ])
     .webhook_secrets()
     .unwrap();
-    let sqs = crm_shared::aws::sqs_client(&stack().sdk().await);
+    let sdk = stack().sdk().await;
+    let sqs = crm_shared::aws::sqs_client(&sdk);
+    let media = crm_shared::blob::S3Blobs::new(crm_shared::aws::s3_client(&sdk), stack().media_bucket());
     let handlers = std::sync::Arc::new(devstack::gateway::Handlers {
-        api: api_fn::Deps::new(store.clone(), CursorCodec::new(TEST_CURSOR_SECRET)),
+        api: api_fn::Deps::new(store.clone(), CursorCodec::new(TEST_CURSOR_SECRET), media),
         webhook: webhook_fn::Deps::new(store, SqsQueue::new(sqs, media_queue_url), secrets),
     });
     let task = tokio::spawn(devstack::gateway::serve(listener, handlers));

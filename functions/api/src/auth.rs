@@ -3,8 +3,9 @@
 use chrono::Utc;
 use lambda_http::http::HeaderMap;
 
+use crm_shared::audit::AuditEntry;
 use crm_shared::auth::{self, Role};
-use crm_shared::store::ApiKeyStore;
+use crm_shared::store::{ApiKeyStore, AuditStore};
 use crm_shared::tenant::key_use_needs_recording;
 
 use crate::error::ApiError;
@@ -34,7 +35,11 @@ impl Caller {
 const INVALID_KEY: &str = "missing, unknown or revoked API key";
 
 /// Checks the `Authorization: Bearer` key: one strongly consistent read of the key record.
-pub async fn authenticate<S: ApiKeyStore>(store: &S, headers: &HeaderMap) -> Result<Caller, ApiError> {
+pub async fn authenticate<S: ApiKeyStore + AuditStore>(
+    store: &S,
+    headers: &HeaderMap,
+    request_id: Option<&str>,
+) -> Result<Caller, ApiError> {
     let header = headers
         .get(lambda_http::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -53,6 +58,14 @@ pub async fn authenticate<S: ApiKeyStore>(store: &S, headers: &HeaderMap) -> Res
         // Best effort: failing to note the time of use must not fail the request.
         if let Err(err) = store.record_key_use(&record.tenant_id, &record.key_id, now).await {
             tracing::warn!(error = %err, key_id = %record.key_id, "could not record key use");
+        }
+        // Key use enters the audit log at the same pace as `last_used_at`; every write is
+        // audited on its own with the acting key.
+        let entry = AuditEntry::new(&record.tenant_id, Some(&record.key_id), "api_key.used")
+            .target("api_key", &record.key_id)
+            .request(request_id);
+        if let Err(err) = store.record_audit(&entry).await {
+            tracing::warn!(error = %err, "could not audit key use");
         }
     }
     Ok(Caller {

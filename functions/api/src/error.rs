@@ -62,6 +62,11 @@ impl From<StoreError> for ApiError {
         match err {
             StoreError::Conflict(message) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
             StoreError::NotFound => ApiError::not_found("not found"),
+            StoreError::VersionMismatch => ApiError::new(
+                StatusCode::CONFLICT,
+                "concurrent_modification",
+                "the resource changed while this request was processed; retry",
+            ),
             StoreError::Backend(_) | StoreError::Corrupt(_) => {
                 // The detail stays in the log (it carries no personal data), not in the response.
                 tracing::error!(error = %err, "storage failure");

@@ -4,35 +4,39 @@
 pub mod auth;
 pub mod error;
 pub mod pagination;
-mod routes;
+pub mod routes;
 
 use lambda_http::http::{StatusCode, header};
 use lambda_http::{Body, Error, Request, Response};
 
+use crm_shared::audit::AuditEntry;
+use crm_shared::blob::{MediaLinks, S3Blobs};
 use crm_shared::cursor::CursorCodec;
-use crm_shared::store::{ApiKeyStore, TenantStore};
+use crm_shared::store::{ApiKeyStore, AuditStore, ContactStore, ConversationStore, TenantStore};
 
 use crate::auth::{Caller, authenticate};
 use crate::error::ApiError;
 
 /// What the handlers need; built once per execution environment.
-pub struct Deps<S> {
+pub struct Deps<S, L = S3Blobs> {
     pub store: S,
     pub cursors: CursorCodec,
+    /// Presigned links to stored media.
+    pub media: L,
 }
 
-impl<S> Deps<S> {
-    pub fn new(store: S, cursors: CursorCodec) -> Self {
-        Deps { store, cursors }
+impl<S, L> Deps<S, L> {
+    pub fn new(store: S, cursors: CursorCodec, media: L) -> Self {
+        Deps { store, cursors, media }
     }
 }
 
 /// The storage capabilities the API uses.
-pub trait ApiStore: TenantStore + ApiKeyStore {}
-impl<T: TenantStore + ApiKeyStore> ApiStore for T {}
+pub trait ApiStore: TenantStore + ApiKeyStore + ContactStore + ConversationStore + AuditStore {}
+impl<T: TenantStore + ApiKeyStore + ContactStore + ConversationStore + AuditStore> ApiStore for T {}
 
 /// Lambda handler: never returns `Err` for a request problem; those are HTTP responses.
-pub async fn handle<S: ApiStore>(deps: &Deps<S>, req: Request) -> Result<Response<Body>, Error> {
+pub async fn handle<S: ApiStore, L: MediaLinks>(deps: &Deps<S, L>, req: Request) -> Result<Response<Body>, Error> {
     let response = match dispatch(deps, &req).await {
         Ok(resp) => resp,
         Err(err) => json_response(err.status, &err.body()),
@@ -40,9 +44,9 @@ pub async fn handle<S: ApiStore>(deps: &Deps<S>, req: Request) -> Result<Respons
     Ok(response)
 }
 
-async fn dispatch<S: ApiStore>(deps: &Deps<S>, req: &Request) -> Result<Response<Body>, ApiError> {
+async fn dispatch<S: ApiStore, L: MediaLinks>(deps: &Deps<S, L>, req: &Request) -> Result<Response<Body>, ApiError> {
     // Authenticate before routing: without a valid key nothing about the API is revealed.
-    let caller: Caller = authenticate(&deps.store, req.headers()).await?;
+    let caller: Caller = authenticate(&deps.store, req.headers(), request_id(req).as_deref()).await?;
     let path = req.uri().path().trim_end_matches('/');
     let segments: Vec<&str> = path.split('/').skip(1).collect();
     let route = routes::match_route(req.method(), &segments)?;
@@ -56,6 +60,31 @@ pub(crate) fn json_response(status: StatusCode, body: &serde_json::Value) -> Res
         .header(header::CONTENT_TYPE, "application/json")
         .body(Body::Text(body.to_string()))
         .expect("status and header are valid")
+}
+
+/// API Gateway's id of this request, for audit entries and logs.
+pub(crate) fn request_id(req: &Request) -> Option<String> {
+    use lambda_http::RequestExt;
+    match req.request_context_ref()? {
+        lambda_http::request::RequestContext::ApiGatewayV2(ctx) => ctx.request_id.clone(),
+        #[allow(unreachable_patterns)]
+        _ => None,
+    }
+}
+
+/// Appends to the audit log after a successful action. The action has happened, so a failure
+/// to record it is logged loudly rather than turned into an error response that would invite
+/// a retry of the action itself.
+pub(crate) async fn audit<S: ApiStore>(store: &S, entry: AuditEntry) {
+    for attempt in 1..=2 {
+        match store.record_audit(&entry).await {
+            Ok(()) => return,
+            Err(err) if attempt == 2 => {
+                tracing::error!(error = %err, action = %entry.action, "audit entry could not be recorded")
+            }
+            Err(_) => {}
+        }
+    }
 }
 
 pub(crate) fn json_body(status: StatusCode, body: &serde_json::Value) -> Result<Response<Body>, ApiError> {

@@ -1,6 +1,7 @@
 //! Lambda entry point: wiring only (config → SDK client → deps → runtime).
 
 use api_fn::{Deps, handle};
+use crm_shared::blob::S3Blobs;
 use crm_shared::{aws, config::Env, cursor::CursorCodec, store::DynamoStore};
 use lambda_http::{Error, run, service_fn};
 
@@ -10,9 +11,11 @@ async fn main() -> Result<(), Error> {
     let env = Env::from_env();
     let sdk = aws::load_sdk_config().await;
     let cursors = CursorCodec::new(env.cursor_secret()?.expose());
+    let resources = env.resources();
     let deps = Deps::new(
-        DynamoStore::new(aws::dynamodb_client(&sdk), env.resources().table),
+        DynamoStore::new(aws::dynamodb_client(&sdk), resources.table),
         cursors,
+        S3Blobs::new(aws::s3_client(&sdk), resources.media_bucket),
     );
     run(service_fn(|req| handle(&deps, req))).await
 }

@@ -16,12 +16,13 @@ use lambda_http::{Body, Response};
 use serde_json::json;
 use tokio::net::TcpListener;
 
+use crm_shared::blob::S3Blobs;
 use crm_shared::jobs::SqsQueue;
 use crm_shared::store::DynamoStore;
 
 /// Everything the local gateway can route to (the HTTP API's routes in `template.yaml`).
 pub struct Handlers {
-    pub api: api_fn::Deps<DynamoStore>,
+    pub api: api_fn::Deps<DynamoStore, S3Blobs>,
     pub webhook: webhook_fn::Deps<DynamoStore, SqsQueue>,
 }
 

@@ -100,6 +100,11 @@ async fn run() -> Result<(), BoxError> {
         .cloned()
         .ok_or("template has no MediaQueue")?;
     let sqs = aws::sqs_client(&sdk);
+    let media_bucket = provisioned
+        .buckets
+        .get("MediaBucket")
+        .cloned()
+        .ok_or("template has no MediaBucket")?;
     let media_queue = SqsQueue::new(sqs.clone(), &media_queue_url);
     let secrets = Env::from_map([
         ("WHATSAPP_APP_SECRET", app_secret.as_str()),
@@ -107,7 +112,11 @@ async fn run() -> Result<(), BoxError> {
     ])
     .webhook_secrets()?;
     let handlers = Arc::new(Handlers {
-        api: api_fn::Deps::new(store.clone(), CursorCodec::new(&cursor_secret)),
+        api: api_fn::Deps::new(
+            store.clone(),
+            CursorCodec::new(&cursor_secret),
+            S3Blobs::new(aws::s3_client(&sdk), media_bucket.clone()),
+        ),
         webhook: webhook_fn::Deps::new(store.clone(), media_queue.clone(), secrets),
     });
     let graph = env.graph()?;

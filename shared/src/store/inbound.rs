@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::contacts::{ContactItem, ContactStore};
 use super::dynamo::{backend, from_item, to_item};
 use super::keys::*;
 use super::{DynamoStore, StoreError};
@@ -198,48 +199,22 @@ impl MessageItem {
 }
 
 #[derive(Serialize, Deserialize)]
-pub(crate) struct ContactItem {
+pub(crate) struct IdentityItem {
     #[serde(rename = "PK")]
     pub pk: String,
     #[serde(rename = "SK")]
     pub sk: String,
-    #[serde(rename = "GSI1PK")]
-    pub gsi1pk: String,
-    #[serde(rename = "GSI1SK")]
-    pub gsi1sk: String,
-    #[serde(flatten)]
-    pub contact: Contact,
-}
-
-impl ContactItem {
-    pub fn new(contact: &Contact) -> Self {
-        ContactItem {
-            pk: contact_pk(&contact.tenant_id, &contact.contact_id),
-            sk: PROFILE_SK.into(),
-            gsi1pk: contacts_gsi1pk(&contact.tenant_id),
-            gsi1sk: contact.contact_id.clone(),
-            contact: contact.clone(),
-        }
-    }
+    pub contact_id: String,
 }
 
 #[derive(Serialize, Deserialize)]
-struct IdentityItem {
+pub(crate) struct ConsentItem {
     #[serde(rename = "PK")]
-    pk: String,
+    pub pk: String,
     #[serde(rename = "SK")]
-    sk: String,
-    contact_id: String,
-}
-
-#[derive(Serialize, Deserialize)]
-struct ConsentItem {
-    #[serde(rename = "PK")]
-    pk: String,
-    #[serde(rename = "SK")]
-    sk: String,
+    pub sk: String,
     #[serde(flatten)]
-    change: ConsentChange,
+    pub change: ConsentChange,
 }
 
 fn s(v: impl Into<String>) -> AttributeValue {
@@ -272,7 +247,7 @@ pub(crate) fn identity_put(table: &str, pk: String, contact_id: &str) -> Transac
         .build()
 }
 
-fn cancellation_codes(
+pub(crate) fn cancellation_codes(
     err: &aws_sdk_dynamodb::error::SdkError<TransactWriteItemsError, impl std::fmt::Debug>,
 ) -> Option<Vec<Option<String>>> {
     match err.as_service_error()? {
@@ -483,46 +458,7 @@ impl InboundStore for DynamoStore {
     }
 
     async fn create_contact(&self, contact: &Contact) -> Result<(), StoreError> {
-        let profile = Put::builder()
-            .table_name(self.table())
-            .set_item(Some(to_item(&ContactItem::new(contact))))
-            .condition_expression("attribute_not_exists(PK)")
-            .build()
-            .expect("put is complete");
-        let mut tx = self
-            .client()
-            .transact_write_items()
-            .transact_items(TransactWriteItem::builder().put(profile).build());
-        if let Some(phone) = &contact.phone {
-            tx = tx.transact_items(identity_put(
-                self.table(),
-                phone_identity_pk(&contact.tenant_id, phone),
-                &contact.contact_id,
-            ));
-        }
-        if let Some(user_id) = &contact.user_id {
-            tx = tx.transact_items(identity_put(
-                self.table(),
-                user_identity_pk(&contact.tenant_id, user_id),
-                &contact.contact_id,
-            ));
-        }
-        match tx.send().await {
-            Ok(_) => Ok(()),
-            Err(err) => match cancellation_codes(&err) {
-                Some(codes)
-                    if codes
-                        .iter()
-                        .skip(1)
-                        .any(|c| c.as_deref() == Some("ConditionalCheckFailed")) =>
-                {
-                    Err(StoreError::Conflict(
-                        "a contact with this phone or user_id already exists".into(),
-                    ))
-                }
-                _ => Err(backend(err)),
-            },
-        }
+        self.insert_contact(contact).await
     }
 
     async fn record_inbound(&self, write: &InboundWrite) -> Result<InboundOutcome, StoreError> {

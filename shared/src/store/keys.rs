@@ -39,9 +39,37 @@ pub fn contact_pk(tenant_id: &str, contact_id: &str) -> String {
 
 pub const PROFILE_SK: &str = "PROFILE";
 
-/// GSI1 partition listing a tenant's contacts (sort key: contact id, i.e. creation order).
-pub fn contacts_gsi1pk(tenant_id: &str) -> String {
+pub const GSI2: &str = "GSI2";
+pub const GSI3: &str = "GSI3";
+pub const GSI4: &str = "GSI4";
+
+/// GSI2 partition listing a tenant's contacts (sort key: contact id, i.e. creation order).
+pub fn contacts_index_pk(tenant_id: &str) -> String {
     format!("T#{tenant_id}#CONTACTS")
+}
+
+/// GSI2 partition of the contacts carrying one tag.
+pub fn tag_index_pk(tenant_id: &str, tag: &str) -> String {
+    format!("T#{tenant_id}#TAG#{tag}")
+}
+
+pub fn tag_sk(tag: &str) -> String {
+    format!("TAG#{tag}")
+}
+
+/// GSI3 partition: contacts by name search key.
+pub fn names_index_pk(tenant_id: &str) -> String {
+    format!("T#{tenant_id}#NAMES")
+}
+
+/// GSI4 partition: contacts by phone digits.
+pub fn phones_index_pk(tenant_id: &str) -> String {
+    format!("T#{tenant_id}#PHONES")
+}
+
+/// Audit entries of a tenant (sort key: entry id, time-ordered).
+pub fn audit_pk(tenant_id: &str) -> String {
+    format!("T#{tenant_id}#AUDIT")
 }
 
 /// Uniqueness record of a phone number within a tenant (→ contact id).
@@ -108,7 +136,11 @@ mod tests {
         let t = tenant_pk("abc");
         for key in [
             contact_pk("abc", "c"),
-            contacts_gsi1pk("abc"),
+            contacts_index_pk("abc"),
+            tag_index_pk("abc", "vip"),
+            names_index_pk("abc"),
+            phones_index_pk("abc"),
+            audit_pk("abc"),
             phone_identity_pk("abc", "+1"),
             user_identity_pk("abc", "u"),
             message_pk("abc", "m"),

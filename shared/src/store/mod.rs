@@ -4,6 +4,8 @@
 //! (see [`keys`]); the only items outside a tenant's partition are lookups that exist to find
 //! the tenant in the first place (phone number id → tenant).
 
+pub mod audit;
+pub mod contacts;
 mod dynamo;
 pub mod inbound;
 pub mod keys;
@@ -13,6 +15,8 @@ use std::future::Future;
 
 use chrono::{DateTime, Utc};
 
+pub use audit::AuditStore;
+pub use contacts::{ContactFilter, ContactStore, ContactUpdate};
 pub use dynamo::DynamoStore;
 pub use inbound::{
     ConversationStore, CustomerIdentity, InboundOutcome, InboundStore, InboundWrite, MediaStore, StatusOutcome,
@@ -31,6 +35,9 @@ pub enum StoreError {
     Conflict(String),
     #[error("not found")]
     NotFound,
+    /// An optimistic-concurrency check failed: the item changed since it was read.
+    #[error("the item was modified concurrently")]
+    VersionMismatch,
     /// The database could not be reached or refused the request (retryable).
     #[error("storage request failed: {0}")]
     Backend(String),

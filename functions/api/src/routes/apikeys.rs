@@ -15,7 +15,8 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::pagination::{envelope, page_request};
 use crate::routes::json_input;
-use crate::{ApiStore, Deps, json_body, ok_json};
+use crate::{ApiStore, Deps, audit, json_body, ok_json, request_id};
+use crm_shared::audit::AuditEntry;
 
 const LISTING: &str = "apikeys";
 
@@ -30,7 +31,11 @@ fn view(k: &ApiKeyRecord) -> Value {
     })
 }
 
-pub async fn list<S: ApiStore>(deps: &Deps<S>, caller: &Caller, req: &Request) -> Result<Response<Body>, ApiError> {
+pub async fn list<S: ApiStore, L>(
+    deps: &Deps<S, L>,
+    caller: &Caller,
+    req: &Request,
+) -> Result<Response<Body>, ApiError> {
     let page = page_request(req, &deps.cursors, &caller.tenant_id, LISTING)?;
     let result = deps.store.list_keys(&caller.tenant_id, page.limit, page.start).await?;
     let items = result.items.iter().map(view).collect();
@@ -43,17 +48,43 @@ struct CreateKey {
     role: Role,
 }
 
-pub async fn create<S: ApiStore>(deps: &Deps<S>, caller: &Caller, req: &Request) -> Result<Response<Body>, ApiError> {
+pub async fn create<S: ApiStore, L>(
+    deps: &Deps<S, L>,
+    caller: &Caller,
+    req: &Request,
+) -> Result<Response<Body>, ApiError> {
     let input: CreateKey = json_input(req)?;
     let created = admin::create_api_key(&deps.store, &caller.tenant_id, input.role).await?;
+    audit(
+        &deps.store,
+        AuditEntry::new(&caller.tenant_id, Some(&caller.key_id), "api_key.create")
+            .target("api_key", &created.record.key_id)
+            .request(request_id(req).as_deref())
+            .detail("role", created.record.role.as_str()),
+    )
+    .await;
     let mut body = view(&created.record);
     body["api_key"] = json!(created.api_key.expose());
     json_body(StatusCode::CREATED, &body)
 }
 
-pub async fn revoke<S: ApiStore>(deps: &Deps<S>, caller: &Caller, key_id: &str) -> Result<Response<Body>, ApiError> {
+pub async fn revoke<S: ApiStore, L>(
+    deps: &Deps<S, L>,
+    caller: &Caller,
+    req: &Request,
+    key_id: &str,
+) -> Result<Response<Body>, ApiError> {
     match admin::revoke_api_key(&deps.store, &caller.tenant_id, key_id).await {
-        Ok(record) => ok_json(&view(&record)),
+        Ok(record) => {
+            audit(
+                &deps.store,
+                AuditEntry::new(&caller.tenant_id, Some(&caller.key_id), "api_key.revoke")
+                    .target("api_key", key_id)
+                    .request(request_id(req).as_deref()),
+            )
+            .await;
+            ok_json(&view(&record))
+        }
         Err(StoreError::NotFound) => Err(ApiError::not_found("no such API key")),
         Err(e) => Err(e.into()),
     }

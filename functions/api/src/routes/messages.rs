@@ -1,0 +1,87 @@
+//! `GET /v1/contacts/{id}/messages`: the conversation, newest first, with short-lived links to
+//! stored media.
+
+use lambda_http::{Body, Request, Response};
+use serde_json::{Value, json};
+
+use crm_shared::blob::{LINK_TTL, MediaLinks};
+use crm_shared::message::{MediaStatus, MessageRecord};
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::pagination::{envelope, page_request};
+use crate::routes::contacts;
+use crate::{ApiStore, Deps, ok_json};
+
+pub async fn view<L: MediaLinks>(links: &L, m: &MessageRecord) -> Value {
+    let media = match &m.media {
+        None => Value::Null,
+        Some(media) => {
+            let url = match (&media.status, &media.s3_key) {
+                (MediaStatus::Available, Some(key)) => match links.presigned_get(key, LINK_TTL).await {
+                    Ok(url) => Some(url),
+                    Err(err) => {
+                        tracing::warn!(error = %err, "could not presign a media link");
+                        None
+                    }
+                },
+                _ => None,
+            };
+            json!({
+                "status": media.status,
+                "mime_type": media.mime_type,
+                "size": media.size,
+                "url": url,
+            })
+        }
+    };
+    json!({
+        "id": m.message_id,
+        "message_id": m.message_id,
+        "contact_id": m.contact_id,
+        "direction": m.direction,
+        "type": m.message_type,
+        "content": m.content,
+        "status": m.status,
+        "status_at": m.status_at,
+        "wamid": m.wamid,
+        "error": m.error,
+        "media": media,
+        "reply_to": m.reply_to,
+        "context_wamid": m.context_wamid,
+        "timestamp": m.timestamp,
+        "created_at": m.created_at,
+    })
+}
+
+pub async fn conversation<S: ApiStore, L: MediaLinks>(
+    deps: &Deps<S, L>,
+    caller: &Caller,
+    req: &Request,
+    contact_id: &str,
+) -> Result<Response<Body>, ApiError> {
+    contacts::load(deps, caller, contact_id).await?;
+    let listing = format!("messages:{contact_id}");
+    let page = page_request(req, &deps.cursors, &caller.tenant_id, &listing)?;
+    let result = deps
+        .store
+        .conversation(&caller.tenant_id, contact_id, page.limit, page.start)
+        .await?;
+    let items = futures_join(result.items.iter().map(|m| view(&deps.media, m))).await;
+    ok_json(&envelope(
+        items,
+        result.next,
+        &deps.cursors,
+        &caller.tenant_id,
+        &listing,
+    ))
+}
+
+/// Presigning is local computation (no network), so sequential awaiting is fine.
+async fn futures_join<F: std::future::Future<Output = Value>>(futs: impl Iterator<Item = F>) -> Vec<Value> {
+    let mut out = Vec::new();
+    for f in futs {
+        out.push(f.await);
+    }
+    out
+}
