@@ -1,5 +1,6 @@
 //! End-to-end tests: real handlers, real local AWS endpoint, real HTTP.
 
+mod contacts;
 mod foundation;
 mod media;
 mod webhook;

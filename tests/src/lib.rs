@@ -262,3 +262,26 @@ impl Stack {
         )
     }
 }
+
+/// One API call through the gateway: `(status, JSON body)` (a non-JSON body comes back as a
+/// JSON string).
+pub async fn api(
+    method: &str,
+    url: &str,
+    key: Option<&str>,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let client = reqwest::Client::new();
+    let mut req = client.request(method.parse().unwrap(), url);
+    if let Some(key) = key {
+        req = req.header("authorization", format!("Bearer {key}"));
+    }
+    if let Some(body) = body {
+        req = req.header("content-type", "application/json").body(body.to_string());
+    }
+    let resp = req.send().await.expect("gateway answers");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+    (status, body)
+}

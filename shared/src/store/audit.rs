@@ -5,7 +5,7 @@ use std::future::Future;
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde::{Deserialize, Serialize};
 
-use super::dynamo::{backend, from_item, position, start_key, to_item};
+use super::dynamo::{backend, from_item, start_key, to_item, trim_page};
 use super::keys::*;
 use super::{DynamoStore, Page, StoreError};
 use crate::audit::AuditEntry;
@@ -62,20 +62,16 @@ impl AuditStore for DynamoStore {
             .key_condition_expression("PK = :pk")
             .expression_attribute_values(":pk", AttributeValue::S(audit_pk(tenant_id)))
             .scan_index_forward(false)
-            .limit(limit)
+            .limit(limit + 1)
             .set_exclusive_start_key(start_key(tenant_id, start)?)
             .send()
             .await
             .map_err(backend)?;
-        let items = out
-            .items
-            .unwrap_or_default()
+        let (raw, next) = trim_page(out.items.unwrap_or_default(), limit, out.last_evaluated_key, &[PK, SK]);
+        let items = raw
             .into_iter()
             .map(|i| from_item::<AuditItem>(i).map(|a| a.entry))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Page {
-            items,
-            next: out.last_evaluated_key.map(position),
-        })
+        Ok(Page { items, next })
     }
 }

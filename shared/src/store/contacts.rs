@@ -9,7 +9,7 @@ use aws_sdk_dynamodb::types::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::dynamo::{backend, from_item, position, start_key, to_item};
+use super::dynamo::{backend, from_item, start_key, to_item, trim_page};
 use super::inbound::{ConsentItem, cancellation_codes, identity_put};
 use super::keys::*;
 use super::{DynamoStore, Page, StoreError};
@@ -469,9 +469,14 @@ impl ContactStore for DynamoStore {
             .client()
             .query()
             .table_name(self.table())
-            .limit(limit)
+            .limit(limit + 1)
             .set_exclusive_start_key(start_key(tenant_id, start)?);
         let mut tag_filter = None;
+        let index_keys: [&str; 4] = match filter {
+            ContactFilter::All | ContactFilter::Tag { .. } => [PK, SK, "GSI2PK", "GSI2SK"],
+            ContactFilter::NamePrefix(_) => [PK, SK, "GSI3PK", "GSI3SK"],
+            ContactFilter::PhonePrefix(_) => [PK, SK, "GSI4PK", "GSI4SK"],
+        };
         query = match filter {
             ContactFilter::All => query
                 .index_name(GSI2)
@@ -511,9 +516,13 @@ impl ContactStore for DynamoStore {
             }
         };
         let out = query.send().await.map_err(backend)?;
-        let ids: Vec<String> = out
-            .items
-            .unwrap_or_default()
+        let (raw, next) = trim_page(
+            out.items.unwrap_or_default(),
+            limit,
+            out.last_evaluated_key,
+            &index_keys,
+        );
+        let ids: Vec<String> = raw
             .iter()
             .filter_map(|i| i.get(PK).and_then(|v| v.as_s().ok()))
             .filter_map(|pk| pk.rsplit_once("#C#").map(|(_, c)| c.to_owned()))
@@ -522,10 +531,7 @@ impl ContactStore for DynamoStore {
         if let Some(tag) = tag_filter {
             items.retain(|c| c.tags.contains(&tag));
         }
-        Ok(Page {
-            items,
-            next: out.last_evaluated_key.map(position),
-        })
+        Ok(Page { items, next })
     }
 }
 

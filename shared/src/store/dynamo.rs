@@ -75,6 +75,33 @@ pub(crate) fn position(key: HashMap<String, AttributeValue>) -> Position {
         .collect()
 }
 
+/// Turns a query run with `Limit = limit + 1` into a page of at most `limit` items whose next
+/// position is absent exactly when nothing follows (no cursor that leads to an empty page).
+/// `key_attrs` are the attributes of the queried index's `LastEvaluatedKey`.
+pub(crate) fn trim_page(
+    mut items: Vec<HashMap<String, AttributeValue>>,
+    limit: i32,
+    last_evaluated: Option<HashMap<String, AttributeValue>>,
+    key_attrs: &[&str],
+) -> (Vec<HashMap<String, AttributeValue>>, Option<Position>) {
+    let limit = limit.max(1) as usize;
+    if items.len() > limit {
+        items.truncate(limit);
+        let last = items.last().expect("limit is at least one");
+        let next = key_attrs
+            .iter()
+            .filter_map(|k| {
+                last.get(*k)
+                    .and_then(|v| v.as_s().ok())
+                    .map(|v| (k.to_string(), v.clone()))
+            })
+            .collect();
+        (items, Some(next))
+    } else {
+        (items, last_evaluated.map(position))
+    }
+}
+
 /// A cursor position back into an `ExclusiveStartKey`, refusing one outside the tenant's
 /// partition (defence in depth: cursors are already bound to their tenant cryptographically).
 pub(crate) fn start_key(
@@ -352,22 +379,18 @@ impl ApiKeyStore for DynamoStore {
             .key_condition_expression("PK = :pk AND begins_with(SK, :prefix)")
             .expression_attribute_values(":pk", AttributeValue::S(tenant_pk(tenant_id)))
             .expression_attribute_values(":prefix", AttributeValue::S(api_key_sk("")))
-            .limit(limit)
+            .limit(limit + 1)
             .set_exclusive_start_key(start_key(tenant_id, start)?)
             .consistent_read(true)
             .send()
             .await
             .map_err(backend)?;
-        let items = out
-            .items
-            .unwrap_or_default()
+        let (raw, next) = trim_page(out.items.unwrap_or_default(), limit, out.last_evaluated_key, &[PK, SK]);
+        let items = raw
             .into_iter()
             .map(|i| from_item::<KeyItem>(i).map(Into::into))
             .collect::<Result<Vec<ApiKeyRecord>, _>>()?;
-        Ok(Page {
-            items,
-            next: out.last_evaluated_key.map(position),
-        })
+        Ok(Page { items, next })
     }
 
     async fn record_key_use(&self, tenant_id: &str, key_id: &str, at: DateTime<Utc>) -> Result<(), StoreError> {

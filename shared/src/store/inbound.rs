@@ -152,21 +152,22 @@ impl ConversationStore for DynamoStore {
             .key_condition_expression("GSI1PK = :pk")
             .expression_attribute_values(":pk", s(conversation_gsi1pk(tenant_id, contact_id)))
             .scan_index_forward(false)
-            .limit(limit)
+            .limit(limit + 1)
             .set_exclusive_start_key(super::dynamo::start_key(tenant_id, start)?)
             .send()
             .await
             .map_err(backend)?;
-        let items = out
-            .items
-            .unwrap_or_default()
+        let (raw, next) = super::dynamo::trim_page(
+            out.items.unwrap_or_default(),
+            limit,
+            out.last_evaluated_key,
+            &[PK, SK, GSI1_PK, GSI1_SK],
+        );
+        let items = raw
             .into_iter()
             .map(|i| from_item::<MessageItem>(i).map(|m| m.message))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(super::Page {
-            items,
-            next: out.last_evaluated_key.map(super::dynamo::position),
-        })
+        Ok(super::Page { items, next })
     }
 }
 

@@ -190,7 +190,7 @@ mod tests {
     #[test]
     fn the_route_table_is_what_the_router_serves() {
         for (method, template) in ROUTES {
-            let path = template.replace('{', "").replace('}', "");
+            let path = template.replace(['{', '}'], "");
             let segments: Vec<&str> = path.split('/').skip(1).collect();
             let method: Method = method.parse().unwrap();
             assert!(match_route(&method, &segments).is_ok(), "{method} {template}");
