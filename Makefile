@@ -5,7 +5,7 @@ SHELL := /bin/bash
 
 help:
 	@echo "make dev   - run the whole backend locally (moto, local gateway, workers, demo tenant)"
-	@echo "make test  - install what tests need, then lint, build and run every test"
+	@echo "make test  - install what tests need, then lint, build and run every test, then fuzz the API"
 
 bootstrap:
 	@bash infra/bootstrap.sh
@@ -21,3 +21,4 @@ lint: bootstrap
 test: lint
 	cargo build --workspace --bins
 	cargo test --workspace
+	bash infra/fuzz-api.sh

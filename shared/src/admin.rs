@@ -26,6 +26,7 @@ pub async fn create_tenant<S: TenantStore>(store: &S, new: NewTenant) -> Result<
         waba_id: new.waba_id,
         status: TenantStatus::Active,
         created_at: now,
+        token_invalid: false,
     };
     let minted = auth::mint_key(&tenant.tenant_id);
     let key = ApiKeyRecord {

@@ -23,6 +23,7 @@ pub const RESOURCE_ENV: &[(&str, &str)] = &[
     ("MEDIA_BUCKET", "MediaBucket"),
     ("EXPORTS_BUCKET", "ExportsBucket"),
     ("MEDIA_QUEUE_URL", "MediaQueue"),
+    ("OUTBOUND_QUEUE_URL", "OutboundQueue"),
 ];
 
 pub const DEFAULT_MEDIA_MAX_RECEIVES: u32 = 5;
@@ -58,6 +59,7 @@ pub struct Resources {
     pub media_bucket: String,
     pub exports_bucket: String,
     pub media_queue_url: String,
+    pub outbound_queue_url: String,
 }
 
 /// Where and how the Graph API is reached.
@@ -118,6 +120,7 @@ impl Env {
             media_bucket: self.resource("MEDIA_BUCKET"),
             exports_bucket: self.resource("EXPORTS_BUCKET"),
             media_queue_url: self.queue_url("MEDIA_QUEUE_URL"),
+            outbound_queue_url: self.queue_url("OUTBOUND_QUEUE_URL"),
         }
     }
 
@@ -178,6 +181,30 @@ impl Env {
                 .ok_or(ConfigError::Invalid {
                     name: "MEDIA_MAX_RECEIVE_COUNT",
                     reason: "must be a whole number from 1 to 1000".into(),
+                }),
+        }
+    }
+
+    /// The outbound queue's `maxReceiveCount` (must match `template.yaml`).
+    pub fn send_max_receives(&self) -> Result<u32, ConfigError> {
+        self.bounded("SEND_MAX_RECEIVE_COUNT", 8, 1, 1000)
+    }
+
+    /// Messages per second per phone number (Meta's default 80; up to 1,000 on higher tiers).
+    pub fn send_rate_per_second(&self) -> Result<u32, ConfigError> {
+        self.bounded("SEND_RATE_PER_SECOND", 80, 1, 10_000)
+    }
+
+    fn bounded(&self, name: &'static str, default: u32, min: u32, max: u32) -> Result<u32, ConfigError> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(v) => v
+                .parse()
+                .ok()
+                .filter(|n| (min..=max).contains(n))
+                .ok_or(ConfigError::Invalid {
+                    name,
+                    reason: format!("must be a whole number from {min} to {max}"),
                 }),
         }
     }

@@ -21,6 +21,8 @@ pub enum GraphCallError {
         status: u16,
         code: Option<i64>,
         message: String,
+        /// `error.error_data.details`, Meta's longer explanation.
+        details: Option<String>,
     },
     /// No usable answer: connection, timeout or an unreadable body.
     #[error("Graph API unreachable: {0}")]
@@ -127,6 +129,14 @@ struct ErrorBody {
     message: Option<String>,
     #[serde(default)]
     code: Option<i64>,
+    #[serde(default)]
+    error_data: Option<ErrorData>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ErrorData {
+    #[serde(default)]
+    details: Option<String>,
 }
 
 /// Turns a non-success response into [`GraphCallError::Api`].
@@ -134,12 +144,17 @@ pub async fn api_error(resp: reqwest::Response) -> GraphCallError {
     let status = resp.status().as_u16();
     let body = resp.bytes().await.unwrap_or_default();
     let parsed: Option<ErrorEnvelope> = serde_json::from_slice(&body).ok();
+    let details = parsed
+        .as_ref()
+        .and_then(|e| e.error.error_data.as_ref())
+        .and_then(|d| d.details.clone());
     GraphCallError::Api {
         status,
         code: parsed.as_ref().and_then(|e| e.error.code),
         message: parsed
             .and_then(|e| e.error.message)
             .unwrap_or_else(|| "no error message".into()),
+        details,
     }
 }
 
@@ -188,6 +203,54 @@ impl MediaSource for GraphClient {
     }
 }
 
+/// Sending messages, as a port for the sender.
+pub trait MessageSender: Send + Sync {
+    /// `POST /{version}/{phone-number-id}/messages`; returns the wamid Meta assigned.
+    fn send_message(
+        &self,
+        phone_number_id: &str,
+        token: &Secret,
+        payload: &serde_json::Value,
+    ) -> impl Future<Output = Result<String, GraphCallError>> + Send;
+}
+
+#[derive(Deserialize)]
+struct SendResponse {
+    messages: Vec<SentMessage>,
+}
+
+#[derive(Deserialize)]
+struct SentMessage {
+    id: String,
+}
+
+impl MessageSender for GraphClient {
+    async fn send_message(
+        &self,
+        phone_number_id: &str,
+        token: &Secret,
+        payload: &serde_json::Value,
+    ) -> Result<String, GraphCallError> {
+        let resp = self
+            .http
+            .post(self.url(&format!("{phone_number_id}/messages")))
+            .bearer_auth(token.expose())
+            .json(payload)
+            .send()
+            .await
+            .map_err(transport)?;
+        if !resp.status().is_success() {
+            return Err(api_error(resp).await);
+        }
+        let body: SendResponse = resp.json().await.map_err(transport)?;
+        body.messages
+            .into_iter()
+            .next()
+            .map(|m| m.id)
+            .ok_or_else(|| GraphCallError::Transport("send response carried no message id".into()))
+    }
+}
+
 /// Whether `data` matches a checksum Meta announced, which arrives as hex or as base64.
 pub fn sha256_matches(data: &[u8], announced: &str) -> bool {
     use base64::Engine;
@@ -233,6 +296,7 @@ mod tests {
             status,
             code,
             message: String::new(),
+            details: None,
         };
         assert!(api(500, None).is_retryable());
         assert!(api(429, None).is_retryable());
@@ -290,7 +354,8 @@ mod tests {
             GraphCallError::Api {
                 status: 400,
                 code: Some(100),
-                message: "Unsupported get request".into()
+                message: "Unsupported get request".into(),
+                details: None,
             }
         );
         assert!(!err.is_retryable());

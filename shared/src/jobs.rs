@@ -20,6 +20,31 @@ pub trait MediaJobQueue: Send + Sync {
     fn enqueue_media(&self, job: &MediaJob) -> impl Future<Output = Result<(), EnqueueError>> + Send;
 }
 
+/// Send one queued outbound message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendJob {
+    pub tenant_id: String,
+    pub message_id: String,
+}
+
+pub trait SendJobQueue: Send + Sync {
+    fn enqueue_send(&self, job: &SendJob) -> impl Future<Output = Result<(), EnqueueError>> + Send;
+}
+
+impl SendJobQueue for SqsQueue {
+    async fn enqueue_send(&self, job: &SendJob) -> Result<(), EnqueueError> {
+        let body = serde_json::to_string(job).expect("job serializes");
+        self.client
+            .send_message()
+            .queue_url(&self.url)
+            .message_body(body)
+            .send()
+            .await
+            .map_err(|e| EnqueueError(aws_sdk_sqs::error::DisplayErrorContext(&e).to_string()))?;
+        Ok(())
+    }
+}
+
 /// Delays the next delivery of a received SQS message (exponential backoff for retries).
 pub trait RetryScheduler: Send + Sync {
     fn retry_after(&self, receipt_handle: &str, seconds: i32) -> impl Future<Output = Result<(), EnqueueError>> + Send;
@@ -29,6 +54,12 @@ pub trait RetryScheduler: Send + Sync {
 pub fn retry_delay_secs(receive_count: u32) -> i32 {
     let exp = receive_count.saturating_sub(1).min(3);
     (60 * 4i32.pow(exp)).min(3600)
+}
+
+/// Backoff for a retryable send failure: 5 s, 15 s, 45 s … capped at 15 minutes.
+pub fn send_retry_delay_secs(receive_count: u32) -> i32 {
+    let exp = receive_count.saturating_sub(1).min(6);
+    (5 * 3i32.pow(exp)).min(900)
 }
 
 /// The SQS implementation.

@@ -14,6 +14,7 @@ pub mod ids;
 pub mod jobs;
 pub mod message;
 pub mod secret;
+pub mod sending;
 pub mod store;
 pub mod tenant;
 pub mod whatsapp;

@@ -151,6 +151,9 @@ pub struct MessageRecord {
     pub error: Option<MessageError>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub media: Option<MediaRef>,
+    /// What an outbound message is for (decides the consent rule).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<crate::sending::Category>,
     /// The message this one replies to or reacts to (our message id, outbound sends).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply_to: Option<String>,

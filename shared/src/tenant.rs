@@ -24,6 +24,9 @@ pub struct Tenant {
     pub waba_id: String,
     pub status: TenantStatus,
     pub created_at: DateTime<Utc>,
+    /// Meta rejected the access token (error 190): sending stops until an operator replaces it.
+    #[serde(default)]
+    pub token_invalid: bool,
 }
 
 /// What an operator supplies to create a tenant.

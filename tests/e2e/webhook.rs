@@ -349,6 +349,7 @@ async fn outbound(store: &DynamoStore, tenant: &str, contact: &str) -> MessageRe
         status_at: [("queued".to_owned(), now)].into(),
         error: None,
         media: None,
+        category: None,
         reply_to: None,
         context_wamid: None,
         referral: None,
@@ -380,7 +381,7 @@ async fn statuses_only_move_forward_and_repeat_harmlessly() {
     // read arrives before delivered; the late delivered is history only.
     let m = outbound(&store, t, &contact).await;
     store
-        .mark_sent(t, &m.message_id, "wamid.out1", Utc::now())
+        .mark_sent(t, &m.message_id, &contact, "wamid.out1", Utc::now())
         .await
         .unwrap();
     assert_eq!(
@@ -427,7 +428,7 @@ async fn statuses_only_move_forward_and_repeat_harmlessly() {
     // failed after sent wins and records Meta's error.
     let m2 = outbound(&store, t, &contact).await;
     store
-        .mark_sent(t, &m2.message_id, "wamid.out2", Utc::now())
+        .mark_sent(t, &m2.message_id, &contact, "wamid.out2", Utc::now())
         .await
         .unwrap();
     let failed = fixture("status_failed.json", pnid);
@@ -465,7 +466,7 @@ async fn statuses_only_move_forward_and_repeat_harmlessly() {
         MessageStatus::Queued
     );
     store
-        .mark_sent(t, &m3.message_id, "wamid.out3", Utc::now())
+        .mark_sent(t, &m3.message_id, &contact, "wamid.out3", Utc::now())
         .await
         .unwrap();
     let stored = store.get_message(t, &m3.message_id).await.unwrap().unwrap();

@@ -77,6 +77,10 @@ impl Stack {
         &self.provisioned.queue_urls["MediaQueue"]
     }
 
+    pub fn outbound_queue_url(&self) -> &str {
+        &self.provisioned.queue_urls["OutboundQueue"]
+    }
+
     pub fn media_bucket(&self) -> &str {
         &self.provisioned.buckets["MediaBucket"]
     }
@@ -155,7 +159,12 @@ pub async fn start_gateway_with_media_queue(store: DynamoStore, media_queue_url:
     let sqs = crm_shared::aws::sqs_client(&sdk);
     let media = crm_shared::blob::S3Blobs::new(crm_shared::aws::s3_client(&sdk), stack().media_bucket());
     let handlers = std::sync::Arc::new(devstack::gateway::Handlers {
-        api: api_fn::Deps::new(store.clone(), CursorCodec::new(TEST_CURSOR_SECRET), media),
+        api: api_fn::Deps::new(
+            store.clone(),
+            CursorCodec::new(TEST_CURSOR_SECRET),
+            media,
+            SqsQueue::new(sqs.clone(), stack().outbound_queue_url()),
+        ),
         webhook: webhook_fn::Deps::new(store, SqsQueue::new(sqs, media_queue_url), secrets),
     });
     let task = tokio::spawn(devstack::gateway::serve(listener, handlers));

@@ -12,31 +12,57 @@ use lambda_http::{Body, Error, Request, Response};
 use crm_shared::audit::AuditEntry;
 use crm_shared::blob::{MediaLinks, S3Blobs};
 use crm_shared::cursor::CursorCodec;
-use crm_shared::store::{ApiKeyStore, AuditStore, ContactStore, ConversationStore, TenantStore};
+use crm_shared::jobs::{SendJobQueue, SqsQueue};
+use crm_shared::store::{
+    ApiKeyStore, AuditStore, ContactStore, ConversationStore, InboundStore, MediaStore, OutboundStore, TenantStore,
+};
 
 use crate::auth::{Caller, authenticate};
 use crate::error::ApiError;
 
 /// What the handlers need; built once per execution environment.
-pub struct Deps<S, L = S3Blobs> {
+pub struct Deps<S, L = S3Blobs, Q = SqsQueue> {
     pub store: S,
     pub cursors: CursorCodec,
     /// Presigned links to stored media.
     pub media: L,
+    /// The outbound (send) queue.
+    pub outbound: Q,
 }
 
-impl<S, L> Deps<S, L> {
-    pub fn new(store: S, cursors: CursorCodec, media: L) -> Self {
-        Deps { store, cursors, media }
+impl<S, L, Q> Deps<S, L, Q> {
+    pub fn new(store: S, cursors: CursorCodec, media: L, outbound: Q) -> Self {
+        Deps {
+            store,
+            cursors,
+            media,
+            outbound,
+        }
     }
 }
 
 /// The storage capabilities the API uses.
-pub trait ApiStore: TenantStore + ApiKeyStore + ContactStore + ConversationStore + AuditStore {}
-impl<T: TenantStore + ApiKeyStore + ContactStore + ConversationStore + AuditStore> ApiStore for T {}
+pub trait ApiStore:
+    TenantStore + ApiKeyStore + ContactStore + ConversationStore + AuditStore + OutboundStore + InboundStore + MediaStore
+{
+}
+impl<T> ApiStore for T where
+    T: TenantStore
+        + ApiKeyStore
+        + ContactStore
+        + ConversationStore
+        + AuditStore
+        + OutboundStore
+        + InboundStore
+        + MediaStore
+{
+}
 
 /// Lambda handler: never returns `Err` for a request problem; those are HTTP responses.
-pub async fn handle<S: ApiStore, L: MediaLinks>(deps: &Deps<S, L>, req: Request) -> Result<Response<Body>, Error> {
+pub async fn handle<S: ApiStore, L: MediaLinks, Q: SendJobQueue>(
+    deps: &Deps<S, L, Q>,
+    req: Request,
+) -> Result<Response<Body>, Error> {
     let response = match dispatch(deps, &req).await {
         Ok(resp) => resp,
         Err(err) => json_response(err.status, &err.body()),
@@ -44,7 +70,10 @@ pub async fn handle<S: ApiStore, L: MediaLinks>(deps: &Deps<S, L>, req: Request)
     Ok(response)
 }
 
-async fn dispatch<S: ApiStore, L: MediaLinks>(deps: &Deps<S, L>, req: &Request) -> Result<Response<Body>, ApiError> {
+async fn dispatch<S: ApiStore, L: MediaLinks, Q: SendJobQueue>(
+    deps: &Deps<S, L, Q>,
+    req: &Request,
+) -> Result<Response<Body>, ApiError> {
     // Authenticate before routing: without a valid key nothing about the API is revealed.
     let caller: Caller = authenticate(&deps.store, req.headers(), request_id(req).as_deref()).await?;
     let path = req.uri().path().trim_end_matches('/');

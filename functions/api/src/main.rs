@@ -2,6 +2,7 @@
 
 use api_fn::{Deps, handle};
 use crm_shared::blob::S3Blobs;
+use crm_shared::jobs::SqsQueue;
 use crm_shared::{aws, config::Env, cursor::CursorCodec, store::DynamoStore};
 use lambda_http::{Error, run, service_fn};
 
@@ -16,6 +17,7 @@ async fn main() -> Result<(), Error> {
         DynamoStore::new(aws::dynamodb_client(&sdk), resources.table),
         cursors,
         S3Blobs::new(aws::s3_client(&sdk), resources.media_bucket),
+        SqsQueue::new(aws::sqs_client(&sdk), resources.outbound_queue_url),
     );
     run(service_fn(|req| handle(&deps, req))).await
 }

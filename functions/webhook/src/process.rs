@@ -227,6 +227,7 @@ async fn store_message<S: WebhookStore, Q: MediaJobQueue>(
             status_at: [(MessageStatus::Received.as_str().to_owned(), at)].into(),
             error: message.errors.first().map(message_error),
             media: media.clone(),
+            category: None,
             reply_to: None,
             context_wamid: message.context.as_ref().and_then(|c| c.id.clone()),
             referral: message.referral.clone(),

@@ -100,6 +100,11 @@ async fn run() -> Result<(), BoxError> {
         .cloned()
         .ok_or("template has no MediaQueue")?;
     let sqs = aws::sqs_client(&sdk);
+    let outbound_queue_url = provisioned
+        .queue_urls
+        .get("OutboundQueue")
+        .cloned()
+        .ok_or("template has no OutboundQueue")?;
     let media_bucket = provisioned
         .buckets
         .get("MediaBucket")
@@ -116,6 +121,7 @@ async fn run() -> Result<(), BoxError> {
             store.clone(),
             CursorCodec::new(&cursor_secret),
             S3Blobs::new(aws::s3_client(&sdk), media_bucket.clone()),
+            SqsQueue::new(sqs.clone(), &outbound_queue_url),
         ),
         webhook: webhook_fn::Deps::new(store.clone(), media_queue.clone(), secrets),
     });

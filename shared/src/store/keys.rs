@@ -116,6 +116,27 @@ pub fn pending_status_sk(status: &str) -> String {
     format!("PENDING#{status}")
 }
 
+/// A reference, in a contact's partition, to an item of that contact stored under `pk`.
+pub fn reference_sk(pk: &str) -> String {
+    format!("REF#{pk}")
+}
+
+/// An `Idempotency-Key` record (the key's SHA-256).
+pub fn idempotency_pk(tenant_id: &str, key_hash: &str) -> String {
+    format!("T#{tenant_id}#IDEM#{key_hash}")
+}
+
+pub const IDEMPOTENCY_SK: &str = "IDEM";
+
+/// Send-rate windows of one phone number.
+pub fn rate_window_pk(tenant_id: &str, phone_number_id: &str) -> String {
+    format!("T#{tenant_id}#RATE#{phone_number_id}")
+}
+
+pub fn rate_window_sk(window_s: i64) -> String {
+    format!("S#{window_s}")
+}
+
 /// Non-message webhook events of a tenant (account, quality, template updates).
 pub fn events_pk(tenant_id: &str) -> String {
     format!("T#{tenant_id}#EVENTS")

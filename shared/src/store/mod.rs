@@ -22,7 +22,7 @@ pub use inbound::{
     ConversationStore, CustomerIdentity, InboundOutcome, InboundStore, InboundWrite, MediaStore, StatusOutcome,
     StatusWrite,
 };
-pub use outbound::OutboundStore;
+pub use outbound::{CreateOutcome, IdempotencyRecord, OutboundStore};
 
 use crate::cursor::Position;
 use crate::secret::Secret;

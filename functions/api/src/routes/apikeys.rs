@@ -31,8 +31,8 @@ fn view(k: &ApiKeyRecord) -> Value {
     })
 }
 
-pub async fn list<S: ApiStore, L>(
-    deps: &Deps<S, L>,
+pub async fn list<S: ApiStore, L, Q>(
+    deps: &Deps<S, L, Q>,
     caller: &Caller,
     req: &Request,
 ) -> Result<Response<Body>, ApiError> {
@@ -48,8 +48,8 @@ struct CreateKey {
     role: Role,
 }
 
-pub async fn create<S: ApiStore, L>(
-    deps: &Deps<S, L>,
+pub async fn create<S: ApiStore, L, Q>(
+    deps: &Deps<S, L, Q>,
     caller: &Caller,
     req: &Request,
 ) -> Result<Response<Body>, ApiError> {
@@ -68,8 +68,8 @@ pub async fn create<S: ApiStore, L>(
     json_body(StatusCode::CREATED, &body)
 }
 
-pub async fn revoke<S: ApiStore, L>(
-    deps: &Deps<S, L>,
+pub async fn revoke<S: ApiStore, L, Q>(
+    deps: &Deps<S, L, Q>,
     caller: &Caller,
     req: &Request,
     key_id: &str,

@@ -10,8 +10,8 @@ use crate::{ApiStore, Deps, ok_json};
 
 const LISTING: &str = "audit";
 
-pub async fn list<S: ApiStore, L>(
-    deps: &Deps<S, L>,
+pub async fn list<S: ApiStore, L, Q>(
+    deps: &Deps<S, L, Q>,
     caller: &Caller,
     req: &Request,
 ) -> Result<Response<Body>, ApiError> {

@@ -63,7 +63,11 @@ fn not_found() -> ApiError {
 }
 
 /// The contact, or `404` (also for ids that are not even shaped like ours).
-pub(crate) async fn load<S: ApiStore, L>(deps: &Deps<S, L>, caller: &Caller, id: &str) -> Result<Contact, ApiError> {
+pub(crate) async fn load<S: ApiStore, L, Q>(
+    deps: &Deps<S, L, Q>,
+    caller: &Caller,
+    id: &str,
+) -> Result<Contact, ApiError> {
     if !ids::is_valid_id(id) {
         return Err(not_found());
     }
@@ -79,8 +83,8 @@ fn entry(caller: &Caller, req: &Request, action: &str, contact_id: &str) -> Audi
         .request(request_id(req).as_deref())
 }
 
-pub async fn list<S: ApiStore, L>(
-    deps: &Deps<S, L>,
+pub async fn list<S: ApiStore, L, Q>(
+    deps: &Deps<S, L, Q>,
     caller: &Caller,
     req: &Request,
 ) -> Result<Response<Body>, ApiError> {
@@ -126,8 +130,8 @@ pub async fn list<S: ApiStore, L>(
     ))
 }
 
-pub async fn create<S: ApiStore, L>(
-    deps: &Deps<S, L>,
+pub async fn create<S: ApiStore, L, Q>(
+    deps: &Deps<S, L, Q>,
     caller: &Caller,
     req: &Request,
 ) -> Result<Response<Body>, ApiError> {
@@ -144,12 +148,16 @@ pub async fn create<S: ApiStore, L>(
     json_body(StatusCode::CREATED, &view(&contact))
 }
 
-pub async fn get<S: ApiStore, L>(deps: &Deps<S, L>, caller: &Caller, id: &str) -> Result<Response<Body>, ApiError> {
+pub async fn get<S: ApiStore, L, Q>(
+    deps: &Deps<S, L, Q>,
+    caller: &Caller,
+    id: &str,
+) -> Result<Response<Body>, ApiError> {
     ok_json(&view(&load(deps, caller, id).await?))
 }
 
-pub async fn patch<S: ApiStore, L>(
-    deps: &Deps<S, L>,
+pub async fn patch<S: ApiStore, L, Q>(
+    deps: &Deps<S, L, Q>,
     caller: &Caller,
     req: &Request,
     id: &str,
@@ -192,8 +200,8 @@ struct ConsentInput {
     source: String,
 }
 
-pub async fn put_consent<S: ApiStore, L>(
-    deps: &Deps<S, L>,
+pub async fn put_consent<S: ApiStore, L, Q>(
+    deps: &Deps<S, L, Q>,
     caller: &Caller,
     req: &Request,
     id: &str,
@@ -218,8 +226,8 @@ pub async fn put_consent<S: ApiStore, L>(
     Err(StoreError::VersionMismatch.into())
 }
 
-pub async fn get_consent<S: ApiStore, L>(
-    deps: &Deps<S, L>,
+pub async fn get_consent<S: ApiStore, L, Q>(
+    deps: &Deps<S, L, Q>,
     caller: &Caller,
     id: &str,
 ) -> Result<Response<Body>, ApiError> {
@@ -251,8 +259,8 @@ struct RestrictionInput {
 
 const MAX_REASON_CHARS: usize = 256;
 
-pub async fn put_restriction<S: ApiStore, L>(
-    deps: &Deps<S, L>,
+pub async fn put_restriction<S: ApiStore, L, Q>(
+    deps: &Deps<S, L, Q>,
     caller: &Caller,
     req: &Request,
     id: &str,

@@ -45,7 +45,7 @@ pub async fn view<L: MediaLinks>(links: &L, m: &MessageRecord) -> Value {
         "status": m.status,
         "status_at": m.status_at,
         "wamid": m.wamid,
-        "error": m.error,
+        "error": m.error.as_ref().map(|e| json!({"code": e.code, "title": e.title, "detail": e.detail})),
         "media": media,
         "reply_to": m.reply_to,
         "context_wamid": m.context_wamid,
@@ -54,8 +54,8 @@ pub async fn view<L: MediaLinks>(links: &L, m: &MessageRecord) -> Value {
     })
 }
 
-pub async fn conversation<S: ApiStore, L: MediaLinks>(
-    deps: &Deps<S, L>,
+pub async fn conversation<S: ApiStore, L: MediaLinks, Q>(
+    deps: &Deps<S, L, Q>,
     caller: &Caller,
     req: &Request,
     contact_id: &str,

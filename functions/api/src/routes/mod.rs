@@ -4,6 +4,7 @@ mod apikeys;
 mod audit;
 mod contacts;
 mod messages;
+mod send;
 mod tenant;
 
 use lambda_http::http::{Method, StatusCode};
@@ -16,6 +17,7 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::{ApiStore, Deps};
 use crm_shared::blob::MediaLinks;
+use crm_shared::jobs::SendJobQueue;
 
 /// A matched route with its path parameters.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +35,8 @@ pub enum Route {
     PutRestriction { id: String },
     ListMessages { contact_id: String },
     ListAudit,
+    SendMessage,
+    GetMessage { id: String },
 }
 
 impl Route {
@@ -42,7 +46,9 @@ impl Route {
             | Route::ListContacts
             | Route::GetContact { .. }
             | Route::GetConsent { .. }
-            | Route::ListMessages { .. } => Role::Viewer,
+            | Route::ListMessages { .. }
+            | Route::GetMessage { .. } => Role::Viewer,
+            Route::SendMessage => Role::Agent,
             Route::CreateContact
             | Route::PatchContact { .. }
             | Route::PutConsent { .. }
@@ -51,9 +57,9 @@ impl Route {
         }
     }
 
-    pub async fn run<S: ApiStore, L: MediaLinks>(
+    pub async fn run<S: ApiStore, L: MediaLinks, Q: SendJobQueue>(
         &self,
-        deps: &Deps<S, L>,
+        deps: &Deps<S, L, Q>,
         caller: &Caller,
         req: &Request,
     ) -> Result<Response<Body>, ApiError> {
@@ -71,6 +77,8 @@ impl Route {
             Route::PutRestriction { id } => contacts::put_restriction(deps, caller, req, id).await,
             Route::ListMessages { contact_id } => messages::conversation(deps, caller, req, contact_id).await,
             Route::ListAudit => audit::list(deps, caller, req).await,
+            Route::SendMessage => send::send(deps, caller, req).await,
+            Route::GetMessage { id } => send::get(deps, caller, id).await,
         }
     }
 }
@@ -91,6 +99,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("PUT", "/v1/contacts/{contact_id}/restriction"),
     ("GET", "/v1/contacts/{contact_id}/messages"),
     ("GET", "/v1/audit"),
+    ("POST", "/v1/messages"),
+    ("GET", "/v1/messages/{message_id}"),
 ];
 
 /// `404` for an unknown path, `405` for a known path with another method.
@@ -136,6 +146,8 @@ pub fn match_route(method: &Method, segments: &[&str]) -> Result<Route, ApiError
             },
         )]),
         ["v1", "audit"] => by_method(vec![(Method::GET, Route::ListAudit)]),
+        ["v1", "messages"] => by_method(vec![(Method::POST, Route::SendMessage)]),
+        ["v1", "messages", id] => by_method(vec![(Method::GET, Route::GetMessage { id: id.to_string() })]),
         _ => Err(ApiError::route_not_found()),
     }
 }

@@ -7,7 +7,7 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::{ApiStore, Deps, ok_json};
 
-pub async fn get<S: ApiStore, L>(deps: &Deps<S, L>, caller: &Caller) -> Result<Response<Body>, ApiError> {
+pub async fn get<S: ApiStore, L, Q>(deps: &Deps<S, L, Q>, caller: &Caller) -> Result<Response<Body>, ApiError> {
     let tenant = deps
         .store
         .get_tenant(&caller.tenant_id)

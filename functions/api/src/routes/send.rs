@@ -1,0 +1,285 @@
+//! `POST /v1/messages` (send) and `GET /v1/messages/{id}`.
+//!
+//! The sending rules run here before anything is queued (a refused message is stored as
+//! `rejected` and answered `422`), and again in the sender right before the Graph call,
+//! because consent, restriction and the 24 h window can change while a message waits.
+
+use chrono::{Duration, Utc};
+use lambda_http::http::StatusCode;
+use lambda_http::{Body, Request, Response};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crm_shared::audit::AuditEntry;
+use crm_shared::blob::MediaLinks;
+use crm_shared::contact::{Contact, ValidContact};
+use crm_shared::ids;
+use crm_shared::jobs::{SendJob, SendJobQueue};
+use crm_shared::message::{Direction, MessageError, MessageRecord, MessageStatus};
+use crm_shared::sending::{self, SendRequest};
+use crm_shared::store::outbound::IDEMPOTENCY_TTL_HOURS;
+use crm_shared::store::{CreateOutcome, CustomerIdentity, IdempotencyRecord, StoreError};
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::routes::{body_bytes, contacts, messages};
+use crate::{ApiStore, Deps, audit, json_body, ok_json, request_id};
+
+const MAX_IDEMPOTENCY_KEY_CHARS: usize = 255;
+
+fn bad(code: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, code, message)
+}
+
+/// The contact a send addresses: by id, or by phone (created when new, as a business may
+/// start a conversation with a template).
+async fn recipient<S: ApiStore, L, Q>(
+    deps: &Deps<S, L, Q>,
+    caller: &Caller,
+    req: &SendRequest,
+) -> Result<Contact, ApiError> {
+    if let Some(id) = &req.contact_id {
+        return contacts::load(deps, caller, id).await;
+    }
+    let phone = req.to.clone().expect("validated: contact_id or to");
+    let identity = CustomerIdentity {
+        phone: Some(phone.clone()),
+        user_id: None,
+    };
+    for _ in 0..3 {
+        if let Some(id) = deps.store.find_contact_id(&caller.tenant_id, &identity).await? {
+            return contacts::load(deps, caller, &id).await;
+        }
+        let valid = ValidContact {
+            phone: Some(phone.clone()),
+            user_id: None,
+            name: None,
+            email: None,
+            tags: Vec::new(),
+            attributes: Default::default(),
+        };
+        let contact = Contact::new(&caller.tenant_id, valid, Utc::now());
+        match deps.store.insert_contact(&contact).await {
+            Ok(()) => return Ok(contact),
+            Err(StoreError::Conflict(_)) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ApiError::internal())
+}
+
+/// Meta's wamid of one of the tenant's messages, for replies and reactions.
+async fn wamid_of<S: ApiStore, L, Q>(
+    deps: &Deps<S, L, Q>,
+    caller: &Caller,
+    message_id: &str,
+) -> Result<String, ApiError> {
+    let unknown = || {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_reply_to",
+            "reply_to must name a message of this tenant that WhatsApp has accepted",
+        )
+    };
+    if !ids::is_valid_id(message_id) {
+        return Err(unknown());
+    }
+    let message = deps
+        .store
+        .get_message(&caller.tenant_id, message_id)
+        .await?
+        .ok_or_else(unknown)?;
+    message.wamid.ok_or_else(unknown)
+}
+
+pub async fn send<S: ApiStore, L: MediaLinks, Q: SendJobQueue>(
+    deps: &Deps<S, L, Q>,
+    caller: &Caller,
+    req: &Request,
+) -> Result<Response<Body>, ApiError> {
+    let raw = body_bytes(req)?;
+    let body: Value = serde_json::from_slice(raw).map_err(|_| bad("invalid_body", "the body is not valid JSON"))?;
+    let mut request = sending::parse_send_request(&body).map_err(|e| bad(e.code, e.message))?;
+
+    // Idempotency: the key is scoped to the tenant and stored hashed.
+    let idempotency_key = match req.headers().get("idempotency-key") {
+        None => None,
+        Some(v) => {
+            let key = v
+                .to_str()
+                .map_err(|_| bad("invalid_idempotency_key", "Idempotency-Key must be ASCII"))?;
+            if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_CHARS {
+                return Err(bad(
+                    "invalid_idempotency_key",
+                    format!("Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters"),
+                ));
+            }
+            Some(key.to_owned())
+        }
+    };
+    let key_hash = idempotency_key
+        .as_ref()
+        .map(|k| hex::encode(Sha256::digest(k.as_bytes())));
+    let request_hash = hex::encode(Sha256::digest(raw));
+    if let Some(hash) = &key_hash
+        && let Some(previous) = deps.store.idempotency_lookup(&caller.tenant_id, hash).await?
+    {
+        return replay(deps, caller, &previous, &request_hash).await;
+    }
+
+    let contact = recipient(deps, caller, &request).await?;
+    let reply_wamid = match &request.reply_to {
+        Some(id) => Some(wamid_of(deps, caller, id).await?),
+        None => None,
+    };
+    // A reaction may name the message by our id; Meta needs its wamid.
+    if request.message_type == "reaction"
+        && let Some(target) = request
+            .content
+            .get("message_id")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+        && ids::is_valid_id(&target)
+    {
+        request.content["message_id"] = json!(wamid_of(deps, caller, &target).await?);
+    }
+
+    let now = Utc::now();
+    let message_id = ids::new_id();
+    let refusal = sending::check_rules(&contact, &request.message_type, request.category, now).err();
+    // The type's object as it will be sent; the sender re-checks the rules with the category.
+    let content = request.content.clone();
+    let (status, error) = match refusal {
+        Some(r) => (
+            MessageStatus::Rejected,
+            Some(MessageError {
+                code: 0,
+                title: Some(r.code().to_owned()),
+                detail: Some(r.message().to_owned()),
+            }),
+        ),
+        None => (MessageStatus::Queued, None),
+    };
+    let message = MessageRecord {
+        tenant_id: caller.tenant_id.clone(),
+        message_id: message_id.clone(),
+        contact_id: contact.contact_id.clone(),
+        direction: Direction::Outbound,
+        wamid: None,
+        message_type: request.message_type.clone(),
+        content,
+        status,
+        status_at: [(status.as_str().to_owned(), now)].into(),
+        error,
+        media: None,
+        category: Some(request.category),
+        reply_to: request.reply_to.clone(),
+        context_wamid: reply_wamid,
+        referral: None,
+        pricing: None,
+        conversation: None,
+        timestamp: now,
+        created_at: now,
+    };
+    let (status_code, response) = match refusal {
+        Some(r) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            json!({"error": {"code": r.code(), "message": r.message(), "message_id": message_id}}),
+        ),
+        None => (
+            StatusCode::ACCEPTED,
+            json!({"id": message_id, "message_id": message_id, "status": "queued"}),
+        ),
+    };
+    let record = key_hash.map(|key_hash| IdempotencyRecord {
+        tenant_id: caller.tenant_id.clone(),
+        key_hash,
+        request_hash: request_hash.clone(),
+        status_code: status_code.as_u16(),
+        response: response.clone(),
+        message_id: message_id.clone(),
+        contact_id: contact.contact_id.clone(),
+        created_at: now,
+        expires_at: (now + Duration::hours(IDEMPOTENCY_TTL_HOURS)).timestamp(),
+    });
+    match deps.store.create_message_once(&message, record.as_ref()).await? {
+        CreateOutcome::Created => {}
+        // A concurrent request with the same key won the race: answer as it did.
+        CreateOutcome::Replay(previous) => return replay(deps, caller, &previous, &request_hash).await,
+    }
+    audit(
+        &deps.store,
+        AuditEntry::new(&caller.tenant_id, Some(&caller.key_id), "message.send")
+            .target("message", &message_id)
+            .request(request_id(req).as_deref())
+            .detail("contact_id", contact.contact_id.as_str())
+            .detail("type", request.message_type.as_str())
+            .detail("outcome", status.as_str()),
+    )
+    .await;
+    if status == MessageStatus::Queued {
+        enqueue(deps, &caller.tenant_id, &message_id).await?;
+    }
+    json_body(status_code, &response)
+}
+
+async fn enqueue<S: ApiStore, L, Q: SendJobQueue>(
+    deps: &Deps<S, L, Q>,
+    tenant_id: &str,
+    message_id: &str,
+) -> Result<(), ApiError> {
+    let job = SendJob {
+        tenant_id: tenant_id.to_owned(),
+        message_id: message_id.to_owned(),
+    };
+    deps.outbound.enqueue_send(&job).await.map_err(|e| {
+        tracing::error!(error = %e, %message_id, "could not enqueue a send");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "queue_unavailable",
+            "the message is stored but could not be queued; repeat the request with the same Idempotency-Key",
+        )
+    })
+}
+
+/// Answers a repeated request with the first response. A message still `queued` is queued
+/// again: the sender's claim makes a duplicate job harmless, and this is how a request whose
+/// enqueue failed gets its message sent.
+async fn replay<S: ApiStore, L, Q: SendJobQueue>(
+    deps: &Deps<S, L, Q>,
+    caller: &Caller,
+    previous: &IdempotencyRecord,
+    request_hash: &str,
+) -> Result<Response<Body>, ApiError> {
+    if previous.request_hash != request_hash {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency_key_reused",
+            "this Idempotency-Key was used with a different request body",
+        ));
+    }
+    if let Some(message) = deps.store.get_message(&caller.tenant_id, &previous.message_id).await?
+        && message.status == MessageStatus::Queued
+    {
+        enqueue(deps, &caller.tenant_id, &message.message_id).await?;
+    }
+    let status = StatusCode::from_u16(previous.status_code).unwrap_or(StatusCode::ACCEPTED);
+    json_body(status, &previous.response)
+}
+
+pub async fn get<S: ApiStore, L: MediaLinks, Q>(
+    deps: &Deps<S, L, Q>,
+    caller: &Caller,
+    id: &str,
+) -> Result<Response<Body>, ApiError> {
+    let not_found = || ApiError::not_found("no such message");
+    if !ids::is_valid_id(id) {
+        return Err(not_found());
+    }
+    let message = deps
+        .store
+        .get_message(&caller.tenant_id, id)
+        .await?
+        .ok_or_else(not_found)?;
+    ok_json(&messages::view(&deps.media, &message).await)
+}

@@ -1,0 +1,494 @@
+//! Outbound messages: request validation (shaped as Meta's send API), the sending rules
+//! (consent, restriction, 24 h customer-service window) and the classification of Meta's
+//! send errors. Pure functions, used by the API before queueing and by the sender again
+//! right before the Graph call.
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::contact::{Contact, MarketingConsent};
+
+/// Meta's limit on a text message body.
+pub const MAX_TEXT_CHARS: usize = 4096;
+/// Customer-service window opened by the customer's last inbound message.
+pub const SERVICE_WINDOW_HOURS: i64 = 24;
+/// Meta's pair rate: about one message per 6 s to the same recipient.
+pub const PAIR_INTERVAL_MS: i64 = 6_000;
+
+pub const MESSAGE_TYPES: [&str; 10] = [
+    "text",
+    "template",
+    "image",
+    "video",
+    "audio",
+    "document",
+    "sticker",
+    "interactive",
+    "reaction",
+    "location",
+];
+
+/// What a message is for, which decides the consent rule (only `marketing` needs opt-in
+/// not to be withdrawn).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Category {
+    Marketing,
+    Utility,
+    Authentication,
+    Service,
+}
+
+impl Category {
+    /// Without a category, a template counts as marketing (the conservative reading for an
+    /// opted-out customer) and a free-form message as service.
+    pub fn default_for(message_type: &str) -> Category {
+        if message_type == "template" {
+            Category::Marketing
+        } else {
+            Category::Service
+        }
+    }
+}
+
+/// A send request that passed validation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SendRequest {
+    pub contact_id: Option<String>,
+    /// E.164.
+    pub to: Option<String>,
+    pub message_type: String,
+    /// The type's object, as Meta's send API takes it.
+    pub content: Value,
+    pub reply_to: Option<String>,
+    pub category: Category,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct SendValidationError {
+    pub code: &'static str,
+    pub message: String,
+}
+
+fn invalid(code: &'static str, message: impl Into<String>) -> SendValidationError {
+    SendValidationError {
+        code,
+        message: message.into(),
+    }
+}
+
+fn object<'a>(v: &'a Value, what: &str) -> Result<&'a Map<String, Value>, SendValidationError> {
+    v.as_object()
+        .ok_or_else(|| invalid("invalid_message", format!("{what} must be a JSON object")))
+}
+
+fn non_empty_str(obj: &Map<String, Value>, field: &str, what: &str) -> Result<(), SendValidationError> {
+    match obj.get(field).and_then(Value::as_str) {
+        Some(s) if !s.trim().is_empty() => Ok(()),
+        _ => Err(invalid("invalid_message", format!("{what}.{field} is required"))),
+    }
+}
+
+/// Validates the type's object against the shape of Meta's send API.
+pub fn validate_content(message_type: &str, content: &Value) -> Result<(), SendValidationError> {
+    let obj = object(content, message_type)?;
+    match message_type {
+        "text" => {
+            let body = obj
+                .get("body")
+                .and_then(Value::as_str)
+                .ok_or_else(|| invalid("invalid_message", "text.body is required"))?;
+            let chars = body.chars().count();
+            if chars == 0 || chars > MAX_TEXT_CHARS {
+                return Err(invalid(
+                    "invalid_message",
+                    format!("text.body must be 1 to {MAX_TEXT_CHARS} characters"),
+                ));
+            }
+            if obj.get("preview_url").is_some_and(|v| !v.is_boolean()) {
+                return Err(invalid("invalid_message", "text.preview_url must be a boolean"));
+            }
+        }
+        "template" => {
+            non_empty_str(obj, "name", "template")?;
+            let language = obj
+                .get("language")
+                .and_then(Value::as_object)
+                .ok_or_else(|| invalid("invalid_message", "template.language is required"))?;
+            non_empty_str(language, "code", "template.language")?;
+            if obj.get("components").is_some_and(|v| !v.is_array()) {
+                return Err(invalid("invalid_message", "template.components must be an array"));
+            }
+        }
+        "image" | "video" | "audio" | "document" | "sticker" => {
+            let has_id = obj.get("id").and_then(Value::as_str).is_some_and(|s| !s.is_empty());
+            let link = obj.get("link").and_then(Value::as_str);
+            if has_id == link.is_some() {
+                return Err(invalid(
+                    "invalid_message",
+                    format!("{message_type} needs exactly one of id or link"),
+                ));
+            }
+            if link.is_some_and(|l| !l.starts_with("https://")) {
+                return Err(invalid(
+                    "invalid_message",
+                    format!("{message_type}.link must be an https URL"),
+                ));
+            }
+            if matches!(message_type, "audio" | "sticker") && obj.contains_key("caption") {
+                return Err(invalid(
+                    "invalid_message",
+                    format!("{message_type} cannot have a caption"),
+                ));
+            }
+            if obj
+                .get("caption")
+                .is_some_and(|c| c.as_str().is_none_or(|c| c.chars().count() > 1024))
+            {
+                return Err(invalid(
+                    "invalid_message",
+                    "caption must be a string of at most 1024 characters",
+                ));
+            }
+        }
+        "interactive" => {
+            non_empty_str(obj, "type", "interactive")?;
+            if !obj.get("action").is_some_and(Value::is_object) {
+                return Err(invalid("invalid_message", "interactive.action is required"));
+            }
+        }
+        "reaction" => {
+            non_empty_str(obj, "message_id", "reaction")?;
+            if !obj.get("emoji").is_some_and(Value::is_string) {
+                return Err(invalid(
+                    "invalid_message",
+                    "reaction.emoji is required (empty removes a reaction)",
+                ));
+            }
+        }
+        "location" => {
+            let coordinate = |field: &str, max: f64| {
+                obj.get(field)
+                    .and_then(Value::as_f64)
+                    .filter(|v| v.abs() <= max)
+                    .ok_or_else(|| {
+                        invalid(
+                            "invalid_message",
+                            format!("location.{field} must be a number within ±{max}"),
+                        )
+                    })
+            };
+            coordinate("latitude", 90.0)?;
+            coordinate("longitude", 180.0)?;
+        }
+        other => {
+            return Err(invalid(
+                "invalid_type",
+                format!(
+                    "type {other:?} is not supported; use one of {}",
+                    MESSAGE_TYPES.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Parses and validates the body of `POST /v1/messages`. Phone normalisation happens here
+/// too (`to` must be E.164).
+pub fn parse_send_request(body: &Value) -> Result<SendRequest, SendValidationError> {
+    let obj = object(body, "the body")?;
+    let allowed = ["contact_id", "to", "type", "reply_to", "category"];
+    let message_type = obj
+        .get("type")
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid("invalid_type", "type is required"))?
+        .to_owned();
+    if !MESSAGE_TYPES.contains(&message_type.as_str()) {
+        return Err(invalid(
+            "invalid_type",
+            format!("type must be one of {}", MESSAGE_TYPES.join(", ")),
+        ));
+    }
+    for key in obj.keys() {
+        if !allowed.contains(&key.as_str()) && key != &message_type {
+            let shown = if key.len() <= 64 && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                key.as_str()
+            } else {
+                "(not shown)"
+            };
+            return Err(invalid("invalid_body", format!("unknown field {shown}")));
+        }
+    }
+    let content = obj
+        .get(&message_type)
+        .cloned()
+        .ok_or_else(|| invalid("invalid_message", format!("the {message_type} object is required")))?;
+    validate_content(&message_type, &content)?;
+    let string = |field: &str| -> Result<Option<String>, SendValidationError> {
+        match obj.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if !s.trim().is_empty() => Ok(Some(s.trim().to_owned())),
+            Some(_) => Err(invalid("invalid_body", format!("{field} must be a non-empty string"))),
+        }
+    };
+    let contact_id = string("contact_id")?;
+    let to = match string("to")? {
+        Some(raw) => Some(
+            crate::contact::normalize_phone(&raw)
+                .map_err(|_| invalid("invalid_phone", "to must be an E.164 phone number"))?,
+        ),
+        None => None,
+    };
+    match (&contact_id, &to) {
+        (None, None) => return Err(invalid("invalid_body", "contact_id or to is required")),
+        (Some(_), Some(_)) => return Err(invalid("invalid_body", "give contact_id or to, not both")),
+        _ => {}
+    }
+    let category = match obj.get("category") {
+        None | Some(Value::Null) => Category::default_for(&message_type),
+        Some(v) => serde_json::from_value(v.clone()).map_err(|_| {
+            invalid(
+                "invalid_category",
+                "category must be marketing, utility, authentication or service",
+            )
+        })?,
+    };
+    Ok(SendRequest {
+        contact_id,
+        to,
+        message_type,
+        content,
+        reply_to: string("reply_to")?,
+        category,
+    })
+}
+
+/// Why a message may not be sent now. Codes are part of the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    Restricted,
+    OptedOut,
+    OutsideServiceWindow,
+}
+
+impl Refusal {
+    pub fn code(self) -> &'static str {
+        match self {
+            Refusal::Restricted => "contact_restricted",
+            Refusal::OptedOut => "opted_out",
+            Refusal::OutsideServiceWindow => "outside_service_window",
+        }
+    }
+
+    pub fn message(self) -> &'static str {
+        match self {
+            Refusal::Restricted => "the contact is restricted: no outbound messages",
+            Refusal::OptedOut => "the contact opted out of marketing messages",
+            Refusal::OutsideServiceWindow => {
+                "more than 24 hours since the contact's last message: only templates can be sent"
+            }
+        }
+    }
+}
+
+/// The sending rules, in order of precedence.
+pub fn check_rules(
+    contact: &Contact,
+    message_type: &str,
+    category: Category,
+    now: DateTime<Utc>,
+) -> Result<(), Refusal> {
+    if contact.restricted {
+        return Err(Refusal::Restricted);
+    }
+    if category == Category::Marketing && contact.consent.marketing == MarketingConsent::OptedOut {
+        return Err(Refusal::OptedOut);
+    }
+    if message_type != "template" {
+        let open = contact
+            .last_inbound_at
+            .is_some_and(|t| now - t < Duration::hours(SERVICE_WINDOW_HOURS));
+        if !open {
+            return Err(Refusal::OutsideServiceWindow);
+        }
+    }
+    Ok(())
+}
+
+/// What the sender does with a failed Graph send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendFailure {
+    /// Try again later with backoff (throughput, spam rate, transient, 5xx, network).
+    Retry,
+    /// Recipient pair rate hit: retry this recipient, not before the pair interval.
+    RetryPairRate,
+    /// The message fails with Meta's error; no retry.
+    Fail,
+    /// The tenant's access token is invalid: fail the message and stop sending for the tenant.
+    TokenInvalid,
+}
+
+/// Classifies a Graph send error by HTTP status and Meta's error code.
+pub fn classify_send_error(http_status: Option<u16>, code: Option<i64>) -> SendFailure {
+    match code {
+        Some(190) => SendFailure::TokenInvalid,
+        Some(131056) => SendFailure::RetryPairRate,
+        // Throughput, spam rate limit, generic/temporary, app and account rate limits.
+        Some(130429 | 131048 | 131000 | 4 | 80007 | 133016 | 2) => SendFailure::Retry,
+        _ => match http_status {
+            None => SendFailure::Retry,
+            Some(s) if s >= 500 || s == 429 => SendFailure::Retry,
+            Some(_) => SendFailure::Fail,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn contact(now: DateTime<Utc>) -> Contact {
+        let valid = crate::contact::NewContact::from_json(br#"{"phone": "+14155550123"}"#)
+            .unwrap()
+            .validate()
+            .unwrap();
+        let mut c = Contact::new("t", valid, now);
+        c.last_inbound_at = Some(now - Duration::hours(1));
+        c
+    }
+
+    #[test]
+    fn text_requests_parse_and_bound_the_body() {
+        let r = parse_send_request(&json!({"to": "+1 415 555 0123", "type": "text", "text": {"body": "hi"}})).unwrap();
+        assert_eq!(r.to.as_deref(), Some("+14155550123"));
+        assert_eq!(r.category, Category::Service);
+        let long = "x".repeat(MAX_TEXT_CHARS);
+        assert!(parse_send_request(&json!({"to": "+14155550123", "type": "text", "text": {"body": long}})).is_ok());
+        let too_long = "x".repeat(MAX_TEXT_CHARS + 1);
+        let err =
+            parse_send_request(&json!({"to": "+14155550123", "type": "text", "text": {"body": too_long}})).unwrap_err();
+        assert_eq!(err.code, "invalid_message");
+    }
+
+    #[test]
+    fn request_shape_errors() {
+        let cases = [
+            (json!({"type": "text", "text": {"body": "x"}}), "invalid_body"),
+            (
+                json!({"to": "+14155550123", "contact_id": "c", "type": "text", "text": {"body": "x"}}),
+                "invalid_body",
+            ),
+            (json!({"to": "+14155550123", "type": "fax", "fax": {}}), "invalid_type"),
+            (json!({"to": "+14155550123", "type": "text"}), "invalid_message"),
+            (
+                json!({"to": "12", "type": "text", "text": {"body": "x"}}),
+                "invalid_phone",
+            ),
+            (
+                json!({"to": "+14155550123", "type": "text", "text": {"body": "x"}, "extra": 1}),
+                "invalid_body",
+            ),
+            (
+                json!({"to": "+14155550123", "type": "text", "text": {"body": "x"}, "category": "spam"}),
+                "invalid_category",
+            ),
+            (
+                json!({"to": "+14155550123", "type": "image", "image": {"id": "1", "link": "https://x"}}),
+                "invalid_message",
+            ),
+            (
+                json!({"to": "+14155550123", "type": "image", "image": {"link": "http://x"}}),
+                "invalid_message",
+            ),
+            (
+                json!({"to": "+14155550123", "type": "audio", "audio": {"id": "1", "caption": "c"}}),
+                "invalid_message",
+            ),
+            (
+                json!({"to": "+14155550123", "type": "template", "template": {"name": "t"}}),
+                "invalid_message",
+            ),
+            (
+                json!({"to": "+14155550123", "type": "location", "location": {"latitude": 91, "longitude": 0}}),
+                "invalid_message",
+            ),
+            (
+                json!({"to": "+14155550123", "type": "reaction", "reaction": {"message_id": "w"}}),
+                "invalid_message",
+            ),
+            (
+                json!({"to": "+14155550123", "type": "interactive", "interactive": {"type": "button"}}),
+                "invalid_message",
+            ),
+            (json!("text"), "invalid_message"),
+        ];
+        for (body, code) in cases {
+            let err = parse_send_request(&body).map(|_| ()).unwrap_err();
+            assert_eq!(err.code, code, "{body}");
+        }
+        for ok in [
+            json!({"contact_id": "c", "type": "template", "template": {"name": "hello_world", "language": {"code": "en_US"}}}),
+            json!({"contact_id": "c", "type": "image", "image": {"link": "https://example.com/a.png", "caption": "c"}}),
+            json!({"contact_id": "c", "type": "reaction", "reaction": {"message_id": "wamid.X", "emoji": ""}}),
+            json!({"contact_id": "c", "type": "location", "location": {"latitude": 1.5, "longitude": -2}}),
+            json!({"contact_id": "c", "type": "interactive", "interactive": {"type": "button", "action": {"buttons": []}}}),
+            json!({"contact_id": "c", "type": "sticker", "sticker": {"id": "9"}}),
+        ] {
+            assert!(parse_send_request(&ok).is_ok(), "{ok}");
+        }
+        let t = parse_send_request(
+            &json!({"contact_id": "c", "type": "template", "template": {"name": "x", "language": {"code": "en"}}}),
+        )
+        .unwrap();
+        assert_eq!(t.category, Category::Marketing);
+    }
+
+    #[test]
+    fn sending_rules() {
+        let now = Utc::now();
+        let mut c = contact(now);
+        assert_eq!(check_rules(&c, "text", Category::Service, now), Ok(()));
+        c.last_inbound_at = Some(now - Duration::hours(25));
+        assert_eq!(
+            check_rules(&c, "text", Category::Service, now),
+            Err(Refusal::OutsideServiceWindow)
+        );
+        assert_eq!(check_rules(&c, "template", Category::Utility, now), Ok(()));
+        c.last_inbound_at = None;
+        assert_eq!(
+            check_rules(&c, "image", Category::Service, now),
+            Err(Refusal::OutsideServiceWindow)
+        );
+        c.consent.marketing = MarketingConsent::OptedOut;
+        assert_eq!(
+            check_rules(&c, "template", Category::Marketing, now),
+            Err(Refusal::OptedOut)
+        );
+        assert_eq!(check_rules(&c, "template", Category::Utility, now), Ok(()));
+        c.restricted = true;
+        assert_eq!(
+            check_rules(&c, "template", Category::Utility, now),
+            Err(Refusal::Restricted)
+        );
+    }
+
+    #[test]
+    fn error_classes() {
+        use SendFailure::*;
+        assert_eq!(classify_send_error(Some(400), Some(130429)), Retry);
+        assert_eq!(classify_send_error(Some(400), Some(131048)), Retry);
+        assert_eq!(classify_send_error(Some(500), Some(131000)), Retry);
+        assert_eq!(classify_send_error(Some(503), None), Retry);
+        assert_eq!(classify_send_error(None, None), Retry);
+        assert_eq!(classify_send_error(Some(400), Some(131056)), RetryPairRate);
+        for code in [131047, 131026, 131051, 132000, 132001, 132012, 100] {
+            assert_eq!(classify_send_error(Some(400), Some(code)), Fail, "{code}");
+        }
+        assert_eq!(classify_send_error(Some(401), Some(190)), TokenInvalid);
+        assert_eq!(classify_send_error(Some(404), None), Fail);
+    }
+}
