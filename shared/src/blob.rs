@@ -26,6 +26,9 @@ pub trait BlobStore: Send + Sync {
         data: Bytes,
         content_type: Option<&str>,
     ) -> impl Future<Output = Result<(), BlobError>> + Send;
+
+    /// Deletes the object at `key` (no error when there is none).
+    fn delete(&self, key: &str) -> impl Future<Output = Result<(), BlobError>> + Send;
 }
 
 /// Short-lived download links for stored objects.
@@ -71,6 +74,17 @@ impl BlobStore for S3Blobs {
             .key(key)
             .set_content_type(content_type.map(str::to_owned))
             .body(data.into())
+            .send()
+            .await
+            .map_err(|e| BlobError(aws_sdk_s3::error::DisplayErrorContext(&e).to_string()))?;
+        Ok(())
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), BlobError> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
             .send()
             .await
             .map_err(|e| BlobError(aws_sdk_s3::error::DisplayErrorContext(&e).to_string()))?;

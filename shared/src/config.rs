@@ -24,6 +24,8 @@ pub const RESOURCE_ENV: &[(&str, &str)] = &[
     ("EXPORTS_BUCKET", "ExportsBucket"),
     ("MEDIA_QUEUE_URL", "MediaQueue"),
     ("OUTBOUND_QUEUE_URL", "OutboundQueue"),
+    ("EXPORT_QUEUE_URL", "ExportQueue"),
+    ("ERASURE_QUEUE_URL", "ErasureQueue"),
 ];
 
 pub const DEFAULT_MEDIA_MAX_RECEIVES: u32 = 5;
@@ -60,6 +62,10 @@ pub struct Resources {
     pub exports_bucket: String,
     pub media_queue_url: String,
     pub outbound_queue_url: String,
+    /// Contact exports to build (privacy function `exporter`).
+    pub export_queue_url: String,
+    /// Erasures to continue (privacy function `eraser`).
+    pub erasure_queue_url: String,
 }
 
 /// Where and how the Graph API is reached.
@@ -121,6 +127,8 @@ impl Env {
             exports_bucket: self.resource("EXPORTS_BUCKET"),
             media_queue_url: self.queue_url("MEDIA_QUEUE_URL"),
             outbound_queue_url: self.queue_url("OUTBOUND_QUEUE_URL"),
+            export_queue_url: self.queue_url("EXPORT_QUEUE_URL"),
+            erasure_queue_url: self.queue_url("ERASURE_QUEUE_URL"),
         }
     }
 

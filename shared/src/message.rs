@@ -23,6 +23,8 @@ pub enum MediaStatus {
     Available,
     /// Meta could not give it to us (expired, deleted, too large, checksum never matched).
     Failed,
+    /// Was stored, then deleted by the tenant's media retention (`media_days`): no link.
+    Expired,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

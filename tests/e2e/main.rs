@@ -3,4 +3,5 @@
 mod contacts;
 mod foundation;
 mod media;
+mod outbound;
 mod webhook;

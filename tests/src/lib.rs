@@ -147,6 +147,11 @@ pub async fn start_gateway(store: DynamoStore) -> Gateway {
 /// A gateway whose webhook enqueues media jobs on `media_queue_url` (tests that consume the
 /// queue use their own, so concurrent tests never take each other's jobs).
 pub async fn start_gateway_with_media_queue(store: DynamoStore, media_queue_url: &str) -> Gateway {
+    start_gateway_with_queues(store, media_queue_url, stack().outbound_queue_url()).await
+}
+
+/// A gateway whose functions use the given media and outbound queues.
+pub async fn start_gateway_with_queues(store: DynamoStore, media_queue_url: &str, outbound_queue_url: &str) -> Gateway {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let secrets = Env::from_map([
@@ -163,7 +168,7 @@ pub async fn start_gateway_with_media_queue(store: DynamoStore, media_queue_url:
             store.clone(),
             CursorCodec::new(TEST_CURSOR_SECRET),
             media,
-            SqsQueue::new(sqs.clone(), stack().outbound_queue_url()),
+            SqsQueue::new(sqs.clone(), outbound_queue_url),
         ),
         webhook: webhook_fn::Deps::new(store, SqsQueue::new(sqs, media_queue_url), secrets),
     });
@@ -293,4 +298,16 @@ pub async fn api(
     let text = resp.text().await.unwrap();
     let body = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
     (status, body)
+}
+
+/// A queue of this test's own (so concurrent tests never consume each other's jobs).
+pub async fn own_queue(prefix: &str) -> String {
+    let sqs = crm_shared::aws::sqs_client(&stack().sdk().await);
+    sqs.create_queue()
+        .queue_name(format!("{prefix}-{}", unique_numeric_id()))
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap()
 }

@@ -128,7 +128,8 @@ async fn fetch<S: WorkerStore, G: MediaSource, B: BlobStore, R: RetryScheduler>(
     let Some(media) = message.media.clone() else {
         return Ok(());
     };
-    if media.status == MediaStatus::Available {
+    // Stored already, or stored and since removed by retention: nothing to fetch.
+    if matches!(media.status, MediaStatus::Available | MediaStatus::Expired) {
         return Ok(());
     }
     let token = deps
@@ -158,7 +159,7 @@ async fn fetch<S: WorkerStore, G: MediaSource, B: BlobStore, R: RetryScheduler>(
         .map_err(|e| Failure::Retry(e.to_string()))?;
     let available = MediaRef {
         status: MediaStatus::Available,
-        s3_key: Some(key),
+        s3_key: Some(key.clone()),
         size: Some(size),
         mime_type: mime,
         failure: None,
@@ -169,9 +170,10 @@ async fn fetch<S: WorkerStore, G: MediaSource, B: BlobStore, R: RetryScheduler>(
         .update_media(&message.tenant_id, &message.message_id, &available)
         .await
     {
-        // Erased while we downloaded: the object is orphaned under the erased contact's
-        // prefix; erasure deletes by prefix, and retention sweeps the rest.
-        Ok(()) | Err(StoreError::NotFound) => Ok(()),
+        Ok(()) => Ok(()),
+        // Erased while we downloaded: remove the object we just stored. (An erasure that is
+        // still running deletes the contact's prefix again as its last step.)
+        Err(StoreError::NotFound) => deps.blobs.delete(&key).await.map_err(|e| Failure::Retry(e.to_string())),
         Err(e) => Err(e.into()),
     }
 }

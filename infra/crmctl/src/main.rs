@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crm_shared::auth::Role;
 use crm_shared::config::Env;
-use crm_shared::store::{DynamoStore, StoreError};
+use crm_shared::store::{DynamoStore, OutboundStore, StoreError, TenantStore};
 use crm_shared::tenant::NewTenant;
 use crm_shared::{admin, aws};
 
@@ -32,6 +32,37 @@ enum Command {
         #[command(subcommand)]
         command: ApiKeyCommand,
     },
+    /// The local Meta sandbox started by `make dev`.
+    Sandbox {
+        #[command(subcommand)]
+        command: SandboxCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SandboxCommand {
+    /// Delivers a customer's text message to a tenant's number, as Meta's webhook would.
+    Inbound {
+        #[arg(long)]
+        tenant: String,
+        /// The customer's phone number (E.164).
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        text: String,
+        /// The customer's WhatsApp profile name.
+        #[arg(long, default_value = "Sandbox Customer")]
+        name: String,
+    },
+    /// Makes the sandbox answer the next sends with a Meta error code.
+    FailNext {
+        #[arg(long)]
+        code: i64,
+        #[arg(long, default_value_t = 400)]
+        status: u16,
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+    },
 }
 
 #[derive(Subcommand)]
@@ -47,6 +78,14 @@ enum TenantCommand {
         #[arg(long)]
         waba_id: String,
         /// File holding the tenant's Graph API access token (kept out of shell history).
+        #[arg(long)]
+        access_token_file: PathBuf,
+    },
+    /// Replaces the tenant's Graph API access token (and resumes sending if Meta had
+    /// rejected the old one).
+    SetToken {
+        #[arg(long)]
+        tenant: String,
         #[arg(long)]
         access_token_file: PathBuf,
     },
@@ -119,6 +158,20 @@ async fn run(cli: Cli) -> Result<Value, CliError> {
                 "key_id": created.key_id,
             }))
         }
+        Command::Tenant {
+            command: TenantCommand::SetToken {
+                tenant,
+                access_token_file,
+            },
+        } => {
+            let token = read_token(&access_token_file)?;
+            store.replace_graph_token(&tenant, &token).await.map_err(|e| match e {
+                StoreError::NotFound => CliError(format!("no tenant {tenant}")),
+                other => other.into(),
+            })?;
+            Ok(json!({"tenant_id": tenant, "token_replaced": true}))
+        }
+        Command::Sandbox { command } => sandbox(&env, &store, command).await,
         Command::Apikey {
             command: ApiKeyCommand::Create { tenant, role },
         } => {
@@ -153,4 +206,59 @@ async fn run(cli: Cli) -> Result<Value, CliError> {
             }))
         }
     }
+}
+
+fn read_token(path: &std::path::Path) -> Result<crm_shared::secret::Secret, CliError> {
+    let raw = std::fs::read_to_string(path).map_err(|e| CliError(format!("cannot read {}: {e}", path.display())))?;
+    let token = raw.trim();
+    if token.is_empty() || token.chars().any(char::is_whitespace) {
+        return Err(CliError("the access token file must hold one token".into()));
+    }
+    Ok(crm_shared::secret::Secret::new(token))
+}
+
+/// The sandbox's base URL: `SANDBOX_URL`, else the port `make dev` uses.
+fn sandbox_url(env: &Env) -> String {
+    match env.get("SANDBOX_URL") {
+        Some(url) => url.trim_end_matches('/').to_owned(),
+        None => format!("http://127.0.0.1:{}", env.get("LOCAL_SANDBOX_PORT").unwrap_or("4010")),
+    }
+}
+
+async fn sandbox(env: &Env, store: &DynamoStore, command: SandboxCommand) -> Result<Value, CliError> {
+    let base = sandbox_url(env);
+    let (path, body) = match command {
+        SandboxCommand::Inbound {
+            tenant,
+            from,
+            text,
+            name,
+        } => {
+            let tenant = store
+                .get_tenant(&tenant)
+                .await?
+                .ok_or_else(|| CliError(format!("no tenant {tenant}")))?;
+            let from = crm_shared::contact::normalize_phone(&from).map_err(|e| CliError(e.to_string()))?;
+            (
+                "sandbox/inbound",
+                json!({"phone_number_id": tenant.phone_number_id, "from": from, "text": text, "name": name}),
+            )
+        }
+        SandboxCommand::FailNext { code, status, count } => (
+            "sandbox/errors",
+            json!({"code": code, "status": status, "count": count}),
+        ),
+    };
+    let resp = reqwest::Client::new()
+        .post(format!("{base}/{path}"))
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| CliError(format!("sandbox at {base} unreachable (is make dev running?): {e}")))?;
+    let status = resp.status();
+    let answer: Value = resp.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        return Err(CliError(format!("sandbox answered {status}: {answer}")));
+    }
+    Ok(answer)
 }

@@ -6,6 +6,7 @@ pub mod gateway;
 pub mod moto;
 pub mod poller;
 pub mod provision;
+pub mod sandbox;
 pub mod template;
 
 use std::path::PathBuf;

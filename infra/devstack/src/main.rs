@@ -5,6 +5,8 @@
 use std::sync::Arc;
 
 use aws_config::{BehaviorVersion, Region};
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
+use lambda_runtime::LambdaEvent;
 use tokio::net::TcpListener;
 
 use crm_shared::blob::S3Blobs;
@@ -17,7 +19,9 @@ use crm_shared::tenant::NewTenant;
 use crm_shared::{admin, aws};
 use devstack::gateway::{self, Handlers};
 use devstack::moto::MotoServer;
+use devstack::sandbox::{self, Sandbox};
 use devstack::{poller, provision, template, workspace_root};
+use sender_fn::SenderConfig;
 
 const DEV_APP_SECRET: &str = "dev-app-secret-change-me";
 const DEV_VERIFY_TOKEN: &str = "dev-verify-token";
@@ -36,6 +40,23 @@ fn port(env: &Env, name: &str, default: u16) -> Result<u16, BoxError> {
     }
 }
 
+/// Polls a queue forever and hands each batch to its handler, as Lambda's SQS event source
+/// mapping does.
+fn spawn_queue<F, Fut>(name: &'static str, sqs: aws_sdk_sqs::Client, url: String, handler: F)
+where
+    F: Fn(LambdaEvent<SqsEvent>) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<SqsBatchResponse, lambda_runtime::Error>> + Send,
+{
+    tokio::spawn(async move {
+        loop {
+            if let Err(e) = poller::poll_once(&sqs, &url, 5, &handler).await {
+                eprintln!("devstack: {name} queue poll failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            }
+        }
+    });
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     lambda_http::tracing::init_default_subscriber();
@@ -49,6 +70,7 @@ async fn run() -> Result<(), BoxError> {
     let env = Env::from_env();
     let aws_port = port(&env, "LOCAL_AWS_PORT", 4566)?;
     let api_port = port(&env, "LOCAL_API_PORT", 3000)?;
+    let sandbox_port = port(&env, "LOCAL_SANDBOX_PORT", 4010)?;
     let app_secret = env.get("WHATSAPP_APP_SECRET").unwrap_or(DEV_APP_SECRET).to_owned();
     let verify_token = env.get("WHATSAPP_VERIFY_TOKEN").unwrap_or(DEV_VERIFY_TOKEN).to_owned();
     let root = workspace_root();
@@ -125,35 +147,60 @@ async fn run() -> Result<(), BoxError> {
         ),
         webhook: webhook_fn::Deps::new(store.clone(), media_queue.clone(), secrets),
     });
-    let graph = env.graph()?;
+    // Meta: the local sandbox unless GRAPH_API_BASE points elsewhere.
+    let sandbox_url = match env.get("GRAPH_API_BASE") {
+        Some(url) => {
+            eprintln!("devstack: GRAPH_API_BASE is set; Graph calls go to {url} and no sandbox is started");
+            None
+        }
+        None => {
+            let listener = TcpListener::bind(("127.0.0.1", sandbox_port))
+                .await
+                .map_err(|e| format!("cannot listen on 127.0.0.1:{sandbox_port}: {e}"))?;
+            let url = format!("http://127.0.0.1:{sandbox_port}");
+            let sandbox = Sandbox::new(
+                store.clone(),
+                &format!("http://127.0.0.1:{api_port}/webhooks/whatsapp"),
+                &app_secret,
+                &url,
+            );
+            tokio::spawn(sandbox::serve(listener, sandbox));
+            Some(url)
+        }
+    };
+    let graph = match &sandbox_url {
+        Some(url) => Env::from_map([("GRAPH_API_BASE", url.as_str())]).graph()?,
+        None => env.graph()?,
+    };
+    let graph = GraphClient::new(&graph)?;
+
+    // The queues' event source mappings.
     let media_deps = Arc::new(media_fn::Deps {
         store: store.clone(),
-        graph: GraphClient::new(&graph)?,
-        blobs: S3Blobs::new(
-            aws::s3_client(&sdk),
-            provisioned
-                .buckets
-                .get("MediaBucket")
-                .cloned()
-                .ok_or("template has no MediaBucket")?,
-        ),
+        graph: graph.clone(),
+        blobs: S3Blobs::new(aws::s3_client(&sdk), media_bucket.clone()),
         retry: media_queue,
         max_receives: env.media_max_receives()?,
     });
-    // The media queue's event source mapping.
-    tokio::spawn(async move {
-        loop {
-            let deps = media_deps.clone();
-            let polled = poller::poll_once(&sqs, &media_queue_url, 5, |event| async move {
-                media_fn::handle(&deps, event).await
-            })
-            .await;
-            if let Err(e) = polled {
-                eprintln!("devstack: media queue poll failed: {e}");
-                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-            }
-        }
+    spawn_queue("media", sqs.clone(), media_queue_url, move |event| {
+        let deps = media_deps.clone();
+        async move { media_fn::handle(&deps, event).await }
     });
+    let sender_deps = Arc::new(sender_fn::Deps::new(
+        store.clone(),
+        graph,
+        SqsQueue::new(sqs.clone(), &outbound_queue_url),
+        SenderConfig {
+            max_receives: env.send_max_receives()?,
+            rate_per_second: env.send_rate_per_second()?,
+            ..SenderConfig::default()
+        },
+    ));
+    spawn_queue("outbound", sqs.clone(), outbound_queue_url, move |event| {
+        let deps = sender_deps.clone();
+        async move { sender_fn::handle(&deps, event).await }
+    });
+
     let listener = TcpListener::bind(("127.0.0.1", api_port))
         .await
         .map_err(|e| format!("cannot listen on 127.0.0.1:{api_port}: {e}"))?;
@@ -168,12 +215,19 @@ WhatsApp CRM local stack is up.
   AWS endpoint     {endpoint}   (moto)
   Demo tenant      {tenant} (phone number id {DEMO_PHONE_NUMBER_ID})
   Demo API key     {key}
+  Meta sandbox     {sandbox}
   Verify token     {verify_token}
   App secret       {app_secret}
 
 Try:
   curl -s -H "Authorization: Bearer {key}" http://127.0.0.1:{api_port}/v1/tenant
   curl -s "http://127.0.0.1:{api_port}/webhooks/whatsapp?hub.mode=subscribe&hub.verify_token={verify_token}&hub.challenge=42"
+
+A customer writes in (opens the 24 h window), then the business answers:
+  cargo run -q --bin crmctl -- sandbox inbound --tenant {tenant} --from +447911123456 --text "hi"
+  curl -s -X POST -H "Authorization: Bearer {key}" -H "Content-Type: application/json" \
+       -d '{{"to": "+447911123456", "type": "text", "text": {{"body": "Hello from the CRM"}}}}' \
+       http://127.0.0.1:{api_port}/v1/messages
 
 Operator CLI against this stack:
   export AWS_ENDPOINT_URL={endpoint} AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test
@@ -182,6 +236,7 @@ Operator CLI against this stack:
 Ctrl-C stops everything.
 "#,
         tenant = demo.tenant.tenant_id,
+        sandbox = sandbox_url.as_deref().unwrap_or("(not started: GRAPH_API_BASE is set)"),
     );
 
     tokio::select! {

@@ -18,7 +18,7 @@ pub async fn poll_once<F, Fut>(
     handler: F,
 ) -> Result<usize, String>
 where
-    F: FnOnce(LambdaEvent<SqsEvent>) -> Fut,
+    F: Fn(LambdaEvent<SqsEvent>) -> Fut,
     Fut: Future<Output = Result<SqsBatchResponse, lambda_runtime::Error>>,
 {
     let received = sqs

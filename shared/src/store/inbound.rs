@@ -181,18 +181,39 @@ pub(crate) struct MessageItem {
     pub gsi1pk: String,
     #[serde(rename = "GSI1SK")]
     pub gsi1sk: String,
+    /// The tenant-wide message index (retention, offboarding).
+    #[serde(rename = "GSI5PK", default, skip_serializing_if = "Option::is_none")]
+    pub gsi5pk: Option<String>,
+    #[serde(rename = "GSI5SK", default, skip_serializing_if = "Option::is_none")]
+    pub gsi5sk: Option<String>,
+    /// The sparse index of stored media (media retention); set while the object exists.
+    #[serde(rename = "GSI6PK", default, skip_serializing_if = "Option::is_none")]
+    pub gsi6pk: Option<String>,
+    #[serde(rename = "GSI6SK", default, skip_serializing_if = "Option::is_none")]
+    pub gsi6sk: Option<String>,
     pub status_rank: i64,
     #[serde(flatten)]
     pub message: MessageRecord,
 }
 
+/// Whether a message's media object is in S3 (and so belongs in the media index).
+pub(crate) fn media_is_stored(media: Option<&MediaRef>) -> bool {
+    media.is_some_and(|m| m.status == crate::message::MediaStatus::Available && m.s3_key.is_some())
+}
+
 impl MessageItem {
     pub fn new(message: &MessageRecord) -> Self {
+        let (t, m) = (&message.tenant_id, &message.message_id);
+        let stored = media_is_stored(message.media.as_ref());
         MessageItem {
-            pk: message_pk(&message.tenant_id, &message.message_id),
+            pk: message_pk(t, m),
             sk: MESSAGE_SK.into(),
-            gsi1pk: conversation_gsi1pk(&message.tenant_id, &message.contact_id),
-            gsi1sk: message.message_id.clone(),
+            gsi1pk: conversation_gsi1pk(t, &message.contact_id),
+            gsi1sk: m.clone(),
+            gsi5pk: Some(tenant_messages_gsi5pk(t)),
+            gsi5sk: Some(m.clone()),
+            gsi6pk: stored.then(|| tenant_media_gsi6pk(t)),
+            gsi6sk: stored.then(|| m.clone()),
             status_rank: message.status.rank(),
             message: message.clone(),
         }
@@ -687,19 +708,28 @@ impl MediaStore for DynamoStore {
     }
 
     async fn update_media(&self, tenant_id: &str, message_id: &str, media: &MediaRef) -> Result<(), StoreError> {
-        let result = self
+        let mut update = self
             .client()
             .update_item()
             .table_name(self.table())
             .key(PK, s(message_pk(tenant_id, message_id)))
             .key(SK, s(MESSAGE_SK))
-            .update_expression("SET media = :media")
-            .condition_expression("attribute_exists(PK) AND media.#st <> :available")
+            // Never downgrade stored media, nor revive media that retention removed.
+            .condition_expression("attribute_exists(PK) AND media.#st <> :available AND media.#st <> :expired")
             .expression_attribute_names("#st", "status")
             .expression_attribute_values(":media", av(media))
             .expression_attribute_values(":available", s("available"))
-            .send()
-            .await;
+            .expression_attribute_values(":expired", s("expired"));
+        update = if media_is_stored(Some(media)) {
+            // Stored objects enter the media index that media retention walks.
+            update
+                .update_expression("SET media = :media, GSI6PK = :g6pk, GSI6SK = :g6sk")
+                .expression_attribute_values(":g6pk", s(tenant_media_gsi6pk(tenant_id)))
+                .expression_attribute_values(":g6sk", s(message_id))
+        } else {
+            update.update_expression("SET media = :media")
+        };
+        let result = update.send().await;
         match result {
             Ok(_) => Ok(()),
             Err(err)

@@ -145,6 +145,54 @@ pub fn events_pk(tenant_id: &str) -> String {
 /// GSI1 partition listing all tenants (used by the scheduled retention sweep).
 pub const ALL_TENANTS_GSI1PK: &str = "TENANTS";
 
+// --- Privacy rights and retention (docs/data-model.md, "Privacy and retention") -------------
+
+pub const GSI5: &str = "GSI5";
+pub const GSI6: &str = "GSI6";
+
+/// GSI5 partition: every message of a tenant by id (ids sort by message time), so retention
+/// finds the oldest messages with one range query and tenant offboarding finds them all.
+pub fn tenant_messages_gsi5pk(tenant_id: &str) -> String {
+    format!("T#{tenant_id}#MSGS")
+}
+
+/// GSI6 partition (sparse): messages whose media object is stored in S3, by message id; an
+/// item leaves it when its media expires.
+pub fn tenant_media_gsi6pk(tenant_id: &str) -> String {
+    format!("T#{tenant_id}#MEDIA")
+}
+
+/// Retention settings of a tenant (under the tenant partition).
+pub const RETENTION_SETTINGS_SK: &str = "SETTINGS#RETENTION";
+
+/// An export of one contact's data.
+pub fn export_pk(tenant_id: &str, export_id: &str) -> String {
+    format!("T#{tenant_id}#EXPORT#{export_id}")
+}
+
+pub const EXPORT_SK: &str = "EXPORT";
+
+/// GSI1 partition listing a tenant's exports (retention, offboarding).
+pub fn exports_gsi1pk(tenant_id: &str) -> String {
+    format!("T#{tenant_id}#EXPORTS")
+}
+
+/// The record (job state and receipt) of one contact erasure.
+pub fn erasure_pk(tenant_id: &str, erasure_id: &str) -> String {
+    format!("T#{tenant_id}#ERASURE#{erasure_id}")
+}
+
+pub const ERASURE_SK: &str = "ERASURE";
+
+/// GSI1 partition listing a tenant's erasure records (offboarding).
+pub fn erasures_gsi1pk(tenant_id: &str) -> String {
+    format!("T#{tenant_id}#ERASURES")
+}
+
+/// Sort-key prefix of the reference items in a contact's partition ([`reference_sk`]): each
+/// points at an item of the contact stored elsewhere (attribute `ref_sk`), so erasure finds it.
+pub const REF_PREFIX: &str = "REF#";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,6 +216,12 @@ mod tests {
             conversation_gsi1pk("abc", "c"),
             wamid_pk("abc", "w"),
             events_pk("abc"),
+            tenant_messages_gsi5pk("abc"),
+            tenant_media_gsi6pk("abc"),
+            export_pk("abc", "e"),
+            exports_gsi1pk("abc"),
+            erasure_pk("abc", "x"),
+            erasures_gsi1pk("abc"),
         ] {
             assert!(key.starts_with(&format!("{t}#")), "{key}");
         }
