@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
+use crm_shared::audit::AuditEntry;
 use crm_shared::contact::{self, ConsentChange, Contact, MarketingConsent, ValidContact};
 use crm_shared::jobs::{MediaJob, MediaJobQueue};
 use crm_shared::message::{self, Direction, MediaRef, MediaStatus, MessageError, MessageRecord, MessageStatus};
@@ -247,6 +248,17 @@ async fn store_message<S: WebhookStore, Q: MediaJobQueue>(
         };
         match deps.store.record_inbound(&write).await {
             Ok(InboundOutcome::Stored) => {
+                if let Some(change) = &write.consent {
+                    // A consent change by the customer's own keyword is audited like any other.
+                    let entry = AuditEntry::new(tenant_id, None, "contact.consent")
+                        .target("contact", &change.contact_id)
+                        .detail("marketing", change.marketing.as_str())
+                        .detail("previous", change.previous.as_str())
+                        .detail("source", "inbound_keyword");
+                    if let Err(e) = deps.store.record_audit(&entry).await {
+                        tracing::error!(error = %e, "could not audit a keyword consent change");
+                    }
+                }
                 if write.message.media.is_some() {
                     enqueue_media(deps, &write.message).await?;
                 }

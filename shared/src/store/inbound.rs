@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::contacts::{ContactItem, ContactStore};
+use super::contacts::ContactStore;
 use super::dynamo::{backend, from_item, to_item};
 use super::keys::*;
 use super::{DynamoStore, StoreError};
@@ -466,17 +466,7 @@ impl InboundStore for DynamoStore {
     }
 
     async fn get_contact(&self, tenant_id: &str, contact_id: &str) -> Result<Option<Contact>, StoreError> {
-        let out = self
-            .client()
-            .get_item()
-            .table_name(self.table())
-            .key(PK, s(contact_pk(tenant_id, contact_id)))
-            .key(SK, s(PROFILE_SK))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(backend)?;
-        Ok(out.item.map(from_item::<ContactItem>).transpose()?.map(|i| i.contact))
+        self.load_contact(tenant_id, contact_id).await
     }
 
     async fn create_contact(&self, contact: &Contact) -> Result<(), StoreError> {
