@@ -552,23 +552,25 @@ async fn the_same_customer_is_a_separate_contact_in_each_tenant() {
     let a = new_tenant(&store, "A").await.tenant;
     let b = new_tenant(&store, "B").await.tenant;
     let from = customer_wa_id();
-    post_webhook(
+    let (status, body) = post_webhook(
         &gw.base,
         &text_delivery(&a.phone_number_id, &from, "wamid.same", 1_767_225_600, "to A"),
         None,
     )
     .await;
+    assert_eq!(status, 200, "{body}");
     assert_eq!(
         contact_id_for(&store, &b.tenant_id, &from).await,
         None,
         "B sees nothing of A's delivery"
     );
-    post_webhook(
+    let (status, body) = post_webhook(
         &gw.base,
         &text_delivery(&b.phone_number_id, &from, "wamid.same", 1_767_225_600, "to B"),
         None,
     )
     .await;
+    assert_eq!(status, 200, "{body}");
     let ca = contact_id_for(&store, &a.tenant_id, &from).await.unwrap();
     let cb = contact_id_for(&store, &b.tenant_id, &from).await.unwrap();
     assert_ne!(ca, cb);

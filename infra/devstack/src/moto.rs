@@ -34,10 +34,11 @@ pub fn free_port() -> u16 {
 impl MotoServer {
     /// Starts `moto_server` on `port` (a free one when `None`) and waits until it listens.
     pub fn start(workspace: &Path, port: Option<u16>) -> Result<MotoServer, MotoError> {
-        let binary = workspace.join(".venv/bin/moto_server");
-        if !binary.exists() {
-            return Err(MotoError::NotInstalled(binary));
+        let binary = workspace.join(".venv/bin/python");
+        if !workspace.join(".venv/bin/moto_server").exists() {
+            return Err(MotoError::NotInstalled(workspace.join(".venv/bin/moto_server")));
         }
+        let script = workspace.join("infra/moto_server.py");
         let port = port.unwrap_or_else(free_port);
         // Spawned from a thread that lives as long as the process, because PDEATHSIG fires
         // when the *thread* that forked exits: moto must outlive short-lived test threads.
@@ -45,7 +46,7 @@ impl MotoServer {
         std::thread::Builder::new()
             .name(format!("moto-{port}"))
             .spawn(move || {
-                let spawned = spawn_child(&binary, port);
+                let spawned = spawn_child(&binary, &script, port);
                 let child = match spawned {
                     Ok(child) => child,
                     Err(e) => {
@@ -88,12 +89,16 @@ impl MotoServer {
     }
 }
 
-fn spawn_child(binary: &Path, port: u16) -> io::Result<Child> {
+fn spawn_child(binary: &Path, script: &Path, port: u16) -> io::Result<Child> {
     let mut cmd = Command::new(binary);
+    cmd.arg(script);
+    // MOTO_LOG=<file> keeps moto's own log (its tracebacks explain a 500).
+    let log =
+        std::env::var_os("MOTO_LOG").and_then(|p| std::fs::OpenOptions::new().create(true).append(true).open(p).ok());
     cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .stderr(log.map(Stdio::from).unwrap_or_else(Stdio::null));
     #[cfg(target_os = "linux")]
     {
         use std::os::unix::process::CommandExt;
