@@ -1,11 +1,14 @@
 # The two commands a newcomer needs: `make dev` and `make test` (see README.md).
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
-.PHONY: help bootstrap dev test lint
+.PHONY: help bootstrap dev test lint package bench
 
 help:
 	@echo "make dev   - run the whole backend locally (moto, local gateway, workers, demo tenant)"
 	@echo "make test  - install what tests need, then lint, build and run every test, then fuzz the API"
+	@echo "make package - cross-build every function for arm64 (cargo-lambda + zig in .venv), list zip sizes"
+	@echo "make bench   - performance report of every function: bench/REPORT.md + bench/results.json"
+	@echo "make bench-privacy - requests per erased / retention-deleted item (MESSAGES=10000)"
 
 bootstrap:
 	@bash infra/bootstrap.sh
@@ -22,3 +25,21 @@ test: lint
 	cargo build --workspace --bins
 	cargo test --workspace
 	bash infra/fuzz-api.sh
+
+# The functions `rust-cargolambda` builds (BuildProperties.Binary in template.yaml).
+FUNCTION_BINS := $(shell awk '/BuildMethod: rust-cargolambda/ {f = 1} f && /Binary:/ {print $$2; f = 0}' template.yaml)
+
+package: bootstrap
+	bash infra/package.sh
+
+# Not part of `make test` (timings belong in a report, never in a test). One release build of
+# every function plus the bench's reference binaries, then the measurements (see bench/).
+bench: package
+	cargo build --release $(addprefix --bin ,$(FUNCTION_BINS)) --bin bench --bin hello-lambda --bin putitem-ref --bin phone-first-use
+	target/release/bench
+
+# Privacy benchmark (not a test): DynamoDB/S3/SQS requests per erased and per retention-deleted
+# item, on its own local endpoint. MESSAGES=100000 for the issue's large contact.
+.PHONY: bench-privacy
+bench-privacy: bootstrap
+	cargo run --release -p e2e-tests --example privacy_bench -- --messages $(or $(MESSAGES),10000)

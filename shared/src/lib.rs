@@ -13,6 +13,8 @@ pub mod graph;
 pub mod ids;
 pub mod jobs;
 pub mod message;
+pub mod objects;
+pub mod privacy;
 pub mod secret;
 pub mod sending;
 pub mod store;

@@ -107,7 +107,11 @@ impl Bucket {
             .send()
             .await
             .map_err(s3_err)?;
-        let keys: Vec<String> = out.contents().iter().filter_map(|o| o.key().map(str::to_owned)).collect();
+        let keys: Vec<String> = out
+            .contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_owned))
+            .collect();
         let more = out.is_truncated().unwrap_or(false);
         let deleted = self.delete_keys(&keys).await?;
         Ok((deleted, more && deleted > 0))

@@ -4,4 +4,5 @@ mod contacts;
 mod foundation;
 mod media;
 mod outbound;
+mod privacy;
 mod webhook;

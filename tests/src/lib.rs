@@ -24,10 +24,30 @@ pub struct Stack {
 }
 
 static STACK: OnceLock<Stack> = OnceLock::new();
+static BULK_STACK: OnceLock<Stack> = OnceLock::new();
 
 /// The shared local stack, started on first use.
 pub fn stack() -> &'static Stack {
-    STACK.get_or_init(|| {
+    STACK.get_or_init(start_stack)
+}
+
+/// A second local stack for tests that write thousands of items (privacy: erasure, retention,
+/// exports). moto's `TransactWriteItems` deep-copies the whole table for its rollback and fails
+/// (`dictionary changed size during iteration`) when another request writes meanwhile; on
+/// their own endpoint, and run one at a time ([`bulk_lock`]), those tests cannot break the
+/// transactions of the others.
+pub fn bulk_stack() -> &'static Stack {
+    BULK_STACK.get_or_init(start_stack)
+}
+
+/// Held by each test on [`bulk_stack`] for its whole run.
+pub async fn bulk_lock() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
+}
+
+fn start_stack() -> Stack {
+    {
         // Provisioning is async; run it on its own runtime in its own thread so this works
         // from inside any test's runtime.
         std::thread::spawn(|| {
@@ -53,7 +73,7 @@ pub fn stack() -> &'static Stack {
         })
         .join()
         .expect("stack setup")
-    })
+    }
 }
 
 /// SDK configuration for the local endpoint (one per test runtime).
@@ -91,6 +111,12 @@ impl Stack {
 
     pub async fn store(&self) -> DynamoStore {
         DynamoStore::new(crm_shared::aws::dynamodb_client(&self.sdk().await), self.table())
+    }
+
+    /// The privacy machinery (exports, erasure, retention) wired to this stack.
+    pub async fn privacy(&self) -> crm_shared::privacy::Privacy {
+        let resources = Env::from_map(self.provisioned.function_env()).resources();
+        crm_shared::privacy::Privacy::from_sdk(&self.sdk().await, &resources)
     }
 
     /// Environment a process (e.g. `crmctl`) needs to reach this stack.
@@ -152,6 +178,42 @@ pub async fn start_gateway_with_media_queue(store: DynamoStore, media_queue_url:
 
 /// A gateway whose functions use the given media and outbound queues.
 pub async fn start_gateway_with_queues(store: DynamoStore, media_queue_url: &str, outbound_queue_url: &str) -> Gateway {
+    let privacy = stack().privacy().await;
+    start_gateway_with_privacy(store, media_queue_url, outbound_queue_url, privacy).await
+}
+
+/// A gateway whose privacy routes use `privacy` (e.g. with another erasure time budget).
+pub async fn start_gateway_with_privacy(
+    store: DynamoStore,
+    media_queue_url: &str,
+    outbound_queue_url: &str,
+    privacy: crm_shared::privacy::Privacy,
+) -> Gateway {
+    stack()
+        .start_gateway(store, media_queue_url, outbound_queue_url, privacy)
+        .await
+}
+
+impl Stack {
+    /// A gateway on this stack whose functions use the given queues and privacy wiring.
+    pub async fn start_gateway(
+        &self,
+        store: DynamoStore,
+        media_queue_url: &str,
+        outbound_queue_url: &str,
+        privacy: crm_shared::privacy::Privacy,
+    ) -> Gateway {
+        start_gateway_on(self, store, media_queue_url, outbound_queue_url, privacy).await
+    }
+}
+
+async fn start_gateway_on(
+    on: &Stack,
+    store: DynamoStore,
+    media_queue_url: &str,
+    outbound_queue_url: &str,
+    privacy: crm_shared::privacy::Privacy,
+) -> Gateway {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let secrets = Env::from_map([
@@ -160,16 +222,17 @@ pub async fn start_gateway_with_queues(store: DynamoStore, media_queue_url: &str
     ])
     .webhook_secrets()
     .unwrap();
-    let sdk = stack().sdk().await;
+    let sdk = on.sdk().await;
     let sqs = crm_shared::aws::sqs_client(&sdk);
-    let media = crm_shared::blob::S3Blobs::new(crm_shared::aws::s3_client(&sdk), stack().media_bucket());
+    let media = crm_shared::blob::S3Blobs::new(crm_shared::aws::s3_client(&sdk), on.media_bucket());
     let handlers = std::sync::Arc::new(devstack::gateway::Handlers {
         api: api_fn::Deps::new(
             store.clone(),
             CursorCodec::new(TEST_CURSOR_SECRET),
             media,
             SqsQueue::new(sqs.clone(), outbound_queue_url),
-        ),
+        )
+        .with_privacy(privacy),
         webhook: webhook_fn::Deps::new(store, SqsQueue::new(sqs, media_queue_url), secrets),
     });
     let task = tokio::spawn(devstack::gateway::serve(listener, handlers));

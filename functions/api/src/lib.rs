@@ -28,6 +28,8 @@ pub struct Deps<S, L = S3Blobs, Q = SqsQueue> {
     pub media: L,
     /// The outbound (send) queue.
     pub outbound: Q,
+    /// Exports, erasure and retention settings (`None`: those routes answer `503`).
+    pub privacy: Option<crm_shared::privacy::Privacy>,
 }
 
 impl<S, L, Q> Deps<S, L, Q> {
@@ -37,7 +39,14 @@ impl<S, L, Q> Deps<S, L, Q> {
             cursors,
             media,
             outbound,
+            privacy: None,
         }
+    }
+
+    /// Serves the privacy routes with `privacy`.
+    pub fn with_privacy(mut self, privacy: crm_shared::privacy::Privacy) -> Self {
+        self.privacy = Some(privacy);
+        self
     }
 }
 

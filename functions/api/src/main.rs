@@ -13,11 +13,13 @@ async fn main() -> Result<(), Error> {
     let sdk = aws::load_sdk_config().await;
     let cursors = CursorCodec::new(env.cursor_secret()?.expose());
     let resources = env.resources();
+    let privacy = crm_shared::privacy::Privacy::from_sdk(&sdk, &resources);
     let deps = Deps::new(
         DynamoStore::new(aws::dynamodb_client(&sdk), resources.table),
         cursors,
         S3Blobs::new(aws::s3_client(&sdk), resources.media_bucket),
         SqsQueue::new(aws::sqs_client(&sdk), resources.outbound_queue_url),
-    );
+    )
+    .with_privacy(privacy);
     run(service_fn(|req| handle(&deps, req))).await
 }

@@ -1,6 +1,8 @@
 //! `crmctl`: operator commands against DynamoDB/S3/SQS with the caller's AWS credentials.
 //! JSON on stdout; errors on stderr with a non-zero exit.
 
+mod privacy;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -31,6 +33,11 @@ enum Command {
     Apikey {
         #[command(subcommand)]
         command: ApiKeyCommand,
+    },
+    /// Retention: the sweep the scheduled function runs.
+    Retention {
+        #[command(subcommand)]
+        command: privacy::RetentionCommand,
     },
     /// The local Meta sandbox started by `make dev`.
     Sandbox {
@@ -89,6 +96,16 @@ enum TenantCommand {
         #[arg(long)]
         access_token_file: PathBuf,
     },
+    /// Offboards a tenant: disables it at once (status, every key revoked, phone-number and
+    /// WABA routes deleted), then purges all of its data and objects; prints a receipt.
+    Delete {
+        #[arg(long)]
+        tenant: String,
+        /// Seconds between disabling and purging, so webhook deliveries that still found the
+        /// route in a warm function's cache (60 s) land before the purge.
+        #[arg(long, default_value_t = 60)]
+        settle_secs: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -110,7 +127,7 @@ enum ApiKeyCommand {
 }
 
 #[derive(Debug)]
-struct CliError(String);
+pub(crate) struct CliError(pub(crate) String);
 
 impl From<StoreError> for CliError {
     fn from(err: StoreError) -> Self {
@@ -171,6 +188,10 @@ async fn run(cli: Cli) -> Result<Value, CliError> {
             })?;
             Ok(json!({"tenant_id": tenant, "token_replaced": true}))
         }
+        Command::Tenant {
+            command: TenantCommand::Delete { tenant, settle_secs },
+        } => privacy::delete_tenant(&privacy::from_env(&env, &sdk), &tenant, settle_secs).await,
+        Command::Retention { command } => privacy::retention(&privacy::from_env(&env, &sdk), command).await,
         Command::Sandbox { command } => sandbox(&env, &store, command).await,
         Command::Apikey {
             command: ApiKeyCommand::Create { tenant, role },

@@ -7,6 +7,7 @@ pub mod moto;
 pub mod poller;
 pub mod provision;
 pub mod sandbox;
+pub mod schedule;
 pub mod template;
 
 use std::path::PathBuf;

@@ -138,13 +138,17 @@ async fn run() -> Result<(), BoxError> {
         ("WHATSAPP_VERIFY_TOKEN", verify_token.as_str()),
     ])
     .webhook_secrets()?;
+    // Exports, erasure and retention: the same resources the functions get from `Globals`.
+    let function_env = Env::from_map(provisioned.function_env());
+    let privacy = crm_shared::privacy::Privacy::from_sdk(&sdk, &function_env.resources());
     let handlers = Arc::new(Handlers {
         api: api_fn::Deps::new(
             store.clone(),
             CursorCodec::new(&cursor_secret),
             S3Blobs::new(aws::s3_client(&sdk), media_bucket.clone()),
             SqsQueue::new(sqs.clone(), &outbound_queue_url),
-        ),
+        )
+        .with_privacy(privacy.clone()),
         webhook: webhook_fn::Deps::new(store.clone(), media_queue.clone(), secrets),
     });
     // Meta: the local sandbox unless GRAPH_API_BASE points elsewhere.
@@ -200,6 +204,48 @@ async fn run() -> Result<(), BoxError> {
         let deps = sender_deps.clone();
         async move { sender_fn::handle(&deps, event).await }
     });
+
+    let privacy_deps = Arc::new(privacy_fn::Deps {
+        privacy: privacy.clone(),
+        config: privacy_fn::WorkerConfig::from_env(&env)?,
+    });
+    let deps = privacy_deps.clone();
+    spawn_queue(
+        "export",
+        sqs.clone(),
+        privacy.export_jobs.url().to_owned(),
+        move |event| {
+            let deps = deps.clone();
+            async move { privacy_fn::handle_exports(&deps, event).await }
+        },
+    );
+    let deps = privacy_deps.clone();
+    spawn_queue(
+        "erasure",
+        sqs.clone(),
+        privacy.erasure_jobs.url().to_owned(),
+        move |event| {
+            let deps = deps.clone();
+            async move { privacy_fn::handle_erasures(&deps, event).await }
+        },
+    );
+    // The retention function's schedule, at the template's rate.
+    let schedules = devstack::schedule::load(&root.join("template.yaml"))?;
+    for rate in schedules.get("RetentionFunction").into_iter().flatten().copied() {
+        let deps = privacy_deps.clone();
+        eprintln!("devstack: retention sweep every {} s", rate.as_secs());
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + rate, rate);
+            loop {
+                ticks.tick().await;
+                let event = serde_json::json!({"source": "aws.events", "time": chrono::Utc::now()});
+                let invocation = LambdaEvent::new(event, lambda_runtime::Context::default());
+                if let Err(e) = privacy_fn::handle_schedule(&deps, invocation).await {
+                    eprintln!("devstack: retention sweep failed: {e}");
+                }
+            }
+        });
+    }
 
     let listener = TcpListener::bind(("127.0.0.1", api_port))
         .await

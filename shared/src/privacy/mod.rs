@@ -379,7 +379,9 @@ pub fn erasure_id(tenant_id: &str, contact_id: &str) -> String {
     let digest = Sha256::digest(format!("erasure\n{tenant_id}\n{contact_id}").as_bytes());
     let mut random = [0u8; 16];
     random[6..].copy_from_slice(&digest[..10]);
-    let ms = id_time(contact_id).map(|t| t.timestamp_millis().max(0) as u64).unwrap_or(0);
+    let ms = id_time(contact_id)
+        .map(|t| t.timestamp_millis().max(0) as u64)
+        .unwrap_or(0);
     ulid::Ulid::from_parts(ms, u128::from_be_bytes(random))
         .to_string()
         .to_ascii_lowercase()
@@ -411,7 +413,10 @@ pub struct JobQueue {
 
 impl JobQueue {
     pub fn new(client: aws_sdk_sqs::Client, url: impl Into<String>) -> Self {
-        JobQueue { client, url: url.into() }
+        JobQueue {
+            client,
+            url: url.into(),
+        }
     }
 
     pub fn url(&self) -> &str {
@@ -491,7 +496,10 @@ mod tests {
 
     #[test]
     fn defaults_are_within_bounds() {
-        assert_eq!(RetentionSettings::default().validate(), Ok(RetentionSettings::default()));
+        assert_eq!(
+            RetentionSettings::default().validate(),
+            Ok(RetentionSettings::default())
+        );
     }
 
     #[test]
@@ -512,7 +520,13 @@ mod tests {
         assert!(max.validate().is_ok());
         let cases = [
             (RetentionSettings { messages_days: 0, ..ok }, "messages_days"),
-            (RetentionSettings { messages_days: 3651, ..max }, "messages_days"),
+            (
+                RetentionSettings {
+                    messages_days: 3651,
+                    ..max
+                },
+                "messages_days",
+            ),
             (RetentionSettings { media_days: 0, ..ok }, "media_days"),
             (RetentionSettings { exports_days: 0, ..ok }, "exports_days"),
             (RetentionSettings { exports_days: 31, ..ok }, "exports_days"),

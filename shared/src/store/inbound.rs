@@ -620,6 +620,11 @@ impl InboundStore for DynamoStore {
         item.insert("field".into(), s(field));
         item.insert("value".into(), av(value));
         item.insert("received_at".into(), time(received_at));
+        // Raw events are diagnostics that may quote a customer (an unparsed message, a late
+        // failure's recipient) without belonging to a contact erasure can find: they expire
+        // within the month an erasure request may take (docs/privacy.md).
+        let expires = (received_at + chrono::Duration::days(RAW_EVENT_TTL_DAYS)).timestamp();
+        item.insert("expires_at".into(), AttributeValue::N(expires.to_string()));
         let result = self
             .client()
             .put_item()
@@ -641,6 +646,9 @@ impl InboundStore for DynamoStore {
         }
     }
 }
+
+/// Days a raw webhook event is kept (DynamoDB TTL; 28 so TTL's lag stays within a month).
+pub const RAW_EVENT_TTL_DAYS: i64 = 28;
 
 impl DynamoStore {
     async fn park_status(&self, tenant_id: &str, write: &StatusWrite) -> Result<StatusOutcome, StoreError> {

@@ -10,6 +10,7 @@ mod dynamo;
 pub mod inbound;
 pub mod keys;
 pub mod outbound;
+pub mod privacy;
 
 use std::future::Future;
 

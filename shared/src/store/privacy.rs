@@ -8,7 +8,7 @@ use aws_sdk_dynamodb::types::{
     WriteRequest,
 };
 use chrono::{DateTime, Utc};
-use futures::stream::{self, StreamExt, TryStreamExt};
+use futures::stream::{self, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
 use super::dynamo::{backend, from_item, to_item};
@@ -87,6 +87,8 @@ pub struct PageQuery<'a> {
     pub sk_attr: &'a str,
     /// Only items whose sort key is below this.
     pub sk_below: Option<String>,
+    /// Only items whose sort key starts with this.
+    pub sk_prefix: Option<String>,
     /// Attributes to return (all when `None`).
     pub projection: Option<&'a [&'a str]>,
     pub limit: Option<i32>,
@@ -103,6 +105,7 @@ impl<'a> PageQuery<'a> {
             pk,
             sk_attr: SK,
             sk_below: None,
+            sk_prefix: None,
             projection: None,
             limit: None,
             consistent: true,
@@ -117,6 +120,7 @@ impl<'a> PageQuery<'a> {
             pk,
             sk_attr,
             sk_below: None,
+            sk_prefix: None,
             projection: None,
             limit: None,
             consistent: false,
@@ -125,6 +129,11 @@ impl<'a> PageQuery<'a> {
 
     pub fn below(mut self, sk: String) -> Self {
         self.sk_below = Some(sk);
+        self
+    }
+
+    pub fn prefixed(mut self, prefix: impl Into<String>) -> Self {
+        self.sk_prefix = Some(prefix.into());
         self
     }
 
@@ -149,8 +158,9 @@ pub struct QueryPage {
 /// How starting an erasure went.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ErasureStart {
-    /// The contact is gone (profile and identities) and the erasure record exists.
-    Started,
+    /// The contact is gone (profile and the identity records that were its own) and the
+    /// erasure record exists.
+    Started { identities: u64 },
     /// The profile changed or vanished since it was read: read it again.
     ContactChanged,
     /// An erasure of this contact already exists.
@@ -457,7 +467,11 @@ impl DynamoStore {
                 tx = tx.transact_items(TransactWriteItem::builder().delete(delete).build());
             }
             match tx.send().await {
-                Ok(_) => return Ok(ErasureStart::Started),
+                Ok(_) => {
+                    return Ok(ErasureStart::Started {
+                        identities: identities.len() as u64,
+                    });
+                }
                 Err(err) => {
                     let Some(codes) = cancellation_codes(&err) else {
                         return Err(backend(err));
@@ -528,7 +542,9 @@ impl DynamoStore {
             .send()
             .await;
         match result {
-            Ok(out) => Ok(Some(from_item::<ErasureItem>(out.attributes.unwrap_or_default())?.record)),
+            Ok(out) => Ok(Some(
+                from_item::<ErasureItem>(out.attributes.unwrap_or_default())?.record,
+            )),
             Err(err) if err.as_service_error().is_some_and(is_condition_failure) => Ok(None),
             Err(err) => Err(backend(err)),
         }
@@ -580,6 +596,10 @@ impl DynamoStore {
             names.insert("#sk".into(), q.sk_attr.to_owned());
             values.insert(":below".into(), s(below.clone()));
             condition.push_str(" AND #sk < :below");
+        } else if let Some(prefix) = &q.sk_prefix {
+            names.insert("#sk".into(), q.sk_attr.to_owned());
+            values.insert(":prefix".into(), s(prefix.clone()));
+            condition.push_str(" AND begins_with(#sk, :prefix)");
         }
         let mut query = self
             .client()
@@ -631,7 +651,7 @@ impl DynamoStore {
     pub async fn delete_items(&self, keys: &[ItemKey]) -> Result<u64, StoreError> {
         let batches = write_batches(keys);
         let count: usize = batches.iter().map(Vec::len).sum();
-        stream::iter(batches.into_iter().map(Ok))
+        stream::iter(batches.into_iter().map(Ok::<_, StoreError>))
             .try_for_each_concurrent(WRITE_CONCURRENCY, |batch| async move {
                 self.write_batch(batch.iter().map(delete_request).collect()).await
             })
@@ -650,7 +670,7 @@ impl DynamoStore {
             })
             .collect();
         let batches: Vec<Vec<WriteRequest>> = requests.chunks(WRITE_BATCH).map(<[WriteRequest]>::to_vec).collect();
-        stream::iter(batches.into_iter().map(Ok))
+        stream::iter(batches.into_iter().map(Ok::<_, StoreError>))
             .try_for_each_concurrent(WRITE_CONCURRENCY, |batch| self.write_batch(batch))
             .await
     }
@@ -686,6 +706,30 @@ impl DynamoStore {
             }
         }
         Ok(())
+    }
+}
+
+/// Marks a message's media as removed by retention: no object, no link, out of the media
+/// index. A message deleted meanwhile is fine.
+impl DynamoStore {
+    pub async fn expire_media(&self, message: &ItemKey) -> Result<(), StoreError> {
+        let result = self
+            .client()
+            .update_item()
+            .table_name(self.table())
+            .key(PK, s(message.pk.clone()))
+            .key(SK, s(message.sk.clone()))
+            .update_expression("SET media.#st = :expired REMOVE media.s3_key, GSI6PK, GSI6SK")
+            .condition_expression("attribute_exists(PK) AND attribute_exists(media)")
+            .expression_attribute_names("#st", "status")
+            .expression_attribute_values(":expired", s("expired"))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(err) if err.as_service_error().is_some_and(is_condition_failure) => Ok(()),
+            Err(err) => Err(backend(err)),
+        }
     }
 }
 
@@ -738,7 +782,7 @@ mod tests {
         assert!(visible_export(Some(export), now - chrono::Duration::days(2)).is_some());
         let erasure = ErasureRecord::new("t", "c", None, 30, now - chrono::Duration::days(31));
         assert!(visible_erasure(Some(erasure.clone()), now).is_none());
-        assert!(visible_erasure(Some(erasure), now - chrono::Duration::days(1)).is_some());
+        assert!(visible_erasure(Some(erasure), now - chrono::Duration::days(2)).is_some());
     }
 
     #[test]

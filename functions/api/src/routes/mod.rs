@@ -4,6 +4,7 @@ mod apikeys;
 mod audit;
 mod contacts;
 mod messages;
+mod privacy;
 mod send;
 mod tenant;
 
@@ -37,6 +38,12 @@ pub enum Route {
     ListAudit,
     SendMessage,
     GetMessage { id: String },
+    GetRetention,
+    PutRetention,
+    ExportContact { id: String },
+    GetExport { id: String },
+    EraseContact { id: String },
+    GetErasure { id: String },
 }
 
 impl Route {
@@ -54,6 +61,12 @@ impl Route {
             | Route::PutConsent { .. }
             | Route::PutRestriction { .. } => Role::Agent,
             Route::ListApiKeys | Route::CreateApiKey | Route::RevokeApiKey { .. } | Route::ListAudit => Role::Admin,
+            Route::GetRetention => Role::Viewer,
+            Route::PutRetention
+            | Route::ExportContact { .. }
+            | Route::GetExport { .. }
+            | Route::EraseContact { .. }
+            | Route::GetErasure { .. } => Role::Admin,
         }
     }
 
@@ -79,6 +92,12 @@ impl Route {
             Route::ListAudit => audit::list(deps, caller, req).await,
             Route::SendMessage => send::send(deps, caller, req).await,
             Route::GetMessage { id } => send::get(deps, caller, id).await,
+            Route::GetRetention => privacy::get_retention(deps, caller).await,
+            Route::PutRetention => privacy::put_retention(deps, caller, req).await,
+            Route::ExportContact { id } => privacy::export_contact(deps, caller, req, id).await,
+            Route::GetExport { id } => privacy::get_export(deps, caller, req, id).await,
+            Route::EraseContact { id } => privacy::erase_contact(deps, caller, req, id).await,
+            Route::GetErasure { id } => privacy::get_erasure(deps, caller, id).await,
         }
     }
 }
@@ -101,6 +120,12 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/audit"),
     ("POST", "/v1/messages"),
     ("GET", "/v1/messages/{message_id}"),
+    ("GET", "/v1/settings/retention"),
+    ("PUT", "/v1/settings/retention"),
+    ("DELETE", "/v1/contacts/{contact_id}"),
+    ("POST", "/v1/contacts/{contact_id}/export"),
+    ("GET", "/v1/exports/{export_id}"),
+    ("GET", "/v1/erasures/{erasure_id}"),
 ];
 
 /// `404` for an unknown path, `405` for a known path with another method.
@@ -131,6 +156,7 @@ pub fn match_route(method: &Method, segments: &[&str]) -> Result<Route, ApiError
         ["v1", "contacts", id] => by_method(vec![
             (Method::GET, Route::GetContact { id: id.to_string() }),
             (Method::PATCH, Route::PatchContact { id: id.to_string() }),
+            (Method::DELETE, Route::EraseContact { id: id.to_string() }),
         ]),
         ["v1", "contacts", id, "consent"] => by_method(vec![
             (Method::PUT, Route::PutConsent { id: id.to_string() }),
@@ -148,6 +174,15 @@ pub fn match_route(method: &Method, segments: &[&str]) -> Result<Route, ApiError
         ["v1", "audit"] => by_method(vec![(Method::GET, Route::ListAudit)]),
         ["v1", "messages"] => by_method(vec![(Method::POST, Route::SendMessage)]),
         ["v1", "messages", id] => by_method(vec![(Method::GET, Route::GetMessage { id: id.to_string() })]),
+        ["v1", "settings", "retention"] => by_method(vec![
+            (Method::GET, Route::GetRetention),
+            (Method::PUT, Route::PutRetention),
+        ]),
+        ["v1", "contacts", id, "export"] => {
+            by_method(vec![(Method::POST, Route::ExportContact { id: id.to_string() })])
+        }
+        ["v1", "exports", id] => by_method(vec![(Method::GET, Route::GetExport { id: id.to_string() })]),
+        ["v1", "erasures", id] => by_method(vec![(Method::GET, Route::GetErasure { id: id.to_string() })]),
         _ => Err(ApiError::route_not_found()),
     }
 }

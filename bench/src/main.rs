@@ -1,0 +1,1096 @@
+//! `make bench`: measures every function's release binary on this machine and writes
+//! `bench/REPORT.md` and `bench/results.json`. Everything is local: a fresh moto endpoint
+//! provisioned from `template.yaml`, the bench's own Lambda Runtime API, a counting proxy in
+//! front of moto and a fake Graph API. Run after building the binaries (see the Makefile):
+//!
+//! ```sh
+//! target/release/bench [--events 1000] [--warmup 50] [--starts 25] [--feed-secs 15] [--quick]
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chrono::Utc;
+use serde_json::{Value, json};
+
+use bench::functions::{FunctionSpec, Proc, from_template, release_binary};
+use bench::graph::FakeGraph;
+use bench::proxy::CountingProxy;
+use bench::report::{self, ColdStart, INBOUND_KNOWN, Machine, Results, Size, Warm};
+use bench::runtime_api::{Reply, RuntimeApi};
+use bench::stats::{median, percentile};
+use bench::throughput::{self, BENCH_PHONE_NUMBER_ID, ThroughputConfig, customer_phone};
+use bench::{procfs, throughput::batch_failures};
+use crm_shared::admin::{self, CreatedTenant};
+use crm_shared::config::Env;
+use crm_shared::jobs::SendJob;
+use crm_shared::store::{ContactStore, CustomerIdentity, DynamoStore, InboundStore, OutboundStore};
+use crm_shared::tenant::NewTenant;
+use devstack::moto::MotoServer;
+use devstack::provision::{self, Provisioned};
+use devstack::template;
+
+const APP_SECRET: &str = "bench-app-secret-0123456789";
+const VERIFY_TOKEN: &str = "bench-verify-token";
+const CURSOR_SECRET: &str = "bench-cursor-secret-0123456789abcdef";
+const HELLO: &str = "hello-lambda";
+const REFERENCE: &str = "putitem-ref";
+const INVOKE_TIMEOUT: Duration = Duration::from_secs(60);
+
+struct Options {
+    events: usize,
+    warmup: usize,
+    starts: usize,
+    feed_secs: u64,
+    out: PathBuf,
+    /// Where the release binaries are (default: `target/release`).
+    bin_dir: Option<PathBuf>,
+    /// Profile every warm run with `perf record -e cpu-clock` into this directory.
+    perf: Option<PathBuf>,
+    skip_throughput: bool,
+}
+
+fn parse_args(root: &Path) -> Result<Options, String> {
+    let mut o = Options {
+        events: 1000,
+        warmup: 50,
+        starts: 25,
+        feed_secs: 15,
+        out: root.join("bench"),
+        bin_dir: None,
+        perf: None,
+        skip_throughput: false,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut num = |name: &str| -> Result<u64, String> {
+            args.next()
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| format!("{name} needs a number"))
+        };
+        match a.as_str() {
+            "--events" => o.events = num("--events")? as usize,
+            "--warmup" => o.warmup = num("--warmup")? as usize,
+            "--starts" => o.starts = num("--starts")? as usize,
+            "--feed-secs" => o.feed_secs = num("--feed-secs")?,
+            "--out" => o.out = PathBuf::from(args.next().ok_or("--out needs a directory")?),
+            "--perf" => o.perf = Some(PathBuf::from(args.next().ok_or("--perf needs a directory")?)),
+            "--bin-dir" => o.bin_dir = Some(PathBuf::from(args.next().ok_or("--bin-dir needs a directory")?)),
+            "--skip-throughput" => o.skip_throughput = true,
+            "--quick" => {
+                // A smoke run of the whole pipeline; its numbers are not the report's.
+                o.events = 100;
+                o.warmup = 10;
+                o.starts = 5;
+                o.feed_secs = 6;
+            }
+            "-h" | "--help" => {
+                println!(
+                    "usage: bench [--events N] [--warmup N] [--starts N] [--feed-secs N] [--out DIR] [--bin-dir DIR] [--perf DIR] [--skip-throughput] [--quick]"
+                );
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    Ok(o)
+}
+
+/// Everything the measurements share.
+struct Bench {
+    root: PathBuf,
+    bin_dir: PathBuf,
+    perf: Option<PathBuf>,
+    logs: PathBuf,
+    home: PathBuf,
+    moto: MotoServer,
+    provisioned: Provisioned,
+    proxy: CountingProxy,
+    graph: FakeGraph,
+    store: DynamoStore,
+    tenant: CreatedTenant,
+    functions: Vec<FunctionSpec>,
+}
+
+fn log(msg: impl AsRef<str>) {
+    eprintln!("[bench {}] {}", Utc::now().format("%H:%M:%S"), msg.as_ref());
+}
+
+impl Bench {
+    fn binary(&self, name: &str) -> PathBuf {
+        self.bin_dir.join(name)
+    }
+
+    fn memory_mb(&self, binary: &str) -> u32 {
+        self.functions
+            .iter()
+            .find(|f| f.binary == binary)
+            .map(|f| f.memory_mb)
+            .unwrap_or(256)
+    }
+
+    /// The environment Lambda would give `binary` (template `Globals` resources, secrets,
+    /// Lambda's own variables), pointing at `runtime_api` and the AWS `endpoint`.
+    fn env(&self, binary: &str, runtime_api: &str, endpoint: &str) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = [
+            ("PATH", "/usr/local/bin:/usr/bin:/bin"),
+            ("LANG", "C.UTF-8"),
+            ("TZ", ":UTC"),
+            ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST"),
+            ("AWS_LAMBDA_LOG_STREAM_NAME", "2026/01/01/[$LATEST]bench"),
+            ("AWS_LAMBDA_LOG_FORMAT", "JSON"),
+            ("AWS_LAMBDA_LOG_LEVEL", "INFO"),
+            ("RUST_LOG", "info"),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_DEFAULT_REGION", "us-east-1"),
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_SESSION_TOKEN", "test"),
+            ("WHATSAPP_APP_SECRET", APP_SECRET),
+            ("WHATSAPP_VERIFY_TOKEN", VERIFY_TOKEN),
+            ("CURSOR_SECRET", CURSOR_SECRET),
+            ("SEND_RATE_PER_SECOND", "1000"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        env.push(("HOME".into(), self.home.display().to_string()));
+        env.push(("AWS_LAMBDA_RUNTIME_API".into(), runtime_api.to_owned()));
+        env.push(("AWS_LAMBDA_FUNCTION_NAME".into(), binary.to_owned()));
+        env.push((
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE".into(),
+            self.memory_mb(binary).to_string(),
+        ));
+        env.push(("AWS_LAMBDA_LOG_GROUP_NAME".into(), format!("/aws/lambda/{binary}")));
+        env.push(("AWS_ENDPOINT_URL".into(), endpoint.to_owned()));
+        env.push(("GRAPH_API_BASE".into(), self.graph.base_url()));
+        env.extend(self.provisioned.function_env());
+        env
+    }
+}
+
+async fn setup(root: &Path, out: &Path, bin_dir: &Path) -> Result<Bench, String> {
+    let functions = from_template(
+        &std::fs::read_to_string(root.join("template.yaml")).map_err(|e| format!("template.yaml: {e}"))?,
+    )?;
+    let mut missing = Vec::new();
+    for b in functions
+        .iter()
+        .map(|f| f.binary.as_str())
+        .chain([HELLO, REFERENCE, "phone-first-use"])
+    {
+        if !bin_dir.join(b).exists() {
+            missing.push(b.to_owned());
+        }
+    }
+    if !missing.is_empty() {
+        return Err(format!(
+            "release binaries missing: {} (run `make bench`, which builds them)",
+            missing.join(", ")
+        ));
+    }
+    let logs = out.join("out/logs");
+    let home = out.join("out/home");
+    std::fs::create_dir_all(&logs).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(&home).map_err(|e| e.to_string())?;
+    log("starting moto and provisioning from template.yaml");
+    let moto = MotoServer::start(root, None).map_err(|e| e.to_string())?;
+    let endpoint = moto.endpoint_url();
+    let sdk = sdk_config(&endpoint).await;
+    let resources = template::load(&root.join("template.yaml")).map_err(|e| e.to_string())?;
+    let provisioned = provision::provision(&sdk, &Env::default(), &resources)
+        .await
+        .map_err(|e| e.to_string())?;
+    let store = DynamoStore::new(crm_shared::aws::dynamodb_client(&sdk), &provisioned.tables["DataTable"]);
+    let tenant = admin::create_tenant(
+        &store,
+        NewTenant::validated("Bench", BENCH_PHONE_NUMBER_ID, "100000000000000", "bench-graph-token")
+            .map_err(|e| e.to_string())?,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let proxy = CountingProxy::start(&endpoint).await.map_err(|e| e.to_string())?;
+    let graph = FakeGraph::start().await.map_err(|e| e.to_string())?;
+    Ok(Bench {
+        root: root.to_owned(),
+        bin_dir: bin_dir.to_owned(),
+        perf: None,
+        logs,
+        home,
+        moto,
+        provisioned,
+        proxy,
+        graph,
+        store,
+        tenant,
+        functions,
+    })
+}
+
+async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "test", "test", None, None, "bench",
+        ))
+        .load()
+        .await
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cold starts
+
+async fn cold_starts(b: &Bench, rounds: usize) -> Result<Vec<ColdStart>, String> {
+    let mut order: Vec<String> = std::iter::once(HELLO.to_owned())
+        .chain(b.functions.iter().map(|f| f.binary.clone()))
+        .collect();
+    let mut times: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let mut rss: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let mut errors: BTreeMap<String, usize> = BTreeMap::new();
+    log(format!("cold starts: {rounds} rounds × {} binaries", order.len()));
+    for round in 0..rounds {
+        order.rotate_left(1);
+        for name in &order {
+            let rt = RuntimeApi::start().await.map_err(|e| e.to_string())?;
+            let env = b.env(name, &rt.host_port(), &b.proxy.url());
+            let binary = b.binary(name);
+            // Let the machine settle between starts.
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            let started = Instant::now();
+            let proc = Proc::spawn(&binary, &env, None).map_err(|e| format!("{name}: {e}"))?;
+            let asked = rt.wait_first_next(Duration::from_secs(10)).await;
+            let mem = procfs::memory_kib(proc.pid()).ok();
+            drop(proc);
+            match asked {
+                Some(at) if rt.init_error().is_none() => {
+                    times
+                        .entry(name.clone())
+                        .or_default()
+                        .push((at - started).as_secs_f64() * 1e3);
+                    if let Some((hwm, _)) = mem {
+                        rss.entry(name.clone()).or_default().push(hwm as f64 / 1024.0);
+                    }
+                }
+                _ => {
+                    *errors.entry(name.clone()).or_default() += 1;
+                    if round == 0 {
+                        log(format!(
+                            "{name} did not ask for an event: {}",
+                            rt.init_error().unwrap_or_else(|| "no request within 10 s".into())
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    let hello = median(times.get(HELLO).map(Vec::as_slice).unwrap_or_default());
+    let mut out = Vec::new();
+    for name in std::iter::once(HELLO.to_owned()).chain(b.functions.iter().map(|f| f.binary.clone())) {
+        let t = times.get(&name).cloned().unwrap_or_default();
+        out.push(ColdStart {
+            binary: name.clone(),
+            starts: t.len(),
+            median_ms: median(&t),
+            p10_ms: percentile(&t, 10.0),
+            p90_ms: percentile(&t, 90.0),
+            ratio: median(&t) / hello,
+            init_rss_mib: median(rss.get(&name).map(Vec::as_slice).unwrap_or_default()),
+            init_errors: errors.get(&name).copied().unwrap_or(0),
+        });
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Warm runs
+
+#[derive(Clone, Copy)]
+enum Expect {
+    /// An API Gateway response with this status.
+    Http(u16),
+    /// An SQS batch response without failures.
+    NoBatchFailures,
+    Anything,
+}
+
+fn check(expect: Expect, reply: &Reply) -> Result<(), String> {
+    let body = match reply {
+        Reply::Response(b) => b,
+        Reply::Error(b) => return Err(format!("invocation error: {}", String::from_utf8_lossy(b))),
+    };
+    match expect {
+        Expect::Anything => Ok(()),
+        Expect::Http(status) => {
+            let v: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
+            if v["statusCode"].as_u64() == Some(status as u64) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "status {} (want {status}): {}",
+                    v["statusCode"],
+                    v["body"].as_str().unwrap_or_default()
+                ))
+            }
+        }
+        Expect::NoBatchFailures => match batch_failures(body) {
+            Ok(f) if f.is_empty() => Ok(()),
+            Ok(f) => Err(format!("{} batch item failures", f.len())),
+            Err(e) => Err(e),
+        },
+    }
+}
+
+struct WarmRun {
+    result: Warm,
+    replies: Vec<Reply>,
+}
+
+/// Starts `binary`, feeds it `warmup` then the remaining events one at a time, and measures the
+/// measured part.
+async fn warm(
+    b: &Bench,
+    scenario: &str,
+    binary: &str,
+    events: Vec<Vec<u8>>,
+    warmup: usize,
+    expect: Expect,
+) -> Result<WarmRun, String> {
+    log(format!(
+        "warm: {scenario} ({binary}, {} + {} events)",
+        warmup,
+        events.len() - warmup
+    ));
+    let rt = RuntimeApi::start().await.map_err(|e| e.to_string())?;
+    let env = b.env(binary, &rt.host_port(), &b.proxy.url());
+    let log_path = b
+        .logs
+        .join(format!("{}.log", scenario.replace([' ', '/', '(', ')', '{', '}'], "_")));
+    let proc = Proc::spawn(&b.binary(binary), &env, Some(&log_path)).map_err(|e| e.to_string())?;
+    let pid = proc.pid();
+    let mut replies = Vec::with_capacity(events.len());
+    let mut failed = 0;
+    let mut first_failure = None;
+    let mut measure_from = None;
+    let mut perf = None;
+    for (i, event) in events.into_iter().enumerate() {
+        if i == warmup {
+            b.proxy.take();
+            measure_from = Some((
+                Instant::now(),
+                procfs::cpu_time(pid).map_err(|e| e.to_string())?,
+                procfs::user_system(pid).map_err(|e| e.to_string())?,
+            ));
+        }
+        if i == warmup
+            && let Some(dir) = &b.perf
+        {
+            perf = Some(start_perf(dir, scenario, pid)?);
+        }
+        let reply = rt.invoke(Bytes::from(event), INVOKE_TIMEOUT).await?;
+        if let Err(e) = check(expect, &reply) {
+            if i >= warmup {
+                failed += 1;
+            }
+            if first_failure.is_none() {
+                log(format!("{scenario}: event {i} failed: {e}"));
+                first_failure = Some(e);
+            }
+        }
+        replies.push(reply);
+    }
+    let (t0, cpu0, (u0, s0)) = measure_from.ok_or("no measured events")?;
+    let wall = t0.elapsed();
+    let cpu = procfs::cpu_time(pid).map_err(|e| e.to_string())? - cpu0;
+    let (u1, s1) = procfs::user_system(pid).map_err(|e| e.to_string())?;
+    let (hwm, _) = procfs::memory_kib(pid).map_err(|e| e.to_string())?;
+    let counts = b.proxy.take();
+    if let Some((child, data)) = perf {
+        finish_perf(child, &data);
+    }
+    drop(proc);
+    let n = (replies.len() - warmup) as f64;
+    let per = |d: Duration| d.as_secs_f64() * 1e6 / n;
+    let requests_per_event: BTreeMap<String, f64> = counts.iter().map(|(k, v)| (k.clone(), *v as f64 / n)).collect();
+    let dynamodb = counts
+        .iter()
+        .filter(|(k, _)| k.starts_with("dynamodb:"))
+        .map(|(_, v)| *v as f64)
+        .sum::<f64>()
+        / n;
+    let aws = counts.values().map(|v| *v as f64).sum::<f64>() / n;
+    // user/system from /proc are tick-based; scale them to the precise total.
+    let (du, ds) = ((u1 - u0).as_secs_f64(), (s1 - s0).as_secs_f64());
+    let user_share = if du + ds > 0.0 { du / (du + ds) } else { 1.0 };
+    let cpu_us = per(cpu);
+    Ok(WarmRun {
+        result: Warm {
+            scenario: scenario.to_owned(),
+            binary: binary.to_owned(),
+            events: n as usize,
+            failed_events: failed,
+            first_failure,
+            cpu_us_per_event: cpu_us,
+            user_us_per_event: cpu_us * user_share,
+            system_us_per_event: cpu_us * (1.0 - user_share),
+            ratio_to_reference: f64::NAN,
+            wall_us_per_event: per(wall),
+            peak_rss_mib: hwm as f64 / 1024.0,
+            requests_per_event,
+            dynamodb_per_event: dynamodb,
+            aws_per_event: aws,
+            predicted_cpu_us: f64::NAN,
+        },
+        replies,
+    })
+}
+
+fn slug(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// `perf record -e cpu-clock -g` attached to `pid` (profiling runs only: `--perf DIR`).
+fn start_perf(dir: &Path, scenario: &str, pid: u32) -> Result<(std::process::Child, PathBuf), String> {
+    let data = dir.join(format!("{}.perf.data", slug(scenario)));
+    let child = std::process::Command::new("perf")
+        .args(["record", "-q", "-e", "cpu-clock", "-F", "4000", "-g", "-o"])
+        .arg(&data)
+        .args(["-p", &pid.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("perf: {e}"))?;
+    std::thread::sleep(Duration::from_millis(300));
+    Ok((child, data))
+}
+
+/// Stops `perf record` and writes the flat profile next to its data.
+fn finish_perf(mut child: std::process::Child, data: &Path) {
+    // SAFETY: kill(2) on the perf process this bench started.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGINT);
+    }
+    let _ = child.wait();
+    if let Ok(out) = std::process::Command::new("perf")
+        .args([
+            "report",
+            "--stdio",
+            "--no-children",
+            "--sort",
+            "dso,symbol",
+            "-g",
+            "none",
+            "--percent-limit",
+            "0.3",
+            "-i",
+        ])
+        .arg(data)
+        .output()
+    {
+        let _ = std::fs::write(data.with_extension("txt"), out.stdout);
+    }
+}
+
+/// An API Gateway HTTP API (v2) event, as the local gateway builds it.
+fn apigw_event(method: &str, path: &str, headers: &[(&str, String)], body: &[u8]) -> Vec<u8> {
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "abcdef1234.execute-api.us-east-1.amazonaws.com")
+        .header("user-agent", "bench/1.0");
+    for (k, v) in headers {
+        req = req.header(*k, v);
+    }
+    let (parts, ()) = req.body(()).expect("valid request").into_parts();
+    devstack::gateway::api_gateway_event(&parts, body)
+        .to_string()
+        .into_bytes()
+}
+
+fn webhook_event(body: &str) -> Vec<u8> {
+    apigw_event(
+        "POST",
+        "/webhooks/whatsapp",
+        &[
+            ("content-type", "application/json".into()),
+            (
+                "x-hub-signature-256",
+                crm_shared::whatsapp::sign(APP_SECRET.as_bytes(), body.as_bytes()),
+            ),
+        ],
+        body.as_bytes(),
+    )
+}
+
+fn change(value: Value) -> String {
+    json!({
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "100000000000000", "changes": [{"field": "messages", "value": value}]}]
+    })
+    .to_string()
+}
+
+fn metadata() -> Value {
+    json!({"display_phone_number": "15550000000", "phone_number_id": BENCH_PHONE_NUMBER_ID})
+}
+
+/// A one-message inbound text delivery from customer `i`.
+fn inbound_text(i: usize, round: usize) -> Vec<u8> {
+    let wa_id = customer_phone(i).trim_start_matches('+').to_owned();
+    let ts = Utc::now().timestamp() - 5;
+    webhook_event(&change(json!({
+        "messaging_product": "whatsapp",
+        "metadata": metadata(),
+        "contacts": [{"profile": {"name": format!("Customer {i}")}, "wa_id": wa_id}],
+        "messages": [{
+            "from": wa_id,
+            "id": format!("wamid.BENCHIN{round}x{i:08}"),
+            "timestamp": ts.to_string(),
+            "type": "text",
+            "text": {"body": "Hi, is the blue jacket still available in size M?"}
+        }]
+    })))
+}
+
+/// A `delivered` status for an outbound message to customer `i`.
+fn status_delivered(wamid: &str, i: usize) -> Vec<u8> {
+    let recipient = customer_phone(i).trim_start_matches('+').to_owned();
+    webhook_event(&change(json!({
+        "messaging_product": "whatsapp",
+        "metadata": metadata(),
+        "statuses": [{
+            "id": wamid,
+            "status": "delivered",
+            "timestamp": Utc::now().timestamp().to_string(),
+            "recipient_id": recipient,
+            "conversation": {"id": format!("conv{i:08}"), "origin": {"type": "utility"}},
+            "pricing": {"billable": true, "pricing_model": "PMP", "category": "utility", "type": "regular"}
+        }]
+    })))
+}
+
+fn bearer(b: &Bench) -> (&'static str, String) {
+    ("authorization", format!("Bearer {}", b.tenant.api_key.expose()))
+}
+
+async fn warm_runs(b: &Bench, events: usize, warmup: usize) -> Result<Vec<Warm>, String> {
+    let total = events + warmup;
+    let mut out = Vec::new();
+
+    let small = |i: usize| json!({"n": i}).to_string().into_bytes();
+    let reference = warm(
+        b,
+        "one DynamoDB PutItem (reference)",
+        REFERENCE,
+        (0..total).map(small).collect(),
+        warmup,
+        Expect::Anything,
+    )
+    .await?;
+    out.push(reference.result);
+    let hello = warm(
+        b,
+        "echo (Runtime API round trip only)",
+        HELLO,
+        (0..total).map(small).collect(),
+        warmup,
+        Expect::Anything,
+    )
+    .await?;
+    out.push(hello.result);
+
+    let first = warm(
+        b,
+        "inbound text webhook (new contact)",
+        "webhook",
+        (0..total).map(|i| inbound_text(i, 1)).collect(),
+        warmup,
+        Expect::Http(200),
+    )
+    .await?;
+    out.push(first.result);
+    let known = warm(
+        b,
+        INBOUND_KNOWN,
+        "webhook",
+        (0..total).map(|i| inbound_text(i, 2)).collect(),
+        warmup,
+        Expect::Http(200),
+    )
+    .await?;
+    out.push(known.result);
+
+    // The contacts the inbound messages created.
+    let mut contact_ids = Vec::with_capacity(total);
+    for i in 0..total {
+        let identity = CustomerIdentity {
+            phone: Some(customer_phone(i)),
+            user_id: None,
+        };
+        let id = b
+            .store
+            .find_contact_id(&b.tenant.tenant.tenant_id, &identity)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("no contact for customer {i}: the inbound run did not store it"))?;
+        contact_ids.push(id);
+    }
+    let get = warm(
+        b,
+        "GET /v1/contacts/{id}",
+        "api",
+        contact_ids
+            .iter()
+            .map(|id| apigw_event("GET", &format!("/v1/contacts/{id}"), &[bearer(b)], b""))
+            .collect(),
+        warmup,
+        Expect::Http(200),
+    )
+    .await?;
+    out.push(get.result);
+
+    let post = warm(
+        b,
+        "POST /v1/messages (text)",
+        "api",
+        (0..total)
+            .map(|i| {
+                let body = json!({"to": customer_phone(i), "type": "text", "text": {"body": format!("Yes! Order #{i} is reserved for you.")}});
+                apigw_event(
+                    "POST",
+                    "/v1/messages",
+                    &[bearer(b), ("content-type", "application/json".into())],
+                    body.to_string().as_bytes(),
+                )
+            })
+            .collect(),
+        warmup,
+        Expect::Http(202),
+    )
+    .await?;
+    let mut message_ids = Vec::with_capacity(total);
+    for reply in &post.replies {
+        if let Reply::Response(body) = reply {
+            let v: Value = serde_json::from_slice(body).unwrap_or_default();
+            let inner: Value = serde_json::from_str(v["body"].as_str().unwrap_or("{}")).unwrap_or_default();
+            if let Some(id) = inner["id"].as_str() {
+                message_ids.push(id.to_owned());
+            }
+        }
+    }
+    out.push(post.result);
+    if message_ids.len() < total {
+        return Err(format!("only {} of {total} sends were queued", message_ids.len()));
+    }
+
+    b.graph.configure(Duration::ZERO, 0);
+    b.graph.take();
+    let tenant_id = b.tenant.tenant.tenant_id.clone();
+    let sends = warm(
+        b,
+        "sender: one message per event",
+        "sender",
+        message_ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| {
+                let job = SendJob {
+                    tenant_id: tenant_id.clone(),
+                    message_id: id.clone(),
+                };
+                json!({"Records": [{
+                    "messageId": format!("sqs-{i}"),
+                    "receiptHandle": format!("rh-{i}"),
+                    "body": serde_json::to_string(&job).expect("job serializes"),
+                    "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": "1767225600000"},
+                    "messageAttributes": {},
+                    "md5OfBody": "",
+                    "eventSource": "aws:sqs",
+                    "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:wcrm-outbound-queue",
+                    "awsRegion": "us-east-1"
+                }]})
+                .to_string()
+                .into_bytes()
+            })
+            .collect(),
+        warmup,
+        Expect::NoBatchFailures,
+    )
+    .await?;
+    out.push(sends.result);
+    let wamids = b.graph.take().wamids;
+    if wamids.len() < total {
+        return Err(format!("the fake Graph saw only {} of {total} sends", wamids.len()));
+    }
+
+    let statuses = warm(
+        b,
+        "status webhook (delivered)",
+        "webhook",
+        wamids.iter().enumerate().map(|(i, w)| status_delivered(w, i)).collect(),
+        warmup,
+        Expect::Http(200),
+    )
+    .await?;
+    out.push(statuses.result);
+
+    // Ratios and the request-count prediction.
+    let ref_cpu = out.iter().find(|w| w.binary == REFERENCE).map(|w| w.cpu_us_per_event);
+    let hello_cpu = out.iter().find(|w| w.binary == HELLO).map(|w| w.cpu_us_per_event);
+    if let (Some(r), Some(h)) = (ref_cpu, hello_cpu) {
+        for w in &mut out {
+            w.ratio_to_reference = w.cpu_us_per_event / r;
+            w.predicted_cpu_us = h + (r - h) * w.aws_per_event;
+        }
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Throughput
+
+/// The moto process (to measure its CPU).
+fn moto_pid(port: u16) -> Option<u32> {
+    let port = port.to_string();
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|&c| c == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if args.iter().any(|a| a.contains("moto_server")) && args.iter().any(|a| *a == port) {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+async fn seed_throughput_messages(b: &Bench, count: usize, first_customer: usize) -> Result<Vec<SendJob>, String> {
+    let tenant_id = b.tenant.tenant.tenant_id.clone();
+    let mut jobs = Vec::with_capacity(count);
+    let indices: Vec<usize> = (first_customer..first_customer + count).collect();
+    for chunk in indices.chunks(16) {
+        let made = futures::future::join_all(chunk.iter().map(|&i| {
+            let tenant_id = tenant_id.clone();
+            async move {
+                let contact = throughput::recent_contact(&tenant_id, &customer_phone(i));
+                b.store.insert_contact(&contact).await.map_err(|e| e.to_string())?;
+                let message = throughput::queued_text(&tenant_id, &contact.contact_id, i);
+                b.store.create_message(&message).await.map_err(|e| e.to_string())?;
+                Ok::<_, String>(SendJob {
+                    tenant_id,
+                    message_id: message.message_id,
+                })
+            }
+        }))
+        .await;
+        for m in made {
+            jobs.push(m?);
+        }
+    }
+    Ok(jobs)
+}
+
+async fn throughput_runs(
+    b: &Bench,
+    feed_secs: u64,
+    first_customer: usize,
+) -> Result<Vec<throughput::ThroughputResult>, String> {
+    let config = ThroughputConfig {
+        instances: 20,
+        batch_size: 10,
+        rate: 1000,
+        feed_for: Duration::from_secs(feed_secs),
+        graph_delay: Duration::from_millis(100),
+    };
+    let mut out = Vec::new();
+
+    // 1. The real sender binary against moto.
+    let seed = 250 * feed_secs as usize + 500;
+    log(format!(
+        "throughput: seeding {seed} contacts and queued messages into moto"
+    ));
+    let jobs = seed_throughput_messages(b, seed, first_customer).await?;
+    let rt = Arc::new(RuntimeApi::start().await.map_err(|e| e.to_string())?);
+    let endpoint = b.moto.endpoint_url();
+    let mut procs = Vec::new();
+    for i in 0..config.instances {
+        let env = b.env("sender", &rt.host_port(), &endpoint);
+        procs.push(
+            Proc::spawn(
+                &b.binary("sender"),
+                &env,
+                Some(&b.logs.join(format!("throughput-sender-{i}.log"))),
+            )
+            .map_err(|e| e.to_string())?,
+        );
+    }
+    rt.wait_first_next(Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let moto = moto_pid(b.moto.port());
+    let cpu_of = |pids: &[u32]| -> Duration { pids.iter().filter_map(|&p| procfs::cpu_time(p).ok()).sum() };
+    let pids: Vec<u32> = procs.iter().map(Proc::pid).collect();
+    let (s0, m0, t0) = (cpu_of(&pids), moto.map(|p| cpu_of(&[p])), Instant::now());
+    log(format!(
+        "throughput: {} sender processes against moto, {} s",
+        config.instances, feed_secs
+    ));
+    let invoke = {
+        let rt = rt.clone();
+        move |event: aws_lambda_events::sqs::SqsEvent| {
+            let rt = rt.clone();
+            async move {
+                let body = serde_json::to_vec(&event).map_err(|e| e.to_string())?;
+                match rt.invoke(Bytes::from(body), INVOKE_TIMEOUT).await? {
+                    Reply::Response(r) => batch_failures(&r),
+                    Reply::Error(e) => Err(String::from_utf8_lossy(&e).into_owned()),
+                }
+            }
+        }
+    };
+    let mut result = throughput::run_processes("sender binaries + moto", &b.graph, &config, jobs, invoke).await;
+    let wall = t0.elapsed().as_secs_f64();
+    let sender_cpu = cpu_of(&pids) - s0;
+    if result.sent > 0 {
+        result.sender_cpu_us_per_message = Some(sender_cpu.as_secs_f64() * 1e6 / result.sent as f64);
+    }
+    if let (Some(m0), Some(p)) = (m0, moto) {
+        result.endpoint_cpu_share = Some((cpu_of(&[p]) - m0).as_secs_f64() / wall);
+    }
+    drop(procs);
+    out.push(result);
+
+    // 2. The sender's own pipeline over the in-memory store.
+    for latency_ms in [0u64, 5] {
+        log(format!(
+            "throughput: sender pipeline over the in-memory store ({latency_ms} ms per call)"
+        ));
+        out.push(throughput::run_in_memory(&b.graph, &config, Duration::from_millis(latency_ms)).await);
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sizes, first use of phonenumber, machine
+
+fn zip_size(binary: &Path, scratch: &Path) -> Option<u64> {
+    let dir = scratch.join("zip");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).ok()?;
+    std::fs::copy(binary, dir.join("bootstrap")).ok()?;
+    let status = std::process::Command::new("zip")
+        .args(["-q", "-X", "-9", "bootstrap.zip", "bootstrap"])
+        .current_dir(&dir)
+        .status()
+        .ok()?;
+    if !status.success() {
+        return None;
+    }
+    std::fs::metadata(dir.join("bootstrap.zip")).ok().map(|m| m.len())
+}
+
+fn sizes(b: &Bench, scratch: &Path) -> Vec<Size> {
+    let lambda_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| b.root.join("target"))
+        .join("lambda");
+    let len = |p: PathBuf| std::fs::metadata(p).ok().map(|m| m.len());
+    std::iter::once(HELLO.to_owned())
+        .chain(b.functions.iter().map(|f| f.binary.clone()))
+        .map(|name| {
+            let native = b.binary(&name);
+            Size {
+                x86_64_bytes: len(native.clone()),
+                x86_64_zip_bytes: zip_size(&native, scratch),
+                arm64_bytes: len(lambda_dir.join(&name).join("bootstrap")),
+                arm64_zip_bytes: len(lambda_dir.join(&name).join("bootstrap.zip")),
+                binary: name,
+            }
+        })
+        .collect()
+}
+
+fn phonenumber_first_use(b: &Bench) -> BTreeMap<String, f64> {
+    let mut samples: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for _ in 0..7 {
+        let Ok(out) = std::process::Command::new(b.binary("phone-first-use")).output() else {
+            continue;
+        };
+        let Ok(v) = serde_json::from_slice::<Value>(&out.stdout) else {
+            continue;
+        };
+        for (k, x) in v.as_object().into_iter().flatten() {
+            if let Some(x) = x.as_f64() {
+                samples.entry(k.clone()).or_default().push(x);
+            }
+        }
+    }
+    samples.into_iter().map(|(k, v)| (k, median(&v))).collect()
+}
+
+fn machine() -> Machine {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu_model = cpuinfo
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let mem_kib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .unwrap_or(0.0);
+    let cmd = |c: &str, a: &[&str]| {
+        std::process::Command::new(c)
+            .args(a)
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default()
+    };
+    Machine {
+        cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        cpu_model,
+        kernel: cmd("uname", &["-r"]),
+        rustc: cmd("rustc", &["--version"]),
+        memory_gib: mem_kib / 1024.0 / 1024.0,
+    }
+}
+
+/// `[profile.release]` of the workspace manifest, as written.
+fn release_profile(root: &Path) -> BTreeMap<String, String> {
+    let text = std::fs::read_to_string(root.join("Cargo.toml")).unwrap_or_default();
+    let mut out = BTreeMap::new();
+    let mut inside = false;
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            inside = line == "[profile.release]";
+            continue;
+        }
+        if inside
+            && !line.starts_with('#')
+            && let Some((k, v)) = line.split_once('=')
+        {
+            out.insert(k.trim().to_owned(), v.trim().to_owned());
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+
+async fn run(opts: Options, root: PathBuf) -> Result<(), String> {
+    let started = Instant::now();
+    let bin_dir = opts
+        .bin_dir
+        .clone()
+        .unwrap_or_else(|| release_binary(&root, "x").with_file_name(""));
+    let mut b = setup(&root, &opts.out, &bin_dir).await?;
+    if let Some(dir) = &opts.perf {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        b.perf = Some(dir.clone());
+    }
+    let b = b;
+    let mut results = Results {
+        generated_at: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        command: std::iter::once("make bench".to_owned())
+            .chain(std::env::args().skip(1).map(|a| format!("(bench {a})")))
+            .collect::<Vec<_>>()
+            .join(" "),
+        machine: machine(),
+        profile: release_profile(&root),
+        ..Results::default()
+    };
+    results.settings = BTreeMap::from([
+        ("events".into(), opts.events.to_string()),
+        ("warmup".into(), opts.warmup.to_string()),
+        ("starts".into(), opts.starts.to_string()),
+        ("feed_secs".into(), opts.feed_secs.to_string()),
+    ]);
+    results.cold_start = cold_starts(&b, opts.starts).await?;
+    results.phonenumber_first_use_us = phonenumber_first_use(&b);
+    results.warm = warm_runs(&b, opts.events, opts.warmup).await?;
+    if !opts.skip_throughput {
+        results.throughput = throughput_runs(&b, opts.feed_secs, 100_000).await?;
+    }
+    results.sizes = sizes(&b, &opts.out.join("out"));
+    if results.sizes.iter().any(|s| s.arm64_zip_bytes.is_none()) {
+        results.notes.push(
+            "arm64 packages missing for some functions: run `make package` (make bench does) for deployed sizes".into(),
+        );
+    }
+    for w in results.warm.iter().filter(|w| w.failed_events > 0) {
+        results.notes.push(format!(
+            "{} of {} measured events of \"{}\" failed; see bench/out/logs",
+            w.failed_events, w.events, w.scenario
+        ));
+    }
+    results.targets = report::check_targets(&results);
+    results
+        .notes
+        .push(format!("bench wall time {:.0} s", started.elapsed().as_secs_f64()));
+    let json = serde_json::to_string_pretty(&results).map_err(|e| e.to_string())?;
+    std::fs::write(opts.out.join("results.json"), json + "\n").map_err(|e| e.to_string())?;
+    let analysis = std::fs::read_to_string(opts.out.join("ANALYSIS.md")).ok();
+    std::fs::write(
+        opts.out.join("REPORT.md"),
+        report::render(&results, analysis.as_deref()),
+    )
+    .map_err(|e| e.to_string())?;
+    log(format!(
+        "wrote {} and {}",
+        opts.out.join("REPORT.md").display(),
+        opts.out.join("results.json").display()
+    ));
+    let missed: Vec<&str> = results
+        .targets
+        .iter()
+        .filter(|t| !t.met)
+        .map(|t| t.what.as_str())
+        .collect();
+    if !missed.is_empty() {
+        log(format!("targets missed: {}", missed.join("; ")));
+    }
+    Ok(())
+}
+
+fn main() {
+    let root = devstack::workspace_root();
+    let opts = match parse_args(&root) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("bench: {e}");
+            std::process::exit(2);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    if let Err(e) = runtime.block_on(run(opts, root)) {
+        eprintln!("bench: {e}");
+        std::process::exit(1);
+    }
+}

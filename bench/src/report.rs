@@ -1,0 +1,404 @@
+//! The bench's results (serialised to `bench/results.json`) and their Markdown rendering
+//! (`bench/REPORT.md`).
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use serde::Serialize;
+
+use crate::throughput::ThroughputResult;
+
+/// Issue 7's targets.
+pub const COLD_START_MAX_RATIO: f64 = 2.0;
+pub const INBOUND_CPU_MAX_RATIO: f64 = 1.5;
+pub const INBOUND_MAX_DYNAMODB_REQUESTS: f64 = 2.0;
+pub const PEAK_RSS_MAX_MIB: f64 = 40.0;
+pub const ZIP_MAX_BYTES: u64 = 4 * 1024 * 1024;
+/// Issue 6's: sustained rate within 2 % of the limiter's.
+pub const RATE_MAX_DEVIATION_PCT: f64 = 2.0;
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Machine {
+    pub cpus: usize,
+    pub cpu_model: String,
+    pub kernel: String,
+    pub rustc: String,
+    pub memory_gib: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ColdStart {
+    pub binary: String,
+    pub starts: usize,
+    pub median_ms: f64,
+    pub p10_ms: f64,
+    pub p90_ms: f64,
+    /// median / hello-world's median.
+    pub ratio: f64,
+    /// Resident set high-water mark when it asked for its first event.
+    pub init_rss_mib: f64,
+    pub init_errors: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Warm {
+    pub scenario: String,
+    pub binary: String,
+    pub events: usize,
+    pub failed_events: usize,
+    pub first_failure: Option<String>,
+    pub cpu_us_per_event: f64,
+    pub user_us_per_event: f64,
+    pub system_us_per_event: f64,
+    /// cpu_us_per_event / the PutItem reference's.
+    pub ratio_to_reference: f64,
+    pub wall_us_per_event: f64,
+    pub peak_rss_mib: f64,
+    /// AWS requests per event by `service:Operation`.
+    pub requests_per_event: BTreeMap<String, f64>,
+    pub dynamodb_per_event: f64,
+    pub aws_per_event: f64,
+    /// What the request count alone predicts: the Runtime API round trip (hello-world) plus,
+    /// per AWS request, what one `PutItem` costs the reference beyond that round trip.
+    pub predicted_cpu_us: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Size {
+    pub binary: String,
+    pub x86_64_bytes: Option<u64>,
+    pub x86_64_zip_bytes: Option<u64>,
+    pub arm64_bytes: Option<u64>,
+    pub arm64_zip_bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Target {
+    pub what: String,
+    pub value: String,
+    pub limit: String,
+    pub met: bool,
+    /// How far off, when missed.
+    pub miss: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Results {
+    pub generated_at: String,
+    pub command: String,
+    pub machine: Machine,
+    pub profile: BTreeMap<String, String>,
+    pub settings: BTreeMap<String, String>,
+    pub cold_start: Vec<ColdStart>,
+    pub warm: Vec<Warm>,
+    pub sizes: Vec<Size>,
+    pub throughput: Vec<ThroughputResult>,
+    pub phonenumber_first_use_us: BTreeMap<String, f64>,
+    pub targets: Vec<Target>,
+    pub notes: Vec<String>,
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.2} MiB", bytes as f64 / 1024.0 / 1024.0)
+}
+
+fn opt_mib(bytes: Option<u64>) -> String {
+    bytes.map(mib).unwrap_or_else(|| "n/a".into())
+}
+
+/// The targets of issue 7 (and issue 6's rate) checked against the results.
+pub fn check_targets(r: &Results) -> Vec<Target> {
+    let mut out = Vec::new();
+    for c in r.cold_start.iter().filter(|c| c.binary != "hello-lambda") {
+        let met = c.ratio <= COLD_START_MAX_RATIO;
+        out.push(Target {
+            what: format!("cold start `{}` vs hello-world", c.binary),
+            value: format!("{:.2}×", c.ratio),
+            limit: format!("≤ {COLD_START_MAX_RATIO}×"),
+            met,
+            miss: (!met).then(|| format!("+{:.0} %", (c.ratio / COLD_START_MAX_RATIO - 1.0) * 100.0)),
+        });
+    }
+    if let Some(w) = r.warm.iter().find(|w| w.scenario == INBOUND_KNOWN) {
+        let met = w.ratio_to_reference <= INBOUND_CPU_MAX_RATIO;
+        out.push(Target {
+            what: "CPU per inbound text webhook vs one-PutItem reference".into(),
+            value: format!("{:.2}×", w.ratio_to_reference),
+            limit: format!("≤ {INBOUND_CPU_MAX_RATIO}×"),
+            met,
+            miss: (!met).then(|| format!("+{:.0} %", (w.ratio_to_reference / INBOUND_CPU_MAX_RATIO - 1.0) * 100.0)),
+        });
+        let met = w.dynamodb_per_event <= INBOUND_MAX_DYNAMODB_REQUESTS;
+        out.push(Target {
+            what: "DynamoDB requests per inbound text (known contact)".into(),
+            value: format!("{:.2}", w.dynamodb_per_event),
+            limit: format!("≤ {INBOUND_MAX_DYNAMODB_REQUESTS}"),
+            met,
+            miss: (!met).then(|| format!("+{:.2} requests", w.dynamodb_per_event - INBOUND_MAX_DYNAMODB_REQUESTS)),
+        });
+    }
+    let mut peak: BTreeMap<&str, f64> = BTreeMap::new();
+    for w in r.warm.iter().filter(|w| !is_reference(&w.binary)) {
+        let e = peak.entry(w.binary.as_str()).or_default();
+        *e = e.max(w.peak_rss_mib);
+    }
+    for (binary, rss) in peak {
+        let met = rss <= PEAK_RSS_MAX_MIB;
+        out.push(Target {
+            what: format!("peak RSS `{binary}` under load"),
+            value: format!("{rss:.1} MiB"),
+            limit: format!("≤ {PEAK_RSS_MAX_MIB} MiB"),
+            met,
+            miss: (!met).then(|| format!("+{:.1} MiB", rss - PEAK_RSS_MAX_MIB)),
+        });
+    }
+    for s in r.sizes.iter().filter(|s| !is_reference(&s.binary)) {
+        let (zip, arch) = match (s.arm64_zip_bytes, s.x86_64_zip_bytes) {
+            (Some(z), _) => (z, "arm64"),
+            (None, Some(z)) => (z, "x86_64 (no arm64 package found)"),
+            (None, None) => continue,
+        };
+        let met = zip <= ZIP_MAX_BYTES;
+        out.push(Target {
+            what: format!("zip `{}` ({arch})", s.binary),
+            value: mib(zip),
+            limit: format!("≤ {}", mib(ZIP_MAX_BYTES)),
+            met,
+            miss: (!met).then(|| format!("+{}", mib(zip - ZIP_MAX_BYTES))),
+        });
+    }
+    for t in &r.throughput {
+        let dev = t.accuracy.deviation_pct;
+        let met = dev.abs() <= RATE_MAX_DEVIATION_PCT && t.throttled == 0 && t.accuracy.seconds >= 10;
+        out.push(Target {
+            what: format!("sender sustained rate, {} ({} s)", t.label, t.accuracy.seconds),
+            value: format!(
+                "{:.0}/s ({:+.1} %), {} throttled",
+                t.accuracy.sustained_per_s, dev, t.throttled
+            ),
+            limit: format!("{} /s ± {RATE_MAX_DEVIATION_PCT} %, 0 throttled, ≥ 10 s", t.config.rate),
+            met,
+            miss: (!met).then(|| format!("{dev:+.1} %")),
+        });
+    }
+    out
+}
+
+pub const INBOUND_KNOWN: &str = "inbound text webhook (known contact)";
+
+pub fn is_reference(binary: &str) -> bool {
+    matches!(binary, "hello-lambda" | "putitem-ref")
+}
+
+fn requests_cell(w: &Warm) -> String {
+    if w.requests_per_event.is_empty() {
+        return "0".into();
+    }
+    w.requests_per_event
+        .iter()
+        .map(|(op, n)| {
+            let op = op
+                .replace("dynamodb:", "")
+                .replace("sqs:", "SQS ")
+                .replace("s3:", "S3 ");
+            if (n - n.round()).abs() < 0.005 {
+                format!("{} {op}", n.round())
+            } else {
+                format!("{n:.2} {op}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+pub fn render(r: &Results, analysis: Option<&str>) -> String {
+    let mut md = String::new();
+    let _ = writeln!(md, "# Performance report\n");
+    let _ = writeln!(
+        md,
+        "Generated by `{}` at {} — do not edit; `make bench` rewrites this file and `bench/results.json`.\n",
+        r.command, r.generated_at
+    );
+    let m = &r.machine;
+    let _ = writeln!(
+        md,
+        "Machine: {} × {}, {:.0} GiB, Linux {}, {}. Everything local (loopback): moto as the AWS endpoint, \
+         the bench's own Runtime API and fake Graph. Times are wall-clock on a shared machine; ratios are \
+         what to compare.\n",
+        m.cpus, m.cpu_model, m.memory_gib, m.kernel, m.rustc
+    );
+    let profile: Vec<String> = r.profile.iter().map(|(k, v)| format!("{k} = {v}")).collect();
+    let _ = writeln!(md, "Release profile: `{}`.\n", profile.join(", "));
+
+    let _ = writeln!(md, "## Targets\n");
+    let _ = writeln!(md, "| target | measured | limit | met |");
+    let _ = writeln!(md, "| --- | --- | --- | --- |");
+    for t in &r.targets {
+        let met = if t.met {
+            "yes".to_owned()
+        } else {
+            format!("**no** ({})", t.miss.clone().unwrap_or_default())
+        };
+        let _ = writeln!(md, "| {} | {} | {} | {met} |", t.what, t.value, t.limit);
+    }
+
+    let _ = writeln!(md, "\n## Per function\n");
+    let _ = writeln!(
+        md,
+        "| function | cold start median (p10–p90) | vs hello | RSS at init | peak RSS under load | binary x86_64 | zip x86_64 | binary arm64 | zip arm64 |"
+    );
+    let _ = writeln!(md, "| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    for c in &r.cold_start {
+        let size = r.sizes.iter().find(|s| s.binary == c.binary);
+        let peak = r
+            .warm
+            .iter()
+            .filter(|w| w.binary == c.binary)
+            .map(|w| w.peak_rss_mib)
+            .fold(None, |a: Option<f64>, b| Some(a.map_or(b, |a| a.max(b))));
+        let _ = writeln!(
+            md,
+            "| `{}` | {:.2} ms ({:.2}–{:.2}){} | {:.2}× | {:.1} MiB | {} | {} | {} | {} | {} |",
+            c.binary,
+            c.median_ms,
+            c.p10_ms,
+            c.p90_ms,
+            if c.init_errors > 0 {
+                format!(", {} init errors", c.init_errors)
+            } else {
+                String::new()
+            },
+            c.ratio,
+            c.init_rss_mib,
+            peak.map(|p| format!("{p:.1} MiB")).unwrap_or_else(|| "—".into()),
+            opt_mib(size.and_then(|s| s.x86_64_bytes)),
+            opt_mib(size.and_then(|s| s.x86_64_zip_bytes)),
+            opt_mib(size.and_then(|s| s.arm64_bytes)),
+            opt_mib(size.and_then(|s| s.arm64_zip_bytes)),
+        );
+    }
+    let starts = r.cold_start.first().map(|c| c.starts).unwrap_or(0);
+    let _ = writeln!(
+        md,
+        "\nCold start: process start (spawn) until the function's first `GET /2018-06-01/runtime/invocation/next` \
+         reaches the bench's Runtime API; {starts} starts each, interleaved (the order rotates every round) with \
+         `hello-lambda`, a `lambda_runtime` hello world built with the same profile."
+    );
+
+    let _ = writeln!(md, "\n## Warm cost per event\n");
+    let _ = writeln!(
+        md,
+        "| scenario | function | events | CPU µs/event (user+sys) | vs PutItem ref | predicted from requests | wall µs/event | peak RSS | AWS requests per event |"
+    );
+    let _ = writeln!(md, "| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    for w in &r.warm {
+        let _ = writeln!(
+            md,
+            "| {} | `{}` | {}{} | {:.0} ({:.0}+{:.0}) | {:.2}× | {:.0} | {:.0} | {:.1} MiB | {} |",
+            w.scenario,
+            w.binary,
+            w.events,
+            if w.failed_events > 0 {
+                format!(" (**{} failed**)", w.failed_events)
+            } else {
+                String::new()
+            },
+            w.cpu_us_per_event,
+            w.user_us_per_event,
+            w.system_us_per_event,
+            w.ratio_to_reference,
+            w.predicted_cpu_us,
+            w.wall_us_per_event,
+            w.peak_rss_mib,
+            requests_cell(w),
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\nCPU is the function process's own (process CPU clock: user + system, all threads) over the measured \
+         events after a warm-up, driven one at a time through the Runtime API like Lambda does; AWS requests \
+         are counted by a proxy between the function and the endpoint. \"Predicted from requests\" = the \
+         hello-world's CPU per event + (reference − hello-world) × AWS requests: the part above it is the \
+         function's own work (parsing, rules, serialisation, logging). Locally the endpoint is plain HTTP, so \
+         TLS costs are not in these figures."
+    );
+    for w in r.warm.iter().filter(|w| w.first_failure.is_some()) {
+        let _ = writeln!(
+            md,
+            "\nFirst failure in `{}`: `{}`",
+            w.scenario,
+            w.first_failure.as_deref().unwrap_or_default()
+        );
+    }
+
+    if !r.throughput.is_empty() {
+        let _ = writeln!(md, "\n## Sender throughput (one phone number)\n");
+        let _ = writeln!(
+            md,
+            "| run | senders × batch | limit | Graph delay | sustained /s (steady s) | vs limit | max in an aligned second | max in any 1 s | min aligned second | throttled (130429) | retried | sender CPU µs/msg | endpoint CPU |"
+        );
+        let _ = writeln!(
+            md,
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+        );
+        for t in &r.throughput {
+            let a = &t.accuracy;
+            let _ = writeln!(
+                md,
+                "| {}{} | {} × {} | {}/s | {} ms | {:.1} ({} s){} | {:+.1} % | {} | {} | {} | {} | {} | {} | {} |",
+                t.label,
+                t.store_latency_ms
+                    .map(|l| format!(" ({l} ms per store call)"))
+                    .unwrap_or_default(),
+                t.config.instances,
+                t.config.batch_size,
+                t.config.rate,
+                t.config.graph_delay.as_millis(),
+                a.sustained_per_s,
+                a.seconds,
+                if t.supply_exhausted { ", queue ran dry" } else { "" },
+                a.deviation_pct,
+                a.max_aligned_second,
+                a.max_sliding_second,
+                a.min_aligned_second,
+                t.throttled,
+                t.retried,
+                t.sender_cpu_us_per_message
+                    .map(|c| format!("{c:.0}"))
+                    .unwrap_or_else(|| "—".into()),
+                t.endpoint_cpu_share
+                    .map(|c| format!("{:.0} % of a core", c * 100.0))
+                    .unwrap_or_else(|| "—".into()),
+            );
+        }
+        let _ = writeln!(
+            md,
+            "\nMeasured at the fake Graph (arrival times of accepted sends); \"steady\" = from 2 s after the first \
+             send to the last whole second before feeding stopped. The fake Graph answers `130429` to anything \
+             beyond the limit within one aligned second."
+        );
+    }
+
+    if !r.phonenumber_first_use_us.is_empty() {
+        let _ = writeln!(
+            md,
+            "\n## `phonenumber` first use (release, fresh process, median of runs)\n"
+        );
+        let _ = writeln!(md, "| call | µs |");
+        let _ = writeln!(md, "| --- | --- |");
+        for (k, v) in &r.phonenumber_first_use_us {
+            let _ = writeln!(md, "| {k} | {v:.0} |");
+        }
+    }
+
+    if !r.notes.is_empty() {
+        let _ = writeln!(md, "\n## Notes from this run\n");
+        for n in &r.notes {
+            let _ = writeln!(md, "- {n}");
+        }
+    }
+    if let Some(a) = analysis {
+        let _ = writeln!(md, "\n{}", a.trim_end());
+    }
+    md
+}

@@ -1,0 +1,251 @@
+//! Contact exports (right of access and portability): the API records the request and queues
+//! it; the exporter writes ONE versioned JSON document (docs/export-format.md) into the exports
+//! bucket under the contact's prefix, page by page through a multipart upload, so a contact
+//! with a long history never sits in memory whole.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::{ExportJob, ExportRecord, ExportStatus, Privacy, PrivacyError};
+use crate::contact::{ConsentChange, Contact, RestrictionChange};
+use crate::message::MessageRecord;
+use crate::objects::{MIN_PART_BYTES, PartSink, PartWriter};
+use crate::store::keys::*;
+use crate::store::privacy::{PageQuery, visible_export};
+use crate::store::{ContactStore, StoreError};
+
+/// Name and version of the document format (docs/export-format.md).
+pub const FORMAT: &str = "wcrm.contact-export";
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Messages read per page while writing.
+const MESSAGE_PAGE: i32 = 500;
+
+/// How a build ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Built {
+    Ready(ExportRecord),
+    /// Built before (a repeated job), or failed before.
+    AlreadyDone,
+    /// The record or the contact is gone (erased, expired): nothing is kept.
+    Gone,
+}
+
+fn corrupt(e: impl std::fmt::Display) -> PrivacyError {
+    PrivacyError::Store(StoreError::Corrupt(e.to_string()))
+}
+
+fn bytes<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("JSON values serialize")
+}
+
+/// A contact as exported: every stored field but the tenant id (stated once at the top).
+pub fn contact_json(contact: &Contact) -> Value {
+    let mut v = serde_json::to_value(contact).expect("contacts serialize");
+    if let Some(map) = v.as_object_mut() {
+        map.remove("tenant_id");
+    }
+    v
+}
+
+/// A message as exported: every stored field (statuses with their times, errors, media
+/// reference) but the tenant and contact ids.
+pub fn message_json(message: &MessageRecord) -> Value {
+    let mut v = serde_json::to_value(message).expect("messages serialize");
+    if let Some(map) = v.as_object_mut() {
+        map.remove("tenant_id");
+        map.remove("contact_id");
+    }
+    v
+}
+
+impl Privacy {
+    /// Records an export of a contact and queues it; `None` when the tenant has no such contact.
+    pub async fn request_export(
+        &self,
+        tenant_id: &str,
+        contact_id: &str,
+        actor: Option<&str>,
+    ) -> Result<Option<ExportRecord>, PrivacyError> {
+        let settings = self.settings(tenant_id).await?;
+        let record = ExportRecord::new(tenant_id, contact_id, actor, settings.exports_days, Utc::now());
+        match self.store.create_export(&record).await {
+            Ok(()) => {}
+            Err(StoreError::NotFound) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+        let job = ExportJob {
+            tenant_id: tenant_id.to_owned(),
+            export_id: record.export_id.clone(),
+        };
+        if let Err(err) = self.export_jobs.send(&job, std::time::Duration::ZERO).await {
+            // A record nobody will build would stay pending forever: close it.
+            self.fail_export(tenant_id, &record.export_id, "could not be queued")
+                .await?;
+            return Err(err);
+        }
+        Ok(Some(record))
+    }
+
+    /// The export, unless it is unknown or expired (hidden even before TTL removes it).
+    pub async fn export_status(&self, tenant_id: &str, export_id: &str) -> Result<Option<ExportRecord>, PrivacyError> {
+        Ok(visible_export(
+            self.store.get_export(tenant_id, export_id).await?,
+            Utc::now(),
+        ))
+    }
+
+    /// Marks a pending export failed (`reason` carries no personal data).
+    pub async fn fail_export(&self, tenant_id: &str, export_id: &str, reason: &str) -> Result<(), PrivacyError> {
+        let Some(mut record) = self.store.get_export(tenant_id, export_id).await? else {
+            return Ok(());
+        };
+        if record.status != ExportStatus::Pending {
+            return Ok(());
+        }
+        record.status = ExportStatus::Failed;
+        record.failure = Some(reason.to_owned());
+        record.completed_at = Some(Utc::now());
+        match self.store.finish_export(&record).await {
+            Ok(()) | Err(StoreError::NotFound) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Builds a pending export (the exporter function). Idempotent: a repeated job finds the
+    /// export no longer pending.
+    pub async fn build_export(&self, tenant_id: &str, export_id: &str) -> Result<Built, PrivacyError> {
+        let now = Utc::now();
+        let Some(mut record) = self.store.get_export(tenant_id, export_id).await? else {
+            return Ok(Built::Gone);
+        };
+        if record.status != ExportStatus::Pending {
+            return Ok(Built::AlreadyDone);
+        }
+        if record.is_expired(now) {
+            return Ok(Built::Gone);
+        }
+        let Some(contact) = self.store.load_contact(tenant_id, &record.contact_id).await? else {
+            return Ok(Built::Gone);
+        };
+        let upload = self.exports.start_upload(&record.s3_key, "application/json").await?;
+        let mut writer = PartWriter::new(upload, MIN_PART_BYTES);
+        let messages = match self.write_document(&mut writer, &contact, &record, now).await {
+            Ok(n) => n,
+            Err(err) => {
+                writer.into_sink().abort().await;
+                return Err(err);
+            }
+        };
+        let (upload, size) = writer.finish().await?;
+        upload.complete().await?;
+        // Erased while this ran? Then the document must not survive it.
+        if self.store.load_contact(tenant_id, &record.contact_id).await?.is_none() {
+            self.exports.delete_keys(std::slice::from_ref(&record.s3_key)).await?;
+            return Ok(Built::Gone);
+        }
+        record.status = ExportStatus::Ready;
+        record.completed_at = Some(Utc::now());
+        record.size_bytes = Some(size);
+        record.message_count = Some(messages);
+        match self.store.finish_export(&record).await {
+            Ok(()) => Ok(Built::Ready(record)),
+            Err(StoreError::NotFound) => {
+                self.exports.delete_keys(std::slice::from_ref(&record.s3_key)).await?;
+                Ok(Built::Gone)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Writes the document; returns the number of messages in it.
+    pub async fn write_document<P: PartSink>(
+        &self,
+        w: &mut PartWriter<P>,
+        contact: &Contact,
+        record: &ExportRecord,
+        generated_at: DateTime<Utc>,
+    ) -> Result<u64, PrivacyError> {
+        let (t, c) = (&contact.tenant_id, &contact.contact_id);
+        let head = json!({
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "export_id": record.export_id,
+            "tenant_id": t,
+            "generated_at": generated_at,
+        });
+        // The head object without its closing brace, then one member per section.
+        let head = serde_json::to_string(&head).expect("serializes");
+        w.write(head[..head.len() - 1].as_bytes()).await?;
+        w.write(b",\n\"contact\":").await?;
+        w.write(&bytes(&contact_json(contact))).await?;
+
+        let mut counts = [0u64; 3];
+        w.write(b",\n\"consent_history\":[").await?;
+        counts[0] = self
+            .write_history::<P, ConsentChange>(w, PageQuery::partition(contact_pk(t, c)).prefixed("CONSENT#"))
+            .await?;
+        w.write(b"],\n\"restriction_history\":[").await?;
+        counts[1] = self
+            .write_history::<P, RestrictionChange>(w, PageQuery::partition(contact_pk(t, c)).prefixed("RESTRICTION#"))
+            .await?;
+
+        w.write(b"],\n\"messages\":[").await?;
+        let query = PageQuery::index(GSI1, GSI1_PK, GSI1_SK, conversation_gsi1pk(t, c)).limit(MESSAGE_PAGE);
+        let mut start = None;
+        let mut media = 0u64;
+        loop {
+            let page = self.store.query_page(&query, start).await?;
+            for item in page.items {
+                let message: MessageRecord = serde_dynamo::from_item(item).map_err(corrupt)?;
+                media += u64::from(message.media.is_some());
+                w.write(if counts[2] == 0 { b"\n" } else { b",\n" }).await?;
+                w.write(&bytes(&message_json(&message))).await?;
+                counts[2] += 1;
+            }
+            match page.next {
+                Some(next) => start = Some(next),
+                None => break,
+            }
+        }
+        let summary = json!({
+            "messages": counts[2],
+            "media_items": media,
+            "consent_changes": counts[0],
+            "restriction_changes": counts[1],
+        });
+        w.write(b"\n],\n\"summary\":").await?;
+        w.write(&bytes(&summary)).await?;
+        w.write(b"}\n").await?;
+        Ok(counts[2])
+    }
+
+    async fn write_history<P: PartSink, T: serde::de::DeserializeOwned + Serialize>(
+        &self,
+        w: &mut PartWriter<P>,
+        query: PageQuery<'_>,
+    ) -> Result<u64, PrivacyError> {
+        let mut n = 0u64;
+        let mut start = None;
+        loop {
+            let page = self.store.query_page(&query, start).await?;
+            for item in page.items {
+                let entry: T = serde_dynamo::from_item(item).map_err(corrupt)?;
+                let mut v = serde_json::to_value(&entry).expect("serializes");
+                if let Some(map) = v.as_object_mut() {
+                    map.remove("contact_id");
+                }
+                if n > 0 {
+                    w.write(b",").await?;
+                }
+                w.write(&bytes(&v)).await?;
+                n += 1;
+            }
+            match page.next {
+                Some(next) => start = Some(next),
+                None => return Ok(n),
+            }
+        }
+    }
+}

@@ -1,0 +1,245 @@
+//! The retention sweep: per tenant, deletes messages older than `messages_days`, media objects
+//! older than `media_days` (marking their messages' media expired), exports older than
+//! `exports_days` and audit entries older than `audit_days`.
+//!
+//! Every kind is found by a key-range query on time-ordered ids (no scans, no watermark to
+//! keep): messages on GSI5 (`T#<t>#MSGS`), stored media on the sparse GSI6 (`T#<t>#MEDIA`),
+//! audit entries in their partition, exports on GSI1 (`T#<t>#EXPORTS`). Each query starts at
+//! the oldest item that is still there, so a run that stops (budget, crash) loses nothing and
+//! the next one resumes where it stopped; a repeated run finds nothing and deletes nothing.
+
+use std::collections::HashSet;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use futures::stream::{self, TryStreamExt};
+use serde::Serialize;
+
+use super::erasure::{MESSAGE_ATTRS, attr, media_s3_key};
+use super::{Privacy, PrivacyError, RetentionSettings, id_floor};
+use crate::store::keys::*;
+use crate::store::privacy::{ItemKey, PageQuery};
+
+/// Items read per page.
+const PAGE: i32 = 1000;
+/// Media expiry updates in flight at once.
+const MEDIA_UPDATES: usize = 16;
+
+/// What one sweep deleted for one tenant.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct RetentionCounts {
+    pub messages: u64,
+    pub media_objects: u64,
+    pub exports: u64,
+    pub audit_entries: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TenantRetention {
+    pub tenant_id: String,
+    /// The settings applied (the tenant's or the platform defaults).
+    pub settings: RetentionSettings,
+    pub deleted: RetentionCounts,
+    /// False when the run stopped before this tenant was done (time budget or error).
+    pub complete: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RetentionReport {
+    pub as_of: DateTime<Utc>,
+    pub tenants: Vec<TenantRetention>,
+    pub complete: bool,
+}
+
+impl RetentionReport {
+    pub fn total(&self) -> RetentionCounts {
+        let mut t = RetentionCounts::default();
+        for r in &self.tenants {
+            t.messages += r.deleted.messages;
+            t.media_objects += r.deleted.media_objects;
+            t.exports += r.deleted.exports;
+            t.audit_entries += r.deleted.audit_entries;
+        }
+        t
+    }
+
+    pub fn failed(&self) -> bool {
+        self.tenants.iter().any(|t| t.error.is_some())
+    }
+}
+
+fn past(deadline: Option<Instant>) -> bool {
+    deadline.is_some_and(|d| Instant::now() >= d)
+}
+
+impl Privacy {
+    /// Every tenant's ids, from GSI1 `TENANTS`.
+    pub async fn tenant_ids(&self) -> Result<Vec<String>, PrivacyError> {
+        let query = PageQuery::index(GSI1, GSI1_PK, GSI1_SK, ALL_TENANTS_GSI1PK.to_owned()).project(&[GSI1_SK]);
+        Ok(self
+            .store
+            .query_all(&query)
+            .await?
+            .iter()
+            .filter_map(|i| attr(i, GSI1_SK).map(str::to_owned))
+            .collect())
+    }
+
+    /// One sweep over every tenant (or only those named in `only`) as of `as_of`, until
+    /// `deadline` if there is one. A tenant whose sweep fails is reported with its error; the
+    /// others still run.
+    pub async fn run_retention(
+        &self,
+        as_of: DateTime<Utc>,
+        deadline: Option<Instant>,
+        only: &[String],
+    ) -> Result<RetentionReport, PrivacyError> {
+        let mut report = RetentionReport {
+            as_of,
+            tenants: Vec::new(),
+            complete: true,
+        };
+        let tenants = if only.is_empty() {
+            self.tenant_ids().await?
+        } else {
+            only.to_vec()
+        };
+        for tenant_id in tenants {
+            if past(deadline) {
+                report.complete = false;
+                break;
+            }
+            let outcome = self.sweep_tenant(&tenant_id, as_of, deadline).await;
+            match outcome {
+                Ok(done) => {
+                    report.complete &= done.complete;
+                    report.tenants.push(done);
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, %tenant_id, "retention sweep of a tenant failed");
+                    report.complete = false;
+                    report.tenants.push(TenantRetention {
+                        tenant_id,
+                        settings: RetentionSettings::default(),
+                        deleted: RetentionCounts::default(),
+                        complete: false,
+                        error: Some(err.to_string()),
+                    });
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Sweeps one tenant.
+    pub async fn sweep_tenant(
+        &self,
+        tenant_id: &str,
+        as_of: DateTime<Utc>,
+        deadline: Option<Instant>,
+    ) -> Result<TenantRetention, PrivacyError> {
+        let settings = self.settings(tenant_id).await?;
+        let cut = settings.cutoffs(as_of);
+        let mut deleted = RetentionCounts::default();
+        let mut handled = HashSet::new();
+        let mut complete = true;
+
+        // Messages first: media of deleted messages goes with them, not through step two.
+        let query = PageQuery::index(GSI5, "GSI5PK", "GSI5SK", tenant_messages_gsi5pk(tenant_id))
+            .below(id_floor(cut.messages))
+            .project(MESSAGE_ATTRS)
+            .limit(PAGE);
+        let mut start = None;
+        loop {
+            if past(deadline) {
+                complete = false;
+                break;
+            }
+            let page = self.store.query_page(&query, start).await?;
+            let d = self
+                .delete_messages(tenant_id, &page.items, None, true, &mut handled)
+                .await?;
+            deleted.messages += d.messages;
+            deleted.media_objects += d.media_objects;
+            match page.next {
+                Some(next) => start = Some(next),
+                None => break,
+            }
+        }
+
+        // Media past media_days: objects first, then the messages stop offering them.
+        let query = PageQuery::index(GSI6, "GSI6PK", "GSI6SK", tenant_media_gsi6pk(tenant_id))
+            .below(id_floor(cut.media))
+            .project(&[PK, SK, "media"])
+            .limit(PAGE);
+        let mut start = None;
+        while complete {
+            if past(deadline) {
+                complete = false;
+                break;
+            }
+            let page = self.store.query_page(&query, start).await?;
+            let objects: Vec<String> = page.items.iter().filter_map(media_s3_key).map(str::to_owned).collect();
+            deleted.media_objects += self.media.delete_keys(&objects).await?;
+            let messages: Vec<ItemKey> = page.items.iter().filter_map(ItemKey::of).collect();
+            stream::iter(messages.iter().map(Ok))
+                .try_for_each_concurrent(MEDIA_UPDATES, |key| self.store.expire_media(key))
+                .await?;
+            match page.next {
+                Some(next) => start = Some(next),
+                None => break,
+            }
+        }
+
+        // Exports past exports_days (or past the expiry they were created with).
+        if complete {
+            let expired: Vec<_> = self
+                .store
+                .tenant_exports(tenant_id)
+                .await?
+                .into_iter()
+                .filter(|e| e.created_at < cut.exports || e.is_expired(as_of))
+                .collect();
+            let objects: Vec<String> = expired.iter().map(|e| e.s3_key.clone()).collect();
+            self.exports.delete_keys(&objects).await?;
+            let mut keys = Vec::new();
+            for e in &expired {
+                let pk = export_pk(tenant_id, &e.export_id);
+                keys.push(ItemKey::new(contact_pk(tenant_id, &e.contact_id), reference_sk(&pk)));
+                keys.push(ItemKey::new(pk, EXPORT_SK));
+            }
+            self.store.delete_items(&keys).await?;
+            deleted.exports += expired.len() as u64;
+        }
+
+        // Audit entries past audit_days.
+        let query = PageQuery::partition(audit_pk(tenant_id))
+            .below(id_floor(cut.audit))
+            .project(&[PK, SK])
+            .limit(PAGE);
+        let mut start = None;
+        while complete {
+            if past(deadline) {
+                complete = false;
+                break;
+            }
+            let page = self.store.query_page(&query, start).await?;
+            let keys: Vec<ItemKey> = page.items.iter().filter_map(ItemKey::of).collect();
+            deleted.audit_entries += self.store.delete_items(&keys).await?;
+            match page.next {
+                Some(next) => start = Some(next),
+                None => break,
+            }
+        }
+
+        Ok(TenantRetention {
+            tenant_id: tenant_id.to_owned(),
+            settings,
+            deleted,
+            complete,
+            error: None,
+        })
+    }
+}
