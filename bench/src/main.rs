@@ -16,6 +16,7 @@ use bytes::Bytes;
 use chrono::Utc;
 use serde_json::{Value, json};
 
+use bench::endpoint::LocalEndpoint;
 use bench::functions::{FunctionSpec, Proc, from_template, release_binary};
 use bench::graph::FakeGraph;
 use bench::proxy::CountingProxy;
@@ -29,7 +30,6 @@ use crm_shared::config::Env;
 use crm_shared::jobs::SendJob;
 use crm_shared::store::{ContactStore, CustomerIdentity, DynamoStore, InboundStore, OutboundStore};
 use crm_shared::tenant::NewTenant;
-use devstack::moto::MotoServer;
 use devstack::provision::{self, Provisioned};
 use devstack::template;
 
@@ -106,7 +106,7 @@ struct Bench {
     perf: Option<PathBuf>,
     logs: PathBuf,
     home: PathBuf,
-    moto: MotoServer,
+    moto: LocalEndpoint,
     provisioned: Provisioned,
     proxy: CountingProxy,
     graph: FakeGraph,
@@ -197,7 +197,7 @@ async fn setup(root: &Path, out: &Path, bin_dir: &Path) -> Result<Bench, String>
     std::fs::create_dir_all(&logs).map_err(|e| e.to_string())?;
     std::fs::create_dir_all(&home).map_err(|e| e.to_string())?;
     log("starting moto and provisioning from template.yaml");
-    let moto = MotoServer::start(root, None).map_err(|e| e.to_string())?;
+    let moto = LocalEndpoint::start(root).map_err(|e| format!("local AWS endpoint: {e}"))?;
     let endpoint = moto.endpoint_url();
     let sdk = sdk_config(&endpoint).await;
     let resources = template::load(&root.join("template.yaml")).map_err(|e| e.to_string())?;
@@ -760,27 +760,6 @@ async fn warm_runs(b: &Bench, events: usize, warmup: usize) -> Result<Vec<Warm>,
 // ---------------------------------------------------------------------------------------------
 // Throughput
 
-/// The moto process (to measure its CPU).
-fn moto_pid(port: u16) -> Option<u32> {
-    let port = port.to_string();
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        let args: Vec<String> = cmdline
-            .split(|&c| c == 0)
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        if args.iter().any(|a| a.contains("moto_server")) && args.iter().any(|a| *a == port) {
-            return Some(pid);
-        }
-    }
-    None
-}
-
 async fn seed_throughput_messages(b: &Bench, count: usize, first_customer: usize) -> Result<Vec<SendJob>, String> {
     let tenant_id = b.tenant.tenant.tenant_id.clone();
     let mut jobs = Vec::with_capacity(count);
@@ -843,7 +822,7 @@ async fn throughput_runs(
     }
     rt.wait_first_next(Duration::from_secs(10)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let moto = moto_pid(b.moto.port());
+    let moto = Some(b.moto.pid());
     let cpu_of = |pids: &[u32]| -> Duration { pids.iter().filter_map(|&p| procfs::cpu_time(p).ok()).sum() };
     let pids: Vec<u32> = procs.iter().map(Proc::pid).collect();
     let (s0, m0, t0) = (cpu_of(&pids), moto.map(|p| cpu_of(&[p])), Instant::now());

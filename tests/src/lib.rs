@@ -32,15 +32,15 @@ pub fn stack() -> &'static Stack {
 }
 
 /// A second local stack for tests that write thousands of items (privacy: erasure, retention,
-/// exports). moto's `TransactWriteItems` deep-copies the whole table for its rollback and fails
-/// (`dictionary changed size during iteration`) when another request writes meanwhile; on
-/// their own endpoint, and run one at a time ([`bulk_lock`]), those tests cannot break the
-/// transactions of the others.
+/// exports). The local endpoint serializes DynamoDB requests (infra/moto_server.py), and every
+/// moto transaction deep-copies the whole table: on their own endpoint, those tests neither slow
+/// down the others nor make their transactions copy tens of thousands of items.
 pub fn bulk_stack() -> &'static Stack {
     BULK_STACK.get_or_init(start_stack)
 }
 
-/// Held by each test on [`bulk_stack`] for its whole run.
+/// Held by each test on [`bulk_stack`] for its whole run: those tests drive the stack's export
+/// and erasure queues and hold erasure leases themselves, so each must see only its own jobs.
 pub async fn bulk_lock() -> tokio::sync::MutexGuard<'static, ()> {
     static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     LOCK.lock().await

@@ -25,7 +25,7 @@ const MESSAGE_PAGE: i32 = 500;
 /// How a build ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Built {
-    Ready(ExportRecord),
+    Ready(Box<ExportRecord>),
     /// Built before (a repeated job), or failed before.
     AlreadyDone,
     /// The record or the contact is gone (erased, expired): nothing is kept.
@@ -150,7 +150,7 @@ impl Privacy {
         record.size_bytes = Some(size);
         record.message_count = Some(messages);
         match self.store.finish_export(&record).await {
-            Ok(()) => Ok(Built::Ready(record)),
+            Ok(()) => Ok(Built::Ready(Box::new(record))),
             Err(StoreError::NotFound) => {
                 self.exports.delete_keys(std::slice::from_ref(&record.s3_key)).await?;
                 Ok(Built::Gone)
@@ -177,7 +177,7 @@ impl Privacy {
         });
         // The head object without its closing brace, then one member per section.
         let head = serde_json::to_string(&head).expect("serializes");
-        w.write(head[..head.len() - 1].as_bytes()).await?;
+        w.write(&head.as_bytes()[..head.len() - 1]).await?;
         w.write(b",\n\"contact\":").await?;
         w.write(&bytes(&contact_json(contact))).await?;
 

@@ -1,0 +1,75 @@
+//! The bench's local AWS endpoint: moto from the repo's virtualenv, started through
+//! `bench/moto_bench.py` (the project's launcher plus an O(items) transaction rollback, so a
+//! table of tens of thousands of items does not make every transaction take a second).
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct LocalEndpoint {
+    child: Child,
+    port: u16,
+}
+
+impl LocalEndpoint {
+    pub fn start(root: &Path) -> io::Result<LocalEndpoint> {
+        let python = root.join(".venv/bin/python");
+        if !python.exists() {
+            return Err(io::Error::other(format!(
+                "{} not found: run `bash infra/bootstrap.sh` (make bench does)",
+                python.display()
+            )));
+        }
+        let port = devstack::moto::free_port();
+        let mut cmd = Command::new(python);
+        cmd.arg(root.join("bench/moto_bench.py"))
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+            unsafe {
+                cmd.pre_exec(|| {
+                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd.spawn()?;
+        let endpoint = LocalEndpoint { child, port };
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return Ok(endpoint);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err(io::Error::other("moto did not accept connections within 60 s"))
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn endpoint_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for LocalEndpoint {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
