@@ -266,9 +266,10 @@ pub fn recent_contact(tenant_id: &str, phone: &str) -> Contact {
     c
 }
 
-/// A UK mobile number for customer `i` (valid in the numbering plan).
+/// A phone number for customer `i` (valid in the numbering plan).
 pub fn customer_phone(i: usize) -> String {
-    format!("+447911{:06}", i % 1_000_000)
+    // San Francisco numbers +1 415 200-0000 … 999-9999: valid E.164 for libphonenumber.
+    format!("+1415{:07}", 2_000_000 + i % 8_000_000)
 }
 
 /// The sender library over the in-memory store: every "instance" has its own `Deps` (own
