@@ -32,10 +32,12 @@ FUNCTION_BINS := $(shell awk '/BuildMethod: rust-cargolambda/ {f = 1} f && /Bina
 package: bootstrap
 	bash infra/package.sh
 
-# Not part of `make test` (timings belong in a report, never in a test). One release build of
-# every function plus the bench's reference binaries, then the measurements (see bench/).
+# Not part of `make test` (timings belong in a report, never in a test). The functions are built
+# for this machine exactly as `make package` builds them for arm64 (same selection, so the same
+# features), the bench's own binaries separately; then every measurement (see bench/).
 bench: package
-	cargo build --release $(addprefix --bin ,$(FUNCTION_BINS)) --bin bench --bin hello-lambda --bin putitem-ref --bin phone-first-use
+	cargo build --release $(addprefix --bin ,$(FUNCTION_BINS))
+	cargo build --release --bin bench --bin hello-lambda --bin putitem-ref --bin phone-first-use
 	target/release/bench
 
 # Privacy benchmark (not a test): DynamoDB/S3/SQS requests per erased and per retention-deleted

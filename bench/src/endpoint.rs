@@ -28,7 +28,13 @@ impl LocalEndpoint {
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            // MOTO_LOG=<file> keeps moto's request log and tracebacks, as for the project's launcher.
+            .stderr(
+                std::env::var_os("MOTO_LOG")
+                    .and_then(|p| std::fs::File::create(p).ok())
+                    .map(Stdio::from)
+                    .unwrap_or_else(Stdio::null),
+            );
         {
             use std::os::unix::process::CommandExt;
             // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.

@@ -50,6 +50,10 @@ struct Options {
     bin_dir: Option<PathBuf>,
     /// Profile every warm run with `perf record -e cpu-clock` into this directory.
     perf: Option<PathBuf>,
+    /// Only these functions (default: every function of the template).
+    functions: Option<Vec<String>>,
+    skip_cold: bool,
+    skip_warm: bool,
     skip_throughput: bool,
 }
 
@@ -62,6 +66,9 @@ fn parse_args(root: &Path) -> Result<Options, String> {
         out: root.join("bench"),
         bin_dir: None,
         perf: None,
+        functions: None,
+        skip_cold: false,
+        skip_warm: false,
         skip_throughput: false,
     };
     let mut args = std::env::args().skip(1);
@@ -77,9 +84,20 @@ fn parse_args(root: &Path) -> Result<Options, String> {
             "--starts" => o.starts = num("--starts")? as usize,
             "--feed-secs" => o.feed_secs = num("--feed-secs")?,
             "--out" => o.out = PathBuf::from(args.next().ok_or("--out needs a directory")?),
+            "--functions" => {
+                o.functions = Some(
+                    args.next()
+                        .ok_or("--functions needs a comma-separated list")?
+                        .split(',')
+                        .map(str::to_owned)
+                        .collect(),
+                )
+            }
             "--perf" => o.perf = Some(PathBuf::from(args.next().ok_or("--perf needs a directory")?)),
             "--bin-dir" => o.bin_dir = Some(PathBuf::from(args.next().ok_or("--bin-dir needs a directory")?)),
             "--skip-throughput" => o.skip_throughput = true,
+            "--skip-cold" => o.skip_cold = true,
+            "--skip-warm" => o.skip_warm = true,
             "--quick" => {
                 // A smoke run of the whole pipeline; its numbers are not the report's.
                 o.events = 100;
@@ -89,7 +107,7 @@ fn parse_args(root: &Path) -> Result<Options, String> {
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: bench [--events N] [--warmup N] [--starts N] [--feed-secs N] [--out DIR] [--bin-dir DIR] [--perf DIR] [--skip-throughput] [--quick]"
+                    "usage: bench [--events N] [--warmup N] [--starts N] [--feed-secs N] [--out DIR] [--bin-dir DIR] [--perf DIR] [--functions a,b] [--skip-cold] [--skip-warm] [--skip-throughput] [--quick]"
                 );
                 std::process::exit(0);
             }
@@ -172,23 +190,28 @@ impl Bench {
     }
 }
 
-async fn setup(root: &Path, out: &Path, bin_dir: &Path) -> Result<Bench, String> {
-    let functions = from_template(
+async fn setup(root: &Path, out: &Path, bin_dir: &Path, only: Option<&[String]>) -> Result<Bench, String> {
+    let mut functions = from_template(
         &std::fs::read_to_string(root.join("template.yaml")).map_err(|e| format!("template.yaml: {e}"))?,
     )?;
-    let mut missing = Vec::new();
-    for b in functions
-        .iter()
-        .map(|f| f.binary.as_str())
-        .chain([HELLO, REFERENCE, "phone-first-use"])
-    {
-        if !bin_dir.join(b).exists() {
-            missing.push(b.to_owned());
-        }
+    if let Some(only) = only {
+        functions.retain(|f| only.contains(&f.binary));
     }
+    let mut missing: Vec<String> = [HELLO, REFERENCE]
+        .into_iter()
+        .filter(|b| !bin_dir.join(b).exists())
+        .map(str::to_owned)
+        .collect();
+    missing.extend(
+        functions
+            .iter()
+            .filter(|f| !bin_dir.join(&f.binary).exists())
+            .map(|f| f.binary.clone()),
+    );
     if !missing.is_empty() {
         return Err(format!(
-            "release binaries missing: {} (run `make bench`, which builds them)",
+            "release binaries missing in {}: {} (run `make bench`, which builds them)",
+            bin_dir.display(),
             missing.join(", ")
         ));
     }
@@ -464,7 +487,17 @@ fn slug(s: &str) -> String {
 fn start_perf(dir: &Path, scenario: &str, pid: u32) -> Result<(std::process::Child, PathBuf), String> {
     let data = dir.join(format!("{}.perf.data", slug(scenario)));
     let child = std::process::Command::new("perf")
-        .args(["record", "-q", "-e", "cpu-clock", "-F", "4000", "-g", "-o"])
+        .args([
+            "record",
+            "-q",
+            "-e",
+            "cpu-clock",
+            "-F",
+            "1000",
+            "--call-graph",
+            "dwarf,32768",
+            "-o",
+        ])
         .arg(&data)
         .args(["-p", &pid.to_string()])
         .stdout(std::process::Stdio::null())
@@ -482,23 +515,26 @@ fn finish_perf(mut child: std::process::Child, data: &Path) {
         libc::kill(child.id() as libc::pid_t, libc::SIGINT);
     }
     let _ = child.wait();
-    if let Ok(out) = std::process::Command::new("perf")
-        .args([
-            "report",
-            "--stdio",
-            "--no-children",
-            "--sort",
-            "dso,symbol",
-            "-g",
-            "none",
-            "--percent-limit",
-            "0.3",
-            "-i",
-        ])
-        .arg(data)
-        .output()
-    {
-        let _ = std::fs::write(data.with_extension("txt"), out.stdout);
+    // Self time by symbol, and inclusive time (callers included) by symbol.
+    for (suffix, children) in [("self.txt", "--no-children"), ("inclusive.txt", "--children")] {
+        if let Ok(out) = std::process::Command::new("perf")
+            .args([
+                "report",
+                "--stdio",
+                children,
+                "--sort",
+                "symbol",
+                "-g",
+                "none",
+                "--percent-limit",
+                "0.5",
+                "-i",
+            ])
+            .arg(data)
+            .output()
+        {
+            let _ = std::fs::write(data.with_extension(suffix), out.stdout);
+        }
     }
 }
 
@@ -801,13 +837,16 @@ async fn throughput_runs(
     let mut out = Vec::new();
 
     // 1. The real sender binary against moto.
-    let seed = 250 * feed_secs as usize + 500;
+    // moto serves on the order of 100 DynamoDB requests/s (serialized, Python): a few hundred
+    // messages outlast the run; the report says so if the queue runs dry.
+    let seed = 40 * feed_secs as usize + 200;
     log(format!(
         "throughput: seeding {seed} contacts and queued messages into moto"
     ));
     let jobs = seed_throughput_messages(b, seed, first_customer).await?;
     let rt = Arc::new(RuntimeApi::start().await.map_err(|e| e.to_string())?);
-    let endpoint = b.moto.endpoint_url();
+    // Through the counting proxy, to show where the time goes (requests per send, per second).
+    let endpoint = b.proxy.url();
     let mut procs = Vec::new();
     for i in 0..config.instances {
         let env = b.env("sender", &rt.host_port(), &endpoint);
@@ -825,6 +864,7 @@ async fn throughput_runs(
     let moto = Some(b.moto.pid());
     let cpu_of = |pids: &[u32]| -> Duration { pids.iter().filter_map(|&p| procfs::cpu_time(p).ok()).sum() };
     let pids: Vec<u32> = procs.iter().map(Proc::pid).collect();
+    b.proxy.take();
     let (s0, m0, t0) = (cpu_of(&pids), moto.map(|p| cpu_of(&[p])), Instant::now());
     log(format!(
         "throughput: {} sender processes against moto, {} s",
@@ -845,6 +885,11 @@ async fn throughput_runs(
     };
     let mut result = throughput::run_processes("sender binaries + moto", &b.graph, &config, jobs, invoke).await;
     let wall = t0.elapsed().as_secs_f64();
+    let requests: u64 = b.proxy.take().values().sum();
+    result.endpoint_requests_per_s = Some(requests as f64 / wall);
+    if result.sent > 0 {
+        result.endpoint_requests_per_message = Some(requests as f64 / result.sent as f64);
+    }
     let sender_cpu = cpu_of(&pids) - s0;
     if result.sent > 0 {
         result.sender_cpu_us_per_message = Some(sender_cpu.as_secs_f64() * 1e6 / result.sent as f64);
@@ -986,7 +1031,7 @@ async fn run(opts: Options, root: PathBuf) -> Result<(), String> {
         .bin_dir
         .clone()
         .unwrap_or_else(|| release_binary(&root, "x").with_file_name(""));
-    let mut b = setup(&root, &opts.out, &bin_dir).await?;
+    let mut b = setup(&root, &opts.out, &bin_dir, opts.functions.as_deref()).await?;
     if let Some(dir) = &opts.perf {
         std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
         b.perf = Some(dir.clone());
@@ -1008,9 +1053,13 @@ async fn run(opts: Options, root: PathBuf) -> Result<(), String> {
         ("starts".into(), opts.starts.to_string()),
         ("feed_secs".into(), opts.feed_secs.to_string()),
     ]);
-    results.cold_start = cold_starts(&b, opts.starts).await?;
-    results.phonenumber_first_use_us = phonenumber_first_use(&b);
-    results.warm = warm_runs(&b, opts.events, opts.warmup).await?;
+    if !opts.skip_cold {
+        results.cold_start = cold_starts(&b, opts.starts).await?;
+        results.phonenumber_first_use_us = phonenumber_first_use(&b);
+    }
+    if !opts.skip_warm {
+        results.warm = warm_runs(&b, opts.events, opts.warmup).await?;
+    }
     if !opts.skip_throughput {
         results.throughput = throughput_runs(&b, opts.feed_secs, 100_000).await?;
     }

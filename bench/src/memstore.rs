@@ -15,6 +15,7 @@ use crm_shared::contact::{ConsentChange, Contact, RestrictionChange};
 use crm_shared::cursor::Position;
 use crm_shared::message::{MediaRef, MessageError, MessageRecord, MessageStatus};
 use crm_shared::secret::Secret;
+use crm_shared::sending::{SendSchedule, SlotDecision, book_slots};
 use crm_shared::store::{
     ContactFilter, ContactStore, ContactUpdate, CreateOutcome, IdempotencyRecord, MediaStore, OutboundStore, Page,
     StoreError, TenantStore,
@@ -27,7 +28,8 @@ struct State {
     contacts: HashMap<(String, String), Contact>,
     messages: HashMap<(String, String), (MessageRecord, Option<i64>)>,
     last_outbound_ms: HashMap<(String, String), i64>,
-    windows: HashMap<(String, String, i64), u32>,
+    /// Next free send slot per (tenant, phone number).
+    schedules: HashMap<(String, String), i64>,
 }
 
 /// Cheap to clone: clones share one state (one "table").
@@ -303,32 +305,20 @@ impl OutboundStore for MemStore {
         &self,
         tenant_id: &str,
         phone_number_id: &str,
-        window_s: i64,
-        wanted: u32,
-        limit: u32,
-    ) -> Result<u32, StoreError> {
-        // Same protocol as the DynamoDB store: a conditional add of `ask`; when refused, read
-        // what is used and ask for what is left; at most three attempts.
-        let key = (tenant_id.to_owned(), phone_number_id.to_owned(), window_s);
-        let mut ask = wanted.min(limit);
-        for _ in 0..3 {
-            if ask == 0 {
-                return Ok(0);
-            }
-            self.round_trip().await;
-            let used = {
-                let mut s = self.state.lock().expect("state");
-                let used = s.windows.entry(key.clone()).or_default();
-                if *used as i64 <= limit as i64 - ask as i64 {
-                    *used += ask;
-                    return Ok(ask);
-                }
-                *used
-            };
-            self.round_trip().await;
-            ask = ask.min(limit.saturating_sub(used));
+        now_us: i64,
+        count: u32,
+        schedule: SendSchedule,
+    ) -> Result<SlotDecision, StoreError> {
+        // The same rule as the DynamoDB store, atomic under the lock; one round trip, as the
+        // DynamoDB store's busy path.
+        self.round_trip().await;
+        let mut s = self.state.lock().expect("state");
+        let key = (tenant_id.to_owned(), phone_number_id.to_owned());
+        let decision = book_slots(s.schedules.get(&key).copied(), now_us, count, schedule);
+        if let SlotDecision::Grant { next_free_us, .. } = decision {
+            s.schedules.insert(key, next_free_us);
         }
-        Ok(0)
+        Ok(decision)
     }
 
     async fn claim_recipient(

@@ -335,17 +335,23 @@ pub fn render(r: &Results, analysis: Option<&str>) -> String {
         let _ = writeln!(md, "\n## Sender throughput (one phone number)\n");
         let _ = writeln!(
             md,
-            "| run | senders × batch | limit | Graph delay | sustained /s (steady s) | vs limit | max in an aligned second | max in any 1 s | min aligned second | throttled (130429) | retried | sender CPU µs/msg | endpoint CPU |"
+            "| run | senders × batch | limit | Graph delay | sustained /s (steady s) | vs limit | overall /s | max in an aligned second | max in any 1 s | min aligned second | throttled (130429) | retried | sender CPU µs/msg | endpoint |"
         );
-        let _ = writeln!(
-            md,
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
-        );
+        let _ = writeln!(md, "|{}", " --- |".repeat(14));
         for t in &r.throughput {
             let a = &t.accuracy;
+            let endpoint = match (
+                t.endpoint_cpu_share,
+                t.endpoint_requests_per_s,
+                t.endpoint_requests_per_message,
+            ) {
+                (Some(c), Some(r), Some(m)) => format!("{:.0} % of a core, {r:.0} req/s, {m:.1} req/msg", c * 100.0),
+                (Some(c), _, _) => format!("{:.0} % of a core", c * 100.0),
+                _ => "—".into(),
+            };
             let _ = writeln!(
                 md,
-                "| {}{} | {} × {} | {}/s | {} ms | {:.1} ({} s){} | {:+.1} % | {} | {} | {} | {} | {} | {} | {} |",
+                "| {}{} | {} × {} | {}/s | {} ms | {:.1} ({} s){} | {:+.1} % | {:.1} | {} | {} | {} | {} | {} | {} | {} |",
                 t.label,
                 t.store_latency_ms
                     .map(|l| format!(" ({l} ms per store call)"))
@@ -358,6 +364,7 @@ pub fn render(r: &Results, analysis: Option<&str>) -> String {
                 a.seconds,
                 if t.supply_exhausted { ", queue ran dry" } else { "" },
                 a.deviation_pct,
+                t.overall_per_s,
                 a.max_aligned_second,
                 a.max_sliding_second,
                 a.min_aligned_second,
@@ -366,9 +373,7 @@ pub fn render(r: &Results, analysis: Option<&str>) -> String {
                 t.sender_cpu_us_per_message
                     .map(|c| format!("{c:.0}"))
                     .unwrap_or_else(|| "—".into()),
-                t.endpoint_cpu_share
-                    .map(|c| format!("{:.0} % of a core", c * 100.0))
-                    .unwrap_or_else(|| "—".into()),
+                endpoint,
             );
         }
         let _ = writeln!(

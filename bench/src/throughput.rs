@@ -57,6 +57,12 @@ pub struct ThroughputResult {
     /// The queue ran dry before feeding stopped (then the rate says little about the sender).
     pub supply_exhausted: bool,
     pub accuracy: RateAccuracy,
+    /// Accepted sends per second from the first send until feeding stopped (meaningful when the
+    /// steady window is empty because the run is too slow to have one).
+    pub overall_per_s: f64,
+    /// Requests the local AWS endpoint served per second, and per accepted send (process runs).
+    pub endpoint_requests_per_s: Option<f64>,
+    pub endpoint_requests_per_message: Option<f64>,
     /// CPU of the sender processes per accepted send (process runs only).
     pub sender_cpu_us_per_message: Option<f64>,
     /// CPU the local AWS endpoint used over the run, as a share of one core (process runs only).
@@ -199,6 +205,12 @@ fn judge(
         retried: queue.retried.load(Ordering::Relaxed),
         supply_exhausted: queue.ran_dry.load(Ordering::Relaxed),
         accuracy: rate_accuracy(&in_feed, config.rate, from_s, to_s),
+        overall_per_s: match log.accepted_us.iter().min() {
+            Some(&first) if feed_end_us > first => in_feed.len() as f64 / ((feed_end_us - first) as f64 / 1e6),
+            _ => 0.0,
+        },
+        endpoint_requests_per_s: None,
+        endpoint_requests_per_message: None,
         sender_cpu_us_per_message: None,
         endpoint_cpu_share: None,
         final_statuses: BTreeMap::new(),

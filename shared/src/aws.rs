@@ -6,9 +6,59 @@
 //! against `127.0.0.1` cannot resolve).
 
 use aws_config::{BehaviorVersion, SdkConfig};
+use aws_smithy_http_client::proxy::ProxyConfig;
+use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+use aws_smithy_http_client::{Builder, ConnectorBuilder};
+use aws_smithy_runtime_api::client::http::{HttpClient, HttpConnectorSettings, SharedHttpClient, SharedHttpConnector};
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_runtime_api::shared::IntoShared;
 
+/// The SDK configuration from the environment, with one HTTPS client for every SDK client built
+/// from it (see [`https_client`]).
 pub async fn load_sdk_config() -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest()).load().await
+    aws_config::defaults(BehaviorVersion::latest())
+        .http_client(https_client())
+        .load()
+        .await
+}
+
+/// The SDK's default HTTPS client (hyper 1, rustls with aws-lc, proxy settings from the
+/// environment: exactly what the SDK builds by default for this behavior version), shared by
+/// every SDK client of the process and by the credential providers, and without the eager TLS
+/// set-up.
+///
+/// Left to itself, the SDK builds a TLS connector — reading and parsing every CA root of the
+/// system — while *constructing* each service client (and once more for the STS client of the
+/// default credentials chain), then again on each client's first request. In a Lambda that is
+/// init time spent before the function can take its first event (measured: most of a cold
+/// start; see bench/REPORT.md). Shared and deferred, the connector is built once, on the first
+/// request, and serves DynamoDB, SQS and S3 alike.
+pub fn https_client() -> SharedHttpClient {
+    let client = Builder::new().build_with_connector_fn(|settings, components| {
+        let mut connector = ConnectorBuilder::default().tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc));
+        connector.set_connector_settings(settings.cloned());
+        if let Some(components) = components {
+            connector.set_sleep_impl(components.sleep_impl());
+        }
+        connector.set_proxy_config(Some(ProxyConfig::from_env()));
+        connector.build()
+    });
+    DeferredTls(client).into_shared()
+}
+
+/// Delegates to the SDK's client but skips its construction-time connector build (the trait's
+/// default validation does nothing); connectors are still built and cached on first use.
+#[derive(Debug)]
+struct DeferredTls(SharedHttpClient);
+
+impl HttpClient for DeferredTls {
+    fn http_connector(&self, settings: &HttpConnectorSettings, components: &RuntimeComponents) -> SharedHttpConnector {
+        self.0.http_connector(settings, components)
+    }
+
+    fn connector_metadata(&self) -> Option<aws_smithy_runtime_api::client::connector_metadata::ConnectorMetadata> {
+        self.0.connector_metadata()
+    }
 }
 
 pub fn dynamodb_client(sdk: &SdkConfig) -> aws_sdk_dynamodb::Client {

@@ -2,6 +2,7 @@
 //! connection reuse across invocations, bounded timeouts).
 
 use std::future::Future;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -86,23 +87,18 @@ pub trait MediaSource: Send + Sync {
 
 #[derive(Debug, Clone)]
 pub struct GraphClient {
-    http: reqwest::Client,
+    /// Built on first use and kept for the life of the process (clones share it): building it
+    /// reads and parses the system's CA roots, which need not delay a cold start.
+    http: Arc<OnceLock<Result<reqwest::Client, String>>>,
     base: String,
     version: String,
 }
 
 impl GraphClient {
-    /// Builds the client; no network I/O happens here.
+    /// No I/O happens here; the HTTP client is built on the first call.
     pub fn new(config: &GraphConfig) -> Result<Self, GraphCallError> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(3))
-            .timeout(Duration::from_secs(30))
-            .pool_idle_timeout(Duration::from_secs(50))
-            .user_agent(concat!("wcrm/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| GraphCallError::Transport(e.to_string()))?;
         Ok(GraphClient {
-            http,
+            http: Arc::default(),
             base: config.base_url.clone(),
             version: config.version.clone(),
         })
@@ -112,8 +108,20 @@ impl GraphClient {
         format!("{}/{}/{}", self.base, self.version, path.trim_start_matches('/'))
     }
 
-    pub fn http(&self) -> &reqwest::Client {
-        &self.http
+    /// The shared HTTP client (rustls, connection reuse across invocations, bounded timeouts).
+    pub fn http(&self) -> Result<&reqwest::Client, GraphCallError> {
+        self.http
+            .get_or_init(|| {
+                reqwest::Client::builder()
+                    .connect_timeout(Duration::from_secs(3))
+                    .timeout(Duration::from_secs(30))
+                    .pool_idle_timeout(Duration::from_secs(50))
+                    .user_agent(concat!("wcrm/", env!("CARGO_PKG_VERSION")))
+                    .build()
+                    .map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(|e| GraphCallError::Transport(format!("HTTP client unavailable: {e}")))
     }
 }
 
@@ -166,7 +174,7 @@ fn transport(e: reqwest::Error) -> GraphCallError {
 impl MediaSource for GraphClient {
     async fn media_info(&self, media_id: &str, token: &Secret) -> Result<MediaInfo, GraphCallError> {
         let resp = self
-            .http
+            .http()?
             .get(self.url(media_id))
             .bearer_auth(token.expose())
             .send()
@@ -180,7 +188,7 @@ impl MediaSource for GraphClient {
 
     async fn download(&self, url: &str, token: &Secret) -> Result<Bytes, GraphCallError> {
         let mut resp = self
-            .http
+            .http()?
             .get(url)
             .bearer_auth(token.expose())
             .send()
@@ -232,7 +240,7 @@ impl MessageSender for GraphClient {
         payload: &serde_json::Value,
     ) -> Result<String, GraphCallError> {
         let resp = self
-            .http
+            .http()?
             .post(self.url(&format!("{phone_number_id}/messages")))
             .bearer_auth(token.expose())
             .json(payload)

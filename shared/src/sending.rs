@@ -16,6 +16,71 @@ pub const SERVICE_WINDOW_HOURS: i64 = 24;
 /// Meta's pair rate: about one message per 6 s to the same recipient.
 pub const PAIR_INTERVAL_MS: i64 = 6_000;
 
+/// A phone number's send schedule, shared by every concurrent sender (a generic cell rate
+/// algorithm): sends are spaced `interval_us` apart, so any one-second span holds at most the
+/// configured rate (plus one), whichever way Meta counts, and a burst is smoothed instead of
+/// front-loaded into each second. The store keeps only the next free slot time per number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendSchedule {
+    /// Time between two sends of the number (rounded up: never faster than the rate).
+    pub interval_us: i64,
+    /// How far ahead of now slots are handed out; a sender sleeps until each slot is due.
+    pub horizon_us: i64,
+}
+
+impl SendSchedule {
+    pub fn new(rate_per_second: u32, horizon: std::time::Duration) -> Self {
+        let rate = i64::from(rate_per_second.max(1));
+        SendSchedule {
+            interval_us: (1_000_000 + rate - 1) / rate,
+            horizon_us: horizon.as_micros().min(i64::MAX as u128) as i64,
+        }
+    }
+}
+
+/// Consecutive send slots: the `i`-th (from 0) is due at `first_due_us + i * interval_us`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotGrant {
+    pub first_due_us: i64,
+    pub count: u32,
+    pub interval_us: i64,
+}
+
+impl SlotGrant {
+    pub fn due_us(&self, i: u32) -> i64 {
+        self.first_due_us + i64::from(i) * self.interval_us
+    }
+}
+
+/// What the schedule answers to a request for slots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotDecision {
+    /// Granted; the schedule's next free slot moves to `next_free_us`.
+    Grant { grant: SlotGrant, next_free_us: i64 },
+    /// The schedule is booked beyond the horizon; ask again at `retry_at_us`.
+    Full { retry_at_us: i64 },
+}
+
+/// Books `count` slots on a schedule whose next free slot is `next_free_us` (`None`: never
+/// used). Slots in the past are not handed out: an idle schedule restarts at `now_us`, so idle
+/// time never turns into a burst.
+pub fn book_slots(next_free_us: Option<i64>, now_us: i64, count: u32, schedule: SendSchedule) -> SlotDecision {
+    let start = next_free_us.map_or(now_us, |next| next.max(now_us));
+    if start > now_us + schedule.horizon_us {
+        return SlotDecision::Full {
+            retry_at_us: start - schedule.horizon_us,
+        };
+    }
+    SlotDecision::Grant {
+        grant: SlotGrant {
+            first_due_us: start,
+            count,
+            interval_us: schedule.interval_us,
+        },
+        next_free_us: start + i64::from(count) * schedule.interval_us,
+    }
+}
+
 pub const MESSAGE_TYPES: [&str; 10] = [
     "text",
     "template",
@@ -349,6 +414,77 @@ pub fn classify_send_error(http_status: Option<u16>, code: Option<i64>) -> SendF
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_schedule_spaces_sends_at_the_rate_and_never_faster() {
+        let s = SendSchedule::new(1000, std::time::Duration::from_secs(2));
+        assert_eq!(s.interval_us, 1_000);
+        // 80/s does not divide a second evenly in µs: round up (12,500 exact here), 3/s → 333,334.
+        assert_eq!(SendSchedule::new(80, std::time::Duration::ZERO).interval_us, 12_500);
+        assert_eq!(SendSchedule::new(3, std::time::Duration::ZERO).interval_us, 333_334);
+        let SlotDecision::Grant { grant, next_free_us } = book_slots(None, 5_000_000, 10, s) else {
+            panic!("an unused schedule grants at once");
+        };
+        assert_eq!(grant.first_due_us, 5_000_000);
+        assert_eq!(grant.due_us(9), 5_009_000);
+        assert_eq!(next_free_us, 5_010_000);
+        // The next request continues where the last one ended.
+        let SlotDecision::Grant { grant, .. } = book_slots(Some(next_free_us), 5_000_100, 5, s) else {
+            panic!("within the horizon");
+        };
+        assert_eq!(grant.first_due_us, 5_010_000);
+    }
+
+    #[test]
+    fn idle_time_is_not_saved_up_for_a_burst() {
+        let s = SendSchedule::new(100, std::time::Duration::from_secs(1));
+        // Last slot long past: the schedule restarts now, not in the past.
+        let SlotDecision::Grant { grant, next_free_us } = book_slots(Some(1_000), 9_000_000, 3, s) else {
+            panic!("idle schedule grants");
+        };
+        assert_eq!(grant.first_due_us, 9_000_000);
+        assert_eq!(next_free_us, 9_030_000);
+    }
+
+    #[test]
+    fn a_schedule_booked_beyond_the_horizon_says_when_to_ask_again() {
+        let s = SendSchedule::new(10, std::time::Duration::from_secs(1));
+        // Booked until now + 1.5 s with a 1 s horizon: full for another 0.5 s.
+        assert_eq!(
+            book_slots(Some(11_500_000), 10_000_000, 1, s),
+            SlotDecision::Full {
+                retry_at_us: 10_500_000
+            }
+        );
+        // Exactly at the horizon still grants.
+        assert!(matches!(
+            book_slots(Some(11_000_000), 10_000_000, 1, s),
+            SlotDecision::Grant { .. }
+        ));
+    }
+
+    #[test]
+    fn any_second_of_a_busy_schedule_holds_at_most_the_rate_plus_one() {
+        // Many senders booking batches of various sizes back to back, as fast as they can.
+        let s = SendSchedule::new(1000, std::time::Duration::from_secs(10));
+        let mut next = None;
+        let mut due = Vec::new();
+        for (i, now) in (0..400).map(|i| (i, 1_000_000 + i * 3_000)) {
+            match book_slots(next, now, 1 + (i % 10) as u32, s) {
+                SlotDecision::Grant { grant, next_free_us } => {
+                    due.extend((0..grant.count).map(|k| grant.due_us(k)));
+                    next = Some(next_free_us);
+                }
+                SlotDecision::Full { .. } => unreachable!("horizon is long"),
+            }
+        }
+        due.sort_unstable();
+        assert!(due.windows(2).all(|w| w[1] - w[0] >= 1_000));
+        for (i, &start) in due.iter().enumerate() {
+            let in_one_second = due[i..].iter().take_while(|&&t| t < start + 1_000_000).count();
+            assert!(in_one_second <= 1000, "{in_one_second} sends within one second");
+        }
+    }
     use serde_json::json;
 
     fn contact(now: DateTime<Utc>) -> Contact {

@@ -544,33 +544,59 @@ async fn an_expired_token_fails_the_message_and_stops_sending_for_the_tenant() {
 }
 
 #[tokio::test]
-async fn the_per_number_limiter_never_grants_more_than_the_rate_in_a_second() {
+async fn the_per_number_send_schedule_never_books_two_senders_into_one_slot() {
+    use crm_shared::sending::{SendSchedule, SlotDecision};
     use crm_shared::store::OutboundStore;
     let w = world("Limiter").await;
-    let window = Utc::now().timestamp() + 1000;
-    // Eight concurrent senders ask for 10 slots each against a limit of 25.
+    // 25 per second, booked up to 2 s ahead.
+    let schedule = SendSchedule::new(25, std::time::Duration::from_secs(2));
+    let now_us = Utc::now().timestamp_micros();
+    // Eight concurrent senders ask for 10 slots each (3.2 s of sends at 25/s): the first ones
+    // start at `now`, the later ones queue behind them until the horizon is booked.
     let asks = (0..8).map(|_| {
         w.store
-            .take_send_slots(&w.tenant_id, &w.phone_number_id, window, 10, 25)
+            .take_send_slots(&w.tenant_id, &w.phone_number_id, now_us, 10, schedule)
     });
-    let granted: u32 = futures::future::join_all(asks)
+    let mut due = Vec::new();
+    let mut full = 0;
+    for decision in futures::future::join_all(asks).await {
+        match decision.unwrap() {
+            SlotDecision::Grant { grant, .. } => due.extend((0..grant.count).map(|i| grant.due_us(i))),
+            SlotDecision::Full { retry_at_us } => {
+                assert!(retry_at_us > now_us && retry_at_us <= now_us + 2_000_000);
+                full += 1;
+            }
+        }
+    }
+    // Grants start at or after the horizon's end at the latest: 10 slots = 0.4 s each, so at
+    // most six grants (starting at 0, 0.4, …, 2.0 s); the rest are told when to come back.
+    assert!((5..=6).contains(&(due.len() / 10)), "{} slots granted", due.len());
+    assert_eq!(due.len() / 10 + full, 8);
+    due.sort_unstable();
+    assert_eq!(due[0], now_us, "an unused schedule starts now");
+    assert!(
+        due.windows(2).all(|p| p[1] - p[0] == schedule.interval_us),
+        "slots are consecutive and never shared"
+    );
+    // Another phone number of the same tenant has its own schedule.
+    match w
+        .store
+        .take_send_slots(&w.tenant_id, "other-number", now_us, 5, schedule)
         .await
-        .into_iter()
-        .map(|r| r.unwrap())
-        .sum();
-    assert_eq!(granted, 25);
-    assert_eq!(
-        w.store
-            .take_send_slots(&w.tenant_id, &w.phone_number_id, window, 1, 25)
-            .await
-            .unwrap(),
-        0
-    );
-    assert_eq!(
-        w.store
-            .take_send_slots(&w.tenant_id, &w.phone_number_id, window + 1, 5, 25)
-            .await
-            .unwrap(),
-        5
-    );
+        .unwrap()
+    {
+        SlotDecision::Grant { grant, .. } => assert_eq!(grant.first_due_us, now_us),
+        other => panic!("another number is not booked: {other:?}"),
+    }
+    // An idle schedule restarts at the caller's now instead of handing out past slots.
+    let later_us = now_us + 60_000_000;
+    match w
+        .store
+        .take_send_slots(&w.tenant_id, &w.phone_number_id, later_us, 1, schedule)
+        .await
+        .unwrap()
+    {
+        SlotDecision::Grant { grant, .. } => assert_eq!(grant.first_due_us, later_us),
+        other => panic!("idle schedule grants at once: {other:?}"),
+    }
 }

@@ -6,8 +6,9 @@
 //! on its `queued` status (a second delivery of the same job finds the lease or a later
 //! status). Retries go back to the queue with a delay (partial batch response plus
 //! `ChangeMessageVisibility`); a message that exhausts its retries is marked `failed` and its
-//! record lands in the dead-letter queue. Throughput is bounded by a per-number, per-second
-//! window shared by every concurrent sender through DynamoDB, taken in blocks for a batch.
+//! record lands in the dead-letter queue. Throughput is bounded by a per-number send schedule
+//! shared by every concurrent sender through DynamoDB: a batch books consecutive slots spaced
+//! at the configured rate and sends each message when its slot is due.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -22,7 +23,7 @@ use crm_shared::graph::{GraphCallError, MessageSender};
 use crm_shared::jobs::{RetryScheduler, SendJob, send_retry_delay_secs};
 use crm_shared::message::{MessageError, MessageRecord, MessageStatus};
 use crm_shared::secret::Secret;
-use crm_shared::sending::{self, Category, SendFailure};
+use crm_shared::sending::{self, Category, SendFailure, SendSchedule, SlotDecision, SlotGrant};
 use crm_shared::store::{ContactStore, MediaStore, OutboundStore, StoreError, TenantStore};
 use crm_shared::tenant::{Tenant, TenantStatus};
 
@@ -34,7 +35,8 @@ pub struct SenderConfig {
     pub rate_per_second: u32,
     /// How long a sender holds a message it is sending.
     pub lease_ms: i64,
-    /// How long a batch may wait for send slots before handing messages back to the queue.
+    /// How far ahead send slots are booked, and so how long a batch may wait for its slots
+    /// before handing its messages back to the queue.
     pub max_slot_wait: Duration,
     /// Tenant records are cached this long (token flags apply within it).
     pub tenant_ttl: Duration,
@@ -184,58 +186,69 @@ pub async fn process_batch<S: SenderStore, G: MessageSender, R: RetryScheduler>(
             .or_default()
             .push(r);
     }
-    let mut sendable = Vec::new();
+    let mut sendable: Vec<(Ready, i64)> = Vec::new();
     for ((tenant_id, number), group) in by_number {
-        let granted = take_slots(deps, &tenant_id, &number, group.len() as u32).await;
-        let mut group = group.into_iter();
-        sendable.extend(group.by_ref().take(granted as usize));
-        for r in group {
-            // No slot in time: give the message back untouched.
-            let _ = deps
-                .store
-                .release_claim(&r.tenant.tenant_id, &r.message.message_id)
-                .await;
-            outcomes[r.record_index] = Outcome::RetryAfter(1);
+        match take_slots(deps, &tenant_id, &number, group.len() as u32).await {
+            Some(grant) => sendable.extend(group.into_iter().zip(0..).map(|(r, i)| (r, grant.due_us(i)))),
+            None => {
+                for r in group {
+                    // No slot in time: give the message back untouched.
+                    let _ = deps
+                        .store
+                        .release_claim(&r.tenant.tenant_id, &r.message.message_id)
+                        .await;
+                    outcomes[r.record_index] = Outcome::RetryAfter(1);
+                }
+            }
         }
     }
-    let sent = futures::future::join_all(
-        sendable
-            .iter()
-            .map(|r| send_one(deps, r, receive_count(&records[r.record_index]))),
-    )
+    let sent = futures::future::join_all(sendable.iter().map(|(r, due_us)| async move {
+        sleep_until_us(*due_us).await;
+        send_one(deps, r, receive_count(&records[r.record_index])).await
+    }))
     .await;
-    for (r, outcome) in sendable.iter().zip(sent) {
+    for ((r, _), outcome) in sendable.iter().zip(sent) {
         outcomes[r.record_index] = outcome;
     }
     outcomes
 }
 
-/// Waits (bounded) for `wanted` slots in the number's per-second windows; returns how many
-/// were granted.
-async fn take_slots<S: SenderStore, G, R>(deps: &Deps<S, G, R>, tenant_id: &str, number: &str, wanted: u32) -> u32 {
-    let deadline = Instant::now() + deps.config.max_slot_wait;
-    let mut granted = 0;
-    while granted < wanted && Instant::now() < deadline {
-        let now = Utc::now();
-        let window = now.timestamp();
+/// Books `count` consecutive slots on the number's shared send schedule, waiting (bounded by
+/// `max_slot_wait`) while it is booked beyond its horizon. `None`: no slots in time, or the
+/// schedule is unavailable (the messages go back to the queue).
+async fn take_slots<S: SenderStore, G, R>(
+    deps: &Deps<S, G, R>,
+    tenant_id: &str,
+    number: &str,
+    count: u32,
+) -> Option<SlotGrant> {
+    let schedule = SendSchedule::new(deps.config.rate_per_second, deps.config.max_slot_wait);
+    let deadline_us = Utc::now().timestamp_micros() + schedule.horizon_us;
+    loop {
+        let now_us = Utc::now().timestamp_micros();
         match deps
             .store
-            .take_send_slots(tenant_id, number, window, wanted - granted, deps.config.rate_per_second)
+            .take_send_slots(tenant_id, number, now_us, count, schedule)
             .await
         {
-            Ok(n) => granted += n,
+            Ok(SlotDecision::Grant { grant, .. }) => return Some(grant),
+            Ok(SlotDecision::Full { retry_at_us }) if retry_at_us <= deadline_us => sleep_until_us(retry_at_us).await,
+            Ok(SlotDecision::Full { .. }) => return None,
             Err(e) => {
-                tracing::warn!(error = %e, "send limiter unavailable");
-                break;
+                tracing::warn!(error = %e, "send schedule unavailable");
+                return None;
             }
         }
-        if granted < wanted {
-            // This second is full: wait for the next window.
-            let into_second = now.timestamp_subsec_millis() as u64;
-            tokio::time::sleep(Duration::from_millis(1000u64.saturating_sub(into_second).max(5))).await;
-        }
     }
-    granted
+}
+
+/// Sleeps until the wall-clock time `at_us` (µs since the epoch): slots are shared across
+/// machines, so they are wall-clock times.
+async fn sleep_until_us(at_us: i64) {
+    let wait_us = at_us - Utc::now().timestamp_micros();
+    if wait_us > 0 {
+        tokio::time::sleep(Duration::from_micros(wait_us as u64)).await;
+    }
 }
 
 fn retry_or_dead(deps_max: u32, attempt: u32) -> Outcome {

@@ -211,7 +211,7 @@ impl Privacy {
         let tenant = self.store.get_tenant(tenant_id).await?;
         let mut partitions = vec![("audit_entries", audit_pk(tenant_id)), ("events", events_pk(tenant_id))];
         if let Some(t) = &tenant {
-            partitions.push(("other_items", rate_window_pk(tenant_id, &t.phone_number_id)));
+            partitions.push(("other_items", send_schedule_pk(tenant_id, &t.phone_number_id)));
         }
         for (kind, pk) in partitions {
             let n = self.delete_partition(pk, |_| true).await?;

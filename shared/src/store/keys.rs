@@ -129,13 +129,12 @@ pub fn idempotency_pk(tenant_id: &str, key_hash: &str) -> String {
 pub const IDEMPOTENCY_SK: &str = "IDEM";
 
 /// Send-rate windows of one phone number.
-pub fn rate_window_pk(tenant_id: &str, phone_number_id: &str) -> String {
+/// A phone number's send schedule (next free send slot), one item per number.
+pub fn send_schedule_pk(tenant_id: &str, phone_number_id: &str) -> String {
     format!("T#{tenant_id}#RATE#{phone_number_id}")
 }
 
-pub fn rate_window_sk(window_s: i64) -> String {
-    format!("S#{window_s}")
-}
+pub const SEND_SCHEDULE_SK: &str = "SCHEDULE";
 
 /// Non-message webhook events of a tenant (account, quality, template updates).
 pub fn events_pk(tenant_id: &str) -> String {

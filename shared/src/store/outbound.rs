@@ -6,7 +6,10 @@ use std::collections::HashMap;
 use std::future::Future;
 
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteItem, Update};
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
+};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -17,6 +20,7 @@ use super::keys::*;
 use super::{DynamoStore, StoreError};
 use crate::message::{MessageError, MessageRecord, MessageStatus};
 use crate::secret::Secret;
+use crate::sending::{SendSchedule, SlotDecision, SlotGrant, book_slots};
 
 /// The first response to a request made with an `Idempotency-Key`, replayed for repeats.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -110,16 +114,17 @@ pub trait OutboundStore: Send + Sync {
         token: &Secret,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// Takes up to `wanted` send slots of the phone number in the one-second window
-    /// `window_s`, out of `limit` per second; returns how many were granted.
+    /// Books `count` consecutive send slots on the phone number's schedule, shared by every
+    /// sender (see [`crate::sending::book_slots`]): a grant of slots due from now on, or when
+    /// to ask again if the schedule is booked beyond its horizon.
     fn take_send_slots(
         &self,
         tenant_id: &str,
         phone_number_id: &str,
-        window_s: i64,
-        wanted: u32,
-        limit: u32,
-    ) -> impl Future<Output = Result<u32, StoreError>> + Send;
+        now_us: i64,
+        count: u32,
+        schedule: SendSchedule,
+    ) -> impl Future<Output = Result<SlotDecision, StoreError>> + Send;
 
     /// Claims the recipient for one send if nothing was sent to them in the last
     /// `interval_ms` (Meta's pair rate); `false` when too soon.
@@ -138,6 +143,10 @@ fn s(v: impl Into<String>) -> AttributeValue {
 
 fn n(v: impl ToString) -> AttributeValue {
     AttributeValue::N(v.to_string())
+}
+
+fn schedule_next_free(item: Option<&HashMap<String, AttributeValue>>) -> Option<i64> {
+    item?.get("next_free_us")?.as_n().ok()?.parse().ok()
 }
 
 fn conditional_failed<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> bool {
@@ -499,56 +508,86 @@ impl OutboundStore for DynamoStore {
         &self,
         tenant_id: &str,
         phone_number_id: &str,
-        window_s: i64,
-        wanted: u32,
-        limit: u32,
-    ) -> Result<u32, StoreError> {
-        let mut ask = wanted.min(limit);
-        // One conditional ADD per attempt; on refusal read what is left and ask for that.
-        for _ in 0..3 {
-            if ask == 0 {
-                return Ok(0);
-            }
-            let result = self
+        now_us: i64,
+        count: u32,
+        schedule: SendSchedule,
+    ) -> Result<SlotDecision, StoreError> {
+        // Busy schedule (the common case under load): one conditional update that appends the
+        // slots after the next free one. An idle or unused schedule restarts at `now_us` with a
+        // second conditional write; a lost race between them just goes round again.
+        let span = i64::from(count) * schedule.interval_us;
+        let expires_at = now_us / 1_000_000 + 3_600;
+        for _ in 0..4 {
+            let appended = self
                 .client()
                 .update_item()
                 .table_name(self.table())
-                .key(PK, s(rate_window_pk(tenant_id, phone_number_id)))
-                .key(SK, s(rate_window_sk(window_s)))
-                .update_expression("ADD used :n SET expires_at = :exp")
-                .condition_expression("attribute_not_exists(used) OR used <= :room")
-                .expression_attribute_values(":n", n(ask))
-                .expression_attribute_values(":room", n(limit as i64 - ask as i64))
-                .expression_attribute_values(":exp", n(window_s + 120))
+                .key(PK, s(send_schedule_pk(tenant_id, phone_number_id)))
+                .key(SK, s(SEND_SCHEDULE_SK))
+                .update_expression("SET next_free_us = next_free_us + :span, expires_at = :exp")
+                .condition_expression("next_free_us BETWEEN :now AND :latest")
+                .expression_attribute_values(":span", n(span))
+                .expression_attribute_values(":now", n(now_us))
+                .expression_attribute_values(":latest", n(now_us + schedule.horizon_us))
+                .expression_attribute_values(":exp", n(expires_at))
+                .return_values(ReturnValue::UpdatedNew)
+                .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
                 .send()
                 .await;
-            match result {
-                Ok(_) => return Ok(ask),
+            let current = match appended {
+                Ok(out) => {
+                    let next_free_us = schedule_next_free(out.attributes.as_ref())
+                        .ok_or_else(|| StoreError::Backend("send schedule update returned no next_free_us".into()))?;
+                    return Ok(SlotDecision::Grant {
+                        grant: SlotGrant {
+                            first_due_us: next_free_us - span,
+                            count,
+                            interval_us: schedule.interval_us,
+                        },
+                        next_free_us,
+                    });
+                }
                 Err(err) if conditional_failed(&err) => {
-                    let current = self
-                        .client()
-                        .get_item()
-                        .table_name(self.table())
-                        .key(PK, s(rate_window_pk(tenant_id, phone_number_id)))
-                        .key(SK, s(rate_window_sk(window_s)))
-                        .consistent_read(true)
-                        .send()
-                        .await
-                        .map_err(backend)?;
-                    let used = current
-                        .item
-                        .and_then(|i| {
-                            i.get("used")
-                                .and_then(|v| v.as_n().ok())
-                                .and_then(|v| v.parse::<u32>().ok())
-                        })
-                        .unwrap_or(0);
-                    ask = ask.min(limit.saturating_sub(used));
+                    let old = err.as_service_error().and_then(|e| match e {
+                        UpdateItemError::ConditionalCheckFailedException(c) => c.item(),
+                        _ => None,
+                    });
+                    schedule_next_free(old)
                 }
                 Err(err) => return Err(backend(err)),
+            };
+            match book_slots(current, now_us, count, schedule) {
+                full @ SlotDecision::Full { .. } => return Ok(full),
+                SlotDecision::Grant { .. } if current.is_some_and(|c| c >= now_us) => {
+                    // Moved back into range since: append again.
+                    continue;
+                }
+                grant @ SlotDecision::Grant { next_free_us, .. } => {
+                    let restarted = self
+                        .client()
+                        .update_item()
+                        .table_name(self.table())
+                        .key(PK, s(send_schedule_pk(tenant_id, phone_number_id)))
+                        .key(SK, s(SEND_SCHEDULE_SK))
+                        .update_expression("SET next_free_us = :next, expires_at = :exp")
+                        .condition_expression("attribute_not_exists(next_free_us) OR next_free_us < :now")
+                        .expression_attribute_values(":next", n(next_free_us))
+                        .expression_attribute_values(":now", n(now_us))
+                        .expression_attribute_values(":exp", n(expires_at))
+                        .send()
+                        .await;
+                    match restarted {
+                        Ok(_) => return Ok(grant),
+                        Err(err) if conditional_failed(&err) => continue,
+                        Err(err) => return Err(backend(err)),
+                    }
+                }
             }
         }
-        Ok(0)
+        // Four lost races in a row: let the caller wait a little and ask again.
+        Ok(SlotDecision::Full {
+            retry_at_us: now_us + schedule.interval_us.max(1_000),
+        })
     }
 
     async fn claim_recipient(
