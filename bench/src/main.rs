@@ -20,7 +20,7 @@ use bench::endpoint::LocalEndpoint;
 use bench::functions::{FunctionSpec, Proc, from_template, release_binary};
 use bench::graph::FakeGraph;
 use bench::proxy::CountingProxy;
-use bench::report::{self, ColdStart, INBOUND_KNOWN, Machine, Results, Size, Warm};
+use bench::report::{self, ColdStart, INBOUND_CONVERSATION, INBOUND_KNOWN, Machine, Results, Size, Warm};
 use bench::runtime_api::{Reply, RuntimeApi};
 use bench::stats::{median, percentile};
 use bench::throughput::{self, BENCH_PHONE_NUMBER_ID, ThroughputConfig, customer_phone};
@@ -583,6 +583,11 @@ fn metadata() -> Value {
 
 /// A one-message inbound text delivery from customer `i`.
 fn inbound_text(i: usize, round: usize) -> Vec<u8> {
+    inbound_text_from(i, i, round)
+}
+
+/// Message `n` of a run, from customer `i`.
+fn inbound_text_from(i: usize, n: usize, round: usize) -> Vec<u8> {
     let wa_id = customer_phone(i).trim_start_matches('+').to_owned();
     let ts = Utc::now().timestamp() - 5;
     webhook_event(&change(json!({
@@ -591,7 +596,7 @@ fn inbound_text(i: usize, round: usize) -> Vec<u8> {
         "contacts": [{"profile": {"name": format!("Customer {i}")}, "wa_id": wa_id}],
         "messages": [{
             "from": wa_id,
-            "id": format!("wamid.BENCHIN{round}x{i:08}"),
+            "id": format!("wamid.BENCHIN{round}x{n:08}"),
             "timestamp": ts.to_string(),
             "type": "text",
             "text": {"body": "Hi, is the blue jacket still available in size M?"}
@@ -666,6 +671,18 @@ async fn warm_runs(b: &Bench, events: usize, warmup: usize) -> Result<Vec<Warm>,
     )
     .await?;
     out.push(known.result);
+    // A conversation: customers writing again to an instance that has seen them (warm-up
+    // included), so the contact is remembered and only the write is left.
+    let conversation = warm(
+        b,
+        INBOUND_CONVERSATION,
+        "webhook",
+        (0..total).map(|n| inbound_text_from(n % warmup.max(1), n, 3)).collect(),
+        warmup,
+        Expect::Http(200),
+    )
+    .await?;
+    out.push(conversation.result);
 
     // The contacts the inbound messages created.
     let mut contact_ids = Vec::with_capacity(total);
@@ -907,6 +924,13 @@ async fn throughput_runs(
         ));
         out.push(throughput::run_in_memory(&b.graph, &config, Duration::from_millis(latency_ms)).await);
     }
+    // 3. The sender's ceiling: the limiter (and the fake Graph's limit) at twice the target.
+    log("throughput: sender capacity over the in-memory store (5 ms per call, limiter at 2,000/s)");
+    let capacity = ThroughputConfig { rate: 2000, ..config };
+    let mut probe = throughput::run_in_memory(&b.graph, &capacity, Duration::from_millis(5)).await;
+    probe.capacity_probe = true;
+    probe.label = "in-memory store, capacity probe".into();
+    out.push(probe);
     Ok(out)
 }
 

@@ -48,6 +48,9 @@ pub struct ThroughputResult {
     pub config: ThroughputConfig,
     /// Simulated database round trip of the in-memory store (`None`: the real endpoint).
     pub store_latency_ms: Option<u64>,
+    /// A run with the limiter set above what the sender can do, to measure its ceiling.
+    #[serde(default)]
+    pub capacity_probe: bool,
     /// Sends the Graph accepted during the whole run.
     pub sent: usize,
     /// Sends the Graph refused with `130429` (over the limit in an aligned second).
@@ -200,6 +203,7 @@ fn judge(
         label: label.to_owned(),
         config: config.clone(),
         store_latency_ms: None,
+        capacity_probe: false,
         sent: log.accepted_us.len(),
         throttled: log.throttled,
         retried: queue.retried.load(Ordering::Relaxed),

@@ -5,6 +5,7 @@
 //! addressing, so it is forced whenever an endpoint override is present (virtual-host style
 //! against `127.0.0.1` cannot resolve).
 
+use aws_config::environment::EnvironmentVariableCredentialsProvider;
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_smithy_http_client::proxy::ProxyConfig;
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
@@ -16,10 +17,14 @@ use aws_smithy_runtime_api::shared::IntoShared;
 /// The SDK configuration from the environment, with one HTTPS client for every SDK client built
 /// from it (see [`https_client`]).
 pub async fn load_sdk_config() -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest())
-        .http_client(https_client())
-        .load()
-        .await
+    let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(https_client());
+    // Lambda hands the execution role's credentials over in the environment, which the default
+    // chain tries first anyway. Naming that provider gives the same credentials without building
+    // the rest of the chain at init (its web-identity provider builds a whole STS client).
+    if std::env::var_os("AWS_ACCESS_KEY_ID").is_some() && std::env::var_os("AWS_SECRET_ACCESS_KEY").is_some() {
+        loader = loader.credentials_provider(EnvironmentVariableCredentialsProvider::new());
+    }
+    loader.load().await
 }
 
 /// The SDK's default HTTPS client (hyper 1, rustls with aws-lc, proxy settings from the

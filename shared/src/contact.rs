@@ -266,6 +266,20 @@ pub fn normalize_phone(input: &str) -> Result<String, ContactError> {
     }
 }
 
+/// Loads the numbering-plan metadata behind [`normalize_phone`] on a background thread. The
+/// `phonenumber` crate parses all of it on first use (~0.1 s in a release build; see
+/// bench/REPORT.md): started at init, that overlaps the runtime's first poll and the first
+/// event's network waits instead of adding to the first message's latency, and it keeps the
+/// init path itself short. Later calls wait for the load if it is still under way.
+pub fn warm_phone_metadata_in_background() {
+    let spawned = std::thread::Builder::new()
+        .name("phone-metadata".into())
+        .spawn(|| normalize_phone("+14155550123").is_ok());
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "could not start the phone metadata warm-up; the first use loads it");
+    }
+}
+
 /// The E.164 phone for a webhook's `wa_id` (digits, no `+`); `None` if it is not digits.
 ///
 /// Unlike [`normalize_phone`] this keeps a well-shaped number the numbering-plan metadata calls

@@ -580,10 +580,10 @@ async fn the_same_customer_is_a_separate_contact_in_each_tenant() {
 }
 
 /// What one inbound text message costs in DynamoDB requests (AWS bills per request).
-#[tokio::test]
-async fn an_inbound_text_costs_two_dynamodb_requests_for_a_known_contact() {
-    let (store, counter) = stack().counted_store().await;
-    let tenant = new_tenant(&store, "Cost").await.tenant;
+type Webhook = webhook_fn::Deps<DynamoStore, crm_shared::jobs::SqsQueue>;
+
+/// A webhook function instance (its own route and contact memory) over `store`.
+async fn webhook_instance(store: &DynamoStore) -> Webhook {
     let secrets = crm_shared::config::Env::from_map([
         ("WHATSAPP_APP_SECRET", e2e_tests::TEST_APP_SECRET),
         ("WHATSAPP_VERIFY_TOKEN", TEST_VERIFY_TOKEN),
@@ -591,53 +591,124 @@ async fn an_inbound_text_costs_two_dynamodb_requests_for_a_known_contact() {
     .webhook_secrets()
     .unwrap();
     let sqs = crm_shared::aws::sqs_client(&stack().sdk().await);
-    let deps = webhook_fn::Deps::new(
+    webhook_fn::Deps::new(
         store.clone(),
         crm_shared::jobs::SqsQueue::new(sqs, stack().media_queue_url()),
         secrets,
-    );
+    )
+}
+
+/// A signed text delivery from `from`, as API Gateway hands it to the function.
+fn signed_text(pnid: &str, from: &str, wamid: &str, ts: i64) -> lambda_http::Request {
+    let body = text_delivery(pnid, from, wamid, ts, "hello");
+    let (parts, _) = lambda_http::http::Request::builder()
+        .method("POST")
+        .uri("/webhooks/whatsapp")
+        .header("content-type", "application/json")
+        .header(
+            "x-hub-signature-256",
+            crm_shared::whatsapp::sign(e2e_tests::TEST_APP_SECRET.as_bytes(), body.as_bytes()),
+        )
+        .body(())
+        .unwrap()
+        .into_parts();
+    let event = devstack::gateway::api_gateway_event(&parts, body.as_bytes());
+    lambda_http::request::from_str(&event.to_string()).unwrap()
+}
+
+#[tokio::test]
+async fn an_inbound_text_costs_at_most_two_dynamodb_requests_for_a_known_contact() {
+    let (store, counter) = stack().counted_store().await;
+    let tenant = new_tenant(&store, "Cost").await.tenant;
+    let pnid = tenant.phone_number_id.clone();
+    let deps = webhook_instance(&store).await;
     let from = customer_wa_id();
-    let deliver = |wamid: &str, ts: i64| {
-        let body = text_delivery(&tenant.phone_number_id, &from, wamid, ts, "hello");
-        let (parts, _) = lambda_http::http::Request::builder()
-            .method("POST")
-            .uri("/webhooks/whatsapp")
-            .header("content-type", "application/json")
-            .header(
-                "x-hub-signature-256",
-                crm_shared::whatsapp::sign(e2e_tests::TEST_APP_SECRET.as_bytes(), body.as_bytes()),
-            )
-            .body(())
-            .unwrap()
-            .into_parts();
-        let event = devstack::gateway::api_gateway_event(&parts, body.as_bytes());
-        lambda_http::request::from_str(&event.to_string()).unwrap()
+    let deliver = async |deps: &Webhook, from: &str, wamid: &str, ts: i64| {
+        counter.take();
+        let resp = webhook_fn::handle(deps, signed_text(&pnid, from, wamid, ts))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        counter.take()
     };
-    counter.take();
-    let resp = webhook_fn::handle(&deps, deliver("wamid.cost1", 1_767_225_600))
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let first = counter.take();
-    let resp = webhook_fn::handle(&deps, deliver("wamid.cost2", 1_767_225_700))
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let second = counter.take();
-    let resp = webhook_fn::handle(&deps, deliver("wamid.cost2", 1_767_225_700))
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let duplicate = counter.take();
+    let first = deliver(&deps, &from, "wamid.cost1", 1_767_225_600).await;
+    let again = deliver(&deps, &from, "wamid.cost2", 1_767_225_700).await;
+    let duplicate = deliver(&deps, &from, "wamid.cost2", 1_767_225_700).await;
+    // Another instance (own caches), route warmed by another customer's message first.
+    let other = webhook_instance(&store).await;
+    deliver(&other, &customer_wa_id(), "wamid.cost3", 1_767_225_800).await;
+    let known = deliver(&other, &from, "wamid.cost4", 1_767_225_900).await;
     println!("DynamoDB requests, first message of a new contact (cold route cache): {first:?}");
-    println!("DynamoDB requests, message of a known contact: {second:?}");
+    println!("DynamoDB requests, next message of that contact, same instance: {again:?}");
     println!("DynamoDB requests, redelivered message: {duplicate:?}");
-    // Regression guards on request counts (not timings): route lookup is cached in the warm
-    // function; a known contact costs one identity read and one transaction.
-    assert_eq!(second, vec!["GetItem", "TransactWriteItems"]);
+    println!("DynamoDB requests, known contact new to the instance: {known:?}");
+    // Regression guards on request counts (not timings).
     assert_eq!(
         first,
         vec!["GetItem", "GetItem", "TransactWriteItems", "TransactWriteItems"]
     );
-    assert_eq!(duplicate, vec!["GetItem", "TransactWriteItems"]);
+    assert_eq!(again, vec!["TransactWriteItems"]);
+    assert_eq!(duplicate, vec!["TransactWriteItems"]);
+    assert_eq!(known, vec!["GetItem", "TransactWriteItems"]);
+}
+
+#[tokio::test]
+async fn a_remembered_contact_never_outlives_its_identity() {
+    use crm_shared::contact::apply_patch;
+    use crm_shared::store::{ContactStore, ContactUpdate};
+    let store = stack().store().await;
+    let tenant = new_tenant(&store, "Remembered").await.tenant;
+    let (t, pnid) = (tenant.tenant_id.clone(), tenant.phone_number_id.clone());
+    let deps = webhook_instance(&store).await;
+    let from = customer_wa_id();
+    // A number the API accepts (the fiction range above is kept from webhooks only).
+    let moved_to = format!("+447911{}", &unique_numeric_id()[..6]);
+    let deliver = async |wamid: &str, ts: i64| {
+        let resp = webhook_fn::handle(&deps, signed_text(&pnid, &from, wamid, ts))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    };
+    let identity = |wa_id: &str| CustomerIdentity {
+        phone: crm_shared::contact::phone_from_wa_id(wa_id),
+        user_id: None,
+    };
+    deliver("wamid.mem1", 1_767_225_600).await;
+    let first = store.find_contact_id(&t, &identity(&from)).await.unwrap().unwrap();
+
+    // The phone moves to another number on that contact (an API edit); the instance still
+    // remembers the old number → first contact.
+    let before = store.load_contact(&t, &first).await.unwrap().unwrap();
+    let patched = apply_patch(&before, &json!({ "phone": moved_to }), chrono::Utc::now()).unwrap();
+    store
+        .update_contact(&ContactUpdate {
+            before: &before,
+            after: &patched.contact,
+            phone_change: patched.phone_change.as_ref(),
+            user_id_change: patched.user_id_change.as_ref(),
+        })
+        .await
+        .unwrap();
+    deliver("wamid.mem2", 1_767_225_700).await;
+    let second = store
+        .find_contact_id(&t, &identity(&from))
+        .await
+        .unwrap()
+        .expect("the old number got a contact of its own");
+    assert_ne!(
+        second, first,
+        "the message went to the contact that holds the number now"
+    );
+    let page = |id: String| {
+        let store = store.clone();
+        let t = t.clone();
+        async move { store.conversation(&t, &id, 50, None).await.unwrap().items }
+    };
+    assert_eq!(
+        page(first.clone()).await.len(),
+        1,
+        "nothing more on the contact that moved away"
+    );
+    assert_eq!(page(second).await.len(), 1);
+    // (Erasure behind a warm instance's back: privacy.rs, "the same person writing again".)
 }

@@ -9,6 +9,7 @@ use lambda_http::{Error, run, service_fn};
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     lambda_http::tracing::init_default_subscriber();
+    crm_shared::contact::warm_phone_metadata_in_background();
     let env = Env::from_env();
     let sdk = aws::load_sdk_config().await;
     let cursors = CursorCodec::new(env.cursor_secret()?.expose());

@@ -18,7 +18,7 @@ use subtle::ConstantTimeEq;
 
 use crm_shared::config::WebhookSecrets;
 use crm_shared::jobs::MediaJobQueue;
-use crm_shared::store::{AuditStore, InboundStore, StoreError, TenantStore};
+use crm_shared::store::{AuditStore, CustomerIdentity, IdentityKey, InboundStore, StoreError, TenantStore};
 use crm_shared::whatsapp::{parse_payload, verify_signature};
 
 pub use process::Summary;
@@ -31,11 +31,20 @@ impl<T: InboundStore + TenantStore + AuditStore> WebhookStore for T {}
 /// every delivery. Offboarding deletes the route; the cache delays that by at most its TTL.
 const ROUTE_TTL: Duration = Duration::from_secs(60);
 
+/// Customers whose contact this instance has matched, at most this many (then it starts over).
+/// A hit saves the identity read of an inbound message; it needs no expiry because the write
+/// it feeds is conditioned on the contact still holding the identity (see `InboundWrite`).
+const KNOWN_CONTACTS_MAX: usize = 10_000;
+
+/// (tenant, identity) → contact id.
+type KnownContacts = HashMap<(String, IdentityKey), String>;
+
 pub struct Deps<S, Q> {
     pub store: S,
     pub media_queue: Q,
     pub secrets: WebhookSecrets,
     routes: Mutex<HashMap<String, (Option<String>, Instant)>>,
+    known_contacts: Mutex<KnownContacts>,
 }
 
 impl<S: WebhookStore, Q: MediaJobQueue> Deps<S, Q> {
@@ -45,7 +54,37 @@ impl<S: WebhookStore, Q: MediaJobQueue> Deps<S, Q> {
             media_queue,
             secrets,
             routes: Mutex::new(HashMap::new()),
+            known_contacts: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The contact this instance last matched to one of the customer's identities.
+    pub(crate) fn known_contact(&self, tenant_id: &str, identity: &CustomerIdentity) -> Option<(String, IdentityKey)> {
+        let known = self.known_contacts.lock().expect("contact cache");
+        let keys = [
+            identity.phone.clone().map(IdentityKey::Phone),
+            identity.user_id.clone().map(IdentityKey::UserId),
+        ];
+        keys.into_iter().flatten().find_map(|key| {
+            known
+                .get(&(tenant_id.to_owned(), key.clone()))
+                .map(|id| (id.clone(), key))
+        })
+    }
+
+    pub(crate) fn remember_contact(&self, tenant_id: &str, key: IdentityKey, contact_id: &str) {
+        let mut known = self.known_contacts.lock().expect("contact cache");
+        if known.len() >= KNOWN_CONTACTS_MAX {
+            known.clear();
+        }
+        known.insert((tenant_id.to_owned(), key), contact_id.to_owned());
+    }
+
+    pub(crate) fn forget_contact(&self, tenant_id: &str, key: &IdentityKey) {
+        self.known_contacts
+            .lock()
+            .expect("contact cache")
+            .remove(&(tenant_id.to_owned(), key.clone()));
     }
 
     /// The tenant of a change: by its phone number id, else (account-level changes) by the

@@ -8,6 +8,7 @@ use webhook_fn::{Deps, handle};
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     lambda_http::tracing::init_default_subscriber();
+    crm_shared::contact::warm_phone_metadata_in_background();
     let env = Env::from_env();
     let secrets = env.webhook_secrets()?;
     let resources = env.resources();

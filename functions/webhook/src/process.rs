@@ -7,7 +7,9 @@ use crm_shared::audit::AuditEntry;
 use crm_shared::contact::{self, ConsentChange, Contact, MarketingConsent, ValidContact};
 use crm_shared::jobs::{MediaJob, MediaJobQueue};
 use crm_shared::message::{self, Direction, MediaRef, MediaStatus, MessageError, MessageRecord, MessageStatus};
-use crm_shared::store::{CustomerIdentity, InboundOutcome, InboundWrite, StatusOutcome, StatusWrite, StoreError};
+use crm_shared::store::{
+    CustomerIdentity, IdentityKey, InboundOutcome, InboundWrite, StatusOutcome, StatusWrite, StoreError,
+};
 use crm_shared::whatsapp::{
     ConsentKeyword, DeliveryStatus, GraphError, InboundMessage, MessagesValue, StatusUpdate, WaContact, WebhookPayload,
     consent_keyword,
@@ -154,16 +156,26 @@ pub(crate) fn identity_of(message: &InboundMessage, contacts: &[WaContact]) -> (
     (CustomerIdentity { phone, user_id }, name)
 }
 
+/// The sender's contact and the identity it was matched by: this instance's memory of it when
+/// `use_known` (the write checks it still holds), else a consistent lookup, else a new contact.
 async fn resolve_contact<S: WebhookStore, Q: MediaJobQueue>(
     deps: &Deps<S, Q>,
     tenant_id: &str,
     identity: &CustomerIdentity,
     profile_name: Option<&String>,
     now: DateTime<Utc>,
-) -> Result<String, ProcessError> {
+    use_known: bool,
+) -> Result<(String, IdentityKey), ProcessError> {
+    if use_known && let Some(known) = deps.known_contact(tenant_id, identity) {
+        return Ok(known);
+    }
+    let Some(primary) = identity.primary_key() else {
+        return Err(StoreError::Backend("a sender without phone or user id has no contact".into()).into());
+    };
     for _ in 0..3 {
-        if let Some(id) = deps.store.find_contact_id(tenant_id, identity).await? {
-            return Ok(id);
+        if let Some((id, key)) = deps.store.match_contact(tenant_id, identity).await? {
+            deps.remember_contact(tenant_id, key.clone(), &id);
+            return Ok((id, key));
         }
         let valid = ValidContact {
             phone: identity.phone.clone(),
@@ -176,7 +188,10 @@ async fn resolve_contact<S: WebhookStore, Q: MediaJobQueue>(
         let mut contact = Contact::new(tenant_id, valid, now);
         contact.profile_name = profile_name.cloned();
         match deps.store.create_contact(&contact).await {
-            Ok(()) => return Ok(contact.contact_id),
+            Ok(()) => {
+                deps.remember_contact(tenant_id, primary.clone(), &contact.contact_id);
+                return Ok((contact.contact_id, primary));
+            }
             // Another delivery created it concurrently: look it up again.
             Err(StoreError::Conflict(_)) => continue,
             Err(e) => return Err(e.into()),
@@ -214,8 +229,11 @@ async fn store_message<S: WebhookStore, Q: MediaJobQueue>(
     });
     let keyword = message.content.text_for_keywords().and_then(consent_keyword);
 
-    for _ in 0..2 {
-        let contact_id = resolve_contact(deps, tenant_id, &identity, profile_name.as_ref(), now).await?;
+    // First with this instance's memory of the sender; after a refused write (contact erased,
+    // identity moved to another contact) with fresh lookups.
+    for attempt in 0..3 {
+        let (contact_id, matched_by) =
+            resolve_contact(deps, tenant_id, &identity, profile_name.as_ref(), now, attempt == 0).await?;
         let record = MessageRecord {
             tenant_id: tenant_id.to_owned(),
             message_id: message::inbound_message_id(tenant_id, &message.id, at),
@@ -243,6 +261,7 @@ async fn store_message<S: WebhookStore, Q: MediaJobQueue>(
         };
         let write = InboundWrite {
             message: record,
+            matched_by: Some(matched_by.clone()),
             profile_name: profile_name.clone(),
             consent,
         };
@@ -276,8 +295,12 @@ async fn store_message<S: WebhookStore, Q: MediaJobQueue>(
                 }
                 return Ok(InboundOutcome::Duplicate(existing));
             }
-            // The contact was erased between lookup and write: start a fresh one.
-            Err(StoreError::NotFound) => continue,
+            // The contact was erased, or no longer holds the identity, between match and write:
+            // match again (a fresh contact if nobody holds it now).
+            Err(StoreError::NotFound) => {
+                deps.forget_contact(tenant_id, &matched_by);
+                continue;
+            }
             Err(e) => return Err(e.into()),
         }
     }

@@ -30,6 +30,10 @@ pub struct CustomerIdentity {
 #[derive(Debug, Clone)]
 pub struct InboundWrite {
     pub message: MessageRecord,
+    /// The identity by which the message was matched to `message.contact_id`: the contact is
+    /// updated only while it still holds it, so a stale (cached or raced) match never attaches
+    /// a message to a contact that no longer owns the sender's number or user id.
+    pub matched_by: Option<IdentityKey>,
     /// WhatsApp profile name from `contacts[].profile.name`.
     pub profile_name: Option<String>,
     /// Consent change from a STOP/START keyword.
@@ -68,7 +72,32 @@ pub enum StatusOutcome {
     Parked,
 }
 
+/// One of a customer's identities, as stored on the contact.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum IdentityKey {
+    /// E.164.
+    Phone(String),
+    UserId(String),
+}
+
+impl CustomerIdentity {
+    /// The identity a new contact for this customer is matched by from then on.
+    pub fn primary_key(&self) -> Option<IdentityKey> {
+        self.phone
+            .clone()
+            .map(IdentityKey::Phone)
+            .or_else(|| self.user_id.clone().map(IdentityKey::UserId))
+    }
+}
+
 pub trait InboundStore: Send + Sync {
+    /// The contact holding the phone (first) or the user id, and which of the two matched.
+    fn match_contact(
+        &self,
+        tenant_id: &str,
+        identity: &CustomerIdentity,
+    ) -> impl Future<Output = Result<Option<(String, IdentityKey)>, StoreError>> + Send;
+
     fn find_contact_id(
         &self,
         tenant_id: &str,
@@ -341,11 +370,22 @@ impl DynamoStore {
                 }),
             );
         }
-        let condition = if with_time_condition {
-            "attribute_exists(PK) AND (attribute_not_exists(last_inbound_ms) OR last_inbound_ms < :ms)"
+        let mut condition = if with_time_condition {
+            "attribute_exists(PK) AND (attribute_not_exists(last_inbound_ms) OR last_inbound_ms < :ms)".to_owned()
         } else {
-            "attribute_exists(PK)"
+            "attribute_exists(PK)".to_owned()
         };
+        match &write.matched_by {
+            Some(IdentityKey::Phone(phone)) => {
+                condition.push_str(" AND phone = :matched");
+                values.insert(":matched".into(), s(phone.clone()));
+            }
+            Some(IdentityKey::UserId(user_id)) => {
+                condition.push_str(" AND user_id = :matched");
+                values.insert(":matched".into(), s(user_id.clone()));
+            }
+            None => {}
+        }
         let update = Update::builder()
             .table_name(self.table())
             .key(PK, s(contact_pk(&m.tenant_id, &m.contact_id)))
@@ -449,20 +489,30 @@ impl DynamoStore {
 }
 
 impl InboundStore for DynamoStore {
+    async fn match_contact(
+        &self,
+        tenant_id: &str,
+        identity: &CustomerIdentity,
+    ) -> Result<Option<(String, IdentityKey)>, StoreError> {
+        if let Some(phone) = &identity.phone
+            && let Some(id) = self.identity_lookup(phone_identity_pk(tenant_id, phone)).await?
+        {
+            return Ok(Some((id, IdentityKey::Phone(phone.clone()))));
+        }
+        if let Some(user_id) = &identity.user_id
+            && let Some(id) = self.identity_lookup(user_identity_pk(tenant_id, user_id)).await?
+        {
+            return Ok(Some((id, IdentityKey::UserId(user_id.clone()))));
+        }
+        Ok(None)
+    }
+
     async fn find_contact_id(
         &self,
         tenant_id: &str,
         identity: &CustomerIdentity,
     ) -> Result<Option<String>, StoreError> {
-        if let Some(phone) = &identity.phone
-            && let Some(id) = self.identity_lookup(phone_identity_pk(tenant_id, phone)).await?
-        {
-            return Ok(Some(id));
-        }
-        if let Some(user_id) = &identity.user_id {
-            return self.identity_lookup(user_identity_pk(tenant_id, user_id)).await;
-        }
-        Ok(None)
+        Ok(self.match_contact(tenant_id, identity).await?.map(|(id, _)| id))
     }
 
     async fn get_contact(&self, tenant_id: &str, contact_id: &str) -> Result<Option<Contact>, StoreError> {
@@ -477,8 +527,10 @@ impl InboundStore for DynamoStore {
         match self.try_record_inbound(write, true).await? {
             Ok(outcome) => Ok(outcome),
             Err(_) => {
-                // The contact update's condition failed: either the contact is gone or it has
-                // seen a newer message. Store the message without moving the contact's clock.
+                // The contact update's condition failed: the contact is gone, no longer holds the
+                // identity it was matched by, or has seen a newer message. Only the last one
+                // stores the message (without moving the contact's clock); the others are
+                // `NotFound`, and the caller matches the sender again.
                 if !self
                     .contact_exists(&write.message.tenant_id, &write.message.contact_id)
                     .await?

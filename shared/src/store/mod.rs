@@ -20,8 +20,8 @@ pub use audit::AuditStore;
 pub use contacts::{ContactFilter, ContactStore, ContactUpdate};
 pub use dynamo::DynamoStore;
 pub use inbound::{
-    ConversationStore, CustomerIdentity, InboundOutcome, InboundStore, InboundWrite, MediaStore, StatusOutcome,
-    StatusWrite,
+    ConversationStore, CustomerIdentity, IdentityKey, InboundOutcome, InboundStore, InboundWrite, MediaStore,
+    StatusOutcome, StatusWrite,
 };
 pub use outbound::{CreateOutcome, IdempotencyRecord, OutboundStore};
 
