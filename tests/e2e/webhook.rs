@@ -634,6 +634,7 @@ async fn an_inbound_text_costs_at_most_two_dynamodb_requests_for_a_known_contact
     let first = deliver(&deps, &from, "wamid.cost1", 1_767_225_600).await;
     let again = deliver(&deps, &from, "wamid.cost2", 1_767_225_700).await;
     let duplicate = deliver(&deps, &from, "wamid.cost2", 1_767_225_700).await;
+    let same_second = deliver(&deps, &from, "wamid.cost2b", 1_767_225_700).await;
     // Another instance (own caches), route warmed by another customer's message first.
     let other = webhook_instance(&store).await;
     deliver(&other, &customer_wa_id(), "wamid.cost3", 1_767_225_800).await;
@@ -649,6 +650,11 @@ async fn an_inbound_text_costs_at_most_two_dynamodb_requests_for_a_known_contact
     );
     assert_eq!(again, vec!["TransactWriteItems"]);
     assert_eq!(duplicate, vec!["TransactWriteItems"]);
+    assert_eq!(
+        same_second,
+        vec!["TransactWriteItems"],
+        "a second message within the same second"
+    );
     assert_eq!(known, vec!["GetItem", "TransactWriteItems"]);
 }
 

@@ -17,6 +17,7 @@ use lambda_http::{Body, Error, Request, RequestExt, Response};
 use subtle::ConstantTimeEq;
 
 use crm_shared::config::WebhookSecrets;
+use crm_shared::contact;
 use crm_shared::jobs::MediaJobQueue;
 use crm_shared::store::{AuditStore, CustomerIdentity, IdentityKey, InboundStore, StoreError, TenantStore};
 use crm_shared::whatsapp::{parse_payload, verify_signature};
@@ -45,6 +46,9 @@ pub struct Deps<S, Q> {
     pub secrets: WebhookSecrets,
     routes: Mutex<HashMap<String, (Option<String>, Instant)>>,
     known_contacts: Mutex<KnownContacts>,
+    /// `wa_id` → E.164, as [`contact::phone_from_wa_id`] computes it (a pure function costing
+    /// tens of µs per call in the phone metadata: a conversation pays it once).
+    wa_id_phones: Mutex<HashMap<String, Option<String>>>,
 }
 
 impl<S: WebhookStore, Q: MediaJobQueue> Deps<S, Q> {
@@ -55,7 +59,21 @@ impl<S: WebhookStore, Q: MediaJobQueue> Deps<S, Q> {
             secrets,
             routes: Mutex::new(HashMap::new()),
             known_contacts: Mutex::new(HashMap::new()),
+            wa_id_phones: Mutex::new(HashMap::new()),
         }
+    }
+
+    pub(crate) fn phone_of_wa_id(&self, wa_id: &str) -> Option<String> {
+        if let Some(phone) = self.wa_id_phones.lock().expect("wa_id cache").get(wa_id) {
+            return phone.clone();
+        }
+        let phone = contact::phone_from_wa_id(wa_id);
+        let mut known = self.wa_id_phones.lock().expect("wa_id cache");
+        if known.len() >= KNOWN_CONTACTS_MAX {
+            known.clear();
+        }
+        known.insert(wa_id.to_owned(), phone.clone());
+        phone
     }
 
     /// The contact this instance last matched to one of the customer's identities.

@@ -134,7 +134,11 @@ async fn process_messages<S: WebhookStore, Q: MediaJobQueue>(
 
 /// The customer's identity and WhatsApp profile name for a message, from `from`,
 /// `from_user_id` and the matching `contacts[]` entry.
-pub(crate) fn identity_of(message: &InboundMessage, contacts: &[WaContact]) -> (CustomerIdentity, Option<String>) {
+pub(crate) fn identity_of(
+    message: &InboundMessage,
+    contacts: &[WaContact],
+    phone_of_wa_id: impl Fn(&str) -> Option<String>,
+) -> (CustomerIdentity, Option<String>) {
     let matching = contacts
         .iter()
         .find(|c| {
@@ -148,7 +152,7 @@ pub(crate) fn identity_of(message: &InboundMessage, contacts: &[WaContact]) -> (
         .clone()
         .or_else(|| matching.and_then(|c| c.user_id.clone()))
         .and_then(|u| contact::normalize_user_id(&u).ok());
-    let phone = wa_id.as_deref().and_then(contact::phone_from_wa_id);
+    let phone = wa_id.as_deref().and_then(phone_of_wa_id);
     let name = matching
         .and_then(|c| c.profile.as_ref())
         .and_then(|p| p.name.as_deref())
@@ -208,7 +212,7 @@ async fn store_message<S: WebhookStore, Q: MediaJobQueue>(
     raw: &Value,
     now: DateTime<Utc>,
 ) -> Result<InboundOutcome, ProcessError> {
-    let (identity, profile_name) = identity_of(message, contacts);
+    let (identity, profile_name) = identity_of(message, contacts, |wa_id| deps.phone_of_wa_id(wa_id));
     if identity.phone.is_none() && identity.user_id.is_none() {
         // Nothing to attach it to; keep it raw rather than drop it.
         deps.store

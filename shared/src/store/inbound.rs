@@ -371,7 +371,7 @@ impl DynamoStore {
             );
         }
         let mut condition = if with_time_condition {
-            "attribute_exists(PK) AND (attribute_not_exists(last_inbound_ms) OR last_inbound_ms < :ms)".to_owned()
+            "attribute_exists(PK) AND (attribute_not_exists(last_inbound_ms) OR last_inbound_ms <= :ms)".to_owned()
         } else {
             "attribute_exists(PK)".to_owned()
         };
