@@ -55,6 +55,8 @@ struct Options {
     skip_cold: bool,
     skip_warm: bool,
     skip_throughput: bool,
+    /// Only rewrite REPORT.md from results.json and ANALYSIS.md (no measurement).
+    render_only: bool,
 }
 
 fn parse_args(root: &Path) -> Result<Options, String> {
@@ -70,6 +72,7 @@ fn parse_args(root: &Path) -> Result<Options, String> {
         skip_cold: false,
         skip_warm: false,
         skip_throughput: false,
+        render_only: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -98,6 +101,7 @@ fn parse_args(root: &Path) -> Result<Options, String> {
             "--skip-throughput" => o.skip_throughput = true,
             "--skip-cold" => o.skip_cold = true,
             "--skip-warm" => o.skip_warm = true,
+            "--render-only" => o.render_only = true,
             "--quick" => {
                 // A smoke run of the whole pipeline; its numbers are not the report's.
                 o.events = 100;
@@ -107,7 +111,7 @@ fn parse_args(root: &Path) -> Result<Options, String> {
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: bench [--events N] [--warmup N] [--starts N] [--feed-secs N] [--out DIR] [--bin-dir DIR] [--perf DIR] [--functions a,b] [--skip-cold] [--skip-warm] [--skip-throughput] [--quick]"
+                    "usage: bench [--events N] [--warmup N] [--starts N] [--feed-secs N] [--out DIR] [--bin-dir DIR] [--perf DIR] [--functions a,b] [--skip-cold] [--skip-warm] [--skip-throughput] [--quick] [--render-only]"
                 );
                 std::process::exit(0);
             }
@@ -1049,7 +1053,18 @@ fn release_profile(root: &Path) -> BTreeMap<String, String> {
 
 // ---------------------------------------------------------------------------------------------
 
+/// Rewrites REPORT.md from the last results.json and the current ANALYSIS.md.
+fn render_only(out: &Path) -> Result<(), String> {
+    let json = std::fs::read_to_string(out.join("results.json")).map_err(|e| format!("results.json: {e}"))?;
+    let results: Results = serde_json::from_str(&json).map_err(|e| format!("results.json: {e}"))?;
+    let analysis = std::fs::read_to_string(out.join("ANALYSIS.md")).ok();
+    std::fs::write(out.join("REPORT.md"), report::render(&results, analysis.as_deref())).map_err(|e| e.to_string())
+}
+
 async fn run(opts: Options, root: PathBuf) -> Result<(), String> {
+    if opts.render_only {
+        return render_only(&opts.out);
+    }
     let started = Instant::now();
     let bin_dir = opts
         .bin_dir
@@ -1088,7 +1103,11 @@ async fn run(opts: Options, root: PathBuf) -> Result<(), String> {
         results.throughput = throughput_runs(&b, opts.feed_secs, 100_000).await?;
     }
     results.sizes = sizes(&b, &opts.out.join("out"));
-    if results.sizes.iter().any(|s| s.arm64_zip_bytes.is_none()) {
+    if results
+        .sizes
+        .iter()
+        .any(|s| !report::is_reference(&s.binary) && s.arm64_zip_bytes.is_none())
+    {
         results.notes.push(
             "arm64 packages missing for some functions: run `make package` (make bench does) for deployed sizes".into(),
         );

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::throughput::ThroughputResult;
 
@@ -19,7 +19,7 @@ pub const RATE_MAX_DEVIATION_PCT: f64 = 2.0;
 /// What the sender must sustain for one number when the limiter allows more (issue 6).
 pub const CAPACITY_MIN_PER_S: f64 = 1000.0;
 
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct Machine {
     pub cpus: usize,
     pub cpu_model: String,
@@ -28,7 +28,7 @@ pub struct Machine {
     pub memory_gib: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ColdStart {
     pub binary: String,
     pub starts: usize,
@@ -42,7 +42,7 @@ pub struct ColdStart {
     pub init_errors: usize,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Warm {
     pub scenario: String,
     pub binary: String,
@@ -65,7 +65,7 @@ pub struct Warm {
     pub predicted_cpu_us: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Size {
     pub binary: String,
     pub x86_64_bytes: Option<u64>,
@@ -74,7 +74,7 @@ pub struct Size {
     pub arm64_zip_bytes: Option<u64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Target {
     pub what: String,
     pub value: String,
@@ -84,7 +84,7 @@ pub struct Target {
     pub miss: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct Results {
     pub generated_at: String,
     pub command: String,

@@ -1,6 +1,6 @@
 //! Small statistics over measurements.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Median of the values (mean of the middle two for an even count); `NaN` when empty.
 pub fn median(values: &[f64]) -> f64 {
@@ -21,7 +21,7 @@ pub fn percentile(values: &[f64], p: f64) -> f64 {
 }
 
 /// How a rate limiter did, judged from the arrival times of what it let through.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RateAccuracy {
     /// Whole aligned seconds inside the steady window.
     pub seconds: usize,

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
 use chrono::Utc;
 use lambda_runtime::{Context, LambdaEvent};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crm_shared::config::GraphConfig;
@@ -28,7 +28,7 @@ use crate::graph::{FakeGraph, unix_micros};
 use crate::memstore::MemStore;
 use crate::stats::{RateAccuracy, rate_accuracy};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ThroughputConfig {
     /// Concurrent senders (the event source mapping's `MaximumConcurrency`).
     pub instances: usize,
@@ -42,7 +42,7 @@ pub struct ThroughputConfig {
     pub graph_delay: Duration,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ThroughputResult {
     pub label: String,
     pub config: ThroughputConfig,

@@ -276,7 +276,7 @@ fn av<T: Serialize>(v: &T) -> AttributeValue {
     serde_dynamo::to_attribute_value(v).expect("value serializes")
 }
 
-fn time(at: DateTime<Utc>) -> AttributeValue {
+pub(crate) fn time(at: DateTime<Utc>) -> AttributeValue {
     av(&at)
 }
 

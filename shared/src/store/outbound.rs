@@ -339,52 +339,41 @@ impl OutboundStore for DynamoStore {
         wamid: &str,
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let update = Update::builder()
-            .table_name(self.table())
-            .key(PK, s(message_pk(tenant_id, message_id)))
-            .key(SK, s(MESSAGE_SK))
-            .update_expression("SET wamid = :w REMOVE lease_until_ms")
-            .condition_expression("attribute_exists(PK)")
-            .expression_attribute_values(":w", s(wamid))
-            .build()
-            .expect("update is complete");
         let pointer_pk = wamid_pk(tenant_id, wamid);
-        let pointer = HashMap::from([
-            (PK.to_owned(), s(pointer_pk.clone())),
-            (SK.to_owned(), s(WAMID_SK)),
-            ("message_id".to_owned(), s(message_id)),
-        ]);
-        let put = Put::builder()
-            .table_name(self.table())
-            .set_item(Some(pointer))
-            .build()
-            .expect("put is complete");
-        self.client()
-            .transact_write_items()
-            .transact_items(TransactWriteItem::builder().update(update).build())
-            .transact_items(TransactWriteItem::builder().put(put).build())
-            .transact_items(reference_put(
-                self.table(),
-                tenant_id,
-                contact_id,
-                &pointer_pk,
-                WAMID_SK,
-            ))
-            .send()
+        // Common case: one transaction stores the wamid, its pointer and the `sent` status
+        // (nothing else can move a leased message whose pointer does not exist yet). Should the
+        // message have moved anyway, the wamid is stored on its own and `sent` goes through the
+        // ordered status path.
+        let sent_at = match self
+            .store_wamid(tenant_id, message_id, contact_id, wamid, Some(at))
             .await
-            .map_err(backend)?;
-        self.apply_status(
-            tenant_id,
-            &StatusWrite {
-                wamid: wamid.to_owned(),
-                status: MessageStatus::Sent,
-                at,
-                error: None,
-                pricing: None,
-                conversation: None,
-            },
-        )
-        .await?;
+        {
+            Ok(()) => None,
+            Err(err)
+                if cancellation_codes(&err)
+                    .is_some_and(|c| c.iter().any(|c| c.as_deref() == Some("ConditionalCheckFailed"))) =>
+            {
+                self.store_wamid(tenant_id, message_id, contact_id, wamid, None)
+                    .await
+                    .map_err(backend)?;
+                Some(at)
+            }
+            Err(err) => return Err(backend(err)),
+        };
+        if let Some(at) = sent_at {
+            self.apply_status(
+                tenant_id,
+                &StatusWrite {
+                    wamid: wamid.to_owned(),
+                    status: MessageStatus::Sent,
+                    at,
+                    error: None,
+                    pricing: None,
+                    conversation: None,
+                },
+            )
+            .await?;
+        }
         // Statuses that raced ahead of this write were parked under the wamid: apply them.
         let parked = self
             .client()
@@ -643,5 +632,77 @@ impl DynamoStore {
             .map(|i| i.record);
         // TTL deletion lags: an expired record is treated as absent.
         Ok(record.filter(|r| r.expires_at >= Utc::now().timestamp()))
+    }
+}
+
+impl DynamoStore {
+    /// Stores an accepted send's wamid on the message with its pointer (and the contact's
+    /// reference to it), plus the `sent` status at `sent_at` when given (then only if the
+    /// message has not moved past it).
+    async fn store_wamid(
+        &self,
+        tenant_id: &str,
+        message_id: &str,
+        contact_id: &str,
+        wamid: &str,
+        sent_at: Option<DateTime<Utc>>,
+    ) -> Result<
+        (),
+        SdkError<
+            aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError,
+            aws_sdk_dynamodb::config::http::HttpResponse,
+        >,
+    > {
+        let mut update = Update::builder()
+            .table_name(self.table())
+            .key(PK, s(message_pk(tenant_id, message_id)))
+            .key(SK, s(MESSAGE_SK))
+            .expression_attribute_values(":w", s(wamid));
+        update = match sent_at {
+            Some(at) => update
+                .update_expression(
+                    "SET wamid = :w, #status = :status, status_rank = :rank, status_at.#st = :at REMOVE lease_until_ms",
+                )
+                .condition_expression(
+                    "attribute_exists(PK) AND attribute_not_exists(status_at.#st) AND status_rank < :rank",
+                )
+                .expression_attribute_names("#status", "status")
+                .expression_attribute_names("#st", MessageStatus::Sent.as_str())
+                .expression_attribute_values(":status", s(MessageStatus::Sent.as_str()))
+                .expression_attribute_values(":rank", n(MessageStatus::Sent.rank()))
+                .expression_attribute_values(":at", super::inbound::time(at)),
+            None => update
+                .update_expression("SET wamid = :w REMOVE lease_until_ms")
+                .condition_expression("attribute_exists(PK)"),
+        };
+        let pointer_pk = wamid_pk(tenant_id, wamid);
+        let pointer = HashMap::from([
+            (PK.to_owned(), s(pointer_pk.clone())),
+            (SK.to_owned(), s(WAMID_SK)),
+            ("message_id".to_owned(), s(message_id)),
+        ]);
+        let put = Put::builder()
+            .table_name(self.table())
+            .set_item(Some(pointer))
+            .build()
+            .expect("put is complete");
+        self.client()
+            .transact_write_items()
+            .transact_items(
+                TransactWriteItem::builder()
+                    .update(update.build().expect("update is complete"))
+                    .build(),
+            )
+            .transact_items(TransactWriteItem::builder().put(put).build())
+            .transact_items(reference_put(
+                self.table(),
+                tenant_id,
+                contact_id,
+                &pointer_pk,
+                WAMID_SK,
+            ))
+            .send()
+            .await
+            .map(|_| ())
     }
 }
