@@ -32,13 +32,22 @@ impl<T: InboundStore + TenantStore + AuditStore> WebhookStore for T {}
 /// every delivery. Offboarding deletes the route; the cache delays that by at most its TTL.
 const ROUTE_TTL: Duration = Duration::from_secs(60);
 
-/// Customers whose contact this instance has matched, at most this many (then it starts over).
+/// Customers whose contact (or `wa_id` normalisation) this instance remembers, at most this
+/// many each (then it starts over).
 /// A hit saves the identity read of an inbound message; it needs no expiry because the write
 /// it feeds is conditioned on the contact still holding the identity (see `InboundWrite`).
 const KNOWN_CONTACTS_MAX: usize = 10_000;
 
 /// (tenant, identity) → contact id.
 type KnownContacts = HashMap<(String, IdentityKey), String>;
+
+/// Inserts into one of the per-instance memories, starting it over when it is full.
+fn insert_bounded<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>, key: K, value: V) {
+    if map.len() >= KNOWN_CONTACTS_MAX {
+        map.clear();
+    }
+    map.insert(key, value);
+}
 
 pub struct Deps<S, Q> {
     pub store: S,
@@ -68,22 +77,18 @@ impl<S: WebhookStore, Q: MediaJobQueue> Deps<S, Q> {
             return phone.clone();
         }
         let phone = contact::phone_from_wa_id(wa_id);
-        let mut known = self.wa_id_phones.lock().expect("wa_id cache");
-        if known.len() >= KNOWN_CONTACTS_MAX {
-            known.clear();
-        }
-        known.insert(wa_id.to_owned(), phone.clone());
+        insert_bounded(
+            &mut self.wa_id_phones.lock().expect("wa_id cache"),
+            wa_id.to_owned(),
+            phone.clone(),
+        );
         phone
     }
 
     /// The contact this instance last matched to one of the customer's identities.
     pub(crate) fn known_contact(&self, tenant_id: &str, identity: &CustomerIdentity) -> Option<(String, IdentityKey)> {
         let known = self.known_contacts.lock().expect("contact cache");
-        let keys = [
-            identity.phone.clone().map(IdentityKey::Phone),
-            identity.user_id.clone().map(IdentityKey::UserId),
-        ];
-        keys.into_iter().flatten().find_map(|key| {
+        identity.keys().find_map(|key| {
             known
                 .get(&(tenant_id.to_owned(), key.clone()))
                 .map(|id| (id.clone(), key))
@@ -91,11 +96,11 @@ impl<S: WebhookStore, Q: MediaJobQueue> Deps<S, Q> {
     }
 
     pub(crate) fn remember_contact(&self, tenant_id: &str, key: IdentityKey, contact_id: &str) {
-        let mut known = self.known_contacts.lock().expect("contact cache");
-        if known.len() >= KNOWN_CONTACTS_MAX {
-            known.clear();
-        }
-        known.insert((tenant_id.to_owned(), key), contact_id.to_owned());
+        insert_bounded(
+            &mut self.known_contacts.lock().expect("contact cache"),
+            (tenant_id.to_owned(), key),
+            contact_id.to_owned(),
+        );
     }
 
     pub(crate) fn forget_contact(&self, tenant_id: &str, key: &IdentityKey) {

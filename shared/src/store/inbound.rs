@@ -81,12 +81,16 @@ pub enum IdentityKey {
 }
 
 impl CustomerIdentity {
+    /// The customer's identities in the order they are matched: phone first, then user id.
+    pub fn keys(&self) -> impl Iterator<Item = IdentityKey> + '_ {
+        let phone = self.phone.clone().map(IdentityKey::Phone);
+        let user_id = self.user_id.clone().map(IdentityKey::UserId);
+        phone.into_iter().chain(user_id)
+    }
+
     /// The identity a new contact for this customer is matched by from then on.
     pub fn primary_key(&self) -> Option<IdentityKey> {
-        self.phone
-            .clone()
-            .map(IdentityKey::Phone)
-            .or_else(|| self.user_id.clone().map(IdentityKey::UserId))
+        self.keys().next()
     }
 }
 
@@ -276,7 +280,63 @@ fn av<T: Serialize>(v: &T) -> AttributeValue {
     serde_dynamo::to_attribute_value(v).expect("value serializes")
 }
 
-pub(crate) fn time(at: DateTime<Utc>) -> AttributeValue {
+/// A status moving a message forward, as one conditional update: its `SET` clauses, names,
+/// values, and the condition that orders statuses (shared by the webhook's status path and the
+/// sender's `sent`).
+pub(crate) struct StatusChange {
+    pub sets: Vec<&'static str>,
+    pub names: HashMap<String, String>,
+    pub values: HashMap<String, AttributeValue>,
+    pub condition: &'static str,
+}
+
+impl StatusChange {
+    pub fn of(write: &StatusWrite) -> StatusChange {
+        let status = write.status.as_str();
+        let mut names = HashMap::from([
+            ("#status".to_owned(), "status".to_owned()),
+            ("#st".to_owned(), status.to_owned()),
+        ]);
+        let mut values: HashMap<String, AttributeValue> = HashMap::from([
+            (":status".to_owned(), s(status)),
+            (":rank".to_owned(), AttributeValue::N(write.status.rank().to_string())),
+            (":at".to_owned(), time(write.at)),
+        ]);
+        let mut sets = vec!["#status = :status", "status_rank = :rank", "status_at.#st = :at"];
+        if let Some(error) = &write.error {
+            sets.push("#error = :error");
+            names.insert("#error".into(), "error".into());
+            values.insert(":error".into(), av(error));
+        }
+        if let Some(pricing) = &write.pricing {
+            sets.push("pricing = :pricing");
+            values.insert(":pricing".into(), av(pricing));
+        }
+        if let Some(conversation) = &write.conversation {
+            sets.push("conversation = :conversation");
+            values.insert(":conversation".into(), av(conversation));
+        }
+        // `failed` ends a message that has not been delivered yet; every other status must
+        // outrank the current one. Terminal states rank highest, so nothing moves them.
+        let condition = if write.status == MessageStatus::Failed {
+            values.insert(
+                ":limit".into(),
+                AttributeValue::N(MessageStatus::Sent.rank().to_string()),
+            );
+            "attribute_exists(PK) AND attribute_not_exists(status_at.#st) AND status_rank <= :limit"
+        } else {
+            "attribute_exists(PK) AND attribute_not_exists(status_at.#st) AND status_rank < :rank"
+        };
+        StatusChange {
+            sets,
+            names,
+            values,
+            condition,
+        }
+    }
+}
+
+fn time(at: DateTime<Utc>) -> AttributeValue {
     av(&at)
 }
 
@@ -564,53 +624,17 @@ impl InboundStore for DynamoStore {
             None => return self.park_status(tenant_id, write).await,
         };
         let status = write.status.as_str();
-        let mut values: HashMap<String, AttributeValue> = HashMap::from([
-            (":status".to_owned(), s(status)),
-            (":rank".to_owned(), AttributeValue::N(write.status.rank().to_string())),
-            (":at".to_owned(), time(write.at)),
-        ]);
-        let mut sets = vec!["#status = :status", "status_rank = :rank", "status_at.#st = :at"];
-        if let Some(error) = &write.error {
-            sets.push("#error = :error");
-            values.insert(":error".into(), av(error));
-        }
-        if let Some(pricing) = &write.pricing {
-            sets.push("pricing = :pricing");
-            values.insert(":pricing".into(), av(pricing));
-        }
-        if let Some(conversation) = &write.conversation {
-            sets.push("conversation = :conversation");
-            values.insert(":conversation".into(), av(conversation));
-        }
-        // `failed` ends a message that has not been delivered yet; every other status must
-        // outrank the current one. Terminal states rank highest, so nothing moves them.
-        let condition = if write.status == MessageStatus::Failed {
-            values.insert(
-                ":limit".into(),
-                AttributeValue::N(MessageStatus::Sent.rank().to_string()),
-            );
-            "attribute_exists(PK) AND attribute_not_exists(status_at.#st) AND status_rank <= :limit"
-        } else {
-            "attribute_exists(PK) AND attribute_not_exists(status_at.#st) AND status_rank < :rank"
-        };
+        let change = StatusChange::of(write);
         let result = self
             .client()
             .update_item()
             .table_name(self.table())
             .key(PK, s(message_pk(tenant_id, &message_id)))
             .key(SK, s(MESSAGE_SK))
-            .update_expression(format!("SET {}", sets.join(", ")))
-            .condition_expression(condition)
-            .set_expression_attribute_names(Some(
-                [
-                    ("#status".to_owned(), "status".to_owned()),
-                    ("#st".to_owned(), status.to_owned()),
-                ]
-                .into_iter()
-                .chain(write.error.as_ref().map(|_| ("#error".to_owned(), "error".to_owned())))
-                .collect(),
-            ))
-            .set_expression_attribute_values(Some(values))
+            .update_expression(format!("SET {}", change.sets.join(", ")))
+            .condition_expression(change.condition)
+            .set_expression_attribute_names(Some(change.names))
+            .set_expression_attribute_values(Some(change.values))
             .send()
             .await;
         match result {

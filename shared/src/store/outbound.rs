@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::dynamo::{backend, from_item, to_item};
-use super::inbound::{InboundStore, MessageItem, StatusWrite, cancellation_codes};
+use super::inbound::{InboundStore, MessageItem, StatusChange, StatusWrite, cancellation_codes};
 use super::keys::*;
 use super::{DynamoStore, StoreError};
 use crate::message::{MessageError, MessageRecord, MessageStatus};
@@ -340,15 +340,23 @@ impl OutboundStore for DynamoStore {
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let pointer_pk = wamid_pk(tenant_id, wamid);
+        let sent = StatusWrite {
+            wamid: wamid.to_owned(),
+            status: MessageStatus::Sent,
+            at,
+            error: None,
+            pricing: None,
+            conversation: None,
+        };
         // Common case: one transaction stores the wamid, its pointer and the `sent` status
         // (nothing else can move a leased message whose pointer does not exist yet). Should the
         // message have moved anyway, the wamid is stored on its own and `sent` goes through the
         // ordered status path.
-        let sent_at = match self
-            .store_wamid(tenant_id, message_id, contact_id, wamid, Some(at))
+        match self
+            .store_wamid(tenant_id, message_id, contact_id, wamid, Some(&sent))
             .await
         {
-            Ok(()) => None,
+            Ok(()) => {}
             Err(err)
                 if cancellation_codes(&err)
                     .is_some_and(|c| c.iter().any(|c| c.as_deref() == Some("ConditionalCheckFailed"))) =>
@@ -356,23 +364,9 @@ impl OutboundStore for DynamoStore {
                 self.store_wamid(tenant_id, message_id, contact_id, wamid, None)
                     .await
                     .map_err(backend)?;
-                Some(at)
+                self.apply_status(tenant_id, &sent).await?;
             }
             Err(err) => return Err(backend(err)),
-        };
-        if let Some(at) = sent_at {
-            self.apply_status(
-                tenant_id,
-                &StatusWrite {
-                    wamid: wamid.to_owned(),
-                    status: MessageStatus::Sent,
-                    at,
-                    error: None,
-                    pricing: None,
-                    conversation: None,
-                },
-            )
-            .await?;
         }
         // Statuses that raced ahead of this write were parked under the wamid: apply them.
         let parked = self
@@ -637,15 +631,15 @@ impl DynamoStore {
 
 impl DynamoStore {
     /// Stores an accepted send's wamid on the message with its pointer (and the contact's
-    /// reference to it), plus the `sent` status at `sent_at` when given (then only if the
-    /// message has not moved past it).
+    /// reference to it), plus the `sent` status when given (then only if the message has not
+    /// moved past it, by the same rule as every status).
     async fn store_wamid(
         &self,
         tenant_id: &str,
         message_id: &str,
         contact_id: &str,
         wamid: &str,
-        sent_at: Option<DateTime<Utc>>,
+        sent: Option<&StatusWrite>,
     ) -> Result<
         (),
         SdkError<
@@ -653,27 +647,25 @@ impl DynamoStore {
             aws_sdk_dynamodb::config::http::HttpResponse,
         >,
     > {
-        let mut update = Update::builder()
+        let update = Update::builder()
             .table_name(self.table())
             .key(PK, s(message_pk(tenant_id, message_id)))
-            .key(SK, s(MESSAGE_SK))
-            .expression_attribute_values(":w", s(wamid));
-        update = match sent_at {
-            Some(at) => update
-                .update_expression(
-                    "SET wamid = :w, #status = :status, status_rank = :rank, status_at.#st = :at REMOVE lease_until_ms",
-                )
-                .condition_expression(
-                    "attribute_exists(PK) AND attribute_not_exists(status_at.#st) AND status_rank < :rank",
-                )
-                .expression_attribute_names("#status", "status")
-                .expression_attribute_names("#st", MessageStatus::Sent.as_str())
-                .expression_attribute_values(":status", s(MessageStatus::Sent.as_str()))
-                .expression_attribute_values(":rank", n(MessageStatus::Sent.rank()))
-                .expression_attribute_values(":at", super::inbound::time(at)),
+            .key(SK, s(MESSAGE_SK));
+        let update = match sent {
+            Some(sent) => {
+                let mut change = StatusChange::of(sent);
+                change.sets.push("wamid = :w");
+                change.values.insert(":w".into(), s(wamid));
+                update
+                    .update_expression(format!("SET {} REMOVE lease_until_ms", change.sets.join(", ")))
+                    .condition_expression(change.condition)
+                    .set_expression_attribute_names(Some(change.names))
+                    .set_expression_attribute_values(Some(change.values))
+            }
             None => update
                 .update_expression("SET wamid = :w REMOVE lease_until_ms")
-                .condition_expression("attribute_exists(PK)"),
+                .condition_expression("attribute_exists(PK)")
+                .expression_attribute_values(":w", s(wamid)),
         };
         let pointer_pk = wamid_pk(tenant_id, wamid);
         let pointer = HashMap::from([
