@@ -24,7 +24,7 @@ use crm_shared::jobs::{RetryScheduler, SendJob, send_retry_delay_secs};
 use crm_shared::message::{MessageError, MessageRecord, MessageStatus};
 use crm_shared::secret::Secret;
 use crm_shared::sending::{self, Category, SendFailure, SendSchedule, SlotDecision, SlotGrant};
-use crm_shared::store::{ContactStore, MediaStore, OutboundStore, StoreError, TenantStore};
+use crm_shared::store::{ContactStore, MessageStore, OutboundStore, SendPacingStore, StoreError, TenantStore};
 use crm_shared::tenant::{Tenant, TenantStatus};
 
 #[derive(Debug, Clone)]
@@ -55,8 +55,8 @@ impl Default for SenderConfig {
 }
 
 /// Storage the sender needs.
-pub trait SenderStore: OutboundStore + MediaStore + ContactStore + TenantStore {}
-impl<T: OutboundStore + MediaStore + ContactStore + TenantStore> SenderStore for T {}
+pub trait SenderStore: OutboundStore + SendPacingStore + MessageStore + ContactStore + TenantStore {}
+impl<T: OutboundStore + SendPacingStore + MessageStore + ContactStore + TenantStore> SenderStore for T {}
 
 pub struct Deps<S, G, R> {
     pub store: S,
@@ -348,7 +348,7 @@ async fn prepare<S: SenderStore, G: MessageSender, R: RetryScheduler>(
     }
     let Some(contact) = deps
         .store
-        .load_contact(&job.tenant_id, &message.contact_id)
+        .get_contact(&job.tenant_id, &message.contact_id)
         .await
         .map_err(store_failure)?
     else {

@@ -19,14 +19,16 @@ use subtle::ConstantTimeEq;
 use crm_shared::config::WebhookSecrets;
 use crm_shared::contact;
 use crm_shared::jobs::MediaJobQueue;
-use crm_shared::store::{AuditStore, CustomerIdentity, IdentityKey, InboundStore, StoreError, TenantStore};
+use crm_shared::store::{
+    AuditStore, ContactStore, CustomerIdentity, IdentityKey, InboundStore, StoreError, TenantStore,
+};
 use crm_shared::whatsapp::{parse_payload, verify_signature};
 
 pub use process::Summary;
 
 /// Storage the webhook needs.
-pub trait WebhookStore: InboundStore + TenantStore + AuditStore {}
-impl<T: InboundStore + TenantStore + AuditStore> WebhookStore for T {}
+pub trait WebhookStore: InboundStore + ContactStore + TenantStore + AuditStore {}
+impl<T: InboundStore + ContactStore + TenantStore + AuditStore> WebhookStore for T {}
 
 /// Phone number id → tenant, remembered briefly so a warm function does not look it up for
 /// every delivery. Offboarding deletes the route; the cache delays that by at most its TTL.

@@ -17,7 +17,7 @@ use crm_shared::ids;
 use crm_shared::jobs::{SendJob, SendJobQueue};
 use crm_shared::message::{Direction, MessageError, MessageRecord, MessageStatus};
 use crm_shared::sending::{self, SendRequest};
-use crm_shared::store::outbound::IDEMPOTENCY_TTL_HOURS;
+use crm_shared::store::IDEMPOTENCY_TTL_HOURS;
 use crm_shared::store::{CreateOutcome, CustomerIdentity, IdempotencyRecord, StoreError};
 
 use crate::auth::Caller;
@@ -47,7 +47,7 @@ async fn recipient<S: ApiStore, L, Q>(
         user_id: None,
     };
     for _ in 0..3 {
-        if let Some(id) = deps.store.find_contact_id(&caller.tenant_id, &identity).await? {
+        if let Some((id, _)) = deps.store.match_contact(&caller.tenant_id, &identity).await? {
             return contacts::load(deps, caller, &id).await;
         }
         let valid = ValidContact {
@@ -59,7 +59,7 @@ async fn recipient<S: ApiStore, L, Q>(
             attributes: Default::default(),
         };
         let contact = Contact::new(&caller.tenant_id, valid, Utc::now());
-        match deps.store.insert_contact(&contact).await {
+        match deps.store.create_contact(&contact).await {
             Ok(()) => return Ok(contact),
             Err(StoreError::Conflict(_)) => continue,
             Err(e) => return Err(e.into()),
