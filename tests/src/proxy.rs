@@ -145,7 +145,8 @@ impl Gate {
         if let Some(what) = verdict {
             let line = format!("{} is not allowed {what}", self.principal);
             if !self.principal.starts_with(PROBE_PREFIX) {
-                eprintln!("IAM DENY: {line}");
+                // Straight to stderr: libtest's capture would hide it inside an unrelated test.
+                let _ = std::io::Write::write_all(&mut std::io::stderr(), format!("IAM DENY: {line}\n").as_bytes());
                 DENIALS.lock().unwrap().push(line.clone());
             }
             return access_denied(&parts.headers, &line);
