@@ -73,7 +73,12 @@ fn start_stack() -> Stack {
             let provisioned = rt.block_on(async {
                 let sdk = sdk_config(&endpoint).await;
                 let resources = template::load(&root.join("template.yaml")).expect("template parses");
-                provision::provision(&sdk, &Env::default(), &resources)
+                let secrets = std::collections::BTreeMap::from([
+                    ("MetaAppSecret".to_owned(), TEST_APP_SECRET.to_owned()),
+                    ("MetaVerifyToken".to_owned(), TEST_VERIFY_TOKEN.to_owned()),
+                    ("CursorKey".to_owned(), TEST_CURSOR_SECRET.to_owned()),
+                ]);
+                provision::provision_with_secrets(&sdk, &Env::default(), &resources, &secrets)
                     .await
                     .expect("provisioning from template.yaml")
             });
@@ -123,12 +128,25 @@ impl Stack {
         sdk_config(gate).await
     }
 
-    /// The store a function's handler uses (its role's permissions).
+    /// The store a function's handler uses (its role's permissions; Graph tokens sealed with
+    /// the stack's token key, which only the sender's and media worker's roles may open).
     pub async fn store_for(&self, principal: &str) -> DynamoStore {
-        DynamoStore::new(
-            crm_shared::aws::dynamodb_client(&self.sdk_for(principal).await),
-            self.table(),
-        )
+        let sdk = self.sdk_for(principal).await;
+        DynamoStore::new(crm_shared::aws::dynamodb_client(&sdk), self.table())
+            .with_token_cipher(self.token_cipher(&sdk))
+    }
+
+    fn token_cipher(&self, sdk: &SdkConfig) -> crm_shared::kms::TokenCipher {
+        crm_shared::kms::TokenCipher::from_sdk(sdk, &self.provisioned.keys[crm_shared::kms::TOKEN_KEY_LOGICAL_ID])
+    }
+
+    /// The environment a function gets, with its secrets resolved from the local Secrets
+    /// Manager as `principal` (as the function does at init).
+    pub async fn function_env_for(&self, principal: &str, secrets: &[&'static str]) -> Env {
+        let sdk = self.sdk_for(principal).await;
+        crm_shared::secrets::resolve(Env::from_map(self.provisioned.function_env()), &sdk, secrets)
+            .await
+            .unwrap_or_else(|e| panic!("{principal}: {e}"))
     }
 
     /// The privacy machinery as `principal` (ApiFunction, ExporterFunction, …) runs it.
@@ -154,7 +172,9 @@ impl Stack {
     }
 
     pub async fn store(&self) -> DynamoStore {
-        DynamoStore::new(crm_shared::aws::dynamodb_client(&self.sdk().await), self.table())
+        let sdk = self.sdk().await;
+        DynamoStore::new(crm_shared::aws::dynamodb_client(&sdk), self.table())
+            .with_token_cipher(self.token_cipher(&sdk))
     }
 
     /// The privacy machinery (exports, erasure, retention) as the API function runs it.
@@ -259,12 +279,17 @@ async fn start_gateway_on(
 ) -> Gateway {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let secrets = Env::from_map([
-        ("WHATSAPP_APP_SECRET", TEST_APP_SECRET),
-        ("WHATSAPP_VERIFY_TOKEN", TEST_VERIFY_TOKEN),
-    ])
-    .webhook_secrets()
-    .unwrap();
+    // Secrets as the functions read them at init: from (local) Secrets Manager, on their roles.
+    let secrets = on
+        .function_env_for("WebhookFunction", &["WHATSAPP_APP_SECRET", "WHATSAPP_VERIFY_TOKEN"])
+        .await
+        .webhook_secrets()
+        .unwrap();
+    let cursor_secret = on
+        .function_env_for("ApiFunction", &["CURSOR_SECRET"])
+        .await
+        .cursor_secret()
+        .unwrap();
     // `store` names the stack's table; each function gets its own client, on its own role.
     let table = store.table().to_owned();
     let api_sdk = on.sdk_for("ApiFunction").await;
@@ -273,7 +298,7 @@ async fn start_gateway_on(
     let handlers = std::sync::Arc::new(devstack::gateway::Handlers {
         api: api_fn::Deps::new(
             DynamoStore::new(crm_shared::aws::dynamodb_client(&api_sdk), table.clone()),
-            CursorCodec::new(TEST_CURSOR_SECRET),
+            CursorCodec::new(cursor_secret.expose()),
             media,
             SqsQueue::new(crm_shared::aws::sqs_client(&api_sdk), outbound_queue_url),
         )

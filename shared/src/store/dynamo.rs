@@ -19,6 +19,8 @@ use crate::tenant::{ApiKeyRecord, Tenant};
 pub struct DynamoStore {
     client: Client,
     table: String,
+    /// Seals and opens Graph tokens (crate::kms); none: stored as given.
+    pub(crate) tokens: Option<crate::kms::TokenCipher>,
 }
 
 impl DynamoStore {
@@ -26,6 +28,7 @@ impl DynamoStore {
         DynamoStore {
             client,
             table: table.into(),
+            tokens: None,
         }
     }
 
@@ -258,7 +261,7 @@ impl TenantStore for DynamoStore {
         let token = TokenItem {
             pk: tenant_pk(&tenant.tenant_id),
             sk: GRAPH_TOKEN_SK.into(),
-            access_token: graph_token.expose().to_owned(),
+            access_token: self.seal_token(&tenant.tenant_id, graph_token).await?,
         };
         let result = self
             .client
@@ -300,7 +303,10 @@ impl TenantStore for DynamoStore {
 
     async fn graph_token(&self, tenant_id: &str) -> Result<Option<Secret>, StoreError> {
         let item: Option<TokenItem> = self.get_item(tenant_pk(tenant_id), GRAPH_TOKEN_SK).await?;
-        Ok(item.map(|i| Secret::new(i.access_token)))
+        match item {
+            Some(i) => Ok(Some(self.open_token(tenant_id, i.access_token).await?)),
+            None => Ok(None),
+        }
     }
 }
 

@@ -466,7 +466,7 @@ impl OutboundStore for DynamoStore {
         let item = HashMap::from([
             (PK.to_owned(), s(tenant_pk(tenant_id))),
             (SK.to_owned(), s(GRAPH_TOKEN_SK)),
-            ("access_token".to_owned(), s(token.expose())),
+            ("access_token".to_owned(), s(&self.seal_token(tenant_id, token).await?)),
         ]);
         let put = Put::builder()
             .table_name(self.table())
