@@ -11,7 +11,7 @@ use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use lambda_runtime::{Error, LambdaEvent};
 
 use crm_shared::blob::{BlobStore, media_key};
-use crm_shared::graph::{GraphCallError, MAX_MEDIA_BYTES, MediaSource, sha256_matches};
+use crm_shared::graph::{GraphCallError, GraphErrorClass, MAX_MEDIA_BYTES, MediaSource, sha256_matches};
 use crm_shared::jobs::{MediaJob, RetryScheduler, retry_delay_secs};
 use crm_shared::message::{MediaRef, MediaStatus};
 use crm_shared::store::{MediaStore, StoreError, TenantStore};
@@ -47,10 +47,13 @@ impl From<StoreError> for Failure {
 
 impl From<GraphCallError> for Failure {
     fn from(e: GraphCallError) -> Self {
-        if e.is_retryable() {
-            Failure::Retry(e.to_string())
-        } else {
-            Failure::Permanent(e.to_string())
+        match e.class() {
+            GraphErrorClass::Permanent => Failure::Permanent(e.to_string()),
+            // A rejected token is worth another try too: an operator may replace it well
+            // within the 7 days a media id lives.
+            GraphErrorClass::Transient | GraphErrorClass::PairRateLimit | GraphErrorClass::TokenInvalid => {
+                Failure::Retry(e.to_string())
+            }
         }
     }
 }
