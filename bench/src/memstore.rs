@@ -17,8 +17,8 @@ use crm_shared::message::{MediaRef, MessageError, MessageRecord, MessageStatus};
 use crm_shared::secret::Secret;
 use crm_shared::sending::{SendSchedule, SlotDecision, book_slots};
 use crm_shared::store::{
-    ContactFilter, ContactStore, ContactUpdate, CreateOutcome, IdempotencyRecord, MediaStore, OutboundStore, Page,
-    StoreError, TenantStore,
+    ContactFilter, ContactStore, ContactUpdate, CreateOutcome, CustomerIdentity, IdempotencyRecord, IdentityKey,
+    MessageStore, OutboundStore, Page, SendPacingStore, StoreError, TenantStore,
 };
 use crm_shared::tenant::{ApiKeyRecord, Tenant};
 
@@ -125,9 +125,32 @@ impl TenantStore for MemStore {
             .get(tenant_id)
             .map(|(_, s)| s.clone()))
     }
+
+    async fn set_token_invalid(&self, tenant_id: &str, invalid: bool) -> Result<(), StoreError> {
+        self.round_trip().await;
+        match self.state.lock().expect("state").tenants.get_mut(tenant_id) {
+            Some((t, _)) => {
+                t.token_invalid = invalid;
+                Ok(())
+            }
+            None => Err(StoreError::NotFound),
+        }
+    }
+
+    async fn replace_graph_token(&self, _: &str, _: &Secret) -> Result<(), StoreError> {
+        unsupported()
+    }
+
+    async fn disable_tenant(&self, _: &str, _: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, StoreError> {
+        unsupported()
+    }
+
+    async fn delete_routes(&self, _: &Tenant) -> Result<u64, StoreError> {
+        unsupported()
+    }
 }
 
-impl MediaStore for MemStore {
+impl MessageStore for MemStore {
     async fn get_message(&self, tenant_id: &str, message_id: &str) -> Result<Option<MessageRecord>, StoreError> {
         self.round_trip().await;
         Ok(self
@@ -142,14 +165,32 @@ impl MediaStore for MemStore {
     async fn update_media(&self, _: &str, _: &str, _: &MediaRef) -> Result<(), StoreError> {
         unsupported()
     }
+
+    async fn contact_messages(
+        &self,
+        _: &str,
+        _: &str,
+        _: i32,
+        _: Option<Position>,
+    ) -> Result<Page<MessageRecord>, StoreError> {
+        unsupported()
+    }
 }
 
 impl ContactStore for MemStore {
-    async fn insert_contact(&self, _: &Contact) -> Result<(), StoreError> {
+    async fn create_contact(&self, _: &Contact) -> Result<(), StoreError> {
         unsupported()
     }
 
-    async fn load_contact(&self, tenant_id: &str, contact_id: &str) -> Result<Option<Contact>, StoreError> {
+    async fn match_contact(&self, _: &str, _: &CustomerIdentity) -> Result<Option<(String, IdentityKey)>, StoreError> {
+        unsupported()
+    }
+
+    async fn restriction_history(&self, _: &str, _: &str) -> Result<Vec<RestrictionChange>, StoreError> {
+        unsupported()
+    }
+
+    async fn get_contact(&self, tenant_id: &str, contact_id: &str) -> Result<Option<Contact>, StoreError> {
         self.round_trip().await;
         Ok(self
             .state
@@ -285,22 +326,9 @@ impl OutboundStore for MemStore {
         }
         Ok(())
     }
+}
 
-    async fn set_token_invalid(&self, tenant_id: &str, invalid: bool) -> Result<(), StoreError> {
-        self.round_trip().await;
-        match self.state.lock().expect("state").tenants.get_mut(tenant_id) {
-            Some((t, _)) => {
-                t.token_invalid = invalid;
-                Ok(())
-            }
-            None => Err(StoreError::NotFound),
-        }
-    }
-
-    async fn replace_graph_token(&self, _: &str, _: &Secret) -> Result<(), StoreError> {
-        unsupported()
-    }
-
+impl SendPacingStore for MemStore {
     async fn take_send_slots(
         &self,
         tenant_id: &str,

@@ -10,7 +10,7 @@
 use chrono::{DateTime, Utc};
 
 use crate::contact::{Contact, ValidContact};
-use crate::store::{CustomerIdentity, IdentityKey, InboundStore, StoreError};
+use crate::store::{ContactStore, CustomerIdentity, IdentityKey, StoreError};
 
 /// Rounds of match-then-create before giving up.
 const ATTEMPTS: usize = 3;
@@ -47,7 +47,7 @@ impl FoundContact {
 
 /// The contact holding `identity`, created (with `profile_name` as its name and WhatsApp
 /// profile name) when there is none.
-pub async fn find_or_create_contact<S: InboundStore>(
+pub async fn find_or_create_contact<S: ContactStore>(
     store: &S,
     tenant_id: &str,
     identity: &CustomerIdentity,
@@ -92,10 +92,10 @@ pub async fn find_or_create_contact<S: InboundStore>(
 mod tests {
     use std::sync::Mutex;
 
-    use serde_json::Value;
-
     use super::*;
-    use crate::store::{InboundOutcome, InboundWrite, StatusOutcome, StatusWrite};
+    use crate::contact::{ConsentChange, RestrictionChange};
+    use crate::cursor::Position;
+    use crate::store::{ContactFilter, ContactUpdate, Page};
 
     /// Identity matches and contact creations only: `creates` answers each `create_contact`
     /// in turn (`true`: created, `false`: conflict), and a conflict makes `after_conflict`
@@ -118,19 +118,13 @@ mod tests {
         }
     }
 
-    impl InboundStore for Identities {
+    impl ContactStore for Identities {
         async fn match_contact(
             &self,
             _tenant_id: &str,
             _identity: &CustomerIdentity,
         ) -> Result<Option<(String, IdentityKey)>, StoreError> {
             Ok(self.matched.lock().unwrap().clone())
-        }
-        async fn find_contact_id(&self, _: &str, _: &CustomerIdentity) -> Result<Option<String>, StoreError> {
-            unreachable!("not used by find-or-create")
-        }
-        async fn get_contact(&self, _: &str, _: &str) -> Result<Option<Contact>, StoreError> {
-            unreachable!("not used by find-or-create")
         }
         async fn create_contact(&self, contact: &Contact) -> Result<(), StoreError> {
             if self.creates.lock().unwrap().pop().expect("no more creates expected") {
@@ -141,13 +135,31 @@ mod tests {
                 Err(StoreError::Conflict("identity taken".into()))
             }
         }
-        async fn record_inbound(&self, _: &InboundWrite) -> Result<InboundOutcome, StoreError> {
+        async fn get_contact(&self, _: &str, _: &str) -> Result<Option<Contact>, StoreError> {
             unreachable!("not used by find-or-create")
         }
-        async fn apply_status(&self, _: &str, _: &StatusWrite) -> Result<StatusOutcome, StoreError> {
+        async fn update_contact(&self, _: &ContactUpdate<'_>) -> Result<(), StoreError> {
             unreachable!("not used by find-or-create")
         }
-        async fn record_event(&self, _: &str, _: &str, _: &Value, _: DateTime<Utc>) -> Result<(), StoreError> {
+        async fn record_consent(&self, _: &Contact, _: &Contact, _: &ConsentChange) -> Result<(), StoreError> {
+            unreachable!("not used by find-or-create")
+        }
+        async fn record_restriction(&self, _: &Contact, _: &Contact, _: &RestrictionChange) -> Result<(), StoreError> {
+            unreachable!("not used by find-or-create")
+        }
+        async fn consent_history(&self, _: &str, _: &str) -> Result<Vec<ConsentChange>, StoreError> {
+            unreachable!("not used by find-or-create")
+        }
+        async fn restriction_history(&self, _: &str, _: &str) -> Result<Vec<RestrictionChange>, StoreError> {
+            unreachable!("not used by find-or-create")
+        }
+        async fn list_contacts(
+            &self,
+            _: &str,
+            _: &ContactFilter,
+            _: i32,
+            _: Option<Position>,
+        ) -> Result<Page<Contact>, StoreError> {
             unreachable!("not used by find-or-create")
         }
     }

@@ -478,7 +478,7 @@ async fn conversation_lists_messages_newest_first_with_media_links() {
         .send()
         .await
         .unwrap();
-    use crm_shared::store::MediaStore;
+    use crm_shared::store::MessageStore;
     let mut msg = store.get_message(&c.tenant_id, &mid).await.unwrap().unwrap();
     let mut media = msg.media.take().unwrap();
     media.status = crm_shared::message::MediaStatus::Available;

@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use crm_shared::contact::MarketingConsent;
 use crm_shared::message::{Direction, MessageRecord, MessageStatus, inbound_message_id, meta_time};
-use crm_shared::store::{ConversationStore, CustomerIdentity, DynamoStore, InboundStore, MediaStore, OutboundStore};
+use crm_shared::store::{ContactStore, CustomerIdentity, DynamoStore, MessageStore, OutboundStore};
 use e2e_tests::{TEST_VERIFY_TOKEN, fixture, new_tenant, post_webhook, stack, start_gateway, unique_numeric_id};
 
 /// Posts a signed delivery and checks the webhook accepted it: every step of a scenario must
@@ -56,7 +56,7 @@ pub fn customer_wa_id() -> String {
 
 async fn contact_id_for(store: &DynamoStore, tenant: &str, wa_id: &str) -> Option<String> {
     store
-        .find_contact_id(
+        .match_contact(
             tenant,
             &CustomerIdentity {
                 phone: Some(format!("+{wa_id}")),
@@ -65,10 +65,11 @@ async fn contact_id_for(store: &DynamoStore, tenant: &str, wa_id: &str) -> Optio
         )
         .await
         .unwrap()
+        .map(|(id, _)| id)
 }
 
 async fn conversation(store: &DynamoStore, tenant: &str, contact: &str) -> Vec<MessageRecord> {
-    store.conversation(tenant, contact, 100, None).await.unwrap().items
+    store.contact_messages(tenant, contact, 100, None).await.unwrap().items
 }
 
 #[tokio::test]
@@ -672,11 +673,11 @@ async fn a_remembered_contact_never_outlives_its_identity() {
         user_id: None,
     };
     deliver("wamid.mem1", 1_767_225_600).await;
-    let first = store.find_contact_id(&t, &identity(&from)).await.unwrap().unwrap();
+    let first = store.match_contact(&t, &identity(&from)).await.unwrap().unwrap().0;
 
     // The phone moves to another number on that contact (an API edit); the instance still
     // remembers the old number → first contact.
-    let before = store.load_contact(&t, &first).await.unwrap().unwrap();
+    let before = store.get_contact(&t, &first).await.unwrap().unwrap();
     let patched = apply_patch(&before, &json!({ "phone": moved_to }), chrono::Utc::now()).unwrap();
     store
         .update_contact(&ContactUpdate {
@@ -689,9 +690,10 @@ async fn a_remembered_contact_never_outlives_its_identity() {
         .unwrap();
     deliver("wamid.mem2", 1_767_225_700).await;
     let second = store
-        .find_contact_id(&t, &identity(&from))
+        .match_contact(&t, &identity(&from))
         .await
         .unwrap()
+        .map(|(id, _)| id)
         .expect("the old number got a contact of its own");
     assert_ne!(
         second, first,
@@ -700,7 +702,7 @@ async fn a_remembered_contact_never_outlives_its_identity() {
     let page = |id: String| {
         let store = store.clone();
         let t = t.clone();
-        async move { store.conversation(&t, &id, 50, None).await.unwrap().items }
+        async move { store.contact_messages(&t, &id, 50, None).await.unwrap().items }
     };
     assert_eq!(
         page(first.clone()).await.len(),

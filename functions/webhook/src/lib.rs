@@ -17,14 +17,16 @@ use crm_shared::cache::TtlCache;
 use crm_shared::config::WebhookSecrets;
 use crm_shared::contact;
 use crm_shared::jobs::MediaJobQueue;
-use crm_shared::store::{AuditStore, CustomerIdentity, IdentityKey, InboundStore, StoreError, TenantStore};
+use crm_shared::store::{
+    AuditStore, ContactStore, CustomerIdentity, IdentityKey, InboundStore, StoreError, TenantStore,
+};
 use crm_shared::whatsapp::{parse_payload, verify_signature};
 
 pub use process::Summary;
 
 /// Storage the webhook needs.
-pub trait WebhookStore: InboundStore + TenantStore + AuditStore {}
-impl<T: InboundStore + TenantStore + AuditStore> WebhookStore for T {}
+pub trait WebhookStore: InboundStore + ContactStore + TenantStore + AuditStore {}
+impl<T: InboundStore + ContactStore + TenantStore + AuditStore> WebhookStore for T {}
 
 /// The webhook's one path, as configured in the Meta app and in `template.yaml`.
 pub const WEBHOOK_PATH: &str = "/webhooks/whatsapp";

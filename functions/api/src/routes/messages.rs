@@ -65,7 +65,7 @@ pub async fn conversation<S: ApiStore, L: MediaLinks, Q>(
     let page = page_request(req, &deps.cursors, &caller.tenant_id, &listing)?;
     let result = deps
         .store
-        .conversation(&caller.tenant_id, contact_id, page.limit, page.start)
+        .contact_messages(&caller.tenant_id, contact_id, page.limit, page.start)
         .await?;
     // Presigning is local computation, but each link is its own future: await them together.
     let items = futures::future::join_all(result.items.iter().map(|m| view(&deps.media, m))).await;

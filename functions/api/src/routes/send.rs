@@ -18,7 +18,7 @@ use crm_shared::ids;
 use crm_shared::jobs::{SendJob, SendJobQueue};
 use crm_shared::message::{Direction, MessageError, MessageRecord, MessageStatus};
 use crm_shared::sending::{self, SendRequest};
-use crm_shared::store::outbound::IDEMPOTENCY_TTL_HOURS;
+use crm_shared::store::IDEMPOTENCY_TTL_HOURS;
 use crm_shared::store::{CreateOutcome, CustomerIdentity, IdempotencyRecord};
 
 use crate::auth::Caller;
