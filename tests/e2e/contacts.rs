@@ -462,7 +462,8 @@ async fn conversation_lists_messages_newest_first_with_media_links() {
         }}]}]
     })
     .to_string();
-    post_webhook(&c.base, &image, None).await;
+    let (status, response) = post_webhook(&c.base, &image, None).await;
+    assert_eq!(status, 200, "{response}");
     let mid = crm_shared::message::inbound_message_id(
         &c.tenant_id,
         "wamid.convimg",

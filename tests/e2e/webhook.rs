@@ -8,6 +8,13 @@ use crm_shared::message::{Direction, MessageRecord, MessageStatus, inbound_messa
 use crm_shared::store::{ContactStore, CustomerIdentity, DynamoStore, MessageStore, OutboundStore};
 use e2e_tests::{TEST_VERIFY_TOKEN, fixture, new_tenant, post_webhook, stack, start_gateway, unique_numeric_id};
 
+/// Posts a signed delivery and checks the webhook accepted it: every step of a scenario must
+/// land, or the assertions after it test nothing.
+async fn post_accepted(base: &str, body: &str) {
+    let (status, response) = post_webhook(base, body, None).await;
+    assert_eq!(status, 200, "delivery refused: {response}");
+}
+
 /// A one-message text delivery.
 pub fn text_delivery(pnid: &str, from: &str, wamid: &str, ts: i64, body: &str) -> String {
     json!({
@@ -220,10 +227,9 @@ async fn stop_and_start_keywords_change_marketing_consent_with_history() {
     let tenant = new_tenant(&store, "Consent").await.tenant;
     let from = customer_wa_id();
     let pnid = &tenant.phone_number_id;
-    post_webhook(
+    post_accepted(
         &gw.base,
         &text_delivery(pnid, &from, "wamid.k1", 1_767_225_600, "hello"),
-        None,
     )
     .await;
     let contact_id = contact_id_for(&store, &tenant.tenant_id, &from).await.unwrap();
@@ -239,10 +245,9 @@ async fn stop_and_start_keywords_change_marketing_consent_with_history() {
         MarketingConsent::Unknown
     );
 
-    post_webhook(
+    post_accepted(
         &gw.base,
         &text_delivery(pnid, &from, "wamid.k2", 1_767_225_700, " Stop "),
-        None,
     )
     .await;
     let c = store
@@ -252,10 +257,9 @@ async fn stop_and_start_keywords_change_marketing_consent_with_history() {
         .unwrap();
     assert_eq!(c.consent.marketing, MarketingConsent::OptedOut);
     assert_eq!(c.consent.source.as_deref(), Some("inbound_keyword"));
-    post_webhook(
+    post_accepted(
         &gw.base,
         &text_delivery(pnid, &from, "wamid.k3", 1_767_225_800, "please stop calling"),
-        None,
     )
     .await;
     assert_eq!(
@@ -268,10 +272,9 @@ async fn stop_and_start_keywords_change_marketing_consent_with_history() {
         ),
         MarketingConsent::OptedOut
     );
-    post_webhook(
+    post_accepted(
         &gw.base,
         &text_delivery(pnid, &from, "wamid.k4", 1_767_225_900, "START"),
-        None,
     )
     .await;
     assert_eq!(
@@ -284,10 +287,9 @@ async fn stop_and_start_keywords_change_marketing_consent_with_history() {
         ),
         MarketingConsent::OptedIn
     );
-    post_webhook(
+    post_accepted(
         &gw.base,
         &text_delivery(pnid, &from, "wamid.k5", 1_767_226_000, "unsubscribe"),
-        None,
     )
     .await;
     assert_eq!(
@@ -371,12 +373,7 @@ async fn statuses_only_move_forward_and_repeat_harmlessly() {
     let t = &tenant.tenant_id;
     let pnid = &tenant.phone_number_id;
     let from = customer_wa_id();
-    post_webhook(
-        &gw.base,
-        &text_delivery(pnid, &from, "wamid.in", 1_767_225_600, "hi"),
-        None,
-    )
-    .await;
+    post_accepted(&gw.base, &text_delivery(pnid, &from, "wamid.in", 1_767_225_600, "hi")).await;
     let contact = contact_id_for(&store, t, &from).await.unwrap();
 
     // read arrives before delivered; the late delivered is history only.
@@ -400,22 +397,19 @@ async fn statuses_only_move_forward_and_repeat_harmlessly() {
         .0,
         200
     );
-    post_webhook(
+    post_accepted(
         &gw.base,
         &status_delivery(pnid, "wamid.out1", "delivered", 1_767_225_800, json!({})),
-        None,
     )
     .await;
-    post_webhook(
+    post_accepted(
         &gw.base,
         &status_delivery(pnid, "wamid.out1", "read", 1_767_225_900, json!({})),
-        None,
     )
     .await;
-    post_webhook(
+    post_accepted(
         &gw.base,
         &status_delivery(pnid, "wamid.out1", "failed", 1_767_226_000, json!({})),
-        None,
     )
     .await;
     let stored = store.get_message(t, &m.message_id).await.unwrap().unwrap();
@@ -439,10 +433,9 @@ async fn statuses_only_move_forward_and_repeat_harmlessly() {
         .unwrap();
     let failed = failed.replace(wamid, "wamid.out2");
     assert_eq!(post_webhook(&gw.base, &failed, None).await.0, 200);
-    post_webhook(
+    post_accepted(
         &gw.base,
         &status_delivery(pnid, "wamid.out2", "delivered", 1_767_226_100, json!({})),
-        None,
     )
     .await;
     let stored = store.get_message(t, &m2.message_id).await.unwrap().unwrap();
@@ -456,10 +449,9 @@ async fn statuses_only_move_forward_and_repeat_harmlessly() {
 
     // A status that races ahead of the sender's write is parked, then applied.
     let m3 = outbound(&store, t, &contact).await;
-    post_webhook(
+    post_accepted(
         &gw.base,
         &status_delivery(pnid, "wamid.out3", "delivered", 1_767_226_200, json!({})),
-        None,
     )
     .await;
     assert_eq!(
