@@ -29,6 +29,7 @@ pub const RESOURCE_ENV: &[(&str, &str)] = &[
     ("OUTBOUND_QUEUE_URL", "OutboundQueue"),
     ("EXPORT_QUEUE_URL", "ExportQueue"),
     ("ERASURE_QUEUE_URL", "ErasureQueue"),
+    ("WEBHOOK_OVERFLOW_QUEUE_URL", "WebhookOverflowQueue"),
 ];
 
 pub const DEFAULT_MEDIA_MAX_RECEIVES: u32 = 5;
@@ -69,6 +70,8 @@ pub struct Resources {
     pub export_queue_url: String,
     /// Erasures to continue (privacy function `eraser`).
     pub erasure_queue_url: String,
+    /// Webhook items handed off past the webhook's time budget (`webhook-overflow`).
+    pub webhook_overflow_queue_url: String,
 }
 
 /// Where and how the Graph API is reached.
@@ -138,6 +141,7 @@ impl Env {
             outbound_queue_url: self.queue_url("OUTBOUND_QUEUE_URL"),
             export_queue_url: self.queue_url("EXPORT_QUEUE_URL"),
             erasure_queue_url: self.queue_url("ERASURE_QUEUE_URL"),
+            webhook_overflow_queue_url: self.queue_url("WEBHOOK_OVERFLOW_QUEUE_URL"),
         }
     }
 

@@ -91,6 +91,81 @@ impl JobQueue for SqsQueue {
     }
 }
 
+/// Largest message body sent to a queue. SQS now takes 1 MiB, but 256 KiB was its limit for
+/// years (and still is for some clients and integrations): staying under it is safe everywhere.
+pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+
+/// Entries per `SendMessageBatch` request (an SQS limit); the request as a whole is kept under
+/// [`MAX_MESSAGE_BYTES`] as well.
+pub const MAX_BATCH_ENTRIES: usize = 10;
+
+/// Consecutive runs of bodies (by their sizes, in order) that each fit one `SendMessageBatch`
+/// request: at most `max_entries` entries and `max_bytes` bytes together. A body larger than
+/// `max_bytes` gets a run of its own (the queue will refuse it; callers keep bodies smaller).
+pub fn batch_runs(sizes: &[usize], max_entries: usize, max_bytes: usize) -> Vec<std::ops::Range<usize>> {
+    let mut runs = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, &size) in sizes.iter().enumerate() {
+        if i > start && (i - start == max_entries || bytes + size > max_bytes) {
+            runs.push(start..i);
+            (start, bytes) = (i, 0);
+        }
+        bytes += size;
+    }
+    if start < sizes.len() {
+        runs.push(start..sizes.len());
+    }
+    runs
+}
+
+/// Already-authenticated webhook deliveries the webhook could not finish within its time
+/// budget, handed to its overflow queue (each body a complete WhatsApp webhook payload).
+pub trait OverflowQueue: Send + Sync {
+    /// Sends every body (in batches); `Ok` only when all of them are on the queue.
+    fn hand_off(&self, bodies: &[String]) -> impl Future<Output = Result<(), EnqueueError>> + Send;
+}
+
+impl OverflowQueue for SqsQueue {
+    async fn hand_off(&self, bodies: &[String]) -> Result<(), EnqueueError> {
+        use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+        let sizes: Vec<usize> = bodies.iter().map(String::len).collect();
+        for run in batch_runs(&sizes, MAX_BATCH_ENTRIES, MAX_MESSAGE_BYTES) {
+            // Entry ids are indexes into `bodies`, so failed entries can be sent again.
+            let mut pending: Vec<usize> = run.collect();
+            for attempt in 0..3 {
+                let entries = pending
+                    .iter()
+                    .map(|&i| {
+                        SendMessageBatchRequestEntry::builder()
+                            .id(i.to_string())
+                            .message_body(&bodies[i])
+                            .build()
+                            .map_err(|e| EnqueueError(e.to_string()))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                let out = self
+                    .client
+                    .send_message_batch()
+                    .queue_url(&self.url)
+                    .set_entries(Some(entries))
+                    .send()
+                    .await
+                    .map_err(|e| EnqueueError(aws_sdk_sqs::error::DisplayErrorContext(&e).to_string()))?;
+                pending = out.failed.iter().filter_map(|f| f.id.parse().ok()).collect();
+                if pending.is_empty() {
+                    break;
+                }
+                if attempt == 2 {
+                    let codes: Vec<&str> = out.failed.iter().map(|f| f.code.as_str()).collect();
+                    return Err(EnqueueError(format!("{} messages refused: {codes:?}", pending.len())));
+                }
+                tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Delays the next delivery of a received SQS message (exponential backoff for retries).
 pub trait RetryScheduler: Send + Sync {
     fn retry_after(&self, receipt_handle: &str, seconds: i32) -> impl Future<Output = Result<(), EnqueueError>> + Send;
@@ -158,6 +233,16 @@ mod tests {
                 .batch_item_failures
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn batch_runs_respect_entry_and_byte_limits() {
+        assert!(batch_runs(&[], 10, 100).is_empty());
+        assert_eq!(batch_runs(&[1; 25], 10, 100), vec![0..10, 10..20, 20..25]);
+        assert_eq!(batch_runs(&[40, 40, 40, 10], 10, 100), vec![0..2, 2..4]);
+        // Too big alone: its own run, neighbours unaffected.
+        assert_eq!(batch_runs(&[10, 500, 10], 10, 100), vec![0..1, 1..2, 2..3]);
+        assert_eq!(batch_runs(&[100, 1], 10, 100), vec![0..1, 1..2]);
     }
 
     #[test]

@@ -76,6 +76,7 @@ fn queue_consumers_can_consume_their_event_queues() {
         ("SenderFunction", "OutboundQueue"),
         ("ExporterFunction", "ExportQueue"),
         ("EraserFunction", "ErasureQueue"),
+        ("WebhookOverflowFunction", "WebhookOverflowQueue"),
     ] {
         for action in [
             "sqs:ReceiveMessage",

@@ -573,7 +573,7 @@ async fn the_same_customer_is_a_separate_contact_in_each_tenant() {
 }
 
 /// What one inbound text message costs in DynamoDB requests (AWS bills per request).
-type Webhook = webhook_fn::Deps<DynamoStore, crm_shared::jobs::SqsQueue>;
+type Webhook = webhook_fn::Deps<DynamoStore, crm_shared::jobs::SqsQueue, crm_shared::jobs::SqsQueue>;
 
 /// A webhook function instance (its own route and contact memory) over `store` (a store on the
 /// webhook function's role).
@@ -587,7 +587,8 @@ async fn webhook_instance(store: &DynamoStore) -> Webhook {
     let sqs = crm_shared::aws::sqs_client(&stack().sdk_for("WebhookFunction").await);
     webhook_fn::Deps::new(
         store.clone(),
-        crm_shared::jobs::SqsQueue::new(sqs, stack().media_queue_url()),
+        crm_shared::jobs::SqsQueue::new(sqs.clone(), stack().media_queue_url()),
+        crm_shared::jobs::SqsQueue::new(sqs, stack().overflow_queue_url()),
         secrets,
     )
 }

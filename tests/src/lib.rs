@@ -159,6 +159,10 @@ impl Stack {
         &self.provisioned.queue_urls["MediaQueue"]
     }
 
+    pub fn overflow_queue_url(&self) -> &str {
+        &self.provisioned.queue_urls["WebhookOverflowQueue"]
+    }
+
     pub fn outbound_queue_url(&self) -> &str {
         &self.provisioned.queue_urls["OutboundQueue"]
     }
@@ -306,6 +310,7 @@ async fn start_gateway_on(
         webhook: webhook_fn::Deps::new(
             DynamoStore::new(crm_shared::aws::dynamodb_client(&webhook_sdk), table),
             SqsQueue::new(crm_shared::aws::sqs_client(&webhook_sdk), media_queue_url),
+            SqsQueue::new(crm_shared::aws::sqs_client(&webhook_sdk), on.overflow_queue_url()),
             secrets,
         ),
     });

@@ -67,7 +67,7 @@ impl From<StoreError> for ApiError {
                 "concurrent_modification",
                 "the resource changed while this request was processed; retry",
             ),
-            StoreError::Backend(_) | StoreError::Corrupt(_) => {
+            StoreError::Backend(_) | StoreError::Rejected(_) | StoreError::Corrupt(_) => {
                 // The detail stays in the log (it carries no personal data), not in the response.
                 tracing::error!(error = %err, "storage failure");
                 ApiError::internal()

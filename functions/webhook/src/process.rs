@@ -1,6 +1,10 @@
-//! Turns a parsed delivery into stored facts.
+//! Turns a parsed delivery into stored facts, item by item (see `plan` for the items and how
+//! they are grouped).
+
+use std::time::Instant;
 
 use chrono::{DateTime, Utc};
+use futures::stream::{self, StreamExt};
 use serde_json::Value;
 
 use crm_shared::audit::AuditEntry;
@@ -12,11 +16,12 @@ use crm_shared::store::{
     CustomerIdentity, IdentityKey, InboundOutcome, InboundWrite, StatusOutcome, StatusWrite, StoreError,
 };
 use crm_shared::whatsapp::{
-    ConsentKeyword, GraphError, InboundMessage, MessagesValue, StatusUpdate, WaContact, WebhookPayload,
-    consent_keyword, receipt_status,
+    ConsentKeyword, GraphError, InboundMessage, StatusUpdate, WaContact, WebhookPayload, consent_keyword,
+    receipt_status,
 };
 
-use crate::{Deps, WebhookStore};
+use crate::plan::{self, ChangeWork, Item, WorkItem};
+use crate::{Processor, WebhookStore};
 
 /// What one delivery amounted to (counts only: safe to log).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -29,6 +34,25 @@ pub struct Summary {
     pub statuses_parked: usize,
     pub events_recorded: usize,
     pub unknown_numbers: usize,
+    /// Items the table refused for good, kept as digests.
+    pub items_unstorable: usize,
+    /// Items left for the overflow queue (budget spent, or a retryable failure).
+    pub items_deferred: usize,
+}
+
+impl Summary {
+    pub fn add(&mut self, o: &Summary) {
+        self.messages_stored += o.messages_stored;
+        self.messages_duplicate += o.messages_duplicate;
+        self.messages_malformed += o.messages_malformed;
+        self.statuses_applied += o.statuses_applied;
+        self.statuses_ignored += o.statuses_ignored;
+        self.statuses_parked += o.statuses_parked;
+        self.events_recorded += o.events_recorded;
+        self.unknown_numbers += o.unknown_numbers;
+        self.items_unstorable += o.items_unstorable;
+        self.items_deferred += o.items_deferred;
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -39,96 +63,230 @@ pub enum ProcessError {
     Queue(#[from] crm_shared::jobs::EnqueueError),
 }
 
-pub async fn process<S: WebhookStore, Q: MediaJobQueue>(
-    deps: &Deps<S, Q>,
-    payload: &WebhookPayload,
-) -> Result<Summary, ProcessError> {
-    let now = Utc::now();
-    let mut summary = Summary::default();
-    for entry in &payload.entry {
-        for change in &entry.changes {
-            let phone_number_id = change
-                .value
-                .get("metadata")
-                .and_then(|m| m.get("phone_number_id"))
-                .and_then(Value::as_str);
-            let tenant = deps.tenant_for(phone_number_id, &entry.id).await?;
-            let Some(tenant_id) = tenant else {
-                // Meta ids are not personal data; they tell the operator which number is unrouted.
-                tracing::warn!(phone_number_id, waba_id = %entry.id, field = %change.field, "delivery for an unknown phone number id acknowledged");
-                summary.unknown_numbers += 1;
-                continue;
-            };
-            match change.messages_value() {
-                Some(Ok(value)) => process_messages(deps, &tenant_id, &value, now, &mut summary).await?,
-                Some(Err(err)) => {
-                    tracing::warn!(reason = %err, "messages change could not be parsed; kept raw");
-                    deps.store
-                        .record_event(&tenant_id, "messages_unparsed", &change.value, now)
-                        .await?;
-                    summary.events_recorded += 1;
-                }
-                None => {
-                    deps.store
-                        .record_event(&tenant_id, &change.field, &change.value, now)
-                        .await?;
-                    summary.events_recorded += 1;
-                }
-            }
-        }
+impl ProcessError {
+    /// Whether retrying can never help (the table refused the item itself as invalid).
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, ProcessError::Store(StoreError::Rejected(_)))
     }
-    Ok(summary)
 }
 
-async fn process_messages<S: WebhookStore, Q: MediaJobQueue>(
-    deps: &Deps<S, Q>,
-    tenant_id: &str,
-    value: &MessagesValue,
+/// How a change's tenant was resolved.
+enum Route {
+    Tenant(String),
+    /// Logged and acknowledged.
+    Unknown,
+    /// The lookup failed (retryable): its items are handed off.
+    Unavailable,
+}
+
+/// What processing a delivery left: its counts, and the items not done, by group, as webhook
+/// entries (for the overflow queue).
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub summary: Summary,
+    pub deferred: Vec<Vec<Value>>,
+}
+
+/// Processes every item of `payload`: groups concurrently (at most `p.concurrency` at once),
+/// the items of a group in order. A group not started by `deadline` (or not finished by it) is
+/// left for the overflow queue from its first unstarted item; so is the rest of a group after an
+/// item failed in a way a retry may fix. An item the table refuses for good is kept as a digest.
+pub async fn process<S: WebhookStore, Q: MediaJobQueue>(
+    p: &Processor<S, Q>,
+    payload: &WebhookPayload,
+    deadline: Option<Instant>,
+) -> Outcome {
+    let now = Utc::now();
+    let (changes, groups) = plan::split(payload);
+    let mut summary = Summary::default();
+    // Few distinct numbers per delivery, each looked up once (then remembered).
+    let mut routes = Vec::with_capacity(changes.len());
+    for change in &changes {
+        let phone_number_id = change.phone_number_id();
+        let route = match p.tenant_for(phone_number_id, &change.entry.id).await {
+            Ok(Some(tenant)) => Route::Tenant(tenant),
+            Ok(None) => {
+                // Meta ids are not personal data; they tell the operator which number is unrouted.
+                tracing::warn!(phone_number_id, waba_id = %change.entry.id, field = %change.change.field, "delivery for an unknown phone number id acknowledged");
+                summary.unknown_numbers += 1;
+                Route::Unknown
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "tenant lookup failed; the change is handed off");
+                Route::Unavailable
+            }
+        };
+        routes.push(route);
+    }
+    let ctx = Ctx {
+        p,
+        changes: &changes,
+        routes: &routes,
+        deadline,
+        now,
+    };
+    let ctx = &ctx;
+    let mut results: Vec<(usize, Summary, Vec<WorkItem>)> = stream::iter(groups.into_iter().enumerate())
+        .map(|(i, group)| async move {
+            let (summary, rest) = run_group(ctx, &group).await;
+            (i, summary, rest)
+        })
+        .buffer_unordered(p.concurrency.max(1))
+        .collect()
+        .await;
+    results.sort_by_key(|(i, ..)| *i);
+    let mut deferred = Vec::new();
+    for (_, group_summary, rest) in results {
+        summary.add(&group_summary);
+        if !rest.is_empty() {
+            summary.items_deferred += rest.len();
+            deferred.push(rest.iter().map(|&w| plan::entry_of(&changes, w)).collect());
+        }
+    }
+    Outcome { summary, deferred }
+}
+
+/// What every item of one delivery shares.
+struct Ctx<'a, S, Q> {
+    p: &'a Processor<S, Q>,
+    changes: &'a [ChangeWork<'a>],
+    routes: &'a [Route],
+    deadline: Option<Instant>,
     now: DateTime<Utc>,
+}
+
+/// One group's items in order; returns its counts and the items left for the queue.
+async fn run_group<S: WebhookStore, Q: MediaJobQueue>(
+    ctx: &Ctx<'_, S, Q>,
+    group: &[WorkItem],
+) -> (Summary, Vec<WorkItem>) {
+    let mut summary = Summary::default();
+    let routed = |w: &&WorkItem| !matches!(ctx.routes[w.change], Route::Unknown);
+    let rest = |from: usize| group[from..].iter().filter(routed).copied().collect::<Vec<_>>();
+    // Once the budget is spent, a group whose rest cannot travel to the queue finishes here.
+    let mut finish_here = false;
+    for (n, &w) in group.iter().enumerate() {
+        let tenant_id = match &ctx.routes[w.change] {
+            Route::Tenant(t) => t.as_str(),
+            Route::Unknown => continue,
+            Route::Unavailable => return (summary, rest(n)),
+        };
+        if !finish_here && ctx.deadline.is_some_and(|d| Instant::now() >= d) {
+            let travels = group[n..]
+                .iter()
+                .all(|&w| plan::fits_queue(plan::entry_of(ctx.changes, w).to_string().len()));
+            if travels {
+                return (summary, rest(n));
+            }
+            finish_here = true;
+        }
+        match process_item(ctx, tenant_id, w, &mut summary).await {
+            Ok(()) => {}
+            Err(err) if err.is_permanent() => {
+                let change = &ctx.changes[w.change];
+                let field = change.change.field.as_str();
+                let raw = plan::raw_item(ctx.changes, w);
+                let (sha256, kept) = plan::digest(field, w.item, &raw);
+                // Counts, kinds and a digest prefix only: the item may quote a customer.
+                tracing::warn!(
+                    item = w.item.kind(),
+                    field,
+                    size = kept["size"].as_u64(),
+                    sha256 = &sha256[..16],
+                    "item refused by the table for good; kept as a digest"
+                );
+                match ctx
+                    .p
+                    .store
+                    .record_event(tenant_id, "item_unstorable", &kept, ctx.now)
+                    .await
+                {
+                    Ok(()) => summary.items_unstorable += 1,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not keep an unstorable item's digest; handed off");
+                        return (summary, rest(n));
+                    }
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, item = w.item.kind(), "item failed; it and the rest of its group are handed off");
+                return (summary, rest(n));
+            }
+        }
+    }
+    (summary, Vec::new())
+}
+
+/// One work item, with today's per-item semantics.
+async fn process_item<S: WebhookStore, Q: MediaJobQueue>(
+    ctx: &Ctx<'_, S, Q>,
+    tenant_id: &str,
+    w: WorkItem,
     summary: &mut Summary,
 ) -> Result<(), ProcessError> {
-    for (raw, parsed) in value.messages.iter().zip(value.inbound_messages()) {
-        match parsed {
-            Ok(message) => {
-                let outcome = store_message(deps, tenant_id, &value.contacts, &message, raw, now).await?;
-                match outcome {
+    let (p, now) = (ctx.p, ctx.now);
+    let change = &ctx.changes[w.change];
+    let value = match (&change.messages, w.item) {
+        (Some(Ok(value)), item) if item != Item::Change => value,
+        (Some(Err(err)), _) => {
+            tracing::warn!(reason = %err, "messages change could not be parsed; kept raw");
+            p.store
+                .record_event(tenant_id, "messages_unparsed", &change.change.value, now)
+                .await?;
+            summary.events_recorded += 1;
+            return Ok(());
+        }
+        _ => {
+            p.store
+                .record_event(tenant_id, &change.change.field, &change.change.value, now)
+                .await?;
+            summary.events_recorded += 1;
+            return Ok(());
+        }
+    };
+    match w.item {
+        Item::Message(i) => {
+            let raw = &value.messages[i];
+            match &change.inbound[i] {
+                Ok(message) => match store_message(p, tenant_id, &value.contacts, message, raw, now).await? {
                     InboundOutcome::Stored => summary.messages_stored += 1,
                     InboundOutcome::Duplicate(_) => summary.messages_duplicate += 1,
+                },
+                Err(err) => {
+                    tracing::warn!(reason = %err, "inbound message could not be parsed; kept raw");
+                    p.store.record_event(tenant_id, "message_unparsed", raw, now).await?;
+                    summary.messages_malformed += 1;
                 }
             }
-            Err(err) => {
-                tracing::warn!(reason = %err, "inbound message could not be parsed; kept raw");
-                deps.store.record_event(tenant_id, "message_unparsed", raw, now).await?;
-                summary.messages_malformed += 1;
-            }
         }
-    }
-    for (raw, parsed) in value.statuses.iter().zip(value.status_updates()) {
-        match parsed {
-            Ok(status) => match store_status(deps, tenant_id, &status, raw, now).await? {
-                Some(StatusOutcome::Applied) => summary.statuses_applied += 1,
-                Some(StatusOutcome::Parked) => summary.statuses_parked += 1,
-                Some(StatusOutcome::LateFailure) => {
-                    tracing::warn!("failed status for a message already delivered; kept as an event");
-                    deps.store
-                        .record_event(tenant_id, "status_late_failure", raw, now)
-                        .await?;
-                    summary.statuses_ignored += 1;
+        Item::Status(i) => {
+            let raw = &value.statuses[i];
+            match &change.statuses[i] {
+                Ok(status) => match store_status(p, tenant_id, status, raw, now).await? {
+                    Some(StatusOutcome::Applied) => summary.statuses_applied += 1,
+                    Some(StatusOutcome::Parked) => summary.statuses_parked += 1,
+                    Some(StatusOutcome::LateFailure) => {
+                        tracing::warn!("failed status for a message already delivered; kept as an event");
+                        p.store.record_event(tenant_id, "status_late_failure", raw, now).await?;
+                        summary.statuses_ignored += 1;
+                    }
+                    Some(StatusOutcome::HistoryOnly | StatusOutcome::Duplicate) | None => summary.statuses_ignored += 1,
+                },
+                Err(err) => {
+                    tracing::warn!(reason = %err, "status could not be parsed; kept raw");
+                    p.store.record_event(tenant_id, "status_unparsed", raw, now).await?;
+                    summary.events_recorded += 1;
                 }
-                Some(StatusOutcome::HistoryOnly | StatusOutcome::Duplicate) | None => summary.statuses_ignored += 1,
-            },
-            Err(err) => {
-                tracing::warn!(reason = %err, "status could not be parsed; kept raw");
-                deps.store.record_event(tenant_id, "status_unparsed", raw, now).await?;
-                summary.events_recorded += 1;
             }
         }
-    }
-    for error in &value.errors {
-        tracing::warn!(code = error.code, "Meta reported an error in a messages change");
-        let raw = serde_json::to_value(error).unwrap_or(Value::Null);
-        deps.store.record_event(tenant_id, "messages_error", &raw, now).await?;
-        summary.events_recorded += 1;
+        Item::Error(i) => {
+            let error = &value.errors[i];
+            tracing::warn!(code = error.code, "Meta reported an error in a messages change");
+            let raw = serde_json::to_value(error).unwrap_or(Value::Null);
+            p.store.record_event(tenant_id, "messages_error", &raw, now).await?;
+            summary.events_recorded += 1;
+        }
+        Item::Change => unreachable!("handled above"),
     }
     Ok(())
 }
@@ -140,13 +298,7 @@ pub(crate) fn identity_of(
     contacts: &[WaContact],
     phone_of_wa_id: impl Fn(&str) -> Option<String>,
 ) -> (CustomerIdentity, Option<String>) {
-    let matching = contacts
-        .iter()
-        .find(|c| {
-            (message.from.is_some() && c.wa_id == message.from)
-                || (message.from_user_id.is_some() && c.user_id == message.from_user_id)
-        })
-        .or(if contacts.len() == 1 { contacts.first() } else { None });
+    let matching = plan::matching_contact(message, contacts);
     let wa_id = message.from.clone().or_else(|| matching.and_then(|c| c.wa_id.clone()));
     let user_id = message
         .from_user_id
@@ -164,7 +316,7 @@ pub(crate) fn identity_of(
 /// The sender's contact and the identity it was matched by: this instance's memory of it when
 /// `use_known` (the write checks it still holds), else a consistent lookup, else a new contact.
 async fn resolve_contact<S: WebhookStore, Q: MediaJobQueue>(
-    deps: &Deps<S, Q>,
+    deps: &Processor<S, Q>,
     tenant_id: &str,
     identity: &CustomerIdentity,
     profile_name: Option<&String>,
@@ -181,7 +333,7 @@ async fn resolve_contact<S: WebhookStore, Q: MediaJobQueue>(
 }
 
 async fn store_message<S: WebhookStore, Q: MediaJobQueue>(
-    deps: &Deps<S, Q>,
+    deps: &Processor<S, Q>,
     tenant_id: &str,
     contacts: &[WaContact],
     message: &InboundMessage,
@@ -285,7 +437,7 @@ async fn store_message<S: WebhookStore, Q: MediaJobQueue>(
 }
 
 async fn consent_change<S: WebhookStore, Q: MediaJobQueue>(
-    deps: &Deps<S, Q>,
+    deps: &Processor<S, Q>,
     tenant_id: &str,
     contact_id: &str,
     keyword: ConsentKeyword,
@@ -311,7 +463,7 @@ async fn consent_change<S: WebhookStore, Q: MediaJobQueue>(
 }
 
 async fn enqueue_media<S: WebhookStore, Q: MediaJobQueue>(
-    deps: &Deps<S, Q>,
+    deps: &Processor<S, Q>,
     m: &MessageRecord,
 ) -> Result<(), ProcessError> {
     deps.media_queue
@@ -333,7 +485,7 @@ fn message_error(e: &GraphError) -> MessageError {
 }
 
 async fn store_status<S: WebhookStore, Q: MediaJobQueue>(
-    deps: &Deps<S, Q>,
+    deps: &Processor<S, Q>,
     tenant_id: &str,
     status: &StatusUpdate,
     raw: &Value,

@@ -23,7 +23,7 @@ use crm_shared::store::DynamoStore;
 /// Everything the local gateway can route to (the HTTP API's routes in `template.yaml`).
 pub struct Handlers {
     pub api: api_fn::Deps<DynamoStore, S3Blobs, SqsQueue>,
-    pub webhook: webhook_fn::Deps<DynamoStore, SqsQueue>,
+    pub webhook: webhook_fn::Deps<DynamoStore, SqsQueue, SqsQueue>,
 }
 
 /// Serves until the listener fails or the task is dropped.

@@ -136,6 +136,12 @@ async fn run() -> Result<(), BoxError> {
         .get("MediaBucket")
         .cloned()
         .ok_or("template has no MediaBucket")?;
+    let overflow_queue_url = provisioned
+        .queue_urls
+        .get("WebhookOverflowQueue")
+        .cloned()
+        .ok_or("template has no WebhookOverflowQueue")?;
+    let webhook_limits = webhook_fn::Limits::from_env(&env)?;
     let media_queue = SqsQueue::new(sqs.clone(), &media_queue_url);
     let secrets = crm_shared::secrets::resolve(
         function_env.clone(),
@@ -159,7 +165,13 @@ async fn run() -> Result<(), BoxError> {
             SqsQueue::new(sqs.clone(), &outbound_queue_url),
         )
         .with_privacy(privacy.clone()),
-        webhook: webhook_fn::Deps::new(store.clone(), media_queue.clone(), secrets),
+        webhook: webhook_fn::Deps::new(
+            store.clone(),
+            media_queue.clone(),
+            SqsQueue::new(sqs.clone(), &overflow_queue_url),
+            secrets,
+        )
+        .with_limits(webhook_limits),
     });
     // Meta: the local sandbox unless GRAPH_API_BASE points elsewhere.
     let sandbox_url = match env.get("GRAPH_API_BASE") {
@@ -193,8 +205,14 @@ async fn run() -> Result<(), BoxError> {
         store: store.clone(),
         graph: graph.clone(),
         blobs: S3Blobs::new(aws::s3_client(&sdk), media_bucket.clone()),
-        retry: media_queue,
+        retry: media_queue.clone(),
         max_receives: env.media_max_receives()?,
+    });
+    // The webhook's overflow: its own consumer, the same processing.
+    let overflow = Arc::new(webhook_fn::Processor::new(store.clone(), media_queue.clone()).with_limits(webhook_limits));
+    spawn_queue("webhook-overflow", sqs.clone(), overflow_queue_url, move |event| {
+        let processor = overflow.clone();
+        async move { webhook_fn::handle_overflow(&processor, event).await }
     });
     spawn_queue("media", sqs.clone(), media_queue_url, move |event| {
         let deps = media_deps.clone();

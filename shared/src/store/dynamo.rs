@@ -81,12 +81,26 @@ pub(crate) fn key(pk: impl Into<String>, sk: impl Into<String>) -> Item {
     HashMap::from([(PK.to_owned(), s(pk)), (SK.to_owned(), s(sk))])
 }
 
+/// An SDK error as a [`StoreError`]: a validation error (the request itself is invalid, e.g. an
+/// item over 400 KB) is [`StoreError::Rejected`], anything else (throttling, 5xx, network) is
+/// the retryable [`StoreError::Backend`].
 pub(crate) fn backend<E, R>(err: SdkError<E, R>) -> StoreError
 where
-    E: std::error::Error + 'static,
+    E: std::error::Error + ProvideErrorMetadata + 'static,
     R: std::fmt::Debug,
 {
-    StoreError::Backend(DisplayErrorContext(&err).to_string())
+    let text = DisplayErrorContext(&err).to_string();
+    if is_validation_code(err.as_service_error().and_then(|e| e.code())) {
+        StoreError::Rejected(text)
+    } else {
+        StoreError::Backend(text)
+    }
+}
+
+/// The error codes DynamoDB uses for a request that can never succeed as sent (request-level
+/// `ValidationException`, transaction cancellation reason `ValidationError`).
+fn is_validation_code(code: Option<&str>) -> bool {
+    matches!(code, Some("ValidationException" | "ValidationError"))
 }
 
 pub(crate) fn from_item<T: for<'de> Deserialize<'de>>(item: Item) -> Result<T, StoreError> {
@@ -166,9 +180,15 @@ impl Cancelled {
         self.old_items.get(i)?.as_ref()
     }
 
-    /// A cancellation no condition explains (a conflict with another transaction, throttling).
+    /// A cancellation no condition explains: a conflict with another transaction or throttling
+    /// (retryable), or an item the table cannot hold (rejected for good).
     pub fn unexplained(&self) -> StoreError {
-        StoreError::Backend(format!("transaction cancelled: {:?}", self.codes))
+        let text = format!("transaction cancelled: {:?}", self.codes);
+        if self.codes.iter().any(|c| is_validation_code(c.as_deref())) {
+            StoreError::Rejected(text)
+        } else {
+            StoreError::Backend(text)
+        }
     }
 }
 

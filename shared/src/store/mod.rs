@@ -42,6 +42,10 @@ pub enum StoreError {
     /// The database could not be reached or refused the request (retryable).
     #[error("storage request failed: {0}")]
     Backend(String),
+    /// The database refused the request as invalid (an item over 400 KB, an attribute it
+    /// cannot hold): the same request will never succeed, so it is not retried.
+    #[error("storage refused the request as invalid: {0}")]
+    Rejected(String),
     /// An item exists but cannot be read back into its type.
     #[error("stored item is malformed: {0}")]
     Corrupt(String),
