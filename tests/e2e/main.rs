@@ -7,3 +7,4 @@ mod media;
 mod outbound;
 mod privacy;
 mod webhook;
+mod webhook_load;
