@@ -19,4 +19,6 @@ pub mod secret;
 pub mod sending;
 pub mod store;
 pub mod tenant;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod whatsapp;
