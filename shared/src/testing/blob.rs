@@ -50,9 +50,7 @@ impl MemBlobs {
     }
 
     pub fn fail_next_put(&self) {
-        self.objects()
-            .put_faults
-            .push_back(BlobError("injected fault".into()));
+        self.objects().put_faults.push_back(BlobError("injected fault".into()));
     }
 }
 

@@ -38,7 +38,12 @@ pub fn contact(tenant_id: &str, phone: &str, now: DateTime<Utc>) -> Contact {
 }
 
 /// An outbound message of `message_type` with `content`, queued for the sender.
-pub fn queued_message(contact: &Contact, message_type: &str, content: Value, category: Option<Category>) -> MessageRecord {
+pub fn queued_message(
+    contact: &Contact,
+    message_type: &str,
+    content: Value,
+    category: Option<Category>,
+) -> MessageRecord {
     let now = Utc::now();
     MessageRecord {
         tenant_id: contact.tenant_id.clone(),

@@ -116,7 +116,12 @@ impl FakeGraph {
 }
 
 impl MessageSender for FakeGraph {
-    async fn send_message(&self, phone_number_id: &str, token: &Secret, payload: &Value) -> Result<String, GraphCallError> {
+    async fn send_message(
+        &self,
+        phone_number_id: &str,
+        token: &Secret,
+        payload: &Value,
+    ) -> Result<String, GraphCallError> {
         let mut s = self.script();
         s.sent.push(SentRequest {
             phone_number_id: phone_number_id.to_owned(),

@@ -23,7 +23,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::audit::AuditEntry;
-use crate::contact::{ConsentChange, Consent, Contact, RestrictionChange, name_search_key, phone_search_key};
+use crate::contact::{Consent, ConsentChange, Contact, RestrictionChange, name_search_key, phone_search_key};
 use crate::cursor::Position;
 use crate::message::{MediaRef, MediaStatus, MessageError, MessageRecord, MessageStatus};
 use crate::secret::Secret;
@@ -374,6 +374,13 @@ impl MemStore {
             .and_then(|r| r.last_outbound_ms)
     }
 
+    /// Sets the pair-rate clock, as if something was sent to the contact at `at_ms`.
+    pub fn set_last_outbound_ms(&self, tenant_id: &str, contact_id: &str, at_ms: i64) {
+        if let Some(row) = self.state().contacts.get_mut(&key(tenant_id, contact_id)) {
+            row.last_outbound_ms = Some(at_ms);
+        }
+    }
+
     /// Messages by status.
     pub fn status_counts(&self) -> HashMap<MessageStatus, usize> {
         let mut out = HashMap::new();
@@ -605,7 +612,12 @@ fn sort_key_of(contact: &Contact, filter: &ContactFilter) -> Option<(String, Ord
 }
 
 impl TenantStore for MemStore {
-    async fn create_tenant(&self, tenant: &Tenant, graph_token: &Secret, first_key: &ApiKeyRecord) -> Result<(), StoreError> {
+    async fn create_tenant(
+        &self,
+        tenant: &Tenant,
+        graph_token: &Secret,
+        first_key: &ApiKeyRecord,
+    ) -> Result<(), StoreError> {
         self.enter(Op::CreateTenant, 1).await?;
         let mut s = self.state();
         if s.phone_routes.contains_key(&tenant.phone_number_id) {
@@ -729,9 +741,10 @@ impl ContactStore for MemStore {
             (update.user_id_change, IdentityKey::UserId),
         ];
         for (change, identity) in moves.iter().filter_map(|(c, k)| c.map(|c| (c, k))) {
-            let released_held = change.old.as_ref().is_none_or(|old| {
-                s.identities.get(&(t.clone(), identity(old.clone()))) == Some(&after.contact_id)
-            });
+            let released_held = change
+                .old
+                .as_ref()
+                .is_none_or(|old| s.identities.get(&(t.clone(), identity(old.clone()))) == Some(&after.contact_id));
             let new_free = change
                 .new
                 .as_ref()
@@ -745,14 +758,20 @@ impl ContactStore for MemStore {
                 s.identities.remove(&(t.clone(), identity(old.clone())));
             }
             if let Some(new) = &change.new {
-                s.identities.insert((t.clone(), identity(new.clone())), after.contact_id.clone());
+                s.identities
+                    .insert((t.clone(), identity(new.clone())), after.contact_id.clone());
             }
         }
         replace_profile(&mut s, after);
         Ok(())
     }
 
-    async fn record_consent(&self, before: &Contact, after: &Contact, change: &ConsentChange) -> Result<(), StoreError> {
+    async fn record_consent(
+        &self,
+        before: &Contact,
+        after: &Contact,
+        change: &ConsentChange,
+    ) -> Result<(), StoreError> {
         self.enter(Op::RecordConsent, 1).await?;
         let mut s = self.state();
         check_version(&s, after, before.version)?;
@@ -846,7 +865,11 @@ impl InboundStore for MemStore {
         Ok(self.match_identity(tenant_id, identity))
     }
 
-    async fn find_contact_id(&self, tenant_id: &str, identity: &CustomerIdentity) -> Result<Option<String>, StoreError> {
+    async fn find_contact_id(
+        &self,
+        tenant_id: &str,
+        identity: &CustomerIdentity,
+    ) -> Result<Option<String>, StoreError> {
         self.enter(Op::FindContactId, 1).await?;
         Ok(self.match_identity(tenant_id, identity).map(|(id, _)| id))
     }
@@ -998,7 +1021,11 @@ impl OutboundStore for MemStore {
         Ok(CreateOutcome::Created)
     }
 
-    async fn idempotency_lookup(&self, tenant_id: &str, key_hash: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
+    async fn idempotency_lookup(
+        &self,
+        tenant_id: &str,
+        key_hash: &str,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
         self.enter(Op::IdempotencyLookup, 1).await?;
         let now = Utc::now().timestamp();
         // Expired records still exist until TTL removes them; they read as absent.
@@ -1178,7 +1205,12 @@ impl AuditStore for MemStore {
         Ok(())
     }
 
-    async fn list_audit(&self, tenant_id: &str, limit: i32, start: Option<Position>) -> Result<Page<AuditEntry>, StoreError> {
+    async fn list_audit(
+        &self,
+        tenant_id: &str,
+        limit: i32,
+        start: Option<Position>,
+    ) -> Result<Page<AuditEntry>, StoreError> {
         self.enter(Op::ListAudit, 1).await?;
         let sorted = self
             .state()
