@@ -7,6 +7,8 @@
 
 mod process;
 mod routes;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
