@@ -16,6 +16,9 @@ use crm_shared::jobs::{MediaJob, RetryScheduler, retry_delay_secs};
 use crm_shared::message::{MediaRef, MediaStatus};
 use crm_shared::store::{MediaStore, StoreError, TenantStore};
 
+#[cfg(test)]
+mod tests;
+
 pub struct Deps<S, G, B, R> {
     pub store: S,
     pub graph: G,

@@ -271,6 +271,11 @@ impl MemStore {
         s.tenants.insert(id, tenant);
     }
 
+    /// Deletes the tenant's Graph token item (a tenant half-offboarded, or never given one).
+    pub fn remove_graph_token(&self, tenant_id: &str) {
+        self.state().tokens.remove(tenant_id);
+    }
+
     /// Stores a contact with its identities; panics when its phone or user id is taken (a
     /// broken test set-up, not a case under test).
     pub fn add_contact(&self, contact: Contact) {
