@@ -6,6 +6,9 @@
 //! so `make dev`, `crmctl` and the tests agree without a second list of names.
 
 use std::collections::HashMap;
+use std::fmt::Display;
+use std::ops::RangeInclusive;
+use std::str::FromStr;
 
 use crate::secret::Secret;
 
@@ -180,39 +183,34 @@ impl Env {
 
     /// The media queue's `maxReceiveCount` (must match `template.yaml`).
     pub fn media_max_receives(&self) -> Result<u32, ConfigError> {
-        match self.get("MEDIA_MAX_RECEIVE_COUNT") {
-            None => Ok(DEFAULT_MEDIA_MAX_RECEIVES),
-            Some(v) => v
-                .parse()
-                .ok()
-                .filter(|n| (1..=1000).contains(n))
-                .ok_or(ConfigError::Invalid {
-                    name: "MEDIA_MAX_RECEIVE_COUNT",
-                    reason: "must be a whole number from 1 to 1000".into(),
-                }),
-        }
+        self.bounded("MEDIA_MAX_RECEIVE_COUNT", DEFAULT_MEDIA_MAX_RECEIVES, 1..=1000)
     }
 
     /// The outbound queue's `maxReceiveCount` (must match `template.yaml`).
     pub fn send_max_receives(&self) -> Result<u32, ConfigError> {
-        self.bounded("SEND_MAX_RECEIVE_COUNT", 8, 1, 1000)
+        self.bounded("SEND_MAX_RECEIVE_COUNT", 8, 1..=1000)
     }
 
     /// Messages per second per phone number (Meta's default 80; up to 1,000 on higher tiers).
     pub fn send_rate_per_second(&self) -> Result<u32, ConfigError> {
-        self.bounded("SEND_RATE_PER_SECOND", 80, 1, 10_000)
+        self.bounded("SEND_RATE_PER_SECOND", 80, 1..=10_000)
     }
 
-    fn bounded(&self, name: &'static str, default: u32, min: u32, max: u32) -> Result<u32, ConfigError> {
+    /// A whole number from the environment within `range`, or `default` when unset: the one
+    /// parser for every numeric setting (counts, budgets, ports).
+    pub fn bounded<T>(&self, name: &'static str, default: T, range: RangeInclusive<T>) -> Result<T, ConfigError>
+    where
+        T: FromStr + PartialOrd + Display,
+    {
         match self.get(name) {
             None => Ok(default),
             Some(v) => v
                 .parse()
                 .ok()
-                .filter(|n| (min..=max).contains(n))
-                .ok_or(ConfigError::Invalid {
+                .filter(|n| range.contains(n))
+                .ok_or_else(|| ConfigError::Invalid {
                     name,
-                    reason: format!("must be a whole number from {min} to {max}"),
+                    reason: format!("must be a whole number from {} to {}", range.start(), range.end()),
                 }),
         }
     }
@@ -292,6 +290,23 @@ mod tests {
             );
         }
         assert!(Env::from_map([("GRAPH_API_BASE", "ftp://x")]).graph().is_err());
+    }
+
+    #[test]
+    fn bounded_numbers_default_parse_and_reject_out_of_range() {
+        let env = Env::from_map([("N", " 7 "), ("BIG", "1001"), ("ZERO", "0"), ("WORD", "seven")]);
+        assert_eq!(env.bounded("UNSET", 5u32, 1..=1000), Ok(5));
+        assert_eq!(env.bounded("N", 5u32, 1..=1000), Ok(7));
+        assert_eq!(env.bounded("N", 5u64, 7..=7), Ok(7));
+        for name in ["BIG", "ZERO", "WORD"] {
+            assert_eq!(
+                env.bounded(name, 5u32, 1..=1000),
+                Err(ConfigError::Invalid {
+                    name,
+                    reason: "must be a whole number from 1 to 1000".into()
+                })
+            );
+        }
     }
 
     #[test]

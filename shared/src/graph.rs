@@ -32,19 +32,65 @@ pub enum GraphCallError {
     TooLarge,
 }
 
+/// What kind of failure a Graph call's error is: the one classification of Meta's errors. The
+/// sender decides by it what becomes of a send, the media worker whether to try again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GraphErrorClass {
+    /// Throttling, Meta-side trouble or the network: may succeed later, with backoff.
+    Transient,
+    /// The (business, consumer) pair rate limit: this recipient, not before the pair interval.
+    PairRateLimit,
+    /// The access token was rejected: nothing works for the tenant until an operator replaces it.
+    TokenInvalid,
+    /// Will fail the same way again (bad request, recipient unable to receive, …).
+    Permanent,
+}
+
+/// Meta error codes with a class of their own (Meta's "WhatsApp error codes" and Graph API
+/// error handling pages); any other code is classed by its HTTP status. `131049` (marketing
+/// held back for this user) stays permanent: it asks for a retry much later, not a backoff.
+const META_ERROR_CLASSES: [(i64, GraphErrorClass); 9] = [
+    // Access token expired or invalid.
+    (190, GraphErrorClass::TokenInvalid),
+    // Pair rate limit hit.
+    (131056, GraphErrorClass::PairRateLimit),
+    // Cloud API throughput reached.
+    (130429, GraphErrorClass::Transient),
+    // Spam rate limit hit.
+    (131048, GraphErrorClass::Transient),
+    // Something went wrong (generic, temporary).
+    (131000, GraphErrorClass::Transient),
+    // Application request limit reached.
+    (4, GraphErrorClass::Transient),
+    // WhatsApp Business Account rate limit reached.
+    (80007, GraphErrorClass::Transient),
+    // Registration/deregistration rate limit.
+    (133016, GraphErrorClass::Transient),
+    // Temporary API downtime.
+    (2, GraphErrorClass::Transient),
+];
+
+/// Classifies a failed Graph call by Meta's error code, else by its HTTP status (`None`: no
+/// answer at all, a network failure).
+pub fn classify_graph_error(http_status: Option<u16>, code: Option<i64>) -> GraphErrorClass {
+    if let Some((_, class)) = META_ERROR_CLASSES.iter().find(|(c, _)| Some(*c) == code) {
+        return *class;
+    }
+    match http_status {
+        None => GraphErrorClass::Transient,
+        Some(401) => GraphErrorClass::TokenInvalid,
+        Some(s) if s >= 500 || s == 429 => GraphErrorClass::Transient,
+        Some(_) => GraphErrorClass::Permanent,
+    }
+}
+
 impl GraphCallError {
-    /// Worth another try later (throttling, Meta-side trouble, network, expired token that an
-    /// operator may replace); everything else will fail the same way again.
-    pub fn is_retryable(&self) -> bool {
+    /// This error's class (see [`classify_graph_error`]).
+    pub fn class(&self) -> GraphErrorClass {
         match self {
-            GraphCallError::Transport(_) => true,
-            GraphCallError::TooLarge => false,
-            GraphCallError::Api { status, code, .. } => {
-                *status == 429
-                    || *status >= 500
-                    || *status == 401
-                    || matches!(code, Some(4 | 80007 | 130429 | 131000 | 190))
-            }
+            GraphCallError::Api { status, code, .. } => classify_graph_error(Some(*status), *code),
+            GraphCallError::Transport(_) => classify_graph_error(None, None),
+            GraphCallError::TooLarge => GraphErrorClass::Permanent,
         }
     }
 }
@@ -299,20 +345,34 @@ mod tests {
     }
 
     #[test]
-    fn retry_classification() {
+    fn error_classes() {
+        use GraphErrorClass::*;
+        assert_eq!(classify_graph_error(Some(400), Some(130429)), Transient);
+        assert_eq!(classify_graph_error(Some(400), Some(131048)), Transient);
+        assert_eq!(classify_graph_error(Some(500), Some(131000)), Transient);
+        assert_eq!(classify_graph_error(Some(400), Some(4)), Transient);
+        assert_eq!(classify_graph_error(Some(400), Some(80007)), Transient);
+        assert_eq!(classify_graph_error(Some(503), None), Transient);
+        assert_eq!(classify_graph_error(Some(429), None), Transient);
+        assert_eq!(classify_graph_error(None, None), Transient);
+        assert_eq!(classify_graph_error(Some(400), Some(131056)), PairRateLimit);
+        for code in [131047, 131026, 131049, 131051, 132000, 132001, 132012, 100] {
+            assert_eq!(classify_graph_error(Some(400), Some(code)), Permanent, "{code}");
+        }
+        // 190 is a rejected token whatever the HTTP status says.
+        assert_eq!(classify_graph_error(Some(401), Some(190)), TokenInvalid);
+        assert_eq!(classify_graph_error(Some(400), Some(190)), TokenInvalid);
+        assert_eq!(classify_graph_error(Some(401), None), TokenInvalid);
+        assert_eq!(classify_graph_error(Some(404), None), Permanent);
         let api = |status, code| GraphCallError::Api {
             status,
             code,
             message: String::new(),
             details: None,
         };
-        assert!(api(500, None).is_retryable());
-        assert!(api(429, None).is_retryable());
-        assert!(api(400, Some(130429)).is_retryable());
-        assert!(!api(404, Some(100)).is_retryable());
-        assert!(!api(400, Some(131051)).is_retryable());
-        assert!(GraphCallError::Transport("x".into()).is_retryable());
-        assert!(!GraphCallError::TooLarge.is_retryable());
+        assert_eq!(api(400, Some(131056)).class(), PairRateLimit);
+        assert_eq!(GraphCallError::Transport("x".into()).class(), Transient);
+        assert_eq!(GraphCallError::TooLarge.class(), Permanent);
     }
 
     #[tokio::test]
@@ -366,6 +426,6 @@ mod tests {
                 details: None,
             }
         );
-        assert!(!err.is_retryable());
+        assert_eq!(err.class(), GraphErrorClass::Permanent);
     }
 }

@@ -1,8 +1,33 @@
-//! Work handed from one function to another through SQS, and the port that enqueues it.
+//! Work handed from one function to another through SQS: the jobs, the ports that enqueue
+//! them and delay their redelivery, and the two facts every queue handler reads from a batch
+//! (how often a record was received; which records failed, as the partial batch response).
 
 use std::future::Future;
 
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsMessage};
 use serde::{Deserialize, Serialize};
+
+/// How many times SQS has delivered this record, this delivery included (1 when the attribute
+/// is missing): compared with the queue's `maxReceiveCount` to spot the last attempt.
+pub fn receive_count(record: &SqsMessage) -> u32 {
+    record
+        .attributes
+        .get("ApproximateReceiveCount")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+}
+
+/// The partial batch response for `records`, given whether each one is done with (in order):
+/// the ones that are not are redelivered by SQS (and dead-lettered after `maxReceiveCount`).
+pub fn partial_batch_response(records: &[SqsMessage], done: impl IntoIterator<Item = bool>) -> SqsBatchResponse {
+    let mut response = SqsBatchResponse::default();
+    for (record, done) in records.iter().zip(done) {
+        if !done && let Some(id) = &record.message_id {
+            response.add_failure(id.clone());
+        }
+    }
+    response
+}
 
 /// Fetch one inbound media item from Meta into S3.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,6 +105,39 @@ impl RetryScheduler for SqsQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn record(id: &str, receive_count: Option<&str>) -> SqsMessage {
+        let mut record = SqsMessage::default();
+        record.message_id = Some(id.to_owned());
+        if let Some(n) = receive_count {
+            record.attributes.insert("ApproximateReceiveCount".into(), n.into());
+        }
+        record
+    }
+
+    #[test]
+    fn receive_count_reads_the_attribute_and_defaults_to_one() {
+        assert_eq!(receive_count(&record("a", Some("3"))), 3);
+        assert_eq!(receive_count(&record("a", None)), 1);
+        assert_eq!(receive_count(&record("a", Some("x"))), 1);
+    }
+
+    #[test]
+    fn the_batch_response_lists_exactly_the_records_not_done() {
+        let records = [record("a", None), record("b", None), record("c", None)];
+        let response = partial_batch_response(&records, [true, false, false]);
+        let failed: Vec<_> = response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.as_str())
+            .collect();
+        assert_eq!(failed, ["b", "c"]);
+        assert!(
+            partial_batch_response(&records, [true; 3])
+                .batch_item_failures
+                .is_empty()
+        );
+    }
 
     #[test]
     fn backoff_grows_and_caps() {

@@ -70,8 +70,11 @@ pub enum MessageStatus {
     Rejected,
 }
 
+/// The delivery ladder — the one place that orders statuses. The webhook's receipts, the
+/// sender's `sent` and the store's conditional writes (`status_rank <= :limit`, see
+/// [`MessageStatus::moves_up_to_rank`]) all follow it, so they cannot drift apart.
 impl MessageStatus {
-    /// Order used by conditional writes: a status only replaces a lower rank. Terminal states
+    /// Position on the ladder (`queued < sent < delivered < read < played`). Terminal states
     /// rank above everything so nothing moves them.
     pub fn rank(self) -> i64 {
         match self {
@@ -98,6 +101,23 @@ impl MessageStatus {
 
     pub fn is_terminal(self) -> bool {
         matches!(self, MessageStatus::Failed | MessageStatus::Rejected)
+    }
+
+    /// The highest rank a message may hold for a change to `self` to move it. A step of the
+    /// ladder moves only a message below it (receipts come late and twice); `failed` ends a
+    /// message Meta has not delivered yet — once the handset has it, a late `failed`
+    /// contradicts that; `rejected` happens before Meta, so only to a queued message.
+    pub fn moves_up_to_rank(self) -> i64 {
+        match self {
+            MessageStatus::Failed => MessageStatus::Sent.rank(),
+            MessageStatus::Rejected => MessageStatus::Queued.rank(),
+            other => other.rank() - 1,
+        }
+    }
+
+    /// Whether a message in `current` moves to `self`.
+    pub fn moves(self, current: MessageStatus) -> bool {
+        current.rank() <= self.moves_up_to_rank()
     }
 
     pub fn as_str(self) -> &'static str {
@@ -215,6 +235,26 @@ mod tests {
         assert!(Sent.rank() < Delivered.rank() && Delivered.rank() < Read.rank() && Read.rank() < Played.rank());
         assert!(Failed.rank() > Played.rank() && Rejected.rank() == Failed.rank());
         assert_eq!(serde_json::to_value(Read).unwrap(), "read");
+    }
+
+    #[test]
+    fn the_ladder_moves_forward_only_and_failed_only_before_delivery() {
+        use MessageStatus::*;
+        let ladder = [Queued, Sent, Delivered, Read, Played];
+        for (i, current) in ladder.into_iter().enumerate() {
+            for (j, target) in ladder.into_iter().enumerate() {
+                assert_eq!(target.moves(current), j > i, "{current} -> {target}");
+            }
+        }
+        assert!(Failed.moves(Queued) && Failed.moves(Sent));
+        assert!(!Failed.moves(Delivered) && !Failed.moves(Read) && !Failed.moves(Played));
+        assert!(Rejected.moves(Queued) && !Rejected.moves(Sent));
+        for status in MessageStatus::ALL {
+            assert!(
+                !status.moves(Failed) && !status.moves(Rejected),
+                "{status} moves a terminal"
+            );
+        }
     }
 
     #[test]

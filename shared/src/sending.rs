@@ -1,7 +1,7 @@
 //! Outbound messages: request validation (shaped as Meta's send API), the sending rules
-//! (consent, restriction, 24 h customer-service window) and the classification of Meta's
-//! send errors. Pure functions, used by the API before queueing and by the sender again
-//! right before the Graph call.
+//! (consent, restriction, 24 h customer-service window) and the per-number send schedule.
+//! Pure functions, used by the API before queueing and by the sender again right before the
+//! Graph call. Meta's send errors are classified in `graph.rs`.
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
@@ -390,34 +390,6 @@ pub fn check_rules(
     Ok(())
 }
 
-/// What the sender does with a failed Graph send.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SendFailure {
-    /// Try again later with backoff (throughput, spam rate, transient, 5xx, network).
-    Retry,
-    /// Recipient pair rate hit: retry this recipient, not before the pair interval.
-    RetryPairRate,
-    /// The message fails with Meta's error; no retry.
-    Fail,
-    /// The tenant's access token is invalid: fail the message and stop sending for the tenant.
-    TokenInvalid,
-}
-
-/// Classifies a Graph send error by HTTP status and Meta's error code.
-pub fn classify_send_error(http_status: Option<u16>, code: Option<i64>) -> SendFailure {
-    match code {
-        Some(190) => SendFailure::TokenInvalid,
-        Some(131056) => SendFailure::RetryPairRate,
-        // Throughput, spam rate limit, generic/temporary, app and account rate limits.
-        Some(130429 | 131048 | 131000 | 4 | 80007 | 133016 | 2) => SendFailure::Retry,
-        _ => match http_status {
-            None => SendFailure::Retry,
-            Some(s) if s >= 500 || s == 429 => SendFailure::Retry,
-            Some(_) => SendFailure::Fail,
-        },
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -624,21 +596,5 @@ mod tests {
             check_rules(&c, "template", Category::Utility, now),
             Err(Refusal::Restricted)
         );
-    }
-
-    #[test]
-    fn error_classes() {
-        use SendFailure::*;
-        assert_eq!(classify_send_error(Some(400), Some(130429)), Retry);
-        assert_eq!(classify_send_error(Some(400), Some(131048)), Retry);
-        assert_eq!(classify_send_error(Some(500), Some(131000)), Retry);
-        assert_eq!(classify_send_error(Some(503), None), Retry);
-        assert_eq!(classify_send_error(None, None), Retry);
-        assert_eq!(classify_send_error(Some(400), Some(131056)), RetryPairRate);
-        for code in [131047, 131026, 131051, 132000, 132001, 132012, 100] {
-            assert_eq!(classify_send_error(Some(400), Some(code)), Fail, "{code}");
-        }
-        assert_eq!(classify_send_error(Some(401), Some(190)), TokenInvalid);
-        assert_eq!(classify_send_error(Some(404), None), Fail);
     }
 }

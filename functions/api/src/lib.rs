@@ -87,9 +87,9 @@ async fn dispatch<S: ApiStore, L: MediaLinks, Q: SendJobQueue>(
     let caller: Caller = authenticate(&deps.store, req.headers(), request_id(req).as_deref()).await?;
     let path = req.uri().path().trim_end_matches('/');
     let segments: Vec<&str> = path.split('/').skip(1).collect();
-    let route = routes::match_route(req.method(), &segments)?;
-    caller.require(route.required_role())?;
-    route.run(deps, &caller, req).await
+    let (route, param) = routes::match_route(req.method(), &segments)?;
+    caller.require(route.role)?;
+    routes::run(route, deps, &caller, req, param).await
 }
 
 pub(crate) fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Body> {

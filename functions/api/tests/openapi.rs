@@ -55,7 +55,7 @@ fn the_document_describes_exactly_the_routes_the_router_serves() {
     let documented: BTreeSet<(String, String)> = v1_operations(&doc).into_iter().map(|(k, _)| k).collect();
     let served: BTreeSet<(String, String)> = api_fn::routes::ROUTES
         .iter()
-        .map(|(m, p)| (m.to_ascii_uppercase(), (*p).to_owned()))
+        .map(|route| (route.method.to_ascii_uppercase(), route.path.to_owned()))
         .collect();
     assert_eq!(served.len(), api_fn::routes::ROUTES.len(), "ROUTES lists a route twice");
     let undocumented: BTreeSet<_> = served.difference(&documented).cloned().collect();

@@ -11,8 +11,8 @@ use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use lambda_runtime::{Error, LambdaEvent};
 
 use crm_shared::blob::{BlobStore, media_key};
-use crm_shared::graph::{GraphCallError, MAX_MEDIA_BYTES, MediaSource, sha256_matches};
-use crm_shared::jobs::{MediaJob, RetryScheduler, retry_delay_secs};
+use crm_shared::graph::{GraphCallError, GraphErrorClass, MAX_MEDIA_BYTES, MediaSource, sha256_matches};
+use crm_shared::jobs::{MediaJob, RetryScheduler, partial_batch_response, receive_count, retry_delay_secs};
 use crm_shared::message::{MediaRef, MediaStatus};
 use crm_shared::store::{MediaStore, StoreError, TenantStore};
 
@@ -50,10 +50,13 @@ impl From<StoreError> for Failure {
 
 impl From<GraphCallError> for Failure {
     fn from(e: GraphCallError) -> Self {
-        if e.is_retryable() {
-            Failure::Retry(e.to_string())
-        } else {
-            Failure::Permanent(e.to_string())
+        match e.class() {
+            GraphErrorClass::Permanent => Failure::Permanent(e.to_string()),
+            // A rejected token is worth another try too: an operator may replace it well
+            // within the 7 days a media id lives.
+            GraphErrorClass::Transient | GraphErrorClass::PairRateLimit | GraphErrorClass::TokenInvalid => {
+                Failure::Retry(e.to_string())
+            }
         }
     }
 }
@@ -64,21 +67,7 @@ pub async fn handle<S: WorkerStore, G: MediaSource, B: BlobStore, R: RetrySchedu
 ) -> Result<SqsBatchResponse, Error> {
     let records = &event.payload.records;
     let outcomes = futures::future::join_all(records.iter().map(|r| process_record(deps, r))).await;
-    let mut response = SqsBatchResponse::default();
-    for (record, ok) in records.iter().zip(outcomes) {
-        if !ok && let Some(id) = &record.message_id {
-            response.add_failure(id.clone());
-        }
-    }
-    Ok(response)
-}
-
-fn receive_count(record: &SqsMessage) -> u32 {
-    record
-        .attributes
-        .get("ApproximateReceiveCount")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1)
+    Ok(partial_batch_response(records, outcomes))
 }
 
 /// `true` when the record is done with (success or a recorded permanent failure).

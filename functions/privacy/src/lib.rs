@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 
 use crm_shared::audit::AuditEntry;
 use crm_shared::config::{ConfigError, Env};
+use crm_shared::jobs::{partial_batch_response, receive_count};
 use crm_shared::privacy::erasure::Continued;
 use crm_shared::privacy::export::Built;
 use crm_shared::privacy::{ErasureJob, ExportJob, Privacy};
@@ -43,39 +44,20 @@ impl Default for WorkerConfig {
     }
 }
 
-fn bounded(env: &Env, name: &'static str, default: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
-    match env.get(name) {
-        None => Ok(default),
-        Some(v) => v
-            .parse()
-            .ok()
-            .filter(|n| (min..=max).contains(n))
-            .ok_or(ConfigError::Invalid {
-                name,
-                reason: format!("must be a whole number from {min} to {max}"),
-            }),
-    }
-}
-
 impl WorkerConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let d = WorkerConfig::default();
         Ok(WorkerConfig {
-            export_max_receives: bounded(env, "EXPORT_MAX_RECEIVE_COUNT", d.export_max_receives.into(), 1, 1000)?
-                as u32,
-            erasure_budget: Duration::from_secs(bounded(
-                env,
+            export_max_receives: env.bounded("EXPORT_MAX_RECEIVE_COUNT", d.export_max_receives, 1..=1000)?,
+            erasure_budget: Duration::from_secs(env.bounded(
                 "ERASURE_BUDGET_SECS",
                 d.erasure_budget.as_secs(),
-                1,
-                840,
+                1..=840,
             )?),
-            retention_budget: Duration::from_secs(bounded(
-                env,
+            retention_budget: Duration::from_secs(env.bounded(
                 "RETENTION_BUDGET_SECS",
                 d.retention_budget.as_secs(),
-                1,
-                870,
+                1..=870,
             )?),
         })
     }
@@ -86,29 +68,11 @@ pub struct Deps {
     pub config: WorkerConfig,
 }
 
-fn receive_count(record: &SqsMessage) -> u32 {
-    record
-        .attributes
-        .get("ApproximateReceiveCount")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1)
-}
-
-fn batch_response(records: &[SqsMessage], outcomes: Vec<bool>) -> SqsBatchResponse {
-    let mut response = SqsBatchResponse::default();
-    for (record, ok) in records.iter().zip(outcomes) {
-        if !ok && let Some(id) = &record.message_id {
-            response.add_failure(id.clone());
-        }
-    }
-    response
-}
-
 /// Exporter: builds each queued export.
 pub async fn handle_exports(deps: &Deps, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchResponse, Error> {
     let records = &event.payload.records;
     let outcomes = futures::future::join_all(records.iter().map(|r| export_record(deps, r))).await;
-    Ok(batch_response(records, outcomes))
+    Ok(partial_batch_response(records, outcomes))
 }
 
 #[tracing::instrument(skip_all, fields(sqs_message_id = record.message_id.as_deref().unwrap_or("")))]
@@ -153,7 +117,7 @@ pub async fn handle_erasures(deps: &Deps, event: LambdaEvent<SqsEvent>) -> Resul
     for record in records {
         outcomes.push(erasure_record(deps, record).await);
     }
-    Ok(batch_response(records, outcomes))
+    Ok(partial_batch_response(records, outcomes))
 }
 
 #[tracing::instrument(skip_all, fields(sqs_message_id = record.message_id.as_deref().unwrap_or("")))]

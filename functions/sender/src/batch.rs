@@ -8,7 +8,7 @@ use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use lambda_runtime::{Error, LambdaEvent};
 
 use crm_shared::graph::MessageSender;
-use crm_shared::jobs::RetryScheduler;
+use crm_shared::jobs::{RetryScheduler, partial_batch_response, receive_count};
 
 use crate::outcome::Outcome;
 use crate::prepare::{Ready, prepare};
@@ -22,36 +22,17 @@ pub async fn handle<S: SenderStore, G: MessageSender, R: RetryScheduler>(
 ) -> Result<SqsBatchResponse, Error> {
     let records = &event.payload.records;
     let outcomes = process_batch(deps, records).await;
-    let mut response = SqsBatchResponse::default();
-    for (record, outcome) in records.iter().zip(outcomes) {
-        match outcome {
-            Outcome::Done => {}
-            Outcome::RetryAfter(secs) => {
-                if let Some(handle) = &record.receipt_handle
-                    && let Err(e) = deps.retry.retry_after(handle, secs).await
-                {
-                    tracing::warn!(error = %e, "could not delay the retry; the queue's visibility timeout applies");
-                }
-                if let Some(id) = &record.message_id {
-                    response.add_failure(id.clone());
-                }
-            }
-            Outcome::DeadLetter => {
-                if let Some(id) = &record.message_id {
-                    response.add_failure(id.clone());
-                }
-            }
+    // Delay each retry's redelivery first; the response then lists every record not done.
+    for (record, outcome) in records.iter().zip(&outcomes) {
+        if let Outcome::RetryAfter(secs) = outcome
+            && let Some(handle) = &record.receipt_handle
+            && let Err(e) = deps.retry.retry_after(handle, *secs).await
+        {
+            tracing::warn!(error = %e, "could not delay the retry; the queue's visibility timeout applies");
         }
     }
-    Ok(response)
-}
-
-pub(crate) fn receive_count(record: &SqsMessage) -> u32 {
-    record
-        .attributes
-        .get("ApproximateReceiveCount")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1)
+    let done = outcomes.iter().map(|outcome| *outcome == Outcome::Done);
+    Ok(partial_batch_response(records, done))
 }
 
 /// Runs a batch: prepare every record concurrently, take send slots per phone number, send

@@ -22,10 +22,9 @@ mod slots;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crm_shared::cache::TtlCache;
 use crm_shared::graph::MessageSender;
 use crm_shared::jobs::RetryScheduler;
 use crm_shared::secret::Secret;
@@ -63,6 +62,9 @@ impl Default for SenderConfig {
     }
 }
 
+/// Tenants a sender instance remembers at most (then it starts over).
+const TENANT_CACHE_CAPACITY: usize = 1_000;
+
 /// Storage the sender needs.
 pub trait SenderStore: OutboundStore + MediaStore + ContactStore + TenantStore {}
 impl<T: OutboundStore + MediaStore + ContactStore + TenantStore> SenderStore for T {}
@@ -72,7 +74,8 @@ pub struct Deps<S, G, R> {
     pub graph: G,
     pub retry: R,
     pub config: SenderConfig,
-    tenants: Mutex<HashMap<String, (Tenant, Secret, Instant)>>,
+    /// Tenant id → the tenant and its Graph token, remembered for `config.tenant_ttl`.
+    tenants: TtlCache<String, (Tenant, Secret)>,
 }
 
 impl<S: SenderStore, G: MessageSender, R: RetryScheduler> Deps<S, G, R> {
@@ -81,17 +84,15 @@ impl<S: SenderStore, G: MessageSender, R: RetryScheduler> Deps<S, G, R> {
             store,
             graph,
             retry,
+            tenants: TtlCache::new(TENANT_CACHE_CAPACITY, config.tenant_ttl),
             config,
-            tenants: Mutex::new(HashMap::new()),
         }
     }
 
     /// The tenant and its token, cached briefly across invocations.
     async fn tenant(&self, tenant_id: &str) -> Result<Option<(Tenant, Secret)>, StoreError> {
-        if let Some((tenant, token, at)) = self.tenants.lock().expect("tenant cache").get(tenant_id)
-            && at.elapsed() < self.config.tenant_ttl
-        {
-            return Ok(Some((tenant.clone(), token.clone())));
+        if let Some(cached) = self.tenants.get(tenant_id) {
+            return Ok(Some(cached));
         }
         let Some(tenant) = self.store.get_tenant(tenant_id).await? else {
             return Ok(None);
@@ -100,15 +101,13 @@ impl<S: SenderStore, G: MessageSender, R: RetryScheduler> Deps<S, G, R> {
             return Ok(None);
         };
         self.tenants
-            .lock()
-            .expect("tenant cache")
-            .insert(tenant_id.to_owned(), (tenant.clone(), token.clone(), Instant::now()));
+            .insert(tenant_id.to_owned(), (tenant.clone(), token.clone()));
         Ok(Some((tenant, token)))
     }
 }
 
 impl<S, G, R> Deps<S, G, R> {
     fn forget_tenant(&self, tenant_id: &str) {
-        self.tenants.lock().expect("tenant cache").remove(tenant_id);
+        self.tenants.remove(tenant_id);
     }
 }

@@ -4,10 +4,10 @@
 
 use chrono::Utc;
 
-use crm_shared::graph::GraphCallError;
+use crm_shared::graph::{GraphCallError, GraphErrorClass};
 use crm_shared::jobs::send_retry_delay_secs;
 use crm_shared::message::{MessageError, MessageStatus};
-use crm_shared::sending::{self, SendFailure};
+use crm_shared::sending;
 
 use crate::prepare::Ready;
 use crate::{Deps, SenderStore};
@@ -54,7 +54,7 @@ pub(crate) async fn on_send_error<S: SenderStore, G, R>(
         title: Some(title),
         detail: details,
     };
-    let class = sending::classify_send_error(status, code);
+    let class = err.class();
     tracing::warn!(message_id = %m.message_id, ?code, ?status, ?class, attempt, "Graph send failed");
     let release = || async {
         if let Err(e) = deps.store.release_claim(&m.tenant_id, &m.message_id).await {
@@ -75,23 +75,23 @@ pub(crate) async fn on_send_error<S: SenderStore, G, R>(
         }
     };
     match class {
-        SendFailure::Fail => finish(error).await,
-        SendFailure::TokenInvalid => {
+        GraphErrorClass::Permanent => finish(error).await,
+        GraphErrorClass::TokenInvalid => {
             if let Err(e) = deps.store.set_token_invalid(&m.tenant_id, true).await {
                 tracing::error!(error = %e, "could not flag the tenant's token");
             }
             deps.forget_tenant(&m.tenant_id);
             finish(error).await
         }
-        SendFailure::Retry | SendFailure::RetryPairRate if attempt >= deps.config.max_receives => {
+        GraphErrorClass::Transient | GraphErrorClass::PairRateLimit if attempt >= deps.config.max_receives => {
             finish(error).await;
             Outcome::DeadLetter
         }
-        SendFailure::Retry => {
+        GraphErrorClass::Transient => {
             release().await;
             Outcome::RetryAfter(send_retry_delay_secs(attempt))
         }
-        SendFailure::RetryPairRate => {
+        GraphErrorClass::PairRateLimit => {
             release().await;
             Outcome::RetryAfter((sending::PAIR_INTERVAL_MS / 1000) as i32 + 1)
         }

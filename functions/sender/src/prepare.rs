@@ -7,14 +7,13 @@ use chrono::Utc;
 use serde_json::{Value, json};
 
 use crm_shared::graph::MessageSender;
-use crm_shared::jobs::{RetryScheduler, SendJob, send_retry_delay_secs};
+use crm_shared::jobs::{RetryScheduler, SendJob, receive_count, send_retry_delay_secs};
 use crm_shared::message::{MessageError, MessageRecord, MessageStatus};
 use crm_shared::secret::Secret;
 use crm_shared::sending::{self, Category};
 use crm_shared::store::StoreError;
 use crm_shared::tenant::{Tenant, TenantStatus};
 
-use crate::batch::receive_count;
 use crate::outcome::{Outcome, retry_or_dead};
 use crate::{Deps, SenderStore};
 

@@ -10,14 +10,13 @@ mod routes;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use lambda_http::http::{Method, StatusCode, header};
 use lambda_http::{Body, Error, Request, RequestExt, Response};
 use subtle::ConstantTimeEq;
 
+use crm_shared::cache::TtlCache;
 use crm_shared::config::WebhookSecrets;
 use crm_shared::contact;
 use crm_shared::jobs::MediaJobQueue;
@@ -34,32 +33,22 @@ impl<T: InboundStore + TenantStore + AuditStore> WebhookStore for T {}
 /// every delivery. Offboarding deletes the route; the cache delays that by at most its TTL.
 const ROUTE_TTL: Duration = Duration::from_secs(60);
 
-/// Customers whose contact (or `wa_id` normalisation) this instance remembers, at most this
-/// many each (then it starts over).
-/// A hit saves the identity read of an inbound message; it needs no expiry because the write
-/// it feeds is conditioned on the contact still holding the identity (see `InboundWrite`).
-const KNOWN_CONTACTS_MAX: usize = 10_000;
-
-/// (tenant, identity) → contact id.
-type KnownContacts = HashMap<(String, IdentityKey), String>;
-
-/// Inserts into one of the per-instance memories, starting it over when it is full.
-fn insert_bounded<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>, key: K, value: V) {
-    if map.len() >= KNOWN_CONTACTS_MAX {
-        map.clear();
-    }
-    map.insert(key, value);
-}
+/// Entries each per-instance memory holds at most (then it starts over).
+const MEMORY_CAPACITY: usize = 10_000;
 
 pub struct Deps<S, Q> {
     pub store: S,
     pub media_queue: Q,
     pub secrets: WebhookSecrets,
-    routes: Mutex<HashMap<String, (Option<String>, Instant)>>,
-    known_contacts: Mutex<KnownContacts>,
+    /// `pnid:<phone number id>` / `waba:<waba id>` → tenant (or none).
+    routes: TtlCache<String, Option<String>>,
+    /// (tenant, identity) → contact id. A hit saves the identity read of an inbound message;
+    /// it needs no expiry because the write it feeds is conditioned on the contact still
+    /// holding the identity (see `InboundWrite`).
+    known_contacts: TtlCache<(String, IdentityKey), String>,
     /// `wa_id` → E.164, as [`contact::phone_from_wa_id`] computes it (a pure function costing
     /// tens of µs per call in the phone metadata: a conversation pays it once).
-    wa_id_phones: Mutex<HashMap<String, Option<String>>>,
+    wa_id_phones: TtlCache<String, Option<String>>,
 }
 
 impl<S: WebhookStore, Q: MediaJobQueue> Deps<S, Q> {
@@ -68,48 +57,37 @@ impl<S: WebhookStore, Q: MediaJobQueue> Deps<S, Q> {
             store,
             media_queue,
             secrets,
-            routes: Mutex::new(HashMap::new()),
-            known_contacts: Mutex::new(HashMap::new()),
-            wa_id_phones: Mutex::new(HashMap::new()),
+            routes: TtlCache::new(MEMORY_CAPACITY, ROUTE_TTL),
+            known_contacts: TtlCache::without_expiry(MEMORY_CAPACITY),
+            wa_id_phones: TtlCache::without_expiry(MEMORY_CAPACITY),
         }
     }
 
     pub(crate) fn phone_of_wa_id(&self, wa_id: &str) -> Option<String> {
-        if let Some(phone) = self.wa_id_phones.lock().expect("wa_id cache").get(wa_id) {
-            return phone.clone();
+        if let Some(phone) = self.wa_id_phones.get(wa_id) {
+            return phone;
         }
         let phone = contact::phone_from_wa_id(wa_id);
-        insert_bounded(
-            &mut self.wa_id_phones.lock().expect("wa_id cache"),
-            wa_id.to_owned(),
-            phone.clone(),
-        );
+        self.wa_id_phones.insert(wa_id.to_owned(), phone.clone());
         phone
     }
 
     /// The contact this instance last matched to one of the customer's identities.
     pub(crate) fn known_contact(&self, tenant_id: &str, identity: &CustomerIdentity) -> Option<(String, IdentityKey)> {
-        let known = self.known_contacts.lock().expect("contact cache");
         identity.keys().find_map(|key| {
-            known
+            self.known_contacts
                 .get(&(tenant_id.to_owned(), key.clone()))
-                .map(|id| (id.clone(), key))
+                .map(|id| (id, key))
         })
     }
 
     pub(crate) fn remember_contact(&self, tenant_id: &str, key: IdentityKey, contact_id: &str) {
-        insert_bounded(
-            &mut self.known_contacts.lock().expect("contact cache"),
-            (tenant_id.to_owned(), key),
-            contact_id.to_owned(),
-        );
+        self.known_contacts
+            .insert((tenant_id.to_owned(), key), contact_id.to_owned());
     }
 
     pub(crate) fn forget_contact(&self, tenant_id: &str, key: &IdentityKey) {
-        self.known_contacts
-            .lock()
-            .expect("contact cache")
-            .remove(&(tenant_id.to_owned(), key.clone()));
+        self.known_contacts.remove(&(tenant_id.to_owned(), key.clone()));
     }
 
     /// The tenant of a change: by its phone number id, else (account-level changes) by the
@@ -123,19 +101,14 @@ impl<S: WebhookStore, Q: MediaJobQueue> Deps<S, Q> {
             Some(id) => format!("pnid:{id}"),
             None => format!("waba:{waba_id}"),
         };
-        if let Some((tenant, at)) = self.routes.lock().expect("route cache").get(&cache_key)
-            && at.elapsed() < ROUTE_TTL
-        {
-            return Ok(tenant.clone());
+        if let Some(tenant) = self.routes.get(&cache_key) {
+            return Ok(tenant);
         }
         let tenant = match phone_number_id {
             Some(id) => self.store.tenant_for_phone_number(id).await?,
             None => self.store.tenant_for_waba(waba_id).await?,
         };
-        self.routes
-            .lock()
-            .expect("route cache")
-            .insert(cache_key, (tenant.clone(), Instant::now()));
+        self.routes.insert(cache_key, tenant.clone());
         Ok(tenant)
     }
 }

@@ -11,8 +11,8 @@ use crm_shared::store::{
     CustomerIdentity, IdentityKey, InboundOutcome, InboundWrite, StatusOutcome, StatusWrite, StoreError,
 };
 use crm_shared::whatsapp::{
-    ConsentKeyword, DeliveryStatus, GraphError, InboundMessage, MessagesValue, StatusUpdate, WaContact, WebhookPayload,
-    consent_keyword,
+    ConsentKeyword, GraphError, InboundMessage, MessagesValue, StatusUpdate, WaContact, WebhookPayload,
+    consent_keyword, receipt_status,
 };
 
 use crate::{Deps, WebhookStore};
@@ -366,17 +366,10 @@ async fn store_status<S: WebhookStore, Q: MediaJobQueue>(
     raw: &Value,
     now: DateTime<Utc>,
 ) -> Result<Option<StatusOutcome>, ProcessError> {
-    let mapped = match &status.status {
-        DeliveryStatus::Sent => MessageStatus::Sent,
-        DeliveryStatus::Delivered => MessageStatus::Delivered,
-        DeliveryStatus::Read => MessageStatus::Read,
-        DeliveryStatus::Played => MessageStatus::Played,
-        DeliveryStatus::Failed => MessageStatus::Failed,
+    let Some(mapped) = receipt_status(&status.status) else {
         // Not a step of the delivery ladder: keep it as an event.
-        _ => {
-            deps.store.record_event(tenant_id, "status_other", raw, now).await?;
-            return Ok(None);
-        }
+        deps.store.record_event(tenant_id, "status_other", raw, now).await?;
+        return Ok(None);
     };
     let write = StatusWrite {
         wamid: status.id.clone(),

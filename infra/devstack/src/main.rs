@@ -31,13 +31,8 @@ const DEMO_GRAPH_TOKEN: &str = "demo-graph-access-token";
 
 type BoxError = Box<dyn std::error::Error>;
 
-fn port(env: &Env, name: &str, default: u16) -> Result<u16, BoxError> {
-    match env.get(name) {
-        None => Ok(default),
-        Some(v) => v
-            .parse()
-            .map_err(|_| format!("{name} must be a port number, got {v:?}").into()),
-    }
+fn port(env: &Env, name: &'static str, default: u16) -> Result<u16, BoxError> {
+    Ok(env.bounded(name, default, 0..=u16::MAX)?)
 }
 
 /// Polls a queue forever and hands each batch to its handler, as Lambda's SQS event source

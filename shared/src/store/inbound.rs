@@ -316,17 +316,12 @@ impl StatusChange {
             sets.push("conversation = :conversation");
             values.insert(":conversation".into(), av(conversation));
         }
-        // `failed` ends a message that has not been delivered yet; every other status must
-        // outrank the current one. Terminal states rank highest, so nothing moves them.
-        let condition = if write.status == MessageStatus::Failed {
-            values.insert(
-                ":limit".into(),
-                AttributeValue::N(MessageStatus::Sent.rank().to_string()),
-            );
-            "attribute_exists(PK) AND attribute_not_exists(status_at.#st) AND status_rank <= :limit"
-        } else {
-            "attribute_exists(PK) AND attribute_not_exists(status_at.#st) AND status_rank < :rank"
-        };
+        // The ladder decides which current ranks this status moves (MessageStatus::moves).
+        values.insert(
+            ":limit".into(),
+            AttributeValue::N(write.status.moves_up_to_rank().to_string()),
+        );
+        let condition = "attribute_exists(PK) AND attribute_not_exists(status_at.#st) AND status_rank <= :limit";
         StatusChange {
             sets,
             names,

@@ -18,4 +18,4 @@ pub use payload::{
     parse_payload,
 };
 pub use signature::{SignatureError, sign, verify_signature};
-pub use status::{OutboundStatus, next_status};
+pub use status::{next_status, receipt_status};

@@ -1,51 +1,37 @@
-//! Where an outbound message stands, and which delivery receipts move it.
+//! Which delivery receipts move an outbound message: a receipt names a step of the delivery
+//! ladder ([`receipt_status`]), and the ladder itself ([`MessageStatus::moves`], in
+//! `message.rs`) decides whether that step moves the message. The store's conditional writes
+//! follow the same ladder; [`next_status`] is the whole rule as one pure function.
 //!
 //! Meta delivers receipts late, twice and out of order (`read` may come without `delivered`),
 //! so a receipt only ever moves a message forward, and a redelivered one changes nothing.
 
 use super::payload::DeliveryStatus;
+use crate::message::MessageStatus;
 
-/// The state of a message the business sends, as stored: one enum for the whole system, so
-/// the storage layer's conditional writes (which compare [`MessageStatus::rank`]) and this
-/// rule cannot drift apart.
-pub use crate::message::MessageStatus as OutboundStatus;
+/// The ladder step a receipt names, or `None` when it is not about delivery progress
+/// (`deleted`, `warning`, or a status Meta adds later): those are kept as events.
+pub fn receipt_status(incoming: &DeliveryStatus) -> Option<MessageStatus> {
+    match incoming {
+        DeliveryStatus::Sent => Some(MessageStatus::Sent),
+        DeliveryStatus::Delivered => Some(MessageStatus::Delivered),
+        DeliveryStatus::Read => Some(MessageStatus::Read),
+        DeliveryStatus::Played => Some(MessageStatus::Played),
+        DeliveryStatus::Failed => Some(MessageStatus::Failed),
+        DeliveryStatus::Deleted | DeliveryStatus::Warning | DeliveryStatus::Unknown(_) => None,
+    }
+}
 
 /// The status a message in `current` moves to on receipt of `incoming`, or `None` when the
 /// receipt changes nothing (duplicate, late, or not about delivery).
-pub fn next_status(current: OutboundStatus, incoming: DeliveryStatus) -> Option<OutboundStatus> {
-    if current.is_terminal() {
-        return None;
-    }
-    let target = match incoming {
-        DeliveryStatus::Sent => OutboundStatus::Sent,
-        DeliveryStatus::Delivered => OutboundStatus::Delivered,
-        DeliveryStatus::Read => OutboundStatus::Read,
-        DeliveryStatus::Played => OutboundStatus::Played,
-        // A failure wins over `sent` (the send did not go through after all), but once the
-        // handset has the message a late `failed` contradicts it: see `is_late_failure`.
-        DeliveryStatus::Failed => {
-            return (current.rank() <= OutboundStatus::Sent.rank()).then_some(OutboundStatus::Failed);
-        }
-        // Not about delivery progress.
-        DeliveryStatus::Deleted | DeliveryStatus::Warning | DeliveryStatus::Unknown(_) => return None,
-    };
-    (target.rank() > current.rank()).then_some(target)
-}
-
-/// A `failed` receipt for a message already delivered, read or played: ignored by
-/// [`next_status`], but worth a log line.
-pub fn is_late_failure(current: OutboundStatus, incoming: &DeliveryStatus) -> bool {
-    *incoming == DeliveryStatus::Failed
-        && matches!(
-            current,
-            OutboundStatus::Delivered | OutboundStatus::Read | OutboundStatus::Played
-        )
+pub fn next_status(current: MessageStatus, incoming: &DeliveryStatus) -> Option<MessageStatus> {
+    receipt_status(incoming).filter(|target| target.moves(current))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use OutboundStatus::{Delivered, Failed, Played, Queued, Read, Rejected, Sent};
+    use MessageStatus::{Delivered, Failed, Played, Queued, Read, Rejected, Sent};
 
     fn incoming_all() -> [DeliveryStatus; 8] {
         [
@@ -63,7 +49,7 @@ mod tests {
     #[test]
     fn full_transition_table() {
         // Columns: sent, delivered, read, played, failed, deleted, warning, unknown.
-        let table: [(OutboundStatus, [Option<OutboundStatus>; 8]); 7] = [
+        let table: [(MessageStatus, [Option<MessageStatus>; 8]); 7] = [
             (
                 Queued,
                 [
@@ -101,36 +87,28 @@ mod tests {
         ];
         for (current, expected_row) in table {
             for (incoming, expected) in incoming_all().into_iter().zip(expected_row) {
-                assert_eq!(
-                    next_status(current, incoming.clone()),
-                    expected,
-                    "{current} + {incoming}"
-                );
+                assert_eq!(next_status(current, &incoming), expected, "{current} + {incoming}");
             }
         }
     }
 
     #[test]
     fn moves_only_forward_and_duplicates_change_nothing() {
-        for current in OutboundStatus::ALL {
+        for current in MessageStatus::ALL {
             for incoming in incoming_all() {
-                if let Some(next) = next_status(current, incoming.clone()) {
+                if let Some(next) = next_status(current, &incoming) {
                     assert!(next.rank() > current.rank(), "{current} -> {next}");
-                    assert_eq!(
-                        next_status(next, incoming.clone()),
-                        None,
-                        "{current} + {incoming} twice"
-                    );
+                    assert_eq!(next_status(next, &incoming), None, "{current} + {incoming} twice");
                 }
             }
         }
     }
 
     /// Applies receipts in order from `queued`, as the webhook handler would.
-    fn replay(receipts: &[DeliveryStatus]) -> OutboundStatus {
+    fn replay(receipts: &[DeliveryStatus]) -> MessageStatus {
         receipts
             .iter()
-            .fold(Queued, |status, r| next_status(status, r.clone()).unwrap_or(status))
+            .fold(Queued, |status, r| next_status(status, r).unwrap_or(status))
     }
 
     /// All orderings of `items` (small inputs only).
@@ -177,28 +155,20 @@ mod tests {
         assert_eq!(replay(&[D::Failed]), Failed);
         assert_eq!(replay(&[D::Sent, D::Delivered, D::Failed]), Delivered);
         assert_eq!(replay(&[D::Read, D::Failed]), Read);
-
-        assert!(is_late_failure(Delivered, &D::Failed));
-        assert!(is_late_failure(Read, &D::Failed));
-        assert!(is_late_failure(Played, &D::Failed));
-        assert!(!is_late_failure(Sent, &D::Failed));
-        assert!(!is_late_failure(Queued, &D::Failed));
-        assert!(!is_late_failure(Failed, &D::Failed));
-        assert!(!is_late_failure(Read, &D::Delivered));
     }
 
     #[test]
     fn names_round_trip_in_snake_case() {
-        for status in OutboundStatus::ALL {
-            assert_eq!(status.as_str().parse::<OutboundStatus>(), Ok(status));
+        for status in MessageStatus::ALL {
+            assert_eq!(status.as_str().parse::<MessageStatus>(), Ok(status));
             assert_eq!(serde_json::to_string(&status).unwrap(), format!("\"{status}\""));
             assert_eq!(
-                serde_json::from_str::<OutboundStatus>(&format!("\"{status}\"")).unwrap(),
+                serde_json::from_str::<MessageStatus>(&format!("\"{status}\"")).unwrap(),
                 status
             );
         }
-        assert!("Sent".parse::<OutboundStatus>().is_err());
-        assert!(serde_json::from_str::<OutboundStatus>("\"pending\"").is_err());
+        assert!("Sent".parse::<MessageStatus>().is_err());
+        assert!(serde_json::from_str::<MessageStatus>("\"pending\"").is_err());
     }
 
     #[test]

@@ -13,178 +13,106 @@ use lambda_http::{Body, Request, Response};
 use serde::de::DeserializeOwned;
 
 use crm_shared::auth::Role;
+use crm_shared::blob::MediaLinks;
+use crm_shared::jobs::SendJobQueue;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::{ApiStore, Deps};
-use crm_shared::blob::MediaLinks;
-use crm_shared::jobs::SendJobQueue;
 
-/// A matched route with its path parameters.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Route {
-    GetTenant,
-    ListApiKeys,
-    CreateApiKey,
-    RevokeApiKey { key_id: String },
-    ListContacts,
-    CreateContact,
-    GetContact { id: String },
-    PatchContact { id: String },
-    PutConsent { id: String },
-    GetConsent { id: String },
-    PutRestriction { id: String },
-    ListMessages { contact_id: String },
-    ListAudit,
-    SendMessage,
-    GetMessage { id: String },
-    GetRetention,
-    PutRetention,
-    ExportContact { id: String },
-    GetExport { id: String },
-    EraseContact { id: String },
-    GetErasure { id: String },
+/// One route: its method, its path template (`{name}` marks the one path parameter a route may
+/// have) and the role it needs. Its handler is the table row's right-hand side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteDef {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub role: Role,
 }
 
-impl Route {
-    pub fn required_role(&self) -> Role {
-        match self {
-            Route::GetTenant
-            | Route::ListContacts
-            | Route::GetContact { .. }
-            | Route::GetConsent { .. }
-            | Route::ListMessages { .. }
-            | Route::GetMessage { .. } => Role::Viewer,
-            Route::SendMessage => Role::Agent,
-            Route::CreateContact
-            | Route::PatchContact { .. }
-            | Route::PutConsent { .. }
-            | Route::PutRestriction { .. } => Role::Agent,
-            Route::ListApiKeys | Route::CreateApiKey | Route::RevokeApiKey { .. } | Route::ListAudit => Role::Admin,
-            Route::GetRetention => Role::Viewer,
-            Route::PutRetention
-            | Route::ExportContact { .. }
-            | Route::GetExport { .. }
-            | Route::EraseContact { .. }
-            | Route::GetErasure { .. } => Role::Admin,
+/// Writes the route table once and derives from it both [`ROUTES`] (what is served, checked
+/// against `docs/openapi.yaml`) and [`run`] (which handler serves a matched route), so a route
+/// cannot be listed without being served or served under another role.
+macro_rules! route_table {
+    (|$deps:ident, $caller:ident, $req:ident, $param:ident| $($method:ident $path:literal $role:ident => $handler:expr,)*) => {
+        /// Every `/v1` route this function serves.
+        pub const ROUTES: &[RouteDef] = &[
+            $(RouteDef { method: stringify!($method), path: $path, role: Role::$role },)*
+        ];
+
+        /// Runs the handler of `route` (a row of [`ROUTES`]) with the route's path parameter.
+        pub async fn run<S: ApiStore, L: MediaLinks, Q: SendJobQueue>(
+            route: &RouteDef,
+            $deps: &Deps<S, L, Q>,
+            $caller: &Caller,
+            $req: &Request,
+            $param: &str,
+        ) -> Result<Response<Body>, ApiError> {
+            match (route.method, route.path) {
+                $((stringify!($method), $path) => $handler.await,)*
+                _ => Err(ApiError::route_not_found()),
+            }
         }
-    }
-
-    pub async fn run<S: ApiStore, L: MediaLinks, Q: SendJobQueue>(
-        &self,
-        deps: &Deps<S, L, Q>,
-        caller: &Caller,
-        req: &Request,
-    ) -> Result<Response<Body>, ApiError> {
-        match self {
-            Route::GetTenant => tenant::get(deps, caller).await,
-            Route::ListApiKeys => apikeys::list(deps, caller, req).await,
-            Route::CreateApiKey => apikeys::create(deps, caller, req).await,
-            Route::RevokeApiKey { key_id } => apikeys::revoke(deps, caller, req, key_id).await,
-            Route::ListContacts => contacts::list(deps, caller, req).await,
-            Route::CreateContact => contacts::create(deps, caller, req).await,
-            Route::GetContact { id } => contacts::get(deps, caller, id).await,
-            Route::PatchContact { id } => contacts::patch(deps, caller, req, id).await,
-            Route::PutConsent { id } => contacts::put_consent(deps, caller, req, id).await,
-            Route::GetConsent { id } => contacts::get_consent(deps, caller, id).await,
-            Route::PutRestriction { id } => contacts::put_restriction(deps, caller, req, id).await,
-            Route::ListMessages { contact_id } => messages::conversation(deps, caller, req, contact_id).await,
-            Route::ListAudit => audit::list(deps, caller, req).await,
-            Route::SendMessage => send::send(deps, caller, req).await,
-            Route::GetMessage { id } => send::get(deps, caller, id).await,
-            Route::GetRetention => privacy::get_retention(deps, caller).await,
-            Route::PutRetention => privacy::put_retention(deps, caller, req).await,
-            Route::ExportContact { id } => privacy::export_contact(deps, caller, req, id).await,
-            Route::GetExport { id } => privacy::get_export(deps, caller, req, id).await,
-            Route::EraseContact { id } => privacy::erase_contact(deps, caller, req, id).await,
-            Route::GetErasure { id } => privacy::get_erasure(deps, caller, id).await,
-        }
-    }
-}
-
-/// Every route this function serves, as `(method, path template)`: the list the OpenAPI
-/// document is checked against. A unit test checks each entry against [`match_route`].
-pub const ROUTES: &[(&str, &str)] = &[
-    ("GET", "/v1/tenant"),
-    ("GET", "/v1/apikeys"),
-    ("POST", "/v1/apikeys"),
-    ("DELETE", "/v1/apikeys/{key_id}"),
-    ("GET", "/v1/contacts"),
-    ("POST", "/v1/contacts"),
-    ("GET", "/v1/contacts/{contact_id}"),
-    ("PATCH", "/v1/contacts/{contact_id}"),
-    ("PUT", "/v1/contacts/{contact_id}/consent"),
-    ("GET", "/v1/contacts/{contact_id}/consent"),
-    ("PUT", "/v1/contacts/{contact_id}/restriction"),
-    ("GET", "/v1/contacts/{contact_id}/messages"),
-    ("GET", "/v1/audit"),
-    ("POST", "/v1/messages"),
-    ("GET", "/v1/messages/{message_id}"),
-    ("GET", "/v1/settings/retention"),
-    ("PUT", "/v1/settings/retention"),
-    ("DELETE", "/v1/contacts/{contact_id}"),
-    ("POST", "/v1/contacts/{contact_id}/export"),
-    ("GET", "/v1/exports/{export_id}"),
-    ("GET", "/v1/erasures/{erasure_id}"),
-];
-
-/// `404` for an unknown path, `405` for a known path with another method.
-pub fn match_route(method: &Method, segments: &[&str]) -> Result<Route, ApiError> {
-    let by_method = |routes: Vec<(Method, Route)>| {
-        routes
-            .into_iter()
-            .find(|(m, _)| m == method)
-            .map(|(_, r)| r)
-            .ok_or_else(ApiError::method_not_allowed)
     };
-    match segments {
-        ["v1", "tenant"] => by_method(vec![(Method::GET, Route::GetTenant)]),
-        ["v1", "apikeys"] => by_method(vec![
-            (Method::GET, Route::ListApiKeys),
-            (Method::POST, Route::CreateApiKey),
-        ]),
-        ["v1", "apikeys", key_id] => by_method(vec![(
-            Method::DELETE,
-            Route::RevokeApiKey {
-                key_id: key_id.to_string(),
-            },
-        )]),
-        ["v1", "contacts"] => by_method(vec![
-            (Method::GET, Route::ListContacts),
-            (Method::POST, Route::CreateContact),
-        ]),
-        ["v1", "contacts", id] => by_method(vec![
-            (Method::GET, Route::GetContact { id: id.to_string() }),
-            (Method::PATCH, Route::PatchContact { id: id.to_string() }),
-            (Method::DELETE, Route::EraseContact { id: id.to_string() }),
-        ]),
-        ["v1", "contacts", id, "consent"] => by_method(vec![
-            (Method::PUT, Route::PutConsent { id: id.to_string() }),
-            (Method::GET, Route::GetConsent { id: id.to_string() }),
-        ]),
-        ["v1", "contacts", id, "restriction"] => {
-            by_method(vec![(Method::PUT, Route::PutRestriction { id: id.to_string() })])
+}
+
+// method path                                 role      handler
+route_table! {
+    |deps, caller, req, id|
+    GET    "/v1/tenant"                            Viewer => tenant::get(deps, caller),
+    GET    "/v1/apikeys"                           Admin  => apikeys::list(deps, caller, req),
+    POST   "/v1/apikeys"                           Admin  => apikeys::create(deps, caller, req),
+    DELETE "/v1/apikeys/{key_id}"                  Admin  => apikeys::revoke(deps, caller, req, id),
+    GET    "/v1/contacts"                          Viewer => contacts::list(deps, caller, req),
+    POST   "/v1/contacts"                          Agent  => contacts::create(deps, caller, req),
+    GET    "/v1/contacts/{contact_id}"             Viewer => contacts::get(deps, caller, id),
+    PATCH  "/v1/contacts/{contact_id}"             Agent  => contacts::patch(deps, caller, req, id),
+    DELETE "/v1/contacts/{contact_id}"             Admin  => privacy::erase_contact(deps, caller, req, id),
+    PUT    "/v1/contacts/{contact_id}/consent"     Agent  => contacts::put_consent(deps, caller, req, id),
+    GET    "/v1/contacts/{contact_id}/consent"     Viewer => contacts::get_consent(deps, caller, id),
+    PUT    "/v1/contacts/{contact_id}/restriction" Agent  => contacts::put_restriction(deps, caller, req, id),
+    GET    "/v1/contacts/{contact_id}/messages"    Viewer => messages::conversation(deps, caller, req, id),
+    POST   "/v1/contacts/{contact_id}/export"      Admin  => privacy::export_contact(deps, caller, req, id),
+    GET    "/v1/audit"                             Admin  => audit::list(deps, caller, req),
+    POST   "/v1/messages"                          Agent  => send::send(deps, caller, req),
+    GET    "/v1/messages/{message_id}"             Viewer => send::get(deps, caller, id),
+    GET    "/v1/settings/retention"                Viewer => privacy::get_retention(deps, caller),
+    PUT    "/v1/settings/retention"                Admin  => privacy::put_retention(deps, caller, req),
+    GET    "/v1/exports/{export_id}"               Admin  => privacy::get_export(deps, caller, req, id),
+    GET    "/v1/erasures/{erasure_id}"             Admin  => privacy::get_erasure(deps, caller, id),
+}
+
+/// Whether `segments` (the path split on `/`, without the leading empty one) fit `template`;
+/// on a fit, the value of its path parameter (`""` when it has none).
+fn fit<'a>(template: &str, segments: &[&'a str]) -> Option<&'a str> {
+    let mut param = "";
+    let mut parts = template.split('/').skip(1);
+    for segment in segments {
+        match parts.next()? {
+            part if part.starts_with('{') => param = segment,
+            part if part == *segment => {}
+            _ => return None,
         }
-        ["v1", "contacts", id, "messages"] => by_method(vec![(
-            Method::GET,
-            Route::ListMessages {
-                contact_id: id.to_string(),
-            },
-        )]),
-        ["v1", "audit"] => by_method(vec![(Method::GET, Route::ListAudit)]),
-        ["v1", "messages"] => by_method(vec![(Method::POST, Route::SendMessage)]),
-        ["v1", "messages", id] => by_method(vec![(Method::GET, Route::GetMessage { id: id.to_string() })]),
-        ["v1", "settings", "retention"] => by_method(vec![
-            (Method::GET, Route::GetRetention),
-            (Method::PUT, Route::PutRetention),
-        ]),
-        ["v1", "contacts", id, "export"] => {
-            by_method(vec![(Method::POST, Route::ExportContact { id: id.to_string() })])
-        }
-        ["v1", "exports", id] => by_method(vec![(Method::GET, Route::GetExport { id: id.to_string() })]),
-        ["v1", "erasures", id] => by_method(vec![(Method::GET, Route::GetErasure { id: id.to_string() })]),
-        _ => Err(ApiError::route_not_found()),
     }
+    parts.next().is_none().then_some(param)
+}
+
+/// The route for a request and its path parameter: `404` for an unknown path, `405` for a
+/// known path with another method.
+pub fn match_route<'a>(method: &Method, segments: &[&'a str]) -> Result<(&'static RouteDef, &'a str), ApiError> {
+    let mut path_known = false;
+    for route in ROUTES {
+        if let Some(param) = fit(route.path, segments) {
+            if route.method == method.as_str() {
+                return Ok((route, param));
+            }
+            path_known = true;
+        }
+    }
+    Err(if path_known {
+        ApiError::method_not_allowed()
+    } else {
+        ApiError::route_not_found()
+    })
 }
 
 /// Largest request body accepted (API Gateway allows 10 MB; nothing here needs more).
@@ -234,27 +162,60 @@ pub(crate) fn json_input<T: DeserializeOwned>(req: &Request) -> Result<T, ApiErr
 mod tests {
     use super::*;
 
+    fn route(method: Method, segments: &[&str]) -> Result<(&'static str, &'static str, Role, String), u16> {
+        match_route(&method, segments)
+            .map(|(r, param)| (r.method, r.path, r.role, param.to_owned()))
+            .map_err(|e| e.status.as_u16())
+    }
+
     #[test]
-    fn the_route_table_is_what_the_router_serves() {
-        for (method, template) in ROUTES {
-            let path = template.replace(['{', '}'], "");
+    fn every_route_is_matched_to_itself_and_has_at_most_one_parameter() {
+        for def in ROUTES {
+            assert!(def.path.matches('{').count() <= 1, "{} {}", def.method, def.path);
+            let path = def.path.replace(['{', '}'], "");
             let segments: Vec<&str> = path.split('/').skip(1).collect();
-            let method: Method = method.parse().unwrap();
-            assert!(match_route(&method, &segments).is_ok(), "{method} {template}");
+            let method: Method = def.method.parse().unwrap();
+            let (matched, _) = match_route(&method, &segments).unwrap_or_else(|_| panic!("{method} {}", def.path));
+            assert_eq!(matched, def);
         }
     }
 
     #[test]
     fn routes_match_by_path_then_method() {
-        assert_eq!(match_route(&Method::GET, &["v1", "tenant"]), Ok(Route::GetTenant));
-        assert_eq!(match_route(&Method::POST, &["v1", "tenant"]).unwrap_err().status, 405);
-        assert_eq!(match_route(&Method::GET, &["v1", "nope"]).unwrap_err().status, 404);
-        assert_eq!(match_route(&Method::GET, &[""]).unwrap_err().status, 404);
         assert_eq!(
-            match_route(&Method::DELETE, &["v1", "apikeys", "k"]),
-            Ok(Route::RevokeApiKey { key_id: "k".into() })
+            route(Method::GET, &["v1", "tenant"]),
+            Ok(("GET", "/v1/tenant", Role::Viewer, String::new()))
         );
-        assert_eq!(Route::ListApiKeys.required_role(), Role::Admin);
-        assert_eq!(Route::GetTenant.required_role(), Role::Viewer);
+        assert_eq!(route(Method::POST, &["v1", "tenant"]), Err(405));
+        assert_eq!(route(Method::GET, &["v1", "nope"]), Err(404));
+        assert_eq!(route(Method::GET, &[""]), Err(404));
+        assert_eq!(route(Method::GET, &["v1"]), Err(404));
+        assert_eq!(route(Method::GET, &["v1", "tenant", "x"]), Err(404));
+        assert_eq!(
+            route(Method::DELETE, &["v1", "apikeys", "k"]),
+            Ok(("DELETE", "/v1/apikeys/{key_id}", Role::Admin, "k".into()))
+        );
+        assert_eq!(
+            route(Method::GET, &["v1", "contacts", "c1", "messages"]),
+            Ok(("GET", "/v1/contacts/{contact_id}/messages", Role::Viewer, "c1".into()))
+        );
+        assert_eq!(route(Method::POST, &["v1", "contacts", "c1", "messages"]), Err(405));
+    }
+
+    #[test]
+    fn roles_are_as_documented() {
+        let role = |method: &str, path: &str| {
+            ROUTES
+                .iter()
+                .find(|r| r.method == method && r.path == path)
+                .map(|r| r.role)
+        };
+        assert_eq!(role("GET", "/v1/apikeys"), Some(Role::Admin));
+        assert_eq!(role("GET", "/v1/tenant"), Some(Role::Viewer));
+        assert_eq!(role("POST", "/v1/messages"), Some(Role::Agent));
+        assert_eq!(role("PATCH", "/v1/contacts/{contact_id}"), Some(Role::Agent));
+        assert_eq!(role("DELETE", "/v1/contacts/{contact_id}"), Some(Role::Admin));
+        assert_eq!(role("GET", "/v1/settings/retention"), Some(Role::Viewer));
+        assert_eq!(role("PUT", "/v1/settings/retention"), Some(Role::Admin));
     }
 }
