@@ -158,17 +158,9 @@ fn conflict_identity() -> StoreError {
 }
 
 /// Whether a status write passes the condition `StatusChange` puts on the DynamoDB update:
-/// not seen before, and outranking the current status — except `failed`, which ends any
-/// message not yet delivered.
+/// not seen before, and moving the message by the one status ladder ([`MessageStatus::moves`]).
 fn status_advances(record: &MessageRecord, write: &StatusWrite) -> bool {
-    if record.status_at.contains_key(write.status.as_str()) {
-        return false;
-    }
-    if write.status == MessageStatus::Failed {
-        record.status.rank() <= MessageStatus::Sent.rank()
-    } else {
-        record.status.rank() < write.status.rank()
-    }
+    !record.status_at.contains_key(write.status.as_str()) && write.status.moves(record.status)
 }
 
 /// Listing order of a page and where it resumes.
