@@ -100,7 +100,8 @@ fn retention_settings_bounds() {
     /// `None`: accepted; `Some(field)`: refused naming it ("media_days > messages_days" for
     /// media outliving messages).
     type Refused = Option<&'static str>;
-    let cases: [(&str, fn(&mut RetentionSettings), Refused); 11] = [
+    type Edit = fn(&mut RetentionSettings);
+    let cases: [(&str, Edit, Refused); 11] = [
         ("as given", |_| {}, None),
         ("messages 0", |s| s.messages_days = 0, Some("messages_days")),
         ("messages 3650", |s| s.messages_days = 3650, None),
