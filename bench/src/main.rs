@@ -28,7 +28,7 @@ use bench::{procfs, throughput::batch_failures};
 use crm_shared::admin::{self, CreatedTenant};
 use crm_shared::config::Env;
 use crm_shared::jobs::SendJob;
-use crm_shared::store::{ContactStore, CustomerIdentity, DynamoStore, InboundStore, OutboundStore};
+use crm_shared::store::{ContactStore, CustomerIdentity, DynamoStore, OutboundStore};
 use crm_shared::tenant::NewTenant;
 use devstack::provision::{self, Provisioned};
 use devstack::template;
@@ -697,9 +697,10 @@ async fn warm_runs(b: &Bench, events: usize, warmup: usize) -> Result<Vec<Warm>,
         };
         let id = b
             .store
-            .find_contact_id(&b.tenant.tenant.tenant_id, &identity)
+            .match_contact(&b.tenant.tenant.tenant_id, &identity)
             .await
             .map_err(|e| e.to_string())?
+            .map(|(id, _)| id)
             .ok_or_else(|| format!("no contact for customer {i}: the inbound run did not store it"))?;
         contact_ids.push(id);
     }
@@ -826,7 +827,7 @@ async fn seed_throughput_messages(b: &Bench, count: usize, first_customer: usize
             let tenant_id = tenant_id.clone();
             async move {
                 let contact = throughput::recent_contact(&tenant_id, &customer_phone(i));
-                b.store.insert_contact(&contact).await.map_err(|e| e.to_string())?;
+                b.store.create_contact(&contact).await.map_err(|e| e.to_string())?;
                 let message = throughput::queued_text(&tenant_id, &contact.contact_id, i);
                 b.store.create_message(&message).await.map_err(|e| e.to_string())?;
                 Ok::<_, String>(SendJob {

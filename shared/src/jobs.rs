@@ -1,8 +1,10 @@
 //! Work handed from one function to another through SQS: the jobs, the ports that enqueue
-//! them and delay their redelivery, and the two facts every queue handler reads from a batch
-//! (how often a record was received; which records failed, as the partial batch response).
+//! them, [`SqsQueue`], the one SQS queue type of the codebase, and the two facts every queue
+//! handler reads from a batch (how often a record was received; which records failed, as the
+//! partial batch response).
 
 use std::future::Future;
+use std::time::Duration;
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsMessage};
 use serde::{Deserialize, Serialize};
@@ -58,11 +60,30 @@ pub trait SendJobQueue: Send + Sync {
 
 impl SendJobQueue for SqsQueue {
     async fn enqueue_send(&self, job: &SendJob) -> Result<(), EnqueueError> {
-        let body = serde_json::to_string(job).expect("job serializes");
+        self.send_job(job, Duration::ZERO).await
+    }
+}
+
+/// A queue of jobs of any serializable kind (privacy jobs: exports, erasures).
+pub trait JobQueue: Send + Sync {
+    /// Sends `job`, delivered no earlier than `delay` from now (at most 15 minutes, SQS's
+    /// longest delay).
+    fn send_job<T: Serialize + Sync>(
+        &self,
+        job: &T,
+        delay: Duration,
+    ) -> impl Future<Output = Result<(), EnqueueError>> + Send;
+}
+
+impl JobQueue for SqsQueue {
+    async fn send_job<T: Serialize + Sync>(&self, job: &T, delay: Duration) -> Result<(), EnqueueError> {
+        let body = serde_json::to_string(job).expect("jobs serialize");
+        let delay_seconds = delay.as_secs().min(900) as i32;
         self.client
             .send_message()
             .queue_url(&self.url)
             .message_body(body)
+            .delay_seconds(delay_seconds)
             .send()
             .await
             .map_err(|e| EnqueueError(aws_sdk_sqs::error::DisplayErrorContext(&e).to_string()))?;
@@ -163,18 +184,14 @@ impl SqsQueue {
             url: url.into(),
         }
     }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
 }
 
 impl MediaJobQueue for SqsQueue {
     async fn enqueue_media(&self, job: &MediaJob) -> Result<(), EnqueueError> {
-        let body = serde_json::to_string(job).expect("job serializes");
-        self.client
-            .send_message()
-            .queue_url(&self.url)
-            .message_body(body)
-            .send()
-            .await
-            .map_err(|e| EnqueueError(aws_sdk_sqs::error::DisplayErrorContext(&e).to_string()))?;
-        Ok(())
+        self.send_job(job, Duration::ZERO).await
     }
 }

@@ -10,6 +10,7 @@ pub mod cache;
 pub mod config;
 pub mod contact;
 pub mod cursor;
+pub mod first_contact;
 pub mod graph;
 pub mod ids;
 pub mod jobs;

@@ -195,6 +195,47 @@ pub struct MessageRecord {
     pub created_at: DateTime<Utc>,
 }
 
+impl MessageRecord {
+    /// A message as first stored: in `status` since `timestamp`, with none of the optional
+    /// facts (wamid, error, media, category, reply, referral, pricing) yet — callers set those
+    /// they have with struct update syntax (`MessageRecord { wamid, ..MessageRecord::new(…) }`).
+    // Exactly the fields every message has; a parameter struct would only repeat them.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        tenant_id: &str,
+        message_id: String,
+        contact_id: &str,
+        direction: Direction,
+        message_type: &str,
+        content: serde_json::Value,
+        status: MessageStatus,
+        timestamp: DateTime<Utc>,
+        created_at: DateTime<Utc>,
+    ) -> Self {
+        MessageRecord {
+            tenant_id: tenant_id.to_owned(),
+            message_id,
+            contact_id: contact_id.to_owned(),
+            direction,
+            wamid: None,
+            message_type: message_type.to_owned(),
+            content,
+            status,
+            status_at: [(status.as_str().to_owned(), timestamp)].into(),
+            error: None,
+            media: None,
+            category: None,
+            reply_to: None,
+            context_wamid: None,
+            referral: None,
+            pricing: None,
+            conversation: None,
+            timestamp,
+            created_at,
+        }
+    }
+}
+
 /// Time of a Meta webhook timestamp (unix seconds); out-of-range values fall back to `now`.
 pub fn meta_time(unix_seconds: i64, now: DateTime<Utc>) -> DateTime<Utc> {
     Utc.timestamp_opt(unix_seconds, 0).single().unwrap_or(now)

@@ -1,8 +1,10 @@
-//! Bulk object operations for erasure, retention and exports: deletes in batches of at most
-//! 1,000 keys (S3 `DeleteObjects`' limit), deletion by prefix one listing page at a time, and
-//! streamed multipart uploads (documents built page by page, never whole in memory).
+//! Bulk object operations for erasure, retention and exports, behind the [`ObjectStore`] port:
+//! deletes in batches of at most 1,000 keys (S3 `DeleteObjects`' limit), deletion by prefix one
+//! listing page at a time, and streamed multipart uploads (documents built page by page, never
+//! whole in memory). [`Bucket`] is the S3 implementation.
 
 use std::collections::BTreeSet;
+use std::future::Future;
 
 use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::primitives::ByteStream;
@@ -28,6 +30,50 @@ pub fn delete_batches(keys: &[String]) -> Vec<Vec<String>> {
     unique.chunks(DELETE_BATCH).map(<[String]>::to_vec).collect()
 }
 
+/// Bulk work on one bucket.
+pub trait ObjectStore: Send + Sync {
+    /// A streamed upload in progress.
+    type Upload: Upload;
+
+    /// Deletes `keys` (missing ones are fine); returns how many keys were named. Any per-key
+    /// failure fails the call (the caller retries; deletes are idempotent).
+    fn delete_keys(&self, keys: &[String]) -> impl Future<Output = Result<u64, BlobError>> + Send;
+
+    /// Deletes one listing page (at most 1,000 objects) under `prefix`; returns how many it
+    /// deleted and whether more objects may remain. Listing restarts at the prefix each time,
+    /// so a caller that stops between pages loses nothing.
+    fn delete_prefix_page(&self, prefix: &str) -> impl Future<Output = Result<(u64, bool), BlobError>> + Send;
+
+    /// Deletes everything under `prefix`.
+    fn delete_prefix(&self, prefix: &str) -> impl Future<Output = Result<u64, BlobError>> + Send {
+        async move {
+            let mut total = 0;
+            loop {
+                let (deleted, more) = self.delete_prefix_page(prefix).await?;
+                total += deleted;
+                if !more {
+                    return Ok(total);
+                }
+            }
+        }
+    }
+
+    /// Starts a streamed upload to `key` (encrypted by the bucket's KMS default).
+    fn start_upload(
+        &self,
+        key: &str,
+        content_type: &str,
+    ) -> impl Future<Output = Result<Self::Upload, BlobError>> + Send;
+}
+
+/// A streamed upload: parts go in through [`PartSink`], then it is completed or abandoned.
+pub trait Upload: PartSink + Sized {
+    fn complete(self) -> impl Future<Output = Result<(), BlobError>> + Send;
+
+    /// Abandons the upload (best effort: a failure is logged, never raised).
+    fn abort(self) -> impl Future<Output = ()> + Send;
+}
+
 /// One bucket, for bulk work.
 #[derive(Debug, Clone)]
 pub struct Bucket {
@@ -51,9 +97,7 @@ impl Bucket {
         &self.client
     }
 
-    /// Deletes `keys` (missing ones are fine) in batches of 1,000; returns how many keys were
-    /// named. Any per-key failure fails the call (the caller retries; deletes are idempotent).
-    pub async fn delete_keys(&self, keys: &[String]) -> Result<u64, BlobError> {
+    async fn delete_keys_in_batches(&self, keys: &[String]) -> Result<u64, BlobError> {
         let mut deleted = 0;
         for batch in delete_batches(keys) {
             deleted += self.delete_batch(batch).await?;
@@ -94,10 +138,7 @@ impl Bucket {
         Ok(count)
     }
 
-    /// Deletes one listing page (≤ 1,000 objects) under `prefix`; returns how many it deleted
-    /// and whether more objects may remain. Listing restarts at the prefix each time, so a
-    /// caller that stops between pages loses nothing.
-    pub async fn delete_prefix_page(&self, prefix: &str) -> Result<(u64, bool), BlobError> {
+    async fn delete_listing_page(&self, prefix: &str) -> Result<(u64, bool), BlobError> {
         let out = self
             .client
             .list_objects_v2()
@@ -113,20 +154,8 @@ impl Bucket {
             .filter_map(|o| o.key().map(str::to_owned))
             .collect();
         let more = out.is_truncated().unwrap_or(false);
-        let deleted = self.delete_keys(&keys).await?;
+        let deleted = self.delete_keys_in_batches(&keys).await?;
         Ok((deleted, more && deleted > 0))
-    }
-
-    /// Deletes everything under `prefix`.
-    pub async fn delete_prefix(&self, prefix: &str) -> Result<u64, BlobError> {
-        let mut total = 0;
-        loop {
-            let (deleted, more) = self.delete_prefix_page(prefix).await?;
-            total += deleted;
-            if !more {
-                return Ok(total);
-            }
-        }
     }
 
     /// Keys under `prefix` (tests and tools; listing pages of 1,000).
@@ -151,8 +180,7 @@ impl Bucket {
         }
     }
 
-    /// Starts a multipart upload to `key` (encrypted by the bucket's KMS default).
-    pub async fn start_upload(&self, key: &str, content_type: &str) -> Result<MultipartUpload, BlobError> {
+    async fn start_multipart(&self, key: &str, content_type: &str) -> Result<MultipartUpload, BlobError> {
         let out = self
             .client
             .create_multipart_upload()
@@ -175,9 +203,34 @@ impl Bucket {
     }
 }
 
+impl ObjectStore for Bucket {
+    type Upload = MultipartUpload;
+
+    async fn delete_keys(&self, keys: &[String]) -> Result<u64, BlobError> {
+        self.delete_keys_in_batches(keys).await
+    }
+
+    async fn delete_prefix_page(&self, prefix: &str) -> Result<(u64, bool), BlobError> {
+        self.delete_listing_page(prefix).await
+    }
+
+    async fn start_upload(&self, key: &str, content_type: &str) -> Result<MultipartUpload, BlobError> {
+        self.start_multipart(key, content_type).await
+    }
+}
+
+impl crate::blob::MediaLinks for Bucket {
+    /// The one presigning implementation (the media bucket's), on this bucket.
+    async fn presigned_get(&self, key: &str, expires_in: std::time::Duration) -> Result<String, BlobError> {
+        crate::blob::S3Blobs::new(self.client.clone(), self.name.clone())
+            .presigned_get(key, expires_in)
+            .await
+    }
+}
+
 /// Where a streamed document's parts go: S3 in production, memory in unit tests.
 pub trait PartSink: Send {
-    fn upload_part(&mut self, data: Bytes) -> impl std::future::Future<Output = Result<(), BlobError>> + Send;
+    fn upload_part(&mut self, data: Bytes) -> impl Future<Output = Result<(), BlobError>> + Send;
 }
 
 /// A multipart upload in progress.
@@ -193,8 +246,10 @@ impl MultipartUpload {
     pub fn key(&self) -> &str {
         &self.key
     }
+}
 
-    pub async fn complete(self) -> Result<(), BlobError> {
+impl Upload for MultipartUpload {
+    async fn complete(self) -> Result<(), BlobError> {
         self.bucket
             .client
             .complete_multipart_upload()
@@ -208,8 +263,8 @@ impl MultipartUpload {
         Ok(())
     }
 
-    /// Abandons the upload (its parts are deleted; the bucket's lifecycle rule is the backstop).
-    pub async fn abort(self) {
+    /// Its parts are deleted; the bucket's lifecycle rule is the backstop.
+    async fn abort(self) {
         if let Err(e) = self
             .bucket
             .client

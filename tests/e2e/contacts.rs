@@ -462,7 +462,8 @@ async fn conversation_lists_messages_newest_first_with_media_links() {
         }}]}]
     })
     .to_string();
-    post_webhook(&c.base, &image, None).await;
+    let (status, response) = post_webhook(&c.base, &image, None).await;
+    assert_eq!(status, 200, "{response}");
     let mid = crm_shared::message::inbound_message_id(
         &c.tenant_id,
         "wamid.convimg",
@@ -477,7 +478,7 @@ async fn conversation_lists_messages_newest_first_with_media_links() {
         .send()
         .await
         .unwrap();
-    use crm_shared::store::MediaStore;
+    use crm_shared::store::MessageStore;
     let mut msg = store.get_message(&c.tenant_id, &mid).await.unwrap().unwrap();
     let mut media = msg.media.take().unwrap();
     media.status = crm_shared::message::MediaStatus::Available;

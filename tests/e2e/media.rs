@@ -14,7 +14,7 @@ use crm_shared::config::GraphConfig;
 use crm_shared::graph::GraphClient;
 use crm_shared::jobs::{EnqueueError, RetryScheduler};
 use crm_shared::message::{MediaStatus, MessageRecord, inbound_message_id, meta_time};
-use crm_shared::store::{DynamoStore, MediaStore};
+use crm_shared::store::{DynamoStore, MessageStore};
 use e2e_tests::{new_tenant, post_webhook, stack, start_gateway_with_media_queue, unique_numeric_id};
 
 const IMAGE: &[u8] = b"\x89PNG\r\n\x1a\n not really an image, but bytes all the same";

@@ -16,7 +16,7 @@ use crm_shared::config::GraphConfig;
 use crm_shared::graph::GraphClient;
 use crm_shared::jobs::{EnqueueError, RetryScheduler};
 use crm_shared::message::MessageStatus;
-use crm_shared::store::{DynamoStore, MediaStore, TenantStore};
+use crm_shared::store::{DynamoStore, MessageStore, TenantStore};
 use devstack::sandbox::Sandbox;
 use e2e_tests::{TEST_APP_SECRET, api, new_tenant, own_queue, stack, start_gateway_with_queues};
 use sender_fn::{Deps, Outcome, SenderConfig};
@@ -519,7 +519,6 @@ async fn an_expired_token_fails_the_message_and_stops_sending_for_the_tenant() {
     );
 
     // An operator replaces the token: sending resumes.
-    use crm_shared::store::OutboundStore;
     w.store
         .replace_graph_token(&w.tenant_id, &crm_shared::secret::Secret::new("fresh-token"))
         .await
@@ -546,7 +545,7 @@ async fn an_expired_token_fails_the_message_and_stops_sending_for_the_tenant() {
 #[tokio::test]
 async fn the_per_number_send_schedule_never_books_two_senders_into_one_slot() {
     use crm_shared::sending::{SendSchedule, SlotDecision};
-    use crm_shared::store::OutboundStore;
+    use crm_shared::store::SendPacingStore;
     let w = world("Limiter").await;
     // 25 per second, booked up to 2 s ahead.
     let schedule = SendSchedule::new(25, std::time::Duration::from_secs(2));

@@ -24,8 +24,8 @@ use crm_shared::privacy::{ExportRecord, Privacy};
 use crm_shared::store::keys::*;
 use crm_shared::store::privacy::{Item, Lease};
 use crm_shared::store::{
-    AuditStore, ConversationStore, CustomerIdentity, DynamoStore, IdempotencyRecord, InboundStore, MediaStore,
-    OutboundStore, StatusOutcome, StatusWrite,
+    AuditStore, ContactStore, CustomerIdentity, DynamoStore, IdempotencyRecord, InboundStore, MessageStore,
+    OutboundStore, PrivacyStore, StatusOutcome, StatusWrite,
 };
 use e2e_tests::{api, bulk_lock, bulk_stack as stack, new_tenant, post_webhook};
 
@@ -96,7 +96,7 @@ impl Ctx {
         let (status, out) = post_webhook(&self.base, &body, None).await;
         assert_eq!(status, 200, "{out}");
         self.store
-            .find_contact_id(
+            .match_contact(
                 &self.tenant_id,
                 &CustomerIdentity {
                     phone: Some(format!("+{from}")),
@@ -105,6 +105,7 @@ impl Ctx {
             )
             .await
             .unwrap()
+            .map(|(id, _)| id)
             .expect("the webhook created the contact")
     }
 }
@@ -209,7 +210,7 @@ async fn conversation(store: &DynamoStore, t: &str, c: &str) -> Vec<MessageRecor
     let mut out = Vec::new();
     let mut start = None;
     loop {
-        let page = store.conversation(t, c, 100, start).await.unwrap();
+        let page = store.contact_messages(t, c, 100, start).await.unwrap();
         out.extend(page.items);
         match page.next {
             Some(next) => start = Some(next),

@@ -5,8 +5,15 @@ use serde_json::{Value, json};
 
 use crm_shared::contact::MarketingConsent;
 use crm_shared::message::{Direction, MessageRecord, MessageStatus, inbound_message_id, meta_time};
-use crm_shared::store::{ConversationStore, CustomerIdentity, DynamoStore, InboundStore, MediaStore, OutboundStore};
+use crm_shared::store::{ContactStore, CustomerIdentity, DynamoStore, MessageStore, OutboundStore};
 use e2e_tests::{TEST_VERIFY_TOKEN, fixture, new_tenant, post_webhook, stack, start_gateway, unique_numeric_id};
+
+/// Posts a signed delivery and checks the webhook accepted it: every step of a scenario must
+/// land, or the assertions after it test nothing.
+async fn post_accepted(base: &str, body: &str) {
+    let (status, response) = post_webhook(base, body, None).await;
+    assert_eq!(status, 200, "delivery refused: {response}");
+}
 
 /// A one-message text delivery.
 pub fn text_delivery(pnid: &str, from: &str, wamid: &str, ts: i64, body: &str) -> String {
@@ -49,7 +56,7 @@ pub fn customer_wa_id() -> String {
 
 async fn contact_id_for(store: &DynamoStore, tenant: &str, wa_id: &str) -> Option<String> {
     store
-        .find_contact_id(
+        .match_contact(
             tenant,
             &CustomerIdentity {
                 phone: Some(format!("+{wa_id}")),
@@ -58,10 +65,11 @@ async fn contact_id_for(store: &DynamoStore, tenant: &str, wa_id: &str) -> Optio
         )
         .await
         .unwrap()
+        .map(|(id, _)| id)
 }
 
 async fn conversation(store: &DynamoStore, tenant: &str, contact: &str) -> Vec<MessageRecord> {
-    store.conversation(tenant, contact, 100, None).await.unwrap().items
+    store.contact_messages(tenant, contact, 100, None).await.unwrap().items
 }
 
 #[tokio::test]
@@ -219,10 +227,9 @@ async fn stop_and_start_keywords_change_marketing_consent_with_history() {
     let tenant = new_tenant(&store, "Consent").await.tenant;
     let from = customer_wa_id();
     let pnid = &tenant.phone_number_id;
-    post_webhook(
+    post_accepted(
         &gw.base,
         &text_delivery(pnid, &from, "wamid.k1", 1_767_225_600, "hello"),
-        None,
     )
     .await;
     let contact_id = contact_id_for(&store, &tenant.tenant_id, &from).await.unwrap();
@@ -238,10 +245,9 @@ async fn stop_and_start_keywords_change_marketing_consent_with_history() {
         MarketingConsent::Unknown
     );
 
-    post_webhook(
+    post_accepted(
         &gw.base,
         &text_delivery(pnid, &from, "wamid.k2", 1_767_225_700, " Stop "),
-        None,
     )
     .await;
     let c = store
@@ -251,10 +257,9 @@ async fn stop_and_start_keywords_change_marketing_consent_with_history() {
         .unwrap();
     assert_eq!(c.consent.marketing, MarketingConsent::OptedOut);
     assert_eq!(c.consent.source.as_deref(), Some("inbound_keyword"));
-    post_webhook(
+    post_accepted(
         &gw.base,
         &text_delivery(pnid, &from, "wamid.k3", 1_767_225_800, "please stop calling"),
-        None,
     )
     .await;
     assert_eq!(
@@ -267,10 +272,9 @@ async fn stop_and_start_keywords_change_marketing_consent_with_history() {
         ),
         MarketingConsent::OptedOut
     );
-    post_webhook(
+    post_accepted(
         &gw.base,
         &text_delivery(pnid, &from, "wamid.k4", 1_767_225_900, "START"),
-        None,
     )
     .await;
     assert_eq!(
@@ -283,10 +287,9 @@ async fn stop_and_start_keywords_change_marketing_consent_with_history() {
         ),
         MarketingConsent::OptedIn
     );
-    post_webhook(
+    post_accepted(
         &gw.base,
         &text_delivery(pnid, &from, "wamid.k5", 1_767_226_000, "unsubscribe"),
-        None,
     )
     .await;
     assert_eq!(
@@ -370,12 +373,7 @@ async fn statuses_only_move_forward_and_repeat_harmlessly() {
     let t = &tenant.tenant_id;
     let pnid = &tenant.phone_number_id;
     let from = customer_wa_id();
-    post_webhook(
-        &gw.base,
-        &text_delivery(pnid, &from, "wamid.in", 1_767_225_600, "hi"),
-        None,
-    )
-    .await;
+    post_accepted(&gw.base, &text_delivery(pnid, &from, "wamid.in", 1_767_225_600, "hi")).await;
     let contact = contact_id_for(&store, t, &from).await.unwrap();
 
     // read arrives before delivered; the late delivered is history only.
@@ -399,22 +397,19 @@ async fn statuses_only_move_forward_and_repeat_harmlessly() {
         .0,
         200
     );
-    post_webhook(
+    post_accepted(
         &gw.base,
         &status_delivery(pnid, "wamid.out1", "delivered", 1_767_225_800, json!({})),
-        None,
     )
     .await;
-    post_webhook(
+    post_accepted(
         &gw.base,
         &status_delivery(pnid, "wamid.out1", "read", 1_767_225_900, json!({})),
-        None,
     )
     .await;
-    post_webhook(
+    post_accepted(
         &gw.base,
         &status_delivery(pnid, "wamid.out1", "failed", 1_767_226_000, json!({})),
-        None,
     )
     .await;
     let stored = store.get_message(t, &m.message_id).await.unwrap().unwrap();
@@ -438,10 +433,9 @@ async fn statuses_only_move_forward_and_repeat_harmlessly() {
         .unwrap();
     let failed = failed.replace(wamid, "wamid.out2");
     assert_eq!(post_webhook(&gw.base, &failed, None).await.0, 200);
-    post_webhook(
+    post_accepted(
         &gw.base,
         &status_delivery(pnid, "wamid.out2", "delivered", 1_767_226_100, json!({})),
-        None,
     )
     .await;
     let stored = store.get_message(t, &m2.message_id).await.unwrap().unwrap();
@@ -455,10 +449,9 @@ async fn statuses_only_move_forward_and_repeat_harmlessly() {
 
     // A status that races ahead of the sender's write is parked, then applied.
     let m3 = outbound(&store, t, &contact).await;
-    post_webhook(
+    post_accepted(
         &gw.base,
         &status_delivery(pnid, "wamid.out3", "delivered", 1_767_226_200, json!({})),
-        None,
     )
     .await;
     assert_eq!(
@@ -680,11 +673,11 @@ async fn a_remembered_contact_never_outlives_its_identity() {
         user_id: None,
     };
     deliver("wamid.mem1", 1_767_225_600).await;
-    let first = store.find_contact_id(&t, &identity(&from)).await.unwrap().unwrap();
+    let first = store.match_contact(&t, &identity(&from)).await.unwrap().unwrap().0;
 
     // The phone moves to another number on that contact (an API edit); the instance still
     // remembers the old number → first contact.
-    let before = store.load_contact(&t, &first).await.unwrap().unwrap();
+    let before = store.get_contact(&t, &first).await.unwrap().unwrap();
     let patched = apply_patch(&before, &json!({ "phone": moved_to }), chrono::Utc::now()).unwrap();
     store
         .update_contact(&ContactUpdate {
@@ -697,9 +690,10 @@ async fn a_remembered_contact_never_outlives_its_identity() {
         .unwrap();
     deliver("wamid.mem2", 1_767_225_700).await;
     let second = store
-        .find_contact_id(&t, &identity(&from))
+        .match_contact(&t, &identity(&from))
         .await
         .unwrap()
+        .map(|(id, _)| id)
         .expect("the old number got a contact of its own");
     assert_ne!(
         second, first,
@@ -708,7 +702,7 @@ async fn a_remembered_contact_never_outlives_its_identity() {
     let page = |id: String| {
         let store = store.clone();
         let t = t.clone();
-        async move { store.conversation(&t, &id, 50, None).await.unwrap().items }
+        async move { store.contact_messages(&t, &id, 50, None).await.unwrap().items }
     };
     assert_eq!(
         page(first.clone()).await.len(),

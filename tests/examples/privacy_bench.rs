@@ -27,10 +27,11 @@ use serde_json::json;
 use crm_shared::blob::media_key;
 use crm_shared::config::Env;
 use crm_shared::contact::{Contact, NewContact};
+use crm_shared::jobs::SqsQueue;
 use crm_shared::message::{MessageRecord, inbound_message_id};
 use crm_shared::objects::Bucket;
 use crm_shared::privacy::erasure::Continued;
-use crm_shared::privacy::{ErasureCounts, ErasureStatus, JobQueue, Privacy};
+use crm_shared::privacy::{ErasureCounts, ErasureStatus, Privacy};
 use crm_shared::store::keys::*;
 use crm_shared::store::privacy::Item;
 use crm_shared::store::{ContactStore, DynamoStore};
@@ -177,7 +178,7 @@ async fn new_contact(store: &DynamoStore, t: &str, phone: &str) -> String {
     let body = json!({"phone": phone, "name": "Bench Person", "tags": ["bench"]}).to_string();
     let valid = NewContact::from_json(body.as_bytes()).unwrap().validate().unwrap();
     let contact = Contact::new(t, valid, Utc::now());
-    store.insert_contact(&contact).await.expect("contact stored");
+    store.create_contact(&contact).await.expect("contact stored");
     contact.contact_id
 }
 
@@ -202,8 +203,8 @@ fn counted(sdk: &SdkConfig, counter: &Counter, resources: &crm_shared::config::R
         store: DynamoStore::new(ddb, resources.table.clone()),
         media: Bucket::new(s3.clone(), resources.media_bucket.clone()),
         exports: Bucket::new(s3, resources.exports_bucket.clone()),
-        export_jobs: JobQueue::new(sqs.clone(), resources.export_queue_url.clone()),
-        erasure_jobs: JobQueue::new(sqs, resources.erasure_queue_url.clone()),
+        export_jobs: SqsQueue::new(sqs.clone(), resources.export_queue_url.clone()),
+        erasure_jobs: SqsQueue::new(sqs, resources.erasure_queue_url.clone()),
         request_budget: crm_shared::privacy::DEFAULT_REQUEST_BUDGET,
     }
 }

@@ -13,9 +13,7 @@ use crm_shared::audit::AuditEntry;
 use crm_shared::blob::{MediaLinks, S3Blobs};
 use crm_shared::cursor::CursorCodec;
 use crm_shared::jobs::{SendJobQueue, SqsQueue};
-use crm_shared::store::{
-    ApiKeyStore, AuditStore, ContactStore, ConversationStore, InboundStore, MediaStore, OutboundStore, TenantStore,
-};
+use crm_shared::store::{ApiKeyStore, AuditStore, ContactStore, MessageStore, OutboundStore, TenantStore};
 
 use crate::auth::{Caller, authenticate};
 use crate::error::ApiError;
@@ -51,21 +49,8 @@ impl<S, L, Q> Deps<S, L, Q> {
 }
 
 /// The storage capabilities the API uses.
-pub trait ApiStore:
-    TenantStore + ApiKeyStore + ContactStore + ConversationStore + AuditStore + OutboundStore + InboundStore + MediaStore
-{
-}
-impl<T> ApiStore for T where
-    T: TenantStore
-        + ApiKeyStore
-        + ContactStore
-        + ConversationStore
-        + AuditStore
-        + OutboundStore
-        + InboundStore
-        + MediaStore
-{
-}
+pub trait ApiStore: TenantStore + ApiKeyStore + ContactStore + MessageStore + AuditStore + OutboundStore {}
+impl<T: TenantStore + ApiKeyStore + ContactStore + MessageStore + AuditStore + OutboundStore> ApiStore for T {}
 
 /// Lambda handler: never returns `Err` for a request problem; those are HTTP responses.
 pub async fn handle<S: ApiStore, L: MediaLinks, Q: SendJobQueue>(

@@ -14,7 +14,7 @@ use crm_shared::blob::{BlobStore, media_key};
 use crm_shared::graph::{GraphCallError, GraphErrorClass, MAX_MEDIA_BYTES, MediaSource, sha256_matches};
 use crm_shared::jobs::{MediaJob, RetryScheduler, partial_batch_response, receive_count, retry_delay_secs};
 use crm_shared::message::{MediaRef, MediaStatus};
-use crm_shared::store::{MediaStore, StoreError, TenantStore};
+use crm_shared::store::{MessageStore, StoreError, TenantStore};
 
 #[cfg(test)]
 mod tests;
@@ -29,8 +29,8 @@ pub struct Deps<S, G, B, R> {
 }
 
 /// Storage the worker needs.
-pub trait WorkerStore: MediaStore + TenantStore {}
-impl<T: MediaStore + TenantStore> WorkerStore for T {}
+pub trait WorkerStore: MessageStore + TenantStore {}
+impl<T: MessageStore + TenantStore> WorkerStore for T {}
 
 #[derive(Debug, thiserror::Error)]
 enum Failure {

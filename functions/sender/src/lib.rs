@@ -28,7 +28,7 @@ use crm_shared::cache::TtlCache;
 use crm_shared::graph::MessageSender;
 use crm_shared::jobs::RetryScheduler;
 use crm_shared::secret::Secret;
-use crm_shared::store::{ContactStore, MediaStore, OutboundStore, StoreError, TenantStore};
+use crm_shared::store::{ContactStore, MessageStore, OutboundStore, SendPacingStore, StoreError, TenantStore};
 use crm_shared::tenant::Tenant;
 
 pub use batch::{handle, process_batch};
@@ -66,8 +66,8 @@ impl Default for SenderConfig {
 const TENANT_CACHE_CAPACITY: usize = 1_000;
 
 /// Storage the sender needs.
-pub trait SenderStore: OutboundStore + MediaStore + ContactStore + TenantStore {}
-impl<T: OutboundStore + MediaStore + ContactStore + TenantStore> SenderStore for T {}
+pub trait SenderStore: OutboundStore + SendPacingStore + MessageStore + ContactStore + TenantStore {}
+impl<T: OutboundStore + SendPacingStore + MessageStore + ContactStore + TenantStore> SenderStore for T {}
 
 pub struct Deps<S, G, R> {
     pub store: S,

@@ -116,7 +116,7 @@ pub(crate) async fn prepare<S: SenderStore, G: MessageSender, R: RetryScheduler>
     }
     let Some(contact) = deps
         .store
-        .load_contact(&job.tenant_id, &message.contact_id)
+        .get_contact(&job.tenant_id, &message.contact_id)
         .await
         .map_err(store_failure)?
     else {

@@ -6,7 +6,6 @@
 //! download) is handed to a queue.
 
 mod process;
-mod routes;
 #[cfg(test)]
 mod tests;
 
@@ -20,14 +19,19 @@ use crm_shared::cache::TtlCache;
 use crm_shared::config::WebhookSecrets;
 use crm_shared::contact;
 use crm_shared::jobs::MediaJobQueue;
-use crm_shared::store::{AuditStore, CustomerIdentity, IdentityKey, InboundStore, StoreError, TenantStore};
+use crm_shared::store::{
+    AuditStore, ContactStore, CustomerIdentity, IdentityKey, InboundStore, StoreError, TenantStore,
+};
 use crm_shared::whatsapp::{parse_payload, verify_signature};
 
 pub use process::Summary;
 
 /// Storage the webhook needs.
-pub trait WebhookStore: InboundStore + TenantStore + AuditStore {}
-impl<T: InboundStore + TenantStore + AuditStore> WebhookStore for T {}
+pub trait WebhookStore: InboundStore + ContactStore + TenantStore + AuditStore {}
+impl<T: InboundStore + ContactStore + TenantStore + AuditStore> WebhookStore for T {}
+
+/// The webhook's one path, as configured in the Meta app and in `template.yaml`.
+pub const WEBHOOK_PATH: &str = "/webhooks/whatsapp";
 
 /// Phone number id → tenant, remembered briefly so a warm function does not look it up for
 /// every delivery. Offboarding deletes the route; the cache delays that by at most its TTL.
@@ -118,7 +122,7 @@ pub async fn handle<S: WebhookStore, Q: MediaJobQueue>(
     req: Request,
 ) -> Result<Response<Body>, Error> {
     let path = req.uri().path().trim_end_matches('/');
-    if path != routes::WEBHOOK_PATH {
+    if path != WEBHOOK_PATH {
         return Ok(json(StatusCode::NOT_FOUND, "route_not_found", "no such route"));
     }
     let response = match *req.method() {

@@ -4,7 +4,8 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crm_shared::audit::AuditEntry;
-use crm_shared::contact::{self, ConsentChange, Contact, MarketingConsent, ValidContact};
+use crm_shared::contact::{self, ConsentChange, MarketingConsent};
+use crm_shared::first_contact::find_or_create_contact;
 use crm_shared::jobs::{MediaJob, MediaJobQueue};
 use crm_shared::message::{self, Direction, MediaRef, MediaStatus, MessageError, MessageRecord, MessageStatus};
 use crm_shared::store::{
@@ -173,35 +174,10 @@ async fn resolve_contact<S: WebhookStore, Q: MediaJobQueue>(
     if use_known && let Some(known) = deps.known_contact(tenant_id, identity) {
         return Ok(known);
     }
-    let Some(primary) = identity.primary_key() else {
-        return Err(StoreError::Backend("a sender without phone or user id has no contact".into()).into());
-    };
-    for _ in 0..3 {
-        if let Some((id, key)) = deps.store.match_contact(tenant_id, identity).await? {
-            deps.remember_contact(tenant_id, key.clone(), &id);
-            return Ok((id, key));
-        }
-        let valid = ValidContact {
-            phone: identity.phone.clone(),
-            user_id: identity.user_id.clone(),
-            name: profile_name.cloned(),
-            email: None,
-            tags: Vec::new(),
-            attributes: Default::default(),
-        };
-        let mut contact = Contact::new(tenant_id, valid, now);
-        contact.profile_name = profile_name.cloned();
-        match deps.store.create_contact(&contact).await {
-            Ok(()) => {
-                deps.remember_contact(tenant_id, primary.clone(), &contact.contact_id);
-                return Ok((contact.contact_id, primary));
-            }
-            // Another delivery created it concurrently: look it up again.
-            Err(StoreError::Conflict(_)) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(StoreError::Backend("contact could not be resolved".into()).into())
+    let found = find_or_create_contact(&deps.store, tenant_id, identity, profile_name.map(String::as_str), now).await?;
+    let matched_by = found.matched_by().clone();
+    deps.remember_contact(tenant_id, matched_by.clone(), found.contact_id());
+    Ok((found.contact_id().to_owned(), matched_by))
 }
 
 async fn store_message<S: WebhookStore, Q: MediaJobQueue>(
@@ -239,25 +215,22 @@ async fn store_message<S: WebhookStore, Q: MediaJobQueue>(
         let (contact_id, matched_by) =
             resolve_contact(deps, tenant_id, &identity, profile_name.as_ref(), now, attempt == 0).await?;
         let record = MessageRecord {
-            tenant_id: tenant_id.to_owned(),
-            message_id: message::inbound_message_id(tenant_id, &message.id, at),
-            contact_id: contact_id.clone(),
-            direction: Direction::Inbound,
             wamid: Some(message.id.clone()),
-            message_type: type_name.clone(),
-            content: raw.get(&type_name).cloned().unwrap_or(Value::Null),
-            status: MessageStatus::Received,
-            status_at: [(MessageStatus::Received.as_str().to_owned(), at)].into(),
             error: message.errors.first().map(message_error),
             media: media.clone(),
-            category: None,
-            reply_to: None,
             context_wamid: message.context.as_ref().and_then(|c| c.id.clone()),
             referral: message.referral.clone(),
-            pricing: None,
-            conversation: None,
-            timestamp: at,
-            created_at: now,
+            ..MessageRecord::new(
+                tenant_id,
+                message::inbound_message_id(tenant_id, &message.id, at),
+                &contact_id,
+                Direction::Inbound,
+                &type_name,
+                raw.get(&type_name).cloned().unwrap_or(Value::Null),
+                MessageStatus::Received,
+                at,
+                now,
+            )
         };
         let consent = match keyword {
             Some(k) => Some(consent_change(deps, tenant_id, &contact_id, k, at).await?),

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crm_shared::auth::Role;
 use crm_shared::config::Env;
-use crm_shared::store::{DynamoStore, OutboundStore, StoreError, TenantStore};
+use crm_shared::store::{DynamoStore, StoreError, TenantStore};
 use crm_shared::tenant::NewTenant;
 use crm_shared::{admin, aws};
 

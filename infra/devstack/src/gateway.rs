@@ -64,7 +64,7 @@ async fn handle(handlers: &Handlers, req: hyper::Request<Incoming>) -> hyper::Re
     let path = parts.uri.path();
     let result = if path == "/v1" || path.starts_with("/v1/") {
         api_fn::handle(&handlers.api, request).await
-    } else if path.trim_end_matches('/') == "/webhooks/whatsapp" {
+    } else if path.trim_end_matches('/') == webhook_fn::WEBHOOK_PATH {
         webhook_fn::handle(&handlers.webhook, request).await
     } else {
         return plain(404, "{\"message\":\"Not Found\"}");

@@ -7,33 +7,29 @@
 //! every erasure enqueues a delayed safety-net job before it starts, so a crash never leaves an
 //! erasure half-done with nobody to resume it.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use futures::stream::{self, StreamExt, TryStreamExt};
 
-use super::{ErasureCounts, ErasureJob, ErasureRecord, ErasureStatus, ErasureStep, Privacy, PrivacyError, erasure_id};
+use super::{
+    ErasureCounts, ErasureJob, ErasureRecord, ErasureStatus, ErasureStep, Privacy, PrivacyError, PrivacyPorts,
+    erasure_id,
+};
 use crate::blob::contact_media_prefix;
-use crate::store::keys::*;
-use crate::store::privacy::{ErasureStart, Item, ItemKey, Lease, PageQuery, visible_erasure};
-use crate::store::{ContactStore, StoreError};
+use crate::jobs::JobQueue;
+use crate::objects::ObjectStore;
+use crate::store::privacy::visible_erasure;
+use crate::store::{ErasureStart, Lease, MessageRef, MessageScope, StoreError};
 
 /// Messages read per page (bounded further by DynamoDB's 1 MB pages).
 const MESSAGE_PAGE: i32 = 1000;
-/// Items of a contact's partition read per page.
-const PARTITION_PAGE: i32 = 1000;
-/// Wamid partitions queried at the same time.
-const WAMID_QUERIES: usize = 16;
 /// Delay of the safety-net job: longer than the API function may run.
 pub const SAFETY_NET_DELAY: Duration = Duration::from_secs(120);
 /// A lease outlives its holder's budget by this much (time to save and hand off).
 const LEASE_MARGIN: Duration = Duration::from_secs(30);
 /// The eraser function saves progress at least this often.
 pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(20);
-
-/// Attributes of a message a delete cascades from.
-pub(crate) const MESSAGE_ATTRS: &[&str] = &[PK, SK, "contact_id", "direction", "wamid", "media"];
 
 /// What happened to an erasure handed to the eraser.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,38 +44,6 @@ pub enum Continued {
     Busy,
 }
 
-fn encode_cursor(key: Item) -> String {
-    let map: BTreeMap<String, String> = key
-        .into_iter()
-        .filter_map(|(k, v)| v.as_s().ok().map(|s| (k, s.clone())))
-        .collect();
-    serde_json::to_string(&map).expect("a map of strings serializes")
-}
-
-fn decode_cursor(cursor: &str) -> Result<Item, StoreError> {
-    let map: BTreeMap<String, String> =
-        serde_json::from_str(cursor).map_err(|e| StoreError::Corrupt(format!("erasure cursor: {e}")))?;
-    Ok(map
-        .into_iter()
-        .map(|(k, v)| (k, aws_sdk_dynamodb::types::AttributeValue::S(v)))
-        .collect())
-}
-
-pub(crate) fn attr<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
-    item.get(name).and_then(|v| v.as_s().ok()).map(String::as_str)
-}
-
-/// The S3 key of a message's stored media, from its `media` map.
-pub(crate) fn media_s3_key(item: &Item) -> Option<&str> {
-    item.get("media")?
-        .as_m()
-        .ok()?
-        .get("s3_key")?
-        .as_s()
-        .ok()
-        .map(String::as_str)
-}
-
 /// How a run under a lease ended.
 enum Driven {
     Completed(ErasureRecord),
@@ -89,7 +53,7 @@ enum Driven {
     LeaseLost(ErasureRecord),
 }
 
-/// What deleting a page of messages removed.
+/// What deleting a page of messages removed, objects included.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct MessagesDeleted {
     pub messages: u64,
@@ -99,7 +63,7 @@ pub(crate) struct MessagesDeleted {
     pub other_items: u64,
 }
 
-impl Privacy {
+impl<S: PrivacyPorts, O: ObjectStore, Q: JobQueue> Privacy<S, O, Q> {
     /// Erases a contact (the API's `DELETE /v1/contacts/{id}`): `None` when the tenant has no
     /// such contact and never erased one with this id; the earlier receipt when it did.
     pub async fn request_erasure(
@@ -109,7 +73,7 @@ impl Privacy {
         actor: Option<&str>,
     ) -> Result<Option<ErasureRecord>, PrivacyError> {
         let id = erasure_id(tenant_id, contact_id);
-        let Some(mut contact) = self.store.load_contact(tenant_id, contact_id).await? else {
+        let Some(mut contact) = self.store.get_contact(tenant_id, contact_id).await? else {
             return Ok(visible_erasure(
                 self.store.get_erasure(tenant_id, &id).await?,
                 Utc::now(),
@@ -122,7 +86,7 @@ impl Privacy {
             tenant_id: tenant_id.to_owned(),
             erasure_id: id.clone(),
         };
-        self.erasure_jobs.send(&job, SAFETY_NET_DELAY).await?;
+        self.erasure_jobs.send_job(&job, SAFETY_NET_DELAY).await?;
         for _ in 0..4 {
             let now = Utc::now();
             let mut record = ErasureRecord::new(tenant_id, contact_id, actor, settings.audit_days, now);
@@ -141,7 +105,7 @@ impl Privacy {
                 ErasureStart::AlreadyErased => {
                     return Ok(visible_erasure(self.store.get_erasure(tenant_id, &id).await?, now));
                 }
-                ErasureStart::ContactChanged => match self.store.load_contact(tenant_id, contact_id).await? {
+                ErasureStart::ContactChanged => match self.store.get_contact(tenant_id, contact_id).await? {
                     Some(fresh) => contact = fresh,
                     None => return Ok(visible_erasure(self.store.get_erasure(tenant_id, &id).await?, now)),
                 },
@@ -242,7 +206,7 @@ impl Privacy {
             tenant_id: record.tenant_id.clone(),
             erasure_id: record.erasure_id.clone(),
         };
-        if let Err(err) = self.erasure_jobs.send(&job, Duration::ZERO).await {
+        if let Err(err) = self.erasure_jobs.send_job(&job, Duration::ZERO).await {
             // The safety-net job (or the redelivery of the current one) resumes it.
             tracing::warn!(error = %err, erasure_id = %record.erasure_id, "could not queue the erasure's continuation");
         }
@@ -257,11 +221,7 @@ impl Privacy {
         while record.progress.step != ErasureStep::Done {
             self.step(&mut record, &mut handled).await?;
         }
-        let mut added = record.deleted;
-        for (a, b) in added.fields_mut().into_iter().zip(before.values()) {
-            *a -= b;
-        }
-        Ok(added)
+        Ok(record.deleted.since(&before))
     }
 
     /// One unit of erasure work (a page of objects, messages or partition items).
@@ -284,11 +244,10 @@ impl Privacy {
                 }
             }
             ErasureStep::Messages => {
-                let query = PageQuery::index(GSI1, GSI1_PK, GSI1_SK, conversation_gsi1pk(&t, &c))
-                    .project(MESSAGE_ATTRS)
-                    .limit(MESSAGE_PAGE);
-                let start = progress.cursor.as_deref().map(decode_cursor).transpose()?;
-                let page = self.store.query_page(&query, start).await?;
+                let page = self
+                    .store
+                    .message_refs(&t, MessageScope::Contact(&c), progress.cursor.clone(), MESSAGE_PAGE)
+                    .await?;
                 let deleted = self
                     .delete_messages(&t, &page.items, Some(&prefix), false, handled)
                     .await?;
@@ -298,7 +257,7 @@ impl Privacy {
                 counts.statuses += deleted.statuses;
                 counts.other_items += deleted.other_items;
                 match page.next {
-                    Some(next) => progress.cursor = Some(encode_cursor(next)),
+                    Some(next) => progress.cursor = Some(next),
                     None if !progress.verified => {
                         // Once more from the start: anything written while the walk ran.
                         progress.verified = true;
@@ -310,197 +269,45 @@ impl Privacy {
                     }
                 }
             }
-            ErasureStep::ContactItems => {
-                let more = self
-                    .delete_contact_partition_page(&t, &c, false, counts, handled)
-                    .await?;
-                if !more {
-                    progress.step = ErasureStep::FinalObjects;
-                }
-            }
+            ErasureStep::ContactItems => match self.store.delete_contact_items(&t, &c, false, handled).await? {
+                Some(deleted) => counts.add(&deleted),
+                None => progress.step = ErasureStep::FinalObjects,
+            },
             ErasureStep::Done => {}
         }
         Ok(())
     }
 
-    /// Deletes one page of a contact's partition and what its reference items point at;
-    /// returns whether the partition had anything left. With `with_identities`, a profile
-    /// found there takes its phone and user-id records with it (offboarding).
-    pub(crate) async fn delete_contact_partition_page(
-        &self,
-        tenant_id: &str,
-        contact_id: &str,
-        with_identities: bool,
-        counts: &mut ErasureCounts,
-        handled: &mut HashSet<String>,
-    ) -> Result<bool, PrivacyError> {
-        let query = PageQuery::partition(contact_pk(tenant_id, contact_id)).limit(PARTITION_PAGE);
-        let page = self.store.query_page(&query, None).await?;
-        if page.items.is_empty() {
-            return Ok(false);
-        }
-        let mut keys = Vec::new();
-        let mut wamid_partitions = Vec::new();
-        for item in &page.items {
-            let Some(key) = ItemKey::of(item) else { continue };
-            let sk = key.sk.as_str();
-            if sk == PROFILE_SK {
-                counts.contacts += 1;
-                if with_identities {
-                    if let Some(phone) = attr(item, "phone") {
-                        keys.push(ItemKey::new(phone_identity_pk(tenant_id, phone), IDENTITY_SK));
-                        counts.identities += 1;
-                    }
-                    if let Some(user_id) = attr(item, "user_id") {
-                        keys.push(ItemKey::new(user_identity_pk(tenant_id, user_id), IDENTITY_SK));
-                        counts.identities += 1;
-                    }
-                }
-            } else if sk.starts_with("TAG#") {
-                counts.tags += 1;
-            } else if sk.starts_with("CONSENT#") || sk.starts_with("RESTRICTION#") {
-                counts.history_entries += 1;
-            } else if let Some(referenced) = sk.strip_prefix(REF_PREFIX) {
-                counts.other_items += 1;
-                let ref_sk = attr(item, "ref_sk").unwrap_or_default();
-                if referenced.contains("#WAMID#") {
-                    if handled.insert(referenced.to_owned()) {
-                        wamid_partitions.push(referenced.to_owned());
-                    }
-                } else if !ref_sk.is_empty() {
-                    if referenced.contains("#IDEM#") {
-                        counts.idempotency_records += 1;
-                    } else if referenced.contains("#EXPORT#") {
-                        counts.exports += 1;
-                    } else {
-                        counts.other_items += 1;
-                    }
-                    keys.push(ItemKey::new(referenced, ref_sk));
-                }
-            } else {
-                counts.other_items += 1;
-            }
-            keys.push(key);
-        }
-        let (wamid_keys, pointers, statuses, other) = self.wamid_partition_keys(wamid_partitions).await?;
-        keys.extend(wamid_keys);
-        counts.pointers += pointers;
-        counts.statuses += statuses;
-        counts.other_items += other;
-        self.store.delete_items(&keys).await?;
-        Ok(true)
-    }
-
-    /// Every key in the given wamid partitions (pointer, parked statuses), with counts.
-    async fn wamid_partition_keys(
-        &self,
-        partitions: Vec<String>,
-    ) -> Result<(Vec<ItemKey>, u64, u64, u64), PrivacyError> {
-        let found: Vec<Vec<Item>> = stream::iter(partitions)
-            .map(|pk| async move {
-                let query = PageQuery::partition(pk).project(&[PK, SK]);
-                self.store.query_all(&query).await
-            })
-            .buffer_unordered(WAMID_QUERIES)
-            .try_collect()
-            .await?;
-        let (mut pointers, mut statuses, mut other) = (0, 0, 0);
-        let mut keys = Vec::new();
-        for key in found.iter().flatten().filter_map(ItemKey::of) {
-            if key.sk == WAMID_SK {
-                pointers += 1;
-            } else if key.sk.starts_with("PENDING#") {
-                statuses += 1;
-            } else {
-                other += 1;
-            }
-            keys.push(key);
-        }
-        Ok((keys, pointers, statuses, other))
-    }
-
-    /// Deletes a page of messages (items projected with [`MESSAGE_ATTRS`]): first their media
-    /// objects (except those under `objects_gone_under`, already deleted by prefix), then the
-    /// messages with the wamid partitions of outbound ones, and with `with_references` the
-    /// reference items to those partitions in the contacts' partitions (retention, where the
-    /// contact stays).
+    /// Deletes a page of messages: first their media objects (except those under
+    /// `objects_gone_under`, already deleted by prefix), then the messages with what they take
+    /// along (see [`crate::store::PrivacyStore::delete_messages`]).
     pub(crate) async fn delete_messages(
         &self,
         tenant_id: &str,
-        items: &[Item],
+        messages: &[MessageRef],
         objects_gone_under: Option<&str>,
         with_references: bool,
         handled: &mut HashSet<String>,
     ) -> Result<MessagesDeleted, PrivacyError> {
-        let mut deleted = MessagesDeleted::default();
-        if items.is_empty() {
-            return Ok(deleted);
+        if messages.is_empty() {
+            return Ok(MessagesDeleted::default());
         }
-        let objects: Vec<String> = items
+        let objects: Vec<String> = messages
             .iter()
-            .filter_map(media_s3_key)
+            .filter_map(|m| m.media_key.clone())
             .filter(|k| objects_gone_under.is_none_or(|prefix| !k.starts_with(prefix)))
-            .map(str::to_owned)
             .collect();
-        deleted.media_objects = self.media.delete_keys(&objects).await?;
-        let mut keys = Vec::with_capacity(items.len() * 2);
-        let mut wamid_partitions = Vec::new();
-        for item in items {
-            let Some(key) = ItemKey::of(item) else { continue };
-            if key.sk != MESSAGE_SK {
-                continue;
-            }
-            if attr(item, "direction") == Some("outbound")
-                && let Some(wamid) = attr(item, "wamid")
-            {
-                let pointer = wamid_pk(tenant_id, wamid);
-                if with_references && let Some(contact_id) = attr(item, "contact_id") {
-                    keys.push(ItemKey::new(contact_pk(tenant_id, contact_id), reference_sk(&pointer)));
-                }
-                if handled.insert(pointer.clone()) {
-                    wamid_partitions.push(pointer);
-                }
-            }
-            keys.push(key);
-            deleted.messages += 1;
-        }
-        let (wamid_keys, pointers, statuses, other) = self.wamid_partition_keys(wamid_partitions).await?;
-        keys.extend(wamid_keys);
-        deleted.pointers = pointers;
-        deleted.statuses = statuses;
-        deleted.other_items = other;
-        self.store.delete_items(&keys).await?;
-        Ok(deleted)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use aws_sdk_dynamodb::types::AttributeValue;
-    use std::collections::HashMap;
-
-    #[test]
-    fn cursors_round_trip() {
-        let key: Item = HashMap::from([
-            ("PK".to_owned(), AttributeValue::S("T#t#MSG#m".into())),
-            ("GSI1SK".to_owned(), AttributeValue::S("m".into())),
-        ]);
-        assert_eq!(decode_cursor(&encode_cursor(key.clone())).unwrap(), key);
-        assert!(decode_cursor("not json").is_err());
-    }
-
-    #[test]
-    fn media_keys_are_read_from_the_media_map() {
-        let media = AttributeValue::M(HashMap::from([
-            ("status".to_owned(), AttributeValue::S("available".into())),
-            (
-                "s3_key".to_owned(),
-                AttributeValue::S("tenants/t/contacts/c/media/m".into()),
-            ),
-        ]));
-        let item: Item = HashMap::from([("media".to_owned(), media)]);
-        assert_eq!(media_s3_key(&item), Some("tenants/t/contacts/c/media/m"));
-        assert_eq!(media_s3_key(&HashMap::new()), None);
+        let media_objects = self.media.delete_keys(&objects).await?;
+        let d = self
+            .store
+            .delete_messages(tenant_id, messages, with_references, handled)
+            .await?;
+        Ok(MessagesDeleted {
+            messages: d.messages,
+            media_objects,
+            pointers: d.pointers,
+            statuses: d.statuses,
+            other_items: d.other_items,
+        })
     }
 }

@@ -7,13 +7,13 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::{ExportJob, ExportRecord, ExportStatus, Privacy, PrivacyError};
-use crate::contact::{ConsentChange, Contact, RestrictionChange};
+use super::{ExportJob, ExportRecord, ExportStatus, Privacy, PrivacyError, PrivacyPorts};
+use crate::contact::Contact;
+use crate::jobs::JobQueue;
 use crate::message::MessageRecord;
-use crate::objects::{MIN_PART_BYTES, PartSink, PartWriter};
-use crate::store::keys::*;
-use crate::store::privacy::{PageQuery, visible_export};
-use crate::store::{ContactStore, StoreError};
+use crate::objects::{MIN_PART_BYTES, ObjectStore, PartSink, PartWriter, Upload};
+use crate::store::StoreError;
+use crate::store::privacy::visible_export;
 
 /// Name and version of the document format (docs/export-format.md).
 pub const FORMAT: &str = "wcrm.contact-export";
@@ -30,10 +30,6 @@ pub enum Built {
     AlreadyDone,
     /// The record or the contact is gone (erased, expired): nothing is kept.
     Gone,
-}
-
-fn corrupt(e: impl std::fmt::Display) -> PrivacyError {
-    PrivacyError::Store(StoreError::Corrupt(e.to_string()))
 }
 
 fn bytes<T: Serialize>(value: &T) -> Vec<u8> {
@@ -60,7 +56,7 @@ pub fn message_json(message: &MessageRecord) -> Value {
     v
 }
 
-impl Privacy {
+impl<S: PrivacyPorts, O: ObjectStore, Q: JobQueue> Privacy<S, O, Q> {
     /// Records an export of a contact and queues it; `None` when the tenant has no such contact.
     pub async fn request_export(
         &self,
@@ -79,11 +75,11 @@ impl Privacy {
             tenant_id: tenant_id.to_owned(),
             export_id: record.export_id.clone(),
         };
-        if let Err(err) = self.export_jobs.send(&job, std::time::Duration::ZERO).await {
+        if let Err(err) = self.export_jobs.send_job(&job, std::time::Duration::ZERO).await {
             // A record nobody will build would stay pending forever: close it.
             self.fail_export(tenant_id, &record.export_id, "could not be queued")
                 .await?;
-            return Err(err);
+            return Err(err.into());
         }
         Ok(Some(record))
     }
@@ -126,7 +122,7 @@ impl Privacy {
         if record.is_expired(now) {
             return Ok(Built::Gone);
         }
-        let Some(contact) = self.store.load_contact(tenant_id, &record.contact_id).await? else {
+        let Some(contact) = self.store.get_contact(tenant_id, &record.contact_id).await? else {
             return Ok(Built::Gone);
         };
         let upload = self.exports.start_upload(&record.s3_key, "application/json").await?;
@@ -141,7 +137,7 @@ impl Privacy {
         let (upload, size) = writer.finish().await?;
         upload.complete().await?;
         // Erased while this ran? Then the document must not survive it.
-        if self.store.load_contact(tenant_id, &record.contact_id).await?.is_none() {
+        if self.store.get_contact(tenant_id, &record.contact_id).await?.is_none() {
             self.exports.delete_keys(std::slice::from_ref(&record.s3_key)).await?;
             return Ok(Built::Gone);
         }
@@ -183,29 +179,23 @@ impl Privacy {
 
         let mut counts = [0u64; 3];
         w.write(b",\n\"consent_history\":[").await?;
-        counts[0] = self
-            .write_history::<P, ConsentChange>(w, PageQuery::partition(contact_pk(t, c)).prefixed("CONSENT#"))
-            .await?;
+        counts[0] = write_entries(w, &self.store.consent_history(t, c).await?).await?;
         w.write(b"],\n\"restriction_history\":[").await?;
-        counts[1] = self
-            .write_history::<P, RestrictionChange>(w, PageQuery::partition(contact_pk(t, c)).prefixed("RESTRICTION#"))
-            .await?;
+        counts[1] = write_entries(w, &self.store.restriction_history(t, c).await?).await?;
 
         w.write(b"],\n\"messages\":[").await?;
-        let query = PageQuery::index(GSI1, GSI1_PK, GSI1_SK, conversation_gsi1pk(t, c)).limit(MESSAGE_PAGE);
-        let mut start = None;
+        let mut next = None;
         let mut media = 0u64;
         loop {
-            let page = self.store.query_page(&query, start).await?;
-            for item in page.items {
-                let message: MessageRecord = serde_dynamo::from_item(item).map_err(corrupt)?;
+            let page = self.store.export_messages(t, c, next, MESSAGE_PAGE).await?;
+            for message in page.items {
                 media += u64::from(message.media.is_some());
                 w.write(if counts[2] == 0 { b"\n" } else { b",\n" }).await?;
                 w.write(&bytes(&message_json(&message))).await?;
                 counts[2] += 1;
             }
             match page.next {
-                Some(next) => start = Some(next),
+                Some(n) => next = Some(n),
                 None => break,
             }
         }
@@ -220,32 +210,20 @@ impl Privacy {
         w.write(b"}\n").await?;
         Ok(counts[2])
     }
+}
 
-    async fn write_history<P: PartSink, T: serde::de::DeserializeOwned + Serialize>(
-        &self,
-        w: &mut PartWriter<P>,
-        query: PageQuery<'_>,
-    ) -> Result<u64, PrivacyError> {
-        let mut n = 0u64;
-        let mut start = None;
-        loop {
-            let page = self.store.query_page(&query, start).await?;
-            for item in page.items {
-                let entry: T = serde_dynamo::from_item(item).map_err(corrupt)?;
-                let mut v = serde_json::to_value(&entry).expect("serializes");
-                if let Some(map) = v.as_object_mut() {
-                    map.remove("contact_id");
-                }
-                if n > 0 {
-                    w.write(b",").await?;
-                }
-                w.write(&bytes(&v)).await?;
-                n += 1;
-            }
-            match page.next {
-                Some(next) => start = Some(next),
-                None => return Ok(n),
-            }
+/// Writes history entries as a JSON list's members, each without the contact id (stated once
+/// in the document); returns how many.
+async fn write_entries<P: PartSink, T: Serialize>(w: &mut PartWriter<P>, entries: &[T]) -> Result<u64, PrivacyError> {
+    for (i, entry) in entries.iter().enumerate() {
+        let mut v = serde_json::to_value(entry).expect("serializes");
+        if let Some(map) = v.as_object_mut() {
+            map.remove("contact_id");
         }
+        if i > 0 {
+            w.write(b",").await?;
+        }
+        w.write(&bytes(&v)).await?;
     }
+    Ok(entries.len() as u64)
 }

@@ -16,8 +16,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::blob::BlobError;
-use crate::objects::Bucket;
-use crate::store::{DynamoStore, StoreError};
+use crate::jobs::{EnqueueError, JobQueue, SqsQueue};
+use crate::objects::{Bucket, ObjectStore};
+use crate::store::{ApiKeyStore, ContactStore, DynamoStore, PrivacyStore, StoreError, TenantStore};
 
 // ---------------------------------------------------------------------------------------------
 // Retention settings
@@ -247,6 +248,15 @@ impl ErasureCounts {
         }
     }
 
+    /// What was added since `earlier` (a snapshot of these counts).
+    pub fn since(&self, earlier: &ErasureCounts) -> ErasureCounts {
+        let mut added = *self;
+        for (a, b) in added.fields_mut().into_iter().zip(earlier.values()) {
+            *a -= b;
+        }
+        added
+    }
+
     fn values(&self) -> [u64; 12] {
         [
             self.contacts,
@@ -404,62 +414,33 @@ pub struct ErasureJob {
     pub erasure_id: String,
 }
 
-/// A queue that privacy jobs are sent to.
-#[derive(Debug, Clone)]
-pub struct JobQueue {
-    client: aws_sdk_sqs::Client,
-    url: String,
-}
-
-impl JobQueue {
-    pub fn new(client: aws_sdk_sqs::Client, url: impl Into<String>) -> Self {
-        JobQueue {
-            client,
-            url: url.into(),
-        }
-    }
-
-    pub fn url(&self) -> &str {
-        &self.url
-    }
-
-    /// Sends `job`, delivered no earlier than `delay` from now (at most 15 minutes).
-    pub async fn send<T: Serialize>(&self, job: &T, delay: Duration) -> Result<(), PrivacyError> {
-        let body = serde_json::to_string(job).expect("jobs serialize");
-        self.client
-            .send_message()
-            .queue_url(&self.url)
-            .message_body(body)
-            .delay_seconds(delay.as_secs().min(900) as i32)
-            .send()
-            .await
-            .map_err(|e| PrivacyError::Queue(aws_sdk_sqs::error::DisplayErrorContext(&e).to_string()))?;
-        Ok(())
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum PrivacyError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
     Objects(#[from] BlobError),
-    #[error("could not enqueue a job: {0}")]
-    Queue(String),
+    #[error(transparent)]
+    Queue(#[from] EnqueueError),
 }
 
 /// How long the API spends on an erasure before handing the rest to the eraser function (the
 /// API function's timeout is 10 s).
 pub const DEFAULT_REQUEST_BUDGET: Duration = Duration::from_secs(5);
 
-/// Everything the privacy machinery talks to; cheap to clone.
+/// The storage the privacy machinery works through.
+pub trait PrivacyPorts: PrivacyStore + ContactStore + TenantStore + ApiKeyStore {}
+impl<T: PrivacyStore + ContactStore + TenantStore + ApiKeyStore> PrivacyPorts for T {}
+
+/// Everything the privacy machinery talks to, each behind its port (storage, the media and
+/// exports buckets, the export and erasure queues); the defaults are the AWS implementations.
 #[derive(Debug, Clone)]
-pub struct Privacy {
-    pub store: DynamoStore,
-    pub media: Bucket,
-    pub exports: Bucket,
-    pub export_jobs: JobQueue,
-    pub erasure_jobs: JobQueue,
+pub struct Privacy<S = DynamoStore, O = Bucket, Q = SqsQueue> {
+    pub store: S,
+    pub media: O,
+    pub exports: O,
+    pub export_jobs: Q,
+    pub erasure_jobs: Q,
     /// Time an erasure may take inside an API request before it continues on the queue.
     pub request_budget: Duration,
 }
@@ -473,12 +454,14 @@ impl Privacy {
             store: DynamoStore::new(crate::aws::dynamodb_client(sdk), resources.table.clone()),
             media: Bucket::new(s3.clone(), resources.media_bucket.clone()),
             exports: Bucket::new(s3, resources.exports_bucket.clone()),
-            export_jobs: JobQueue::new(sqs.clone(), resources.export_queue_url.clone()),
-            erasure_jobs: JobQueue::new(sqs, resources.erasure_queue_url.clone()),
+            export_jobs: SqsQueue::new(sqs.clone(), resources.export_queue_url.clone()),
+            erasure_jobs: SqsQueue::new(sqs, resources.erasure_queue_url.clone()),
             request_budget: DEFAULT_REQUEST_BUDGET,
         }
     }
+}
 
+impl<S: PrivacyPorts, O: ObjectStore, Q: JobQueue> Privacy<S, O, Q> {
     pub fn with_request_budget(mut self, budget: Duration) -> Self {
         self.request_budget = budget;
         self

@@ -4,16 +4,13 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::erasure::attr;
-use super::{ErasureCounts, ErasureStatus, Privacy, PrivacyError};
-use crate::store::keys::*;
-use crate::store::privacy::{ItemKey, PageQuery};
-use crate::store::{ApiKeyStore, StoreError, TenantStore};
-use crate::tenant::Tenant;
+use super::{ErasureCounts, ErasureStatus, Privacy, PrivacyError, PrivacyPorts};
+use crate::jobs::JobQueue;
+use crate::objects::ObjectStore;
+use crate::store::{MessageScope, StoreError, TenantRecords};
 
 const PAGE: i32 = 1000;
 
@@ -40,11 +37,7 @@ fn add_erasure(counts: &mut PurgeCounts, erased: &ErasureCounts) {
     }
 }
 
-fn s(v: impl Into<String>) -> AttributeValue {
-    AttributeValue::S(v.into())
-}
-
-impl Privacy {
+impl<S: PrivacyPorts, O: ObjectStore, Q: JobQueue> Privacy<S, O, Q> {
     /// Disables a tenant: status `disabled`, every key revoked, routes deleted. Idempotent;
     /// `None` when there is no such tenant.
     pub async fn disable_tenant(&self, tenant_id: &str) -> Result<Option<Disabled>, PrivacyError> {
@@ -52,29 +45,7 @@ impl Privacy {
             return Ok(None);
         };
         let now = Utc::now();
-        let out = self
-            .store
-            .client()
-            .update_item()
-            .table_name(self.store.table())
-            .key(PK, s(tenant_pk(tenant_id)))
-            .key(SK, s(TENANT_SK))
-            .update_expression("SET #status = :disabled, disabled_at = if_not_exists(disabled_at, :now)")
-            .condition_expression("attribute_exists(PK)")
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":disabled", s("disabled"))
-            .expression_attribute_values(":now", s(now.to_rfc3339()))
-            .return_values(ReturnValue::AllNew)
-            .send()
-            .await
-            .map_err(|e| StoreError::Backend(aws_sdk_dynamodb::error::DisplayErrorContext(&e).to_string()))?;
-        let disabled_at = out
-            .attributes
-            .as_ref()
-            .and_then(|a| attr(a, "disabled_at"))
-            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-            .map(|t| t.to_utc())
-            .unwrap_or(now);
+        let disabled_at = self.store.disable_tenant(tenant_id, now).await?.unwrap_or(now);
 
         let mut keys_revoked = 0;
         let mut start = None;
@@ -92,44 +63,13 @@ impl Privacy {
                 None => break,
             }
         }
-        let routes_deleted = self.delete_routes(&tenant).await?;
+        let routes_deleted = self.store.delete_routes(&tenant).await?;
         Ok(Some(Disabled {
             tenant_id: tenant_id.to_owned(),
             disabled_at,
             keys_revoked,
             routes_deleted,
         }))
-    }
-
-    /// Deletes the tenant's phone-number and WABA routes if they still route to it.
-    async fn delete_routes(&self, tenant: &Tenant) -> Result<u64, PrivacyError> {
-        let mut deleted = 0;
-        for pk in [phone_route_pk(&tenant.phone_number_id), waba_route_pk(&tenant.waba_id)] {
-            let result = self
-                .store
-                .client()
-                .delete_item()
-                .table_name(self.store.table())
-                .key(PK, s(pk))
-                .key(SK, s(ROUTE_SK))
-                .condition_expression("tenant_id = :t")
-                .expression_attribute_values(":t", s(tenant.tenant_id.clone()))
-                .send()
-                .await;
-            match result {
-                Ok(_) => deleted += 1,
-                Err(err)
-                    if err
-                        .as_service_error()
-                        .is_some_and(|e| e.is_conditional_check_failed_exception()) => {}
-                Err(err) => {
-                    return Err(
-                        StoreError::Backend(aws_sdk_dynamodb::error::DisplayErrorContext(&err).to_string()).into(),
-                    );
-                }
-            }
-        }
-        Ok(deleted)
     }
 
     /// Deletes every item and object of a (disabled) tenant, the tenant record last, so an
@@ -152,42 +92,42 @@ impl Privacy {
                 add_erasure(&mut counts, &erased);
             }
         }
-        let keys: Vec<ItemKey> = erasures
-            .iter()
-            .map(|r| ItemKey::new(erasure_pk(tenant_id, &r.erasure_id), ERASURE_SK))
-            .collect();
-        add(&mut counts, "erasure_records", self.store.delete_items(&keys).await?);
+        let ids: Vec<String> = erasures.iter().map(|r| r.erasure_id.clone()).collect();
+        add(
+            &mut counts,
+            "erasure_records",
+            self.store.delete_erasures(tenant_id, &ids).await?,
+        );
 
         // Contacts: each partition with what its references point at, and identity records.
         let mut handled = HashSet::new();
-        let query = PageQuery::index(GSI2, "GSI2PK", "GSI2SK", contacts_index_pk(tenant_id)).limit(PAGE);
-        let mut start = None;
+        let mut next = None;
         loop {
-            let page = self.store.query_page(&query, start).await?;
-            for item in &page.items {
-                let Some(contact_id) = attr(item, PK).and_then(|pk| pk.rsplit_once("#C#")).map(|(_, c)| c) else {
-                    continue;
-                };
+            let page = self.store.contact_ids(tenant_id, next, PAGE).await?;
+            for contact_id in &page.items {
                 let mut erased = ErasureCounts::default();
-                while self
-                    .delete_contact_partition_page(tenant_id, contact_id, true, &mut erased, &mut handled)
+                while let Some(deleted) = self
+                    .store
+                    .delete_contact_items(tenant_id, contact_id, true, &mut handled)
                     .await?
-                {}
+                {
+                    erased.add(&deleted);
+                }
                 add_erasure(&mut counts, &erased);
             }
             match page.next {
-                Some(next) => start = Some(next),
+                Some(n) => next = Some(n),
                 None => break,
             }
         }
 
         // Every message of the tenant, whoever it belonged to.
-        let query = PageQuery::index(GSI5, "GSI5PK", "GSI5SK", tenant_messages_gsi5pk(tenant_id))
-            .project(super::erasure::MESSAGE_ATTRS)
-            .limit(PAGE);
-        let mut start = None;
+        let mut next = None;
         loop {
-            let page = self.store.query_page(&query, start).await?;
+            let page = self
+                .store
+                .message_refs(tenant_id, MessageScope::Tenant { before: None }, next, PAGE)
+                .await?;
             let d = self
                 .delete_messages(tenant_id, &page.items, Some(&prefix), false, &mut handled)
                 .await?;
@@ -196,41 +136,34 @@ impl Privacy {
             add(&mut counts, "statuses", d.statuses);
             add(&mut counts, "other_items", d.other_items);
             match page.next {
-                Some(next) => start = Some(next),
+                Some(n) => next = Some(n),
                 None => break,
             }
         }
 
         let exports = self.store.tenant_exports(tenant_id).await?;
-        let keys: Vec<ItemKey> = exports
-            .iter()
-            .map(|e| ItemKey::new(export_pk(tenant_id, &e.export_id), EXPORT_SK))
-            .collect();
-        add(&mut counts, "exports", self.store.delete_items(&keys).await?);
+        add(
+            &mut counts,
+            "exports",
+            self.store.delete_exports(tenant_id, &exports).await?,
+        );
 
         let tenant = self.store.get_tenant(tenant_id).await?;
-        let mut partitions = vec![("audit_entries", audit_pk(tenant_id)), ("events", events_pk(tenant_id))];
+        let mut records = vec![
+            ("audit_entries", TenantRecords::Audit),
+            ("events", TenantRecords::RawEvents),
+        ];
         if let Some(t) = &tenant {
-            partitions.push(("other_items", send_schedule_pk(tenant_id, &t.phone_number_id)));
+            records.push(("other_items", TenantRecords::SendSchedule(&t.phone_number_id)));
         }
-        for (kind, pk) in partitions {
-            let n = self.delete_partition(pk, |_| true).await?;
-            add(&mut counts, kind, n);
-        }
-
         // The tenant's own partition (keys, secret, settings), the tenant record last.
-        let n = self
-            .delete_partition(tenant_pk(tenant_id), |k| k.sk != TENANT_SK)
-            .await?;
-        add(&mut counts, "tenant_items", n);
+        records.push(("tenant_items", TenantRecords::TenantPartition));
         if tenant.is_some() {
-            add(
-                &mut counts,
-                "tenant_items",
-                self.store
-                    .delete_items(&[ItemKey::new(tenant_pk(tenant_id), TENANT_SK)])
-                    .await?,
-            );
+            records.push(("tenant_items", TenantRecords::Tenant));
+        }
+        for (kind, which) in records {
+            let n = self.store.delete_tenant_records(tenant_id, which).await?;
+            add(&mut counts, kind, n);
         }
         // Anything a worker stored while this ran.
         add(&mut counts, "media_objects", self.media.delete_prefix(&prefix).await?);
@@ -240,26 +173,5 @@ impl Privacy {
             self.exports.delete_prefix(&prefix).await?,
         );
         Ok(counts)
-    }
-
-    /// Deletes the items of a partition that `select` picks; returns how many.
-    async fn delete_partition(&self, pk: String, select: impl Fn(&ItemKey) -> bool) -> Result<u64, PrivacyError> {
-        let query = PageQuery::partition(pk).project(&[PK, SK]).limit(PAGE);
-        let mut deleted = 0;
-        let mut start = None;
-        loop {
-            let page = self.store.query_page(&query, start).await?;
-            let keys: Vec<ItemKey> = page
-                .items
-                .iter()
-                .filter_map(ItemKey::of)
-                .filter(|k| select(k))
-                .collect();
-            deleted += self.store.delete_items(&keys).await?;
-            match page.next {
-                Some(next) => start = Some(next),
-                None => return Ok(deleted),
-            }
-        }
     }
 }

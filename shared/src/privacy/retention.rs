@@ -15,10 +15,10 @@ use chrono::{DateTime, Utc};
 use futures::stream::{self, TryStreamExt};
 use serde::Serialize;
 
-use super::erasure::{MESSAGE_ATTRS, attr, media_s3_key};
-use super::{Privacy, PrivacyError, RetentionSettings, id_floor};
-use crate::store::keys::*;
-use crate::store::privacy::{ItemKey, PageQuery};
+use super::{Privacy, PrivacyError, PrivacyPorts, RetentionSettings};
+use crate::jobs::JobQueue;
+use crate::objects::ObjectStore;
+use crate::store::MessageScope;
 
 /// Items read per page.
 const PAGE: i32 = 1000;
@@ -74,17 +74,10 @@ fn past(deadline: Option<Instant>) -> bool {
     deadline.is_some_and(|d| Instant::now() >= d)
 }
 
-impl Privacy {
-    /// Every tenant's ids, from GSI1 `TENANTS`.
+impl<S: PrivacyPorts, O: ObjectStore, Q: JobQueue> Privacy<S, O, Q> {
+    /// Every tenant's id.
     pub async fn tenant_ids(&self) -> Result<Vec<String>, PrivacyError> {
-        let query = PageQuery::index(GSI1, GSI1_PK, GSI1_SK, ALL_TENANTS_GSI1PK.to_owned()).project(&[GSI1_SK]);
-        Ok(self
-            .store
-            .query_all(&query)
-            .await?
-            .iter()
-            .filter_map(|i| attr(i, GSI1_SK).map(str::to_owned))
-            .collect())
+        Ok(self.store.tenant_ids().await?)
     }
 
     /// One sweep over every tenant (or only those named in `only`) as of `as_of`, until
@@ -147,48 +140,43 @@ impl Privacy {
         let mut complete = true;
 
         // Messages first: media of deleted messages goes with them, not through step two.
-        let query = PageQuery::index(GSI5, "GSI5PK", "GSI5SK", tenant_messages_gsi5pk(tenant_id))
-            .below(id_floor(cut.messages))
-            .project(MESSAGE_ATTRS)
-            .limit(PAGE);
-        let mut start = None;
+        let scope = MessageScope::Tenant {
+            before: Some(cut.messages),
+        };
+        let mut next = None;
         loop {
             if past(deadline) {
                 complete = false;
                 break;
             }
-            let page = self.store.query_page(&query, start).await?;
+            let page = self.store.message_refs(tenant_id, scope, next, PAGE).await?;
             let d = self
                 .delete_messages(tenant_id, &page.items, None, true, &mut handled)
                 .await?;
             deleted.messages += d.messages;
             deleted.media_objects += d.media_objects;
             match page.next {
-                Some(next) => start = Some(next),
+                Some(n) => next = Some(n),
                 None => break,
             }
         }
 
         // Media past media_days: objects first, then the messages stop offering them.
-        let query = PageQuery::index(GSI6, "GSI6PK", "GSI6SK", tenant_media_gsi6pk(tenant_id))
-            .below(id_floor(cut.media))
-            .project(&[PK, SK, "media"])
-            .limit(PAGE);
-        let mut start = None;
+        let scope = MessageScope::StoredMedia { before: cut.media };
+        let mut next = None;
         while complete {
             if past(deadline) {
                 complete = false;
                 break;
             }
-            let page = self.store.query_page(&query, start).await?;
-            let objects: Vec<String> = page.items.iter().filter_map(media_s3_key).map(str::to_owned).collect();
+            let page = self.store.message_refs(tenant_id, scope, next, PAGE).await?;
+            let objects: Vec<String> = page.items.iter().filter_map(|m| m.media_key.clone()).collect();
             deleted.media_objects += self.media.delete_keys(&objects).await?;
-            let messages: Vec<ItemKey> = page.items.iter().filter_map(ItemKey::of).collect();
-            stream::iter(messages.iter().map(Ok))
-                .try_for_each_concurrent(MEDIA_UPDATES, |key| self.store.expire_media(key))
+            stream::iter(page.items.iter().map(Ok))
+                .try_for_each_concurrent(MEDIA_UPDATES, |m| self.store.expire_media(tenant_id, &m.message_id))
                 .await?;
             match page.next {
-                Some(next) => start = Some(next),
+                Some(n) => next = Some(n),
                 None => break,
             }
         }
@@ -204,32 +192,20 @@ impl Privacy {
                 .collect();
             let objects: Vec<String> = expired.iter().map(|e| e.s3_key.clone()).collect();
             self.exports.delete_keys(&objects).await?;
-            let mut keys = Vec::new();
-            for e in &expired {
-                let pk = export_pk(tenant_id, &e.export_id);
-                keys.push(ItemKey::new(contact_pk(tenant_id, &e.contact_id), reference_sk(&pk)));
-                keys.push(ItemKey::new(pk, EXPORT_SK));
-            }
-            self.store.delete_items(&keys).await?;
-            deleted.exports += expired.len() as u64;
+            deleted.exports += self.store.delete_exports(tenant_id, &expired).await?;
         }
 
         // Audit entries past audit_days.
-        let query = PageQuery::partition(audit_pk(tenant_id))
-            .below(id_floor(cut.audit))
-            .project(&[PK, SK])
-            .limit(PAGE);
-        let mut start = None;
+        let mut next = None;
         while complete {
             if past(deadline) {
                 complete = false;
                 break;
             }
-            let page = self.store.query_page(&query, start).await?;
-            let keys: Vec<ItemKey> = page.items.iter().filter_map(ItemKey::of).collect();
-            deleted.audit_entries += self.store.delete_items(&keys).await?;
-            match page.next {
-                Some(next) => start = Some(next),
+            let (n, more) = self.store.delete_audit_before(tenant_id, cut.audit, next, PAGE).await?;
+            deleted.audit_entries += n;
+            match more {
+                Some(m) => next = Some(m),
                 None => break,
             }
         }

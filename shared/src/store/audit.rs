@@ -1,48 +1,19 @@
 //! The audit log's storage: one partition per tenant, newest first.
 
-use std::future::Future;
-
-use aws_sdk_dynamodb::types::AttributeValue;
-use serde::{Deserialize, Serialize};
-
-use super::dynamo::{backend, from_item, start_key, to_item, trim_page};
+use super::dynamo::{DynamoStore, backend, from_item, s, start_key, to_item, trim_page};
+use super::items::AuditItem;
 use super::keys::*;
-use super::{DynamoStore, Page, StoreError};
+use super::ports::AuditStore;
+use super::{Page, StoreError};
 use crate::audit::AuditEntry;
 use crate::cursor::Position;
 
-pub trait AuditStore: Send + Sync {
-    fn record_audit(&self, entry: &AuditEntry) -> impl Future<Output = Result<(), StoreError>> + Send;
-
-    fn list_audit(
-        &self,
-        tenant_id: &str,
-        limit: i32,
-        start: Option<Position>,
-    ) -> impl Future<Output = Result<Page<AuditEntry>, StoreError>> + Send;
-}
-
-#[derive(Serialize, Deserialize)]
-struct AuditItem {
-    #[serde(rename = "PK")]
-    pk: String,
-    #[serde(rename = "SK")]
-    sk: String,
-    #[serde(flatten)]
-    entry: AuditEntry,
-}
-
 impl AuditStore for DynamoStore {
     async fn record_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
-        let item = AuditItem {
-            pk: audit_pk(&entry.tenant_id),
-            sk: entry.id.clone(),
-            entry: entry.clone(),
-        };
         self.client()
             .put_item()
             .table_name(self.table())
-            .set_item(Some(to_item(&item)))
+            .set_item(Some(to_item(&AuditItem::new(entry))))
             .send()
             .await
             .map_err(backend)?;
@@ -60,7 +31,7 @@ impl AuditStore for DynamoStore {
             .query()
             .table_name(self.table())
             .key_condition_expression("PK = :pk")
-            .expression_attribute_values(":pk", AttributeValue::S(audit_pk(tenant_id)))
+            .expression_attribute_values(":pk", s(audit_pk(tenant_id)))
             .scan_index_forward(false)
             .limit(limit + 1)
             .set_exclusive_start_key(start_key(tenant_id, start)?)

@@ -1,18 +1,28 @@
-//! The DynamoDB implementation of the storage ports.
+//! The DynamoDB toolkit every adapter file of `store/` is written with: the store handle,
+//! attribute values, item mapping, the one way a failed condition is recognised (single
+//! requests and transactions alike), paged queries, consistent batch reads and batched writes
+//! with their retry loop. Adapter files hold what is specific to an aggregate and nothing that
+//! talks to the SDK's error types or retries by hand.
+
+use std::collections::{BTreeSet, HashMap};
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Put, ReturnValue, TransactWriteItem};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, ConditionCheck, Delete, DeleteRequest, KeysAndAttributes, Put, PutRequest, TransactWriteItem,
+    Update, WriteRequest,
+};
 use chrono::{DateTime, SecondsFormat, Utc};
+use futures::stream::{self, TryStreamExt};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 
+use super::StoreError;
 use super::keys::*;
-use super::{ApiKeyStore, Page, StoreError, TenantStore};
 use crate::cursor::Position;
-use crate::secret::Secret;
-use crate::tenant::{ApiKeyRecord, Tenant};
+
+/// A raw item.
+pub type Item = HashMap<String, AttributeValue>;
 
 /// One table, one client; cheap to clone.
 #[derive(Debug, Clone)]
@@ -36,20 +46,36 @@ impl DynamoStore {
     pub fn table(&self) -> &str {
         &self.table
     }
+}
 
-    async fn get_item<T: for<'de> Deserialize<'de>>(&self, pk: String, sk: &str) -> Result<Option<T>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key(PK, AttributeValue::S(pk))
-            .key(SK, AttributeValue::S(sk.to_owned()))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(backend)?;
-        out.item.map(from_item).transpose()
-    }
+// ---------------------------------------------------------------------------------------------
+// Attribute values and items
+
+pub(crate) fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+pub(crate) fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+/// Any serializable value as an attribute (maps, lists, times as serde writes them).
+pub(crate) fn av<T: Serialize + ?Sized>(v: &T) -> AttributeValue {
+    serde_dynamo::to_attribute_value(v).expect("our values serialize")
+}
+
+/// A time as RFC 3339 with milliseconds (the format of key and tenant timestamps).
+pub(crate) fn millis_time(at: DateTime<Utc>) -> AttributeValue {
+    AttributeValue::S(at.to_rfc3339_opts(SecondsFormat::Millis, true))
+}
+
+/// A string attribute of a raw item.
+pub(crate) fn attr<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
+    item.get(name).and_then(|v| v.as_s().ok()).map(String::as_str)
+}
+
+pub(crate) fn key(pk: impl Into<String>, sk: impl Into<String>) -> Item {
+    HashMap::from([(PK.to_owned(), s(pk)), (SK.to_owned(), s(sk))])
 }
 
 pub(crate) fn backend<E, R>(err: SdkError<E, R>) -> StoreError
@@ -60,16 +86,136 @@ where
     StoreError::Backend(DisplayErrorContext(&err).to_string())
 }
 
-pub(crate) fn from_item<T: for<'de> Deserialize<'de>>(item: HashMap<String, AttributeValue>) -> Result<T, StoreError> {
+pub(crate) fn from_item<T: for<'de> Deserialize<'de>>(item: Item) -> Result<T, StoreError> {
     serde_dynamo::from_item(item).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-pub(crate) fn to_item<T: Serialize>(value: &T) -> HashMap<String, AttributeValue> {
+pub(crate) fn to_item<T: Serialize>(value: &T) -> Item {
     serde_dynamo::to_item(value).expect("our item types always serialize to a map")
 }
 
+/// The primary key of an item.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct ItemKey {
+    pub pk: String,
+    pub sk: String,
+}
+
+impl ItemKey {
+    pub fn new(pk: impl Into<String>, sk: impl Into<String>) -> Self {
+        ItemKey {
+            pk: pk.into(),
+            sk: sk.into(),
+        }
+    }
+
+    /// The key of a raw item (`None` when it lacks `PK`/`SK`).
+    pub fn of(item: &Item) -> Option<ItemKey> {
+        Some(ItemKey::new(attr(item, PK)?, attr(item, SK)?))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Conditions
+
+/// Whether a single request failed because its condition did not hold (the one way the store
+/// recognises it).
+pub(crate) fn condition_failed<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> bool {
+    err.as_service_error()
+        .and_then(|e| e.code())
+        .is_some_and(|c| c == "ConditionalCheckFailedException")
+}
+
+/// Why a transaction was cancelled, item by item.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Cancelled {
+    codes: Vec<Option<String>>,
+    /// The items as they were, for items that asked for them on a failed condition.
+    old_items: Vec<Option<Item>>,
+}
+
+impl Cancelled {
+    fn of<R>(err: &SdkError<TransactWriteItemsError, R>) -> Option<Cancelled> {
+        let TransactWriteItemsError::TransactionCanceledException(c) = err.as_service_error()? else {
+            return None;
+        };
+        Some(Cancelled {
+            codes: c
+                .cancellation_reasons()
+                .iter()
+                .map(|r| r.code().map(str::to_owned))
+                .collect(),
+            old_items: c.cancellation_reasons().iter().map(|r| r.item().cloned()).collect(),
+        })
+    }
+
+    /// Whether item `i`'s condition failed.
+    pub fn failed(&self, i: usize) -> bool {
+        self.codes.get(i).and_then(|c| c.as_deref()) == Some("ConditionalCheckFailed")
+    }
+
+    pub fn any_failed(&self) -> bool {
+        (0..self.codes.len()).any(|i| self.failed(i))
+    }
+
+    /// The item `i` as it was when its condition failed, if the request asked for it.
+    pub fn old_item(&self, i: usize) -> Option<&Item> {
+        self.old_items.get(i)?.as_ref()
+    }
+
+    /// A cancellation no condition explains (a conflict with another transaction, throttling).
+    pub fn unexplained(&self) -> StoreError {
+        StoreError::Backend(format!("transaction cancelled: {:?}", self.codes))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Transaction items
+
+pub(crate) fn tx_put(put: Put) -> TransactWriteItem {
+    TransactWriteItem::builder().put(put).build()
+}
+
+pub(crate) fn tx_update(update: Update) -> TransactWriteItem {
+    TransactWriteItem::builder().update(update).build()
+}
+
+pub(crate) fn tx_delete(delete: Delete) -> TransactWriteItem {
+    TransactWriteItem::builder().delete(delete).build()
+}
+
+pub(crate) fn tx_check(check: ConditionCheck) -> TransactWriteItem {
+    TransactWriteItem::builder().condition_check(check).build()
+}
+
+/// A put that overwrites whatever is there.
+pub(crate) fn put_always(table: &str, item: Item) -> TransactWriteItem {
+    tx_put(
+        Put::builder()
+            .table_name(table)
+            .set_item(Some(item))
+            .build()
+            .expect("table and item are set"),
+    )
+}
+
+/// A put that fails when the key exists.
+pub(crate) fn put_new(table: &str, item: Item) -> TransactWriteItem {
+    tx_put(
+        Put::builder()
+            .table_name(table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(PK)")
+            .build()
+            .expect("table, item and condition are set"),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pages
+
 /// A `LastEvaluatedKey` as a cursor position (all our key attributes are strings).
-pub(crate) fn position(key: HashMap<String, AttributeValue>) -> Position {
+pub(crate) fn position(key: Item) -> Position {
     key.into_iter()
         .filter_map(|(k, v)| v.as_s().ok().map(|s| (k, s.clone())))
         .collect()
@@ -79,22 +225,18 @@ pub(crate) fn position(key: HashMap<String, AttributeValue>) -> Position {
 /// position is absent exactly when nothing follows (no cursor that leads to an empty page).
 /// `key_attrs` are the attributes of the queried index's `LastEvaluatedKey`.
 pub(crate) fn trim_page(
-    mut items: Vec<HashMap<String, AttributeValue>>,
+    mut items: Vec<Item>,
     limit: i32,
-    last_evaluated: Option<HashMap<String, AttributeValue>>,
+    last_evaluated: Option<Item>,
     key_attrs: &[&str],
-) -> (Vec<HashMap<String, AttributeValue>>, Option<Position>) {
+) -> (Vec<Item>, Option<Position>) {
     let limit = limit.max(1) as usize;
     if items.len() > limit {
         items.truncate(limit);
         let last = items.last().expect("limit is at least one");
         let next = key_attrs
             .iter()
-            .filter_map(|k| {
-                last.get(*k)
-                    .and_then(|v| v.as_s().ok())
-                    .map(|v| (k.to_string(), v.clone()))
-            })
+            .filter_map(|k| attr(last, k).map(|v| (k.to_string(), v.to_owned())))
             .collect();
         (items, Some(next))
     } else {
@@ -104,10 +246,7 @@ pub(crate) fn trim_page(
 
 /// A cursor position back into an `ExclusiveStartKey`, refusing one outside the tenant's
 /// partition (defence in depth: cursors are already bound to their tenant cryptographically).
-pub(crate) fn start_key(
-    tenant_id: &str,
-    start: Option<Position>,
-) -> Result<Option<HashMap<String, AttributeValue>>, StoreError> {
+pub(crate) fn start_key(tenant_id: &str, start: Option<Position>) -> Result<Option<Item>, StoreError> {
     let Some(start) = start else { return Ok(None) };
     let prefix = tenant_pk(tenant_id);
     let in_tenant = start
@@ -122,299 +261,399 @@ pub(crate) fn start_key(
     ))
 }
 
-fn timestamp(at: DateTime<Utc>) -> AttributeValue {
-    AttributeValue::S(at.to_rfc3339_opts(SecondsFormat::Millis, true))
+/// One page of a query over a partition (of the table or of an index).
+#[derive(Debug, Clone)]
+pub(crate) struct PageQuery<'a> {
+    pub index: Option<&'a str>,
+    pub pk_attr: &'a str,
+    pub pk: String,
+    pub sk_attr: &'a str,
+    /// Only items whose sort key is below this.
+    pub sk_below: Option<String>,
+    /// Only items whose sort key starts with this.
+    pub sk_prefix: Option<String>,
+    /// Attributes to return (all when `None`).
+    pub projection: Option<&'a [&'a str]>,
+    pub limit: Option<i32>,
+    /// Strongly consistent (base table only).
+    pub consistent: bool,
 }
 
-/// Indices of the transaction items whose condition failed.
-fn failed_conditions(err: &SdkError<TransactWriteItemsError, impl std::fmt::Debug>) -> Option<Vec<usize>> {
-    let TransactWriteItemsError::TransactionCanceledException(cancelled) = err.as_service_error()? else {
-        return None;
-    };
-    Some(
-        cancelled
-            .cancellation_reasons()
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| r.code() == Some("ConditionalCheckFailed"))
-            .map(|(i, _)| i)
-            .collect(),
-    )
-}
-
-#[derive(Serialize, Deserialize)]
-struct TenantItem {
-    #[serde(rename = "PK")]
-    pk: String,
-    #[serde(rename = "SK")]
-    sk: String,
-    #[serde(rename = "GSI1PK")]
-    gsi1pk: String,
-    #[serde(rename = "GSI1SK")]
-    gsi1sk: String,
-    #[serde(flatten)]
-    tenant: Tenant,
-}
-
-#[derive(Serialize, Deserialize)]
-struct RouteItem {
-    #[serde(rename = "PK")]
-    pk: String,
-    #[serde(rename = "SK")]
-    sk: String,
-    tenant_id: String,
-}
-
-#[derive(Serialize, Deserialize)]
-struct TokenItem {
-    #[serde(rename = "PK")]
-    pk: String,
-    #[serde(rename = "SK")]
-    sk: String,
-    access_token: String,
-}
-
-#[derive(Serialize, Deserialize)]
-struct KeyItem {
-    #[serde(rename = "PK")]
-    pk: String,
-    #[serde(rename = "SK")]
-    sk: String,
-    tenant_id: String,
-    key_id: String,
-    role: crate::auth::Role,
-    key_hash: String,
-    created_at: DateTime<Utc>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    revoked_at: Option<DateTime<Utc>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    last_used_at: Option<DateTime<Utc>>,
-}
-
-impl From<&ApiKeyRecord> for KeyItem {
-    fn from(k: &ApiKeyRecord) -> Self {
-        KeyItem {
-            pk: tenant_pk(&k.tenant_id),
-            sk: api_key_sk(&k.key_id),
-            tenant_id: k.tenant_id.clone(),
-            key_id: k.key_id.clone(),
-            role: k.role,
-            key_hash: k.key_hash.clone(),
-            created_at: k.created_at,
-            revoked_at: k.revoked_at,
-            last_used_at: k.last_used_at,
+impl<'a> PageQuery<'a> {
+    /// Every item of a base-table partition, read consistently.
+    pub fn partition(pk: String) -> Self {
+        PageQuery {
+            index: None,
+            pk_attr: PK,
+            pk,
+            sk_attr: SK,
+            sk_below: None,
+            sk_prefix: None,
+            projection: None,
+            limit: None,
+            consistent: true,
         }
+    }
+
+    /// Every item of an index partition (`GSI1` → `GSI1PK`/`GSI1SK`).
+    pub fn index(index: &'a str, pk_attr: &'a str, sk_attr: &'a str, pk: String) -> Self {
+        PageQuery {
+            index: Some(index),
+            pk_attr,
+            pk,
+            sk_attr,
+            sk_below: None,
+            sk_prefix: None,
+            projection: None,
+            limit: None,
+            consistent: false,
+        }
+    }
+
+    pub fn below(mut self, sk: String) -> Self {
+        self.sk_below = Some(sk);
+        self
+    }
+
+    pub fn prefixed(mut self, prefix: impl Into<String>) -> Self {
+        self.sk_prefix = Some(prefix.into());
+        self
+    }
+
+    pub fn project(mut self, attributes: &'a [&'a str]) -> Self {
+        self.projection = Some(attributes);
+        self
+    }
+
+    pub fn limit(mut self, limit: i32) -> Self {
+        self.limit = Some(limit);
+        self
     }
 }
 
-impl From<KeyItem> for ApiKeyRecord {
-    fn from(k: KeyItem) -> Self {
-        ApiKeyRecord {
-            tenant_id: k.tenant_id,
-            key_id: k.key_id,
-            role: k.role,
-            key_hash: k.key_hash,
-            created_at: k.created_at,
-            revoked_at: k.revoked_at,
-            last_used_at: k.last_used_at,
-        }
-    }
+/// Items of one page and where the next starts.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct QueryPage {
+    pub items: Vec<Item>,
+    pub next: Option<Item>,
 }
 
-fn put_new(table: &str, item: HashMap<String, AttributeValue>) -> TransactWriteItem {
-    let put = Put::builder()
-        .table_name(table)
-        .set_item(Some(item))
-        .condition_expression("attribute_not_exists(PK)")
+// ---------------------------------------------------------------------------------------------
+// Batches
+
+/// Most items one `BatchWriteItem` may carry (moto accepts more; DynamoDB does not).
+pub(crate) const WRITE_BATCH: usize = 25;
+
+/// Most keys one `BatchGetItem` may ask for.
+const READ_BATCH: usize = 100;
+
+/// Batches written at the same time.
+const WRITE_CONCURRENCY: usize = 4;
+
+/// Rounds of a batch request whose unprocessed part keeps coming back before giving up.
+const BATCH_ROUNDS: u32 = 10;
+
+/// The keys without duplicates (a batch naming one key twice is refused), in batches of 25.
+pub(crate) fn write_batches(keys: &[ItemKey]) -> Vec<Vec<ItemKey>> {
+    let unique: BTreeSet<&ItemKey> = keys.iter().collect();
+    let unique: Vec<ItemKey> = unique.into_iter().cloned().collect();
+    unique.chunks(WRITE_BATCH).map(<[ItemKey]>::to_vec).collect()
+}
+
+/// Backoff before round `round + 1` of a batch request's unprocessed part.
+fn batch_backoff(round: u32) -> std::time::Duration {
+    std::time::Duration::from_millis(25 << round.min(7))
+}
+
+fn delete_request(key: &ItemKey) -> WriteRequest {
+    WriteRequest::builder()
+        .delete_request(
+            DeleteRequest::builder()
+                .key(PK, s(key.pk.clone()))
+                .key(SK, s(key.sk.clone()))
+                .build()
+                .expect("key is set"),
+        )
         .build()
-        .expect("table, item and condition are set");
-    TransactWriteItem::builder().put(put).build()
 }
 
-impl TenantStore for DynamoStore {
-    async fn create_tenant(
+impl DynamoStore {
+    /// One item read consistently, mapped to its type.
+    pub(crate) async fn get<T: for<'de> Deserialize<'de>>(
         &self,
-        tenant: &Tenant,
-        graph_token: &Secret,
-        first_key: &ApiKeyRecord,
-    ) -> Result<(), StoreError> {
-        let tenant_item = TenantItem {
-            pk: tenant_pk(&tenant.tenant_id),
-            sk: TENANT_SK.into(),
-            gsi1pk: ALL_TENANTS_GSI1PK.into(),
-            gsi1sk: tenant.tenant_id.clone(),
-            tenant: tenant.clone(),
-        };
-        let route = RouteItem {
-            pk: phone_route_pk(&tenant.phone_number_id),
-            sk: ROUTE_SK.into(),
-            tenant_id: tenant.tenant_id.clone(),
-        };
-        let waba_route = RouteItem {
-            pk: waba_route_pk(&tenant.waba_id),
-            sk: ROUTE_SK.into(),
-            tenant_id: tenant.tenant_id.clone(),
-        };
-        let token = TokenItem {
-            pk: tenant_pk(&tenant.tenant_id),
-            sk: GRAPH_TOKEN_SK.into(),
-            access_token: graph_token.expose().to_owned(),
-        };
-        let result = self
-            .client
-            .transact_write_items()
-            .transact_items(put_new(&self.table, to_item(&tenant_item)))
-            .transact_items(put_new(&self.table, to_item(&route)))
-            .transact_items(put_new(&self.table, to_item(&waba_route)))
-            .transact_items(put_new(&self.table, to_item(&token)))
-            .transact_items(put_new(&self.table, to_item(&KeyItem::from(first_key))))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(err) => match failed_conditions(&err) {
-                Some(failed) if failed.contains(&1) => Err(StoreError::Conflict(format!(
-                    "phone number id {} is already routed to another tenant",
-                    tenant.phone_number_id
-                ))),
-                Some(failed) if !failed.is_empty() => Err(StoreError::Conflict("tenant id already exists".into())),
-                _ => Err(backend(err)),
-            },
-        }
-    }
-
-    async fn get_tenant(&self, tenant_id: &str) -> Result<Option<Tenant>, StoreError> {
-        let item: Option<TenantItem> = self.get_item(tenant_pk(tenant_id), TENANT_SK).await?;
-        Ok(item.map(|i| i.tenant))
-    }
-
-    async fn tenant_for_phone_number(&self, phone_number_id: &str) -> Result<Option<String>, StoreError> {
-        let item: Option<RouteItem> = self.get_item(phone_route_pk(phone_number_id), ROUTE_SK).await?;
-        Ok(item.map(|i| i.tenant_id))
-    }
-
-    async fn tenant_for_waba(&self, waba_id: &str) -> Result<Option<String>, StoreError> {
-        let item: Option<RouteItem> = self.get_item(waba_route_pk(waba_id), ROUTE_SK).await?;
-        Ok(item.map(|i| i.tenant_id))
-    }
-
-    async fn graph_token(&self, tenant_id: &str) -> Result<Option<Secret>, StoreError> {
-        let item: Option<TokenItem> = self.get_item(tenant_pk(tenant_id), GRAPH_TOKEN_SK).await?;
-        Ok(item.map(|i| Secret::new(i.access_token)))
-    }
-}
-
-impl ApiKeyStore for DynamoStore {
-    async fn put_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError> {
-        let tenant_exists = ConditionCheck::builder()
-            .table_name(&self.table)
-            .key(PK, AttributeValue::S(tenant_pk(&key.tenant_id)))
-            .key(SK, AttributeValue::S(TENANT_SK.into()))
-            .condition_expression("attribute_exists(PK) AND #status = :active")
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":active", AttributeValue::S("active".into()))
-            .build()
-            .expect("table, key and condition are set");
-        let result = self
-            .client
-            .transact_write_items()
-            .transact_items(TransactWriteItem::builder().condition_check(tenant_exists).build())
-            .transact_items(put_new(&self.table, to_item(&KeyItem::from(key))))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(err) => match failed_conditions(&err) {
-                Some(failed) if failed.contains(&0) => Err(StoreError::NotFound),
-                Some(failed) if !failed.is_empty() => Err(StoreError::Conflict("key id already exists".into())),
-                _ => Err(backend(err)),
-            },
-        }
-    }
-
-    async fn get_key(&self, tenant_id: &str, key_id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
-        let item: Option<KeyItem> = self.get_item(tenant_pk(tenant_id), &api_key_sk(key_id)).await?;
-        Ok(item.map(Into::into))
-    }
-
-    async fn revoke_key(&self, tenant_id: &str, key_id: &str, at: DateTime<Utc>) -> Result<ApiKeyRecord, StoreError> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key(PK, AttributeValue::S(tenant_pk(tenant_id)))
-            .key(SK, AttributeValue::S(api_key_sk(key_id)))
-            .update_expression("SET revoked_at = if_not_exists(revoked_at, :at)")
-            .condition_expression("attribute_exists(PK)")
-            .expression_attribute_values(":at", timestamp(at))
-            .return_values(ReturnValue::AllNew)
-            .send()
-            .await;
-        match result {
-            Ok(out) => {
-                let item: KeyItem = from_item(out.attributes.unwrap_or_default())?;
-                Ok(item.into())
-            }
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Err(StoreError::NotFound)
-            }
-            Err(err) => Err(backend(err)),
-        }
-    }
-
-    async fn list_keys(
-        &self,
-        tenant_id: &str,
-        limit: i32,
-        start: Option<Position>,
-    ) -> Result<Page<ApiKeyRecord>, StoreError> {
+        pk: String,
+        sk: &str,
+    ) -> Result<Option<T>, StoreError> {
         let out = self
             .client
-            .query()
+            .get_item()
             .table_name(&self.table)
-            .key_condition_expression("PK = :pk AND begins_with(SK, :prefix)")
-            .expression_attribute_values(":pk", AttributeValue::S(tenant_pk(tenant_id)))
-            .expression_attribute_values(":prefix", AttributeValue::S(api_key_sk("")))
-            .limit(limit + 1)
-            .set_exclusive_start_key(start_key(tenant_id, start)?)
+            .set_key(Some(key(pk, sk)))
             .consistent_read(true)
             .send()
             .await
             .map_err(backend)?;
-        let (raw, next) = trim_page(out.items.unwrap_or_default(), limit, out.last_evaluated_key, &[PK, SK]);
-        let items = raw
-            .into_iter()
-            .map(|i| from_item::<KeyItem>(i).map(Into::into))
-            .collect::<Result<Vec<ApiKeyRecord>, _>>()?;
-        Ok(Page { items, next })
+        out.item.map(from_item).transpose()
     }
 
-    async fn record_key_use(&self, tenant_id: &str, key_id: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
+    /// Whether an item exists (read consistently, key only).
+    pub(crate) async fn exists(&self, pk: String, sk: &str) -> Result<bool, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(pk, sk)))
+            .projection_expression("PK")
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(backend)?;
+        Ok(out.item.is_some())
+    }
+
+    /// Stores an item unless its key exists; `false` when it did (a repeat).
+    pub(crate) async fn put_if_absent(&self, item: Item) -> Result<bool, StoreError> {
         let result = self
             .client
-            .update_item()
+            .put_item()
             .table_name(&self.table)
-            .key(PK, AttributeValue::S(tenant_pk(tenant_id)))
-            .key(SK, AttributeValue::S(api_key_sk(key_id)))
-            .update_expression("SET last_used_at = :at")
-            .condition_expression("attribute_exists(PK)")
-            .expression_attribute_values(":at", timestamp(at))
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(PK)")
             .send()
             .await;
         match result {
-            Ok(_) => Ok(()),
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Err(StoreError::NotFound)
-            }
+            Ok(_) => Ok(true),
+            Err(err) if condition_failed(&err) => Ok(false),
             Err(err) => Err(backend(err)),
         }
+    }
+
+    /// Runs a transaction: `Ok(Err(cancelled))` when DynamoDB cancelled it (conditions or
+    /// conflicts, item by item), `Err` when the request itself failed.
+    pub(crate) async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<Result<(), Cancelled>, StoreError> {
+        match self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(Ok(())),
+            Err(err) => match Cancelled::of(&err) {
+                Some(cancelled) => Ok(Err(cancelled)),
+                None => Err(backend(err)),
+            },
+        }
+    }
+
+    pub(crate) async fn query_page(&self, q: &PageQuery<'_>, start: Option<Item>) -> Result<QueryPage, StoreError> {
+        let mut names = HashMap::from([("#pk".to_owned(), q.pk_attr.to_owned())]);
+        let mut values = HashMap::from([(":pk".to_owned(), s(q.pk.clone()))]);
+        let mut condition = "#pk = :pk".to_owned();
+        if let Some(below) = &q.sk_below {
+            names.insert("#sk".into(), q.sk_attr.to_owned());
+            values.insert(":below".into(), s(below.clone()));
+            condition.push_str(" AND #sk < :below");
+        } else if let Some(prefix) = &q.sk_prefix {
+            names.insert("#sk".into(), q.sk_attr.to_owned());
+            values.insert(":prefix".into(), s(prefix.clone()));
+            condition.push_str(" AND begins_with(#sk, :prefix)");
+        }
+        let mut query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .set_index_name(q.index.map(str::to_owned))
+            .key_condition_expression(condition)
+            .set_exclusive_start_key(start)
+            .set_limit(q.limit)
+            .consistent_read(q.consistent && q.index.is_none());
+        if let Some(attributes) = q.projection {
+            let mut projected = Vec::new();
+            for (i, a) in attributes.iter().enumerate() {
+                let name = format!("#a{i}");
+                projected.push(name.clone());
+                names.insert(name, (*a).to_owned());
+            }
+            query = query.projection_expression(projected.join(", "));
+        }
+        let out = query
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
+            .send()
+            .await
+            .map_err(backend)?;
+        Ok(QueryPage {
+            items: out.items.unwrap_or_default(),
+            next: out.last_evaluated_key.filter(|k| !k.is_empty()),
+        })
+    }
+
+    /// Every item a query matches (for partitions known to be small).
+    pub(crate) async fn query_all(&self, q: &PageQuery<'_>) -> Result<Vec<Item>, StoreError> {
+        let mut items = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self.query_page(q, start).await?;
+            items.extend(page.items);
+            match page.next {
+                Some(next) => start = Some(next),
+                None => return Ok(items),
+            }
+        }
+    }
+
+    /// Items by key, read consistently, 100 keys per request, retrying unprocessed keys;
+    /// missing items are simply absent from the result (in no particular order).
+    pub(crate) async fn batch_get(&self, keys: Vec<Item>) -> Result<Vec<Item>, StoreError> {
+        let mut found = Vec::with_capacity(keys.len());
+        let mut pending = keys;
+        let mut round = 0;
+        while !pending.is_empty() {
+            round += 1;
+            if round > BATCH_ROUNDS {
+                return Err(StoreError::Backend(
+                    "BatchGetItem kept returning unprocessed keys".into(),
+                ));
+            }
+            let batch: Vec<_> = pending.drain(..pending.len().min(READ_BATCH)).collect();
+            let out = self
+                .client
+                .batch_get_item()
+                .request_items(
+                    &self.table,
+                    KeysAndAttributes::builder()
+                        .set_keys(Some(batch))
+                        .consistent_read(true)
+                        .build()
+                        .expect("keys are set"),
+                )
+                .send()
+                .await
+                .map_err(backend)?;
+            found.extend(
+                out.responses
+                    .unwrap_or_default()
+                    .remove(&self.table)
+                    .unwrap_or_default(),
+            );
+            if let Some(mut unprocessed) = out.unprocessed_keys
+                && let Some(retry) = unprocessed.remove(&self.table)
+            {
+                pending.extend(retry.keys);
+            }
+        }
+        Ok(found)
+    }
+
+    /// `BatchWriteItem` for any number of requests: 25 per request, a few requests at a time,
+    /// unprocessed items retried with backoff (the one batch-write loop of the store).
+    pub(crate) async fn batch_write(&self, requests: Vec<WriteRequest>) -> Result<(), StoreError> {
+        let batches: Vec<Vec<WriteRequest>> = requests.chunks(WRITE_BATCH).map(<[WriteRequest]>::to_vec).collect();
+        stream::iter(batches.into_iter().map(Ok::<_, StoreError>))
+            .try_for_each_concurrent(WRITE_CONCURRENCY, |batch| self.write_batch(batch))
+            .await
+    }
+
+    async fn write_batch(&self, mut pending: Vec<WriteRequest>) -> Result<(), StoreError> {
+        debug_assert!(pending.len() <= WRITE_BATCH);
+        let mut round = 0u32;
+        while !pending.is_empty() {
+            round += 1;
+            if round > BATCH_ROUNDS {
+                return Err(StoreError::Backend(
+                    "BatchWriteItem kept returning unprocessed items".into(),
+                ));
+            }
+            let out = self
+                .client
+                .batch_write_item()
+                .request_items(&self.table, pending)
+                .send()
+                .await
+                .map_err(backend)?;
+            pending = out
+                .unprocessed_items
+                .and_then(|mut m| m.remove(&self.table))
+                .unwrap_or_default();
+            if !pending.is_empty() {
+                tokio::time::sleep(batch_backoff(round)).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes items (missing ones are fine); returns the number of distinct keys deleted.
+    pub(crate) async fn delete_items(&self, keys: &[ItemKey]) -> Result<u64, StoreError> {
+        let batches = write_batches(keys);
+        let count: usize = batches.iter().map(Vec::len).sum();
+        self.batch_write(batches.iter().flatten().map(delete_request).collect())
+            .await?;
+        Ok(count as u64)
+    }
+
+    /// Stores items as they are (bulk seeding of tests and benchmarks).
+    pub async fn put_items(&self, items: Vec<Item>) -> Result<(), StoreError> {
+        let requests = items
+            .into_iter()
+            .map(|item| {
+                WriteRequest::builder()
+                    .put_request(PutRequest::builder().set_item(Some(item)).build().expect("item is set"))
+                    .build()
+            })
+            .collect();
+        self.batch_write(requests).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_are_deduplicated_and_batched_by_25() {
+        let keys: Vec<ItemKey> = (0..60).map(|i| ItemKey::new(format!("P{i}"), "S")).collect();
+        let mut with_dupes = keys.clone();
+        with_dupes.extend(keys[..5].iter().cloned());
+        let batches = write_batches(&with_dupes);
+        assert_eq!(batches.iter().map(Vec::len).collect::<Vec<_>>(), vec![25, 25, 10]);
+        for batch in &batches {
+            let unique: BTreeSet<&ItemKey> = batch.iter().collect();
+            assert_eq!(unique.len(), batch.len());
+        }
+        let all: BTreeSet<&ItemKey> = batches.iter().flatten().collect();
+        assert_eq!(all.len(), 60);
+        assert!(write_batches(&[]).is_empty());
+        // Same PK, different SK: distinct items.
+        assert_eq!(
+            write_batches(&[ItemKey::new("P", "A"), ItemKey::new("P", "B")])[0].len(),
+            2
+        );
+    }
+
+    #[test]
+    fn batch_backoff_grows_then_caps() {
+        assert_eq!(batch_backoff(1).as_millis(), 50);
+        assert_eq!(batch_backoff(2).as_millis(), 100);
+        assert_eq!(batch_backoff(7), batch_backoff(20));
+    }
+
+    #[test]
+    fn pages_carry_a_cursor_only_when_more_follows() {
+        let item = |i: usize| key(format!("T#t#C#{i}"), PROFILE_SK);
+        let (items, next) = trim_page((0..3).map(item).collect(), 2, None, &[PK, SK]);
+        assert_eq!(items.len(), 2);
+        assert_eq!(next.unwrap()["PK"], "T#t#C#1");
+        let (items, next) = trim_page((0..2).map(item).collect(), 2, None, &[PK, SK]);
+        assert_eq!((items.len(), next), (2, None));
+    }
+
+    #[test]
+    fn a_cursor_outside_the_tenant_is_refused() {
+        let inside: Position = [("PK".to_owned(), "T#a#C#1".to_owned())].into_iter().collect();
+        assert!(start_key("a", Some(inside.clone())).unwrap().is_some());
+        assert!(matches!(start_key("b", Some(inside)), Err(StoreError::Corrupt(_))));
+        let prefix_trick: Position = [("PK".to_owned(), "T#ab#C#1".to_owned())].into_iter().collect();
+        assert!(start_key("a", Some(prefix_trick)).is_err());
     }
 }

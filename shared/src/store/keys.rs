@@ -39,9 +39,28 @@ pub fn contact_pk(tenant_id: &str, contact_id: &str) -> String {
 
 pub const PROFILE_SK: &str = "PROFILE";
 
+/// The contact id of a key made by [`contact_pk`] (`None` for any other key).
+pub fn contact_id_of_pk(pk: &str) -> Option<&str> {
+    pk.rsplit_once("#C#")
+        .map(|(_, c)| c)
+        .filter(|c| !c.is_empty() && !c.contains('#'))
+}
+
+/// Sort-key prefixes of a contact's history entries ([`consent_history_sk`],
+/// [`restriction_history_sk`]) and tag memberships ([`tag_sk`]).
+pub const CONSENT_PREFIX: &str = "CONSENT#";
+pub const RESTRICTION_PREFIX: &str = "RESTRICTION#";
+pub const TAG_PREFIX: &str = "TAG#";
+
 pub const GSI2: &str = "GSI2";
+pub const GSI2_PK: &str = "GSI2PK";
+pub const GSI2_SK: &str = "GSI2SK";
 pub const GSI3: &str = "GSI3";
+pub const GSI3_PK: &str = "GSI3PK";
+pub const GSI3_SK: &str = "GSI3SK";
 pub const GSI4: &str = "GSI4";
+pub const GSI4_PK: &str = "GSI4PK";
+pub const GSI4_SK: &str = "GSI4SK";
 
 /// GSI2 partition listing a tenant's contacts (sort key: contact id, i.e. creation order).
 pub fn contacts_index_pk(tenant_id: &str) -> String {
@@ -54,7 +73,7 @@ pub fn tag_index_pk(tenant_id: &str, tag: &str) -> String {
 }
 
 pub fn tag_sk(tag: &str) -> String {
-    format!("TAG#{tag}")
+    format!("{TAG_PREFIX}{tag}")
 }
 
 /// GSI3 partition: contacts by name search key.
@@ -85,11 +104,11 @@ pub fn user_identity_pk(tenant_id: &str, user_id: &str) -> String {
 pub const IDENTITY_SK: &str = "IDENTITY";
 
 pub fn consent_history_sk(at_millis: i64, id: &str) -> String {
-    format!("CONSENT#{at_millis:013}#{id}")
+    format!("{CONSENT_PREFIX}{at_millis:013}#{id}")
 }
 
 pub fn restriction_history_sk(at_millis: i64, id: &str) -> String {
-    format!("RESTRICTION#{at_millis:013}#{id}")
+    format!("{RESTRICTION_PREFIX}{at_millis:013}#{id}")
 }
 
 /// A message item (inbound or outbound).
@@ -113,12 +132,12 @@ pub fn wamid_pk(tenant_id: &str, wamid: &str) -> String {
 pub const WAMID_SK: &str = "WAMID";
 
 pub fn pending_status_sk(status: &str) -> String {
-    format!("PENDING#{status}")
+    format!("{PENDING_STATUS_PREFIX}{status}")
 }
 
 /// A reference, in a contact's partition, to an item of that contact stored under `pk`.
 pub fn reference_sk(pk: &str) -> String {
-    format!("REF#{pk}")
+    format!("{REF_PREFIX}{pk}")
 }
 
 /// An `Idempotency-Key` record (the key's SHA-256).
@@ -147,7 +166,11 @@ pub const ALL_TENANTS_GSI1PK: &str = "TENANTS";
 // --- Privacy rights and retention (docs/data-model.md, "Privacy and retention") -------------
 
 pub const GSI5: &str = "GSI5";
+pub const GSI5_PK: &str = "GSI5PK";
+pub const GSI5_SK: &str = "GSI5SK";
 pub const GSI6: &str = "GSI6";
+pub const GSI6_PK: &str = "GSI6PK";
+pub const GSI6_SK: &str = "GSI6SK";
 
 /// GSI5 partition: every message of a tenant by id (ids sort by message time), so retention
 /// finds the oldest messages with one range query and tenant offboarding finds them all.
@@ -192,6 +215,31 @@ pub fn erasures_gsi1pk(tenant_id: &str) -> String {
 /// points at an item of the contact stored elsewhere (attribute `ref_sk`), so erasure finds it.
 pub const REF_PREFIX: &str = "REF#";
 
+/// Sort-key prefix of statuses parked under a wamid ([`pending_status_sk`]).
+pub const PENDING_STATUS_PREFIX: &str = "PENDING#";
+
+/// What kind of item a reference ([`reference_sk`]) points at, from the referenced key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Referenced {
+    /// A wamid partition (pointer and parked statuses).
+    Wamid,
+    Idempotency,
+    Export,
+    Other,
+}
+
+pub fn referenced_kind(pk: &str) -> Referenced {
+    if pk.contains("#WAMID#") {
+        Referenced::Wamid
+    } else if pk.contains("#IDEM#") {
+        Referenced::Idempotency
+    } else if pk.contains("#EXPORT#") {
+        Referenced::Export
+    } else {
+        Referenced::Other
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,5 +272,18 @@ mod tests {
         ] {
             assert!(key.starts_with(&format!("{t}#")), "{key}");
         }
+    }
+
+    #[test]
+    fn contact_ids_and_references_are_read_back_from_keys() {
+        assert_eq!(contact_id_of_pk(&contact_pk("t", "c1")), Some("c1"));
+        assert_eq!(contact_id_of_pk(&conversation_gsi1pk("t", "c1")), None);
+        assert_eq!(contact_id_of_pk(&tenant_pk("t")), None);
+        assert_eq!(referenced_kind(&wamid_pk("t", "w")), Referenced::Wamid);
+        assert_eq!(referenced_kind(&idempotency_pk("t", "h")), Referenced::Idempotency);
+        assert_eq!(referenced_kind(&export_pk("t", "e")), Referenced::Export);
+        assert_eq!(referenced_kind(&audit_pk("t")), Referenced::Other);
+        assert!(reference_sk("x").starts_with(REF_PREFIX));
+        assert!(pending_status_sk("read").starts_with(PENDING_STATUS_PREFIX));
     }
 }

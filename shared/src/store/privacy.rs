@@ -1,340 +1,239 @@
 //! Storage for privacy rights and retention: retention settings, export and erasure records,
-//! and the paged reads and batched deletes that erasure, retention and offboarding are made of.
+//! and the cascades erasure, retention and offboarding are made of (message walks on the
+//! conversation index and the tenant-wide indexes, contact partitions with what their reference
+//! items point at, wamid partitions). Raw items stay in here: the privacy machinery sees
+//! message references, counts and opaque walk cursors.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashSet};
 
-use aws_sdk_dynamodb::types::{
-    AttributeValue, ConditionCheck, Delete, DeleteRequest, Put, PutRequest, ReturnValue, TransactWriteItem,
-    WriteRequest,
-};
+use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Delete, Put, ReturnValue};
 use chrono::{DateTime, Utc};
-use futures::stream::{self, TryStreamExt};
-use serde::{Deserialize, Serialize};
+use futures::stream::{self, StreamExt, TryStreamExt};
 
-use super::dynamo::{backend, from_item, to_item};
-use super::inbound::{MessageItem, cancellation_codes};
+use super::StoreError;
+use super::dynamo::{
+    DynamoStore, ItemKey, PageQuery, QueryPage, attr, backend, condition_failed, from_item, key, n, s, to_item,
+    tx_check, tx_delete, tx_put,
+};
+use super::items::{ErasureItem, ExportItem, MESSAGE_CASCADE_ATTRS, MessageItem, SettingsItem};
 use super::keys::*;
-use super::outbound::reference_put;
-use super::{DynamoStore, StoreError};
+use super::outbound::reference;
+use super::ports::{ErasureStart, MessageRef, MessageScope, MessagesDeleted, PrivacyStore, TenantRecords, WalkPage};
 use crate::contact::Contact;
 use crate::message::MessageRecord;
-use crate::privacy::{
-    EXPORT_TTL_GRACE_HOURS, ErasureRecord, ErasureStatus, ExportRecord, ExportStatus, RetentionSettings,
-};
+use crate::privacy::{ErasureCounts, ErasureRecord, ErasureStatus, ExportRecord, RetentionSettings, id_floor};
 
-/// A raw item.
-pub type Item = HashMap<String, AttributeValue>;
+pub use super::dynamo::Item;
+pub use super::ports::Lease;
 
-/// The primary key of an item.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ItemKey {
-    pub pk: String,
-    pub sk: String,
+/// Items of a contact's partition deleted per page (bounded further by DynamoDB's 1 MB pages).
+const PARTITION_PAGE: i32 = 1000;
+/// Wamid partitions queried at the same time.
+const WAMID_QUERIES: usize = 16;
+/// Items of a tenant-wide partition (audit, events) read per page.
+const PAGE: i32 = 1000;
+
+fn encode_cursor(key: Item) -> String {
+    let map: BTreeMap<String, String> = key
+        .into_iter()
+        .filter_map(|(k, v)| v.as_s().ok().map(|s| (k, s.clone())))
+        .collect();
+    serde_json::to_string(&map).expect("a map of strings serializes")
 }
 
-impl ItemKey {
-    pub fn new(pk: impl Into<String>, sk: impl Into<String>) -> Self {
-        ItemKey {
-            pk: pk.into(),
-            sk: sk.into(),
+fn decode_cursor(cursor: &str) -> Result<Item, StoreError> {
+    let map: BTreeMap<String, String> =
+        serde_json::from_str(cursor).map_err(|e| StoreError::Corrupt(format!("walk cursor: {e}")))?;
+    Ok(map.into_iter().map(|(k, v)| (k, AttributeValue::S(v))).collect())
+}
+
+/// The S3 key of a message's stored media, from its `media` map.
+fn media_s3_key(item: &Item) -> Option<&str> {
+    item.get("media")?
+        .as_m()
+        .ok()?
+        .get("s3_key")?
+        .as_s()
+        .ok()
+        .map(String::as_str)
+}
+
+/// A message item (projected to [`MESSAGE_CASCADE_ATTRS`]) as a cascade sees it.
+fn message_ref(item: &Item) -> Option<MessageRef> {
+    let message_id = attr(item, "message_id")?.to_owned();
+    let outbound_wamid = (attr(item, "direction") == Some("outbound"))
+        .then(|| attr(item, "wamid").map(str::to_owned))
+        .flatten();
+    Some(MessageRef {
+        message_id,
+        contact_id: attr(item, "contact_id").unwrap_or_default().to_owned(),
+        outbound_wamid,
+        media_key: media_s3_key(item).map(str::to_owned),
+    })
+}
+
+/// What one page of a contact's partition holds, sorted into what gets deleted and counted.
+#[derive(Debug, Default, PartialEq)]
+struct PartitionSort {
+    keys: Vec<ItemKey>,
+    wamid_partitions: Vec<String>,
+    counts: ErasureCounts,
+}
+
+/// Sorts the items of a contact's partition: every item goes, with what its references point
+/// at (wamid partitions are listed separately, once each across pages via `handled`).
+fn sort_partition_page(
+    tenant_id: &str,
+    items: &[Item],
+    with_identities: bool,
+    handled: &mut HashSet<String>,
+) -> PartitionSort {
+    let mut sorted = PartitionSort::default();
+    let counts = &mut sorted.counts;
+    for item in items {
+        let Some(item_key) = ItemKey::of(item) else { continue };
+        let sk = item_key.sk.as_str();
+        if sk == PROFILE_SK {
+            counts.contacts += 1;
+            if with_identities {
+                if let Some(phone) = attr(item, "phone") {
+                    sorted
+                        .keys
+                        .push(ItemKey::new(phone_identity_pk(tenant_id, phone), IDENTITY_SK));
+                    counts.identities += 1;
+                }
+                if let Some(user_id) = attr(item, "user_id") {
+                    sorted
+                        .keys
+                        .push(ItemKey::new(user_identity_pk(tenant_id, user_id), IDENTITY_SK));
+                    counts.identities += 1;
+                }
+            }
+        } else if sk.starts_with(TAG_PREFIX) {
+            counts.tags += 1;
+        } else if sk.starts_with(CONSENT_PREFIX) || sk.starts_with(RESTRICTION_PREFIX) {
+            counts.history_entries += 1;
+        } else if let Some(referenced) = sk.strip_prefix(REF_PREFIX) {
+            counts.other_items += 1;
+            let ref_sk = attr(item, "ref_sk").unwrap_or_default();
+            match referenced_kind(referenced) {
+                Referenced::Wamid => {
+                    if handled.insert(referenced.to_owned()) {
+                        sorted.wamid_partitions.push(referenced.to_owned());
+                    }
+                }
+                _ if ref_sk.is_empty() => {}
+                kind => {
+                    match kind {
+                        Referenced::Idempotency => counts.idempotency_records += 1,
+                        Referenced::Export => counts.exports += 1,
+                        _ => counts.other_items += 1,
+                    }
+                    sorted.keys.push(ItemKey::new(referenced, ref_sk));
+                }
+            }
+        } else {
+            counts.other_items += 1;
         }
+        sorted.keys.push(item_key);
     }
-
-    /// The key of a raw item (`None` when it lacks `PK`/`SK`).
-    pub fn of(item: &Item) -> Option<ItemKey> {
-        Some(ItemKey::new(
-            item.get(PK)?.as_s().ok()?.clone(),
-            item.get(SK)?.as_s().ok()?.clone(),
-        ))
-    }
-}
-
-/// Most items one `BatchWriteItem` may carry (moto accepts more; DynamoDB does not).
-pub const WRITE_BATCH: usize = 25;
-
-/// Batches written at the same time by [`DynamoStore::delete_items`].
-const WRITE_CONCURRENCY: usize = 4;
-
-/// The keys without duplicates (a batch naming one key twice is refused), in batches of 25.
-pub fn write_batches(keys: &[ItemKey]) -> Vec<Vec<ItemKey>> {
-    let unique: BTreeSet<&ItemKey> = keys.iter().collect();
-    let unique: Vec<ItemKey> = unique.into_iter().cloned().collect();
-    unique.chunks(WRITE_BATCH).map(<[ItemKey]>::to_vec).collect()
-}
-
-/// A lease on a job record: who holds it and until when (epoch milliseconds).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Lease {
-    pub token: String,
-    pub until_ms: i64,
-}
-
-impl Lease {
-    pub fn new(until: DateTime<Utc>) -> Self {
-        Lease {
-            token: crate::ids::new_id(),
-            until_ms: until.timestamp_millis(),
-        }
-    }
-}
-
-/// One page of a query over a partition (of the table or of an index).
-#[derive(Debug, Clone)]
-pub struct PageQuery<'a> {
-    pub index: Option<&'a str>,
-    pub pk_attr: &'a str,
-    pub pk: String,
-    pub sk_attr: &'a str,
-    /// Only items whose sort key is below this.
-    pub sk_below: Option<String>,
-    /// Only items whose sort key starts with this.
-    pub sk_prefix: Option<String>,
-    /// Attributes to return (all when `None`).
-    pub projection: Option<&'a [&'a str]>,
-    pub limit: Option<i32>,
-    /// Strongly consistent (base table only).
-    pub consistent: bool,
-}
-
-impl<'a> PageQuery<'a> {
-    /// Every item of a base-table partition, read consistently.
-    pub fn partition(pk: String) -> Self {
-        PageQuery {
-            index: None,
-            pk_attr: PK,
-            pk,
-            sk_attr: SK,
-            sk_below: None,
-            sk_prefix: None,
-            projection: None,
-            limit: None,
-            consistent: true,
-        }
-    }
-
-    /// Every item of an index partition (`GSI1` → `GSI1PK`/`GSI1SK`).
-    pub fn index(index: &'a str, pk_attr: &'a str, sk_attr: &'a str, pk: String) -> Self {
-        PageQuery {
-            index: Some(index),
-            pk_attr,
-            pk,
-            sk_attr,
-            sk_below: None,
-            sk_prefix: None,
-            projection: None,
-            limit: None,
-            consistent: false,
-        }
-    }
-
-    pub fn below(mut self, sk: String) -> Self {
-        self.sk_below = Some(sk);
-        self
-    }
-
-    pub fn prefixed(mut self, prefix: impl Into<String>) -> Self {
-        self.sk_prefix = Some(prefix.into());
-        self
-    }
-
-    pub fn project(mut self, attributes: &'a [&'a str]) -> Self {
-        self.projection = Some(attributes);
-        self
-    }
-
-    pub fn limit(mut self, limit: i32) -> Self {
-        self.limit = Some(limit);
-        self
-    }
-}
-
-/// Items of one page and where the next starts.
-#[derive(Debug, Clone, Default)]
-pub struct QueryPage {
-    pub items: Vec<Item>,
-    pub next: Option<Item>,
-}
-
-/// How starting an erasure went.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ErasureStart {
-    /// The contact is gone (profile and the identity records that were its own) and the
-    /// erasure record exists.
-    Started { identities: u64 },
-    /// The profile changed or vanished since it was read: read it again.
-    ContactChanged,
-    /// An erasure of this contact already exists.
-    AlreadyErased,
-}
-
-#[derive(Serialize, Deserialize)]
-struct SettingsItem {
-    #[serde(rename = "PK")]
-    pk: String,
-    #[serde(rename = "SK")]
-    sk: String,
-    messages_days: u32,
-    media_days: u32,
-    exports_days: u32,
-    audit_days: u32,
-    updated_at: DateTime<Utc>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    updated_by: Option<String>,
-}
-
-#[derive(Serialize, Deserialize)]
-struct ExportItem {
-    #[serde(rename = "PK")]
-    pk: String,
-    #[serde(rename = "SK")]
-    sk: String,
-    #[serde(rename = "GSI1PK")]
-    gsi1pk: String,
-    #[serde(rename = "GSI1SK")]
-    gsi1sk: String,
-    /// DynamoDB TTL (epoch seconds): a backstop after the record's expiry.
-    expires_at: i64,
-    #[serde(flatten)]
-    record: ExportRecord,
-}
-
-impl ExportItem {
-    fn new(record: &ExportRecord) -> Self {
-        ExportItem {
-            pk: export_pk(&record.tenant_id, &record.export_id),
-            sk: EXPORT_SK.into(),
-            gsi1pk: exports_gsi1pk(&record.tenant_id),
-            gsi1sk: record.export_id.clone(),
-            expires_at: (record.expiry + chrono::Duration::hours(EXPORT_TTL_GRACE_HOURS)).timestamp(),
-            record: record.clone(),
-        }
-    }
-}
-
-#[derive(Serialize, Deserialize)]
-struct ErasureItem {
-    #[serde(rename = "PK")]
-    pk: String,
-    #[serde(rename = "SK")]
-    sk: String,
-    #[serde(rename = "GSI1PK")]
-    gsi1pk: String,
-    #[serde(rename = "GSI1SK")]
-    gsi1sk: String,
-    /// DynamoDB TTL (epoch seconds): the receipt's expiry.
-    expires_at: i64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    lease_token: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    lease_until_ms: Option<i64>,
-    #[serde(flatten)]
-    record: ErasureRecord,
-}
-
-impl ErasureItem {
-    fn new(record: &ErasureRecord, lease: Option<&Lease>) -> Self {
-        ErasureItem {
-            pk: erasure_pk(&record.tenant_id, &record.erasure_id),
-            sk: ERASURE_SK.into(),
-            gsi1pk: erasures_gsi1pk(&record.tenant_id),
-            gsi1sk: record.erasure_id.clone(),
-            expires_at: record.receipt_expiry.timestamp(),
-            lease_token: lease.map(|l| l.token.clone()),
-            lease_until_ms: lease.map(|l| l.until_ms),
-            record: record.clone(),
-        }
-    }
-}
-
-fn s(v: impl Into<String>) -> AttributeValue {
-    AttributeValue::S(v.into())
-}
-
-fn is_condition_failure<E: aws_sdk_dynamodb::error::ProvideErrorMetadata>(e: &E) -> bool {
-    e.code() == Some("ConditionalCheckFailedException")
-}
-
-fn delete_request(key: &ItemKey) -> WriteRequest {
-    WriteRequest::builder()
-        .delete_request(
-            DeleteRequest::builder()
-                .key(PK, s(key.pk.clone()))
-                .key(SK, s(key.sk.clone()))
-                .build()
-                .expect("key is set"),
-        )
-        .build()
-}
-
-/// The message item of a record (with its index keys), for bulk imports.
-pub fn message_item(record: &MessageRecord) -> Item {
-    to_item(&MessageItem::new(record))
+    sorted
 }
 
 impl DynamoStore {
-    // -----------------------------------------------------------------------------------------
-    // Retention settings
-
-    /// The tenant's own retention settings (`None`: it uses the platform defaults).
-    pub async fn retention_settings(&self, tenant_id: &str) -> Result<Option<RetentionSettings>, StoreError> {
-        let out = self
-            .client()
-            .get_item()
-            .table_name(self.table())
-            .key(PK, s(tenant_pk(tenant_id)))
-            .key(SK, s(RETENTION_SETTINGS_SK))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(backend)?;
-        let Some(item) = out.item else { return Ok(None) };
-        let i: SettingsItem = from_item(item)?;
-        Ok(Some(RetentionSettings {
-            messages_days: i.messages_days,
-            media_days: i.media_days,
-            exports_days: i.exports_days,
-            audit_days: i.audit_days,
-        }))
+    /// Every key in the given wamid partitions (pointer, parked statuses), with counts:
+    /// (keys, pointers, statuses, other).
+    async fn wamid_partition_keys(&self, partitions: Vec<String>) -> Result<(Vec<ItemKey>, u64, u64, u64), StoreError> {
+        let found: Vec<Vec<Item>> = stream::iter(partitions)
+            .map(|pk| async move {
+                let query = PageQuery::partition(pk).project(&[PK, SK]);
+                self.query_all(&query).await
+            })
+            .buffer_unordered(WAMID_QUERIES)
+            .try_collect()
+            .await?;
+        let (mut pointers, mut statuses, mut other) = (0, 0, 0);
+        let mut keys = Vec::new();
+        for key in found.iter().flatten().filter_map(ItemKey::of) {
+            if key.sk == WAMID_SK {
+                pointers += 1;
+            } else if key.sk.starts_with(PENDING_STATUS_PREFIX) {
+                statuses += 1;
+            } else {
+                other += 1;
+            }
+            keys.push(key);
+        }
+        Ok((keys, pointers, statuses, other))
     }
 
-    pub async fn put_retention_settings(
+    async fn walk_page(
+        &self,
+        query: &PageQuery<'_>,
+        next: Option<String>,
+    ) -> Result<(QueryPage, Option<String>), StoreError> {
+        let start = next.as_deref().map(decode_cursor).transpose()?;
+        let page = self.query_page(query, start).await?;
+        let next = page.next.clone().map(encode_cursor);
+        Ok((page, next))
+    }
+
+    /// Deletes every item of a partition that `select` picks; returns how many.
+    async fn delete_partition(&self, pk: String, select: impl Fn(&ItemKey) -> bool) -> Result<u64, StoreError> {
+        let query = PageQuery::partition(pk).project(&[PK, SK]).limit(PAGE);
+        let mut deleted = 0;
+        let mut start = None;
+        loop {
+            let page = self.query_page(&query, start).await?;
+            let keys: Vec<ItemKey> = page
+                .items
+                .iter()
+                .filter_map(ItemKey::of)
+                .filter(|k| select(k))
+                .collect();
+            deleted += self.delete_items(&keys).await?;
+            match page.next {
+                Some(next) => start = Some(next),
+                None => return Ok(deleted),
+            }
+        }
+    }
+
+    /// Imports messages in bulk (migrations, tests, benchmarks): each gets its index keys.
+    pub async fn import_messages(&self, records: &[MessageRecord]) -> Result<(), StoreError> {
+        self.put_items(records.iter().map(|r| to_item(&MessageItem::new(r))).collect())
+            .await
+    }
+}
+
+impl PrivacyStore for DynamoStore {
+    async fn retention_settings(&self, tenant_id: &str) -> Result<Option<RetentionSettings>, StoreError> {
+        let item: Option<SettingsItem> = self.get(tenant_pk(tenant_id), RETENTION_SETTINGS_SK).await?;
+        Ok(item.map(|i| i.settings()))
+    }
+
+    async fn put_retention_settings(
         &self,
         tenant_id: &str,
         settings: &RetentionSettings,
         actor: Option<&str>,
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let item = SettingsItem {
-            pk: tenant_pk(tenant_id),
-            sk: RETENTION_SETTINGS_SK.into(),
-            messages_days: settings.messages_days,
-            media_days: settings.media_days,
-            exports_days: settings.exports_days,
-            audit_days: settings.audit_days,
-            updated_at: at,
-            updated_by: actor.map(str::to_owned),
-        };
         self.client()
             .put_item()
             .table_name(self.table())
-            .set_item(Some(to_item(&item)))
+            .set_item(Some(to_item(&SettingsItem::new(tenant_id, settings, actor, at))))
             .send()
             .await
             .map_err(backend)?;
         Ok(())
     }
 
-    // -----------------------------------------------------------------------------------------
-    // Exports
-
-    /// Stores a new export record and its reference in the contact's partition, if the
-    /// contact exists (`NotFound` otherwise).
-    pub async fn create_export(&self, record: &ExportRecord) -> Result<(), StoreError> {
+    async fn create_export(&self, record: &ExportRecord) -> Result<(), StoreError> {
         let (t, c) = (&record.tenant_id, &record.contact_id);
         let contact_exists = ConditionCheck::builder()
             .table_name(self.table())
-            .key(PK, s(contact_pk(t, c)))
-            .key(SK, s(PROFILE_SK))
+            .set_key(Some(key(contact_pk(t, c), PROFILE_SK)))
             .condition_expression("attribute_exists(PK)")
             .build()
             .expect("condition check is complete");
@@ -344,49 +243,24 @@ impl DynamoStore {
             .condition_expression("attribute_not_exists(PK)")
             .build()
             .expect("put is complete");
-        let result = self
-            .client()
-            .transact_write_items()
-            .transact_items(TransactWriteItem::builder().condition_check(contact_exists).build())
-            .transact_items(TransactWriteItem::builder().put(put).build())
-            .transact_items(reference_put(
-                self.table(),
-                t,
-                c,
-                &export_pk(t, &record.export_id),
-                EXPORT_SK,
-            ))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(err) => match cancellation_codes(&err) {
-                Some(codes) if codes.first().and_then(|c| c.as_deref()) == Some("ConditionalCheckFailed") => {
-                    Err(StoreError::NotFound)
-                }
-                Some(codes) => Err(StoreError::Backend(format!("transaction cancelled: {codes:?}"))),
-                None => Err(backend(err)),
-            },
+        let items = vec![
+            tx_check(contact_exists),
+            tx_put(put),
+            reference(self.table(), t, c, &export_pk(t, &record.export_id), EXPORT_SK),
+        ];
+        match self.transact(items).await? {
+            Ok(()) => Ok(()),
+            Err(c) if c.failed(0) => Err(StoreError::NotFound),
+            Err(c) => Err(c.unexplained()),
         }
     }
 
-    pub async fn get_export(&self, tenant_id: &str, export_id: &str) -> Result<Option<ExportRecord>, StoreError> {
-        let out = self
-            .client()
-            .get_item()
-            .table_name(self.table())
-            .key(PK, s(export_pk(tenant_id, export_id)))
-            .key(SK, s(EXPORT_SK))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(backend)?;
-        Ok(out.item.map(from_item::<ExportItem>).transpose()?.map(|i| i.record))
+    async fn get_export(&self, tenant_id: &str, export_id: &str) -> Result<Option<ExportRecord>, StoreError> {
+        let item: Option<ExportItem> = self.get(export_pk(tenant_id, export_id), EXPORT_SK).await?;
+        Ok(item.map(|i| i.record))
     }
 
-    /// Records how building a pending export ended (`ready` or `failed`); `NotFound` when the
-    /// record is gone (erased meanwhile) or no longer pending.
-    pub async fn finish_export(&self, record: &ExportRecord) -> Result<(), StoreError> {
+    async fn finish_export(&self, record: &ExportRecord) -> Result<(), StoreError> {
         let result = self
             .client()
             .put_item()
@@ -399,13 +273,12 @@ impl DynamoStore {
             .await;
         match result {
             Ok(_) => Ok(()),
-            Err(err) if err.as_service_error().is_some_and(is_condition_failure) => Err(StoreError::NotFound),
+            Err(err) if condition_failed(&err) => Err(StoreError::NotFound),
             Err(err) => Err(backend(err)),
         }
     }
 
-    /// Every export record of a tenant (expired ones included), oldest first.
-    pub async fn tenant_exports(&self, tenant_id: &str) -> Result<Vec<ExportRecord>, StoreError> {
+    async fn tenant_exports(&self, tenant_id: &str) -> Result<Vec<ExportRecord>, StoreError> {
         let query = PageQuery::index(GSI1, GSI1_PK, GSI1_SK, exports_gsi1pk(tenant_id));
         self.query_all(&query)
             .await?
@@ -414,17 +287,39 @@ impl DynamoStore {
             .collect()
     }
 
-    // -----------------------------------------------------------------------------------------
-    // Erasures
+    async fn delete_exports(&self, tenant_id: &str, exports: &[ExportRecord]) -> Result<u64, StoreError> {
+        let mut keys = Vec::new();
+        for e in exports {
+            let pk = export_pk(tenant_id, &e.export_id);
+            keys.push(ItemKey::new(contact_pk(tenant_id, &e.contact_id), reference_sk(&pk)));
+            keys.push(ItemKey::new(pk, EXPORT_SK));
+        }
+        self.delete_items(&keys).await?;
+        Ok(exports.len() as u64)
+    }
 
-    /// Makes the contact disappear at once, in one transaction: its profile (if still at the
-    /// version read), its phone and user-id records (if still its own), and the erasure record
-    /// created under `lease`. A webhook that arrives next creates a fresh contact.
-    pub async fn start_erasure(
+    async fn export_messages(
+        &self,
+        tenant_id: &str,
+        contact_id: &str,
+        next: Option<String>,
+        limit: i32,
+    ) -> Result<WalkPage<MessageRecord>, StoreError> {
+        let query = PageQuery::index(GSI1, GSI1_PK, GSI1_SK, conversation_gsi1pk(tenant_id, contact_id)).limit(limit);
+        let (page, next) = self.walk_page(&query, next).await?;
+        let items = page
+            .items
+            .into_iter()
+            .map(|i| from_item::<MessageItem>(i).map(|m| m.message))
+            .collect::<Result<_, _>>()?;
+        Ok(WalkPage { items, next })
+    }
+
+    async fn start_erasure(
         &self,
         contact: &Contact,
         record: &ErasureRecord,
-        lease: &Lease,
+        lease: &super::ports::Lease,
     ) -> Result<ErasureStart, StoreError> {
         let (t, c) = (&contact.tenant_id, &contact.contact_id);
         let mut identities: Vec<String> = Vec::new();
@@ -438,10 +333,9 @@ impl DynamoStore {
         for _ in 0..3 {
             let profile = Delete::builder()
                 .table_name(self.table())
-                .key(PK, s(contact_pk(t, c)))
-                .key(SK, s(PROFILE_SK))
+                .set_key(Some(key(contact_pk(t, c), PROFILE_SK)))
                 .condition_expression("attribute_exists(PK) AND version = :v")
-                .expression_attribute_values(":v", AttributeValue::N(contact.version.to_string()))
+                .expression_attribute_values(":v", n(contact.version))
                 .build()
                 .expect("delete is complete");
             let put = Put::builder()
@@ -450,84 +344,63 @@ impl DynamoStore {
                 .condition_expression("attribute_not_exists(PK)")
                 .build()
                 .expect("put is complete");
-            let mut tx = self
-                .client()
-                .transact_write_items()
-                .transact_items(TransactWriteItem::builder().delete(profile).build())
-                .transact_items(TransactWriteItem::builder().put(put).build());
+            let mut items = vec![tx_delete(profile), tx_put(put)];
             for pk in &identities {
-                let delete = Delete::builder()
-                    .table_name(self.table())
-                    .key(PK, s(pk.clone()))
-                    .key(SK, s(IDENTITY_SK))
-                    .condition_expression("attribute_not_exists(PK) OR contact_id = :c")
-                    .expression_attribute_values(":c", s(c.clone()))
-                    .build()
-                    .expect("delete is complete");
-                tx = tx.transact_items(TransactWriteItem::builder().delete(delete).build());
+                items.push(tx_delete(
+                    Delete::builder()
+                        .table_name(self.table())
+                        .set_key(Some(key(pk.clone(), IDENTITY_SK)))
+                        .condition_expression("attribute_not_exists(PK) OR contact_id = :c")
+                        .expression_attribute_values(":c", s(c.clone()))
+                        .build()
+                        .expect("delete is complete"),
+                ));
             }
-            match tx.send().await {
-                Ok(_) => {
+            let cancelled = match self.transact(items).await? {
+                Ok(()) => {
                     return Ok(ErasureStart::Started {
                         identities: identities.len() as u64,
                     });
                 }
-                Err(err) => {
-                    let Some(codes) = cancellation_codes(&err) else {
-                        return Err(backend(err));
-                    };
-                    let failed = |i: usize| codes.get(i).and_then(|c| c.as_deref()) == Some("ConditionalCheckFailed");
-                    if failed(1) {
-                        return Ok(ErasureStart::AlreadyErased);
-                    }
-                    if failed(0) {
-                        return Ok(ErasureStart::ContactChanged);
-                    }
-                    let foreign: Vec<usize> = (0..identities.len()).filter(|i| failed(i + 2)).collect();
-                    if foreign.is_empty() {
-                        return Err(StoreError::Backend(format!("transaction cancelled: {codes:?}")));
-                    }
-                    identities = identities
-                        .into_iter()
-                        .enumerate()
-                        .filter(|(i, _)| !foreign.contains(i))
-                        .map(|(_, pk)| pk)
-                        .collect();
-                }
+                Err(cancelled) => cancelled,
+            };
+            if cancelled.failed(1) {
+                return Ok(ErasureStart::AlreadyErased);
             }
+            if cancelled.failed(0) {
+                return Ok(ErasureStart::ContactChanged);
+            }
+            let foreign: Vec<usize> = (0..identities.len()).filter(|i| cancelled.failed(i + 2)).collect();
+            if foreign.is_empty() {
+                return Err(cancelled.unexplained());
+            }
+            identities = identities
+                .into_iter()
+                .enumerate()
+                .filter(|(i, _)| !foreign.contains(i))
+                .map(|(_, pk)| pk)
+                .collect();
         }
         Err(StoreError::Backend("erasure could not start".into()))
     }
 
-    pub async fn get_erasure(&self, tenant_id: &str, erasure_id: &str) -> Result<Option<ErasureRecord>, StoreError> {
-        let out = self
-            .client()
-            .get_item()
-            .table_name(self.table())
-            .key(PK, s(erasure_pk(tenant_id, erasure_id)))
-            .key(SK, s(ERASURE_SK))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(backend)?;
-        Ok(out.item.map(from_item::<ErasureItem>).transpose()?.map(|i| i.record))
+    async fn get_erasure(&self, tenant_id: &str, erasure_id: &str) -> Result<Option<ErasureRecord>, StoreError> {
+        let item: Option<ErasureItem> = self.get(erasure_pk(tenant_id, erasure_id), ERASURE_SK).await?;
+        Ok(item.map(|i| i.record))
     }
 
-    /// Takes the lease of an unfinished erasure whose lease has lapsed; `None` when it is
-    /// finished, gone, or held by someone else.
-    pub async fn claim_erasure(
+    async fn claim_erasure(
         &self,
         tenant_id: &str,
         erasure_id: &str,
-        lease: &Lease,
+        lease: &super::ports::Lease,
         now: DateTime<Utc>,
     ) -> Result<Option<ErasureRecord>, StoreError> {
         let result = self
             .client()
             .update_item()
             .table_name(self.table())
-            .key(PK, s(erasure_pk(tenant_id, erasure_id)))
-            .key(SK, s(ERASURE_SK))
+            .set_key(Some(key(erasure_pk(tenant_id, erasure_id), ERASURE_SK)))
             .update_expression("SET lease_token = :token, lease_until_ms = :until")
             .condition_expression(
                 "attribute_exists(PK) AND #status = :in_progress AND \
@@ -535,8 +408,8 @@ impl DynamoStore {
             )
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":token", s(lease.token.clone()))
-            .expression_attribute_values(":until", AttributeValue::N(lease.until_ms.to_string()))
-            .expression_attribute_values(":now", AttributeValue::N(now.timestamp_millis().to_string()))
+            .expression_attribute_values(":until", n(lease.until_ms))
+            .expression_attribute_values(":now", n(now.timestamp_millis()))
             .expression_attribute_values(":in_progress", s("in_progress"))
             .return_values(ReturnValue::AllNew)
             .send()
@@ -545,18 +418,16 @@ impl DynamoStore {
             Ok(out) => Ok(Some(
                 from_item::<ErasureItem>(out.attributes.unwrap_or_default())?.record,
             )),
-            Err(err) if err.as_service_error().is_some_and(is_condition_failure) => Ok(None),
+            Err(err) if condition_failed(&err) => Ok(None),
             Err(err) => Err(backend(err)),
         }
     }
 
-    /// Saves an erasure's progress (or its completion) while holding `lease`, which it keeps
-    /// (`Some`) or gives up (`None`); `VersionMismatch` when the lease was lost.
-    pub async fn save_erasure(
+    async fn save_erasure(
         &self,
         record: &ErasureRecord,
-        held: &Lease,
-        keep: Option<&Lease>,
+        held: &super::ports::Lease,
+        keep: Option<&super::ports::Lease>,
     ) -> Result<(), StoreError> {
         let keep = keep.filter(|_| record.status == ErasureStatus::InProgress);
         let result = self
@@ -570,13 +441,12 @@ impl DynamoStore {
             .await;
         match result {
             Ok(_) => Ok(()),
-            Err(err) if err.as_service_error().is_some_and(is_condition_failure) => Err(StoreError::VersionMismatch),
+            Err(err) if condition_failed(&err) => Err(StoreError::VersionMismatch),
             Err(err) => Err(backend(err)),
         }
     }
 
-    /// Every erasure record of a tenant.
-    pub async fn tenant_erasures(&self, tenant_id: &str) -> Result<Vec<ErasureRecord>, StoreError> {
+    async fn tenant_erasures(&self, tenant_id: &str) -> Result<Vec<ErasureRecord>, StoreError> {
         let query = PageQuery::index(GSI1, GSI1_PK, GSI1_SK, erasures_gsi1pk(tenant_id));
         self.query_all(&query)
             .await?
@@ -585,140 +455,114 @@ impl DynamoStore {
             .collect()
     }
 
-    // -----------------------------------------------------------------------------------------
-    // Paged reads and batched writes
+    async fn delete_erasures(&self, tenant_id: &str, erasure_ids: &[String]) -> Result<u64, StoreError> {
+        let keys: Vec<ItemKey> = erasure_ids
+            .iter()
+            .map(|id| ItemKey::new(erasure_pk(tenant_id, id), ERASURE_SK))
+            .collect();
+        self.delete_items(&keys).await
+    }
 
-    pub async fn query_page(&self, q: &PageQuery<'_>, start: Option<Item>) -> Result<QueryPage, StoreError> {
-        let mut names = HashMap::from([("#pk".to_owned(), q.pk_attr.to_owned())]);
-        let mut values = HashMap::from([(":pk".to_owned(), s(q.pk.clone()))]);
-        let mut condition = "#pk = :pk".to_owned();
-        if let Some(below) = &q.sk_below {
-            names.insert("#sk".into(), q.sk_attr.to_owned());
-            values.insert(":below".into(), s(below.clone()));
-            condition.push_str(" AND #sk < :below");
-        } else if let Some(prefix) = &q.sk_prefix {
-            names.insert("#sk".into(), q.sk_attr.to_owned());
-            values.insert(":prefix".into(), s(prefix.clone()));
-            condition.push_str(" AND begins_with(#sk, :prefix)");
-        }
-        let mut query = self
-            .client()
-            .query()
-            .table_name(self.table())
-            .set_index_name(q.index.map(str::to_owned))
-            .key_condition_expression(condition)
-            .set_exclusive_start_key(start)
-            .set_limit(q.limit)
-            .consistent_read(q.consistent && q.index.is_none());
-        if let Some(attributes) = q.projection {
-            let mut projected = Vec::new();
-            for (i, a) in attributes.iter().enumerate() {
-                let name = format!("#a{i}");
-                projected.push(name.clone());
-                names.insert(name, (*a).to_owned());
+    async fn message_refs(
+        &self,
+        tenant_id: &str,
+        scope: MessageScope<'_>,
+        next: Option<String>,
+        limit: i32,
+    ) -> Result<WalkPage<MessageRef>, StoreError> {
+        let query = match scope {
+            MessageScope::Contact(contact_id) => {
+                PageQuery::index(GSI1, GSI1_PK, GSI1_SK, conversation_gsi1pk(tenant_id, contact_id))
+                    .project(MESSAGE_CASCADE_ATTRS)
             }
-            query = query.projection_expression(projected.join(", "));
+            MessageScope::Tenant { before } => {
+                let q = PageQuery::index(GSI5, GSI5_PK, GSI5_SK, tenant_messages_gsi5pk(tenant_id))
+                    .project(MESSAGE_CASCADE_ATTRS);
+                match before {
+                    Some(at) => q.below(id_floor(at)),
+                    None => q,
+                }
+            }
+            MessageScope::StoredMedia { before } => {
+                PageQuery::index(GSI6, GSI6_PK, GSI6_SK, tenant_media_gsi6pk(tenant_id))
+                    .below(id_floor(before))
+                    .project(MESSAGE_CASCADE_ATTRS)
+            }
         }
-        let out = query
-            .set_expression_attribute_names(Some(names))
-            .set_expression_attribute_values(Some(values))
-            .send()
-            .await
-            .map_err(backend)?;
-        Ok(QueryPage {
-            items: out.items.unwrap_or_default(),
-            next: out.last_evaluated_key.filter(|k| !k.is_empty()),
+        .limit(limit);
+        let (page, next) = self.walk_page(&query, next).await?;
+        Ok(WalkPage {
+            items: page.items.iter().filter_map(message_ref).collect(),
+            next,
         })
     }
 
-    /// Every item a query matches (for partitions known to be small).
-    pub async fn query_all(&self, q: &PageQuery<'_>) -> Result<Vec<Item>, StoreError> {
-        let mut items = Vec::new();
-        let mut start = None;
-        loop {
-            let page = self.query_page(q, start).await?;
-            items.extend(page.items);
-            match page.next {
-                Some(next) => start = Some(next),
-                None => return Ok(items),
-            }
+    async fn delete_messages(
+        &self,
+        tenant_id: &str,
+        messages: &[MessageRef],
+        with_references: bool,
+        handled: &mut HashSet<String>,
+    ) -> Result<MessagesDeleted, StoreError> {
+        let mut deleted = MessagesDeleted::default();
+        if messages.is_empty() {
+            return Ok(deleted);
         }
-    }
-
-    /// Deletes items (missing ones are fine) with `BatchWriteItem`, 25 keys per request, a few
-    /// requests at a time, retrying unprocessed items with backoff; returns the number of
-    /// distinct keys deleted.
-    pub async fn delete_items(&self, keys: &[ItemKey]) -> Result<u64, StoreError> {
-        let batches = write_batches(keys);
-        let count: usize = batches.iter().map(Vec::len).sum();
-        stream::iter(batches.into_iter().map(Ok::<_, StoreError>))
-            .try_for_each_concurrent(WRITE_CONCURRENCY, |batch| async move {
-                self.write_batch(batch.iter().map(delete_request).collect()).await
-            })
-            .await?;
-        Ok(count as u64)
-    }
-
-    /// Stores items as they are (bulk imports, test and benchmark seeding), 25 per request.
-    pub async fn put_items(&self, items: Vec<Item>) -> Result<(), StoreError> {
-        let requests: Vec<WriteRequest> = items
-            .into_iter()
-            .map(|item| {
-                WriteRequest::builder()
-                    .put_request(PutRequest::builder().set_item(Some(item)).build().expect("item is set"))
-                    .build()
-            })
-            .collect();
-        let batches: Vec<Vec<WriteRequest>> = requests.chunks(WRITE_BATCH).map(<[WriteRequest]>::to_vec).collect();
-        stream::iter(batches.into_iter().map(Ok::<_, StoreError>))
-            .try_for_each_concurrent(WRITE_CONCURRENCY, |batch| self.write_batch(batch))
-            .await
-    }
-
-    /// Imports messages in bulk (migrations, tests, benchmarks): each gets its index keys.
-    pub async fn import_messages(&self, records: &[MessageRecord]) -> Result<(), StoreError> {
-        self.put_items(records.iter().map(message_item).collect()).await
-    }
-
-    async fn write_batch(&self, mut pending: Vec<WriteRequest>) -> Result<(), StoreError> {
-        debug_assert!(pending.len() <= WRITE_BATCH);
-        let mut attempt = 0u32;
-        while !pending.is_empty() {
-            attempt += 1;
-            if attempt > 10 {
-                return Err(StoreError::Backend(
-                    "BatchWriteItem kept returning unprocessed items".into(),
-                ));
+        let mut keys = Vec::with_capacity(messages.len() * 2);
+        let mut wamid_partitions = Vec::new();
+        for m in messages {
+            if let Some(wamid) = &m.outbound_wamid {
+                let pointer = wamid_pk(tenant_id, wamid);
+                if with_references && !m.contact_id.is_empty() {
+                    keys.push(ItemKey::new(
+                        contact_pk(tenant_id, &m.contact_id),
+                        reference_sk(&pointer),
+                    ));
+                }
+                if handled.insert(pointer.clone()) {
+                    wamid_partitions.push(pointer);
+                }
             }
-            let out = self
-                .client()
-                .batch_write_item()
-                .request_items(self.table(), pending)
-                .send()
-                .await
-                .map_err(backend)?;
-            pending = out
-                .unprocessed_items
-                .and_then(|mut m| m.remove(self.table()))
-                .unwrap_or_default();
-            if !pending.is_empty() {
-                tokio::time::sleep(std::time::Duration::from_millis(25 << attempt.min(7))).await;
-            }
+            keys.push(ItemKey::new(message_pk(tenant_id, &m.message_id), MESSAGE_SK));
+            deleted.messages += 1;
         }
-        Ok(())
+        let (wamid_keys, pointers, statuses, other) = self.wamid_partition_keys(wamid_partitions).await?;
+        keys.extend(wamid_keys);
+        deleted.pointers = pointers;
+        deleted.statuses = statuses;
+        deleted.other_items = other;
+        self.delete_items(&keys).await?;
+        Ok(deleted)
     }
-}
 
-/// Marks a message's media as removed by retention: no object, no link, out of the media
-/// index. A message deleted meanwhile is fine.
-impl DynamoStore {
-    pub async fn expire_media(&self, message: &ItemKey) -> Result<(), StoreError> {
+    async fn delete_contact_items(
+        &self,
+        tenant_id: &str,
+        contact_id: &str,
+        with_identities: bool,
+        handled: &mut HashSet<String>,
+    ) -> Result<Option<ErasureCounts>, StoreError> {
+        let query = PageQuery::partition(contact_pk(tenant_id, contact_id)).limit(PARTITION_PAGE);
+        let page = self.query_page(&query, None).await?;
+        if page.items.is_empty() {
+            return Ok(None);
+        }
+        let mut sorted = sort_partition_page(tenant_id, &page.items, with_identities, handled);
+        let (wamid_keys, pointers, statuses, other) = self.wamid_partition_keys(sorted.wamid_partitions).await?;
+        sorted.keys.extend(wamid_keys);
+        sorted.counts.pointers += pointers;
+        sorted.counts.statuses += statuses;
+        sorted.counts.other_items += other;
+        self.delete_items(&sorted.keys).await?;
+        Ok(Some(sorted.counts))
+    }
+
+    async fn expire_media(&self, tenant_id: &str, message_id: &str) -> Result<(), StoreError> {
         let result = self
             .client()
             .update_item()
             .table_name(self.table())
-            .key(PK, s(message.pk.clone()))
-            .key(SK, s(message.sk.clone()))
+            .set_key(Some(key(message_pk(tenant_id, message_id), MESSAGE_SK)))
             .update_expression("SET media.#st = :expired REMOVE media.s3_key, GSI6PK, GSI6SK")
             .condition_expression("attribute_exists(PK) AND attribute_exists(media)")
             .expression_attribute_names("#st", "status")
@@ -727,8 +571,68 @@ impl DynamoStore {
             .await;
         match result {
             Ok(_) => Ok(()),
-            Err(err) if err.as_service_error().is_some_and(is_condition_failure) => Ok(()),
+            Err(err) if condition_failed(&err) => Ok(()),
             Err(err) => Err(backend(err)),
+        }
+    }
+
+    async fn delete_audit_before(
+        &self,
+        tenant_id: &str,
+        before: DateTime<Utc>,
+        next: Option<String>,
+        limit: i32,
+    ) -> Result<(u64, Option<String>), StoreError> {
+        let query = PageQuery::partition(audit_pk(tenant_id))
+            .below(id_floor(before))
+            .project(&[PK, SK])
+            .limit(limit);
+        let (page, next) = self.walk_page(&query, next).await?;
+        let keys: Vec<ItemKey> = page.items.iter().filter_map(ItemKey::of).collect();
+        Ok((self.delete_items(&keys).await?, next))
+    }
+
+    async fn tenant_ids(&self) -> Result<Vec<String>, StoreError> {
+        let query = PageQuery::index(GSI1, GSI1_PK, GSI1_SK, ALL_TENANTS_GSI1PK.to_owned()).project(&[GSI1_SK]);
+        Ok(self
+            .query_all(&query)
+            .await?
+            .iter()
+            .filter_map(|i| attr(i, GSI1_SK).map(str::to_owned))
+            .collect())
+    }
+
+    async fn contact_ids(
+        &self,
+        tenant_id: &str,
+        next: Option<String>,
+        limit: i32,
+    ) -> Result<WalkPage<String>, StoreError> {
+        let query = PageQuery::index(GSI2, GSI2_PK, GSI2_SK, contacts_index_pk(tenant_id)).limit(limit);
+        let (page, next) = self.walk_page(&query, next).await?;
+        Ok(WalkPage {
+            items: page
+                .items
+                .iter()
+                .filter_map(|i| attr(i, PK).and_then(contact_id_of_pk).map(str::to_owned))
+                .collect(),
+            next,
+        })
+    }
+
+    async fn delete_tenant_records(&self, tenant_id: &str, records: TenantRecords<'_>) -> Result<u64, StoreError> {
+        match records {
+            TenantRecords::Audit => self.delete_partition(audit_pk(tenant_id), |_| true).await,
+            TenantRecords::RawEvents => self.delete_partition(events_pk(tenant_id), |_| true).await,
+            TenantRecords::SendSchedule(phone_number_id) => {
+                self.delete_partition(send_schedule_pk(tenant_id, phone_number_id), |_| true)
+                    .await
+            }
+            TenantRecords::TenantPartition => self.delete_partition(tenant_pk(tenant_id), |k| k.sk != TENANT_SK).await,
+            TenantRecords::Tenant => {
+                self.delete_items(&[ItemKey::new(tenant_pk(tenant_id), TENANT_SK)])
+                    .await
+            }
         }
     }
 }
@@ -744,58 +648,84 @@ pub fn visible_erasure(record: Option<ErasureRecord>, now: DateTime<Utc>) -> Opt
     record.filter(|r| !r.is_expired(now))
 }
 
-/// Whether an export is still waiting for the exporter.
-pub fn is_pending(record: &ExportRecord) -> bool {
-    record.status == ExportStatus::Pending
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
 
     #[test]
-    fn writes_are_deduplicated_and_batched_by_25() {
-        let keys: Vec<ItemKey> = (0..60).map(|i| ItemKey::new(format!("P{i}"), "S")).collect();
-        let mut with_dupes = keys.clone();
-        with_dupes.extend(keys[..5].iter().cloned());
-        let batches = write_batches(&with_dupes);
-        assert_eq!(batches.iter().map(Vec::len).collect::<Vec<_>>(), vec![25, 25, 10]);
-        for batch in &batches {
-            let unique: BTreeSet<&ItemKey> = batch.iter().collect();
-            assert_eq!(unique.len(), batch.len());
-        }
-        let all: BTreeSet<&ItemKey> = batches.iter().flatten().collect();
-        assert_eq!(all.len(), 60);
-        assert!(write_batches(&[]).is_empty());
-        // Same PK, different SK: distinct items.
-        assert_eq!(
-            write_batches(&[ItemKey::new("P", "A"), ItemKey::new("P", "B")])[0].len(),
-            2
-        );
+    fn cursors_round_trip() {
+        let key: Item = HashMap::from([
+            ("PK".to_owned(), AttributeValue::S("T#t#MSG#m".into())),
+            ("GSI1SK".to_owned(), AttributeValue::S("m".into())),
+        ]);
+        assert_eq!(decode_cursor(&encode_cursor(key.clone())).unwrap(), key);
+        assert!(decode_cursor("not json").is_err());
     }
 
     #[test]
-    fn expired_records_are_hidden_before_ttl_removes_them() {
-        let now = Utc::now();
-        let export = ExportRecord::new("t", "c", None, 1, now - chrono::Duration::days(2));
-        assert!(visible_export(Some(export.clone()), now).is_none());
-        assert!(visible_export(Some(export), now - chrono::Duration::days(2)).is_some());
-        let erasure = ErasureRecord::new("t", "c", None, 30, now - chrono::Duration::days(31));
-        assert!(visible_erasure(Some(erasure.clone()), now).is_none());
-        assert!(visible_erasure(Some(erasure), now - chrono::Duration::days(2)).is_some());
+    fn message_refs_carry_what_a_cascade_needs() {
+        let media = AttributeValue::M(HashMap::from([
+            ("status".to_owned(), s("available")),
+            ("s3_key".to_owned(), s("tenants/t/contacts/c/media/m")),
+        ]));
+        let mut item: Item = HashMap::from([
+            ("message_id".to_owned(), s("m")),
+            ("contact_id".to_owned(), s("c")),
+            ("direction".to_owned(), s("outbound")),
+            ("wamid".to_owned(), s("wamid.1")),
+            ("media".to_owned(), media),
+        ]);
+        let r = message_ref(&item).unwrap();
+        assert_eq!(r.outbound_wamid.as_deref(), Some("wamid.1"));
+        assert_eq!(r.media_key.as_deref(), Some("tenants/t/contacts/c/media/m"));
+        // An inbound message's wamid has no pointer partition.
+        item.insert("direction".into(), s("inbound"));
+        assert_eq!(message_ref(&item).unwrap().outbound_wamid, None);
+        assert!(message_ref(&HashMap::new()).is_none());
     }
 
     #[test]
-    fn export_ttl_trails_the_expiry() {
-        let now = Utc::now();
-        let record = ExportRecord::new("t", "c", None, 7, now);
-        let item = ExportItem::new(&record);
-        assert_eq!(
-            item.expires_at,
-            (record.expiry + chrono::Duration::hours(EXPORT_TTL_GRACE_HOURS)).timestamp()
+    fn a_contact_partition_is_sorted_into_kinds_and_references_are_followed() {
+        let (t, c) = ("t", "c");
+        let pk = contact_pk(t, c);
+        let item = |sk: String, extra: &[(&str, &str)]| {
+            let mut i = key(pk.clone(), sk);
+            for (k, v) in extra {
+                i.insert((*k).to_owned(), s(*v));
+            }
+            i
+        };
+        let idem = idempotency_pk(t, "h");
+        let wamid = wamid_pk(t, "w");
+        let items = vec![
+            item(PROFILE_SK.into(), &[("phone", "+15550001"), ("user_id", "U1")]),
+            item(tag_sk("vip"), &[]),
+            item(consent_history_sk(1, "x"), &[]),
+            item(restriction_history_sk(1, "y"), &[]),
+            item(reference_sk(&idem), &[("ref_sk", IDEMPOTENCY_SK)]),
+            item(reference_sk(&wamid), &[("ref_sk", WAMID_SK)]),
+            item("SOMETHING".into(), &[]),
+        ];
+        let mut handled = HashSet::new();
+        let sorted = sort_partition_page(t, &items, true, &mut handled);
+        let c = sorted.counts;
+        assert_eq!((c.contacts, c.identities, c.tags, c.history_entries), (1, 2, 1, 2));
+        assert_eq!((c.idempotency_records, c.other_items), (1, 3));
+        assert!(sorted.keys.contains(&ItemKey::new(idem, IDEMPOTENCY_SK)));
+        assert!(
+            sorted
+                .keys
+                .contains(&ItemKey::new(phone_identity_pk(t, "+15550001"), IDENTITY_SK))
         );
-        let raw = to_item(&item);
-        assert!(raw["expires_at"].as_n().is_ok(), "TTL attribute must be a number");
-        assert!(raw["expiry"].as_s().is_ok());
+        assert_eq!(sorted.wamid_partitions, vec![wamid.clone()]);
+        // Every item of the page goes, plus the idempotency record and both identities.
+        assert_eq!(sorted.keys.len(), items.len() + 3);
+        // A wamid partition already handled on an earlier page is not listed again; without
+        // identities the profile's phone and user id records stay.
+        let again = sort_partition_page(t, &items, false, &mut handled);
+        assert!(again.wamid_partitions.is_empty());
+        assert_eq!(again.counts.identities, 0);
+        assert_eq!(again.keys.len(), items.len() + 1);
     }
 }

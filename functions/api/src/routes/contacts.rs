@@ -72,7 +72,7 @@ pub(crate) async fn load<S: ApiStore, L, Q>(
         return Err(not_found());
     }
     deps.store
-        .load_contact(&caller.tenant_id, id)
+        .get_contact(&caller.tenant_id, id)
         .await?
         .ok_or_else(not_found)
 }
@@ -139,7 +139,7 @@ pub async fn create<S: ApiStore, L, Q>(
         .and_then(NewContact::validate)
         .map_err(invalid)?;
     let contact = Contact::new(&caller.tenant_id, valid, Utc::now());
-    match deps.store.insert_contact(&contact).await {
+    match deps.store.create_contact(&contact).await {
         Ok(()) => {}
         Err(StoreError::Conflict(_)) => return Err(exists()),
         Err(e) => return Err(e.into()),

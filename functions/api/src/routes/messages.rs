@@ -65,9 +65,10 @@ pub async fn conversation<S: ApiStore, L: MediaLinks, Q>(
     let page = page_request(req, &deps.cursors, &caller.tenant_id, &listing)?;
     let result = deps
         .store
-        .conversation(&caller.tenant_id, contact_id, page.limit, page.start)
+        .contact_messages(&caller.tenant_id, contact_id, page.limit, page.start)
         .await?;
-    let items = futures_join(result.items.iter().map(|m| view(&deps.media, m))).await;
+    // Presigning is local computation, but each link is its own future: await them together.
+    let items = futures::future::join_all(result.items.iter().map(|m| view(&deps.media, m))).await;
     ok_json(&envelope(
         items,
         result.next,
@@ -75,13 +76,4 @@ pub async fn conversation<S: ApiStore, L: MediaLinks, Q>(
         &caller.tenant_id,
         &listing,
     ))
-}
-
-/// Presigning is local computation (no network), so sequential awaiting is fine.
-async fn futures_join<F: std::future::Future<Output = Value>>(futs: impl Iterator<Item = F>) -> Vec<Value> {
-    let mut out = Vec::new();
-    for f in futs {
-        out.push(f.await);
-    }
-    out
 }

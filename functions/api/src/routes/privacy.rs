@@ -8,11 +8,12 @@ use lambda_http::{Body, Request, Response};
 use serde_json::{Value, json};
 
 use crm_shared::audit::AuditEntry;
-use crm_shared::blob::{LINK_TTL, MediaLinks, S3Blobs};
+use crm_shared::blob::{LINK_TTL, MediaLinks};
 use crm_shared::ids;
 use crm_shared::privacy::{
     ErasureStatus, ExportRecord, ExportStatus, Privacy, PrivacyError, RetentionError, RetentionSettings,
 };
+use crm_shared::store::PrivacyStore;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -92,16 +93,13 @@ async fn export_view(p: &Privacy, record: &ExportRecord) -> Value {
     // Never valid beyond the export's own expiry.
     let ttl = LINK_TTL.min((record.expiry - Utc::now()).to_std().unwrap_or_default());
     let url = match record.status {
-        ExportStatus::Ready => {
-            let links = S3Blobs::new(p.exports.client().clone(), p.exports.name());
-            match links.presigned_get(&record.s3_key, ttl).await {
-                Ok(url) => Some(url),
-                Err(err) => {
-                    tracing::warn!(error = %err, "could not presign an export link");
-                    None
-                }
+        ExportStatus::Ready => match p.exports.presigned_get(&record.s3_key, ttl).await {
+            Ok(url) => Some(url),
+            Err(err) => {
+                tracing::warn!(error = %err, "could not presign an export link");
+                None
             }
-        }
+        },
         _ => None,
     };
     json!({

@@ -12,13 +12,14 @@ use sha2::{Digest, Sha256};
 
 use crm_shared::audit::AuditEntry;
 use crm_shared::blob::MediaLinks;
-use crm_shared::contact::{Contact, ValidContact};
+use crm_shared::contact::Contact;
+use crm_shared::first_contact::{FoundContact, find_or_create_contact};
 use crm_shared::ids;
 use crm_shared::jobs::{SendJob, SendJobQueue};
 use crm_shared::message::{Direction, MessageError, MessageRecord, MessageStatus};
 use crm_shared::sending::{self, SendRequest};
-use crm_shared::store::outbound::IDEMPOTENCY_TTL_HOURS;
-use crm_shared::store::{CreateOutcome, CustomerIdentity, IdempotencyRecord, StoreError};
+use crm_shared::store::IDEMPOTENCY_TTL_HOURS;
+use crm_shared::store::{CreateOutcome, CustomerIdentity, IdempotencyRecord};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -41,31 +42,14 @@ async fn recipient<S: ApiStore, L, Q>(
     if let Some(id) = &req.contact_id {
         return contacts::load(deps, caller, id).await;
     }
-    let phone = req.to.clone().expect("validated: contact_id or to");
     let identity = CustomerIdentity {
-        phone: Some(phone.clone()),
+        phone: Some(req.to.clone().expect("validated: contact_id or to")),
         user_id: None,
     };
-    for _ in 0..3 {
-        if let Some(id) = deps.store.find_contact_id(&caller.tenant_id, &identity).await? {
-            return contacts::load(deps, caller, &id).await;
-        }
-        let valid = ValidContact {
-            phone: Some(phone.clone()),
-            user_id: None,
-            name: None,
-            email: None,
-            tags: Vec::new(),
-            attributes: Default::default(),
-        };
-        let contact = Contact::new(&caller.tenant_id, valid, Utc::now());
-        match deps.store.insert_contact(&contact).await {
-            Ok(()) => return Ok(contact),
-            Err(StoreError::Conflict(_)) => continue,
-            Err(e) => return Err(e.into()),
-        }
+    match find_or_create_contact(&deps.store, &caller.tenant_id, &identity, None, Utc::now()).await? {
+        FoundContact::Existing { contact_id, .. } => contacts::load(deps, caller, &contact_id).await,
+        FoundContact::Created { contact, .. } => Ok(*contact),
     }
-    Err(ApiError::internal())
 }
 
 /// Meta's wamid of one of the tenant's messages, for replies and reactions.
@@ -161,25 +145,21 @@ pub async fn send<S: ApiStore, L: MediaLinks, Q: SendJobQueue>(
         None => (MessageStatus::Queued, None),
     };
     let message = MessageRecord {
-        tenant_id: caller.tenant_id.clone(),
-        message_id: message_id.clone(),
-        contact_id: contact.contact_id.clone(),
-        direction: Direction::Outbound,
-        wamid: None,
-        message_type: request.message_type.clone(),
-        content,
-        status,
-        status_at: [(status.as_str().to_owned(), now)].into(),
         error,
-        media: None,
         category: Some(request.category),
         reply_to: request.reply_to.clone(),
         context_wamid: reply_wamid,
-        referral: None,
-        pricing: None,
-        conversation: None,
-        timestamp: now,
-        created_at: now,
+        ..MessageRecord::new(
+            &caller.tenant_id,
+            message_id.clone(),
+            &contact.contact_id,
+            Direction::Outbound,
+            &request.message_type,
+            content,
+            status,
+            now,
+            now,
+        )
     };
     let (status_code, response) = match refusal {
         Some(r) => (

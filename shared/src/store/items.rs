@@ -1,0 +1,705 @@
+//! The stored form of every item of the table (the schema, in one place): each struct is the
+//! domain value plus its key and index attributes, built from the key formats of [`super::keys`].
+//! Adapter files map between these and the domain types; nothing outside `store/` sees them.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::dynamo::{Item, av, millis_time, n, s};
+use super::keys::*;
+use super::ports::{IdempotencyRecord, Lease, StatusWrite};
+use crate::audit::AuditEntry;
+use crate::contact::{ConsentChange, Contact, RestrictionChange, name_search_key, phone_search_key};
+use crate::message::{MediaRef, MediaStatus, MessageError, MessageRecord, MessageStatus};
+use crate::privacy::{EXPORT_TTL_GRACE_HOURS, ErasureRecord, ExportRecord, RetentionSettings};
+use crate::tenant::{ApiKeyRecord, Tenant};
+
+// ---------------------------------------------------------------------------------------------
+// Tenants, routes, keys
+
+#[derive(Serialize, Deserialize)]
+pub(crate) struct TenantItem {
+    #[serde(rename = "PK")]
+    pub pk: String,
+    #[serde(rename = "SK")]
+    pub sk: String,
+    #[serde(rename = "GSI1PK")]
+    pub gsi1pk: String,
+    #[serde(rename = "GSI1SK")]
+    pub gsi1sk: String,
+    #[serde(flatten)]
+    pub tenant: Tenant,
+}
+
+impl TenantItem {
+    pub fn new(tenant: &Tenant) -> Self {
+        TenantItem {
+            pk: tenant_pk(&tenant.tenant_id),
+            sk: TENANT_SK.into(),
+            gsi1pk: ALL_TENANTS_GSI1PK.into(),
+            gsi1sk: tenant.tenant_id.clone(),
+            tenant: tenant.clone(),
+        }
+    }
+}
+
+/// A lookup from a phone number id or WABA id to its tenant.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct RouteItem {
+    #[serde(rename = "PK")]
+    pub pk: String,
+    #[serde(rename = "SK")]
+    pub sk: String,
+    pub tenant_id: String,
+}
+
+impl RouteItem {
+    pub fn new(pk: String, tenant_id: &str) -> Self {
+        RouteItem {
+            pk,
+            sk: ROUTE_SK.into(),
+            tenant_id: tenant_id.to_owned(),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+pub(crate) struct TokenItem {
+    #[serde(rename = "PK")]
+    pub pk: String,
+    #[serde(rename = "SK")]
+    pub sk: String,
+    pub access_token: String,
+}
+
+impl TokenItem {
+    pub fn new(tenant_id: &str, token: &str) -> Self {
+        TokenItem {
+            pk: tenant_pk(tenant_id),
+            sk: GRAPH_TOKEN_SK.into(),
+            access_token: token.to_owned(),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+pub(crate) struct KeyItem {
+    #[serde(rename = "PK")]
+    pub pk: String,
+    #[serde(rename = "SK")]
+    pub sk: String,
+    pub tenant_id: String,
+    pub key_id: String,
+    pub role: crate::auth::Role,
+    pub key_hash: String,
+    pub created_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+impl From<&ApiKeyRecord> for KeyItem {
+    fn from(k: &ApiKeyRecord) -> Self {
+        KeyItem {
+            pk: tenant_pk(&k.tenant_id),
+            sk: api_key_sk(&k.key_id),
+            tenant_id: k.tenant_id.clone(),
+            key_id: k.key_id.clone(),
+            role: k.role,
+            key_hash: k.key_hash.clone(),
+            created_at: k.created_at,
+            revoked_at: k.revoked_at,
+            last_used_at: k.last_used_at,
+        }
+    }
+}
+
+impl From<KeyItem> for ApiKeyRecord {
+    fn from(k: KeyItem) -> Self {
+        ApiKeyRecord {
+            tenant_id: k.tenant_id,
+            key_id: k.key_id,
+            role: k.role,
+            key_hash: k.key_hash,
+            created_at: k.created_at,
+            revoked_at: k.revoked_at,
+            last_used_at: k.last_used_at,
+        }
+    }
+}
+
+/// A key's timestamps are stored with millisecond precision.
+pub(crate) fn key_time(at: DateTime<Utc>) -> AttributeValue {
+    millis_time(at)
+}
+
+#[derive(Serialize, Deserialize)]
+pub(crate) struct SettingsItem {
+    #[serde(rename = "PK")]
+    pub pk: String,
+    #[serde(rename = "SK")]
+    pub sk: String,
+    pub messages_days: u32,
+    pub media_days: u32,
+    pub exports_days: u32,
+    pub audit_days: u32,
+    pub updated_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_by: Option<String>,
+}
+
+impl SettingsItem {
+    pub fn new(tenant_id: &str, settings: &RetentionSettings, actor: Option<&str>, at: DateTime<Utc>) -> Self {
+        SettingsItem {
+            pk: tenant_pk(tenant_id),
+            sk: RETENTION_SETTINGS_SK.into(),
+            messages_days: settings.messages_days,
+            media_days: settings.media_days,
+            exports_days: settings.exports_days,
+            audit_days: settings.audit_days,
+            updated_at: at,
+            updated_by: actor.map(str::to_owned),
+        }
+    }
+
+    pub fn settings(&self) -> RetentionSettings {
+        RetentionSettings {
+            messages_days: self.messages_days,
+            media_days: self.media_days,
+            exports_days: self.exports_days,
+            audit_days: self.audit_days,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Contacts
+
+/// The stored form of a contact: the profile plus its index keys.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct ContactItem {
+    #[serde(rename = "PK")]
+    pub pk: String,
+    #[serde(rename = "SK")]
+    pub sk: String,
+    #[serde(rename = "GSI2PK")]
+    pub gsi2pk: String,
+    #[serde(rename = "GSI2SK")]
+    pub gsi2sk: String,
+    #[serde(rename = "GSI3PK", default, skip_serializing_if = "Option::is_none")]
+    pub gsi3pk: Option<String>,
+    #[serde(rename = "GSI3SK", default, skip_serializing_if = "Option::is_none")]
+    pub gsi3sk: Option<String>,
+    #[serde(rename = "GSI4PK", default, skip_serializing_if = "Option::is_none")]
+    pub gsi4pk: Option<String>,
+    #[serde(rename = "GSI4SK", default, skip_serializing_if = "Option::is_none")]
+    pub gsi4sk: Option<String>,
+    #[serde(flatten)]
+    pub contact: Contact,
+}
+
+/// The name search key of a contact (GSI3 and tag entries).
+pub(crate) fn name_key(contact: &Contact) -> Option<String> {
+    contact.name.as_deref().map(name_search_key).filter(|k| !k.is_empty())
+}
+
+/// The phone search key of a contact (GSI4 and tag entries).
+pub(crate) fn phone_key(contact: &Contact) -> Option<String> {
+    contact.phone.as_deref().map(phone_search_key)
+}
+
+impl ContactItem {
+    pub fn new(contact: &Contact) -> Self {
+        let (t, c) = (&contact.tenant_id, &contact.contact_id);
+        let name = name_key(contact);
+        let phone = phone_key(contact);
+        ContactItem {
+            pk: contact_pk(t, c),
+            sk: PROFILE_SK.into(),
+            gsi2pk: contacts_index_pk(t),
+            gsi2sk: c.clone(),
+            gsi3pk: name.as_ref().map(|_| names_index_pk(t)),
+            gsi3sk: name.map(|n| format!("{n}#{c}")),
+            gsi4pk: phone.as_ref().map(|_| phones_index_pk(t)),
+            gsi4sk: phone.map(|p| format!("{p}#{c}")),
+            contact: contact.clone(),
+        }
+    }
+}
+
+/// Membership of a contact in a tag, indexed on GSI2 with the search keys for combined filters.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct TagItem {
+    #[serde(rename = "PK")]
+    pub pk: String,
+    #[serde(rename = "SK")]
+    pub sk: String,
+    #[serde(rename = "GSI2PK")]
+    pub gsi2pk: String,
+    #[serde(rename = "GSI2SK")]
+    pub gsi2sk: String,
+    pub tag: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone_key: Option<String>,
+}
+
+impl TagItem {
+    pub fn new(contact: &Contact, tag: &str) -> Self {
+        TagItem {
+            pk: contact_pk(&contact.tenant_id, &contact.contact_id),
+            sk: tag_sk(tag),
+            gsi2pk: tag_index_pk(&contact.tenant_id, tag),
+            gsi2sk: contact.contact_id.clone(),
+            tag: tag.to_owned(),
+            name_key: name_key(contact),
+            phone_key: phone_key(contact),
+        }
+    }
+}
+
+/// The record that makes a phone number or user id unique within a tenant.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct IdentityItem {
+    #[serde(rename = "PK")]
+    pub pk: String,
+    #[serde(rename = "SK")]
+    pub sk: String,
+    pub contact_id: String,
+}
+
+impl IdentityItem {
+    pub fn new(pk: String, contact_id: &str) -> Self {
+        IdentityItem {
+            pk,
+            sk: IDENTITY_SK.into(),
+            contact_id: contact_id.to_owned(),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+pub(crate) struct ConsentItem {
+    #[serde(rename = "PK")]
+    pub pk: String,
+    #[serde(rename = "SK")]
+    pub sk: String,
+    #[serde(flatten)]
+    pub change: ConsentChange,
+}
+
+impl ConsentItem {
+    /// A history entry; `id` makes entries of the same millisecond distinct.
+    pub fn new(tenant_id: &str, contact_id: &str, change: &ConsentChange, id: &str) -> Self {
+        ConsentItem {
+            pk: contact_pk(tenant_id, contact_id),
+            sk: consent_history_sk(change.at.timestamp_millis(), id),
+            change: change.clone(),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+pub(crate) struct RestrictionItem {
+    #[serde(rename = "PK")]
+    pub pk: String,
+    #[serde(rename = "SK")]
+    pub sk: String,
+    #[serde(flatten)]
+    pub change: RestrictionChange,
+}
+
+impl RestrictionItem {
+    pub fn new(tenant_id: &str, contact_id: &str, change: &RestrictionChange, id: &str) -> Self {
+        RestrictionItem {
+            pk: contact_pk(tenant_id, contact_id),
+            sk: restriction_history_sk(change.at.timestamp_millis(), id),
+            change: change.clone(),
+        }
+    }
+}
+
+/// A reference, inside a contact's partition, to an item of the contact stored elsewhere:
+/// erasure follows these.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct ReferenceItem {
+    #[serde(rename = "PK")]
+    pub pk: String,
+    #[serde(rename = "SK")]
+    pub sk: String,
+    pub ref_sk: String,
+}
+
+impl ReferenceItem {
+    pub fn new(tenant_id: &str, contact_id: &str, pk: &str, sk: &str) -> Self {
+        ReferenceItem {
+            pk: contact_pk(tenant_id, contact_id),
+            sk: reference_sk(pk),
+            ref_sk: sk.to_owned(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Messages
+
+#[derive(Serialize, Deserialize)]
+pub(crate) struct MessageItem {
+    #[serde(rename = "PK")]
+    pub pk: String,
+    #[serde(rename = "SK")]
+    pub sk: String,
+    #[serde(rename = "GSI1PK")]
+    pub gsi1pk: String,
+    #[serde(rename = "GSI1SK")]
+    pub gsi1sk: String,
+    /// The tenant-wide message index (retention, offboarding).
+    #[serde(rename = "GSI5PK", default, skip_serializing_if = "Option::is_none")]
+    pub gsi5pk: Option<String>,
+    #[serde(rename = "GSI5SK", default, skip_serializing_if = "Option::is_none")]
+    pub gsi5sk: Option<String>,
+    /// The sparse index of stored media (media retention); set while the object exists.
+    #[serde(rename = "GSI6PK", default, skip_serializing_if = "Option::is_none")]
+    pub gsi6pk: Option<String>,
+    #[serde(rename = "GSI6SK", default, skip_serializing_if = "Option::is_none")]
+    pub gsi6sk: Option<String>,
+    pub status_rank: i64,
+    #[serde(flatten)]
+    pub message: MessageRecord,
+}
+
+/// Whether a message's media object is in S3 (and so belongs in the media index).
+pub(crate) fn media_is_stored(media: Option<&MediaRef>) -> bool {
+    media.is_some_and(|m| m.status == MediaStatus::Available && m.s3_key.is_some())
+}
+
+impl MessageItem {
+    pub fn new(message: &MessageRecord) -> Self {
+        let (t, m) = (&message.tenant_id, &message.message_id);
+        let stored = media_is_stored(message.media.as_ref());
+        MessageItem {
+            pk: message_pk(t, m),
+            sk: MESSAGE_SK.into(),
+            gsi1pk: conversation_gsi1pk(t, &message.contact_id),
+            gsi1sk: m.clone(),
+            gsi5pk: Some(tenant_messages_gsi5pk(t)),
+            gsi5sk: Some(m.clone()),
+            gsi6pk: stored.then(|| tenant_media_gsi6pk(t)),
+            gsi6sk: stored.then(|| m.clone()),
+            status_rank: message.status.rank(),
+            message: message.clone(),
+        }
+    }
+}
+
+/// The attributes of a message that its deletion cascades from (erasure, retention,
+/// offboarding read messages projected to these).
+pub(crate) const MESSAGE_CASCADE_ATTRS: &[&str] = &[PK, SK, "message_id", "contact_id", "direction", "wamid", "media"];
+
+/// A status moving a message forward, as one conditional update: its `SET` clauses, names,
+/// values, and the condition that orders statuses (shared by the webhook's status path and the
+/// sender's `sent`).
+pub(crate) struct StatusChange {
+    pub sets: Vec<&'static str>,
+    pub names: HashMap<String, String>,
+    pub values: HashMap<String, AttributeValue>,
+    pub condition: &'static str,
+}
+
+impl StatusChange {
+    pub fn of(write: &StatusWrite) -> StatusChange {
+        let status = write.status.as_str();
+        let mut names = HashMap::from([
+            ("#status".to_owned(), "status".to_owned()),
+            ("#st".to_owned(), status.to_owned()),
+        ]);
+        let mut values: HashMap<String, AttributeValue> = HashMap::from([
+            (":status".to_owned(), s(status)),
+            (":rank".to_owned(), n(write.status.rank())),
+            (":at".to_owned(), av(&write.at)),
+        ]);
+        let mut sets = vec!["#status = :status", "status_rank = :rank", "status_at.#st = :at"];
+        if let Some(error) = &write.error {
+            sets.push("#error = :error");
+            names.insert("#error".into(), "error".into());
+            values.insert(":error".into(), av(error));
+        }
+        if let Some(pricing) = &write.pricing {
+            sets.push("pricing = :pricing");
+            values.insert(":pricing".into(), av(pricing));
+        }
+        if let Some(conversation) = &write.conversation {
+            sets.push("conversation = :conversation");
+            values.insert(":conversation".into(), av(conversation));
+        }
+        // The ladder decides which current ranks this status moves (MessageStatus::moves).
+        values.insert(":limit".into(), n(write.status.moves_up_to_rank()));
+        let condition = "attribute_exists(PK) AND attribute_not_exists(status_at.#st) AND status_rank <= :limit";
+        StatusChange {
+            sets,
+            names,
+            values,
+            condition,
+        }
+    }
+}
+
+/// Where an outbound message's wamid leads: the message it was sent as.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct WamidPointerItem {
+    #[serde(rename = "PK")]
+    pub pk: String,
+    #[serde(rename = "SK")]
+    pub sk: String,
+    pub message_id: String,
+}
+
+impl WamidPointerItem {
+    pub fn new(tenant_id: &str, wamid: &str, message_id: &str) -> Self {
+        WamidPointerItem {
+            pk: wamid_pk(tenant_id, wamid),
+            sk: WAMID_SK.into(),
+            message_id: message_id.to_owned(),
+        }
+    }
+}
+
+/// Days a parked status is kept when its message never shows up.
+const PARKED_STATUS_TTL_DAYS: i64 = 30;
+
+/// A status that arrived before the sender stored its message's wamid (applied by `mark_sent`).
+#[derive(Serialize, Deserialize)]
+pub(crate) struct ParkedStatusItem {
+    #[serde(rename = "PK")]
+    pub pk: String,
+    #[serde(rename = "SK")]
+    pub sk: String,
+    pub wamid: String,
+    pub status: MessageStatus,
+    pub at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<MessageError>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pricing: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversation: Option<Value>,
+    /// DynamoDB TTL (epoch seconds).
+    pub expires_at: i64,
+}
+
+impl ParkedStatusItem {
+    pub fn new(tenant_id: &str, write: &StatusWrite) -> Self {
+        ParkedStatusItem {
+            pk: wamid_pk(tenant_id, &write.wamid),
+            sk: pending_status_sk(write.status.as_str()),
+            wamid: write.wamid.clone(),
+            status: write.status,
+            at: write.at,
+            error: write.error.clone(),
+            pricing: write.pricing.clone(),
+            conversation: write.conversation.clone(),
+            expires_at: (write.at + chrono::Duration::days(PARKED_STATUS_TTL_DAYS)).timestamp(),
+        }
+    }
+
+    pub fn into_write(self) -> StatusWrite {
+        StatusWrite {
+            wamid: self.wamid,
+            status: self.status,
+            at: self.at,
+            error: self.error,
+            pricing: self.pricing,
+            conversation: self.conversation,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+pub(crate) struct IdempotencyItem {
+    #[serde(rename = "PK")]
+    pub pk: String,
+    #[serde(rename = "SK")]
+    pub sk: String,
+    #[serde(flatten)]
+    pub record: IdempotencyRecord,
+}
+
+impl IdempotencyItem {
+    pub fn new(record: &IdempotencyRecord) -> Self {
+        IdempotencyItem {
+            pk: idempotency_pk(&record.tenant_id, &record.key_hash),
+            sk: IDEMPOTENCY_SK.into(),
+            record: record.clone(),
+        }
+    }
+}
+
+/// Days a raw webhook event is kept (DynamoDB TTL; 28 so TTL's lag stays within a month).
+pub const RAW_EVENT_TTL_DAYS: i64 = 28;
+
+/// A non-message webhook change kept as received (diagnostics), deduplicated by content.
+#[derive(Serialize)]
+pub(crate) struct RawEventItem<'a> {
+    #[serde(rename = "PK")]
+    pub pk: String,
+    #[serde(rename = "SK")]
+    pub sk: String,
+    pub field: &'a str,
+    pub value: &'a Value,
+    pub received_at: DateTime<Utc>,
+    /// DynamoDB TTL (epoch seconds).
+    pub expires_at: i64,
+}
+
+impl<'a> RawEventItem<'a> {
+    pub fn new(tenant_id: &str, field: &'a str, value: &'a Value, received_at: DateTime<Utc>) -> Self {
+        use sha2::{Digest, Sha256};
+        let digest = hex::encode(Sha256::digest(format!("{field}\n{value}").as_bytes()));
+        RawEventItem {
+            pk: events_pk(tenant_id),
+            sk: format!("EVENT#{}", &digest[..32]),
+            field,
+            value,
+            received_at,
+            // Raw events are diagnostics that may quote a customer (an unparsed message, a late
+            // failure's recipient) without belonging to a contact erasure can find: they expire
+            // within the month an erasure request may take (docs/privacy.md).
+            expires_at: (received_at + chrono::Duration::days(RAW_EVENT_TTL_DAYS)).timestamp(),
+        }
+    }
+}
+
+/// The per-number send schedule's next free slot, from an item returned by DynamoDB.
+pub(crate) fn schedule_next_free(item: Option<&Item>) -> Option<i64> {
+    item?.get("next_free_us")?.as_n().ok()?.parse().ok()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Audit
+
+#[derive(Serialize, Deserialize)]
+pub(crate) struct AuditItem {
+    #[serde(rename = "PK")]
+    pub pk: String,
+    #[serde(rename = "SK")]
+    pub sk: String,
+    #[serde(flatten)]
+    pub entry: AuditEntry,
+}
+
+impl AuditItem {
+    pub fn new(entry: &AuditEntry) -> Self {
+        AuditItem {
+            pk: audit_pk(&entry.tenant_id),
+            sk: entry.id.clone(),
+            entry: entry.clone(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Privacy
+
+#[derive(Serialize, Deserialize)]
+pub(crate) struct ExportItem {
+    #[serde(rename = "PK")]
+    pub pk: String,
+    #[serde(rename = "SK")]
+    pub sk: String,
+    #[serde(rename = "GSI1PK")]
+    pub gsi1pk: String,
+    #[serde(rename = "GSI1SK")]
+    pub gsi1sk: String,
+    /// DynamoDB TTL (epoch seconds): a backstop after the record's expiry.
+    pub expires_at: i64,
+    #[serde(flatten)]
+    pub record: ExportRecord,
+}
+
+impl ExportItem {
+    pub fn new(record: &ExportRecord) -> Self {
+        ExportItem {
+            pk: export_pk(&record.tenant_id, &record.export_id),
+            sk: EXPORT_SK.into(),
+            gsi1pk: exports_gsi1pk(&record.tenant_id),
+            gsi1sk: record.export_id.clone(),
+            expires_at: (record.expiry + chrono::Duration::hours(EXPORT_TTL_GRACE_HOURS)).timestamp(),
+            record: record.clone(),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+pub(crate) struct ErasureItem {
+    #[serde(rename = "PK")]
+    pub pk: String,
+    #[serde(rename = "SK")]
+    pub sk: String,
+    #[serde(rename = "GSI1PK")]
+    pub gsi1pk: String,
+    #[serde(rename = "GSI1SK")]
+    pub gsi1sk: String,
+    /// DynamoDB TTL (epoch seconds): the receipt's expiry.
+    pub expires_at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_until_ms: Option<i64>,
+    #[serde(flatten)]
+    pub record: ErasureRecord,
+}
+
+impl ErasureItem {
+    pub fn new(record: &ErasureRecord, lease: Option<&Lease>) -> Self {
+        ErasureItem {
+            pk: erasure_pk(&record.tenant_id, &record.erasure_id),
+            sk: ERASURE_SK.into(),
+            gsi1pk: erasures_gsi1pk(&record.tenant_id),
+            gsi1sk: record.erasure_id.clone(),
+            expires_at: record.receipt_expiry.timestamp(),
+            lease_token: lease.map(|l| l.token.clone()),
+            lease_until_ms: lease.map(|l| l.until_ms),
+            record: record.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::dynamo::to_item;
+
+    #[test]
+    fn export_ttl_trails_the_expiry() {
+        let now = Utc::now();
+        let record = ExportRecord::new("t", "c", None, 7, now);
+        let item = ExportItem::new(&record);
+        assert_eq!(
+            item.expires_at,
+            (record.expiry + chrono::Duration::hours(EXPORT_TTL_GRACE_HOURS)).timestamp()
+        );
+        let raw = to_item(&item);
+        assert!(raw["expires_at"].as_n().is_ok(), "TTL attribute must be a number");
+        assert!(raw["expiry"].as_s().is_ok());
+    }
+
+    #[test]
+    fn raw_events_are_keyed_by_content_and_expire() {
+        let at = Utc::now();
+        let value = serde_json::json!({"a": 1});
+        let a = RawEventItem::new("t", "account_update", &value, at);
+        let b = RawEventItem::new("t", "account_update", &value, at + chrono::Duration::seconds(5));
+        assert_eq!(a.sk, b.sk, "the same change redelivered is one item");
+        assert_ne!(a.sk, RawEventItem::new("t", "other", &value, at).sk);
+        assert_eq!(
+            a.expires_at,
+            (at + chrono::Duration::days(RAW_EVENT_TTL_DAYS)).timestamp()
+        );
+    }
+}

@@ -1,0 +1,710 @@
+//! The storage ports: one trait per aggregate (tenants, API keys, contacts, messages, inbound
+//! writes, outbound writes, send pacing, audit, privacy), each with the plain types it speaks.
+//! Handlers are generic over the ports they use. There is one real implementation (DynamoDB,
+//! the other files of `store/`) and one in-memory implementation for tests (`crate::testing`);
+//! every method states the guarantee both must keep.
+
+use std::collections::HashSet;
+use std::future::Future;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{Page, StoreError};
+use crate::audit::AuditEntry;
+use crate::contact::{ConsentChange, Contact, IdentityChange, RestrictionChange};
+use crate::cursor::Position;
+use crate::message::{MediaRef, MessageError, MessageRecord, MessageStatus};
+use crate::privacy::{ErasureCounts, ErasureRecord, ExportRecord, RetentionSettings};
+use crate::secret::Secret;
+use crate::sending::{SendSchedule, SlotDecision};
+use crate::tenant::{ApiKeyRecord, Tenant};
+
+// ---------------------------------------------------------------------------------------------
+// Tenants and API keys
+
+/// Tenants, the lookups that route to them, and their Graph token.
+pub trait TenantStore: Send + Sync {
+    /// Creates the tenant, its phone-number and WABA routes, its Graph token and its first key
+    /// in one transaction: a tenant never exists half-made. A phone number id or WABA id that
+    /// already routes to a tenant is a [`StoreError::Conflict`].
+    fn create_tenant(
+        &self,
+        tenant: &Tenant,
+        graph_token: &Secret,
+        first_key: &ApiKeyRecord,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    fn get_tenant(&self, tenant_id: &str) -> impl Future<Output = Result<Option<Tenant>, StoreError>> + Send;
+
+    /// The tenant a WhatsApp phone number id belongs to.
+    fn tenant_for_phone_number(
+        &self,
+        phone_number_id: &str,
+    ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
+
+    /// The tenant a WhatsApp Business Account id belongs to.
+    fn tenant_for_waba(&self, waba_id: &str) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
+
+    /// The tenant's Graph API access token (read only by code that calls Meta).
+    fn graph_token(&self, tenant_id: &str) -> impl Future<Output = Result<Option<Secret>, StoreError>> + Send;
+
+    /// Flags (or clears) the tenant's token as rejected by Meta; `NotFound` without a tenant.
+    fn set_token_invalid(&self, tenant_id: &str, invalid: bool) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Replaces the tenant's Graph token and clears the invalid flag (one transaction);
+    /// `NotFound` without a tenant.
+    fn replace_graph_token(
+        &self,
+        tenant_id: &str,
+        token: &Secret,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Marks the tenant disabled (the first time is kept); the time it was first disabled, or
+    /// `None` without a tenant.
+    fn disable_tenant(
+        &self,
+        tenant_id: &str,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Option<DateTime<Utc>>, StoreError>> + Send;
+
+    /// Deletes the tenant's phone-number and WABA routes where they still route to it; returns
+    /// how many it deleted.
+    fn delete_routes(&self, tenant: &Tenant) -> impl Future<Output = Result<u64, StoreError>> + Send;
+}
+
+/// API keys of a tenant.
+pub trait ApiKeyStore: Send + Sync {
+    /// Stores a new key; the tenant must exist and be active ([`StoreError::NotFound`]
+    /// otherwise).
+    fn put_key(&self, key: &ApiKeyRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    fn get_key(
+        &self,
+        tenant_id: &str,
+        key_id: &str,
+    ) -> impl Future<Output = Result<Option<ApiKeyRecord>, StoreError>> + Send;
+
+    /// Marks the key revoked (the first revocation time is kept); [`StoreError::NotFound`] when
+    /// the tenant has no such key.
+    fn revoke_key(
+        &self,
+        tenant_id: &str,
+        key_id: &str,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<ApiKeyRecord, StoreError>> + Send;
+
+    /// The tenant's keys in creation order, at most `limit`, after `start`.
+    fn list_keys(
+        &self,
+        tenant_id: &str,
+        limit: i32,
+        start: Option<Position>,
+    ) -> impl Future<Output = Result<Page<ApiKeyRecord>, StoreError>> + Send;
+
+    fn record_key_use(
+        &self,
+        tenant_id: &str,
+        key_id: &str,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Contacts
+
+/// Identity a webhook gives for a customer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CustomerIdentity {
+    /// E.164.
+    pub phone: Option<String>,
+    pub user_id: Option<String>,
+}
+
+/// One of a customer's identities, as stored on the contact.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum IdentityKey {
+    /// E.164.
+    Phone(String),
+    UserId(String),
+}
+
+impl CustomerIdentity {
+    /// The customer's identities in the order they are matched: phone first, then user id.
+    pub fn keys(&self) -> impl Iterator<Item = IdentityKey> + '_ {
+        let phone = self.phone.clone().map(IdentityKey::Phone);
+        let user_id = self.user_id.clone().map(IdentityKey::UserId);
+        phone.into_iter().chain(user_id)
+    }
+
+    /// The identity a new contact for this customer is matched by from then on.
+    pub fn primary_key(&self) -> Option<IdentityKey> {
+        self.keys().next()
+    }
+}
+
+/// How a contact listing is narrowed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContactFilter {
+    All,
+    /// Name search key prefix (see [`crate::contact::name_search_key`]).
+    NamePrefix(String),
+    /// Phone digits prefix.
+    PhonePrefix(String),
+    /// Contacts with a tag, optionally also matching a name or phone prefix.
+    Tag {
+        tag: String,
+        name_prefix: Option<String>,
+        phone_prefix: Option<String>,
+    },
+}
+
+/// A contact edit to store: the contact as read, as it should become, and identity moves.
+#[derive(Debug, Clone)]
+pub struct ContactUpdate<'a> {
+    pub before: &'a Contact,
+    pub after: &'a Contact,
+    pub phone_change: Option<&'a IdentityChange>,
+    pub user_id_change: Option<&'a IdentityChange>,
+}
+
+pub trait ContactStore: Send + Sync {
+    /// Creates a contact with its identity records and tag entries in one transaction;
+    /// `Conflict` when the phone or user id belongs to another contact of the tenant.
+    fn create_contact(&self, contact: &Contact) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The contact, read consistently.
+    fn get_contact(
+        &self,
+        tenant_id: &str,
+        contact_id: &str,
+    ) -> impl Future<Output = Result<Option<Contact>, StoreError>> + Send;
+
+    /// The contact holding the phone (first) or the user id, and which of the two matched.
+    fn match_contact(
+        &self,
+        tenant_id: &str,
+        identity: &CustomerIdentity,
+    ) -> impl Future<Output = Result<Option<(String, IdentityKey)>, StoreError>> + Send;
+
+    /// Replaces the contact if it is still at `before.version` (`VersionMismatch` otherwise),
+    /// moving identity records and tag entries with it.
+    fn update_contact(&self, update: &ContactUpdate<'_>) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Stores the consent statement and its history entry together (version-checked).
+    fn record_consent(
+        &self,
+        before: &Contact,
+        after: &Contact,
+        change: &ConsentChange,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Stores a restriction change and its history entry together (version-checked).
+    fn record_restriction(
+        &self,
+        before: &Contact,
+        after: &Contact,
+        change: &RestrictionChange,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Every consent change of the contact, oldest first.
+    fn consent_history(
+        &self,
+        tenant_id: &str,
+        contact_id: &str,
+    ) -> impl Future<Output = Result<Vec<ConsentChange>, StoreError>> + Send;
+
+    /// Every restriction change of the contact, oldest first.
+    fn restriction_history(
+        &self,
+        tenant_id: &str,
+        contact_id: &str,
+    ) -> impl Future<Output = Result<Vec<RestrictionChange>, StoreError>> + Send;
+
+    fn list_contacts(
+        &self,
+        tenant_id: &str,
+        filter: &ContactFilter,
+        limit: i32,
+        start: Option<Position>,
+    ) -> impl Future<Output = Result<Page<Contact>, StoreError>> + Send;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Messages
+
+/// Reading messages and recording their media.
+pub trait MessageStore: Send + Sync {
+    /// The message, read consistently.
+    fn get_message(
+        &self,
+        tenant_id: &str,
+        message_id: &str,
+    ) -> impl Future<Output = Result<Option<MessageRecord>, StoreError>> + Send;
+
+    /// Messages of one contact, newest first.
+    fn contact_messages(
+        &self,
+        tenant_id: &str,
+        contact_id: &str,
+        limit: i32,
+        start: Option<Position>,
+    ) -> impl Future<Output = Result<Page<MessageRecord>, StoreError>> + Send;
+
+    /// Sets the media state unless the media is already available or expired (a late retry
+    /// never downgrades it, nor revives what retention removed); `NotFound` when the message
+    /// is gone.
+    fn update_media(
+        &self,
+        tenant_id: &str,
+        message_id: &str,
+        media: &MediaRef,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// An inbound message and the contact changes it implies, written together.
+#[derive(Debug, Clone)]
+pub struct InboundWrite {
+    pub message: MessageRecord,
+    /// The identity by which the message was matched to `message.contact_id`: the contact is
+    /// updated only while it still holds it, so a stale (cached or raced) match never attaches
+    /// a message to a contact that no longer owns the sender's number or user id.
+    pub matched_by: Option<IdentityKey>,
+    /// WhatsApp profile name from `contacts[].profile.name`.
+    pub profile_name: Option<String>,
+    /// Consent change from a STOP/START keyword.
+    pub consent: Option<ConsentChange>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum InboundOutcome {
+    Stored,
+    /// The same wamid was stored before; the stored message is returned.
+    Duplicate(Box<MessageRecord>),
+}
+
+/// A delivery status from Meta for one of our outbound messages.
+#[derive(Debug, Clone)]
+pub struct StatusWrite {
+    pub wamid: String,
+    pub status: MessageStatus,
+    pub at: DateTime<Utc>,
+    pub error: Option<MessageError>,
+    pub pricing: Option<Value>,
+    pub conversation: Option<Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusOutcome {
+    /// The message moved to the new status.
+    Applied,
+    /// Recorded in the message's status history, but the message is already further along.
+    HistoryOnly,
+    /// Seen before.
+    Duplicate,
+    /// A `failed` for a message already delivered or read: contradicts what the handset
+    /// reported, so it changes nothing (the caller keeps it as an event).
+    LateFailure,
+    /// No outbound message has this wamid (yet): parked for the sender to apply.
+    Parked,
+}
+
+/// What Meta tells us: inbound messages, delivery statuses and other account events. Every
+/// write is conditional so a redelivered webhook changes nothing.
+pub trait InboundStore: Send + Sync {
+    /// Stores the message (once per message id) and updates the contact (`last_inbound_at`
+    /// only forward, profile name, keyword consent with its history entry); `NotFound` when
+    /// the contact no longer exists or no longer holds `matched_by` (erased or moved meanwhile).
+    /// A message older than the contact's last inbound one is stored without moving the
+    /// contact's clock or consent.
+    fn record_inbound(&self, write: &InboundWrite) -> impl Future<Output = Result<InboundOutcome, StoreError>> + Send;
+
+    /// Moves an outbound message forward by the status ladder (`MessageStatus::rank`), once
+    /// per status; parks the status when no message has the wamid yet.
+    fn apply_status(
+        &self,
+        tenant_id: &str,
+        write: &StatusWrite,
+    ) -> impl Future<Output = Result<StatusOutcome, StoreError>> + Send;
+
+    /// Keeps a non-message webhook change (account, quality, template updates); idempotent
+    /// on its content.
+    fn record_event(
+        &self,
+        tenant_id: &str,
+        field: &str,
+        value: &Value,
+        received_at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// The first response to a request made with an `Idempotency-Key`, replayed for repeats.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IdempotencyRecord {
+    pub tenant_id: String,
+    /// SHA-256 of the client's key (the key itself is not stored).
+    pub key_hash: String,
+    /// SHA-256 of the request body: the same key with another body is refused.
+    pub request_hash: String,
+    pub status_code: u16,
+    pub response: Value,
+    pub message_id: String,
+    pub contact_id: String,
+    pub created_at: DateTime<Utc>,
+    /// Unix seconds (TTL); kept at least 24 h.
+    pub expires_at: i64,
+}
+
+/// How long idempotency records are kept.
+pub const IDEMPOTENCY_TTL_HOURS: i64 = 48;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum CreateOutcome {
+    Created,
+    /// The idempotency key was used before: the earlier record.
+    Replay(Box<IdempotencyRecord>),
+}
+
+/// Messages we send: creation with idempotency keys, the sender's claim, Meta's acceptance
+/// (the wamid) and failures.
+pub trait OutboundStore: Send + Sync {
+    /// Stores a new message; `Conflict` when the id exists.
+    fn create_message(&self, message: &MessageRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Stores a new message together with its idempotency record (one transaction); when the
+    /// key was used before (and its record has not expired), nothing is written and the
+    /// earlier record is returned.
+    fn create_message_once(
+        &self,
+        message: &MessageRecord,
+        idempotency: Option<&IdempotencyRecord>,
+    ) -> impl Future<Output = Result<CreateOutcome, StoreError>> + Send;
+
+    /// The unexpired record of an idempotency key (by its hash).
+    fn idempotency_lookup(
+        &self,
+        tenant_id: &str,
+        key_hash: &str,
+    ) -> impl Future<Output = Result<Option<IdempotencyRecord>, StoreError>> + Send;
+
+    /// Takes the sender's lease on a `queued` message (`None` when it is not queued or another
+    /// sender holds an unexpired lease); returns the message.
+    fn claim_for_send(
+        &self,
+        tenant_id: &str,
+        message_id: &str,
+        now: DateTime<Utc>,
+        lease_ms: i64,
+    ) -> impl Future<Output = Result<Option<MessageRecord>, StoreError>> + Send;
+
+    /// Gives the lease back so a later delivery of the job can send.
+    fn release_claim(&self, tenant_id: &str, message_id: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Records that Meta accepted the message under `wamid`: the wamid pointer (with its
+    /// reference in the contact's partition, for erasure), status `sent` through the monotonic
+    /// rule, and any statuses that arrived before the pointer existed.
+    fn mark_sent(
+        &self,
+        tenant_id: &str,
+        message_id: &str,
+        contact_id: &str,
+        wamid: &str,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Ends a message `failed` or `rejected` with its error, unless it already reached a
+    /// terminal state.
+    fn finish_unsent(
+        &self,
+        tenant_id: &str,
+        message_id: &str,
+        status: MessageStatus,
+        error: &MessageError,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// Meta's throughput limits, shared by every sender: the per-number send schedule and the
+/// per-recipient pair rate.
+pub trait SendPacingStore: Send + Sync {
+    /// Books `count` consecutive send slots on the phone number's schedule (see
+    /// [`crate::sending::book_slots`]): a grant of slots due from now on, or when to ask again
+    /// if the schedule is booked beyond its horizon.
+    fn take_send_slots(
+        &self,
+        tenant_id: &str,
+        phone_number_id: &str,
+        now_us: i64,
+        count: u32,
+        schedule: SendSchedule,
+    ) -> impl Future<Output = Result<SlotDecision, StoreError>> + Send;
+
+    /// Claims the recipient for one send if nothing was sent to them in the last
+    /// `interval_ms` (Meta's pair rate); `false` when too soon.
+    fn claim_recipient(
+        &self,
+        tenant_id: &str,
+        contact_id: &str,
+        now: DateTime<Utc>,
+        interval_ms: i64,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Audit
+
+/// The audit log: one partition per tenant, newest first.
+pub trait AuditStore: Send + Sync {
+    fn record_audit(&self, entry: &AuditEntry) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    fn list_audit(
+        &self,
+        tenant_id: &str,
+        limit: i32,
+        start: Option<Position>,
+    ) -> impl Future<Output = Result<Page<AuditEntry>, StoreError>> + Send;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Privacy
+
+/// A lease on a job record: who holds it and until when (epoch milliseconds).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub token: String,
+    pub until_ms: i64,
+}
+
+impl Lease {
+    pub fn new(until: DateTime<Utc>) -> Self {
+        Lease {
+            token: crate::ids::new_id(),
+            until_ms: until.timestamp_millis(),
+        }
+    }
+}
+
+/// How starting an erasure went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ErasureStart {
+    /// The contact is gone (profile and the identity records that were its own) and the
+    /// erasure record exists.
+    Started { identities: u64 },
+    /// The profile changed or vanished since it was read: read it again.
+    ContactChanged,
+    /// An erasure of this contact already exists.
+    AlreadyErased,
+}
+
+/// Which messages a cascade walks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageScope<'a> {
+    /// One contact's messages.
+    Contact(&'a str),
+    /// Every message of the tenant created before the instant (all when `None`).
+    Tenant { before: Option<DateTime<Utc>> },
+    /// Messages of the tenant whose media object is stored, created before the instant.
+    StoredMedia { before: DateTime<Utc> },
+}
+
+/// A message as a cascade sees it: what its deletion takes along.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageRef {
+    pub message_id: String,
+    pub contact_id: String,
+    /// The wamid of an outbound message (its pointer partition goes with it).
+    pub outbound_wamid: Option<String>,
+    /// The key of its stored media object.
+    pub media_key: Option<String>,
+}
+
+/// One page of a walk; `next` is opaque and continues it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WalkPage<T> {
+    pub items: Vec<T>,
+    pub next: Option<String>,
+}
+
+/// What deleting a page of messages removed from the table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MessagesDeleted {
+    pub messages: u64,
+    pub pointers: u64,
+    pub statuses: u64,
+    pub other_items: u64,
+}
+
+/// Records of a tenant that offboarding deletes wholesale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TenantRecords<'a> {
+    Audit,
+    RawEvents,
+    /// The send schedule of one of its phone numbers.
+    SendSchedule(&'a str),
+    /// Keys, secret and settings: everything under the tenant but the tenant record.
+    TenantPartition,
+    /// The tenant record itself (deleted last; counted as one item, so name it only when
+    /// the tenant exists).
+    Tenant,
+}
+
+/// Privacy rights and retention: settings, export and erasure records, and the cascades that
+/// erasure, retention and offboarding are made of. `handled` sets let a caller walk many pages
+/// without visiting a shared item (a wamid partition) twice.
+pub trait PrivacyStore: Send + Sync {
+    /// The tenant's own retention settings (`None`: it uses the platform defaults).
+    fn retention_settings(
+        &self,
+        tenant_id: &str,
+    ) -> impl Future<Output = Result<Option<RetentionSettings>, StoreError>> + Send;
+
+    fn put_retention_settings(
+        &self,
+        tenant_id: &str,
+        settings: &RetentionSettings,
+        actor: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Stores a new export record and its reference in the contact's partition, if the
+    /// contact exists (`NotFound` otherwise).
+    fn create_export(&self, record: &ExportRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    fn get_export(
+        &self,
+        tenant_id: &str,
+        export_id: &str,
+    ) -> impl Future<Output = Result<Option<ExportRecord>, StoreError>> + Send;
+
+    /// Records how building a pending export ended (`ready` or `failed`); `NotFound` when the
+    /// record is gone (erased meanwhile) or no longer pending.
+    fn finish_export(&self, record: &ExportRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Every export record of a tenant (expired ones included), oldest first.
+    fn tenant_exports(&self, tenant_id: &str) -> impl Future<Output = Result<Vec<ExportRecord>, StoreError>> + Send;
+
+    /// Deletes export records with their references; returns how many records.
+    fn delete_exports(
+        &self,
+        tenant_id: &str,
+        exports: &[ExportRecord],
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// One contact's messages in full, oldest first (the export document).
+    fn export_messages(
+        &self,
+        tenant_id: &str,
+        contact_id: &str,
+        next: Option<String>,
+        limit: i32,
+    ) -> impl Future<Output = Result<WalkPage<MessageRecord>, StoreError>> + Send;
+
+    /// Makes the contact disappear at once, in one transaction: its profile (if still at the
+    /// version read), its phone and user-id records (if still its own), and the erasure record
+    /// created under `lease`. A webhook that arrives next creates a fresh contact.
+    fn start_erasure(
+        &self,
+        contact: &Contact,
+        record: &ErasureRecord,
+        lease: &Lease,
+    ) -> impl Future<Output = Result<ErasureStart, StoreError>> + Send;
+
+    fn get_erasure(
+        &self,
+        tenant_id: &str,
+        erasure_id: &str,
+    ) -> impl Future<Output = Result<Option<ErasureRecord>, StoreError>> + Send;
+
+    /// Takes the lease of an unfinished erasure whose lease has lapsed; `None` when it is
+    /// finished, gone, or held by someone else.
+    fn claim_erasure(
+        &self,
+        tenant_id: &str,
+        erasure_id: &str,
+        lease: &Lease,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Option<ErasureRecord>, StoreError>> + Send;
+
+    /// Saves an erasure's progress (or its completion) while holding `held`, which it keeps
+    /// (`Some`) or gives up (`None`); `VersionMismatch` when the lease was lost.
+    fn save_erasure(
+        &self,
+        record: &ErasureRecord,
+        held: &Lease,
+        keep: Option<&Lease>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Every erasure record of a tenant.
+    fn tenant_erasures(&self, tenant_id: &str) -> impl Future<Output = Result<Vec<ErasureRecord>, StoreError>> + Send;
+
+    /// Deletes erasure records; returns how many.
+    fn delete_erasures(
+        &self,
+        tenant_id: &str,
+        erasure_ids: &[String],
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// One page of the messages in `scope`, as cascades see them.
+    fn message_refs(
+        &self,
+        tenant_id: &str,
+        scope: MessageScope<'_>,
+        next: Option<String>,
+        limit: i32,
+    ) -> impl Future<Output = Result<WalkPage<MessageRef>, StoreError>> + Send;
+
+    /// Deletes messages with the wamid partitions of outbound ones (those not in `handled`),
+    /// and with `with_references` their reference items in the contacts' partitions
+    /// (retention, where the contact stays). Media objects are the caller's.
+    fn delete_messages(
+        &self,
+        tenant_id: &str,
+        messages: &[MessageRef],
+        with_references: bool,
+        handled: &mut HashSet<String>,
+    ) -> impl Future<Output = Result<MessagesDeleted, StoreError>> + Send;
+
+    /// Deletes one page of a contact's partition (profile, tags, history, references and what
+    /// they point at); `None` when the partition was empty. With `with_identities`, a profile
+    /// found there takes its phone and user-id records with it (offboarding).
+    fn delete_contact_items(
+        &self,
+        tenant_id: &str,
+        contact_id: &str,
+        with_identities: bool,
+        handled: &mut HashSet<String>,
+    ) -> impl Future<Output = Result<Option<ErasureCounts>, StoreError>> + Send;
+
+    /// Marks a message's media as removed by retention: no object, no link, out of the media
+    /// walk. A message deleted meanwhile is fine.
+    fn expire_media(&self, tenant_id: &str, message_id: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Deletes one page of audit entries created before `before`; returns how many and where
+    /// the walk continues.
+    fn delete_audit_before(
+        &self,
+        tenant_id: &str,
+        before: DateTime<Utc>,
+        next: Option<String>,
+        limit: i32,
+    ) -> impl Future<Output = Result<(u64, Option<String>), StoreError>> + Send;
+
+    /// Every tenant's id.
+    fn tenant_ids(&self) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+
+    /// One page of a tenant's contact ids.
+    fn contact_ids(
+        &self,
+        tenant_id: &str,
+        next: Option<String>,
+        limit: i32,
+    ) -> impl Future<Output = Result<WalkPage<String>, StoreError>> + Send;
+
+    /// Deletes a tenant's records of one kind; returns how many items.
+    fn delete_tenant_records(
+        &self,
+        tenant_id: &str,
+        records: TenantRecords<'_>,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+}

@@ -1,0 +1,249 @@
+//! Tenants, their routes (phone number id and WABA id → tenant), their Graph token and their
+//! API keys.
+
+use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, ReturnValue, Update};
+use chrono::{DateTime, Utc};
+
+use super::dynamo::{
+    DynamoStore, attr, backend, condition_failed, from_item, key, put_always, put_new, s, start_key, to_item,
+    trim_page, tx_check, tx_update,
+};
+use super::items::{KeyItem, RouteItem, TenantItem, TokenItem, key_time};
+use super::keys::*;
+use super::ports::{ApiKeyStore, TenantStore};
+use super::{Page, StoreError};
+use crate::cursor::Position;
+use crate::secret::Secret;
+use crate::tenant::{ApiKeyRecord, Tenant};
+
+impl TenantStore for DynamoStore {
+    async fn create_tenant(
+        &self,
+        tenant: &Tenant,
+        graph_token: &Secret,
+        first_key: &ApiKeyRecord,
+    ) -> Result<(), StoreError> {
+        let t = &tenant.tenant_id;
+        let items = vec![
+            put_new(self.table(), to_item(&TenantItem::new(tenant))),
+            put_new(
+                self.table(),
+                to_item(&RouteItem::new(phone_route_pk(&tenant.phone_number_id), t)),
+            ),
+            put_new(
+                self.table(),
+                to_item(&RouteItem::new(waba_route_pk(&tenant.waba_id), t)),
+            ),
+            put_new(self.table(), to_item(&TokenItem::new(t, graph_token.expose()))),
+            put_new(self.table(), to_item(&KeyItem::from(first_key))),
+        ];
+        match self.transact(items).await? {
+            Ok(()) => Ok(()),
+            Err(c) if c.failed(1) => Err(StoreError::Conflict(format!(
+                "phone number id {} is already routed to another tenant",
+                tenant.phone_number_id
+            ))),
+            Err(c) if c.any_failed() => Err(StoreError::Conflict("tenant id already exists".into())),
+            Err(c) => Err(c.unexplained()),
+        }
+    }
+
+    async fn get_tenant(&self, tenant_id: &str) -> Result<Option<Tenant>, StoreError> {
+        let item: Option<TenantItem> = self.get(tenant_pk(tenant_id), TENANT_SK).await?;
+        Ok(item.map(|i| i.tenant))
+    }
+
+    async fn tenant_for_phone_number(&self, phone_number_id: &str) -> Result<Option<String>, StoreError> {
+        let item: Option<RouteItem> = self.get(phone_route_pk(phone_number_id), ROUTE_SK).await?;
+        Ok(item.map(|i| i.tenant_id))
+    }
+
+    async fn tenant_for_waba(&self, waba_id: &str) -> Result<Option<String>, StoreError> {
+        let item: Option<RouteItem> = self.get(waba_route_pk(waba_id), ROUTE_SK).await?;
+        Ok(item.map(|i| i.tenant_id))
+    }
+
+    async fn graph_token(&self, tenant_id: &str) -> Result<Option<Secret>, StoreError> {
+        let item: Option<TokenItem> = self.get(tenant_pk(tenant_id), GRAPH_TOKEN_SK).await?;
+        Ok(item.map(|i| Secret::new(i.access_token)))
+    }
+
+    async fn set_token_invalid(&self, tenant_id: &str, invalid: bool) -> Result<(), StoreError> {
+        let result = self
+            .client()
+            .update_item()
+            .table_name(self.table())
+            .set_key(Some(key(tenant_pk(tenant_id), TENANT_SK)))
+            .update_expression("SET token_invalid = :v")
+            .condition_expression("attribute_exists(PK)")
+            .expression_attribute_values(":v", AttributeValue::Bool(invalid))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(err) if condition_failed(&err) => Err(StoreError::NotFound),
+            Err(err) => Err(backend(err)),
+        }
+    }
+
+    async fn replace_graph_token(&self, tenant_id: &str, token: &Secret) -> Result<(), StoreError> {
+        let tenant = Update::builder()
+            .table_name(self.table())
+            .set_key(Some(key(tenant_pk(tenant_id), TENANT_SK)))
+            .update_expression("SET token_invalid = :f")
+            .condition_expression("attribute_exists(PK)")
+            .expression_attribute_values(":f", AttributeValue::Bool(false))
+            .build()
+            .expect("update is complete");
+        let items = vec![
+            tx_update(tenant),
+            put_always(self.table(), to_item(&TokenItem::new(tenant_id, token.expose()))),
+        ];
+        match self.transact(items).await? {
+            Ok(()) => Ok(()),
+            Err(_) => Err(StoreError::NotFound),
+        }
+    }
+
+    async fn disable_tenant(&self, tenant_id: &str, at: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let result = self
+            .client()
+            .update_item()
+            .table_name(self.table())
+            .set_key(Some(key(tenant_pk(tenant_id), TENANT_SK)))
+            .update_expression("SET #status = :disabled, disabled_at = if_not_exists(disabled_at, :now)")
+            .condition_expression("attribute_exists(PK)")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":disabled", s("disabled"))
+            .expression_attribute_values(":now", s(at.to_rfc3339()))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match result {
+            Ok(out) => Ok(Some(
+                out.attributes
+                    .as_ref()
+                    .and_then(|a| attr(a, "disabled_at"))
+                    .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                    .map(|t| t.to_utc())
+                    .unwrap_or(at),
+            )),
+            Err(err) if condition_failed(&err) => Ok(None),
+            Err(err) => Err(backend(err)),
+        }
+    }
+
+    async fn delete_routes(&self, tenant: &Tenant) -> Result<u64, StoreError> {
+        let mut deleted = 0;
+        for pk in [phone_route_pk(&tenant.phone_number_id), waba_route_pk(&tenant.waba_id)] {
+            let result = self
+                .client()
+                .delete_item()
+                .table_name(self.table())
+                .set_key(Some(key(pk, ROUTE_SK)))
+                .condition_expression("tenant_id = :t")
+                .expression_attribute_values(":t", s(tenant.tenant_id.clone()))
+                .send()
+                .await;
+            match result {
+                Ok(_) => deleted += 1,
+                // Gone already, or routing to someone else now: not this tenant's to delete.
+                Err(err) if condition_failed(&err) => {}
+                Err(err) => return Err(backend(err)),
+            }
+        }
+        Ok(deleted)
+    }
+}
+
+impl ApiKeyStore for DynamoStore {
+    async fn put_key(&self, key_record: &ApiKeyRecord) -> Result<(), StoreError> {
+        let tenant_active = ConditionCheck::builder()
+            .table_name(self.table())
+            .set_key(Some(key(tenant_pk(&key_record.tenant_id), TENANT_SK)))
+            .condition_expression("attribute_exists(PK) AND #status = :active")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":active", s("active"))
+            .build()
+            .expect("table, key and condition are set");
+        let items = vec![
+            tx_check(tenant_active),
+            put_new(self.table(), to_item(&KeyItem::from(key_record))),
+        ];
+        match self.transact(items).await? {
+            Ok(()) => Ok(()),
+            Err(c) if c.failed(0) => Err(StoreError::NotFound),
+            Err(c) if c.any_failed() => Err(StoreError::Conflict("key id already exists".into())),
+            Err(c) => Err(c.unexplained()),
+        }
+    }
+
+    async fn get_key(&self, tenant_id: &str, key_id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let item: Option<KeyItem> = self.get(tenant_pk(tenant_id), &api_key_sk(key_id)).await?;
+        Ok(item.map(Into::into))
+    }
+
+    async fn revoke_key(&self, tenant_id: &str, key_id: &str, at: DateTime<Utc>) -> Result<ApiKeyRecord, StoreError> {
+        let result = self
+            .client()
+            .update_item()
+            .table_name(self.table())
+            .set_key(Some(key(tenant_pk(tenant_id), api_key_sk(key_id))))
+            .update_expression("SET revoked_at = if_not_exists(revoked_at, :at)")
+            .condition_expression("attribute_exists(PK)")
+            .expression_attribute_values(":at", key_time(at))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match result {
+            Ok(out) => Ok(from_item::<KeyItem>(out.attributes.unwrap_or_default())?.into()),
+            Err(err) if condition_failed(&err) => Err(StoreError::NotFound),
+            Err(err) => Err(backend(err)),
+        }
+    }
+
+    async fn list_keys(
+        &self,
+        tenant_id: &str,
+        limit: i32,
+        start: Option<Position>,
+    ) -> Result<Page<ApiKeyRecord>, StoreError> {
+        let out = self
+            .client()
+            .query()
+            .table_name(self.table())
+            .key_condition_expression("PK = :pk AND begins_with(SK, :prefix)")
+            .expression_attribute_values(":pk", s(tenant_pk(tenant_id)))
+            .expression_attribute_values(":prefix", s(api_key_sk("")))
+            .limit(limit + 1)
+            .set_exclusive_start_key(start_key(tenant_id, start)?)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(backend)?;
+        let (raw, next) = trim_page(out.items.unwrap_or_default(), limit, out.last_evaluated_key, &[PK, SK]);
+        let items = raw
+            .into_iter()
+            .map(|i| from_item::<KeyItem>(i).map(Into::into))
+            .collect::<Result<Vec<ApiKeyRecord>, _>>()?;
+        Ok(Page { items, next })
+    }
+
+    async fn record_key_use(&self, tenant_id: &str, key_id: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
+        let result = self
+            .client()
+            .update_item()
+            .table_name(self.table())
+            .set_key(Some(key(tenant_pk(tenant_id), api_key_sk(key_id))))
+            .update_expression("SET last_used_at = :at")
+            .condition_expression("attribute_exists(PK)")
+            .expression_attribute_values(":at", key_time(at))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(err) if condition_failed(&err) => Err(StoreError::NotFound),
+            Err(err) => Err(backend(err)),
+        }
+    }
+}
