@@ -399,8 +399,9 @@ impl MessageItem {
 }
 
 /// The attributes of a message that its deletion cascades from (erasure, retention,
-/// offboarding read messages projected to these).
-pub(crate) const MESSAGE_CASCADE_ATTRS: &[&str] = &[PK, SK, "message_id", "contact_id", "direction", "wamid", "media"];
+/// offboarding read messages projected to these; the tenant-wide indexes project exactly
+/// these besides the keys).
+pub(crate) const MESSAGE_CASCADE_ATTRS: &[&str] = &[PK, SK, "contact_id", "direction", "wamid", "media"];
 
 /// A status moving a message forward, as one conditional update: its `SET` clauses, names,
 /// values, and the condition that orders statuses (shared by the webhook's status path and the

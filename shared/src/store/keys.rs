@@ -118,6 +118,13 @@ pub fn message_pk(tenant_id: &str, message_id: &str) -> String {
 
 pub const MESSAGE_SK: &str = "MSG";
 
+/// The message id of a key made by [`message_pk`] (`None` for any other key).
+pub fn message_id_of_pk(pk: &str) -> Option<&str> {
+    pk.rsplit_once("#MSG#")
+        .map(|(_, m)| m)
+        .filter(|m| !m.is_empty() && !m.contains('#'))
+}
+
 /// GSI1 partition of one contact's conversation (sort key: message id, time-ordered).
 pub fn conversation_gsi1pk(tenant_id: &str, contact_id: &str) -> String {
     format!("T#{tenant_id}#C#{contact_id}#MSGS")
@@ -279,6 +286,8 @@ mod tests {
         assert_eq!(contact_id_of_pk(&contact_pk("t", "c1")), Some("c1"));
         assert_eq!(contact_id_of_pk(&conversation_gsi1pk("t", "c1")), None);
         assert_eq!(contact_id_of_pk(&tenant_pk("t")), None);
+        assert_eq!(message_id_of_pk(&message_pk("t", "m1")), Some("m1"));
+        assert_eq!(message_id_of_pk(&contact_pk("t", "c1")), None);
         assert_eq!(referenced_kind(&wamid_pk("t", "w")), Referenced::Wamid);
         assert_eq!(referenced_kind(&idempotency_pk("t", "h")), Referenced::Idempotency);
         assert_eq!(referenced_kind(&export_pk("t", "e")), Referenced::Export);

@@ -60,7 +60,10 @@ fn media_s3_key(item: &Item) -> Option<&str> {
 
 /// A message item (projected to [`MESSAGE_CASCADE_ATTRS`]) as a cascade sees it.
 fn message_ref(item: &Item) -> Option<MessageRef> {
-    let message_id = attr(item, "message_id")?.to_owned();
+    if attr(item, SK) != Some(MESSAGE_SK) {
+        return None;
+    }
+    let message_id = attr(item, PK).and_then(message_id_of_pk)?.to_owned();
     let outbound_wamid = (attr(item, "direction") == Some("outbound"))
         .then(|| attr(item, "wamid").map(str::to_owned))
         .flatten();
@@ -670,13 +673,15 @@ mod tests {
             ("s3_key".to_owned(), s("tenants/t/contacts/c/media/m")),
         ]));
         let mut item: Item = HashMap::from([
-            ("message_id".to_owned(), s("m")),
+            (PK.to_owned(), s(message_pk("t", "m"))),
+            (SK.to_owned(), s(MESSAGE_SK)),
             ("contact_id".to_owned(), s("c")),
             ("direction".to_owned(), s("outbound")),
             ("wamid".to_owned(), s("wamid.1")),
             ("media".to_owned(), media),
         ]);
         let r = message_ref(&item).unwrap();
+        assert_eq!(r.message_id, "m");
         assert_eq!(r.outbound_wamid.as_deref(), Some("wamid.1"));
         assert_eq!(r.media_key.as_deref(), Some("tenants/t/contacts/c/media/m"));
         // An inbound message's wamid has no pointer partition.
