@@ -30,42 +30,50 @@ use crate::secret::Secret;
 use crate::sending::{SendSchedule, SlotDecision, book_slots};
 use crate::store::keys::{consent_history_sk, restriction_history_sk};
 use crate::store::{
-    ApiKeyStore, AuditStore, ContactFilter, ContactStore, ContactUpdate, ConversationStore, CreateOutcome,
-    CustomerIdentity, IdempotencyRecord, IdentityKey, InboundOutcome, InboundStore, InboundWrite, MediaStore,
-    OutboundStore, Page, StatusOutcome, StatusWrite, StoreError, TenantStore,
+    ApiKeyStore, AuditStore, ContactFilter, ContactStore, ContactUpdate, CreateOutcome, CustomerIdentity,
+    IdempotencyRecord, IdentityKey, InboundOutcome, InboundStore, InboundWrite, MessageStore, OutboundStore, Page,
+    SendPacingStore, StatusOutcome, StatusWrite, StoreError, TenantStore,
 };
 use crate::tenant::{ApiKeyRecord, Tenant, TenantStatus};
 
 /// One operation of a storage port (for [`MemStore::fail_next`] and [`MemStore::calls`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Op {
+    // TenantStore
     CreateTenant,
     GetTenant,
     TenantForPhoneNumber,
     TenantForWaba,
     GraphToken,
+    SetTokenInvalid,
+    ReplaceGraphToken,
+    DisableTenant,
+    DeleteRoutes,
+    // ApiKeyStore
     PutKey,
     GetKey,
     RevokeKey,
     ListKeys,
     RecordKeyUse,
-    InsertContact,
-    LoadContact,
+    // ContactStore
+    CreateContact,
+    GetContact,
+    MatchContact,
     UpdateContact,
     RecordConsent,
     RecordRestriction,
     ConsentHistory,
+    RestrictionHistory,
     ListContacts,
-    MatchContact,
-    FindContactId,
-    GetContact,
-    CreateContact,
+    // MessageStore
+    GetMessage,
+    ContactMessages,
+    UpdateMedia,
+    // InboundStore
     RecordInbound,
     ApplyStatus,
     RecordEvent,
-    GetMessage,
-    UpdateMedia,
-    Conversation,
+    // OutboundStore
     CreateMessage,
     CreateMessageOnce,
     IdempotencyLookup,
@@ -73,12 +81,35 @@ pub enum Op {
     ReleaseClaim,
     MarkSent,
     FinishUnsent,
-    SetTokenInvalid,
-    ReplaceGraphToken,
+    // SendPacingStore
     TakeSendSlots,
     ClaimRecipient,
+    // AuditStore
     RecordAudit,
     ListAudit,
+    // PrivacyStore
+    RetentionSettings,
+    PutRetentionSettings,
+    CreateExport,
+    GetExport,
+    FinishExport,
+    TenantExports,
+    DeleteExports,
+    ExportMessages,
+    StartErasure,
+    GetErasure,
+    ClaimErasure,
+    SaveErasure,
+    TenantErasures,
+    DeleteErasures,
+    MessageRefs,
+    DeleteMessages,
+    DeleteContactItems,
+    ExpireMedia,
+    DeleteAuditBefore,
+    TenantIds,
+    ContactIds,
+    DeleteTenantRecords,
 }
 
 /// A non-message webhook change kept by `record_event`.
@@ -137,6 +168,8 @@ struct State {
     schedules: HashMap<Key, i64>,
     /// (tenant, entry id), in id (time) order.
     audit: BTreeMap<Key, AuditEntry>,
+    /// tenant → when it was first disabled.
+    disabled_at: HashMap<String, DateTime<Utc>>,
 }
 
 #[derive(Default)]
@@ -406,7 +439,8 @@ impl MemStore {
             .collect()
     }
 
-    pub fn restriction_history(&self, tenant_id: &str, contact_id: &str) -> Vec<RestrictionChange> {
+    /// The contact's restriction history, oldest first.
+    pub fn restrictions(&self, tenant_id: &str, contact_id: &str) -> Vec<RestrictionChange> {
         self.state()
             .restriction_history
             .get(&key(tenant_id, contact_id))
@@ -655,6 +689,52 @@ impl TenantStore for MemStore {
         self.enter(Op::GraphToken, 1).await?;
         Ok(self.state().tokens.get(tenant_id).cloned())
     }
+
+    async fn set_token_invalid(&self, tenant_id: &str, invalid: bool) -> Result<(), StoreError> {
+        self.enter(Op::SetTokenInvalid, 1).await?;
+        let mut s = self.state();
+        let tenant = s.tenants.get_mut(tenant_id).ok_or(StoreError::NotFound)?;
+        tenant.token_invalid = invalid;
+        Ok(())
+    }
+
+    async fn replace_graph_token(&self, tenant_id: &str, token: &Secret) -> Result<(), StoreError> {
+        self.enter(Op::ReplaceGraphToken, 1).await?;
+        let mut s = self.state();
+        let tenant = s.tenants.get_mut(tenant_id).ok_or(StoreError::NotFound)?;
+        tenant.token_invalid = false;
+        s.tokens.insert(tenant_id.to_owned(), token.clone());
+        Ok(())
+    }
+
+    async fn disable_tenant(&self, tenant_id: &str, at: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, StoreError> {
+        self.enter(Op::DisableTenant, 1).await?;
+        let mut s = self.state();
+        let Some(tenant) = s.tenants.get_mut(tenant_id) else {
+            return Ok(None);
+        };
+        tenant.status = TenantStatus::Disabled;
+        // `disabled_at = if_not_exists(disabled_at, :now)`: the first time is kept.
+        Ok(Some(*s.disabled_at.entry(tenant_id.to_owned()).or_insert(at)))
+    }
+
+    async fn delete_routes(&self, tenant: &Tenant) -> Result<u64, StoreError> {
+        // One conditional delete per route.
+        self.enter(Op::DeleteRoutes, 2).await?;
+        let mut s = self.state();
+        let id = &tenant.tenant_id;
+        let mut deleted = 0;
+        // Gone already, or routing to someone else now: not this tenant's to delete.
+        if s.phone_routes.get(&tenant.phone_number_id) == Some(id) {
+            s.phone_routes.remove(&tenant.phone_number_id);
+            deleted += 1;
+        }
+        if s.waba_routes.get(&tenant.waba_id) == Some(id) {
+            s.waba_routes.remove(&tenant.waba_id);
+            deleted += 1;
+        }
+        Ok(deleted)
+    }
 }
 
 impl ApiKeyStore for MemStore {
@@ -716,14 +796,28 @@ impl ApiKeyStore for MemStore {
 }
 
 impl ContactStore for MemStore {
-    async fn insert_contact(&self, contact: &Contact) -> Result<(), StoreError> {
-        self.enter(Op::InsertContact, 1).await?;
+    async fn create_contact(&self, contact: &Contact) -> Result<(), StoreError> {
+        self.enter(Op::CreateContact, 1).await?;
         insert_contact(&mut self.state(), contact)
     }
 
-    async fn load_contact(&self, tenant_id: &str, contact_id: &str) -> Result<Option<Contact>, StoreError> {
-        self.enter(Op::LoadContact, 1).await?;
+    async fn get_contact(&self, tenant_id: &str, contact_id: &str) -> Result<Option<Contact>, StoreError> {
+        self.enter(Op::GetContact, 1).await?;
         Ok(self.contact(tenant_id, contact_id))
+    }
+
+    async fn match_contact(
+        &self,
+        tenant_id: &str,
+        identity: &CustomerIdentity,
+    ) -> Result<Option<(String, IdentityKey)>, StoreError> {
+        self.enter(Op::MatchContact, 1).await?;
+        let s = self.state();
+        Ok(identity.keys().find_map(|k| {
+            s.identities
+                .get(&(tenant_id.to_owned(), k.clone()))
+                .map(|id| (id.clone(), k))
+        }))
     }
 
     async fn update_contact(&self, update: &ContactUpdate<'_>) -> Result<(), StoreError> {
@@ -813,6 +907,15 @@ impl ContactStore for MemStore {
             .unwrap_or_default())
     }
 
+    async fn restriction_history(
+        &self,
+        tenant_id: &str,
+        contact_id: &str,
+    ) -> Result<Vec<RestrictionChange>, StoreError> {
+        self.enter(Op::RestrictionHistory, 1).await?;
+        Ok(self.restrictions(tenant_id, contact_id))
+    }
+
     async fn list_contacts(
         &self,
         tenant_id: &str,
@@ -841,46 +944,7 @@ impl ContactStore for MemStore {
     }
 }
 
-impl MemStore {
-    fn match_identity(&self, tenant_id: &str, identity: &CustomerIdentity) -> Option<(String, IdentityKey)> {
-        let s = self.state();
-        identity.keys().find_map(|k| {
-            s.identities
-                .get(&(tenant_id.to_owned(), k.clone()))
-                .map(|id| (id.clone(), k))
-        })
-    }
-}
-
 impl InboundStore for MemStore {
-    async fn match_contact(
-        &self,
-        tenant_id: &str,
-        identity: &CustomerIdentity,
-    ) -> Result<Option<(String, IdentityKey)>, StoreError> {
-        self.enter(Op::MatchContact, 1).await?;
-        Ok(self.match_identity(tenant_id, identity))
-    }
-
-    async fn find_contact_id(
-        &self,
-        tenant_id: &str,
-        identity: &CustomerIdentity,
-    ) -> Result<Option<String>, StoreError> {
-        self.enter(Op::FindContactId, 1).await?;
-        Ok(self.match_identity(tenant_id, identity).map(|(id, _)| id))
-    }
-
-    async fn get_contact(&self, tenant_id: &str, contact_id: &str) -> Result<Option<Contact>, StoreError> {
-        self.enter(Op::GetContact, 1).await?;
-        Ok(self.contact(tenant_id, contact_id))
-    }
-
-    async fn create_contact(&self, contact: &Contact) -> Result<(), StoreError> {
-        self.enter(Op::CreateContact, 1).await?;
-        insert_contact(&mut self.state(), contact)
-    }
-
     async fn record_inbound(&self, write: &InboundWrite) -> Result<InboundOutcome, StoreError> {
         self.enter(Op::RecordInbound, 1).await?;
         let mut s = self.state();
@@ -923,10 +987,29 @@ impl InboundStore for MemStore {
     }
 }
 
-impl MediaStore for MemStore {
+impl MessageStore for MemStore {
     async fn get_message(&self, tenant_id: &str, message_id: &str) -> Result<Option<MessageRecord>, StoreError> {
         self.enter(Op::GetMessage, 1).await?;
         Ok(self.message(tenant_id, message_id))
+    }
+
+    async fn contact_messages(
+        &self,
+        tenant_id: &str,
+        contact_id: &str,
+        limit: i32,
+        start: Option<Position>,
+    ) -> Result<Page<MessageRecord>, StoreError> {
+        self.enter(Op::ContactMessages, 1).await?;
+        let sorted = self
+            .state()
+            .messages
+            .iter()
+            .rev()
+            .filter(|((t, _), row)| t == tenant_id && row.record.contact_id == contact_id)
+            .map(|((_, m), row)| (m.clone(), row.record.clone()))
+            .collect();
+        Ok(page_of(sorted, Order::Descending, limit, start))
     }
 
     async fn update_media(&self, tenant_id: &str, message_id: &str, media: &MediaRef) -> Result<(), StoreError> {
@@ -944,27 +1027,6 @@ impl MediaStore for MemStore {
             *current = media.clone();
         }
         Ok(())
-    }
-}
-
-impl ConversationStore for MemStore {
-    async fn conversation(
-        &self,
-        tenant_id: &str,
-        contact_id: &str,
-        limit: i32,
-        start: Option<Position>,
-    ) -> Result<Page<MessageRecord>, StoreError> {
-        self.enter(Op::Conversation, 1).await?;
-        let sorted = self
-            .state()
-            .messages
-            .iter()
-            .rev()
-            .filter(|((t, _), row)| t == tenant_id && row.record.contact_id == contact_id)
-            .map(|((_, m), row)| (m.clone(), row.record.clone()))
-            .collect();
-        Ok(page_of(sorted, Order::Descending, limit, start))
     }
 }
 
@@ -1134,24 +1196,9 @@ impl OutboundStore for MemStore {
         }
         Ok(())
     }
+}
 
-    async fn set_token_invalid(&self, tenant_id: &str, invalid: bool) -> Result<(), StoreError> {
-        self.enter(Op::SetTokenInvalid, 1).await?;
-        let mut s = self.state();
-        let tenant = s.tenants.get_mut(tenant_id).ok_or(StoreError::NotFound)?;
-        tenant.token_invalid = invalid;
-        Ok(())
-    }
-
-    async fn replace_graph_token(&self, tenant_id: &str, token: &Secret) -> Result<(), StoreError> {
-        self.enter(Op::ReplaceGraphToken, 1).await?;
-        let mut s = self.state();
-        let tenant = s.tenants.get_mut(tenant_id).ok_or(StoreError::NotFound)?;
-        tenant.token_invalid = false;
-        s.tokens.insert(tenant_id.to_owned(), token.clone());
-        Ok(())
-    }
-
+impl SendPacingStore for MemStore {
     async fn take_send_slots(
         &self,
         tenant_id: &str,
