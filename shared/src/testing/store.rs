@@ -15,7 +15,7 @@
 //! of an operation fail, and [`MemStore::calls`] counts calls, so tests can drive and observe
 //! error paths and caches.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -26,13 +26,16 @@ use crate::audit::AuditEntry;
 use crate::contact::{Consent, ConsentChange, Contact, RestrictionChange, name_search_key, phone_search_key};
 use crate::cursor::Position;
 use crate::message::{MediaRef, MediaStatus, MessageError, MessageRecord, MessageStatus};
+use crate::privacy::{ErasureRecord, ExportRecord, RetentionSettings};
 use crate::secret::Secret;
 use crate::sending::{SendSchedule, SlotDecision, book_slots};
-use crate::store::keys::{consent_history_sk, restriction_history_sk};
+use crate::store::keys::{
+    consent_history_sk, export_pk, idempotency_pk, reference_sk, restriction_history_sk, wamid_pk,
+};
 use crate::store::{
     ApiKeyStore, AuditStore, ContactFilter, ContactStore, ContactUpdate, CreateOutcome, CustomerIdentity,
-    IdempotencyRecord, IdentityKey, InboundOutcome, InboundStore, InboundWrite, MessageStore, OutboundStore, Page,
-    SendPacingStore, StatusOutcome, StatusWrite, StoreError, TenantStore,
+    IdempotencyRecord, IdentityKey, InboundOutcome, InboundStore, InboundWrite, Lease, MessageStore, OutboundStore,
+    Page, SendPacingStore, StatusOutcome, StatusWrite, StoreError, TenantStore,
 };
 use crate::tenant::{ApiKeyRecord, Tenant, TenantStatus};
 
@@ -170,6 +173,47 @@ struct State {
     audit: BTreeMap<Key, AuditEntry>,
     /// tenant → when it was first disabled.
     disabled_at: HashMap<String, DateTime<Utc>>,
+    /// (tenant, contact) → its tag entries (items of its partition: they outlive the profile
+    /// until erasure reaches them, as in the table).
+    tags: HashMap<Key, BTreeSet<String>>,
+    /// (tenant, contact) → its reference items by sort key (`reference_sk` of what they point
+    /// at), as erasure finds them in the contact's partition.
+    refs: HashMap<Key, BTreeMap<String, Referenced>>,
+    /// tenant → its own retention settings.
+    settings: HashMap<String, RetentionSettings>,
+    /// (tenant, export id), in id (creation) order.
+    exports: BTreeMap<Key, ExportRecord>,
+    /// (tenant, erasure id) → the record and the lease it is held under.
+    erasures: BTreeMap<Key, ErasureRow>,
+}
+
+/// What a reference item in a contact's partition points at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Referenced {
+    /// A wamid partition (pointer and parked statuses).
+    Wamid(String),
+    /// An idempotency record, by key hash.
+    Idempotency(String),
+    /// An export record, by id.
+    Export(String),
+}
+
+struct ErasureRow {
+    record: ErasureRecord,
+    lease: Option<Lease>,
+}
+
+/// Adds the reference item (`reference` in `store/outbound.rs`: an unconditional put).
+fn add_reference(s: &mut State, tenant_id: &str, contact_id: &str, referenced: Referenced) {
+    let pk = match &referenced {
+        Referenced::Wamid(w) => wamid_pk(tenant_id, w),
+        Referenced::Idempotency(h) => idempotency_pk(tenant_id, h),
+        Referenced::Export(e) => export_pk(tenant_id, e),
+    };
+    s.refs
+        .entry(key(tenant_id, contact_id))
+        .or_default()
+        .insert(reference_sk(&pk), referenced);
 }
 
 #[derive(Default)]
@@ -325,6 +369,8 @@ impl MemStore {
         s.identities.retain(|(t, _), c| !(t == tenant_id && c == contact_id));
         s.consent_history.remove(&ck);
         s.restriction_history.remove(&ck);
+        s.tags.remove(&ck);
+        s.refs.remove(&ck);
         let erased: Vec<Key> = s
             .messages
             .iter()
@@ -334,10 +380,80 @@ impl MemStore {
         for k in &erased {
             s.messages.remove(k);
         }
-        s.wamids
-            .retain(|(t, _), m| !(t == tenant_id && erased.contains(&key(tenant_id, m))));
+        let wamids: Vec<Key> = s
+            .wamids
+            .iter()
+            .filter(|((t, _), m)| t == tenant_id && erased.contains(&key(tenant_id, m)))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &wamids {
+            s.wamids.remove(k);
+            s.parked.remove(k);
+        }
+        s.exports
+            .retain(|(t, _), e| !(t == tenant_id && e.contact_id == contact_id));
         s.idempotency
             .retain(|(t, _), r| !(t == tenant_id && r.contact_id == contact_id));
+    }
+
+    /// Everything of a contact still in the table, named by kind (empty after its erasure):
+    /// profile, identity records it holds, tag entries, history entries, references, messages,
+    /// idempotency records and export records.
+    pub fn contact_leftovers(&self, tenant_id: &str, contact_id: &str) -> Vec<String> {
+        let s = self.state();
+        let ck = key(tenant_id, contact_id);
+        let mut out = Vec::new();
+        if s.contacts.contains_key(&ck) {
+            out.push("profile".to_owned());
+        }
+        for ((t, id), c) in &s.identities {
+            if t == tenant_id && c == contact_id {
+                out.push(format!("identity {id:?}"));
+            }
+        }
+        for tag in s.tags.get(&ck).into_iter().flatten() {
+            out.push(format!("tag {tag}"));
+        }
+        for sk in s.consent_history.get(&ck).into_iter().flat_map(BTreeMap::keys) {
+            out.push(format!("history {sk}"));
+        }
+        for sk in s.restriction_history.get(&ck).into_iter().flat_map(BTreeMap::keys) {
+            out.push(format!("history {sk}"));
+        }
+        for sk in s.refs.get(&ck).into_iter().flat_map(BTreeMap::keys) {
+            out.push(format!("reference {sk}"));
+        }
+        for ((t, id), row) in &s.messages {
+            if t == tenant_id && row.record.contact_id == contact_id {
+                out.push(format!("message {id}"));
+            }
+        }
+        for ((t, hash), r) in &s.idempotency {
+            if t == tenant_id && r.contact_id == contact_id {
+                out.push(format!("idempotency {hash}"));
+            }
+        }
+        for ((t, id), e) in &s.exports {
+            if t == tenant_id && e.contact_id == contact_id {
+                out.push(format!("export {id}"));
+            }
+        }
+        out
+    }
+
+    /// Whether anything is left of a wamid's partition: (its pointer, its parked statuses).
+    pub fn wamid_partition(&self, tenant_id: &str, wamid: &str) -> (bool, usize) {
+        let s = self.state();
+        let k = key(tenant_id, wamid);
+        (s.wamids.contains_key(&k), s.parked.get(&k).map_or(0, BTreeMap::len))
+    }
+
+    /// The lease an erasure is held under, if any.
+    pub fn erasure_lease(&self, tenant_id: &str, erasure_id: &str) -> Option<Lease> {
+        self.state()
+            .erasures
+            .get(&key(tenant_id, erasure_id))
+            .and_then(|r| r.lease.clone())
     }
 
     pub fn tenant(&self, tenant_id: &str) -> Option<Tenant> {
@@ -449,6 +565,8 @@ impl MemStore {
     }
 }
 
+mod privacy;
+
 // --- The conditional writes, each mirroring one DynamoDB request or transaction ---
 
 fn identity_keys(contact: &Contact) -> Vec<IdentityKey> {
@@ -475,6 +593,12 @@ fn insert_contact(s: &mut State, contact: &Contact) -> Result<(), StoreError> {
     }
     for id in identities {
         s.identities.insert((t.clone(), id), contact.contact_id.clone());
+    }
+    if !contact.tags.is_empty() {
+        s.tags
+            .entry(key(t, &contact.contact_id))
+            .or_default()
+            .extend(contact.tags.iter().cloned());
     }
     s.contacts.insert(
         key(t, &contact.contact_id),
@@ -854,6 +978,9 @@ impl ContactStore for MemStore {
             }
         }
         replace_profile(&mut s, after);
+        // Tag entries move with the edit: new ones put, removed ones deleted.
+        let tags = s.tags.entry(key(t, &after.contact_id)).or_default();
+        *tags = after.tags.iter().cloned().collect();
         Ok(())
     }
 
@@ -1069,6 +1196,12 @@ impl OutboundStore for MemStore {
         if let Some(record) = idempotency {
             s.idempotency
                 .insert(key(&record.tenant_id, &record.key_hash), record.clone());
+            add_reference(
+                &mut s,
+                &record.tenant_id,
+                &record.contact_id,
+                Referenced::Idempotency(record.key_hash.clone()),
+            );
         }
         s.messages.insert(
             k,
@@ -1129,7 +1262,7 @@ impl OutboundStore for MemStore {
         &self,
         tenant_id: &str,
         message_id: &str,
-        _contact_id: &str,
+        contact_id: &str,
         wamid: &str,
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
@@ -1157,6 +1290,7 @@ impl OutboundStore for MemStore {
             row.record.wamid = Some(wamid.to_owned());
             row.lease_until_ms = None;
             s.wamids.insert(key(tenant_id, wamid), message_id.to_owned());
+            add_reference(&mut s, tenant_id, contact_id, Referenced::Wamid(wamid.to_owned()));
             if !sent_in_transaction {
                 // The message moved meanwhile: `sent` goes through the ordered status path.
                 apply_status(&mut s, tenant_id, &sent);
