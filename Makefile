@@ -19,6 +19,7 @@ dev: bootstrap
 lint: bootstrap
 	cargo fmt --all --check
 	.venv/bin/cfn-lint template.yaml
+	.venv/bin/checkov --quiet --compact --framework cloudformation --config-file .checkov.yaml --file template.yaml
 	cargo clippy --workspace --all-targets -- -D warnings
 
 test: lint

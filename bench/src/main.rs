@@ -228,7 +228,13 @@ async fn setup(root: &Path, out: &Path, bin_dir: &Path, only: Option<&[String]>)
     let endpoint = moto.endpoint_url();
     let sdk = sdk_config(&endpoint).await;
     let resources = template::load(&root.join("template.yaml")).map_err(|e| e.to_string())?;
-    let provisioned = provision::provision(&sdk, &Env::default(), &resources)
+    // The functions read their secrets from the local Secrets Manager, as on AWS.
+    let secrets = std::collections::BTreeMap::from([
+        ("MetaAppSecret".to_owned(), APP_SECRET.to_owned()),
+        ("MetaVerifyToken".to_owned(), VERIFY_TOKEN.to_owned()),
+        ("CursorKey".to_owned(), CURSOR_SECRET.to_owned()),
+    ]);
+    let provisioned = provision::provision_with_secrets(&sdk, &Env::default(), &resources, &secrets)
         .await
         .map_err(|e| e.to_string())?;
     let store = DynamoStore::new(crm_shared::aws::dynamodb_client(&sdk), &provisioned.tables["DataTable"]);

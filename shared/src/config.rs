@@ -103,6 +103,12 @@ impl Env {
         Env(vars.into_iter().map(|(k, v)| (k.into(), v.into())).collect())
     }
 
+    /// This environment with `name` set to `value` (secrets resolved at init, crate::secrets).
+    pub fn with_var(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.0.insert(name.into(), value.into());
+        self
+    }
+
     /// A set, non-empty value.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())

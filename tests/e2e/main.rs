@@ -2,6 +2,7 @@
 
 mod contacts;
 mod foundation;
+mod iam;
 mod media;
 mod outbound;
 mod privacy;

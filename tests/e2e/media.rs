@@ -44,14 +44,20 @@ impl RetryScheduler for RecordedRetries {
     }
 }
 
-async fn own_queue(sqs: &aws_sdk_sqs::Client) -> String {
-    sqs.create_queue()
-        .queue_name(format!("media-test-{}", unique_numeric_id()))
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap()
+async fn own_queue(_sqs: &aws_sdk_sqs::Client) -> String {
+    e2e_tests::own_queue("MediaQueue").await
+}
+
+/// A media function instance on the media function's role.
+async fn media_worker<G, R>(graph: G, retry: R) -> media_fn::Deps<DynamoStore, G, S3Blobs, R> {
+    let sdk = stack().sdk_for("MediaFunction").await;
+    media_fn::Deps {
+        store: stack().store_for("MediaFunction").await,
+        graph,
+        blobs: S3Blobs::new(crm_shared::aws::s3_client(&sdk), stack().media_bucket()),
+        retry,
+        max_receives: 5,
+    }
 }
 
 async fn mock_graph(server: &MockServer, media_id: &str, token: &str) {
@@ -131,13 +137,7 @@ async fn inbound_media_travels_through_the_queue_into_s3() {
         "message stored before its media"
     );
 
-    let deps = media_fn::Deps {
-        store: store.clone(),
-        graph: graph_client(&graph),
-        blobs: S3Blobs::new(crm_shared::aws::s3_client(&sdk), stack().media_bucket()),
-        retry: RecordedRetries::default(),
-        max_receives: 5,
-    };
+    let deps = media_worker(graph_client(&graph), RecordedRetries::default()).await;
     let handled = devstack::poller::poll_once(&sqs, &queue, 2, |event| media_fn::handle(&deps, event))
         .await
         .unwrap();
@@ -202,13 +202,7 @@ async fn a_media_fetch_that_fails_twice_then_succeeds_is_stored_once() {
         .mount(&graph)
         .await;
     mock_graph(&graph, "55502", "test-graph-token").await;
-    let deps = media_fn::Deps {
-        store: store.clone(),
-        graph: graph_client(&graph),
-        blobs: S3Blobs::new(crm_shared::aws::s3_client(&sdk), stack().media_bucket()),
-        retry: RecordedRetries::default(),
-        max_receives: 5,
-    };
+    let deps = media_worker(graph_client(&graph), RecordedRetries::default()).await;
 
     for attempt in 1..=2 {
         let resp = media_fn::handle(&deps, event(vec![record(&job, attempt)]))
@@ -289,13 +283,7 @@ async fn media_failures_are_recorded_and_batches_report_only_their_failures() {
         .respond_with(ResponseTemplate::new(200).set_body_bytes(b"tampered".to_vec()))
         .mount(&graph)
         .await;
-    let deps = media_fn::Deps {
-        store: store.clone(),
-        graph: graph_client(&graph),
-        blobs: S3Blobs::new(crm_shared::aws::s3_client(&sdk), stack().media_bucket()),
-        retry: RecordedRetries::default(),
-        max_receives: 5,
-    };
+    let deps = media_worker(graph_client(&graph), RecordedRetries::default()).await;
     let mut records = Vec::new();
     for (i, wamid) in ["wamid.ok", "wamid.down", "wamid.gone", "wamid.bad"].iter().enumerate() {
         let m = stored_message(&store, &tenant.tenant_id, wamid).await;
@@ -331,4 +319,93 @@ async fn media_failures_are_recorded_and_batches_report_only_their_failures() {
     bad["body"] = json!("not json");
     let resp = media_fn::handle(&deps, event(vec![bad])).await.unwrap();
     assert_eq!(resp.batch_item_failures.len(), 1);
+}
+
+/// The Graph API as seen while the contact is erased: the message disappears during the download.
+struct ErasedDuringDownload {
+    inner: GraphClient,
+    erase: Box<dyn Fn() -> futures::future::BoxFuture<'static, ()> + Send + Sync>,
+}
+
+impl crm_shared::graph::MediaSource for ErasedDuringDownload {
+    async fn media_info(
+        &self,
+        media_id: &str,
+        token: &crm_shared::secret::Secret,
+    ) -> Result<crm_shared::graph::MediaInfo, crm_shared::graph::GraphCallError> {
+        self.inner.media_info(media_id, token).await
+    }
+
+    async fn download(
+        &self,
+        url: &str,
+        token: &crm_shared::secret::Secret,
+    ) -> Result<bytes::Bytes, crm_shared::graph::GraphCallError> {
+        let data = self.inner.download(url, token).await;
+        (self.erase)().await;
+        data
+    }
+}
+
+#[tokio::test]
+async fn media_of_a_message_erased_mid_download_is_removed_again() {
+    let store = stack().store().await;
+    let sdk = stack().sdk().await;
+    let sqs = crm_shared::aws::sqs_client(&sdk);
+    let queue = own_queue(&sqs).await;
+    let gw = start_gateway_with_media_queue(store.clone(), &queue).await;
+    let tenant = new_tenant(&store, "Erased media").await.tenant;
+    let graph = MockServer::start().await;
+    mock_graph(&graph, "55509", "test-graph-token").await;
+    let sha_b64 = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(Sha256::digest(IMAGE))
+    };
+    let body = image_delivery(
+        &tenant.phone_number_id,
+        "447700912399",
+        "wamid.media9",
+        "55509",
+        &sha_b64,
+    );
+    assert_eq!(post_webhook(&gw.base, &body, None).await.0, 200);
+    let message = stored_message(&store, &tenant.tenant_id, "wamid.media9").await;
+
+    let ddb = crm_shared::aws::dynamodb_client(&sdk);
+    let (pk, table) = (
+        crm_shared::store::keys::message_pk(&tenant.tenant_id, &message.message_id),
+        stack().table().to_owned(),
+    );
+    let erase = move || -> futures::future::BoxFuture<'static, ()> {
+        let (ddb, pk, table) = (ddb.clone(), pk.clone(), table.clone());
+        Box::pin(async move {
+            ddb.delete_item()
+                .table_name(table)
+                .key("PK", aws_sdk_dynamodb::types::AttributeValue::S(pk))
+                .key(
+                    "SK",
+                    aws_sdk_dynamodb::types::AttributeValue::S(crm_shared::store::keys::MESSAGE_SK.into()),
+                )
+                .send()
+                .await
+                .unwrap();
+        })
+    };
+    let graph = ErasedDuringDownload {
+        inner: graph_client(&graph),
+        erase: Box::new(erase),
+    };
+    let deps = media_worker(graph, RecordedRetries::default()).await;
+    let handled = devstack::poller::poll_once(&sqs, &queue, 2, |event| media_fn::handle(&deps, event))
+        .await
+        .unwrap();
+    assert_eq!(handled, 1);
+    assert!(deps.retry.0.lock().unwrap().is_empty(), "the job succeeded");
+    let key = crm_shared::blob::media_key(&tenant.tenant_id, &message.contact_id, &message.message_id);
+    let s3 = crm_shared::aws::s3_client(&sdk);
+    let head = s3.head_object().bucket(stack().media_bucket()).key(&key).send().await;
+    assert!(
+        head.is_err(),
+        "the object stored for an erased message was deleted again"
+    );
 }

@@ -39,9 +39,10 @@ fn graph(base: &str) -> GraphClient {
     .unwrap()
 }
 
-fn sender(store: &DynamoStore, graph_base: &str) -> Deps<DynamoStore, GraphClient, NoDelay> {
+/// A sender function instance on the sender's role.
+async fn sender(graph_base: &str) -> Deps<DynamoStore, GraphClient, NoDelay> {
     Deps::new(
-        store.clone(),
+        stack().store_for("SenderFunction").await,
         graph(graph_base),
         NoDelay::default(),
         SenderConfig {
@@ -64,7 +65,7 @@ struct World {
 
 async fn world(name: &str) -> World {
     let store = stack().store().await;
-    let outbound_queue = own_queue("outbound-test").await;
+    let outbound_queue = own_queue("OutboundQueue").await;
     let gw = start_gateway_with_queues(store.clone(), stack().media_queue_url(), &outbound_queue).await;
     let t = new_tenant(&store, name).await;
     let agent = admin::create_api_key(&store, &t.tenant.tenant_id, Role::Agent)
@@ -158,7 +159,7 @@ async fn a_message_travels_from_the_api_to_read() {
     let id = queued["id"].as_str().unwrap().to_owned();
     assert_eq!(w.message(&id).await["status"], "queued");
 
-    let deps = sender(&w.store, &sandbox_url);
+    let deps = sender(&sandbox_url).await;
     assert_eq!(w.run_sender(&deps).await, 1);
     let sent = w.message(&id).await;
     assert!(
@@ -223,7 +224,7 @@ async fn idempotency_keys_return_the_first_response_without_a_second_send() {
     let (s4, _) = w2.send(json!({"to": "+447911123459", "type": "template", "template": {"name": "hi", "language": {"code": "en"}}, "category": "utility"}), Some("order-42-shipped")).await;
     assert_eq!(s4, 202);
 
-    let deps = sender(&w.store, &sandbox_url);
+    let deps = sender(&sandbox_url).await;
     while w.run_sender(&deps).await > 0 {}
     let id = first["id"].as_str().unwrap();
     assert_eq!(
@@ -309,7 +310,7 @@ async fn the_sending_rules_refuse_before_meta_and_again_in_the_sender() {
         (status, refused["error"]["code"].as_str()),
         (422, Some("contact_restricted"))
     );
-    let deps = sender(&w.store, &sandbox_url);
+    let deps = sender(&sandbox_url).await;
     while w.run_sender(&deps).await > 0 {}
     let late = w.message(&late_id).await;
     assert_eq!(late["status"], "rejected", "{late}");
@@ -436,7 +437,7 @@ async fn meta_errors_are_classified_and_a_mixed_batch_reports_only_its_retries()
     let (pair, r_pair) = queued(&w, "+447911123463", &sandbox, 1).await;
     let (down, r_down) = queued(&w, "+447911123464", &sandbox, 3).await;
     let (template, r_template) = queued(&w, "+447911123465", &sandbox, 1).await;
-    let deps = sender(&w.store, &graph_mock.uri());
+    let deps = sender(&graph_mock.uri()).await;
     let outcomes = sender_fn::process_batch(&deps, &[r_ok, r_window, r_throttled, r_pair, r_down, r_template]).await;
     assert_eq!(
         outcomes,
@@ -500,7 +501,7 @@ async fn an_expired_token_fails_the_message_and_stops_sending_for_the_tenant() {
         .await;
     let (first, r1) = queued(&w, "+447911123470", &sandbox, 1).await;
     let (second, r2) = queued(&w, "+447911123471", &sandbox, 1).await;
-    let deps = sender(&w.store, &graph_mock.uri());
+    let deps = sender(&graph_mock.uri()).await;
     assert_eq!(sender_fn::process_batch(&deps, &[r1]).await, vec![Outcome::Done]);
     let m = w.store.get_message(&w.tenant_id, &first).await.unwrap().unwrap();
     assert_eq!((m.status, m.error.unwrap().code), (MessageStatus::Failed, 190));
@@ -529,7 +530,7 @@ async fn an_expired_token_fails_the_message_and_stops_sending_for_the_tenant() {
         .expect(1)
         .mount(&good)
         .await;
-    let deps = sender(&w.store, &good.uri());
+    let deps = sender(&good.uri()).await;
     assert_eq!(sender_fn::process_batch(&deps, &[r2]).await, vec![Outcome::Done]);
     assert_eq!(
         w.store

@@ -219,9 +219,10 @@ async fn conversation(store: &DynamoStore, t: &str, c: &str) -> Vec<MessageRecor
     }
 }
 
-fn worker_deps(privacy: &Privacy) -> privacy_fn::Deps {
+/// A privacy worker (`ExporterFunction`, `EraserFunction`, `RetentionFunction`) on its own role.
+async fn worker_deps(function: &str) -> privacy_fn::Deps {
     privacy_fn::Deps {
-        privacy: privacy.clone(),
+        privacy: stack().privacy_for(function).await,
         config: privacy_fn::WorkerConfig {
             erasure_budget: Duration::from_secs(20),
             ..Default::default()
@@ -232,7 +233,7 @@ fn worker_deps(privacy: &Privacy) -> privacy_fn::Deps {
 /// Runs the exporter on the export queue (as its event source mapping would) until the export
 /// is no longer pending; returns the API's view of it.
 async fn export_until_done(c: &Ctx, export_id: &str) -> Value {
-    let deps = worker_deps(&c.privacy);
+    let deps = worker_deps("ExporterFunction").await;
     let sqs = crm_shared::aws::sqs_client(&stack().sdk().await);
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -252,7 +253,7 @@ async fn export_until_done(c: &Ctx, export_id: &str) -> Value {
 
 /// Runs the eraser on the erasure queue until the erasure is complete; returns its receipt.
 async fn erase_until_done(c: &Ctx, erasure_id: &str) -> Value {
-    let deps = worker_deps(&c.privacy);
+    let deps = worker_deps("EraserFunction").await;
     let sqs = crm_shared::aws::sqs_client(&stack().sdk().await);
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
@@ -1209,7 +1210,7 @@ async fn retention_deletes_exactly_what_is_past_each_period_and_nothing_else() {
     assert!(!ok && err.contains("RFC 3339"), "{err}");
 
     // The scheduled function's handler runs the same sweep.
-    let deps = worker_deps(&a.privacy);
+    let deps = worker_deps("RetentionFunction").await;
     let event = json!({"source": "aws.events", "detail-type": "Scheduled Event", "time": "2001-01-01T00:00:00Z"});
     let out = privacy_fn::handle_schedule(&deps, lambda_runtime::LambdaEvent::new(event, Default::default()))
         .await

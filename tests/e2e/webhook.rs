@@ -575,7 +575,8 @@ async fn the_same_customer_is_a_separate_contact_in_each_tenant() {
 /// What one inbound text message costs in DynamoDB requests (AWS bills per request).
 type Webhook = webhook_fn::Deps<DynamoStore, crm_shared::jobs::SqsQueue>;
 
-/// A webhook function instance (its own route and contact memory) over `store`.
+/// A webhook function instance (its own route and contact memory) over `store` (a store on the
+/// webhook function's role).
 async fn webhook_instance(store: &DynamoStore) -> Webhook {
     let secrets = crm_shared::config::Env::from_map([
         ("WHATSAPP_APP_SECRET", e2e_tests::TEST_APP_SECRET),
@@ -583,7 +584,7 @@ async fn webhook_instance(store: &DynamoStore) -> Webhook {
     ])
     .webhook_secrets()
     .unwrap();
-    let sqs = crm_shared::aws::sqs_client(&stack().sdk().await);
+    let sqs = crm_shared::aws::sqs_client(&stack().sdk_for("WebhookFunction").await);
     webhook_fn::Deps::new(
         store.clone(),
         crm_shared::jobs::SqsQueue::new(sqs, stack().media_queue_url()),
@@ -611,8 +612,8 @@ fn signed_text(pnid: &str, from: &str, wamid: &str, ts: i64) -> lambda_http::Req
 
 #[tokio::test]
 async fn an_inbound_text_costs_at_most_two_dynamodb_requests_for_a_known_contact() {
-    let (store, counter) = stack().counted_store().await;
-    let tenant = new_tenant(&store, "Cost").await.tenant;
+    let (store, counter) = stack().counted_store("WebhookFunction").await;
+    let tenant = new_tenant(&stack().store().await, "Cost").await.tenant;
     let pnid = tenant.phone_number_id.clone();
     let deps = webhook_instance(&store).await;
     let from = customer_wa_id();
@@ -658,7 +659,7 @@ async fn a_remembered_contact_never_outlives_its_identity() {
     let store = stack().store().await;
     let tenant = new_tenant(&store, "Remembered").await.tenant;
     let (t, pnid) = (tenant.tenant_id.clone(), tenant.phone_number_id.clone());
-    let deps = webhook_instance(&store).await;
+    let deps = webhook_instance(&stack().store_for("WebhookFunction").await).await;
     let from = customer_wa_id();
     // A number the API accepts (the fiction range above is kept from webhooks only).
     let moved_to = format!("+447911{}", &unique_numeric_id()[..6]);

@@ -1,5 +1,14 @@
 //! Test harness: one moto endpoint per test binary (on a free port, started here, never
 //! skipped), resources provisioned from `template.yaml`, and helpers to reach them.
+//!
+//! IAM parity: every handler the tests run is wired with [`Stack::sdk_for`] its function's
+//! logical id, which reaches moto through that function's IAM gate ([`proxy`]): each request is
+//! checked against the function's policy statements in `template.yaml` ([`iam`]) and denied as
+//! AWS would deny it. `crmctl` runs behind the gate of the template's `OperatorPolicy`. Only the
+//! tests' own setup and assertions use [`Stack::sdk`] (straight to moto, unchecked).
+
+pub mod iam;
+pub mod proxy;
 
 use std::sync::OnceLock;
 
@@ -21,6 +30,9 @@ pub struct Stack {
     _moto: MotoServer,
     pub endpoint: String,
     pub provisioned: Provisioned,
+    /// Principal (function logical id, `OperatorPolicy`) → its IAM gate's endpoint.
+    pub gates: std::collections::BTreeMap<String, String>,
+    pub policies: std::sync::Arc<iam::Policies>,
 }
 
 static STACK: OnceLock<Stack> = OnceLock::new();
@@ -61,14 +73,27 @@ fn start_stack() -> Stack {
             let provisioned = rt.block_on(async {
                 let sdk = sdk_config(&endpoint).await;
                 let resources = template::load(&root.join("template.yaml")).expect("template parses");
-                provision::provision(&sdk, &Env::default(), &resources)
+                let secrets = std::collections::BTreeMap::from([
+                    ("MetaAppSecret".to_owned(), TEST_APP_SECRET.to_owned()),
+                    ("MetaVerifyToken".to_owned(), TEST_VERIFY_TOKEN.to_owned()),
+                    ("CursorKey".to_owned(), TEST_CURSOR_SECRET.to_owned()),
+                ]);
+                provision::provision_with_secrets(&sdk, &Env::default(), &resources, &secrets)
                     .await
                     .expect("provisioning from template.yaml")
             });
+            let policies = std::sync::Arc::new(
+                iam::Policies::load(&root.join("template.yaml")).unwrap_or_else(|e| panic!("template policies: {e}")),
+            );
+            let mut principals: Vec<String> = policies.principals.keys().cloned().collect();
+            principals.push(format!("{}NoGrants", proxy::PROBE_PREFIX));
+            let gates = proxy::start(&principals, &endpoint, policies.clone());
             Stack {
                 _moto: moto,
                 endpoint,
                 provisioned,
+                gates,
+                policies,
             }
         })
         .join()
@@ -89,8 +114,45 @@ pub async fn sdk_config(endpoint: &str) -> SdkConfig {
 }
 
 impl Stack {
+    /// Unchecked access for the tests' own setup and assertions (never for a handler).
     pub async fn sdk(&self) -> SdkConfig {
         sdk_config(&self.endpoint).await
+    }
+
+    /// The SDK configuration a function (or `OperatorPolicy`) runs with: through its IAM gate.
+    pub async fn sdk_for(&self, principal: &str) -> SdkConfig {
+        let gate = self
+            .gates
+            .get(principal)
+            .unwrap_or_else(|| panic!("{principal} is no principal of template.yaml"));
+        sdk_config(gate).await
+    }
+
+    /// The store a function's handler uses (its role's permissions; Graph tokens sealed with
+    /// the stack's token key, which only the sender's and media worker's roles may open).
+    pub async fn store_for(&self, principal: &str) -> DynamoStore {
+        let sdk = self.sdk_for(principal).await;
+        DynamoStore::new(crm_shared::aws::dynamodb_client(&sdk), self.table())
+            .with_token_cipher(self.token_cipher(&sdk))
+    }
+
+    fn token_cipher(&self, sdk: &SdkConfig) -> crm_shared::kms::TokenCipher {
+        crm_shared::kms::TokenCipher::from_sdk(sdk, &self.provisioned.keys[crm_shared::kms::TOKEN_KEY_LOGICAL_ID])
+    }
+
+    /// The environment a function gets, with its secrets resolved from the local Secrets
+    /// Manager as `principal` (as the function does at init).
+    pub async fn function_env_for(&self, principal: &str, secrets: &[&'static str]) -> Env {
+        let sdk = self.sdk_for(principal).await;
+        crm_shared::secrets::resolve(Env::from_map(self.provisioned.function_env()), &sdk, secrets)
+            .await
+            .unwrap_or_else(|e| panic!("{principal}: {e}"))
+    }
+
+    /// The privacy machinery as `principal` (ApiFunction, ExporterFunction, …) runs it.
+    pub async fn privacy_for(&self, principal: &str) -> crm_shared::privacy::Privacy {
+        let resources = Env::from_map(self.provisioned.function_env()).resources();
+        crm_shared::privacy::Privacy::from_sdk(&self.sdk_for(principal).await, &resources)
     }
 
     pub fn media_queue_url(&self) -> &str {
@@ -110,19 +172,20 @@ impl Stack {
     }
 
     pub async fn store(&self) -> DynamoStore {
-        DynamoStore::new(crm_shared::aws::dynamodb_client(&self.sdk().await), self.table())
+        let sdk = self.sdk().await;
+        DynamoStore::new(crm_shared::aws::dynamodb_client(&sdk), self.table())
+            .with_token_cipher(self.token_cipher(&sdk))
     }
 
-    /// The privacy machinery (exports, erasure, retention) wired to this stack.
+    /// The privacy machinery (exports, erasure, retention) as the API function runs it.
     pub async fn privacy(&self) -> crm_shared::privacy::Privacy {
-        let resources = Env::from_map(self.provisioned.function_env()).resources();
-        crm_shared::privacy::Privacy::from_sdk(&self.sdk().await, &resources)
+        self.privacy_for("ApiFunction").await
     }
 
-    /// Environment a process (e.g. `crmctl`) needs to reach this stack.
+    /// Environment `crmctl` needs to reach this stack, as an operator under `OperatorPolicy`.
     pub fn process_env(&self) -> Vec<(String, String)> {
         let mut env = vec![
-            ("AWS_ENDPOINT_URL".to_owned(), self.endpoint.clone()),
+            ("AWS_ENDPOINT_URL".to_owned(), self.gates[iam::OPERATOR].clone()),
             ("AWS_REGION".to_owned(), "us-east-1".to_owned()),
             ("AWS_ACCESS_KEY_ID".to_owned(), "test".to_owned()),
             ("AWS_SECRET_ACCESS_KEY".to_owned(), "test".to_owned()),
@@ -216,24 +279,35 @@ async fn start_gateway_on(
 ) -> Gateway {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let secrets = Env::from_map([
-        ("WHATSAPP_APP_SECRET", TEST_APP_SECRET),
-        ("WHATSAPP_VERIFY_TOKEN", TEST_VERIFY_TOKEN),
-    ])
-    .webhook_secrets()
-    .unwrap();
-    let sdk = on.sdk().await;
-    let sqs = crm_shared::aws::sqs_client(&sdk);
-    let media = crm_shared::blob::S3Blobs::new(crm_shared::aws::s3_client(&sdk), on.media_bucket());
+    // Secrets as the functions read them at init: from (local) Secrets Manager, on their roles.
+    let secrets = on
+        .function_env_for("WebhookFunction", &["WHATSAPP_APP_SECRET", "WHATSAPP_VERIFY_TOKEN"])
+        .await
+        .webhook_secrets()
+        .unwrap();
+    let cursor_secret = on
+        .function_env_for("ApiFunction", &["CURSOR_SECRET"])
+        .await
+        .cursor_secret()
+        .unwrap();
+    // `store` names the stack's table; each function gets its own client, on its own role.
+    let table = store.table().to_owned();
+    let api_sdk = on.sdk_for("ApiFunction").await;
+    let webhook_sdk = on.sdk_for("WebhookFunction").await;
+    let media = crm_shared::blob::S3Blobs::new(crm_shared::aws::s3_client(&api_sdk), on.media_bucket());
     let handlers = std::sync::Arc::new(devstack::gateway::Handlers {
         api: api_fn::Deps::new(
-            store.clone(),
-            CursorCodec::new(TEST_CURSOR_SECRET),
+            DynamoStore::new(crm_shared::aws::dynamodb_client(&api_sdk), table.clone()),
+            CursorCodec::new(cursor_secret.expose()),
             media,
-            SqsQueue::new(sqs.clone(), outbound_queue_url),
+            SqsQueue::new(crm_shared::aws::sqs_client(&api_sdk), outbound_queue_url),
         )
         .with_privacy(privacy),
-        webhook: webhook_fn::Deps::new(store, SqsQueue::new(sqs, media_queue_url), secrets),
+        webhook: webhook_fn::Deps::new(
+            DynamoStore::new(crm_shared::aws::dynamodb_client(&webhook_sdk), table),
+            SqsQueue::new(crm_shared::aws::sqs_client(&webhook_sdk), media_queue_url),
+            secrets,
+        ),
     });
     let task = tokio::spawn(devstack::gateway::serve(listener, handlers));
     Gateway { base, task }
@@ -327,10 +401,10 @@ impl aws_sdk_dynamodb::config::Intercept for RequestCounter {
 }
 
 impl Stack {
-    /// A store whose DynamoDB requests are counted.
-    pub async fn counted_store(&self) -> (DynamoStore, RequestCounter) {
+    /// A store of `principal`'s whose DynamoDB requests are counted.
+    pub async fn counted_store(&self, principal: &str) -> (DynamoStore, RequestCounter) {
         let counter = RequestCounter::default();
-        let conf = aws_sdk_dynamodb::config::Builder::from(&self.sdk().await)
+        let conf = aws_sdk_dynamodb::config::Builder::from(&self.sdk_for(principal).await)
             .interceptor(counter.clone())
             .build();
         (
@@ -363,11 +437,17 @@ pub async fn api(
     (status, body)
 }
 
-/// A queue of this test's own (so concurrent tests never consume each other's jobs).
-pub async fn own_queue(prefix: &str) -> String {
+/// A queue of this test's own (so concurrent tests never consume each other's jobs), standing in
+/// for the template's queue `logical_id` (named `<its local name>-test-…`, so the IAM gates check
+/// it as that queue).
+pub async fn own_queue(logical_id: &str) -> String {
     let sqs = crm_shared::aws::sqs_client(&stack().sdk().await);
     sqs.create_queue()
-        .queue_name(format!("{prefix}-{}", unique_numeric_id()))
+        .queue_name(format!(
+            "{}-test-{}",
+            crm_shared::config::local_name(logical_id),
+            unique_numeric_id()
+        ))
         .send()
         .await
         .unwrap()

@@ -57,10 +57,15 @@ pub async fn handle<S: ApiStore, L: MediaLinks, Q: SendJobQueue>(
     deps: &Deps<S, L, Q>,
     req: Request,
 ) -> Result<Response<Body>, Error> {
-    let response = match dispatch(deps, &req).await {
+    let mut response = match dispatch(deps, &req).await {
         Ok(resp) => resp,
         Err(err) => json_response(err.status, &err.body()),
     };
+    // Every answer is tenant data (or about it): no shared or browser cache may keep it.
+    response.headers_mut().insert(
+        lambda_http::http::header::CACHE_CONTROL,
+        lambda_http::http::HeaderValue::from_static("no-store"),
+    );
     Ok(response)
 }
 

@@ -10,8 +10,9 @@ use lambda_http::{Error, run, service_fn};
 async fn main() -> Result<(), Error> {
     lambda_http::tracing::init_default_subscriber();
     crm_shared::contact::warm_phone_metadata_in_background();
-    let env = Env::from_env();
     let sdk = aws::load_sdk_config().await;
+    // Resolved once per execution environment, before the first request.
+    let env = crm_shared::secrets::resolve(Env::from_env(), &sdk, &["CURSOR_SECRET"]).await?;
     let cursors = CursorCodec::new(env.cursor_secret()?.expose());
     let resources = env.resources();
     let privacy = crm_shared::privacy::Privacy::from_sdk(&sdk, &resources);

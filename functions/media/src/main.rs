@@ -15,7 +15,9 @@ async fn main() -> Result<(), Error> {
     let graph = GraphClient::new(&env.graph()?)?;
     let sdk = aws::load_sdk_config().await;
     let deps = Deps {
-        store: DynamoStore::new(aws::dynamodb_client(&sdk), resources.table),
+        store: DynamoStore::new(aws::dynamodb_client(&sdk), resources.table).with_token_cipher(
+            crm_shared::kms::TokenCipher::from_sdk(&sdk, crm_shared::kms::token_key_id(&env)),
+        ),
         graph,
         blobs: S3Blobs::new(aws::s3_client(&sdk), resources.media_bucket),
         retry: SqsQueue::new(aws::sqs_client(&sdk), resources.media_queue_url),

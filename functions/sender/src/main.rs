@@ -13,8 +13,9 @@ async fn main() -> Result<(), Error> {
     let resources = env.resources();
     let graph = GraphClient::new(&env.graph()?)?;
     let sdk = aws::load_sdk_config().await;
+    let tokens = crm_shared::kms::TokenCipher::from_sdk(&sdk, crm_shared::kms::token_key_id(&env));
     let deps = Deps::new(
-        DynamoStore::new(aws::dynamodb_client(&sdk), resources.table),
+        DynamoStore::new(aws::dynamodb_client(&sdk), resources.table).with_token_cipher(tokens),
         graph,
         SqsQueue::new(aws::sqs_client(&sdk), resources.outbound_queue_url),
         SenderConfig {

@@ -9,10 +9,12 @@ use webhook_fn::{Deps, handle};
 async fn main() -> Result<(), Error> {
     lambda_http::tracing::init_default_subscriber();
     crm_shared::contact::warm_phone_metadata_in_background();
-    let env = Env::from_env();
+    let sdk = aws::load_sdk_config().await;
+    // Resolved once per execution environment, before the first delivery.
+    let env =
+        crm_shared::secrets::resolve(Env::from_env(), &sdk, &["WHATSAPP_APP_SECRET", "WHATSAPP_VERIFY_TOKEN"]).await?;
     let secrets = env.webhook_secrets()?;
     let resources = env.resources();
-    let sdk = aws::load_sdk_config().await;
     let deps = Deps::new(
         DynamoStore::new(aws::dynamodb_client(&sdk), resources.table),
         SqsQueue::new(aws::sqs_client(&sdk), resources.media_queue_url),

@@ -153,7 +153,10 @@ async fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<Value, CliError> {
     let env = Env::from_env();
     let sdk = aws::load_sdk_config().await;
-    let store = DynamoStore::new(aws::dynamodb_client(&sdk), env.resources().table);
+    // New Graph tokens are sealed with the token key (GRAPH_TOKEN_KEY_ID, the stack's output).
+    let store = DynamoStore::new(aws::dynamodb_client(&sdk), env.resources().table).with_token_cipher(
+        crm_shared::kms::TokenCipher::from_sdk(&sdk, crm_shared::kms::token_key_id(&env)),
+    );
     match cli.command {
         Command::Tenant {
             command:

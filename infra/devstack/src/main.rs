@@ -94,7 +94,13 @@ async fn run() -> Result<(), BoxError> {
         .await;
 
     let resources = template::load(&root.join("template.yaml"))?;
-    let provisioned = provision::provision(&sdk, &env, &resources).await?;
+    // The functions read these from (local) Secrets Manager, as on AWS.
+    let secret_values = std::collections::BTreeMap::from([
+        ("MetaAppSecret".to_owned(), app_secret.clone()),
+        ("MetaVerifyToken".to_owned(), verify_token.clone()),
+        ("CursorKey".to_owned(), cursor_secret.clone()),
+    ]);
+    let provisioned = provision::provision_with_secrets(&sdk, &env, &resources, &secret_values).await?;
     for (logical, name) in provisioned.tables.iter().chain(&provisioned.buckets) {
         eprintln!("devstack: {logical} → {name}");
     }
@@ -107,7 +113,10 @@ async fn run() -> Result<(), BoxError> {
         .get("DataTable")
         .cloned()
         .ok_or("template has no DataTable")?;
-    let store = DynamoStore::new(aws::dynamodb_client(&sdk), table);
+    let function_env = Env::from_map(provisioned.function_env());
+    let store = DynamoStore::new(aws::dynamodb_client(&sdk), table).with_token_cipher(
+        crm_shared::kms::TokenCipher::from_sdk(&sdk, crm_shared::kms::token_key_id(&function_env)),
+    );
     let demo = NewTenant::validated("Demo Business", DEMO_PHONE_NUMBER_ID, DEMO_WABA_ID, DEMO_GRAPH_TOKEN)?;
     let demo = admin::create_tenant(&store, demo).await?;
 
@@ -128,13 +137,19 @@ async fn run() -> Result<(), BoxError> {
         .cloned()
         .ok_or("template has no MediaBucket")?;
     let media_queue = SqsQueue::new(sqs.clone(), &media_queue_url);
-    let secrets = Env::from_map([
-        ("WHATSAPP_APP_SECRET", app_secret.as_str()),
-        ("WHATSAPP_VERIFY_TOKEN", verify_token.as_str()),
-    ])
+    let secrets = crm_shared::secrets::resolve(
+        function_env.clone(),
+        &sdk,
+        &["WHATSAPP_APP_SECRET", "WHATSAPP_VERIFY_TOKEN"],
+    )
+    .await?
     .webhook_secrets()?;
+    let cursor_secret = crm_shared::secrets::resolve(function_env.clone(), &sdk, &["CURSOR_SECRET"])
+        .await?
+        .cursor_secret()?
+        .expose()
+        .to_owned();
     // Exports, erasure and retention: the same resources the functions get from `Globals`.
-    let function_env = Env::from_map(provisioned.function_env());
     let privacy = crm_shared::privacy::Privacy::from_sdk(&sdk, &function_env.resources());
     let handlers = Arc::new(Handlers {
         api: api_fn::Deps::new(

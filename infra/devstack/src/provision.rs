@@ -39,6 +39,10 @@ pub struct Provisioned {
     pub tables: BTreeMap<String, String>,
     pub queue_urls: BTreeMap<String, String>,
     pub buckets: BTreeMap<String, String>,
+    /// KMS key logical id → its local alias (`alias/<local name>`).
+    pub keys: BTreeMap<String, String>,
+    /// Secret logical id → its local name.
+    pub secrets: BTreeMap<String, String>,
 }
 
 impl Provisioned {
@@ -53,6 +57,16 @@ impl Provisioned {
                     .or_else(|| self.queue_urls.get(*logical))
                     .map(|v| (var.to_string(), v.clone()))
             })
+            .chain(crm_shared::secrets::SECRET_ENV.iter().filter_map(|(var, logical)| {
+                self.secrets
+                    .get(*logical)
+                    .map(|name| (crm_shared::secrets::secret_id_var(var), name.clone()))
+            }))
+            .chain(
+                self.keys
+                    .get(crm_shared::kms::TOKEN_KEY_LOGICAL_ID)
+                    .map(|alias| ("GRAPH_TOKEN_KEY_ID".to_owned(), alias.clone())),
+            )
             .collect()
     }
 }
@@ -69,7 +83,52 @@ pub fn resource_name(env: &Env, logical_id: &str) -> String {
 }
 
 pub async fn provision(sdk: &SdkConfig, env: &Env, resources: &Resources) -> Result<Provisioned, ProvisionError> {
+    provision_with_secrets(sdk, env, resources, &BTreeMap::new()).await
+}
+
+/// [`provision`], with the values of the template's secrets (logical id → value); a secret not
+/// given gets a random value (as `GenerateSecretString` would).
+pub async fn provision_with_secrets(
+    sdk: &SdkConfig,
+    env: &Env,
+    resources: &Resources,
+    secret_values: &BTreeMap<String, String>,
+) -> Result<Provisioned, ProvisionError> {
     let mut out = Provisioned::default();
+    let kms = aws_sdk_kms::Client::new(sdk);
+    for logical in &resources.keys {
+        let alias = format!("alias/{}", local_name(logical));
+        let key = kms
+            .create_key()
+            .description(format!("local {logical}"))
+            .send()
+            .await
+            .map_err(|e| fail(logical, DisplayErrorContext(&e)))?;
+        let key_id = key.key_metadata.map(|m| m.key_id).unwrap_or_default();
+        kms.create_alias()
+            .alias_name(&alias)
+            .target_key_id(key_id)
+            .send()
+            .await
+            .map_err(|e| fail(logical, DisplayErrorContext(&e)))?;
+        out.keys.insert(logical.clone(), alias);
+    }
+    let secretsmanager = aws_sdk_secretsmanager::Client::new(sdk);
+    for logical in &resources.secrets {
+        let name = local_name(logical);
+        let value = secret_values
+            .get(logical)
+            .cloned()
+            .unwrap_or_else(|| format!("{}{}", crm_shared::ids::new_id(), crm_shared::ids::new_id()));
+        secretsmanager
+            .create_secret()
+            .name(&name)
+            .secret_string(value)
+            .send()
+            .await
+            .map_err(|e| fail(logical, DisplayErrorContext(&e)))?;
+        out.secrets.insert(logical.clone(), name);
+    }
     let ddb = crm_shared::aws::dynamodb_client(sdk);
     for table in &resources.tables {
         let name = resource_name(env, &table.logical_id);

@@ -1,5 +1,7 @@
-//! Reads the stateful resources (tables, queues, buckets) out of `template.yaml`, so the local
-//! stack is built from the same declaration that deploys to AWS.
+//! Reads the stateful resources (tables, queues, buckets, KMS keys, Secrets Manager secrets) out
+//! of `template.yaml`, so the local stack is built from the same declaration that deploys to AWS.
+//! Everything else (functions, alarms, log groups, policies) has no local counterpart and is
+//! skipped.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -80,6 +82,10 @@ pub struct Resources {
     pub tables: Vec<TableSpec>,
     pub queues: Vec<QueueSpec>,
     pub buckets: Vec<BucketSpec>,
+    /// Logical ids of the customer-managed KMS keys.
+    pub keys: Vec<String>,
+    /// Logical ids of the Secrets Manager secrets.
+    pub secrets: Vec<String>,
 }
 
 pub fn load(path: &Path) -> Result<Resources, TemplateError> {
@@ -102,6 +108,8 @@ pub fn parse(text: &str) -> Result<Resources, TemplateError> {
             "AWS::DynamoDB::Table" => out.tables.push(table(id, props)?),
             "AWS::SQS::Queue" => out.queues.push(queue(id, props)?),
             "AWS::S3::Bucket" => out.buckets.push(bucket(id, props)?),
+            "AWS::KMS::Key" => out.keys.push(id.to_owned()),
+            "AWS::SecretsManager::Secret" => out.secrets.push(id.to_owned()),
             _ => {}
         }
     }

@@ -29,6 +29,8 @@ pub type Item = HashMap<String, AttributeValue>;
 pub struct DynamoStore {
     client: Client,
     table: String,
+    /// Seals and opens Graph tokens (crate::kms); none: stored as given.
+    pub(crate) tokens: Option<crate::kms::TokenCipher>,
 }
 
 impl DynamoStore {
@@ -36,6 +38,7 @@ impl DynamoStore {
         DynamoStore {
             client,
             table: table.into(),
+            tokens: None,
         }
     }
 

@@ -34,7 +34,10 @@ impl TenantStore for DynamoStore {
                 self.table(),
                 to_item(&RouteItem::new(waba_route_pk(&tenant.waba_id), t)),
             ),
-            put_new(self.table(), to_item(&TokenItem::new(t, graph_token.expose()))),
+            put_new(
+                self.table(),
+                to_item(&TokenItem::new(t, &self.seal_token(t, graph_token).await?)),
+            ),
             put_new(self.table(), to_item(&KeyItem::from(first_key))),
         ];
         match self.transact(items).await? {
@@ -65,7 +68,10 @@ impl TenantStore for DynamoStore {
 
     async fn graph_token(&self, tenant_id: &str) -> Result<Option<Secret>, StoreError> {
         let item: Option<TokenItem> = self.get(tenant_pk(tenant_id), GRAPH_TOKEN_SK).await?;
-        Ok(item.map(|i| Secret::new(i.access_token)))
+        match item {
+            Some(i) => Ok(Some(self.open_token(tenant_id, i.access_token).await?)),
+            None => Ok(None),
+        }
     }
 
     async fn set_token_invalid(&self, tenant_id: &str, invalid: bool) -> Result<(), StoreError> {
@@ -97,7 +103,10 @@ impl TenantStore for DynamoStore {
             .expect("update is complete");
         let items = vec![
             tx_update(tenant),
-            put_always(self.table(), to_item(&TokenItem::new(tenant_id, token.expose()))),
+            put_always(
+                self.table(),
+                to_item(&TokenItem::new(tenant_id, &self.seal_token(tenant_id, token).await?)),
+            ),
         ];
         match self.transact(items).await? {
             Ok(()) => Ok(()),
