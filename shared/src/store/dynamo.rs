@@ -8,6 +8,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeValue, ConditionCheck, Delete, DeleteRequest, KeysAndAttributes, Put, PutRequest, TransactWriteItem,
@@ -17,8 +18,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use futures::stream::{self, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
-use super::StoreError;
 use super::keys::*;
+use super::{Page, StoreError};
 use crate::cursor::Position;
 
 /// A raw item.
@@ -525,6 +526,37 @@ impl DynamoStore {
             items: out.items.unwrap_or_default(),
             next: out.last_evaluated_key.filter(|k| !k.is_empty()),
         })
+    }
+
+    /// One page of a listing: `query` (a partition or index query, without limit or start)
+    /// runs with `Limit = limit + 1` from the tenant-checked `start`, and its items are mapped
+    /// through their stored form `I`; the page's next position is there only when more
+    /// follows. `key_attrs` are the queried index's key attributes.
+    pub(crate) async fn list_page<I, T>(
+        &self,
+        query: QueryFluentBuilder,
+        tenant_id: &str,
+        limit: i32,
+        start: Option<Position>,
+        key_attrs: &[&str],
+        map: impl Fn(I) -> T,
+    ) -> Result<Page<T>, StoreError>
+    where
+        I: for<'de> Deserialize<'de>,
+    {
+        let out = query
+            .table_name(&self.table)
+            .limit(limit + 1)
+            .set_exclusive_start_key(start_key(tenant_id, start)?)
+            .send()
+            .await
+            .map_err(backend)?;
+        let (raw, next) = trim_page(out.items.unwrap_or_default(), limit, out.last_evaluated_key, key_attrs);
+        let items = raw
+            .into_iter()
+            .map(|i| from_item::<I>(i).map(&map))
+            .collect::<Result<Vec<T>, _>>()?;
+        Ok(Page { items, next })
     }
 
     /// Every item a query matches (for partitions known to be small).
