@@ -16,6 +16,9 @@ use crm_shared::jobs::{MediaJob, RetryScheduler, partial_batch_response, receive
 use crm_shared::message::{MediaRef, MediaStatus};
 use crm_shared::store::{MessageStore, StoreError, TenantStore};
 
+#[cfg(test)]
+mod tests;
+
 pub struct Deps<S, G, B, R> {
     pub store: S,
     pub graph: G,

@@ -17,11 +17,13 @@ use serde_json::{Value, json};
 
 use crm_shared::audit::AuditEntry;
 use crm_shared::config::{ConfigError, Env};
+use crm_shared::jobs::{JobQueue, SqsQueue};
 use crm_shared::jobs::{partial_batch_response, receive_count};
+use crm_shared::objects::{Bucket, ObjectStore};
 use crm_shared::privacy::erasure::Continued;
 use crm_shared::privacy::export::Built;
-use crm_shared::privacy::{ErasureJob, ExportJob, Privacy};
-use crm_shared::store::AuditStore;
+use crm_shared::privacy::{ErasureJob, ExportJob, Privacy, PrivacyPorts};
+use crm_shared::store::{AuditStore, DynamoStore};
 
 /// Settings of the privacy functions (from their environment in `template.yaml`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,20 +65,28 @@ impl WorkerConfig {
     }
 }
 
-pub struct Deps {
-    pub privacy: Privacy,
+/// What the privacy workers talk to, each behind its port (the defaults are the AWS ones).
+pub struct Deps<S = DynamoStore, O = Bucket, Q = SqsQueue> {
+    pub privacy: Privacy<S, O, Q>,
     pub config: WorkerConfig,
 }
 
+/// Storage the privacy workers need: the privacy machinery's, and the audit log.
+pub trait WorkerStore: PrivacyPorts + AuditStore {}
+impl<T: PrivacyPorts + AuditStore> WorkerStore for T {}
+
 /// Exporter: builds each queued export.
-pub async fn handle_exports(deps: &Deps, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchResponse, Error> {
+pub async fn handle_exports<S: WorkerStore, O: ObjectStore, Q: JobQueue>(
+    deps: &Deps<S, O, Q>,
+    event: LambdaEvent<SqsEvent>,
+) -> Result<SqsBatchResponse, Error> {
     let records = &event.payload.records;
     let outcomes = futures::future::join_all(records.iter().map(|r| export_record(deps, r))).await;
     Ok(partial_batch_response(records, outcomes))
 }
 
 #[tracing::instrument(skip_all, fields(sqs_message_id = record.message_id.as_deref().unwrap_or("")))]
-async fn export_record(deps: &Deps, record: &SqsMessage) -> bool {
+async fn export_record<S: WorkerStore, O: ObjectStore, Q: JobQueue>(deps: &Deps<S, O, Q>, record: &SqsMessage) -> bool {
     let Some(job) = record
         .body
         .as_deref()
@@ -110,7 +120,10 @@ async fn export_record(deps: &Deps, record: &SqsMessage) -> bool {
 }
 
 /// Eraser: continues each queued erasure for up to the configured budget.
-pub async fn handle_erasures(deps: &Deps, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchResponse, Error> {
+pub async fn handle_erasures<S: WorkerStore, O: ObjectStore, Q: JobQueue>(
+    deps: &Deps<S, O, Q>,
+    event: LambdaEvent<SqsEvent>,
+) -> Result<SqsBatchResponse, Error> {
     let records = &event.payload.records;
     let mut outcomes = Vec::with_capacity(records.len());
     // One at a time: each may use the whole budget.
@@ -121,7 +134,10 @@ pub async fn handle_erasures(deps: &Deps, event: LambdaEvent<SqsEvent>) -> Resul
 }
 
 #[tracing::instrument(skip_all, fields(sqs_message_id = record.message_id.as_deref().unwrap_or("")))]
-async fn erasure_record(deps: &Deps, record: &SqsMessage) -> bool {
+async fn erasure_record<S: WorkerStore, O: ObjectStore, Q: JobQueue>(
+    deps: &Deps<S, O, Q>,
+    record: &SqsMessage,
+) -> bool {
     let Some(job) = record
         .body
         .as_deref()
@@ -173,7 +189,10 @@ pub fn scheduled_time(event: &Value) -> DateTime<Utc> {
 
 /// Retention: one sweep over every tenant, as of the schedule's time. A tenant that failed
 /// fails the invocation (after the others ran), so it shows in the function's error metrics.
-pub async fn handle_schedule(deps: &Deps, event: LambdaEvent<Value>) -> Result<Value, Error> {
+pub async fn handle_schedule<S: WorkerStore, O: ObjectStore, Q: JobQueue>(
+    deps: &Deps<S, O, Q>,
+    event: LambdaEvent<Value>,
+) -> Result<Value, Error> {
     let as_of = scheduled_time(&event.payload);
     let deadline = Instant::now() + deps.config.retention_budget;
     let report = deps.privacy.run_retention(as_of, Some(deadline), &[]).await?;

@@ -12,6 +12,8 @@
 mod overflow;
 mod plan;
 mod process;
+#[cfg(test)]
+mod tests;
 
 use std::time::{Duration, Instant};
 

@@ -9,8 +9,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::dynamo::{
-    DynamoStore, av, backend, condition_failed, from_item, key, n, put_always, s, start_key, to_item, trim_page,
-    tx_put, tx_update,
+    DynamoStore, av, backend, condition_failed, from_item, key, n, put_always, s, to_item, tx_put, tx_update,
 };
 use super::items::{
     ConsentItem, MessageItem, ParkedStatusItem, RawEventItem, StatusChange, WamidPointerItem, media_is_stored,
@@ -149,30 +148,16 @@ impl MessageStore for DynamoStore {
         limit: i32,
         start: Option<Position>,
     ) -> Result<Page<MessageRecord>, StoreError> {
-        let out = self
+        let query = self
             .client()
             .query()
-            .table_name(self.table())
             .index_name(GSI1)
             .key_condition_expression("GSI1PK = :pk")
             .expression_attribute_values(":pk", s(conversation_gsi1pk(tenant_id, contact_id)))
-            .scan_index_forward(false)
-            .limit(limit + 1)
-            .set_exclusive_start_key(start_key(tenant_id, start)?)
-            .send()
+            .scan_index_forward(false);
+        let key_attrs = [PK, SK, GSI1_PK, GSI1_SK];
+        self.list_page(query, tenant_id, limit, start, &key_attrs, |m: MessageItem| m.message)
             .await
-            .map_err(backend)?;
-        let (raw, next) = trim_page(
-            out.items.unwrap_or_default(),
-            limit,
-            out.last_evaluated_key,
-            &[PK, SK, GSI1_PK, GSI1_SK],
-        );
-        let items = raw
-            .into_iter()
-            .map(|i| from_item::<MessageItem>(i).map(|m| m.message))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Page { items, next })
     }
 
     async fn update_media(&self, tenant_id: &str, message_id: &str, media: &MediaRef) -> Result<(), StoreError> {

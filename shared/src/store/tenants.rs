@@ -5,8 +5,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, ReturnValue, Updat
 use chrono::{DateTime, Utc};
 
 use super::dynamo::{
-    DynamoStore, attr, backend, condition_failed, from_item, key, put_always, put_new, s, start_key, to_item,
-    trim_page, tx_check, tx_update,
+    DynamoStore, attr, backend, condition_failed, from_item, key, put_always, put_new, s, to_item, tx_check, tx_update,
 };
 use super::items::{KeyItem, RouteItem, TenantItem, TokenItem, key_time};
 use super::keys::*;
@@ -217,25 +216,15 @@ impl ApiKeyStore for DynamoStore {
         limit: i32,
         start: Option<Position>,
     ) -> Result<Page<ApiKeyRecord>, StoreError> {
-        let out = self
+        let query = self
             .client()
             .query()
-            .table_name(self.table())
             .key_condition_expression("PK = :pk AND begins_with(SK, :prefix)")
             .expression_attribute_values(":pk", s(tenant_pk(tenant_id)))
             .expression_attribute_values(":prefix", s(api_key_sk("")))
-            .limit(limit + 1)
-            .set_exclusive_start_key(start_key(tenant_id, start)?)
-            .consistent_read(true)
-            .send()
+            .consistent_read(true);
+        self.list_page(query, tenant_id, limit, start, &[PK, SK], |k: KeyItem| k.into())
             .await
-            .map_err(backend)?;
-        let (raw, next) = trim_page(out.items.unwrap_or_default(), limit, out.last_evaluated_key, &[PK, SK]);
-        let items = raw
-            .into_iter()
-            .map(|i| from_item::<KeyItem>(i).map(Into::into))
-            .collect::<Result<Vec<ApiKeyRecord>, _>>()?;
-        Ok(Page { items, next })
     }
 
     async fn record_key_use(&self, tenant_id: &str, key_id: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
