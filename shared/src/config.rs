@@ -202,6 +202,16 @@ impl Env {
         self.bounded("SEND_RATE_PER_SECOND", 80, 1..=10_000)
     }
 
+    /// The API's per-tenant quota (`TENANT_REQUESTS_PER_SECOND`, `TENANT_REQUEST_BURST`; the
+    /// template's `TenantRequestsPerSecond` / `TenantRequestBurst`).
+    pub fn tenant_quota(&self) -> Result<crate::quota::QuotaConfig, ConfigError> {
+        let d = crate::quota::QuotaConfig::default();
+        Ok(crate::quota::QuotaConfig {
+            rate_per_second: self.bounded("TENANT_REQUESTS_PER_SECOND", d.rate_per_second, 1..=1_000_000)?,
+            burst: self.bounded("TENANT_REQUEST_BURST", d.burst, 1..=1_000_000)?,
+        })
+    }
+
     /// A whole number from the environment within `range`, or `default` when unset: the one
     /// parser for every numeric setting (counts, budgets, ports).
     pub fn bounded<T>(&self, name: &'static str, default: T, range: RangeInclusive<T>) -> Result<T, ConfigError>
@@ -313,6 +323,17 @@ mod tests {
                 })
             );
         }
+    }
+
+    #[test]
+    fn tenant_quota_defaults_to_the_template_and_reads_both_variables() {
+        let d = Env::default().tenant_quota().unwrap();
+        assert_eq!((d.rate_per_second, d.burst), (20, 40));
+        let q = Env::from_map([("TENANT_REQUESTS_PER_SECOND", "5"), ("TENANT_REQUEST_BURST", "9")])
+            .tenant_quota()
+            .unwrap();
+        assert_eq!((q.rate_per_second, q.burst), (5, 9));
+        assert!(Env::from_map([("TENANT_REQUEST_BURST", "0")]).tenant_quota().is_err());
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod kms;
 pub mod message;
 pub mod objects;
 pub mod privacy;
+pub mod quota;
 pub mod secret;
 pub mod secrets;
 pub mod sending;

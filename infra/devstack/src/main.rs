@@ -158,7 +158,8 @@ async fn run() -> Result<(), BoxError> {
             S3Blobs::new(aws::s3_client(&sdk), media_bucket.clone()),
             SqsQueue::new(sqs.clone(), &outbound_queue_url),
         )
-        .with_privacy(privacy.clone()),
+        .with_privacy(privacy.clone())
+        .with_quota(env.tenant_quota()?),
         webhook: webhook_fn::Deps::new(store.clone(), media_queue.clone(), secrets),
     });
     // Meta: the local sandbox unless GRAPH_API_BASE points elsewhere.
