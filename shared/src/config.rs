@@ -202,6 +202,30 @@ impl Env {
         self.bounded("SEND_RATE_PER_SECOND", 80, 1..=10_000)
     }
 
+    /// Where the media worker may download media from: `GRAPH_MEDIA_HOSTS` (comma-separated host
+    /// suffixes or IP addresses; default Meta's media CDNs) and `GRAPH_MEDIA_ALLOW_HTTP`
+    /// (`true` only for a local fake Graph API; default `false`).
+    pub fn media_hosts(&self) -> Result<crate::media_url::MediaHosts, ConfigError> {
+        let allow_http = match self.get("GRAPH_MEDIA_ALLOW_HTTP") {
+            None => false,
+            Some(v) if v.eq_ignore_ascii_case("true") || v == "1" => true,
+            Some(v) if v.eq_ignore_ascii_case("false") || v == "0" => false,
+            Some(_) => {
+                return Err(ConfigError::Invalid {
+                    name: "GRAPH_MEDIA_ALLOW_HTTP",
+                    reason: "must be true or false".into(),
+                });
+            }
+        };
+        let list = self
+            .get("GRAPH_MEDIA_HOSTS")
+            .unwrap_or(crate::media_url::DEFAULT_MEDIA_HOSTS);
+        crate::media_url::MediaHosts::parse(list, allow_http).map_err(|e| ConfigError::Invalid {
+            name: "GRAPH_MEDIA_HOSTS",
+            reason: e.to_string(),
+        })
+    }
+
     /// The API's per-tenant quota (`TENANT_REQUESTS_PER_SECOND`, `TENANT_REQUEST_BURST`; the
     /// template's `TenantRequestsPerSecond` / `TenantRequestBurst`).
     pub fn tenant_quota(&self) -> Result<crate::quota::QuotaConfig, ConfigError> {
@@ -334,6 +358,27 @@ mod tests {
             .unwrap();
         assert_eq!((q.rate_per_second, q.burst), (5, 9));
         assert!(Env::from_map([("TENANT_REQUEST_BURST", "0")]).tenant_quota().is_err());
+    }
+
+    #[test]
+    fn media_hosts_default_to_meta_over_https() {
+        use crate::media_url::MediaHosts;
+        assert_eq!(Env::default().media_hosts().unwrap(), MediaHosts::meta());
+        let local = Env::from_map([("GRAPH_MEDIA_HOSTS", "127.0.0.1"), ("GRAPH_MEDIA_ALLOW_HTTP", "true")])
+            .media_hosts()
+            .unwrap();
+        assert_eq!(local, MediaHosts::loopback());
+        // http alone never widens the hosts.
+        let http_only = Env::from_map([("GRAPH_MEDIA_ALLOW_HTTP", "true")])
+            .media_hosts()
+            .unwrap();
+        assert!(http_only.check("http://127.0.0.1:9/x").is_err());
+        assert!(
+            Env::from_map([("GRAPH_MEDIA_ALLOW_HTTP", "yes")])
+                .media_hosts()
+                .is_err()
+        );
+        assert!(Env::from_map([("GRAPH_MEDIA_HOSTS", "com")]).media_hosts().is_err());
     }
 
     #[test]

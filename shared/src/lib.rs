@@ -15,6 +15,7 @@ pub mod graph;
 pub mod ids;
 pub mod jobs;
 pub mod kms;
+pub mod media_url;
 pub mod message;
 pub mod objects;
 pub mod privacy;
