@@ -411,6 +411,18 @@ mod tests {
         assert!(shown.contains("Secret(***)") && !shown.contains("\"v\""), "{shown}");
     }
 
+    /// The quota's code defaults are the template's parameter defaults.
+    #[test]
+    fn quota_defaults_match_the_template() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml"))
+            .expect("template.yaml at the workspace root");
+        let doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+        let default = |name: &str| doc["Parameters"][name]["Default"].as_u64().unwrap();
+        let q = crate::quota::QuotaConfig::default();
+        assert_eq!(u64::from(q.rate_per_second), default("TenantRequestsPerSecond"));
+        assert_eq!(u64::from(q.burst), default("TenantRequestBurst"));
+    }
+
     /// The template's `Globals` environment and [`RESOURCE_ENV`] must name the same resources.
     #[test]
     fn resource_env_matches_template_globals() {
