@@ -38,7 +38,7 @@ package: bootstrap
 # features), the bench's own binaries separately; then every measurement (see bench/).
 bench: package
 	cargo build --release $(addprefix --bin ,$(FUNCTION_BINS))
-	cargo build --release --bin bench --bin hello-lambda --bin putitem-ref --bin phone-first-use
+	cargo build --release -p bench --bin bench --bin hello-lambda --bin putitem-ref --bin phone-first-use
 	target/release/bench
 
 # Privacy benchmark (not a test): DynamoDB/S3/SQS requests per erased and per retention-deleted

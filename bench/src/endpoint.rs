@@ -1,6 +1,6 @@
-//! The bench's local AWS endpoint: moto from the repo's virtualenv, started through
-//! `bench/moto_bench.py` (the project's launcher plus an O(items) transaction rollback, so a
-//! table of tens of thousands of items does not make every transaction take a second).
+//! The bench's local AWS endpoint: moto from the repo's virtualenv, started through the
+//! project's launcher `infra/moto_server.py` (the endpoint `make dev` and the tests use; its
+//! O(items) transaction rollback keeps a table of tens of thousands of items fast).
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
@@ -24,7 +24,7 @@ impl LocalEndpoint {
         }
         let port = devstack::moto::free_port();
         let mut cmd = Command::new(python);
-        cmd.arg(root.join("bench/moto_bench.py"))
+        cmd.arg(root.join("infra/moto_server.py"))
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())

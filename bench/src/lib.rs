@@ -5,7 +5,6 @@
 pub mod endpoint;
 pub mod functions;
 pub mod graph;
-pub mod memstore;
 pub mod procfs;
 pub mod proxy;
 pub mod report;

@@ -23,9 +23,9 @@ use crm_shared::message::{Direction, MessageRecord, MessageStatus};
 use crm_shared::secret::Secret;
 use crm_shared::sending::Category;
 use crm_shared::tenant::{Tenant, TenantStatus};
+use crm_shared::testing::MemStore;
 
 use crate::graph::{FakeGraph, unix_micros};
-use crate::memstore::MemStore;
 use crate::stats::{RateAccuracy, rate_accuracy};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -292,7 +292,7 @@ pub fn customer_phone(i: usize) -> String {
 /// tenant cache and HTTP client, as separate execution environments would) and all share one
 /// store, so the limiter's windows are shared as they are through DynamoDB.
 pub async fn run_in_memory(graph: &FakeGraph, config: &ThroughputConfig, store_latency: Duration) -> ThroughputResult {
-    let store = MemStore::new(store_latency);
+    let store = MemStore::with_latency(store_latency);
     let tenant = Tenant {
         tenant_id: crm_shared::ids::new_id(),
         name: "Bench".into(),

@@ -25,4 +25,6 @@ pub mod secrets;
 pub mod sending;
 pub mod store;
 pub mod tenant;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod whatsapp;

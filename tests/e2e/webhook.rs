@@ -713,3 +713,47 @@ async fn a_remembered_contact_never_outlives_its_identity() {
     assert_eq!(page(second).await.len(), 1);
     // (Erasure behind a warm instance's back: privacy.rs, "the same person writing again".)
 }
+
+#[tokio::test]
+async fn an_edit_never_rolls_back_the_clock_a_late_older_message_is_checked_against() {
+    use crm_shared::contact::apply_patch;
+    use crm_shared::store::ContactUpdate;
+    let store = stack().store().await;
+    let gw = start_gateway(store.clone()).await;
+    let tenant = new_tenant(&store, "EditClock").await.tenant;
+    let (t, pnid) = (&tenant.tenant_id, &tenant.phone_number_id);
+    let from = customer_wa_id();
+    post_accepted(&gw.base, &text_delivery(pnid, &from, "wamid.ec1", 1_767_225_600, "hi")).await;
+    post_accepted(
+        &gw.base,
+        &text_delivery(pnid, &from, "wamid.ec2", 1_767_225_900, "STOP"),
+    )
+    .await;
+    let contact_id = contact_id_for(&store, t, &from).await.unwrap();
+
+    // An agent edits the contact (the API's PATCH stores it the same way).
+    let before = store.get_contact(t, &contact_id).await.unwrap().unwrap();
+    let patched = apply_patch(&before, &json!({ "name": "Pat Renamed" }), Utc::now()).unwrap();
+    store
+        .update_contact(&ContactUpdate {
+            before: &before,
+            after: &patched.contact,
+            phone_change: patched.phone_change.as_ref(),
+            user_id_change: patched.user_id_change.as_ref(),
+        })
+        .await
+        .unwrap();
+
+    // Meta delivers an older START late: it is stored, but it neither moves the clock back nor
+    // undoes the newer STOP.
+    post_accepted(
+        &gw.base,
+        &text_delivery(pnid, &from, "wamid.ec0", 1_767_225_700, "START"),
+    )
+    .await;
+    let after = store.get_contact(t, &contact_id).await.unwrap().unwrap();
+    assert_eq!(after.name.as_deref(), Some("Pat Renamed"));
+    assert_eq!(after.consent.marketing, MarketingConsent::OptedOut, "{after:?}");
+    assert_eq!(after.last_inbound_at, Some(meta_time(1_767_225_900, Utc::now())));
+    assert_eq!(conversation(&store, t, &contact_id).await.len(), 3);
+}

@@ -44,9 +44,8 @@ pub fn stack() -> &'static Stack {
 }
 
 /// A second local stack for tests that write thousands of items (privacy: erasure, retention,
-/// exports). The local endpoint serializes DynamoDB requests (infra/moto_server.py), and every
-/// moto transaction deep-copies the whole table: on their own endpoint, those tests neither slow
-/// down the others nor make their transactions copy tens of thousands of items.
+/// exports). The local endpoint serializes DynamoDB requests (infra/moto_server.py): on their
+/// own endpoint, those tests do not queue the others' requests behind their bulk writes.
 pub fn bulk_stack() -> &'static Stack {
     BULK_STACK.get_or_init(start_stack)
 }

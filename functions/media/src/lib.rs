@@ -18,6 +18,9 @@ use crm_shared::media_url::{MediaHosts, is_media_id};
 use crm_shared::message::{MediaRef, MediaStatus};
 use crm_shared::store::{MessageStore, StoreError, TenantStore};
 
+#[cfg(test)]
+mod tests;
+
 pub struct Deps<S, G, B, R> {
     pub store: S,
     pub graph: G,

@@ -19,6 +19,8 @@ mod outcome;
 mod prepare;
 mod send;
 mod slots;
+#[cfg(test)]
+mod tests;
 
 use std::time::Duration;
 

@@ -6,6 +6,8 @@
 //! download) is handed to a queue.
 
 mod process;
+#[cfg(test)]
+mod tests;
 
 use std::time::Duration;
 

@@ -4,12 +4,12 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use aws_sdk_dynamodb::types::{Delete, DeleteRequest, Put, TransactWriteItem, WriteRequest};
+use aws_sdk_dynamodb::types::{Delete, DeleteRequest, TransactWriteItem, Update, WriteRequest};
 use serde::de::DeserializeOwned;
 
 use super::dynamo::{
-    DynamoStore, PageQuery, attr, backend, from_item, key, n, put_always, put_new, s, start_key, to_item, trim_page,
-    tx_delete, tx_put,
+    DynamoStore, Item, PageQuery, attr, backend, from_item, key, n, put_always, put_new, s, start_key, to_item,
+    trim_page, tx_delete, tx_update,
 };
 use super::items::{ConsentItem, ContactItem, IdentityItem, RestrictionItem, TagItem, name_key, phone_key};
 use super::keys::*;
@@ -23,16 +23,51 @@ pub(crate) fn identity_claim(table: &str, pk: String, contact_id: &str) -> Trans
     put_new(table, to_item(&IdentityItem::new(pk, contact_id)))
 }
 
-/// The profile write of an edit: only if the contact is still at the version read.
-fn versioned_put(table: &str, contact: &Contact, expected_version: u64) -> TransactWriteItem {
-    tx_put(
-        Put::builder()
+/// The profile write of an edit: only if the contact is still at the version read. An update,
+/// not a put: it sets the attributes the profile owns (and removes those the edit cleared, index
+/// keys included) and leaves the rest alone — the clocks other writers keep on the item
+/// (`last_inbound_ms`, `last_outbound_ms`) must survive an edit, or a late older message would
+/// pass the ordering check and roll newer state back.
+fn versioned_update(table: &str, before: &Contact, after: &Contact) -> TransactWriteItem {
+    let mut set = to_item(&ContactItem::new(after));
+    let key_of = |item: &mut Item| {
+        item.remove(PK);
+        item.remove(SK);
+    };
+    key_of(&mut set);
+    let mut old = to_item(&ContactItem::new(before));
+    key_of(&mut old);
+    let mut names = HashMap::new();
+    let mut values = HashMap::from([(":v".to_owned(), n(before.version))]);
+    let mut sets = Vec::new();
+    for (i, (name, value)) in set.into_iter().enumerate() {
+        names.insert(format!("#s{i}"), name.clone());
+        values.insert(format!(":s{i}"), value);
+        sets.push(format!("#s{i} = :s{i}"));
+        old.remove(&name);
+    }
+    let mut expression = format!("SET {}", sets.join(", "));
+    if !old.is_empty() {
+        let removes: Vec<String> = old
+            .into_keys()
+            .enumerate()
+            .map(|(i, name)| {
+                names.insert(format!("#r{i}"), name);
+                format!("#r{i}")
+            })
+            .collect();
+        expression.push_str(&format!(" REMOVE {}", removes.join(", ")));
+    }
+    tx_update(
+        Update::builder()
             .table_name(table)
-            .set_item(Some(to_item(&ContactItem::new(contact))))
+            .set_key(Some(key(contact_pk(&after.tenant_id, &after.contact_id), PROFILE_SK)))
+            .update_expression(expression)
             .condition_expression("attribute_exists(PK) AND version = :v")
-            .expression_attribute_values(":v", n(expected_version))
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
             .build()
-            .expect("put is complete"),
+            .expect("update is complete"),
     )
 }
 
@@ -140,7 +175,7 @@ impl ContactStore for DynamoStore {
     async fn update_contact(&self, update: &ContactUpdate<'_>) -> Result<(), StoreError> {
         let (before, after) = (update.before, update.after);
         let (t, c) = (&after.tenant_id, &after.contact_id);
-        let mut items = vec![versioned_put(self.table(), after, before.version)];
+        let mut items = vec![versioned_update(self.table(), before, after)];
         for (change, key) in [
             (update.phone_change, phone_identity_pk as fn(&str, &str) -> String),
             (update.user_id_change, user_identity_pk),
@@ -190,7 +225,7 @@ impl ContactStore for DynamoStore {
     ) -> Result<(), StoreError> {
         let history = ConsentItem::new(&after.tenant_id, &after.contact_id, change, &crate::ids::new_id());
         self.contact_transaction(vec![
-            versioned_put(self.table(), after, before.version),
+            versioned_update(self.table(), before, after),
             put_always(self.table(), to_item(&history)),
         ])
         .await
@@ -204,7 +239,7 @@ impl ContactStore for DynamoStore {
     ) -> Result<(), StoreError> {
         let history = RestrictionItem::new(&after.tenant_id, &after.contact_id, change, &crate::ids::new_id());
         self.contact_transaction(vec![
-            versioned_put(self.table(), after, before.version),
+            versioned_update(self.table(), before, after),
             put_always(self.table(), to_item(&history)),
         ])
         .await

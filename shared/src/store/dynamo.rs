@@ -166,6 +166,21 @@ impl Cancelled {
         self.old_items.get(i)?.as_ref()
     }
 
+    /// Cancelled only because another transaction or request touched the same items at the
+    /// same moment (or throttling): worth running again as it is.
+    fn is_transient(&self) -> bool {
+        !self.any_failed()
+            && self.codes.iter().flatten().any(|c| {
+                matches!(
+                    c.as_str(),
+                    "TransactionConflict"
+                        | "ThrottlingError"
+                        | "ProvisionedThroughputExceeded"
+                        | "RequestLimitExceeded"
+                )
+            })
+    }
+
     /// A cancellation no condition explains (a conflict with another transaction, throttling).
     pub fn unexplained(&self) -> StoreError {
         StoreError::Backend(format!("transaction cancelled: {:?}", self.codes))
@@ -363,6 +378,16 @@ pub(crate) fn write_batches(keys: &[ItemKey]) -> Vec<Vec<ItemKey>> {
     unique.chunks(WRITE_BATCH).map(<[ItemKey]>::to_vec).collect()
 }
 
+/// Runs of a transaction that keeps losing to concurrent ones before the conflict is reported.
+const TRANSACTION_ATTEMPTS: u32 = 4;
+
+/// A random pause before running a conflicted transaction again: 5–20 ms, then growing, so
+/// the transactions that collided do not collide again in step.
+fn conflict_pause(attempt: u32) -> std::time::Duration {
+    let base = 5u64 << attempt.min(4);
+    std::time::Duration::from_millis(base + rand::random_range(0..=base * 3))
+}
+
 /// Backoff before round `round + 1` of a batch request's unprocessed part.
 fn batch_backoff(round: u32) -> std::time::Duration {
     std::time::Duration::from_millis(25 << round.min(7))
@@ -432,20 +457,30 @@ impl DynamoStore {
     }
 
     /// Runs a transaction: `Ok(Err(cancelled))` when DynamoDB cancelled it (conditions or
-    /// conflicts, item by item), `Err` when the request itself failed.
+    /// conflicts, item by item), `Err` when the request itself failed. A cancellation caused only
+    /// by a concurrent transaction on the same items (three photos from one customer update its
+    /// contact at once) is run again after a short random pause, a few times, before it is
+    /// reported.
     pub(crate) async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<Result<(), Cancelled>, StoreError> {
-        match self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .send()
-            .await
-        {
-            Ok(_) => Ok(Ok(())),
-            Err(err) => match Cancelled::of(&err) {
-                Some(cancelled) => Ok(Err(cancelled)),
-                None => Err(backend(err)),
-            },
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items.clone()))
+                .send()
+                .await
+            {
+                Ok(_) => return Ok(Ok(())),
+                Err(err) => match Cancelled::of(&err) {
+                    Some(cancelled) if cancelled.is_transient() && attempt < TRANSACTION_ATTEMPTS => {
+                        tokio::time::sleep(conflict_pause(attempt)).await;
+                    }
+                    Some(cancelled) => return Ok(Err(cancelled)),
+                    None => return Err(backend(err)),
+                },
+            }
         }
     }
 
@@ -632,6 +667,25 @@ mod tests {
             write_batches(&[ItemKey::new("P", "A"), ItemKey::new("P", "B")])[0].len(),
             2
         );
+    }
+
+    #[test]
+    fn only_conflicts_without_a_failed_condition_are_run_again() {
+        let cancelled = |codes: &[Option<&str>]| Cancelled {
+            codes: codes.iter().map(|c| c.map(str::to_owned)).collect(),
+            old_items: vec![None; codes.len()],
+        };
+        assert!(cancelled(&[Some("None"), Some("TransactionConflict")]).is_transient());
+        assert!(cancelled(&[Some("ThrottlingError")]).is_transient());
+        // A failed condition is an answer, not an accident: never run again.
+        assert!(!cancelled(&[Some("ConditionalCheckFailed"), Some("TransactionConflict")]).is_transient());
+        assert!(!cancelled(&[Some("ValidationError")]).is_transient());
+        assert!(!cancelled(&[]).is_transient());
+        for attempt in 1..TRANSACTION_ATTEMPTS {
+            let pause = conflict_pause(attempt).as_millis() as u64;
+            let base = 5u64 << attempt;
+            assert!((base..=base * 4).contains(&pause), "{attempt}: {pause}");
+        }
     }
 
     #[test]

@@ -1,0 +1,513 @@
+//! Unit tests of the sender over the in-memory ports (`crm_shared::testing`): what a failed
+//! Graph send becomes for each of Meta's error classes on the first, a middle and the last
+//! receive, and what preparation refuses or hands back before any send. DynamoDB's own
+//! conditions are the e2e tests' business (moto).
+
+use std::time::Duration;
+
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use chrono::Utc;
+use lambda_runtime::{Context, LambdaEvent};
+use serde_json::json;
+
+use crm_shared::contact::{Contact, MarketingConsent};
+use crm_shared::graph::GraphCallError;
+use crm_shared::message::{MessageRecord, MessageStatus};
+use crm_shared::secret::Secret;
+use crm_shared::sending::Category;
+use crm_shared::tenant::{Tenant, TenantStatus};
+use crm_shared::testing::fixtures;
+use crm_shared::testing::graph::meta_error;
+use crm_shared::testing::{FakeGraph, MemQueue, MemStore, Op};
+
+use crate::{Deps, SenderConfig, handle};
+
+const MAX_RECEIVES: u32 = 8;
+
+struct Sender {
+    store: MemStore,
+    graph: FakeGraph,
+    queue: MemQueue,
+    deps: Deps<MemStore, FakeGraph, MemQueue>,
+    tenant: Tenant,
+    contact: Contact,
+}
+
+fn sender_with(tenant: Tenant, contact: Contact) -> Sender {
+    let store = MemStore::new();
+    let graph = FakeGraph::new();
+    let queue = MemQueue::new();
+    store.add_tenant(tenant.clone(), Secret::new("graph-token"));
+    store.add_contact(contact.clone());
+    let config = SenderConfig {
+        max_receives: MAX_RECEIVES,
+        rate_per_second: 1000,
+        max_slot_wait: Duration::from_secs(1),
+        ..SenderConfig::default()
+    };
+    let deps = Deps::new(store.clone(), graph.clone(), queue.clone(), config);
+    Sender {
+        store,
+        graph,
+        queue,
+        deps,
+        tenant,
+        contact,
+    }
+}
+
+fn sender() -> Sender {
+    let tenant = fixtures::tenant("106540352242922");
+    let contact = fixtures::contact(&tenant.tenant_id, "+447700900123", Utc::now());
+    sender_with(tenant, contact)
+}
+
+/// An SQS record of a send job on its `attempt`-th receive.
+fn record(message: &MessageRecord, attempt: u32) -> SqsMessage {
+    let mut r = SqsMessage::default();
+    r.message_id = Some(format!("sqs-{}", message.message_id));
+    r.receipt_handle = Some(format!("receipt-{}", message.message_id));
+    r.body = Some(json!({"tenant_id": message.tenant_id, "message_id": message.message_id}).to_string());
+    r.attributes
+        .insert("ApproximateReceiveCount".into(), attempt.to_string());
+    r
+}
+
+impl Sender {
+    fn queue_text(&self) -> MessageRecord {
+        let m = fixtures::queued_text(&self.contact);
+        self.store.add_message(m.clone());
+        m
+    }
+
+    async fn run(&self, records: Vec<SqsMessage>) -> SqsBatchResponse {
+        let mut event = SqsEvent::default();
+        event.records = records;
+        handle(&self.deps, LambdaEvent::new(event, Context::default()))
+            .await
+            .expect("the handler never fails the invocation")
+    }
+
+    /// Sends `message` on receive `attempt`; returns the SQS ids reported as failed.
+    async fn send(&self, message: &MessageRecord, attempt: u32) -> Vec<String> {
+        let response = self.run(vec![record(message, attempt)]).await;
+        response
+            .batch_item_failures
+            .into_iter()
+            .map(|f| f.item_identifier)
+            .collect()
+    }
+
+    fn stored(&self, message: &MessageRecord) -> MessageRecord {
+        self.store
+            .message(&message.tenant_id, &message.message_id)
+            .expect("message is stored")
+    }
+}
+
+/// What a failed send should leave behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Expected {
+    status: MessageStatus,
+    /// Seconds of the redelivery delay asked of SQS; `None`: no delay asked.
+    retry_after: Option<i32>,
+    /// Reported in the partial batch response (redelivered, or to the DLQ).
+    reported: bool,
+    token_flagged: bool,
+}
+
+const RETRY_LATER: fn(i32) -> Expected = |secs| Expected {
+    status: MessageStatus::Queued,
+    retry_after: Some(secs),
+    reported: true,
+    token_flagged: false,
+};
+const FAILED: Expected = Expected {
+    status: MessageStatus::Failed,
+    retry_after: None,
+    reported: false,
+    token_flagged: false,
+};
+const DEAD_LETTER: Expected = Expected {
+    status: MessageStatus::Failed,
+    retry_after: None,
+    reported: true,
+    token_flagged: false,
+};
+const TOKEN_INVALID: Expected = Expected {
+    status: MessageStatus::Failed,
+    retry_after: None,
+    reported: false,
+    token_flagged: true,
+};
+
+#[tokio::test]
+async fn a_failed_send_by_meta_error_class_and_attempt() {
+    let transport = || GraphCallError::Transport("connection reset".into());
+    // (what Meta answered, the error code recorded on a failed message, [first, middle, last]).
+    let cases: Vec<(&str, GraphCallError, i64, [Expected; 3])> = vec![
+        (
+            "throughput limit",
+            meta_error(400, Some(130429)),
+            130429,
+            [RETRY_LATER(5), RETRY_LATER(135), DEAD_LETTER],
+        ),
+        (
+            "spam rate limit",
+            meta_error(400, Some(131048)),
+            131048,
+            [RETRY_LATER(5), RETRY_LATER(135), DEAD_LETTER],
+        ),
+        (
+            "temporary Meta error",
+            meta_error(500, Some(131000)),
+            131000,
+            [RETRY_LATER(5), RETRY_LATER(135), DEAD_LETTER],
+        ),
+        (
+            "app rate limit",
+            meta_error(400, Some(4)),
+            4,
+            [RETRY_LATER(5), RETRY_LATER(135), DEAD_LETTER],
+        ),
+        (
+            "account rate limit",
+            meta_error(400, Some(80007)),
+            80007,
+            [RETRY_LATER(5), RETRY_LATER(135), DEAD_LETTER],
+        ),
+        (
+            "5xx without a code",
+            meta_error(503, None),
+            503,
+            [RETRY_LATER(5), RETRY_LATER(135), DEAD_LETTER],
+        ),
+        (
+            "429 without a code",
+            meta_error(429, None),
+            429,
+            [RETRY_LATER(5), RETRY_LATER(135), DEAD_LETTER],
+        ),
+        (
+            "network",
+            transport(),
+            0,
+            [RETRY_LATER(5), RETRY_LATER(135), DEAD_LETTER],
+        ),
+        (
+            "pair rate",
+            meta_error(400, Some(131056)),
+            131056,
+            [RETRY_LATER(7), RETRY_LATER(7), DEAD_LETTER],
+        ),
+        (
+            "re-engagement required",
+            meta_error(400, Some(131047)),
+            131047,
+            [FAILED, FAILED, FAILED],
+        ),
+        (
+            "invalid parameter",
+            meta_error(400, Some(100)),
+            100,
+            [FAILED, FAILED, FAILED],
+        ),
+        (
+            "4xx without a code",
+            meta_error(404, None),
+            404,
+            [FAILED, FAILED, FAILED],
+        ),
+        ("too large", GraphCallError::TooLarge, 413, [FAILED, FAILED, FAILED]),
+        (
+            "token invalid",
+            meta_error(401, Some(190)),
+            190,
+            [TOKEN_INVALID, TOKEN_INVALID, TOKEN_INVALID],
+        ),
+    ];
+    for (name, error, recorded_code, expected) in cases {
+        for (attempt, want) in [1, 4, MAX_RECEIVES].into_iter().zip(expected) {
+            let s = sender();
+            let m = s.queue_text();
+            s.graph.answer_next_send(Err(error.clone()));
+            let reported = s.send(&m, attempt).await;
+            let case = format!("{name}, receive {attempt}");
+            let stored = s.stored(&m);
+            assert_eq!(s.graph.sent().len(), 1, "{case}: one Graph call");
+            assert_eq!(stored.status, want.status, "{case}: status");
+            assert_eq!(
+                s.queue.retries(),
+                want.retry_after
+                    .map(|secs| (format!("receipt-{}", m.message_id), secs))
+                    .into_iter()
+                    .collect::<Vec<_>>(),
+                "{case}: redelivery delay"
+            );
+            assert_eq!(
+                reported,
+                if want.reported {
+                    vec![format!("sqs-{}", m.message_id)]
+                } else {
+                    vec![]
+                },
+                "{case}: partial batch response"
+            );
+            let tenant = s.store.tenant(&s.tenant.tenant_id).unwrap();
+            assert_eq!(tenant.token_invalid, want.token_flagged, "{case}: token flag");
+            if want.status == MessageStatus::Queued {
+                assert_eq!(
+                    s.store.lease_until_ms(&m.tenant_id, &m.message_id),
+                    None,
+                    "{case}: lease given back for the retry"
+                );
+                assert_eq!(stored.error, None, "{case}: no error while retrying");
+            } else {
+                assert_eq!(
+                    stored.error.as_ref().map(|e| e.code),
+                    Some(recorded_code),
+                    "{case}: Meta's code recorded"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_token_rejected_by_meta_pauses_the_tenant_for_the_next_batch() {
+    let s = sender();
+    let first = s.queue_text();
+    let second = s.queue_text();
+    s.graph.answer_next_send(Err(meta_error(401, Some(190))));
+    s.send(&first, 1).await;
+    // The tenant cache was dropped: the next batch reads the flag and sends nothing.
+    let reported = s.send(&second, 1).await;
+    assert_eq!(s.graph.sent().len(), 1);
+    assert_eq!(reported, vec![format!("sqs-{}", second.message_id)]);
+    assert_eq!(s.stored(&second).status, MessageStatus::Queued);
+    assert_eq!(
+        s.queue.retries().last().map(|r| r.1),
+        Some(60),
+        "a paused tenant waits at least a minute"
+    );
+}
+
+#[tokio::test]
+async fn an_accepted_send_records_sent_with_its_wamid_and_frees_the_lease() {
+    let s = sender();
+    let m = s.queue_text();
+    s.graph.answer_next_send(Ok("wamid.ACCEPTED".into()));
+    assert!(s.send(&m, 1).await.is_empty());
+    let stored = s.stored(&m);
+    assert_eq!(stored.status, MessageStatus::Sent);
+    assert_eq!(stored.wamid.as_deref(), Some("wamid.ACCEPTED"));
+    assert_eq!(s.store.lease_until_ms(&m.tenant_id, &m.message_id), None);
+    let sent = s.graph.sent();
+    assert_eq!(sent[0].phone_number_id, s.tenant.phone_number_id);
+    assert_eq!(sent[0].token.expose(), "graph-token");
+    assert_eq!(sent[0].payload["to"], "447700900123");
+    assert_eq!(sent[0].payload["text"], json!({"body": "hello"}));
+}
+
+#[tokio::test]
+async fn a_send_that_cannot_be_recorded_is_retried_in_place_not_resent() {
+    let s = sender();
+    let m = s.queue_text();
+    s.store.fail_next_backend(Op::MarkSent);
+    s.store.fail_next_backend(Op::MarkSent);
+    assert!(s.send(&m, 1).await.is_empty());
+    assert_eq!(s.graph.sent().len(), 1);
+    assert_eq!(s.store.calls(Op::MarkSent), 3);
+    assert_eq!(s.stored(&m).status, MessageStatus::Sent);
+}
+
+/// How preparation should end for a message that is not sent.
+#[derive(Debug)]
+enum Prepared {
+    /// Recorded on the message with this status and error title; the record is done with.
+    Refused(MessageStatus, &'static str),
+    /// Handed back to the queue after this many seconds, the message untouched.
+    HandedBack(i32),
+    /// Done with, the message untouched.
+    NothingToDo,
+}
+
+#[tokio::test]
+async fn preparation_rechecks_the_rules_and_the_claim() {
+    // (case, edit of the message and contact before they are stored, what else happened
+    // meanwhile, how preparation ends).
+    type Edit = fn(&mut MessageRecord, &mut Contact);
+    type Meanwhile = fn(&Sender, &MessageRecord);
+    let unchanged: Edit = |_, _| {};
+    let nothing: Meanwhile = |_, _| {};
+    let cases: Vec<(&str, Edit, Meanwhile, Prepared)> = vec![
+        (
+            "restricted contact",
+            |_, c| c.restricted = true,
+            nothing,
+            Prepared::Refused(MessageStatus::Rejected, "contact_restricted"),
+        ),
+        (
+            "opted out of marketing, marketing template",
+            |m, c| {
+                c.consent.marketing = MarketingConsent::OptedOut;
+                m.message_type = "template".into();
+                m.content = json!({"name": "offer", "language": {"code": "en"}});
+                m.category = Some(Category::Marketing);
+            },
+            nothing,
+            Prepared::Refused(MessageStatus::Rejected, "opted_out"),
+        ),
+        (
+            "service window closed, text",
+            |_, c| c.last_inbound_at = Some(Utc::now() - chrono::Duration::hours(25)),
+            nothing,
+            Prepared::Refused(MessageStatus::Rejected, "outside_service_window"),
+        ),
+        (
+            "contact erased",
+            unchanged,
+            |s, m| {
+                s.store.erase_contact(&m.tenant_id, &m.contact_id);
+                s.store.add_message(m.clone());
+            },
+            Prepared::Refused(MessageStatus::Rejected, "contact_erased"),
+        ),
+        (
+            "tenant disabled",
+            unchanged,
+            |s, _| {
+                let mut t = s.tenant.clone();
+                t.status = TenantStatus::Disabled;
+                s.store.add_tenant(t, Secret::new("graph-token"));
+            },
+            Prepared::Refused(MessageStatus::Failed, "tenant_disabled"),
+        ),
+        (
+            "no longer queued",
+            |m, _| m.status = MessageStatus::Sent,
+            nothing,
+            Prepared::NothingToDo,
+        ),
+        (
+            "lease held by another sender",
+            unchanged,
+            |s, m| {
+                s.store
+                    .set_lease(&m.tenant_id, &m.message_id, Utc::now().timestamp_millis() + 60_000)
+            },
+            Prepared::HandedBack(5),
+        ),
+        (
+            "recipient messaged within the pair interval",
+            unchanged,
+            |s, m| {
+                s.store
+                    .set_last_outbound_ms(&m.tenant_id, &m.contact_id, Utc::now().timestamp_millis() - 1_000)
+            },
+            Prepared::HandedBack(6),
+        ),
+    ];
+    for (name, edit, meanwhile, want) in cases {
+        let tenant = fixtures::tenant("106540352242922");
+        let mut contact = fixtures::contact(&tenant.tenant_id, "+447700900123", Utc::now());
+        let mut message = fixtures::queued_text(&contact);
+        edit(&mut message, &mut contact);
+        let s = sender_with(tenant, contact);
+        s.store.add_message(message.clone());
+        meanwhile(&s, &message);
+        let reported = s.send(&message, 1).await;
+        assert!(s.graph.sent().is_empty(), "{name}: nothing sent");
+        let stored = s.stored(&message);
+        match want {
+            Prepared::Refused(status, title) => {
+                assert_eq!(stored.status, status, "{name}");
+                assert_eq!(stored.error.and_then(|e| e.title).as_deref(), Some(title), "{name}");
+                assert!(reported.is_empty(), "{name}: done with");
+                assert!(s.queue.retries().is_empty(), "{name}");
+            }
+            Prepared::HandedBack(secs) => {
+                assert_eq!(stored.status, MessageStatus::Queued, "{name}");
+                assert_eq!(s.queue.retries().first().map(|r| r.1), Some(secs), "{name}");
+                assert_eq!(reported.len(), 1, "{name}: redelivered");
+            }
+            Prepared::NothingToDo => {
+                assert_eq!(stored.status, message.status, "{name}");
+                assert!(reported.is_empty(), "{name}: done with");
+                assert!(s.queue.retries().is_empty(), "{name}");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn templates_pass_the_rules_that_stop_other_messages() {
+    // The negative controls of the rules above: each would be refused as a text.
+    let now = Utc::now();
+    for (name, category, set_up) in [
+        (
+            "opted out, utility template",
+            Category::Utility,
+            (|c: &mut Contact| c.consent.marketing = MarketingConsent::OptedOut) as fn(&mut Contact),
+        ),
+        ("window closed, template", Category::Marketing, |c: &mut Contact| {
+            c.consent.marketing = MarketingConsent::OptedIn;
+            c.last_inbound_at = None;
+        }),
+    ] {
+        let tenant = fixtures::tenant("106540352242922");
+        let mut contact = fixtures::contact(&tenant.tenant_id, "+447700900123", now);
+        set_up(&mut contact);
+        let s = sender_with(tenant, contact);
+        let m = fixtures::queued_message(
+            &s.contact,
+            "template",
+            json!({"name": "offer", "language": {"code": "en"}}),
+            Some(category),
+        );
+        s.store.add_message(m.clone());
+        assert!(s.send(&m, 1).await.is_empty(), "{name}");
+        assert_eq!(s.stored(&m).status, MessageStatus::Sent, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn a_token_flagged_invalid_holds_messages_until_their_last_receive() {
+    for (attempt, status, reported, retry) in [
+        (1, MessageStatus::Queued, true, Some(60)),
+        (MAX_RECEIVES, MessageStatus::Failed, true, None),
+    ] {
+        let mut tenant = fixtures::tenant("106540352242922");
+        tenant.token_invalid = true;
+        let contact = fixtures::contact(&tenant.tenant_id, "+447700900123", Utc::now());
+        let s = sender_with(tenant, contact);
+        let m = s.queue_text();
+        let failures = s.send(&m, attempt).await;
+        assert!(s.graph.sent().is_empty());
+        assert_eq!(s.stored(&m).status, status, "receive {attempt}");
+        assert_eq!(!failures.is_empty(), reported, "receive {attempt}");
+        assert_eq!(s.queue.retries().first().map(|r| r.1), retry, "receive {attempt}");
+        assert_eq!(s.store.lease_until_ms(&m.tenant_id, &m.message_id), None);
+    }
+}
+
+#[tokio::test]
+async fn storage_failures_while_preparing_retry_then_dead_letter() {
+    for (attempt, reported, retry) in [(1, true, Some(5)), (MAX_RECEIVES, true, None)] {
+        let s = sender();
+        let m = s.queue_text();
+        s.store.fail_next_backend(Op::ClaimForSend);
+        let failures = s.send(&m, attempt).await;
+        assert!(s.graph.sent().is_empty());
+        assert_eq!(!failures.is_empty(), reported);
+        assert_eq!(s.queue.retries().first().map(|r| r.1), retry, "receive {attempt}");
+        assert_eq!(s.stored(&m).status, MessageStatus::Queued);
+    }
+    // A body that is no send job can never succeed: straight to the DLQ.
+    let s = sender();
+    let mut r = record(&s.queue_text(), 1);
+    r.body = Some("not json".into());
+    let response = s.run(vec![r]).await;
+    assert_eq!(response.batch_item_failures.len(), 1);
+    assert!(s.queue.retries().is_empty());
+}

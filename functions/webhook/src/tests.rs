@@ -1,0 +1,336 @@
+//! Unit tests of the webhook over the in-memory ports (`crm_shared::testing`), through the
+//! handler with signed deliveries: which contact an inbound message lands on (new, known,
+//! remembered by this instance, erased meanwhile, identity moved to another contact),
+//! STOP/START consent, and redelivery. DynamoDB's own conditions are the e2e tests' business.
+
+use chrono::Utc;
+use lambda_http::http::StatusCode;
+use lambda_http::{Body, Request, Response};
+use serde_json::{Value, json};
+
+use crm_shared::config::WebhookSecrets;
+use crm_shared::contact::{Contact, IdentityChange, MarketingConsent};
+use crm_shared::message::MessageRecord;
+use crm_shared::secret::Secret;
+use crm_shared::store::{ContactStore, ContactUpdate};
+use crm_shared::tenant::Tenant;
+use crm_shared::testing::{MemQueue, MemStore, Op, fixtures};
+use crm_shared::whatsapp::sign;
+
+use crate::{Deps, handle};
+
+const APP_SECRET: &str = "app-secret";
+const PHONE_NUMBER_ID: &str = "106540352242922";
+const WA_ID: &str = "447700900123";
+const PHONE: &str = "+447700900123";
+
+struct Webhook {
+    store: MemStore,
+    queue: MemQueue,
+    deps: Deps<MemStore, MemQueue>,
+    tenant: Tenant,
+}
+
+fn webhook() -> Webhook {
+    let store = MemStore::new();
+    let queue = MemQueue::new();
+    let tenant = fixtures::tenant(PHONE_NUMBER_ID);
+    store.add_tenant(tenant.clone(), Secret::new("graph-token"));
+    let secrets = WebhookSecrets {
+        app_secret: Secret::new(APP_SECRET),
+        verify_token: Secret::new("verify"),
+    };
+    let deps = Deps::new(store.clone(), queue.clone(), secrets);
+    Webhook {
+        store,
+        queue,
+        deps,
+        tenant,
+    }
+}
+
+/// A delivery of one inbound message of `message` (the type's fields) from [`WA_ID`].
+fn delivery(wamid: &str, ts: i64, message: Value) -> String {
+    let mut m = json!({"from": WA_ID, "id": wamid, "timestamp": ts.to_string()});
+    if let (Some(obj), Some(fields)) = (m.as_object_mut(), message.as_object()) {
+        obj.extend(fields.clone());
+    }
+    json!({
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "100000000000000", "changes": [{"field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15550000000", "phone_number_id": PHONE_NUMBER_ID},
+            "contacts": [{"profile": {"name": "Pat Customer"}, "wa_id": WA_ID}],
+            "messages": [m]
+        }}]}]
+    })
+    .to_string()
+}
+
+fn text(wamid: &str, ts: i64, body: &str) -> String {
+    delivery(wamid, ts, json!({"type": "text", "text": {"body": body}}))
+}
+
+fn signed(body: &str, signature: Option<String>) -> Request {
+    let mut req = lambda_http::http::Request::builder()
+        .method("POST")
+        .uri("https://hooks.test/webhooks/whatsapp");
+    if let Some(sig) = signature {
+        req = req.header("x-hub-signature-256", sig);
+    }
+    req.body(Body::Text(body.to_owned())).expect("request")
+}
+
+impl Webhook {
+    async fn post(&self, body: &str) -> Response<Body> {
+        let req = signed(body, Some(sign(APP_SECRET.as_bytes(), body.as_bytes())));
+        handle(&self.deps, req).await.expect("handler answers")
+    }
+
+    async fn deliver(&self, body: &str) {
+        let response = self.post(body).await;
+        assert_eq!(response.status(), StatusCode::OK, "{:?}", response.body());
+    }
+
+    fn message_by_wamid(&self, wamid: &str) -> MessageRecord {
+        self.store
+            .messages(&self.tenant.tenant_id)
+            .into_iter()
+            .find(|m| m.wamid.as_deref() == Some(wamid))
+            .expect("message stored")
+    }
+
+    fn seed_contact(&self, phone: &str) -> Contact {
+        let c = fixtures::contact(&self.tenant.tenant_id, phone, Utc::now());
+        self.store.add_contact(c.clone());
+        c
+    }
+
+    /// The contact that received message `wamid` first (delivered beforehand).
+    fn contact_of(&self, wamid: &str) -> Contact {
+        let m = self.message_by_wamid(wamid);
+        self.store.contact(&m.tenant_id, &m.contact_id).expect("contact")
+    }
+}
+
+/// What happened before the message under test arrived.
+#[derive(Debug, Clone, Copy)]
+enum Before {
+    Nothing,
+    /// A contact with the sender's phone exists; this instance never saw it.
+    KnownInStore,
+    /// This instance matched the sender to a contact on an earlier message.
+    Remembered,
+    /// Remembered, then the contact was erased.
+    RememberedThenErased,
+    /// Remembered, then the contact's phone changed and another contact took the number.
+    RememberedThenIdentityMoved,
+}
+
+/// Which contact the message should land on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LandsOn {
+    /// A contact created for it.
+    New,
+    /// The contact that existed (or was remembered) before.
+    Earlier,
+    /// The contact that took over the sender's number.
+    Other,
+}
+
+#[tokio::test]
+async fn contact_resolution() {
+    // (before, lands on, identity reads, contacts created, for the message under test).
+    let cases = [
+        (Before::Nothing, LandsOn::New, 1, 1),
+        (Before::KnownInStore, LandsOn::Earlier, 1, 0),
+        (Before::Remembered, LandsOn::Earlier, 0, 0),
+        (Before::RememberedThenErased, LandsOn::New, 1, 1),
+        (Before::RememberedThenIdentityMoved, LandsOn::Other, 1, 0),
+    ];
+    for (before, lands_on, reads, creates) in cases {
+        let w = webhook();
+        let t = &w.tenant.tenant_id;
+        let (mut earlier, mut other) = (None, None);
+        match before {
+            Before::Nothing => {}
+            Before::KnownInStore => earlier = Some(w.seed_contact(PHONE)),
+            Before::Remembered | Before::RememberedThenErased | Before::RememberedThenIdentityMoved => {
+                w.deliver(&text("wamid.first", 1_700_000_000, "hi")).await;
+                earlier = Some(w.contact_of("wamid.first"));
+            }
+        }
+        if let (Before::RememberedThenErased, Some(c)) = (before, &earlier) {
+            w.store.erase_contact(t, &c.contact_id);
+        }
+        if let (Before::RememberedThenIdentityMoved, Some(c)) = (before, &earlier) {
+            let mut moved = c.clone();
+            moved.phone = Some("+447700900999".into());
+            moved.version += 1;
+            let change = IdentityChange {
+                old: c.phone.clone(),
+                new: moved.phone.clone(),
+            };
+            w.store
+                .update_contact(&ContactUpdate {
+                    before: c,
+                    after: &moved,
+                    phone_change: Some(&change),
+                    user_id_change: None,
+                })
+                .await
+                .expect("phone moved");
+            earlier = Some(moved);
+            other = Some(w.seed_contact(PHONE));
+        }
+        let (reads_before, creates_before) = (w.store.calls(Op::MatchContact), w.store.calls(Op::CreateContact));
+
+        w.deliver(&text("wamid.under.test", 1_700_000_100, "hello")).await;
+
+        let case = format!("{before:?}");
+        let m = w.message_by_wamid("wamid.under.test");
+        let landed = w.store.contact(t, &m.contact_id).expect("message is on a live contact");
+        let which = if Some(&landed.contact_id) == earlier.as_ref().map(|c| &c.contact_id) {
+            LandsOn::Earlier
+        } else if Some(&landed.contact_id) == other.as_ref().map(|c| &c.contact_id) {
+            LandsOn::Other
+        } else {
+            LandsOn::New
+        };
+        assert_eq!(which, lands_on, "{case}: contact");
+        assert_eq!(
+            landed.phone.as_deref(),
+            Some(PHONE),
+            "{case}: it holds the sender's number"
+        );
+        assert_eq!(landed.last_inbound_at, Some(m.timestamp), "{case}: window opened");
+        assert_eq!(landed.profile_name.as_deref(), Some("Pat Customer"), "{case}");
+        assert_eq!(
+            w.store.calls(Op::MatchContact) - reads_before,
+            reads,
+            "{case}: identity reads"
+        );
+        assert_eq!(
+            w.store.calls(Op::CreateContact) - creates_before,
+            creates,
+            "{case}: contacts created"
+        );
+        if let (Before::RememberedThenIdentityMoved, Some(c)) = (before, &earlier) {
+            let unchanged = w.store.contact(t, &c.contact_id).expect("moved contact kept");
+            assert_eq!(unchanged.version, c.version, "{case}: the old contact was not touched");
+        }
+    }
+}
+
+#[tokio::test]
+async fn stop_and_start_change_marketing_consent_with_history_and_audit() {
+    let w = webhook();
+    let t = w.tenant.tenant_id.clone();
+    for (wamid, ts, body, expected) in [
+        ("wamid.stop", 1_700_000_000, " Stop! ", MarketingConsent::OptedOut),
+        ("wamid.start", 1_700_000_010, "START", MarketingConsent::OptedIn),
+        ("wamid.unsub", 1_700_000_020, "unsubscribe", MarketingConsent::OptedOut),
+        // Any other text leaves consent as it is.
+        (
+            "wamid.other",
+            1_700_000_030,
+            "stop it please",
+            MarketingConsent::OptedOut,
+        ),
+    ] {
+        w.deliver(&text(wamid, ts, body)).await;
+        assert_eq!(w.contact_of(wamid).consent.marketing, expected, "{body:?}");
+    }
+    let contact = w.contact_of("wamid.stop");
+    let history = w.store.consent_history(&t, &contact.contact_id).await.unwrap();
+    let steps: Vec<_> = history.iter().map(|c| (c.previous, c.marketing)).collect();
+    assert_eq!(
+        steps,
+        [
+            (MarketingConsent::Unknown, MarketingConsent::OptedOut),
+            (MarketingConsent::OptedOut, MarketingConsent::OptedIn),
+            (MarketingConsent::OptedIn, MarketingConsent::OptedOut),
+        ]
+    );
+    // Ids (ULIDs) within one millisecond do not sort by time: order by the entries' times.
+    let mut entries = w.store.audit(&t);
+    entries.sort_by_key(|e| e.at);
+    let audited: Vec<_> = entries
+        .into_iter()
+        .filter(|e| e.action == "contact.consent")
+        .map(|e| e.details["marketing"].clone())
+        .collect();
+    assert_eq!(audited, [json!("opted_out"), json!("opted_in"), json!("opted_out")]);
+}
+
+#[tokio::test]
+async fn a_redelivered_webhook_changes_nothing() {
+    let w = webhook();
+    let t = w.tenant.tenant_id.clone();
+    let stop = text("wamid.stop", 1_700_000_000, "STOP");
+    w.deliver(&stop).await;
+    let first = w.contact_of("wamid.stop");
+    w.deliver(&stop).await;
+    assert_eq!(w.store.messages(&t).len(), 1);
+    assert_eq!(w.store.contacts(&t).len(), 1);
+    assert_eq!(w.contact_of("wamid.stop"), first, "contact untouched by the repeat");
+    let history = w.store.consent_history(&t, &first.contact_id).await.unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(w.store.audit(&t).len(), 1);
+}
+
+#[tokio::test]
+async fn a_redelivered_media_message_is_enqueued_again_while_its_media_is_pending() {
+    let w = webhook();
+    let image = delivery(
+        "wamid.img",
+        1_700_000_000,
+        json!({"type": "image", "image": {"id": "media-1", "mime_type": "image/jpeg", "sha256": "abc"}}),
+    );
+    w.deliver(&image).await;
+    w.deliver(&image).await;
+    let m = w.message_by_wamid("wamid.img");
+    let jobs = w.queue.media_jobs();
+    assert_eq!(jobs.len(), 2, "the first enqueue may have been lost");
+    assert!(
+        jobs.iter()
+            .all(|j| j.message_id == m.message_id && j.contact_id == m.contact_id)
+    );
+    assert_eq!(w.store.messages(&w.tenant.tenant_id).len(), 1);
+}
+
+#[tokio::test]
+async fn an_older_message_arriving_late_is_stored_without_moving_the_window_back() {
+    let w = webhook();
+    w.deliver(&text("wamid.new", 1_700_000_100, "newer")).await;
+    w.deliver(&text("wamid.old", 1_700_000_000, "older")).await;
+    let newer = w.message_by_wamid("wamid.new");
+    let contact = w.contact_of("wamid.old");
+    assert_eq!(contact.contact_id, newer.contact_id);
+    assert_eq!(contact.last_inbound_at, Some(newer.timestamp));
+}
+
+#[tokio::test]
+async fn unsigned_or_mis_signed_deliveries_store_nothing() {
+    let w = webhook();
+    let body = text("wamid.x", 1_700_000_000, "hi");
+    for signature in [None, Some(sign(b"another secret", body.as_bytes()))] {
+        let response = handle(&w.deps, signed(&body, signature)).await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    assert!(w.store.messages(&w.tenant.tenant_id).is_empty());
+    assert_eq!(w.store.calls(Op::TenantForPhoneNumber), 0);
+}
+
+#[tokio::test]
+async fn a_storage_failure_answers_500_so_meta_redelivers() {
+    let w = webhook();
+    let body = text("wamid.x", 1_700_000_000, "hi");
+    w.store.fail_next_backend(Op::RecordInbound);
+    let response = w.post(&body).await;
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    // The redelivery stores it once, on the contact the first attempt created.
+    w.deliver(&body).await;
+    assert_eq!(w.store.messages(&w.tenant.tenant_id).len(), 1);
+    assert_eq!(w.store.contacts(&w.tenant.tenant_id).len(), 1);
+}

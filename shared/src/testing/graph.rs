@@ -1,0 +1,167 @@
+//! [`FakeGraph`]: Meta's Graph API as the sender and the media worker see it
+//! ([`MessageSender`], [`MediaSource`]), answering from a script and recording every call.
+//!
+//! Sends succeed with a fresh wamid unless an answer was queued; media is served from what
+//! [`FakeGraph::add_media`] registered, an unknown media id or URL answers as Meta does
+//! (`400`, code `100`). Clones share one script.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use serde_json::Value;
+
+use crate::graph::{GraphCallError, MediaInfo, MediaSource, MessageSender};
+use crate::secret::Secret;
+
+/// One `send_message` call as the fake received it.
+#[derive(Debug, Clone)]
+pub struct SentRequest {
+    pub phone_number_id: String,
+    pub token: Secret,
+    pub payload: Value,
+}
+
+type Hook = Arc<dyn Fn() + Send + Sync>;
+
+#[derive(Default)]
+struct Script {
+    send_answers: VecDeque<Result<String, GraphCallError>>,
+    sent: Vec<SentRequest>,
+    media: HashMap<String, MediaInfo>,
+    files: HashMap<String, Bytes>,
+    media_info_faults: VecDeque<GraphCallError>,
+    download_faults: VecDeque<GraphCallError>,
+    media_info_calls: usize,
+    download_calls: usize,
+    on_download: Option<Hook>,
+    wamids_issued: u64,
+}
+
+#[derive(Clone, Default)]
+pub struct FakeGraph {
+    script: Arc<Mutex<Script>>,
+}
+
+/// An error answer from the Graph API, as `api_error` builds it from Meta's envelope.
+pub fn meta_error(status: u16, code: Option<i64>) -> GraphCallError {
+    GraphCallError::Api {
+        status,
+        code,
+        message: format!("test error {code:?}"),
+        details: None,
+    }
+}
+
+impl FakeGraph {
+    pub fn new() -> Self {
+        FakeGraph::default()
+    }
+
+    fn script(&self) -> MutexGuard<'_, Script> {
+        self.script.lock().expect("graph script")
+    }
+
+    /// The answer to the next `send_message` (later ones queue behind it).
+    pub fn answer_next_send(&self, answer: Result<String, GraphCallError>) {
+        self.script().send_answers.push_back(answer);
+    }
+
+    /// Every `send_message` call so far.
+    pub fn sent(&self) -> Vec<SentRequest> {
+        self.script().sent.clone()
+    }
+
+    /// Registers media `media_id` with its content: `media_info` announces its URL, size, type
+    /// and SHA-256 (hex), `download` serves it.
+    pub fn add_media(&self, media_id: &str, data: &[u8], mime_type: &str) -> MediaInfo {
+        use sha2::{Digest, Sha256};
+        let info = MediaInfo {
+            url: format!("https://media.graph.test/{media_id}"),
+            mime_type: Some(mime_type.to_owned()),
+            sha256: Some(hex::encode(Sha256::digest(data))),
+            file_size: Some(data.len() as u64),
+        };
+        self.set_media(media_id, info.clone(), Bytes::copy_from_slice(data));
+        info
+    }
+
+    /// Registers media with an announcement that need not match its content.
+    pub fn set_media(&self, media_id: &str, info: MediaInfo, data: Bytes) {
+        let mut s = self.script();
+        s.files.insert(info.url.clone(), data);
+        s.media.insert(media_id.to_owned(), info);
+    }
+
+    pub fn fail_next_media_info(&self, error: GraphCallError) {
+        self.script().media_info_faults.push_back(error);
+    }
+
+    pub fn fail_next_download(&self, error: GraphCallError) {
+        self.script().download_faults.push_back(error);
+    }
+
+    /// Runs `hook` during every download (e.g. to erase the contact meanwhile).
+    pub fn on_download(&self, hook: impl Fn() + Send + Sync + 'static) {
+        self.script().on_download = Some(Arc::new(hook));
+    }
+
+    pub fn media_info_calls(&self) -> usize {
+        self.script().media_info_calls
+    }
+
+    pub fn download_calls(&self) -> usize {
+        self.script().download_calls
+    }
+}
+
+impl MessageSender for FakeGraph {
+    async fn send_message(
+        &self,
+        phone_number_id: &str,
+        token: &Secret,
+        payload: &Value,
+    ) -> Result<String, GraphCallError> {
+        let mut s = self.script();
+        s.sent.push(SentRequest {
+            phone_number_id: phone_number_id.to_owned(),
+            token: token.clone(),
+            payload: payload.clone(),
+        });
+        match s.send_answers.pop_front() {
+            Some(answer) => answer,
+            None => {
+                s.wamids_issued += 1;
+                Ok(format!("wamid.test.{}", s.wamids_issued))
+            }
+        }
+    }
+}
+
+impl MediaSource for FakeGraph {
+    async fn media_info(&self, media_id: &str, _token: &Secret) -> Result<MediaInfo, GraphCallError> {
+        let mut s = self.script();
+        s.media_info_calls += 1;
+        if let Some(error) = s.media_info_faults.pop_front() {
+            return Err(error);
+        }
+        s.media.get(media_id).cloned().ok_or_else(|| meta_error(400, Some(100)))
+    }
+
+    async fn download(&self, url: &str, _token: &Secret) -> Result<Bytes, GraphCallError> {
+        let hook = {
+            let mut s = self.script();
+            s.download_calls += 1;
+            s.on_download.clone()
+        };
+        // Outside the lock: the hook may touch other fakes, or this one.
+        if let Some(hook) = hook {
+            hook();
+        }
+        let mut s = self.script();
+        if let Some(error) = s.download_faults.pop_front() {
+            return Err(error);
+        }
+        s.files.get(url).cloned().ok_or_else(|| meta_error(404, None))
+    }
+}
