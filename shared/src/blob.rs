@@ -31,13 +31,65 @@ pub trait BlobStore: Send + Sync {
     fn delete(&self, key: &str) -> impl Future<Output = Result<(), BlobError>> + Send;
 }
 
-/// Short-lived download links for stored objects.
+/// Short-lived download links for stored objects. Every link is served as a download
+/// (`Content-Disposition: attachment`) with a content type from [`served_content_type`]: what a
+/// customer declared never decides what a browser renders from our bucket.
 pub trait MediaLinks: Send + Sync {
+    /// A link to `key`; `content_type` is the declared type (anything not allowed is served as
+    /// `application/octet-stream`).
     fn presigned_get(
         &self,
         key: &str,
+        content_type: Option<&str>,
         expires_in: std::time::Duration,
     ) -> impl Future<Output = Result<String, BlobError>> + Send;
+}
+
+/// Content types a presigned link may carry: what WhatsApp accepts as media (images, video,
+/// audio, documents) and our exports (JSON). Nothing a browser executes (HTML, SVG, XML, …).
+pub const SERVED_CONTENT_TYPES: &[&str] = &[
+    "image/jpeg",
+    "image/png",
+    "image/webp",
+    "video/mp4",
+    "video/3gpp",
+    "audio/aac",
+    "audio/amr",
+    "audio/mp4",
+    "audio/mpeg",
+    "audio/ogg",
+    "application/pdf",
+    "text/plain",
+    "application/msword",
+    "application/vnd.ms-excel",
+    "application/vnd.ms-powerpoint",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+    "application/json",
+];
+
+/// What every other declared type is served as.
+pub const FALLBACK_CONTENT_TYPE: &str = "application/octet-stream";
+
+/// The content type a link serves for a `declared` type: its essence (lowercase, parameters
+/// such as `; codecs=opus` dropped) if it is in [`SERVED_CONTENT_TYPES`], else
+/// [`FALLBACK_CONTENT_TYPE`].
+pub fn served_content_type(declared: Option<&str>) -> &'static str {
+    let Some(declared) = declared else {
+        return FALLBACK_CONTENT_TYPE;
+    };
+    let essence = declared
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    SERVED_CONTENT_TYPES
+        .iter()
+        .find(|allowed| **allowed == essence)
+        .copied()
+        .unwrap_or(FALLBACK_CONTENT_TYPE)
 }
 
 /// Longest life of a presigned media or export link.
@@ -93,7 +145,12 @@ impl BlobStore for S3Blobs {
 }
 
 impl MediaLinks for S3Blobs {
-    async fn presigned_get(&self, key: &str, expires_in: std::time::Duration) -> Result<String, BlobError> {
+    async fn presigned_get(
+        &self,
+        key: &str,
+        content_type: Option<&str>,
+        expires_in: std::time::Duration,
+    ) -> Result<String, BlobError> {
         let config = aws_sdk_s3::presigning::PresigningConfig::expires_in(expires_in.min(LINK_TTL))
             .map_err(|e| BlobError(e.to_string()))?;
         let request = self
@@ -101,6 +158,9 @@ impl MediaLinks for S3Blobs {
             .get_object()
             .bucket(&self.bucket)
             .key(key)
+            // Signed into the link: S3 answers with these headers whatever the object declares.
+            .response_content_disposition("attachment")
+            .response_content_type(served_content_type(content_type))
             .presigned(config)
             .await
             .map_err(|e| BlobError(aws_sdk_s3::error::DisplayErrorContext(&e).to_string()))?;
@@ -111,6 +171,36 @@ impl MediaLinks for S3Blobs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn served_content_types_come_from_the_allow_list() {
+        assert_eq!(served_content_type(Some("image/jpeg")), "image/jpeg");
+        assert_eq!(served_content_type(Some("Image/PNG")), "image/png");
+        assert_eq!(served_content_type(Some("audio/ogg; codecs=opus")), "audio/ogg");
+        assert_eq!(served_content_type(Some(" application/pdf ")), "application/pdf");
+        assert_eq!(served_content_type(Some("text/plain; charset=utf-8")), "text/plain");
+        assert_eq!(served_content_type(Some("application/json")), "application/json");
+        assert_eq!(
+            served_content_type(Some(
+                "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+            )),
+            "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+        );
+        for rendered in [
+            "text/html",
+            "TEXT/HTML; charset=utf-8",
+            "image/svg+xml",
+            "application/xhtml+xml",
+            "text/xml",
+            "application/javascript",
+            "text/plain-but-not-really",
+            "image/jpeg, text/html",
+            "",
+        ] {
+            assert_eq!(served_content_type(Some(rendered)), FALLBACK_CONTENT_TYPE, "{rendered}");
+        }
+        assert_eq!(served_content_type(None), FALLBACK_CONTENT_TYPE);
+    }
 
     #[test]
     fn media_keys_are_under_tenant_and_contact() {

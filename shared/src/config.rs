@@ -206,6 +206,40 @@ impl Env {
         self.bounded("SEND_RATE_PER_SECOND", 80, 1..=10_000)
     }
 
+    /// Where the media worker may download media from: `GRAPH_MEDIA_HOSTS` (comma-separated host
+    /// suffixes or IP addresses; default Meta's media CDNs) and `GRAPH_MEDIA_ALLOW_HTTP`
+    /// (`true` only for a local fake Graph API; default `false`).
+    pub fn media_hosts(&self) -> Result<crate::media_url::MediaHosts, ConfigError> {
+        let allow_http = match self.get("GRAPH_MEDIA_ALLOW_HTTP") {
+            None => false,
+            Some(v) if v.eq_ignore_ascii_case("true") || v == "1" => true,
+            Some(v) if v.eq_ignore_ascii_case("false") || v == "0" => false,
+            Some(_) => {
+                return Err(ConfigError::Invalid {
+                    name: "GRAPH_MEDIA_ALLOW_HTTP",
+                    reason: "must be true or false".into(),
+                });
+            }
+        };
+        let list = self
+            .get("GRAPH_MEDIA_HOSTS")
+            .unwrap_or(crate::media_url::DEFAULT_MEDIA_HOSTS);
+        crate::media_url::MediaHosts::parse(list, allow_http).map_err(|e| ConfigError::Invalid {
+            name: "GRAPH_MEDIA_HOSTS",
+            reason: e.to_string(),
+        })
+    }
+
+    /// The API's per-tenant quota (`TENANT_REQUESTS_PER_SECOND`, `TENANT_REQUEST_BURST`; the
+    /// template's `TenantRequestsPerSecond` / `TenantRequestBurst`).
+    pub fn tenant_quota(&self) -> Result<crate::quota::QuotaConfig, ConfigError> {
+        let d = crate::quota::QuotaConfig::default();
+        Ok(crate::quota::QuotaConfig {
+            rate_per_second: self.bounded("TENANT_REQUESTS_PER_SECOND", d.rate_per_second, 1..=1_000_000)?,
+            burst: self.bounded("TENANT_REQUEST_BURST", d.burst, 1..=1_000_000)?,
+        })
+    }
+
     /// A whole number from the environment within `range`, or `default` when unset: the one
     /// parser for every numeric setting (counts, budgets, ports).
     pub fn bounded<T>(&self, name: &'static str, default: T, range: RangeInclusive<T>) -> Result<T, ConfigError>
@@ -320,6 +354,38 @@ mod tests {
     }
 
     #[test]
+    fn tenant_quota_defaults_to_the_template_and_reads_both_variables() {
+        let d = Env::default().tenant_quota().unwrap();
+        assert_eq!((d.rate_per_second, d.burst), (20, 40));
+        let q = Env::from_map([("TENANT_REQUESTS_PER_SECOND", "5"), ("TENANT_REQUEST_BURST", "9")])
+            .tenant_quota()
+            .unwrap();
+        assert_eq!((q.rate_per_second, q.burst), (5, 9));
+        assert!(Env::from_map([("TENANT_REQUEST_BURST", "0")]).tenant_quota().is_err());
+    }
+
+    #[test]
+    fn media_hosts_default_to_meta_over_https() {
+        use crate::media_url::MediaHosts;
+        assert_eq!(Env::default().media_hosts().unwrap(), MediaHosts::meta());
+        let local = Env::from_map([("GRAPH_MEDIA_HOSTS", "127.0.0.1"), ("GRAPH_MEDIA_ALLOW_HTTP", "true")])
+            .media_hosts()
+            .unwrap();
+        assert_eq!(local, MediaHosts::loopback());
+        // http alone never widens the hosts.
+        let http_only = Env::from_map([("GRAPH_MEDIA_ALLOW_HTTP", "true")])
+            .media_hosts()
+            .unwrap();
+        assert!(http_only.check("http://127.0.0.1:9/x").is_err());
+        assert!(
+            Env::from_map([("GRAPH_MEDIA_ALLOW_HTTP", "yes")])
+                .media_hosts()
+                .is_err()
+        );
+        assert!(Env::from_map([("GRAPH_MEDIA_HOSTS", "com")]).media_hosts().is_err());
+    }
+
+    #[test]
     fn cursor_secret_is_required_and_long() {
         assert!(Env::default().cursor_secret().is_err());
         assert!(Env::from_map([("CURSOR_SECRET", "short")]).cursor_secret().is_err());
@@ -347,6 +413,18 @@ mod tests {
         assert_eq!(ok.app_secret.expose(), "s");
         let shown = format!("{ok:?}");
         assert!(shown.contains("Secret(***)") && !shown.contains("\"v\""), "{shown}");
+    }
+
+    /// The quota's code defaults are the template's parameter defaults.
+    #[test]
+    fn quota_defaults_match_the_template() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml"))
+            .expect("template.yaml at the workspace root");
+        let doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+        let default = |name: &str| doc["Parameters"][name]["Default"].as_u64().unwrap();
+        let q = crate::quota::QuotaConfig::default();
+        assert_eq!(u64::from(q.rate_per_second), default("TenantRequestsPerSecond"));
+        assert_eq!(u64::from(q.burst), default("TenantRequestBurst"));
     }
 
     /// The template's `Globals` environment and [`RESOURCE_ENV`] must name the same resources.

@@ -221,9 +221,14 @@ impl ObjectStore for Bucket {
 
 impl crate::blob::MediaLinks for Bucket {
     /// The one presigning implementation (the media bucket's), on this bucket.
-    async fn presigned_get(&self, key: &str, expires_in: std::time::Duration) -> Result<String, BlobError> {
+    async fn presigned_get(
+        &self,
+        key: &str,
+        content_type: Option<&str>,
+        expires_in: std::time::Duration,
+    ) -> Result<String, BlobError> {
         crate::blob::S3Blobs::new(self.client.clone(), self.name.clone())
-            .presigned_get(key, expires_in)
+            .presigned_get(key, content_type, expires_in)
             .await
     }
 }

@@ -86,6 +86,12 @@ impl NewTenant {
     }
 }
 
+/// Whether a tenant's API keys may authenticate: only while the tenant exists and is active (a
+/// disabled or offboarded tenant's keys answer `401` even where revoking them failed half-way).
+pub fn tenant_may_authenticate(tenant: Option<&Tenant>) -> bool {
+    tenant.is_some_and(|t| t.status == TenantStatus::Active)
+}
+
 /// A stored API key: never the key itself, only its hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiKeyRecord {
@@ -120,6 +126,26 @@ pub fn key_use_needs_recording(last_used_at: Option<DateTime<Utc>>, now: DateTim
 mod tests {
     use super::*;
     use chrono::Duration;
+
+    #[test]
+    fn only_an_existing_active_tenant_authenticates() {
+        let mut tenant = Tenant {
+            tenant_id: "t1".into(),
+            name: "Acme".into(),
+            phone_number_id: "1".into(),
+            waba_id: "2".into(),
+            status: TenantStatus::Active,
+            created_at: Utc::now(),
+            token_invalid: true,
+        };
+        assert!(
+            tenant_may_authenticate(Some(&tenant)),
+            "a flagged token does not lock the API"
+        );
+        tenant.status = TenantStatus::Disabled;
+        assert!(!tenant_may_authenticate(Some(&tenant)));
+        assert!(!tenant_may_authenticate(None), "offboarded: the tenant item is gone");
+    }
 
     #[test]
     fn new_tenant_validation() {

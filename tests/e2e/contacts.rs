@@ -497,10 +497,59 @@ async fn conversation_lists_messages_newest_first_with_media_links() {
         .expect("presigned url")
         .to_owned();
     assert!(link.contains("X-Amz-Expires=900"), "{link}");
-    assert_eq!(
-        reqwest::get(&link).await.unwrap().bytes().await.unwrap().as_ref(),
-        b"png-bytes"
+    let served = reqwest::get(&link).await.unwrap();
+    // Always a download, with an allowed type (signed into the link, whatever S3 holds).
+    assert_eq!(served.headers()["content-disposition"], "attachment");
+    assert_eq!(served.headers()["content-type"], "image/png");
+    assert_eq!(served.bytes().await.unwrap().as_ref(), b"png-bytes");
+
+    // A customer-declared `text/html` document never renders from our bucket.
+    let document = json!({
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "1", "changes": [{"field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "1", "phone_number_id": c.phone_number_id},
+            "contacts": [{"profile": {"name": "Pat Customer"}, "wa_id": from}],
+            "messages": [{"from": from, "id": "wamid.convdoc", "timestamp": "1767225800", "type": "document",
+                          "document": {"id": "778", "mime_type": "text/html", "sha256": sha, "filename": "a.html"}}]
+        }}]}]
+    })
+    .to_string();
+    let (status, response) = post_webhook(&c.base, &document, None).await;
+    assert_eq!(status, 200, "{response}");
+    let doc_id = crm_shared::message::inbound_message_id(
+        &c.tenant_id,
+        "wamid.convdoc",
+        crm_shared::message::meta_time(1_767_225_800, chrono::Utc::now()),
     );
+    let doc_key = crm_shared::blob::media_key(&c.tenant_id, &id, &doc_id);
+    s3.put_object()
+        .bucket(stack().media_bucket())
+        .key(&doc_key)
+        .content_type("text/html")
+        .body(b"<script>alert(1)</script>".to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    let mut doc = store.get_message(&c.tenant_id, &doc_id).await.unwrap().unwrap();
+    let mut doc_media = doc.media.take().unwrap();
+    assert_eq!(doc_media.mime_type.as_deref(), Some("text/html"));
+    doc_media.status = crm_shared::message::MediaStatus::Available;
+    doc_media.s3_key = Some(doc_key);
+    store.update_media(&c.tenant_id, &doc_id, &doc_media).await.unwrap();
+    let (_, page) = api(
+        "GET",
+        &c.url(&format!("/v1/contacts/{id}/messages?limit=1")),
+        Some(&c.viewer),
+        None,
+    )
+    .await;
+    assert_eq!(page["items"][0]["id"], doc_id.as_str());
+    let served = reqwest::get(page["items"][0]["media"]["url"].as_str().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(served.headers()["content-disposition"], "attachment");
+    assert_eq!(served.headers()["content-type"], "application/octet-stream");
 
     let (status, _) = api(
         "GET",

@@ -1,5 +1,6 @@
 //! End-to-end tests: real handlers, real local AWS endpoint, real HTTP.
 
+mod access;
 mod contacts;
 mod foundation;
 mod iam;

@@ -57,6 +57,13 @@ async fn media_worker<G, R>(graph: G, retry: R) -> media_fn::Deps<DynamoStore, G
         blobs: S3Blobs::new(crm_shared::aws::s3_client(&sdk), stack().media_bucket()),
         retry,
         max_receives: 5,
+        // The wiremock Graph API serves media on http://127.0.0.1:port.
+        media_hosts: crm_shared::config::Env::from_map([
+            ("GRAPH_MEDIA_HOSTS", "127.0.0.1"),
+            ("GRAPH_MEDIA_ALLOW_HTTP", "true"),
+        ])
+        .media_hosts()
+        .unwrap(),
     }
 }
 
@@ -408,4 +415,59 @@ async fn media_of_a_message_erased_mid_download_is_removed_again() {
         head.is_err(),
         "the object stored for an erased message was deleted again"
     );
+}
+
+#[tokio::test]
+async fn the_worker_fetches_only_digit_media_ids_and_only_from_allowed_hosts() {
+    let store = stack().store().await;
+    let sdk = stack().sdk().await;
+    let sqs = crm_shared::aws::sqs_client(&sdk);
+    let queue = own_queue(&sqs).await;
+    let gw = start_gateway_with_media_queue(store.clone(), &queue).await;
+    let tenant = new_tenant(&store, "Guarded").await.tenant;
+    let sha = hex::encode(Sha256::digest(IMAGE));
+    let pnid = &tenant.phone_number_id;
+    for (wamid, media_id) in [("wamid.path", "../../me"), ("wamid.elsewhere", "604")] {
+        let from = format!("4477009{}", &unique_numeric_id()[10..]);
+        let body = image_delivery(pnid, &from, wamid, media_id, &sha);
+        assert_eq!(post_webhook(&gw.base, &body, None).await.0, 200);
+    }
+    let graph = MockServer::start().await;
+    // Meta's answer points the download somewhere not on the allow-list (loopback by name).
+    let port = graph.address().port();
+    Mock::given(method("GET"))
+        .and(path("/v25.0/604"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "url": format!("http://localhost:{port}/lookaside/604"), "mime_type": "image/png", "id": "604"
+        })))
+        .mount(&graph)
+        .await;
+    let deps = media_worker(graph_client(&graph), RecordedRetries::default()).await;
+    let mut records = Vec::new();
+    for wamid in ["wamid.path", "wamid.elsewhere"] {
+        let m = stored_message(&store, &tenant.tenant_id, wamid).await;
+        let job = json!({"tenant_id": tenant.tenant_id, "message_id": m.message_id, "contact_id": m.contact_id});
+        records.push(record(&job, 1));
+    }
+    let resp = media_fn::handle(&deps, event(records)).await.unwrap();
+    // Permanent on the first attempt: acknowledged, not retried.
+    assert!(resp.batch_item_failures.is_empty(), "{:?}", resp.batch_item_failures);
+    for (wamid, reason) in [
+        ("wamid.path", "media id is not a Meta media id"),
+        ("wamid.elsewhere", "media URL host is not an allowed Meta media host"),
+    ] {
+        let media = stored_message(&store, &tenant.tenant_id, wamid).await.media.unwrap();
+        assert_eq!(media.status, MediaStatus::Failed, "{wamid}");
+        assert_eq!(media.failure.as_deref(), Some(reason), "{wamid}");
+        assert!(media.s3_key.is_none());
+    }
+    // The non-digit id never reached the Graph API, and nothing was downloaded.
+    let paths: Vec<String> = graph
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.url.path().to_owned())
+        .collect();
+    assert_eq!(paths, vec!["/v25.0/604".to_owned()]);
 }

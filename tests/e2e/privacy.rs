@@ -446,7 +446,10 @@ async fn an_export_holds_exactly_what_was_stored() {
     assert!(url.contains("X-Amz-Expires"), "{url}");
     let expires_at: DateTime<Utc> = serde_json::from_value(ready["expires_at"].clone()).unwrap();
     assert!((expires_at - Utc::now()).num_days() >= 6, "exports_days defaults to 7");
-    let document: Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+    let served = reqwest::get(url).await.unwrap();
+    assert_eq!(served.headers()["content-disposition"], "attachment");
+    assert_eq!(served.headers()["content-type"], "application/json");
+    let document: Value = served.json().await.unwrap();
 
     assert_eq!(document["format"], "wcrm.contact-export");
     assert_eq!(document["version"], 1);

@@ -260,6 +260,23 @@ pub async fn start_gateway_with_privacy(
         .await
 }
 
+/// The API function's dependencies as the gateway runs them.
+pub type ApiDeps = api_fn::Deps<DynamoStore, crm_shared::blob::S3Blobs, SqsQueue>;
+
+/// A quota no test reaches by accident (tests that check the quota set their own).
+pub const TEST_QUOTA: crm_shared::quota::QuotaConfig = crm_shared::quota::QuotaConfig {
+    rate_per_second: 1_000_000,
+    burst: 1_000_000,
+};
+
+/// A gateway on the shared stack whose API function is adjusted by `tune` (quota, tenant status
+/// cache).
+pub async fn start_gateway_tuned(store: DynamoStore, tune: impl FnOnce(ApiDeps) -> ApiDeps) -> Gateway {
+    let on = stack();
+    let privacy = on.privacy().await;
+    start_gateway_on(on, store, on.media_queue_url(), on.outbound_queue_url(), privacy, tune).await
+}
+
 impl Stack {
     /// A gateway on this stack whose functions use the given queues and privacy wiring.
     pub async fn start_gateway(
@@ -269,7 +286,7 @@ impl Stack {
         outbound_queue_url: &str,
         privacy: crm_shared::privacy::Privacy,
     ) -> Gateway {
-        start_gateway_on(self, store, media_queue_url, outbound_queue_url, privacy).await
+        start_gateway_on(self, store, media_queue_url, outbound_queue_url, privacy, |deps| deps).await
     }
 }
 
@@ -279,6 +296,7 @@ async fn start_gateway_on(
     media_queue_url: &str,
     outbound_queue_url: &str,
     privacy: crm_shared::privacy::Privacy,
+    tune: impl FnOnce(ApiDeps) -> ApiDeps,
 ) -> Gateway {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -298,14 +316,16 @@ async fn start_gateway_on(
     let api_sdk = on.sdk_for("ApiFunction").await;
     let webhook_sdk = on.sdk_for("WebhookFunction").await;
     let media = crm_shared::blob::S3Blobs::new(crm_shared::aws::s3_client(&api_sdk), on.media_bucket());
+    let api = api_fn::Deps::new(
+        DynamoStore::new(crm_shared::aws::dynamodb_client(&api_sdk), table.clone()),
+        CursorCodec::new(cursor_secret.expose()),
+        media,
+        SqsQueue::new(crm_shared::aws::sqs_client(&api_sdk), outbound_queue_url),
+    )
+    .with_privacy(privacy)
+    .with_quota(TEST_QUOTA);
     let handlers = std::sync::Arc::new(devstack::gateway::Handlers {
-        api: api_fn::Deps::new(
-            DynamoStore::new(crm_shared::aws::dynamodb_client(&api_sdk), table.clone()),
-            CursorCodec::new(cursor_secret.expose()),
-            media,
-            SqsQueue::new(crm_shared::aws::sqs_client(&api_sdk), outbound_queue_url),
-        )
-        .with_privacy(privacy),
+        api: tune(api),
         webhook: webhook_fn::Deps::new(
             DynamoStore::new(crm_shared::aws::dynamodb_client(&webhook_sdk), table),
             SqsQueue::new(crm_shared::aws::sqs_client(&webhook_sdk), media_queue_url),

@@ -1,12 +1,15 @@
 //! Bearer API key → caller (tenant, key, role).
 
+use std::time::Duration;
+
 use chrono::Utc;
 use lambda_http::http::HeaderMap;
 
 use crm_shared::audit::AuditEntry;
 use crm_shared::auth::{self, Role};
-use crm_shared::store::{ApiKeyStore, AuditStore};
-use crm_shared::tenant::key_use_needs_recording;
+use crm_shared::cache::TtlCache;
+use crm_shared::store::{ApiKeyStore, AuditStore, TenantStore};
+use crm_shared::tenant::{key_use_needs_recording, tenant_may_authenticate};
 
 use crate::error::ApiError;
 
@@ -34,9 +37,45 @@ impl Caller {
 
 const INVALID_KEY: &str = "missing, unknown or revoked API key";
 
-/// Checks the `Authorization: Bearer` key: one strongly consistent read of the key record.
-pub async fn authenticate<S: ApiKeyStore + AuditStore>(
+/// Longest time an instance trusts what it read of a tenant's status: a disabled or offboarded
+/// tenant's keys stop working within this time even if revoking them failed half-way.
+pub const TENANT_STATUS_TTL: Duration = Duration::from_secs(30);
+
+/// Tenants an instance remembers the status of.
+const TENANT_STATUS_CAPACITY: usize = 10_000;
+
+/// Per instance: tenant id → whether its keys may authenticate, read at most once per TTL.
+#[derive(Debug)]
+pub struct TenantStatusCache(TtlCache<String, bool>);
+
+impl TenantStatusCache {
+    /// `ttl` is capped at [`TENANT_STATUS_TTL`].
+    pub fn new(ttl: Duration) -> Self {
+        TenantStatusCache(TtlCache::new(TENANT_STATUS_CAPACITY, ttl.min(TENANT_STATUS_TTL)))
+    }
+
+    /// Whether `tenant_id`'s keys may authenticate: remembered, or one read of the tenant.
+    async fn allows<S: TenantStore>(&self, store: &S, tenant_id: &str) -> Result<bool, ApiError> {
+        if let Some(allowed) = self.0.get(tenant_id) {
+            return Ok(allowed);
+        }
+        let allowed = tenant_may_authenticate(store.get_tenant(tenant_id).await?.as_ref());
+        self.0.insert(tenant_id.to_owned(), allowed);
+        Ok(allowed)
+    }
+}
+
+impl Default for TenantStatusCache {
+    fn default() -> Self {
+        TenantStatusCache::new(TENANT_STATUS_TTL)
+    }
+}
+
+/// Checks the `Authorization: Bearer` key: one strongly consistent read of the key record, and
+/// of the tenant's status when this instance has not read it within [`TENANT_STATUS_TTL`].
+pub async fn authenticate<S: ApiKeyStore + AuditStore + TenantStore>(
     store: &S,
+    tenants: &TenantStatusCache,
     headers: &HeaderMap,
     request_id: Option<&str>,
 ) -> Result<Caller, ApiError> {
@@ -51,6 +90,10 @@ pub async fn authenticate<S: ApiKeyStore + AuditStore>(
         .await?
         .ok_or_else(|| ApiError::unauthorized(INVALID_KEY))?;
     if !record.is_active() || !auth::key_matches(presented, &record.key_hash) {
+        return Err(ApiError::unauthorized(INVALID_KEY));
+    }
+    // Checked only for a valid key, so made-up tenant ids cost no read and fill no cache.
+    if !tenants.allows(store, &record.tenant_id).await? {
         return Err(ApiError::unauthorized(INVALID_KEY));
     }
     let now = Utc::now();

@@ -9,6 +9,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Seconds for a `Retry-After` header (a `429`).
+    pub retry_after_secs: Option<u64>,
 }
 
 impl ApiError {
@@ -17,6 +19,19 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after_secs: None,
+        }
+    }
+
+    /// `429`: the tenant is over its request quota; retry after `retry_after_secs`.
+    pub fn rate_limited(retry_after_secs: u64) -> Self {
+        ApiError {
+            retry_after_secs: Some(retry_after_secs),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("the tenant's request quota is used up; retry after {retry_after_secs} s"),
+            )
         }
     }
 

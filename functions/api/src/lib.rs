@@ -15,8 +15,9 @@ use crm_shared::cursor::CursorCodec;
 use crm_shared::jobs::{SendJobQueue, SqsQueue};
 use crm_shared::store::{ApiKeyStore, AuditStore, ContactStore, MessageStore, OutboundStore, TenantStore};
 
-use crate::auth::{Caller, authenticate};
+use crate::auth::{Caller, TenantStatusCache, authenticate};
 use crate::error::ApiError;
+use crm_shared::quota::{QuotaConfig, TenantQuotas};
 
 /// What the handlers need; built once per execution environment.
 pub struct Deps<S, L = S3Blobs, Q = SqsQueue> {
@@ -28,6 +29,10 @@ pub struct Deps<S, L = S3Blobs, Q = SqsQueue> {
     pub outbound: Q,
     /// Exports, erasure and retention settings (`None`: those routes answer `503`).
     pub privacy: Option<crm_shared::privacy::Privacy>,
+    /// Per-tenant request quotas of this instance.
+    pub quotas: TenantQuotas,
+    /// Tenant statuses this instance has read (at most 30 s old).
+    pub tenant_status: TenantStatusCache,
 }
 
 impl<S, L, Q> Deps<S, L, Q> {
@@ -38,7 +43,21 @@ impl<S, L, Q> Deps<S, L, Q> {
             media,
             outbound,
             privacy: None,
+            quotas: TenantQuotas::new(QuotaConfig::default()),
+            tenant_status: TenantStatusCache::default(),
         }
+    }
+
+    /// Per-tenant quota `config` (per instance) instead of the template's defaults.
+    pub fn with_quota(mut self, config: QuotaConfig) -> Self {
+        self.quotas = TenantQuotas::new(config);
+        self
+    }
+
+    /// Trusts a tenant status read for `ttl` (at most [`auth::TENANT_STATUS_TTL`]).
+    pub fn with_tenant_status_ttl(mut self, ttl: std::time::Duration) -> Self {
+        self.tenant_status = TenantStatusCache::new(ttl);
+        self
     }
 
     /// Serves the privacy routes with `privacy`.
@@ -59,7 +78,7 @@ pub async fn handle<S: ApiStore, L: MediaLinks, Q: SendJobQueue>(
 ) -> Result<Response<Body>, Error> {
     let mut response = match dispatch(deps, &req).await {
         Ok(resp) => resp,
-        Err(err) => json_response(err.status, &err.body()),
+        Err(err) => error_response(&err),
     };
     // Every answer is tenant data (or about it): no shared or browser cache may keep it.
     response.headers_mut().insert(
@@ -74,12 +93,32 @@ async fn dispatch<S: ApiStore, L: MediaLinks, Q: SendJobQueue>(
     req: &Request,
 ) -> Result<Response<Body>, ApiError> {
     // Authenticate before routing: without a valid key nothing about the API is revealed.
-    let caller: Caller = authenticate(&deps.store, req.headers(), request_id(req).as_deref()).await?;
+    let caller: Caller = authenticate(
+        &deps.store,
+        &deps.tenant_status,
+        req.headers(),
+        request_id(req).as_deref(),
+    )
+    .await?;
+    // The tenant's quota, per instance, before any work is done for the request.
+    deps.quotas
+        .check(&caller.tenant_id)
+        .map_err(|limited| ApiError::rate_limited(limited.retry_after_secs))?;
     let path = req.uri().path().trim_end_matches('/');
     let segments: Vec<&str> = path.split('/').skip(1).collect();
     let (route, param) = routes::match_route(req.method(), &segments)?;
     caller.require(route.role)?;
     routes::run(route, deps, &caller, req, param).await
+}
+
+fn error_response(err: &ApiError) -> Response<Body> {
+    let mut response = json_response(err.status, &err.body());
+    if let Some(secs) = err.retry_after_secs {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, lambda_http::http::HeaderValue::from(secs));
+    }
+    response
 }
 
 pub(crate) fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Body> {

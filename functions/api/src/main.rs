@@ -22,6 +22,7 @@ async fn main() -> Result<(), Error> {
         S3Blobs::new(aws::s3_client(&sdk), resources.media_bucket),
         SqsQueue::new(aws::sqs_client(&sdk), resources.outbound_queue_url),
     )
-    .with_privacy(privacy);
+    .with_privacy(privacy)
+    .with_quota(env.tenant_quota()?);
     run(service_fn(|req| handle(&deps, req))).await
 }

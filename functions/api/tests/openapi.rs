@@ -76,7 +76,7 @@ fn the_document_is_openapi_3_1() {
     assert!(version.starts_with("3.1."), "openapi: {version:?}");
 }
 
-/// What every `/v1` operation must say: the role it needs, and the auth failures.
+/// What every `/v1` operation must say: the role it needs, the auth failures and the quota.
 #[test]
 fn every_v1_operation_documents_its_role_and_auth_failures() {
     let doc = document();
@@ -90,7 +90,7 @@ fn every_v1_operation_documents_its_role_and_auth_failures() {
         }
         let responses = op.get("responses").and_then(Value::as_mapping);
         let has = |status: &str| responses.is_some_and(|r| r.contains_key(status));
-        for status in ["401", "403"] {
+        for status in ["401", "403", "429"] {
             if !has(status) {
                 problems.push(format!("{method} {path}: no {status} response"));
             }

@@ -5,7 +5,8 @@
 //! Retries: a retryable failure reports the record as failed (partial batch response) and
 //! pushes its next delivery out with exponential backoff; on the last allowed receive the
 //! message is marked `failed` before the record goes to the dead-letter queue. Failures that
-//! cannot improve (media expired or unknown, too large) are marked at once and not retried.
+//! cannot improve (media expired or unknown, too large, a media id that is not digits, a
+//! download URL that is not `https` on Meta's media hosts) are marked at once and not retried.
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use lambda_runtime::{Error, LambdaEvent};
@@ -13,6 +14,7 @@ use lambda_runtime::{Error, LambdaEvent};
 use crm_shared::blob::{BlobStore, media_key};
 use crm_shared::graph::{GraphCallError, GraphErrorClass, MAX_MEDIA_BYTES, MediaSource, sha256_matches};
 use crm_shared::jobs::{MediaJob, RetryScheduler, partial_batch_response, receive_count, retry_delay_secs};
+use crm_shared::media_url::{MediaHosts, is_media_id};
 use crm_shared::message::{MediaRef, MediaStatus};
 use crm_shared::store::{MessageStore, StoreError, TenantStore};
 
@@ -26,6 +28,8 @@ pub struct Deps<S, G, B, R> {
     pub retry: R,
     /// The queue's `maxReceiveCount`: the receive on which a failure is final.
     pub max_receives: u32,
+    /// Where media may be downloaded from (Meta's media hosts over https in production).
+    pub media_hosts: MediaHosts,
 }
 
 /// Storage the worker needs.
@@ -124,6 +128,10 @@ async fn fetch<S: WorkerStore, G: MediaSource, B: BlobStore, R: RetryScheduler>(
     if matches!(media.status, MediaStatus::Available | MediaStatus::Expired) {
         return Ok(());
     }
+    // The id goes into a Graph API path: digits only, or the request is not the one we mean.
+    if !is_media_id(&media.media_id) {
+        return Err(Failure::Permanent("media id is not a Meta media id".into()));
+    }
     let token = deps
         .store
         .graph_token(&job.tenant_id)
@@ -133,6 +141,11 @@ async fn fetch<S: WorkerStore, G: MediaSource, B: BlobStore, R: RetryScheduler>(
     if info.file_size.is_some_and(|n| n > MAX_MEDIA_BYTES) {
         return Err(GraphCallError::TooLarge.into());
     }
+    // The download carries the tenant's token: only to Meta's media hosts, over https. (The
+    // reason names no URL: media URLs are signed.)
+    deps.media_hosts
+        .check(&info.url)
+        .map_err(|e| Failure::Permanent(e.to_string()))?;
     let data = deps.graph.download(&info.url, &token).await?;
     if info.file_size.is_some_and(|expected| expected != data.len() as u64) {
         return Err(Failure::Retry("downloaded size differs from the announced size".into()));

@@ -22,6 +22,7 @@ async fn main() -> Result<(), Error> {
         blobs: S3Blobs::new(aws::s3_client(&sdk), resources.media_bucket),
         retry: SqsQueue::new(aws::sqs_client(&sdk), resources.media_queue_url),
         max_receives: env.media_max_receives()?,
+        media_hosts: env.media_hosts()?,
     };
     run(service_fn(|event| handle(&deps, event))).await
 }

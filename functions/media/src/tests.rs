@@ -20,6 +20,8 @@ use crm_shared::testing::{FakeGraph, MemBlobs, MemQueue, MemStore, Op, fixtures}
 use crate::{Deps, handle};
 
 const MAX_RECEIVES: u32 = 5;
+/// Meta media ids are digits.
+const MEDIA_ID: &str = "1001";
 const IMAGE: &[u8] = b"\xff\xd8\xff\xe0 a tiny jpeg";
 
 struct Worker {
@@ -44,6 +46,8 @@ fn worker() -> Worker {
         blobs: blobs.clone(),
         retry: queue.clone(),
         max_receives: MAX_RECEIVES,
+        // The fake Graph serves media from https://media.graph.test/.
+        media_hosts: crm_shared::media_url::MediaHosts::parse("graph.test", false).unwrap(),
     };
     Worker {
         store,
@@ -72,8 +76,8 @@ fn record(message: &MessageRecord, attempt: u32) -> SqsMessage {
 impl Worker {
     /// An inbound image whose announced checksum matches [`IMAGE`], served by the fake Graph.
     fn image_message(&self) -> MessageRecord {
-        let info = self.graph.add_media("media-1", IMAGE, "image/jpeg");
-        let m = fixtures::inbound_media_message(&self.contact, "media-1", info.sha256.as_deref());
+        let info = self.graph.add_media(MEDIA_ID, IMAGE, "image/jpeg");
+        let m = fixtures::inbound_media_message(&self.contact, MEDIA_ID, info.sha256.as_deref());
         self.store.add_message(m.clone());
         m
     }
@@ -136,9 +140,31 @@ async fn failures_by_kind_and_attempt() {
             |w| {
                 let info = MediaInfo {
                     file_size: Some(MAX_MEDIA_BYTES + 1),
-                    ..w.graph.add_media("media-1", IMAGE, "image/jpeg")
+                    ..w.graph.add_media(MEDIA_ID, IMAGE, "image/jpeg")
                 };
-                w.graph.set_media("media-1", info, Bytes::from_static(IMAGE));
+                w.graph.set_media(MEDIA_ID, info, Bytes::from_static(IMAGE));
+            },
+            [PERMANENT; 3],
+        ),
+        (
+            "download URL not on an allowed media host",
+            |w| {
+                let info = MediaInfo {
+                    url: format!("https://graph.test.evil.example/{MEDIA_ID}"),
+                    ..w.graph.add_media(MEDIA_ID, IMAGE, "image/jpeg")
+                };
+                w.graph.set_media(MEDIA_ID, info, Bytes::from_static(IMAGE));
+            },
+            [PERMANENT; 3],
+        ),
+        (
+            "download URL over plain http",
+            |w| {
+                let info = MediaInfo {
+                    url: format!("http://media.graph.test/{MEDIA_ID}"),
+                    ..w.graph.add_media(MEDIA_ID, IMAGE, "image/jpeg")
+                };
+                w.graph.set_media(MEDIA_ID, info, Bytes::from_static(IMAGE));
             },
             [PERMANENT; 3],
         ),
@@ -155,9 +181,9 @@ async fn failures_by_kind_and_attempt() {
         (
             "checksum mismatch",
             |w| {
-                let info = w.graph.add_media("media-1", IMAGE, "image/jpeg");
+                let info = w.graph.add_media(MEDIA_ID, IMAGE, "image/jpeg");
                 w.graph
-                    .set_media("media-1", info, Bytes::from_static(b"corrupted bytes"));
+                    .set_media(MEDIA_ID, info, Bytes::from_static(b"corrupted bytes"));
             },
             [RETRY(60), RETRY(960), LAST],
         ),
@@ -167,9 +193,9 @@ async fn failures_by_kind_and_attempt() {
                 let info = MediaInfo {
                     file_size: Some(IMAGE.len() as u64 + 1),
                     sha256: None,
-                    ..w.graph.add_media("media-1", IMAGE, "image/jpeg")
+                    ..w.graph.add_media(MEDIA_ID, IMAGE, "image/jpeg")
                 };
-                w.graph.set_media("media-1", info, Bytes::from_static(IMAGE));
+                w.graph.set_media(MEDIA_ID, info, Bytes::from_static(IMAGE));
             },
             [RETRY(60), RETRY(960), LAST],
         ),
@@ -301,4 +327,28 @@ async fn a_job_that_is_no_media_job_goes_to_the_dead_letter_queue() {
     r.body = Some("{}".into());
     assert!(w.run(r).await);
     assert!(w.queue.retries().is_empty());
+}
+
+#[tokio::test]
+async fn a_media_id_that_is_not_digits_never_reaches_the_graph_api() {
+    let w = worker();
+    let m = fixtures::inbound_media_message(&w.contact, "../../me", None);
+    w.store.add_message(m.clone());
+    assert!(!w.run(record(&m, 1)).await, "permanent: done with, not retried");
+    assert_eq!(w.media_status(&m), Some(MediaStatus::Failed));
+    assert_eq!((w.graph.media_info_calls(), w.graph.download_calls()), (0, 0));
+}
+
+#[tokio::test]
+async fn a_download_url_off_the_allow_list_is_never_fetched() {
+    let w = worker();
+    let m = w.image_message();
+    let info = MediaInfo {
+        url: format!("https://evilgraph.test/{MEDIA_ID}"),
+        ..w.graph.add_media(MEDIA_ID, IMAGE, "image/jpeg")
+    };
+    w.graph.set_media(MEDIA_ID, info, Bytes::from_static(IMAGE));
+    assert!(!w.run(record(&m, 1)).await);
+    assert_eq!(w.media_status(&m), Some(MediaStatus::Failed));
+    assert_eq!((w.graph.media_info_calls(), w.graph.download_calls()), (1, 0));
 }

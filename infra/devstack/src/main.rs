@@ -14,6 +14,7 @@ use crm_shared::config::Env;
 use crm_shared::cursor::CursorCodec;
 use crm_shared::graph::GraphClient;
 use crm_shared::jobs::SqsQueue;
+use crm_shared::media_url::MediaHosts;
 use crm_shared::store::DynamoStore;
 use crm_shared::tenant::NewTenant;
 use crm_shared::{admin, aws};
@@ -164,7 +165,8 @@ async fn run() -> Result<(), BoxError> {
             S3Blobs::new(aws::s3_client(&sdk), media_bucket.clone()),
             SqsQueue::new(sqs.clone(), &outbound_queue_url),
         )
-        .with_privacy(privacy.clone()),
+        .with_privacy(privacy.clone())
+        .with_quota(env.tenant_quota()?),
         webhook: webhook_fn::Deps::new(
             store.clone(),
             media_queue.clone(),
@@ -207,6 +209,13 @@ async fn run() -> Result<(), BoxError> {
         blobs: S3Blobs::new(aws::s3_client(&sdk), media_bucket.clone()),
         retry: media_queue.clone(),
         max_receives: env.media_max_receives()?,
+        // The sandbox serves media on http://127.0.0.1:port; anything else gets the configured
+        // (by default Meta's, https-only) hosts.
+        media_hosts: if sandbox_url.is_some() {
+            MediaHosts::loopback()
+        } else {
+            env.media_hosts()?
+        },
     });
     // The webhook's overflow: its own consumer, the same processing.
     let overflow = Arc::new(webhook_fn::Processor::new(store.clone(), media_queue.clone()).with_limits(webhook_limits));

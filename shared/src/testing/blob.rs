@@ -204,10 +204,17 @@ impl BlobStore for MemBlobs {
 }
 
 impl MediaLinks for MemBlobs {
-    async fn presigned_get(&self, key: &str, expires_in: Duration) -> Result<String, BlobError> {
+    /// A fake link that shows what S3's would carry: the expiry and the served content type.
+    async fn presigned_get(
+        &self,
+        key: &str,
+        content_type: Option<&str>,
+        expires_in: Duration,
+    ) -> Result<String, BlobError> {
         Ok(format!(
-            "https://blobs.test/{key}?expires_in={}",
-            expires_in.min(LINK_TTL).as_secs()
+            "https://blobs.test/{key}?expires_in={}&response-content-disposition=attachment&response-content-type={}",
+            expires_in.min(LINK_TTL).as_secs(),
+            crate::blob::served_content_type(content_type)
         ))
     }
 }

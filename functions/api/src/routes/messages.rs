@@ -18,13 +18,15 @@ pub async fn view<L: MediaLinks>(links: &L, m: &MessageRecord) -> Value {
         None => Value::Null,
         Some(media) => {
             let url = match (&media.status, &media.s3_key) {
-                (MediaStatus::Available, Some(key)) => match links.presigned_get(key, LINK_TTL).await {
-                    Ok(url) => Some(url),
-                    Err(err) => {
-                        tracing::warn!(error = %err, "could not presign a media link");
-                        None
+                (MediaStatus::Available, Some(key)) => {
+                    match links.presigned_get(key, media.mime_type.as_deref(), LINK_TTL).await {
+                        Ok(url) => Some(url),
+                        Err(err) => {
+                            tracing::warn!(error = %err, "could not presign a media link");
+                            None
+                        }
                     }
-                },
+                }
                 _ => None,
             };
             json!({

@@ -93,7 +93,11 @@ async fn export_view(p: &Privacy, record: &ExportRecord) -> Value {
     // Never valid beyond the export's own expiry.
     let ttl = LINK_TTL.min((record.expiry - Utc::now()).to_std().unwrap_or_default());
     let url = match record.status {
-        ExportStatus::Ready => match p.exports.presigned_get(&record.s3_key, ttl).await {
+        ExportStatus::Ready => match p
+            .exports
+            .presigned_get(&record.s3_key, Some("application/json"), ttl)
+            .await
+        {
             Ok(url) => Some(url),
             Err(err) => {
                 tracing::warn!(error = %err, "could not presign an export link");
