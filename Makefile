@@ -9,6 +9,7 @@ help:
 	@echo "make package - cross-build every function for arm64 (cargo-lambda + zig in .venv), list zip sizes"
 	@echo "make bench   - performance report of every function: bench/REPORT.md + bench/results.json"
 	@echo "make bench-privacy - requests per erased / retention-deleted item (MESSAGES=10000)"
+	@echo "make bench-webhook - webhook ack latency p50/p99 by delivery size, statuses/s per instance"
 
 bootstrap:
 	@bash infra/bootstrap.sh
@@ -40,6 +41,13 @@ bench: package
 	cargo build --release $(addprefix --bin ,$(FUNCTION_BINS))
 	cargo build --release -p bench --bin bench --bin hello-lambda --bin putitem-ref --bin phone-first-use
 	target/release/bench
+
+# Webhook benchmark (not a test): ack latency of 1/10/100/1,000-message deliveries and status
+# deliveries per second per instance, over the in-memory store with 5 ms per DynamoDB request.
+.PHONY: bench-webhook
+bench-webhook:
+	cargo build --release -p bench --bin webhook-ack
+	target/release/webhook-ack $(WEBHOOK_ACK_ARGS)
 
 # Privacy benchmark (not a test): DynamoDB/S3/SQS requests per erased and per retention-deleted
 # item, on its own local endpoint. MESSAGES=100000 for the issue's large contact.
