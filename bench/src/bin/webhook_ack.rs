@@ -4,8 +4,11 @@
 //! many status deliveries one instance sustains. The webhook answers once its items are stored
 //! or its time budget has passed and the rest is on the overflow queue; both are counted.
 //!
-//! `target/release/webhook-ack [--latency-ms 5] [--runs 20] [--status-secs 5]` (`make
-//! bench-webhook`); prints a Markdown table.
+//! The same measurement runs a second time with the table on the local endpoint (moto, from
+//! `template.yaml`; the queues stay in memory): slower than DynamoDB, but the real store.
+//!
+//! `target/release/webhook-ack [--latency-ms 5] [--runs 20] [--status-secs 5] [--no-local]`
+//! (`make bench-webhook`); prints Markdown tables.
 
 use std::time::{Duration, Instant};
 
@@ -13,24 +16,25 @@ use futures::stream::{self, StreamExt};
 use lambda_http::{Body, Request};
 use serde_json::json;
 
-use crm_shared::config::WebhookSecrets;
+use crm_shared::admin;
+use crm_shared::config::{Env, WebhookSecrets};
 use crm_shared::secret::Secret;
-use crm_shared::store::{ContactStore, OutboundStore};
+use crm_shared::store::{ContactStore, DynamoStore, OutboundStore};
+use crm_shared::tenant::NewTenant;
 use crm_shared::testing::{MemQueue, MemStore, fixtures};
 use crm_shared::whatsapp::sign;
-use webhook_fn::{Deps, Limits, handle};
+use webhook_fn::{Deps, Limits, WebhookStore, handle};
 
 const APP_SECRET: &str = "bench-app-secret";
 const PHONE_NUMBER_ID: &str = "106540352242922";
 /// Distinct customers a delivery's messages come from (Meta batches several conversations).
 const CUSTOMERS: usize = 50;
 
-type Webhook = Deps<MemStore, MemQueue, MemQueue>;
-
 struct Options {
     latency: Duration,
     runs: usize,
     status_secs: u64,
+    local: bool,
 }
 
 fn parse_args() -> Result<Options, String> {
@@ -38,6 +42,7 @@ fn parse_args() -> Result<Options, String> {
         latency: Duration::from_millis(5),
         runs: 20,
         status_secs: 5,
+        local: true,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -50,13 +55,14 @@ fn parse_args() -> Result<Options, String> {
             "--latency-ms" => o.latency = Duration::from_millis(num("--latency-ms")?),
             "--runs" => o.runs = num("--runs")?.max(1) as usize,
             "--status-secs" => o.status_secs = num("--status-secs")?.max(1),
+            "--no-local" => o.local = false,
             other => return Err(format!("unknown argument {other}")),
         }
     }
     Ok(o)
 }
 
-fn webhook(store: &MemStore, queue: &MemQueue) -> Webhook {
+fn webhook<S: WebhookStore + Clone>(store: &S, queue: &MemQueue) -> Deps<S, MemQueue, MemQueue> {
     let secrets = WebhookSecrets {
         app_secret: Secret::new(APP_SECRET),
         verify_token: Secret::new("verify"),
@@ -109,7 +115,7 @@ fn signed(body: &str) -> Request {
         .expect("request")
 }
 
-async fn post(w: &Webhook, body: &str) -> Duration {
+async fn post<S: WebhookStore>(w: &Deps<S, MemQueue, MemQueue>, body: &str) -> Duration {
     let started = Instant::now();
     let response = handle(w, signed(body)).await.expect("handler answers");
     assert_eq!(response.status(), 200, "{:?}", response.body());
@@ -135,23 +141,73 @@ async fn main() {
         }
     };
     let store = MemStore::with_latency(o.latency);
-    let queue = MemQueue::new();
     let tenant = fixtures::tenant(PHONE_NUMBER_ID);
     store.add_tenant(tenant.clone(), Secret::new("graph-token"));
-    let w = webhook(&store, &queue);
+    let label = format!("in-memory store with {} ms per DynamoDB request", o.latency.as_millis());
+    measure(&store, &tenant.tenant_id, &label, o.runs, o.status_secs, 20_000).await;
+    if o.local {
+        // A tenth of the runs and statuses: the local endpoint serializes DynamoDB requests.
+        let (_moto, store, tenant_id) = local_store().await;
+        measure(
+            &store,
+            &tenant_id,
+            "local endpoint (moto)",
+            o.runs.div_ceil(10),
+            o.status_secs,
+            2_000,
+        )
+        .await;
+    }
+}
+
+/// moto on a free port, provisioned from `template.yaml`, with the bench tenant.
+async fn local_store() -> (bench::endpoint::LocalEndpoint, DynamoStore, String) {
+    let root = devstack::workspace_root();
+    let moto = bench::endpoint::LocalEndpoint::start(&root).expect("local AWS endpoint");
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(moto.endpoint_url())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "test", "test", None, None, "bench",
+        ))
+        .load()
+        .await;
+    let resources = devstack::template::load(&root.join("template.yaml")).expect("template");
+    let secrets = std::collections::BTreeMap::from([
+        ("MetaAppSecret".to_owned(), APP_SECRET.to_owned()),
+        ("MetaVerifyToken".to_owned(), "verify".to_owned()),
+        ("CursorKey".to_owned(), "bench-cursor-key-0123456789abcdef".to_owned()),
+    ]);
+    let provisioned = devstack::provision::provision_with_secrets(&sdk, &Env::default(), &resources, &secrets)
+        .await
+        .expect("provisioned");
+    let store = DynamoStore::new(crm_shared::aws::dynamodb_client(&sdk), &provisioned.tables["DataTable"]);
+    let new = NewTenant::validated("Bench", PHONE_NUMBER_ID, "100000000000000", "bench-graph-token").expect("tenant");
+    let tenant = admin::create_tenant(&store, new).await.expect("tenant created");
+    (moto, store, tenant.tenant.tenant_id)
+}
+
+async fn measure<S>(store: &S, tenant_id: &str, label: &str, runs_per_size: usize, status_secs: u64, statuses: usize)
+where
+    S: WebhookStore + OutboundStore + ContactStore + Clone + 'static,
+{
+    let queue = MemQueue::new();
+    let w = webhook(store, &queue);
     // Every customer once first: the instance knows them (the conversation case).
     post(&w, &message_delivery(usize::MAX, CUSTOMERS)).await;
 
     println!(
-        "Webhook ack latency, in-memory store with {} ms per DynamoDB request, budget {} ms, {} runs per size\n",
-        o.latency.as_millis(),
+        "\nWebhook ack latency, {label}, budget {} ms, {runs_per_size} runs per size\n",
         Limits::default().budget.as_millis(),
-        o.runs
     );
     println!("| messages per delivery | p50 ms | p99 ms | max ms | handed off (of all items) |");
     println!("|---:|---:|---:|---:|---:|");
     for size in [1usize, 10, 100, 1000] {
-        let runs = if size >= 1000 { o.runs.div_ceil(4) } else { o.runs };
+        let runs = if size >= 1000 {
+            runs_per_size.div_ceil(4)
+        } else {
+            runs_per_size
+        };
         let before = queue.overflow_bodies().len();
         let mut times = Vec::with_capacity(runs);
         for run in 0..runs {
@@ -173,17 +229,16 @@ async fn main() {
 
     // Statuses: outbound messages sent (wamid known), then one status delivery each, as many
     // at once as a Lambda instance handles (one), for a fixed time.
-    let contact = fixtures::contact(&tenant.tenant_id, "+447700900999", chrono::Utc::now());
+    let contact = fixtures::contact(tenant_id, "+447700900999", chrono::Utc::now());
     store.create_contact(&contact).await.expect("contact");
-    let count = 20_000usize;
-    let wamids: Vec<String> = stream::iter(0..count)
+    let wamids: Vec<String> = stream::iter(0..statuses)
         .map(|i| {
             let store = store.clone();
             let contact = contact.clone();
             async move {
                 let m = fixtures::queued_text(&contact);
                 store.create_message(&m).await.expect("message");
-                let wamid = format!("wamid.sent.{i}");
+                let wamid = format!("wamid.sent.{}.{i}", contact.contact_id);
                 store
                     .mark_sent(&m.tenant_id, &m.message_id, &m.contact_id, &wamid, chrono::Utc::now())
                     .await
@@ -191,7 +246,7 @@ async fn main() {
                 wamid
             }
         })
-        .buffer_unordered(512)
+        .buffer_unordered(64)
         .collect()
         .await;
     let me = std::process::id();
@@ -199,7 +254,7 @@ async fn main() {
     let started = Instant::now();
     let mut done = 0usize;
     let mut times = Vec::new();
-    while started.elapsed() < Duration::from_secs(o.status_secs) && done < wamids.len() {
+    while started.elapsed() < Duration::from_secs(status_secs) && done < wamids.len() {
         times.push(post(&w, &status_delivery(&wamids[done])).await);
         done += 1;
     }
@@ -207,7 +262,7 @@ async fn main() {
     let cpu = bench::procfs::cpu_time(me).expect("own CPU time") - cpu_before;
     times.sort();
     println!(
-        "\nStatus deliveries, one at a time on one instance: {done} in {:.1} s = {rate:.0}/s (p50 {} ms, p99 {} ms per delivery; {:.0} µs CPU per delivery, the in-memory store's own work included)",
+        "\nStatus deliveries, one at a time on one instance: {done} in {:.1} s = {rate:.0}/s (p50 {} ms, p99 {} ms per delivery; {:.0} µs CPU per delivery, the store's client-side work included)",
         started.elapsed().as_secs_f64(),
         ms(percentile(&times, 50.0)),
         ms(percentile(&times, 99.0)),
