@@ -9,6 +9,7 @@ pub mod blob;
 pub mod cache;
 pub mod config;
 pub mod contact;
+pub mod events;
 pub mod cursor;
 pub mod first_contact;
 pub mod graph;

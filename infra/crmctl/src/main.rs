@@ -2,6 +2,7 @@
 //! JSON on stdout; errors on stderr with a non-zero exit.
 
 mod privacy;
+mod webhook;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,11 +40,22 @@ enum Command {
         #[command(subcommand)]
         command: privacy::RetentionCommand,
     },
+    /// Tenant webhooks: a local receiver that prints verified deliveries.
+    Webhook {
+        #[command(subcommand)]
+        command: WebhookCommand,
+    },
     /// The local Meta sandbox started by `make dev`.
     Sandbox {
         #[command(subcommand)]
         command: SandboxCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum WebhookCommand {
+    /// Listens on 127.0.0.1:PORT and prints each verified delivery as a JSON line.
+    Listen(webhook::Listen),
 }
 
 #[derive(Subcommand)]
@@ -196,6 +208,9 @@ async fn run(cli: Cli) -> Result<Value, CliError> {
         } => privacy::delete_tenant(&privacy::from_env(&env, &sdk), &tenant, settle_secs).await,
         Command::Retention { command } => privacy::retention(&privacy::from_env(&env, &sdk), command).await,
         Command::Sandbox { command } => sandbox(&env, &store, command).await,
+        Command::Webhook {
+            command: WebhookCommand::Listen(args),
+        } => webhook::listen(args).await,
         Command::Apikey {
             command: ApiKeyCommand::Create { tenant, role },
         } => {

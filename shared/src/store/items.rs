@@ -704,3 +704,105 @@ mod tests {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Event stream and tenant webhooks
+
+/// One event of a tenant's log, kept until `expires_at` (DynamoDB TTL; reads skip it after).
+#[derive(Serialize, Deserialize)]
+pub(crate) struct EventItem {
+    #[serde(rename = "PK")]
+    pub pk: String,
+    #[serde(rename = "SK")]
+    pub sk: String,
+    #[serde(flatten)]
+    pub event: crate::events::Event,
+    pub expires_at: i64,
+}
+
+impl EventItem {
+    pub fn new(event: &crate::events::Event, expires_at: DateTime<Utc>) -> Self {
+        EventItem {
+            pk: event_log_pk(&event.tenant_id),
+            sk: event_seq_sk(event.seq),
+            event: event.clone(),
+            expires_at: expires_at.timestamp(),
+        }
+    }
+}
+
+/// An event id → its position; its conditional put is the stream record's deduplication.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct EventIdItem {
+    #[serde(rename = "PK")]
+    pub pk: String,
+    #[serde(rename = "SK")]
+    pub sk: String,
+    pub seq: u64,
+    pub expires_at: i64,
+}
+
+/// The log's head: the last position given.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct EventHeadItem {
+    pub seq: u64,
+}
+
+/// A webhook endpoint's settings and state (its secrets are a separate item, so a change of
+/// the endpoint never carries them through the change stream).
+#[derive(Serialize, Deserialize)]
+pub(crate) struct EndpointItem {
+    #[serde(rename = "PK")]
+    pub pk: String,
+    #[serde(rename = "SK")]
+    pub sk: String,
+    #[serde(flatten)]
+    pub endpoint: crate::events::endpoint::WebhookEndpoint,
+}
+
+impl EndpointItem {
+    pub fn new(endpoint: &crate::events::endpoint::WebhookEndpoint) -> Self {
+        EndpointItem {
+            pk: webhook_endpoints_pk(&endpoint.tenant_id),
+            sk: webhook_endpoint_sk(&endpoint.endpoint_id),
+            endpoint: endpoint.clone(),
+        }
+    }
+}
+
+/// An endpoint's signing secrets: outside the sort keys the events function watches.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct EndpointSecretItem {
+    #[serde(rename = "PK")]
+    pub pk: String,
+    #[serde(rename = "SK")]
+    pub sk: String,
+    pub secret: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_secret: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_until: Option<DateTime<Utc>>,
+}
+
+/// One delivery attempt, kept 30 days.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct DeliveryItem {
+    #[serde(rename = "PK")]
+    pub pk: String,
+    #[serde(rename = "SK")]
+    pub sk: String,
+    #[serde(flatten)]
+    pub attempt: crate::events::endpoint::DeliveryAttempt,
+    pub expires_at: i64,
+}
+
+impl DeliveryItem {
+    pub fn new(attempt: &crate::events::endpoint::DeliveryAttempt) -> Self {
+        DeliveryItem {
+            pk: webhook_deliveries_pk(&attempt.tenant_id, &attempt.endpoint_id),
+            sk: attempt.attempt_id.clone(),
+            attempt: attempt.clone(),
+            expires_at: (attempt.at + chrono::Duration::days(crate::events::endpoint::DELIVERY_LOG_DAYS)).timestamp(),
+        }
+    }
+}

@@ -167,6 +167,62 @@ pub fn events_pk(tenant_id: &str) -> String {
     format!("T#{tenant_id}#EVENTS")
 }
 
+/// The tenant id of any key of tenant data (`T#<t>` or `T#<t>#…`).
+pub fn tenant_of_pk(pk: &str) -> Option<&str> {
+    let rest = pk.strip_prefix("T#")?;
+    let tenant = rest.split('#').next()?;
+    (!tenant.is_empty()).then_some(tenant)
+}
+
+// --- Event stream and tenant webhooks (docs/events.md) --------------------------------------
+
+/// The tenant's event log: `HEAD` (the last position given) and one item per event, sort key
+/// [`event_seq_sk`] (positions sort as numbers).
+pub fn event_log_pk(tenant_id: &str) -> String {
+    format!("T#{tenant_id}#EVLOG")
+}
+
+pub const EVENT_LOG_HEAD_SK: &str = "HEAD";
+pub const EVENT_SEQ_PREFIX: &str = "SEQ#";
+
+pub fn event_seq_sk(seq: u64) -> String {
+    format!("{EVENT_SEQ_PREFIX}{seq:020}")
+}
+
+/// The position of a sort key made by [`event_seq_sk`].
+pub fn seq_of_sk(sk: &str) -> Option<u64> {
+    sk.strip_prefix(EVENT_SEQ_PREFIX)?.parse().ok()
+}
+
+/// One event by id (→ its position): written with the event in one transaction under
+/// `attribute_not_exists`, which is what makes a redelivered stream record a no-op.
+pub fn event_id_pk(tenant_id: &str, event_id: &str) -> String {
+    format!("T#{tenant_id}#EVID#{event_id}")
+}
+
+pub const EVENT_ID_SK: &str = "EVID";
+
+/// The tenant's webhook endpoints (sort key [`webhook_endpoint_sk`]).
+pub fn webhook_endpoints_pk(tenant_id: &str) -> String {
+    format!("T#{tenant_id}#WEBHOOKS")
+}
+
+pub const WEBHOOK_ENDPOINT_PREFIX: &str = "WEBHOOK#";
+
+pub fn webhook_endpoint_sk(endpoint_id: &str) -> String {
+    format!("{WEBHOOK_ENDPOINT_PREFIX}{endpoint_id}")
+}
+
+/// An endpoint's signing secrets (same partition, a sort key the events function ignores).
+pub fn webhook_secret_sk(endpoint_id: &str) -> String {
+    format!("WHSECRET#{endpoint_id}")
+}
+
+/// Delivery attempts to one endpoint (sort key: attempt id, time-ordered); TTL 30 days.
+pub fn webhook_deliveries_pk(tenant_id: &str, endpoint_id: &str) -> String {
+    format!("T#{tenant_id}#WEBHOOK#{endpoint_id}#DELIVERIES")
+}
+
 /// GSI1 partition listing all tenants (used by the scheduled retention sweep).
 pub const ALL_TENANTS_GSI1PK: &str = "TENANTS";
 
@@ -276,6 +332,10 @@ mod tests {
             exports_gsi1pk("abc"),
             erasure_pk("abc", "x"),
             erasures_gsi1pk("abc"),
+            event_log_pk("abc"),
+            event_id_pk("abc", "evt_1"),
+            webhook_endpoints_pk("abc"),
+            webhook_deliveries_pk("abc", "w"),
         ] {
             assert!(key.starts_with(&format!("{t}#")), "{key}");
         }
@@ -294,5 +354,10 @@ mod tests {
         assert_eq!(referenced_kind(&audit_pk("t")), Referenced::Other);
         assert!(reference_sk("x").starts_with(REF_PREFIX));
         assert!(pending_status_sk("read").starts_with(PENDING_STATUS_PREFIX));
+        assert_eq!(tenant_of_pk(&contact_pk("t1", "c")), Some("t1"));
+        assert_eq!(tenant_of_pk(&tenant_pk("t1")), Some("t1"));
+        assert_eq!(tenant_of_pk(&phone_route_pk("1")), None);
+        assert_eq!(seq_of_sk(&event_seq_sk(42)), Some(42));
+        assert!(event_seq_sk(9) < event_seq_sk(10));
     }
 }

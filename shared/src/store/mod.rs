@@ -14,6 +14,7 @@
 
 mod audit;
 mod contacts;
+mod events;
 mod dynamo;
 mod items;
 pub mod keys;

@@ -15,6 +15,8 @@ use super::{Page, StoreError};
 use crate::audit::AuditEntry;
 use crate::contact::{ConsentChange, Contact, IdentityChange, RestrictionChange};
 use crate::cursor::Position;
+use crate::events::endpoint::{DeliveryAttempt, EndpointSecrets, WebhookEndpoint};
+use crate::events::{Event, EventDraft};
 use crate::message::{MediaRef, MessageError, MessageRecord, MessageStatus};
 use crate::privacy::{ErasureCounts, ErasureRecord, ExportRecord, RetentionSettings};
 use crate::secret::Secret;
@@ -707,4 +709,118 @@ pub trait PrivacyStore: Send + Sync {
         tenant_id: &str,
         records: TenantRecords<'_>,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Event stream and tenant webhooks
+
+/// The tenant's event log: positions strictly increasing in recording order, each event once.
+pub trait EventStore: Send + Sync {
+    /// Records `drafts` (all of one tenant, in order) after the tenant's last event, each under
+    /// the next position, atomically with its id record: a draft whose id is already recorded
+    /// (a redelivered stream record) keeps its first position. Returns every draft's event
+    /// (new or recorded before) by position, so a retried batch fans out again.
+    /// Positions are taken in a transaction with the log's head, so a reader never sees
+    /// position `n + 1` before `n`.
+    fn record_events(
+        &self,
+        tenant_id: &str,
+        drafts: &[EventDraft],
+        expires_at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<Event>, StoreError>> + Send;
+
+    /// Up to `limit` events after position `after`, oldest first; expired ones are skipped.
+    fn events_after(
+        &self,
+        tenant_id: &str,
+        after: u64,
+        limit: i32,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<Event>, StoreError>> + Send;
+
+    /// The event at a position.
+    fn event_at(&self, tenant_id: &str, seq: u64) -> impl Future<Output = Result<Option<Event>, StoreError>> + Send;
+
+    /// An event's position, by its id.
+    fn event_seq(&self, tenant_id: &str, event_id: &str) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send;
+
+    /// The last position given (0 before the first event).
+    fn event_head(&self, tenant_id: &str) -> impl Future<Output = Result<u64, StoreError>> + Send;
+}
+
+/// How a delivery attempt leaves its endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndpointOutcome {
+    /// A success: the endpoint is no longer failing.
+    Succeeded,
+    /// A failure at this time: failing since then unless it already was.
+    Failed(DateTime<Utc>),
+    /// Disabled by the platform for this reason (`gone`, `failing`), if still enabled.
+    Disable(String),
+}
+
+/// Webhook endpoints, their secrets and their delivery log.
+pub trait WebhookStore: Send + Sync {
+    /// Stores a new endpoint with its (sealed) secret; [`StoreError::Conflict`] when the tenant
+    /// has [`crate::events::endpoint::MAX_ENDPOINTS_PER_TENANT`] already.
+    fn create_endpoint(
+        &self,
+        endpoint: &WebhookEndpoint,
+        secret: &Secret,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    fn get_endpoint(
+        &self,
+        tenant_id: &str,
+        endpoint_id: &str,
+    ) -> impl Future<Output = Result<Option<WebhookEndpoint>, StoreError>> + Send;
+
+    /// The tenant's endpoints (at most [`crate::events::endpoint::MAX_ENDPOINTS_PER_TENANT`]).
+    fn endpoints_of(&self, tenant_id: &str) -> impl Future<Output = Result<Vec<WebhookEndpoint>, StoreError>> + Send;
+
+    /// Replaces the endpoint's settings if its `version` is still `endpoint.version - 1`
+    /// ([`StoreError::VersionMismatch`] otherwise, `NotFound` without it).
+    fn update_endpoint(&self, endpoint: &WebhookEndpoint) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Deletes the endpoint; `false` when there was none.
+    fn delete_endpoint(&self, tenant_id: &str, endpoint_id: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// The endpoint's signing secrets (read only by code that signs deliveries).
+    fn endpoint_secrets(
+        &self,
+        tenant_id: &str,
+        endpoint_id: &str,
+    ) -> impl Future<Output = Result<Option<EndpointSecrets>, StoreError>> + Send;
+
+    /// Makes `secret` current and keeps the old one until `previous_until`; `NotFound`
+    /// without the endpoint.
+    fn rotate_secret(
+        &self,
+        tenant_id: &str,
+        endpoint_id: &str,
+        secret: &Secret,
+        previous_until: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Applies a delivery's outcome to the endpoint's failure state (conditional: a success
+    /// clears `failing_since`, a failure sets it only when unset, a disable applies only to an
+    /// enabled endpoint). Missing endpoints are ignored.
+    fn endpoint_outcome(
+        &self,
+        tenant_id: &str,
+        endpoint_id: &str,
+        outcome: &EndpointOutcome,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Records one delivery attempt (kept [`crate::events::endpoint::DELIVERY_LOG_DAYS`]).
+    fn record_delivery(&self, attempt: &DeliveryAttempt) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The endpoint's delivery attempts, newest first.
+    fn list_deliveries(
+        &self,
+        tenant_id: &str,
+        endpoint_id: &str,
+        limit: i32,
+        start: Option<Position>,
+    ) -> impl Future<Output = Result<Page<DeliveryAttempt>, StoreError>> + Send;
 }

@@ -113,6 +113,23 @@ pub enum Op {
     TenantIds,
     ContactIds,
     DeleteTenantRecords,
+    // EventStore
+    RecordEvents,
+    EventsAfter,
+    EventAt,
+    EventSeq,
+    EventHead,
+    // WebhookStore
+    CreateEndpoint,
+    GetEndpoint,
+    EndpointsOf,
+    UpdateEndpoint,
+    DeleteEndpoint,
+    EndpointSecrets,
+    RotateSecret,
+    EndpointOutcome,
+    RecordDelivery,
+    ListDeliveries,
 }
 
 /// A non-message webhook change kept by `record_event`.
@@ -185,6 +202,8 @@ struct State {
     exports: BTreeMap<Key, ExportRecord>,
     /// (tenant, erasure id) → the record and the lease it is held under.
     erasures: BTreeMap<Key, ErasureRow>,
+    /// The event logs and webhook endpoints.
+    webhooks: events::WebhookState,
 }
 
 /// What a reference item in a contact's partition points at.
@@ -565,6 +584,7 @@ impl MemStore {
     }
 }
 
+mod events;
 mod privacy;
 
 // --- The conditional writes, each mirroring one DynamoDB request or transaction ---

@@ -7,6 +7,9 @@ mod messages;
 mod privacy;
 mod send;
 mod tenant;
+mod webhooks;
+
+pub use webhooks::Webhooks;
 
 use lambda_http::http::{Method, StatusCode};
 use lambda_http::{Body, Request, Response};
@@ -79,6 +82,17 @@ route_table! {
     PUT    "/v1/settings/retention"                Admin  => privacy::put_retention(deps, caller, req),
     GET    "/v1/exports/{export_id}"               Admin  => privacy::get_export(deps, caller, req, id),
     GET    "/v1/erasures/{erasure_id}"             Admin  => privacy::get_erasure(deps, caller, id),
+    GET    "/v1/events"                            Viewer => webhooks::list_events(deps, caller, req),
+    POST   "/v1/events/{event_id}/redeliver"       Admin  => webhooks::redeliver(deps, caller, req, id),
+    GET    "/v1/webhook-endpoints"                 Admin  => webhooks::list_endpoints(deps, caller, req),
+    POST   "/v1/webhook-endpoints"                 Admin  => webhooks::create_endpoint(deps, caller, req),
+    GET    "/v1/webhook-endpoints/{endpoint_id}"   Admin  => webhooks::get_endpoint(deps, caller, id),
+    PATCH  "/v1/webhook-endpoints/{endpoint_id}"   Admin  => webhooks::patch_endpoint(deps, caller, req, id),
+    DELETE "/v1/webhook-endpoints/{endpoint_id}"   Admin  => webhooks::delete_endpoint(deps, caller, req, id),
+    POST   "/v1/webhook-endpoints/{endpoint_id}/rotate-secret" Admin => webhooks::rotate_secret(deps, caller, req, id),
+    POST   "/v1/webhook-endpoints/{endpoint_id}/test" Admin => webhooks::test_endpoint(deps, caller, id),
+    POST   "/v1/webhook-endpoints/{endpoint_id}/recover" Admin => webhooks::recover(deps, caller, req, id),
+    GET    "/v1/webhook-endpoints/{endpoint_id}/deliveries" Admin => webhooks::list_deliveries(deps, caller, req, id),
 }
 
 /// Whether `segments` (the path split on `/`, without the leading empty one) fit `template`;
