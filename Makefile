@@ -10,6 +10,7 @@ help:
 	@echo "make bench   - performance report of every function: bench/REPORT.md + bench/results.json"
 	@echo "make bench-privacy - requests per erased / retention-deleted item (MESSAGES=10000)"
 	@echo "make bench-webhook - webhook ack latency p50/p99 by delivery size, statuses/s per instance"
+	@echo "make bench-events  - events function CPU per event, 1,000 events/s sustained, end-to-end latency"
 
 bootstrap:
 	@bash infra/bootstrap.sh
@@ -48,6 +49,14 @@ bench: package
 bench-webhook:
 	cargo build --release -p bench --bin webhook-ack
 	target/release/webhook-ack $(WEBHOOK_ACK_ARGS)
+
+# Event stream benchmark (not a test): events function CPU per event, 1,000 events/s for one
+# tenant and one endpoint sustained (in-memory store, 5 ms per request), and change stored →
+# webhook received p50/p99 on the local stack (moto's stream, real handlers, SQS).
+.PHONY: bench-events
+bench-events: bootstrap
+	cargo build --release -p bench --bin events-bench
+	target/release/events-bench $(EVENTS_BENCH_ARGS)
 
 # Privacy benchmark (not a test): DynamoDB/S3/SQS requests per erased and per retention-deleted
 # item, on its own local endpoint. MESSAGES=100000 for the issue's large contact.

@@ -2,6 +2,7 @@
 
 mod access;
 mod contacts;
+mod events;
 mod foundation;
 mod iam;
 mod media;

@@ -70,10 +70,10 @@ pub async fn handle<S: DeliveryStore, Q: JobQueue>(
 ) -> Result<SqsBatchResponse, Error> {
     use futures::StreamExt;
     let records = &event.payload.records;
-    let done: Vec<bool> = futures::stream::iter(records.iter().map(|r| run_record(deps, r)))
-        .buffered(CONCURRENCY)
-        .collect()
-        .await;
+    // Collected first: a stream over a mapping closure would not be `Send` for every lifetime
+    // (the handler runs on spawned tasks locally).
+    let jobs: Vec<_> = records.iter().map(|r| run_record(deps, r)).collect();
+    let done: Vec<bool> = futures::stream::iter(jobs).buffered(CONCURRENCY).collect().await;
     Ok(partial_batch_response(records, done))
 }
 

@@ -375,4 +375,26 @@ mod tests {
         assert!(types(&change("T#t1#EVLOG", "SEQ#00000000000000000001", None, Some(json!({})))).is_empty());
         assert_eq!(watched_sort_keys(), ["MSG", "PROFILE", "EXPORT", "ERASURE", "WEBHOOK#"]);
     }
+
+    /// The event source mapping's filter passes exactly the sort keys the rules read.
+    #[test]
+    fn the_templates_stream_filter_matches_the_rules() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml")).unwrap();
+        let doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+        let mapping = &doc["Resources"]["EventsFunction"]["Properties"]["Events"]["TableStream"]["Properties"];
+        let pattern = mapping["FilterCriteria"]["Filters"][0]["Pattern"].as_str().unwrap();
+        let pattern: Value = serde_json::from_str(pattern).unwrap();
+        let listed: Vec<String> = pattern["dynamodb"]["Keys"]["SK"]["S"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().map(str::to_owned).unwrap_or_else(|| v["prefix"].as_str().unwrap().to_owned()))
+            .collect();
+        assert_eq!(listed, watched_sort_keys());
+        for prefixed in watched_sort_keys().iter().filter(|k| k.ends_with('#')) {
+            assert!(pattern.to_string().contains(&format!("{{\"prefix\":\"{prefixed}\"}}")), "{prefixed} as a prefix");
+        }
+        assert_eq!(mapping["StartingPosition"], "TRIM_HORIZON");
+        assert_eq!(mapping["BisectBatchOnFunctionError"], true);
+    }
 }

@@ -132,6 +132,9 @@ fn literal_ip(host: &str) -> Option<IpAddr> {
     host.trim_start_matches('[').trim_end_matches(']').parse().ok()
 }
 
+/// Longest wait for a name to resolve.
+const LOOKUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Name resolution, injectable so tests can make a name resolve to an internal address.
 pub trait Lookup: Send + Sync {
     fn lookup(&self, host: &str, port: u16) -> futures::future::BoxFuture<'static, std::io::Result<Vec<SocketAddr>>>;
@@ -154,7 +157,10 @@ pub async fn resolve_admitted(lookup: &dyn Lookup, host: &str, port: u16, policy
     if let Some(ip) = literal_ip(host) {
         return if policy.admits(ip) { Ok(vec![SocketAddr::new(ip, port)]) } else { Err(UrlRefused::Forbidden) };
     }
-    let addrs = lookup.lookup(host, port).await.map_err(|_| UrlRefused::Unresolvable)?;
+    let addrs = tokio::time::timeout(LOOKUP_TIMEOUT, lookup.lookup(host, port))
+        .await
+        .map_err(|_| UrlRefused::Unresolvable)?
+        .map_err(|_| UrlRefused::Unresolvable)?;
     if addrs.is_empty() {
         return Err(UrlRefused::Unresolvable);
     }

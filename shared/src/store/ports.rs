@@ -542,6 +542,9 @@ pub struct MessagesDeleted {
 pub enum TenantRecords<'a> {
     Audit,
     RawEvents,
+    /// The event log (its events and their id records), the webhook endpoints with their
+    /// secrets, and their delivery logs.
+    EventStream,
     /// The send schedule of one of its phone numbers.
     SendSchedule(&'a str),
     /// Keys, secret and settings: everything under the tenant but the tenant record.

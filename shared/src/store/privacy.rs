@@ -202,6 +202,29 @@ impl DynamoStore {
         }
     }
 
+    /// Everything of a tenant's event stream: each event's id record (named by the log's
+    /// items), the log, each endpoint's delivery log, the endpoints and their secrets.
+    async fn delete_event_stream(&self, tenant_id: &str) -> Result<u64, StoreError> {
+        let log = PageQuery::partition(event_log_pk(tenant_id)).project(&[PK, SK, "id"]);
+        let id_keys: Vec<ItemKey> = self
+            .query_all(&log)
+            .await?
+            .iter()
+            .filter_map(|item| super::dynamo::attr(item, "id"))
+            .map(|id| ItemKey::new(event_id_pk(tenant_id, id), EVENT_ID_SK))
+            .collect();
+        let mut deleted = self.delete_items(&id_keys).await?;
+        deleted += self.delete_partition(event_log_pk(tenant_id), |_| true).await?;
+        let endpoints = PageQuery::partition(webhook_endpoints_pk(tenant_id)).prefixed(WEBHOOK_ENDPOINT_PREFIX);
+        for item in self.query_all(&endpoints).await? {
+            if let Some(id) = super::dynamo::attr(&item, "endpoint_id") {
+                deleted += self.delete_partition(webhook_deliveries_pk(tenant_id, id), |_| true).await?;
+            }
+        }
+        deleted += self.delete_partition(webhook_endpoints_pk(tenant_id), |_| true).await?;
+        Ok(deleted)
+    }
+
     /// Imports messages in bulk (migrations, tests, benchmarks): each gets its index keys.
     pub async fn import_messages(&self, records: &[MessageRecord]) -> Result<(), StoreError> {
         self.put_items(records.iter().map(|r| to_item(&MessageItem::new(r))).collect())
@@ -627,6 +650,7 @@ impl PrivacyStore for DynamoStore {
         match records {
             TenantRecords::Audit => self.delete_partition(audit_pk(tenant_id), |_| true).await,
             TenantRecords::RawEvents => self.delete_partition(events_pk(tenant_id), |_| true).await,
+            TenantRecords::EventStream => self.delete_event_stream(tenant_id).await,
             TenantRecords::SendSchedule(phone_number_id) => {
                 self.delete_partition(send_schedule_pk(tenant_id, phone_number_id), |_| true)
                     .await

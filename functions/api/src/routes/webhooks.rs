@@ -16,11 +16,11 @@ use crm_shared::events::ssrf::{SystemLookup, check_endpoint};
 use crm_shared::events::{Event, EventType};
 use crm_shared::ids;
 use crm_shared::jobs::JobQueue;
-use crm_shared::store::{EventStore, StoreError, WebhookStore};
+use crm_shared::store::{EventStore, StoreError};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::pagination::{envelope, page_request, parse_limit};
+use crate::pagination::{envelope, page_request};
 use crate::routes::json_input;
 use crate::{ApiStore, Deps, audit, json_body, ok_json, request_id};
 
@@ -465,6 +465,5 @@ mod tests {
             [EventType::MessageReceived, EventType::ContactCreated]
         );
         assert_eq!(types_filter(Some("message.received,nope")).unwrap_err().code, "invalid_types");
-        let _ = parse_limit(None);
     }
 }

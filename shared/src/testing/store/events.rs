@@ -27,6 +27,29 @@ pub(super) struct WebhookState {
     deliveries: HashMap<Key, BTreeMap<String, DeliveryAttempt>>,
 }
 
+impl WebhookState {
+    /// Offboarding: the tenant's log (events and id records, the head counted as the table
+    /// holds it), endpoints with their secrets, and delivery logs; the items deleted.
+    pub(super) fn delete_tenant(&mut self, tenant_id: &str) -> u64 {
+        let events = self.logs.remove(tenant_id).map_or(0, |l| l.len() as u64);
+        let ids = self.ids.len();
+        self.ids.retain(|(t, _), _| t != tenant_id);
+        let endpoints = self.endpoints.len();
+        self.endpoints.retain(|(t, _), _| t != tenant_id);
+        self.secrets.retain(|(t, _), _| t != tenant_id);
+        let deliveries: u64 = self
+            .deliveries
+            .iter()
+            .filter(|((t, _), _)| t == tenant_id)
+            .map(|(_, d)| d.len() as u64)
+            .sum();
+        self.deliveries.retain(|(t, _), _| t != tenant_id);
+        let head = u64::from(events > 0);
+        let endpoints = (endpoints - self.endpoints.len()) as u64;
+        events + head + (ids - self.ids.len()) as u64 + 2 * endpoints + deliveries
+    }
+}
+
 impl MemStore {
     /// Every event of a tenant's log, expired ones included (tests).
     pub fn event_log(&self, tenant_id: &str) -> Vec<Event> {

@@ -566,6 +566,7 @@ impl PrivacyStore for MemStore {
                 s.events.retain(|k, _| !of_tenant(k));
                 (before - s.events.len()) as u64
             }
+            TenantRecords::EventStream => s.webhooks.delete_tenant(tenant_id),
             TenantRecords::SendSchedule(phone_number_id) => {
                 u64::from(s.schedules.remove(&key(tenant_id, phone_number_id)).is_some())
             }
