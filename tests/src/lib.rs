@@ -347,7 +347,8 @@ async fn start_gateway_on(
 
 /// Tests' receivers listen on loopback: admitted, as `make dev` admits them when told to
 /// (`WEBHOOK_ALLOW_LOOPBACK=true`); the production default refuses them.
-pub const LOOPBACK_ENDPOINTS: crm_shared::events::ssrf::UrlPolicy = crm_shared::events::ssrf::UrlPolicy { allow_loopback: true };
+pub const LOOPBACK_ENDPOINTS: crm_shared::events::ssrf::UrlPolicy =
+    crm_shared::events::ssrf::UrlPolicy { allow_loopback: true };
 
 /// The shared stack's event stream, started once per test binary on its own thread: the events
 /// function fed from the table's stream (as `EventsFunction`, through its IAM gate, stream reads
@@ -358,7 +359,10 @@ pub fn event_stream() {
     STARTED.get_or_init(|| {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async move {
                 let on = stack();
                 let arn = devstack::stream::stream_arn(&crm_shared::aws::dynamodb_client(&on.sdk().await), on.table())

@@ -58,7 +58,9 @@ fn parse_args() -> Result<Options, String> {
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut num = |name: &str| -> Result<u64, String> {
-            args.next().and_then(|v| v.parse().ok()).ok_or(format!("{name} needs a number"))
+            args.next()
+                .and_then(|v| v.parse().ok())
+                .ok_or(format!("{name} needs a number"))
         };
         match a.as_str() {
             "--cpu-batches" => o.cpu_batches = num("--cpu-batches")?.max(1) as usize,
@@ -172,13 +174,20 @@ async fn start_receiver(arrivals: Arrivals) -> String {
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
             let arrivals = arrivals.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
                     let arrivals = arrivals.clone();
                     async move {
-                        let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                        let body = req
+                            .into_body()
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes())
+                            .unwrap_or_default();
                         let event: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
                         let key = event["data"]["message_id"]
                             .as_str()
@@ -186,11 +195,19 @@ async fn start_receiver(arrivals: Arrivals) -> String {
                             .unwrap_or_default()
                             .to_owned();
                         arrivals.lock().unwrap().entry(key).or_insert_with(Instant::now);
-                        Ok::<_, Infallible>(hyper::Response::builder().status(204).body(Full::new(Bytes::new())).unwrap())
+                        Ok::<_, Infallible>(
+                            hyper::Response::builder()
+                                .status(204)
+                                .body(Full::new(Bytes::new()))
+                                .unwrap(),
+                        )
                     }
                 });
                 let io = hyper_util::rt::TokioIo::new(stream);
-                let _ = hyper::server::conn::http1::Builder::new().keep_alive(true).serve_connection(io, service).await;
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .keep_alive(true)
+                    .serve_connection(io, service)
+                    .await;
             });
         }
     });
@@ -223,7 +240,11 @@ async fn sustained(secs: u64, rate: usize) {
     let rx = Arc::new(tokio::sync::Mutex::new(rx));
     let queue = ChannelQueue(tx);
     let record = events_fn::record::Deps::new(store.clone(), queue.clone());
-    let deliver = Arc::new(events_fn::deliver::Deps::new(store.clone(), queue.clone(), Pusher::new(LOOPBACK)));
+    let deliver = Arc::new(events_fn::deliver::Deps::new(
+        store.clone(),
+        queue.clone(),
+        Pusher::new(LOOPBACK),
+    ));
     for _ in 0..INSTANCES {
         let (rx, deliver) = (rx.clone(), deliver.clone());
         tokio::spawn(async move {
@@ -261,7 +282,9 @@ async fn sustained(secs: u64, rate: usize) {
             stored.insert(format!("m{i:09}"), at);
         }
         let event = serde_json::from_str(&input).unwrap();
-        events_fn::record::handle(&record, LambdaEvent::new(event, Context::default())).await.unwrap();
+        events_fn::record::handle(&record, LambdaEvent::new(event, Context::default()))
+            .await
+            .unwrap();
         handler_ms.push(at.elapsed().as_secs_f64() * 1e3);
         n += per_batch;
     }
@@ -278,8 +301,12 @@ async fn sustained(secs: u64, rate: usize) {
         .collect();
     let last = arrivals.values().max().copied().unwrap_or(start);
     let delivered = latencies.len();
-    println!("\n### Sustained {rate} events/s, one tenant, one endpoint (5 ms per DynamoDB request, {INSTANCES} worker instances)\n");
-    println!("| produced | for | delivered | delivered/s (first to last) | stored → received p50 | p99 | max | events handler per 100-record batch p50 / p99 |");
+    println!(
+        "\n### Sustained {rate} events/s, one tenant, one endpoint (5 ms per DynamoDB request, {INSTANCES} worker instances)\n"
+    );
+    println!(
+        "| produced | for | delivered | delivered/s (first to last) | stored → received p50 | p99 | max | events handler per 100-record batch p50 / p99 |"
+    );
     println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
     println!(
         "| {n} | {:.1} s | {delivered} | {:.0} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} / {:.1} ms |",
@@ -300,7 +327,9 @@ async fn local_latency(events: usize) {
     let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url(moto.endpoint_url())
         .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "bench"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "test", "test", None, None, "bench",
+        ))
         .load()
         .await;
     let resources = devstack::template::load(&root.join("template.yaml")).expect("template");
@@ -309,9 +338,10 @@ async fn local_latency(events: usize) {
         ("MetaVerifyToken".to_owned(), "v".to_owned()),
         ("CursorKey".to_owned(), "bench-cursor-key-0123456789abcdef".to_owned()),
     ]);
-    let provisioned = devstack::provision::provision_with_secrets(&sdk, &crm_shared::config::Env::default(), &resources, &secrets)
-        .await
-        .expect("provisioned");
+    let provisioned =
+        devstack::provision::provision_with_secrets(&sdk, &crm_shared::config::Env::default(), &resources, &secrets)
+            .await
+            .expect("provisioned");
     let table = provisioned.tables["DataTable"].clone();
     let queue_url = provisioned.queue_urls["WebhookDeliveryQueue"].clone();
     let ddb = crm_shared::aws::dynamodb_client(&sdk);
@@ -322,7 +352,10 @@ async fn local_latency(events: usize) {
     let input: NewEndpoint = serde_json::from_value(json!({"url": url})).unwrap();
     let endpoint = input.into_endpoint(TENANT, Utc::now()).unwrap();
     store.create_endpoint(&endpoint, &new_secret()).await.unwrap();
-    let record = Arc::new(events_fn::record::Deps::new(store.clone(), crm_shared::jobs::SqsQueue::new(sqs.clone(), &queue_url)));
+    let record = Arc::new(events_fn::record::Deps::new(
+        store.clone(),
+        crm_shared::jobs::SqsQueue::new(sqs.clone(), &queue_url),
+    ));
     let arn = devstack::stream::stream_arn(&ddb, &table).await.expect("stream");
     tokio::spawn(devstack::stream::run(
         aws_sdk_dynamodbstreams::Client::new(&sdk),
@@ -373,7 +406,11 @@ async fn local_latency(events: usize) {
     let arrivals = arrivals.lock().unwrap().clone();
     let mut latencies: Vec<f64> = stored
         .iter()
-        .filter_map(|(id, at)| arrivals.get(id).map(|got| got.saturating_duration_since(*at).as_secs_f64() * 1e3))
+        .filter_map(|(id, at)| {
+            arrivals
+                .get(id)
+                .map(|got| got.saturating_duration_since(*at).as_secs_f64() * 1e3)
+        })
         .collect();
     println!("\n### End to end on the local stack (moto stream → events → SQS → delivery → receiver)\n");
     println!("| changes | delivered | stored → received p50 | p99 | max |");

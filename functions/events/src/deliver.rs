@@ -78,7 +78,11 @@ pub async fn handle<S: DeliveryStore, Q: JobQueue>(
 }
 
 async fn run_record<S: DeliveryStore, Q: JobQueue>(deps: &Deps<S, Q>, record: &SqsMessage) -> bool {
-    let Some(job) = record.body.as_deref().and_then(|b| serde_json::from_str::<DeliveryJob>(b).ok()) else {
+    let Some(job) = record
+        .body
+        .as_deref()
+        .and_then(|b| serde_json::from_str::<DeliveryJob>(b).ok())
+    else {
         tracing::error!("malformed delivery job dropped");
         return true;
     };
@@ -91,9 +95,15 @@ async fn run_record<S: DeliveryStore, Q: JobQueue>(deps: &Deps<S, Q>, record: &S
     }
 }
 
-pub async fn run_job<S: DeliveryStore, Q: JobQueue>(deps: &Deps<S, Q>, job: &DeliveryJob, now: DateTime<Utc>) -> Result<(), DeliveryError> {
+pub async fn run_job<S: DeliveryStore, Q: JobQueue>(
+    deps: &Deps<S, Q>,
+    job: &DeliveryJob,
+    now: DateTime<Utc>,
+) -> Result<(), DeliveryError> {
     match job {
-        DeliveryJob::Event { not_before: Some(due), .. } if *due > now => {
+        DeliveryJob::Event {
+            not_before: Some(due), ..
+        } if *due > now => {
             // A long retry delay waits in hops of at most 15 minutes.
             let wait = (*due - now).to_std().unwrap_or_default().min(MAX_DELAY);
             enqueue(deps, job, wait).await
@@ -131,7 +141,11 @@ async fn endpoint<S: DeliveryStore, Q>(
         return Ok(cached);
     }
     let found = match deps.store.get_endpoint(tenant_id, endpoint_id).await? {
-        Some(ep) => deps.store.endpoint_secrets(tenant_id, endpoint_id).await?.map(|s| (ep, s)),
+        Some(ep) => deps
+            .store
+            .endpoint_secrets(tenant_id, endpoint_id)
+            .await?
+            .map(|s| (ep, s)),
         None => None,
     };
     deps.endpoints.insert(key, found.clone());
@@ -226,9 +240,17 @@ async fn deliver_event<S: DeliveryStore, Q: JobQueue>(
 }
 
 /// Disables the endpoint (the change makes an `endpoint.disabled` event through the stream).
-async fn disable<S: DeliveryStore, Q>(deps: &Deps<S, Q>, endpoint: &WebhookEndpoint, reason: &str) -> Result<(), StoreError> {
+async fn disable<S: DeliveryStore, Q>(
+    deps: &Deps<S, Q>,
+    endpoint: &WebhookEndpoint,
+    reason: &str,
+) -> Result<(), StoreError> {
     deps.store
-        .endpoint_outcome(&endpoint.tenant_id, &endpoint.endpoint_id, &EndpointOutcome::Disable(reason.into()))
+        .endpoint_outcome(
+            &endpoint.tenant_id,
+            &endpoint.endpoint_id,
+            &EndpointOutcome::Disable(reason.into()),
+        )
         .await?;
     deps.endpoints
         .remove(&(endpoint.tenant_id.clone(), endpoint.endpoint_id.clone()));
@@ -246,7 +268,9 @@ async fn recover_page<S: DeliveryStore, Q: JobQueue>(
     until_seq: u64,
     now: DateTime<Utc>,
 ) -> Result<(), DeliveryError> {
-    let Some((endpoint, _)) = endpoint(deps, tenant_id, endpoint_id).await? else { return Ok(()) };
+    let Some((endpoint, _)) = endpoint(deps, tenant_id, endpoint_id).await? else {
+        return Ok(());
+    };
     let events = deps
         .store
         .events_after(tenant_id, from_seq.saturating_sub(1), RECOVER_PAGE, now)

@@ -82,7 +82,12 @@ pub async fn handle<S: EventStore + WebhookStore, Q: OverflowQueue>(
             });
         }
     }
-    let results = futures::future::join_all(by_tenant.iter().map(|(tenant, drafted)| tenant_batch(deps, tenant, drafted))).await;
+    let results = futures::future::join_all(
+        by_tenant
+            .iter()
+            .map(|(tenant, drafted)| tenant_batch(deps, tenant, drafted)),
+    )
+    .await;
     let mut response = DynamoDbEventResponse::default();
     // The earliest failed record: Lambda retries the shard from it.
     if let Some(first_failed) = results.into_iter().flatten().min_by(|a, b| seq_order(a, b)) {
@@ -135,7 +140,12 @@ async fn fan_out<S: WebhookStore, Q: OverflowQueue>(
     let endpoints = tenant_endpoints(deps, tenant_id).await.map_err(|e| e.to_string())?;
     let bodies: Vec<String> = events
         .iter()
-        .flat_map(|e| endpoints.iter().filter(|ep| ep.wants(e.event_type)).map(move |ep| (e, ep)))
+        .flat_map(|e| {
+            endpoints
+                .iter()
+                .filter(|ep| ep.wants(e.event_type))
+                .map(move |ep| (e, ep))
+        })
         .map(|(e, ep)| {
             serde_json::to_string(&DeliveryJob::Event {
                 tenant_id: tenant_id.to_owned(),
@@ -153,7 +163,10 @@ async fn fan_out<S: WebhookStore, Q: OverflowQueue>(
     Ok(bodies.len())
 }
 
-async fn tenant_endpoints<S: WebhookStore, Q>(deps: &Deps<S, Q>, tenant_id: &str) -> Result<Vec<WebhookEndpoint>, StoreError> {
+async fn tenant_endpoints<S: WebhookStore, Q>(
+    deps: &Deps<S, Q>,
+    tenant_id: &str,
+) -> Result<Vec<WebhookEndpoint>, StoreError> {
     if let Some(cached) = deps.endpoints.get(tenant_id) {
         return Ok(cached);
     }

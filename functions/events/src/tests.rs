@@ -42,7 +42,10 @@ fn stream_record(id: &str, seq: u64, pk: &str, sk: &str, old: Option<Value>, new
 }
 
 fn stream_event(records: Vec<Value>) -> LambdaEvent<StreamEvent> {
-    LambdaEvent::new(serde_json::from_value(json!({"Records": records})).unwrap(), Context::default())
+    LambdaEvent::new(
+        serde_json::from_value(json!({"Records": records})).unwrap(),
+        Context::default(),
+    )
 }
 
 fn inbound(tenant: &str, message: &str) -> Value {
@@ -52,8 +55,10 @@ fn inbound(tenant: &str, message: &str) -> Value {
         &format!("T#{tenant}#MSG#{message}"),
         "MSG",
         None,
-        Some(json!({"message_id": message, "contact_id": "c1", "direction": "inbound", "type": "text",
-                    "content": {"body": "hello there"}, "status": "received", "status_rank": 0})),
+        Some(
+            json!({"message_id": message, "contact_id": "c1", "direction": "inbound", "type": "text",
+                    "content": {"body": "hello there"}, "status": "received", "status_rank": 0}),
+        ),
     )
 }
 
@@ -96,13 +101,21 @@ async fn stream_records_become_ordered_events_once_and_fan_out_to_interested_end
     let log = store.event_log("t1");
     let kinds: Vec<(u64, EventType)> = log.iter().map(|e| (e.seq, e.event_type)).collect();
     assert_eq!(kinds, [(1, EventType::ContactCreated), (2, EventType::MessageReceived)]);
-    assert!(!serde_json::to_string(&log).unwrap().contains("hello there"), "no bodies in the log");
+    assert!(
+        !serde_json::to_string(&log).unwrap().contains("hello there"),
+        "no bodies in the log"
+    );
     assert_eq!(store.event_log("t2").len(), 1, "each tenant has its own log");
     assert_eq!(store.event_log("t2")[0].seq, 1);
     let targets: Vec<(String, u64)> = jobs(&queue)
         .into_iter()
         .map(|j| match j {
-            DeliveryJob::Event { endpoint_id, seq, attempt: 1, .. } => (endpoint_id, seq),
+            DeliveryJob::Event {
+                endpoint_id,
+                seq,
+                attempt: 1,
+                ..
+            } => (endpoint_id, seq),
             other => panic!("{other:?}"),
         })
         .collect();
@@ -123,13 +136,26 @@ async fn a_storage_failure_retries_the_batch_from_the_tenants_first_record() {
     let response = record::handle(&deps, stream_event(vec![new_contact("t1", 99), inbound("t1", "m1")]))
         .await
         .unwrap();
-    let failed: Vec<_> = response.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect();
+    let failed: Vec<_> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.clone())
+        .collect();
     assert_eq!(failed, [Some("99".to_owned())]);
     assert!(store.event_log("t1").is_empty());
 }
 
 /// A tenant's log with one `message.received`, an endpoint on `url`, and the worker.
-async fn delivery_setup(url: &str, include_bodies: bool) -> (MemStore, MemQueue, deliver::Deps<MemStore, MemQueue>, WebhookEndpoint, Secret) {
+async fn delivery_setup(
+    url: &str,
+    include_bodies: bool,
+) -> (
+    MemStore,
+    MemQueue,
+    deliver::Deps<MemStore, MemQueue>,
+    WebhookEndpoint,
+    Secret,
+) {
     let (store, queue) = (MemStore::new(), MemQueue::new());
     let (mut endpoint, secret) = endpoint(&store, "t1", url, &[]).await;
     if include_bodies {
@@ -138,7 +164,9 @@ async fn delivery_setup(url: &str, include_bodies: bool) -> (MemStore, MemQueue,
         store.update_endpoint(&endpoint).await.unwrap();
     }
     let rec = record::Deps::new(store.clone(), MemQueue::new());
-    record::handle(&rec, stream_event(vec![inbound("t1", "m1")])).await.unwrap();
+    record::handle(&rec, stream_event(vec![inbound("t1", "m1")]))
+        .await
+        .unwrap();
     let deps = deliver::Deps::new(store.clone(), queue.clone(), Pusher::new(LOCAL));
     (store, queue, deps, endpoint, secret)
 }
@@ -156,16 +184,33 @@ fn first_attempt(endpoint: &WebhookEndpoint) -> DeliveryJob {
 #[tokio::test]
 async fn a_failed_delivery_is_retried_on_the_schedule_with_the_same_webhook_id_and_a_valid_signature() {
     let server = MockServer::start().await;
-    Mock::given(method("POST")).respond_with(ResponseTemplate::new(500)).up_to_n_times(1).mount(&server).await;
-    Mock::given(method("POST")).respond_with(ResponseTemplate::new(200)).mount(&server).await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(500))
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&server)
+        .await;
     let (store, queue, deps, endpoint, secret) = delivery_setup(&server.uri(), false).await;
     let now = Utc::now();
     deliver::run_job(&deps, &first_attempt(&endpoint), now).await.unwrap();
     let retries = queue.jobs_of::<DeliveryJob>();
     assert_eq!(retries.len(), 1);
     let (retry, delay) = retries[0].clone();
-    let DeliveryJob::Event { attempt: 2, not_before: Some(due), .. } = &retry else { panic!("{retry:?}") };
-    assert!((4..=6).contains(&delay.as_secs()), "{delay:?}: the second attempt is due after ~5 s");
+    let DeliveryJob::Event {
+        attempt: 2,
+        not_before: Some(due),
+        ..
+    } = &retry
+    else {
+        panic!("{retry:?}")
+    };
+    assert!(
+        (4..=6).contains(&delay.as_secs()),
+        "{delay:?}: the second attempt is due after ~5 s"
+    );
     assert!((*due - now).num_seconds() >= 4);
     // Not due yet: it waits (re-enqueued, nothing sent).
     deliver::run_job(&deps, &retry, now).await.unwrap();
@@ -178,13 +223,25 @@ async fn a_failed_delivery_is_retried_on_the_schedule_with_the_same_webhook_id_a
     for r in &requests {
         let h = |n: &str| r.headers.get(n).unwrap().to_str().unwrap().to_owned();
         let ts: i64 = h("webhook-timestamp").parse().unwrap();
-        verify(&secret, &id(r), &h("webhook-timestamp"), &h("webhook-signature"), &r.body, ts).unwrap();
+        verify(
+            &secret,
+            &id(r),
+            &h("webhook-timestamp"),
+            &h("webhook-signature"),
+            &r.body,
+            ts,
+        )
+        .unwrap();
         let body: Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(body["type"], "message.received");
         assert_eq!(body["seq"], 1);
         assert!(body["data"].get("message").is_none(), "thin by default");
     }
-    let log = store.list_deliveries("t1", &endpoint.endpoint_id, 10, None).await.unwrap().items;
+    let log = store
+        .list_deliveries("t1", &endpoint.endpoint_id, 10, None)
+        .await
+        .unwrap()
+        .items;
     assert_eq!(log.len(), 2);
     assert!(log[0].success && log[0].attempt == 2 && log[0].status_code == Some(200));
     assert!(!log[1].success && log[1].status_code == Some(500) && log[1].next_attempt_at.is_some());
@@ -195,20 +252,32 @@ async fn a_failed_delivery_is_retried_on_the_schedule_with_the_same_webhook_id_a
 #[tokio::test]
 async fn gone_disables_and_five_days_of_failure_disable() {
     let server = MockServer::start().await;
-    Mock::given(method("POST")).respond_with(ResponseTemplate::new(410)).mount(&server).await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(410))
+        .mount(&server)
+        .await;
     let (store, queue, deps, endpoint, _) = delivery_setup(&server.uri(), false).await;
-    deliver::run_job(&deps, &first_attempt(&endpoint), Utc::now()).await.unwrap();
+    deliver::run_job(&deps, &first_attempt(&endpoint), Utc::now())
+        .await
+        .unwrap();
     let stored = store.get_endpoint("t1", &endpoint.endpoint_id).await.unwrap().unwrap();
     assert!(!stored.enabled);
     assert_eq!(stored.disabled_reason.as_deref(), Some("gone"));
     assert!(queue.jobs().is_empty(), "no retry after 410");
 
     let failing = MockServer::start().await;
-    Mock::given(method("POST")).respond_with(ResponseTemplate::new(503)).mount(&failing).await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&failing)
+        .await;
     let (store, queue, deps, endpoint, _) = delivery_setup(&failing.uri(), false).await;
     let now = Utc::now();
     store
-        .endpoint_outcome("t1", &endpoint.endpoint_id, &crm_shared::store::EndpointOutcome::Failed(now - TimeDelta::days(5)))
+        .endpoint_outcome(
+            "t1",
+            &endpoint.endpoint_id,
+            &crm_shared::store::EndpointOutcome::Failed(now - TimeDelta::days(5)),
+        )
         .await
         .unwrap();
     deliver::run_job(&deps, &first_attempt(&endpoint), now).await.unwrap();
@@ -235,45 +304,75 @@ async fn retry_after_is_honoured_and_bodies_come_only_when_opted_in() {
     );
     message.message_id = "m1".into();
     store.add_message(message.clone());
-    deliver::run_job(&deps, &first_attempt(&endpoint), Utc::now()).await.unwrap();
+    deliver::run_job(&deps, &first_attempt(&endpoint), Utc::now())
+        .await
+        .unwrap();
     let (_, delay) = queue.jobs_of::<DeliveryJob>()[0].clone();
     assert!(delay >= Duration::from_secs(120), "{delay:?}");
     let body: Value = serde_json::from_slice(&server.received_requests().await.unwrap()[0].body).unwrap();
-    assert_eq!(body["data"]["message"]["content"], message.content, "the opted-in body, fetched at delivery");
+    assert_eq!(
+        body["data"]["message"]["content"], message.content,
+        "the opted-in body, fetched at delivery"
+    );
     assert_eq!(body["data"]["message"]["type"], message.message_type);
 }
 
 #[tokio::test]
 async fn rotation_signs_with_both_secrets_and_refused_addresses_are_failures() {
     let server = MockServer::start().await;
-    Mock::given(method("POST")).respond_with(ResponseTemplate::new(204)).mount(&server).await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&server)
+        .await;
     let (store, _, deps, endpoint, old) = delivery_setup(&server.uri(), false).await;
     let new = new_secret();
     store
         .rotate_secret("t1", &endpoint.endpoint_id, &new, Utc::now() + TimeDelta::hours(24))
         .await
         .unwrap();
-    deliver::run_job(&deps, &first_attempt(&endpoint), Utc::now()).await.unwrap();
+    deliver::run_job(&deps, &first_attempt(&endpoint), Utc::now())
+        .await
+        .unwrap();
     let r = &server.received_requests().await.unwrap()[0];
     let h = |n: &str| r.headers.get(n).unwrap().to_str().unwrap().to_owned();
     assert_eq!(h("webhook-signature").split(' ').count(), 2);
     let ts: i64 = h("webhook-timestamp").parse().unwrap();
     for secret in [&old, &new] {
-        verify(secret, &h("webhook-id"), &h("webhook-timestamp"), &h("webhook-signature"), &r.body, ts).unwrap();
+        verify(
+            secret,
+            &h("webhook-id"),
+            &h("webhook-timestamp"),
+            &h("webhook-signature"),
+            &r.body,
+            ts,
+        )
+        .unwrap();
     }
     // The same endpoint under the production policy: loopback is refused, not sent.
     let strict = deliver::Deps::new(store.clone(), MemQueue::new(), Pusher::new(UrlPolicy::default()));
-    deliver::run_job(&strict, &first_attempt(&endpoint), Utc::now()).await.unwrap();
+    deliver::run_job(&strict, &first_attempt(&endpoint), Utc::now())
+        .await
+        .unwrap();
     assert_eq!(server.received_requests().await.unwrap().len(), 1);
-    let log = store.list_deliveries("t1", &endpoint.endpoint_id, 10, None).await.unwrap().items;
-    assert!(log[0].error.as_deref().unwrap_or_default().starts_with("refused"), "{:?}", log[0]);
+    let log = store
+        .list_deliveries("t1", &endpoint.endpoint_id, 10, None)
+        .await
+        .unwrap()
+        .items;
+    assert!(
+        log[0].error.as_deref().unwrap_or_default().starts_with("refused"),
+        "{:?}",
+        log[0]
+    );
 }
 
 #[tokio::test]
 async fn a_storage_failure_hands_the_job_back_to_sqs() {
     let (store, queue, deps, endpoint, _) = delivery_setup("https://a.example/", false).await;
     store.fail_next_backend(Op::EventAt);
-    let err = deliver::run_job(&deps, &first_attempt(&endpoint), Utc::now()).await.unwrap_err();
+    let err = deliver::run_job(&deps, &first_attempt(&endpoint), Utc::now())
+        .await
+        .unwrap_err();
     assert!(matches!(err, deliver::DeliveryError::Store(StoreError::Backend(_))));
     assert!(queue.jobs().is_empty());
     assert_eq!(store.event_head("t1").await.unwrap(), 1);

@@ -42,7 +42,11 @@ pub async fn listen(args: Listen) -> Result<Value, CliError> {
     let secret = match (&args.secret, &args.api, &args.api_key) {
         (Some(s), _, _) => Secret::new(s.clone()),
         (None, Some(api), Some(key)) => register(api, key, args.port).await?,
-        _ => return Err(CliError("give --secret, or --api and --api-key to register this receiver".into())),
+        _ => {
+            return Err(CliError(
+                "give --secret, or --api and --api-key to register this receiver".into(),
+            ));
+        }
     };
     eprintln!("crmctl: listening on http://127.0.0.1:{} (Ctrl-C stops)", args.port);
     let secret = Arc::new(secret);
@@ -52,7 +56,9 @@ pub async fn listen(args: Listen) -> Result<Value, CliError> {
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| receive(secret.clone(), req));
             let io = hyper_util::rt::TokioIo::new(stream);
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, service)
+                .await;
         });
     }
 }
@@ -87,8 +93,17 @@ async fn receive(secret: Arc<Secret>, req: Request<Incoming>) -> Result<Response
             .unwrap_or_default()
             .to_owned()
     };
-    let (id, timestamp, signature) = (header("webhook-id"), header("webhook-timestamp"), header("webhook-signature"));
-    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let (id, timestamp, signature) = (
+        header("webhook-id"),
+        header("webhook-timestamp"),
+        header("webhook-signature"),
+    );
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     let now = chrono::Utc::now().timestamp();
     let status = match verify(&secret, &id, &timestamp, &signature, &body, now) {
         Ok(()) => {

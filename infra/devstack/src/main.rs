@@ -279,7 +279,10 @@ async fn run() -> Result<(), BoxError> {
     // The event stream: the table's stream into the events function, its jobs into the
     // delivery worker (tenant endpoints on loopback only with WEBHOOK_ALLOW_LOOPBACK=true).
     let stream_arn = devstack::stream::stream_arn(&aws::dynamodb_client(&sdk), store.table()).await?;
-    let events_deps = Arc::new(events_fn::record::Deps::new(store.clone(), SqsQueue::new(sqs.clone(), &delivery_queue_url)));
+    let events_deps = Arc::new(events_fn::record::Deps::new(
+        store.clone(),
+        SqsQueue::new(sqs.clone(), &delivery_queue_url),
+    ));
     tokio::spawn(devstack::stream::run(
         aws_sdk_dynamodbstreams::Client::new(&sdk),
         stream_arn,
@@ -294,10 +297,15 @@ async fn run() -> Result<(), BoxError> {
         SqsQueue::new(sqs.clone(), &delivery_queue_url),
         Pusher::new(env.webhook_url_policy()),
     ));
-    spawn_queue("webhook-delivery", sqs.clone(), delivery_queue_url.clone(), move |event| {
-        let deps = delivery_deps.clone();
-        async move { events_fn::deliver::handle(&deps, event).await }
-    });
+    spawn_queue(
+        "webhook-delivery",
+        sqs.clone(),
+        delivery_queue_url.clone(),
+        move |event| {
+            let deps = delivery_deps.clone();
+            async move { events_fn::deliver::handle(&deps, event).await }
+        },
+    );
     // The retention function's schedule, at the template's rate.
     let schedules = devstack::schedule::load(&root.join("template.yaml"))?;
     for rate in schedules.get("RetentionFunction").into_iter().flatten().copied() {

@@ -78,8 +78,17 @@ where
     }
 }
 
-async fn discover(client: &Client, stream_arn: &str, iterators: &mut HashMap<String, Option<String>>) -> Result<(), String> {
-    let described = client.describe_stream().stream_arn(stream_arn).send().await.map_err(sdk_error)?;
+async fn discover(
+    client: &Client,
+    stream_arn: &str,
+    iterators: &mut HashMap<String, Option<String>>,
+) -> Result<(), String> {
+    let described = client
+        .describe_stream()
+        .stream_arn(stream_arn)
+        .send()
+        .await
+        .map_err(sdk_error)?;
     for shard in described.stream_description().map(|d| d.shards()).unwrap_or_default() {
         let Some(id) = shard.shard_id() else { continue };
         if iterators.contains_key(id) {
@@ -130,7 +139,11 @@ where
         // A function error retries the whole batch.
         Err(e) => {
             eprintln!("devstack: events handler failed: {e}");
-            records.first().and_then(|r| r.dynamodb()).and_then(|d| d.sequence_number()).map(str::to_owned)
+            records
+                .first()
+                .and_then(|r| r.dynamodb())
+                .and_then(|d| d.sequence_number())
+                .map(str::to_owned)
         }
     };
     match failed_at {

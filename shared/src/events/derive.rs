@@ -35,11 +35,26 @@ struct Rule {
 
 /// The table of rules: the whole mapping from stored changes to events.
 const RULES: &[Rule] = &[
-    Rule { sk: keys::MESSAGE_SK, derive: message_events },
-    Rule { sk: keys::PROFILE_SK, derive: contact_events },
-    Rule { sk: keys::EXPORT_SK, derive: export_events },
-    Rule { sk: keys::ERASURE_SK, derive: erasure_events },
-    Rule { sk: keys::WEBHOOK_ENDPOINT_PREFIX, derive: endpoint_events },
+    Rule {
+        sk: keys::MESSAGE_SK,
+        derive: message_events,
+    },
+    Rule {
+        sk: keys::PROFILE_SK,
+        derive: contact_events,
+    },
+    Rule {
+        sk: keys::EXPORT_SK,
+        derive: export_events,
+    },
+    Rule {
+        sk: keys::ERASURE_SK,
+        derive: erasure_events,
+    },
+    Rule {
+        sk: keys::WEBHOOK_ENDPOINT_PREFIX,
+        derive: endpoint_events,
+    },
 ];
 
 /// The sort keys (and prefixes) of every item a rule reads, for the event source mapping's
@@ -85,11 +100,16 @@ impl Images<'_> {
 pub fn derive(change: &StreamChange) -> Vec<EventDraft> {
     let sk = change.keys.get(keys::SK).and_then(Value::as_str).unwrap_or_default();
     let pk = change.keys.get(keys::PK).and_then(Value::as_str).unwrap_or_default();
-    let Some(tenant_id) = keys::tenant_of_pk(pk) else { return Vec::new() };
-    let Some(rule) = RULES
-        .iter()
-        .find(|r| if r.sk.ends_with('#') { sk.starts_with(r.sk) } else { sk == r.sk })
-    else {
+    let Some(tenant_id) = keys::tenant_of_pk(pk) else {
+        return Vec::new();
+    };
+    let Some(rule) = RULES.iter().find(|r| {
+        if r.sk.ends_with('#') {
+            sk.starts_with(r.sk)
+        } else {
+            sk == r.sk
+        }
+    }) else {
         return Vec::new();
     };
     let images = Images {
@@ -143,16 +163,19 @@ fn message_events(i: &Images<'_>) -> Vec<(EventType, Value)> {
     });
     let status = str_of(i.new("status"));
     if i.inserted() && str_of(i.new("direction")) == "inbound" {
+        // No wamid: Meta's ids encode the customer's number. `GET /v1/messages/{id}` has it.
         let mut data = ids;
         data["type"] = json!(str_of(i.new("type")));
-        data["wamid"] = json!(i.new("wamid"));
         return vec![(EventType::MessageReceived, data)];
     }
     let was_failed = FAILED.contains(&str_of(i.old("status")));
     if FAILED.contains(&status) && !was_failed {
         let mut data = ids;
         data["status"] = json!(status);
-        data["error"] = json!(i.new("error").map(|e| json!({"code": e.get("code"), "title": e.get("title")})));
+        data["error"] = json!(
+            i.new("error")
+                .map(|e| json!({"code": e.get("code"), "title": e.get("title")}))
+        );
         return vec![(EventType::MessageFailed, data)];
     }
     let (old_rank, new_rank) = (rank(i.old("status_rank")), rank(i.new("status_rank")));
@@ -170,7 +193,14 @@ fn message_events(i: &Images<'_>) -> Vec<(EventType, Value)> {
 /// Fields of a contact whose change is a `contact.updated` (the bookkeeping fields a message
 /// moves — `last_inbound_at`, pacing, versions — are not).
 const CONTACT_FIELDS: &[&str] = &[
-    "phone", "user_id", "name", "profile_name", "email", "tags", "attributes", "restricted",
+    "phone",
+    "user_id",
+    "name",
+    "profile_name",
+    "email",
+    "tags",
+    "attributes",
+    "restricted",
 ];
 
 fn contact_events(i: &Images<'_>) -> Vec<(EventType, Value)> {
@@ -184,9 +214,17 @@ fn contact_events(i: &Images<'_>) -> Vec<(EventType, Value)> {
     let mut events = Vec::new();
     let changed: Vec<&str> = CONTACT_FIELDS.iter().copied().filter(|f| i.changed(f)).collect();
     if !changed.is_empty() {
-        events.push((EventType::ContactUpdated, json!({"contact_id": contact_id, "changed": changed})));
+        events.push((
+            EventType::ContactUpdated,
+            json!({"contact_id": contact_id, "changed": changed}),
+        ));
     }
-    let marketing = |img: Option<&Value>| img.and_then(|c| c.get("marketing")).and_then(Value::as_str).unwrap_or("unknown").to_owned();
+    let marketing = |img: Option<&Value>| {
+        img.and_then(|c| c.get("marketing"))
+            .and_then(Value::as_str)
+            .unwrap_or("unknown")
+            .to_owned()
+    };
     let (before, after) = (marketing(i.old("consent")), marketing(i.new("consent")));
     if before != after {
         events.push((
@@ -265,15 +303,30 @@ mod tests {
         assert_eq!(e.data["message_id"], "m1");
         assert_eq!(e.data["contact_id"], "c1");
         assert!(!e.data.to_string().contains("secret words"));
+        assert!(
+            !e.data.to_string().contains("wamid"),
+            "Meta's ids encode the customer's number"
+        );
         // The same record always gives the same id; another record another.
         assert_eq!(derive(&c)[0].id, e.id);
         assert!(e.id.starts_with("evt_") && e.id.len() == 30);
-        let other = StreamChange { record_id: "rec-2".into(), ..c.clone() };
+        let other = StreamChange {
+            record_id: "rec-2".into(),
+            ..c.clone()
+        };
         assert_ne!(derive(&other)[0].id, e.id);
         // A later change of the inbound message (media stored) makes no event.
         let mut with_media = message("inbound", "received", 0);
         with_media["media"] = json!({"state": "stored"});
-        assert!(types(&change(MSG_PK, "MSG", Some(message("inbound", "received", 0)), Some(with_media))).is_empty());
+        assert!(
+            types(&change(
+                MSG_PK,
+                "MSG",
+                Some(message("inbound", "received", 0)),
+                Some(with_media)
+            ))
+            .is_empty()
+        );
     }
 
     #[test]
@@ -288,7 +341,10 @@ mod tests {
         assert_eq!(events[0].data["previous_status"], "queued");
         // `read` without `delivered`: one event for read.
         let read = message("outbound", "read", 30);
-        assert_eq!(types(&change(MSG_PK, "MSG", Some(sent.clone()), Some(read.clone()))), [EventType::MessageStatusUpdated]);
+        assert_eq!(
+            types(&change(MSG_PK, "MSG", Some(sent.clone()), Some(read.clone()))),
+            [EventType::MessageStatusUpdated]
+        );
         // Same rank (a pricing update, a repeated status) or lower: nothing.
         assert!(types(&change(MSG_PK, "MSG", Some(read.clone()), Some(read.clone()))).is_empty());
         assert!(types(&change(MSG_PK, "MSG", Some(read.clone()), Some(sent.clone()))).is_empty());
@@ -332,7 +388,10 @@ mod tests {
         assert!(!events[0].data.to_string().contains("Anna"));
         let opted_out = contact("Anna", "opted_out", "2026-12-01T11:00:00Z");
         let events = derive(&change(C_PK, "PROFILE", Some(renamed), Some(opted_out.clone())));
-        assert_eq!(types(&change(C_PK, "PROFILE", Some(later), Some(opted_out.clone()))).len(), 2);
+        assert_eq!(
+            types(&change(C_PK, "PROFILE", Some(later), Some(opted_out.clone()))).len(),
+            2
+        );
         assert_eq!(events[0].event_type, EventType::ConsentChanged);
         assert_eq!(events[0].data["marketing"], "opted_out");
         assert_eq!(events[0].data["previous"], "unknown");
@@ -349,7 +408,12 @@ mod tests {
         let pending = json!({"export_id": "e1", "contact_id": "c1", "status": "pending"});
         let ready = json!({"export_id": "e1", "contact_id": "c1", "status": "ready", "s3_key": "k"});
         assert_eq!(
-            types(&change("T#t1#EXPORT#e1", "EXPORT", Some(pending.clone()), Some(ready.clone()))),
+            types(&change(
+                "T#t1#EXPORT#e1",
+                "EXPORT",
+                Some(pending.clone()),
+                Some(ready.clone())
+            )),
             [EventType::ExportReady]
         );
         assert!(types(&change("T#t1#EXPORT#e1", "EXPORT", None, Some(pending))).is_empty());
@@ -388,11 +452,18 @@ mod tests {
             .as_array()
             .unwrap()
             .iter()
-            .map(|v| v.as_str().map(str::to_owned).unwrap_or_else(|| v["prefix"].as_str().unwrap().to_owned()))
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| v["prefix"].as_str().unwrap().to_owned())
+            })
             .collect();
         assert_eq!(listed, watched_sort_keys());
         for prefixed in watched_sort_keys().iter().filter(|k| k.ends_with('#')) {
-            assert!(pattern.to_string().contains(&format!("{{\"prefix\":\"{prefixed}\"}}")), "{prefixed} as a prefix");
+            assert!(
+                pattern.to_string().contains(&format!("{{\"prefix\":\"{prefixed}\"}}")),
+                "{prefixed} as a prefix"
+            );
         }
         assert_eq!(mapping["StartingPosition"], "TRIM_HORIZON");
         assert_eq!(mapping["BisectBatchOnFunctionError"], true);

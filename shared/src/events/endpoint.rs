@@ -255,21 +255,26 @@ mod tests {
         assert!(test.into_endpoint("t1", now).is_err());
         let long: NewEndpoint =
             serde_json::from_value(serde_json::json!({"url": "https://x", "description": "d".repeat(201)})).unwrap();
-        assert_eq!(long.into_endpoint("t1", now).unwrap_err(), EndpointError::DescriptionTooLong);
+        assert_eq!(
+            long.into_endpoint("t1", now).unwrap_err(),
+            EndpointError::DescriptionTooLong
+        );
         assert!(serde_json::from_value::<NewEndpoint>(serde_json::json!({"url": "https://x", "secret": "s"})).is_err());
     }
 
     #[test]
     fn patches_merge_and_re_enabling_clears_the_failure_state() {
         let now = Utc::now();
-        let mut e: WebhookEndpoint = serde_json::from_value::<NewEndpoint>(serde_json::json!({"url": "https://x", "description": "d"}))
-            .unwrap()
-            .into_endpoint("t1", now)
-            .unwrap();
+        let mut e: WebhookEndpoint =
+            serde_json::from_value::<NewEndpoint>(serde_json::json!({"url": "https://x", "description": "d"}))
+                .unwrap()
+                .into_endpoint("t1", now)
+                .unwrap();
         e.enabled = false;
         e.disabled_reason = Some("gone".into());
         e.failing_since = Some(now);
-        let patch: EndpointPatch = serde_json::from_value(serde_json::json!({"enabled": true, "description": null})).unwrap();
+        let patch: EndpointPatch =
+            serde_json::from_value(serde_json::json!({"enabled": true, "description": null})).unwrap();
         let after = patch.apply(&e, now).unwrap();
         assert!(after.enabled && after.disabled_reason.is_none() && after.failing_since.is_none());
         assert_eq!(after.description, None);

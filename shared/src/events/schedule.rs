@@ -74,20 +74,38 @@ mod tests {
         assert_eq!(verdict(410, None), Verdict::Gone);
         assert_eq!(verdict(301, None), Verdict::Failed { retry_after_secs: None });
         assert_eq!(verdict(500, Some("5")), Verdict::Failed { retry_after_secs: None });
-        assert_eq!(verdict(429, Some("120")), Verdict::Failed { retry_after_secs: Some(120) });
-        assert_eq!(verdict(503, Some(" 7 ")), Verdict::Failed { retry_after_secs: Some(7) });
+        assert_eq!(
+            verdict(429, Some("120")),
+            Verdict::Failed {
+                retry_after_secs: Some(120)
+            }
+        );
+        assert_eq!(
+            verdict(503, Some(" 7 ")),
+            Verdict::Failed {
+                retry_after_secs: Some(7)
+            }
+        );
         assert_eq!(
             verdict(503, Some("Wed, 21 Oct 2015 07:28:00 GMT")),
             Verdict::Failed { retry_after_secs: None }
         );
-        assert_eq!(verdict(429, Some("999999")), Verdict::Failed { retry_after_secs: Some(36_000) });
+        assert_eq!(
+            verdict(429, Some("999999")),
+            Verdict::Failed {
+                retry_after_secs: Some(36_000)
+            }
+        );
     }
 
     #[test]
     fn the_schedule_has_jitter_honours_retry_after_and_ends() {
         for (i, base) in RETRY_DELAYS_SECS.iter().enumerate() {
             let d = next_delay(i as u32 + 1, None).unwrap().as_secs();
-            assert!(d as f64 >= *base as f64 * 0.9 - 1.0 && d as f64 <= *base as f64 * 1.1 + 1.0, "{i}: {d}");
+            assert!(
+                d as f64 >= *base as f64 * 0.9 - 1.0 && d as f64 <= *base as f64 * 1.1 + 1.0,
+                "{i}: {d}"
+            );
         }
         assert_eq!(next_delay(MAX_ATTEMPTS, None), None);
         assert_eq!(next_delay(0, None), None);

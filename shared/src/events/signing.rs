@@ -110,7 +110,14 @@ mod tests {
         let secret = Secret::new(SECRET);
         assert_eq!(verify(&secret, ID, "1614265330", SIGNATURE, BODY, TS), Ok(()));
         assert_eq!(
-            verify(&secret, ID, "1614265330", &format!("v1,bm9wZQ== {SIGNATURE}"), BODY, TS + 10),
+            verify(
+                &secret,
+                ID,
+                "1614265330",
+                &format!("v1,bm9wZQ== {SIGNATURE}"),
+                BODY,
+                TS + 10
+            ),
             Ok(())
         );
         assert_eq!(

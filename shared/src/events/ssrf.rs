@@ -59,7 +59,11 @@ fn embedded_v4(v6: Ipv6Addr) -> Option<Ipv4Addr> {
     let tail = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
     match s {
         // ::ffff:a.b.c.d (mapped) and ::a.b.c.d (compatible, deprecated but routable by some stacks)
-        [0, 0, 0, 0, 0, 0xffff, _, _] | [0, 0, 0, 0, 0, 0, _, _] if v6 != Ipv6Addr::UNSPECIFIED && v6 != Ipv6Addr::LOCALHOST => Some(tail),
+        [0, 0, 0, 0, 0, 0xffff, _, _] | [0, 0, 0, 0, 0, 0, _, _]
+            if v6 != Ipv6Addr::UNSPECIFIED && v6 != Ipv6Addr::LOCALHOST =>
+        {
+            Some(tail)
+        }
         // 64:ff9b::a.b.c.d (NAT64)
         [0x64, 0xff9b, 0, 0, 0, 0, _, _] => Some(tail),
         // 2002:AABB:CCDD::/48 (6to4)
@@ -116,7 +120,9 @@ pub fn check_url(raw: &str, policy: UrlPolicy) -> Result<Url, UrlRefused> {
     let literal = literal_ip(&host);
     match url.scheme() {
         "https" => {}
-        "http" if policy.allow_loopback && (host == "localhost" || literal.is_some_and(|ip| canonical(ip).is_loopback())) => {}
+        "http"
+            if policy.allow_loopback
+                && (host == "localhost" || literal.is_some_and(|ip| canonical(ip).is_loopback())) => {}
         _ => return Err(UrlRefused::NotHttps),
     }
     if let Some(ip) = literal {
@@ -153,9 +159,18 @@ impl Lookup for SystemLookup {
 
 /// The addresses of `host`, all of them admitted, or why not. A name with one forbidden address
 /// among public ones is refused: which one a connection would use is not ours to choose.
-pub async fn resolve_admitted(lookup: &dyn Lookup, host: &str, port: u16, policy: UrlPolicy) -> Result<Vec<SocketAddr>, UrlRefused> {
+pub async fn resolve_admitted(
+    lookup: &dyn Lookup,
+    host: &str,
+    port: u16,
+    policy: UrlPolicy,
+) -> Result<Vec<SocketAddr>, UrlRefused> {
     if let Some(ip) = literal_ip(host) {
-        return if policy.admits(ip) { Ok(vec![SocketAddr::new(ip, port)]) } else { Err(UrlRefused::Forbidden) };
+        return if policy.admits(ip) {
+            Ok(vec![SocketAddr::new(ip, port)])
+        } else {
+            Err(UrlRefused::Forbidden)
+        };
     }
     let addrs = tokio::time::timeout(LOOKUP_TIMEOUT, lookup.lookup(host, port))
         .await
@@ -210,7 +225,11 @@ mod tests {
 
     struct FakeDns;
     impl Lookup for FakeDns {
-        fn lookup(&self, host: &str, port: u16) -> futures::future::BoxFuture<'static, std::io::Result<Vec<SocketAddr>>> {
+        fn lookup(
+            &self,
+            host: &str,
+            port: u16,
+        ) -> futures::future::BoxFuture<'static, std::io::Result<Vec<SocketAddr>>> {
             let ips: Vec<IpAddr> = match host {
                 "internal.example" => vec!["10.0.0.1".parse().unwrap()],
                 "mixed.example" => vec!["93.184.216.34".parse().unwrap(), "192.168.1.1".parse().unwrap()],
@@ -227,14 +246,41 @@ mod tests {
     #[test]
     fn classifies_addresses() {
         for bad in [
-            "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.0.1", "169.254.169.254", "0.0.0.0", "100.64.0.1",
-            "255.255.255.255", "224.0.0.1", "198.18.0.1", "192.0.0.1", "240.0.0.1", "::1", "::", "fe80::1",
-            "fd00:ec2::254", "fc00::1", "ff02::1", "::ffff:127.0.0.1", "::ffff:169.254.169.254", "::ffff:10.0.0.1",
-            "::127.0.0.1", "64:ff9b::10.0.0.1", "2002:0a00:0001::1", "2001:db8::1",
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.0.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "255.255.255.255",
+            "224.0.0.1",
+            "198.18.0.1",
+            "192.0.0.1",
+            "240.0.0.1",
+            "::1",
+            "::",
+            "fe80::1",
+            "fd00:ec2::254",
+            "fc00::1",
+            "ff02::1",
+            "::ffff:127.0.0.1",
+            "::ffff:169.254.169.254",
+            "::ffff:10.0.0.1",
+            "::127.0.0.1",
+            "64:ff9b::10.0.0.1",
+            "2002:0a00:0001::1",
+            "2001:db8::1",
         ] {
             assert!(!is_public(bad.parse().unwrap()), "{bad} must be refused");
         }
-        for good in ["93.184.216.34", "8.8.8.8", "2606:2800:220:1::", "::ffff:8.8.8.8", "64:ff9b::808:808"] {
+        for good in [
+            "93.184.216.34",
+            "8.8.8.8",
+            "2606:2800:220:1::",
+            "::ffff:8.8.8.8",
+            "64:ff9b::808:808",
+        ] {
             assert!(is_public(good.parse().unwrap()), "{good} is public");
         }
     }
@@ -242,13 +288,26 @@ mod tests {
     #[test]
     fn urls_must_be_https_without_credentials_and_literals_must_be_public() {
         assert!(check_url("https://hooks.example.com/x", STRICT).is_ok());
-        assert_eq!(check_url("http://hooks.example.com/x", STRICT), Err(UrlRefused::NotHttps));
-        assert_eq!(check_url("ftp://hooks.example.com/x", STRICT), Err(UrlRefused::NotHttps));
+        assert_eq!(
+            check_url("http://hooks.example.com/x", STRICT),
+            Err(UrlRefused::NotHttps)
+        );
+        assert_eq!(
+            check_url("ftp://hooks.example.com/x", STRICT),
+            Err(UrlRefused::NotHttps)
+        );
         assert_eq!(check_url("not a url", STRICT), Err(UrlRefused::Invalid));
-        assert_eq!(check_url("https://u:p@hooks.example.com/", STRICT), Err(UrlRefused::Credentials));
+        assert_eq!(
+            check_url("https://u:p@hooks.example.com/", STRICT),
+            Err(UrlRefused::Credentials)
+        );
         for forbidden in [
-            "https://127.0.0.1/", "https://169.254.169.254/latest/meta-data", "https://[::1]/",
-            "https://[::ffff:127.0.0.1]/", "https://10.0.0.1:8443/", "https://[fd00:ec2::254]/",
+            "https://127.0.0.1/",
+            "https://169.254.169.254/latest/meta-data",
+            "https://[::1]/",
+            "https://[::ffff:127.0.0.1]/",
+            "https://10.0.0.1:8443/",
+            "https://[fd00:ec2::254]/",
         ] {
             assert_eq!(check_url(forbidden, STRICT), Err(UrlRefused::Forbidden), "{forbidden}");
         }
@@ -261,7 +320,10 @@ mod tests {
         assert!(check_url("http://localhost:8080/hook", LOCAL).is_ok());
         assert_eq!(check_url("http://10.0.0.1/", LOCAL), Err(UrlRefused::NotHttps));
         assert_eq!(check_url("https://169.254.169.254/", LOCAL), Err(UrlRefused::Forbidden));
-        assert_eq!(check_url("http://127.0.0.1:8080/hook", STRICT), Err(UrlRefused::NotHttps));
+        assert_eq!(
+            check_url("http://127.0.0.1:8080/hook", STRICT),
+            Err(UrlRefused::NotHttps)
+        );
     }
 
     #[tokio::test]
@@ -279,10 +341,17 @@ mod tests {
             check_endpoint("https://nowhere.example/hook", &dns, STRICT).await,
             Err(UrlRefused::Unresolvable)
         );
-        assert!(check_endpoint("https://public.example/hook", &dns, STRICT).await.is_ok());
+        assert!(
+            check_endpoint("https://public.example/hook", &dns, STRICT)
+                .await
+                .is_ok()
+        );
         // The resolver hands over exactly the checked addresses.
         let addrs = resolve_admitted(&dns, "public.example", 443, STRICT).await.unwrap();
         assert_eq!(addrs.len(), 2);
-        assert_eq!(resolve_admitted(&dns, "internal.example", 443, LOCAL).await, Err(UrlRefused::Forbidden));
+        assert_eq!(
+            resolve_admitted(&dns, "internal.example", 443, LOCAL).await,
+            Err(UrlRefused::Forbidden)
+        );
     }
 }

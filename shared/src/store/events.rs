@@ -65,8 +65,11 @@ impl DynamoStore {
                 Err(cancelled) => cancelled,
             };
             // Id records already there: recorded by an earlier delivery of the stream record.
-            let (recorded_before, rest): (Vec<(usize, &EventDraft)>, Vec<(usize, &EventDraft)>) =
-                pending.iter().copied().enumerate().partition(|(k, _)| cancelled.failed(2 + 2 * k));
+            let (recorded_before, rest): (Vec<(usize, &EventDraft)>, Vec<(usize, &EventDraft)>) = pending
+                .iter()
+                .copied()
+                .enumerate()
+                .partition(|(k, _)| cancelled.failed(2 + 2 * k));
             if recorded_before.is_empty() && !cancelled.failed(0) {
                 return Err(cancelled.unexplained());
             }
@@ -88,7 +91,11 @@ impl DynamoStore {
     }
 
     fn head_update(&self, tenant_id: &str, from: u64, to: u64) -> aws_sdk_dynamodb::types::TransactWriteItem {
-        let condition = if from == 0 { "attribute_not_exists(seq)" } else { "seq = :from" };
+        let condition = if from == 0 {
+            "attribute_not_exists(seq)"
+        } else {
+            "seq = :from"
+        };
         let mut update = Update::builder()
             .table_name(self.table())
             .key(PK, s(event_log_pk(tenant_id)))
@@ -205,7 +212,8 @@ impl WebhookStore for DynamoStore {
     }
 
     async fn endpoints_of(&self, tenant_id: &str) -> Result<Vec<WebhookEndpoint>, StoreError> {
-        let query = super::dynamo::PageQuery::partition(webhook_endpoints_pk(tenant_id)).prefixed(WEBHOOK_ENDPOINT_PREFIX);
+        let query =
+            super::dynamo::PageQuery::partition(webhook_endpoints_pk(tenant_id)).prefixed(WEBHOOK_ENDPOINT_PREFIX);
         self.query_all(&query)
             .await?
             .into_iter()
@@ -273,13 +281,20 @@ impl WebhookStore for DynamoStore {
         Ok(out.attributes.is_some())
     }
 
-    async fn endpoint_secrets(&self, tenant_id: &str, endpoint_id: &str) -> Result<Option<EndpointSecrets>, StoreError> {
+    async fn endpoint_secrets(
+        &self,
+        tenant_id: &str,
+        endpoint_id: &str,
+    ) -> Result<Option<EndpointSecrets>, StoreError> {
         let item: Option<EndpointSecretItem> = self
             .get(webhook_endpoints_pk(tenant_id), &webhook_secret_sk(endpoint_id))
             .await?;
         Ok(item.map(|i| EndpointSecrets {
             current: Secret::new(i.secret),
-            previous: i.previous_secret.zip(i.previous_until).map(|(s, until)| (Secret::new(s), until)),
+            previous: i
+                .previous_secret
+                .zip(i.previous_until)
+                .map(|(s, until)| (Secret::new(s), until)),
         }))
     }
 
@@ -309,7 +324,12 @@ impl WebhookStore for DynamoStore {
         }
     }
 
-    async fn endpoint_outcome(&self, tenant_id: &str, endpoint_id: &str, outcome: &EndpointOutcome) -> Result<(), StoreError> {
+    async fn endpoint_outcome(
+        &self,
+        tenant_id: &str,
+        endpoint_id: &str,
+        outcome: &EndpointOutcome,
+    ) -> Result<(), StoreError> {
         let update = self
             .client()
             .update_item()

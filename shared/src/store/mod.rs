@@ -14,8 +14,8 @@
 
 mod audit;
 mod contacts;
-mod events;
 mod dynamo;
+mod events;
 mod items;
 pub mod keys;
 mod messages;

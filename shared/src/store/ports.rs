@@ -767,7 +767,11 @@ pub trait EventStore: Send + Sync {
     fn event_at(&self, tenant_id: &str, seq: u64) -> impl Future<Output = Result<Option<Event>, StoreError>> + Send;
 
     /// An event's position, by its id.
-    fn event_seq(&self, tenant_id: &str, event_id: &str) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send;
+    fn event_seq(
+        &self,
+        tenant_id: &str,
+        event_id: &str,
+    ) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send;
 
     /// The last position given (0 before the first event).
     fn event_head(&self, tenant_id: &str) -> impl Future<Output = Result<u64, StoreError>> + Send;
@@ -808,7 +812,11 @@ pub trait WebhookStore: Send + Sync {
     fn update_endpoint(&self, endpoint: &WebhookEndpoint) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Deletes the endpoint; `false` when there was none.
-    fn delete_endpoint(&self, tenant_id: &str, endpoint_id: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    fn delete_endpoint(
+        &self,
+        tenant_id: &str,
+        endpoint_id: &str,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// The endpoint's signing secrets (read only by code that signs deliveries).
     fn endpoint_secrets(

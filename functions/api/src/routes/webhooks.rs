@@ -9,7 +9,9 @@ use serde_json::{Value, json};
 
 use crm_shared::audit::AuditEntry;
 use crm_shared::cursor::Position;
-use crm_shared::events::endpoint::{DeliveryAttempt, EndpointError, EndpointPatch, NewEndpoint, ROTATION_OVERLAP, WebhookEndpoint};
+use crm_shared::events::endpoint::{
+    DeliveryAttempt, EndpointError, EndpointPatch, NewEndpoint, ROTATION_OVERLAP, WebhookEndpoint,
+};
 use crm_shared::events::push::{DeliveryJob, Pusher};
 use crm_shared::events::signing::new_secret;
 use crm_shared::events::ssrf::{SystemLookup, check_endpoint};
@@ -68,11 +70,17 @@ fn no_endpoint() -> ApiError {
 
 /// `?types=a,b`: the types wanted (none: every type); `400 invalid_types` on an unknown one.
 fn types_filter(raw: Option<&str>) -> Result<Vec<EventType>, ApiError> {
-    let Some(raw) = raw.filter(|r| !r.is_empty()) else { return Ok(Vec::new()) };
+    let Some(raw) = raw.filter(|r| !r.is_empty()) else {
+        return Ok(Vec::new());
+    };
     raw.split(',')
         .map(|name| {
             EventType::parse(name.trim()).ok_or_else(|| {
-                ApiError::new(StatusCode::BAD_REQUEST, "invalid_types", format!("unknown event type {name:?}"))
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_types",
+                    format!("unknown event type {name:?}"),
+                )
             })
         })
         .collect()
@@ -89,9 +97,13 @@ fn start_after(req: &Request, deps_cursor: Option<Position>) -> Result<u64, ApiE
     }
     match req.query_string_parameters().first(AFTER) {
         None | Some("") => Ok(0),
-        Some(raw) => raw
-            .parse::<u64>()
-            .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "invalid_after", "after must be the seq of an event (an integer ≥ 0)")),
+        Some(raw) => raw.parse::<u64>().map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_after",
+                "after must be the seq of an event (an integer ≥ 0)",
+            )
+        }),
     }
 }
 
@@ -107,7 +119,10 @@ pub async fn list_events<S: ApiStore, L, Q>(
     let mut items: Vec<Value> = Vec::new();
     let mut more = false;
     for _ in 0..MAX_SCAN_PAGES {
-        let events = deps.store.events_after(&caller.tenant_id, after, page.limit, now).await?;
+        let events = deps
+            .store
+            .events_after(&caller.tenant_id, after, page.limit, now)
+            .await?;
         let full = events.len() == page.limit as usize;
         for event in events {
             after = event.seq;
@@ -146,10 +161,22 @@ pub async fn redeliver<S: ApiStore, L, Q>(
     event_id: &str,
 ) -> Result<Response<Body>, ApiError> {
     let hooks = webhooks(deps)?;
-    let input: RedeliverInput = if crate::routes::body_bytes(req).is_ok() { json_input(req)? } else { RedeliverInput::default() };
+    let input: RedeliverInput = if crate::routes::body_bytes(req).is_ok() {
+        json_input(req)?
+    } else {
+        RedeliverInput::default()
+    };
     let not_found = || ApiError::not_found("no such event");
-    let seq = deps.store.event_seq(&caller.tenant_id, event_id).await?.ok_or_else(not_found)?;
-    let event = deps.store.event_at(&caller.tenant_id, seq).await?.ok_or_else(not_found)?;
+    let seq = deps
+        .store
+        .event_seq(&caller.tenant_id, event_id)
+        .await?
+        .ok_or_else(not_found)?;
+    let event = deps
+        .store
+        .event_at(&caller.tenant_id, seq)
+        .await?
+        .ok_or_else(not_found)?;
     let endpoints: Vec<WebhookEndpoint> = deps
         .store
         .endpoints_of(&caller.tenant_id)
@@ -175,10 +202,14 @@ pub async fn redeliver<S: ApiStore, L, Q>(
             attempt: 1,
             not_before: None,
         };
-        hooks.queue.send_job(&job, std::time::Duration::ZERO).await.map_err(|e| {
-            tracing::error!(error = %e.0, "redelivery could not be enqueued");
-            ApiError::internal()
-        })?;
+        hooks
+            .queue
+            .send_job(&job, std::time::Duration::ZERO)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e.0, "redelivery could not be enqueued");
+                ApiError::internal()
+            })?;
     }
     let ids: Vec<&str> = endpoints.iter().map(|e| e.endpoint_id.as_str()).collect();
     audit(
@@ -189,7 +220,10 @@ pub async fn redeliver<S: ApiStore, L, Q>(
             .detail("endpoints", ids.len()),
     )
     .await;
-    json_body(StatusCode::ACCEPTED, &json!({"event_id": event_id, "endpoint_ids": ids}))
+    json_body(
+        StatusCode::ACCEPTED,
+        &json!({"event_id": event_id, "endpoint_ids": ids}),
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -214,7 +248,10 @@ async fn load<S: ApiStore, L, Q>(deps: &Deps<S, L, Q>, caller: &Caller, id: &str
     if !ids::is_valid_id(id) {
         return Err(no_endpoint());
     }
-    deps.store.get_endpoint(&caller.tenant_id, id).await?.ok_or_else(no_endpoint)
+    deps.store
+        .get_endpoint(&caller.tenant_id, id)
+        .await?
+        .ok_or_else(no_endpoint)
 }
 
 /// The URL rule (https, resolvable, public), as a `400 invalid_url`.
@@ -231,14 +268,25 @@ pub async fn list_endpoints<S: ApiStore, L, Q>(
     req: &Request,
 ) -> Result<Response<Body>, ApiError> {
     let page = page_request(req, &deps.cursors, &caller.tenant_id, ENDPOINTS_LISTING)?;
-    let after = page.start.as_ref().and_then(|p| p.get(AFTER)).cloned().unwrap_or_default();
+    let after = page
+        .start
+        .as_ref()
+        .and_then(|p| p.get(AFTER))
+        .cloned()
+        .unwrap_or_default();
     let mut endpoints = deps.store.endpoints_of(&caller.tenant_id).await?;
     endpoints.sort_by(|a, b| a.endpoint_id.cmp(&b.endpoint_id));
     let rest: Vec<&WebhookEndpoint> = endpoints.iter().filter(|e| e.endpoint_id > after).collect();
     let limit = page.limit as usize;
     let next = (rest.len() > limit).then(|| Position::from([(AFTER.to_owned(), rest[limit - 1].endpoint_id.clone())]));
     let items = rest.iter().take(limit).map(|e| endpoint_view(e)).collect();
-    ok_json(&envelope(items, next, &deps.cursors, &caller.tenant_id, ENDPOINTS_LISTING))
+    ok_json(&envelope(
+        items,
+        next,
+        &deps.cursors,
+        &caller.tenant_id,
+        ENDPOINTS_LISTING,
+    ))
 }
 
 pub async fn create_endpoint<S: ApiStore, L, Q>(
@@ -260,7 +308,11 @@ pub async fn create_endpoint<S: ApiStore, L, Q>(
     json_body(StatusCode::CREATED, &body)
 }
 
-pub async fn get_endpoint<S: ApiStore, L, Q>(deps: &Deps<S, L, Q>, caller: &Caller, id: &str) -> Result<Response<Body>, ApiError> {
+pub async fn get_endpoint<S: ApiStore, L, Q>(
+    deps: &Deps<S, L, Q>,
+    caller: &Caller,
+    id: &str,
+) -> Result<Response<Body>, ApiError> {
     ok_json(&endpoint_view(&load(deps, caller, id).await?))
 }
 
@@ -338,7 +390,11 @@ pub async fn test_endpoint<S: ApiStore, L, Q>(
 ) -> Result<Response<Body>, ApiError> {
     let hooks = webhooks(deps)?;
     let endpoint = load(deps, caller, id).await?;
-    let secrets = deps.store.endpoint_secrets(&caller.tenant_id, id).await?.ok_or_else(no_endpoint)?;
+    let secrets = deps
+        .store
+        .endpoint_secrets(&caller.tenant_id, id)
+        .await?
+        .ok_or_else(no_endpoint)?;
     let now = Utc::now();
     let event = Event {
         id: format!("evt_{}", ulid::Ulid::new().to_string().to_lowercase()),
@@ -349,7 +405,10 @@ pub async fn test_endpoint<S: ApiStore, L, Q>(
         data: json!({"endpoint_id": id}),
     };
     let body = serde_json::to_vec(&event.view()).expect("JSON serializes");
-    let result = hooks.pusher.push(&endpoint.url, &event.id, &body, &secrets.signing(now), now).await;
+    let result = hooks
+        .pusher
+        .push(&endpoint.url, &event.id, &body, &secrets.signing(now), now)
+        .await;
     let attempt = DeliveryAttempt {
         attempt_id: ulid::Ulid::new().to_string().to_lowercase(),
         tenant_id: caller.tenant_id.clone(),
@@ -377,7 +436,12 @@ struct RecoverInput {
 /// The first position whose event happened at or after `since` (events are recorded in time
 /// order, so the log is sorted by time): a binary search of point reads; expired positions
 /// count as earlier.
-async fn first_seq_since<S: EventStore>(store: &S, tenant_id: &str, since: DateTime<Utc>, head: u64) -> Result<u64, StoreError> {
+async fn first_seq_since<S: EventStore>(
+    store: &S,
+    tenant_id: &str,
+    since: DateTime<Utc>,
+    head: u64,
+) -> Result<u64, StoreError> {
     let (mut lo, mut hi) = (1, head + 1);
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
@@ -401,7 +465,11 @@ pub async fn recover<S: ApiStore, L, Q>(
     let input: RecoverInput = json_input(req)?;
     let endpoint = load(deps, caller, id).await?;
     if !endpoint.enabled {
-        return Err(ApiError::new(StatusCode::CONFLICT, "endpoint_disabled", "enable the endpoint before recovering"));
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "endpoint_disabled",
+            "enable the endpoint before recovering",
+        ));
     }
     let head = deps.store.event_head(&caller.tenant_id).await?;
     let from_seq = first_seq_since(&deps.store, &caller.tenant_id, input.since, head).await?;
@@ -412,15 +480,22 @@ pub async fn recover<S: ApiStore, L, Q>(
             from_seq,
             until_seq: head,
         };
-        hooks.queue.send_job(&job, std::time::Duration::ZERO).await.map_err(|e| {
-            tracing::error!(error = %e.0, "recovery could not be enqueued");
-            ApiError::internal()
-        })?;
+        hooks
+            .queue
+            .send_job(&job, std::time::Duration::ZERO)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e.0, "recovery could not be enqueued");
+                ApiError::internal()
+            })?;
     }
     let e = entry(caller, req, "webhook_endpoint.recover", id).detail("events", head.saturating_sub(from_seq) + 1);
     audit(&deps.store, e).await;
     let events = if from_seq <= head { head - from_seq + 1 } else { 0 };
-    json_body(StatusCode::ACCEPTED, &json!({"id": id, "from_seq": from_seq, "until_seq": head, "events": events}))
+    json_body(
+        StatusCode::ACCEPTED,
+        &json!({"id": id, "from_seq": from_seq, "until_seq": head, "events": events}),
+    )
 }
 
 fn delivery_view(d: &DeliveryAttempt) -> Value {
@@ -447,9 +522,18 @@ pub async fn list_deliveries<S: ApiStore, L, Q>(
     let listing = format!("deliveries:{id}");
     let page = page_request(req, &deps.cursors, &caller.tenant_id, &listing)?;
     load(deps, caller, id).await?;
-    let result = deps.store.list_deliveries(&caller.tenant_id, id, page.limit, page.start).await?;
+    let result = deps
+        .store
+        .list_deliveries(&caller.tenant_id, id, page.limit, page.start)
+        .await?;
     let items = result.items.iter().map(delivery_view).collect();
-    ok_json(&envelope(items, result.next, &deps.cursors, &caller.tenant_id, &listing))
+    ok_json(&envelope(
+        items,
+        result.next,
+        &deps.cursors,
+        &caller.tenant_id,
+        &listing,
+    ))
 }
 
 #[cfg(test)]
@@ -464,6 +548,9 @@ mod tests {
             types_filter(Some("message.received,contact.created")).unwrap(),
             [EventType::MessageReceived, EventType::ContactCreated]
         );
-        assert_eq!(types_filter(Some("message.received,nope")).unwrap_err().code, "invalid_types");
+        assert_eq!(
+            types_filter(Some("message.received,nope")).unwrap_err().code,
+            "invalid_types"
+        );
     }
 }

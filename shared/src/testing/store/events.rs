@@ -105,7 +105,9 @@ impl EventStore for MemStore {
     ) -> Result<Vec<Event>, StoreError> {
         self.enter(Op::EventsAfter, 1).await?;
         let s = self.state();
-        let Some(log) = s.webhooks.logs.get(tenant_id) else { return Ok(Vec::new()) };
+        let Some(log) = s.webhooks.logs.get(tenant_id) else {
+            return Ok(Vec::new());
+        };
         Ok(log
             .range(after + 1..)
             .take(limit.max(1) as usize)
@@ -117,7 +119,11 @@ impl EventStore for MemStore {
     async fn event_at(&self, tenant_id: &str, seq: u64) -> Result<Option<Event>, StoreError> {
         self.enter(Op::EventAt, 1).await?;
         let s = self.state();
-        Ok(s.webhooks.logs.get(tenant_id).and_then(|l| l.get(&seq)).map(|(e, _)| e.clone()))
+        Ok(s.webhooks
+            .logs
+            .get(tenant_id)
+            .and_then(|l| l.get(&seq))
+            .map(|(e, _)| e.clone()))
     }
 
     async fn event_seq(&self, tenant_id: &str, event_id: &str) -> Result<Option<u64>, StoreError> {
@@ -164,7 +170,12 @@ impl WebhookStore for MemStore {
 
     async fn get_endpoint(&self, tenant_id: &str, endpoint_id: &str) -> Result<Option<WebhookEndpoint>, StoreError> {
         self.enter(Op::GetEndpoint, 1).await?;
-        Ok(self.state().webhooks.endpoints.get(&key(tenant_id, endpoint_id)).cloned())
+        Ok(self
+            .state()
+            .webhooks
+            .endpoints
+            .get(&key(tenant_id, endpoint_id))
+            .cloned())
     }
 
     async fn endpoints_of(&self, tenant_id: &str) -> Result<Vec<WebhookEndpoint>, StoreError> {
@@ -201,7 +212,11 @@ impl WebhookStore for MemStore {
         Ok(s.webhooks.endpoints.remove(&k).is_some())
     }
 
-    async fn endpoint_secrets(&self, tenant_id: &str, endpoint_id: &str) -> Result<Option<EndpointSecrets>, StoreError> {
+    async fn endpoint_secrets(
+        &self,
+        tenant_id: &str,
+        endpoint_id: &str,
+    ) -> Result<Option<EndpointSecrets>, StoreError> {
         self.enter(Op::EndpointSecrets, 1).await?;
         Ok(self.state().webhooks.secrets.get(&key(tenant_id, endpoint_id)).cloned())
     }
@@ -225,10 +240,17 @@ impl WebhookStore for MemStore {
         Ok(())
     }
 
-    async fn endpoint_outcome(&self, tenant_id: &str, endpoint_id: &str, outcome: &EndpointOutcome) -> Result<(), StoreError> {
+    async fn endpoint_outcome(
+        &self,
+        tenant_id: &str,
+        endpoint_id: &str,
+        outcome: &EndpointOutcome,
+    ) -> Result<(), StoreError> {
         self.enter(Op::EndpointOutcome, 1).await?;
         let mut s = self.state();
-        let Some(e) = s.webhooks.endpoints.get_mut(&key(tenant_id, endpoint_id)) else { return Ok(()) };
+        let Some(e) = s.webhooks.endpoints.get_mut(&key(tenant_id, endpoint_id)) else {
+            return Ok(());
+        };
         match outcome {
             EndpointOutcome::Succeeded => e.failing_since = None,
             EndpointOutcome::Failed(at) => {
