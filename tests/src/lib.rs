@@ -37,6 +37,7 @@ pub struct Stack {
 
 static STACK: OnceLock<Stack> = OnceLock::new();
 static BULK_STACK: OnceLock<Stack> = OnceLock::new();
+static EVENTS_STACK: OnceLock<Stack> = OnceLock::new();
 
 /// The shared local stack, started on first use.
 pub fn stack() -> &'static Stack {
@@ -48,6 +49,20 @@ pub fn stack() -> &'static Stack {
 /// own endpoint, those tests do not queue the others' requests behind their bulk writes.
 pub fn bulk_stack() -> &'static Stack {
     BULK_STACK.get_or_init(start_stack)
+}
+
+/// The stack of the event stream tests: its table's stream is read by [`event_stream`], which
+/// records every change of the stack; on their own endpoint that work (and those tests' bulk
+/// writes) never slows the other tests' requests, nor theirs the stream.
+pub fn events_stack() -> &'static Stack {
+    EVENTS_STACK.get_or_init(start_stack)
+}
+
+/// Held by each test of [`events_stack`]: their latency assertions (a fast endpoint served while
+/// another hangs) must not share the endpoint with the 1,000-event test.
+pub async fn events_lock() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
 }
 
 /// Held by each test on [`bulk_stack`] for its whole run: those tests drive the stack's export
@@ -350,7 +365,7 @@ async fn start_gateway_on(
 pub const LOOPBACK_ENDPOINTS: crm_shared::events::ssrf::UrlPolicy =
     crm_shared::events::ssrf::UrlPolicy { allow_loopback: true };
 
-/// The shared stack's event stream, started once per test binary on its own thread: the events
+/// The [`events_stack`]'s event stream, started once per test binary on its own thread: the events
 /// function fed from the table's stream (as `EventsFunction`, through its IAM gate, stream reads
 /// included) and the delivery worker on the stack's delivery queue (as
 /// `WebhookDeliveryFunction`). Every event test calls it; it returns once both run.
@@ -364,7 +379,7 @@ pub fn event_stream() {
                 .build()
                 .unwrap();
             rt.block_on(async move {
-                let on = stack();
+                let on = events_stack();
                 let arn = devstack::stream::stream_arn(&crm_shared::aws::dynamodb_client(&on.sdk().await), on.table())
                     .await
                     .unwrap_or_else(|e| panic!("table stream: {e}"));

@@ -114,8 +114,7 @@ fn cpu_now() -> Duration {
     bench::procfs::cpu_time(std::process::id()).expect("own CPU time")
 }
 
-fn pct(values: &mut [f64], p: f64) -> f64 {
-    values.sort_by(|a, b| a.partial_cmp(b).unwrap());
+fn pct(values: &[f64], p: f64) -> f64 {
     bench::stats::percentile(values, p)
 }
 
@@ -273,7 +272,7 @@ async fn sustained(secs: u64, rate: usize) {
     let start = Instant::now();
     let mut ticks = tokio::time::interval(Duration::from_millis(100));
     let mut n = 0;
-    let mut handler_ms = Vec::new();
+    let mut handler_ms: Vec<f64> = Vec::new();
     while start.elapsed() < Duration::from_secs(secs) {
         ticks.tick().await;
         let input = batch_json(n, per_batch);
@@ -295,7 +294,7 @@ async fn sustained(secs: u64, rate: usize) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let arrivals = arrivals.lock().unwrap().clone();
-    let mut latencies: Vec<f64> = stored
+    let latencies: Vec<f64> = stored
         .iter()
         .filter_map(|(id, at)| arrivals.get(id).map(|got| got.duration_since(*at).as_secs_f64() * 1e3))
         .collect();
@@ -312,11 +311,11 @@ async fn sustained(secs: u64, rate: usize) {
         "| {n} | {:.1} s | {delivered} | {:.0} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} / {:.1} ms |",
         produced_for.as_secs_f64(),
         delivered as f64 / last.duration_since(start).as_secs_f64().max(0.001),
-        pct(&mut latencies, 50.0),
-        pct(&mut latencies, 99.0),
+        pct(&latencies, 50.0),
+        pct(&latencies, 99.0),
         latencies.iter().cloned().fold(0.0, f64::max),
-        pct(&mut handler_ms.clone(), 50.0),
-        pct(&mut handler_ms, 99.0),
+        pct(&handler_ms, 50.0),
+        pct(&handler_ms, 99.0),
     );
 }
 
@@ -404,7 +403,7 @@ async fn local_latency(events: usize) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let arrivals = arrivals.lock().unwrap().clone();
-    let mut latencies: Vec<f64> = stored
+    let latencies: Vec<f64> = stored
         .iter()
         .filter_map(|(id, at)| {
             arrivals
@@ -418,8 +417,8 @@ async fn local_latency(events: usize) {
     println!(
         "| {events} (one every 50 ms) | {} | {:.0} ms | {:.0} ms | {:.0} ms |",
         latencies.len(),
-        pct(&mut latencies, 50.0),
-        pct(&mut latencies, 99.0),
+        pct(&latencies, 50.0),
+        pct(&latencies, 99.0),
         latencies.iter().cloned().fold(0.0, f64::max)
     );
     drop(moto);

@@ -57,6 +57,14 @@ fn entry(caller: &Caller, req: &Request, action: &str, endpoint_id: &str) -> Aud
         .request(request_id(req).as_deref())
 }
 
+/// Puts a delivery job on the queue now; a failure is a `500` (nothing was promised yet).
+async fn enqueue(hooks: &Webhooks, job: &DeliveryJob) -> Result<(), ApiError> {
+    hooks.queue.send_job(job, std::time::Duration::ZERO).await.map_err(|e| {
+        tracing::error!(error = %e.0, "delivery job could not be enqueued");
+        ApiError::internal()
+    })
+}
+
 fn invalid(e: EndpointError) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, e.code(), e.to_string())
 }
@@ -202,14 +210,7 @@ pub async fn redeliver<S: ApiStore, L, Q>(
             attempt: 1,
             not_before: None,
         };
-        hooks
-            .queue
-            .send_job(&job, std::time::Duration::ZERO)
-            .await
-            .map_err(|e| {
-                tracing::error!(error = %e.0, "redelivery could not be enqueued");
-                ApiError::internal()
-            })?;
+        enqueue(hooks, &job).await?;
     }
     let ids: Vec<&str> = endpoints.iter().map(|e| e.endpoint_id.as_str()).collect();
     audit(
@@ -480,18 +481,11 @@ pub async fn recover<S: ApiStore, L, Q>(
             from_seq,
             until_seq: head,
         };
-        hooks
-            .queue
-            .send_job(&job, std::time::Duration::ZERO)
-            .await
-            .map_err(|e| {
-                tracing::error!(error = %e.0, "recovery could not be enqueued");
-                ApiError::internal()
-            })?;
+        enqueue(hooks, &job).await?;
     }
-    let e = entry(caller, req, "webhook_endpoint.recover", id).detail("events", head.saturating_sub(from_seq) + 1);
-    audit(&deps.store, e).await;
     let events = if from_seq <= head { head - from_seq + 1 } else { 0 };
+    let e = entry(caller, req, "webhook_endpoint.recover", id).detail("events", events);
+    audit(&deps.store, e).await;
     json_body(
         StatusCode::ACCEPTED,
         &json!({"id": id, "from_seq": from_seq, "until_seq": head, "events": events}),
