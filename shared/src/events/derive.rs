@@ -70,21 +70,21 @@ pub struct Images<'a> {
 }
 
 impl Images<'_> {
-    fn old(&self, field: &str) -> Option<&Value> {
+    fn before(&self, field: &str) -> Option<&Value> {
         self.old.and_then(|i| i.get(field)).filter(|v| !v.is_null())
     }
 
-    fn new(&self, field: &str) -> Option<&Value> {
+    fn after(&self, field: &str) -> Option<&Value> {
         self.new.and_then(|i| i.get(field)).filter(|v| !v.is_null())
     }
 
     /// A field of whichever image exists (the new one first).
     fn any(&self, field: &str) -> Option<&Value> {
-        self.new(field).or_else(|| self.old(field))
+        self.after(field).or_else(|| self.before(field))
     }
 
     fn changed(&self, field: &str) -> bool {
-        self.old(field) != self.new(field)
+        self.before(field) != self.after(field)
     }
 
     fn inserted(&self) -> bool {
@@ -161,30 +161,30 @@ fn message_events(i: &Images<'_>) -> Vec<(EventType, Value)> {
         "message_id": str_of(new.get("message_id")),
         "contact_id": str_of(new.get("contact_id")),
     });
-    let status = str_of(i.new("status"));
-    if i.inserted() && str_of(i.new("direction")) == "inbound" {
+    let status = str_of(i.after("status"));
+    if i.inserted() && str_of(i.after("direction")) == "inbound" {
         // No wamid: Meta's ids encode the customer's number. `GET /v1/messages/{id}` has it.
         let mut data = ids;
-        data["type"] = json!(str_of(i.new("type")));
+        data["type"] = json!(str_of(i.after("type")));
         return vec![(EventType::MessageReceived, data)];
     }
-    let was_failed = FAILED.contains(&str_of(i.old("status")));
+    let was_failed = FAILED.contains(&str_of(i.before("status")));
     if FAILED.contains(&status) && !was_failed {
         let mut data = ids;
         data["status"] = json!(status);
         data["error"] = json!(
-            i.new("error")
+            i.after("error")
                 .map(|e| json!({"code": e.get("code"), "title": e.get("title")}))
         );
         return vec![(EventType::MessageFailed, data)];
     }
-    let (old_rank, new_rank) = (rank(i.old("status_rank")), rank(i.new("status_rank")));
+    let (old_rank, new_rank) = (rank(i.before("status_rank")), rank(i.after("status_rank")));
     if !i.inserted() && new_rank > old_rank && !FAILED.contains(&status) {
         let mut data = ids;
         data["status"] = json!(status);
-        data["previous_status"] = json!(str_of(i.old("status")));
+        data["previous_status"] = json!(str_of(i.before("status")));
         data["status_rank"] = json!(new_rank);
-        data["at"] = json!(i.new("status_at").and_then(|m| m.get(status)));
+        data["at"] = json!(i.after("status_at").and_then(|m| m.get(status)));
         return vec![(EventType::MessageStatusUpdated, data)];
     }
     Vec::new()
@@ -225,7 +225,7 @@ fn contact_events(i: &Images<'_>) -> Vec<(EventType, Value)> {
             .unwrap_or("unknown")
             .to_owned()
     };
-    let (before, after) = (marketing(i.old("consent")), marketing(i.new("consent")));
+    let (before, after) = (marketing(i.before("consent")), marketing(i.after("consent")));
     if before != after {
         events.push((
             EventType::ConsentChanged,
@@ -236,19 +236,19 @@ fn contact_events(i: &Images<'_>) -> Vec<(EventType, Value)> {
 }
 
 fn export_events(i: &Images<'_>) -> Vec<(EventType, Value)> {
-    if str_of(i.new("status")) == "ready" && str_of(i.old("status")) != "ready" {
-        let data = json!({"export_id": str_of(i.new("export_id")), "contact_id": str_of(i.new("contact_id"))});
+    if str_of(i.after("status")) == "ready" && str_of(i.before("status")) != "ready" {
+        let data = json!({"export_id": str_of(i.after("export_id")), "contact_id": str_of(i.after("contact_id"))});
         return vec![(EventType::ExportReady, data)];
     }
     Vec::new()
 }
 
 fn erasure_events(i: &Images<'_>) -> Vec<(EventType, Value)> {
-    if str_of(i.new("status")) == "completed" && str_of(i.old("status")) != "completed" {
+    if str_of(i.after("status")) == "completed" && str_of(i.before("status")) != "completed" {
         let data = json!({
-            "erasure_id": str_of(i.new("erasure_id")),
-            "contact_id": str_of(i.new("contact_id")),
-            "deleted": i.new("deleted"),
+            "erasure_id": str_of(i.after("erasure_id")),
+            "contact_id": str_of(i.after("contact_id")),
+            "deleted": i.after("deleted"),
         });
         return vec![(EventType::ErasureCompleted, data)];
     }
@@ -258,9 +258,9 @@ fn erasure_events(i: &Images<'_>) -> Vec<(EventType, Value)> {
 /// An endpoint the delivery worker disabled (`410`, five days of failures) is an event of its
 /// own, so the tenant learns of it on the pull stream and on its other endpoints.
 fn endpoint_events(i: &Images<'_>) -> Vec<(EventType, Value)> {
-    let reason = str_of(i.new("disabled_reason"));
+    let reason = str_of(i.after("disabled_reason"));
     if !reason.is_empty() && i.changed("disabled_reason") {
-        let data = json!({"endpoint_id": str_of(i.new("endpoint_id")), "reason": reason});
+        let data = json!({"endpoint_id": str_of(i.after("endpoint_id")), "reason": reason});
         return vec![(EventType::EndpointDisabled, data)];
     }
     Vec::new()

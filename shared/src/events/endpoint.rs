@@ -61,10 +61,10 @@ impl EndpointSecrets {
     /// The secrets that sign a delivery made at `now` (current first).
     pub fn signing(&self, now: DateTime<Utc>) -> Vec<&Secret> {
         let mut secrets = vec![&self.current];
-        if let Some((previous, until)) = &self.previous {
-            if now < *until {
-                secrets.push(previous);
-            }
+        if let Some((previous, until)) = &self.previous
+            && now < *until
+        {
+            secrets.push(previous);
         }
         secrets
     }

@@ -125,10 +125,10 @@ pub fn check_url(raw: &str, policy: UrlPolicy) -> Result<Url, UrlRefused> {
                 && (host == "localhost" || literal.is_some_and(|ip| canonical(ip).is_loopback())) => {}
         _ => return Err(UrlRefused::NotHttps),
     }
-    if let Some(ip) = literal {
-        if !policy.admits(ip) {
-            return Err(UrlRefused::Forbidden);
-        }
+    if let Some(ip) = literal
+        && !policy.admits(ip)
+    {
+        return Err(UrlRefused::Forbidden);
     }
     Ok(url)
 }

@@ -27,6 +27,9 @@ const EVENTS_PER_TRANSACTION: usize = 49;
 /// retried by Lambda).
 const HEAD_ROUNDS: u32 = 20;
 
+/// A draft with its index in the transaction's batch.
+type Indexed<'a> = (usize, &'a EventDraft);
+
 impl DynamoStore {
     async fn record_chunk(
         &self,
@@ -65,7 +68,7 @@ impl DynamoStore {
                 Err(cancelled) => cancelled,
             };
             // Id records already there: recorded by an earlier delivery of the stream record.
-            let (recorded_before, rest): (Vec<(usize, &EventDraft)>, Vec<(usize, &EventDraft)>) = pending
+            let (recorded_before, rest): (Vec<Indexed<'_>>, Vec<Indexed<'_>>) = pending
                 .iter()
                 .copied()
                 .enumerate()

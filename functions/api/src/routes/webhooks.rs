@@ -193,14 +193,14 @@ pub async fn redeliver<S: ApiStore, L, Q>(
         .filter(|e| e.wants(event.event_type))
         .filter(|e| input.endpoint_id.as_deref().is_none_or(|id| id == e.endpoint_id))
         .collect();
-    if let Some(id) = &input.endpoint_id {
-        if endpoints.is_empty() {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!("no enabled endpoint {id} that takes {}", event.event_type.as_str()),
-            ));
-        }
+    if let Some(id) = &input.endpoint_id
+        && endpoints.is_empty()
+    {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no enabled endpoint {id} that takes {}", event.event_type.as_str()),
+        ));
     }
     for endpoint in &endpoints {
         let job = DeliveryJob::Event {
