@@ -309,10 +309,7 @@ pub async fn run_in_memory(graph: &FakeGraph, config: &ThroughputConfig, store_l
     for i in 0..messages {
         let contact = recent_contact(&tenant.tenant_id, &customer_phone(i));
         let message = queued_text(&tenant.tenant_id, &contact.contact_id, i);
-        jobs.push(SendJob {
-            tenant_id: tenant.tenant_id.clone(),
-            message_id: message.message_id.clone(),
-        });
+        jobs.push(SendJob::new(&tenant.tenant_id, &message.message_id));
         store.add_contact(contact);
         store.add_message(message);
     }
@@ -412,10 +409,7 @@ mod tests {
     #[test]
     fn events_carry_the_job_and_its_receive_count() {
         let q = Queued {
-            job: SendJob {
-                tenant_id: "t".into(),
-                message_id: "m".into(),
-            },
+            job: SendJob::new("t", "m"),
             receive_count: 3,
         };
         let event = sqs_event(&[q]);

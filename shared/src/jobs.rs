@@ -52,15 +52,40 @@ pub trait MediaJobQueue: Send + Sync {
 pub struct SendJob {
     pub tenant_id: String,
     pub message_id: String,
+    /// Failed send attempts so far. The sender counts them itself and hands a job it must try
+    /// again (or wait with) back as a new, delayed queue message: waiting never uses up the
+    /// queue's receives, which are left to catch crashes.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub failures: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl SendJob {
+    pub fn new(tenant_id: &str, message_id: &str) -> Self {
+        SendJob {
+            tenant_id: tenant_id.to_owned(),
+            message_id: message_id.to_owned(),
+            failures: 0,
+        }
+    }
 }
 
 pub trait SendJobQueue: Send + Sync {
-    fn enqueue_send(&self, job: &SendJob) -> impl Future<Output = Result<(), EnqueueError>> + Send;
+    /// Enqueues `job`, delivered no earlier than `delay` from now (at most 15 minutes).
+    fn enqueue_send_after(&self, job: &SendJob, delay: Duration)
+    -> impl Future<Output = Result<(), EnqueueError>> + Send;
+
+    fn enqueue_send(&self, job: &SendJob) -> impl Future<Output = Result<(), EnqueueError>> + Send {
+        self.enqueue_send_after(job, Duration::ZERO)
+    }
 }
 
 impl SendJobQueue for SqsQueue {
-    async fn enqueue_send(&self, job: &SendJob) -> Result<(), EnqueueError> {
-        self.send_job(job, Duration::ZERO).await
+    async fn enqueue_send_after(&self, job: &SendJob, delay: Duration) -> Result<(), EnqueueError> {
+        self.send_job(job, delay).await
     }
 }
 

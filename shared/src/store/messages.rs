@@ -18,7 +18,8 @@ use super::keys::*;
 use super::ports::{IdentityKey, InboundOutcome, InboundStore, InboundWrite, MessageStore, StatusOutcome, StatusWrite};
 use super::{Page, StoreError};
 use crate::cursor::Position;
-use crate::message::{MediaRef, MessageRecord, MessageStatus};
+use super::outbound::WamidWrite;
+use crate::message::{Direction, MediaRef, MessageRecord, MessageStatus};
 
 impl DynamoStore {
     /// The contact's part of an inbound message's transaction. With `with_time_condition` the
@@ -251,6 +252,29 @@ impl InboundStore for DynamoStore {
             Ok(_) => Ok(StatusOutcome::HistoryOnly),
             Err(err) if condition_failed(&err) => Ok(StatusOutcome::Duplicate),
             Err(err) => Err(backend(err)),
+        }
+    }
+
+    async fn adopt_wamid(&self, tenant_id: &str, message_id: &str, wamid: &str) -> Result<bool, StoreError> {
+        if !crate::ids::is_valid_id(message_id) {
+            return Ok(false);
+        }
+        let Some(message) = self.get_message(tenant_id, message_id).await? else {
+            return Ok(false);
+        };
+        if message.direction != Direction::Outbound
+            || message.wamid.is_some()
+            || !matches!(message.status, MessageStatus::Queued | MessageStatus::Unknown)
+        {
+            return Ok(false);
+        }
+        let stored = self
+            .store_wamid(tenant_id, message_id, &message.contact_id, wamid, WamidWrite::Adopted)
+            .await?;
+        match stored {
+            Ok(()) => Ok(true),
+            Err(c) if c.any_failed() => Ok(false),
+            Err(c) => Err(c.unexplained()),
         }
     }
 

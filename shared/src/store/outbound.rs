@@ -3,7 +3,9 @@
 //! per-number send schedule and the per-recipient pair rate).
 
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
+};
 use chrono::{DateTime, Utc};
 
 use super::StoreError;
@@ -15,16 +17,66 @@ use super::items::{
     IdempotencyItem, MessageItem, ParkedStatusItem, ReferenceItem, StatusChange, WamidPointerItem, schedule_next_free,
 };
 use super::keys::*;
-use super::ports::{CreateOutcome, IdempotencyRecord, InboundStore, OutboundStore, SendPacingStore, StatusWrite};
+use super::ports::{
+    Claim, CreateOutcome, IdempotencyRecord, InboundStore, OutboundStore, RecipientClaim, SendPacingStore, StatusWrite,
+};
 use crate::message::{MessageError, MessageRecord, MessageStatus};
-use crate::sending::{SendSchedule, SlotDecision, SlotGrant, book_slots};
+use crate::sending::{SEND_DEADLINE_MS, SendSchedule, SlotDecision, SlotGrant, book_slots, first_in_line};
+
+/// The contact attribute holding its recipient queue: the ids of its queued outbound messages
+/// (a string set; ids sort by acceptance time).
+const RECIPIENT_QUEUE: &str = "queued_ids";
+
+/// One message id as a string set, for `ADD`/`DELETE` on the recipient queue.
+fn id_set(message_id: &str) -> AttributeValue {
+    AttributeValue::Ss(vec![message_id.to_owned()])
+}
+
 
 /// A reference to `pk`/`sk` in the contact's partition, so erasure finds the item.
 pub(crate) fn reference(table: &str, tenant_id: &str, contact_id: &str, pk: &str, sk: &str) -> TransactWriteItem {
     put_always(table, to_item(&ReferenceItem::new(tenant_id, contact_id, pk, sk)))
 }
 
+/// How [`DynamoStore::store_wamid`] writes the message.
+pub(crate) enum WamidWrite<'a> {
+    WithSent(&'a StatusWrite),
+    Alone,
+    Adopted,
+}
+
+/// What a refused claim found in the message item (`None`: no such message).
+fn claim_refused(old: Option<super::Item>, now_ms: i64) -> Result<Claim, StoreError> {
+    let Some(old) = old else { return Ok(Claim::Finished) };
+    let lease = old.get("lease_until_ms").and_then(|v| v.as_n().ok()).and_then(|v| v.parse::<i64>().ok());
+    let message = from_item::<MessageItem>(old)?.message;
+    Ok(match lease {
+        _ if message.status != MessageStatus::Queued => Claim::Finished,
+        Some(until_ms) if until_ms >= now_ms => Claim::Held { until_ms },
+        Some(lease_until_ms) => Claim::Abandoned {
+            message: Box::new(message),
+            lease_until_ms,
+        },
+        // Released between our write and the read: try again shortly.
+        None => Claim::Held { until_ms: now_ms },
+    })
+}
+
 impl DynamoStore {
+    /// A message item as stored (consistent read).
+    async fn raw_message(&self, tenant_id: &str, message_id: &str) -> Result<Option<super::Item>, StoreError> {
+        let out = self
+            .client()
+            .get_item()
+            .table_name(self.table())
+            .set_key(Some(key(message_pk(tenant_id, message_id), MESSAGE_SK)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(backend)?;
+        Ok(out.item)
+    }
+
     /// The unexpired record of an idempotency key.
     async fn idempotency_record(
         &self,
@@ -39,21 +91,29 @@ impl DynamoStore {
     }
 
     /// Stores an accepted send's wamid on the message with its pointer (and the contact's
-    /// reference to it), plus the `sent` status when given (then only if the message has not
-    /// moved past it, by the same rule as every status).
-    async fn store_wamid(
+    /// reference to it): with the `sent` status (then only if the message has not moved past it,
+    /// by the same rule as every status), alone, or adopted from a status webhook.
+    pub(crate) async fn store_wamid(
         &self,
         tenant_id: &str,
         message_id: &str,
         contact_id: &str,
         wamid: &str,
-        sent: Option<&StatusWrite>,
+        write: WamidWrite<'_>,
     ) -> Result<Result<(), Cancelled>, StoreError> {
         let update = Update::builder()
             .table_name(self.table())
             .set_key(Some(key(message_pk(tenant_id, message_id), MESSAGE_SK)));
-        let update = match sent {
-            Some(sent) => {
+        let update = match write {
+            // The sender's lease stays until a status moves the message past `queued`: taking
+            // it away now would let another sender claim a message Meta already has.
+            WamidWrite::Adopted => update
+                .update_expression("SET wamid = :w")
+                .condition_expression("attribute_not_exists(wamid) AND direction = :out AND status_rank < :sent")
+                .expression_attribute_values(":w", s(wamid))
+                .expression_attribute_values(":out", s("outbound"))
+                .expression_attribute_values(":sent", n(MessageStatus::Sent.rank())),
+            WamidWrite::WithSent(sent) => {
                 let mut change = StatusChange::of(sent);
                 change.sets.push("wamid = :w");
                 change.values.insert(":w".into(), s(wamid));
@@ -63,7 +123,7 @@ impl DynamoStore {
                     .set_expression_attribute_names(Some(change.names))
                     .set_expression_attribute_values(Some(change.values))
             }
-            None => update
+            WamidWrite::Alone => update
                 .update_expression("SET wamid = :w REMOVE lease_until_ms")
                 .condition_expression("attribute_exists(PK)")
                 .expression_attribute_values(":w", s(wamid)),
@@ -122,8 +182,23 @@ impl OutboundStore for DynamoStore {
                 .build()
                 .expect("put is complete"),
         ));
+        // A queued message takes its place in the recipient's queue (per-recipient order).
+        let queue_item = (message.status == MessageStatus::Queued).then(|| {
+            items.push(tx_update(
+                Update::builder()
+                    .table_name(self.table())
+                    .set_key(Some(key(contact_pk(&message.tenant_id, &message.contact_id), PROFILE_SK)))
+                    .update_expression(format!("ADD {RECIPIENT_QUEUE} :m"))
+                    .condition_expression("attribute_exists(PK)")
+                    .expression_attribute_values(":m", id_set(&message.message_id))
+                    .build()
+                    .expect("update is complete"),
+            ));
+            items.len() - 1
+        });
         match self.transact(items).await? {
             Ok(()) => Ok(CreateOutcome::Created),
+            Err(c) if queue_item.is_some_and(|i| c.failed(i)) => Err(StoreError::NotFound),
             Err(c) => match idempotency {
                 Some(record) if c.failed(0) => {
                     let existing = self
@@ -152,7 +227,7 @@ impl OutboundStore for DynamoStore {
         message_id: &str,
         now: DateTime<Utc>,
         lease_ms: i64,
-    ) -> Result<Option<MessageRecord>, StoreError> {
+    ) -> Result<Claim, StoreError> {
         let now_ms = now.timestamp_millis();
         let result = self
             .client()
@@ -160,21 +235,68 @@ impl OutboundStore for DynamoStore {
             .table_name(self.table())
             .set_key(Some(key(message_pk(tenant_id, message_id), MESSAGE_SK)))
             .update_expression("SET lease_until_ms = :until")
-            .condition_expression(
-                "attribute_exists(PK) AND #status = :queued AND (attribute_not_exists(lease_until_ms) OR lease_until_ms < :now)",
-            )
+            // A lease is given back when its holder did not call Meta: one still present is
+            // held, or was abandoned mid-send (the old item tells which).
+            .condition_expression("attribute_exists(PK) AND #status = :queued AND attribute_not_exists(lease_until_ms)")
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":queued", s("queued"))
-            .expression_attribute_values(":now", n(now_ms))
             .expression_attribute_values(":until", n(now_ms + lease_ms))
             .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
         match result {
-            Ok(out) => Ok(Some(
+            Ok(out) => Ok(Claim::Claimed(
                 from_item::<MessageItem>(out.attributes.unwrap_or_default())?.message,
             )),
-            Err(err) if condition_failed(&err) => Ok(None),
+            Err(err) if condition_failed(&err) => {
+                let old = err.as_service_error().and_then(|e| match e {
+                    UpdateItemError::ConditionalCheckFailedException(c) => c.item().cloned(),
+                    _ => None,
+                });
+                let old = match old {
+                    Some(item) => Some(item),
+                    // Some endpoints omit the old item: read it.
+                    None => self.raw_message(tenant_id, message_id).await?,
+                };
+                claim_refused(old, now_ms)
+            }
+            Err(err) => Err(backend(err)),
+        }
+    }
+
+    async fn mark_unknown(
+        &self,
+        tenant_id: &str,
+        message_id: &str,
+        lease_until_ms: i64,
+        error: &MessageError,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let status = MessageStatus::Unknown;
+        let result = self
+            .client()
+            .update_item()
+            .table_name(self.table())
+            .set_key(Some(key(message_pk(tenant_id, message_id), MESSAGE_SK)))
+            .update_expression(
+                "SET #status = :s, status_rank = :r, status_at.#st = :at, #error = :e REMOVE lease_until_ms",
+            )
+            .condition_expression("#status = :queued AND lease_until_ms = :lease")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#st", status.as_str())
+            .expression_attribute_names("#error", "error")
+            .expression_attribute_values(":s", s(status.as_str()))
+            .expression_attribute_values(":r", n(status.rank()))
+            .expression_attribute_values(":at", av(&at))
+            .expression_attribute_values(":e", av(error))
+            .expression_attribute_values(":queued", s("queued"))
+            .expression_attribute_values(":lease", n(lease_until_ms))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(err) if condition_failed(&err) => Ok(false),
             Err(err) => Err(backend(err)),
         }
     }
@@ -217,12 +339,12 @@ impl OutboundStore for DynamoStore {
         // message have moved anyway, the wamid is stored on its own and `sent` goes through the
         // ordered status path.
         match self
-            .store_wamid(tenant_id, message_id, contact_id, wamid, Some(&sent))
+            .store_wamid(tenant_id, message_id, contact_id, wamid, WamidWrite::WithSent(&sent))
             .await?
         {
             Ok(()) => {}
             Err(c) if c.any_failed() => {
-                self.store_wamid(tenant_id, message_id, contact_id, wamid, None)
+                self.store_wamid(tenant_id, message_id, contact_id, wamid, WamidWrite::Alone)
                     .await?
                     .map_err(|c| c.unexplained())?;
                 self.apply_status(tenant_id, &sent).await?;
@@ -367,26 +489,112 @@ impl SendPacingStore for DynamoStore {
         &self,
         tenant_id: &str,
         contact_id: &str,
+        message_id: &str,
         now: DateTime<Utc>,
         interval_ms: i64,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<RecipientClaim, StoreError> {
+        // One conditional update in the common case: the pair interval in the condition, the
+        // queue's order checked on the old item it returns (a condition cannot compare ids).
+        // Behind an older message, the claim is undone (only that rare case costs a write more).
         let now_ms = now.timestamp_millis();
+        let contact_key = key(contact_pk(tenant_id, contact_id), PROFILE_SK);
         let result = self
             .client()
             .update_item()
             .table_name(self.table())
-            .set_key(Some(key(contact_pk(tenant_id, contact_id), PROFILE_SK)))
-            .update_expression("SET last_outbound_ms = :now")
+            .set_key(Some(contact_key.clone()))
+            .update_expression(format!("SET last_outbound_ms = :now DELETE {RECIPIENT_QUEUE} :m"))
             .condition_expression(
                 "attribute_exists(PK) AND (attribute_not_exists(last_outbound_ms) OR last_outbound_ms <= :before)",
             )
             .expression_attribute_values(":now", n(now_ms))
             .expression_attribute_values(":before", n(now_ms - interval_ms))
+            .expression_attribute_values(":m", id_set(message_id))
+            .return_values(ReturnValue::AllOld)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        let old = match result {
+            Ok(out) => out.attributes.unwrap_or_default(),
+            Err(err) if condition_failed(&err) => {
+                let found = err.as_service_error().is_some_and(|e| match e {
+                    UpdateItemError::ConditionalCheckFailedException(c) => c.item().is_some(),
+                    _ => false,
+                });
+                return Ok(
+                    if found || self.exists(contact_pk(tenant_id, contact_id), PROFILE_SK).await? {
+                        RecipientClaim::TooSoon
+                    } else {
+                        RecipientClaim::Gone
+                    },
+                );
+            }
+            Err(err) => return Err(backend(err)),
+        };
+        let queue = old.get(RECIPIENT_QUEUE).and_then(|v| v.as_ss().ok()).cloned().unwrap_or_default();
+        let floor = crate::privacy::id_floor(now - chrono::Duration::milliseconds(SEND_DEADLINE_MS));
+        let Some(older) = first_in_line(queue.iter().map(String::as_str), message_id, &floor) else {
+            return Ok(RecipientClaim::Claimed);
+        };
+        // Undo: the previous send time back, the message back in line.
+        let previous = old.get("last_outbound_ms").cloned();
+        let undo = self
+            .client()
+            .update_item()
+            .table_name(self.table())
+            .set_key(Some(contact_key))
+            .condition_expression("last_outbound_ms = :now")
+            .expression_attribute_values(":now", n(now_ms))
+            .expression_attribute_values(":m", id_set(message_id));
+        let undo = match previous {
+            Some(previous) => undo
+                .update_expression(format!("SET last_outbound_ms = :prev ADD {RECIPIENT_QUEUE} :m"))
+                .expression_attribute_values(":prev", previous),
+            None => undo.update_expression(format!("REMOVE last_outbound_ms ADD {RECIPIENT_QUEUE} :m")),
+        };
+        match undo.send().await {
+            Ok(_) => {}
+            // Another send claimed the recipient since: it keeps its time; the message goes
+            // back in line all the same.
+            Err(err) if condition_failed(&err) => self.return_to_recipient(tenant_id, contact_id, message_id).await?,
+            Err(err) => return Err(backend(err)),
+        }
+        Ok(RecipientClaim::Behind {
+            older: older.to_owned(),
+        })
+    }
+
+    async fn return_to_recipient(&self, tenant_id: &str, contact_id: &str, message_id: &str) -> Result<(), StoreError> {
+        self.recipient_queue_change(tenant_id, contact_id, message_id, "ADD").await
+    }
+
+    async fn leave_recipient(&self, tenant_id: &str, contact_id: &str, message_id: &str) -> Result<(), StoreError> {
+        self.recipient_queue_change(tenant_id, contact_id, message_id, "DELETE").await
+    }
+}
+
+impl DynamoStore {
+    /// `ADD` or `DELETE` one message id on the recipient's queue, if the contact still exists.
+    async fn recipient_queue_change(
+        &self,
+        tenant_id: &str,
+        contact_id: &str,
+        message_id: &str,
+        action: &str,
+    ) -> Result<(), StoreError> {
+        let result = self
+            .client()
+            .update_item()
+            .table_name(self.table())
+            .set_key(Some(key(contact_pk(tenant_id, contact_id), PROFILE_SK)))
+            .update_expression(format!("{action} {RECIPIENT_QUEUE} :m"))
+            .condition_expression("attribute_exists(PK)")
+            .expression_attribute_values(":m", id_set(message_id))
             .send()
             .await;
         match result {
-            Ok(_) => Ok(true),
-            Err(err) if condition_failed(&err) => Ok(false),
+            Ok(_) => Ok(()),
+            Err(err) if condition_failed(&err) => Ok(()),
             Err(err) => Err(backend(err)),
         }
     }
