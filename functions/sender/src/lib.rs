@@ -29,6 +29,7 @@ mod outcome;
 mod prepare;
 mod send;
 mod slots;
+pub mod sweep;
 #[cfg(test)]
 mod tests;
 

@@ -14,7 +14,7 @@ use super::keys::*;
 use super::ports::{IdempotencyRecord, Lease, StatusWrite};
 use crate::audit::AuditEntry;
 use crate::contact::{ConsentChange, Contact, RestrictionChange, name_search_key, phone_search_key};
-use crate::message::{MediaRef, MediaStatus, MessageError, MessageRecord, MessageStatus};
+use crate::message::{Direction, MediaRef, MediaStatus, MessageError, MessageRecord, MessageStatus};
 use crate::privacy::{EXPORT_TTL_GRACE_HOURS, ErasureRecord, ExportRecord, RetentionSettings};
 use crate::tenant::{ApiKeyRecord, Tenant};
 
@@ -383,6 +383,12 @@ impl MessageItem {
     pub fn new(message: &MessageRecord) -> Self {
         let (t, m) = (&message.tenant_id, &message.message_id);
         let stored = media_is_stored(message.media.as_ref());
+        let outbox = message.direction == Direction::Outbound && message.status == MessageStatus::Queued;
+        let gsi6pk = if stored {
+            Some(tenant_media_gsi6pk(t))
+        } else {
+            outbox.then(|| tenant_outbox_gsi6pk(t))
+        };
         MessageItem {
             pk: message_pk(t, m),
             sk: MESSAGE_SK.into(),
@@ -390,8 +396,8 @@ impl MessageItem {
             gsi1sk: m.clone(),
             gsi5pk: Some(tenant_messages_gsi5pk(t)),
             gsi5sk: Some(m.clone()),
-            gsi6pk: stored.then(|| tenant_media_gsi6pk(t)),
-            gsi6sk: stored.then(|| m.clone()),
+            gsi6sk: gsi6pk.as_ref().map(|_| m.clone()),
+            gsi6pk,
             status_rank: message.status.rank(),
             message: message.clone(),
         }
@@ -470,6 +476,18 @@ impl WamidPointerItem {
         }
     }
 }
+
+impl StatusChange {
+    /// The update expression: the `SET` clauses, the outbox index entry removed (a message with
+    /// a status past `queued` has left the outbox), and `also_remove`.
+    pub fn expression(&self, also_remove: &[&str]) -> String {
+        let removes: Vec<&str> = [OUTBOX_INDEX_ATTRS, also_remove].concat();
+        format!("SET {} REMOVE {}", self.sets.join(", "), removes.join(", "))
+    }
+}
+
+/// The attributes that put a queued outbound message in the outbox (GSI6).
+pub(crate) const OUTBOX_INDEX_ATTRS: &[&str] = &[GSI6_PK, GSI6_SK];
 
 /// Days a parked status is kept when its message never shows up.
 const PARKED_STATUS_TTL_DAYS: i64 = 30;

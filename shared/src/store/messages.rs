@@ -224,7 +224,7 @@ impl InboundStore for DynamoStore {
             .update_item()
             .table_name(self.table())
             .set_key(Some(message_key.clone()))
-            .update_expression(format!("SET {}", change.sets.join(", ")))
+            .update_expression(change.expression(&[]))
             .condition_expression(change.condition)
             .set_expression_attribute_names(Some(change.names))
             .set_expression_attribute_values(Some(change.values))

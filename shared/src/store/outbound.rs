@@ -10,8 +10,8 @@ use chrono::{DateTime, Utc};
 
 use super::StoreError;
 use super::dynamo::{
-    Cancelled, DynamoStore, PageQuery, av, backend, condition_failed, from_item, key, n, put_always, s, to_item,
-    tx_put, tx_update,
+    Cancelled, DynamoStore, ItemKey, PageQuery, av, backend, condition_failed, from_item, key, n, put_always, s,
+    to_item, tx_put, tx_update,
 };
 use super::items::{
     IdempotencyItem, MessageItem, ParkedStatusItem, ReferenceItem, StatusChange, WamidPointerItem, schedule_next_free,
@@ -118,7 +118,7 @@ impl DynamoStore {
                 change.sets.push("wamid = :w");
                 change.values.insert(":w".into(), s(wamid));
                 update
-                    .update_expression(format!("SET {} REMOVE lease_until_ms", change.sets.join(", ")))
+                    .update_expression(change.expression(&["lease_until_ms"]))
                     .condition_expression(change.condition)
                     .set_expression_attribute_names(Some(change.names))
                     .set_expression_attribute_values(Some(change.values))
@@ -234,13 +234,15 @@ impl OutboundStore for DynamoStore {
             .update_item()
             .table_name(self.table())
             .set_key(Some(key(message_pk(tenant_id, message_id), MESSAGE_SK)))
-            .update_expression("SET lease_until_ms = :until")
+            // `touched_ms`: the send sweeper leaves a message alone while its job is alive.
+            .update_expression("SET lease_until_ms = :until, touched_ms = :now")
             // A lease is given back when its holder did not call Meta: one still present is
             // held, or was abandoned mid-send (the old item tells which).
             .condition_expression("attribute_exists(PK) AND #status = :queued AND attribute_not_exists(lease_until_ms)")
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":queued", s("queued"))
             .expression_attribute_values(":until", n(now_ms + lease_ms))
+            .expression_attribute_values(":now", n(now_ms))
             .return_values(ReturnValue::AllNew)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
@@ -265,6 +267,35 @@ impl OutboundStore for DynamoStore {
         }
     }
 
+    async fn stale_queued(
+        &self,
+        tenant_id: &str,
+        accepted_before: DateTime<Utc>,
+        untouched_since: DateTime<Utc>,
+    ) -> Result<Vec<String>, StoreError> {
+        let outbox = PageQuery::index(GSI6, GSI6_PK, GSI6_SK, tenant_outbox_gsi6pk(tenant_id))
+            .below(crate::privacy::id_floor(accepted_before))
+            .project(&[PK, SK]);
+        let keys: Vec<_> = self
+            .query_all(&outbox)
+            .await?
+            .iter()
+            .filter_map(ItemKey::of)
+            .map(|k| key(k.pk, k.sk))
+            .collect();
+        let since_ms = untouched_since.timestamp_millis();
+        let mut stale = Vec::new();
+        for item in self.batch_get(keys).await? {
+            let touched = item.get("touched_ms").and_then(|v| v.as_n().ok()).and_then(|v| v.parse::<i64>().ok());
+            let message = from_item::<MessageItem>(item)?.message;
+            if message.status == MessageStatus::Queued && touched.is_none_or(|t| t < since_ms) {
+                stale.push(message.message_id);
+            }
+        }
+        stale.sort();
+        Ok(stale)
+    }
+
     async fn mark_unknown(
         &self,
         tenant_id: &str,
@@ -280,7 +311,7 @@ impl OutboundStore for DynamoStore {
             .table_name(self.table())
             .set_key(Some(key(message_pk(tenant_id, message_id), MESSAGE_SK)))
             .update_expression(
-                "SET #status = :s, status_rank = :r, status_at.#st = :at, #error = :e REMOVE lease_until_ms",
+                "SET #status = :s, status_rank = :r, status_at.#st = :at, #error = :e REMOVE lease_until_ms, GSI6PK, GSI6SK",
             )
             .condition_expression("#status = :queued AND lease_until_ms = :lease")
             .expression_attribute_names("#status", "status")
@@ -374,7 +405,7 @@ impl OutboundStore for DynamoStore {
             .table_name(self.table())
             .set_key(Some(key(message_pk(tenant_id, message_id), MESSAGE_SK)))
             .update_expression(
-                "SET #status = :s, status_rank = :r, status_at.#st = :at, #error = :e REMOVE lease_until_ms",
+                "SET #status = :s, status_rank = :r, status_at.#st = :at, #error = :e REMOVE lease_until_ms, GSI6PK, GSI6SK",
             )
             .condition_expression("attribute_exists(PK) AND status_rank < :r")
             .expression_attribute_names("#status", "status")

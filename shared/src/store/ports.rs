@@ -412,6 +412,16 @@ pub trait OutboundStore: Send + Sync {
         lease_ms: i64,
     ) -> impl Future<Output = Result<Claim, StoreError>> + Send;
 
+    /// The tenant's queued messages accepted before `accepted_before` that no sender has
+    /// claimed since `untouched_since`: their job is lost (an enqueue that failed after the API
+    /// stored them, a record dead-lettered). Oldest first.
+    fn stale_queued(
+        &self,
+        tenant_id: &str,
+        accepted_before: DateTime<Utc>,
+        untouched_since: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+
     /// Ends a `queued` message still under the lease `lease_until_ms` as `unknown` (Meta may have
     /// it: a send without an answer, or an abandoned lease) with `error`; `false` when the
     /// message moved on or another lease replaced it.

@@ -82,6 +82,7 @@ pub enum Op {
     CreateMessageOnce,
     IdempotencyLookup,
     ClaimForSend,
+    StaleQueued,
     MarkUnknown,
     ReleaseClaim,
     MarkSent,
@@ -146,6 +147,8 @@ struct ContactRow {
 struct MessageRow {
     record: MessageRecord,
     lease_until_ms: Option<i64>,
+    /// When a sender last claimed it (the send sweeper leaves it alone meanwhile).
+    touched_ms: Option<i64>,
 }
 
 #[derive(Default)]
@@ -369,6 +372,7 @@ impl MemStore {
             MessageRow {
                 record: message,
                 lease_until_ms: None,
+                touched_ms: None,
             },
         );
     }
@@ -706,6 +710,7 @@ fn try_record_inbound(s: &mut State, write: &InboundWrite, with_time_condition: 
         MessageRow {
             record: m.clone(),
             lease_until_ms: None,
+            touched_ms: None,
         },
     );
     Some(InboundOutcome::Stored)
@@ -1219,6 +1224,7 @@ impl OutboundStore for MemStore {
             MessageRow {
                 record: message.clone(),
                 lease_until_ms: None,
+                touched_ms: None,
             },
         );
         Ok(())
@@ -1263,6 +1269,7 @@ impl OutboundStore for MemStore {
             MessageRow {
                 record: message.clone(),
                 lease_until_ms: None,
+                touched_ms: None,
             },
         );
         Ok(CreateOutcome::Created)
@@ -1301,6 +1308,7 @@ impl OutboundStore for MemStore {
             _ if row.record.status != MessageStatus::Queued => Claim::Finished,
             None => {
                 row.lease_until_ms = Some(now_ms + lease_ms);
+                row.touched_ms = Some(now_ms);
                 Claim::Claimed(row.record.clone())
             }
             Some(until_ms) if until_ms >= now_ms => Claim::Held { until_ms },
@@ -1309,6 +1317,31 @@ impl OutboundStore for MemStore {
                 lease_until_ms,
             },
         })
+    }
+
+    async fn stale_queued(
+        &self,
+        tenant_id: &str,
+        accepted_before: DateTime<Utc>,
+        untouched_since: DateTime<Utc>,
+    ) -> Result<Vec<String>, StoreError> {
+        // The outbox query and the consistent batch read.
+        self.enter(Op::StaleQueued, 2).await?;
+        let floor = crate::privacy::id_floor(accepted_before);
+        let since_ms = untouched_since.timestamp_millis();
+        Ok(self
+            .state()
+            .messages
+            .iter()
+            .filter(|((t, id), row)| {
+                t == tenant_id
+                    && *id < floor
+                    && row.record.direction == Direction::Outbound
+                    && row.record.status == MessageStatus::Queued
+                    && row.touched_ms.is_none_or(|at| at < since_ms)
+            })
+            .map(|((_, id), _)| id.clone())
+            .collect())
     }
 
     async fn mark_unknown(
