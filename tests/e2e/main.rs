@@ -2,6 +2,7 @@
 
 mod access;
 mod contacts;
+mod faults;
 mod foundation;
 mod iam;
 mod media;

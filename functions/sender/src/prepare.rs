@@ -10,10 +10,10 @@ use serde_json::{Value, json};
 use crm_shared::graph::MessageSender;
 use crm_shared::jobs::{RetryScheduler, SendJob, SendJobQueue};
 use crm_shared::message::{MessageError, MessageRecord, MessageStatus};
-use crm_shared::privacy::id_time;
+use crm_shared::privacy::{id_floor, id_time};
 use crm_shared::secret::Secret;
 use crm_shared::sending::{self, Category, SEND_DEADLINE_MS};
-use crm_shared::store::{Claim, RecipientClaim, StoreError};
+use crm_shared::store::{Claim, Recipient, StoreError};
 use crm_shared::tenant::{Tenant, TenantStatus};
 
 use crate::outcome::{Outcome, retry_later, wait};
@@ -131,9 +131,9 @@ pub(crate) async fn prepare<S: SenderStore, G: MessageSender, R: RetryScheduler 
         fail(MessageStatus::Failed, error).await.map_err(store_failure)?;
         return Ok(None);
     }
-    let Some(contact) = deps
+    let Some(Recipient { contact, queue }) = deps
         .store
-        .get_contact(&job.tenant_id, &message.contact_id)
+        .recipient(&job.tenant_id, &message.contact_id)
         .await
         .map_err(store_failure)?
     else {
@@ -158,23 +158,20 @@ pub(crate) async fn prepare<S: SenderStore, G: MessageSender, R: RetryScheduler 
             return Ok(None);
         }
     };
-    match claim_recipient(deps, &message, now).await.map_err(store_failure)? {
-        RecipientClaim::Claimed => {}
-        RecipientClaim::Gone => {
-            let error = unsent_error(0, "contact_erased", "the contact no longer exists");
-            fail(MessageStatus::Rejected, error).await.map_err(store_failure)?;
-            return Ok(None);
-        }
-        // Meta's pair rate: one message per recipient every few seconds.
-        RecipientClaim::TooSoon => {
-            let _ = release().await;
-            return Err(wait(sending::PAIR_INTERVAL_MS / 1000, job.failures));
-        }
-        // An older message to the same recipient goes first.
-        RecipientClaim::Behind { .. } => {
-            let _ = release().await;
-            return Err(wait(2, job.failures));
-        }
+    // An older message to the same recipient goes first.
+    if waits_in_line(deps, &message, &queue, now).await.map_err(store_failure)? {
+        let _ = release().await;
+        return Err(wait(2, job.failures));
+    }
+    // Meta's pair rate: one message per recipient every few seconds.
+    if !deps
+        .store
+        .claim_recipient(&job.tenant_id, &contact.contact_id, &message.message_id, now, sending::PAIR_INTERVAL_MS)
+        .await
+        .map_err(store_failure)?
+    {
+        let _ = release().await;
+        return Err(wait(sending::PAIR_INTERVAL_MS / 1000, job.failures));
     }
     Ok(Some(Ready {
         record_index: index,
@@ -187,28 +184,26 @@ pub(crate) async fn prepare<S: SenderStore, G: MessageSender, R: RetryScheduler 
     }))
 }
 
-/// Claims the recipient, clearing out of its queue an older entry that will never be sent
-/// (its message finished or gone: a best-effort queue update that did not happen).
-async fn claim_recipient<S: SenderStore, G, R>(
+/// Whether an older message in the recipient's queue is still waiting to be sent. An entry whose
+/// message finished or is gone (a best-effort queue update that did not happen) is cleared out
+/// of the queue on the way.
+async fn waits_in_line<S: SenderStore, G, R>(
     deps: &Deps<S, G, R>,
     message: &MessageRecord,
+    queue: &[String],
     now: DateTime<Utc>,
-) -> Result<RecipientClaim, StoreError> {
+) -> Result<bool, StoreError> {
+    let floor = id_floor(now - chrono::Duration::milliseconds(SEND_DEADLINE_MS));
     let (tenant_id, contact_id) = (&message.tenant_id, &message.contact_id);
-    for _ in 0..3 {
-        let claim = deps
-            .store
-            .claim_recipient(tenant_id, contact_id, &message.message_id, now, sending::PAIR_INTERVAL_MS)
-            .await?;
-        let RecipientClaim::Behind { older } = &claim else {
-            return Ok(claim);
-        };
+    let mut queue: Vec<&str> = queue.iter().map(String::as_str).collect();
+    while let Some(older) = sending::first_in_line(queue.iter().copied(), &message.message_id, &floor) {
         match deps.store.get_message(tenant_id, older).await? {
-            Some(m) if m.status == MessageStatus::Queued => return Ok(claim),
+            Some(m) if m.status == MessageStatus::Queued => return Ok(true),
             _ => deps.store.leave_recipient(tenant_id, contact_id, older).await?,
         }
+        queue.retain(|id| *id != older);
     }
-    Ok(RecipientClaim::TooSoon)
+    Ok(false)
 }
 
 /// A lease that expired without being given back: its sender may have reached Meta. Never

@@ -587,3 +587,37 @@ async fn a_finished_message_left_in_line_by_mistake_holds_nobody_up() {
     assert_eq!(s.stored(&next).status, MessageStatus::Sent);
     assert!(s.store.recipient_queue(&next.tenant_id, &next.contact_id).is_empty());
 }
+
+#[tokio::test]
+async fn the_sweep_queues_again_only_messages_whose_job_is_lost() {
+    let s = sender();
+    let at = |minutes: i64| crm_shared::privacy::id_floor(Utc::now() - chrono::Duration::minutes(minutes));
+    let with_id = |id: String| {
+        let m = MessageRecord {
+            message_id: id,
+            ..fixtures::queued_text(&s.contact)
+        };
+        s.store.add_message(m.clone());
+        m
+    };
+    let lost = with_id(at(15));
+    // Accepted two minutes ago: its job may still be on its way.
+    with_id(at(2));
+    let alive = with_id(at(20));
+    let sent = with_id(at(30));
+    // A sender claimed one a minute ago (its job is waiting out the pair rate).
+    s.store
+        .set_last_outbound_ms(&alive.tenant_id, &alive.contact_id, Utc::now().timestamp_millis());
+    s.send(&alive, 0).await;
+    s.store.add_message(MessageRecord {
+        status: MessageStatus::Sent,
+        ..sent.clone()
+    });
+    let queue = MemQueue::new();
+    let report = crate::sweep::sweep(&s.store, &queue, Utc::now()).await.unwrap();
+    assert_eq!(report.requeued, 1, "{report:?}");
+    assert_eq!(
+        queue.send_jobs(),
+        vec![crm_shared::jobs::SendJob::new(&lost.tenant_id, &lost.message_id)]
+    );
+}

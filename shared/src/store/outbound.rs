@@ -14,14 +14,14 @@ use super::dynamo::{
     to_item, tx_put, tx_update,
 };
 use super::items::{
-    IdempotencyItem, MessageItem, ParkedStatusItem, ReferenceItem, StatusChange, WamidPointerItem, schedule_next_free,
+    ContactItem, IdempotencyItem, MessageItem, ParkedStatusItem, ReferenceItem, StatusChange, WamidPointerItem, schedule_next_free,
 };
 use super::keys::*;
 use super::ports::{
-    Claim, CreateOutcome, IdempotencyRecord, InboundStore, OutboundStore, RecipientClaim, SendPacingStore, StatusWrite,
+    Claim, CreateOutcome, IdempotencyRecord, InboundStore, OutboundStore, Recipient, SendPacingStore, StatusWrite,
 };
 use crate::message::{MessageError, MessageRecord, MessageStatus};
-use crate::sending::{SEND_DEADLINE_MS, SendSchedule, SlotDecision, SlotGrant, book_slots, first_in_line};
+use crate::sending::{SendSchedule, SlotDecision, SlotGrant, book_slots};
 
 /// The contact attribute holding its recipient queue: the ids of its queued outbound messages
 /// (a string set; ids sort by acceptance time).
@@ -516,6 +516,27 @@ impl SendPacingStore for DynamoStore {
         })
     }
 
+    async fn recipient(&self, tenant_id: &str, contact_id: &str) -> Result<Option<Recipient>, StoreError> {
+        let out = self
+            .client()
+            .get_item()
+            .table_name(self.table())
+            .set_key(Some(key(contact_pk(tenant_id, contact_id), PROFILE_SK)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(backend)?;
+        let Some(item) = out.item else { return Ok(None) };
+        let mut queue = item
+            .get(RECIPIENT_QUEUE)
+            .and_then(|v| v.as_ss().ok())
+            .cloned()
+            .unwrap_or_default();
+        queue.sort();
+        let contact = from_item::<ContactItem>(item)?.contact;
+        Ok(Some(Recipient { contact, queue }))
+    }
+
     async fn claim_recipient(
         &self,
         tenant_id: &str,
@@ -523,17 +544,13 @@ impl SendPacingStore for DynamoStore {
         message_id: &str,
         now: DateTime<Utc>,
         interval_ms: i64,
-    ) -> Result<RecipientClaim, StoreError> {
-        // One conditional update in the common case: the pair interval in the condition, the
-        // queue's order checked on the old item it returns (a condition cannot compare ids).
-        // Behind an older message, the claim is undone (only that rare case costs a write more).
+    ) -> Result<bool, StoreError> {
         let now_ms = now.timestamp_millis();
-        let contact_key = key(contact_pk(tenant_id, contact_id), PROFILE_SK);
         let result = self
             .client()
             .update_item()
             .table_name(self.table())
-            .set_key(Some(contact_key.clone()))
+            .set_key(Some(key(contact_pk(tenant_id, contact_id), PROFILE_SK)))
             .update_expression(format!("SET last_outbound_ms = :now DELETE {RECIPIENT_QUEUE} :m"))
             .condition_expression(
                 "attribute_exists(PK) AND (attribute_not_exists(last_outbound_ms) OR last_outbound_ms <= :before)",
@@ -541,58 +558,13 @@ impl SendPacingStore for DynamoStore {
             .expression_attribute_values(":now", n(now_ms))
             .expression_attribute_values(":before", n(now_ms - interval_ms))
             .expression_attribute_values(":m", id_set(message_id))
-            .return_values(ReturnValue::AllOld)
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
-        let old = match result {
-            Ok(out) => out.attributes.unwrap_or_default(),
-            Err(err) if condition_failed(&err) => {
-                let found = err.as_service_error().is_some_and(|e| match e {
-                    UpdateItemError::ConditionalCheckFailedException(c) => c.item().is_some(),
-                    _ => false,
-                });
-                return Ok(
-                    if found || self.exists(contact_pk(tenant_id, contact_id), PROFILE_SK).await? {
-                        RecipientClaim::TooSoon
-                    } else {
-                        RecipientClaim::Gone
-                    },
-                );
-            }
-            Err(err) => return Err(backend(err)),
-        };
-        let queue = old.get(RECIPIENT_QUEUE).and_then(|v| v.as_ss().ok()).cloned().unwrap_or_default();
-        let floor = crate::privacy::id_floor(now - chrono::Duration::milliseconds(SEND_DEADLINE_MS));
-        let Some(older) = first_in_line(queue.iter().map(String::as_str), message_id, &floor) else {
-            return Ok(RecipientClaim::Claimed);
-        };
-        // Undo: the previous send time back, the message back in line.
-        let previous = old.get("last_outbound_ms").cloned();
-        let undo = self
-            .client()
-            .update_item()
-            .table_name(self.table())
-            .set_key(Some(contact_key))
-            .condition_expression("last_outbound_ms = :now")
-            .expression_attribute_values(":now", n(now_ms))
-            .expression_attribute_values(":m", id_set(message_id));
-        let undo = match previous {
-            Some(previous) => undo
-                .update_expression(format!("SET last_outbound_ms = :prev ADD {RECIPIENT_QUEUE} :m"))
-                .expression_attribute_values(":prev", previous),
-            None => undo.update_expression(format!("REMOVE last_outbound_ms ADD {RECIPIENT_QUEUE} :m")),
-        };
-        match undo.send().await {
-            Ok(_) => {}
-            // Another send claimed the recipient since: it keeps its time; the message goes
-            // back in line all the same.
-            Err(err) if condition_failed(&err) => self.return_to_recipient(tenant_id, contact_id, message_id).await?,
-            Err(err) => return Err(backend(err)),
+        match result {
+            Ok(_) => Ok(true),
+            Err(err) if condition_failed(&err) => Ok(false),
+            Err(err) => Err(backend(err)),
         }
-        Ok(RecipientClaim::Behind {
-            older: older.to_owned(),
-        })
     }
 
     async fn return_to_recipient(&self, tenant_id: &str, contact_id: &str, message_id: &str) -> Result<(), StoreError> {

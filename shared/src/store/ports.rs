@@ -475,17 +475,12 @@ pub enum Claim {
     Finished,
 }
 
-/// What claiming a recipient for one send found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RecipientClaim {
-    /// Claimed: the send may go, and the message left the recipient's queue.
-    Claimed,
-    /// Something was sent to the recipient within the pair interval.
-    TooSoon,
-    /// An older queued message to the recipient must go first.
-    Behind { older: String },
-    /// The contact is gone.
-    Gone,
+/// A contact as the sender reads it: the contact and its recipient queue (the ids of its
+/// queued outbound messages, which leave in id order: see [`crate::sending::first_in_line`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recipient {
+    pub contact: Contact,
+    pub queue: Vec<String>,
 }
 
 /// Meta's throughput limits, shared by every sender: the per-number send schedule and the
@@ -503,10 +498,16 @@ pub trait SendPacingStore: Send + Sync {
         schedule: SendSchedule,
     ) -> impl Future<Output = Result<SlotDecision, StoreError>> + Send;
 
+    /// The contact with its recipient queue, read consistently.
+    fn recipient(
+        &self,
+        tenant_id: &str,
+        contact_id: &str,
+    ) -> impl Future<Output = Result<Option<Recipient>, StoreError>> + Send;
+
     /// Claims the recipient for sending `message_id` if nothing was sent to them in the last
-    /// `interval_ms` (Meta's pair rate) and no older message of theirs is still queued
-    /// ([`crate::sending::first_in_line`]; the API puts every queued message in its
-    /// recipient's queue). A claim takes the message out of the queue.
+    /// `interval_ms` (Meta's pair rate), taking the message out of the recipient's queue;
+    /// `false` when too soon (or the contact is gone). The caller checked the queue's order.
     fn claim_recipient(
         &self,
         tenant_id: &str,
@@ -514,7 +515,7 @@ pub trait SendPacingStore: Send + Sync {
         message_id: &str,
         now: DateTime<Utc>,
         interval_ms: i64,
-    ) -> impl Future<Output = Result<RecipientClaim, StoreError>> + Send;
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Puts a claimed message back at its place in the recipient's queue (its send did not
     /// happen and will be retried: nothing newer may overtake it meanwhile). A gone contact is

@@ -35,7 +35,7 @@ use crate::store::keys::{
 use crate::store::{
     ApiKeyStore, AuditStore, Claim, ContactFilter, ContactStore, ContactUpdate, CreateOutcome, CustomerIdentity,
     IdempotencyRecord, IdentityKey, InboundOutcome, InboundStore, InboundWrite, Lease, MessageStore, OutboundStore,
-    Page, RecipientClaim, SendPacingStore, StatusOutcome, StatusWrite, StoreError, TenantStore,
+    Page, Recipient, SendPacingStore, StatusOutcome, StatusWrite, StoreError, TenantStore,
 };
 use crate::tenant::{ApiKeyRecord, Tenant, TenantStatus};
 
@@ -89,6 +89,7 @@ pub enum Op {
     FinishUnsent,
     // SendPacingStore
     TakeSendSlots,
+    Recipient,
     ClaimRecipient,
     RecipientQueue,
     // AuditStore
@@ -1471,6 +1472,14 @@ impl SendPacingStore for MemStore {
         Ok(decision)
     }
 
+    async fn recipient(&self, tenant_id: &str, contact_id: &str) -> Result<Option<Recipient>, StoreError> {
+        self.enter(Op::Recipient, 1).await?;
+        Ok(self.state().contacts.get(&key(tenant_id, contact_id)).map(|row| Recipient {
+            contact: row.contact.clone(),
+            queue: row.queued.iter().cloned().collect(),
+        }))
+    }
+
     async fn claim_recipient(
         &self,
         tenant_id: &str,
@@ -1478,25 +1487,19 @@ impl SendPacingStore for MemStore {
         message_id: &str,
         now: DateTime<Utc>,
         interval_ms: i64,
-    ) -> Result<RecipientClaim, StoreError> {
+    ) -> Result<bool, StoreError> {
         self.enter(Op::ClaimRecipient, 1).await?;
         let now_ms = now.timestamp_millis();
         let mut s = self.state();
         let Some(row) = s.contacts.get_mut(&key(tenant_id, contact_id)) else {
-            return Ok(RecipientClaim::Gone);
+            return Ok(false);
         };
         if row.last_outbound_ms.is_some_and(|last| last > now_ms - interval_ms) {
-            return Ok(RecipientClaim::TooSoon);
-        }
-        let floor = crate::privacy::id_floor(now - chrono::Duration::milliseconds(crate::sending::SEND_DEADLINE_MS));
-        if let Some(older) = crate::sending::first_in_line(row.queued.iter().map(String::as_str), message_id, &floor) {
-            return Ok(RecipientClaim::Behind {
-                older: older.to_owned(),
-            });
+            return Ok(false);
         }
         row.last_outbound_ms = Some(now_ms);
         row.queued.remove(message_id);
-        Ok(RecipientClaim::Claimed)
+        Ok(true)
     }
 
     async fn return_to_recipient(&self, tenant_id: &str, contact_id: &str, message_id: &str) -> Result<(), StoreError> {
