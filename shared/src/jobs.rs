@@ -196,10 +196,11 @@ pub trait RetryScheduler: Send + Sync {
     fn retry_after(&self, receipt_handle: &str, seconds: i32) -> impl Future<Output = Result<(), EnqueueError>> + Send;
 }
 
-/// Backoff before delivery `receive_count + 1`: 1, 4, 16, then 60 minutes.
+/// Backoff before delivery `receive_count + 1`: fast first (a blip costs an agent seconds, not
+/// minutes), then backing off for real outages: 5 s, 1 min, 12 min, then an hour.
 pub fn retry_delay_secs(receive_count: u32) -> i32 {
     let exp = receive_count.saturating_sub(1).min(3);
-    (60 * 4i32.pow(exp)).min(3600)
+    (5 * 12i32.pow(exp)).min(3600)
 }
 
 /// Backoff for a retryable send failure: 5 s, 15 s, 45 s … capped at 15 minutes.
@@ -272,12 +273,12 @@ mod tests {
 
     #[test]
     fn backoff_grows_and_caps() {
-        assert_eq!(retry_delay_secs(1), 60);
-        assert_eq!(retry_delay_secs(2), 240);
-        assert_eq!(retry_delay_secs(3), 960);
+        assert_eq!(retry_delay_secs(1), 5);
+        assert_eq!(retry_delay_secs(2), 60);
+        assert_eq!(retry_delay_secs(3), 720);
         assert_eq!(retry_delay_secs(4), 3600);
         assert_eq!(retry_delay_secs(40), 3600);
-        assert_eq!(retry_delay_secs(0), 60);
+        assert_eq!(retry_delay_secs(0), 5);
     }
 }
 
