@@ -77,7 +77,7 @@ pub(crate) async fn prepare<S: SenderStore, G: MessageSender, R: RetryScheduler 
         Claim::Finished => return Ok(None),
         // Another sender has it: look again when its lease ends.
         Claim::Held { until_ms } => {
-            let secs = (until_ms - now.timestamp_millis()).max(0) / 1000 + 1;
+            let secs = ((until_ms - now.timestamp_millis()).max(0) + 999) / 1000;
             return Err(wait(secs, job.failures));
         }
         Claim::Abandoned {

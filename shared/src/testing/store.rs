@@ -1305,7 +1305,8 @@ impl OutboundStore for MemStore {
         let Some(row) = s.messages.get_mut(&key(tenant_id, message_id)) else {
             return Ok(Claim::Finished);
         };
-        Ok(match row.lease_until_ms {
+        let lease = row.lease_until_ms;
+        Ok(match lease {
             _ if row.record.status != MessageStatus::Queued => Claim::Finished,
             None => {
                 row.lease_until_ms = Some(now_ms + lease_ms);
