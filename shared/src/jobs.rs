@@ -75,8 +75,11 @@ impl SendJob {
 
 pub trait SendJobQueue: Send + Sync {
     /// Enqueues `job`, delivered no earlier than `delay` from now (at most 15 minutes).
-    fn enqueue_send_after(&self, job: &SendJob, delay: Duration)
-    -> impl Future<Output = Result<(), EnqueueError>> + Send;
+    fn enqueue_send_after(
+        &self,
+        job: &SendJob,
+        delay: Duration,
+    ) -> impl Future<Output = Result<(), EnqueueError>> + Send;
 
     fn enqueue_send(&self, job: &SendJob) -> impl Future<Output = Result<(), EnqueueError>> + Send {
         self.enqueue_send_after(job, Duration::ZERO)

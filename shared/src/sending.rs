@@ -25,11 +25,12 @@ pub const SEND_DEADLINE_MS: i64 = 60 * 60 * 1000;
 /// id in the recipient's queue that is older than it (ids are ULIDs of the time the API accepted
 /// the message, so id order is acceptance order). Entries older than `floor_id` (past the send
 /// deadline) no longer hold anyone up.
-pub fn first_in_line<'a>(queue: impl IntoIterator<Item = &'a str>, message_id: &str, floor_id: &str) -> Option<&'a str> {
-    queue
-        .into_iter()
-        .filter(|id| *id < message_id && *id >= floor_id)
-        .min()
+pub fn first_in_line<'a>(
+    queue: impl IntoIterator<Item = &'a str>,
+    message_id: &str,
+    floor_id: &str,
+) -> Option<&'a str> {
+    queue.into_iter().filter(|id| *id < message_id && *id >= floor_id).min()
 }
 
 /// Sends are paced this much below the configured rate: requests reach Meta with a few
@@ -590,7 +591,11 @@ mod tests {
         let queue = ["01b", "01c", "01a"];
         assert_eq!(first_in_line(queue, "01c", "00"), Some("01a"));
         assert_eq!(first_in_line(queue, "01a", "00"), None);
-        assert_eq!(first_in_line(["01b"], "01b", "00"), None, "a message never waits for itself");
+        assert_eq!(
+            first_in_line(["01b"], "01b", "00"),
+            None,
+            "a message never waits for itself"
+        );
         // Past the deadline, an entry holds nobody up.
         assert_eq!(first_in_line(queue, "01c", "01b"), Some("01b"));
         assert_eq!(first_in_line(Vec::<&str>::new(), "01c", "00"), None);

@@ -60,7 +60,11 @@ async fn graph_answering_late(late: Arc<dyn Fn(&str) -> bool + Send + Sync>) -> 
             let id = body["biz_opaque_callback_data"].as_str().unwrap_or_default().to_owned();
             let answer = ResponseTemplate::new(200)
                 .set_body_json(json!({"messaging_product": "whatsapp", "messages": [{"id": format!("wamid.{id}")}]}));
-            if late(&id) { answer.set_delay(LATE_ANSWER) } else { answer }
+            if late(&id) {
+                answer.set_delay(LATE_ANSWER)
+            } else {
+                answer
+            }
         })
         .mount(&server)
         .await;
@@ -194,7 +198,7 @@ async fn sends_whose_answer_is_lost_are_never_resent_and_are_reconciled_by_their
     let late: HashMap<String, bool> = ids
         .iter()
         .enumerate()
-        .map(|(n, id)| (id.clone(), draw(n as u64) % 3 == 0))
+        .map(|(n, id)| (id.clone(), draw(n as u64).is_multiple_of(3)))
         .collect();
     let injected = late.values().filter(|l| **l).count();
     let late = Arc::new(late);
@@ -215,7 +219,11 @@ async fn sends_whose_answer_is_lost_are_never_resent_and_are_reconciled_by_their
     let sent = sends(&graph).await;
     assert_eq!(sent.len(), MESSAGES, "one Graph send per message");
     let after_sending = statuses(&store, &tenant.tenant_id, &ids).await;
-    assert_eq!(after_sending.get(&MessageStatus::Unknown), Some(&injected), "{after_sending:?}");
+    assert_eq!(
+        after_sending.get(&MessageStatus::Unknown),
+        Some(&injected),
+        "{after_sending:?}"
+    );
     assert_eq!(after_sending.get(&MessageStatus::Sent), Some(&(MESSAGES - injected)));
 
     // Meta's statuses: sent and delivered for every message, each delivery twice, shuffled,
@@ -236,7 +244,11 @@ async fn sends_whose_answer_is_lost_are_never_resent_and_are_reconciled_by_their
     }
     assert_eq!(sends(&graph).await.len(), MESSAGES, "still one Graph send per message");
     let settled = statuses(&store, &tenant.tenant_id, &ids).await;
-    assert_eq!(settled, HashMap::from([(MessageStatus::Delivered, MESSAGES)]), "{settled:?}");
+    assert_eq!(
+        settled,
+        HashMap::from([(MessageStatus::Delivered, MESSAGES)]),
+        "{settled:?}"
+    );
     for id in &ids {
         let m = store.get_message(&tenant.tenant_id, id).await.unwrap().unwrap();
         assert_eq!(m.wamid, Some(format!("wamid.{id}")), "{id}: reconciled with its wamid");
@@ -263,7 +275,9 @@ async fn messages_to_one_recipient_leave_in_acceptance_order() {
     // The first send fails once with a Meta 500: it is retried, and keeps its place.
     let graph = MockServer::start().await;
     Mock::given(wiremock::matchers::method("POST"))
-        .and(wiremock::matchers::body_partial_json(json!({"biz_opaque_callback_data": ids[0]})))
+        .and(wiremock::matchers::body_partial_json(
+            json!({"biz_opaque_callback_data": ids[0]}),
+        ))
         .respond_with(ResponseTemplate::new(500).set_body_json(json!({"error": {"code": 131000, "message": "x"}})))
         .up_to_n_times(1)
         .with_priority(1)
@@ -283,7 +297,10 @@ async fn messages_to_one_recipient_leave_in_acceptance_order() {
         // Meta's pair rate is 6 s; the test does not wait it out.
         raw.update_item()
             .table_name(stack().table())
-            .key("PK", aws_sdk_dynamodb::types::AttributeValue::S(format!("T#{}#C#{}", tenant.tenant_id, c.contact_id)))
+            .key(
+                "PK",
+                aws_sdk_dynamodb::types::AttributeValue::S(format!("T#{}#C#{}", tenant.tenant_id, c.contact_id)),
+            )
             .key("SK", aws_sdk_dynamodb::types::AttributeValue::S("PROFILE".into()))
             .update_expression("REMOVE last_outbound_ms")
             .send()
@@ -301,7 +318,11 @@ async fn messages_to_one_recipient_leave_in_acceptance_order() {
         sender_fn::process_batch(&deps, &newest_first).await;
     }
     let sent = sends(&graph).await;
-    assert_eq!(sent, [&ids[0], &ids[0], &ids[1], &ids[2]].map(String::clone), "retried first, then in order");
+    assert_eq!(
+        sent,
+        [&ids[0], &ids[0], &ids[1], &ids[2]].map(String::clone),
+        "retried first, then in order"
+    );
     for id in &ids {
         let m = store.get_message(&tenant.tenant_id, id).await.unwrap().unwrap();
         assert_eq!(m.status, MessageStatus::Sent, "{id}");
@@ -319,11 +340,19 @@ async fn abandoned_sends_become_unknown_and_lost_jobs_are_swept_up() {
     let deps = sender(&graph.uri()).await;
 
     // Abandoned: a lease two minutes past its end (its holder was killed).
-    let crashed = queued(&store, &contact(&store, &tenant.tenant_id, 910).await, crm_shared::ids::new_id()).await;
+    let crashed = queued(
+        &store,
+        &contact(&store, &tenant.tenant_id, 910).await,
+        crm_shared::ids::new_id(),
+    )
+    .await;
     crm_shared::aws::dynamodb_client(&stack().sdk().await)
         .update_item()
         .table_name(stack().table())
-        .key("PK", aws_sdk_dynamodb::types::AttributeValue::S(format!("T#{}#MSG#{}", tenant.tenant_id, crashed.message_id)))
+        .key(
+            "PK",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!("T#{}#MSG#{}", tenant.tenant_id, crashed.message_id)),
+        )
         .key("SK", aws_sdk_dynamodb::types::AttributeValue::S("MSG".into()))
         .update_expression("SET lease_until_ms = :l")
         .expression_attribute_values(
@@ -335,14 +364,25 @@ async fn abandoned_sends_become_unknown_and_lost_jobs_are_swept_up() {
         .unwrap();
     let crashed_job = SendJob::new(&tenant.tenant_id, &crashed.message_id);
     sender_fn::process_batch(&deps, &[record(&crashed_job, 0)]).await;
-    let m = store.get_message(&tenant.tenant_id, &crashed.message_id).await.unwrap().unwrap();
+    let m = store
+        .get_message(&tenant.tenant_id, &crashed.message_id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(m.status, MessageStatus::Unknown);
     assert!(sends(&graph).await.is_empty(), "not resent");
     let gw = start_gateway(store.clone()).await;
     let receipt = status_delivery(&tenant.phone_number_id, &[(crashed.message_id.clone(), "sent")]);
     assert_eq!(post_webhook(&gw.base, &receipt, None).await.0, 200);
-    let m = store.get_message(&tenant.tenant_id, &crashed.message_id).await.unwrap().unwrap();
-    assert_eq!((m.status, m.wamid), (MessageStatus::Sent, Some(format!("wamid.{}", crashed.message_id))));
+    let m = store
+        .get_message(&tenant.tenant_id, &crashed.message_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (m.status, m.wamid),
+        (MessageStatus::Sent, Some(format!("wamid.{}", crashed.message_id)))
+    );
 
     // Lost: accepted 15 minutes ago, never enqueued.
     let accepted = Utc::now() - chrono::Duration::minutes(15);
@@ -376,7 +416,11 @@ async fn abandoned_sends_become_unknown_and_lost_jobs_are_swept_up() {
         .find(|j| j.message_id == lost.message_id)
         .expect("the lost message is queued again");
     sender_fn::process_batch(&deps, &[record(job, 1)]).await;
-    let m = store.get_message(&tenant.tenant_id, &lost.message_id).await.unwrap().unwrap();
+    let m = store
+        .get_message(&tenant.tenant_id, &lost.message_id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(m.status, MessageStatus::Sent);
     assert_eq!(sends(&graph).await, vec![lost.message_id.clone()]);
     // Once sent it has left the outbox: the next sweep leaves it alone.

@@ -61,9 +61,7 @@ impl From<GraphCallError> for Failure {
             GraphErrorClass::Transient
             | GraphErrorClass::PairRateLimit
             | GraphErrorClass::TokenInvalid
-            | GraphErrorClass::OutcomeUnknown => {
-                Failure::Retry(e.to_string())
-            }
+            | GraphErrorClass::OutcomeUnknown => Failure::Retry(e.to_string()),
         }
     }
 }

@@ -97,7 +97,10 @@ pub async fn process_batch<S: SenderStore, G: MessageSender, R: RetryScheduler +
                     // No slot in time: give the message back untouched, in its place in line.
                     let m = &r.message;
                     let _ = deps.store.release_claim(&m.tenant_id, &m.message_id).await;
-                    let _ = deps.store.return_to_recipient(&m.tenant_id, &m.contact_id, &m.message_id).await;
+                    let _ = deps
+                        .store
+                        .return_to_recipient(&m.tenant_id, &m.contact_id, &m.message_id)
+                        .await;
                     outcomes[r.record_index] = wait(1, r.job.failures);
                 }
             }

@@ -49,10 +49,11 @@ pub use send::graph_payload;
 /// How the sender's clocks fit together (template.yaml: `SenderFunction.Timeout` 30 s,
 /// `OutboundQueue.VisibilityTimeout` 180 s):
 ///
-/// * one invocation ≤ preparing (a few DynamoDB requests, ≤ 3 s with SDK retries)
-///   + waiting for slots (`max_slot_wait`, 10 s) + the Graph call (`graph::SEND_TIMEOUT`, 10 s)
-///   + recording it (4 tries, 2.1 s of backoff, ≤ 3 s) = 26 s < the 30 s function timeout, so
-///   Lambda never cuts a send off between Meta's answer and its record but by a crash;
+/// * one invocation takes at most: preparing (a few DynamoDB requests, ≤ 3 s with SDK
+///   retries), plus waiting for slots (`max_slot_wait`, 10 s), plus the Graph call
+///   (`graph::SEND_TIMEOUT`, 10 s), plus recording it (4 tries, 2.1 s of backoff, ≤ 3 s):
+///   26 s < the 30 s function timeout, so Lambda never cuts a send off between Meta's answer
+///   and its record but by a crash;
 /// * visibility timeout 180 s = 6 × the function timeout (AWS's advice for SQS sources);
 /// * lease 240 s > 180 s: a message a dead invocation held is found still leased by the
 ///   redelivery of its record, and found abandoned (then `unknown`, never resent) only after

@@ -42,7 +42,11 @@ pub(crate) fn retry_later(failures: u32) -> Outcome {
     }
 }
 
-pub(crate) async fn on_send_error<S: SenderStore, G, R>(deps: &Deps<S, G, R>, ready: &Ready, err: GraphCallError) -> Outcome {
+pub(crate) async fn on_send_error<S: SenderStore, G, R>(
+    deps: &Deps<S, G, R>,
+    ready: &Ready,
+    err: GraphCallError,
+) -> Outcome {
     let m = &ready.message;
     let failures = ready.job.failures;
     let (status, code, title, details) = match &err {
@@ -52,7 +56,9 @@ pub(crate) async fn on_send_error<S: SenderStore, G, R>(deps: &Deps<S, G, R>, re
             message,
             details,
         } => (Some(*status), *code, message.clone(), details.clone()),
-        GraphCallError::Transport(reason) | GraphCallError::OutcomeUnknown(reason) => (None, None, reason.clone(), None),
+        GraphCallError::Transport(reason) | GraphCallError::OutcomeUnknown(reason) => {
+            (None, None, reason.clone(), None)
+        }
         GraphCallError::TooLarge => (Some(413), None, err.to_string(), None),
     };
     let error = MessageError {
@@ -68,7 +74,11 @@ pub(crate) async fn on_send_error<S: SenderStore, G, R>(deps: &Deps<S, G, R>, re
         if let Err(e) = deps.store.release_claim(&m.tenant_id, &m.message_id).await {
             tracing::warn!(error = %e, "could not release a send lease; it is treated as abandoned when it expires");
         }
-        if let Err(e) = deps.store.return_to_recipient(&m.tenant_id, &m.contact_id, &m.message_id).await {
+        if let Err(e) = deps
+            .store
+            .return_to_recipient(&m.tenant_id, &m.contact_id, &m.message_id)
+            .await
+        {
             tracing::warn!(error = %e, "could not put a message back in its recipient's queue");
         }
     };

@@ -73,7 +73,7 @@ pub(crate) async fn prepare<S: SenderStore, G: MessageSender, R: RetryScheduler 
         .await
         .map_err(store_failure)?
     {
-        Claim::Claimed(m) => m,
+        Claim::Claimed(m) => *m,
         Claim::Finished => return Ok(None),
         // Another sender has it: look again when its lease ends.
         Claim::Held { until_ms } => {
@@ -159,14 +159,23 @@ pub(crate) async fn prepare<S: SenderStore, G: MessageSender, R: RetryScheduler 
         }
     };
     // An older message to the same recipient goes first.
-    if waits_in_line(deps, &message, &queue, now).await.map_err(store_failure)? {
+    if waits_in_line(deps, &message, &queue, now)
+        .await
+        .map_err(store_failure)?
+    {
         let _ = release().await;
         return Err(wait(2, job.failures));
     }
     // Meta's pair rate: one message per recipient every few seconds.
     if !deps
         .store
-        .claim_recipient(&job.tenant_id, &contact.contact_id, &message.message_id, now, sending::PAIR_INTERVAL_MS)
+        .claim_recipient(
+            &job.tenant_id,
+            &contact.contact_id,
+            &message.message_id,
+            now,
+            sending::PAIR_INTERVAL_MS,
+        )
         .await
         .map_err(store_failure)?
     {
@@ -220,7 +229,13 @@ async fn abandoned<S: SenderStore, G, R>(
         "the sender stopped while sending; WhatsApp may have the message, and its status will show if so",
     );
     deps.store
-        .mark_unknown(&message.tenant_id, &message.message_id, lease_until_ms, &error, Utc::now())
+        .mark_unknown(
+            &message.tenant_id,
+            &message.message_id,
+            lease_until_ms,
+            &error,
+            Utc::now(),
+        )
         .await?;
     deps.store
         .leave_recipient(&message.tenant_id, &message.contact_id, &message.message_id)

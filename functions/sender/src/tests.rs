@@ -424,7 +424,9 @@ async fn preparation_rechecks_the_rules_and_the_claim() {
                 assert_eq!(stored.error.and_then(|e| e.title).as_deref(), Some(title), "{name}");
                 assert!(s.requeued().is_empty(), "{name}");
                 assert!(
-                    s.store.recipient_queue(&message.tenant_id, &message.contact_id).is_empty(),
+                    s.store
+                        .recipient_queue(&message.tenant_id, &message.contact_id)
+                        .is_empty(),
                     "{name}: out of its recipient's queue"
                 );
             }
@@ -550,17 +552,15 @@ async fn messages_to_one_recipient_leave_in_the_order_they_were_accepted() {
     // The first fails transiently: it keeps its place, the later ones wait behind it.
     s.graph.answer_next_send(Err(meta_error(500, Some(131000))));
     s.send(&first, 0).await;
-    let clear_pair_rate = || {
-        s.store
-            .set_last_outbound_ms(&first.tenant_id, &first.contact_id, 0)
-    };
+    let clear_pair_rate = || s.store.set_last_outbound_ms(&first.tenant_id, &first.contact_id, 0);
     clear_pair_rate();
     s.run(vec![record(&third, 0), record(&second, 0)]).await;
     assert_eq!(s.graph.sent().len(), 1, "nothing overtakes the first");
     // Each batch delivers them in reverse; they still leave in order.
     for expected in [&first, &second, &third] {
         clear_pair_rate();
-        s.run(vec![record(&third, 0), record(&second, 0), record(&first, 0)]).await;
+        s.run(vec![record(&third, 0), record(&second, 0), record(&first, 0)])
+            .await;
         assert_eq!(s.stored(expected).status, MessageStatus::Sent);
     }
     let sent: Vec<String> = s

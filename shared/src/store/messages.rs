@@ -15,10 +15,10 @@ use super::items::{
     ConsentItem, MessageItem, ParkedStatusItem, RawEventItem, StatusChange, WamidPointerItem, media_is_stored,
 };
 use super::keys::*;
+use super::outbound::WamidWrite;
 use super::ports::{IdentityKey, InboundOutcome, InboundStore, InboundWrite, MessageStore, StatusOutcome, StatusWrite};
 use super::{Page, StoreError};
 use crate::cursor::Position;
-use super::outbound::WamidWrite;
 use crate::message::{Direction, MediaRef, MessageRecord, MessageStatus};
 
 impl DynamoStore {

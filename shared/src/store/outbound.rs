@@ -14,7 +14,8 @@ use super::dynamo::{
     to_item, tx_put, tx_update,
 };
 use super::items::{
-    ContactItem, IdempotencyItem, MessageItem, ParkedStatusItem, ReferenceItem, StatusChange, WamidPointerItem, schedule_next_free,
+    ContactItem, IdempotencyItem, MessageItem, ParkedStatusItem, ReferenceItem, StatusChange, WamidPointerItem,
+    schedule_next_free,
 };
 use super::keys::*;
 use super::ports::{
@@ -32,7 +33,6 @@ fn id_set(message_id: &str) -> AttributeValue {
     AttributeValue::Ss(vec![message_id.to_owned()])
 }
 
-
 /// A reference to `pk`/`sk` in the contact's partition, so erasure finds the item.
 pub(crate) fn reference(table: &str, tenant_id: &str, contact_id: &str, pk: &str, sk: &str) -> TransactWriteItem {
     put_always(table, to_item(&ReferenceItem::new(tenant_id, contact_id, pk, sk)))
@@ -48,7 +48,10 @@ pub(crate) enum WamidWrite<'a> {
 /// What a refused claim found in the message item (`None`: no such message).
 fn claim_refused(old: Option<super::Item>, now_ms: i64) -> Result<Claim, StoreError> {
     let Some(old) = old else { return Ok(Claim::Finished) };
-    let lease = old.get("lease_until_ms").and_then(|v| v.as_n().ok()).and_then(|v| v.parse::<i64>().ok());
+    let lease = old
+        .get("lease_until_ms")
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse::<i64>().ok());
     let message = from_item::<MessageItem>(old)?.message;
     Ok(match lease {
         _ if message.status != MessageStatus::Queued => Claim::Finished,
@@ -187,7 +190,10 @@ impl OutboundStore for DynamoStore {
             items.push(tx_update(
                 Update::builder()
                     .table_name(self.table())
-                    .set_key(Some(key(contact_pk(&message.tenant_id, &message.contact_id), PROFILE_SK)))
+                    .set_key(Some(key(
+                        contact_pk(&message.tenant_id, &message.contact_id),
+                        PROFILE_SK,
+                    )))
                     .update_expression(format!("ADD {RECIPIENT_QUEUE} :m"))
                     .condition_expression("attribute_exists(PK)")
                     .expression_attribute_values(":m", id_set(&message.message_id))
@@ -248,9 +254,9 @@ impl OutboundStore for DynamoStore {
             .send()
             .await;
         match result {
-            Ok(out) => Ok(Claim::Claimed(
+            Ok(out) => Ok(Claim::Claimed(Box::new(
                 from_item::<MessageItem>(out.attributes.unwrap_or_default())?.message,
-            )),
+            ))),
             Err(err) if condition_failed(&err) => {
                 let old = err.as_service_error().and_then(|e| match e {
                     UpdateItemError::ConditionalCheckFailedException(c) => c.item().cloned(),
@@ -286,7 +292,10 @@ impl OutboundStore for DynamoStore {
         let since_ms = untouched_since.timestamp_millis();
         let mut stale = Vec::new();
         for item in self.batch_get(keys).await? {
-            let touched = item.get("touched_ms").and_then(|v| v.as_n().ok()).and_then(|v| v.parse::<i64>().ok());
+            let touched = item
+                .get("touched_ms")
+                .and_then(|v| v.as_n().ok())
+                .and_then(|v| v.parse::<i64>().ok());
             let message = from_item::<MessageItem>(item)?.message;
             if message.status == MessageStatus::Queued && touched.is_none_or(|t| t < since_ms) {
                 stale.push(message.message_id);
@@ -568,11 +577,13 @@ impl SendPacingStore for DynamoStore {
     }
 
     async fn return_to_recipient(&self, tenant_id: &str, contact_id: &str, message_id: &str) -> Result<(), StoreError> {
-        self.recipient_queue_change(tenant_id, contact_id, message_id, "ADD").await
+        self.recipient_queue_change(tenant_id, contact_id, message_id, "ADD")
+            .await
     }
 
     async fn leave_recipient(&self, tenant_id: &str, contact_id: &str, message_id: &str) -> Result<(), StoreError> {
-        self.recipient_queue_change(tenant_id, contact_id, message_id, "DELETE").await
+        self.recipient_queue_change(tenant_id, contact_id, message_id, "DELETE")
+            .await
     }
 }
 

@@ -465,12 +465,15 @@ pub trait OutboundStore: Send + Sync {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Claim {
     /// The lease is ours, until `now + lease_ms`.
-    Claimed(MessageRecord),
+    Claimed(Box<MessageRecord>),
     /// Another sender holds the message until then (epoch ms).
     Held { until_ms: i64 },
     /// A lease expired without being given back: its holder may have sent the message. It is
     /// not sent again (see [`OutboundStore::mark_unknown`]).
-    Abandoned { message: Box<MessageRecord>, lease_until_ms: i64 },
+    Abandoned {
+        message: Box<MessageRecord>,
+        lease_until_ms: i64,
+    },
     /// Not queued any more (sent, failed, unknown, erased): nothing to do.
     Finished,
 }

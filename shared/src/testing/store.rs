@@ -1311,7 +1311,7 @@ impl OutboundStore for MemStore {
             None => {
                 row.lease_until_ms = Some(now_ms + lease_ms);
                 row.touched_ms = Some(now_ms);
-                Claim::Claimed(row.record.clone())
+                Claim::Claimed(Box::new(row.record.clone()))
             }
             Some(until_ms) if until_ms >= now_ms => Claim::Held { until_ms },
             Some(lease_until_ms) => Claim::Abandoned {
@@ -1475,10 +1475,14 @@ impl SendPacingStore for MemStore {
 
     async fn recipient(&self, tenant_id: &str, contact_id: &str) -> Result<Option<Recipient>, StoreError> {
         self.enter(Op::Recipient, 1).await?;
-        Ok(self.state().contacts.get(&key(tenant_id, contact_id)).map(|row| Recipient {
-            contact: row.contact.clone(),
-            queue: row.queued.iter().cloned().collect(),
-        }))
+        Ok(self
+            .state()
+            .contacts
+            .get(&key(tenant_id, contact_id))
+            .map(|row| Recipient {
+                contact: row.contact.clone(),
+                queue: row.queued.iter().cloned().collect(),
+            }))
     }
 
     async fn claim_recipient(
