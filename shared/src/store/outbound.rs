@@ -66,6 +66,32 @@ fn claim_refused(old: Option<super::Item>, now_ms: i64) -> Result<Claim, StoreEr
 }
 
 impl DynamoStore {
+    /// The update that ends a message unsent (`failed`, `rejected`, `unknown`): the status, its
+    /// time and error; the lease and the outbox entry gone. Callers add their condition.
+    fn end_unsent(
+        &self,
+        tenant_id: &str,
+        message_id: &str,
+        status: MessageStatus,
+        error: &MessageError,
+        at: DateTime<Utc>,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+        self.client()
+            .update_item()
+            .table_name(self.table())
+            .set_key(Some(key(message_pk(tenant_id, message_id), MESSAGE_SK)))
+            .update_expression(
+                "SET #status = :s, status_rank = :r, status_at.#st = :at, #error = :e REMOVE lease_until_ms, GSI6PK, GSI6SK",
+            )
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#st", status.as_str())
+            .expression_attribute_names("#error", "error")
+            .expression_attribute_values(":s", s(status.as_str()))
+            .expression_attribute_values(":r", n(status.rank()))
+            .expression_attribute_values(":at", av(&at))
+            .expression_attribute_values(":e", av(error))
+    }
+
     /// A message item as stored (consistent read).
     async fn raw_message(&self, tenant_id: &str, message_id: &str) -> Result<Option<super::Item>, StoreError> {
         let out = self
@@ -313,23 +339,9 @@ impl OutboundStore for DynamoStore {
         error: &MessageError,
         at: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let status = MessageStatus::Unknown;
         let result = self
-            .client()
-            .update_item()
-            .table_name(self.table())
-            .set_key(Some(key(message_pk(tenant_id, message_id), MESSAGE_SK)))
-            .update_expression(
-                "SET #status = :s, status_rank = :r, status_at.#st = :at, #error = :e REMOVE lease_until_ms, GSI6PK, GSI6SK",
-            )
+            .end_unsent(tenant_id, message_id, MessageStatus::Unknown, error, at)
             .condition_expression("#status = :queued AND lease_until_ms = :lease")
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_names("#st", status.as_str())
-            .expression_attribute_names("#error", "error")
-            .expression_attribute_values(":s", s(status.as_str()))
-            .expression_attribute_values(":r", n(status.rank()))
-            .expression_attribute_values(":at", av(&at))
-            .expression_attribute_values(":e", av(error))
             .expression_attribute_values(":queued", s("queued"))
             .expression_attribute_values(":lease", n(lease_until_ms))
             .send()
@@ -409,21 +421,8 @@ impl OutboundStore for DynamoStore {
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let result = self
-            .client()
-            .update_item()
-            .table_name(self.table())
-            .set_key(Some(key(message_pk(tenant_id, message_id), MESSAGE_SK)))
-            .update_expression(
-                "SET #status = :s, status_rank = :r, status_at.#st = :at, #error = :e REMOVE lease_until_ms, GSI6PK, GSI6SK",
-            )
+            .end_unsent(tenant_id, message_id, status, error, at)
             .condition_expression("attribute_exists(PK) AND status_rank < :r")
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_names("#st", status.as_str())
-            .expression_attribute_names("#error", "error")
-            .expression_attribute_values(":s", s(status.as_str()))
-            .expression_attribute_values(":r", n(status.rank()))
-            .expression_attribute_values(":at", av(&at))
-            .expression_attribute_values(":e", av(error))
             .send()
             .await;
         match result {
