@@ -769,10 +769,7 @@ async fn warm_runs(b: &Bench, events: usize, warmup: usize) -> Result<Vec<Warm>,
             .iter()
             .enumerate()
             .map(|(i, id)| {
-                let job = SendJob {
-                    tenant_id: tenant_id.clone(),
-                    message_id: id.clone(),
-                };
+                let job = SendJob::new(&tenant_id, id);
                 json!({"Records": [{
                     "messageId": format!("sqs-{i}"),
                     "receiptHandle": format!("rh-{i}"),
@@ -836,10 +833,7 @@ async fn seed_throughput_messages(b: &Bench, count: usize, first_customer: usize
                 b.store.create_contact(&contact).await.map_err(|e| e.to_string())?;
                 let message = throughput::queued_text(&tenant_id, &contact.contact_id, i);
                 b.store.create_message(&message).await.map_err(|e| e.to_string())?;
-                Ok::<_, String>(SendJob {
-                    tenant_id,
-                    message_id: message.message_id,
-                })
+                Ok::<_, String>(SendJob::new(&tenant_id, &message.message_id))
             }
         }))
         .await;

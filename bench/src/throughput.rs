@@ -18,7 +18,7 @@ use serde_json::json;
 use crm_shared::config::GraphConfig;
 use crm_shared::contact::{Contact, ValidContact};
 use crm_shared::graph::GraphClient;
-use crm_shared::jobs::{EnqueueError, RetryScheduler, SendJob};
+use crm_shared::jobs::{EnqueueError, RetryScheduler, SendJob, SendJobQueue};
 use crm_shared::message::{Direction, MessageRecord, MessageStatus};
 use crm_shared::secret::Secret;
 use crm_shared::sending::Category;
@@ -221,9 +221,21 @@ fn judge(
     }
 }
 
-/// Records the delay the sender asked for, per receipt handle.
-#[derive(Clone, Default)]
-struct MemRetry(Arc<Mutex<HashMap<String, i32>>>);
+/// Records the delay the sender asked for, per receipt handle; jobs the sender hands back go to
+/// the simulated queue after their delay (as SQS would deliver them).
+#[derive(Clone)]
+struct MemRetry(Arc<Mutex<HashMap<String, i32>>>, Arc<JobQueue>);
+
+impl SendJobQueue for MemRetry {
+    async fn enqueue_send_after(&self, job: &SendJob, delay: Duration) -> Result<(), EnqueueError> {
+        let item = Queued {
+            job: job.clone(),
+            receive_count: 0,
+        };
+        self.1.retry_later(item, delay);
+        Ok(())
+    }
+}
 
 impl RetryScheduler for MemRetry {
     async fn retry_after(&self, receipt_handle: &str, seconds: i32) -> Result<(), EnqueueError> {
@@ -309,10 +321,7 @@ pub async fn run_in_memory(graph: &FakeGraph, config: &ThroughputConfig, store_l
     for i in 0..messages {
         let contact = recent_contact(&tenant.tenant_id, &customer_phone(i));
         let message = queued_text(&tenant.tenant_id, &contact.contact_id, i);
-        jobs.push(SendJob {
-            tenant_id: tenant.tenant_id.clone(),
-            message_id: message.message_id.clone(),
-        });
+        jobs.push(SendJob::new(&tenant.tenant_id, &message.message_id));
         store.add_contact(contact);
         store.add_message(message);
     }
@@ -327,7 +336,7 @@ pub async fn run_in_memory(graph: &FakeGraph, config: &ThroughputConfig, store_l
     let feed_end_us = unix_micros() + config.feed_for.as_micros() as i64;
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..config.instances {
-        let retries = MemRetry::default();
+        let retries = MemRetry(Arc::default(), queue.clone());
         let deps = Arc::new(sender_fn::Deps::new(
             store.clone(),
             GraphClient::new(&graph_config).expect("graph client"),
@@ -412,10 +421,7 @@ mod tests {
     #[test]
     fn events_carry_the_job_and_its_receive_count() {
         let q = Queued {
-            job: SendJob {
-                tenant_id: "t".into(),
-                message_id: "m".into(),
-            },
+            job: SendJob::new("t", "m"),
             receive_count: 3,
         };
         let event = sqs_event(&[q]);

@@ -28,6 +28,11 @@ pub enum GraphCallError {
     /// No usable answer: connection, timeout or an unreadable body.
     #[error("Graph API unreachable: {0}")]
     Transport(String),
+    /// The request may have reached Meta but no answer came back (a timeout or a reset after it
+    /// was sent, an unreadable success): a send may have been accepted, so it must not be
+    /// repeated blindly.
+    #[error("no answer from the Graph API after the request was sent: {0}")]
+    OutcomeUnknown(String),
     #[error("media is larger than {MAX_MEDIA_BYTES} bytes")]
     TooLarge,
 }
@@ -44,6 +49,8 @@ pub enum GraphErrorClass {
     TokenInvalid,
     /// Will fail the same way again (bad request, recipient unable to receive, …).
     Permanent,
+    /// Meta may or may not have acted on the request ([`GraphCallError::OutcomeUnknown`]).
+    OutcomeUnknown,
 }
 
 /// Meta error codes with a class of their own (Meta's "WhatsApp error codes" and Graph API
@@ -90,6 +97,7 @@ impl GraphCallError {
         match self {
             GraphCallError::Api { status, code, .. } => classify_graph_error(Some(*status), *code),
             GraphCallError::Transport(_) => classify_graph_error(None, None),
+            GraphCallError::OutcomeUnknown(_) => GraphErrorClass::OutcomeUnknown,
             GraphCallError::TooLarge => GraphErrorClass::Permanent,
         }
     }
@@ -138,6 +146,7 @@ pub struct GraphClient {
     http: Arc<OnceLock<Result<reqwest::Client, String>>>,
     base: String,
     version: String,
+    send_timeout: Duration,
 }
 
 impl GraphClient {
@@ -147,7 +156,15 @@ impl GraphClient {
             http: Arc::default(),
             base: config.base_url.clone(),
             version: config.version.clone(),
+            send_timeout: SEND_TIMEOUT,
         })
+    }
+
+    /// Another limit on how long a send waits for Meta's answer (tests; the default is
+    /// [`SEND_TIMEOUT`]).
+    pub fn with_send_timeout(mut self, timeout: Duration) -> Self {
+        self.send_timeout = timeout;
+        self
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -216,6 +233,19 @@ fn transport(e: reqwest::Error) -> GraphCallError {
     // reqwest errors carry the URL; media URLs are signed and short-lived, so drop it.
     GraphCallError::Transport(e.without_url().to_string())
 }
+
+/// A failed send request: only a connection that never opened proves Meta did not get it.
+fn send_failure(e: reqwest::Error) -> GraphCallError {
+    if e.is_connect() {
+        transport(e)
+    } else {
+        GraphCallError::OutcomeUnknown(e.without_url().to_string())
+    }
+}
+
+/// How long a send waits for Meta's answer. Part of the sender's time budget (see
+/// `SenderConfig` in the sender): a send that outlives it is `unknown`, never resent.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl MediaSource for GraphClient {
     async fn media_info(&self, media_id: &str, token: &Secret) -> Result<MediaInfo, GraphCallError> {
@@ -289,19 +319,21 @@ impl MessageSender for GraphClient {
             .http()?
             .post(self.url(&format!("{phone_number_id}/messages")))
             .bearer_auth(token.expose())
+            .timeout(self.send_timeout)
             .json(payload)
             .send()
             .await
-            .map_err(transport)?;
+            .map_err(send_failure)?;
         if !resp.status().is_success() {
             return Err(api_error(resp).await);
         }
-        let body: SendResponse = resp.json().await.map_err(transport)?;
+        // Meta accepted the message: an answer we cannot read still means it may be on its way.
+        let body: SendResponse = resp.json().await.map_err(send_failure)?;
         body.messages
             .into_iter()
             .next()
             .map(|m| m.id)
-            .ok_or_else(|| GraphCallError::Transport("send response carried no message id".into()))
+            .ok_or_else(|| GraphCallError::OutcomeUnknown("send response carried no message id".into()))
     }
 }
 
@@ -402,6 +434,34 @@ mod tests {
             c.download(&info.url, &token).await.unwrap(),
             Bytes::from_static(b"hello")
         );
+    }
+
+    #[tokio::test]
+    async fn a_send_without_an_answer_is_unknown_and_one_never_connected_is_not() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_json(serde_json::json!({"messages": [{"id": "wamid.late"}]}))
+                    .set_delay(Duration::from_millis(800)),
+            )
+            .mount(&server)
+            .await;
+        let slow = client(&server.uri()).with_send_timeout(Duration::from_millis(100));
+        let err = slow
+            .send_message("1", &Secret::new("t"), &serde_json::json!({}))
+            .await
+            .unwrap_err();
+        assert_eq!(err.class(), GraphErrorClass::OutcomeUnknown, "{err}");
+        // Nothing listens on this port: the request never left, so a retry is safe.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let err = client(&format!("http://127.0.0.1:{port}"))
+            .send_message("1", &Secret::new("t"), &serde_json::json!({}))
+            .await
+            .unwrap_err();
+        assert_eq!(err.class(), GraphErrorClass::Transient, "{err}");
     }
 
     #[tokio::test]

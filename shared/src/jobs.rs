@@ -52,15 +52,43 @@ pub trait MediaJobQueue: Send + Sync {
 pub struct SendJob {
     pub tenant_id: String,
     pub message_id: String,
+    /// Failed send attempts so far. The sender counts them itself and hands a job it must try
+    /// again (or wait with) back as a new, delayed queue message: waiting never uses up the
+    /// queue's receives, which are left to catch crashes.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub failures: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl SendJob {
+    pub fn new(tenant_id: &str, message_id: &str) -> Self {
+        SendJob {
+            tenant_id: tenant_id.to_owned(),
+            message_id: message_id.to_owned(),
+            failures: 0,
+        }
+    }
 }
 
 pub trait SendJobQueue: Send + Sync {
-    fn enqueue_send(&self, job: &SendJob) -> impl Future<Output = Result<(), EnqueueError>> + Send;
+    /// Enqueues `job`, delivered no earlier than `delay` from now (at most 15 minutes).
+    fn enqueue_send_after(
+        &self,
+        job: &SendJob,
+        delay: Duration,
+    ) -> impl Future<Output = Result<(), EnqueueError>> + Send;
+
+    fn enqueue_send(&self, job: &SendJob) -> impl Future<Output = Result<(), EnqueueError>> + Send {
+        self.enqueue_send_after(job, Duration::ZERO)
+    }
 }
 
 impl SendJobQueue for SqsQueue {
-    async fn enqueue_send(&self, job: &SendJob) -> Result<(), EnqueueError> {
-        self.send_job(job, Duration::ZERO).await
+    async fn enqueue_send_after(&self, job: &SendJob, delay: Duration) -> Result<(), EnqueueError> {
+        self.send_job(job, delay).await
     }
 }
 
@@ -171,10 +199,11 @@ pub trait RetryScheduler: Send + Sync {
     fn retry_after(&self, receipt_handle: &str, seconds: i32) -> impl Future<Output = Result<(), EnqueueError>> + Send;
 }
 
-/// Backoff before delivery `receive_count + 1`: 1, 4, 16, then 60 minutes.
+/// Backoff before delivery `receive_count + 1`: fast first (a blip costs an agent seconds, not
+/// minutes), then backing off for real outages: 5 s, 1 min, 12 min, then an hour.
 pub fn retry_delay_secs(receive_count: u32) -> i32 {
     let exp = receive_count.saturating_sub(1).min(3);
-    (60 * 4i32.pow(exp)).min(3600)
+    (5 * 12i32.pow(exp)).min(3600)
 }
 
 /// Backoff for a retryable send failure: 5 s, 15 s, 45 s … capped at 15 minutes.
@@ -247,12 +276,12 @@ mod tests {
 
     #[test]
     fn backoff_grows_and_caps() {
-        assert_eq!(retry_delay_secs(1), 60);
-        assert_eq!(retry_delay_secs(2), 240);
-        assert_eq!(retry_delay_secs(3), 960);
+        assert_eq!(retry_delay_secs(1), 5);
+        assert_eq!(retry_delay_secs(2), 60);
+        assert_eq!(retry_delay_secs(3), 720);
         assert_eq!(retry_delay_secs(4), 3600);
         assert_eq!(retry_delay_secs(40), 3600);
-        assert_eq!(retry_delay_secs(0), 60);
+        assert_eq!(retry_delay_secs(0), 5);
     }
 }
 

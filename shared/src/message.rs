@@ -56,12 +56,15 @@ pub struct MessageError {
 }
 
 /// Status of a message as the API shows it. Inbound messages are `received`; outbound ones
-/// move `queued → sent → delivered → read` (or end `failed` / `rejected`).
+/// move `queued → sent → delivered → read` (or end `failed` / `rejected`). A send whose outcome
+/// the sender could not learn (a timeout after the request left, a sender that died mid-send) is
+/// `unknown`: never resent, and moved on by Meta's status webhook when it names the message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MessageStatus {
     Received,
     Queued,
+    Unknown,
     Sent,
     Delivered,
     Read,
@@ -80,6 +83,8 @@ impl MessageStatus {
         match self {
             MessageStatus::Received => 0,
             MessageStatus::Queued => 0,
+            // Above queued (never claimed again), below sent (Meta's statuses move it on).
+            MessageStatus::Unknown => 5,
             MessageStatus::Sent => 10,
             MessageStatus::Delivered => 20,
             MessageStatus::Read => 30,
@@ -88,9 +93,10 @@ impl MessageStatus {
         }
     }
 
-    pub const ALL: [MessageStatus; 8] = [
+    pub const ALL: [MessageStatus; 9] = [
         MessageStatus::Received,
         MessageStatus::Queued,
+        MessageStatus::Unknown,
         MessageStatus::Sent,
         MessageStatus::Delivered,
         MessageStatus::Read,
@@ -124,6 +130,7 @@ impl MessageStatus {
         match self {
             MessageStatus::Received => "received",
             MessageStatus::Queued => "queued",
+            MessageStatus::Unknown => "unknown",
             MessageStatus::Sent => "sent",
             MessageStatus::Delivered => "delivered",
             MessageStatus::Read => "read",
@@ -324,6 +331,9 @@ mod tests {
         assert!(Failed.moves(Queued) && Failed.moves(Sent));
         assert!(!Failed.moves(Delivered) && !Failed.moves(Read) && !Failed.moves(Played));
         assert!(Rejected.moves(Queued) && !Rejected.moves(Sent));
+        // An unknown outcome is moved on by Meta's statuses, never by a rejection or a resend.
+        assert!(Unknown.moves(Queued) && Sent.moves(Unknown) && Delivered.moves(Unknown) && Failed.moves(Unknown));
+        assert!(!Rejected.moves(Unknown) && !Unknown.moves(Sent));
         for status in MessageStatus::ALL {
             assert!(
                 !status.moves(Failed) && !status.moves(Rejected),

@@ -16,6 +16,23 @@ pub const SERVICE_WINDOW_HOURS: i64 = 24;
 /// Meta's pair rate: about one message per 6 s to the same recipient.
 pub const PAIR_INTERVAL_MS: i64 = 6_000;
 
+/// A queued message older than this is not sent any more: it fails `not_sent_in_time` (the
+/// sender's deadline, and the sweeper's), so nothing stays `queued` for ever and a message an
+/// agent wrote long ago does not reach the customer out of context.
+pub const SEND_DEADLINE_MS: i64 = 60 * 60 * 1000;
+
+/// Per-recipient order: the message that must leave before `message_id`, if any — the oldest
+/// id in the recipient's queue that is older than it (ids are ULIDs of the time the API accepted
+/// the message, so id order is acceptance order). Entries older than `floor_id` (past the send
+/// deadline) no longer hold anyone up.
+pub fn first_in_line<'a>(
+    queue: impl IntoIterator<Item = &'a str>,
+    message_id: &str,
+    floor_id: &str,
+) -> Option<&'a str> {
+    queue.into_iter().filter(|id| *id < message_id && *id >= floor_id).min()
+}
+
 /// Sends are paced this much below the configured rate: requests reach Meta with a few
 /// milliseconds of jitter, and a schedule at exactly the rate would now and then put one send
 /// too many into a second as Meta counts it (measured in bench/REPORT.md).
@@ -567,6 +584,21 @@ mod tests {
         )
         .unwrap();
         assert_eq!(t.category, Category::Marketing);
+    }
+
+    #[test]
+    fn the_oldest_queued_message_of_a_recipient_goes_first() {
+        let queue = ["01b", "01c", "01a"];
+        assert_eq!(first_in_line(queue, "01c", "00"), Some("01a"));
+        assert_eq!(first_in_line(queue, "01a", "00"), None);
+        assert_eq!(
+            first_in_line(["01b"], "01b", "00"),
+            None,
+            "a message never waits for itself"
+        );
+        // Past the deadline, an entry holds nobody up.
+        assert_eq!(first_in_line(queue, "01c", "01b"), Some("01b"));
+        assert_eq!(first_in_line(Vec::<&str>::new(), "01c", "00"), None);
     }
 
     #[test]

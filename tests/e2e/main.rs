@@ -3,6 +3,7 @@
 mod access;
 mod contacts;
 mod events;
+mod faults;
 mod foundation;
 mod iam;
 mod media;

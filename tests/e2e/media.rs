@@ -228,7 +228,11 @@ async fn a_media_fetch_that_fails_twice_then_succeeds_is_stored_once() {
         let m = stored_message(&store, &tenant.tenant_id, "wamid.flaky").await;
         assert_eq!(m.media.unwrap().status, MediaStatus::Pending);
     }
-    assert_eq!(*deps.retry.0.lock().unwrap(), vec![60, 240], "exponential backoff");
+    assert_eq!(
+        *deps.retry.0.lock().unwrap(),
+        vec![5, 60],
+        "fast first, then backing off"
+    );
     let resp = media_fn::handle(&deps, event(vec![record(&job, 3)])).await.unwrap();
     assert!(resp.batch_item_failures.is_empty());
     let m = stored_message(&store, &tenant.tenant_id, "wamid.flaky").await;

@@ -14,19 +14,28 @@ use crm_shared::admin;
 use crm_shared::auth::Role;
 use crm_shared::config::GraphConfig;
 use crm_shared::graph::GraphClient;
-use crm_shared::jobs::{EnqueueError, RetryScheduler};
+use crm_shared::jobs::{EnqueueError, RetryScheduler, SendJob, SendJobQueue};
 use crm_shared::message::MessageStatus;
 use crm_shared::store::{DynamoStore, MessageStore, TenantStore};
 use devstack::sandbox::Sandbox;
 use e2e_tests::{TEST_APP_SECRET, api, new_tenant, own_queue, stack, start_gateway_with_queues};
 use sender_fn::{Deps, Outcome, SenderConfig};
 
+/// Records the delays the sender asks for (visibility changes and jobs handed back) instead of
+/// queueing anything: these tests drive the sender record by record.
 #[derive(Default)]
 struct NoDelay(Mutex<Vec<i32>>);
 
 impl RetryScheduler for NoDelay {
     async fn retry_after(&self, _receipt_handle: &str, seconds: i32) -> Result<(), EnqueueError> {
         self.0.lock().unwrap().push(seconds);
+        Ok(())
+    }
+}
+
+impl SendJobQueue for NoDelay {
+    async fn enqueue_send_after(&self, _job: &SendJob, delay: Duration) -> Result<(), EnqueueError> {
+        self.0.lock().unwrap().push(delay.as_secs() as i32);
         Ok(())
     }
 }
@@ -355,7 +364,7 @@ async fn the_sending_rules_refuse_before_meta_and_again_in_the_sender() {
 }
 
 /// A queued message (through the API) and its SQS record for driving the sender directly.
-async fn queued(w: &World, phone: &str, sandbox: &Sandbox, receive_count: u32) -> (String, SqsMessage) {
+async fn queued(w: &World, phone: &str, sandbox: &Sandbox, failures: u32) -> (String, SqsMessage) {
     let contact = w.customer_writes(sandbox, phone).await;
     let (status, q) = w
         .send(
@@ -365,15 +374,16 @@ async fn queued(w: &World, phone: &str, sandbox: &Sandbox, receive_count: u32) -
         .await;
     assert_eq!(status, 202, "{q}");
     let id = q["id"].as_str().unwrap().to_owned();
-    (id.clone(), record(&w.tenant_id, &id, receive_count))
+    (id.clone(), record(&w.tenant_id, &id, failures))
 }
 
-fn record(tenant: &str, message_id: &str, receive_count: u32) -> SqsMessage {
+/// The SQS record of a send job that failed `failures` times before.
+fn record(tenant: &str, message_id: &str, failures: u32) -> SqsMessage {
     serde_json::from_value(json!({
         "messageId": format!("sqs-{message_id}"),
         "receiptHandle": "rh",
-        "body": json!({"tenant_id": tenant, "message_id": message_id}).to_string(),
-        "attributes": {"ApproximateReceiveCount": receive_count.to_string()},
+        "body": json!({"tenant_id": tenant, "message_id": message_id, "failures": failures}).to_string(),
+        "attributes": {"ApproximateReceiveCount": "1"},
         "messageAttributes": {},
         "eventSource": "aws:sqs",
         "awsRegion": "us-east-1"
@@ -431,12 +441,12 @@ async fn meta_errors_are_classified_and_a_mixed_batch_reports_only_its_retries()
         .mount(&graph_mock)
         .await;
 
-    let (ok, r_ok) = queued(&w, "+447911123460", &sandbox, 1).await;
-    let (window, r_window) = queued(&w, "+447911123461", &sandbox, 1).await;
-    let (throttled, r_throttled) = queued(&w, "+447911123462", &sandbox, 1).await;
-    let (pair, r_pair) = queued(&w, "+447911123463", &sandbox, 1).await;
-    let (down, r_down) = queued(&w, "+447911123464", &sandbox, 3).await;
-    let (template, r_template) = queued(&w, "+447911123465", &sandbox, 1).await;
+    let (ok, r_ok) = queued(&w, "+447911123460", &sandbox, 0).await;
+    let (window, r_window) = queued(&w, "+447911123461", &sandbox, 0).await;
+    let (throttled, r_throttled) = queued(&w, "+447911123462", &sandbox, 0).await;
+    let (pair, r_pair) = queued(&w, "+447911123463", &sandbox, 0).await;
+    let (down, r_down) = queued(&w, "+447911123464", &sandbox, 2).await;
+    let (template, r_template) = queued(&w, "+447911123465", &sandbox, 0).await;
     let deps = sender(&graph_mock.uri()).await;
     let outcomes = sender_fn::process_batch(&deps, &[r_ok, r_window, r_throttled, r_pair, r_down, r_template]).await;
     assert_eq!(
@@ -444,9 +454,15 @@ async fn meta_errors_are_classified_and_a_mixed_batch_reports_only_its_retries()
         vec![
             Outcome::Done,
             Outcome::Done,
-            Outcome::RetryAfter(5),
-            Outcome::RetryAfter(7),
-            Outcome::DeadLetter,
+            Outcome::Requeue {
+                delay_secs: 5,
+                failures: 1
+            },
+            Outcome::Requeue {
+                delay_secs: 7,
+                failures: 0
+            },
+            Outcome::Done,
             Outcome::Done
         ]
     );
@@ -466,16 +482,16 @@ async fn meta_errors_are_classified_and_a_mixed_batch_reports_only_its_retries()
     // Retryable ones are back in the queue's hands, still queued, lease released.
     assert_eq!(status(throttled.clone()).await.status, MessageStatus::Queued);
     assert_eq!(status(pair).await.status, MessageStatus::Queued);
-    // Out of retries: failed for good, record to the DLQ.
+    // Out of retries: failed for good.
     assert_eq!(status(down).await.status, MessageStatus::Failed);
     assert_eq!(status(template).await.error.unwrap().code, 132001);
 
-    // Through the Lambda handler, only the retries come back as batch item failures.
+    // Through the Lambda handler, a retry is handed back as a new delayed job: the record is done.
     let resp = sender_fn::handle(
         &deps,
         lambda_runtime::LambdaEvent::new(
             serde_json::from_value(
-                json!({"Records": [serde_json::to_value(record(&w.tenant_id, &throttled, 2)).unwrap()]}),
+                json!({"Records": [serde_json::to_value(record(&w.tenant_id, &throttled, 1)).unwrap()]}),
             )
             .unwrap(),
             lambda_runtime::Context::default(),
@@ -483,7 +499,7 @@ async fn meta_errors_are_classified_and_a_mixed_batch_reports_only_its_retries()
     )
     .await
     .unwrap();
-    assert_eq!(resp.batch_item_failures.len(), 1);
+    assert!(resp.batch_item_failures.is_empty());
     // The recipient was paced by the first attempt, so this retry waits out the pair interval.
     assert_eq!(*deps.retry.0.lock().unwrap(), vec![6]);
 }
@@ -499,8 +515,8 @@ async fn an_expired_token_fails_the_message_and_stops_sending_for_the_tenant() {
         .expect(1)
         .mount(&graph_mock)
         .await;
-    let (first, r1) = queued(&w, "+447911123470", &sandbox, 1).await;
-    let (second, r2) = queued(&w, "+447911123471", &sandbox, 1).await;
+    let (first, r1) = queued(&w, "+447911123470", &sandbox, 0).await;
+    let (second, r2) = queued(&w, "+447911123471", &sandbox, 0).await;
     let deps = sender(&graph_mock.uri()).await;
     assert_eq!(sender_fn::process_batch(&deps, &[r1]).await, vec![Outcome::Done]);
     let m = w.store.get_message(&w.tenant_id, &first).await.unwrap().unwrap();
@@ -508,7 +524,10 @@ async fn an_expired_token_fails_the_message_and_stops_sending_for_the_tenant() {
     assert!(w.store.get_tenant(&w.tenant_id).await.unwrap().unwrap().token_invalid);
     // The next message waits (no Graph call: the mock expects exactly one).
     let outcome = sender_fn::process_batch(&deps, std::slice::from_ref(&r2)).await;
-    assert!(matches!(outcome[0], Outcome::RetryAfter(s) if s >= 60), "{outcome:?}");
+    assert!(
+        matches!(outcome[0], Outcome::Requeue { delay_secs, failures: 0 } if delay_secs >= 60),
+        "{outcome:?}"
+    );
     assert_eq!(
         w.store
             .get_message(&w.tenant_id, &second)

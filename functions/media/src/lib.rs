@@ -58,9 +58,10 @@ impl From<GraphCallError> for Failure {
             GraphErrorClass::Permanent => Failure::Permanent(e.to_string()),
             // A rejected token is worth another try too: an operator may replace it well
             // within the 7 days a media id lives.
-            GraphErrorClass::Transient | GraphErrorClass::PairRateLimit | GraphErrorClass::TokenInvalid => {
-                Failure::Retry(e.to_string())
-            }
+            GraphErrorClass::Transient
+            | GraphErrorClass::PairRateLimit
+            | GraphErrorClass::TokenInvalid
+            | GraphErrorClass::OutcomeUnknown => Failure::Retry(e.to_string()),
         }
     }
 }

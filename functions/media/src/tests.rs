@@ -185,7 +185,7 @@ async fn failures_by_kind_and_attempt() {
                 w.graph
                     .set_media(MEDIA_ID, info, Bytes::from_static(b"corrupted bytes"));
             },
-            [RETRY(60), RETRY(960), LAST],
+            [RETRY(5), RETRY(720), LAST],
         ),
         (
             "size differs from the announcement",
@@ -197,37 +197,37 @@ async fn failures_by_kind_and_attempt() {
                 };
                 w.graph.set_media(MEDIA_ID, info, Bytes::from_static(IMAGE));
             },
-            [RETRY(60), RETRY(960), LAST],
+            [RETRY(5), RETRY(720), LAST],
         ),
         (
             "Meta 5xx",
             |w| w.graph.fail_next_media_info(meta_error(500, Some(131000))),
-            [RETRY(60), RETRY(960), LAST],
+            [RETRY(5), RETRY(720), LAST],
         ),
         (
             "Meta throttling",
             |w| w.graph.fail_next_media_info(meta_error(429, Some(4))),
-            [RETRY(60), RETRY(960), LAST],
+            [RETRY(5), RETRY(720), LAST],
         ),
         (
             "token expired (an operator may replace it)",
             |w| w.graph.fail_next_media_info(meta_error(401, Some(190))),
-            [RETRY(60), RETRY(960), LAST],
+            [RETRY(5), RETRY(720), LAST],
         ),
         (
             "network during download",
             |w| w.graph.fail_next_download(GraphCallError::Transport("reset".into())),
-            [RETRY(60), RETRY(960), LAST],
+            [RETRY(5), RETRY(720), LAST],
         ),
         (
             "object storage down",
             |w| w.blobs.fail_next_put(),
-            [RETRY(60), RETRY(960), LAST],
+            [RETRY(5), RETRY(720), LAST],
         ),
         (
             "database down",
             |w| w.store.fail_next_backend(Op::GetMessage),
-            [RETRY(60), RETRY(960), LAST],
+            [RETRY(5), RETRY(720), LAST],
         ),
     ];
     for (name, break_it, expected) in cases {

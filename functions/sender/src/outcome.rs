@@ -1,6 +1,7 @@
 //! Outcome policy: what becomes of a record whose send did not happen — done with, handed back
-//! to the queue after a delay, or dead-lettered after its last allowed receive — and what a
-//! failed Graph call does to the message and the tenant (by Meta's error class).
+//! to the queue as a new delayed job (a wait keeps the job's failure count, a failure adds one),
+//! or dead-lettered (a body that is no job) — and what a failed Graph call does to the message
+//! and the tenant (by Meta's error class).
 
 use chrono::Utc;
 
@@ -9,36 +10,45 @@ use crm_shared::jobs::send_retry_delay_secs;
 use crm_shared::message::{MessageError, MessageStatus};
 use crm_shared::sending;
 
-use crate::prepare::Ready;
+use crate::prepare::{Ready, unsent_error};
 use crate::{Deps, SenderStore};
 
 /// What became of one record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// Done with (sent, refused, failed for good, or nothing to do).
+    /// Done with (sent, refused, failed for good, unknown, or nothing to do).
     Done,
-    /// Hand back to the queue; deliver again after this many seconds.
-    RetryAfter(i32),
-    /// Final failure after the last allowed receive: the record goes to the DLQ.
+    /// Send again as a new queue message delivered after `delay_secs`, carrying `failures`
+    /// (the job's failed attempts so far).
+    Requeue { delay_secs: u32, failures: u32 },
+    /// Not a send job: the record goes to the DLQ after the queue's receives.
     DeadLetter,
 }
 
-/// A retryable failure on receive `attempt`: back to the queue, or the DLQ after the last one.
-pub(crate) fn retry_or_dead(max_receives: u32, attempt: u32) -> Outcome {
-    if attempt >= max_receives {
-        Outcome::DeadLetter
-    } else {
-        Outcome::RetryAfter(send_retry_delay_secs(attempt))
+/// A wait (pacing, a lease held elsewhere, a paused tenant): no failure counted.
+pub(crate) fn wait(secs: i64, failures: u32) -> Outcome {
+    Outcome::Requeue {
+        delay_secs: secs.clamp(0, 900) as u32,
+        failures,
+    }
+}
+
+/// A retryable failure after `failures` earlier ones: again after the backoff.
+pub(crate) fn retry_later(failures: u32) -> Outcome {
+    let failures = failures + 1;
+    Outcome::Requeue {
+        delay_secs: send_retry_delay_secs(failures).max(0) as u32,
+        failures,
     }
 }
 
 pub(crate) async fn on_send_error<S: SenderStore, G, R>(
     deps: &Deps<S, G, R>,
     ready: &Ready,
-    attempt: u32,
     err: GraphCallError,
 ) -> Outcome {
     let m = &ready.message;
+    let failures = ready.job.failures;
     let (status, code, title, details) = match &err {
         GraphCallError::Api {
             status,
@@ -46,7 +56,9 @@ pub(crate) async fn on_send_error<S: SenderStore, G, R>(
             message,
             details,
         } => (Some(*status), *code, message.clone(), details.clone()),
-        GraphCallError::Transport(reason) => (None, None, reason.clone(), None),
+        GraphCallError::Transport(reason) | GraphCallError::OutcomeUnknown(reason) => {
+            (None, None, reason.clone(), None)
+        }
         GraphCallError::TooLarge => (Some(413), None, err.to_string(), None),
     };
     let error = MessageError {
@@ -55,10 +67,19 @@ pub(crate) async fn on_send_error<S: SenderStore, G, R>(
         detail: details,
     };
     let class = err.class();
-    tracing::warn!(message_id = %m.message_id, ?code, ?status, ?class, attempt, "Graph send failed");
-    let release = || async {
+    tracing::warn!(message_id = %m.message_id, ?code, ?status, ?class, failures, "Graph send failed");
+    // The send did not happen and will be tried again: give the lease back and keep the
+    // message's place in its recipient's queue.
+    let back_in_line = || async {
         if let Err(e) = deps.store.release_claim(&m.tenant_id, &m.message_id).await {
-            tracing::warn!(error = %e, "could not release a send lease; it expires on its own");
+            tracing::warn!(error = %e, "could not release a send lease; it is treated as abandoned when it expires");
+        }
+        if let Err(e) = deps
+            .store
+            .return_to_recipient(&m.tenant_id, &m.contact_id, &m.message_id)
+            .await
+        {
+            tracing::warn!(error = %e, "could not put a message back in its recipient's queue");
         }
     };
     let finish = |error: MessageError| async move {
@@ -70,11 +91,29 @@ pub(crate) async fn on_send_error<S: SenderStore, G, R>(
             Ok(()) => Outcome::Done,
             Err(e) => {
                 tracing::error!(error = %e, "could not record a failed send");
-                Outcome::RetryAfter(send_retry_delay_secs(attempt))
+                back_in_line().await;
+                retry_later(failures)
             }
         }
     };
     match class {
+        GraphErrorClass::OutcomeUnknown => {
+            let unknown = unsent_error(
+                0,
+                "send_outcome_unknown",
+                "no answer from WhatsApp after the message was sent; it may have been delivered, and its status will show if so",
+            );
+            match deps
+                .store
+                .mark_unknown(&m.tenant_id, &m.message_id, ready.lease_until_ms, &unknown, Utc::now())
+                .await
+            {
+                Ok(_) => {}
+                // The lease stays: when it expires the message is found abandoned, still not resent.
+                Err(e) => tracing::error!(error = %e, "could not record a send's unknown outcome"),
+            }
+            Outcome::Done
+        }
         GraphErrorClass::Permanent => finish(error).await,
         GraphErrorClass::TokenInvalid => {
             if let Err(e) = deps.store.set_token_invalid(&m.tenant_id, true).await {
@@ -83,17 +122,15 @@ pub(crate) async fn on_send_error<S: SenderStore, G, R>(
             deps.forget_tenant(&m.tenant_id);
             finish(error).await
         }
-        GraphErrorClass::Transient | GraphErrorClass::PairRateLimit if attempt >= deps.config.max_receives => {
-            finish(error).await;
-            Outcome::DeadLetter
-        }
+        // The last attempt: the message fails with Meta's reason.
+        GraphErrorClass::Transient if failures + 1 >= deps.config.max_receives => finish(error).await,
         GraphErrorClass::Transient => {
-            release().await;
-            Outcome::RetryAfter(send_retry_delay_secs(attempt))
+            back_in_line().await;
+            retry_later(failures)
         }
         GraphErrorClass::PairRateLimit => {
-            release().await;
-            Outcome::RetryAfter((sending::PAIR_INTERVAL_MS / 1000) as i32 + 1)
+            back_in_line().await;
+            wait(sending::PAIR_INTERVAL_MS / 1000 + 1, failures)
         }
     }
 }

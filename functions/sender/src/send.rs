@@ -7,14 +7,15 @@ use chrono::Utc;
 use serde_json::{Value, json};
 
 use crm_shared::graph::MessageSender;
-use crm_shared::jobs::RetryScheduler;
 use crm_shared::message::MessageRecord;
 
 use crate::outcome::{Outcome, on_send_error};
 use crate::prepare::Ready;
 use crate::{Deps, SenderStore};
 
-/// The Graph send API payload for a stored outbound message.
+/// The Graph send API payload for a stored outbound message. `biz_opaque_callback_data`
+/// carries our message id: Meta echoes it in every status webhook of the message, which is how
+/// a send whose answer never reached us is reconciled (see `InboundStore::adopt_wamid`).
 pub fn graph_payload(message: &MessageRecord, to: &Value) -> Value {
     let mut payload = json!({
         "messaging_product": "whatsapp",
@@ -32,11 +33,7 @@ pub fn graph_payload(message: &MessageRecord, to: &Value) -> Value {
     payload
 }
 
-pub(crate) async fn send_one<S: SenderStore, G: MessageSender, R: RetryScheduler>(
-    deps: &Deps<S, G, R>,
-    ready: &Ready,
-    attempt: u32,
-) -> Outcome {
+pub(crate) async fn send_one<S: SenderStore, G: MessageSender, R>(deps: &Deps<S, G, R>, ready: &Ready) -> Outcome {
     let m = &ready.message;
     let payload = graph_payload(m, &ready.to);
     match deps
@@ -60,9 +57,9 @@ pub(crate) async fn send_one<S: SenderStore, G: MessageSender, R: RetryScheduler
                     }
                 }
             }
-            tracing::error!(message_id = %m.message_id, "message sent but not recorded; its lease keeps it from being resent until it expires");
+            tracing::error!(message_id = %m.message_id, "message sent but not recorded; its lease is found abandoned when it expires (never resent), and its status webhook records it");
             Outcome::Done
         }
-        Err(err) => on_send_error(deps, ready, attempt, err).await,
+        Err(err) => on_send_error(deps, ready, err).await,
     }
 }

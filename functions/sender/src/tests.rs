@@ -62,14 +62,15 @@ fn sender() -> Sender {
     sender_with(tenant, contact)
 }
 
-/// An SQS record of a send job on its `attempt`-th receive.
-fn record(message: &MessageRecord, attempt: u32) -> SqsMessage {
+/// An SQS record of a send job that failed `failures` times before.
+fn record(message: &MessageRecord, failures: u32) -> SqsMessage {
     let mut r = SqsMessage::default();
     r.message_id = Some(format!("sqs-{}", message.message_id));
     r.receipt_handle = Some(format!("receipt-{}", message.message_id));
-    r.body = Some(json!({"tenant_id": message.tenant_id, "message_id": message.message_id}).to_string());
-    r.attributes
-        .insert("ApproximateReceiveCount".into(), attempt.to_string());
+    r.body = Some(
+        json!({"tenant_id": message.tenant_id, "message_id": message.message_id, "failures": failures}).to_string(),
+    );
+    r.attributes.insert("ApproximateReceiveCount".into(), "1".into());
     r
 }
 
@@ -88,13 +89,22 @@ impl Sender {
             .expect("the handler never fails the invocation")
     }
 
-    /// Sends `message` on receive `attempt`; returns the SQS ids reported as failed.
-    async fn send(&self, message: &MessageRecord, attempt: u32) -> Vec<String> {
-        let response = self.run(vec![record(message, attempt)]).await;
+    /// Sends `message` after `failures` failed attempts; returns the SQS ids reported as failed.
+    async fn send(&self, message: &MessageRecord, failures: u32) -> Vec<String> {
+        let response = self.run(vec![record(message, failures)]).await;
         response
             .batch_item_failures
             .into_iter()
             .map(|f| f.item_identifier)
+            .collect()
+    }
+
+    /// The jobs handed back to the queue: (message id, failures, delay in seconds).
+    fn requeued(&self) -> Vec<(String, u32, u64)> {
+        self.queue
+            .delayed_send_jobs()
+            .into_iter()
+            .map(|(job, delay)| (job.message_id, job.failures, delay.as_secs()))
             .collect()
     }
 
@@ -109,96 +119,62 @@ impl Sender {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Expected {
     status: MessageStatus,
-    /// Seconds of the redelivery delay asked of SQS; `None`: no delay asked.
-    retry_after: Option<i32>,
-    /// Reported in the partial batch response (redelivered, or to the DLQ).
-    reported: bool,
+    /// Handed back to the queue as a new job: (its failure count, delay in seconds).
+    requeued: Option<(u32, u64)>,
     token_flagged: bool,
 }
 
-const RETRY_LATER: fn(i32) -> Expected = |secs| Expected {
+const RETRY_LATER: fn(u32, u64) -> Expected = |failures, secs| Expected {
     status: MessageStatus::Queued,
-    retry_after: Some(secs),
-    reported: true,
+    requeued: Some((failures, secs)),
     token_flagged: false,
 };
 const FAILED: Expected = Expected {
     status: MessageStatus::Failed,
-    retry_after: None,
-    reported: false,
+    requeued: None,
     token_flagged: false,
 };
-const DEAD_LETTER: Expected = Expected {
-    status: MessageStatus::Failed,
-    retry_after: None,
-    reported: true,
+const UNKNOWN: Expected = Expected {
+    status: MessageStatus::Unknown,
+    requeued: None,
     token_flagged: false,
 };
 const TOKEN_INVALID: Expected = Expected {
     status: MessageStatus::Failed,
-    retry_after: None,
-    reported: false,
+    requeued: None,
     token_flagged: true,
 };
 
 #[tokio::test]
 async fn a_failed_send_by_meta_error_class_and_attempt() {
-    let transport = || GraphCallError::Transport("connection reset".into());
-    // (what Meta answered, the error code recorded on a failed message, [first, middle, last]).
+    let transient = [RETRY_LATER(1, 5), RETRY_LATER(4, 135), FAILED];
+    // (what Meta answered, the error code recorded on a failed message, after [0, 3, the last
+    // allowed number of] earlier failures).
     let cases: Vec<(&str, GraphCallError, i64, [Expected; 3])> = vec![
+        ("throughput limit", meta_error(400, Some(130429)), 130429, transient),
+        ("spam rate limit", meta_error(400, Some(131048)), 131048, transient),
+        ("temporary Meta error", meta_error(500, Some(131000)), 131000, transient),
+        ("app rate limit", meta_error(400, Some(4)), 4, transient),
+        ("account rate limit", meta_error(400, Some(80007)), 80007, transient),
+        ("5xx without a code", meta_error(503, None), 503, transient),
+        ("429 without a code", meta_error(429, None), 429, transient),
         (
-            "throughput limit",
-            meta_error(400, Some(130429)),
-            130429,
-            [RETRY_LATER(5), RETRY_LATER(135), DEAD_LETTER],
-        ),
-        (
-            "spam rate limit",
-            meta_error(400, Some(131048)),
-            131048,
-            [RETRY_LATER(5), RETRY_LATER(135), DEAD_LETTER],
-        ),
-        (
-            "temporary Meta error",
-            meta_error(500, Some(131000)),
-            131000,
-            [RETRY_LATER(5), RETRY_LATER(135), DEAD_LETTER],
-        ),
-        (
-            "app rate limit",
-            meta_error(400, Some(4)),
-            4,
-            [RETRY_LATER(5), RETRY_LATER(135), DEAD_LETTER],
-        ),
-        (
-            "account rate limit",
-            meta_error(400, Some(80007)),
-            80007,
-            [RETRY_LATER(5), RETRY_LATER(135), DEAD_LETTER],
-        ),
-        (
-            "5xx without a code",
-            meta_error(503, None),
-            503,
-            [RETRY_LATER(5), RETRY_LATER(135), DEAD_LETTER],
-        ),
-        (
-            "429 without a code",
-            meta_error(429, None),
-            429,
-            [RETRY_LATER(5), RETRY_LATER(135), DEAD_LETTER],
-        ),
-        (
-            "network",
-            transport(),
+            "never connected",
+            GraphCallError::Transport("connection refused".into()),
             0,
-            [RETRY_LATER(5), RETRY_LATER(135), DEAD_LETTER],
+            transient,
         ),
         (
-            "pair rate",
+            "no answer after the request left",
+            GraphCallError::OutcomeUnknown("operation timed out".into()),
+            0,
+            [UNKNOWN, UNKNOWN, UNKNOWN],
+        ),
+        (
+            "pair rate (a wait, not a failure)",
             meta_error(400, Some(131056)),
             131056,
-            [RETRY_LATER(7), RETRY_LATER(7), DEAD_LETTER],
+            [RETRY_LATER(0, 7), RETRY_LATER(3, 7), RETRY_LATER(MAX_RECEIVES - 1, 7)],
         ),
         (
             "re-engagement required",
@@ -227,47 +203,53 @@ async fn a_failed_send_by_meta_error_class_and_attempt() {
         ),
     ];
     for (name, error, recorded_code, expected) in cases {
-        for (attempt, want) in [1, 4, MAX_RECEIVES].into_iter().zip(expected) {
+        for (failures, want) in [0, 3, MAX_RECEIVES - 1].into_iter().zip(expected) {
             let s = sender();
             let m = s.queue_text();
             s.graph.answer_next_send(Err(error.clone()));
-            let reported = s.send(&m, attempt).await;
-            let case = format!("{name}, receive {attempt}");
+            let reported = s.send(&m, failures).await;
+            let case = format!("{name}, after {failures} failures");
             let stored = s.stored(&m);
             assert_eq!(s.graph.sent().len(), 1, "{case}: one Graph call");
             assert_eq!(stored.status, want.status, "{case}: status");
             assert_eq!(
-                s.queue.retries(),
-                want.retry_after
-                    .map(|secs| (format!("receipt-{}", m.message_id), secs))
+                s.requeued(),
+                want.requeued
+                    .map(|(f, secs)| (m.message_id.clone(), f, secs))
                     .into_iter()
                     .collect::<Vec<_>>(),
-                "{case}: redelivery delay"
+                "{case}: handed back"
             );
-            assert_eq!(
-                reported,
-                if want.reported {
-                    vec![format!("sqs-{}", m.message_id)]
-                } else {
-                    vec![]
-                },
-                "{case}: partial batch response"
-            );
+            assert!(reported.is_empty(), "{case}: the record itself is done with");
+            assert!(s.queue.retries().is_empty(), "{case}: no receive used up");
             let tenant = s.store.tenant(&s.tenant.tenant_id).unwrap();
             assert_eq!(tenant.token_invalid, want.token_flagged, "{case}: token flag");
-            if want.status == MessageStatus::Queued {
-                assert_eq!(
-                    s.store.lease_until_ms(&m.tenant_id, &m.message_id),
-                    None,
-                    "{case}: lease given back for the retry"
-                );
-                assert_eq!(stored.error, None, "{case}: no error while retrying");
-            } else {
-                assert_eq!(
+            assert_eq!(
+                s.store.lease_until_ms(&m.tenant_id, &m.message_id),
+                None,
+                "{case}: no lease left behind"
+            );
+            match want.status {
+                MessageStatus::Queued => {
+                    assert_eq!(stored.error, None, "{case}: no error while retrying");
+                    assert_eq!(
+                        s.store.recipient_queue(&m.tenant_id, &m.contact_id),
+                        vec![m.message_id.clone()],
+                        "{case}: keeps its place in line"
+                    );
+                }
+                MessageStatus::Unknown => {
+                    assert_eq!(
+                        stored.error.and_then(|e| e.title).as_deref(),
+                        Some("send_outcome_unknown"),
+                        "{case}"
+                    );
+                }
+                _ => assert_eq!(
                     stored.error.as_ref().map(|e| e.code),
                     Some(recorded_code),
                     "{case}: Meta's code recorded"
-                );
+                ),
             }
         }
     }
@@ -279,16 +261,15 @@ async fn a_token_rejected_by_meta_pauses_the_tenant_for_the_next_batch() {
     let first = s.queue_text();
     let second = s.queue_text();
     s.graph.answer_next_send(Err(meta_error(401, Some(190))));
-    s.send(&first, 1).await;
+    s.send(&first, 0).await;
     // The tenant cache was dropped: the next batch reads the flag and sends nothing.
-    let reported = s.send(&second, 1).await;
+    s.send(&second, 0).await;
     assert_eq!(s.graph.sent().len(), 1);
-    assert_eq!(reported, vec![format!("sqs-{}", second.message_id)]);
     assert_eq!(s.stored(&second).status, MessageStatus::Queued);
     assert_eq!(
-        s.queue.retries().last().map(|r| r.1),
-        Some(60),
-        "a paused tenant waits at least a minute"
+        s.requeued(),
+        vec![(second.message_id.clone(), 0, 60)],
+        "a paused tenant waits a minute, no failure counted"
     );
 }
 
@@ -297,9 +278,10 @@ async fn an_accepted_send_records_sent_with_its_wamid_and_frees_the_lease() {
     let s = sender();
     let m = s.queue_text();
     s.graph.answer_next_send(Ok("wamid.ACCEPTED".into()));
-    assert!(s.send(&m, 1).await.is_empty());
+    assert!(s.send(&m, 0).await.is_empty());
     let stored = s.stored(&m);
     assert_eq!(stored.status, MessageStatus::Sent);
+    assert!(s.store.recipient_queue(&m.tenant_id, &m.contact_id).is_empty());
     assert_eq!(stored.wamid.as_deref(), Some("wamid.ACCEPTED"));
     assert_eq!(s.store.lease_until_ms(&m.tenant_id, &m.message_id), None);
     let sent = s.graph.sent();
@@ -315,7 +297,7 @@ async fn a_send_that_cannot_be_recorded_is_retried_in_place_not_resent() {
     let m = s.queue_text();
     s.store.fail_next_backend(Op::MarkSent);
     s.store.fail_next_backend(Op::MarkSent);
-    assert!(s.send(&m, 1).await.is_empty());
+    assert!(s.send(&m, 0).await.is_empty());
     assert_eq!(s.graph.sent().len(), 1);
     assert_eq!(s.store.calls(Op::MarkSent), 3);
     assert_eq!(s.stored(&m).status, MessageStatus::Sent);
@@ -327,7 +309,7 @@ enum Prepared {
     /// Recorded on the message with this status and error title; the record is done with.
     Refused(MessageStatus, &'static str),
     /// Handed back to the queue after this many seconds, the message untouched.
-    HandedBack(i32),
+    HandedBack(u64),
     /// Done with, the message untouched.
     NothingToDo,
 }
@@ -396,7 +378,22 @@ async fn preparation_rechecks_the_rules_and_the_claim() {
                 s.store
                     .set_lease(&m.tenant_id, &m.message_id, Utc::now().timestamp_millis() + 60_000)
             },
-            Prepared::HandedBack(5),
+            Prepared::HandedBack(60),
+        ),
+        (
+            "lease abandoned by a sender that died mid-send",
+            unchanged,
+            |s, m| {
+                s.store
+                    .set_lease(&m.tenant_id, &m.message_id, Utc::now().timestamp_millis() - 1)
+            },
+            Prepared::Refused(MessageStatus::Unknown, "send_outcome_unknown"),
+        ),
+        (
+            "accepted more than an hour ago",
+            |m, _| m.message_id = crm_shared::privacy::id_floor(Utc::now() - chrono::Duration::minutes(61)),
+            nothing,
+            Prepared::Refused(MessageStatus::Failed, "not_sent_in_time"),
         ),
         (
             "recipient messaged within the pair interval",
@@ -416,25 +413,31 @@ async fn preparation_rechecks_the_rules_and_the_claim() {
         let s = sender_with(tenant, contact);
         s.store.add_message(message.clone());
         meanwhile(&s, &message);
-        let reported = s.send(&message, 1).await;
+        let reported = s.send(&message, 0).await;
         assert!(s.graph.sent().is_empty(), "{name}: nothing sent");
+        assert!(reported.is_empty(), "{name}: the record is done with");
+        assert!(s.queue.retries().is_empty(), "{name}: no receive used up");
         let stored = s.stored(&message);
         match want {
             Prepared::Refused(status, title) => {
                 assert_eq!(stored.status, status, "{name}");
                 assert_eq!(stored.error.and_then(|e| e.title).as_deref(), Some(title), "{name}");
-                assert!(reported.is_empty(), "{name}: done with");
-                assert!(s.queue.retries().is_empty(), "{name}");
+                assert!(s.requeued().is_empty(), "{name}");
+                assert!(
+                    s.store
+                        .recipient_queue(&message.tenant_id, &message.contact_id)
+                        .is_empty(),
+                    "{name}: out of its recipient's queue"
+                );
             }
             Prepared::HandedBack(secs) => {
                 assert_eq!(stored.status, MessageStatus::Queued, "{name}");
-                assert_eq!(s.queue.retries().first().map(|r| r.1), Some(secs), "{name}");
-                assert_eq!(reported.len(), 1, "{name}: redelivered");
+                let (_, failures, delay) = s.requeued().pop().expect("handed back");
+                assert_eq!((failures, delay), (0, secs), "{name}");
             }
             Prepared::NothingToDo => {
                 assert_eq!(stored.status, message.status, "{name}");
-                assert!(reported.is_empty(), "{name}: done with");
-                assert!(s.queue.retries().is_empty(), "{name}");
+                assert!(s.requeued().is_empty(), "{name}");
             }
         }
     }
@@ -466,48 +469,155 @@ async fn templates_pass_the_rules_that_stop_other_messages() {
             Some(category),
         );
         s.store.add_message(m.clone());
-        assert!(s.send(&m, 1).await.is_empty(), "{name}");
+        assert!(s.send(&m, 0).await.is_empty(), "{name}");
         assert_eq!(s.stored(&m).status, MessageStatus::Sent, "{name}");
     }
 }
 
 #[tokio::test]
-async fn a_token_flagged_invalid_holds_messages_until_their_last_receive() {
-    for (attempt, status, reported, retry) in [
-        (1, MessageStatus::Queued, true, Some(60)),
-        (MAX_RECEIVES, MessageStatus::Failed, true, None),
-    ] {
+async fn a_token_flagged_invalid_holds_messages_until_the_send_deadline() {
+    for (age_minutes, status, requeued) in [(0, MessageStatus::Queued, 1), (61, MessageStatus::Failed, 0)] {
         let mut tenant = fixtures::tenant("106540352242922");
         tenant.token_invalid = true;
         let contact = fixtures::contact(&tenant.tenant_id, "+447700900123", Utc::now());
         let s = sender_with(tenant, contact);
-        let m = s.queue_text();
-        let failures = s.send(&m, attempt).await;
+        let mut m = fixtures::queued_text(&s.contact);
+        m.message_id = crm_shared::privacy::id_floor(Utc::now() - chrono::Duration::minutes(age_minutes));
+        s.store.add_message(m.clone());
+        let reported = s.send(&m, 0).await;
         assert!(s.graph.sent().is_empty());
-        assert_eq!(s.stored(&m).status, status, "receive {attempt}");
-        assert_eq!(!failures.is_empty(), reported, "receive {attempt}");
-        assert_eq!(s.queue.retries().first().map(|r| r.1), retry, "receive {attempt}");
+        assert!(reported.is_empty());
+        assert_eq!(s.stored(&m).status, status, "{age_minutes} min old");
+        assert_eq!(s.requeued().len(), requeued, "{age_minutes} min old");
         assert_eq!(s.store.lease_until_ms(&m.tenant_id, &m.message_id), None);
     }
 }
 
 #[tokio::test]
-async fn storage_failures_while_preparing_retry_then_dead_letter() {
-    for (attempt, reported, retry) in [(1, true, Some(5)), (MAX_RECEIVES, true, None)] {
-        let s = sender();
-        let m = s.queue_text();
-        s.store.fail_next_backend(Op::ClaimForSend);
-        let failures = s.send(&m, attempt).await;
-        assert!(s.graph.sent().is_empty());
-        assert_eq!(!failures.is_empty(), reported);
-        assert_eq!(s.queue.retries().first().map(|r| r.1), retry, "receive {attempt}");
-        assert_eq!(s.stored(&m).status, MessageStatus::Queued);
-    }
+async fn storage_failures_while_preparing_count_as_failures() {
+    let s = sender();
+    let m = s.queue_text();
+    s.store.fail_next_backend(Op::ClaimForSend);
+    assert!(s.send(&m, 2).await.is_empty());
+    assert!(s.graph.sent().is_empty());
+    assert_eq!(s.requeued(), vec![(m.message_id.clone(), 3, 45)]);
+    assert_eq!(s.stored(&m).status, MessageStatus::Queued);
     // A body that is no send job can never succeed: straight to the DLQ.
     let s = sender();
-    let mut r = record(&s.queue_text(), 1);
+    let mut r = record(&s.queue_text(), 0);
     r.body = Some("not json".into());
     let response = s.run(vec![r]).await;
     assert_eq!(response.batch_item_failures.len(), 1);
     assert!(s.queue.retries().is_empty());
+}
+
+#[tokio::test]
+async fn when_the_queue_refuses_the_hand_back_the_record_stays_with_its_delay() {
+    let s = sender();
+    let m = s.queue_text();
+    s.store
+        .set_last_outbound_ms(&m.tenant_id, &m.contact_id, Utc::now().timestamp_millis());
+    s.queue.fail_next_enqueue();
+    let reported = s.send(&m, 0).await;
+    assert_eq!(reported, vec![format!("sqs-{}", m.message_id)]);
+    assert_eq!(s.queue.retries(), vec![(format!("receipt-{}", m.message_id), 6)]);
+    assert_eq!(s.stored(&m).status, MessageStatus::Queued);
+}
+
+#[tokio::test]
+async fn an_unknown_outcome_is_never_resent() {
+    let s = sender();
+    let m = s.queue_text();
+    s.graph
+        .answer_next_send(Err(GraphCallError::OutcomeUnknown("timed out".into())));
+    s.send(&m, 0).await;
+    // The same job again (an SQS redelivery, a sweep, a replayed API request): nothing sent.
+    s.send(&m, 0).await;
+    assert_eq!(s.graph.sent().len(), 1);
+    assert_eq!(s.stored(&m).status, MessageStatus::Unknown);
+    assert!(s.requeued().is_empty());
+}
+
+#[tokio::test]
+async fn messages_to_one_recipient_leave_in_the_order_they_were_accepted() {
+    let s = sender();
+    let first = s.queue_text();
+    let second = s.queue_text();
+    let third = s.queue_text();
+    let ids = |ms: &[&MessageRecord]| ms.iter().map(|m| m.message_id.clone()).collect::<Vec<_>>();
+    assert_eq!(
+        s.store.recipient_queue(&first.tenant_id, &first.contact_id),
+        ids(&[&first, &second, &third])
+    );
+    // The first fails transiently: it keeps its place, the later ones wait behind it.
+    s.graph.answer_next_send(Err(meta_error(500, Some(131000))));
+    s.send(&first, 0).await;
+    let clear_pair_rate = || s.store.set_last_outbound_ms(&first.tenant_id, &first.contact_id, 0);
+    clear_pair_rate();
+    s.run(vec![record(&third, 0), record(&second, 0)]).await;
+    assert_eq!(s.graph.sent().len(), 1, "nothing overtakes the first");
+    // Each batch delivers them in reverse; they still leave in order.
+    for expected in [&first, &second, &third] {
+        clear_pair_rate();
+        s.run(vec![record(&third, 0), record(&second, 0), record(&first, 0)])
+            .await;
+        assert_eq!(s.stored(expected).status, MessageStatus::Sent);
+    }
+    let sent: Vec<String> = s
+        .graph
+        .sent()
+        .iter()
+        .skip(1)
+        .map(|c| c.payload["biz_opaque_callback_data"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(sent, ids(&[&first, &second, &third]));
+}
+
+#[tokio::test]
+async fn a_finished_message_left_in_line_by_mistake_holds_nobody_up() {
+    let s = sender();
+    let stale = s.queue_text();
+    let next = s.queue_text();
+    // The first failed, but taking it out of its recipient's queue did not happen.
+    s.store.add_message(MessageRecord {
+        status: MessageStatus::Failed,
+        ..stale.clone()
+    });
+    assert!(s.send(&next, 0).await.is_empty());
+    assert_eq!(s.stored(&next).status, MessageStatus::Sent);
+    assert!(s.store.recipient_queue(&next.tenant_id, &next.contact_id).is_empty());
+}
+
+#[tokio::test]
+async fn the_sweep_queues_again_only_messages_whose_job_is_lost() {
+    let s = sender();
+    let at = |minutes: i64| crm_shared::privacy::id_floor(Utc::now() - chrono::Duration::minutes(minutes));
+    let with_id = |id: String| {
+        let m = MessageRecord {
+            message_id: id,
+            ..fixtures::queued_text(&s.contact)
+        };
+        s.store.add_message(m.clone());
+        m
+    };
+    let lost = with_id(at(15));
+    // Accepted two minutes ago: its job may still be on its way.
+    with_id(at(2));
+    let alive = with_id(at(20));
+    let sent = with_id(at(30));
+    // A sender claimed one a minute ago (its job is waiting out the pair rate).
+    s.store
+        .set_last_outbound_ms(&alive.tenant_id, &alive.contact_id, Utc::now().timestamp_millis());
+    s.send(&alive, 0).await;
+    s.store.add_message(MessageRecord {
+        status: MessageStatus::Sent,
+        ..sent.clone()
+    });
+    let queue = MemQueue::new();
+    let report = crate::sweep::sweep(&s.store, &queue, Utc::now()).await.unwrap();
+    assert_eq!(report.requeued, 1, "{report:?}");
+    assert_eq!(
+        queue.send_jobs(),
+        vec![crm_shared::jobs::SendJob::new(&lost.tenant_id, &lost.message_id)]
+    );
 }

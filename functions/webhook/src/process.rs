@@ -536,5 +536,15 @@ async fn store_status<S: WebhookStore, Q: MediaJobQueue>(
         pricing: status.pricing.clone(),
         conversation: status.conversation.clone(),
     };
-    Ok(Some(deps.store.apply_status(tenant_id, &write).await?))
+    let outcome = deps.store.apply_status(tenant_id, &write).await?;
+    // A wamid we do not know, echoing our message id: a send whose answer never reached the
+    // sender (`unknown`, or Meta's answer not yet recorded). Adopt the wamid and apply again.
+    if outcome == StatusOutcome::Parked
+        && let Some(message_id) = &status.biz_opaque_callback_data
+        && deps.store.adopt_wamid(tenant_id, message_id, &status.id).await?
+    {
+        tracing::info!(%message_id, "status webhook reconciled a send whose outcome was unknown");
+        return Ok(Some(deps.store.apply_status(tenant_id, &write).await?));
+    }
+    Ok(Some(outcome))
 }

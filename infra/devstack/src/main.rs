@@ -247,7 +247,7 @@ async fn run() -> Result<(), BoxError> {
             ..SenderConfig::default()
         },
     ));
-    spawn_queue("outbound", sqs.clone(), outbound_queue_url, move |event| {
+    spawn_queue("outbound", sqs.clone(), outbound_queue_url.clone(), move |event| {
         let deps = sender_deps.clone();
         async move { sender_fn::handle(&deps, event).await }
     });
@@ -319,6 +319,21 @@ async fn run() -> Result<(), BoxError> {
                 let invocation = LambdaEvent::new(event, lambda_runtime::Context::default());
                 if let Err(e) = privacy_fn::handle_schedule(&deps, invocation).await {
                     eprintln!("devstack: retention sweep failed: {e}");
+                }
+            }
+        });
+    }
+
+    // The send sweeper's schedule, at the template's rate.
+    for rate in schedules.get("SendSweepFunction").into_iter().flatten().copied() {
+        let (store, queue) = (store.clone(), SqsQueue::new(sqs.clone(), &outbound_queue_url));
+        eprintln!("devstack: send sweep every {} s", rate.as_secs());
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + rate, rate);
+            loop {
+                ticks.tick().await;
+                if let Err(e) = sender_fn::sweep::sweep(&store, &queue, chrono::Utc::now()).await {
+                    eprintln!("devstack: send sweep failed: {e}");
                 }
             }
         });

@@ -288,15 +288,18 @@ async fn send(
         .push((wamid.clone(), body.clone()));
     // Meta reports progress through status webhooks: sent, delivered, read.
     let (sb, pnid, w, recipient) = (sandbox.clone(), phone_number_id.to_owned(), wamid.clone(), to.clone());
+    // Meta echoes the send's tracking data in each of its statuses.
+    let callback = body.get("biz_opaque_callback_data").cloned();
     tokio::spawn(async move {
         for status in ["sent", "delivered", "read"] {
             tokio::time::sleep(sb.status_delay).await;
-            let payload = envelope(
-                &pnid,
-                json!({"statuses": [{"id": w, "status": status, "timestamp": chrono::Utc::now().timestamp().to_string(),
+            let mut receipt = json!({"id": w, "status": status, "timestamp": chrono::Utc::now().timestamp().to_string(),
                                      "recipient_id": recipient,
-                                     "pricing": {"billable": true, "pricing_model": "PMP", "category": "utility"}}]}),
-            );
+                                     "pricing": {"billable": true, "pricing_model": "PMP", "category": "utility"}});
+            if let Some(callback) = &callback {
+                receipt["biz_opaque_callback_data"] = callback.clone();
+            }
+            let payload = envelope(&pnid, json!({"statuses": [receipt]}));
             if let Err(e) = sb.deliver(&payload).await {
                 tracing::warn!(error = %e, "sandbox could not deliver a status webhook");
             }

@@ -14,7 +14,7 @@ use super::keys::*;
 use super::ports::{IdempotencyRecord, Lease, StatusWrite};
 use crate::audit::AuditEntry;
 use crate::contact::{ConsentChange, Contact, RestrictionChange, name_search_key, phone_search_key};
-use crate::message::{MediaRef, MediaStatus, MessageError, MessageRecord, MessageStatus};
+use crate::message::{Direction, MediaRef, MediaStatus, MessageError, MessageRecord, MessageStatus};
 use crate::privacy::{EXPORT_TTL_GRACE_HOURS, ErasureRecord, ExportRecord, RetentionSettings};
 use crate::tenant::{ApiKeyRecord, Tenant};
 
@@ -384,6 +384,12 @@ impl MessageItem {
         let (t, m) = (&message.tenant_id, &message.message_id);
         let stored = media_is_stored(message.media.as_ref());
         let sort_id = crate::message::sort_id(m, message.timestamp);
+        let outbox = message.direction == Direction::Outbound && message.status == MessageStatus::Queued;
+        let gsi6pk = if stored {
+            Some(tenant_media_gsi6pk(t))
+        } else {
+            outbox.then(|| tenant_outbox_gsi6pk(t))
+        };
         MessageItem {
             pk: message_pk(t, m),
             sk: MESSAGE_SK.into(),
@@ -391,8 +397,8 @@ impl MessageItem {
             gsi1sk: sort_id.clone(),
             gsi5pk: Some(tenant_messages_gsi5pk(t)),
             gsi5sk: Some(sort_id.clone()),
-            gsi6pk: stored.then(|| tenant_media_gsi6pk(t)),
-            gsi6sk: stored.then_some(sort_id),
+            gsi6sk: gsi6pk.as_ref().map(|_| sort_id),
+            gsi6pk,
             status_rank: message.status.rank(),
             message: message.clone(),
         }
@@ -471,6 +477,18 @@ impl WamidPointerItem {
         }
     }
 }
+
+impl StatusChange {
+    /// The update expression: the `SET` clauses, the outbox index entry removed (a message with
+    /// a status past `queued` has left the outbox), and `also_remove`.
+    pub fn expression(&self, also_remove: &[&str]) -> String {
+        let removes: Vec<&str> = [OUTBOX_INDEX_ATTRS, also_remove].concat();
+        format!("SET {} REMOVE {}", self.sets.join(", "), removes.join(", "))
+    }
+}
+
+/// The attributes that put a queued outbound message in the outbox (GSI6).
+pub(crate) const OUTBOX_INDEX_ATTRS: &[&str] = &[GSI6_PK, GSI6_SK];
 
 /// Days a parked status is kept when its message never shows up.
 const PARKED_STATUS_TTL_DAYS: i64 = 30;

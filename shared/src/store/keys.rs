@@ -265,6 +265,13 @@ pub fn tenant_media_gsi6pk(tenant_id: &str) -> String {
     format!("T#{tenant_id}#MEDIA")
 }
 
+/// GSI6 partition (sparse): outbound messages still `queued`, by message id (the outbox the
+/// send sweeper reads); a message leaves it with its first status past `queued`. No message is
+/// in both GSI6 partitions: stored media is inbound only.
+pub fn tenant_outbox_gsi6pk(tenant_id: &str) -> String {
+    format!("T#{tenant_id}#OUTBOX")
+}
+
 /// Retention settings of a tenant (under the tenant partition).
 pub const RETENTION_SETTINGS_SK: &str = "SETTINGS#RETENTION";
 

@@ -17,10 +17,11 @@ use super::items::{
     ConsentItem, MessageItem, ParkedStatusItem, RawEventItem, StatusChange, WamidPointerItem, media_is_stored,
 };
 use super::keys::*;
+use super::outbound::WamidWrite;
 use super::ports::{IdentityKey, InboundOutcome, InboundStore, InboundWrite, MessageStore, StatusOutcome, StatusWrite};
 use super::{Page, StoreError};
 use crate::cursor::Position;
-use crate::message::{MediaRef, MessageRecord, MessageStatus};
+use crate::message::{Direction, MediaRef, MessageRecord, MessageStatus};
 
 impl DynamoStore {
     /// The contact's part of an inbound message's transaction. With `with_time_condition` the
@@ -248,7 +249,7 @@ impl InboundStore for DynamoStore {
             .update_item()
             .table_name(self.table())
             .set_key(Some(message_key.clone()))
-            .update_expression(format!("SET {}", change.sets.join(", ")))
+            .update_expression(change.expression(&[]))
             .condition_expression(change.condition)
             .set_expression_attribute_names(Some(change.names))
             .set_expression_attribute_values(Some(change.values))
@@ -276,6 +277,29 @@ impl InboundStore for DynamoStore {
             Ok(_) => Ok(StatusOutcome::HistoryOnly),
             Err(err) if condition_failed(&err) => Ok(StatusOutcome::Duplicate),
             Err(err) => Err(backend(err)),
+        }
+    }
+
+    async fn adopt_wamid(&self, tenant_id: &str, message_id: &str, wamid: &str) -> Result<bool, StoreError> {
+        if !crate::ids::is_valid_id(message_id) {
+            return Ok(false);
+        }
+        let Some(message) = self.get_message(tenant_id, message_id).await? else {
+            return Ok(false);
+        };
+        if message.direction != Direction::Outbound
+            || message.wamid.is_some()
+            || !matches!(message.status, MessageStatus::Queued | MessageStatus::Unknown)
+        {
+            return Ok(false);
+        }
+        let stored = self
+            .store_wamid(tenant_id, message_id, &message.contact_id, wamid, WamidWrite::Adopted)
+            .await?;
+        match stored {
+            Ok(()) => Ok(true),
+            Err(c) if c.any_failed() => Ok(false),
+            Err(c) => Err(c.unexplained()),
         }
     }
 

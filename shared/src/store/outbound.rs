@@ -3,28 +3,109 @@
 //! per-number send schedule and the per-recipient pair rate).
 
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
+};
 use chrono::{DateTime, Utc};
 
 use super::StoreError;
 use super::dynamo::{
-    Cancelled, DynamoStore, PageQuery, av, backend, condition_failed, from_item, key, n, put_always, s, to_item,
-    tx_put, tx_update,
+    Cancelled, DynamoStore, ItemKey, PageQuery, av, backend, condition_failed, from_item, key, n, put_always, s,
+    to_item, tx_put, tx_update,
 };
 use super::items::{
-    IdempotencyItem, MessageItem, ParkedStatusItem, ReferenceItem, StatusChange, WamidPointerItem, schedule_next_free,
+    ContactItem, IdempotencyItem, MessageItem, ParkedStatusItem, ReferenceItem, StatusChange, WamidPointerItem,
+    schedule_next_free,
 };
 use super::keys::*;
-use super::ports::{CreateOutcome, IdempotencyRecord, InboundStore, OutboundStore, SendPacingStore, StatusWrite};
+use super::ports::{
+    Claim, CreateOutcome, IdempotencyRecord, InboundStore, OutboundStore, Recipient, SendPacingStore, StatusWrite,
+};
 use crate::message::{MessageError, MessageRecord, MessageStatus};
 use crate::sending::{SendSchedule, SlotDecision, SlotGrant, book_slots};
+
+/// The contact attribute holding its recipient queue: the ids of its queued outbound messages
+/// (a string set; ids sort by acceptance time).
+const RECIPIENT_QUEUE: &str = "queued_ids";
+
+/// One message id as a string set, for `ADD`/`DELETE` on the recipient queue.
+fn id_set(message_id: &str) -> AttributeValue {
+    AttributeValue::Ss(vec![message_id.to_owned()])
+}
 
 /// A reference to `pk`/`sk` in the contact's partition, so erasure finds the item.
 pub(crate) fn reference(table: &str, tenant_id: &str, contact_id: &str, pk: &str, sk: &str) -> TransactWriteItem {
     put_always(table, to_item(&ReferenceItem::new(tenant_id, contact_id, pk, sk)))
 }
 
+/// How [`DynamoStore::store_wamid`] writes the message.
+pub(crate) enum WamidWrite<'a> {
+    WithSent(&'a StatusWrite),
+    Alone,
+    Adopted,
+}
+
+/// What a refused claim found in the message item (`None`: no such message).
+fn claim_refused(old: Option<super::Item>, now_ms: i64) -> Result<Claim, StoreError> {
+    let Some(old) = old else { return Ok(Claim::Finished) };
+    let lease = old
+        .get("lease_until_ms")
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse::<i64>().ok());
+    let message = from_item::<MessageItem>(old)?.message;
+    Ok(match lease {
+        _ if message.status != MessageStatus::Queued => Claim::Finished,
+        Some(until_ms) if until_ms >= now_ms => Claim::Held { until_ms },
+        Some(lease_until_ms) => Claim::Abandoned {
+            message: Box::new(message),
+            lease_until_ms,
+        },
+        // Released between our write and the read: try again shortly.
+        None => Claim::Held { until_ms: now_ms },
+    })
+}
+
 impl DynamoStore {
+    /// The update that ends a message unsent (`failed`, `rejected`, `unknown`): the status, its
+    /// time and error; the lease and the outbox entry gone. Callers add their condition.
+    fn end_unsent(
+        &self,
+        tenant_id: &str,
+        message_id: &str,
+        status: MessageStatus,
+        error: &MessageError,
+        at: DateTime<Utc>,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+        self.client()
+            .update_item()
+            .table_name(self.table())
+            .set_key(Some(key(message_pk(tenant_id, message_id), MESSAGE_SK)))
+            .update_expression(
+                "SET #status = :s, status_rank = :r, status_at.#st = :at, #error = :e REMOVE lease_until_ms, GSI6PK, GSI6SK",
+            )
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#st", status.as_str())
+            .expression_attribute_names("#error", "error")
+            .expression_attribute_values(":s", s(status.as_str()))
+            .expression_attribute_values(":r", n(status.rank()))
+            .expression_attribute_values(":at", av(&at))
+            .expression_attribute_values(":e", av(error))
+    }
+
+    /// A message item as stored (consistent read).
+    async fn raw_message(&self, tenant_id: &str, message_id: &str) -> Result<Option<super::Item>, StoreError> {
+        let out = self
+            .client()
+            .get_item()
+            .table_name(self.table())
+            .set_key(Some(key(message_pk(tenant_id, message_id), MESSAGE_SK)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(backend)?;
+        Ok(out.item)
+    }
+
     /// The unexpired record of an idempotency key.
     async fn idempotency_record(
         &self,
@@ -39,31 +120,39 @@ impl DynamoStore {
     }
 
     /// Stores an accepted send's wamid on the message with its pointer (and the contact's
-    /// reference to it), plus the `sent` status when given (then only if the message has not
-    /// moved past it, by the same rule as every status).
-    async fn store_wamid(
+    /// reference to it): with the `sent` status (then only if the message has not moved past it,
+    /// by the same rule as every status), alone, or adopted from a status webhook.
+    pub(crate) async fn store_wamid(
         &self,
         tenant_id: &str,
         message_id: &str,
         contact_id: &str,
         wamid: &str,
-        sent: Option<&StatusWrite>,
+        write: WamidWrite<'_>,
     ) -> Result<Result<(), Cancelled>, StoreError> {
         let update = Update::builder()
             .table_name(self.table())
             .set_key(Some(key(message_pk(tenant_id, message_id), MESSAGE_SK)));
-        let update = match sent {
-            Some(sent) => {
+        let update = match write {
+            // The sender's lease stays until a status moves the message past `queued`: taking
+            // it away now would let another sender claim a message Meta already has.
+            WamidWrite::Adopted => update
+                .update_expression("SET wamid = :w")
+                .condition_expression("attribute_not_exists(wamid) AND direction = :out AND status_rank < :sent")
+                .expression_attribute_values(":w", s(wamid))
+                .expression_attribute_values(":out", s("outbound"))
+                .expression_attribute_values(":sent", n(MessageStatus::Sent.rank())),
+            WamidWrite::WithSent(sent) => {
                 let mut change = StatusChange::of(sent);
                 change.sets.push("wamid = :w");
                 change.values.insert(":w".into(), s(wamid));
                 update
-                    .update_expression(format!("SET {} REMOVE lease_until_ms", change.sets.join(", ")))
+                    .update_expression(change.expression(&["lease_until_ms"]))
                     .condition_expression(change.condition)
                     .set_expression_attribute_names(Some(change.names))
                     .set_expression_attribute_values(Some(change.values))
             }
-            None => update
+            WamidWrite::Alone => update
                 .update_expression("SET wamid = :w REMOVE lease_until_ms")
                 .condition_expression("attribute_exists(PK)")
                 .expression_attribute_values(":w", s(wamid)),
@@ -122,8 +211,26 @@ impl OutboundStore for DynamoStore {
                 .build()
                 .expect("put is complete"),
         ));
+        // A queued message takes its place in the recipient's queue (per-recipient order).
+        let queue_item = (message.status == MessageStatus::Queued).then(|| {
+            items.push(tx_update(
+                Update::builder()
+                    .table_name(self.table())
+                    .set_key(Some(key(
+                        contact_pk(&message.tenant_id, &message.contact_id),
+                        PROFILE_SK,
+                    )))
+                    .update_expression(format!("ADD {RECIPIENT_QUEUE} :m"))
+                    .condition_expression("attribute_exists(PK)")
+                    .expression_attribute_values(":m", id_set(&message.message_id))
+                    .build()
+                    .expect("update is complete"),
+            ));
+            items.len() - 1
+        });
         match self.transact(items).await? {
             Ok(()) => Ok(CreateOutcome::Created),
+            Err(c) if queue_item.is_some_and(|i| c.failed(i)) => Err(StoreError::NotFound),
             Err(c) => match idempotency {
                 Some(record) if c.failed(0) => {
                     let existing = self
@@ -152,29 +259,96 @@ impl OutboundStore for DynamoStore {
         message_id: &str,
         now: DateTime<Utc>,
         lease_ms: i64,
-    ) -> Result<Option<MessageRecord>, StoreError> {
+    ) -> Result<Claim, StoreError> {
         let now_ms = now.timestamp_millis();
         let result = self
             .client()
             .update_item()
             .table_name(self.table())
             .set_key(Some(key(message_pk(tenant_id, message_id), MESSAGE_SK)))
-            .update_expression("SET lease_until_ms = :until")
-            .condition_expression(
-                "attribute_exists(PK) AND #status = :queued AND (attribute_not_exists(lease_until_ms) OR lease_until_ms < :now)",
-            )
+            // `touched_ms`: the send sweeper leaves a message alone while its job is alive.
+            .update_expression("SET lease_until_ms = :until, touched_ms = :now")
+            // A lease is given back when its holder did not call Meta: one still present is
+            // held, or was abandoned mid-send (the old item tells which).
+            .condition_expression("attribute_exists(PK) AND #status = :queued AND attribute_not_exists(lease_until_ms)")
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":queued", s("queued"))
-            .expression_attribute_values(":now", n(now_ms))
             .expression_attribute_values(":until", n(now_ms + lease_ms))
+            .expression_attribute_values(":now", n(now_ms))
             .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
         match result {
-            Ok(out) => Ok(Some(
+            Ok(out) => Ok(Claim::Claimed(Box::new(
                 from_item::<MessageItem>(out.attributes.unwrap_or_default())?.message,
-            )),
-            Err(err) if condition_failed(&err) => Ok(None),
+            ))),
+            Err(err) if condition_failed(&err) => {
+                let old = err.as_service_error().and_then(|e| match e {
+                    UpdateItemError::ConditionalCheckFailedException(c) => c.item().cloned(),
+                    _ => None,
+                });
+                let old = match old {
+                    Some(item) => Some(item),
+                    // Some endpoints omit the old item: read it.
+                    None => self.raw_message(tenant_id, message_id).await?,
+                };
+                claim_refused(old, now_ms)
+            }
+            Err(err) => Err(backend(err)),
+        }
+    }
+
+    async fn stale_queued(
+        &self,
+        tenant_id: &str,
+        accepted_before: DateTime<Utc>,
+        untouched_since: DateTime<Utc>,
+    ) -> Result<Vec<String>, StoreError> {
+        let outbox = PageQuery::index(GSI6, GSI6_PK, GSI6_SK, tenant_outbox_gsi6pk(tenant_id))
+            .below(crate::privacy::id_floor(accepted_before))
+            .project(&[PK, SK]);
+        let keys: Vec<_> = self
+            .query_all(&outbox)
+            .await?
+            .iter()
+            .filter_map(ItemKey::of)
+            .map(|k| key(k.pk, k.sk))
+            .collect();
+        let since_ms = untouched_since.timestamp_millis();
+        let mut stale = Vec::new();
+        for item in self.batch_get(keys).await? {
+            let touched = item
+                .get("touched_ms")
+                .and_then(|v| v.as_n().ok())
+                .and_then(|v| v.parse::<i64>().ok());
+            let message = from_item::<MessageItem>(item)?.message;
+            if message.status == MessageStatus::Queued && touched.is_none_or(|t| t < since_ms) {
+                stale.push(message.message_id);
+            }
+        }
+        stale.sort();
+        Ok(stale)
+    }
+
+    async fn mark_unknown(
+        &self,
+        tenant_id: &str,
+        message_id: &str,
+        lease_until_ms: i64,
+        error: &MessageError,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let result = self
+            .end_unsent(tenant_id, message_id, MessageStatus::Unknown, error, at)
+            .condition_expression("#status = :queued AND lease_until_ms = :lease")
+            .expression_attribute_values(":queued", s("queued"))
+            .expression_attribute_values(":lease", n(lease_until_ms))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(err) if condition_failed(&err) => Ok(false),
             Err(err) => Err(backend(err)),
         }
     }
@@ -217,12 +391,12 @@ impl OutboundStore for DynamoStore {
         // message have moved anyway, the wamid is stored on its own and `sent` goes through the
         // ordered status path.
         match self
-            .store_wamid(tenant_id, message_id, contact_id, wamid, Some(&sent))
+            .store_wamid(tenant_id, message_id, contact_id, wamid, WamidWrite::WithSent(&sent))
             .await?
         {
             Ok(()) => {}
             Err(c) if c.any_failed() => {
-                self.store_wamid(tenant_id, message_id, contact_id, wamid, None)
+                self.store_wamid(tenant_id, message_id, contact_id, wamid, WamidWrite::Alone)
                     .await?
                     .map_err(|c| c.unexplained())?;
                 self.apply_status(tenant_id, &sent).await?;
@@ -247,21 +421,8 @@ impl OutboundStore for DynamoStore {
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let result = self
-            .client()
-            .update_item()
-            .table_name(self.table())
-            .set_key(Some(key(message_pk(tenant_id, message_id), MESSAGE_SK)))
-            .update_expression(
-                "SET #status = :s, status_rank = :r, status_at.#st = :at, #error = :e REMOVE lease_until_ms",
-            )
+            .end_unsent(tenant_id, message_id, status, error, at)
             .condition_expression("attribute_exists(PK) AND status_rank < :r")
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_names("#st", status.as_str())
-            .expression_attribute_names("#error", "error")
-            .expression_attribute_values(":s", s(status.as_str()))
-            .expression_attribute_values(":r", n(status.rank()))
-            .expression_attribute_values(":at", av(&at))
-            .expression_attribute_values(":e", av(error))
             .send()
             .await;
         match result {
@@ -363,10 +524,32 @@ impl SendPacingStore for DynamoStore {
         })
     }
 
+    async fn recipient(&self, tenant_id: &str, contact_id: &str) -> Result<Option<Recipient>, StoreError> {
+        let out = self
+            .client()
+            .get_item()
+            .table_name(self.table())
+            .set_key(Some(key(contact_pk(tenant_id, contact_id), PROFILE_SK)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(backend)?;
+        let Some(item) = out.item else { return Ok(None) };
+        let mut queue = item
+            .get(RECIPIENT_QUEUE)
+            .and_then(|v| v.as_ss().ok())
+            .cloned()
+            .unwrap_or_default();
+        queue.sort();
+        let contact = from_item::<ContactItem>(item)?.contact;
+        Ok(Some(Recipient { contact, queue }))
+    }
+
     async fn claim_recipient(
         &self,
         tenant_id: &str,
         contact_id: &str,
+        message_id: &str,
         now: DateTime<Utc>,
         interval_ms: i64,
     ) -> Result<bool, StoreError> {
@@ -376,17 +559,55 @@ impl SendPacingStore for DynamoStore {
             .update_item()
             .table_name(self.table())
             .set_key(Some(key(contact_pk(tenant_id, contact_id), PROFILE_SK)))
-            .update_expression("SET last_outbound_ms = :now")
+            .update_expression(format!("SET last_outbound_ms = :now DELETE {RECIPIENT_QUEUE} :m"))
             .condition_expression(
                 "attribute_exists(PK) AND (attribute_not_exists(last_outbound_ms) OR last_outbound_ms <= :before)",
             )
             .expression_attribute_values(":now", n(now_ms))
             .expression_attribute_values(":before", n(now_ms - interval_ms))
+            .expression_attribute_values(":m", id_set(message_id))
             .send()
             .await;
         match result {
             Ok(_) => Ok(true),
             Err(err) if condition_failed(&err) => Ok(false),
+            Err(err) => Err(backend(err)),
+        }
+    }
+
+    async fn return_to_recipient(&self, tenant_id: &str, contact_id: &str, message_id: &str) -> Result<(), StoreError> {
+        self.recipient_queue_change(tenant_id, contact_id, message_id, "ADD")
+            .await
+    }
+
+    async fn leave_recipient(&self, tenant_id: &str, contact_id: &str, message_id: &str) -> Result<(), StoreError> {
+        self.recipient_queue_change(tenant_id, contact_id, message_id, "DELETE")
+            .await
+    }
+}
+
+impl DynamoStore {
+    /// `ADD` or `DELETE` one message id on the recipient's queue, if the contact still exists.
+    async fn recipient_queue_change(
+        &self,
+        tenant_id: &str,
+        contact_id: &str,
+        message_id: &str,
+        action: &str,
+    ) -> Result<(), StoreError> {
+        let result = self
+            .client()
+            .update_item()
+            .table_name(self.table())
+            .set_key(Some(key(contact_pk(tenant_id, contact_id), PROFILE_SK)))
+            .update_expression(format!("{action} {RECIPIENT_QUEUE} :m"))
+            .condition_expression("attribute_exists(PK)")
+            .expression_attribute_values(":m", id_set(message_id))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(err) if condition_failed(&err) => Ok(()),
             Err(err) => Err(backend(err)),
         }
     }

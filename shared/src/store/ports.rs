@@ -334,6 +334,18 @@ pub trait InboundStore: Send + Sync {
         write: &StatusWrite,
     ) -> impl Future<Output = Result<StatusOutcome, StoreError>> + Send;
 
+    /// Reconciles a send whose outcome the sender never learned: a status webhook for a wamid we
+    /// do not know names, in `biz_opaque_callback_data`, our message `message_id`. When that is
+    /// an outbound message of the tenant without a wamid that Meta has not answered for yet
+    /// (`queued` under a lease, or `unknown`), the wamid is stored on it with its pointer, so the
+    /// status (and every later one) applies; `false` otherwise.
+    fn adopt_wamid(
+        &self,
+        tenant_id: &str,
+        message_id: &str,
+        wamid: &str,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
     /// Keeps a non-message webhook change (account, quality, template updates); idempotent
     /// on its content.
     fn record_event(
@@ -383,7 +395,8 @@ pub trait OutboundStore: Send + Sync {
     /// Stores a new message; `Conflict` when the id exists.
     fn create_message(&self, message: &MessageRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// Stores a new message together with its idempotency record (one transaction); when the
+    /// Stores a new message together with its idempotency record (one transaction), a `queued`
+    /// one also in its recipient's queue (`NotFound` when the contact is gone); when the
     /// key was used before (and its record has not expired), nothing is written and the
     /// earlier record is returned.
     fn create_message_once(
@@ -399,15 +412,38 @@ pub trait OutboundStore: Send + Sync {
         key_hash: &str,
     ) -> impl Future<Output = Result<Option<IdempotencyRecord>, StoreError>> + Send;
 
-    /// Takes the sender's lease on a `queued` message (`None` when it is not queued or another
-    /// sender holds an unexpired lease); returns the message.
+    /// Takes the sender's lease on a `queued` message that no sender holds. A lease is given back
+    /// ([`OutboundStore::release_claim`]) whenever its holder did not call Meta; one that simply
+    /// expired was held by a sender that died or lost track mid-send ([`Claim::Abandoned`]).
     fn claim_for_send(
         &self,
         tenant_id: &str,
         message_id: &str,
         now: DateTime<Utc>,
         lease_ms: i64,
-    ) -> impl Future<Output = Result<Option<MessageRecord>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Claim, StoreError>> + Send;
+
+    /// The tenant's queued messages accepted before `accepted_before` that no sender has
+    /// claimed since `untouched_since`: their job is lost (an enqueue that failed after the API
+    /// stored them, a record dead-lettered). Oldest first.
+    fn stale_queued(
+        &self,
+        tenant_id: &str,
+        accepted_before: DateTime<Utc>,
+        untouched_since: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+
+    /// Ends a `queued` message still under the lease `lease_until_ms` as `unknown` (Meta may have
+    /// it: a send without an answer, or an abandoned lease) with `error`; `false` when the
+    /// message moved on or another lease replaced it.
+    fn mark_unknown(
+        &self,
+        tenant_id: &str,
+        message_id: &str,
+        lease_until_ms: i64,
+        error: &MessageError,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Gives the lease back so a later delivery of the job can send.
     fn release_claim(&self, tenant_id: &str, message_id: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
@@ -436,6 +472,31 @@ pub trait OutboundStore: Send + Sync {
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
+/// What taking the send lease found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Claim {
+    /// The lease is ours, until `now + lease_ms`.
+    Claimed(Box<MessageRecord>),
+    /// Another sender holds the message until then (epoch ms).
+    Held { until_ms: i64 },
+    /// A lease expired without being given back: its holder may have sent the message. It is
+    /// not sent again (see [`OutboundStore::mark_unknown`]).
+    Abandoned {
+        message: Box<MessageRecord>,
+        lease_until_ms: i64,
+    },
+    /// Not queued any more (sent, failed, unknown, erased): nothing to do.
+    Finished,
+}
+
+/// A contact as the sender reads it: the contact and its recipient queue (the ids of its
+/// queued outbound messages, which leave in id order: see [`crate::sending::first_in_line`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recipient {
+    pub contact: Contact,
+    pub queue: Vec<String>,
+}
+
 /// Meta's throughput limits, shared by every sender: the per-number send schedule and the
 /// per-recipient pair rate.
 pub trait SendPacingStore: Send + Sync {
@@ -451,15 +512,43 @@ pub trait SendPacingStore: Send + Sync {
         schedule: SendSchedule,
     ) -> impl Future<Output = Result<SlotDecision, StoreError>> + Send;
 
-    /// Claims the recipient for one send if nothing was sent to them in the last
-    /// `interval_ms` (Meta's pair rate); `false` when too soon.
+    /// The contact with its recipient queue, read consistently.
+    fn recipient(
+        &self,
+        tenant_id: &str,
+        contact_id: &str,
+    ) -> impl Future<Output = Result<Option<Recipient>, StoreError>> + Send;
+
+    /// Claims the recipient for sending `message_id` if nothing was sent to them in the last
+    /// `interval_ms` (Meta's pair rate), taking the message out of the recipient's queue;
+    /// `false` when too soon (or the contact is gone). The caller checked the queue's order.
     fn claim_recipient(
         &self,
         tenant_id: &str,
         contact_id: &str,
+        message_id: &str,
         now: DateTime<Utc>,
         interval_ms: i64,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Puts a claimed message back at its place in the recipient's queue (its send did not
+    /// happen and will be retried: nothing newer may overtake it meanwhile). A gone contact is
+    /// fine.
+    fn return_to_recipient(
+        &self,
+        tenant_id: &str,
+        contact_id: &str,
+        message_id: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Takes a message that will not be sent out of its recipient's queue (it failed, was
+    /// rejected, is unknown, or no longer exists). A gone contact is fine.
+    fn leave_recipient(
+        &self,
+        tenant_id: &str,
+        contact_id: &str,
+        message_id: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 // ---------------------------------------------------------------------------------------------

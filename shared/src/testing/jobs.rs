@@ -17,7 +17,8 @@ use crate::jobs::{
 #[derive(Default)]
 struct Queued {
     media_jobs: Vec<MediaJob>,
-    send_jobs: Vec<SendJob>,
+    /// Send jobs with their delays.
+    send_jobs: Vec<(SendJob, Duration)>,
     /// `send_job` calls: (the job as JSON, its delay).
     jobs: Vec<(Value, Duration)>,
     /// (receipt handle, seconds).
@@ -47,6 +48,11 @@ impl MemQueue {
     }
 
     pub fn send_jobs(&self) -> Vec<SendJob> {
+        self.queued().send_jobs.iter().map(|(job, _)| job.clone()).collect()
+    }
+
+    /// Every send job with the delay it was enqueued with.
+    pub fn delayed_send_jobs(&self) -> Vec<(SendJob, Duration)> {
         self.queued().send_jobs.clone()
     }
 
@@ -100,12 +106,12 @@ impl MediaJobQueue for MemQueue {
 }
 
 impl SendJobQueue for MemQueue {
-    async fn enqueue_send(&self, job: &SendJob) -> Result<(), EnqueueError> {
+    async fn enqueue_send_after(&self, job: &SendJob, delay: Duration) -> Result<(), EnqueueError> {
         let mut q = self.queued();
         if let Some(e) = q.enqueue_faults.pop_front() {
             return Err(e);
         }
-        q.send_jobs.push(job.clone());
+        q.send_jobs.push((job.clone(), delay));
         Ok(())
     }
 }

@@ -25,7 +25,7 @@ use serde_json::Value;
 use crate::audit::AuditEntry;
 use crate::contact::{Consent, ConsentChange, Contact, RestrictionChange, name_search_key, phone_search_key};
 use crate::cursor::Position;
-use crate::message::{MediaRef, MediaStatus, MessageError, MessageRecord, MessageStatus};
+use crate::message::{Direction, MediaRef, MediaStatus, MessageError, MessageRecord, MessageStatus};
 use crate::privacy::{ErasureRecord, ExportRecord, RetentionSettings};
 use crate::secret::Secret;
 use crate::sending::{SendSchedule, SlotDecision, book_slots};
@@ -33,9 +33,9 @@ use crate::store::keys::{
     consent_history_sk, export_pk, idempotency_pk, reference_sk, restriction_history_sk, wamid_pk,
 };
 use crate::store::{
-    ApiKeyStore, AuditStore, ContactFilter, ContactStore, ContactUpdate, CreateOutcome, CustomerIdentity,
+    ApiKeyStore, AuditStore, Claim, ContactFilter, ContactStore, ContactUpdate, CreateOutcome, CustomerIdentity,
     IdempotencyRecord, IdentityKey, InboundOutcome, InboundStore, InboundWrite, Lease, MessageStore, OutboundStore,
-    Page, SendPacingStore, StatusOutcome, StatusWrite, StoreError, TenantStore,
+    Page, Recipient, SendPacingStore, StatusOutcome, StatusWrite, StoreError, TenantStore,
 };
 use crate::tenant::{ApiKeyRecord, Tenant, TenantStatus};
 
@@ -75,6 +75,7 @@ pub enum Op {
     // InboundStore
     RecordInbound,
     ApplyStatus,
+    AdoptWamid,
     RecordEvent,
     WamidErased,
     // OutboundStore
@@ -82,12 +83,16 @@ pub enum Op {
     CreateMessageOnce,
     IdempotencyLookup,
     ClaimForSend,
+    StaleQueued,
+    MarkUnknown,
     ReleaseClaim,
     MarkSent,
     FinishUnsent,
     // SendPacingStore
     TakeSendSlots,
+    Recipient,
     ClaimRecipient,
+    RecipientQueue,
     // AuditStore
     RecordAudit,
     ListAudit,
@@ -155,11 +160,15 @@ struct ContactRow {
     contact: Contact,
     last_inbound_ms: Option<i64>,
     last_outbound_ms: Option<i64>,
+    /// Ids of its queued outbound messages (the recipient queue; `queued_ids` in the table).
+    queued: BTreeSet<String>,
 }
 
 struct MessageRow {
     record: MessageRecord,
     lease_until_ms: Option<i64>,
+    /// When a sender last claimed it (the send sweeper leaves it alone meanwhile).
+    touched_ms: Option<i64>,
 }
 
 #[derive(Default)]
@@ -374,12 +383,20 @@ impl MemStore {
         insert_contact(&mut self.state(), &contact).expect("seeded contact is unique");
     }
 
+    /// Stores a message as the API does (a queued one also in its recipient's queue).
     pub fn add_message(&self, message: MessageRecord) {
-        self.state().messages.insert(
+        let mut s = self.state();
+        if message.status == MessageStatus::Queued
+            && let Some(row) = s.contacts.get_mut(&key(&message.tenant_id, &message.contact_id))
+        {
+            row.queued.insert(message.message_id.clone());
+        }
+        s.messages.insert(
             key(&message.tenant_id, &message.message_id),
             MessageRow {
                 record: message,
                 lease_until_ms: None,
+                touched_ms: None,
             },
         );
     }
@@ -548,6 +565,15 @@ impl MemStore {
     }
 
     /// Sets the pair-rate clock, as if something was sent to the contact at `at_ms`.
+    /// The ids in the contact's recipient queue (its queued outbound messages), oldest first.
+    pub fn recipient_queue(&self, tenant_id: &str, contact_id: &str) -> Vec<String> {
+        self.state()
+            .contacts
+            .get(&key(tenant_id, contact_id))
+            .map(|r| r.queued.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
     pub fn set_last_outbound_ms(&self, tenant_id: &str, contact_id: &str, at_ms: i64) {
         if let Some(row) = self.state().contacts.get_mut(&key(tenant_id, contact_id)) {
             row.last_outbound_ms = Some(at_ms);
@@ -634,6 +660,7 @@ fn insert_contact(s: &mut State, contact: &Contact) -> Result<(), StoreError> {
             contact: contact.clone(),
             last_inbound_ms: None,
             last_outbound_ms: None,
+            queued: BTreeSet::new(),
         },
     );
     Ok(())
@@ -655,6 +682,7 @@ fn replace_profile(s: &mut State, after: &Contact) {
             contact: after.clone(),
             last_inbound_ms: None,
             last_outbound_ms: None,
+            queued: BTreeSet::new(),
         },
     );
 }
@@ -717,6 +745,7 @@ fn try_record_inbound(s: &mut State, write: &InboundWrite, with_time_condition: 
         MessageRow {
             record: m.clone(),
             lease_until_ms: None,
+            touched_ms: None,
         },
     );
     Some(InboundOutcome::Stored)
@@ -1129,6 +1158,27 @@ impl InboundStore for MemStore {
         Ok(apply_status(&mut self.state(), tenant_id, write))
     }
 
+    async fn adopt_wamid(&self, tenant_id: &str, message_id: &str, wamid: &str) -> Result<bool, StoreError> {
+        // The message read and the wamid transaction.
+        self.enter(Op::AdoptWamid, 2).await?;
+        let mut s = self.state();
+        let Some(row) = s.messages.get_mut(&key(tenant_id, message_id)) else {
+            return Ok(false);
+        };
+        let record = &mut row.record;
+        if record.direction != Direction::Outbound
+            || record.wamid.is_some()
+            || !matches!(record.status, MessageStatus::Queued | MessageStatus::Unknown)
+        {
+            return Ok(false);
+        }
+        record.wamid = Some(wamid.to_owned());
+        let contact_id = record.contact_id.clone();
+        s.wamids.insert(key(tenant_id, wamid), message_id.to_owned());
+        add_reference(&mut s, tenant_id, &contact_id, Referenced::Wamid(wamid.to_owned()));
+        Ok(true)
+    }
+
     async fn record_event(
         &self,
         tenant_id: &str,
@@ -1207,11 +1257,17 @@ impl OutboundStore for MemStore {
         if s.messages.contains_key(&k) {
             return Err(StoreError::Conflict("message id exists".into()));
         }
+        if message.status == MessageStatus::Queued
+            && let Some(row) = s.contacts.get_mut(&key(&message.tenant_id, &message.contact_id))
+        {
+            row.queued.insert(message.message_id.clone());
+        }
         s.messages.insert(
             k,
             MessageRow {
                 record: message.clone(),
                 lease_until_ms: None,
+                touched_ms: None,
             },
         );
         Ok(())
@@ -1235,6 +1291,12 @@ impl OutboundStore for MemStore {
         if s.messages.contains_key(&k) {
             return Err(StoreError::Conflict("message id exists".into()));
         }
+        if message.status == MessageStatus::Queued {
+            let Some(row) = s.contacts.get_mut(&key(&message.tenant_id, &message.contact_id)) else {
+                return Err(StoreError::NotFound);
+            };
+            row.queued.insert(message.message_id.clone());
+        }
         if let Some(record) = idempotency {
             s.idempotency
                 .insert(key(&record.tenant_id, &record.key_hash), record.clone());
@@ -1250,6 +1312,7 @@ impl OutboundStore for MemStore {
             MessageRow {
                 record: message.clone(),
                 lease_until_ms: None,
+                touched_ms: None,
             },
         );
         Ok(CreateOutcome::Created)
@@ -1277,19 +1340,76 @@ impl OutboundStore for MemStore {
         message_id: &str,
         now: DateTime<Utc>,
         lease_ms: i64,
-    ) -> Result<Option<MessageRecord>, StoreError> {
+    ) -> Result<Claim, StoreError> {
         self.enter(Op::ClaimForSend, 1).await?;
         let now_ms = now.timestamp_millis();
         let mut s = self.state();
-        match s.messages.get_mut(&key(tenant_id, message_id)) {
-            Some(row)
-                if row.record.status == MessageStatus::Queued && row.lease_until_ms.is_none_or(|l| l < now_ms) =>
-            {
+        let Some(row) = s.messages.get_mut(&key(tenant_id, message_id)) else {
+            return Ok(Claim::Finished);
+        };
+        let lease = row.lease_until_ms;
+        Ok(match lease {
+            _ if row.record.status != MessageStatus::Queued => Claim::Finished,
+            None => {
                 row.lease_until_ms = Some(now_ms + lease_ms);
-                Ok(Some(row.record.clone()))
+                row.touched_ms = Some(now_ms);
+                Claim::Claimed(Box::new(row.record.clone()))
             }
-            _ => Ok(None),
+            Some(until_ms) if until_ms >= now_ms => Claim::Held { until_ms },
+            Some(lease_until_ms) => Claim::Abandoned {
+                message: Box::new(row.record.clone()),
+                lease_until_ms,
+            },
+        })
+    }
+
+    async fn stale_queued(
+        &self,
+        tenant_id: &str,
+        accepted_before: DateTime<Utc>,
+        untouched_since: DateTime<Utc>,
+    ) -> Result<Vec<String>, StoreError> {
+        // The outbox query and the consistent batch read.
+        self.enter(Op::StaleQueued, 2).await?;
+        let floor = crate::privacy::id_floor(accepted_before);
+        let since_ms = untouched_since.timestamp_millis();
+        Ok(self
+            .state()
+            .messages
+            .iter()
+            .filter(|((t, id), row)| {
+                t == tenant_id
+                    && *id < floor
+                    && row.record.direction == Direction::Outbound
+                    && row.record.status == MessageStatus::Queued
+                    && row.touched_ms.is_none_or(|at| at < since_ms)
+            })
+            .map(|((_, id), _)| id.clone())
+            .collect())
+    }
+
+    async fn mark_unknown(
+        &self,
+        tenant_id: &str,
+        message_id: &str,
+        lease_until_ms: i64,
+        error: &MessageError,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.enter(Op::MarkUnknown, 1).await?;
+        let mut s = self.state();
+        let Some(row) = s.messages.get_mut(&key(tenant_id, message_id)) else {
+            return Ok(false);
+        };
+        if row.record.status != MessageStatus::Queued || row.lease_until_ms != Some(lease_until_ms) {
+            return Ok(false);
         }
+        let status = MessageStatus::Unknown;
+        row.record.status = status;
+        row.record.status_at.insert(status.as_str().to_owned(), at);
+        row.record.error = Some(error.clone());
+        row.lease_until_ms = None;
+        Ok(true)
     }
 
     async fn release_claim(&self, tenant_id: &str, message_id: &str) -> Result<(), StoreError> {
@@ -1395,10 +1515,23 @@ impl SendPacingStore for MemStore {
         Ok(decision)
     }
 
+    async fn recipient(&self, tenant_id: &str, contact_id: &str) -> Result<Option<Recipient>, StoreError> {
+        self.enter(Op::Recipient, 1).await?;
+        Ok(self
+            .state()
+            .contacts
+            .get(&key(tenant_id, contact_id))
+            .map(|row| Recipient {
+                contact: row.contact.clone(),
+                queue: row.queued.iter().cloned().collect(),
+            }))
+    }
+
     async fn claim_recipient(
         &self,
         tenant_id: &str,
         contact_id: &str,
+        message_id: &str,
         now: DateTime<Utc>,
         interval_ms: i64,
     ) -> Result<bool, StoreError> {
@@ -1412,7 +1545,24 @@ impl SendPacingStore for MemStore {
             return Ok(false);
         }
         row.last_outbound_ms = Some(now_ms);
+        row.queued.remove(message_id);
         Ok(true)
+    }
+
+    async fn return_to_recipient(&self, tenant_id: &str, contact_id: &str, message_id: &str) -> Result<(), StoreError> {
+        self.enter(Op::RecipientQueue, 1).await?;
+        if let Some(row) = self.state().contacts.get_mut(&key(tenant_id, contact_id)) {
+            row.queued.insert(message_id.to_owned());
+        }
+        Ok(())
+    }
+
+    async fn leave_recipient(&self, tenant_id: &str, contact_id: &str, message_id: &str) -> Result<(), StoreError> {
+        self.enter(Op::RecipientQueue, 1).await?;
+        if let Some(row) = self.state().contacts.get_mut(&key(tenant_id, contact_id)) {
+            row.queued.remove(message_id);
+        }
+        Ok(())
     }
 }
 

@@ -208,10 +208,7 @@ async fn enqueue<S: ApiStore, L, Q: SendJobQueue>(
     tenant_id: &str,
     message_id: &str,
 ) -> Result<(), ApiError> {
-    let job = SendJob {
-        tenant_id: tenant_id.to_owned(),
-        message_id: message_id.to_owned(),
-    };
+    let job = SendJob::new(tenant_id, message_id);
     deps.outbound.enqueue_send(&job).await.map_err(|e| {
         tracing::error!(error = %e, %message_id, "could not enqueue a send");
         ApiError::new(

@@ -1,0 +1,434 @@
+//! Fault injection on the send path, against the local endpoint: Graph answers that never come
+//! back after Meta accepted a send, duplicated and reordered SQS deliveries, duplicated and
+//! reordered status webhooks, an abandoned lease, a lost send job. Each scenario counts what
+//! matters — Graph sends per message, message statuses, wamids — and the faults are chosen by a
+//! seeded schedule, so a run is repeatable.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_lambda_events::sqs::SqsMessage;
+use chrono::Utc;
+use futures::StreamExt;
+use serde_json::{Value, json};
+use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+
+use crm_shared::config::GraphConfig;
+use crm_shared::contact::{Contact, ValidContact};
+use crm_shared::graph::GraphClient;
+use crm_shared::jobs::{SendJob, SqsQueue};
+use crm_shared::message::{Direction, MessageRecord, MessageStatus};
+use crm_shared::sending::Category;
+use crm_shared::store::{ContactStore, DynamoStore, MessageStore, OutboundStore};
+use e2e_tests::{new_tenant, own_queue, post_webhook, stack, start_gateway};
+use sender_fn::{Deps, SenderConfig};
+
+/// The schedule's seed: change it to explore another interleaving; every assertion holds for
+/// any seed.
+const SEED: u64 = 0x5EED_0013;
+
+/// splitmix64: the `n`-th draw of the seeded schedule.
+fn draw(n: u64) -> u64 {
+    let mut z = SEED.wrapping_add(n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// `items` in the seeded schedule's order (Fisher–Yates), draws starting at `salt`.
+fn shuffled<T>(mut items: Vec<T>, salt: u64) -> Vec<T> {
+    for i in (1..items.len()).rev() {
+        let j = (draw(salt + i as u64) % (i as u64 + 1)) as usize;
+        items.swap(i, j);
+    }
+    items
+}
+
+/// How long the sender waits for Meta here, and how late the faulty answers come.
+const SEND_TIMEOUT: Duration = Duration::from_millis(300);
+const LATE_ANSWER: Duration = Duration::from_millis(900);
+
+/// A fake Graph API that accepts every send (wamid `wamid.<our message id>`) and answers the
+/// ones `late` names only after the sender gave up waiting: Meta has them, the sender cannot
+/// know.
+async fn graph_answering_late(late: Arc<dyn Fn(&str) -> bool + Send + Sync>) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(move |req: &Request| {
+            let body: Value = serde_json::from_slice(&req.body).unwrap_or_default();
+            let id = body["biz_opaque_callback_data"].as_str().unwrap_or_default().to_owned();
+            let answer = ResponseTemplate::new(200)
+                .set_body_json(json!({"messaging_product": "whatsapp", "messages": [{"id": format!("wamid.{id}")}]}));
+            if late(&id) {
+                answer.set_delay(LATE_ANSWER)
+            } else {
+                answer
+            }
+        })
+        .mount(&server)
+        .await;
+    server
+}
+
+/// Graph sends per message id (from `biz_opaque_callback_data`), in arrival order.
+async fn sends(graph: &MockServer) -> Vec<String> {
+    graph
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|r| serde_json::from_slice::<Value>(&r.body).ok())
+        .filter_map(|b| b["biz_opaque_callback_data"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// A sender on the sender's role, its jobs handed back to a queue of this test's own.
+async fn sender(graph_base: &str) -> Deps<DynamoStore, GraphClient, SqsQueue> {
+    let graph = GraphClient::new(&GraphConfig {
+        base_url: graph_base.to_owned(),
+        version: "v25.0".into(),
+    })
+    .unwrap()
+    .with_send_timeout(SEND_TIMEOUT);
+    let sdk = stack().sdk_for("SenderFunction").await;
+    let requeue = SqsQueue::new(crm_shared::aws::sqs_client(&sdk), own_queue("OutboundQueue").await);
+    Deps::new(
+        stack().store_for("SenderFunction").await,
+        graph,
+        requeue,
+        SenderConfig {
+            rate_per_second: 1000,
+            ..SenderConfig::default()
+        },
+    )
+}
+
+/// A contact whose 24 h window is open.
+async fn contact(store: &DynamoStore, tenant_id: &str, n: usize) -> Contact {
+    let valid = ValidContact {
+        phone: Some(format!("+4477009{:05}", 10_000 + n)),
+        user_id: None,
+        name: None,
+        email: None,
+        tags: Vec::new(),
+        attributes: BTreeMap::new(),
+    };
+    let mut c = Contact::new(tenant_id, valid, Utc::now());
+    c.last_inbound_at = Some(Utc::now());
+    store.create_contact(&c).await.expect("contact stored");
+    c
+}
+
+/// A queued text to `contact`, stored as the API stores it (in its recipient's queue).
+async fn queued(store: &DynamoStore, contact: &Contact, id: String) -> MessageRecord {
+    let now = Utc::now();
+    let m = MessageRecord {
+        category: Some(Category::Service),
+        ..MessageRecord::new(
+            &contact.tenant_id,
+            id,
+            &contact.contact_id,
+            Direction::Outbound,
+            "text",
+            json!({"body": "hello"}),
+            MessageStatus::Queued,
+            now,
+            now,
+        )
+    };
+    store.create_message_once(&m, None).await.expect("message stored");
+    m
+}
+
+fn record(job: &SendJob, n: usize) -> SqsMessage {
+    serde_json::from_value(json!({
+        "messageId": format!("sqs-{n}"),
+        "receiptHandle": format!("rh-{n}"),
+        "body": serde_json::to_string(job).unwrap(),
+        "attributes": {"ApproximateReceiveCount": "1"},
+        "eventSource": "aws:sqs",
+    }))
+    .unwrap()
+}
+
+/// One signed delivery of these statuses (Meta echoes `biz_opaque_callback_data`).
+fn status_delivery(phone_number_id: &str, statuses: &[(String, &str)]) -> String {
+    let statuses: Vec<Value> = statuses
+        .iter()
+        .map(|(id, status)| {
+            json!({"id": format!("wamid.{id}"), "status": status, "timestamp": Utc::now().timestamp().to_string(),
+                   "recipient_id": "447700900000", "biz_opaque_callback_data": id})
+        })
+        .collect();
+    json!({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{"field": "messages", "value": {
+        "messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": "15550000000", "phone_number_id": phone_number_id},
+        "statuses": statuses}}]}]})
+    .to_string()
+}
+
+async fn statuses(store: &DynamoStore, tenant_id: &str, ids: &[String]) -> HashMap<MessageStatus, usize> {
+    let mut counts = HashMap::new();
+    for id in ids {
+        let m = store.get_message(tenant_id, id).await.unwrap().expect("message kept");
+        *counts.entry(m.status).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// 100 sends, a seeded third of whose answers arrive after the sender stopped waiting, every SQS
+/// record delivered twice in a shuffled order; then Meta's status webhooks, each twice and
+/// shuffled; then a late redelivery of every record. Nothing is sent twice, nothing stays
+/// `queued`, and every send ends with its wamid.
+#[tokio::test]
+async fn sends_whose_answer_is_lost_are_never_resent_and_are_reconciled_by_their_statuses() {
+    const MESSAGES: usize = 100;
+    let store = stack().store().await;
+    let tenant = new_tenant(&store, "Faults: lost answers").await.tenant;
+    let mut ids = Vec::new();
+    let contacts: Vec<Contact> = futures::stream::iter(0..MESSAGES)
+        .map(|n| contact(&store, &tenant.tenant_id, n))
+        .buffered(8)
+        .collect()
+        .await;
+    for c in &contacts {
+        ids.push(queued(&store, c, crm_shared::ids::new_id()).await.message_id);
+    }
+    let late: HashMap<String, bool> = ids
+        .iter()
+        .enumerate()
+        .map(|(n, id)| (id.clone(), draw(n as u64).is_multiple_of(3)))
+        .collect();
+    let injected = late.values().filter(|l| **l).count();
+    let late = Arc::new(late);
+    let graph = graph_answering_late(Arc::new({
+        let late = late.clone();
+        move |id: &str| late.get(id).copied().unwrap_or(false)
+    }))
+    .await;
+    let deps = sender(&graph.uri()).await;
+
+    // Every record twice (SQS delivers at least once), in a seeded order, ten per batch.
+    let jobs: Vec<SendJob> = ids.iter().map(|id| SendJob::new(&tenant.tenant_id, id)).collect();
+    let deliveries = shuffled([jobs.clone(), jobs.clone()].concat(), 1_000);
+    let records: Vec<SqsMessage> = deliveries.iter().enumerate().map(|(n, j)| record(j, n)).collect();
+    for batch in records.chunks(10) {
+        sender_fn::process_batch(&deps, batch).await;
+    }
+    let sent = sends(&graph).await;
+    assert_eq!(sent.len(), MESSAGES, "one Graph send per message");
+    let after_sending = statuses(&store, &tenant.tenant_id, &ids).await;
+    assert_eq!(
+        after_sending.get(&MessageStatus::Unknown),
+        Some(&injected),
+        "{after_sending:?}"
+    );
+    assert_eq!(after_sending.get(&MessageStatus::Sent), Some(&(MESSAGES - injected)));
+
+    // Meta's statuses: sent and delivered for every message, each delivery twice, shuffled,
+    // ten statuses per webhook delivery.
+    let gw = start_gateway(store.clone()).await;
+    let receipts: Vec<(String, &str)> = ids
+        .iter()
+        .flat_map(|id| [(id.clone(), "sent"), (id.clone(), "delivered")])
+        .collect();
+    let receipts = shuffled([receipts.clone(), receipts].concat(), 2_000);
+    for chunk in receipts.chunks(10) {
+        let (status, body) = post_webhook(&gw.base, &status_delivery(&tenant.phone_number_id, chunk), None).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    // A late redelivery of every record changes nothing.
+    for batch in records.chunks(10).take(MESSAGES / 10) {
+        sender_fn::process_batch(&deps, batch).await;
+    }
+    assert_eq!(sends(&graph).await.len(), MESSAGES, "still one Graph send per message");
+    let settled = statuses(&store, &tenant.tenant_id, &ids).await;
+    assert_eq!(
+        settled,
+        HashMap::from([(MessageStatus::Delivered, MESSAGES)]),
+        "{settled:?}"
+    );
+    for id in &ids {
+        let m = store.get_message(&tenant.tenant_id, id).await.unwrap().unwrap();
+        assert_eq!(m.wamid, Some(format!("wamid.{id}")), "{id}: reconciled with its wamid");
+    }
+    eprintln!(
+        "faults: {MESSAGES} sends, {injected} answers lost after acceptance, {} SQS deliveries, {} status deliveries: {} Graph sends, all delivered",
+        records.len() + MESSAGES,
+        receipts.len(),
+        MESSAGES
+    );
+}
+
+/// Three quick messages through the API to one customer leave in the order the API accepted
+/// them, whatever order their jobs arrive in and though the first one is retried.
+#[tokio::test]
+async fn messages_to_one_recipient_leave_in_acceptance_order() {
+    let store = stack().store().await;
+    let tenant = new_tenant(&store, "Faults: order").await.tenant;
+    let c = contact(&store, &tenant.tenant_id, 900).await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(queued(&store, &c, crm_shared::ids::new_id()).await.message_id);
+    }
+    // The first send fails once with a Meta 500: it is retried, and keeps its place.
+    let graph = MockServer::start().await;
+    Mock::given(wiremock::matchers::method("POST"))
+        .and(wiremock::matchers::body_partial_json(
+            json!({"biz_opaque_callback_data": ids[0]}),
+        ))
+        .respond_with(ResponseTemplate::new(500).set_body_json(json!({"error": {"code": 131000, "message": "x"}})))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&graph)
+        .await;
+    Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(|req: &Request| {
+            let body: Value = serde_json::from_slice(&req.body).unwrap_or_default();
+            let id = body["biz_opaque_callback_data"].as_str().unwrap_or_default();
+            ResponseTemplate::new(200).set_body_json(json!({"messages": [{"id": format!("wamid.{id}")}]}))
+        })
+        .mount(&graph)
+        .await;
+    let deps = sender(&graph.uri()).await;
+    let raw = crm_shared::aws::dynamodb_client(&stack().sdk().await);
+    let forget_pair_rate = || async {
+        // Meta's pair rate is 6 s; the test does not wait it out.
+        raw.update_item()
+            .table_name(stack().table())
+            .key(
+                "PK",
+                aws_sdk_dynamodb::types::AttributeValue::S(format!("T#{}#C#{}", tenant.tenant_id, c.contact_id)),
+            )
+            .key("SK", aws_sdk_dynamodb::types::AttributeValue::S("PROFILE".into()))
+            .update_expression("REMOVE last_outbound_ms")
+            .send()
+            .await
+            .unwrap();
+    };
+    let newest_first: Vec<SqsMessage> = ids
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(n, id)| record(&SendJob::new(&tenant.tenant_id, id), n))
+        .collect();
+    for _ in 0..5 {
+        forget_pair_rate().await;
+        sender_fn::process_batch(&deps, &newest_first).await;
+    }
+    let sent = sends(&graph).await;
+    assert_eq!(
+        sent,
+        [&ids[0], &ids[0], &ids[1], &ids[2]].map(String::clone),
+        "retried first, then in order"
+    );
+    for id in &ids {
+        let m = store.get_message(&tenant.tenant_id, id).await.unwrap().unwrap();
+        assert_eq!(m.status, MessageStatus::Sent, "{id}");
+    }
+}
+
+/// A sender that died mid-send (its lease expired without being given back) is not resent:
+/// the message is `unknown` until its status webhook names it. A message whose send job was
+/// lost (the enqueue failed after the API stored it) is found by the send sweeper and sent.
+#[tokio::test]
+async fn abandoned_sends_become_unknown_and_lost_jobs_are_swept_up() {
+    let store = stack().store().await;
+    let tenant = new_tenant(&store, "Faults: abandoned").await.tenant;
+    let graph = graph_answering_late(Arc::new(|_: &str| false)).await;
+    let deps = sender(&graph.uri()).await;
+
+    // Abandoned: a lease two minutes past its end (its holder was killed).
+    let crashed = queued(
+        &store,
+        &contact(&store, &tenant.tenant_id, 910).await,
+        crm_shared::ids::new_id(),
+    )
+    .await;
+    crm_shared::aws::dynamodb_client(&stack().sdk().await)
+        .update_item()
+        .table_name(stack().table())
+        .key(
+            "PK",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!("T#{}#MSG#{}", tenant.tenant_id, crashed.message_id)),
+        )
+        .key("SK", aws_sdk_dynamodb::types::AttributeValue::S("MSG".into()))
+        .update_expression("SET lease_until_ms = :l")
+        .expression_attribute_values(
+            ":l",
+            aws_sdk_dynamodb::types::AttributeValue::N((Utc::now().timestamp_millis() - 120_000).to_string()),
+        )
+        .send()
+        .await
+        .unwrap();
+    let crashed_job = SendJob::new(&tenant.tenant_id, &crashed.message_id);
+    sender_fn::process_batch(&deps, &[record(&crashed_job, 0)]).await;
+    let m = store
+        .get_message(&tenant.tenant_id, &crashed.message_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(m.status, MessageStatus::Unknown);
+    assert!(sends(&graph).await.is_empty(), "not resent");
+    let gw = start_gateway(store.clone()).await;
+    let receipt = status_delivery(&tenant.phone_number_id, &[(crashed.message_id.clone(), "sent")]);
+    assert_eq!(post_webhook(&gw.base, &receipt, None).await.0, 200);
+    let m = store
+        .get_message(&tenant.tenant_id, &crashed.message_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (m.status, m.wamid),
+        (MessageStatus::Sent, Some(format!("wamid.{}", crashed.message_id)))
+    );
+
+    // Lost: accepted 15 minutes ago, never enqueued.
+    let accepted = Utc::now() - chrono::Duration::minutes(15);
+    let lost_id = crm_shared::privacy::id_floor(accepted);
+    let lost = queued(&store, &contact(&store, &tenant.tenant_id, 911).await, lost_id).await;
+    let sweeper_sdk = stack().sdk_for("SendSweepFunction").await;
+    let swept_queue = own_queue("OutboundQueue").await;
+    let sqs = crm_shared::aws::sqs_client(&sweeper_sdk);
+    let report = sender_fn::sweep::sweep(
+        &stack().store_for("SendSweepFunction").await,
+        &SqsQueue::new(sqs.clone(), &swept_queue),
+        Utc::now(),
+    )
+    .await
+    .unwrap();
+    assert!(report.requeued >= 1, "{report:?}");
+    let received = crm_shared::aws::sqs_client(&stack().sdk().await)
+        .receive_message()
+        .queue_url(&swept_queue)
+        .max_number_of_messages(10)
+        .send()
+        .await
+        .unwrap();
+    let jobs: Vec<SendJob> = received
+        .messages()
+        .iter()
+        .filter_map(|m| serde_json::from_str(m.body()?).ok())
+        .collect();
+    let job = jobs
+        .iter()
+        .find(|j| j.message_id == lost.message_id)
+        .expect("the lost message is queued again");
+    sender_fn::process_batch(&deps, &[record(job, 1)]).await;
+    let m = store
+        .get_message(&tenant.tenant_id, &lost.message_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(m.status, MessageStatus::Sent);
+    assert_eq!(sends(&graph).await, vec![lost.message_id.clone()]);
+    // Once sent it has left the outbox: the next sweep leaves it alone.
+    let again = stack()
+        .store_for("SendSweepFunction")
+        .await
+        .stale_queued(&tenant.tenant_id, Utc::now(), Utc::now())
+        .await
+        .unwrap();
+    assert!(again.is_empty(), "{again:?}");
+}
