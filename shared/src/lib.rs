@@ -9,6 +9,7 @@ pub mod blob;
 pub mod cache;
 pub mod config;
 pub mod contact;
+pub mod conversation;
 pub mod cursor;
 pub mod first_contact;
 pub mod graph;
@@ -25,6 +26,7 @@ pub mod secrets;
 pub mod sending;
 pub mod store;
 pub mod tenant;
+pub mod user;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod whatsapp;

@@ -13,7 +13,9 @@ use crm_shared::audit::AuditEntry;
 use crm_shared::blob::{MediaLinks, S3Blobs};
 use crm_shared::cursor::CursorCodec;
 use crm_shared::jobs::{SendJobQueue, SqsQueue};
-use crm_shared::store::{ApiKeyStore, AuditStore, ContactStore, MessageStore, OutboundStore, TenantStore};
+use crm_shared::store::{
+    ApiKeyStore, AuditStore, ContactStore, ConversationStore, MessageStore, OutboundStore, TenantStore, UserStore,
+};
 
 use crate::auth::{Caller, TenantStatusCache, authenticate};
 use crate::error::ApiError;
@@ -68,8 +70,15 @@ impl<S, L, Q> Deps<S, L, Q> {
 }
 
 /// The storage capabilities the API uses.
-pub trait ApiStore: TenantStore + ApiKeyStore + ContactStore + MessageStore + AuditStore + OutboundStore {}
-impl<T: TenantStore + ApiKeyStore + ContactStore + MessageStore + AuditStore + OutboundStore> ApiStore for T {}
+pub trait ApiStore:
+    TenantStore + ApiKeyStore + UserStore + ContactStore + ConversationStore + MessageStore + AuditStore + OutboundStore
+{
+}
+impl<
+    T: TenantStore + ApiKeyStore + UserStore + ContactStore + ConversationStore + MessageStore + AuditStore + OutboundStore,
+> ApiStore for T
+{
+}
 
 /// Lambda handler: never returns `Err` for a request problem; those are HTTP responses.
 pub async fn handle<S: ApiStore, L: MediaLinks, Q: SendJobQueue>(

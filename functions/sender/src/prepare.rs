@@ -27,6 +27,17 @@ pub(crate) struct Ready {
     pub to: Value,
 }
 
+impl Ready {
+    /// The number the message goes out from (its own, else the tenant's first): the Graph
+    /// call's path and the send schedule it books slots on.
+    pub fn from_number(&self) -> &str {
+        self.message
+            .phone_number_id
+            .as_deref()
+            .unwrap_or(&self.tenant.phone_number_id)
+    }
+}
+
 /// Claims the message, re-checks everything that may have changed, and returns it ready to
 /// send (`Ok(None)`: nothing to send).
 pub(crate) async fn prepare<S: SenderStore, G: MessageSender, R: RetryScheduler>(

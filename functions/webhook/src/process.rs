@@ -248,7 +248,7 @@ async fn process_item<S: WebhookStore, Q: MediaJobQueue>(
         Item::Message(i) => {
             let raw = &value.messages[i];
             match &change.inbound[i] {
-                Ok(message) => match store_message(p, tenant_id, &value.contacts, message, raw, now).await? {
+                Ok(message) => match store_message(p, tenant_id, &value.metadata.phone_number_id, &value.contacts, message, raw, now).await? {
                     InboundOutcome::Stored => summary.messages_stored += 1,
                     InboundOutcome::Duplicate(_) => summary.messages_duplicate += 1,
                 },
@@ -335,6 +335,7 @@ async fn resolve_contact<S: WebhookStore, Q: MediaJobQueue>(
 async fn store_message<S: WebhookStore, Q: MediaJobQueue>(
     deps: &Processor<S, Q>,
     tenant_id: &str,
+    phone_number_id: &str,
     contacts: &[WaContact],
     message: &InboundMessage,
     raw: &Value,
@@ -367,6 +368,8 @@ async fn store_message<S: WebhookStore, Q: MediaJobQueue>(
         let (contact_id, matched_by) =
             resolve_contact(deps, tenant_id, &identity, profile_name.as_ref(), now, attempt == 0).await?;
         let record = MessageRecord {
+            // The number the customer wrote to: its conversation, and where replies go from.
+            phone_number_id: Some(phone_number_id.to_owned()).filter(|n| !n.is_empty()),
             wamid: Some(message.id.clone()),
             error: message.errors.first().map(message_error),
             media: media.clone(),

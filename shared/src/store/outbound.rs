@@ -3,16 +3,16 @@
 //! per-number send schedule and the per-recipient pair rate).
 
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{ConditionCheck, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update};
 use chrono::{DateTime, Utc};
 
 use super::StoreError;
 use super::dynamo::{
     Cancelled, DynamoStore, PageQuery, av, backend, condition_failed, from_item, key, n, put_always, s, to_item,
-    tx_put, tx_update,
+    tx_check, tx_put, tx_update,
 };
 use super::items::{
-    IdempotencyItem, MessageItem, ParkedStatusItem, ReferenceItem, StatusChange, WamidPointerItem, schedule_next_free,
+    ConversationTouch, IdempotencyItem, MessageItem, ParkedStatusItem, ReferenceItem, StatusChange, WamidPointerItem, schedule_next_free,
 };
 use super::keys::*;
 use super::ports::{CreateOutcome, IdempotencyRecord, InboundStore, OutboundStore, SendPacingStore, StatusWrite};
@@ -122,8 +122,24 @@ impl OutboundStore for DynamoStore {
                 .build()
                 .expect("put is complete"),
         ));
+        // The conversation moves with the message; the contact must still exist, or an erasure
+        // that already swept its partition would leave the conversation behind.
+        let contact_check = message.phone_number_id.as_ref().map(|number| {
+            items.push(tx_check(
+                ConditionCheck::builder()
+                    .table_name(self.table())
+                    .set_key(Some(key(contact_pk(&message.tenant_id, &message.contact_id), PROFILE_SK)))
+                    .condition_expression("attribute_exists(PK)")
+                    .build()
+                    .expect("check is complete"),
+            ));
+            let touch = ConversationTouch::outbound(message, number);
+            items.push(tx_update(touch.into_update(self.table(), message, number)));
+            items.len() - 2
+        });
         match self.transact(items).await? {
             Ok(()) => Ok(CreateOutcome::Created),
+            Err(c) if contact_check.is_some_and(|i| c.failed(i)) => Err(StoreError::NotFound),
             Err(c) => match idempotency {
                 Some(record) if c.failed(0) => {
                     let existing = self

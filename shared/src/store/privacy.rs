@@ -33,20 +33,6 @@ const WAMID_QUERIES: usize = 16;
 /// Items of a tenant-wide partition (audit, events) read per page.
 const PAGE: i32 = 1000;
 
-fn encode_cursor(key: Item) -> String {
-    let map: BTreeMap<String, String> = key
-        .into_iter()
-        .filter_map(|(k, v)| v.as_s().ok().map(|s| (k, s.clone())))
-        .collect();
-    serde_json::to_string(&map).expect("a map of strings serializes")
-}
-
-fn decode_cursor(cursor: &str) -> Result<Item, StoreError> {
-    let map: BTreeMap<String, String> =
-        serde_json::from_str(cursor).map_err(|e| StoreError::Corrupt(format!("walk cursor: {e}")))?;
-    Ok(map.into_iter().map(|(k, v)| (k, AttributeValue::S(v))).collect())
-}
-
 /// The S3 key of a message's stored media, from its `media` map.
 fn media_s3_key(item: &Item) -> Option<&str> {
     item.get("media")?
@@ -116,6 +102,10 @@ fn sort_partition_page(
             counts.tags += 1;
         } else if sk.starts_with(CONSENT_PREFIX) || sk.starts_with(RESTRICTION_PREFIX) {
             counts.history_entries += 1;
+        } else if sk.starts_with(CONVERSATION_PREFIX) {
+            counts.conversations += 1;
+        } else if sk.starts_with(NOTE_PREFIX) {
+            counts.notes += 1;
         } else if let Some(referenced) = sk.strip_prefix(REF_PREFIX) {
             counts.other_items += 1;
             let ref_sk = attr(item, "ref_sk").unwrap_or_default();
@@ -168,17 +158,6 @@ impl DynamoStore {
             keys.push(key);
         }
         Ok((keys, pointers, statuses, other))
-    }
-
-    async fn walk_page(
-        &self,
-        query: &PageQuery<'_>,
-        next: Option<String>,
-    ) -> Result<(QueryPage, Option<String>), StoreError> {
-        let start = next.as_deref().map(decode_cursor).transpose()?;
-        let page = self.query_page(query, start).await?;
-        let next = page.next.clone().map(encode_cursor);
-        Ok((page, next))
     }
 
     /// Deletes every item of a partition that `select` picks; returns how many.

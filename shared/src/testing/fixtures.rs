@@ -19,6 +19,7 @@ pub fn tenant(phone_number_id: &str) -> Tenant {
         status: TenantStatus::Active,
         created_at: Utc::now(),
         token_invalid: false,
+        inbox: Default::default(),
     }
 }
 
