@@ -241,6 +241,7 @@ pub const BENCH_PHONE_NUMBER_ID: &str = "100000000000001";
 pub fn queued_text(tenant_id: &str, contact_id: &str, n: usize) -> MessageRecord {
     let now = Utc::now();
     MessageRecord {
+        phone_number_id: None,
         tenant_id: tenant_id.to_owned(),
         message_id: crm_shared::ids::new_id(),
         contact_id: contact_id.to_owned(),

@@ -4,6 +4,7 @@ mod access;
 mod contacts;
 mod foundation;
 mod iam;
+mod inbox;
 mod media;
 mod outbound;
 mod privacy;

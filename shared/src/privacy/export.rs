@@ -12,7 +12,7 @@ use crate::contact::Contact;
 use crate::jobs::JobQueue;
 use crate::message::MessageRecord;
 use crate::objects::{MIN_PART_BYTES, ObjectStore, PartSink, PartWriter, Upload};
-use crate::store::{ConversationStore, StoreError};
+use crate::store::StoreError;
 use crate::store::privacy::visible_export;
 
 /// Name and version of the document format (docs/export-format.md).

@@ -631,23 +631,6 @@ pub(crate) struct ConversationItem {
     pub conversation: Conversation,
 }
 
-impl ConversationItem {
-    pub fn new(c: &Conversation) -> Self {
-        let t = &c.tenant_id;
-        ConversationItem {
-            pk: contact_pk(t, &c.contact_id),
-            sk: conversation_sk(&c.phone_number_id),
-            gsi1pk: inbox_gsi1pk(t),
-            gsi1sk: inbox_sk(c.last_activity_at.timestamp_millis(), &c.conversation_id),
-            gsi7pk: c.waiting_since.map(|_| waiting_gsi7pk(t)),
-            gsi7sk: c
-                .waiting_since
-                .map(|w| inbox_sk(w.timestamp_millis(), &c.conversation_id)),
-            conversation: c.clone(),
-        }
-    }
-}
-
 /// A message's change to its conversation, as one update (folded into the message's own
 /// transaction, so the inbox costs no request of its own): created on first use, every
 /// counter and clock moved by update expressions, never read first. Mirrors

@@ -4,15 +4,15 @@
 //! items point at, wamid partitions). Raw items stay in here: the privacy machinery sees
 //! message references, counts and opaque walk cursors.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 
-use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Delete, Put, ReturnValue};
+use aws_sdk_dynamodb::types::{ConditionCheck, Delete, Put, ReturnValue};
 use chrono::{DateTime, Utc};
 use futures::stream::{self, StreamExt, TryStreamExt};
 
 use super::StoreError;
 use super::dynamo::{
-    DynamoStore, ItemKey, PageQuery, QueryPage, attr, backend, condition_failed, from_item, key, n, s, to_item,
+    DynamoStore, ItemKey, PageQuery, attr, backend, condition_failed, from_item, key, n, s, to_item,
     tx_check, tx_delete, tx_put,
 };
 use super::items::{ErasureItem, ExportItem, MESSAGE_CASCADE_ATTRS, MessageItem, SettingsItem};
@@ -633,6 +633,8 @@ pub fn visible_erasure(record: Option<ErasureRecord>, now: DateTime<Utc>) -> Opt
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::dynamo::{decode_cursor, encode_cursor};
+    use aws_sdk_dynamodb::types::AttributeValue;
     use std::collections::HashMap;
 
     #[test]

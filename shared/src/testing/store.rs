@@ -457,6 +457,9 @@ impl MemStore {
                 out.push(format!("message {id}"));
             }
         }
+        let (conversations, notes) = inbox::contact_conversation_keys(&s, tenant_id, contact_id);
+        out.extend(conversations.iter().map(|(_, id)| format!("conversation {id}")));
+        out.extend(notes.iter().map(|(_, id)| format!("note {id}")));
         for ((t, hash), r) in &s.idempotency {
             if t == tenant_id && r.contact_id == contact_id {
                 out.push(format!("idempotency {hash}"));
