@@ -297,9 +297,10 @@ impl ConversationStore for DynamoStore {
             .update_item()
             .table_name(self.table())
             .set_key(Some(conversation_key))
-            .update_expression("SET reads.#r = :up")
+            .update_expression("SET #reads.#r = :up")
             // Marks only move forward; a mark already further along is kept as it is.
-            .condition_expression("attribute_exists(PK) AND (attribute_not_exists(reads.#r) OR reads.#r < :up)")
+            .condition_expression("attribute_exists(PK) AND (attribute_not_exists(#reads.#r) OR #reads.#r < :up)")
+            .expression_attribute_names("#reads", "reads")
             .expression_attribute_names("#r", reader)
             .expression_attribute_values(":up", super::dynamo::n(up_to));
         match self.update_conversation(update).await? {

@@ -652,8 +652,8 @@ impl ConversationTouch {
             "phone_number_id = if_not_exists(phone_number_id, :pnid)",
             "created_at = if_not_exists(created_at, :now)",
             "opened_at = if_not_exists(opened_at, :now)",
-            "priority = if_not_exists(priority, :normal)",
-            "reads = if_not_exists(reads, :no_reads)",
+            "#priority = if_not_exists(#priority, :normal)",
+            "#reads = if_not_exists(#reads, :no_reads)",
             "message_count = if_not_exists(message_count, :zero) + :one",
             "updated_at = :now",
             "GSI1PK = :inbox",
@@ -705,7 +705,7 @@ impl ConversationTouch {
                     "last_activity_at = :ts",
                     "last_inbound_at = :ts",
                     "window_expires_at = :window",
-                    "preview = :preview",
+                    "#preview = :preview",
                     "GSI1SK = :isk",
                 ]
                 .map(str::to_owned),
@@ -740,7 +740,7 @@ impl ConversationTouch {
                 "last_seq = if_not_exists(last_seq, :zero)",
                 "last_activity_at = :ts",
                 "last_outbound_at = :ts",
-                "preview = :preview",
+                "#preview = :preview",
                 "GSI1SK = :isk",
             ]
             .map(str::to_owned),
@@ -758,8 +758,16 @@ impl ConversationTouch {
                 contact_pk(&message.tenant_id, &message.contact_id),
                 conversation_sk(phone_number_id),
             )))
+            // Names that are (or may become) DynamoDB reserved words go through aliases, each
+            // defined only where used (DynamoDB refuses an unused one).
+            .set_expression_attribute_names(Some(
+                ["status", "priority", "reads", "preview"]
+                    .into_iter()
+                    .map(|name| (format!("#{name}"), name.to_owned()))
+                    .filter(|(alias, _)| expression.contains(alias.as_str()))
+                    .collect(),
+            ))
             .update_expression(expression)
-            .expression_attribute_names("#status", "status")
             .set_expression_attribute_values(Some(self.values))
             .build()
             .expect("update is complete")
