@@ -20,7 +20,9 @@ use bench::endpoint::LocalEndpoint;
 use bench::functions::{FunctionSpec, Proc, from_template, release_binary};
 use bench::graph::FakeGraph;
 use bench::proxy::CountingProxy;
-use bench::report::{self, ColdStart, INBOUND_CONVERSATION, INBOUND_KNOWN, INBOX_PAGE, CONTACT_GET, Machine, Results, Size, Warm};
+use bench::report::{
+    self, CONTACT_GET, ColdStart, INBOUND_CONVERSATION, INBOUND_KNOWN, INBOX_PAGE, Machine, Results, Size, Warm,
+};
 use bench::runtime_api::{Reply, RuntimeApi};
 use bench::stats::{median, percentile};
 use bench::throughput::{self, BENCH_PHONE_NUMBER_ID, ThroughputConfig, customer_phone};

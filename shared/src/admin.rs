@@ -7,8 +7,8 @@ use crate::auth::{self, Role};
 use crate::ids;
 use crate::secret::Secret;
 use crate::store::{ApiKeyStore, StoreError, TenantStore, UserStore};
-use crate::user::{MAX_KEYS_PER_USER, User, UserValidationError};
 use crate::tenant::{ApiKeyRecord, NewTenant, Tenant, TenantStatus};
+use crate::user::{MAX_KEYS_PER_USER, User, UserValidationError};
 
 /// A tenant just created, with its first (admin) key in plaintext: shown once, never stored.
 #[derive(Debug)]

@@ -354,7 +354,9 @@ pub fn auto_resolves(conversation: &Conversation, idle_hours: Option<u32>, now: 
         conversation.status,
         ConversationStatus::Open | ConversationStatus::Pending
     );
-    active && conversation.waiting_since.is_none() && conversation.last_activity_at + Duration::hours(hours.into()) <= now
+    active
+        && conversation.waiting_since.is_none()
+        && conversation.last_activity_at + Duration::hours(hours.into()) <= now
 }
 
 /// An internal note on a conversation: seen by the tenant's users only, never sent.
@@ -498,20 +500,30 @@ mod tests {
     fn inbound_opens_reopens_and_numbers_messages() {
         let mut c = conv();
         c.on_inbound(&msg(Direction::Inbound, 10, "hi"), true);
-        assert_eq!((c.status, c.last_seq, c.message_count), (ConversationStatus::Open, 1, 1));
+        assert_eq!(
+            (c.status, c.last_seq, c.message_count),
+            (ConversationStatus::Open, 1, 1)
+        );
         assert_eq!(c.waiting_since, Some(at(10)));
         assert_eq!(c.window_expires_at, Some(at(10) + Duration::hours(24)));
         assert_eq!(c.preview.as_ref().unwrap().text.as_deref(), Some("hi"));
         let resolve = check_status_change(ConversationStatus::Resolved, None, at(20)).unwrap();
         c.set_status(&resolve);
-        assert_eq!((c.status, c.waiting_since, c.resolved_at), (ConversationStatus::Resolved, None, Some(at(20))));
+        assert_eq!(
+            (c.status, c.waiting_since, c.resolved_at),
+            (ConversationStatus::Resolved, None, Some(at(20)))
+        );
         c.on_inbound(&msg(Direction::Inbound, 30, "again"), true);
         assert_eq!(c.status, ConversationStatus::Open, "a resolved conversation reopens");
         assert_eq!((c.last_seq, c.resolved_at), (2, None));
         let snooze = check_status_change(ConversationStatus::Snoozed, Some(at(5000)), at(40)).unwrap();
         c.set_status(&snooze);
         c.on_inbound(&msg(Direction::Inbound, 50, "wake"), true);
-        assert_eq!((c.status, c.snooze_until), (ConversationStatus::Open, None), "the customer wakes it");
+        assert_eq!(
+            (c.status, c.snooze_until),
+            (ConversationStatus::Open, None),
+            "the customer wakes it"
+        );
     }
 
     #[test]
@@ -522,7 +534,11 @@ mod tests {
         assert_eq!(c.waiting_since, Some(at(10)));
         c.on_outbound(&msg(Direction::Outbound, 30, "answer"), false);
         assert_eq!(c.waiting_since, None);
-        assert_eq!(c.status, ConversationStatus::Open, "answering does not change the status");
+        assert_eq!(
+            c.status,
+            ConversationStatus::Open,
+            "answering does not change the status"
+        );
         assert_eq!(c.last_outbound_at, Some(at(30)));
         c.on_inbound(&msg(Direction::Inbound, 40, "c"), true);
         assert_eq!(c.waiting_since, Some(at(40)));
@@ -542,7 +558,10 @@ mod tests {
     fn outbound_first_opens_pending() {
         let mut c = conv();
         c.on_outbound(&msg(Direction::Outbound, 10, "offer"), true);
-        assert_eq!((c.status, c.last_seq, c.waiting_since), (ConversationStatus::Pending, 0, None));
+        assert_eq!(
+            (c.status, c.last_seq, c.waiting_since),
+            (ConversationStatus::Pending, 0, None)
+        );
         assert!(!c.window_open(at(11)));
     }
 
@@ -632,13 +651,34 @@ mod tests {
         c.on_inbound(&msg(Direction::Inbound, 90, "hi"), true);
         let f = |f: InboxFilter| f.matches(&c, now);
         assert!(f(InboxFilter::default()));
-        assert!(f(InboxFilter { waiting: true, ..Default::default() }));
-        assert!(f(InboxFilter { window_open: Some(true), ..Default::default() }));
-        assert!(!f(InboxFilter { window_open: Some(false), ..Default::default() }));
-        assert!(f(InboxFilter { assignee: AssigneeFilter::Nobody, ..Default::default() }));
-        assert!(!f(InboxFilter { assignee: AssigneeFilter::User("u".into()), ..Default::default() }));
-        assert!(!f(InboxFilter { number: Some("999".into()), ..Default::default() }));
-        assert!(!f(InboxFilter { status: Some(ConversationStatus::Resolved), ..Default::default() }));
+        assert!(f(InboxFilter {
+            waiting: true,
+            ..Default::default()
+        }));
+        assert!(f(InboxFilter {
+            window_open: Some(true),
+            ..Default::default()
+        }));
+        assert!(!f(InboxFilter {
+            window_open: Some(false),
+            ..Default::default()
+        }));
+        assert!(f(InboxFilter {
+            assignee: AssigneeFilter::Nobody,
+            ..Default::default()
+        }));
+        assert!(!f(InboxFilter {
+            assignee: AssigneeFilter::User("u".into()),
+            ..Default::default()
+        }));
+        assert!(!f(InboxFilter {
+            number: Some("999".into()),
+            ..Default::default()
+        }));
+        assert!(!f(InboxFilter {
+            status: Some(ConversationStatus::Resolved),
+            ..Default::default()
+        }));
         c.assignee = Some("u".into());
         assert!(Visibility::AssignedOrUnassigned("u".into()).allows(&c));
         assert!(!Visibility::AssignedOrUnassigned("v".into()).allows(&c));

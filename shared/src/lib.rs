@@ -26,7 +26,7 @@ pub mod secrets;
 pub mod sending;
 pub mod store;
 pub mod tenant;
-pub mod user;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod user;
 pub mod whatsapp;

@@ -68,7 +68,8 @@ pub fn user_email(email: &str) -> Result<String, UserValidationError> {
         && !domain.ends_with('.')
         && !domain.contains('@')
         && !domain.contains("..");
-    let shape_ok = !local.is_empty() && email.len() <= 254 && !email.chars().any(|c| c.is_whitespace() || c.is_control());
+    let shape_ok =
+        !local.is_empty() && email.len() <= 254 && !email.chars().any(|c| c.is_whitespace() || c.is_control());
     if !(domain_ok && shape_ok) {
         return Err(UserValidationError::Email);
     }
@@ -77,7 +78,13 @@ pub fn user_email(email: &str) -> Result<String, UserValidationError> {
 
 impl User {
     /// A new active user from checked input.
-    pub fn new(tenant_id: &str, name: &str, email: &str, role: Role, at: DateTime<Utc>) -> Result<User, UserValidationError> {
+    pub fn new(
+        tenant_id: &str,
+        name: &str,
+        email: &str,
+        role: Role,
+        at: DateTime<Utc>,
+    ) -> Result<User, UserValidationError> {
         Ok(User {
             tenant_id: tenant_id.to_owned(),
             user_id: crate::ids::new_id(),
@@ -114,7 +121,16 @@ mod tests {
     #[test]
     fn emails_are_normalized_and_checked() {
         assert_eq!(user_email(" Ana@Example.COM "), Ok("ana@example.com".into()));
-        for bad in ["", "ana", "ana@", "@example.com", "ana@example", "a b@example.com", "ana@ex..com", "a@b@c.com"] {
+        for bad in [
+            "",
+            "ana",
+            "ana@",
+            "@example.com",
+            "ana@example",
+            "a b@example.com",
+            "ana@ex..com",
+            "a@b@c.com",
+        ] {
             assert_eq!(user_email(bad), Err(UserValidationError::Email), "{bad}");
         }
     }

@@ -13,9 +13,9 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use crm_shared::audit::AuditEntry;
-use crm_shared::conversation::{Note, conversation_id};
 use crm_shared::blob::{BlobStore, contact_media_prefix, media_key};
 use crm_shared::contact::{ConsentChange, Contact, MarketingConsent, RestrictionChange, ValidContact};
+use crm_shared::conversation::{Note, conversation_id};
 use crm_shared::message::{MediaStatus, MessageStatus, inbound_message_id};
 use crm_shared::privacy::erasure::{Continued, SAFETY_NET_DELAY};
 use crm_shared::privacy::export::Built;
@@ -26,8 +26,9 @@ use crm_shared::privacy::{
 };
 use crm_shared::secret::Secret;
 use crm_shared::store::{
-    AuditStore, ContactStore, ConversationStore, CustomerIdentity, IDEMPOTENCY_TTL_HOURS, IdempotencyRecord, IdentityKey, InboundStore,
-    InboundWrite, Lease, MessageStore, OutboundStore, PrivacyStore, StatusOutcome, StatusWrite, StoreError,
+    AuditStore, ContactStore, ConversationStore, CustomerIdentity, IDEMPOTENCY_TTL_HOURS, IdempotencyRecord,
+    IdentityKey, InboundStore, InboundWrite, Lease, MessageStore, OutboundStore, PrivacyStore, StatusOutcome,
+    StatusWrite, StoreError,
 };
 use crm_shared::testing::{MemBlobs, MemQueue, MemStore, fixtures};
 

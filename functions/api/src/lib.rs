@@ -75,7 +75,14 @@ pub trait ApiStore:
 {
 }
 impl<
-    T: TenantStore + ApiKeyStore + UserStore + ContactStore + ConversationStore + MessageStore + AuditStore + OutboundStore,
+    T: TenantStore
+        + ApiKeyStore
+        + UserStore
+        + ContactStore
+        + ConversationStore
+        + MessageStore
+        + AuditStore
+        + OutboundStore,
 > ApiStore for T
 {
 }

@@ -248,7 +248,17 @@ async fn process_item<S: WebhookStore, Q: MediaJobQueue>(
         Item::Message(i) => {
             let raw = &value.messages[i];
             match &change.inbound[i] {
-                Ok(message) => match store_message(p, tenant_id, &value.metadata.phone_number_id, &value.contacts, message, raw, now).await? {
+                Ok(message) => match store_message(
+                    p,
+                    tenant_id,
+                    &value.metadata.phone_number_id,
+                    &value.contacts,
+                    message,
+                    raw,
+                    now,
+                )
+                .await?
+                {
                     InboundOutcome::Stored => summary.messages_stored += 1,
                     InboundOutcome::Duplicate(_) => summary.messages_duplicate += 1,
                 },

@@ -268,10 +268,11 @@ async fn run(cli: Cli) -> Result<Value, CliError> {
             Ok(json!({"tenant_id": tenant, "number": number}))
         }
         Command::Tenant {
-            command: TenantCommand::RemoveNumber {
-                tenant,
-                phone_number_id,
-            },
+            command:
+                TenantCommand::RemoveNumber {
+                    tenant,
+                    phone_number_id,
+                },
         } => {
             let found = active_tenant(&store, &tenant).await?;
             store
@@ -284,12 +285,13 @@ async fn run(cli: Cli) -> Result<Value, CliError> {
             Ok(json!({"tenant_id": tenant, "phone_number_id": phone_number_id, "removed": true}))
         }
         Command::User {
-            command: UserCommand::Create {
-                tenant,
-                name,
-                email,
-                role,
-            },
+            command:
+                UserCommand::Create {
+                    tenant,
+                    name,
+                    email,
+                    role,
+                },
         } => {
             let role: Role = role.parse().map_err(CliError)?;
             let user = admin::create_user(&store, &tenant, &name, &email, role)
@@ -301,11 +303,12 @@ async fn run(cli: Cli) -> Result<Value, CliError> {
             Ok(crm_shared::user::user_json(&user))
         }
         Command::Apikey {
-            command: ApiKeyCommand::Create {
-                tenant,
-                role: None,
-                user: Some(user),
-            },
+            command:
+                ApiKeyCommand::Create {
+                    tenant,
+                    role: None,
+                    user: Some(user),
+                },
         } => {
             let created = admin::create_user_key(&store, &tenant, &user)
                 .await

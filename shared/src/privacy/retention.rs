@@ -16,9 +16,9 @@ use futures::stream::{self, TryStreamExt};
 use serde::Serialize;
 
 use super::{Privacy, PrivacyError, PrivacyPorts, RetentionSettings};
+use crate::conversation::{ConversationStatus, StatusChange, auto_resolves};
 use crate::jobs::JobQueue;
 use crate::objects::ObjectStore;
-use crate::conversation::{ConversationStatus, StatusChange, auto_resolves};
 use crate::store::MessageScope;
 
 /// Items read per page.

@@ -17,8 +17,7 @@ use super::keys::*;
 use super::ports::{AssignOutcome, ConversationStore, InboxEntry, InboxQuery, WalkPage};
 use super::{Page, StoreError};
 use crate::conversation::{
-    AssigneeFilter, Conversation, ConversationStatus, InboxSort, Note, StatusChange, Visibility,
-    parse_conversation_id,
+    AssigneeFilter, Conversation, ConversationStatus, InboxSort, Note, StatusChange, Visibility, parse_conversation_id,
 };
 use crate::cursor::Position;
 use crate::user::UserStatus;
@@ -103,7 +102,9 @@ impl DynamoStore {
     ) -> Result<Option<Conversation>, StoreError> {
         match update.return_values(ReturnValue::AllNew).send().await {
             Ok(out) => {
-                let item = out.attributes.ok_or(StoreError::Backend("update returned no item".into()))?;
+                let item = out
+                    .attributes
+                    .ok_or(StoreError::Backend("update returned no item".into()))?;
                 Ok(Some(from_item::<ConversationItem>(item)?.conversation))
             }
             Err(err) if condition_failed(&err) => Ok(None),
@@ -113,11 +114,17 @@ impl DynamoStore {
 }
 
 impl ConversationStore for DynamoStore {
-    async fn get_conversation(&self, tenant_id: &str, conversation_id: &str) -> Result<Option<Conversation>, StoreError> {
+    async fn get_conversation(
+        &self,
+        tenant_id: &str,
+        conversation_id: &str,
+    ) -> Result<Option<Conversation>, StoreError> {
         let Some((contact_id, number)) = parse_conversation_id(conversation_id) else {
             return Ok(None);
         };
-        let item: Option<ConversationItem> = self.get(contact_pk(tenant_id, contact_id), &conversation_sk(number)).await?;
+        let item: Option<ConversationItem> = self
+            .get(contact_pk(tenant_id, contact_id), &conversation_sk(number))
+            .await?;
         Ok(item.map(|i| i.conversation))
     }
 
@@ -220,7 +227,9 @@ impl ConversationStore for DynamoStore {
             ));
         }
         match self.transact(items).await? {
-            Ok(()) => Ok(AssignOutcome::Assigned(Box::new(self.current(tenant_id, conversation_id).await?))),
+            Ok(()) => Ok(AssignOutcome::Assigned(Box::new(
+                self.current(tenant_id, conversation_id).await?,
+            ))),
             Err(c) if c.failed(1) => Ok(AssignOutcome::UnknownAssignee),
             Err(c) if c.failed(0) => {
                 let current = self.current(tenant_id, conversation_id).await?;
@@ -242,7 +251,10 @@ impl ConversationStore for DynamoStore {
         let conversation_key = conversation_key(tenant_id, conversation_id).ok_or(StoreError::NotFound)?;
         let mut sets = vec!["#st = :status", "updated_at = :now"];
         let mut removes = Vec::new();
-        let mut values = HashMap::from([(":status".to_owned(), av(&change.status)), (":now".to_owned(), av(&change.at))]);
+        let mut values = HashMap::from([
+            (":status".to_owned(), av(&change.status)),
+            (":now".to_owned(), av(&change.at)),
+        ]);
         match change.snooze_until {
             Some(until) => {
                 sets.push("snooze_until = :until");
@@ -315,7 +327,10 @@ impl ConversationStore for DynamoStore {
             tx_check(
                 ConditionCheck::builder()
                     .table_name(self.table())
-                    .set_key(Some(key(contact_pk(&note.tenant_id, &note.contact_id), conversation_sk(number))))
+                    .set_key(Some(key(
+                        contact_pk(&note.tenant_id, &note.contact_id),
+                        conversation_sk(number),
+                    )))
                     .condition_expression("attribute_exists(PK)")
                     .build()
                     .expect("check is complete"),
@@ -345,7 +360,10 @@ impl ConversationStore for DynamoStore {
         start: Option<Position>,
     ) -> Result<Page<Note>, StoreError> {
         let Some((contact_id, number)) = parse_conversation_id(conversation_id) else {
-            return Ok(Page { items: Vec::new(), next: None });
+            return Ok(Page {
+                items: Vec::new(),
+                next: None,
+            });
         };
         let query = self
             .client()

@@ -608,7 +608,11 @@ impl DynamoStore {
 
     /// Profiles for index keys, in the index's order, read consistently; missing ones
     /// (erased since the index was read) are skipped.
-    pub(crate) async fn profiles(&self, tenant_id: &str, contact_ids: &[String]) -> Result<Vec<crate::contact::Contact>, StoreError> {
+    pub(crate) async fn profiles(
+        &self,
+        tenant_id: &str,
+        contact_ids: &[String],
+    ) -> Result<Vec<crate::contact::Contact>, StoreError> {
         let unique: BTreeSet<&String> = contact_ids.iter().collect();
         let keys = unique
             .into_iter()

@@ -15,10 +15,10 @@ use super::ports::{IdempotencyRecord, Lease, StatusWrite};
 use crate::audit::AuditEntry;
 use crate::contact::{ConsentChange, Contact, RestrictionChange, name_search_key, phone_search_key};
 use crate::conversation::{Conversation, ConversationStatus, Note, conversation_id, preview_of, window_end};
-use crate::user::User;
 use crate::message::{MediaRef, MediaStatus, MessageError, MessageRecord, MessageStatus};
 use crate::privacy::{EXPORT_TTL_GRACE_HOURS, ErasureRecord, ExportRecord, RetentionSettings};
 use crate::tenant::{ApiKeyRecord, PhoneNumber, Tenant};
+use crate::user::User;
 
 // ---------------------------------------------------------------------------------------------
 // Tenants, routes, keys

@@ -12,7 +12,8 @@ use super::dynamo::{
     DynamoStore, av, backend, condition_failed, from_item, key, n, put_always, s, to_item, tx_put, tx_update,
 };
 use super::items::{
-    ConsentItem, ConversationTouch, MessageItem, ParkedStatusItem, RawEventItem, StatusChange, WamidPointerItem, media_is_stored,
+    ConsentItem, ConversationTouch, MessageItem, ParkedStatusItem, RawEventItem, StatusChange, WamidPointerItem,
+    media_is_stored,
 };
 use super::keys::*;
 use super::ports::{IdentityKey, InboundOutcome, InboundStore, InboundWrite, MessageStore, StatusOutcome, StatusWrite};

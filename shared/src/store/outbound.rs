@@ -3,7 +3,9 @@
 //! per-number send schedule and the per-recipient pair rate).
 
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{ConditionCheck, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{
+    ConditionCheck, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
+};
 use chrono::{DateTime, Utc};
 
 use super::StoreError;
@@ -12,7 +14,8 @@ use super::dynamo::{
     tx_check, tx_put, tx_update,
 };
 use super::items::{
-    ConversationTouch, IdempotencyItem, MessageItem, ParkedStatusItem, ReferenceItem, StatusChange, WamidPointerItem, schedule_next_free,
+    ConversationTouch, IdempotencyItem, MessageItem, ParkedStatusItem, ReferenceItem, StatusChange, WamidPointerItem,
+    schedule_next_free,
 };
 use super::keys::*;
 use super::ports::{CreateOutcome, IdempotencyRecord, InboundStore, OutboundStore, SendPacingStore, StatusWrite};
@@ -128,7 +131,10 @@ impl OutboundStore for DynamoStore {
             items.push(tx_check(
                 ConditionCheck::builder()
                     .table_name(self.table())
-                    .set_key(Some(key(contact_pk(&message.tenant_id, &message.contact_id), PROFILE_SK)))
+                    .set_key(Some(key(
+                        contact_pk(&message.tenant_id, &message.contact_id),
+                        PROFILE_SK,
+                    )))
                     .condition_expression("attribute_exists(PK)")
                     .build()
                     .expect("check is complete"),

@@ -15,13 +15,13 @@ use super::{Page, StoreError};
 use crate::audit::AuditEntry;
 use crate::contact::{ConsentChange, Contact, IdentityChange, RestrictionChange};
 use crate::conversation::{Conversation, ConversationStatus, InboxFilter, Note, StatusChange, Visibility};
-use crate::user::User;
 use crate::cursor::Position;
 use crate::message::{MediaRef, MessageError, MessageRecord, MessageStatus};
 use crate::privacy::{ErasureCounts, ErasureRecord, ExportRecord, RetentionSettings};
 use crate::secret::Secret;
 use crate::sending::{SendSchedule, SlotDecision};
 use crate::tenant::{ApiKeyRecord, InboxSettings, PhoneNumber, Tenant};
+use crate::user::User;
 
 // ---------------------------------------------------------------------------------------------
 // Tenants and API keys
@@ -82,7 +82,11 @@ pub trait TenantStore: Send + Sync {
 
     /// Removes an added number and its route (`NotFound` if it is not the tenant's; the first
     /// number is the tenant's default sender and cannot be removed: `Conflict`).
-    fn remove_number(&self, tenant: &Tenant, phone_number_id: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn remove_number(
+        &self,
+        tenant: &Tenant,
+        phone_number_id: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Replaces the tenant's inbox settings; `NotFound` without a tenant.
     fn set_inbox_settings(
@@ -541,7 +545,9 @@ pub struct InboxQuery {
 pub enum AssignOutcome {
     Assigned(Box<Conversation>),
     /// Someone changed the assignee first: what it is now.
-    Lost { current: Option<String> },
+    Lost {
+        current: Option<String>,
+    },
     /// The assignee is not an active user of the tenant.
     UnknownAssignee,
 }

@@ -12,8 +12,8 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 
 use super::StoreError;
 use super::dynamo::{
-    DynamoStore, ItemKey, PageQuery, attr, backend, condition_failed, from_item, key, n, s, to_item,
-    tx_check, tx_delete, tx_put,
+    DynamoStore, ItemKey, PageQuery, attr, backend, condition_failed, from_item, key, n, s, to_item, tx_check,
+    tx_delete, tx_put,
 };
 use super::items::{ErasureItem, ExportItem, MESSAGE_CASCADE_ATTRS, MessageItem, SettingsItem};
 use super::keys::*;

@@ -5,8 +5,8 @@ use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Delete, ReturnValu
 use chrono::{DateTime, Utc};
 
 use super::dynamo::{
-    DynamoStore, PageQuery, attr, av, backend, condition_failed, from_item, key, put_always, put_new, s, to_item, tx_check,
-    tx_delete, tx_update,
+    DynamoStore, PageQuery, attr, av, backend, condition_failed, from_item, key, put_always, put_new, s, to_item,
+    tx_check, tx_delete, tx_update,
 };
 use super::items::{KeyItem, NumberItem, RouteItem, TenantItem, TokenItem, key_time};
 use super::keys::*;
@@ -87,7 +87,8 @@ impl TenantStore for DynamoStore {
             put_new(self.table(), to_item(&NumberItem::new(t, number))),
         ];
         // Another WABA of the tenant's own gets its route; one routed to another tenant is refused.
-        let own_waba = number.waba_id == tenant.waba_id || self.tenant_for_waba(&number.waba_id).await?.as_deref() == Some(t);
+        let own_waba =
+            number.waba_id == tenant.waba_id || self.tenant_for_waba(&number.waba_id).await?.as_deref() == Some(t);
         if !own_waba {
             items.push(put_new(
                 self.table(),
@@ -99,7 +100,10 @@ impl TenantStore for DynamoStore {
             Err(c) if c.failed(0) => Err(StoreError::NotFound),
             Err(c) if c.failed(1) => Err(StoreError::Conflict(
                 match self.tenant_for_phone_number(&number.phone_number_id).await? {
-                    Some(owner) if owner == *t => format!("phone number id {} is already one of the tenant's numbers", number.phone_number_id),
+                    Some(owner) if owner == *t => format!(
+                        "phone number id {} is already one of the tenant's numbers",
+                        number.phone_number_id
+                    ),
                     _ => format!("phone number id {} belongs to another tenant", number.phone_number_id),
                 },
             )),

@@ -862,7 +862,11 @@ impl TenantStore for MemStore {
         Ok(())
     }
 
-    async fn set_inbox_settings(&self, tenant_id: &str, settings: &crate::tenant::InboxSettings) -> Result<(), StoreError> {
+    async fn set_inbox_settings(
+        &self,
+        tenant_id: &str,
+        settings: &crate::tenant::InboxSettings,
+    ) -> Result<(), StoreError> {
         self.enter(Op::SetInboxSettings, 1).await?;
         let mut s = self.state();
         let tenant = s.tenants.get_mut(tenant_id).ok_or(StoreError::NotFound)?;
@@ -963,7 +967,10 @@ impl TenantStore for MemStore {
             None => {}
         }
         if s.waba_routes.get(&number.waba_id).is_some_and(|owner| owner != t) {
-            return Err(StoreError::Conflict(format!("WABA id {} belongs to another tenant", number.waba_id)));
+            return Err(StoreError::Conflict(format!(
+                "WABA id {} belongs to another tenant",
+                number.waba_id
+            )));
         }
         s.phone_routes.insert(number.phone_number_id.clone(), t.clone());
         s.waba_routes.insert(number.waba_id.clone(), t.clone());

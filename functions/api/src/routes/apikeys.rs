@@ -57,7 +57,8 @@ pub async fn create<S: ApiStore, L, Q>(
     let created = admin::create_api_key(&deps.store, &caller.tenant_id, input.role).await?;
     audit(
         &deps.store,
-        caller.audit_entry("api_key.create")
+        caller
+            .audit_entry("api_key.create")
             .target("api_key", &created.record.key_id)
             .request(request_id(req).as_deref())
             .detail("role", created.record.role.as_str()),
@@ -78,7 +79,8 @@ pub async fn revoke<S: ApiStore, L, Q>(
         Ok(record) => {
             audit(
                 &deps.store,
-                caller.audit_entry("api_key.revoke")
+                caller
+                    .audit_entry("api_key.revoke")
                     .target("api_key", key_id)
                     .request(request_id(req).as_deref()),
             )

@@ -68,7 +68,9 @@ fn invalid(code: &'static str, message: impl Into<String>) -> ApiError {
 /// The inbox filters of a request's query string.
 fn filter_of(req: &Request, caller: &Caller) -> Result<InboxFilter, ApiError> {
     let q = req.query_string_parameters();
-    let known = ["limit", "cursor", "sort", "number", "status", "assignee", "tag", "window", "waiting"];
+    let known = [
+        "limit", "cursor", "sort", "number", "status", "assignee", "tag", "window", "waiting",
+    ];
     if let Some((name, _)) = q.iter().find(|(k, _)| !known.contains(k)) {
         return Err(invalid("invalid_query", format!("unknown query parameter {name:?}")));
     }
@@ -101,7 +103,10 @@ fn filter_of(req: &Request, caller: &Caller) -> Result<InboxFilter, ApiError> {
         Some(_) => return Err(invalid("invalid_query", "waiting must be true or false")),
     };
     let number = q.first("number").map(str::to_owned);
-    if number.as_deref().is_some_and(|n| n.is_empty() || n.len() > 32 || !n.bytes().all(|b| b.is_ascii_digit())) {
+    if number
+        .as_deref()
+        .is_some_and(|n| n.is_empty() || n.len() > 32 || !n.bytes().all(|b| b.is_ascii_digit()))
+    {
         return Err(invalid("invalid_query", "number must be a phone number id"));
     }
     let tag = q.first("tag").map(str::to_owned);
@@ -140,7 +145,13 @@ pub async fn list<S: ApiStore, L, Q>(
         .iter()
         .map(|e| entry_view(e, caller.actor(), now))
         .collect();
-    ok_json(&envelope(items, result.next, &deps.cursors, &caller.tenant_id, &listing))
+    ok_json(&envelope(
+        items,
+        result.next,
+        &deps.cursors,
+        &caller.tenant_id,
+        &listing,
+    ))
 }
 
 /// The conversation if the caller may see it; `404` otherwise.
@@ -152,7 +163,11 @@ async fn load<S: ApiStore, L, Q>(deps: &Deps<S, L, Q>, caller: &Caller, id: &str
         .ok_or_else(|| ApiError::not_found("no such conversation"))
 }
 
-pub async fn get<S: ApiStore, L, Q>(deps: &Deps<S, L, Q>, caller: &Caller, id: &str) -> Result<Response<Body>, ApiError> {
+pub async fn get<S: ApiStore, L, Q>(
+    deps: &Deps<S, L, Q>,
+    caller: &Caller,
+    id: &str,
+) -> Result<Response<Body>, ApiError> {
     let c = load(deps, caller, id).await?;
     ok_json(&view(&c, caller.actor(), Utc::now()))
 }
@@ -185,7 +200,13 @@ pub async fn messages<S: ApiStore, L: MediaLinks, Q>(
         )
         .await?;
     let items = futures::future::join_all(result.items.iter().map(|m| messages::view(&deps.media, m))).await;
-    ok_json(&envelope(items, result.next, &deps.cursors, &caller.tenant_id, &listing))
+    ok_json(&envelope(
+        items,
+        result.next,
+        &deps.cursors,
+        &caller.tenant_id,
+        &listing,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -379,5 +400,11 @@ pub async fn notes<S: ApiStore, L, Q>(
     let page = page_request(req, &deps.cursors, &caller.tenant_id, &listing)?;
     let result = deps.store.notes(&caller.tenant_id, id, page.limit, page.start).await?;
     let items = result.items.iter().map(note_view).collect();
-    ok_json(&envelope(items, result.next, &deps.cursors, &caller.tenant_id, &listing))
+    ok_json(&envelope(
+        items,
+        result.next,
+        &deps.cursors,
+        &caller.tenant_id,
+        &listing,
+    ))
 }

@@ -224,7 +224,8 @@ pub async fn send<S: ApiStore, L: MediaLinks, Q: SendJobQueue>(
     }
     audit(
         &deps.store,
-        caller.audit_entry("message.send")
+        caller
+            .audit_entry("message.send")
             .target("message", &message_id)
             .request(request_id(req).as_deref())
             .detail("contact_id", contact.contact_id.as_str())

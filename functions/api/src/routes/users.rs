@@ -79,7 +79,11 @@ pub async fn create<S: ApiStore, L, Q>(
     json_body(StatusCode::CREATED, &user_json(&user))
 }
 
-pub async fn get<S: ApiStore, L, Q>(deps: &Deps<S, L, Q>, caller: &Caller, id: &str) -> Result<Response<Body>, ApiError> {
+pub async fn get<S: ApiStore, L, Q>(
+    deps: &Deps<S, L, Q>,
+    caller: &Caller,
+    id: &str,
+) -> Result<Response<Body>, ApiError> {
     ok_json(&user_json(&load(deps, caller, id).await?))
 }
 

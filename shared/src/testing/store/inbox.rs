@@ -6,15 +6,11 @@
 use chrono::{DateTime, Utc};
 
 use super::{Key, MemStore, Op, State, key, page_of};
-use crate::conversation::{
-    Conversation, ConversationStatus, InboxSort, Note, StatusChange, conversation_id,
-};
+use crate::conversation::{Conversation, ConversationStatus, InboxSort, Note, StatusChange, conversation_id};
 use crate::cursor::Position;
 use crate::message::{Direction, MessageRecord};
 use crate::store::keys::inbox_sk;
-use crate::store::{
-    AssignOutcome, ConversationStore, InboxEntry, InboxQuery, Page, StoreError, UserStore, WalkPage,
-};
+use crate::store::{AssignOutcome, ConversationStore, InboxEntry, InboxQuery, Page, StoreError, UserStore, WalkPage};
 use crate::tenant::{ApiKeyRecord, TenantStatus};
 use crate::user::{User, UserStatus};
 
@@ -150,7 +146,11 @@ impl MemStore {
 }
 
 impl ConversationStore for MemStore {
-    async fn get_conversation(&self, tenant_id: &str, conversation_id: &str) -> Result<Option<Conversation>, StoreError> {
+    async fn get_conversation(
+        &self,
+        tenant_id: &str,
+        conversation_id: &str,
+    ) -> Result<Option<Conversation>, StoreError> {
         self.enter(Op::GetConversation, 1).await?;
         Ok(self.conversation(tenant_id, conversation_id))
     }
@@ -168,9 +168,7 @@ impl ConversationStore for MemStore {
         let mut sorted: Vec<(String, Conversation)> = s
             .conversations
             .iter()
-            .filter(|((t, _), c)| {
-                t == tenant_id && query.filter.matches(c, query.now) && query.visibility.allows(c)
-            })
+            .filter(|((t, _), c)| t == tenant_id && query.filter.matches(c, query.now) && query.visibility.allows(c))
             .map(|(_, c)| {
                 let at = match query.filter.sort {
                     InboxSort::LastActivity => c.last_activity_at,
@@ -214,11 +212,7 @@ impl ConversationStore for MemStore {
     ) -> Result<AssignOutcome, StoreError> {
         self.enter(Op::Assign, 1).await?;
         let mut s = self.state();
-        let user_ok = assignee.is_none_or(|u| {
-            s.users
-                .get(&key(tenant_id, u))
-                .is_some_and(User::is_active)
-        });
+        let user_ok = assignee.is_none_or(|u| s.users.get(&key(tenant_id, u)).is_some_and(User::is_active));
         let c = s
             .conversations
             .get_mut(&key(tenant_id, conversation_id))
@@ -338,7 +332,12 @@ impl ConversationStore for MemStore {
             .filter(|((t, _), c)| {
                 t == tenant_id && c.last_activity_at < before && since.is_none_or(|s| c.last_activity_at >= s)
             })
-            .map(|(_, c)| (inbox_sk(c.last_activity_at.timestamp_millis(), &c.conversation_id), c.clone()))
+            .map(|(_, c)| {
+                (
+                    inbox_sk(c.last_activity_at.timestamp_millis(), &c.conversation_id),
+                    c.clone(),
+                )
+            })
             .filter(|(sk, _)| next.as_ref().is_none_or(|after| sk > after))
             .collect();
         idle.sort_by(|a, b| a.0.cmp(&b.0));
@@ -355,14 +354,16 @@ impl ConversationStore for MemStore {
         self.enter(Op::DeleteConversation, 2).await?;
         let mut s = self.state();
         let k = key(&conversation.tenant_id, &conversation.conversation_id);
-        if s.conversations.get(&k).is_none_or(|c| c.updated_at != conversation.updated_at) {
+        if s.conversations
+            .get(&k)
+            .is_none_or(|c| c.updated_at != conversation.updated_at)
+        {
             return Ok(0);
         }
         s.conversations.remove(&k);
         let before = s.notes.len();
-        s.notes.retain(|(t, _), n| {
-            !(*t == conversation.tenant_id && n.conversation_id == conversation.conversation_id)
-        });
+        s.notes
+            .retain(|(t, _), n| !(*t == conversation.tenant_id && n.conversation_id == conversation.conversation_id));
         Ok(1 + (before - s.notes.len()) as u64)
     }
 }
