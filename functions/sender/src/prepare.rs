@@ -30,7 +30,7 @@ pub(crate) struct Ready {
 impl Ready {
     /// The number the message goes out from (its own, else the tenant's first): the Graph
     /// call's path and the send schedule it books slots on.
-    pub fn from_number(&self) -> &str {
+    pub fn sending_number(&self) -> &str {
         self.message
             .phone_number_id
             .as_deref()

@@ -41,7 +41,7 @@ pub(crate) async fn send_one<S: SenderStore, G: MessageSender, R: RetryScheduler
     let payload = graph_payload(m, &ready.to);
     match deps
         .graph
-        .send_message(ready.from_number(), &ready.token, &payload)
+        .send_message(ready.sending_number(), &ready.token, &payload)
         .await
     {
         Ok(wamid) => {
