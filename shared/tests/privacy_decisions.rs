@@ -222,6 +222,9 @@ fn a_retention_report_totals_tenants_and_flags_failures() {
             media_objects,
             exports: 1,
             audit_entries: 2,
+            conversations: 3,
+            notes: 1,
+            conversations_resolved: 2,
         },
         complete: error.is_none(),
         error: error.map(str::to_owned),
@@ -238,6 +241,9 @@ fn a_retention_report_totals_tenants_and_flags_failures() {
             media_objects: 1,
             exports: 2,
             audit_entries: 4,
+            conversations: 6,
+            notes: 2,
+            conversations_resolved: 4,
         }
     );
     assert!(!report.failed());

@@ -6,6 +6,7 @@ mod events;
 mod faults;
 mod foundation;
 mod iam;
+mod inbox;
 mod media;
 mod outbound;
 mod privacy;

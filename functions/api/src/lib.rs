@@ -14,7 +14,8 @@ use crm_shared::blob::{MediaLinks, S3Blobs};
 use crm_shared::cursor::CursorCodec;
 use crm_shared::jobs::{SendJobQueue, SqsQueue};
 use crm_shared::store::{
-    ApiKeyStore, AuditStore, ContactStore, EventStore, MessageStore, OutboundStore, TenantStore, WebhookStore,
+    ApiKeyStore, AuditStore, ContactStore, ConversationStore, EventStore, MessageStore, OutboundStore, TenantStore,
+    UserStore, WebhookStore,
 };
 
 use crate::auth::{Caller, TenantStatusCache, authenticate};
@@ -85,11 +86,30 @@ impl<S, L, Q> Deps<S, L, Q> {
 
 /// The storage capabilities the API uses.
 pub trait ApiStore:
-    TenantStore + ApiKeyStore + ContactStore + MessageStore + AuditStore + OutboundStore + EventStore + WebhookStore
+    TenantStore
+    + ApiKeyStore
+    + UserStore
+    + ContactStore
+    + ConversationStore
+    + MessageStore
+    + AuditStore
+    + OutboundStore
+    + EventStore
+    + WebhookStore
 {
 }
-impl<T> ApiStore for T where
-    T: TenantStore + ApiKeyStore + ContactStore + MessageStore + AuditStore + OutboundStore + EventStore + WebhookStore
+impl<
+    T: TenantStore
+        + ApiKeyStore
+        + UserStore
+        + ContactStore
+        + ConversationStore
+        + MessageStore
+        + AuditStore
+        + OutboundStore
+        + EventStore
+        + WebhookStore,
+> ApiStore for T
 {
 }
 

@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use crate::blob::BlobError;
 use crate::jobs::{EnqueueError, JobQueue, SqsQueue};
 use crate::objects::{Bucket, ObjectStore};
-use crate::store::{ApiKeyStore, ContactStore, DynamoStore, PrivacyStore, StoreError, TenantStore};
+use crate::store::{ApiKeyStore, ContactStore, ConversationStore, DynamoStore, PrivacyStore, StoreError, TenantStore};
 
 // ---------------------------------------------------------------------------------------------
 // Retention settings
@@ -239,6 +239,9 @@ pub struct ErasureCounts {
     pub export_objects: u64,
     /// Reference items and anything else found in the contact's partition.
     pub other_items: u64,
+    /// The contact's conversations (with their read marks) and internal notes.
+    pub conversations: u64,
+    pub notes: u64,
 }
 
 impl ErasureCounts {
@@ -257,7 +260,7 @@ impl ErasureCounts {
         added
     }
 
-    fn values(&self) -> [u64; 12] {
+    fn values(&self) -> [u64; 14] {
         [
             self.contacts,
             self.identities,
@@ -271,10 +274,12 @@ impl ErasureCounts {
             self.media_objects,
             self.export_objects,
             self.other_items,
+            self.conversations,
+            self.notes,
         ]
     }
 
-    fn fields_mut(&mut self) -> [&mut u64; 12] {
+    fn fields_mut(&mut self) -> [&mut u64; 14] {
         [
             &mut self.contacts,
             &mut self.identities,
@@ -288,6 +293,8 @@ impl ErasureCounts {
             &mut self.media_objects,
             &mut self.export_objects,
             &mut self.other_items,
+            &mut self.conversations,
+            &mut self.notes,
         ]
     }
 
@@ -429,8 +436,8 @@ pub enum PrivacyError {
 pub const DEFAULT_REQUEST_BUDGET: Duration = Duration::from_secs(5);
 
 /// The storage the privacy machinery works through.
-pub trait PrivacyPorts: PrivacyStore + ContactStore + TenantStore + ApiKeyStore {}
-impl<T: PrivacyStore + ContactStore + TenantStore + ApiKeyStore> PrivacyPorts for T {}
+pub trait PrivacyPorts: PrivacyStore + ContactStore + ConversationStore + TenantStore + ApiKeyStore {}
+impl<T: PrivacyStore + ContactStore + ConversationStore + TenantStore + ApiKeyStore> PrivacyPorts for T {}
 
 /// Everything the privacy machinery talks to, each behind its port (storage, the media and
 /// exports buckets, the export and erasure queues); the defaults are the AWS implementations.

@@ -328,6 +328,68 @@ pub fn referenced_kind(pk: &str) -> Referenced {
     }
 }
 
+// --- Users, numbers, conversations (docs/data-model.md, "Inbox") ----------------------------
+
+/// A user of the tenant (under the tenant partition).
+pub fn user_sk(user_id: &str) -> String {
+    format!("{USER_PREFIX}{user_id}")
+}
+
+pub const USER_PREFIX: &str = "USER#";
+
+/// The record that makes a user's email unique within the tenant (→ user id).
+pub fn user_email_sk(email: &str) -> String {
+    format!("USEREMAIL#{email}")
+}
+
+/// One of the tenant's WhatsApp numbers (under the tenant partition).
+pub fn number_sk(phone_number_id: &str) -> String {
+    format!("{NUMBER_PREFIX}{phone_number_id}")
+}
+
+pub const NUMBER_PREFIX: &str = "NUMBER#";
+
+/// The conversation of a contact on one number, in the contact's partition (so erasure takes
+/// it with the contact).
+pub fn conversation_sk(phone_number_id: &str) -> String {
+    format!("{CONVERSATION_PREFIX}{phone_number_id}")
+}
+
+pub const CONVERSATION_PREFIX: &str = "CONV#";
+
+/// An internal note on a conversation, in the contact's partition (sort key: note id, so
+/// notes of one conversation sort by time).
+pub fn note_sk(phone_number_id: &str, note_id: &str) -> String {
+    format!("{}{note_id}", notes_prefix(phone_number_id))
+}
+
+/// The sort-key prefix of one conversation's notes.
+pub fn notes_prefix(phone_number_id: &str) -> String {
+    format!("{NOTE_PREFIX}{phone_number_id}#")
+}
+
+pub const NOTE_PREFIX: &str = "NOTE#";
+
+/// GSI1 partition of the tenant's inbox: every conversation by last activity.
+pub fn inbox_gsi1pk(tenant_id: &str) -> String {
+    format!("T#{tenant_id}#CONVS")
+}
+
+pub const GSI7: &str = "GSI7";
+pub const GSI7_PK: &str = "GSI7PK";
+pub const GSI7_SK: &str = "GSI7SK";
+
+/// GSI7 partition (sparse): conversations with an unanswered customer message, by wait.
+pub fn waiting_gsi7pk(tenant_id: &str) -> String {
+    format!("T#{tenant_id}#WAITING")
+}
+
+/// Sort key of a conversation in an inbox index: the instant (epoch ms, zero-padded) then the
+/// conversation id, so equal instants stay distinct.
+pub fn inbox_sk(at_millis: i64, conversation_id: &str) -> String {
+    format!("{:013}#{conversation_id}", at_millis.max(0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -361,6 +423,8 @@ mod tests {
             event_id_pk("abc", "evt_1"),
             webhook_endpoints_pk("abc"),
             webhook_deliveries_pk("abc", "w"),
+            inbox_gsi1pk("abc"),
+            waiting_gsi7pk("abc"),
         ] {
             assert!(key.starts_with(&format!("{t}#")), "{key}");
         }

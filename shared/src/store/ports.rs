@@ -14,6 +14,7 @@ use serde_json::Value;
 use super::{Page, StoreError};
 use crate::audit::AuditEntry;
 use crate::contact::{ConsentChange, Contact, IdentityChange, RestrictionChange};
+use crate::conversation::{Conversation, ConversationStatus, InboxFilter, Note, StatusChange, Visibility};
 use crate::cursor::Position;
 use crate::events::endpoint::{DeliveryAttempt, EndpointSecrets, WebhookEndpoint};
 use crate::events::{Event, EventDraft};
@@ -21,7 +22,8 @@ use crate::message::{MediaRef, MessageError, MessageRecord, MessageStatus};
 use crate::privacy::{ErasureCounts, ErasureRecord, ExportRecord, RetentionSettings};
 use crate::secret::Secret;
 use crate::sending::{SendSchedule, SlotDecision};
-use crate::tenant::{ApiKeyRecord, Tenant};
+use crate::tenant::{ApiKeyRecord, InboxSettings, PhoneNumber, Tenant};
+use crate::user::User;
 
 // ---------------------------------------------------------------------------------------------
 // Tenants and API keys
@@ -70,6 +72,30 @@ pub trait TenantStore: Send + Sync {
         tenant_id: &str,
         at: DateTime<Utc>,
     ) -> impl Future<Output = Result<Option<DateTime<Utc>>, StoreError>> + Send;
+
+    /// The tenant's WhatsApp numbers, its first (the tenant record's) first; empty without a
+    /// tenant.
+    fn numbers(&self, tenant_id: &str) -> impl Future<Output = Result<Vec<PhoneNumber>, StoreError>> + Send;
+
+    /// Adds a number to an active tenant with its phone-number route (and a WABA route for
+    /// another WABA of its own), in one transaction; `Conflict` naming what is taken (the
+    /// number by another tenant or by this one, the WABA by another tenant).
+    fn add_number(&self, tenant: &Tenant, number: &PhoneNumber) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Removes an added number and its route (`NotFound` if it is not the tenant's; the first
+    /// number is the tenant's default sender and cannot be removed: `Conflict`).
+    fn remove_number(
+        &self,
+        tenant: &Tenant,
+        phone_number_id: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Replaces the tenant's inbox settings; `NotFound` without a tenant.
+    fn set_inbox_settings(
+        &self,
+        tenant_id: &str,
+        settings: &InboxSettings,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Deletes the tenant's phone-number and WABA routes where they still route to it; returns
     /// how many it deleted.
@@ -250,6 +276,19 @@ pub trait MessageStore: Send + Sync {
         &self,
         tenant_id: &str,
         contact_id: &str,
+        limit: i32,
+        start: Option<Position>,
+    ) -> impl Future<Output = Result<Page<MessageRecord>, StoreError>> + Send;
+
+    /// Messages of one contact on one of the tenant's numbers (a conversation's timeline),
+    /// newest first; `with_unnumbered` includes messages stored before messages named their
+    /// number.
+    fn number_messages(
+        &self,
+        tenant_id: &str,
+        contact_id: &str,
+        phone_number_id: &str,
+        with_unnumbered: bool,
         limit: i32,
         start: Option<Position>,
     ) -> impl Future<Output = Result<Page<MessageRecord>, StoreError>> + Send;
@@ -549,6 +588,155 @@ pub trait SendPacingStore: Send + Sync {
         contact_id: &str,
         message_id: &str,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Users
+
+/// The tenant's users and the keys they own.
+pub trait UserStore: Send + Sync {
+    /// Stores a new user with its email's uniqueness record; `Conflict` when another user of
+    /// the tenant has the email, `NotFound` when the tenant is not active.
+    fn create_user(&self, user: &User) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The user, read consistently.
+    fn get_user(&self, tenant_id: &str, user_id: &str)
+    -> impl Future<Output = Result<Option<User>, StoreError>> + Send;
+
+    /// The tenant's users in creation order.
+    fn list_users(
+        &self,
+        tenant_id: &str,
+        limit: i32,
+        start: Option<Position>,
+    ) -> impl Future<Output = Result<Page<User>, StoreError>> + Send;
+
+    /// Replaces the user if it is still as read (`VersionMismatch` otherwise), moving its
+    /// email record, and rewrites every key of the user in the same transaction: their role
+    /// follows the user's, and a disabled user's keys are revoked at once. `Conflict` when the
+    /// new email belongs to another user.
+    fn update_user(&self, before: &User, after: &User) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Stores a new key of `user` (as read: `VersionMismatch` if it changed since, e.g. was
+    /// disabled) and lists it on the user, in one transaction.
+    fn add_user_key(&self, user: &User, key: &ApiKeyRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Conversations
+
+/// A conversation in an inbox page, with its contact (absent if erased meanwhile).
+#[derive(Debug, Clone, PartialEq)]
+pub struct InboxEntry {
+    pub conversation: Conversation,
+    pub contact: Option<Contact>,
+}
+
+/// One inbox listing: filters, who looks, and when.
+#[derive(Debug, Clone)]
+pub struct InboxQuery {
+    pub filter: InboxFilter,
+    pub visibility: Visibility,
+    pub now: DateTime<Utc>,
+}
+
+/// How an assignment went.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AssignOutcome {
+    Assigned(Box<Conversation>),
+    /// Someone changed the assignee first: what it is now.
+    Lost {
+        current: Option<String>,
+    },
+    /// The assignee is not an active user of the tenant.
+    UnknownAssignee,
+}
+
+/// The inbox: conversations, their assignment, status, read marks and notes.
+pub trait ConversationStore: Send + Sync {
+    /// The conversation, read consistently.
+    fn get_conversation(
+        &self,
+        tenant_id: &str,
+        conversation_id: &str,
+    ) -> impl Future<Output = Result<Option<Conversation>, StoreError>> + Send;
+
+    /// One page of the inbox: one `Query` (sorted by activity or by wait, filtered), then one
+    /// consistent `BatchGetItem` of the page's contacts (their name, phone, tags).
+    fn inbox(
+        &self,
+        tenant_id: &str,
+        query: &InboxQuery,
+        limit: i32,
+        start: Option<Position>,
+    ) -> impl Future<Output = Result<Page<InboxEntry>, StoreError>> + Send;
+
+    /// Sets the assignee if it is still `expected` (conditional write; the race's loser gets
+    /// `Lost`); a user assignee must be an active user of the tenant. `NotFound` without the
+    /// conversation.
+    fn assign(
+        &self,
+        tenant_id: &str,
+        conversation_id: &str,
+        assignee: Option<&str>,
+        expected: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<AssignOutcome, StoreError>> + Send;
+
+    /// Applies a checked status change; with `only_from`, only while the conversation is in that
+    /// status and unchanged since `only_from`'s time (the sweep's wake-ups and auto-resolves
+    /// never overwrite a newer change): `Ok(None)` then. `NotFound` without the conversation.
+    fn set_status(
+        &self,
+        tenant_id: &str,
+        conversation_id: &str,
+        change: &StatusChange,
+        only_from: Option<(ConversationStatus, DateTime<Utc>)>,
+    ) -> impl Future<Output = Result<Option<Conversation>, StoreError>> + Send;
+
+    /// Moves `reader`'s read mark forward to `up_to` (checked against the conversation's
+    /// `last_seq` by the caller; sequence numbers only grow); the conversation after.
+    fn mark_read(
+        &self,
+        tenant_id: &str,
+        conversation_id: &str,
+        reader: &str,
+        up_to: u64,
+    ) -> impl Future<Output = Result<Conversation, StoreError>> + Send;
+
+    /// Stores a note on an existing conversation (`NotFound` otherwise).
+    fn add_note(&self, note: &Note) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// A conversation's notes, newest first.
+    fn notes(
+        &self,
+        tenant_id: &str,
+        conversation_id: &str,
+        limit: i32,
+        start: Option<Position>,
+    ) -> impl Future<Output = Result<Page<Note>, StoreError>> + Send;
+
+    /// Every conversation and note of a contact (export).
+    fn contact_conversations(
+        &self,
+        tenant_id: &str,
+        contact_id: &str,
+    ) -> impl Future<Output = Result<(Vec<Conversation>, Vec<Note>), StoreError>> + Send;
+
+    /// One page of the tenant's conversations whose last activity is in `[since, before)`
+    /// (from the first when `since` is `None`), oldest first (retention, auto-resolve).
+    fn idle_conversations(
+        &self,
+        tenant_id: &str,
+        since: Option<DateTime<Utc>>,
+        before: DateTime<Utc>,
+        next: Option<String>,
+        limit: i32,
+    ) -> impl Future<Output = Result<WalkPage<Conversation>, StoreError>> + Send;
+
+    /// Deletes a conversation with its notes if it has not moved since it was read; how many
+    /// items went.
+    fn delete_conversation(&self, conversation: &Conversation) -> impl Future<Output = Result<u64, StoreError>> + Send;
 }
 
 // ---------------------------------------------------------------------------------------------

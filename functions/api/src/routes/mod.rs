@@ -3,6 +3,7 @@
 mod apikeys;
 mod audit;
 mod contacts;
+mod conversations;
 mod messages;
 mod privacy;
 mod send;
@@ -10,6 +11,7 @@ mod tenant;
 mod webhooks;
 
 pub use webhooks::Webhooks;
+mod users;
 
 use lambda_http::http::{Method, StatusCode};
 use lambda_http::{Body, Request, Response};
@@ -62,6 +64,24 @@ macro_rules! route_table {
 route_table! {
     |deps, caller, req, id|
     GET    "/v1/tenant"                            Viewer => tenant::get(deps, caller),
+    GET    "/v1/me"                                Viewer => users::me(deps, caller),
+    GET    "/v1/numbers"                           Viewer => tenant::numbers(deps, caller),
+    GET    "/v1/settings/inbox"                    Viewer => tenant::get_inbox_settings(deps, caller),
+    PUT    "/v1/settings/inbox"                    Admin  => tenant::put_inbox_settings(deps, caller, req),
+    GET    "/v1/users"                             Viewer => users::list(deps, caller, req),
+    POST   "/v1/users"                             Admin  => users::create(deps, caller, req),
+    GET    "/v1/users/{user_id}"                   Viewer => users::get(deps, caller, id),
+    PATCH  "/v1/users/{user_id}"                   Admin  => users::patch(deps, caller, req, id),
+    DELETE "/v1/users/{user_id}"                   Admin  => users::disable(deps, caller, req, id),
+    POST   "/v1/users/{user_id}/apikeys"           Admin  => users::create_key(deps, caller, req, id),
+    GET    "/v1/conversations"                     Viewer => conversations::list(deps, caller, req),
+    GET    "/v1/conversations/{conversation_id}"   Viewer => conversations::get(deps, caller, id),
+    GET    "/v1/conversations/{conversation_id}/messages" Viewer => conversations::messages(deps, caller, req, id),
+    POST   "/v1/conversations/{conversation_id}/assign"   Agent  => conversations::assign(deps, caller, req, id),
+    POST   "/v1/conversations/{conversation_id}/status"   Agent  => conversations::set_status(deps, caller, req, id),
+    POST   "/v1/conversations/{conversation_id}/read"     Viewer => conversations::read(deps, caller, req, id),
+    POST   "/v1/conversations/{conversation_id}/notes"    Agent  => conversations::add_note(deps, caller, req, id),
+    GET    "/v1/conversations/{conversation_id}/notes"    Viewer => conversations::notes(deps, caller, req, id),
     GET    "/v1/apikeys"                           Admin  => apikeys::list(deps, caller, req),
     POST   "/v1/apikeys"                           Admin  => apikeys::create(deps, caller, req),
     DELETE "/v1/apikeys/{key_id}"                  Admin  => apikeys::revoke(deps, caller, req, id),

@@ -43,7 +43,7 @@ impl From<PrivacyError> for ApiError {
 }
 
 fn entry(caller: &Caller, req: &Request, action: &str) -> AuditEntry {
-    AuditEntry::new(&caller.tenant_id, Some(&caller.key_id), action).request(request_id(req).as_deref())
+    caller.audit_entry(action).request(request_id(req).as_deref())
 }
 
 fn settings_view(settings: &RetentionSettings, custom: bool) -> Value {
