@@ -73,6 +73,35 @@ impl LocalEndpoint {
     }
 }
 
+/// A local endpoint provisioned from `template.yaml` (tables, queues, buckets, the app secrets
+/// with test values), and a store on its data table.
+pub async fn provisioned_store(root: &Path, app_secret: &str) -> (LocalEndpoint, crm_shared::store::DynamoStore) {
+    let moto = LocalEndpoint::start(root).expect("local AWS endpoint");
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(moto.endpoint_url())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "test", "test", None, None, "bench",
+        ))
+        .load()
+        .await;
+    let resources = devstack::template::load(&root.join("template.yaml")).expect("template");
+    let secrets = std::collections::BTreeMap::from([
+        ("MetaAppSecret".to_owned(), app_secret.to_owned()),
+        ("MetaVerifyToken".to_owned(), "verify".to_owned()),
+        ("CursorKey".to_owned(), "bench-cursor-key-0123456789abcdef".to_owned()),
+    ]);
+    let env = crm_shared::config::Env::default();
+    let provisioned = devstack::provision::provision_with_secrets(&sdk, &env, &resources, &secrets)
+        .await
+        .expect("provisioned");
+    let table = &provisioned.tables["DataTable"];
+    (
+        moto,
+        crm_shared::store::DynamoStore::new(crm_shared::aws::dynamodb_client(&sdk), table),
+    )
+}
+
 impl Drop for LocalEndpoint {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -12,9 +12,8 @@ use std::time::{Duration, Instant};
 use futures::stream::{self, StreamExt, TryStreamExt};
 
 use crm_shared::admin;
-use crm_shared::config::Env;
 use crm_shared::message::{Direction, MessageRecord, MessageStatus};
-use crm_shared::store::{ContactFilter, ContactStore, DynamoStore, InboundStore, InboundWrite, MessageStore};
+use crm_shared::store::{ContactFilter, ContactStore, InboundStore, InboundWrite, MessageStore};
 use crm_shared::tenant::NewTenant;
 use crm_shared::testing::fixtures;
 
@@ -74,26 +73,7 @@ where
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let o = options();
-    let root = devstack::workspace_root();
-    let moto = bench::endpoint::LocalEndpoint::start(&root).expect("local AWS endpoint");
-    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(moto.endpoint_url())
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-            "test", "test", None, None, "bench",
-        ))
-        .load()
-        .await;
-    let resources = devstack::template::load(&root.join("template.yaml")).expect("template");
-    let secrets = std::collections::BTreeMap::from([
-        ("MetaAppSecret".to_owned(), "app-secret".to_owned()),
-        ("MetaVerifyToken".to_owned(), "verify".to_owned()),
-        ("CursorKey".to_owned(), "bench-cursor-key-0123456789abcdef".to_owned()),
-    ]);
-    let provisioned = devstack::provision::provision_with_secrets(&sdk, &Env::default(), &resources, &secrets)
-        .await
-        .expect("provisioned");
-    let store = DynamoStore::new(crm_shared::aws::dynamodb_client(&sdk), &provisioned.tables["DataTable"]);
+    let (moto, store) = bench::endpoint::provisioned_store(&devstack::workspace_root(), "app-secret").await;
     let new = NewTenant::validated("Size", "106540352242922", "100000000000000", "bench-graph-token").expect("tenant");
     let tenant_id = admin::create_tenant(&store, new)
         .await

@@ -17,7 +17,7 @@ use lambda_http::{Body, Request};
 use serde_json::json;
 
 use crm_shared::admin;
-use crm_shared::config::{Env, WebhookSecrets};
+use crm_shared::config::WebhookSecrets;
 use crm_shared::secret::Secret;
 use crm_shared::store::{ContactStore, DynamoStore, OutboundStore};
 use crm_shared::tenant::NewTenant;
@@ -162,26 +162,7 @@ async fn main() {
 
 /// moto on a free port, provisioned from `template.yaml`, with the bench tenant.
 async fn local_store() -> (bench::endpoint::LocalEndpoint, DynamoStore, String) {
-    let root = devstack::workspace_root();
-    let moto = bench::endpoint::LocalEndpoint::start(&root).expect("local AWS endpoint");
-    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(moto.endpoint_url())
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-            "test", "test", None, None, "bench",
-        ))
-        .load()
-        .await;
-    let resources = devstack::template::load(&root.join("template.yaml")).expect("template");
-    let secrets = std::collections::BTreeMap::from([
-        ("MetaAppSecret".to_owned(), APP_SECRET.to_owned()),
-        ("MetaVerifyToken".to_owned(), "verify".to_owned()),
-        ("CursorKey".to_owned(), "bench-cursor-key-0123456789abcdef".to_owned()),
-    ]);
-    let provisioned = devstack::provision::provision_with_secrets(&sdk, &Env::default(), &resources, &secrets)
-        .await
-        .expect("provisioned");
-    let store = DynamoStore::new(crm_shared::aws::dynamodb_client(&sdk), &provisioned.tables["DataTable"]);
+    let (moto, store) = bench::endpoint::provisioned_store(&devstack::workspace_root(), APP_SECRET).await;
     let new = NewTenant::validated("Bench", PHONE_NUMBER_ID, "100000000000000", "bench-graph-token").expect("tenant");
     let tenant = admin::create_tenant(&store, new).await.expect("tenant created");
     (moto, store, tenant.tenant.tenant_id)

@@ -448,6 +448,11 @@ impl DynamoStore {
         pk: String,
         sk: &str,
     ) -> Result<Option<T>, StoreError> {
+        self.get_item(pk, sk).await?.map(from_item).transpose()
+    }
+
+    /// One item read consistently, as stored.
+    pub(crate) async fn get_item(&self, pk: String, sk: &str) -> Result<Option<Item>, StoreError> {
         let out = self
             .client
             .get_item()
@@ -457,7 +462,7 @@ impl DynamoStore {
             .send()
             .await
             .map_err(backend)?;
-        out.item.map(from_item).transpose()
+        Ok(out.item)
     }
 
     /// Whether an item exists (read consistently, key only).

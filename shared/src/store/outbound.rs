@@ -93,20 +93,6 @@ impl DynamoStore {
             .expression_attribute_values(":e", av(error))
     }
 
-    /// A message item as stored (consistent read).
-    async fn raw_message(&self, tenant_id: &str, message_id: &str) -> Result<Option<super::Item>, StoreError> {
-        let out = self
-            .client()
-            .get_item()
-            .table_name(self.table())
-            .set_key(Some(key(message_pk(tenant_id, message_id), MESSAGE_SK)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(backend)?;
-        Ok(out.item)
-    }
-
     /// The unexpired record of an idempotency key.
     async fn idempotency_record(
         &self,
@@ -309,7 +295,7 @@ impl OutboundStore for DynamoStore {
                 let old = match old {
                     Some(item) => Some(item),
                     // Some endpoints omit the old item: read it.
-                    None => self.raw_message(tenant_id, message_id).await?,
+                    None => self.get_item(message_pk(tenant_id, message_id), MESSAGE_SK).await?,
                 };
                 claim_refused(old, now_ms)
             }
@@ -543,16 +529,9 @@ impl SendPacingStore for DynamoStore {
     }
 
     async fn recipient(&self, tenant_id: &str, contact_id: &str) -> Result<Option<Recipient>, StoreError> {
-        let out = self
-            .client()
-            .get_item()
-            .table_name(self.table())
-            .set_key(Some(key(contact_pk(tenant_id, contact_id), PROFILE_SK)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(backend)?;
-        let Some(item) = out.item else { return Ok(None) };
+        let Some(item) = self.get_item(contact_pk(tenant_id, contact_id), PROFILE_SK).await? else {
+            return Ok(None);
+        };
         let mut queue = item
             .get(RECIPIENT_QUEUE)
             .and_then(|v| v.as_ss().ok())
