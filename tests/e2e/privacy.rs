@@ -292,13 +292,19 @@ fn crmctl(args: &[&str]) -> (bool, Value, String) {
 
 // ---------------------------------------------------------------------------------------------
 
+fn with_events(settings: &Value, days: u32) -> Value {
+    let mut v = settings.clone();
+    v["events_days"] = json!(days);
+    v
+}
+
 #[tokio::test]
 async fn retention_settings_have_defaults_bounds_and_stay_within_their_tenant() {
     let _serial = bulk_lock().await;
     let a = ctx("Retention settings A").await;
     let b = ctx("Retention settings B").await;
     let defaults = json!({"messages_days": 365, "media_days": 90, "exports_days": 7, "audit_days": 365,
-                          "source": "default"});
+                          "events_days": 7, "source": "default"});
     let (status, body) = a.call("GET", "/v1/settings/retention", &a.viewer, None).await;
     assert_eq!((status, &body), (200, &defaults));
 
@@ -316,6 +322,16 @@ async fn retention_settings_have_defaults_bounds_and_stay_within_their_tenant() 
     for field in ["messages_days", "media_days", "exports_days", "audit_days"] {
         assert_eq!(body[field], chosen[field], "{field}");
     }
+    assert_eq!(body["events_days"], 7, "optional: the default");
+    let (status, body) = a
+        .call(
+            "PUT",
+            "/v1/settings/retention",
+            &a.admin,
+            Some(with_events(&chosen, 14)),
+        )
+        .await;
+    assert_eq!((status, &body["events_days"]), (200, &json!(14)), "{body}");
     // Another tenant still has the defaults.
     let (_, body) = b.call("GET", "/v1/settings/retention", &b.viewer, None).await;
     assert_eq!(body, defaults);
@@ -330,6 +346,8 @@ async fn retention_settings_have_defaults_bounds_and_stay_within_their_tenant() 
         (with("messages_days", json!(3651)), "invalid_retention"),
         (with("exports_days", json!(31)), "invalid_retention"),
         (with("audit_days", json!(29)), "invalid_retention"),
+        (with("events_days", json!(0)), "invalid_retention"),
+        (with("events_days", json!(31)), "invalid_retention"),
         (with("media_days", json!(31)), "media_outlives_messages"),
         (with("media_days", json!(-1)), "invalid_body"),
         (with("media_days", json!("10")), "invalid_body"),

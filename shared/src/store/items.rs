@@ -175,6 +175,8 @@ pub(crate) struct SettingsItem {
     pub media_days: u32,
     pub exports_days: u32,
     pub audit_days: u32,
+    #[serde(default = "crate::privacy::default_events_days")]
+    pub events_days: u32,
     pub updated_at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated_by: Option<String>,
@@ -189,6 +191,7 @@ impl SettingsItem {
             media_days: settings.media_days,
             exports_days: settings.exports_days,
             audit_days: settings.audit_days,
+            events_days: settings.events_days,
             updated_at: at,
             updated_by: actor.map(str::to_owned),
         }
@@ -200,6 +203,7 @@ impl SettingsItem {
             media_days: self.media_days,
             exports_days: self.exports_days,
             audit_days: self.audit_days,
+            events_days: self.events_days,
         }
     }
 }
