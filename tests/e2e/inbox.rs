@@ -774,3 +774,65 @@ async fn several_numbers_route_webhooks_and_refuse_what_belongs_elsewhere() {
         "the first number stays"
     );
 }
+
+#[tokio::test]
+async fn the_sweep_wakes_snoozes_that_ran_out_and_only_those() {
+    let queue = e2e_tests::own_queue("OutboundQueue").await;
+    let c = ctx("Snooze wake", &queue).await;
+    let now = Utc::now().timestamp();
+    let (soon_customer, later_customer) = (customer_wa_id(), customer_wa_id());
+    c.deliver(&[
+        (c.pnid.clone(), soon_customer, "wamid.wake.1".into(), now - 20),
+        (c.pnid.clone(), later_customer.clone(), "wamid.wake.2".into(), now - 10),
+    ])
+    .await;
+    let all = c.all("", &c.admin, 10).await;
+    let [later, soon] = [0, 1].map(|i| all[i]["id"].as_str().unwrap().to_owned());
+    let until_soon = Utc::now() + Duration::seconds(2);
+    for (conv, until) in [(&soon, until_soon), (&later, Utc::now() + Duration::days(1))] {
+        let body = json!({"status": "snoozed", "snooze_until": until.to_rfc3339()});
+        let (status, out) = c
+            .call(
+                "POST",
+                &format!("/v1/conversations/{conv}/status"),
+                &c.admin,
+                Some(body),
+            )
+            .await;
+        assert_eq!(status, 200, "{out}");
+    }
+    let stored = |id: String| {
+        let store = c.store.clone();
+        let tenant = c.tenant_id.clone();
+        async move {
+            use crm_shared::store::ConversationStore;
+            store.get_conversation(&tenant, &id).await.unwrap().unwrap()
+        }
+    };
+    tokio::time::sleep((until_soon - Utc::now()).to_std().unwrap_or_default() + std::time::Duration::from_millis(300))
+        .await;
+    // Before the sweep the table still says snoozed (the API already shows it open).
+    assert_eq!(stored(soon.clone()).await.status.as_str(), "snoozed");
+    let sweeper_sdk = stack().sdk_for("SendSweepFunction").await;
+    let report = sender_fn::sweep::sweep(
+        &stack().store_for("SendSweepFunction").await,
+        &crm_shared::jobs::SqsQueue::new(crm_shared::aws::sqs_client(&sweeper_sdk), &queue),
+        Utc::now(),
+    )
+    .await
+    .unwrap();
+    assert!(report.woken >= 1, "{report:?}");
+    let woken = stored(soon.clone()).await;
+    assert_eq!((woken.status.as_str(), woken.snooze_until), ("open", None));
+    assert_eq!(stored(later.clone()).await.status.as_str(), "snoozed", "not yet");
+    let (_, open) = c
+        .call("GET", &format!("/v1/conversations/{soon}"), &c.admin, None)
+        .await;
+    assert_eq!((&open["status"], &open["snooze_until"]), (&json!("open"), &Value::Null));
+    // A customer writing to the other one wakes it too, and takes it out of the snooze index.
+    c.deliver(&[(c.pnid.clone(), later_customer, "wamid.wake.3".into(), now)])
+        .await;
+    assert_eq!(stored(later.clone()).await.status.as_str(), "open");
+    let (_, remaining) = c.call("GET", "/v1/conversations?status=snoozed", &c.admin, None).await;
+    assert_eq!(remaining["items"], json!([]), "{remaining}");
+}

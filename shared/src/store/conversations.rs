@@ -257,10 +257,13 @@ impl ConversationStore for DynamoStore {
         ]);
         match change.snooze_until {
             Some(until) => {
-                sets.push("snooze_until = :until");
+                // In the snooze index until it ends (the sweep wakes it then).
+                sets.extend(["snooze_until = :until", "GSI6PK = :snoozed", "GSI6SK = :wake"]);
                 values.insert(":until".into(), av(&until));
+                values.insert(":snoozed".into(), s(snoozed_gsi6pk(tenant_id)));
+                values.insert(":wake".into(), s(inbox_sk(until.timestamp_millis(), conversation_id)));
             }
-            None => removes.push("snooze_until"),
+            None => removes.extend(["snooze_until", "GSI6PK", "GSI6SK"]),
         }
         if change.status == ConversationStatus::Resolved {
             sets.push("resolved_at = :now");
@@ -294,6 +297,20 @@ impl ConversationStore for DynamoStore {
             None if only_from.is_some() => Ok(None),
             None => Err(StoreError::NotFound),
         }
+    }
+
+    async fn due_snoozes(&self, tenant_id: &str, now: DateTime<Utc>) -> Result<Vec<String>, StoreError> {
+        // Sort keys up to `now`'s instant (any conversation id after it).
+        let query = PageQuery::index(GSI6, GSI6_PK, GSI6_SK, snoozed_gsi6pk(tenant_id))
+            .below(format!("{:013}$", now.timestamp_millis().max(0)))
+            .project(&[GSI6_SK]);
+        Ok(self
+            .query_all(&query)
+            .await?
+            .iter()
+            .filter_map(|item| item.get(GSI6_SK)?.as_s().ok())
+            .filter_map(|sk| sk.split_once('#').map(|(_, id)| id.to_owned()))
+            .collect())
     }
 
     async fn mark_read(

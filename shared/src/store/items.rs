@@ -774,7 +774,7 @@ impl ConversationTouch {
             );
             touch.values.remove(":preview");
         }
-        touch.removes = vec!["snooze_until", "resolved_at"];
+        touch.removes = vec!["snooze_until", "resolved_at", "GSI6PK", "GSI6SK"];
         touch.values.insert(":open".into(), av(&ConversationStatus::Open));
         touch
             .values

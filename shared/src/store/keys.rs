@@ -272,6 +272,12 @@ pub fn tenant_outbox_gsi6pk(tenant_id: &str) -> String {
     format!("T#{tenant_id}#OUTBOX")
 }
 
+/// GSI6 partition (sparse): snoozed conversations by the end of their snooze
+/// ([`inbox_sk`] of `snooze_until`), for the sweep that wakes them.
+pub fn snoozed_gsi6pk(tenant_id: &str) -> String {
+    format!("T#{tenant_id}#SNOOZED")
+}
+
 /// Retention settings of a tenant (under the tenant partition).
 pub const RETENTION_SETTINGS_SK: &str = "SETTINGS#RETENTION";
 

@@ -694,6 +694,14 @@ pub trait ConversationStore: Send + Sync {
         only_from: Option<(ConversationStatus, DateTime<Utc>)>,
     ) -> impl Future<Output = Result<Option<Conversation>, StoreError>> + Send;
 
+    /// The ids of the tenant's snoozed conversations whose snooze ran out by `now` (the sparse
+    /// snooze index, oldest first); the sweep wakes each with [`Self::set_status`].
+    fn due_snoozes(
+        &self,
+        tenant_id: &str,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+
     /// Moves `reader`'s read mark forward to `up_to` (checked against the conversation's
     /// `last_seq` by the caller; sequence numbers only grow); the conversation after.
     fn mark_read(

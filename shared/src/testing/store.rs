@@ -108,6 +108,7 @@ pub enum Op {
     Inbox,
     Assign,
     SetConversationStatus,
+    DueSnoozes,
     MarkRead,
     AddNote,
     Notes,

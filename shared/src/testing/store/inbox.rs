@@ -252,6 +252,23 @@ impl ConversationStore for MemStore {
         Ok(Some(c.clone()))
     }
 
+    async fn due_snoozes(&self, tenant_id: &str, now: DateTime<Utc>) -> Result<Vec<String>, StoreError> {
+        self.enter(Op::DueSnoozes, 1).await?;
+        let s = self.state();
+        let mut due: Vec<(DateTime<Utc>, String)> = s
+            .conversations
+            .values()
+            .filter(|c| c.tenant_id == tenant_id && c.status == ConversationStatus::Snoozed)
+            .filter_map(|c| {
+                c.snooze_until
+                    .filter(|u| *u <= now)
+                    .map(|u| (u, c.conversation_id.clone()))
+            })
+            .collect();
+        due.sort();
+        Ok(due.into_iter().map(|(_, id)| id).collect())
+    }
+
     async fn mark_read(
         &self,
         tenant_id: &str,
