@@ -64,7 +64,12 @@ fn the_writes_found_missing_in_review_are_granted() {
         // it only on a failure path).
         (
             "MediaFunction",
-            check(&p, "s3:AbortMultipartUpload", "MediaBucket", "/tenants/t/contacts/c/media/m"),
+            check(
+                &p,
+                "s3:AbortMultipartUpload",
+                "MediaBucket",
+                "/tenants/t/contacts/c/media/m",
+            ),
         ),
     ];
     let missing: Vec<String> = gaps

@@ -539,11 +539,19 @@ async fn open_uploads(prefix: &str) -> Vec<String> {
         .send()
         .await
         .unwrap();
-    out.uploads().iter().filter_map(|u| u.key().map(str::to_owned)).collect()
+    out.uploads()
+        .iter()
+        .filter_map(|u| u.key().map(str::to_owned))
+        .collect()
 }
 
 /// A tenant, a document message stored by the webhook for `media_id`, and its job.
-async fn document_job(name: &str, wamid: &str, media_id: &str, sha256: &str) -> (String, MessageRecord, serde_json::Value) {
+async fn document_job(
+    name: &str,
+    wamid: &str,
+    media_id: &str,
+    sha256: &str,
+) -> (String, MessageRecord, serde_json::Value) {
     let store = stack().store().await;
     let sqs = crm_shared::aws::sqs_client(&stack().sdk().await);
     let queue = own_queue(&sqs).await;
@@ -553,7 +561,8 @@ async fn document_job(name: &str, wamid: &str, media_id: &str, sha256: &str) -> 
     let body = document_delivery(&tenant.phone_number_id, &from, wamid, media_id, sha256);
     assert_eq!(post_webhook(&gw.base, &body, None).await.0, 200);
     let message = stored_message(&store, &tenant.tenant_id, wamid).await;
-    let job = json!({"tenant_id": tenant.tenant_id, "message_id": message.message_id, "contact_id": message.contact_id});
+    let job =
+        json!({"tenant_id": tenant.tenant_id, "message_id": message.message_id, "contact_id": message.contact_id});
     (tenant.tenant_id, message, job)
 }
 
@@ -575,13 +584,27 @@ async fn a_large_document_is_streamed_into_s3_in_parts_and_arrives_intact() {
     let key = media.s3_key.unwrap();
     let stored = object_bytes(&key).await;
     assert_eq!(stored.len(), data.len());
-    assert_eq!(hex::encode(Sha256::digest(&stored)), sha, "the stored bytes hash as Meta announced");
+    assert_eq!(
+        hex::encode(Sha256::digest(&stored)),
+        sha,
+        "the stored bytes hash as Meta announced"
+    );
     // A multipart object's ETag names its part count.
     let s3 = crm_shared::aws::s3_client(&stack().sdk().await);
-    let head = s3.head_object().bucket(stack().media_bucket()).key(&key).send().await.unwrap();
+    let head = s3
+        .head_object()
+        .bucket(stack().media_bucket())
+        .key(&key)
+        .send()
+        .await
+        .unwrap();
     assert!(head.e_tag().unwrap_or_default().ends_with("-2\""), "{:?}", head.e_tag());
     assert_eq!(head.content_type(), Some("application/pdf"));
-    assert!(open_uploads(&crm_shared::blob::contact_media_prefix(&tenant_id, &message.contact_id)).await.is_empty());
+    assert!(
+        open_uploads(&crm_shared::blob::contact_media_prefix(&tenant_id, &message.contact_id))
+            .await
+            .is_empty()
+    );
     assert_eq!(deps.buffers.available(), deps.buffers.total_bytes());
 }
 
@@ -600,13 +623,26 @@ async fn a_large_document_that_fails_its_checksum_leaves_no_object_and_no_upload
     assert_eq!(resp.batch_item_failures.len(), 1, "retried");
     assert_eq!(*deps.retry.0.lock().unwrap(), vec![5]);
     let store = stack().store().await;
-    let media = stored_message(&store, &tenant_id, "wamid.tampered").await.media.unwrap();
+    let media = stored_message(&store, &tenant_id, "wamid.tampered")
+        .await
+        .media
+        .unwrap();
     assert_eq!(media.status, MediaStatus::Pending);
     let prefix = crm_shared::blob::contact_media_prefix(&tenant_id, &message.contact_id);
-    assert!(open_uploads(&prefix).await.is_empty(), "the multipart upload was aborted");
+    assert!(
+        open_uploads(&prefix).await.is_empty(),
+        "the multipart upload was aborted"
+    );
     let key = crm_shared::blob::media_key(&tenant_id, &message.contact_id, &message.message_id);
     let s3 = crm_shared::aws::s3_client(&stack().sdk().await);
-    assert!(s3.head_object().bucket(stack().media_bucket()).key(&key).send().await.is_err());
+    assert!(
+        s3.head_object()
+            .bucket(stack().media_bucket())
+            .key(&key)
+            .send()
+            .await
+            .is_err()
+    );
 }
 
 #[tokio::test]
@@ -627,10 +663,18 @@ async fn a_download_that_fails_once_is_stored_on_the_fast_first_retry() {
 
     let resp = media_fn::handle(&deps, event(vec![record(&job, 1)])).await.unwrap();
     assert_eq!(resp.batch_item_failures.len(), 1);
-    assert_eq!(*deps.retry.0.lock().unwrap(), vec![5], "the first retry comes within seconds");
+    assert_eq!(
+        *deps.retry.0.lock().unwrap(),
+        vec![5],
+        "the first retry comes within seconds"
+    );
     let store = stack().store().await;
     assert_eq!(
-        stored_message(&store, &tenant_id, "wamid.blip").await.media.unwrap().status,
+        stored_message(&store, &tenant_id, "wamid.blip")
+            .await
+            .media
+            .unwrap()
+            .status,
         MediaStatus::Pending
     );
     let resp = media_fn::handle(&deps, event(vec![record(&job, 2)])).await.unwrap();
@@ -718,7 +762,10 @@ async fn a_media_job_that_reaches_the_dead_letter_queue_marks_its_media_failed()
     .await
     .unwrap();
     assert_eq!(handled, 1);
-    let media = stored_message(&store, &tenant.tenant_id, "wamid.dead").await.media.unwrap();
+    let media = stored_message(&store, &tenant.tenant_id, "wamid.dead")
+        .await
+        .media
+        .unwrap();
     assert_eq!(media.status, MediaStatus::Failed);
     assert_eq!(media.failure.as_deref(), Some(media_fn::dead_letter::RETRIES_EXHAUSTED));
     assert!(media.s3_key.is_none());

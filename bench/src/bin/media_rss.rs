@@ -114,7 +114,9 @@ async fn serve_graph(listener: TcpListener, block: Bytes, size: usize, sha256: S
                     Ok::<_, Infallible>(Response::new(body))
                 }
             });
-            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
         });
     }
 }
@@ -186,7 +188,11 @@ async fn main() {
     let size = o.mib * 1024 * 1024;
     let (moto, store) = bench::endpoint::provisioned_store(&devstack::workspace_root(), "app-secret").await;
     let new = NewTenant::validated("Media", "106540352242922", "100000000000000", "bench-graph-token").expect("tenant");
-    let tenant_id = admin::create_tenant(&store, new).await.expect("tenant").tenant.tenant_id;
+    let tenant_id = admin::create_tenant(&store, new)
+        .await
+        .expect("tenant")
+        .tenant
+        .tenant_id;
     let contact = fixtures::contact(&tenant_id, "+447700900001", chrono::Utc::now());
     store.create_contact(&contact).await.expect("contact");
     let block = block();

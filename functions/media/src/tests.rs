@@ -500,7 +500,11 @@ async fn a_transfer_still_running_at_the_deadline_is_stopped_and_retried() {
     // Less time left than the margin: running transfers stop at once.
     context.deadline = (Utc::now().timestamp_millis() + 1_000) as u64;
     let response = handle(&w.deps, LambdaEvent::new(event, context)).await.unwrap();
-    assert_eq!(response.batch_item_failures.len(), 1, "reported for retry, not timed out");
+    assert_eq!(
+        response.batch_item_failures.len(),
+        1,
+        "reported for retry, not timed out"
+    );
     assert_eq!(w.queue.retries(), vec![("receipt-1".to_owned(), 5)]);
     assert_eq!(w.blobs.aborted_uploads(), vec![w.key(&m)]);
     assert_eq!(w.media_status(&m), Some(MediaStatus::Pending));
@@ -533,7 +537,10 @@ mod dead_letters {
         let media = media(&w, &m);
         assert_eq!(media.status, MediaStatus::Failed);
         assert_eq!(media.failure.as_deref(), Some(RETRIES_EXHAUSTED));
-        assert!(w.blobs.keys().is_empty() && w.graph.media_info_calls() == 0, "nothing fetched");
+        assert!(
+            w.blobs.keys().is_empty() && w.graph.media_info_calls() == 0,
+            "nothing fetched"
+        );
     }
 
     #[tokio::test]

@@ -194,7 +194,9 @@ impl MediaSource for FakeGraph {
         if s.stalls > 0 {
             s.stalls -= 1;
             chunks.truncate(half);
-            return Ok(Box::pin(futures::stream::iter(chunks).chain(futures::stream::pending())));
+            return Ok(Box::pin(
+                futures::stream::iter(chunks).chain(futures::stream::pending()),
+            ));
         }
         Ok(Box::pin(futures::stream::iter(chunks)))
     }
