@@ -199,11 +199,11 @@ async fn copy<B: BlobStore>(
                     Ok(size)
                 }
                 Some(mut multipart) => {
-                    if !part.is_empty() {
-                        if let Err(e) = multipart.upload_part(part).await {
-                            *upload = Some(multipart);
-                            return Err(e.into());
-                        }
+                    if !part.is_empty()
+                        && let Err(e) = multipart.upload_part(part).await
+                    {
+                        *upload = Some(multipart);
+                        return Err(e.into());
                     }
                     multipart.complete().await?;
                     Ok(size)
