@@ -451,24 +451,6 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_download_declared_too_large_is_refused_before_its_body() {
-        let server = MockServer::start().await;
-        Mock::given(method("GET"))
-            .and(path("/download/big"))
-            .respond_with(
-                ResponseTemplate::new(200).insert_header("content-length", (MAX_MEDIA_BYTES + 1).to_string().as_str()),
-            )
-            .mount(&server)
-            .await;
-        let c = client(&server.uri());
-        let url = format!("{}/download/big", server.uri());
-        assert_eq!(
-            c.download(&url, &Secret::new("t")).await.err(),
-            Some(GraphCallError::TooLarge)
-        );
-    }
-
-    #[tokio::test]
     async fn a_send_without_an_answer_is_unknown_and_one_never_connected_is_not() {
         let server = MockServer::start().await;
         Mock::given(method("POST"))
