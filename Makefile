@@ -11,6 +11,7 @@ help:
 	@echo "make bench-privacy - requests per erased / retention-deleted item (MESSAGES=10000)"
 	@echo "make bench-webhook - webhook ack latency p50/p99 by delivery size, statuses/s per instance"
 	@echo "make bench-media - media worker peak RSS with 10 concurrent 100 MiB documents (limit 128 MB)"
+	@echo "make bench-events  - events function CPU per event, 1,000 events/s sustained, end-to-end latency"
 	@echo "make bench-devstack - the local endpoint at 10,000 contacts / 100,000 messages: latency, memory"
 
 bootstrap:
@@ -50,6 +51,14 @@ bench: package
 bench-webhook:
 	cargo build --release -p bench --bin webhook-ack
 	target/release/webhook-ack $(WEBHOOK_ACK_ARGS)
+
+# Event stream benchmark (not a test): events function CPU per event, 1,000 events/s for one
+# tenant and one endpoint sustained (in-memory store, 5 ms per request), and change stored →
+# webhook received p50/p99 on the local stack (moto's stream, real handlers, SQS).
+.PHONY: bench-events
+bench-events: bootstrap
+	cargo build --release -p bench --bin events-bench
+	target/release/events-bench $(EVENTS_BENCH_ARGS)
 
 # The local stack at size (not a test): request latency and endpoint memory at 1,000 / 5,000 /
 # 10,000 contacts with 10 messages each, on the endpoint `make dev` and the tests run.

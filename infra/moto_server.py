@@ -6,6 +6,9 @@ any concurrent write to the same table ("dictionary changed size during iteratio
 Real DynamoDB has no such problem, so the local endpoint serializes DynamoDB requests (they are
 fast in moto) while SQS long polls and S3 transfers stay concurrent.
 
+Streams: a cancelled transaction leaves no stream record (DynamoDB streams carry committed
+changes only), although moto writes its items one by one and the undo log restores them.
+
 The copy is also O(table size) per transaction item (~1 s per two-item transaction at 10,000
 items, and memory to match: `make dev` with a few thousand contacts slowed to seconds per
 request). So a transaction here keeps an undo log of just the items it names (their state
@@ -59,6 +62,13 @@ def transact_write_items(self, transact_items):
             continue
         if key is not None:
             undo.append((op["TableName"], key, before.to_json()["Attributes"] if before else None))
+    # DynamoDB Streams carry only committed changes: a cancelled transaction (and its undo
+    # below) leaves no stream record, so the stream's length is restored on failure.
+    streams = [
+        (t.stream_shard, len(t.stream_shard.items))
+        for t in {name: self.tables.get(name) for name, _, _ in undo}.values()
+        if t is not None and t.stream_shard is not None
+    ]
     ddb.copy = _TablesByReference
     try:
         return _original(self, transact_items)
@@ -68,6 +78,8 @@ def transact_write_items(self, transact_items):
                 self.delete_item(table_name, key)
             else:
                 self.put_item(table_name, attrs)
+        for shard, length in streams:
+            del shard.items[length:]
         raise
     finally:
         ddb.copy = _copy

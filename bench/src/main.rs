@@ -20,7 +20,9 @@ use bench::endpoint::LocalEndpoint;
 use bench::functions::{FunctionSpec, Proc, from_template, release_binary};
 use bench::graph::FakeGraph;
 use bench::proxy::CountingProxy;
-use bench::report::{self, ColdStart, INBOUND_CONVERSATION, INBOUND_KNOWN, Machine, Results, Size, Warm};
+use bench::report::{
+    self, CONTACT_GET, ColdStart, INBOUND_CONVERSATION, INBOUND_KNOWN, INBOX_PAGE, Machine, Results, Size, Warm,
+};
 use bench::runtime_api::{Reply, RuntimeApi};
 use bench::stats::{median, percentile};
 use bench::throughput::{self, BENCH_PHONE_NUMBER_ID, ThroughputConfig, customer_phone};
@@ -712,7 +714,7 @@ async fn warm_runs(b: &Bench, events: usize, warmup: usize) -> Result<Vec<Warm>,
     }
     let get = warm(
         b,
-        "GET /v1/contacts/{id}",
+        CONTACT_GET,
         "api",
         contact_ids
             .iter()
@@ -723,6 +725,21 @@ async fn warm_runs(b: &Bench, events: usize, warmup: usize) -> Result<Vec<Warm>,
     )
     .await?;
     out.push(get.result);
+
+    // The inbox: the inbound runs opened one conversation per customer (thousands), so every
+    // page is full; the same first page each time, as an agent refreshing the inbox.
+    let inbox = warm(
+        b,
+        INBOX_PAGE,
+        "api",
+        (0..total)
+            .map(|_| apigw_event("GET", "/v1/conversations?limit=50", &[bearer(b)], b""))
+            .collect(),
+        warmup,
+        Expect::Http(200),
+    )
+    .await?;
+    out.push(inbox.result);
 
     let post = warm(
         b,

@@ -149,6 +149,18 @@ pub fn check_targets(r: &Results) -> Vec<Target> {
             miss: (!met).then(|| format!("+{:.2} requests", w.dynamodb_per_event - INBOUND_MAX_DYNAMODB_REQUESTS)),
         });
     }
+    let contact = r.warm.iter().find(|w| w.scenario == CONTACT_GET);
+    if let (Some(inbox), Some(contact)) = (r.warm.iter().find(|w| w.scenario == INBOX_PAGE), contact) {
+        let ratio = inbox.cpu_us_per_event / contact.cpu_us_per_event;
+        let met = ratio <= INBOX_CPU_MAX_RATIO;
+        out.push(Target {
+            what: "CPU per GET /v1/conversations (page of 50) vs GET /v1/contacts/{id}".into(),
+            value: format!("{ratio:.2}×"),
+            limit: format!("≤ {INBOX_CPU_MAX_RATIO}×"),
+            met,
+            miss: (!met).then(|| format!("+{:.0} %", (ratio / INBOX_CPU_MAX_RATIO - 1.0) * 100.0)),
+        });
+    }
     let mut peak: BTreeMap<&str, f64> = BTreeMap::new();
     for w in r.warm.iter().filter(|w| !is_reference(&w.binary)) {
         let e = peak.entry(w.binary.as_str()).or_default();
@@ -227,6 +239,10 @@ pub fn check_targets(r: &Results) -> Vec<Target> {
 
 pub const INBOUND_KNOWN: &str = "inbound text webhook (known contact)";
 pub const INBOUND_CONVERSATION: &str = "inbound text webhook (conversation: contact seen by this instance)";
+pub const CONTACT_GET: &str = "GET /v1/contacts/{id}";
+pub const INBOX_PAGE: &str = "GET /v1/conversations (page of 50)";
+/// Issue 15: an inbox page costs at most twice a single contact read.
+pub const INBOX_CPU_MAX_RATIO: f64 = 2.0;
 
 pub fn is_reference(binary: &str) -> bool {
     matches!(binary, "hello-lambda" | "putitem-ref")

@@ -253,6 +253,7 @@ pub const BENCH_PHONE_NUMBER_ID: &str = "100000000000001";
 pub fn queued_text(tenant_id: &str, contact_id: &str, n: usize) -> MessageRecord {
     let now = Utc::now();
     MessageRecord {
+        phone_number_id: None,
         tenant_id: tenant_id.to_owned(),
         message_id: crm_shared::ids::new_id(),
         contact_id: contact_id.to_owned(),
@@ -313,6 +314,7 @@ pub async fn run_in_memory(graph: &FakeGraph, config: &ThroughputConfig, store_l
         status: TenantStatus::Active,
         created_at: Utc::now(),
         token_invalid: false,
+        inbox: Default::default(),
     };
     store.add_tenant(tenant.clone(), Secret::new("bench-token"));
     // One message per contact: Meta's pair rate (one per recipient per ~6 s) never interferes.

@@ -6,8 +6,9 @@ use chrono::Utc;
 use crate::auth::{self, Role};
 use crate::ids;
 use crate::secret::Secret;
-use crate::store::{ApiKeyStore, StoreError, TenantStore};
+use crate::store::{ApiKeyStore, StoreError, TenantStore, UserStore};
 use crate::tenant::{ApiKeyRecord, NewTenant, Tenant, TenantStatus};
+use crate::user::{MAX_KEYS_PER_USER, User, UserValidationError};
 
 /// A tenant just created, with its first (admin) key in plaintext: shown once, never stored.
 #[derive(Debug)]
@@ -27,6 +28,7 @@ pub async fn create_tenant<S: TenantStore>(store: &S, new: NewTenant) -> Result<
         status: TenantStatus::Active,
         created_at: now,
         token_invalid: false,
+        inbox: Default::default(),
     };
     let minted = auth::mint_key(&tenant.tenant_id);
     let key = ApiKeyRecord {
@@ -37,6 +39,7 @@ pub async fn create_tenant<S: TenantStore>(store: &S, new: NewTenant) -> Result<
         created_at: now,
         revoked_at: None,
         last_used_at: None,
+        user_id: None,
     };
     store.create_tenant(&tenant, &new.access_token, &key).await?;
     Ok(CreatedTenant {
@@ -66,6 +69,7 @@ pub async fn create_api_key<S: ApiKeyStore>(store: &S, tenant_id: &str, role: Ro
         created_at: Utc::now(),
         revoked_at: None,
         last_used_at: None,
+        user_id: None,
     };
     store.put_key(&record).await?;
     Ok(CreatedKey {
@@ -83,4 +87,71 @@ pub async fn revoke_api_key<S: ApiKeyStore>(
         return Err(StoreError::NotFound);
     }
     store.revoke_key(tenant_id, key_id, Utc::now()).await
+}
+
+/// Creates a user of the tenant (`crmctl user create`, `POST /v1/users`).
+pub async fn create_user<S: UserStore>(
+    store: &S,
+    tenant_id: &str,
+    name: &str,
+    email: &str,
+    role: Role,
+) -> Result<User, UserError> {
+    if !ids::is_valid_id(tenant_id) {
+        return Err(StoreError::NotFound.into());
+    }
+    let user = User::new(tenant_id, name, email, role, Utc::now())?;
+    store.create_user(&user).await?;
+    Ok(user)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UserError {
+    #[error(transparent)]
+    Invalid(#[from] UserValidationError),
+    #[error("the user is disabled")]
+    Disabled,
+    #[error("the user has {MAX_KEYS_PER_USER} keys already")]
+    TooManyKeys,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Mints a key owned by a user, with the user's role (`crmctl apikey create --user`,
+/// `POST /v1/users/{id}/apikeys`); retried when the user changed meanwhile.
+pub async fn create_user_key<S: UserStore>(store: &S, tenant_id: &str, user_id: &str) -> Result<CreatedKey, UserError> {
+    if !ids::is_valid_id(tenant_id) || !ids::is_valid_id(user_id) {
+        return Err(StoreError::NotFound.into());
+    }
+    for _ in 0..3 {
+        let user = store.get_user(tenant_id, user_id).await?.ok_or(StoreError::NotFound)?;
+        if !user.is_active() {
+            return Err(UserError::Disabled);
+        }
+        if user.key_ids.len() >= MAX_KEYS_PER_USER {
+            return Err(UserError::TooManyKeys);
+        }
+        let minted = auth::mint_key(tenant_id);
+        let record = ApiKeyRecord {
+            tenant_id: tenant_id.to_owned(),
+            key_id: minted.key_id,
+            role: user.role,
+            key_hash: minted.hash,
+            created_at: Utc::now(),
+            revoked_at: None,
+            last_used_at: None,
+            user_id: Some(user.user_id.clone()),
+        };
+        match store.add_user_key(&user, &record).await {
+            Ok(()) => {
+                return Ok(CreatedKey {
+                    api_key: minted.plaintext,
+                    record,
+                });
+            }
+            Err(StoreError::VersionMismatch) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(StoreError::VersionMismatch.into())
 }

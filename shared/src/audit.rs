@@ -1,4 +1,5 @@
-//! The audit log: who did what, when, to which resource. Entries name actors by API key id and
+//! The audit log: who did what, when, to which resource. Entries name actors by API key id (and
+//! the key's user id) and
 //! targets by id; they never hold message bodies, phone numbers or other contact data.
 
 use chrono::{DateTime, Utc};
@@ -13,6 +14,9 @@ pub struct AuditEntry {
     /// The API key that acted; `None` for the system (webhooks, schedules, operators).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor_key_id: Option<String>,
+    /// The user the acting key belongs to (`None` for integration keys and the system).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor_user_id: Option<String>,
     /// Dotted verb, e.g. `contact.create`, `contact.consent`, `api_key.used`.
     pub action: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -34,12 +38,19 @@ impl AuditEntry {
             tenant_id: tenant_id.to_owned(),
             at: Utc::now(),
             actor_key_id: actor_key_id.map(str::to_owned),
+            actor_user_id: None,
             action: action.to_owned(),
             target_type: None,
             target_id: None,
             request_id: None,
             details: Default::default(),
         }
+    }
+
+    /// Names the user on whose behalf the key acted.
+    pub fn by_user(mut self, user_id: Option<&str>) -> Self {
+        self.actor_user_id = user_id.map(str::to_owned);
+        self
     }
 
     pub fn target(mut self, kind: &str, id: &str) -> Self {

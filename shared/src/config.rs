@@ -30,6 +30,7 @@ pub const RESOURCE_ENV: &[(&str, &str)] = &[
     ("EXPORT_QUEUE_URL", "ExportQueue"),
     ("ERASURE_QUEUE_URL", "ErasureQueue"),
     ("WEBHOOK_OVERFLOW_QUEUE_URL", "WebhookOverflowQueue"),
+    ("WEBHOOK_DELIVERY_QUEUE_URL", "WebhookDeliveryQueue"),
 ];
 
 pub const DEFAULT_MEDIA_MAX_RECEIVES: u32 = 5;
@@ -72,6 +73,8 @@ pub struct Resources {
     pub erasure_queue_url: String,
     /// Webhook items handed off past the webhook's time budget (`webhook-overflow`).
     pub webhook_overflow_queue_url: String,
+    /// Deliveries to tenant webhook endpoints (`webhook-delivery`).
+    pub webhook_delivery_queue_url: String,
 }
 
 /// Where and how the Graph API is reached.
@@ -142,6 +145,7 @@ impl Env {
             export_queue_url: self.queue_url("EXPORT_QUEUE_URL"),
             erasure_queue_url: self.queue_url("ERASURE_QUEUE_URL"),
             webhook_overflow_queue_url: self.queue_url("WEBHOOK_OVERFLOW_QUEUE_URL"),
+            webhook_delivery_queue_url: self.queue_url("WEBHOOK_DELIVERY_QUEUE_URL"),
         }
     }
 
@@ -157,6 +161,14 @@ impl Env {
                     self.resource(env_name)
                 )
             }
+        }
+    }
+
+    /// Where tenant webhooks may go: loopback only with `WEBHOOK_ALLOW_LOOPBACK=true` (local
+    /// stacks and tests), never by default.
+    pub fn webhook_url_policy(&self) -> crate::events::ssrf::UrlPolicy {
+        crate::events::ssrf::UrlPolicy {
+            allow_loopback: self.get("WEBHOOK_ALLOW_LOOPBACK") == Some("true"),
         }
     }
 

@@ -86,6 +86,10 @@ pub struct Contact {
     pub restricted: bool,
     /// Opens the 24 h customer-service window.
     pub last_inbound_at: Option<DateTime<Utc>>,
+    /// The tenant's number (phone number id) the customer last wrote to: where replies go
+    /// from unless a send names another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_number: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// Optimistic concurrency: every write expects the version it read and stores the next one.
@@ -108,6 +112,7 @@ impl Contact {
             consent: Consent::default(),
             restricted: false,
             last_inbound_at: None,
+            last_number: None,
             created_at: now,
             updated_at: now,
             version: 1,

@@ -9,7 +9,9 @@ pub mod blob;
 pub mod cache;
 pub mod config;
 pub mod contact;
+pub mod conversation;
 pub mod cursor;
+pub mod events;
 pub mod first_contact;
 pub mod graph;
 pub mod ids;
@@ -27,4 +29,5 @@ pub mod store;
 pub mod tenant;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod user;
 pub mod whatsapp;

@@ -165,6 +165,10 @@ pub struct MessageRecord {
     pub message_id: String,
     pub contact_id: String,
     pub direction: Direction,
+    /// The tenant's WhatsApp number (phone number id) the message was received on or is sent
+    /// from; absent on messages stored before tenants had several numbers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone_number_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wamid: Option<String>,
     /// Meta's message type (`text`, `image`, …, or an unknown future type as named).
@@ -224,6 +228,7 @@ impl MessageRecord {
             message_id,
             contact_id: contact_id.to_owned(),
             direction,
+            phone_number_id: None,
             wamid: None,
             message_type: message_type.to_owned(),
             content,

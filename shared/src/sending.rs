@@ -152,6 +152,9 @@ pub struct SendRequest {
     pub content: Value,
     pub reply_to: Option<String>,
     pub category: Category,
+    /// The tenant's number to send from (phone number id); `None`: the conversation's, else
+    /// the tenant's first.
+    pub from: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -289,7 +292,7 @@ pub fn validate_content(message_type: &str, content: &Value) -> Result<(), SendV
 /// too (`to` must be E.164).
 pub fn parse_send_request(body: &Value) -> Result<SendRequest, SendValidationError> {
     let obj = object(body, "the body")?;
-    let allowed = ["contact_id", "to", "type", "reply_to", "category"];
+    let allowed = ["contact_id", "to", "type", "reply_to", "category", "from"];
     let message_type = obj
         .get("type")
         .and_then(Value::as_str)
@@ -352,6 +355,11 @@ pub fn parse_send_request(body: &Value) -> Result<SendRequest, SendValidationErr
         content,
         reply_to: string("reply_to")?,
         category,
+        from: match string("from")? {
+            Some(f) if (1..=32).contains(&f.len()) && f.bytes().all(|b| b.is_ascii_digit()) => Some(f),
+            Some(_) => return Err(invalid("invalid_from", "from must be a phone number id (digits)")),
+            None => None,
+        },
     })
 }
 

@@ -27,6 +27,89 @@ pub struct Tenant {
     /// Meta rejected the access token (error 190): sending stops until an operator replaces it.
     #[serde(default)]
     pub token_invalid: bool,
+    /// How the tenant's inbox works (need-to-know, auto-resolve).
+    #[serde(default)]
+    pub inbox: InboxSettings,
+}
+
+/// A tenant's inbox settings (`GET/PUT /v1/settings/inbox`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboxSettings {
+    /// Agents and viewers see only conversations assigned to them or to nobody (admins see
+    /// all).
+    #[serde(default)]
+    pub need_to_know: bool,
+    /// Resolve conversations nobody waits in after this many idle hours (`None`: never).
+    #[serde(default)]
+    pub auto_resolve_after_hours: Option<u32>,
+}
+
+/// Longest auto-resolve period: a year.
+pub const MAX_AUTO_RESOLVE_HOURS: u32 = 24 * 365;
+
+impl InboxSettings {
+    pub fn validate(&self) -> Result<(), String> {
+        match self.auto_resolve_after_hours {
+            Some(h) if h == 0 || h > MAX_AUTO_RESOLVE_HOURS => Err(format!(
+                "auto_resolve_after_hours must be 1 to {MAX_AUTO_RESOLVE_HOURS}, or null"
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// One of a tenant's WhatsApp numbers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PhoneNumber {
+    pub phone_number_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_phone_number: Option<String>,
+    pub waba_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    pub added_at: DateTime<Utc>,
+}
+
+impl Tenant {
+    /// The number the tenant was created with: its default sender.
+    pub fn primary_number(&self) -> PhoneNumber {
+        PhoneNumber {
+            phone_number_id: self.phone_number_id.clone(),
+            display_phone_number: None,
+            waba_id: self.waba_id.clone(),
+            label: None,
+            added_at: self.created_at,
+        }
+    }
+}
+
+/// Checks an operator's new number: Meta numeric ids, a label of at most 100 characters.
+pub fn new_number(
+    phone_number_id: &str,
+    waba_id: &str,
+    display: Option<&str>,
+    label: Option<&str>,
+) -> Result<PhoneNumber, TenantValidationError> {
+    let (phone_number_id, waba_id) = (phone_number_id.trim(), waba_id.trim());
+    if !is_meta_numeric_id(phone_number_id) {
+        return Err(TenantValidationError::NumericId {
+            field: "phone number id",
+        });
+    }
+    if !is_meta_numeric_id(waba_id) {
+        return Err(TenantValidationError::NumericId { field: "WABA id" });
+    }
+    if label.is_some_and(|l| l.chars().count() > 100) || display.is_some_and(|d| d.chars().count() > 32) {
+        return Err(TenantValidationError::Name);
+    }
+    Ok(PhoneNumber {
+        phone_number_id: phone_number_id.to_owned(),
+        display_phone_number: display.map(str::to_owned),
+        waba_id: waba_id.to_owned(),
+        label: label.map(str::to_owned),
+        added_at: Utc::now(),
+    })
 }
 
 /// What an operator supplies to create a tenant.
@@ -102,6 +185,9 @@ pub struct ApiKeyRecord {
     pub created_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
     pub last_used_at: Option<DateTime<Utc>>,
+    /// The user who owns the key (`None`: an integration key).
+    #[serde(default)]
+    pub user_id: Option<String>,
 }
 
 impl ApiKeyRecord {
@@ -137,6 +223,7 @@ mod tests {
             status: TenantStatus::Active,
             created_at: Utc::now(),
             token_invalid: true,
+            inbox: InboxSettings::default(),
         };
         assert!(
             tenant_may_authenticate(Some(&tenant)),

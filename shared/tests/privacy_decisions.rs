@@ -21,6 +21,7 @@ const SETTINGS: RetentionSettings = RetentionSettings {
     media_days: 10,
     exports_days: 3,
     audit_days: 60,
+    events_days: 7,
 };
 
 /// The data kinds the sweep walks by id range (ids are ULIDs of their creation time).
@@ -124,6 +125,7 @@ fn retention_settings_bounds() {
             media_days: 50,
             exports_days: 7,
             audit_days: 100,
+            events_days: 7,
         };
         edit(&mut settings);
         let got = match settings.validate() {
@@ -222,6 +224,9 @@ fn a_retention_report_totals_tenants_and_flags_failures() {
             media_objects,
             exports: 1,
             audit_entries: 2,
+            conversations: 3,
+            notes: 1,
+            conversations_resolved: 2,
         },
         complete: error.is_none(),
         error: error.map(str::to_owned),
@@ -238,6 +243,9 @@ fn a_retention_report_totals_tenants_and_flags_failures() {
             media_objects: 1,
             exports: 2,
             audit_entries: 4,
+            conversations: 6,
+            notes: 2,
+            conversations_resolved: 4,
         }
     );
     assert!(!report.failed());

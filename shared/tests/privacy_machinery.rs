@@ -15,6 +15,7 @@ use serde_json::json;
 use crm_shared::audit::AuditEntry;
 use crm_shared::blob::{BlobStore, contact_media_prefix, media_key};
 use crm_shared::contact::{ConsentChange, Contact, MarketingConsent, RestrictionChange, ValidContact};
+use crm_shared::conversation::{Note, conversation_id};
 use crm_shared::message::{MediaStatus, MessageStatus, inbound_message_id};
 use crm_shared::privacy::erasure::{Continued, SAFETY_NET_DELAY};
 use crm_shared::privacy::export::Built;
@@ -25,8 +26,9 @@ use crm_shared::privacy::{
 };
 use crm_shared::secret::Secret;
 use crm_shared::store::{
-    AuditStore, ContactStore, CustomerIdentity, IDEMPOTENCY_TTL_HOURS, IdempotencyRecord, IdentityKey, InboundStore,
-    InboundWrite, Lease, MessageStore, OutboundStore, PrivacyStore, StatusOutcome, StatusWrite, StoreError,
+    AuditStore, ContactStore, ConversationStore, CustomerIdentity, IDEMPOTENCY_TTL_HOURS, IdempotencyRecord,
+    IdentityKey, InboundStore, InboundWrite, Lease, MessageStore, OutboundStore, PrivacyStore, StatusOutcome,
+    StatusWrite, StoreError,
 };
 use crm_shared::testing::{MemBlobs, MemQueue, MemStore, fixtures};
 
@@ -100,8 +102,9 @@ struct Seeded {
 /// A contact with everything an erasure must reach: an inbound image (stored) that said STOP
 /// (consent history entry), a restriction (history entry), an outbound text sent with an
 /// idempotency key whose `delivered` and `read` arrived before its wamid (parked statuses, the
-/// wamid pointer and the contact's reference to it), and a built export (record, reference,
-/// document). A second contact of the tenant is the bystander.
+/// wamid pointer and the contact's reference to it), a conversation (opened by the inbound
+/// message) with an internal note, and a built export (record, reference, document). A second
+/// contact of the tenant is the bystander.
 async fn seed_erasable(w: &World) -> (Seeded, Contact) {
     let store = &w.store;
     let t = add_tenant(store, "1001");
@@ -112,6 +115,7 @@ async fn seed_erasable(w: &World) -> (Seeded, Contact) {
     // Inbound image with a STOP keyword; its media stored by the worker.
     let mut inbound = fixtures::inbound_media_message(&contact, "media1", None);
     inbound.content = json!({"id": "media1", "caption": "STOP"});
+    inbound.phone_number_id = Some("1001".into());
     let stop = ConsentChange {
         contact_id: contact.contact_id.clone(),
         marketing: MarketingConsent::OptedOut,
@@ -148,6 +152,18 @@ async fn seed_erasable(w: &World) -> (Seeded, Contact) {
         reason: None,
     };
     store.record_restriction(&before, &after, &change).await.unwrap();
+
+    // A note on the conversation the inbound message opened.
+    let note = Note {
+        tenant_id: t.clone(),
+        note_id: crm_shared::ids::new_id(),
+        conversation_id: conversation_id(&contact.contact_id, "1001"),
+        contact_id: contact.contact_id.clone(),
+        body: "called back".into(),
+        author: "user1".into(),
+        created_at: now,
+    };
+    store.add_note(&note).await.unwrap();
 
     // An outbound text with an idempotency key; statuses race ahead of the wamid.
     let outbound = fixtures::queued_text(&contact);
@@ -230,6 +246,8 @@ fn expected_receipt() -> ErasureCounts {
         export_objects: 1,
         // The references to the wamid, the idempotency record and the export.
         other_items: 3,
+        conversations: 1,
+        notes: 1,
     }
 }
 
@@ -411,6 +429,7 @@ const SETTINGS: RetentionSettings = RetentionSettings {
     media_days: 10,
     exports_days: 3,
     audit_days: 60,
+    events_days: 7,
 };
 
 /// A message of the sweep's table: its age, kind, and what the sweep must do to it.
@@ -487,6 +506,7 @@ fn expected_counts() -> RetentionCounts {
         media_objects: count(MESSAGES.iter().filter(|m| m.media && m.media_deleted).count()),
         exports: count(EXPORTS.iter().filter(|e| e.2).count()),
         audit_entries: count(AUDIT.iter().filter(|a| a.1).count()),
+        ..RetentionCounts::default()
     }
 }
 

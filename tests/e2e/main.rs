@@ -2,9 +2,11 @@
 
 mod access;
 mod contacts;
+mod events;
 mod faults;
 mod foundation;
 mod iam;
+mod inbox;
 mod media;
 mod outbound;
 mod privacy;

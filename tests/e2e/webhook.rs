@@ -341,6 +341,7 @@ async fn stop_and_start_keywords_change_marketing_consent_with_history() {
 async fn outbound(store: &DynamoStore, tenant: &str, contact: &str) -> MessageRecord {
     let now = Utc::now();
     let m = MessageRecord {
+        phone_number_id: None,
         tenant_id: tenant.to_owned(),
         message_id: crm_shared::ids::new_id(),
         contact_id: contact.to_owned(),
@@ -659,6 +660,21 @@ async fn an_inbound_text_costs_at_most_two_dynamodb_requests_for_a_known_contact
         "a second message within the same second"
     );
     assert_eq!(known, vec!["GetItem", "TransactWriteItems"]);
+    // Those same requests kept the customer's conversation: four messages, one redelivery.
+    let contact = contact_id_for(&store, &tenant.tenant_id, &from).await.unwrap();
+    let id = crm_shared::conversation::conversation_id(&contact, &pnid);
+    let conversation = crm_shared::store::ConversationStore::get_conversation(&store, &tenant.tenant_id, &id)
+        .await
+        .unwrap()
+        .expect("the inbound transactions opened the conversation");
+    assert_eq!((conversation.last_seq, conversation.message_count), (4, 4));
+    assert_eq!(conversation.unread("anyone"), 4);
+    assert_eq!(conversation.last_inbound_at.map(|t| t.timestamp()), Some(1_767_225_900));
+    assert_eq!(
+        conversation.waiting_since.map(|t| t.timestamp()),
+        Some(1_767_225_600),
+        "waiting since the first unanswered message"
+    );
 }
 
 #[tokio::test]

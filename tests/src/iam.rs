@@ -255,6 +255,10 @@ impl Policies {
     }
 
     fn reference(&self, name: &str) -> Result<String, String> {
+        if let Some(table) = name.strip_suffix(".StreamArn") {
+            let arn = self.arn(table).ok_or_else(|| format!("unknown resource {table}"))?;
+            return Ok(format!("{arn}/stream/*"));
+        }
         if let Some(attr) = name.strip_suffix(".Arn") {
             return self.arn(attr).ok_or_else(|| format!("unknown resource {attr}"));
         }
@@ -530,6 +534,17 @@ impl Policies {
                     out.push(Check::new(format!("dynamodb:{action}"), table_arn(&table)));
                     tables.push(table);
                 }
+            }
+            // DynamoDB Streams (same SigV4 service): the stream's ARN, named by the request or
+            // (GetRecords) by the shard iterator, which moto builds as `<stream ARN>|1|<id>`.
+            "DescribeStream" | "GetShardIterator" => {
+                let stream = str_of(json, "StreamArn").ok_or_else(|| format!("dynamodb.{op}: no StreamArn"))?;
+                return Ok(vec![Check::new(format!("dynamodb:{op}"), stream)]);
+            }
+            "GetRecords" => {
+                let iterator = str_of(json, "ShardIterator").ok_or("dynamodb.GetRecords: no ShardIterator")?;
+                let stream = iterator.split('|').next().unwrap_or_default().to_owned();
+                return Ok(vec![Check::new("dynamodb:GetRecords", stream)]);
             }
             other => return Err(format!("dynamodb.{other} is not attributed")),
         }

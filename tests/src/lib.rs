@@ -37,6 +37,7 @@ pub struct Stack {
 
 static STACK: OnceLock<Stack> = OnceLock::new();
 static BULK_STACK: OnceLock<Stack> = OnceLock::new();
+static EVENTS_STACK: OnceLock<Stack> = OnceLock::new();
 
 /// The shared local stack, started on first use.
 pub fn stack() -> &'static Stack {
@@ -48,6 +49,20 @@ pub fn stack() -> &'static Stack {
 /// own endpoint, those tests do not queue the others' requests behind their bulk writes.
 pub fn bulk_stack() -> &'static Stack {
     BULK_STACK.get_or_init(start_stack)
+}
+
+/// The stack of the event stream tests: its table's stream is read by [`event_stream`], which
+/// records every change of the stack; on their own endpoint that work (and those tests' bulk
+/// writes) never slows the other tests' requests, nor theirs the stream.
+pub fn events_stack() -> &'static Stack {
+    EVENTS_STACK.get_or_init(start_stack)
+}
+
+/// Held by each test of [`events_stack`]: their latency assertions (a fast endpoint served while
+/// another hangs) must not share the endpoint with the 1,000-event test.
+pub async fn events_lock() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
 }
 
 /// Held by each test on [`bulk_stack`] for its whole run: those tests drive the stack's export
@@ -164,6 +179,10 @@ impl Stack {
 
     pub fn outbound_queue_url(&self) -> &str {
         &self.provisioned.queue_urls["OutboundQueue"]
+    }
+
+    pub fn delivery_queue_url(&self) -> &str {
+        &self.provisioned.queue_urls["WebhookDeliveryQueue"]
     }
 
     pub fn media_bucket(&self) -> &str {
@@ -323,7 +342,11 @@ async fn start_gateway_on(
         SqsQueue::new(crm_shared::aws::sqs_client(&api_sdk), outbound_queue_url),
     )
     .with_privacy(privacy)
-    .with_quota(TEST_QUOTA);
+    .with_quota(TEST_QUOTA)
+    .with_webhooks(api_fn::routes::Webhooks {
+        queue: SqsQueue::new(crm_shared::aws::sqs_client(&api_sdk), on.delivery_queue_url()),
+        pusher: crm_shared::events::push::Pusher::new(LOOPBACK_ENDPOINTS),
+    });
     let handlers = std::sync::Arc::new(devstack::gateway::Handlers {
         api: tune(api),
         webhook: webhook_fn::Deps::new(
@@ -335,6 +358,77 @@ async fn start_gateway_on(
     });
     let task = tokio::spawn(devstack::gateway::serve(listener, handlers));
     Gateway { base, task }
+}
+
+/// Tests' receivers listen on loopback: admitted, as `make dev` admits them when told to
+/// (`WEBHOOK_ALLOW_LOOPBACK=true`); the production default refuses them.
+pub const LOOPBACK_ENDPOINTS: crm_shared::events::ssrf::UrlPolicy =
+    crm_shared::events::ssrf::UrlPolicy { allow_loopback: true };
+
+/// The [`events_stack`]'s event stream, started once per test binary on its own thread: the events
+/// function fed from the table's stream (as `EventsFunction`, through its IAM gate, stream reads
+/// included) and the delivery worker on the stack's delivery queue (as
+/// `WebhookDeliveryFunction`). Every event test calls it; it returns once both run.
+pub fn event_stream() {
+    static STARTED: OnceLock<()> = OnceLock::new();
+    STARTED.get_or_init(|| {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let on = events_stack();
+                let arn = devstack::stream::stream_arn(&crm_shared::aws::dynamodb_client(&on.sdk().await), on.table())
+                    .await
+                    .unwrap_or_else(|e| panic!("table stream: {e}"));
+                let events_sdk = on.sdk_for("EventsFunction").await;
+                let record = std::sync::Arc::new(events_fn::record::Deps::new(
+                    DynamoStore::new(crm_shared::aws::dynamodb_client(&events_sdk), on.table()),
+                    SqsQueue::new(crm_shared::aws::sqs_client(&events_sdk), on.delivery_queue_url()),
+                ));
+                tokio::spawn(devstack::stream::run(
+                    aws_sdk_dynamodbstreams::Client::new(&events_sdk),
+                    arn,
+                    std::time::Duration::from_millis(50),
+                    move |event| {
+                        let deps = record.clone();
+                        async move { events_fn::record::handle(&deps, event).await }
+                    },
+                ));
+                let delivery_sdk = on.sdk_for("WebhookDeliveryFunction").await;
+                let sqs = crm_shared::aws::sqs_client(&delivery_sdk);
+                let deliver = std::sync::Arc::new(events_fn::deliver::Deps::new(
+                    DynamoStore::new(crm_shared::aws::dynamodb_client(&delivery_sdk), on.table()),
+                    SqsQueue::new(sqs.clone(), on.delivery_queue_url()),
+                    crm_shared::events::push::Pusher::new(LOOPBACK_ENDPOINTS),
+                ));
+                let url = on.delivery_queue_url().to_owned();
+                // Several pollers, as Lambda runs several instances: a hanging endpoint holds one.
+                for _ in 0..4 {
+                    let (sqs, url, deliver) = (sqs.clone(), url.clone(), deliver.clone());
+                    tokio::spawn(async move {
+                        loop {
+                            let deps = deliver.clone();
+                            let handled = devstack::poller::poll_once(&sqs, &url, 1, move |event| {
+                                let deps = deps.clone();
+                                async move { events_fn::deliver::handle(&deps, event).await }
+                            })
+                            .await;
+                            if let Err(e) = handled {
+                                eprintln!("delivery poller: {e}");
+                                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                            }
+                        }
+                    });
+                }
+                ready_tx.send(()).unwrap();
+                std::future::pending::<()>().await;
+            });
+        });
+        ready_rx.recv().expect("event stream started");
+    });
 }
 
 /// A webhook fixture from `shared/tests/fixtures/webhooks/`, addressed to `phone_number_id`.

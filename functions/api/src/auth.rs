@@ -19,9 +19,33 @@ pub struct Caller {
     pub tenant_id: String,
     pub key_id: String,
     pub role: Role,
+    /// The user the key belongs to (`None`: an integration key).
+    pub user_id: Option<String>,
+    /// The tenant's need-to-know setting as this instance last read it (at most 30 s old).
+    pub need_to_know: bool,
 }
 
 impl Caller {
+    /// Who acts, as conversations and notes name them: the user, or the key without one.
+    pub fn actor(&self) -> &str {
+        self.user_id.as_deref().unwrap_or(&self.key_id)
+    }
+
+    /// An audit entry naming the acting key and its user.
+    pub fn audit_entry(&self, action: &str) -> AuditEntry {
+        AuditEntry::new(&self.tenant_id, Some(&self.key_id), action).by_user(self.user_id.as_deref())
+    }
+
+    /// Which conversations the caller may see: admins all; under need-to-know, everyone else
+    /// only those assigned to them or to nobody.
+    pub fn visibility(&self) -> crm_shared::conversation::Visibility {
+        if self.need_to_know && !self.role.allows(Role::Admin) {
+            crm_shared::conversation::Visibility::AssignedOrUnassigned(self.actor().to_owned())
+        } else {
+            crm_shared::conversation::Visibility::All
+        }
+    }
+
     /// `403` unless the caller's role includes `required`.
     pub fn require(&self, required: Role) -> Result<(), ApiError> {
         if self.role.allows(required) {
@@ -44,9 +68,16 @@ pub const TENANT_STATUS_TTL: Duration = Duration::from_secs(30);
 /// Tenants an instance remembers the status of.
 const TENANT_STATUS_CAPACITY: usize = 10_000;
 
-/// Per instance: tenant id → whether its keys may authenticate, read at most once per TTL.
+/// What authentication needs of a tenant: whether its keys work, and its need-to-know setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct TenantAccess {
+    allowed: bool,
+    need_to_know: bool,
+}
+
+/// Per instance: tenant id → what authentication needs of it, read at most once per TTL.
 #[derive(Debug)]
-pub struct TenantStatusCache(TtlCache<String, bool>);
+pub struct TenantStatusCache(TtlCache<String, TenantAccess>);
 
 impl TenantStatusCache {
     /// `ttl` is capped at [`TENANT_STATUS_TTL`].
@@ -54,14 +85,24 @@ impl TenantStatusCache {
         TenantStatusCache(TtlCache::new(TENANT_STATUS_CAPACITY, ttl.min(TENANT_STATUS_TTL)))
     }
 
-    /// Whether `tenant_id`'s keys may authenticate: remembered, or one read of the tenant.
-    async fn allows<S: TenantStore>(&self, store: &S, tenant_id: &str) -> Result<bool, ApiError> {
-        if let Some(allowed) = self.0.get(tenant_id) {
-            return Ok(allowed);
+    /// Whether `tenant_id`'s keys may authenticate, and its need-to-know setting: remembered,
+    /// or one read of the tenant.
+    async fn access<S: TenantStore>(&self, store: &S, tenant_id: &str) -> Result<TenantAccess, ApiError> {
+        if let Some(access) = self.0.get(tenant_id) {
+            return Ok(access);
         }
-        let allowed = tenant_may_authenticate(store.get_tenant(tenant_id).await?.as_ref());
-        self.0.insert(tenant_id.to_owned(), allowed);
-        Ok(allowed)
+        let tenant = store.get_tenant(tenant_id).await?;
+        let access = TenantAccess {
+            allowed: tenant_may_authenticate(tenant.as_ref()),
+            need_to_know: tenant.is_some_and(|t| t.inbox.need_to_know),
+        };
+        self.0.insert(tenant_id.to_owned(), access);
+        Ok(access)
+    }
+
+    /// Forgets what this instance read of a tenant (after changing its settings here).
+    pub fn forget(&self, tenant_id: &str) {
+        self.0.remove(tenant_id);
     }
 }
 
@@ -93,7 +134,8 @@ pub async fn authenticate<S: ApiKeyStore + AuditStore + TenantStore>(
         return Err(ApiError::unauthorized(INVALID_KEY));
     }
     // Checked only for a valid key, so made-up tenant ids cost no read and fill no cache.
-    if !tenants.allows(store, &record.tenant_id).await? {
+    let access = tenants.access(store, &record.tenant_id).await?;
+    if !access.allowed {
         return Err(ApiError::unauthorized(INVALID_KEY));
     }
     let now = Utc::now();
@@ -105,6 +147,7 @@ pub async fn authenticate<S: ApiKeyStore + AuditStore + TenantStore>(
         // Key use enters the audit log at the same pace as `last_used_at`; every write is
         // audited on its own with the acting key.
         let entry = AuditEntry::new(&record.tenant_id, Some(&record.key_id), "api_key.used")
+            .by_user(record.user_id.as_deref())
             .target("api_key", &record.key_id)
             .request(request_id);
         if let Err(err) = store.record_audit(&entry).await {
@@ -115,5 +158,7 @@ pub async fn authenticate<S: ApiKeyStore + AuditStore + TenantStore>(
         tenant_id: record.tenant_id,
         key_id: record.key_id,
         role: record.role,
+        user_id: record.user_id,
+        need_to_know: access.need_to_know,
     })
 }

@@ -13,7 +13,10 @@ use crm_shared::audit::AuditEntry;
 use crm_shared::blob::{MediaLinks, S3Blobs};
 use crm_shared::cursor::CursorCodec;
 use crm_shared::jobs::{SendJobQueue, SqsQueue};
-use crm_shared::store::{ApiKeyStore, AuditStore, ContactStore, MessageStore, OutboundStore, TenantStore};
+use crm_shared::store::{
+    ApiKeyStore, AuditStore, ContactStore, ConversationStore, EventStore, MessageStore, OutboundStore, TenantStore,
+    UserStore, WebhookStore,
+};
 
 use crate::auth::{Caller, TenantStatusCache, authenticate};
 use crate::error::ApiError;
@@ -33,6 +36,10 @@ pub struct Deps<S, L = S3Blobs, Q = SqsQueue> {
     pub quotas: TenantQuotas,
     /// Tenant statuses this instance has read (at most 30 s old).
     pub tenant_status: TenantStatusCache,
+    /// The delivery queue and client (`None`: redeliver, recover and test answer `503`).
+    pub webhooks: Option<routes::Webhooks>,
+    /// Where webhook endpoints may point (strict unless the process was told otherwise).
+    pub webhook_policy: crm_shared::events::ssrf::UrlPolicy,
 }
 
 impl<S, L, Q> Deps<S, L, Q> {
@@ -45,7 +52,17 @@ impl<S, L, Q> Deps<S, L, Q> {
             privacy: None,
             quotas: TenantQuotas::new(QuotaConfig::default()),
             tenant_status: TenantStatusCache::default(),
+            webhooks: None,
+            webhook_policy: Default::default(),
         }
+    }
+
+    /// Serves the webhook routes that deliver (redeliver, recover, test) with `webhooks`, and
+    /// admits endpoint URLs by its client's policy.
+    pub fn with_webhooks(mut self, webhooks: routes::Webhooks) -> Self {
+        self.webhook_policy = webhooks.pusher.policy();
+        self.webhooks = Some(webhooks);
+        self
     }
 
     /// Per-tenant quota `config` (per instance) instead of the template's defaults.
@@ -68,8 +85,33 @@ impl<S, L, Q> Deps<S, L, Q> {
 }
 
 /// The storage capabilities the API uses.
-pub trait ApiStore: TenantStore + ApiKeyStore + ContactStore + MessageStore + AuditStore + OutboundStore {}
-impl<T: TenantStore + ApiKeyStore + ContactStore + MessageStore + AuditStore + OutboundStore> ApiStore for T {}
+pub trait ApiStore:
+    TenantStore
+    + ApiKeyStore
+    + UserStore
+    + ContactStore
+    + ConversationStore
+    + MessageStore
+    + AuditStore
+    + OutboundStore
+    + EventStore
+    + WebhookStore
+{
+}
+impl<
+    T: TenantStore
+        + ApiKeyStore
+        + UserStore
+        + ContactStore
+        + ConversationStore
+        + MessageStore
+        + AuditStore
+        + OutboundStore
+        + EventStore
+        + WebhookStore,
+> ApiStore for T
+{
+}
 
 /// Lambda handler: never returns `Err` for a request problem; those are HTTP responses.
 pub async fn handle<S: ApiStore, L: MediaLinks, Q: SendJobQueue>(

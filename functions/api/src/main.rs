@@ -23,6 +23,10 @@ async fn main() -> Result<(), Error> {
         SqsQueue::new(aws::sqs_client(&sdk), resources.outbound_queue_url),
     )
     .with_privacy(privacy)
+    .with_webhooks(api_fn::routes::Webhooks {
+        queue: SqsQueue::new(aws::sqs_client(&sdk), resources.webhook_delivery_queue_url.clone()),
+        pusher: crm_shared::events::push::Pusher::new(env.webhook_url_policy()),
+    })
     .with_quota(env.tenant_quota()?);
     run(service_fn(|req| handle(&deps, req))).await
 }

@@ -84,7 +84,7 @@ pub async fn process_batch<S: SenderStore, G: MessageSender, R: RetryScheduler +
     let mut by_number: HashMap<(String, String), Vec<Ready>> = HashMap::new();
     for r in ready {
         by_number
-            .entry((r.tenant.tenant_id.clone(), r.tenant.phone_number_id.clone()))
+            .entry((r.tenant.tenant_id.clone(), r.sending_number().to_owned()))
             .or_default()
             .push(r);
     }

@@ -51,6 +51,17 @@ fn past_deadline(message_id: &str, now: DateTime<Utc>) -> bool {
     id_time(message_id).is_some_and(|created| (now - created).num_milliseconds() > SEND_DEADLINE_MS)
 }
 
+impl Ready {
+    /// The number the message goes out from (its own, else the tenant's first): the Graph
+    /// call's path and the send schedule it books slots on.
+    pub fn sending_number(&self) -> &str {
+        self.message
+            .phone_number_id
+            .as_deref()
+            .unwrap_or(&self.tenant.phone_number_id)
+    }
+}
+
 /// Claims the message, re-checks everything that may have changed, and returns it ready to
 /// send (`Ok(None)`: nothing to send).
 pub(crate) async fn prepare<S: SenderStore, G: MessageSender, R: RetryScheduler + SendJobQueue>(

@@ -38,7 +38,7 @@ pub(crate) async fn send_one<S: SenderStore, G: MessageSender, R>(deps: &Deps<S,
     let payload = graph_payload(m, &ready.to);
     match deps
         .graph
-        .send_message(&ready.tenant.phone_number_id, &ready.token, &payload)
+        .send_message(ready.sending_number(), &ready.token, &payload)
         .await
     {
         Ok(wamid) => {

@@ -251,7 +251,17 @@ async fn process_item<S: WebhookStore, Q: MediaJobQueue>(
         Item::Message(i) => {
             let raw = &value.messages[i];
             match &change.inbound[i] {
-                Ok(message) => match store_message(p, tenant_id, &value.contacts, message, raw, now).await? {
+                Ok(message) => match store_message(
+                    p,
+                    tenant_id,
+                    &value.metadata.phone_number_id,
+                    &value.contacts,
+                    message,
+                    raw,
+                    now,
+                )
+                .await?
+                {
                     InboundOutcome::Stored => summary.messages_stored += 1,
                     InboundOutcome::Duplicate(_) => summary.messages_duplicate += 1,
                     InboundOutcome::Erased => summary.messages_erased += 1,
@@ -353,6 +363,7 @@ async fn resolve_contact<S: WebhookStore, Q: MediaJobQueue>(
 async fn store_message<S: WebhookStore, Q: MediaJobQueue>(
     deps: &Processor<S, Q>,
     tenant_id: &str,
+    phone_number_id: &str,
     contacts: &[WaContact],
     message: &InboundMessage,
     raw: &Value,
@@ -398,6 +409,8 @@ async fn store_message<S: WebhookStore, Q: MediaJobQueue>(
             return Ok(InboundOutcome::Erased);
         };
         let record = MessageRecord {
+            // The number the customer wrote to: its conversation, and where replies go from.
+            phone_number_id: Some(phone_number_id.to_owned()).filter(|n| !n.is_empty()),
             wamid: Some(message.id.clone()),
             error: message.errors.first().map(message_error),
             media: media.clone(),

@@ -2,6 +2,7 @@
 //! JSON on stdout; errors on stderr with a non-zero exit.
 
 mod privacy;
+mod webhook;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,16 +35,32 @@ enum Command {
         #[command(subcommand)]
         command: ApiKeyCommand,
     },
+    /// Users of a tenant (the people who use the CRM).
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
     /// Retention: the sweep the scheduled function runs.
     Retention {
         #[command(subcommand)]
         command: privacy::RetentionCommand,
+    },
+    /// Tenant webhooks: a local receiver that prints verified deliveries.
+    Webhook {
+        #[command(subcommand)]
+        command: WebhookCommand,
     },
     /// The local Meta sandbox started by `make dev`.
     Sandbox {
         #[command(subcommand)]
         command: SandboxCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum WebhookCommand {
+    /// Listens on 127.0.0.1:PORT and prints each verified delivery as a JSON line.
+    Listen(webhook::Listen),
 }
 
 #[derive(Subcommand)]
@@ -96,6 +113,29 @@ enum TenantCommand {
         #[arg(long)]
         access_token_file: PathBuf,
     },
+    /// Adds another WhatsApp number to a tenant (under its own WABA, or another WABA of its
+    /// own); webhooks for it route to the tenant and the number.
+    AddNumber {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        phone_number_id: String,
+        #[arg(long)]
+        waba_id: String,
+        /// The number as people dial it, e.g. +15551234567.
+        #[arg(long)]
+        display_phone_number: Option<String>,
+        /// What the team calls it (sales, support, a country).
+        #[arg(long)]
+        label: Option<String>,
+    },
+    /// Removes an added number (its webhooks stop routing; the first number stays).
+    RemoveNumber {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        phone_number_id: String,
+    },
     /// Offboards a tenant: disables it at once (status, every key revoked, phone-number and
     /// WABA routes deleted), then purges all of its data and objects; prints a receipt.
     Delete {
@@ -109,13 +149,32 @@ enum TenantCommand {
 }
 
 #[derive(Subcommand)]
-enum ApiKeyCommand {
-    /// Creates a key (shown once; only its hash is stored).
+enum UserCommand {
+    /// Creates an active user (no key yet: `apikey create --user`).
     Create {
         #[arg(long)]
         tenant: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        email: String,
         #[arg(long, value_parser = ["admin", "agent", "viewer"])]
         role: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ApiKeyCommand {
+    /// Creates a key (shown once; only its hash is stored): an integration key with `--role`,
+    /// or a key of a user (with the user's role) with `--user`.
+    Create {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long, value_parser = ["admin", "agent", "viewer"], required_unless_present = "user", conflicts_with = "user")]
+        role: Option<String>,
+        /// The user who owns the key.
+        #[arg(long)]
+        user: Option<String>,
     },
     /// Revokes a key at once.
     Revoke {
@@ -196,10 +255,99 @@ async fn run(cli: Cli) -> Result<Value, CliError> {
         } => privacy::delete_tenant(&privacy::from_env(&env, &sdk), &tenant, settle_secs).await,
         Command::Retention { command } => privacy::retention(&privacy::from_env(&env, &sdk), command).await,
         Command::Sandbox { command } => sandbox(&env, &store, command).await,
-        Command::Apikey {
-            command: ApiKeyCommand::Create { tenant, role },
+        Command::Webhook {
+            command: WebhookCommand::Listen(args),
+        } => webhook::listen(args).await,
+        Command::Tenant {
+            command:
+                TenantCommand::AddNumber {
+                    tenant,
+                    phone_number_id,
+                    waba_id,
+                    display_phone_number,
+                    label,
+                },
+        } => {
+            let number = crm_shared::tenant::new_number(
+                &phone_number_id,
+                &waba_id,
+                display_phone_number.as_deref(),
+                label.as_deref(),
+            )
+            .map_err(|e| CliError(e.to_string()))?;
+            let found = active_tenant(&store, &tenant).await?;
+            store.add_number(&found, &number).await.map_err(|e| match e {
+                StoreError::NotFound => CliError(format!("no active tenant {tenant}")),
+                other => other.into(),
+            })?;
+            Ok(json!({"tenant_id": tenant, "number": number}))
+        }
+        Command::Tenant {
+            command:
+                TenantCommand::RemoveNumber {
+                    tenant,
+                    phone_number_id,
+                },
+        } => {
+            let found = active_tenant(&store, &tenant).await?;
+            store
+                .remove_number(&found, &phone_number_id)
+                .await
+                .map_err(|e| match e {
+                    StoreError::NotFound => CliError(format!("tenant {tenant} has no added number {phone_number_id}")),
+                    other => other.into(),
+                })?;
+            Ok(json!({"tenant_id": tenant, "phone_number_id": phone_number_id, "removed": true}))
+        }
+        Command::User {
+            command:
+                UserCommand::Create {
+                    tenant,
+                    name,
+                    email,
+                    role,
+                },
         } => {
             let role: Role = role.parse().map_err(CliError)?;
+            let user = admin::create_user(&store, &tenant, &name, &email, role)
+                .await
+                .map_err(|e| match e {
+                    admin::UserError::Store(StoreError::NotFound) => CliError(format!("no active tenant {tenant}")),
+                    other => CliError(other.to_string()),
+                })?;
+            Ok(crm_shared::user::user_json(&user))
+        }
+        Command::Apikey {
+            command:
+                ApiKeyCommand::Create {
+                    tenant,
+                    role: None,
+                    user: Some(user),
+                },
+        } => {
+            let created = admin::create_user_key(&store, &tenant, &user)
+                .await
+                .map_err(|e| match e {
+                    admin::UserError::Store(StoreError::NotFound) => {
+                        CliError(format!("no active tenant {tenant} with a user {user}"))
+                    }
+                    other => CliError(other.to_string()),
+                })?;
+            Ok(json!({
+                "api_key": created.api_key.expose(),
+                "key_id": created.record.key_id,
+                "tenant_id": created.record.tenant_id,
+                "role": created.record.role,
+                "user_id": user,
+            }))
+        }
+        Command::Apikey {
+            command: ApiKeyCommand::Create { tenant, role, .. },
+        } => {
+            let role: Role = role
+                .ok_or_else(|| CliError("--role or --user is required".into()))?
+                .parse()
+                .map_err(CliError)?;
             let created = admin::create_api_key(&store, &tenant, role)
                 .await
                 .map_err(|e| match e {
@@ -230,6 +378,16 @@ async fn run(cli: Cli) -> Result<Value, CliError> {
             }))
         }
     }
+}
+
+async fn active_tenant(store: &DynamoStore, tenant_id: &str) -> Result<crm_shared::tenant::Tenant, CliError> {
+    if !crm_shared::ids::is_valid_id(tenant_id) {
+        return Err(CliError(format!("no tenant {tenant_id}")));
+    }
+    store
+        .get_tenant(tenant_id)
+        .await?
+        .ok_or_else(|| CliError(format!("no tenant {tenant_id}")))
 }
 
 fn read_token(path: &std::path::Path) -> Result<crm_shared::secret::Secret, CliError> {

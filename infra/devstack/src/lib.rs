@@ -8,6 +8,7 @@ pub mod poller;
 pub mod provision;
 pub mod sandbox;
 pub mod schedule;
+pub mod stream;
 pub mod template;
 
 use std::path::PathBuf;

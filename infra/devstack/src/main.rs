@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use crm_shared::blob::S3Blobs;
 use crm_shared::config::Env;
 use crm_shared::cursor::CursorCodec;
+use crm_shared::events::push::Pusher;
 use crm_shared::graph::GraphClient;
 use crm_shared::jobs::SqsQueue;
 use crm_shared::media_url::MediaHosts;
@@ -142,6 +143,11 @@ async fn run() -> Result<(), BoxError> {
         .get("WebhookOverflowQueue")
         .cloned()
         .ok_or("template has no WebhookOverflowQueue")?;
+    let delivery_queue_url = provisioned
+        .queue_urls
+        .get("WebhookDeliveryQueue")
+        .cloned()
+        .ok_or("template has no WebhookDeliveryQueue")?;
     let webhook_limits = webhook_fn::Limits::from_env(&env)?;
     let media_queue = SqsQueue::new(sqs.clone(), &media_queue_url);
     let secrets = crm_shared::secrets::resolve(
@@ -166,7 +172,11 @@ async fn run() -> Result<(), BoxError> {
             SqsQueue::new(sqs.clone(), &outbound_queue_url),
         )
         .with_privacy(privacy.clone())
-        .with_quota(env.tenant_quota()?),
+        .with_quota(env.tenant_quota()?)
+        .with_webhooks(api_fn::routes::Webhooks {
+            queue: SqsQueue::new(sqs.clone(), &delivery_queue_url),
+            pusher: Pusher::new(env.webhook_url_policy()),
+        }),
         webhook: webhook_fn::Deps::new(
             store.clone(),
             media_queue.clone(),
@@ -278,6 +288,36 @@ async fn run() -> Result<(), BoxError> {
             async move { privacy_fn::handle_erasures(&deps, event).await }
         },
     );
+    // The event stream: the table's stream into the events function, its jobs into the
+    // delivery worker (tenant endpoints on loopback only with WEBHOOK_ALLOW_LOOPBACK=true).
+    let stream_arn = devstack::stream::stream_arn(&aws::dynamodb_client(&sdk), store.table()).await?;
+    let events_deps = Arc::new(events_fn::record::Deps::new(
+        store.clone(),
+        SqsQueue::new(sqs.clone(), &delivery_queue_url),
+    ));
+    tokio::spawn(devstack::stream::run(
+        aws_sdk_dynamodbstreams::Client::new(&sdk),
+        stream_arn,
+        std::time::Duration::from_millis(100),
+        move |event| {
+            let deps = events_deps.clone();
+            async move { events_fn::record::handle(&deps, event).await }
+        },
+    ));
+    let delivery_deps = Arc::new(events_fn::deliver::Deps::new(
+        store.clone(),
+        SqsQueue::new(sqs.clone(), &delivery_queue_url),
+        Pusher::new(env.webhook_url_policy()),
+    ));
+    spawn_queue(
+        "webhook-delivery",
+        sqs.clone(),
+        delivery_queue_url.clone(),
+        move |event| {
+            let deps = delivery_deps.clone();
+            async move { events_fn::deliver::handle(&deps, event).await }
+        },
+    );
     // The retention function's schedule, at the template's rate.
     let schedules = devstack::schedule::load(&root.join("template.yaml"))?;
     for rate in schedules.get("RetentionFunction").into_iter().flatten().copied() {
@@ -338,6 +378,9 @@ A customer writes in (opens the 24 h window), then the business answers:
   curl -s -X POST -H "Authorization: Bearer {key}" -H "Content-Type: application/json" \
        -d '{{"to": "+447911123456", "type": "text", "text": {{"body": "Hello from the CRM"}}}}' \
        http://127.0.0.1:{api_port}/v1/messages
+
+Watch the event stream (signed webhook deliveries; start with WEBHOOK_ALLOW_LOOPBACK=true make dev):
+  cargo run -q --bin crmctl -- webhook listen --port 8787 --api http://127.0.0.1:{api_port} --api-key {key}
 
 Operator CLI against this stack:
   export AWS_ENDPOINT_URL={endpoint} AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test

@@ -193,6 +193,15 @@ async fn create_table(ddb: &aws_sdk_dynamodb::Client, name: &str, spec: &TableSp
         }
         req = req.global_secondary_indexes(index.build().map_err(|e| fail(name, e))?);
     }
+    if let Some(view) = &spec.stream_view {
+        req = req.stream_specification(
+            aws_sdk_dynamodb::types::StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(aws_sdk_dynamodb::types::StreamViewType::from(view.as_str()))
+                .build()
+                .map_err(|e| fail(name, e))?,
+        );
+    }
     match req.send().await {
         Ok(_) => {}
         Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_in_use_exception()) => return Ok(()),

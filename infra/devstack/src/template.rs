@@ -49,6 +49,8 @@ pub struct TableSpec {
     pub key_schema: Vec<KeyElement>,
     pub global_indexes: Vec<IndexSpec>,
     pub ttl_attribute: Option<String>,
+    /// `StreamSpecification.StreamViewType` (`NEW_AND_OLD_IMAGES`, …) when the table has a stream.
+    pub stream_view: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,6 +188,11 @@ fn table(id: &str, props: &Value) -> Result<TableSpec, TemplateError> {
         key_schema: key_schema(id, props.get("KeySchema"))?,
         global_indexes,
         ttl_attribute,
+        stream_view: props
+            .get("StreamSpecification")
+            .and_then(|spec| spec.get("StreamViewType"))
+            .and_then(Value::as_str)
+            .map(str::to_owned),
     })
 }
 
@@ -287,13 +294,16 @@ mod tests {
 
     #[test]
     fn reads_the_real_template() {
-        let res = load(&crate::workspace_root().join("template.yaml")).unwrap();
+        let path = crate::workspace_root().join("template.yaml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let res = load(&path).unwrap();
         let table = res
             .tables
             .iter()
             .find(|t| t.logical_id == "DataTable")
             .expect("DataTable");
         assert_eq!(table.ttl_attribute.as_deref(), Some("expires_at"));
+        assert_eq!(table.stream_view.as_deref(), Some("NEW_AND_OLD_IMAGES"));
         assert_eq!(table.key_schema[0].attribute, "PK");
         assert!(table.global_indexes.iter().any(|g| g.name == "GSI1"));
         for bucket in &res.buckets {
@@ -313,8 +323,10 @@ mod tests {
                 .queues
                 .iter()
                 .any(|q| q.dead_letter.as_ref().is_some_and(|(t, _)| t == &queue.logical_id));
+            // A stream event source's `OnFailure` destination is a dead-letter queue too.
+            let is_failure_destination = text.contains(&format!("Destination: !GetAtt {}.Arn", queue.logical_id));
             assert!(
-                is_dlq || queue.dead_letter.is_some(),
+                is_dlq || is_failure_destination || queue.dead_letter.is_some(),
                 "{} has no dead-letter queue",
                 queue.logical_id
             );

@@ -183,6 +183,14 @@ impl<S: PrivacyPorts, O: ObjectStore, Q: JobQueue> Privacy<S, O, Q> {
         w.write(b"],\n\"restriction_history\":[").await?;
         counts[1] = write_entries(w, &self.store.restriction_history(t, c).await?).await?;
 
+        // The inbox's view of the contact: conversations (status, assignee, read marks) and the
+        // team's internal notes about them.
+        let (conversations, notes) = self.store.contact_conversations(t, c).await?;
+        w.write(b"],\n\"conversations\":[").await?;
+        let conversation_count = write_entries(w, &conversations).await?;
+        w.write(b"],\n\"notes\":[").await?;
+        let note_count = write_entries(w, &notes).await?;
+
         w.write(b"],\n\"messages\":[").await?;
         let mut next = None;
         let mut media = 0u64;
@@ -204,6 +212,8 @@ impl<S: PrivacyPorts, O: ObjectStore, Q: JobQueue> Privacy<S, O, Q> {
             "media_items": media,
             "consent_changes": counts[0],
             "restriction_changes": counts[1],
+            "conversations": conversation_count,
+            "notes": note_count,
         });
         w.write(b"\n],\n\"summary\":").await?;
         w.write(&bytes(&summary)).await?;

@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use crate::blob::BlobError;
 use crate::jobs::{EnqueueError, JobQueue, SqsQueue};
 use crate::objects::{Bucket, ObjectStore};
-use crate::store::{ApiKeyStore, ContactStore, DynamoStore, PrivacyStore, StoreError, TenantStore};
+use crate::store::{ApiKeyStore, ContactStore, ConversationStore, DynamoStore, PrivacyStore, StoreError, TenantStore};
 
 // ---------------------------------------------------------------------------------------------
 // Retention settings
@@ -31,6 +31,14 @@ pub struct RetentionSettings {
     pub media_days: u32,
     pub exports_days: u32,
     pub audit_days: u32,
+    /// How long the tenant's event log (`GET /v1/events`, redelivery, recovery) keeps an event.
+    /// Optional in a request (a client of the four-field form keeps working).
+    #[serde(default = "default_events_days")]
+    pub events_days: u32,
+}
+
+pub(crate) fn default_events_days() -> u32 {
+    crate::events::EVENTS_DAYS_DEFAULT
 }
 
 /// Allowed range of each setting (inclusive).
@@ -51,6 +59,7 @@ impl Default for RetentionSettings {
             media_days: 90,
             exports_days: 7,
             audit_days: 365,
+            events_days: crate::events::EVENTS_DAYS_DEFAULT,
         }
     }
 }
@@ -79,6 +88,7 @@ impl RetentionSettings {
             ("media_days", self.media_days, MEDIA_DAYS),
             ("exports_days", self.exports_days, EXPORTS_DAYS),
             ("audit_days", self.audit_days, AUDIT_DAYS),
+            ("events_days", self.events_days, crate::events::EVENTS_DAYS),
         ] {
             if !(min..=max).contains(&value) {
                 return Err(OutOfBounds { field, min, max }.into());
@@ -239,6 +249,9 @@ pub struct ErasureCounts {
     pub export_objects: u64,
     /// Reference items and anything else found in the contact's partition.
     pub other_items: u64,
+    /// The contact's conversations (with their read marks) and internal notes.
+    pub conversations: u64,
+    pub notes: u64,
 }
 
 impl ErasureCounts {
@@ -257,7 +270,7 @@ impl ErasureCounts {
         added
     }
 
-    fn values(&self) -> [u64; 12] {
+    fn values(&self) -> [u64; 14] {
         [
             self.contacts,
             self.identities,
@@ -271,10 +284,12 @@ impl ErasureCounts {
             self.media_objects,
             self.export_objects,
             self.other_items,
+            self.conversations,
+            self.notes,
         ]
     }
 
-    fn fields_mut(&mut self) -> [&mut u64; 12] {
+    fn fields_mut(&mut self) -> [&mut u64; 14] {
         [
             &mut self.contacts,
             &mut self.identities,
@@ -288,6 +303,8 @@ impl ErasureCounts {
             &mut self.media_objects,
             &mut self.export_objects,
             &mut self.other_items,
+            &mut self.conversations,
+            &mut self.notes,
         ]
     }
 
@@ -429,8 +446,8 @@ pub enum PrivacyError {
 pub const DEFAULT_REQUEST_BUDGET: Duration = Duration::from_secs(5);
 
 /// The storage the privacy machinery works through.
-pub trait PrivacyPorts: PrivacyStore + ContactStore + TenantStore + ApiKeyStore {}
-impl<T: PrivacyStore + ContactStore + TenantStore + ApiKeyStore> PrivacyPorts for T {}
+pub trait PrivacyPorts: PrivacyStore + ContactStore + ConversationStore + TenantStore + ApiKeyStore {}
+impl<T: PrivacyStore + ContactStore + ConversationStore + TenantStore + ApiKeyStore> PrivacyPorts for T {}
 
 /// Everything the privacy machinery talks to, each behind its port (storage, the media and
 /// exports buckets, the export and erasure queues); the defaults are the AWS implementations.
@@ -492,6 +509,7 @@ mod tests {
             media_days: 1,
             exports_days: 1,
             audit_days: 30,
+            events_days: 1,
         };
         assert!(ok.validate().is_ok());
         let max = RetentionSettings {
@@ -499,6 +517,7 @@ mod tests {
             media_days: 3650,
             exports_days: 30,
             audit_days: 3650,
+            events_days: 30,
         };
         assert!(max.validate().is_ok());
         let cases = [
@@ -515,6 +534,8 @@ mod tests {
             (RetentionSettings { exports_days: 31, ..ok }, "exports_days"),
             (RetentionSettings { audit_days: 29, ..ok }, "audit_days"),
             (RetentionSettings { audit_days: 3651, ..ok }, "audit_days"),
+            (RetentionSettings { events_days: 0, ..ok }, "events_days"),
+            (RetentionSettings { events_days: 31, ..ok }, "events_days"),
         ];
         for (settings, field) in cases {
             match settings.validate() {

@@ -152,6 +152,7 @@ impl<S: PrivacyPorts, O: ObjectStore, Q: JobQueue> Privacy<S, O, Q> {
         let mut records = vec![
             ("audit_entries", TenantRecords::Audit),
             ("events", TenantRecords::RawEvents),
+            ("event_stream_items", TenantRecords::EventStream),
             ("other_items", TenantRecords::Tombstones),
         ];
         if let Some(t) = &tenant {

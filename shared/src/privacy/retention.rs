@@ -16,12 +16,15 @@ use futures::stream::{self, TryStreamExt};
 use serde::Serialize;
 
 use super::{Privacy, PrivacyError, PrivacyPorts, RetentionSettings};
+use crate::conversation::{ConversationStatus, StatusChange, auto_resolves};
 use crate::jobs::JobQueue;
 use crate::objects::ObjectStore;
 use crate::store::MessageScope;
 
 /// Items read per page.
 const PAGE: i32 = 1000;
+/// How far behind the auto-resolve cut the sweep looks (runs are hourly).
+const AUTO_RESOLVE_LOOKBACK_HOURS: i64 = 48;
 /// Media expiry updates in flight at once.
 const MEDIA_UPDATES: usize = 16;
 
@@ -32,6 +35,11 @@ pub struct RetentionCounts {
     pub media_objects: u64,
     pub exports: u64,
     pub audit_entries: u64,
+    /// Conversations idle past `messages_days` (their messages are gone), with their notes.
+    pub conversations: u64,
+    pub notes: u64,
+    /// Conversations the tenant's auto-resolve period resolved (not deletions).
+    pub conversations_resolved: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -61,6 +69,9 @@ impl RetentionReport {
             t.media_objects += r.deleted.media_objects;
             t.exports += r.deleted.exports;
             t.audit_entries += r.deleted.audit_entries;
+            t.conversations += r.deleted.conversations;
+            t.notes += r.deleted.notes;
+            t.conversations_resolved += r.deleted.conversations_resolved;
         }
         t
     }
@@ -126,6 +137,52 @@ impl<S: PrivacyPorts, O: ObjectStore, Q: JobQueue> Privacy<S, O, Q> {
         Ok(report)
     }
 
+    /// Resolves the tenant's open and pending conversations idle beyond its auto-resolve period
+    /// that nobody waits in, each only if the conversation is still as read. Only the last two days of the idle range are walked:
+    /// older ones were resolved by the hourly runs before. Returns how many it resolved.
+    async fn auto_resolve(
+        &self,
+        tenant_id: &str,
+        as_of: DateTime<Utc>,
+        deadline: Option<Instant>,
+    ) -> Result<u64, PrivacyError> {
+        let Some(hours) = self
+            .store
+            .get_tenant(tenant_id)
+            .await?
+            .and_then(|t| t.inbox.auto_resolve_after_hours)
+        else {
+            return Ok(0);
+        };
+        let before = as_of - chrono::Duration::hours(hours.into());
+        let since = before - chrono::Duration::hours(AUTO_RESOLVE_LOOKBACK_HOURS);
+        let mut resolved = 0;
+        let mut next = None;
+        while !past(deadline) {
+            let page = self
+                .store
+                .idle_conversations(tenant_id, Some(since), before, next, PAGE)
+                .await?;
+            for c in page.items.iter().filter(|c| auto_resolves(c, Some(hours), as_of)) {
+                let change = StatusChange {
+                    status: ConversationStatus::Resolved,
+                    snooze_until: None,
+                    at: as_of,
+                };
+                let done = self
+                    .store
+                    .set_status(tenant_id, &c.conversation_id, &change, Some((c.status, c.updated_at)))
+                    .await?;
+                resolved += u64::from(done.is_some());
+            }
+            match page.next {
+                Some(n) => next = Some(n),
+                None => break,
+            }
+        }
+        Ok(resolved)
+    }
+
     /// Sweeps one tenant.
     pub async fn sweep_tenant(
         &self,
@@ -159,6 +216,31 @@ impl<S: PrivacyPorts, O: ObjectStore, Q: JobQueue> Privacy<S, O, Q> {
                 Some(n) => next = Some(n),
                 None => break,
             }
+        }
+
+        // Conversations idle past messages_days go after their messages, notes with them.
+        let mut next = None;
+        while complete {
+            if past(deadline) {
+                complete = false;
+                break;
+            }
+            let page = self
+                .store
+                .idle_conversations(tenant_id, None, cut.messages, next, PAGE)
+                .await?;
+            for c in &page.items {
+                let items = self.store.delete_conversation(c).await?;
+                deleted.conversations += u64::from(items > 0);
+                deleted.notes += items.saturating_sub(1);
+            }
+            match page.next {
+                Some(n) => next = Some(n),
+                None => break,
+            }
+        }
+        if complete {
+            deleted.conversations_resolved = self.auto_resolve(tenant_id, as_of, deadline).await?;
         }
 
         // Media past media_days: objects first, then the messages stop offering them.

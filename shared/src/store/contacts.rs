@@ -96,22 +96,6 @@ impl DynamoStore {
         }
     }
 
-    /// Profiles for index keys, in the index's order, read consistently; missing ones
-    /// (erased since the index was read) are skipped.
-    async fn profiles(&self, tenant_id: &str, contact_ids: &[String]) -> Result<Vec<Contact>, StoreError> {
-        let unique: BTreeSet<&String> = contact_ids.iter().collect();
-        let keys = unique
-            .into_iter()
-            .map(|c| key(contact_pk(tenant_id, c), PROFILE_SK))
-            .collect();
-        let mut found: HashMap<String, Contact> = HashMap::new();
-        for item in self.batch_get(keys).await? {
-            let contact = from_item::<ContactItem>(item)?.contact;
-            found.insert(contact.contact_id.clone(), contact);
-        }
-        Ok(contact_ids.iter().filter_map(|id| found.remove(id)).collect())
-    }
-
     /// The contact an identity record names.
     async fn identity_owner(&self, pk: String) -> Result<Option<String>, StoreError> {
         let item: Option<IdentityItem> = self.get(pk, IDENTITY_SK).await?;

@@ -4,7 +4,7 @@
 //! with their retry loop. Adapter files hold what is specific to an aggregate and nothing that
 //! talks to the SDK's error types or retries by hand.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
@@ -377,6 +377,21 @@ pub(crate) struct QueryPage {
     pub next: Option<Item>,
 }
 
+/// A walk's opaque continuation (internal walks: retention, erasure, sweeps; not API cursors).
+pub(crate) fn encode_cursor(key: Item) -> String {
+    let map: BTreeMap<String, String> = key
+        .into_iter()
+        .filter_map(|(k, v)| v.as_s().ok().map(|s| (k, s.clone())))
+        .collect();
+    serde_json::to_string(&map).expect("a map of strings serializes")
+}
+
+pub(crate) fn decode_cursor(cursor: &str) -> Result<Item, StoreError> {
+    let map: BTreeMap<String, String> =
+        serde_json::from_str(cursor).map_err(|e| StoreError::Corrupt(format!("walk cursor: {e}")))?;
+    Ok(map.into_iter().map(|(k, v)| (k, AttributeValue::S(v))).collect())
+}
+
 // ---------------------------------------------------------------------------------------------
 // Batches
 
@@ -582,6 +597,38 @@ impl DynamoStore {
             .map(|i| from_item::<I>(i).map(&map))
             .collect::<Result<Vec<T>, _>>()?;
         Ok(Page { items, next })
+    }
+
+    /// One page of an internal walk, continued by an opaque string.
+    pub(crate) async fn walk_page(
+        &self,
+        query: &PageQuery<'_>,
+        next: Option<String>,
+    ) -> Result<(QueryPage, Option<String>), StoreError> {
+        let start = next.as_deref().map(decode_cursor).transpose()?;
+        let page = self.query_page(query, start).await?;
+        let next = page.next.clone().map(encode_cursor);
+        Ok((page, next))
+    }
+
+    /// Profiles for index keys, in the index's order, read consistently; missing ones
+    /// (erased since the index was read) are skipped.
+    pub(crate) async fn profiles(
+        &self,
+        tenant_id: &str,
+        contact_ids: &[String],
+    ) -> Result<Vec<crate::contact::Contact>, StoreError> {
+        let unique: BTreeSet<&String> = contact_ids.iter().collect();
+        let keys = unique
+            .into_iter()
+            .map(|c| key(contact_pk(tenant_id, c), PROFILE_SK))
+            .collect();
+        let mut found: HashMap<String, crate::contact::Contact> = HashMap::new();
+        for item in self.batch_get(keys).await? {
+            let contact = from_item::<super::items::ContactItem>(item)?.contact;
+            found.insert(contact.contact_id.clone(), contact);
+        }
+        Ok(contact_ids.iter().filter_map(|id| found.remove(id)).collect())
     }
 
     /// Every item a query matches (for partitions known to be small).

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::types::{AttributeValue, Update};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -14,9 +14,11 @@ use super::keys::*;
 use super::ports::{IdempotencyRecord, Lease, StatusWrite};
 use crate::audit::AuditEntry;
 use crate::contact::{ConsentChange, Contact, RestrictionChange, name_search_key, phone_search_key};
+use crate::conversation::{Conversation, ConversationStatus, Note, conversation_id, preview_of, window_end};
 use crate::message::{Direction, MediaRef, MediaStatus, MessageError, MessageRecord, MessageStatus};
 use crate::privacy::{EXPORT_TTL_GRACE_HOURS, ErasureRecord, ExportRecord, RetentionSettings};
-use crate::tenant::{ApiKeyRecord, Tenant};
+use crate::tenant::{ApiKeyRecord, PhoneNumber, Tenant};
+use crate::user::User;
 
 // ---------------------------------------------------------------------------------------------
 // Tenants, routes, keys
@@ -67,6 +69,27 @@ impl RouteItem {
     }
 }
 
+/// One of a tenant's numbers beyond its first.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct NumberItem {
+    #[serde(rename = "PK")]
+    pub pk: String,
+    #[serde(rename = "SK")]
+    pub sk: String,
+    #[serde(flatten)]
+    pub number: PhoneNumber,
+}
+
+impl NumberItem {
+    pub fn new(tenant_id: &str, number: &PhoneNumber) -> Self {
+        NumberItem {
+            pk: tenant_pk(tenant_id),
+            sk: number_sk(&number.phone_number_id),
+            number: number.clone(),
+        }
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 pub(crate) struct TokenItem {
     #[serde(rename = "PK")]
@@ -101,6 +124,8 @@ pub(crate) struct KeyItem {
     pub revoked_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_used_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
 }
 
 impl From<&ApiKeyRecord> for KeyItem {
@@ -115,6 +140,7 @@ impl From<&ApiKeyRecord> for KeyItem {
             created_at: k.created_at,
             revoked_at: k.revoked_at,
             last_used_at: k.last_used_at,
+            user_id: k.user_id.clone(),
         }
     }
 }
@@ -129,6 +155,7 @@ impl From<KeyItem> for ApiKeyRecord {
             created_at: k.created_at,
             revoked_at: k.revoked_at,
             last_used_at: k.last_used_at,
+            user_id: k.user_id,
         }
     }
 }
@@ -148,6 +175,8 @@ pub(crate) struct SettingsItem {
     pub media_days: u32,
     pub exports_days: u32,
     pub audit_days: u32,
+    #[serde(default = "crate::privacy::default_events_days")]
+    pub events_days: u32,
     pub updated_at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated_by: Option<String>,
@@ -162,6 +191,7 @@ impl SettingsItem {
             media_days: settings.media_days,
             exports_days: settings.exports_days,
             audit_days: settings.audit_days,
+            events_days: settings.events_days,
             updated_at: at,
             updated_by: actor.map(str::to_owned),
         }
@@ -173,6 +203,7 @@ impl SettingsItem {
             media_days: self.media_days,
             exports_days: self.exports_days,
             audit_days: self.audit_days,
+            events_days: self.events_days,
         }
     }
 }
@@ -629,6 +660,234 @@ pub(crate) fn schedule_next_free(item: Option<&Item>) -> Option<i64> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Conversations, notes, users
+
+/// The stored form of a conversation: in its contact's partition, in the inbox index (GSI1, by
+/// last activity) and, while someone waits, in the waiting index (GSI7, by wait).
+#[derive(Serialize, Deserialize)]
+pub(crate) struct ConversationItem {
+    #[serde(rename = "PK")]
+    pub pk: String,
+    #[serde(rename = "SK")]
+    pub sk: String,
+    #[serde(rename = "GSI1PK")]
+    pub gsi1pk: String,
+    #[serde(rename = "GSI1SK")]
+    pub gsi1sk: String,
+    #[serde(rename = "GSI7PK", default, skip_serializing_if = "Option::is_none")]
+    pub gsi7pk: Option<String>,
+    #[serde(rename = "GSI7SK", default, skip_serializing_if = "Option::is_none")]
+    pub gsi7sk: Option<String>,
+    #[serde(flatten)]
+    pub conversation: Conversation,
+}
+
+/// A message's change to its conversation, as one update (folded into the message's own
+/// transaction, so the inbox costs no request of its own): created on first use, every
+/// counter and clock moved by update expressions, never read first. Mirrors
+/// [`Conversation::on_inbound`] and [`Conversation::on_outbound`].
+pub(crate) struct ConversationTouch {
+    sets: Vec<String>,
+    removes: Vec<&'static str>,
+    values: HashMap<String, AttributeValue>,
+}
+
+impl ConversationTouch {
+    fn base(message: &MessageRecord, phone_number_id: &str) -> Self {
+        let (t, c) = (&message.tenant_id, &message.contact_id);
+        let id = conversation_id(c, phone_number_id);
+        let sets = [
+            "tenant_id = if_not_exists(tenant_id, :t)",
+            "conversation_id = if_not_exists(conversation_id, :cid)",
+            "contact_id = if_not_exists(contact_id, :c)",
+            "phone_number_id = if_not_exists(phone_number_id, :pnid)",
+            "created_at = if_not_exists(created_at, :now)",
+            "opened_at = if_not_exists(opened_at, :now)",
+            "#priority = if_not_exists(#priority, :normal)",
+            "#reads = if_not_exists(#reads, :no_reads)",
+            "message_count = if_not_exists(message_count, :zero) + :one",
+            "updated_at = :now",
+            "GSI1PK = :inbox",
+        ];
+        let values = HashMap::from([
+            (":t".to_owned(), s(t.clone())),
+            (":cid".to_owned(), s(id)),
+            (":c".to_owned(), s(c.clone())),
+            (":pnid".to_owned(), s(phone_number_id)),
+            (":now".to_owned(), av(&message.created_at)),
+            (":normal".to_owned(), av(&crate::conversation::Priority::Normal)),
+            (":no_reads".to_owned(), AttributeValue::M(HashMap::new())),
+            (":zero".to_owned(), n(0)),
+            (":one".to_owned(), n(1)),
+            (":inbox".to_owned(), s(inbox_gsi1pk(t))),
+            (":ts".to_owned(), av(&message.timestamp)),
+            (
+                ":isk".to_owned(),
+                s(inbox_sk(
+                    message.timestamp.timestamp_millis(),
+                    &conversation_id(c, phone_number_id),
+                )),
+            ),
+            (":preview".to_owned(), av(&preview_of(message))),
+        ]);
+        ConversationTouch {
+            sets: sets.into_iter().map(str::to_owned).collect(),
+            removes: Vec::new(),
+            values,
+        }
+    }
+
+    /// A customer's message; `newest`: the contact's newest (clocks, window and preview move).
+    pub fn inbound(message: &MessageRecord, phone_number_id: &str, newest: bool) -> Self {
+        let mut touch = Self::base(message, phone_number_id);
+        touch.sets.extend(
+            [
+                "#status = :open",
+                "last_seq = if_not_exists(last_seq, :zero) + :one",
+                "waiting_since = if_not_exists(waiting_since, :ts)",
+                "GSI7PK = :waiting",
+                "GSI7SK = if_not_exists(GSI7SK, :isk)",
+            ]
+            .map(str::to_owned),
+        );
+        if newest {
+            touch.sets.extend(
+                [
+                    "last_activity_at = :ts",
+                    "last_inbound_at = :ts",
+                    "window_expires_at = :window",
+                    "#preview = :preview",
+                    "GSI1SK = :isk",
+                ]
+                .map(str::to_owned),
+            );
+            touch
+                .values
+                .insert(":window".into(), av(&window_end(message.timestamp)));
+        } else {
+            touch.sets.extend(
+                [
+                    "last_activity_at = if_not_exists(last_activity_at, :ts)",
+                    "GSI1SK = if_not_exists(GSI1SK, :isk)",
+                ]
+                .map(str::to_owned),
+            );
+            touch.values.remove(":preview");
+        }
+        touch.removes = vec!["snooze_until", "resolved_at"];
+        touch.values.insert(":open".into(), av(&ConversationStatus::Open));
+        touch
+            .values
+            .insert(":waiting".into(), s(waiting_gsi7pk(&message.tenant_id)));
+        touch
+    }
+
+    /// Our message: it answers whoever waited; a conversation it creates is `pending`.
+    pub fn outbound(message: &MessageRecord, phone_number_id: &str) -> Self {
+        let mut touch = Self::base(message, phone_number_id);
+        touch.sets.extend(
+            [
+                "#status = if_not_exists(#status, :pending)",
+                "last_seq = if_not_exists(last_seq, :zero)",
+                "last_activity_at = :ts",
+                "last_outbound_at = :ts",
+                "#preview = :preview",
+                "GSI1SK = :isk",
+            ]
+            .map(str::to_owned),
+        );
+        touch.removes = vec!["waiting_since", "GSI7PK", "GSI7SK"];
+        touch.values.insert(":pending".into(), av(&ConversationStatus::Pending));
+        touch
+    }
+
+    pub fn into_update(self, table: &str, message: &MessageRecord, phone_number_id: &str) -> Update {
+        let expression = format!("SET {} REMOVE {}", self.sets.join(", "), self.removes.join(", "));
+        Update::builder()
+            .table_name(table)
+            .set_key(Some(super::dynamo::key(
+                contact_pk(&message.tenant_id, &message.contact_id),
+                conversation_sk(phone_number_id),
+            )))
+            // Names that are (or may become) DynamoDB reserved words go through aliases, each
+            // defined only where used (DynamoDB refuses an unused one).
+            .set_expression_attribute_names(Some(
+                ["status", "priority", "reads", "preview"]
+                    .into_iter()
+                    .map(|name| (format!("#{name}"), name.to_owned()))
+                    .filter(|(alias, _)| expression.contains(alias.as_str()))
+                    .collect(),
+            ))
+            .update_expression(expression)
+            .set_expression_attribute_values(Some(self.values))
+            .build()
+            .expect("update is complete")
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+pub(crate) struct NoteItem {
+    #[serde(rename = "PK")]
+    pub pk: String,
+    #[serde(rename = "SK")]
+    pub sk: String,
+    pub phone_number_id: String,
+    #[serde(flatten)]
+    pub note: Note,
+}
+
+impl NoteItem {
+    pub fn new(note: &Note, phone_number_id: &str) -> Self {
+        NoteItem {
+            pk: contact_pk(&note.tenant_id, &note.contact_id),
+            sk: note_sk(phone_number_id, &note.note_id),
+            phone_number_id: phone_number_id.to_owned(),
+            note: note.clone(),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+pub(crate) struct UserItem {
+    #[serde(rename = "PK")]
+    pub pk: String,
+    #[serde(rename = "SK")]
+    pub sk: String,
+    #[serde(flatten)]
+    pub user: User,
+}
+
+impl UserItem {
+    pub fn new(user: &User) -> Self {
+        UserItem {
+            pk: tenant_pk(&user.tenant_id),
+            sk: user_sk(&user.user_id),
+            user: user.clone(),
+        }
+    }
+}
+
+/// The record that makes a user's email unique within the tenant.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct UserEmailItem {
+    #[serde(rename = "PK")]
+    pub pk: String,
+    #[serde(rename = "SK")]
+    pub sk: String,
+    pub user_id: String,
+}
+
+impl UserEmailItem {
+    pub fn new(user: &User) -> Self {
+        UserEmailItem {
+            pk: tenant_pk(&user.tenant_id),
+            sk: user_email_sk(&user.email),
+            user_id: user.user_id.clone(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Audit
 
 #[derive(Serialize, Deserialize)]
@@ -789,5 +1048,116 @@ mod tests {
             a.expires_at,
             (at + chrono::Duration::days(RAW_EVENT_TTL_DAYS)).timestamp()
         );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Event stream and tenant webhooks
+
+/// Consecutive events of a tenant's log recorded together (one stream batch's part), under the
+/// position of the first, kept until `expires_at` (DynamoDB TTL; reads skip it after). Packing
+/// is what lets one tenant's log, one partition key, take ~1,000+ events/s: DynamoDB bills a
+/// transactional write per KB of item, so one item of many small events costs a fraction of as
+/// many items of one event each (each rounded up to a KB).
+#[derive(Serialize, Deserialize)]
+pub(crate) struct EventPackItem {
+    #[serde(rename = "PK")]
+    pub pk: String,
+    #[serde(rename = "SK")]
+    pub sk: String,
+    pub first_seq: u64,
+    pub last_seq: u64,
+    pub events: Vec<crate::events::Event>,
+    pub expires_at: i64,
+}
+
+impl EventPackItem {
+    /// `events`: consecutive positions, at least one.
+    pub fn new(events: &[crate::events::Event], expires_at: DateTime<Utc>) -> Self {
+        let (first, last) = (&events[0], &events[events.len() - 1]);
+        EventPackItem {
+            pk: event_log_pk(&first.tenant_id),
+            sk: event_seq_sk(first.seq),
+            first_seq: first.seq,
+            last_seq: last.seq,
+            events: events.to_vec(),
+            expires_at: expires_at.timestamp(),
+        }
+    }
+}
+
+/// An event id → its position; its conditional put is the stream record's deduplication.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct EventIdItem {
+    #[serde(rename = "PK")]
+    pub pk: String,
+    #[serde(rename = "SK")]
+    pub sk: String,
+    pub seq: u64,
+    pub expires_at: i64,
+}
+
+/// The log's head: the last position given.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct EventHeadItem {
+    pub seq: u64,
+}
+
+/// A webhook endpoint's settings and state (its secrets are a separate item, so a change of
+/// the endpoint never carries them through the change stream).
+#[derive(Serialize, Deserialize)]
+pub(crate) struct EndpointItem {
+    #[serde(rename = "PK")]
+    pub pk: String,
+    #[serde(rename = "SK")]
+    pub sk: String,
+    #[serde(flatten)]
+    pub endpoint: crate::events::endpoint::WebhookEndpoint,
+}
+
+impl EndpointItem {
+    pub fn new(endpoint: &crate::events::endpoint::WebhookEndpoint) -> Self {
+        EndpointItem {
+            pk: webhook_endpoints_pk(&endpoint.tenant_id),
+            sk: webhook_endpoint_sk(&endpoint.endpoint_id),
+            endpoint: endpoint.clone(),
+        }
+    }
+}
+
+/// An endpoint's signing secrets: outside the sort keys the events function watches.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct EndpointSecretItem {
+    #[serde(rename = "PK")]
+    pub pk: String,
+    #[serde(rename = "SK")]
+    pub sk: String,
+    pub secret: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_secret: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_until: Option<DateTime<Utc>>,
+}
+
+/// One delivery attempt, kept 30 days.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct DeliveryItem {
+    #[serde(rename = "PK")]
+    pub pk: String,
+    #[serde(rename = "SK")]
+    pub sk: String,
+    #[serde(flatten)]
+    pub attempt: crate::events::endpoint::DeliveryAttempt,
+    pub expires_at: i64,
+}
+
+impl DeliveryItem {
+    pub fn new(attempt: &crate::events::endpoint::DeliveryAttempt) -> Self {
+        DeliveryItem {
+            pk: webhook_deliveries_pk(&attempt.tenant_id, &attempt.endpoint_id),
+            sk: attempt.attempt_id.clone(),
+            attempt: attempt.clone(),
+            expires_at: (attempt.at + chrono::Duration::days(crate::events::endpoint::DELIVERY_LOG_DAYS)).timestamp(),
+        }
     }
 }

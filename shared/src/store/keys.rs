@@ -185,6 +185,62 @@ pub fn events_pk(tenant_id: &str) -> String {
     format!("T#{tenant_id}#EVENTS")
 }
 
+/// The tenant id of any key of tenant data (`T#<t>` or `T#<t>#…`).
+pub fn tenant_of_pk(pk: &str) -> Option<&str> {
+    let rest = pk.strip_prefix("T#")?;
+    let tenant = rest.split('#').next()?;
+    (!tenant.is_empty()).then_some(tenant)
+}
+
+// --- Event stream and tenant webhooks (docs/events.md) --------------------------------------
+
+/// The tenant's event log: `HEAD` (the last position given) and one item per event, sort key
+/// [`event_seq_sk`] (positions sort as numbers).
+pub fn event_log_pk(tenant_id: &str) -> String {
+    format!("T#{tenant_id}#EVLOG")
+}
+
+pub const EVENT_LOG_HEAD_SK: &str = "HEAD";
+pub const EVENT_SEQ_PREFIX: &str = "SEQ#";
+
+pub fn event_seq_sk(seq: u64) -> String {
+    format!("{EVENT_SEQ_PREFIX}{seq:020}")
+}
+
+/// The position of a sort key made by [`event_seq_sk`].
+pub fn seq_of_sk(sk: &str) -> Option<u64> {
+    sk.strip_prefix(EVENT_SEQ_PREFIX)?.parse().ok()
+}
+
+/// One event by id (→ its position): written with the event in one transaction under
+/// `attribute_not_exists`, which is what makes a redelivered stream record a no-op.
+pub fn event_id_pk(tenant_id: &str, event_id: &str) -> String {
+    format!("T#{tenant_id}#EVID#{event_id}")
+}
+
+pub const EVENT_ID_SK: &str = "EVID";
+
+/// The tenant's webhook endpoints (sort key [`webhook_endpoint_sk`]).
+pub fn webhook_endpoints_pk(tenant_id: &str) -> String {
+    format!("T#{tenant_id}#WEBHOOKS")
+}
+
+pub const WEBHOOK_ENDPOINT_PREFIX: &str = "WEBHOOK#";
+
+pub fn webhook_endpoint_sk(endpoint_id: &str) -> String {
+    format!("{WEBHOOK_ENDPOINT_PREFIX}{endpoint_id}")
+}
+
+/// An endpoint's signing secrets (same partition, a sort key the events function ignores).
+pub fn webhook_secret_sk(endpoint_id: &str) -> String {
+    format!("WHSECRET#{endpoint_id}")
+}
+
+/// Delivery attempts to one endpoint (sort key: attempt id, time-ordered); TTL 30 days.
+pub fn webhook_deliveries_pk(tenant_id: &str, endpoint_id: &str) -> String {
+    format!("T#{tenant_id}#WEBHOOK#{endpoint_id}#DELIVERIES")
+}
+
 /// GSI1 partition listing all tenants (used by the scheduled retention sweep).
 pub const ALL_TENANTS_GSI1PK: &str = "TENANTS";
 
@@ -272,6 +328,68 @@ pub fn referenced_kind(pk: &str) -> Referenced {
     }
 }
 
+// --- Users, numbers, conversations (docs/data-model.md, "Inbox") ----------------------------
+
+/// A user of the tenant (under the tenant partition).
+pub fn user_sk(user_id: &str) -> String {
+    format!("{USER_PREFIX}{user_id}")
+}
+
+pub const USER_PREFIX: &str = "USER#";
+
+/// The record that makes a user's email unique within the tenant (→ user id).
+pub fn user_email_sk(email: &str) -> String {
+    format!("USEREMAIL#{email}")
+}
+
+/// One of the tenant's WhatsApp numbers (under the tenant partition).
+pub fn number_sk(phone_number_id: &str) -> String {
+    format!("{NUMBER_PREFIX}{phone_number_id}")
+}
+
+pub const NUMBER_PREFIX: &str = "NUMBER#";
+
+/// The conversation of a contact on one number, in the contact's partition (so erasure takes
+/// it with the contact).
+pub fn conversation_sk(phone_number_id: &str) -> String {
+    format!("{CONVERSATION_PREFIX}{phone_number_id}")
+}
+
+pub const CONVERSATION_PREFIX: &str = "CONV#";
+
+/// An internal note on a conversation, in the contact's partition (sort key: note id, so
+/// notes of one conversation sort by time).
+pub fn note_sk(phone_number_id: &str, note_id: &str) -> String {
+    format!("{}{note_id}", notes_prefix(phone_number_id))
+}
+
+/// The sort-key prefix of one conversation's notes.
+pub fn notes_prefix(phone_number_id: &str) -> String {
+    format!("{NOTE_PREFIX}{phone_number_id}#")
+}
+
+pub const NOTE_PREFIX: &str = "NOTE#";
+
+/// GSI1 partition of the tenant's inbox: every conversation by last activity.
+pub fn inbox_gsi1pk(tenant_id: &str) -> String {
+    format!("T#{tenant_id}#CONVS")
+}
+
+pub const GSI7: &str = "GSI7";
+pub const GSI7_PK: &str = "GSI7PK";
+pub const GSI7_SK: &str = "GSI7SK";
+
+/// GSI7 partition (sparse): conversations with an unanswered customer message, by wait.
+pub fn waiting_gsi7pk(tenant_id: &str) -> String {
+    format!("T#{tenant_id}#WAITING")
+}
+
+/// Sort key of a conversation in an inbox index: the instant (epoch ms, zero-padded) then the
+/// conversation id, so equal instants stay distinct.
+pub fn inbox_sk(at_millis: i64, conversation_id: &str) -> String {
+    format!("{:013}#{conversation_id}", at_millis.max(0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -301,6 +419,12 @@ mod tests {
             exports_gsi1pk("abc"),
             erasure_pk("abc", "x"),
             erasures_gsi1pk("abc"),
+            event_log_pk("abc"),
+            event_id_pk("abc", "evt_1"),
+            webhook_endpoints_pk("abc"),
+            webhook_deliveries_pk("abc", "w"),
+            inbox_gsi1pk("abc"),
+            waiting_gsi7pk("abc"),
         ] {
             assert!(key.starts_with(&format!("{t}#")), "{key}");
         }
@@ -319,5 +443,10 @@ mod tests {
         assert_eq!(referenced_kind(&audit_pk("t")), Referenced::Other);
         assert!(reference_sk("x").starts_with(REF_PREFIX));
         assert!(pending_status_sk("read").starts_with(PENDING_STATUS_PREFIX));
+        assert_eq!(tenant_of_pk(&contact_pk("t1", "c")), Some("t1"));
+        assert_eq!(tenant_of_pk(&tenant_pk("t1")), Some("t1"));
+        assert_eq!(tenant_of_pk(&phone_route_pk("1")), None);
+        assert_eq!(seq_of_sk(&event_seq_sk(42)), Some(42));
+        assert!(event_seq_sk(9) < event_seq_sk(10));
     }
 }

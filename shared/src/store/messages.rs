@@ -14,7 +14,8 @@ use super::dynamo::{
     DynamoStore, av, backend, condition_failed, from_item, key, n, put_always, s, to_item, tx_check, tx_put, tx_update,
 };
 use super::items::{
-    ConsentItem, MessageItem, ParkedStatusItem, RawEventItem, StatusChange, WamidPointerItem, media_is_stored,
+    ConsentItem, ConversationTouch, MessageItem, ParkedStatusItem, RawEventItem, StatusChange, WamidPointerItem,
+    media_is_stored,
 };
 use super::keys::*;
 use super::outbound::WamidWrite;
@@ -40,6 +41,10 @@ impl DynamoStore {
             sets.push("last_inbound_ms = :ms".into());
             values.insert(":ts".into(), av(&m.timestamp));
             values.insert(":ms".into(), n(ts_ms));
+        }
+        if let Some(number) = m.phone_number_id.as_ref().filter(|_| with_time_condition) {
+            sets.push("last_number = :number".into());
+            values.insert(":number".into(), s(number.clone()));
         }
         if let Some(name) = &write.profile_name {
             sets.push("profile_name = :pn".into());
@@ -121,6 +126,11 @@ impl DynamoStore {
             let history = ConsentItem::new(&m.tenant_id, &m.contact_id, change, &m.message_id);
             items.push(put_always(self.table(), to_item(&history)));
         }
+        if let Some(number) = &write.message.phone_number_id {
+            // The conversation moves in the same transaction: no request of its own.
+            let touch = ConversationTouch::inbound(&write.message, number, with_time_condition);
+            items.push(tx_update(touch.into_update(self.table(), &write.message, number)));
+        }
         let cancelled = match self.transact(items).await? {
             Ok(()) => return Ok(Ok(InboundOutcome::Stored)),
             Err(cancelled) => cancelled,
@@ -175,6 +185,34 @@ impl MessageStore for DynamoStore {
             .index_name(GSI1)
             .key_condition_expression("GSI1PK = :pk")
             .expression_attribute_values(":pk", s(conversation_gsi1pk(tenant_id, contact_id)))
+            .scan_index_forward(false);
+        let key_attrs = [PK, SK, GSI1_PK, GSI1_SK];
+        self.list_page(query, tenant_id, limit, start, &key_attrs, |m: MessageItem| m.message)
+            .await
+    }
+
+    async fn number_messages(
+        &self,
+        tenant_id: &str,
+        contact_id: &str,
+        phone_number_id: &str,
+        with_unnumbered: bool,
+        limit: i32,
+        start: Option<Position>,
+    ) -> Result<Page<MessageRecord>, StoreError> {
+        let filter = if with_unnumbered {
+            "phone_number_id = :n OR attribute_not_exists(phone_number_id)"
+        } else {
+            "phone_number_id = :n"
+        };
+        let query = self
+            .client()
+            .query()
+            .index_name(GSI1)
+            .key_condition_expression("GSI1PK = :pk")
+            .filter_expression(filter)
+            .expression_attribute_values(":pk", s(conversation_gsi1pk(tenant_id, contact_id)))
+            .expression_attribute_values(":n", s(phone_number_id))
             .scan_index_forward(false);
         let key_attrs = [PK, SK, GSI1_PK, GSI1_SK];
         self.list_page(query, tenant_id, limit, start, &key_attrs, |m: MessageItem| m.message)

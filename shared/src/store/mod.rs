@@ -5,8 +5,8 @@
 //! - `items`: the stored form of every item (the schema);
 //! - `dynamo`: the toolkit (attribute values, condition failures, pages, batches) and the
 //!   [`DynamoStore`] handle;
-//! - one adapter file per aggregate (`tenants`, `contacts`, `messages`, `outbound`, `audit`,
-//!   `privacy`), which import only the toolkit, the schema, the keys and the ports.
+//! - one adapter file per aggregate (`tenants`, `contacts`, `conversations`, `users`, `messages`,
+//!   `outbound`, `audit`, `privacy`), which import only the toolkit, the schema, the keys and the ports.
 //!
 //! Every item of tenant data lives under a partition key that starts with the tenant id; the
 //! only items outside a tenant's partition are lookups that exist to find the tenant in the
@@ -14,7 +14,9 @@
 
 mod audit;
 mod contacts;
+mod conversations;
 mod dynamo;
+mod events;
 mod items;
 pub mod keys;
 mod messages;
@@ -22,6 +24,7 @@ mod outbound;
 pub mod ports;
 pub mod privacy;
 mod tenants;
+mod users;
 
 pub use dynamo::{DynamoStore, Item};
 pub use items::RAW_EVENT_TTL_DAYS;

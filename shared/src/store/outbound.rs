@@ -4,18 +4,18 @@
 
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
+    AttributeValue, ConditionCheck, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
 };
 use chrono::{DateTime, Utc};
 
 use super::StoreError;
 use super::dynamo::{
     Cancelled, DynamoStore, ItemKey, PageQuery, av, backend, condition_failed, from_item, key, n, put_always, s,
-    to_item, tx_put, tx_update,
+    to_item, tx_check, tx_put, tx_update,
 };
 use super::items::{
-    ContactItem, IdempotencyItem, MessageItem, ParkedStatusItem, ReferenceItem, StatusChange, WamidPointerItem,
-    schedule_next_free,
+    ContactItem, ConversationTouch, IdempotencyItem, MessageItem, ParkedStatusItem, ReferenceItem, StatusChange,
+    WamidPointerItem, schedule_next_free,
 };
 use super::keys::*;
 use super::ports::{
@@ -197,26 +197,43 @@ impl OutboundStore for DynamoStore {
                 .build()
                 .expect("put is complete"),
         ));
-        // A queued message takes its place in the recipient's queue (per-recipient order).
-        let queue_item = (message.status == MessageStatus::Queued).then(|| {
-            items.push(tx_update(
-                Update::builder()
-                    .table_name(self.table())
-                    .set_key(Some(key(
-                        contact_pk(&message.tenant_id, &message.contact_id),
-                        PROFILE_SK,
-                    )))
-                    .update_expression(format!("ADD {RECIPIENT_QUEUE} :m"))
-                    .condition_expression("attribute_exists(PK)")
-                    .expression_attribute_values(":m", id_set(&message.message_id))
-                    .build()
-                    .expect("update is complete"),
-            ));
+        // The contact must still exist (an erasure that already swept its partition would leave
+        // the message's conversation behind); a queued message also takes its place in the
+        // recipient's queue (per-recipient order) with the same update.
+        let queued = message.status == MessageStatus::Queued;
+        let contact_key = key(contact_pk(&message.tenant_id, &message.contact_id), PROFILE_SK);
+        let contact_item = (queued || message.phone_number_id.is_some()).then(|| {
+            items.push(if queued {
+                tx_update(
+                    Update::builder()
+                        .table_name(self.table())
+                        .set_key(Some(contact_key))
+                        .update_expression(format!("ADD {RECIPIENT_QUEUE} :m"))
+                        .condition_expression("attribute_exists(PK)")
+                        .expression_attribute_values(":m", id_set(&message.message_id))
+                        .build()
+                        .expect("update is complete"),
+                )
+            } else {
+                tx_check(
+                    ConditionCheck::builder()
+                        .table_name(self.table())
+                        .set_key(Some(contact_key))
+                        .condition_expression("attribute_exists(PK)")
+                        .build()
+                        .expect("check is complete"),
+                )
+            });
             items.len() - 1
         });
+        // The conversation moves with the message.
+        if let Some(number) = message.phone_number_id.as_ref() {
+            let touch = ConversationTouch::outbound(message, number);
+            items.push(tx_update(touch.into_update(self.table(), message, number)));
+        }
         match self.transact(items).await? {
             Ok(()) => Ok(CreateOutcome::Created),
-            Err(c) if queue_item.is_some_and(|i| c.failed(i)) => Err(StoreError::NotFound),
+            Err(c) if contact_item.is_some_and(|i| c.failed(i)) => Err(StoreError::NotFound),
             Err(c) => match idempotency {
                 Some(record) if c.failed(0) => {
                     let existing = self

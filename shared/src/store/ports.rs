@@ -14,12 +14,16 @@ use serde_json::Value;
 use super::{Page, StoreError};
 use crate::audit::AuditEntry;
 use crate::contact::{ConsentChange, Contact, IdentityChange, RestrictionChange};
+use crate::conversation::{Conversation, ConversationStatus, InboxFilter, Note, StatusChange, Visibility};
 use crate::cursor::Position;
+use crate::events::endpoint::{DeliveryAttempt, EndpointSecrets, WebhookEndpoint};
+use crate::events::{Event, EventDraft};
 use crate::message::{MediaRef, MessageError, MessageRecord, MessageStatus};
 use crate::privacy::{ErasureCounts, ErasureRecord, ExportRecord, RetentionSettings};
 use crate::secret::Secret;
 use crate::sending::{SendSchedule, SlotDecision};
-use crate::tenant::{ApiKeyRecord, Tenant};
+use crate::tenant::{ApiKeyRecord, InboxSettings, PhoneNumber, Tenant};
+use crate::user::User;
 
 // ---------------------------------------------------------------------------------------------
 // Tenants and API keys
@@ -68,6 +72,30 @@ pub trait TenantStore: Send + Sync {
         tenant_id: &str,
         at: DateTime<Utc>,
     ) -> impl Future<Output = Result<Option<DateTime<Utc>>, StoreError>> + Send;
+
+    /// The tenant's WhatsApp numbers, its first (the tenant record's) first; empty without a
+    /// tenant.
+    fn numbers(&self, tenant_id: &str) -> impl Future<Output = Result<Vec<PhoneNumber>, StoreError>> + Send;
+
+    /// Adds a number to an active tenant with its phone-number route (and a WABA route for
+    /// another WABA of its own), in one transaction; `Conflict` naming what is taken (the
+    /// number by another tenant or by this one, the WABA by another tenant).
+    fn add_number(&self, tenant: &Tenant, number: &PhoneNumber) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Removes an added number and its route (`NotFound` if it is not the tenant's; the first
+    /// number is the tenant's default sender and cannot be removed: `Conflict`).
+    fn remove_number(
+        &self,
+        tenant: &Tenant,
+        phone_number_id: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Replaces the tenant's inbox settings; `NotFound` without a tenant.
+    fn set_inbox_settings(
+        &self,
+        tenant_id: &str,
+        settings: &InboxSettings,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Deletes the tenant's phone-number and WABA routes where they still route to it; returns
     /// how many it deleted.
@@ -248,6 +276,19 @@ pub trait MessageStore: Send + Sync {
         &self,
         tenant_id: &str,
         contact_id: &str,
+        limit: i32,
+        start: Option<Position>,
+    ) -> impl Future<Output = Result<Page<MessageRecord>, StoreError>> + Send;
+
+    /// Messages of one contact on one of the tenant's numbers (a conversation's timeline),
+    /// newest first; `with_unnumbered` includes messages stored before messages named their
+    /// number.
+    fn number_messages(
+        &self,
+        tenant_id: &str,
+        contact_id: &str,
+        phone_number_id: &str,
+        with_unnumbered: bool,
         limit: i32,
         start: Option<Position>,
     ) -> impl Future<Output = Result<Page<MessageRecord>, StoreError>> + Send;
@@ -550,6 +591,155 @@ pub trait SendPacingStore: Send + Sync {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Users
+
+/// The tenant's users and the keys they own.
+pub trait UserStore: Send + Sync {
+    /// Stores a new user with its email's uniqueness record; `Conflict` when another user of
+    /// the tenant has the email, `NotFound` when the tenant is not active.
+    fn create_user(&self, user: &User) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The user, read consistently.
+    fn get_user(&self, tenant_id: &str, user_id: &str)
+    -> impl Future<Output = Result<Option<User>, StoreError>> + Send;
+
+    /// The tenant's users in creation order.
+    fn list_users(
+        &self,
+        tenant_id: &str,
+        limit: i32,
+        start: Option<Position>,
+    ) -> impl Future<Output = Result<Page<User>, StoreError>> + Send;
+
+    /// Replaces the user if it is still as read (`VersionMismatch` otherwise), moving its
+    /// email record, and rewrites every key of the user in the same transaction: their role
+    /// follows the user's, and a disabled user's keys are revoked at once. `Conflict` when the
+    /// new email belongs to another user.
+    fn update_user(&self, before: &User, after: &User) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Stores a new key of `user` (as read: `VersionMismatch` if it changed since, e.g. was
+    /// disabled) and lists it on the user, in one transaction.
+    fn add_user_key(&self, user: &User, key: &ApiKeyRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Conversations
+
+/// A conversation in an inbox page, with its contact (absent if erased meanwhile).
+#[derive(Debug, Clone, PartialEq)]
+pub struct InboxEntry {
+    pub conversation: Conversation,
+    pub contact: Option<Contact>,
+}
+
+/// One inbox listing: filters, who looks, and when.
+#[derive(Debug, Clone)]
+pub struct InboxQuery {
+    pub filter: InboxFilter,
+    pub visibility: Visibility,
+    pub now: DateTime<Utc>,
+}
+
+/// How an assignment went.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AssignOutcome {
+    Assigned(Box<Conversation>),
+    /// Someone changed the assignee first: what it is now.
+    Lost {
+        current: Option<String>,
+    },
+    /// The assignee is not an active user of the tenant.
+    UnknownAssignee,
+}
+
+/// The inbox: conversations, their assignment, status, read marks and notes.
+pub trait ConversationStore: Send + Sync {
+    /// The conversation, read consistently.
+    fn get_conversation(
+        &self,
+        tenant_id: &str,
+        conversation_id: &str,
+    ) -> impl Future<Output = Result<Option<Conversation>, StoreError>> + Send;
+
+    /// One page of the inbox: one `Query` (sorted by activity or by wait, filtered), then one
+    /// consistent `BatchGetItem` of the page's contacts (their name, phone, tags).
+    fn inbox(
+        &self,
+        tenant_id: &str,
+        query: &InboxQuery,
+        limit: i32,
+        start: Option<Position>,
+    ) -> impl Future<Output = Result<Page<InboxEntry>, StoreError>> + Send;
+
+    /// Sets the assignee if it is still `expected` (conditional write; the race's loser gets
+    /// `Lost`); a user assignee must be an active user of the tenant. `NotFound` without the
+    /// conversation.
+    fn assign(
+        &self,
+        tenant_id: &str,
+        conversation_id: &str,
+        assignee: Option<&str>,
+        expected: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<AssignOutcome, StoreError>> + Send;
+
+    /// Applies a checked status change; with `only_from`, only while the conversation is in that
+    /// status and unchanged since `only_from`'s time (the sweep's wake-ups and auto-resolves
+    /// never overwrite a newer change): `Ok(None)` then. `NotFound` without the conversation.
+    fn set_status(
+        &self,
+        tenant_id: &str,
+        conversation_id: &str,
+        change: &StatusChange,
+        only_from: Option<(ConversationStatus, DateTime<Utc>)>,
+    ) -> impl Future<Output = Result<Option<Conversation>, StoreError>> + Send;
+
+    /// Moves `reader`'s read mark forward to `up_to` (checked against the conversation's
+    /// `last_seq` by the caller; sequence numbers only grow); the conversation after.
+    fn mark_read(
+        &self,
+        tenant_id: &str,
+        conversation_id: &str,
+        reader: &str,
+        up_to: u64,
+    ) -> impl Future<Output = Result<Conversation, StoreError>> + Send;
+
+    /// Stores a note on an existing conversation (`NotFound` otherwise).
+    fn add_note(&self, note: &Note) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// A conversation's notes, newest first.
+    fn notes(
+        &self,
+        tenant_id: &str,
+        conversation_id: &str,
+        limit: i32,
+        start: Option<Position>,
+    ) -> impl Future<Output = Result<Page<Note>, StoreError>> + Send;
+
+    /// Every conversation and note of a contact (export).
+    fn contact_conversations(
+        &self,
+        tenant_id: &str,
+        contact_id: &str,
+    ) -> impl Future<Output = Result<(Vec<Conversation>, Vec<Note>), StoreError>> + Send;
+
+    /// One page of the tenant's conversations whose last activity is in `[since, before)`
+    /// (from the first when `since` is `None`), oldest first (retention, auto-resolve).
+    fn idle_conversations(
+        &self,
+        tenant_id: &str,
+        since: Option<DateTime<Utc>>,
+        before: DateTime<Utc>,
+        next: Option<String>,
+        limit: i32,
+    ) -> impl Future<Output = Result<WalkPage<Conversation>, StoreError>> + Send;
+
+    /// Deletes a conversation with its notes if it has not moved since it was read; how many
+    /// items went.
+    fn delete_conversation(&self, conversation: &Conversation) -> impl Future<Output = Result<u64, StoreError>> + Send;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Audit
 
 /// The audit log: one partition per tenant, newest first.
@@ -640,6 +830,9 @@ pub struct MessagesDeleted {
 pub enum TenantRecords<'a> {
     Audit,
     RawEvents,
+    /// The event log (its events and their id records), the webhook endpoints with their
+    /// secrets, and their delivery logs.
+    EventStream,
     /// The send schedule of one of its phone numbers.
     SendSchedule(&'a str),
     /// Tombstones of erased wamids.
@@ -818,4 +1011,126 @@ pub trait PrivacyStore: Send + Sync {
         tenant_id: &str,
         records: TenantRecords<'_>,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Event stream and tenant webhooks
+
+/// The tenant's event log: positions strictly increasing in recording order, each event once.
+pub trait EventStore: Send + Sync {
+    /// Records `drafts` (all of one tenant, in order) after the tenant's last event, each under
+    /// the next position, atomically with its id record: a draft whose id is already recorded
+    /// (a redelivered stream record) keeps its first position. Returns every draft's event
+    /// (new or recorded before) by position, so a retried batch fans out again.
+    /// Positions are taken in a transaction with the log's head, so a reader never sees
+    /// position `n + 1` before `n`.
+    fn record_events(
+        &self,
+        tenant_id: &str,
+        drafts: &[EventDraft],
+        expires_at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<Event>, StoreError>> + Send;
+
+    /// Up to `limit` events after position `after`, oldest first; expired ones are skipped.
+    fn events_after(
+        &self,
+        tenant_id: &str,
+        after: u64,
+        limit: i32,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<Event>, StoreError>> + Send;
+
+    /// The event at a position.
+    fn event_at(&self, tenant_id: &str, seq: u64) -> impl Future<Output = Result<Option<Event>, StoreError>> + Send;
+
+    /// An event's position, by its id.
+    fn event_seq(
+        &self,
+        tenant_id: &str,
+        event_id: &str,
+    ) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send;
+
+    /// The last position given (0 before the first event).
+    fn event_head(&self, tenant_id: &str) -> impl Future<Output = Result<u64, StoreError>> + Send;
+}
+
+/// How a delivery attempt leaves its endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndpointOutcome {
+    /// A success: the endpoint is no longer failing.
+    Succeeded,
+    /// A failure at this time: failing since then unless it already was.
+    Failed(DateTime<Utc>),
+    /// Disabled by the platform for this reason (`gone`, `failing`), if still enabled.
+    Disable(String),
+}
+
+/// Webhook endpoints, their secrets and their delivery log.
+pub trait WebhookStore: Send + Sync {
+    /// Stores a new endpoint with its (sealed) secret; [`StoreError::Conflict`] when the tenant
+    /// has [`crate::events::endpoint::MAX_ENDPOINTS_PER_TENANT`] already.
+    fn create_endpoint(
+        &self,
+        endpoint: &WebhookEndpoint,
+        secret: &Secret,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    fn get_endpoint(
+        &self,
+        tenant_id: &str,
+        endpoint_id: &str,
+    ) -> impl Future<Output = Result<Option<WebhookEndpoint>, StoreError>> + Send;
+
+    /// The tenant's endpoints (at most [`crate::events::endpoint::MAX_ENDPOINTS_PER_TENANT`]).
+    fn endpoints_of(&self, tenant_id: &str) -> impl Future<Output = Result<Vec<WebhookEndpoint>, StoreError>> + Send;
+
+    /// Replaces the endpoint's settings if its `version` is still `endpoint.version - 1`
+    /// ([`StoreError::VersionMismatch`] otherwise, `NotFound` without it).
+    fn update_endpoint(&self, endpoint: &WebhookEndpoint) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Deletes the endpoint; `false` when there was none.
+    fn delete_endpoint(
+        &self,
+        tenant_id: &str,
+        endpoint_id: &str,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// The endpoint's signing secrets (read only by code that signs deliveries).
+    fn endpoint_secrets(
+        &self,
+        tenant_id: &str,
+        endpoint_id: &str,
+    ) -> impl Future<Output = Result<Option<EndpointSecrets>, StoreError>> + Send;
+
+    /// Makes `secret` current and keeps the old one until `previous_until`; `NotFound`
+    /// without the endpoint.
+    fn rotate_secret(
+        &self,
+        tenant_id: &str,
+        endpoint_id: &str,
+        secret: &Secret,
+        previous_until: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Applies a delivery's outcome to the endpoint's failure state (conditional: a success
+    /// clears `failing_since`, a failure sets it only when unset, a disable applies only to an
+    /// enabled endpoint). Missing endpoints are ignored.
+    fn endpoint_outcome(
+        &self,
+        tenant_id: &str,
+        endpoint_id: &str,
+        outcome: &EndpointOutcome,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Records one delivery attempt (kept [`crate::events::endpoint::DELIVERY_LOG_DAYS`]).
+    fn record_delivery(&self, attempt: &DeliveryAttempt) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The endpoint's delivery attempts, newest first.
+    fn list_deliveries(
+        &self,
+        tenant_id: &str,
+        endpoint_id: &str,
+        limit: i32,
+        start: Option<Position>,
+    ) -> impl Future<Output = Result<Page<DeliveryAttempt>, StoreError>> + Send;
 }

@@ -4,16 +4,16 @@
 //! items point at, wamid partitions). Raw items stay in here: the privacy machinery sees
 //! message references, counts and opaque walk cursors.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 
-use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Delete, Put, ReturnValue};
+use aws_sdk_dynamodb::types::{ConditionCheck, Delete, Put, ReturnValue};
 use chrono::{DateTime, Utc};
 use futures::stream::{self, StreamExt, TryStreamExt};
 
 use super::StoreError;
 use super::dynamo::{
-    DynamoStore, ItemKey, PageQuery, QueryPage, attr, backend, condition_failed, from_item, key, n, s, to_item,
-    tx_check, tx_delete, tx_put,
+    DynamoStore, ItemKey, PageQuery, attr, backend, condition_failed, from_item, key, n, s, to_item, tx_check,
+    tx_delete, tx_put,
 };
 use super::items::{ErasureItem, ExportItem, MESSAGE_CASCADE_ATTRS, MessageItem, SettingsItem, TombstoneItem};
 use super::keys::*;
@@ -32,20 +32,6 @@ const PARTITION_PAGE: i32 = 1000;
 const WAMID_QUERIES: usize = 16;
 /// Items of a tenant-wide partition (audit, events) read per page.
 const PAGE: i32 = 1000;
-
-fn encode_cursor(key: Item) -> String {
-    let map: BTreeMap<String, String> = key
-        .into_iter()
-        .filter_map(|(k, v)| v.as_s().ok().map(|s| (k, s.clone())))
-        .collect();
-    serde_json::to_string(&map).expect("a map of strings serializes")
-}
-
-fn decode_cursor(cursor: &str) -> Result<Item, StoreError> {
-    let map: BTreeMap<String, String> =
-        serde_json::from_str(cursor).map_err(|e| StoreError::Corrupt(format!("walk cursor: {e}")))?;
-    Ok(map.into_iter().map(|(k, v)| (k, AttributeValue::S(v))).collect())
-}
 
 /// The S3 key of a message's stored media, from its `media` map.
 fn media_s3_key(item: &Item) -> Option<&str> {
@@ -116,6 +102,10 @@ fn sort_partition_page(
             counts.tags += 1;
         } else if sk.starts_with(CONSENT_PREFIX) || sk.starts_with(RESTRICTION_PREFIX) {
             counts.history_entries += 1;
+        } else if sk.starts_with(CONVERSATION_PREFIX) {
+            counts.conversations += 1;
+        } else if sk.starts_with(NOTE_PREFIX) {
+            counts.notes += 1;
         } else if let Some(referenced) = sk.strip_prefix(REF_PREFIX) {
             counts.other_items += 1;
             let ref_sk = attr(item, "ref_sk").unwrap_or_default();
@@ -170,17 +160,6 @@ impl DynamoStore {
         Ok((keys, pointers, statuses, other))
     }
 
-    async fn walk_page(
-        &self,
-        query: &PageQuery<'_>,
-        next: Option<String>,
-    ) -> Result<(QueryPage, Option<String>), StoreError> {
-        let start = next.as_deref().map(decode_cursor).transpose()?;
-        let page = self.query_page(query, start).await?;
-        let next = page.next.clone().map(encode_cursor);
-        Ok((page, next))
-    }
-
     /// Deletes every item of a partition that `select` picks; returns how many.
     async fn delete_partition(&self, pk: String, select: impl Fn(&ItemKey) -> bool) -> Result<u64, StoreError> {
         let query = PageQuery::partition(pk).project(&[PK, SK]).limit(PAGE);
@@ -200,6 +179,31 @@ impl DynamoStore {
                 None => return Ok(deleted),
             }
         }
+    }
+
+    /// Everything of a tenant's event stream: each event's id record (named by the log's
+    /// items), the log, each endpoint's delivery log, the endpoints and their secrets.
+    async fn delete_event_stream(&self, tenant_id: &str) -> Result<u64, StoreError> {
+        let log = PageQuery::partition(event_log_pk(tenant_id)).project(&[PK, SK, "id"]);
+        let id_keys: Vec<ItemKey> = self
+            .query_all(&log)
+            .await?
+            .iter()
+            .filter_map(|item| super::dynamo::attr(item, "id"))
+            .map(|id| ItemKey::new(event_id_pk(tenant_id, id), EVENT_ID_SK))
+            .collect();
+        let mut deleted = self.delete_items(&id_keys).await?;
+        deleted += self.delete_partition(event_log_pk(tenant_id), |_| true).await?;
+        let endpoints = PageQuery::partition(webhook_endpoints_pk(tenant_id)).prefixed(WEBHOOK_ENDPOINT_PREFIX);
+        for item in self.query_all(&endpoints).await? {
+            if let Some(id) = super::dynamo::attr(&item, "endpoint_id") {
+                deleted += self
+                    .delete_partition(webhook_deliveries_pk(tenant_id, id), |_| true)
+                    .await?;
+            }
+        }
+        deleted += self.delete_partition(webhook_endpoints_pk(tenant_id), |_| true).await?;
+        Ok(deleted)
     }
 
     /// Imports messages in bulk (migrations, tests, benchmarks): each gets its index keys.
@@ -640,6 +644,7 @@ impl PrivacyStore for DynamoStore {
         match records {
             TenantRecords::Audit => self.delete_partition(audit_pk(tenant_id), |_| true).await,
             TenantRecords::RawEvents => self.delete_partition(events_pk(tenant_id), |_| true).await,
+            TenantRecords::EventStream => self.delete_event_stream(tenant_id).await,
             TenantRecords::SendSchedule(phone_number_id) => {
                 self.delete_partition(send_schedule_pk(tenant_id, phone_number_id), |_| true)
                     .await
@@ -675,6 +680,8 @@ pub fn visible_erasure(record: Option<ErasureRecord>, now: DateTime<Utc>) -> Opt
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::dynamo::{decode_cursor, encode_cursor};
+    use aws_sdk_dynamodb::types::AttributeValue;
     use std::collections::HashMap;
 
     #[test]

@@ -1,19 +1,20 @@
 //! Tenants, their routes (phone number id and WABA id → tenant), their Graph token and their
 //! API keys.
 
-use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, ReturnValue, Update};
+use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Delete, ReturnValue, Update};
 use chrono::{DateTime, Utc};
 
 use super::dynamo::{
-    DynamoStore, attr, backend, condition_failed, from_item, key, put_always, put_new, s, to_item, tx_check, tx_update,
+    DynamoStore, PageQuery, attr, av, backend, condition_failed, from_item, key, put_always, put_new, s, to_item,
+    tx_check, tx_delete, tx_update,
 };
-use super::items::{KeyItem, RouteItem, TenantItem, TokenItem, key_time};
+use super::items::{KeyItem, NumberItem, RouteItem, TenantItem, TokenItem, key_time};
 use super::keys::*;
 use super::ports::{ApiKeyStore, TenantStore};
 use super::{Page, StoreError};
 use crate::cursor::Position;
 use crate::secret::Secret;
-use crate::tenant::{ApiKeyRecord, Tenant};
+use crate::tenant::{ApiKeyRecord, InboxSettings, PhoneNumber, Tenant};
 
 impl TenantStore for DynamoStore {
     async fn create_tenant(
@@ -45,7 +46,105 @@ impl TenantStore for DynamoStore {
                 "phone number id {} is already routed to another tenant",
                 tenant.phone_number_id
             ))),
+            Err(c) if c.failed(2) => Err(StoreError::Conflict(format!(
+                "WABA id {} belongs to another tenant",
+                tenant.waba_id
+            ))),
             Err(c) if c.any_failed() => Err(StoreError::Conflict("tenant id already exists".into())),
+            Err(c) => Err(c.unexplained()),
+        }
+    }
+
+    async fn numbers(&self, tenant_id: &str) -> Result<Vec<PhoneNumber>, StoreError> {
+        let Some(tenant) = self.get_tenant(tenant_id).await? else {
+            return Ok(Vec::new());
+        };
+        let query = PageQuery::partition(tenant_pk(tenant_id)).prefixed(NUMBER_PREFIX);
+        let mut numbers = vec![tenant.primary_number()];
+        for item in self.query_all(&query).await? {
+            numbers.push(from_item::<NumberItem>(item)?.number);
+        }
+        Ok(numbers)
+    }
+
+    async fn add_number(&self, tenant: &Tenant, number: &PhoneNumber) -> Result<(), StoreError> {
+        let t = &tenant.tenant_id;
+        let mut items = vec![
+            tx_check(
+                ConditionCheck::builder()
+                    .table_name(self.table())
+                    .set_key(Some(key(tenant_pk(t), TENANT_SK)))
+                    .condition_expression("#st = :active")
+                    .expression_attribute_names("#st", "status")
+                    .expression_attribute_values(":active", s("active"))
+                    .build()
+                    .expect("check is complete"),
+            ),
+            put_new(
+                self.table(),
+                to_item(&RouteItem::new(phone_route_pk(&number.phone_number_id), t)),
+            ),
+            put_new(self.table(), to_item(&NumberItem::new(t, number))),
+        ];
+        // Another WABA of the tenant's own gets its route; one routed to another tenant is refused.
+        let own_waba =
+            number.waba_id == tenant.waba_id || self.tenant_for_waba(&number.waba_id).await?.as_deref() == Some(t);
+        if !own_waba {
+            items.push(put_new(
+                self.table(),
+                to_item(&RouteItem::new(waba_route_pk(&number.waba_id), t)),
+            ));
+        }
+        match self.transact(items).await? {
+            Ok(()) => Ok(()),
+            Err(c) if c.failed(0) => Err(StoreError::NotFound),
+            Err(c) if c.failed(1) => Err(StoreError::Conflict(
+                match self.tenant_for_phone_number(&number.phone_number_id).await? {
+                    Some(owner) if owner == *t => format!(
+                        "phone number id {} is already one of the tenant's numbers",
+                        number.phone_number_id
+                    ),
+                    _ => format!("phone number id {} belongs to another tenant", number.phone_number_id),
+                },
+            )),
+            Err(c) if c.failed(3) => Err(StoreError::Conflict(format!(
+                "WABA id {} belongs to another tenant",
+                number.waba_id
+            ))),
+            Err(c) if c.any_failed() => Err(StoreError::Conflict("the number is already the tenant's".into())),
+            Err(c) => Err(c.unexplained()),
+        }
+    }
+
+    async fn remove_number(&self, tenant: &Tenant, phone_number_id: &str) -> Result<(), StoreError> {
+        if phone_number_id == tenant.phone_number_id {
+            return Err(StoreError::Conflict(
+                "the tenant's first number cannot be removed (it is its default sender)".into(),
+            ));
+        }
+        let t = &tenant.tenant_id;
+        let items = vec![
+            tx_delete(
+                Delete::builder()
+                    .table_name(self.table())
+                    .set_key(Some(key(tenant_pk(t), number_sk(phone_number_id))))
+                    .condition_expression("attribute_exists(PK)")
+                    .build()
+                    .expect("delete is complete"),
+            ),
+            tx_delete(
+                Delete::builder()
+                    .table_name(self.table())
+                    .set_key(Some(key(phone_route_pk(phone_number_id), ROUTE_SK)))
+                    .condition_expression("tenant_id = :t")
+                    .expression_attribute_values(":t", s(t.clone()))
+                    .build()
+                    .expect("delete is complete"),
+            ),
+        ];
+        match self.transact(items).await? {
+            Ok(()) => Ok(()),
+            Err(c) if c.any_failed() => Err(StoreError::NotFound),
             Err(c) => Err(c.unexplained()),
         }
     }
@@ -82,6 +181,24 @@ impl TenantStore for DynamoStore {
             .update_expression("SET token_invalid = :v")
             .condition_expression("attribute_exists(PK)")
             .expression_attribute_values(":v", AttributeValue::Bool(invalid))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(err) if condition_failed(&err) => Err(StoreError::NotFound),
+            Err(err) => Err(backend(err)),
+        }
+    }
+
+    async fn set_inbox_settings(&self, tenant_id: &str, settings: &InboxSettings) -> Result<(), StoreError> {
+        let result = self
+            .client()
+            .update_item()
+            .table_name(self.table())
+            .set_key(Some(key(tenant_pk(tenant_id), TENANT_SK)))
+            .update_expression("SET inbox = :v")
+            .condition_expression("attribute_exists(PK)")
+            .expression_attribute_values(":v", av(settings))
             .send()
             .await;
         match result {
@@ -143,7 +260,14 @@ impl TenantStore for DynamoStore {
 
     async fn delete_routes(&self, tenant: &Tenant) -> Result<u64, StoreError> {
         let mut deleted = 0;
-        for pk in [phone_route_pk(&tenant.phone_number_id), waba_route_pk(&tenant.waba_id)] {
+        let mut routes = vec![phone_route_pk(&tenant.phone_number_id), waba_route_pk(&tenant.waba_id)];
+        for number in self.numbers(&tenant.tenant_id).await?.into_iter().skip(1) {
+            routes.push(phone_route_pk(&number.phone_number_id));
+            routes.push(waba_route_pk(&number.waba_id));
+        }
+        routes.sort();
+        routes.dedup();
+        for pk in routes {
             let result = self
                 .client()
                 .delete_item()

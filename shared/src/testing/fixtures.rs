@@ -19,6 +19,7 @@ pub fn tenant(phone_number_id: &str) -> Tenant {
         status: TenantStatus::Active,
         created_at: Utc::now(),
         token_invalid: false,
+        inbox: Default::default(),
     }
 }
 
@@ -46,6 +47,7 @@ pub fn queued_message(
 ) -> MessageRecord {
     let now = Utc::now();
     MessageRecord {
+        phone_number_id: None,
         tenant_id: contact.tenant_id.clone(),
         message_id: crate::ids::new_id(),
         contact_id: contact.contact_id.clone(),
@@ -77,6 +79,7 @@ pub fn queued_text(contact: &Contact) -> MessageRecord {
 pub fn inbound_media_message(contact: &Contact, media_id: &str, sha256: Option<&str>) -> MessageRecord {
     let now = Utc::now();
     MessageRecord {
+        phone_number_id: None,
         tenant_id: contact.tenant_id.clone(),
         message_id: crate::ids::new_id(),
         contact_id: contact.contact_id.clone(),

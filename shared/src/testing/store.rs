@@ -37,7 +37,7 @@ use crate::store::{
     IdempotencyRecord, IdentityKey, InboundOutcome, InboundStore, InboundWrite, Lease, MessageStore, OutboundStore,
     Page, Recipient, SendPacingStore, StatusOutcome, StatusWrite, StoreError, TenantStore,
 };
-use crate::tenant::{ApiKeyRecord, Tenant, TenantStatus};
+use crate::tenant::{ApiKeyRecord, PhoneNumber, Tenant, TenantStatus};
 
 /// One operation of a storage port (for [`MemStore::fail_next`] and [`MemStore::calls`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -49,6 +49,10 @@ pub enum Op {
     TenantForWaba,
     GraphToken,
     SetTokenInvalid,
+    SetInboxSettings,
+    Numbers,
+    AddNumber,
+    RemoveNumber,
     ReplaceGraphToken,
     DisableTenant,
     DeleteRoutes,
@@ -93,6 +97,23 @@ pub enum Op {
     Recipient,
     ClaimRecipient,
     RecipientQueue,
+    // UserStore
+    CreateUser,
+    GetUser,
+    ListUsers,
+    UpdateUser,
+    AddUserKey,
+    // ConversationStore
+    GetConversation,
+    Inbox,
+    Assign,
+    SetConversationStatus,
+    MarkRead,
+    AddNote,
+    Notes,
+    ContactConversations,
+    IdleConversations,
+    DeleteConversation,
     // AuditStore
     RecordAudit,
     ListAudit,
@@ -120,6 +141,23 @@ pub enum Op {
     TenantIds,
     ContactIds,
     DeleteTenantRecords,
+    // EventStore
+    RecordEvents,
+    EventsAfter,
+    EventAt,
+    EventSeq,
+    EventHead,
+    // WebhookStore
+    CreateEndpoint,
+    GetEndpoint,
+    EndpointsOf,
+    UpdateEndpoint,
+    DeleteEndpoint,
+    EndpointSecrets,
+    RotateSecret,
+    EndpointOutcome,
+    RecordDelivery,
+    ListDeliveries,
 }
 
 /// A non-message webhook change kept by `record_event`.
@@ -198,6 +236,16 @@ struct State {
     exports: BTreeMap<Key, ExportRecord>,
     /// (tenant, erasure id) → the record and the lease it is held under.
     erasures: BTreeMap<Key, ErasureRow>,
+    /// The event logs and webhook endpoints.
+    webhooks: events::WebhookState,
+    /// (tenant, conversation id).
+    conversations: BTreeMap<Key, crate::conversation::Conversation>,
+    /// (tenant, note id), in id (time) order.
+    notes: BTreeMap<Key, crate::conversation::Note>,
+    /// (tenant, user id), in id (creation) order.
+    users: BTreeMap<Key, crate::user::User>,
+    /// (tenant, phone number id): numbers beyond the tenant's first.
+    numbers: BTreeMap<Key, PhoneNumber>,
 }
 
 /// What a reference item in a contact's partition points at.
@@ -453,6 +501,9 @@ impl MemStore {
                 out.push(format!("message {id}"));
             }
         }
+        let (conversations, notes) = inbox::contact_conversation_keys(&s, tenant_id, contact_id);
+        out.extend(conversations.iter().map(|(_, id)| format!("conversation {id}")));
+        out.extend(notes.iter().map(|(_, id)| format!("note {id}")));
         for ((t, hash), r) in &s.idempotency {
             if t == tenant_id && r.contact_id == contact_id {
                 out.push(format!("idempotency {hash}"));
@@ -599,6 +650,8 @@ impl MemStore {
     }
 }
 
+mod events;
+mod inbox;
 mod privacy;
 
 // --- The conditional writes, each mirroring one DynamoDB request or transaction ---
@@ -701,6 +754,9 @@ fn try_record_inbound(s: &mut State, write: &InboundWrite, with_time_condition: 
     if with_time_condition {
         c.last_inbound_at = Some(m.timestamp);
         row.last_inbound_ms = Some(ts_ms);
+        if m.phone_number_id.is_some() {
+            c.last_number = m.phone_number_id.clone();
+        }
     }
     if let Some(name) = &write.profile_name {
         c.profile_name = Some(name.clone());
@@ -728,6 +784,7 @@ fn try_record_inbound(s: &mut State, write: &InboundWrite, with_time_condition: 
             touched_ms: None,
         },
     );
+    inbox::touch_conversation(s, m, with_time_condition);
     Some(InboundOutcome::Stored)
 }
 
@@ -827,11 +884,14 @@ impl TenantStore for MemStore {
                 tenant.phone_number_id
             )));
         }
+        if s.waba_routes.contains_key(&tenant.waba_id) {
+            return Err(StoreError::Conflict(format!(
+                "WABA id {} belongs to another tenant",
+                tenant.waba_id
+            )));
+        }
         let key_id = key(&first_key.tenant_id, &first_key.key_id);
-        if s.tenants.contains_key(&tenant.tenant_id)
-            || s.waba_routes.contains_key(&tenant.waba_id)
-            || s.keys.contains_key(&key_id)
-        {
+        if s.tenants.contains_key(&tenant.tenant_id) || s.keys.contains_key(&key_id) {
             return Err(StoreError::Conflict("tenant id already exists".into()));
         }
         s.keys.insert(key_id, first_key.clone());
@@ -865,6 +925,18 @@ impl TenantStore for MemStore {
         let mut s = self.state();
         let tenant = s.tenants.get_mut(tenant_id).ok_or(StoreError::NotFound)?;
         tenant.token_invalid = invalid;
+        Ok(())
+    }
+
+    async fn set_inbox_settings(
+        &self,
+        tenant_id: &str,
+        settings: &crate::tenant::InboxSettings,
+    ) -> Result<(), StoreError> {
+        self.enter(Op::SetInboxSettings, 1).await?;
+        let mut s = self.state();
+        let tenant = s.tenants.get_mut(tenant_id).ok_or(StoreError::NotFound)?;
+        tenant.inbox = *settings;
         Ok(())
     }
 
@@ -903,7 +975,91 @@ impl TenantStore for MemStore {
             s.waba_routes.remove(&tenant.waba_id);
             deleted += 1;
         }
+        let added: Vec<PhoneNumber> = s
+            .numbers
+            .iter()
+            .filter(|((t, _), _)| t == id)
+            .map(|(_, n)| n.clone())
+            .collect();
+        for n in added {
+            if s.phone_routes.get(&n.phone_number_id) == Some(id) {
+                s.phone_routes.remove(&n.phone_number_id);
+                deleted += 1;
+            }
+            if s.waba_routes.get(&n.waba_id) == Some(id) {
+                s.waba_routes.remove(&n.waba_id);
+                deleted += 1;
+            }
+        }
         Ok(deleted)
+    }
+
+    async fn numbers(&self, tenant_id: &str) -> Result<Vec<PhoneNumber>, StoreError> {
+        self.enter(Op::Numbers, 2).await?;
+        let s = self.state();
+        let Some(tenant) = s.tenants.get(tenant_id) else {
+            return Ok(Vec::new());
+        };
+        let mut numbers = vec![tenant.primary_number()];
+        numbers.extend(
+            s.numbers
+                .iter()
+                .filter(|((t, _), _)| t == tenant_id)
+                .map(|(_, n)| n.clone()),
+        );
+        Ok(numbers)
+    }
+
+    async fn add_number(&self, tenant: &Tenant, number: &PhoneNumber) -> Result<(), StoreError> {
+        self.enter(Op::AddNumber, 1).await?;
+        let mut s = self.state();
+        let t = &tenant.tenant_id;
+        if s.tenants.get(t).is_none_or(|x| x.status != TenantStatus::Active) {
+            return Err(StoreError::NotFound);
+        }
+        match s.phone_routes.get(&number.phone_number_id) {
+            Some(owner) if owner == t => {
+                return Err(StoreError::Conflict(format!(
+                    "phone number id {} is already one of the tenant's numbers",
+                    number.phone_number_id
+                )));
+            }
+            Some(_) => {
+                return Err(StoreError::Conflict(format!(
+                    "phone number id {} belongs to another tenant",
+                    number.phone_number_id
+                )));
+            }
+            None => {}
+        }
+        if s.waba_routes.get(&number.waba_id).is_some_and(|owner| owner != t) {
+            return Err(StoreError::Conflict(format!(
+                "WABA id {} belongs to another tenant",
+                number.waba_id
+            )));
+        }
+        s.phone_routes.insert(number.phone_number_id.clone(), t.clone());
+        s.waba_routes.insert(number.waba_id.clone(), t.clone());
+        s.numbers.insert(key(t, &number.phone_number_id), number.clone());
+        Ok(())
+    }
+
+    async fn remove_number(&self, tenant: &Tenant, phone_number_id: &str) -> Result<(), StoreError> {
+        self.enter(Op::RemoveNumber, 1).await?;
+        if phone_number_id == tenant.phone_number_id {
+            return Err(StoreError::Conflict(
+                "the tenant's first number cannot be removed (it is its default sender)".into(),
+            ));
+        }
+        let mut s = self.state();
+        let t = &tenant.tenant_id;
+        if s.numbers.remove(&key(t, phone_number_id)).is_none() {
+            return Err(StoreError::NotFound);
+        }
+        if s.phone_routes.get(phone_number_id) == Some(t) {
+            s.phone_routes.remove(phone_number_id);
+        }
+        Ok(())
     }
 }
 
@@ -1211,6 +1367,31 @@ impl MessageStore for MemStore {
         Ok(page_of(sorted, Order::Descending, limit, start))
     }
 
+    async fn number_messages(
+        &self,
+        tenant_id: &str,
+        contact_id: &str,
+        phone_number_id: &str,
+        with_unnumbered: bool,
+        limit: i32,
+        start: Option<Position>,
+    ) -> Result<Page<MessageRecord>, StoreError> {
+        self.enter(Op::ContactMessages, 1).await?;
+        let on_number = |m: &MessageRecord| match &m.phone_number_id {
+            Some(n) => n == phone_number_id,
+            None => with_unnumbered,
+        };
+        let sorted = self
+            .state()
+            .messages
+            .iter()
+            .rev()
+            .filter(|((t, _), row)| t == tenant_id && row.record.contact_id == contact_id && on_number(&row.record))
+            .map(|((_, m), row)| (m.clone(), row.record.clone()))
+            .collect();
+        Ok(page_of(sorted, Order::Descending, limit, start))
+    }
+
     async fn update_media(&self, tenant_id: &str, message_id: &str, media: &MediaRef) -> Result<(), StoreError> {
         self.enter(Op::UpdateMedia, 1).await?;
         let mut s = self.state();
@@ -1271,10 +1452,13 @@ impl OutboundStore for MemStore {
         if s.messages.contains_key(&k) {
             return Err(StoreError::Conflict("message id exists".into()));
         }
-        if message.status == MessageStatus::Queued {
-            let Some(row) = s.contacts.get_mut(&key(&message.tenant_id, &message.contact_id)) else {
-                return Err(StoreError::NotFound);
-            };
+        let contact_gone = !s.contacts.contains_key(&key(&message.tenant_id, &message.contact_id));
+        if (message.phone_number_id.is_some() || message.status == MessageStatus::Queued) && contact_gone {
+            return Err(StoreError::NotFound);
+        }
+        if message.status == MessageStatus::Queued
+            && let Some(row) = s.contacts.get_mut(&key(&message.tenant_id, &message.contact_id))
+        {
             row.queued.insert(message.message_id.clone());
         }
         if let Some(record) = idempotency {
@@ -1295,6 +1479,7 @@ impl OutboundStore for MemStore {
                 touched_ms: None,
             },
         );
+        inbox::touch_conversation(&mut s, message, true);
         Ok(CreateOutcome::Created)
     }
 

@@ -16,7 +16,6 @@ use crate::error::ApiError;
 use crate::pagination::{envelope, page_request};
 use crate::routes::json_input;
 use crate::{ApiStore, Deps, audit, json_body, ok_json, request_id};
-use crm_shared::audit::AuditEntry;
 
 const LISTING: &str = "apikeys";
 
@@ -28,6 +27,7 @@ fn view(k: &ApiKeyRecord) -> Value {
         "revoked_at": k.revoked_at,
         "last_used_at": k.last_used_at,
         "active": k.is_active(),
+        "user_id": k.user_id,
     })
 }
 
@@ -57,7 +57,8 @@ pub async fn create<S: ApiStore, L, Q>(
     let created = admin::create_api_key(&deps.store, &caller.tenant_id, input.role).await?;
     audit(
         &deps.store,
-        AuditEntry::new(&caller.tenant_id, Some(&caller.key_id), "api_key.create")
+        caller
+            .audit_entry("api_key.create")
             .target("api_key", &created.record.key_id)
             .request(request_id(req).as_deref())
             .detail("role", created.record.role.as_str()),
@@ -78,7 +79,8 @@ pub async fn revoke<S: ApiStore, L, Q>(
         Ok(record) => {
             audit(
                 &deps.store,
-                AuditEntry::new(&caller.tenant_id, Some(&caller.key_id), "api_key.revoke")
+                caller
+                    .audit_entry("api_key.revoke")
                     .target("api_key", key_id)
                     .request(request_id(req).as_deref()),
             )

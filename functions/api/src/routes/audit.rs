@@ -25,6 +25,7 @@ pub async fn list<S: ApiStore, L, Q>(
                 "id": e.id,
                 "at": e.at,
                 "actor_key_id": e.actor_key_id,
+                "actor_user_id": e.actor_user_id,
                 "action": e.action,
                 "target_type": e.target_type,
                 "target_id": e.target_id,

@@ -78,7 +78,8 @@ pub(crate) async fn load<S: ApiStore, L, Q>(
 }
 
 fn entry(caller: &Caller, req: &Request, action: &str, contact_id: &str) -> AuditEntry {
-    AuditEntry::new(&caller.tenant_id, Some(&caller.key_id), action)
+    caller
+        .audit_entry(action)
         .target("contact", contact_id)
         .request(request_id(req).as_deref())
 }

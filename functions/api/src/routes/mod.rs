@@ -3,10 +3,15 @@
 mod apikeys;
 mod audit;
 mod contacts;
+mod conversations;
 mod messages;
 mod privacy;
 mod send;
 mod tenant;
+mod webhooks;
+
+pub use webhooks::Webhooks;
+mod users;
 
 use lambda_http::http::{Method, StatusCode};
 use lambda_http::{Body, Request, Response};
@@ -59,6 +64,24 @@ macro_rules! route_table {
 route_table! {
     |deps, caller, req, id|
     GET    "/v1/tenant"                            Viewer => tenant::get(deps, caller),
+    GET    "/v1/me"                                Viewer => users::me(deps, caller),
+    GET    "/v1/numbers"                           Viewer => tenant::numbers(deps, caller),
+    GET    "/v1/settings/inbox"                    Viewer => tenant::get_inbox_settings(deps, caller),
+    PUT    "/v1/settings/inbox"                    Admin  => tenant::put_inbox_settings(deps, caller, req),
+    GET    "/v1/users"                             Viewer => users::list(deps, caller, req),
+    POST   "/v1/users"                             Admin  => users::create(deps, caller, req),
+    GET    "/v1/users/{user_id}"                   Viewer => users::get(deps, caller, id),
+    PATCH  "/v1/users/{user_id}"                   Admin  => users::patch(deps, caller, req, id),
+    DELETE "/v1/users/{user_id}"                   Admin  => users::disable(deps, caller, req, id),
+    POST   "/v1/users/{user_id}/apikeys"           Admin  => users::create_key(deps, caller, req, id),
+    GET    "/v1/conversations"                     Viewer => conversations::list(deps, caller, req),
+    GET    "/v1/conversations/{conversation_id}"   Viewer => conversations::get(deps, caller, id),
+    GET    "/v1/conversations/{conversation_id}/messages" Viewer => conversations::messages(deps, caller, req, id),
+    POST   "/v1/conversations/{conversation_id}/assign"   Agent  => conversations::assign(deps, caller, req, id),
+    POST   "/v1/conversations/{conversation_id}/status"   Agent  => conversations::set_status(deps, caller, req, id),
+    POST   "/v1/conversations/{conversation_id}/read"     Viewer => conversations::read(deps, caller, req, id),
+    POST   "/v1/conversations/{conversation_id}/notes"    Agent  => conversations::add_note(deps, caller, req, id),
+    GET    "/v1/conversations/{conversation_id}/notes"    Viewer => conversations::notes(deps, caller, req, id),
     GET    "/v1/apikeys"                           Admin  => apikeys::list(deps, caller, req),
     POST   "/v1/apikeys"                           Admin  => apikeys::create(deps, caller, req),
     DELETE "/v1/apikeys/{key_id}"                  Admin  => apikeys::revoke(deps, caller, req, id),
@@ -79,6 +102,17 @@ route_table! {
     PUT    "/v1/settings/retention"                Admin  => privacy::put_retention(deps, caller, req),
     GET    "/v1/exports/{export_id}"               Admin  => privacy::get_export(deps, caller, req, id),
     GET    "/v1/erasures/{erasure_id}"             Admin  => privacy::get_erasure(deps, caller, id),
+    GET    "/v1/events"                            Viewer => webhooks::list_events(deps, caller, req),
+    POST   "/v1/events/{event_id}/redeliver"       Admin  => webhooks::redeliver(deps, caller, req, id),
+    GET    "/v1/webhook-endpoints"                 Admin  => webhooks::list_endpoints(deps, caller, req),
+    POST   "/v1/webhook-endpoints"                 Admin  => webhooks::create_endpoint(deps, caller, req),
+    GET    "/v1/webhook-endpoints/{endpoint_id}"   Admin  => webhooks::get_endpoint(deps, caller, id),
+    PATCH  "/v1/webhook-endpoints/{endpoint_id}"   Admin  => webhooks::patch_endpoint(deps, caller, req, id),
+    DELETE "/v1/webhook-endpoints/{endpoint_id}"   Admin  => webhooks::delete_endpoint(deps, caller, req, id),
+    POST   "/v1/webhook-endpoints/{endpoint_id}/rotate-secret" Admin => webhooks::rotate_secret(deps, caller, req, id),
+    POST   "/v1/webhook-endpoints/{endpoint_id}/test" Admin => webhooks::test_endpoint(deps, caller, id),
+    POST   "/v1/webhook-endpoints/{endpoint_id}/recover" Admin => webhooks::recover(deps, caller, req, id),
+    GET    "/v1/webhook-endpoints/{endpoint_id}/deliveries" Admin => webhooks::list_deliveries(deps, caller, req, id),
 }
 
 /// Whether `segments` (the path split on `/`, without the leading empty one) fit `template`;

@@ -10,7 +10,6 @@ use lambda_http::{Body, Request, Response};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crm_shared::audit::AuditEntry;
 use crm_shared::blob::MediaLinks;
 use crm_shared::contact::Contact;
 use crm_shared::first_contact::{FoundContact, find_or_create_contact};
@@ -50,6 +49,36 @@ async fn recipient<S: ApiStore, L, Q>(
         FoundContact::Existing { contact_id, .. } => contacts::load(deps, caller, &contact_id).await,
         FoundContact::Created { contact, .. } => Ok(*contact),
     }
+}
+
+/// The number a send goes out from: the one it names (which must be the tenant's), else the
+/// one the customer last wrote to (their conversation's), else the tenant's first.
+async fn sending_number<S: ApiStore, L, Q>(
+    deps: &Deps<S, L, Q>,
+    caller: &Caller,
+    from: Option<&str>,
+    contact: &Contact,
+) -> Result<String, ApiError> {
+    if let Some(number) = from {
+        let owner = deps.store.tenant_for_phone_number(number).await?;
+        if owner.as_deref() != Some(caller.tenant_id.as_str()) {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unknown_number",
+                "from must be one of the tenant's numbers (GET /v1/numbers)",
+            ));
+        }
+        return Ok(number.to_owned());
+    }
+    if let Some(number) = &contact.last_number {
+        return Ok(number.clone());
+    }
+    let tenant = deps
+        .store
+        .get_tenant(&caller.tenant_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("tenant not found"))?;
+    Ok(tenant.phone_number_id)
 }
 
 /// Meta's wamid of one of the tenant's messages, for replies and reactions.
@@ -112,6 +141,7 @@ pub async fn send<S: ApiStore, L: MediaLinks, Q: SendJobQueue>(
     }
 
     let contact = recipient(deps, caller, &request).await?;
+    let from = sending_number(deps, caller, request.from.as_deref(), &contact).await?;
     let reply_wamid = match &request.reply_to {
         Some(id) => Some(wamid_of(deps, caller, id).await?),
         None => None,
@@ -145,6 +175,7 @@ pub async fn send<S: ApiStore, L: MediaLinks, Q: SendJobQueue>(
         None => (MessageStatus::Queued, None),
     };
     let message = MessageRecord {
+        phone_number_id: Some(from),
         error,
         category: Some(request.category),
         reply_to: request.reply_to.clone(),
@@ -182,14 +213,19 @@ pub async fn send<S: ApiStore, L: MediaLinks, Q: SendJobQueue>(
         created_at: now,
         expires_at: (now + Duration::hours(IDEMPOTENCY_TTL_HOURS)).timestamp(),
     });
-    match deps.store.create_message_once(&message, record.as_ref()).await? {
+    let created = match deps.store.create_message_once(&message, record.as_ref()).await {
+        Err(crm_shared::store::StoreError::NotFound) => return Err(ApiError::not_found("contact not found")),
+        other => other?,
+    };
+    match created {
         CreateOutcome::Created => {}
         // A concurrent request with the same key won the race: answer as it did.
         CreateOutcome::Replay(previous) => return replay(deps, caller, &previous, &request_hash).await,
     }
     audit(
         &deps.store,
-        AuditEntry::new(&caller.tenant_id, Some(&caller.key_id), "message.send")
+        caller
+            .audit_entry("message.send")
             .target("message", &message_id)
             .request(request_id(req).as_deref())
             .detail("contact_id", contact.contact_id.as_str())

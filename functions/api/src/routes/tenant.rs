@@ -1,11 +1,14 @@
-//! `GET /v1/tenant`: who am I.
+//! `GET /v1/tenant` (the tenant), `GET /v1/numbers` (its WhatsApp numbers) and the inbox
+//! settings (`GET/PUT /v1/settings/inbox`).
 
 use lambda_http::{Body, Response};
 use serde_json::json;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::{ApiStore, Deps, ok_json};
+use crate::routes::json_input;
+use crate::{ApiStore, Deps, audit, ok_json, request_id};
+use crm_shared::tenant::InboxSettings;
 
 pub async fn get<S: ApiStore, L, Q>(deps: &Deps<S, L, Q>, caller: &Caller) -> Result<Response<Body>, ApiError> {
     let tenant = deps
@@ -23,4 +26,59 @@ pub async fn get<S: ApiStore, L, Q>(deps: &Deps<S, L, Q>, caller: &Caller) -> Re
         "status": tenant.status,
         "created_at": tenant.created_at,
     }))
+}
+
+/// `GET /v1/numbers`: the tenant's WhatsApp numbers, the first (default sender) first.
+pub async fn numbers<S: ApiStore, L, Q>(deps: &Deps<S, L, Q>, caller: &Caller) -> Result<Response<Body>, ApiError> {
+    let numbers = deps.store.numbers(&caller.tenant_id).await?;
+    let items: Vec<_> = numbers
+        .iter()
+        .map(|n| {
+            json!({
+                "phone_number_id": n.phone_number_id,
+                "display_phone_number": n.display_phone_number,
+                "waba_id": n.waba_id,
+                "label": n.label,
+                "added_at": n.added_at,
+            })
+        })
+        .collect();
+    ok_json(&json!({"items": items, "next_cursor": null}))
+}
+
+pub async fn get_inbox_settings<S: ApiStore, L, Q>(
+    deps: &Deps<S, L, Q>,
+    caller: &Caller,
+) -> Result<Response<Body>, ApiError> {
+    let tenant = deps
+        .store
+        .get_tenant(&caller.tenant_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("tenant not found"))?;
+    ok_json(&json!(tenant.inbox))
+}
+
+pub async fn put_inbox_settings<S: ApiStore, L, Q>(
+    deps: &Deps<S, L, Q>,
+    caller: &Caller,
+    req: &lambda_http::Request,
+) -> Result<Response<Body>, ApiError> {
+    let settings: InboxSettings = json_input(req)?;
+    settings.validate().map_err(|m| {
+        ApiError::new(
+            lambda_http::http::StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_settings",
+            m,
+        )
+    })?;
+    deps.store.set_inbox_settings(&caller.tenant_id, &settings).await?;
+    // This instance applies it at once; others within the tenant cache's 30 s.
+    deps.tenant_status.forget(&caller.tenant_id);
+    let entry = caller
+        .audit_entry("settings.inbox")
+        .detail("need_to_know", settings.need_to_know)
+        .detail("auto_resolve_after_hours", settings.auto_resolve_after_hours)
+        .request(request_id(req).as_deref());
+    audit(&deps.store, entry).await;
+    ok_json(&json!(settings))
 }

@@ -98,6 +98,8 @@ enum PartitionItem {
     Consent(String),
     Restriction(String),
     Reference(String),
+    Conversation(Key),
+    Note(Key),
 }
 
 impl MemStore {
@@ -141,6 +143,17 @@ fn partition_page(s: &State, ck: &Key) -> Vec<(String, PartitionItem)> {
     }
     for sk in s.refs.get(ck).into_iter().flat_map(BTreeMap::keys) {
         items.push((sk.clone(), PartitionItem::Reference(sk.clone())));
+    }
+    let (tenant_id, contact_id) = ck;
+    let (conversations, notes) = super::inbox::contact_conversation_keys(s, tenant_id, contact_id);
+    for k in conversations {
+        let sk = crate::store::keys::conversation_sk(&s.conversations[&k].phone_number_id);
+        items.push((sk, PartitionItem::Conversation(k)));
+    }
+    for k in notes {
+        let n = &s.notes[&k];
+        let number = crate::conversation::parse_conversation_id(&n.conversation_id).map_or("", |(_, p)| p);
+        items.push((crate::store::keys::note_sk(number, &n.note_id), PartitionItem::Note(k)));
     }
     items.sort_by(|a, b| a.0.cmp(&b.0));
     items.truncate(PARTITION_PAGE);
@@ -465,6 +478,14 @@ impl PrivacyStore for MemStore {
                         h.remove(&sk);
                     }
                 }
+                PartitionItem::Conversation(k) => {
+                    counts.conversations += 1;
+                    s.conversations.remove(&k);
+                }
+                PartitionItem::Note(k) => {
+                    counts.notes += 1;
+                    s.notes.remove(&k);
+                }
                 PartitionItem::Reference(sk) => {
                     // The reference item itself, then what it points at.
                     counts.other_items += 1;
@@ -579,6 +600,7 @@ impl PrivacyStore for MemStore {
                 s.events.retain(|k, _| !of_tenant(k));
                 (before - s.events.len()) as u64
             }
+            TenantRecords::EventStream => s.webhooks.delete_tenant(tenant_id),
             TenantRecords::SendSchedule(phone_number_id) => {
                 u64::from(s.schedules.remove(&key(tenant_id, phone_number_id)).is_some())
             }

@@ -1,0 +1,202 @@
+//! The events function: a batch of change-stream records in, events recorded in order per
+//! tenant, delivery jobs out.
+//!
+//! Ordering: Lambda hands one shard's records in order, and one item's changes always share a
+//! shard. A tenant's drafts are recorded in that order; on a failure the batch response names
+//! the first record of the failed part, so Lambda retries from there (partial batch response;
+//! the template also bisects on error). Records before it that were recorded again on retry keep
+//! their first position (their ids are recorded once), and their deliveries are enqueued again:
+//! pushes are at least once, with a stable `webhook-id`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use aws_lambda_events::dynamodb::{Event as StreamEvent, EventRecord};
+use aws_lambda_events::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
+use chrono::Utc;
+use lambda_runtime::{Error, LambdaEvent};
+use serde_json::Value;
+
+use crm_shared::cache::TtlCache;
+use crm_shared::events::derive::{StreamChange, derive};
+use crm_shared::events::endpoint::WebhookEndpoint;
+use crm_shared::events::push::DeliveryJob;
+use crm_shared::events::{EVENTS_DAYS_DEFAULT, Event, EventDraft};
+use crm_shared::jobs::OverflowQueue;
+use crm_shared::store::{EventStore, PrivacyStore, StoreError, WebhookStore};
+
+/// How long this instance trusts a tenant's endpoint list (a new endpoint gets events within it).
+pub const ENDPOINTS_TTL: Duration = Duration::from_secs(5);
+/// How long this instance trusts a tenant's event retention (`events_days`).
+pub const RETENTION_TTL: Duration = Duration::from_secs(300);
+
+pub struct Deps<S, Q> {
+    pub store: S,
+    /// The delivery queue (batched sends).
+    pub deliveries: Q,
+    pub endpoints: TtlCache<String, Vec<WebhookEndpoint>>,
+    /// The tenant's `events_days` (one read per tenant and instance every few minutes).
+    pub retention_days: TtlCache<String, u32>,
+}
+
+impl<S, Q> Deps<S, Q> {
+    pub fn new(store: S, deliveries: Q) -> Self {
+        Deps {
+            store,
+            deliveries,
+            endpoints: TtlCache::new(10_000, ENDPOINTS_TTL),
+            retention_days: TtlCache::new(10_000, RETENTION_TTL),
+        }
+    }
+}
+
+/// A stream record as the rules read it: images as JSON.
+pub fn change_of(record: &EventRecord) -> StreamChange {
+    let image = |item: &serde_dynamo::Item| -> Option<Value> {
+        if item.is_empty() {
+            return None;
+        }
+        serde_dynamo::from_item(item.clone()).ok()
+    };
+    StreamChange {
+        record_id: record.event_id.clone(),
+        at: record.change.approximate_creation_date_time,
+        keys: image(&record.change.keys).unwrap_or(Value::Null),
+        old: image(&record.change.old_image),
+        new: image(&record.change.new_image),
+    }
+}
+
+/// A draft with the sequence number of the record it came from.
+struct Drafted {
+    draft: EventDraft,
+    record_seq: String,
+}
+
+pub async fn handle<S: EventStore + WebhookStore + PrivacyStore, Q: OverflowQueue>(
+    deps: &Deps<S, Q>,
+    event: LambdaEvent<StreamEvent>,
+) -> Result<DynamoDbEventResponse, Error> {
+    let mut by_tenant: BTreeMap<String, Vec<Drafted>> = BTreeMap::new();
+    for record in &event.payload.records {
+        let record_seq = record.change.sequence_number.clone().unwrap_or_default();
+        for draft in derive(&change_of(record)) {
+            by_tenant.entry(draft.tenant_id.clone()).or_default().push(Drafted {
+                draft,
+                record_seq: record_seq.clone(),
+            });
+        }
+    }
+    let results = futures::future::join_all(
+        by_tenant
+            .iter()
+            .map(|(tenant, drafted)| tenant_batch(deps, tenant, drafted)),
+    )
+    .await;
+    let mut response = DynamoDbEventResponse::default();
+    // The earliest failed record: Lambda retries the shard from it.
+    if let Some(first_failed) = results.into_iter().flatten().min_by(|a, b| seq_order(a, b)) {
+        let mut failure = DynamoDbBatchItemFailure::default();
+        failure.item_identifier = Some(first_failed);
+        response.batch_item_failures.push(failure);
+    }
+    Ok(response)
+}
+
+/// Stream sequence numbers are decimal strings of varying length: compare as numbers.
+fn seq_order(a: &str, b: &str) -> std::cmp::Ordering {
+    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
+}
+
+/// Records one tenant's drafts and enqueues their deliveries; the stream sequence number of the
+/// first record not done when something failed.
+async fn tenant_batch<S: EventStore + WebhookStore + PrivacyStore, Q: OverflowQueue>(
+    deps: &Deps<S, Q>,
+    tenant_id: &str,
+    drafted: &[Drafted],
+) -> Option<String> {
+    let drafts: Vec<EventDraft> = drafted.iter().map(|d| d.draft.clone()).collect();
+    let days = match events_days(deps, tenant_id).await {
+        Ok(days) => days,
+        Err(err) => {
+            tracing::warn!(error = %err, "the event retention could not be read; the batch is retried");
+            return Some(drafted[0].record_seq.clone());
+        }
+    };
+    let expires_at = Utc::now() + chrono::TimeDelta::days(i64::from(days));
+    let events = match deps.store.record_events(tenant_id, &drafts, expires_at).await {
+        Ok(events) => events,
+        Err(err) => {
+            tracing::warn!(error = %err, events = drafts.len(), "events could not be recorded; the batch is retried");
+            return Some(drafted[0].record_seq.clone());
+        }
+    };
+    match fan_out(deps, tenant_id, &events).await {
+        Ok(jobs) => {
+            tracing::info!(events = events.len(), jobs, "events recorded");
+            None
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "deliveries could not be enqueued; the batch is retried");
+            Some(drafted[0].record_seq.clone())
+        }
+    }
+}
+
+/// One delivery job per event and endpoint that wants it; returns how many.
+async fn fan_out<S: WebhookStore, Q: OverflowQueue>(
+    deps: &Deps<S, Q>,
+    tenant_id: &str,
+    events: &[Event],
+) -> Result<usize, String> {
+    let endpoints = tenant_endpoints(deps, tenant_id).await.map_err(|e| e.to_string())?;
+    let bodies: Vec<String> = events
+        .iter()
+        .flat_map(|e| {
+            endpoints
+                .iter()
+                .filter(|ep| ep.wants(e.event_type))
+                .map(move |ep| (e, ep))
+        })
+        .map(|(e, ep)| {
+            serde_json::to_string(&DeliveryJob::Event {
+                tenant_id: tenant_id.to_owned(),
+                endpoint_id: ep.endpoint_id.clone(),
+                seq: e.seq,
+                attempt: 1,
+                not_before: None,
+            })
+            .expect("jobs serialize")
+        })
+        .collect();
+    if !bodies.is_empty() {
+        deps.deliveries.hand_off(&bodies).await.map_err(|e| e.0)?;
+    }
+    Ok(bodies.len())
+}
+
+/// The tenant's event retention in days (the platform default when it never chose).
+async fn events_days<S: PrivacyStore, Q>(deps: &Deps<S, Q>, tenant_id: &str) -> Result<u32, StoreError> {
+    if let Some(days) = deps.retention_days.get(tenant_id) {
+        return Ok(days);
+    }
+    let days = deps
+        .store
+        .retention_settings(tenant_id)
+        .await?
+        .map_or(EVENTS_DAYS_DEFAULT, |s| s.events_days);
+    deps.retention_days.insert(tenant_id.to_owned(), days);
+    Ok(days)
+}
+
+async fn tenant_endpoints<S: WebhookStore, Q>(
+    deps: &Deps<S, Q>,
+    tenant_id: &str,
+) -> Result<Vec<WebhookEndpoint>, StoreError> {
+    if let Some(cached) = deps.endpoints.get(tenant_id) {
+        return Ok(cached);
+    }
+    let endpoints = deps.store.endpoints_of(tenant_id).await?;
+    deps.endpoints.insert(tenant_id.to_owned(), endpoints.clone());
+    Ok(endpoints)
+}

@@ -1,0 +1,464 @@
+//! Conversations and notes: the inbox listing (one query of an index that projects the whole
+//! conversation, then one batch read of the page's contacts), conditional assignment, status
+//! changes, read marks and notes. Messages move their conversations inside their own
+//! transactions (see `items::ConversationTouch`); nothing here runs on the message hot path.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, ReturnValue};
+use chrono::{DateTime, Utc};
+
+use super::dynamo::{
+    DynamoStore, ItemKey, PageQuery, av, backend, condition_failed, decode_cursor, encode_cursor, from_item, key, s,
+    to_item, tx_check, tx_put,
+};
+use super::items::{ConversationItem, NoteItem};
+use super::keys::*;
+use super::ports::{AssignOutcome, ConversationStore, InboxEntry, InboxQuery, WalkPage};
+use super::{Page, StoreError};
+use crate::conversation::{
+    AssigneeFilter, Conversation, ConversationStatus, InboxSort, Note, StatusChange, Visibility, parse_conversation_id,
+};
+use crate::cursor::Position;
+use crate::user::UserStatus;
+
+/// The key of a conversation (`None` for an id that is not one).
+fn conversation_key(tenant_id: &str, conversation_id: &str) -> Option<HashMap<String, AttributeValue>> {
+    let (contact_id, number) = parse_conversation_id(conversation_id)?;
+    Some(key(contact_pk(tenant_id, contact_id), conversation_sk(number)))
+}
+
+/// The filter expression of an inbox query (everything but the contact's tag), with its
+/// names and values.
+fn inbox_filter(query: &InboxQuery) -> (Vec<String>, HashMap<String, String>, HashMap<String, AttributeValue>) {
+    let f = &query.filter;
+    let mut clauses = Vec::new();
+    let mut names = HashMap::new();
+    let mut values = HashMap::new();
+    let now = av(&query.now);
+    if let Some(number) = &f.number {
+        clauses.push("phone_number_id = :number".to_owned());
+        values.insert(":number".to_owned(), s(number.clone()));
+    }
+    if let Some(status) = f.status {
+        names.insert("#st".to_owned(), "status".to_owned());
+        values.insert(":now".to_owned(), now.clone());
+        values.insert(":snoozed".to_owned(), av(&ConversationStatus::Snoozed));
+        // A snooze that ran out reads as open before the sweep writes it.
+        clauses.push(match status {
+            ConversationStatus::Open => {
+                values.insert(":open".to_owned(), av(&ConversationStatus::Open));
+                "(#st = :open OR (#st = :snoozed AND snooze_until <= :now))".to_owned()
+            }
+            ConversationStatus::Snoozed => "(#st = :snoozed AND snooze_until > :now)".to_owned(),
+            other => {
+                values.insert(":status".to_owned(), av(&other));
+                "#st = :status".to_owned()
+            }
+        });
+    }
+    match &f.assignee {
+        AssigneeFilter::Any => {}
+        AssigneeFilter::Nobody => clauses.push("attribute_not_exists(assignee)".to_owned()),
+        AssigneeFilter::User(user) => {
+            clauses.push("assignee = :assignee".to_owned());
+            values.insert(":assignee".to_owned(), s(user.clone()));
+        }
+    }
+    if let Visibility::AssignedOrUnassigned(me) = &query.visibility {
+        clauses.push("(attribute_not_exists(assignee) OR assignee = :me)".to_owned());
+        values.insert(":me".to_owned(), s(me.clone()));
+    }
+    match f.window_open {
+        Some(true) => {
+            clauses.push("window_expires_at > :now".to_owned());
+            values.insert(":now".to_owned(), now);
+        }
+        Some(false) => {
+            clauses.push("(attribute_not_exists(window_expires_at) OR window_expires_at <= :now)".to_owned());
+            values.insert(":now".to_owned(), now);
+        }
+        None => {}
+    }
+    if f.waiting {
+        clauses.push("attribute_exists(waiting_since)".to_owned());
+    }
+    (clauses, names, values)
+}
+
+impl DynamoStore {
+    /// The conversation as it is now (after a refused conditional write).
+    async fn current(&self, tenant_id: &str, conversation_id: &str) -> Result<Conversation, StoreError> {
+        self.get_conversation(tenant_id, conversation_id)
+            .await?
+            .ok_or(StoreError::NotFound)
+    }
+
+    /// Runs a conditional update of a conversation returning the item after; `None` when the
+    /// condition failed.
+    async fn update_conversation(
+        &self,
+        update: aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder,
+    ) -> Result<Option<Conversation>, StoreError> {
+        match update.return_values(ReturnValue::AllNew).send().await {
+            Ok(out) => {
+                let item = out
+                    .attributes
+                    .ok_or(StoreError::Backend("update returned no item".into()))?;
+                Ok(Some(from_item::<ConversationItem>(item)?.conversation))
+            }
+            Err(err) if condition_failed(&err) => Ok(None),
+            Err(err) => Err(backend(err)),
+        }
+    }
+}
+
+impl ConversationStore for DynamoStore {
+    async fn get_conversation(
+        &self,
+        tenant_id: &str,
+        conversation_id: &str,
+    ) -> Result<Option<Conversation>, StoreError> {
+        let Some((contact_id, number)) = parse_conversation_id(conversation_id) else {
+            return Ok(None);
+        };
+        let item: Option<ConversationItem> = self
+            .get(contact_pk(tenant_id, contact_id), &conversation_sk(number))
+            .await?;
+        Ok(item.map(|i| i.conversation))
+    }
+
+    async fn inbox(
+        &self,
+        tenant_id: &str,
+        query: &InboxQuery,
+        limit: i32,
+        start: Option<Position>,
+    ) -> Result<Page<InboxEntry>, StoreError> {
+        let (index, pk_attr, sk_attr, pk, forward) = match query.filter.sort {
+            InboxSort::LastActivity => (GSI1, GSI1_PK, GSI1_SK, inbox_gsi1pk(tenant_id), false),
+            InboxSort::Waiting => (GSI7, GSI7_PK, GSI7_SK, waiting_gsi7pk(tenant_id), true),
+        };
+        let (clauses, mut names, mut values) = inbox_filter(query);
+        names.insert("#pk".into(), pk_attr.into());
+        values.insert(":pk".into(), s(pk));
+        let mut request = self
+            .client()
+            .query()
+            .index_name(index)
+            .key_condition_expression("#pk = :pk")
+            .scan_index_forward(forward)
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values));
+        if !clauses.is_empty() {
+            request = request.filter_expression(clauses.join(" AND "));
+        }
+        let key_attrs = [PK, SK, pk_attr, sk_attr];
+        let page = self
+            .list_page(request, tenant_id, limit, start, &key_attrs, |i: ConversationItem| {
+                i.conversation
+            })
+            .await?;
+        let contact_ids: Vec<String> = page.items.iter().map(|c| c.contact_id.clone()).collect();
+        let mut contacts: HashMap<String, crate::contact::Contact> = self
+            .profiles(tenant_id, &contact_ids)
+            .await?
+            .into_iter()
+            .map(|c| (c.contact_id.clone(), c))
+            .collect();
+        let tag = query.filter.tag.as_deref();
+        let items = page
+            .items
+            .into_iter()
+            .map(|conversation| {
+                let contact = contacts.get(&conversation.contact_id).cloned();
+                InboxEntry { conversation, contact }
+            })
+            .filter(|e| tag.is_none_or(|t| e.contact.as_ref().is_some_and(|c| c.tags.iter().any(|x| x == t))))
+            .collect();
+        contacts.clear();
+        Ok(Page { items, next: page.next })
+    }
+
+    async fn assign(
+        &self,
+        tenant_id: &str,
+        conversation_id: &str,
+        assignee: Option<&str>,
+        expected: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<AssignOutcome, StoreError> {
+        let conversation_key = conversation_key(tenant_id, conversation_id).ok_or(StoreError::NotFound)?;
+        let mut values = HashMap::from([(":now".to_owned(), av(&at))]);
+        let condition = match expected {
+            Some(e) => {
+                values.insert(":expected".into(), s(e));
+                "attribute_exists(PK) AND assignee = :expected"
+            }
+            None => "attribute_exists(PK) AND attribute_not_exists(assignee)",
+        };
+        let expression = match assignee {
+            Some(a) => {
+                values.insert(":assignee".into(), s(a));
+                "SET assignee = :assignee, updated_at = :now"
+            }
+            None => "SET updated_at = :now REMOVE assignee",
+        };
+        let mut items = vec![super::dynamo::tx_update(
+            aws_sdk_dynamodb::types::Update::builder()
+                .table_name(self.table())
+                .set_key(Some(conversation_key))
+                .update_expression(expression)
+                .condition_expression(condition)
+                .set_expression_attribute_values(Some(values))
+                .build()
+                .expect("update is complete"),
+        )];
+        if let Some(user) = assignee {
+            items.push(tx_check(
+                ConditionCheck::builder()
+                    .table_name(self.table())
+                    .set_key(Some(key(tenant_pk(tenant_id), user_sk(user))))
+                    .condition_expression("#st = :active")
+                    .expression_attribute_names("#st", "status")
+                    .expression_attribute_values(":active", av(&UserStatus::Active))
+                    .build()
+                    .expect("check is complete"),
+            ));
+        }
+        match self.transact(items).await? {
+            Ok(()) => Ok(AssignOutcome::Assigned(Box::new(
+                self.current(tenant_id, conversation_id).await?,
+            ))),
+            Err(c) if c.failed(1) => Ok(AssignOutcome::UnknownAssignee),
+            Err(c) if c.failed(0) => {
+                let current = self.current(tenant_id, conversation_id).await?;
+                Ok(AssignOutcome::Lost {
+                    current: current.assignee,
+                })
+            }
+            Err(c) => Err(c.unexplained()),
+        }
+    }
+
+    async fn set_status(
+        &self,
+        tenant_id: &str,
+        conversation_id: &str,
+        change: &StatusChange,
+        only_from: Option<(ConversationStatus, DateTime<Utc>)>,
+    ) -> Result<Option<Conversation>, StoreError> {
+        let conversation_key = conversation_key(tenant_id, conversation_id).ok_or(StoreError::NotFound)?;
+        let mut sets = vec!["#st = :status", "updated_at = :now"];
+        let mut removes = Vec::new();
+        let mut values = HashMap::from([
+            (":status".to_owned(), av(&change.status)),
+            (":now".to_owned(), av(&change.at)),
+        ]);
+        match change.snooze_until {
+            Some(until) => {
+                sets.push("snooze_until = :until");
+                values.insert(":until".into(), av(&until));
+            }
+            None => removes.push("snooze_until"),
+        }
+        if change.status == ConversationStatus::Resolved {
+            sets.push("resolved_at = :now");
+        } else {
+            removes.push("resolved_at");
+        }
+        if change.clears_waiting() {
+            removes.extend(["waiting_since", "GSI7PK", "GSI7SK"]);
+        }
+        let mut condition = "attribute_exists(PK)".to_owned();
+        if let Some((status, updated_at)) = only_from {
+            condition.push_str(" AND #st = :from AND updated_at = :seen");
+            values.insert(":from".into(), av(&status));
+            values.insert(":seen".into(), av(&updated_at));
+        }
+        let mut expression = format!("SET {}", sets.join(", "));
+        if !removes.is_empty() {
+            expression.push_str(&format!(" REMOVE {}", removes.join(", ")));
+        }
+        let update = self
+            .client()
+            .update_item()
+            .table_name(self.table())
+            .set_key(Some(conversation_key))
+            .update_expression(expression)
+            .condition_expression(condition)
+            .expression_attribute_names("#st", "status")
+            .set_expression_attribute_values(Some(values));
+        match self.update_conversation(update).await? {
+            Some(c) => Ok(Some(c)),
+            None if only_from.is_some() => Ok(None),
+            None => Err(StoreError::NotFound),
+        }
+    }
+
+    async fn mark_read(
+        &self,
+        tenant_id: &str,
+        conversation_id: &str,
+        reader: &str,
+        up_to: u64,
+    ) -> Result<Conversation, StoreError> {
+        let conversation_key = conversation_key(tenant_id, conversation_id).ok_or(StoreError::NotFound)?;
+        let update = self
+            .client()
+            .update_item()
+            .table_name(self.table())
+            .set_key(Some(conversation_key))
+            .update_expression("SET #reads.#r = :up")
+            // Marks only move forward; a mark already further along is kept as it is.
+            .condition_expression("attribute_exists(PK) AND (attribute_not_exists(#reads.#r) OR #reads.#r < :up)")
+            .expression_attribute_names("#reads", "reads")
+            .expression_attribute_names("#r", reader)
+            .expression_attribute_values(":up", super::dynamo::n(up_to));
+        match self.update_conversation(update).await? {
+            Some(c) => Ok(c),
+            None => self.current(tenant_id, conversation_id).await,
+        }
+    }
+
+    async fn add_note(&self, note: &Note) -> Result<(), StoreError> {
+        let (_, number) = parse_conversation_id(&note.conversation_id).ok_or(StoreError::NotFound)?;
+        let items = vec![
+            tx_check(
+                ConditionCheck::builder()
+                    .table_name(self.table())
+                    .set_key(Some(key(
+                        contact_pk(&note.tenant_id, &note.contact_id),
+                        conversation_sk(number),
+                    )))
+                    .condition_expression("attribute_exists(PK)")
+                    .build()
+                    .expect("check is complete"),
+            ),
+            tx_put(
+                aws_sdk_dynamodb::types::Put::builder()
+                    .table_name(self.table())
+                    .set_item(Some(to_item(&NoteItem::new(note, number))))
+                    .condition_expression("attribute_not_exists(PK)")
+                    .build()
+                    .expect("put is complete"),
+            ),
+        ];
+        match self.transact(items).await? {
+            Ok(()) => Ok(()),
+            Err(c) if c.failed(0) => Err(StoreError::NotFound),
+            Err(c) if c.any_failed() => Err(StoreError::Conflict("note id exists".into())),
+            Err(c) => Err(c.unexplained()),
+        }
+    }
+
+    async fn notes(
+        &self,
+        tenant_id: &str,
+        conversation_id: &str,
+        limit: i32,
+        start: Option<Position>,
+    ) -> Result<Page<Note>, StoreError> {
+        let Some((contact_id, number)) = parse_conversation_id(conversation_id) else {
+            return Ok(Page {
+                items: Vec::new(),
+                next: None,
+            });
+        };
+        let query = self
+            .client()
+            .query()
+            .key_condition_expression("PK = :pk AND begins_with(SK, :prefix)")
+            .expression_attribute_values(":pk", s(contact_pk(tenant_id, contact_id)))
+            .expression_attribute_values(":prefix", s(notes_prefix(number)))
+            .consistent_read(true)
+            .scan_index_forward(false);
+        self.list_page(query, tenant_id, limit, start, &[PK, SK], |i: NoteItem| i.note)
+            .await
+    }
+
+    async fn contact_conversations(
+        &self,
+        tenant_id: &str,
+        contact_id: &str,
+    ) -> Result<(Vec<Conversation>, Vec<Note>), StoreError> {
+        let pk = contact_pk(tenant_id, contact_id);
+        let conversations = self
+            .query_all(&PageQuery::partition(pk.clone()).prefixed(CONVERSATION_PREFIX))
+            .await?
+            .into_iter()
+            .map(|i| from_item::<ConversationItem>(i).map(|c| c.conversation))
+            .collect::<Result<_, _>>()?;
+        let notes = self
+            .query_all(&PageQuery::partition(pk).prefixed(NOTE_PREFIX))
+            .await?
+            .into_iter()
+            .map(|i| from_item::<NoteItem>(i).map(|n| n.note))
+            .collect::<Result<_, _>>()?;
+        Ok((conversations, notes))
+    }
+
+    async fn idle_conversations(
+        &self,
+        tenant_id: &str,
+        since: Option<DateTime<Utc>>,
+        before: DateTime<Utc>,
+        next: Option<String>,
+        limit: i32,
+    ) -> Result<WalkPage<Conversation>, StoreError> {
+        let below = inbox_sk(before.timestamp_millis(), "");
+        let query = self
+            .client()
+            .query()
+            .table_name(self.table())
+            .index_name(GSI1)
+            .expression_attribute_values(":pk", s(inbox_gsi1pk(tenant_id)))
+            .expression_attribute_values(":below", s(below))
+            .limit(limit)
+            .set_exclusive_start_key(next.as_deref().map(decode_cursor).transpose()?);
+        let query = match since {
+            // Ids sort after the bare instant, so `[since, before)` is a BETWEEN on the prefix.
+            Some(since) => query
+                .key_condition_expression("GSI1PK = :pk AND GSI1SK BETWEEN :since AND :below")
+                .expression_attribute_values(":since", s(inbox_sk(since.timestamp_millis(), ""))),
+            None => query.key_condition_expression("GSI1PK = :pk AND GSI1SK < :below"),
+        };
+        let out = query.send().await.map_err(backend)?;
+        let items = out
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .map(|i| from_item::<ConversationItem>(i).map(|c| c.conversation))
+            .collect::<Result<_, _>>()?;
+        let next = out.last_evaluated_key.filter(|k| !k.is_empty()).map(encode_cursor);
+        Ok(WalkPage { items, next })
+    }
+
+    async fn delete_conversation(&self, conversation: &Conversation) -> Result<u64, StoreError> {
+        let pk = contact_pk(&conversation.tenant_id, &conversation.contact_id);
+        let deleted = self
+            .client()
+            .delete_item()
+            .table_name(self.table())
+            .set_key(Some(key(pk.clone(), conversation_sk(&conversation.phone_number_id))))
+            // A customer who wrote since it was read keeps the conversation.
+            .condition_expression("updated_at = :seen")
+            .expression_attribute_values(":seen", av(&conversation.updated_at))
+            .send()
+            .await;
+        match deleted {
+            Ok(_) => {}
+            Err(err) if condition_failed(&err) => return Ok(0),
+            Err(err) => return Err(backend(err)),
+        }
+        let notes = self
+            .query_all(
+                &PageQuery::partition(pk)
+                    .prefixed(notes_prefix(&conversation.phone_number_id))
+                    .project(&[PK, SK]),
+            )
+            .await?;
+        let keys: Vec<ItemKey> = notes.iter().filter_map(ItemKey::of).collect();
+        Ok(1 + self.delete_items(&keys).await?)
+    }
+}
