@@ -10,6 +10,7 @@ help:
 	@echo "make bench   - performance report of every function: bench/REPORT.md + bench/results.json"
 	@echo "make bench-privacy - requests per erased / retention-deleted item (MESSAGES=10000)"
 	@echo "make bench-webhook - webhook ack latency p50/p99 by delivery size, statuses/s per instance"
+	@echo "make bench-media - media worker peak RSS with 10 concurrent 100 MiB documents (limit 128 MB)"
 	@echo "make bench-events  - events function CPU per event, 1,000 events/s sustained, end-to-end latency"
 	@echo "make bench-devstack - the local endpoint at 10,000 contacts / 100,000 messages: latency, memory"
 
@@ -65,6 +66,13 @@ bench-events: bootstrap
 bench-devstack: bootstrap
 	cargo build --release -p bench --bin devstack-size
 	target/release/devstack-size $(DEVSTACK_SIZE_ARGS)
+
+# Media benchmark (not a test): the media worker's peak RSS with 10 concurrent 100 MiB documents
+# in one invocation, streamed from a fake Graph API into the local endpoint (limit: < 128 MB).
+.PHONY: bench-media
+bench-media: bootstrap
+	cargo build --release -p bench --bin media-rss
+	target/release/media-rss $(MEDIA_RSS_ARGS)
 
 # Privacy benchmark (not a test): DynamoDB/S3/SQS requests per erased and per retention-deleted
 # item, on its own local endpoint. MESSAGES=100000 for the issue's large contact.

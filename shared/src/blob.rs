@@ -19,6 +19,9 @@ pub fn contact_media_prefix(tenant_id: &str, contact_id: &str) -> String {
 pub struct BlobError(pub String);
 
 pub trait BlobStore: Send + Sync {
+    /// A multipart upload of one large object.
+    type Multipart: crate::objects::Upload;
+
     /// Stores `data` at `key` (encrypted at rest by the bucket's KMS default).
     fn put(
         &self,
@@ -26,6 +29,15 @@ pub trait BlobStore: Send + Sync {
         data: Bytes,
         content_type: Option<&str>,
     ) -> impl Future<Output = Result<(), BlobError>> + Send;
+
+    /// Starts a multipart upload to `key` (same encryption as [`BlobStore::put`]): parts of at
+    /// least [`crate::objects::MIN_PART_BYTES`] except the last, then completed (the object
+    /// appears) or aborted (its parts are deleted).
+    fn start_multipart(
+        &self,
+        key: &str,
+        content_type: Option<&str>,
+    ) -> impl Future<Output = Result<Self::Multipart, BlobError>> + Send;
 
     /// Deletes the object at `key` (no error when there is none).
     fn delete(&self, key: &str) -> impl Future<Output = Result<(), BlobError>> + Send;
@@ -119,6 +131,18 @@ impl S3Blobs {
 }
 
 impl BlobStore for S3Blobs {
+    type Multipart = crate::objects::MultipartUpload;
+
+    async fn start_multipart(
+        &self,
+        key: &str,
+        content_type: Option<&str>,
+    ) -> Result<crate::objects::MultipartUpload, BlobError> {
+        crate::objects::Bucket::new(self.client.clone(), self.bucket.clone())
+            .start_multipart(key, content_type)
+            .await
+    }
+
     async fn put(&self, key: &str, data: Bytes, content_type: Option<&str>) -> Result<(), BlobError> {
         self.client
             .put_object()

@@ -136,8 +136,19 @@ pub trait MediaSource: Send + Sync {
         media_id: &str,
         token: &Secret,
     ) -> impl Future<Output = Result<MediaInfo, GraphCallError>> + Send;
-    fn download(&self, url: &str, token: &Secret) -> impl Future<Output = Result<Bytes, GraphCallError>> + Send;
+    /// Starts downloading `url` with the tenant's token: the body arrives as a stream of
+    /// chunks, read as fast as the caller takes them (nothing is buffered whole). A declared
+    /// length above [`MAX_MEDIA_BYTES`] is [`GraphCallError::TooLarge`] before any byte is read;
+    /// the caller counts the bytes it takes.
+    fn download(&self, url: &str, token: &Secret) -> impl Future<Output = Result<MediaStream, GraphCallError>> + Send;
 }
+
+/// A media file's body, chunk by chunk.
+pub type MediaStream = futures::stream::BoxStream<'static, Result<Bytes, GraphCallError>>;
+
+/// How long one media download may take end to end (the client's default is for API calls).
+/// The media worker stops a transfer earlier when its invocation runs out of time.
+pub const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
 #[derive(Debug, Clone)]
 pub struct GraphClient {
@@ -262,11 +273,12 @@ impl MediaSource for GraphClient {
         resp.json::<MediaInfo>().await.map_err(transport)
     }
 
-    async fn download(&self, url: &str, token: &Secret) -> Result<Bytes, GraphCallError> {
-        let mut resp = self
+    async fn download(&self, url: &str, token: &Secret) -> Result<MediaStream, GraphCallError> {
+        let resp = self
             .http()?
             .get(url)
             .bearer_auth(token.expose())
+            .timeout(DOWNLOAD_TIMEOUT)
             .send()
             .await
             .map_err(transport)?;
@@ -276,14 +288,11 @@ impl MediaSource for GraphClient {
         if resp.content_length().is_some_and(|n| n > MAX_MEDIA_BYTES) {
             return Err(GraphCallError::TooLarge);
         }
-        let mut body = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(transport)? {
-            if body.len() as u64 + chunk.len() as u64 > MAX_MEDIA_BYTES {
-                return Err(GraphCallError::TooLarge);
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(Bytes::from(body))
+        // One chunk per poll, as hyper reads it off the connection: the caller's pace is the
+        // download's pace.
+        Ok(Box::pin(futures::stream::try_unfold(resp, |mut resp| async move {
+            Ok(resp.chunk().await.map_err(transport)?.map(|chunk| (chunk, resp)))
+        })))
     }
 }
 
@@ -339,9 +348,14 @@ impl MessageSender for GraphClient {
 
 /// Whether `data` matches a checksum Meta announced, which arrives as hex or as base64.
 pub fn sha256_matches(data: &[u8], announced: &str) -> bool {
-    use base64::Engine;
     use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(data);
+    digest_matches(&Sha256::digest(data), announced)
+}
+
+/// Whether a SHA-256 `digest` (computed as the bytes went by) matches a checksum Meta
+/// announced, in hex or base64.
+pub fn digest_matches(digest: &[u8], announced: &str) -> bool {
+    use base64::Engine;
     let announced = announced.trim();
     hex::encode(digest).eq_ignore_ascii_case(announced)
         || base64::engine::general_purpose::STANDARD.encode(digest) == announced
@@ -430,10 +444,10 @@ mod tests {
         let token = Secret::new("tok");
         let info = c.media_info("m1", &token).await.unwrap();
         assert_eq!(info.file_size, Some(5));
-        assert_eq!(
-            c.download(&info.url, &token).await.unwrap(),
-            Bytes::from_static(b"hello")
-        );
+        let chunks: Vec<Bytes> = futures::TryStreamExt::try_collect(c.download(&info.url, &token).await.unwrap())
+            .await
+            .unwrap();
+        assert_eq!(chunks.concat(), b"hello");
     }
 
     #[tokio::test]

@@ -180,13 +180,14 @@ impl Bucket {
         }
     }
 
-    async fn start_multipart(&self, key: &str, content_type: &str) -> Result<MultipartUpload, BlobError> {
+    /// Starts a multipart upload to `key`, encrypted by the bucket's default (as `PutObject`).
+    pub async fn start_multipart(&self, key: &str, content_type: Option<&str>) -> Result<MultipartUpload, BlobError> {
         let out = self
             .client
             .create_multipart_upload()
             .bucket(&self.name)
             .key(key)
-            .content_type(content_type)
+            .set_content_type(content_type.map(str::to_owned))
             .send()
             .await
             .map_err(s3_err)?;
@@ -215,7 +216,7 @@ impl ObjectStore for Bucket {
     }
 
     async fn start_upload(&self, key: &str, content_type: &str) -> Result<MultipartUpload, BlobError> {
-        self.start_multipart(key, content_type).await
+        self.start_multipart(key, Some(content_type)).await
     }
 }
 
@@ -254,18 +255,28 @@ impl MultipartUpload {
 }
 
 impl Upload for MultipartUpload {
-    async fn complete(self) -> Result<(), BlobError> {
-        self.bucket
+    /// A completion that fails aborts the upload (best effort), so no parts linger until the
+    /// bucket's lifecycle rule removes them.
+    async fn complete(mut self) -> Result<(), BlobError> {
+        let parts = std::mem::take(&mut self.parts);
+        let completed = self
+            .bucket
             .client
             .complete_multipart_upload()
             .bucket(&self.bucket.name)
             .key(&self.key)
             .upload_id(&self.upload_id)
-            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(self.parts)).build())
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
             .send()
-            .await
-            .map_err(s3_err)?;
-        Ok(())
+            .await;
+        match completed {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let error = s3_err(e);
+                self.abort().await;
+                Err(error)
+            }
+        }
     }
 
     /// Its parts are deleted; the bucket's lifecycle rule is the backstop.

@@ -27,6 +27,7 @@ fn every_function_has_a_policy_and_least_privilege_holds() {
         "ApiFunction",
         "WebhookFunction",
         "MediaFunction",
+        "MediaDeadLetterFunction",
         "SenderFunction",
         "ExporterFunction",
         "EraserFunction",
@@ -59,6 +60,17 @@ fn the_writes_found_missing_in_review_are_granted() {
             "MediaFunction",
             check(&p, "s3:DeleteObject", "MediaBucket", "/tenants/t/contacts/c/messages/m"),
         ),
+        // The media worker aborts the multipart upload of a transfer that failed (a gate sees
+        // it only on a failure path).
+        (
+            "MediaFunction",
+            check(
+                &p,
+                "s3:AbortMultipartUpload",
+                "MediaBucket",
+                "/tenants/t/contacts/c/media/m",
+            ),
+        ),
     ];
     let missing: Vec<String> = gaps
         .iter()
@@ -73,6 +85,7 @@ fn queue_consumers_can_consume_their_event_queues() {
     let p = policies();
     for (f, queue) in [
         ("MediaFunction", "MediaQueue"),
+        ("MediaDeadLetterFunction", "MediaDLQ"),
         ("SenderFunction", "OutboundQueue"),
         ("ExporterFunction", "ExportQueue"),
         ("EraserFunction", "ErasureQueue"),
@@ -108,6 +121,12 @@ fn grants_stay_narrow() {
             check(&p, "s3:DeleteObject", "ExportsBucket", "/tenants/t/x"),
         ),
         ("ApiFunction", check(&p, "s3:PutObject", "MediaBucket", "/tenants/t/x")),
+        // The dead-letter consumer only marks messages: no media, no Graph tokens.
+        (
+            "MediaDeadLetterFunction",
+            check(&p, "s3:PutObject", "MediaBucket", "/tenants/t/x"),
+        ),
+        ("MediaDeadLetterFunction", check(&p, "kms:Decrypt", "GraphTokenKey", "")),
         ("RetentionFunction", check(&p, "sqs:SendMessage", "OutboundQueue", "")),
     ];
     for (f, c) in denied {

@@ -1,4 +1,6 @@
-//! Inbound media: webhook → media queue → media worker → Graph API (wiremock) → S3.
+//! Inbound media: webhook → media queue → media worker → Graph API (wiremock) → S3, large
+//! media streamed in parts (multipart upload, aborted on failure), transient failures retried
+//! fast, and a job that reaches the dead-letter queue marking its media failed.
 
 use std::sync::Mutex;
 
@@ -64,6 +66,7 @@ async fn media_worker<G, R>(graph: G, retry: R) -> media_fn::Deps<DynamoStore, G
         ])
         .media_hosts()
         .unwrap(),
+        buffers: media_fn::PartBudget::default(),
     }
 }
 
@@ -351,7 +354,7 @@ impl crm_shared::graph::MediaSource for ErasedDuringDownload {
         &self,
         url: &str,
         token: &crm_shared::secret::Secret,
-    ) -> Result<bytes::Bytes, crm_shared::graph::GraphCallError> {
+    ) -> Result<crm_shared::graph::MediaStream, crm_shared::graph::GraphCallError> {
         let data = self.inner.download(url, token).await;
         (self.erase)().await;
         data
@@ -474,4 +477,296 @@ async fn the_worker_fetches_only_digit_media_ids_and_only_from_allowed_hosts() {
         .map(|r| r.url.path().to_owned())
         .collect();
     assert_eq!(paths, vec!["/v25.0/604".to_owned()]);
+}
+
+/// 12 MiB and a bit: two parts of the worker's 8 MiB, the last one short.
+fn large_document() -> Vec<u8> {
+    let len = 12 * 1024 * 1024 + 4321;
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+fn document_delivery(pnid: &str, from: &str, wamid: &str, media_id: &str, sha256: &str) -> String {
+    json!({
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "1", "changes": [{"field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15550000000", "phone_number_id": pnid},
+            "contacts": [{"profile": {"name": "Document Sender"}, "wa_id": from}],
+            "messages": [{"from": from, "id": wamid, "timestamp": "1767225600", "type": "document",
+                          "document": {"id": media_id, "mime_type": "application/pdf", "sha256": sha256,
+                                       "filename": "statement.pdf"}}]
+        }}]}]
+    })
+    .to_string()
+}
+
+/// Meta serving `data` as media `media_id`, announcing `announced_sha256`.
+async fn mock_document(server: &MockServer, media_id: &str, data: &[u8], announced_sha256: &str) {
+    Mock::given(method("GET"))
+        .and(path(format!("/v25.0/{media_id}")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "messaging_product": "whatsapp",
+            "url": format!("{}/lookaside/{media_id}", server.uri()),
+            "mime_type": "application/pdf",
+            "sha256": announced_sha256,
+            "file_size": data.len(),
+            "id": media_id,
+        })))
+        .mount(server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(format!("/lookaside/{media_id}")))
+        .respond_with(ResponseTemplate::new(200).set_body_bytes(data.to_vec()))
+        .mount(server)
+        .await;
+}
+
+/// Multipart uploads still open under `prefix` in the media bucket.
+async fn open_uploads(prefix: &str) -> Vec<String> {
+    let s3 = crm_shared::aws::s3_client(&stack().sdk().await);
+    let out = s3
+        .list_multipart_uploads()
+        .bucket(stack().media_bucket())
+        .prefix(prefix)
+        .send()
+        .await
+        .unwrap();
+    out.uploads()
+        .iter()
+        .filter_map(|u| u.key().map(str::to_owned))
+        .collect()
+}
+
+/// A tenant, a document message stored by the webhook for `media_id`, and its job.
+async fn document_job(
+    name: &str,
+    wamid: &str,
+    media_id: &str,
+    sha256: &str,
+) -> (String, MessageRecord, serde_json::Value) {
+    let store = stack().store().await;
+    let sqs = crm_shared::aws::sqs_client(&stack().sdk().await);
+    let queue = own_queue(&sqs).await;
+    let gw = start_gateway_with_media_queue(store.clone(), &queue).await;
+    let tenant = new_tenant(&store, name).await.tenant;
+    let from = format!("4477009{}", &unique_numeric_id()[10..]);
+    let body = document_delivery(&tenant.phone_number_id, &from, wamid, media_id, sha256);
+    assert_eq!(post_webhook(&gw.base, &body, None).await.0, 200);
+    let message = stored_message(&store, &tenant.tenant_id, wamid).await;
+    let job =
+        json!({"tenant_id": tenant.tenant_id, "message_id": message.message_id, "contact_id": message.contact_id});
+    (tenant.tenant_id, message, job)
+}
+
+#[tokio::test]
+async fn a_large_document_is_streamed_into_s3_in_parts_and_arrives_intact() {
+    let data = large_document();
+    let sha = hex::encode(Sha256::digest(&data));
+    let (tenant_id, message, job) = document_job("Large", "wamid.large", "55601", &sha).await;
+    let graph = MockServer::start().await;
+    mock_document(&graph, "55601", &data, &sha).await;
+    let deps = media_worker(graph_client(&graph), RecordedRetries::default()).await;
+
+    let resp = media_fn::handle(&deps, event(vec![record(&job, 1)])).await.unwrap();
+    assert!(resp.batch_item_failures.is_empty());
+    let store = stack().store().await;
+    let media = stored_message(&store, &tenant_id, "wamid.large").await.media.unwrap();
+    assert_eq!(media.status, MediaStatus::Available);
+    assert_eq!(media.size, Some(data.len() as u64));
+    let key = media.s3_key.unwrap();
+    let stored = object_bytes(&key).await;
+    assert_eq!(stored.len(), data.len());
+    assert_eq!(
+        hex::encode(Sha256::digest(&stored)),
+        sha,
+        "the stored bytes hash as Meta announced"
+    );
+    // A multipart object's ETag names its part count.
+    let s3 = crm_shared::aws::s3_client(&stack().sdk().await);
+    let head = s3
+        .head_object()
+        .bucket(stack().media_bucket())
+        .key(&key)
+        .send()
+        .await
+        .unwrap();
+    assert!(head.e_tag().unwrap_or_default().ends_with("-2\""), "{:?}", head.e_tag());
+    assert_eq!(head.content_type(), Some("application/pdf"));
+    assert!(
+        open_uploads(&crm_shared::blob::contact_media_prefix(&tenant_id, &message.contact_id))
+            .await
+            .is_empty()
+    );
+    assert_eq!(deps.buffers.available(), deps.buffers.total_bytes());
+}
+
+#[tokio::test]
+async fn a_large_document_that_fails_its_checksum_leaves_no_object_and_no_upload() {
+    let data = large_document();
+    let mut tampered = data.clone();
+    tampered[10 * 1024 * 1024] ^= 0xff;
+    let sha = hex::encode(Sha256::digest(&data));
+    let (tenant_id, message, job) = document_job("Tampered", "wamid.tampered", "55602", &sha).await;
+    let graph = MockServer::start().await;
+    mock_document(&graph, "55602", &tampered, &sha).await;
+    let deps = media_worker(graph_client(&graph), RecordedRetries::default()).await;
+
+    let resp = media_fn::handle(&deps, event(vec![record(&job, 1)])).await.unwrap();
+    assert_eq!(resp.batch_item_failures.len(), 1, "retried");
+    assert_eq!(*deps.retry.0.lock().unwrap(), vec![5]);
+    let store = stack().store().await;
+    let media = stored_message(&store, &tenant_id, "wamid.tampered")
+        .await
+        .media
+        .unwrap();
+    assert_eq!(media.status, MediaStatus::Pending);
+    let prefix = crm_shared::blob::contact_media_prefix(&tenant_id, &message.contact_id);
+    assert!(
+        open_uploads(&prefix).await.is_empty(),
+        "the multipart upload was aborted"
+    );
+    let key = crm_shared::blob::media_key(&tenant_id, &message.contact_id, &message.message_id);
+    let s3 = crm_shared::aws::s3_client(&stack().sdk().await);
+    assert!(
+        s3.head_object()
+            .bucket(stack().media_bucket())
+            .key(&key)
+            .send()
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn a_download_that_fails_once_is_stored_on_the_fast_first_retry() {
+    let sha = hex::encode(Sha256::digest(IMAGE));
+    let (tenant_id, _, job) = document_job("Blip", "wamid.blip", "55603", &sha).await;
+    let graph = MockServer::start().await;
+    // The media URL answers 500 once (a blip at Meta's CDN), then the file.
+    Mock::given(method("GET"))
+        .and(path("/lookaside/55603"))
+        .respond_with(ResponseTemplate::new(500))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&graph)
+        .await;
+    mock_document(&graph, "55603", IMAGE, &sha).await;
+    let deps = media_worker(graph_client(&graph), RecordedRetries::default()).await;
+
+    let resp = media_fn::handle(&deps, event(vec![record(&job, 1)])).await.unwrap();
+    assert_eq!(resp.batch_item_failures.len(), 1);
+    assert_eq!(
+        *deps.retry.0.lock().unwrap(),
+        vec![5],
+        "the first retry comes within seconds"
+    );
+    let store = stack().store().await;
+    assert_eq!(
+        stored_message(&store, &tenant_id, "wamid.blip")
+            .await
+            .media
+            .unwrap()
+            .status,
+        MediaStatus::Pending
+    );
+    let resp = media_fn::handle(&deps, event(vec![record(&job, 2)])).await.unwrap();
+    assert!(resp.batch_item_failures.is_empty());
+    let media = stored_message(&store, &tenant_id, "wamid.blip").await.media.unwrap();
+    assert_eq!(media.status, MediaStatus::Available);
+    assert_eq!(object_bytes(media.s3_key.as_deref().unwrap()).await, IMAGE);
+}
+
+/// A queue pair of this test's own standing in for MediaQueue and its MediaDLQ: the job is
+/// dead-lettered after `max_receives` receives, each visible again at once.
+async fn own_queue_with_dead_letters(max_receives: u32) -> (String, String) {
+    let sqs = crm_shared::aws::sqs_client(&stack().sdk().await);
+    let dlq = e2e_tests::own_queue("MediaDLQ").await;
+    let dlq_arn = sqs
+        .get_queue_attributes()
+        .queue_url(&dlq)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
+        .clone();
+    let queue = own_queue(&sqs).await;
+    sqs.set_queue_attributes()
+        .queue_url(&queue)
+        .attributes(
+            aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy,
+            json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receives}).to_string(),
+        )
+        .attributes(aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout, "0")
+        .send()
+        .await
+        .unwrap();
+    (queue, dlq)
+}
+
+#[tokio::test]
+async fn a_media_job_that_reaches_the_dead_letter_queue_marks_its_media_failed() {
+    let store = stack().store().await;
+    let sdk = stack().sdk().await;
+    let sqs = crm_shared::aws::sqs_client(&sdk);
+    let (queue, dlq) = own_queue_with_dead_letters(2).await;
+    let gw = start_gateway_with_media_queue(store.clone(), &queue).await;
+    let tenant = new_tenant(&store, "Dead letters").await.tenant;
+    let sha = hex::encode(Sha256::digest(IMAGE));
+    let body = image_delivery(&tenant.phone_number_id, "447700912377", "wamid.dead", "55604", &sha);
+    assert_eq!(post_webhook(&gw.base, &body, None).await.0, 200);
+
+    // A worker that dies on every receive (out of memory, say) records nothing; the queue
+    // dead-letters the job after its last receive.
+    let mut received = 0;
+    for _ in 0..20 {
+        let died = devstack::poller::poll_once(&sqs, &queue, 1, |_event| async {
+            Err::<aws_lambda_events::sqs::SqsBatchResponse, lambda_runtime::Error>("worker died".into())
+        })
+        .await;
+        if died.is_err() {
+            received += 1;
+        }
+        if received == 2 {
+            break;
+        }
+    }
+    assert_eq!(received, 2);
+    assert_eq!(
+        devstack::poller::poll_once(&sqs, &queue, 1, |_event| async {
+            Ok::<_, lambda_runtime::Error>(aws_lambda_events::sqs::SqsBatchResponse::default())
+        })
+        .await
+        .unwrap(),
+        0,
+        "moved to the dead-letter queue"
+    );
+    let m = stored_message(&store, &tenant.tenant_id, "wamid.dead").await;
+    assert_eq!(m.media.unwrap().status, MediaStatus::Pending, "nothing was recorded");
+
+    let deps = media_fn::dead_letter::DeadLetterDeps {
+        store: stack().store_for("MediaDeadLetterFunction").await,
+    };
+    let handled = devstack::poller::poll_once(&sqs, &dlq, 2, |event| {
+        media_fn::dead_letter::handle_dead_letters(&deps, event)
+    })
+    .await
+    .unwrap();
+    assert_eq!(handled, 1);
+    let media = stored_message(&store, &tenant.tenant_id, "wamid.dead")
+        .await
+        .media
+        .unwrap();
+    assert_eq!(media.status, MediaStatus::Failed);
+    assert_eq!(media.failure.as_deref(), Some(media_fn::dead_letter::RETRIES_EXHAUSTED));
+    assert!(media.s3_key.is_none());
 }

@@ -23,6 +23,7 @@ async fn main() -> Result<(), Error> {
         retry: SqsQueue::new(aws::sqs_client(&sdk), resources.media_queue_url),
         max_receives: env.media_max_receives()?,
         media_hosts: env.media_hosts()?,
+        buffers: media_fn::PartBudget::default(),
     };
     run(service_fn(|event| handle(&deps, event))).await
 }

@@ -17,7 +17,7 @@ use crm_shared::tenant::Tenant;
 use crm_shared::testing::graph::meta_error;
 use crm_shared::testing::{FakeGraph, MemBlobs, MemQueue, MemStore, Op, fixtures};
 
-use crate::{Deps, handle};
+use crate::{Deps, PartBudget, handle};
 
 const MAX_RECEIVES: u32 = 5;
 /// Meta media ids are digits.
@@ -48,6 +48,7 @@ fn worker() -> Worker {
         max_receives: MAX_RECEIVES,
         // The fake Graph serves media from https://media.graph.test/.
         media_hosts: crm_shared::media_url::MediaHosts::parse("graph.test", false).unwrap(),
+        buffers: PartBudget::default(),
     };
     Worker {
         store,
@@ -351,4 +352,235 @@ async fn a_download_url_off_the_allow_list_is_never_fetched() {
     assert!(!w.run(record(&m, 1)).await);
     assert_eq!(w.media_status(&m), Some(MediaStatus::Failed));
     assert_eq!((w.graph.media_info_calls(), w.graph.download_calls()), (1, 0));
+}
+
+/// A file of `len` bytes that is not one repeated byte (so a part out of order shows).
+fn document(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 % 251) as u8).collect()
+}
+
+impl Worker {
+    /// A worker whose parts are `part` bytes and whose budget is `total` bytes.
+    fn with_parts(part: usize, total: usize) -> Worker {
+        let mut w = worker();
+        w.deps.buffers = PartBudget::new(part, total);
+        w
+    }
+
+    fn document_message(&self, media_id: &str, data: &[u8]) -> MessageRecord {
+        let info = self.graph.add_media(media_id, data, "application/pdf");
+        let m = fixtures::inbound_media_message(&self.contact, media_id, info.sha256.as_deref());
+        self.store.add_message(m.clone());
+        m
+    }
+
+    fn key(&self, m: &MessageRecord) -> String {
+        media_key(&self.tenant.tenant_id, &self.contact.contact_id, &m.message_id)
+    }
+}
+
+#[tokio::test]
+async fn a_file_larger_than_a_part_is_streamed_in_parts_and_stored_whole() {
+    let w = Worker::with_parts(10, 30);
+    let data = document(95);
+    let m = w.document_message("2001", &data);
+    assert!(!w.run(record(&m, 1)).await);
+    let key = w.key(&m);
+    assert_eq!(w.blobs.get(&key).expect("stored").data, Bytes::from(data.clone()));
+    let parts = w.blobs.completed_parts();
+    assert_eq!(parts, vec![(key.clone(), vec![10, 10, 10, 10, 10, 10, 10, 10, 10, 5])]);
+    let media = w.store.message(&m.tenant_id, &m.message_id).unwrap().media.unwrap();
+    assert_eq!((media.status, media.size), (MediaStatus::Available, Some(95)));
+    assert_eq!(w.deps.buffers.available(), 30, "every reserved byte is returned");
+    assert!(w.blobs.aborted_uploads().is_empty());
+}
+
+#[tokio::test]
+async fn a_file_that_fits_in_one_part_is_one_put() {
+    let w = Worker::with_parts(10, 30);
+    let m = w.document_message("2002", &document(9));
+    assert!(!w.run(record(&m, 1)).await);
+    assert!(w.blobs.get(&w.key(&m)).is_some());
+    assert!(w.blobs.completed_parts().is_empty(), "no multipart upload");
+}
+
+#[tokio::test]
+async fn a_file_of_unannounced_size_is_streamed_and_measured() {
+    let w = Worker::with_parts(10, 10);
+    let data = document(42);
+    let info = MediaInfo {
+        file_size: None,
+        ..w.graph.add_media("2003", &data, "application/pdf")
+    };
+    w.graph.set_media("2003", info.clone(), Bytes::from(data.clone()));
+    let m = fixtures::inbound_media_message(&w.contact, "2003", info.sha256.as_deref());
+    w.store.add_message(m.clone());
+    assert!(!w.run(record(&m, 1)).await);
+    assert_eq!(w.blobs.get(&w.key(&m)).unwrap().data, Bytes::from(data));
+    assert_eq!(w.blobs.completed_parts()[0].1, vec![10, 10, 10, 10, 2]);
+}
+
+#[tokio::test]
+async fn a_multipart_failure_aborts_the_upload_and_retries() {
+    type Break = fn(&Worker);
+    let cases: Vec<(&str, Break)> = vec![
+        ("a part upload fails", |w| {
+            // start_upload succeeds, the first part fails.
+            w.blobs.fail_next_bulk_after(1);
+        }),
+        ("the connection drops mid-body", |w| {
+            w.graph
+                .fail_next_download_midway(GraphCallError::Transport("reset".into()))
+        }),
+        ("the checksum does not match", |w| {
+            let info = w.graph.add_media("2004", &document(35), "application/pdf");
+            let mut other = document(35);
+            other[30] ^= 1;
+            w.graph.set_media("2004", info, Bytes::from(other));
+        }),
+        ("more bytes than announced", |w| {
+            let info = MediaInfo {
+                file_size: Some(25),
+                ..w.graph.add_media("2004", &document(35), "application/pdf")
+            };
+            w.graph.set_media("2004", info, Bytes::from(document(35)));
+        }),
+        ("completion fails", |w| w.blobs.fail_next_bulk_after(5)),
+    ];
+    for (name, break_it) in cases {
+        let w = Worker::with_parts(10, 20);
+        let m = w.document_message("2004", &document(35));
+        break_it(&w);
+        assert!(w.run(record(&m, 1)).await, "{name}: reported for retry");
+        assert_eq!(w.queue.retries(), vec![("receipt-1".to_owned(), 5)], "{name}");
+        assert_eq!(w.media_status(&m), Some(MediaStatus::Pending), "{name}");
+        assert!(w.blobs.keys().is_empty(), "{name}: nothing stored");
+        assert_eq!(w.blobs.aborted_uploads(), vec![w.key(&m)], "{name}: upload aborted");
+        assert_eq!(w.deps.buffers.available(), 20, "{name}: the budget is whole again");
+    }
+}
+
+#[tokio::test]
+async fn a_batch_of_large_files_shares_one_budget_and_all_arrive() {
+    // Ten files of ten parts each through a budget of three parts.
+    let w = Worker::with_parts(8, 24);
+    let mut messages = Vec::new();
+    for i in 0..10 {
+        let data = document(80 + i);
+        messages.push((w.document_message(&format!("30{i}"), &data), data));
+    }
+    let mut event = SqsEvent::default();
+    event.records = messages
+        .iter()
+        .enumerate()
+        .map(|(i, (m, _))| {
+            let mut r = record(m, 1);
+            r.message_id = Some(format!("sqs-{i}"));
+            r
+        })
+        .collect();
+    let response = handle(&w.deps, LambdaEvent::new(event, Context::default()))
+        .await
+        .unwrap();
+    assert!(response.batch_item_failures.is_empty());
+    for (m, data) in &messages {
+        assert_eq!(&w.blobs.get(&w.key(m)).unwrap().data[..], &data[..]);
+    }
+    assert_eq!(w.deps.buffers.available(), 24);
+}
+
+#[tokio::test]
+async fn a_transfer_still_running_at_the_deadline_is_stopped_and_retried() {
+    let w = Worker::with_parts(10, 20);
+    let m = w.document_message("2005", &document(35));
+    w.graph.stall_next_download_midway();
+    let mut event = SqsEvent::default();
+    event.records = vec![record(&m, 1)];
+    let mut context = Context::default();
+    // Less time left than the margin: running transfers stop at once.
+    context.deadline = (Utc::now().timestamp_millis() + 1_000) as u64;
+    let response = handle(&w.deps, LambdaEvent::new(event, context)).await.unwrap();
+    assert_eq!(
+        response.batch_item_failures.len(),
+        1,
+        "reported for retry, not timed out"
+    );
+    assert_eq!(w.queue.retries(), vec![("receipt-1".to_owned(), 5)]);
+    assert_eq!(w.blobs.aborted_uploads(), vec![w.key(&m)]);
+    assert_eq!(w.media_status(&m), Some(MediaStatus::Pending));
+}
+
+mod dead_letters {
+    use super::*;
+    use crate::dead_letter::{DeadLetterDeps, RETRIES_EXHAUSTED, handle_dead_letters};
+
+    async fn run(w: &Worker, record: SqsMessage) -> bool {
+        let mut event = SqsEvent::default();
+        event.records = vec![record];
+        let deps = DeadLetterDeps { store: w.store.clone() };
+        !handle_dead_letters(&deps, LambdaEvent::new(event, Context::default()))
+            .await
+            .unwrap()
+            .batch_item_failures
+            .is_empty()
+    }
+
+    fn media(w: &Worker, m: &MessageRecord) -> crm_shared::message::MediaRef {
+        w.store.message(&m.tenant_id, &m.message_id).unwrap().media.unwrap()
+    }
+
+    #[tokio::test]
+    async fn pending_media_of_a_dead_lettered_job_is_marked_failed() {
+        let w = worker();
+        let m = w.image_message();
+        assert!(!run(&w, record(&m, 1)).await);
+        let media = media(&w, &m);
+        assert_eq!(media.status, MediaStatus::Failed);
+        assert_eq!(media.failure.as_deref(), Some(RETRIES_EXHAUSTED));
+        assert!(
+            w.blobs.keys().is_empty() && w.graph.media_info_calls() == 0,
+            "nothing fetched"
+        );
+    }
+
+    #[tokio::test]
+    async fn settled_media_is_left_as_it_is() {
+        let w = worker();
+        let stored = w.image_message();
+        assert!(!w.run(record(&stored, 1)).await);
+        assert!(!run(&w, record(&stored, 1)).await);
+        assert_eq!(media(&w, &stored).status, MediaStatus::Available);
+
+        // The worker's own reason (recorded on the last receive) stands.
+        let w = worker();
+        let failed = w.image_message();
+        w.graph.fail_next_media_info(meta_error(500, Some(131000)));
+        assert!(w.run(record(&failed, MAX_RECEIVES)).await);
+        let reason = media(&w, &failed).failure;
+        assert!(!run(&w, record(&failed, 1)).await);
+        assert_eq!(media(&w, &failed).failure, reason);
+        assert_ne!(reason.as_deref(), Some(RETRIES_EXHAUSTED));
+    }
+
+    #[tokio::test]
+    async fn erased_messages_and_unreadable_jobs_are_done_with() {
+        let w = worker();
+        let m = w.image_message();
+        w.store.erase_contact(&w.tenant.tenant_id, &w.contact.contact_id);
+        assert!(!run(&w, record(&m, 1)).await);
+        let mut bad = record(&m, 1);
+        bad.body = Some("not json".into());
+        assert!(!run(&w, bad).await, "dropped: a retry cannot help");
+    }
+
+    #[tokio::test]
+    async fn a_job_that_cannot_be_marked_is_retried() {
+        let w = worker();
+        let m = w.image_message();
+        w.store.fail_next_backend(Op::UpdateMedia);
+        assert!(run(&w, record(&m, 1)).await);
+        assert_eq!(media(&w, &m).status, MediaStatus::Pending);
+        assert!(!run(&w, record(&m, 2)).await);
+        assert_eq!(media(&w, &m).status, MediaStatus::Failed);
+    }
 }

@@ -226,6 +226,7 @@ async fn run() -> Result<(), BoxError> {
         } else {
             env.media_hosts()?
         },
+        buffers: media_fn::PartBudget::default(),
     });
     // The webhook's overflow: its own consumer, the same processing.
     let overflow = Arc::new(webhook_fn::Processor::new(store.clone(), media_queue.clone()).with_limits(webhook_limits));
@@ -236,6 +237,17 @@ async fn run() -> Result<(), BoxError> {
     spawn_queue("media", sqs.clone(), media_queue_url, move |event| {
         let deps = media_deps.clone();
         async move { media_fn::handle(&deps, event).await }
+    });
+    // MediaDeadLetterFunction's mapping: dead-lettered media jobs mark their media failed.
+    let media_dlq_url = provisioned
+        .queue_urls
+        .get("MediaDLQ")
+        .cloned()
+        .ok_or("template has no MediaDLQ")?;
+    let dead_letter_deps = Arc::new(media_fn::dead_letter::DeadLetterDeps { store: store.clone() });
+    spawn_queue("media-dead-letter", sqs.clone(), media_dlq_url, move |event| {
+        let deps = dead_letter_deps.clone();
+        async move { media_fn::dead_letter::handle_dead_letters(&deps, event).await }
     });
     let sender_deps = Arc::new(sender_fn::Deps::new(
         store.clone(),

@@ -28,9 +28,13 @@ struct Objects {
     put_faults: VecDeque<BlobError>,
     /// Faults for the bulk operations (deletes and uploads).
     bulk_faults: VecDeque<BlobError>,
+    /// Bulk operations to let through before the next fault.
+    bulk_fault_delay: usize,
     deletes: Vec<String>,
     /// Keys of uploads abandoned.
     aborted: Vec<String>,
+    /// Part sizes of the uploads completed.
+    completed_parts: Vec<(String, Vec<usize>)>,
 }
 
 #[derive(Clone, Default)]
@@ -70,6 +74,14 @@ impl MemBlobs {
         self.objects().bulk_faults.push_back(BlobError("injected fault".into()));
     }
 
+    /// Like [`MemBlobs::fail_next_bulk`], after `n` bulk operations succeed (e.g. a
+    /// multipart upload's start and first part, then its second part fails).
+    pub fn fail_next_bulk_after(&self, n: usize) {
+        let mut o = self.objects();
+        o.bulk_fault_delay = n;
+        o.bulk_faults.push_back(BlobError("injected fault".into()));
+    }
+
     /// Keys of the uploads that were abandoned.
     pub fn aborted_uploads(&self) -> Vec<String> {
         self.objects().aborted.clone()
@@ -86,7 +98,12 @@ impl MemBlobs {
     }
 
     fn bulk_fault(&self) -> Result<(), BlobError> {
-        self.objects().bulk_faults.pop_front().map_or(Ok(()), Err)
+        let mut o = self.objects();
+        if o.bulk_fault_delay > 0 && !o.bulk_faults.is_empty() {
+            o.bulk_fault_delay -= 1;
+            return Ok(());
+        }
+        o.bulk_faults.pop_front().map_or(Ok(()), Err)
     }
 
     fn remove_keys(&self, keys: &[String]) -> u64 {
@@ -108,7 +125,7 @@ impl MemBlobs {
 pub struct MemUpload {
     blobs: MemBlobs,
     key: String,
-    content_type: String,
+    content_type: Option<String>,
     parts: Vec<Bytes>,
 }
 
@@ -133,14 +150,20 @@ impl PartSink for MemUpload {
 }
 
 impl Upload for MemUpload {
+    /// A completion that fails aborts the upload, as S3's does.
     async fn complete(self) -> Result<(), BlobError> {
-        self.blobs.bulk_fault()?;
+        if let Err(e) = self.blobs.bulk_fault() {
+            self.blobs.objects().aborted.push(self.key);
+            return Err(e);
+        }
         let data: Vec<u8> = self.parts.iter().flat_map(|p| p.iter().copied()).collect();
+        let sizes = self.parts.iter().map(Bytes::len).collect();
+        self.blobs.objects().completed_parts.push((self.key.clone(), sizes));
         self.blobs.objects().objects.insert(
             self.key,
             StoredObject {
                 data: Bytes::from(data),
-                content_type: Some(self.content_type),
+                content_type: self.content_type,
             },
         );
         Ok(())
@@ -173,13 +196,33 @@ impl ObjectStore for MemBlobs {
         Ok(MemUpload {
             blobs: self.clone(),
             key: key.to_owned(),
-            content_type: content_type.to_owned(),
+            content_type: Some(content_type.to_owned()),
             parts: Vec::new(),
         })
     }
 }
 
+impl MemBlobs {
+    /// The sizes of the parts of every multipart upload completed, by key.
+    pub fn completed_parts(&self) -> Vec<(String, Vec<usize>)> {
+        self.objects().completed_parts.clone()
+    }
+}
+
 impl BlobStore for MemBlobs {
+    type Multipart = MemUpload;
+
+    /// Fails with the next [`MemBlobs::fail_next_bulk`] fault, as its parts and completion do.
+    async fn start_multipart(&self, key: &str, content_type: Option<&str>) -> Result<MemUpload, BlobError> {
+        self.bulk_fault()?;
+        Ok(MemUpload {
+            blobs: self.clone(),
+            key: key.to_owned(),
+            content_type: content_type.map(str::to_owned),
+            parts: Vec::new(),
+        })
+    }
+
     async fn put(&self, key: &str, data: Bytes, content_type: Option<&str>) -> Result<(), BlobError> {
         let mut o = self.objects();
         if let Some(e) = o.put_faults.pop_front() {

@@ -9,9 +9,10 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
+use futures::StreamExt;
 use serde_json::Value;
 
-use crate::graph::{GraphCallError, MediaInfo, MediaSource, MessageSender};
+use crate::graph::{GraphCallError, MediaInfo, MediaSource, MediaStream, MessageSender};
 use crate::secret::Secret;
 
 /// One `send_message` call as the fake received it.
@@ -32,11 +33,18 @@ struct Script {
     files: HashMap<String, Bytes>,
     media_info_faults: VecDeque<GraphCallError>,
     download_faults: VecDeque<GraphCallError>,
+    /// Faults raised in the middle of a download's body (after half its chunks).
+    body_faults: VecDeque<GraphCallError>,
+    /// Downloads to stall after half their chunks (a connection that goes quiet).
+    stalls: usize,
     media_info_calls: usize,
     download_calls: usize,
     on_download: Option<Hook>,
     wamids_issued: u64,
 }
+
+/// The size of the chunks a fake download arrives in.
+pub const FAKE_CHUNK_BYTES: usize = 7;
 
 #[derive(Clone, Default)]
 pub struct FakeGraph {
@@ -101,6 +109,16 @@ impl FakeGraph {
         self.script().download_faults.push_back(error);
     }
 
+    /// Makes the next download fail after half its chunks (a connection lost mid-body).
+    pub fn fail_next_download_midway(&self, error: GraphCallError) {
+        self.script().body_faults.push_back(error);
+    }
+
+    /// Makes the next download go quiet after half its chunks, for ever.
+    pub fn stall_next_download_midway(&self) {
+        self.script().stalls += 1;
+    }
+
     /// Runs `hook` during every download (e.g. to erase the contact meanwhile).
     pub fn on_download(&self, hook: impl Fn() + Send + Sync + 'static) {
         self.script().on_download = Some(Arc::new(hook));
@@ -148,7 +166,8 @@ impl MediaSource for FakeGraph {
         s.media.get(media_id).cloned().ok_or_else(|| meta_error(400, Some(100)))
     }
 
-    async fn download(&self, url: &str, _token: &Secret) -> Result<Bytes, GraphCallError> {
+    /// Serves the file in chunks of [`FAKE_CHUNK_BYTES`], as a connection would.
+    async fn download(&self, url: &str, _token: &Secret) -> Result<MediaStream, GraphCallError> {
         let hook = {
             let mut s = self.script();
             s.download_calls += 1;
@@ -162,6 +181,23 @@ impl MediaSource for FakeGraph {
         if let Some(error) = s.download_faults.pop_front() {
             return Err(error);
         }
-        s.files.get(url).cloned().ok_or_else(|| meta_error(404, None))
+        let data = s.files.get(url).cloned().ok_or_else(|| meta_error(404, None))?;
+        let mut chunks: Vec<Result<Bytes, GraphCallError>> = (0..data.len())
+            .step_by(FAKE_CHUNK_BYTES)
+            .map(|at| Ok(data.slice(at..(at + FAKE_CHUNK_BYTES).min(data.len()))))
+            .collect();
+        let half = chunks.len().div_ceil(2);
+        if let Some(error) = s.body_faults.pop_front() {
+            chunks.truncate(half);
+            chunks.push(Err(error));
+        }
+        if s.stalls > 0 {
+            s.stalls -= 1;
+            chunks.truncate(half);
+            return Ok(Box::pin(
+                futures::stream::iter(chunks).chain(futures::stream::pending()),
+            ));
+        }
+        Ok(Box::pin(futures::stream::iter(chunks)))
     }
 }
