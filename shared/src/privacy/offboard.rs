@@ -152,6 +152,7 @@ impl<S: PrivacyPorts, O: ObjectStore, Q: JobQueue> Privacy<S, O, Q> {
         let mut records = vec![
             ("audit_entries", TenantRecords::Audit),
             ("events", TenantRecords::RawEvents),
+            ("templates", TenantRecords::Templates),
         ];
         if let Some(t) = &tenant {
             records.push(("other_items", TenantRecords::SendSchedule(&t.phone_number_id)));

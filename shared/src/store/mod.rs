@@ -21,6 +21,7 @@ mod messages;
 mod outbound;
 pub mod ports;
 pub mod privacy;
+mod templates;
 mod tenants;
 
 pub use dynamo::{DynamoStore, Item};

@@ -113,6 +113,16 @@ pub enum Op {
     TenantIds,
     ContactIds,
     DeleteTenantRecords,
+    // TemplateStore
+    TemplateLanguages,
+    ListTemplates,
+    ApplyTemplateChange,
+    PutSyncedTemplates,
+    PutTemplate,
+    DeleteTemplates,
+    ClaimTemplateCreation,
+    TemplateSettings,
+    PutTemplateSettings,
 }
 
 /// A non-message webhook change kept by `record_event`.
@@ -185,6 +195,8 @@ struct State {
     exports: BTreeMap<Key, ExportRecord>,
     /// (tenant, erasure id) → the record and the lease it is held under.
     erasures: BTreeMap<Key, ErasureRow>,
+    /// The template registry and its side items (`templates.rs`).
+    templates: templates::TemplateState,
 }
 
 /// What a reference item in a contact's partition points at.
@@ -566,6 +578,7 @@ impl MemStore {
 }
 
 mod privacy;
+mod templates;
 
 // --- The conditional writes, each mirroring one DynamoDB request or transaction ---
 
