@@ -14,10 +14,10 @@ use serde_json::Value;
 use crate::audit::AuditEntry;
 use crate::graph::{GraphCallError, TemplateApi};
 use crate::secret::Secret;
-use crate::store::{AuditStore, CreationClaim, StoreError, TemplateStore, TenantStore};
+use crate::store::{AuditStore, CreationClaim, PrivacyStore, StoreError, TemplateStore, TenantStore};
 use crate::template::lint::NewTemplate;
 use crate::template::{CREATIONS_PER_HOUR, TemplateCategory, TemplateRecord, compile, status};
-use crate::tenant::Tenant;
+use crate::tenant::{Tenant, TenantStatus};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -208,4 +208,46 @@ where
     }
     audit(store, entry).await;
     Ok(removed)
+}
+
+/// What the scheduled reconcile did across tenants.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SyncAllReport {
+    pub tenants_synced: usize,
+    pub tenants_failed: usize,
+    pub tenants_skipped: usize,
+    pub written: u64,
+    pub removed: u64,
+}
+
+/// The hourly reconcile: every active tenant in turn; one tenant's failure (a revoked token,
+/// Meta down) is logged and the others still run.
+pub async fn sync_all<S, G>(store: &S, graph: &G, now: DateTime<Utc>) -> Result<SyncAllReport, RegistryError>
+where
+    S: TenantStore + TemplateStore + AuditStore + PrivacyStore,
+    G: TemplateApi,
+{
+    let mut report = SyncAllReport::default();
+    for tenant_id in store.tenant_ids().await? {
+        let active = store
+            .get_tenant(&tenant_id)
+            .await?
+            .is_some_and(|t| t.status == TenantStatus::Active && !t.token_invalid);
+        if !active {
+            report.tenants_skipped += 1;
+            continue;
+        }
+        match sync(store, graph, &tenant_id, None, now).await {
+            Ok(r) => {
+                report.tenants_synced += 1;
+                report.written += r.written;
+                report.removed += r.removed;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, %tenant_id, "template reconcile failed for a tenant");
+                report.tenants_failed += 1;
+            }
+        }
+    }
+    Ok(report)
 }

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod error;
 pub mod pagination;
 pub mod routes;
+pub mod schedule;
 
 use lambda_http::http::{StatusCode, header};
 use lambda_http::{Body, Error, Request, Response};
@@ -13,7 +14,10 @@ use crm_shared::audit::AuditEntry;
 use crm_shared::blob::{MediaLinks, S3Blobs};
 use crm_shared::cursor::CursorCodec;
 use crm_shared::jobs::{SendJobQueue, SqsQueue};
-use crm_shared::store::{ApiKeyStore, AuditStore, ContactStore, MessageStore, OutboundStore, TenantStore};
+use crm_shared::graph::GraphClient;
+use crm_shared::store::{
+    ApiKeyStore, AuditStore, ContactStore, MessageStore, OutboundStore, TemplateStore, TenantStore,
+};
 
 use crate::auth::{Caller, TenantStatusCache, authenticate};
 use crate::error::ApiError;
@@ -33,6 +37,10 @@ pub struct Deps<S, L = S3Blobs, Q = SqsQueue> {
     pub quotas: TenantQuotas,
     /// Tenant statuses this instance has read (at most 30 s old).
     pub tenant_status: TenantStatusCache,
+    /// Meta's template endpoints (`None`: create, delete and sync answer `503`).
+    pub graph: Option<GraphClient>,
+    /// Tenants' template settings this instance has read (at most 60 s old).
+    pub template_settings: routes::templates::SettingsCache,
 }
 
 impl<S, L, Q> Deps<S, L, Q> {
@@ -45,7 +53,15 @@ impl<S, L, Q> Deps<S, L, Q> {
             privacy: None,
             quotas: TenantQuotas::new(QuotaConfig::default()),
             tenant_status: TenantStatusCache::default(),
+            graph: None,
+            template_settings: routes::templates::settings_cache(),
         }
+    }
+
+    /// Serves template create, delete and sync through `graph`.
+    pub fn with_graph(mut self, graph: GraphClient) -> Self {
+        self.graph = Some(graph);
+        self
     }
 
     /// Per-tenant quota `config` (per instance) instead of the template's defaults.
@@ -68,8 +84,14 @@ impl<S, L, Q> Deps<S, L, Q> {
 }
 
 /// The storage capabilities the API uses.
-pub trait ApiStore: TenantStore + ApiKeyStore + ContactStore + MessageStore + AuditStore + OutboundStore {}
-impl<T: TenantStore + ApiKeyStore + ContactStore + MessageStore + AuditStore + OutboundStore> ApiStore for T {}
+pub trait ApiStore:
+    TenantStore + ApiKeyStore + ContactStore + MessageStore + AuditStore + OutboundStore + TemplateStore
+{
+}
+impl<T: TenantStore + ApiKeyStore + ContactStore + MessageStore + AuditStore + OutboundStore + TemplateStore> ApiStore
+    for T
+{
+}
 
 /// Lambda handler: never returns `Err` for a request problem; those are HTTP responses.
 pub async fn handle<S: ApiStore, L: MediaLinks, Q: SendJobQueue>(
