@@ -10,6 +10,7 @@ help:
 	@echo "make bench   - performance report of every function: bench/REPORT.md + bench/results.json"
 	@echo "make bench-privacy - requests per erased / retention-deleted item (MESSAGES=10000)"
 	@echo "make bench-webhook - webhook ack latency p50/p99 by delivery size, statuses/s per instance"
+	@echo "make bench-templates - template send validation CPU vs POST /v1/messages (target <= 5 %)"
 
 bootstrap:
 	@bash infra/bootstrap.sh
@@ -48,6 +49,13 @@ bench: package
 bench-webhook:
 	cargo build --release -p bench --bin webhook-ack
 	target/release/webhook-ack $(WEBHOOK_ACK_ARGS)
+
+# Template benchmark (not a test): CPU of a template send's local validation against the API's
+# whole POST /v1/messages (target: at most 5 %), and registry reads per send.
+.PHONY: bench-templates
+bench-templates:
+	cargo build --release -p bench --bin template-validate
+	target/release/template-validate
 
 # Privacy benchmark (not a test): DynamoDB/S3/SQS requests per erased and per retention-deleted
 # item, on its own local endpoint. MESSAGES=100000 for the issue's large contact.

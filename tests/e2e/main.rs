@@ -7,5 +7,6 @@ mod iam;
 mod media;
 mod outbound;
 mod privacy;
+mod templates;
 mod webhook;
 mod webhook_load;
