@@ -1,6 +1,6 @@
 //! Preparation of one record: parse the job, claim the message under a lease, and re-check
-//! everything that may have changed while it waited (tenant, token, contact, sending rules,
-//! recipient, pair rate). A message that may not be sent is recorded as such here.
+//! everything that may have changed while it waited (tenant, token, contact, the template's
+//! registry entry, sending rules, recipient, pair rate). A message that may not be sent is recorded as such here.
 
 use aws_lambda_events::sqs::SqsMessage;
 use chrono::Utc;
@@ -12,6 +12,7 @@ use crm_shared::message::{MessageError, MessageRecord, MessageStatus};
 use crm_shared::secret::Secret;
 use crm_shared::sending::{self, Category};
 use crm_shared::store::StoreError;
+use crm_shared::template;
 use crm_shared::tenant::{Tenant, TenantStatus};
 
 use crate::outcome::{Outcome, retry_or_dead};
@@ -130,9 +131,29 @@ pub(crate) async fn prepare<S: SenderStore, G: MessageSender, R: RetryScheduler>
         .map_err(store_failure)?;
         return Ok(None);
     };
-    let category = message
+    let mut category = message
         .category
         .unwrap_or_else(|| Category::default_for(&message.message_type));
+    // A template is checked against the registry again: Meta may have paused, disabled or
+    // deleted it, or recategorised it (a utility template now marketing needs consent), while
+    // the message waited. One registry request, template sends only.
+    if message.message_type == "template" {
+        let name = message.content["name"].as_str().unwrap_or_default();
+        let entries = deps
+            .store
+            .template_languages(&job.tenant_id, name)
+            .await
+            .map_err(store_failure)?;
+        let language = message.language.as_deref().or(message.content.pointer("/language/code").and_then(|v| v.as_str()));
+        let record = entries.iter().find(|e| Some(e.language.as_str()) == language);
+        if let Err(e) = template::check_status(record) {
+            fail(MessageStatus::Rejected, i64::from(e.code.code()), e.code.title(), &e.message)
+                .await
+                .map_err(store_failure)?;
+            return Ok(None);
+        }
+        category = record.expect("approved").category.send_category();
+    }
     if let Err(refusal) = sending::check_rules(&contact, &message.message_type, category, now) {
         fail(MessageStatus::Rejected, 0, refusal.code(), refusal.message())
             .await
