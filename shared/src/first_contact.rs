@@ -68,6 +68,7 @@ pub async fn find_or_create_contact<S: ContactStore>(
             user_id: identity.user_id.clone(),
             name: profile_name.map(str::to_owned),
             email: None,
+            language: None,
             tags: Vec::new(),
             attributes: Default::default(),
         };

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use chrono::{DateTime, Utc};
-use futures::{StreamExt, TryStreamExt, stream};
+use futures::future::join_all;
 
 use super::StoreError;
 use super::dynamo::{DynamoStore, PageQuery, av, backend, condition_failed, from_item, key, n, s, to_item};
@@ -186,12 +186,14 @@ impl TemplateStore for DynamoStore {
     }
 
     async fn put_synced_templates(&self, records: &[TemplateRecord], started: DateTime<Utc>) -> Result<u64, StoreError> {
-        let written: Vec<bool> = stream::iter(records.iter().map(Ok::<_, StoreError>))
-            .map_ok(|r| self.put_template_unless_newer(r, started))
-            .try_buffer_unordered(SYNC_WRITE_CONCURRENCY)
-            .try_collect()
-            .await?;
-        Ok(written.into_iter().filter(|w| *w).count() as u64)
+        let mut written = 0;
+        for chunk in records.chunks(SYNC_WRITE_CONCURRENCY) {
+            let done = join_all(chunk.iter().map(|r| self.put_template_unless_newer(r, started))).await;
+            for w in done {
+                written += u64::from(w?);
+            }
+        }
+        Ok(written)
     }
 
     async fn put_template(&self, record: &TemplateRecord) -> Result<(), StoreError> {
@@ -211,12 +213,14 @@ impl TemplateStore for DynamoStore {
         keys: &[(String, String)],
         unchanged_since: Option<DateTime<Utc>>,
     ) -> Result<u64, StoreError> {
-        let deleted: Vec<bool> = stream::iter(keys.iter().map(Ok::<_, StoreError>))
-            .map_ok(|k| self.delete_template(tenant_id, k, unchanged_since))
-            .try_buffer_unordered(SYNC_WRITE_CONCURRENCY)
-            .try_collect()
-            .await?;
-        Ok(deleted.into_iter().filter(|d| *d).count() as u64)
+        let mut deleted = 0;
+        for chunk in keys.chunks(SYNC_WRITE_CONCURRENCY) {
+            let done = join_all(chunk.iter().map(|k| self.delete_template(tenant_id, k, unchanged_since))).await;
+            for d in done {
+                deleted += u64::from(d?);
+            }
+        }
+        Ok(deleted)
     }
 
     async fn claim_template_creation(

@@ -87,7 +87,7 @@ impl Sandbox {
     }
 
     /// Applies `edit` to the matching templates and returns them as they are now.
-    fn edit_templates(&self, waba_id: Option<&str>, name: &str, language: Option<&str>, edit: impl Fn(&mut Value)) -> Vec<(String, Value)> {
+    fn edit_templates(&self, waba_id: Option<&str>, name: &str, language: Option<&str>, mut edit: impl FnMut(&mut Value)) -> Vec<(String, Value)> {
         let mut all = self.templates.lock().expect("templates");
         all.iter_mut()
             .filter(|t| waba_id.is_none_or(|w| t.waba_id == w) && t.meta["name"] == name)
