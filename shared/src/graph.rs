@@ -334,7 +334,8 @@ pub trait TemplateApi: Send + Sync {
 }
 
 /// Fields asked of Meta's template list.
-const TEMPLATE_FIELDS: &str = "id,name,language,status,category,parameter_format,components,quality_score,rejected_reason";
+const TEMPLATE_FIELDS: &str =
+    "id,name,language,status,category,parameter_format,components,quality_score,rejected_reason";
 
 /// Templates per page (Meta's maximum page size for this edge is larger; 100 keeps pages small).
 const TEMPLATE_PAGE: &str = "100";

@@ -124,8 +124,9 @@ where
     G: TemplateApi,
 {
     let (tenant, token) = tenant_and_token(store, tenant_id).await?;
-    if let CreationClaim::Exhausted { retry_after_secs } =
-        store.claim_template_creation(tenant_id, now, CREATIONS_PER_HOUR).await?
+    if let CreationClaim::Exhausted { retry_after_secs } = store
+        .claim_template_creation(tenant_id, now, CREATIONS_PER_HOUR)
+        .await?
     {
         return Err(RegistryError::CreationLimit { retry_after_secs });
     }
@@ -157,7 +158,9 @@ fn created_record(tenant_id: &str, new: &NewTemplate, answer: &Value, now: DateT
         status: text("status").unwrap_or(status::PENDING).to_ascii_uppercase(),
         reason: None,
         // Meta may recategorise on creation; its answer wins.
-        category: text("category").and_then(TemplateCategory::parse).unwrap_or(new.category),
+        category: text("category")
+            .and_then(TemplateCategory::parse)
+            .unwrap_or(new.category),
         quality: None,
         parameter_format: new.parameter_format,
         schema: Some(compile(&new.components)),
@@ -191,7 +194,9 @@ where
     }
     let (tenant, token) = tenant_and_token(store, tenant_id).await?;
     // One language: by its hsm_id (Meta deletes every language of a name otherwise).
-    let hsm_id = language.and(doomed.first().map(|e| e.meta_id.as_str())).filter(|id| !id.is_empty());
+    let hsm_id = language
+        .and(doomed.first().map(|e| e.meta_id.as_str()))
+        .filter(|id| !id.is_empty());
     match graph.delete_template(&tenant.waba_id, &token, name, hsm_id).await {
         Ok(()) => {}
         // Already gone at Meta: the registry follows.

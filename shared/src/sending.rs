@@ -538,7 +538,7 @@ mod tests {
                 "invalid_message",
             ),
             (
-                json!({"to": "+14155550123", "type": "template", "template": {"name": "t"}}),
+                json!({"to": "+14155550123", "type": "template", "template": {"name": "t", "language": "en"}}),
                 "invalid_message",
             ),
             (

@@ -77,9 +77,15 @@ fn template_calls_to_meta_are_granted() {
     let needed = [
         ("ApiFunction", check(&p, "kms:Decrypt", "GraphTokenKey", "")),
         ("TemplateSyncFunction", check(&p, "kms:Decrypt", "GraphTokenKey", "")),
-        ("TemplateSyncFunction", check(&p, "dynamodb:Query", "DataTable", "/index/GSI1")),
+        (
+            "TemplateSyncFunction",
+            check(&p, "dynamodb:Query", "DataTable", "/index/GSI1"),
+        ),
         ("TemplateSyncFunction", check(&p, "dynamodb:PutItem", "DataTable", "")),
-        ("TemplateSyncFunction", check(&p, "dynamodb:DeleteItem", "DataTable", "")),
+        (
+            "TemplateSyncFunction",
+            check(&p, "dynamodb:DeleteItem", "DataTable", ""),
+        ),
         ("OperatorPolicy", check(&p, "kms:Decrypt", "GraphTokenKey", "")),
     ];
     let missing: Vec<String> = needed
@@ -132,9 +138,18 @@ fn grants_stay_narrow() {
         ("ApiFunction", check(&p, "s3:PutObject", "MediaBucket", "/tenants/t/x")),
         ("RetentionFunction", check(&p, "sqs:SendMessage", "OutboundQueue", "")),
         // The reconcile writes one conditional item at a time and touches no object or queue.
-        ("TemplateSyncFunction", check(&p, "dynamodb:BatchWriteItem", "DataTable", "")),
-        ("TemplateSyncFunction", check(&p, "s3:DeleteObject", "MediaBucket", "/tenants/t/x")),
-        ("TemplateSyncFunction", check(&p, "sqs:SendMessage", "OutboundQueue", "")),
+        (
+            "TemplateSyncFunction",
+            check(&p, "dynamodb:BatchWriteItem", "DataTable", ""),
+        ),
+        (
+            "TemplateSyncFunction",
+            check(&p, "s3:DeleteObject", "MediaBucket", "/tenants/t/x"),
+        ),
+        (
+            "TemplateSyncFunction",
+            check(&p, "sqs:SendMessage", "OutboundQueue", ""),
+        ),
         // Template webhooks are applied without opening a token.
         ("WebhookFunction", check(&p, "kms:Decrypt", "GraphTokenKey", "")),
     ];

@@ -127,7 +127,11 @@ async fn templates_are_created_reviewed_by_webhook_and_reconciled_both_ways() {
     let mut gap = order_update("en_US");
     gap["components"][1]["text"] = json!("Hi {{1}}, your order ships on {{3}}.");
     let (status, refused) = w.create(gap).await;
-    assert_eq!((status, refused["error"]["code"].as_str()), (422, Some("invalid_template")), "{refused}");
+    assert_eq!(
+        (status, refused["error"]["code"].as_str()),
+        (422, Some("invalid_template")),
+        "{refused}"
+    );
     assert_eq!(refused["error"]["details"][0]["code"], "parameter_numbering");
     assert_eq!(w.call("GET", "/v1/templates/order_update", None).await.0, 404);
 
@@ -145,7 +149,11 @@ async fn templates_are_created_reviewed_by_webhook_and_reconciled_both_ways() {
     assert_eq!(entry["reason"], "INVALID_FORMAT");
     // Meta's own refusal comes back with its code: the same name and language again.
     let (status, dup) = w.create(order_update("en_US")).await;
-    assert_eq!((status, dup["error"]["code"].as_str()), (422, Some("meta_rejected")), "{dup}");
+    assert_eq!(
+        (status, dup["error"]["code"].as_str()),
+        (422, Some("meta_rejected")),
+        "{dup}"
+    );
     assert_eq!(dup["error"]["meta"]["code"], 100);
 
     // Drift both ways: an entry Meta does not have, and Meta's hello_world the registry lacks.
@@ -167,24 +175,38 @@ async fn templates_are_created_reviewed_by_webhook_and_reconciled_both_ways() {
     w.store.put_template(&stale).await.unwrap();
     let (status, report) = w.call("POST", "/v1/templates/sync", None).await;
     assert_eq!(status, 200, "{report}");
-    assert_eq!((report["listed"].as_u64(), report["removed"].as_u64()), (Some(3), Some(1)));
+    assert_eq!(
+        (report["listed"].as_u64(), report["removed"].as_u64()),
+        (Some(3), Some(1))
+    );
     assert_eq!(w.call("GET", "/v1/templates/gone_at_meta", None).await.0, 404);
     let (_, list) = w.call("GET", "/v1/templates?status=APPROVED&limit=1", None).await;
     assert_eq!(list["items"][0]["name"], "hello_world");
     assert!(list["items"][0]["last_synced_at"].is_string());
-    let cursor = list["next_cursor"].as_str().expect("a second approved template").to_owned();
+    let cursor = list["next_cursor"]
+        .as_str()
+        .expect("a second approved template")
+        .to_owned();
     let (_, page2) = w
-        .call("GET", &format!("/v1/templates?status=APPROVED&limit=1&cursor={cursor}"), None)
+        .call(
+            "GET",
+            &format!("/v1/templates?status=APPROVED&limit=1&cursor={cursor}"),
+            None,
+        )
         .await;
     assert_eq!(page2["items"][0]["name"], "order_update");
     assert!(page2["next_cursor"].is_null());
     // A cursor of one filter set is refused on another.
-    let (status, _) = w.call("GET", &format!("/v1/templates?limit=1&cursor={cursor}"), None).await;
+    let (status, _) = w
+        .call("GET", &format!("/v1/templates?limit=1&cursor={cursor}"), None)
+        .await;
     assert_eq!(status, 400);
 
     // The schedule's handler, on its own role, reconciles every tenant.
     let sync_store = stack().store_for("TemplateSyncFunction").await;
-    let all = api_fn::schedule::reconcile(&sync_store, &graph(&w.sandbox_url)).await.unwrap();
+    let all = api_fn::schedule::reconcile(&sync_store, &graph(&w.sandbox_url))
+        .await
+        .unwrap();
     assert!(all["tenants_synced"].as_u64().unwrap() >= 1, "{all}");
 
     // Another tenant sees none of it, and cannot delete it.
@@ -192,10 +214,30 @@ async fn templates_are_created_reviewed_by_webhook_and_reconciled_both_ways() {
     let key = other.api_key.expose();
     let (_, theirs) = api("GET", &w.url("/v1/templates"), Some(key), None).await;
     assert_eq!(theirs["items"], json!([]));
-    assert_eq!(api("GET", &w.url("/v1/templates/order_update"), Some(key), None).await.0, 404);
-    assert_eq!(api("DELETE", &w.url("/v1/templates/order_update"), Some(key), None).await.0, 404);
+    assert_eq!(
+        api("GET", &w.url("/v1/templates/order_update"), Some(key), None)
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        api("DELETE", &w.url("/v1/templates/order_update"), Some(key), None)
+            .await
+            .0,
+        404
+    );
     // Viewers and agents may read, not create.
-    assert_eq!(api("POST", &w.url("/v1/templates"), Some(&w.agent), Some(order_update("de"))).await.0, 403);
+    assert_eq!(
+        api(
+            "POST",
+            &w.url("/v1/templates"),
+            Some(&w.agent),
+            Some(order_update("de"))
+        )
+        .await
+        .0,
+        403
+    );
 
     // Delete one language, then the name: at Meta and in the registry.
     assert_eq!(w.create(order_update("de")).await.0, 201);
@@ -207,7 +249,12 @@ async fn templates_are_created_reviewed_by_webhook_and_reconciled_both_ways() {
     assert_eq!(w.call("DELETE", "/v1/templates/order_update", None).await.0, 200);
     assert_eq!(w.call("GET", "/v1/templates/order_update", None).await.0, 404);
     let (_, audit) = w.call("GET", "/v1/audit", None).await;
-    let actions: Vec<&str> = audit["items"].as_array().unwrap().iter().filter_map(|e| e["action"].as_str()).collect();
+    let actions: Vec<&str> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
     for action in ["template.create", "template.delete", "templates.sync"] {
         assert!(actions.contains(&action), "{action} audited: {actions:?}");
     }
@@ -232,23 +279,53 @@ async fn template_sends_are_checked_before_they_are_queued() {
     let en = json!({"code": "en"});
     let good = || json!([text("Ana"), text("Monday")]);
     let cases = [
-        (json!({"to": to, "type": "template", "template": {"name": "no_such", "language": en}}), 132001, "template.name"),
-        (order_send(to, en.clone(), json!([text("Ana")])), 132000, "template.components[1]"),
-        (order_send(to, en.clone(), json!([text("Ana"), {"type": "image", "image": {"id": "1"}}])), 132012, "template.components[1].parameters[1].type"),
-        (order_send(to, en.clone(), json!([text(&"a".repeat(1020)), text("Monday")])), 132005, "template.components[1]"),
+        (
+            json!({"to": to, "type": "template", "template": {"name": "no_such", "language": en}}),
+            132001,
+            "template.name",
+        ),
+        (
+            order_send(to, en.clone(), json!([text("Ana")])),
+            132000,
+            "template.components[1]",
+        ),
+        (
+            order_send(
+                to,
+                en.clone(),
+                json!([text("Ana"), {"type": "image", "image": {"id": "1"}}]),
+            ),
+            132012,
+            "template.components[1].parameters[1].type",
+        ),
+        (
+            order_send(to, en.clone(), json!([text(&"a".repeat(1020)), text("Monday")])),
+            132005,
+            "template.components[1]",
+        ),
     ];
     for (body, code, field) in cases {
         let (status, refused) = w.send(body).await;
-        assert_eq!((status, refused["error"]["code"].as_str()), (422, Some("template_invalid")), "{refused}");
+        assert_eq!(
+            (status, refused["error"]["code"].as_str()),
+            (422, Some("template_invalid")),
+            "{refused}"
+        );
         assert_eq!(refused["error"]["details"][0]["code"], code, "{refused}");
         assert_eq!(refused["error"]["details"][0]["field"], field, "{refused}");
         let id = refused["error"]["message_id"].as_str().unwrap();
         let (_, stored) = api("GET", &w.url(&format!("/v1/messages/{id}")), Some(&w.agent), None).await;
-        assert_eq!((stored["status"].as_str(), stored["error"]["code"].as_i64()), (Some("rejected"), Some(code)));
+        assert_eq!(
+            (stored["status"].as_str(), stored["error"]["code"].as_i64()),
+            (Some("rejected"), Some(code))
+        );
     }
     // Paused and disabled, as Meta's webhooks report them (driven through the sandbox).
     for (status, code) in [("PAUSED", 132015), ("DISABLED", 132016)] {
-        w.sandbox.set_template_status(None, "order_update", Some("pt"), status, None).await.unwrap();
+        w.sandbox
+            .set_template_status(None, "order_update", Some("pt"), status, None)
+            .await
+            .unwrap();
         w.until_status("order_update", "pt", status).await;
         let (_, refused) = w.send(order_send(to, json!({"code": "pt"}), good())).await;
         assert_eq!(refused["error"]["details"][0]["code"], code, "{refused}");
@@ -256,10 +333,26 @@ async fn template_sends_are_checked_before_they_are_queued() {
     // A well-formed send is queued, in exactly the language it names.
     let (status, queued) = w.send(order_send(to, en.clone(), good())).await;
     assert_eq!(status, 202, "{queued}");
-    let (_, stored) = api("GET", &w.url(&format!("/v1/messages/{}", queued["id"].as_str().unwrap())), Some(&w.agent), None).await;
-    assert_eq!((stored["language"].as_str(), stored["category"].as_str()), (Some("en"), Some("utility")));
-    assert_eq!(stored["content"]["language"], json!({"code": "en", "policy": "deterministic"}));
-    assert_eq!(w.sandbox.sent().len(), sent_before, "Meta saw none of these (the sender has not run)");
+    let (_, stored) = api(
+        "GET",
+        &w.url(&format!("/v1/messages/{}", queued["id"].as_str().unwrap())),
+        Some(&w.agent),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (stored["language"].as_str(), stored["category"].as_str()),
+        (Some("en"), Some("utility"))
+    );
+    assert_eq!(
+        stored["content"]["language"],
+        json!({"code": "en", "policy": "deterministic"})
+    );
+    assert_eq!(
+        w.sandbox.sent().len(),
+        sent_before,
+        "Meta saw none of these (the sender has not run)"
+    );
 
     // Category: Meta's, not the caller's.
     let promo_send = |category: Option<&str>| {
@@ -271,25 +364,44 @@ async fn template_sends_are_checked_before_they_are_queued() {
         b
     };
     let (status, mismatch) = w.send(promo_send(Some("utility"))).await;
-    assert_eq!((status, mismatch["error"]["code"].as_str()), (422, Some("category_mismatch")));
+    assert_eq!(
+        (status, mismatch["error"]["code"].as_str()),
+        (422, Some("category_mismatch"))
+    );
     let (_, contacts) = api("GET", &w.url("/v1/contacts?q=%2B447911123480"), Some(&w.agent), None).await;
     let contact = contacts["items"][0]["id"].as_str().unwrap().to_owned();
-    api("PUT", &w.url(&format!("/v1/contacts/{contact}/consent")), Some(&w.agent),
-        Some(json!({"marketing": "opted_out", "source": "test"}))).await;
+    api(
+        "PUT",
+        &w.url(&format!("/v1/contacts/{contact}/consent")),
+        Some(&w.agent),
+        Some(json!({"marketing": "opted_out", "source": "test"})),
+    )
+    .await;
     let (_, opted_out) = w.send(promo_send(None)).await;
     assert_eq!(opted_out["error"]["code"], "opted_out", "{opted_out}");
     // Meta recategorises the utility template as marketing: the next send follows Meta.
-    w.sandbox.set_template_status(None, "order_update", Some("pt"), "APPROVED", None).await.unwrap();
+    w.sandbox
+        .set_template_status(None, "order_update", Some("pt"), "APPROVED", None)
+        .await
+        .unwrap();
     let language_auto = json!({"code": "auto"});
-    w.sandbox.deliver_waba_change(
-        &w.store_waba().await,
-        "template_category_update",
-        json!({"message_template_id": 1, "message_template_name": "order_update", "message_template_language": "en",
+    w.sandbox
+        .deliver_waba_change(
+            &w.store_waba().await,
+            "template_category_update",
+            json!({"message_template_id": 1, "message_template_name": "order_update", "message_template_language": "en",
                "previous_category": "UTILITY", "new_category": "MARKETING"}),
-    ).await.unwrap();
+        )
+        .await
+        .unwrap();
     for _ in 0..100 {
         let (_, t) = w.call("GET", "/v1/templates/order_update", None).await;
-        if t["languages"].as_array().unwrap().iter().any(|e| e["language"] == "en" && e["category"] == "MARKETING") {
+        if t["languages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["language"] == "en" && e["category"] == "MARKETING")
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -299,22 +411,51 @@ async fn template_sends_are_checked_before_they_are_queued() {
 
     // Language fallback: contact's language → its base → the tenant's default → 422.
     let other = "+447911123481";
-    let (_, c) = api("POST", &w.url("/v1/contacts"), Some(&w.agent), Some(json!({"phone": other, "language": "pt-BR"}))).await;
+    let (_, c) = api(
+        "POST",
+        &w.url("/v1/contacts"),
+        Some(&w.agent),
+        Some(json!({"phone": other, "language": "pt-BR"})),
+    )
+    .await;
     assert_eq!(c["language"], "pt_BR");
     let cid = c["id"].as_str().unwrap().to_owned();
     let (status, auto) = w.send(order_send(other, language_auto.clone(), good())).await;
     assert_eq!(status, 202, "{auto}");
-    let (_, m) = api("GET", &w.url(&format!("/v1/messages/{}", auto["id"].as_str().unwrap())), Some(&w.agent), None).await;
+    let (_, m) = api(
+        "GET",
+        &w.url(&format!("/v1/messages/{}", auto["id"].as_str().unwrap())),
+        Some(&w.agent),
+        None,
+    )
+    .await;
     assert_eq!(m["language"], "pt", "pt_BR is not there; its base is");
-    api("PATCH", &w.url(&format!("/v1/contacts/{cid}")), Some(&w.agent), Some(json!({"language": "de"}))).await;
+    api(
+        "PATCH",
+        &w.url(&format!("/v1/contacts/{cid}")),
+        Some(&w.agent),
+        Some(json!({"language": "de"})),
+    )
+    .await;
     let (status, none) = w.send(order_send(other, language_auto.clone(), good())).await;
-    assert_eq!((status, none["error"]["code"].as_str()), (422, Some("no_template_language")));
-    let (status, _) = w.call("PUT", "/v1/settings/templates", Some(json!({"default_language": "en"}))).await;
+    assert_eq!(
+        (status, none["error"]["code"].as_str()),
+        (422, Some("no_template_language"))
+    );
+    let (status, _) = w
+        .call("PUT", "/v1/settings/templates", Some(json!({"default_language": "en"})))
+        .await;
     assert_eq!(status, 200);
     // The PUT clears this instance's memory of the settings (others trust theirs ≤ 60 s).
     let (status, fell_back) = w.send(order_send(other, language_auto, good())).await;
     assert_eq!(status, 202, "{fell_back}");
-    let (_, m) = api("GET", &w.url(&format!("/v1/messages/{}", fell_back["id"].as_str().unwrap())), Some(&w.agent), None).await;
+    let (_, m) = api(
+        "GET",
+        &w.url(&format!("/v1/messages/{}", fell_back["id"].as_str().unwrap())),
+        Some(&w.agent),
+        None,
+    )
+    .await;
     assert_eq!(m["language"], "en");
 }
 

@@ -59,13 +59,20 @@ fn send_body(to: &str) -> Value {
 fn validate_once(entries: &[TemplateRecord], send: &Value) -> bool {
     let available: Vec<(&str, bool)> = entries.iter().map(|e| (e.language.as_str(), e.is_approved())).collect();
     let chain = language::candidates(Some("en_US"), Some("en"));
-    let Some(chosen) = language::choose(&chain, &available) else { return false };
+    let Some(chosen) = language::choose(&chain, &available) else {
+        return false;
+    };
     let record = entries.iter().find(|e| e.language == chosen);
     if check_status(record).is_err() {
         return false;
     }
     let record = record.expect("approved");
-    validate_send(record.schema.as_ref().expect("compiled"), record.parameter_format, &send["template"]).is_ok()
+    validate_send(
+        record.schema.as_ref().expect("compiled"),
+        record.parameter_format,
+        &send["template"],
+    )
+    .is_ok()
 }
 
 fn per_unit_us(spent: Duration, units: u32) -> f64 {
@@ -104,7 +111,9 @@ async fn main() {
     .await
     .unwrap();
     let tenant_id = created.tenant.tenant_id.clone();
-    let agent = crm_shared::admin::create_api_key(&store, &tenant_id, Role::Agent).await.unwrap();
+    let agent = crm_shared::admin::create_api_key(&store, &tenant_id, Role::Agent)
+        .await
+        .unwrap();
     let record = TemplateRecord::from_meta(&tenant_id, &template_meta(), now).unwrap();
     store.put_template(&record).await.unwrap();
     let entries = vec![record];
@@ -118,20 +127,30 @@ async fn main() {
     let start = cpu();
     let mut ok = 0u32;
     for _ in 0..VALIDATIONS {
-        ok += u32::from(validate_once(std::hint::black_box(&entries), std::hint::black_box(&send)));
+        ok += u32::from(validate_once(
+            std::hint::black_box(&entries),
+            std::hint::black_box(&send),
+        ));
     }
     let validation_us = per_unit_us(cpu() - start, VALIDATIONS);
     assert_eq!(ok, VALIDATIONS);
 
     // 2. The API handler's POST /v1/messages of the same send (each to a new number: the
     // contact is created too, as for a business's first template to a customer).
-    let deps = api_fn::Deps::new(store.clone(), CursorCodec::new("bench"), MemBlobs::new(), MemQueue::new())
-        .with_quota(crm_shared::quota::QuotaConfig {
-            rate_per_second: 1_000_000,
-            burst: 1_000_000,
-        });
+    let deps = api_fn::Deps::new(
+        store.clone(),
+        CursorCodec::new("bench"),
+        MemBlobs::new(),
+        MemQueue::new(),
+    )
+    .with_quota(crm_shared::quota::QuotaConfig {
+        rate_per_second: 1_000_000,
+        burst: 1_000_000,
+    });
     let key = agent.api_key.expose().to_owned();
-    let bodies: Vec<Value> = (0..REQUESTS + 100).map(|i| send_body(&format!("+4479110{i:05}"))).collect();
+    let bodies: Vec<Value> = (0..REQUESTS + 100)
+        .map(|i| send_body(&format!("+4479110{i:05}")))
+        .collect();
     for body in &bodies[..100] {
         let resp = api_fn::handle(&deps, request(&key, body)).await.unwrap();
         assert_eq!(resp.status(), 202, "{:?}", resp.body());
@@ -149,7 +168,9 @@ async fn main() {
 
     println!("template send validation (status + language fallback + parameters), {VALIDATIONS} runs:");
     println!("  CPU per validation:                          {validation_us:>9.2} µs");
-    println!("POST /v1/messages (template, auto language) through the api handler over the in-memory store, {REQUESTS} requests:");
+    println!(
+        "POST /v1/messages (template, auto language) through the api handler over the in-memory store, {REQUESTS} requests:"
+    );
     println!("  CPU per request:                             {handler_us:>9.2} µs");
     println!(
         "  validation / request:                        {:>9.2} %   (target ≤ 5 %)",
@@ -165,6 +186,8 @@ async fn main() {
             "  vs the api function's {name} in bench/results.json ({cpu:.0} µs CPU per event against the local endpoint): {:.2} %",
             100.0 * validation_us / cpu
         ),
-        None => println!("  (no POST /v1/messages figure in bench/results.json: run make bench for the function's own cost)"),
+        None => println!(
+            "  (no POST /v1/messages figure in bench/results.json: run make bench for the function's own cost)"
+        ),
     }
 }

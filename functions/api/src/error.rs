@@ -28,7 +28,9 @@ impl ApiError {
 
     /// Adds `key: value` beside `code` and `message`.
     pub fn with(mut self, key: &str, value: impl Into<serde_json::Value>) -> Self {
-        self.extra.get_or_insert_with(Default::default).insert(key.to_owned(), value.into());
+        self.extra
+            .get_or_insert_with(Default::default)
+            .insert(key.to_owned(), value.into());
         self
     }
 

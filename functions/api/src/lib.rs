@@ -13,8 +13,8 @@ use lambda_http::{Body, Error, Request, Response};
 use crm_shared::audit::AuditEntry;
 use crm_shared::blob::{MediaLinks, S3Blobs};
 use crm_shared::cursor::CursorCodec;
-use crm_shared::jobs::{SendJobQueue, SqsQueue};
 use crm_shared::graph::GraphClient;
+use crm_shared::jobs::{SendJobQueue, SqsQueue};
 use crm_shared::store::{
     ApiKeyStore, AuditStore, ContactStore, MessageStore, OutboundStore, TemplateStore, TenantStore,
 };

@@ -68,7 +68,10 @@ impl Default for SenderConfig {
 const TENANT_CACHE_CAPACITY: usize = 1_000;
 
 /// Storage the sender needs.
-pub trait SenderStore: OutboundStore + SendPacingStore + MessageStore + ContactStore + TenantStore + TemplateStore {}
+pub trait SenderStore:
+    OutboundStore + SendPacingStore + MessageStore + ContactStore + TenantStore + TemplateStore
+{
+}
 impl<T: OutboundStore + SendPacingStore + MessageStore + ContactStore + TenantStore + TemplateStore> SenderStore for T {}
 
 pub struct Deps<S, G, R> {

@@ -144,12 +144,20 @@ pub(crate) async fn prepare<S: SenderStore, G: MessageSender, R: RetryScheduler>
             .template_languages(&job.tenant_id, name)
             .await
             .map_err(store_failure)?;
-        let language = message.language.as_deref().or(message.content.pointer("/language/code").and_then(|v| v.as_str()));
+        let language = message
+            .language
+            .as_deref()
+            .or(message.content.pointer("/language/code").and_then(|v| v.as_str()));
         let record = entries.iter().find(|e| Some(e.language.as_str()) == language);
         if let Err(e) = template::check_status(record) {
-            fail(MessageStatus::Rejected, i64::from(e.code.code()), e.code.title(), &e.message)
-                .await
-                .map_err(store_failure)?;
+            fail(
+                MessageStatus::Rejected,
+                i64::from(e.code.code()),
+                e.code.title(),
+                &e.message,
+            )
+            .await
+            .map_err(store_failure)?;
             return Ok(None);
         }
         category = record.expect("approved").category.send_category();

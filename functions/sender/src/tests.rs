@@ -481,14 +481,20 @@ async fn a_template_changed_at_meta_while_queued_is_checked_again() {
     let m = queued(&s);
     s.send(&m, 1).await;
     let stored = s.stored(&m);
-    assert_eq!((stored.status, stored.error.unwrap().title.as_deref()), (MessageStatus::Rejected, Some("opted_out")));
+    assert_eq!(
+        (stored.status, stored.error.unwrap().title.as_deref()),
+        (MessageStatus::Rejected, Some("opted_out"))
+    );
     // Paused at Meta while queued: refused with Meta's code, Meta not called.
     let change = crm_shared::template::parse_webhook_change(
         "message_template_status_update",
         &json!({"event": "PAUSED", "message_template_name": "offer", "message_template_language": "en"}),
     )
     .unwrap();
-    s.store.apply_template_change(&s.tenant.tenant_id, &change, now.timestamp() + 10, now).await.unwrap();
+    s.store
+        .apply_template_change(&s.tenant.tenant_id, &change, now.timestamp() + 10, now)
+        .await
+        .unwrap();
     let m = queued(&s);
     s.send(&m, 1).await;
     assert_eq!(s.stored(&m).error.unwrap().code, 132015);

@@ -11,11 +11,11 @@ use crm_shared::audit::AuditEntry;
 use crm_shared::contact::{self, ConsentChange, MarketingConsent};
 use crm_shared::first_contact::find_or_create_contact;
 use crm_shared::jobs::{MediaJob, MediaJobQueue};
-use crm_shared::template;
 use crm_shared::message::{self, Direction, MediaRef, MediaStatus, MessageError, MessageRecord, MessageStatus};
 use crm_shared::store::{
     CustomerIdentity, IdentityKey, InboundOutcome, InboundWrite, StatusOutcome, StatusWrite, StoreError,
 };
+use crm_shared::template;
 use crm_shared::whatsapp::{
     ConsentKeyword, GraphError, InboundMessage, StatusUpdate, WaContact, WebhookPayload, consent_keyword,
     receipt_status,

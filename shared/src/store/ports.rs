@@ -483,7 +483,9 @@ pub struct TemplateSettings {
 pub enum CreationClaim {
     Granted,
     /// The allowance is used up; the oldest creation of the hour leaves it after this long.
-    Exhausted { retry_after_secs: u64 },
+    Exhausted {
+        retry_after_secs: u64,
+    },
 }
 
 /// The template registry: one entry per template and language.

@@ -12,7 +12,9 @@ use super::dynamo::{DynamoStore, PageQuery, av, backend, condition_failed, from_
 use super::items::{TemplateCreationsItem, TemplateItem};
 use super::keys::*;
 use super::ports::{CreationClaim, TemplateSettings, TemplateStore};
-use crate::template::{TEMPLATE_KIND, TemplateCategory, TemplateChange, TemplateRecord, TemplateUpdate, admit_creation, status};
+use crate::template::{
+    TEMPLATE_KIND, TemplateCategory, TemplateChange, TemplateRecord, TemplateUpdate, admit_creation, status,
+};
 
 /// Conditional writes of a sync in flight at once.
 const SYNC_WRITE_CONCURRENCY: usize = 8;
@@ -102,7 +104,11 @@ impl ChangeUpdate {
 impl DynamoStore {
     /// Puts an entry read from Meta's list unless it changed after `started` (`false`: kept as
     /// it is); its status counts as Meta's as of `started`.
-    async fn put_template_unless_newer(&self, record: &TemplateRecord, started: DateTime<Utc>) -> Result<bool, StoreError> {
+    async fn put_template_unless_newer(
+        &self,
+        record: &TemplateRecord,
+        started: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
         let result = self
             .client()
             .put_item()
@@ -167,7 +173,10 @@ impl TemplateStore for DynamoStore {
             .client()
             .update_item()
             .table_name(self.table())
-            .set_key(Some(key(templates_pk(tenant_id), template_sk(&change.name, &change.language))))
+            .set_key(Some(key(
+                templates_pk(tenant_id),
+                template_sk(&change.name, &change.language),
+            )))
             .update_expression(format!("SET {}", u.sets.join(", ")))
             .set_condition_expression(u.condition)
             .set_expression_attribute_names(Some(u.names))
@@ -177,7 +186,9 @@ impl TemplateStore for DynamoStore {
             .await;
         match result {
             Ok(out) => {
-                let item = out.attributes.ok_or_else(|| StoreError::Corrupt("update returned no item".into()))?;
+                let item = out
+                    .attributes
+                    .ok_or_else(|| StoreError::Corrupt("update returned no item".into()))?;
                 Ok(Some(from_item::<TemplateItem>(item)?.record))
             }
             Err(err) if condition_failed(&err) => Ok(None),
@@ -185,7 +196,11 @@ impl TemplateStore for DynamoStore {
         }
     }
 
-    async fn put_synced_templates(&self, records: &[TemplateRecord], started: DateTime<Utc>) -> Result<u64, StoreError> {
+    async fn put_synced_templates(
+        &self,
+        records: &[TemplateRecord],
+        started: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
         let mut written = 0;
         for chunk in records.chunks(SYNC_WRITE_CONCURRENCY) {
             let done = join_all(chunk.iter().map(|r| self.put_template_unless_newer(r, started))).await;
@@ -215,7 +230,12 @@ impl TemplateStore for DynamoStore {
     ) -> Result<u64, StoreError> {
         let mut deleted = 0;
         for chunk in keys.chunks(SYNC_WRITE_CONCURRENCY) {
-            let done = join_all(chunk.iter().map(|k| self.delete_template(tenant_id, k, unchanged_since))).await;
+            let done = join_all(
+                chunk
+                    .iter()
+                    .map(|k| self.delete_template(tenant_id, k, unchanged_since)),
+            )
+            .await;
             for d in done {
                 deleted += u64::from(d?);
             }

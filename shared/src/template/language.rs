@@ -93,10 +93,16 @@ mod tests {
     #[test]
     fn approved_languages_win_then_any_then_none() {
         let chain = candidates(Some("pt_BR"), Some("en"));
-        assert_eq!(choose(&chain, &[("pt_BR", true), ("en", true)]).as_deref(), Some("pt_BR"));
+        assert_eq!(
+            choose(&chain, &[("pt_BR", true), ("en", true)]).as_deref(),
+            Some("pt_BR")
+        );
         assert_eq!(choose(&chain, &[("pt", true), ("en", true)]).as_deref(), Some("pt"));
         assert_eq!(choose(&chain, &[("pt_BR", false), ("en", true)]).as_deref(), Some("en"));
-        assert_eq!(choose(&chain, &[("pt_BR", false), ("de", true)]).as_deref(), Some("pt_BR"));
+        assert_eq!(
+            choose(&chain, &[("pt_BR", false), ("de", true)]).as_deref(),
+            Some("pt_BR")
+        );
         assert_eq!(choose(&chain, &[("de", true)]), None);
         assert_eq!(choose(&[], &[("en", true)]), None);
     }

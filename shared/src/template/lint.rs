@@ -12,7 +12,9 @@
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
-use super::schema::{MAX_BODY_CHARS, MAX_CARD_BODY_CHARS, MAX_FOOTER_CHARS, MAX_HEADER_CHARS, MAX_URL_CHARS, placeholders};
+use super::schema::{
+    MAX_BODY_CHARS, MAX_CARD_BODY_CHARS, MAX_FOOTER_CHARS, MAX_HEADER_CHARS, MAX_URL_CHARS, placeholders,
+};
 use super::{ParameterFormat, TemplateCategory, is_valid_name, language};
 
 pub const MAX_BUTTONS: usize = 10;
@@ -69,7 +71,10 @@ fn str_field<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
 }
 
 fn kind(c: &Value) -> String {
-    c.get("type").and_then(Value::as_str).unwrap_or_default().to_ascii_uppercase()
+    c.get("type")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_ascii_uppercase()
 }
 
 fn chars(s: &str) -> usize {
@@ -91,7 +96,9 @@ impl Linter {
     fn variables(&mut self, text: &str, field: &str) -> Vec<String> {
         let found = placeholders(text);
         let names: Vec<String> = found.iter().map(|p| p.name.to_owned()).collect();
-        let positional = names.iter().filter(|n| n.bytes().all(|b| b.is_ascii_digit()) && !n.is_empty());
+        let positional = names
+            .iter()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()) && !n.is_empty());
         let positional = positional.count();
         let named = names.iter().filter(|n| is_named(n)).count();
         if positional + named != names.len() {
@@ -103,12 +110,20 @@ impl Linter {
             return names;
         }
         if positional > 0 && named > 0 {
-            self.push(field, "mixed_parameters", "positional and named parameters cannot be mixed");
+            self.push(
+                field,
+                "mixed_parameters",
+                "positional and named parameters cannot be mixed",
+            );
             return names;
         }
         match (self.format, positional > 0, named > 0) {
             (ParameterFormat::Named, true, _) => {
-                self.push(field, "parameter_format_mismatch", "parameter_format is NAMED: use named parameters");
+                self.push(
+                    field,
+                    "parameter_format_mismatch",
+                    "parameter_format is NAMED: use named parameters",
+                );
             }
             (ParameterFormat::Positional, _, true) => self.push(
                 field,
@@ -121,7 +136,10 @@ impl Linter {
                     self.push(
                         field,
                         "parameter_numbering",
-                        format!("parameters must be numbered {{{{1}}}} to {{{{{}}}}} in order, without gaps", names.len()),
+                        format!(
+                            "parameters must be numbered {{{{1}}}} to {{{{{}}}}} in order, without gaps",
+                            names.len()
+                        ),
                     );
                 }
             }
@@ -146,7 +164,9 @@ impl Linter {
                     Some(Value::Array(flat)) => Some(flat),
                     _ => None,
                 };
-                values.is_some_and(|v| v.len() == names.len() && v.iter().all(|x| x.as_str().is_some_and(|s| !s.is_empty())))
+                values.is_some_and(|v| {
+                    v.len() == names.len() && v.iter().all(|x| x.as_str().is_some_and(|s| !s.is_empty()))
+                })
             }
             ParameterFormat::Named => {
                 let given = example.and_then(|e| e.get(named_key)).and_then(Value::as_array);
@@ -191,10 +211,16 @@ impl Linter {
         let format = str_field(c, "format").unwrap_or_default().to_ascii_uppercase();
         match format.as_str() {
             "TEXT" if !in_card => {
-                let Some(text) = self.text(c, field, MAX_HEADER_CHARS, true) else { return };
+                let Some(text) = self.text(c, field, MAX_HEADER_CHARS, true) else {
+                    return;
+                };
                 let names = self.variables(&text, &format!("{field}.text"));
                 if names.len() > 1 {
-                    self.push(format!("{field}.text"), "too_many_parameters", "a text header takes at most 1 parameter");
+                    self.push(
+                        format!("{field}.text"),
+                        "too_many_parameters",
+                        "a text header takes at most 1 parameter",
+                    );
                 }
                 self.examples(component, &names, ("header_text", "header_text_named_params"), field);
             }
@@ -210,15 +236,25 @@ impl Linter {
             }
             "LOCATION" if !in_card => {}
             _ => {
-                let allowed = if in_card { "IMAGE or VIDEO" } else { "TEXT, IMAGE, VIDEO, DOCUMENT or LOCATION" };
-                self.push(format!("{field}.format"), "invalid_format", format!("format must be {allowed}"));
+                let allowed = if in_card {
+                    "IMAGE or VIDEO"
+                } else {
+                    "TEXT, IMAGE, VIDEO, DOCUMENT or LOCATION"
+                };
+                self.push(
+                    format!("{field}.format"),
+                    "invalid_format",
+                    format!("format must be {allowed}"),
+                );
             }
         }
     }
 
     fn body(&mut self, component: &Value, field: &str, max: usize) {
         let c = component.as_object().expect("components are objects");
-        let Some(text) = self.text(c, field, max, true) else { return };
+        let Some(text) = self.text(c, field, max, true) else {
+            return;
+        };
         let names = self.variables(&text, &format!("{field}.text"));
         let trimmed = text.trim();
         let found = placeholders(trimmed);
@@ -239,34 +275,62 @@ impl Linter {
         if let Some(text) = self.text(c, field, MAX_FOOTER_CHARS, true)
             && !placeholders(&text).is_empty()
         {
-            self.push(format!("{field}.text"), "invalid_parameter", "a footer takes no parameters");
+            self.push(
+                format!("{field}.text"),
+                "invalid_parameter",
+                "a footer takes no parameters",
+            );
         }
     }
 
     fn url_button(&mut self, b: &Map<String, Value>, field: &str) {
         let url = str_field(b, "url").unwrap_or_default();
         if !url.starts_with("https://") && !url.starts_with("http://") || chars(url) > MAX_URL_CHARS {
-            self.push(format!("{field}.url"), "invalid_url", format!("url must be an http(s) URL of at most {MAX_URL_CHARS} characters"));
+            self.push(
+                format!("{field}.url"),
+                "invalid_url",
+                format!("url must be an http(s) URL of at most {MAX_URL_CHARS} characters"),
+            );
             return;
         }
         let found = placeholders(url);
         if found.len() > 1 || found.first().is_some_and(|p| p.end != url.len()) {
-            self.push(format!("{field}.url"), "invalid_parameter", "a URL takes one parameter, at its very end");
+            self.push(
+                format!("{field}.url"),
+                "invalid_parameter",
+                "a URL takes one parameter, at its very end",
+            );
         } else if !found.is_empty() {
             let example = b.get("example").and_then(Value::as_array).and_then(|e| e.first());
             if !example.and_then(Value::as_str).is_some_and(|s| !s.is_empty()) {
-                self.push(format!("{field}.example"), "missing_example", "a dynamic URL needs an example");
+                self.push(
+                    format!("{field}.example"),
+                    "missing_example",
+                    "a dynamic URL needs an example",
+                );
             }
         }
     }
 
     fn buttons(&mut self, component: &Value, field: &str) {
-        let Some(list) = component.get("buttons").and_then(Value::as_array).filter(|l| !l.is_empty()) else {
-            self.push(format!("{field}.buttons"), "missing_buttons", "buttons must be a non-empty array");
+        let Some(list) = component
+            .get("buttons")
+            .and_then(Value::as_array)
+            .filter(|l| !l.is_empty())
+        else {
+            self.push(
+                format!("{field}.buttons"),
+                "missing_buttons",
+                "buttons must be a non-empty array",
+            );
             return;
         };
         if list.len() > MAX_BUTTONS {
-            self.push(format!("{field}.buttons"), "too_many_buttons", format!("at most {MAX_BUTTONS} buttons"));
+            self.push(
+                format!("{field}.buttons"),
+                "too_many_buttons",
+                format!("at most {MAX_BUTTONS} buttons"),
+            );
         }
         let mut counts = std::collections::HashMap::new();
         for (i, b) in list.iter().enumerate() {
@@ -286,13 +350,21 @@ impl Linter {
                 "PHONE_NUMBER" => {
                     let phone = str_field(obj, "phone_number").unwrap_or_default();
                     if phone.is_empty() || chars(phone) > MAX_PHONE_CHARS {
-                        self.push(format!("{at}.phone_number"), "invalid_phone", "phone_number is required (at most 20 characters)");
+                        self.push(
+                            format!("{at}.phone_number"),
+                            "invalid_phone",
+                            "phone_number is required (at most 20 characters)",
+                        );
                     }
                 }
                 "COPY_CODE" => {
                     let example = str_field(obj, "example").unwrap_or_default();
                     if example.is_empty() || chars(example) > super::schema::MAX_COUPON_CODE_CHARS {
-                        self.push(format!("{at}.example"), "missing_example", "a copy-code button needs an example code of at most 15 characters");
+                        self.push(
+                            format!("{at}.example"),
+                            "missing_example",
+                            "a copy-code button needs an example code of at most 15 characters",
+                        );
                     }
                 }
                 _ => self.push(
@@ -305,7 +377,11 @@ impl Linter {
         let count = |k: &str| counts.get(k).copied().unwrap_or(0);
         for (kind, max) in [("URL", MAX_URL_BUTTONS), ("PHONE_NUMBER", 1), ("COPY_CODE", 1)] {
             if count(kind) > max {
-                self.push(format!("{field}.buttons"), "too_many_buttons", format!("at most {max} {kind} button(s)"));
+                self.push(
+                    format!("{field}.buttons"),
+                    "too_many_buttons",
+                    format!("at most {max} {kind} button(s)"),
+                );
             }
         }
     }
@@ -323,7 +399,11 @@ impl Linter {
             let n = seen.entry(kind.clone()).or_insert(0usize);
             *n += 1;
             if *n > 1 {
-                self.push(format!("{at}.type"), "duplicate_component", format!("at most one {kind} component"));
+                self.push(
+                    format!("{at}.type"),
+                    "duplicate_component",
+                    format!("at most one {kind} component"),
+                );
                 continue;
             }
             match kind.as_str() {
@@ -332,7 +412,11 @@ impl Linter {
                 "FOOTER" if !in_card => self.footer(c, &at),
                 "BUTTONS" => self.buttons(c, &at),
                 "CAROUSEL" if !in_card => self.carousel(c, &at),
-                _ => self.push(format!("{at}.type"), "invalid_component", "type must be HEADER, BODY, FOOTER, BUTTONS or CAROUSEL"),
+                _ => self.push(
+                    format!("{at}.type"),
+                    "invalid_component",
+                    "type must be HEADER, BODY, FOOTER, BUTTONS or CAROUSEL",
+                ),
             }
         }
         if !seen.contains_key("BODY") {
@@ -341,16 +425,28 @@ impl Linter {
         if in_card {
             for needed in ["HEADER", "BUTTONS"] {
                 if !seen.contains_key(needed) {
-                    self.push(field, "incomplete_card", format!("every card needs a {needed} component"));
+                    self.push(
+                        field,
+                        "incomplete_card",
+                        format!("every card needs a {needed} component"),
+                    );
                 }
             }
         }
     }
 
     fn carousel(&mut self, component: &Value, field: &str) {
-        let cards = component.get("cards").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+        let cards = component
+            .get("cards")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
         if !(MIN_CARDS..=MAX_CARDS).contains(&cards.len()) {
-            self.push(format!("{field}.cards"), "invalid_carousel", format!("a carousel has {MIN_CARDS} to {MAX_CARDS} cards"));
+            self.push(
+                format!("{field}.cards"),
+                "invalid_carousel",
+                format!("a carousel has {MIN_CARDS} to {MAX_CARDS} cards"),
+            );
         }
         for (i, card) in cards.iter().enumerate() {
             let at = format!("{field}.cards[{i}].components");
@@ -364,7 +460,9 @@ impl Linter {
 
 fn is_named(name: &str) -> bool {
     name.bytes().next().is_some_and(|b| b.is_ascii_lowercase())
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
 /// Lints the body of `POST /v1/templates`; every problem at once, or the template to create.
@@ -385,22 +483,38 @@ pub fn lint_new_template(body: &Value) -> Result<NewTemplate, Vec<LintError>> {
     }
     let name = str_field(obj, "name").filter(|n| is_valid_name(n));
     if name.is_none() {
-        errors.push(lint("name", "invalid_name", "name must be 1 to 512 lowercase letters, digits or underscores"));
+        errors.push(lint(
+            "name",
+            "invalid_name",
+            "name must be 1 to 512 lowercase letters, digits or underscores",
+        ));
     }
     let language = str_field(obj, "language").and_then(language::normalize);
     if language.is_none() {
-        errors.push(lint("language", "invalid_language", "language must be a code like en, en_US or pt_BR"));
+        errors.push(lint(
+            "language",
+            "invalid_language",
+            "language must be a code like en, en_US or pt_BR",
+        ));
     }
     let category = str_field(obj, "category").and_then(TemplateCategory::parse);
     if category.is_none() {
-        errors.push(lint("category", "invalid_category", "category must be MARKETING, UTILITY or AUTHENTICATION"));
+        errors.push(lint(
+            "category",
+            "invalid_category",
+            "category must be MARKETING, UTILITY or AUTHENTICATION",
+        ));
     }
     let format = match obj.get("parameter_format") {
         None | Some(Value::Null) => Some(ParameterFormat::Positional),
         Some(v) => v.as_str().and_then(ParameterFormat::parse),
     };
     if format.is_none() {
-        errors.push(lint("parameter_format", "invalid_parameter_format", "parameter_format must be POSITIONAL or NAMED"));
+        errors.push(lint(
+            "parameter_format",
+            "invalid_parameter_format",
+            "parameter_format must be POSITIONAL or NAMED",
+        ));
     }
     let mut linter = Linter {
         format: format.unwrap_or_default(),
@@ -408,7 +522,11 @@ pub fn lint_new_template(body: &Value) -> Result<NewTemplate, Vec<LintError>> {
     };
     match obj.get("components").and_then(Value::as_array) {
         Some(list) if !list.is_empty() => linter.components(list, "components", false),
-        _ => linter.push("components", "missing_components", "components must be a non-empty array"),
+        _ => linter.push(
+            "components",
+            "missing_components",
+            "components must be a non-empty array",
+        ),
     }
     match (name, language, category, format) {
         (Some(name), Some(language), Some(category), Some(parameter_format)) if linter.errors.is_empty() => {
@@ -455,7 +573,10 @@ mod tests {
         lint_new_template(&new(carousel(), "POSITIONAL")).unwrap();
         let no_format = json!({"name": "hi", "language": "en", "category": "MARKETING",
                                "components": [{"type": "BODY", "text": "Hello there"}]});
-        assert_eq!(lint_new_template(&no_format).unwrap().parameter_format, ParameterFormat::Positional);
+        assert_eq!(
+            lint_new_template(&no_format).unwrap().parameter_format,
+            ParameterFormat::Positional
+        );
     }
 
     #[test]
@@ -475,7 +596,10 @@ mod tests {
         );
         assert_eq!(
             problems(new(body("Hi {{1}} and {{2}}.", ex.clone()), "NAMED")),
-            [("components[0].text".into(), "parameter_format_mismatch")]
+            [
+                ("components[0].text".into(), "parameter_format_mismatch"),
+                ("components[0].example".into(), "missing_example")
+            ]
         );
         assert_eq!(
             problems(new(body("Hi {{First Name}}.", ex), "NAMED")),
@@ -486,7 +610,10 @@ mod tests {
     #[test]
     fn examples_edges_and_lengths() {
         assert_eq!(
-            problems(new(body("Hi {{1}} and {{2}}.", json!({"body_text": [["a"]]})), "POSITIONAL")),
+            problems(new(
+                body("Hi {{1}} and {{2}}.", json!({"body_text": [["a"]]})),
+                "POSITIONAL"
+            )),
             [("components[0].example".into(), "missing_example")]
         );
         assert_eq!(
@@ -507,29 +634,52 @@ mod tests {
         );
         let header = json!([{"type": "HEADER", "format": "TEXT", "text": "{{1}} {{2}}", "example": {"header_text": ["a", "b"]}},
                             {"type": "BODY", "text": "Hi"}]);
-        assert_eq!(problems(new(header, "POSITIONAL")), [("components[0].text".into(), "too_many_parameters")]);
+        assert_eq!(
+            problems(new(header, "POSITIONAL")),
+            [("components[0].text".into(), "too_many_parameters")]
+        );
         let media = json!([{"type": "HEADER", "format": "IMAGE"}, {"type": "BODY", "text": "Hi"}]);
-        assert_eq!(problems(new(media, "POSITIONAL")), [("components[0].example".into(), "missing_example")]);
+        assert_eq!(
+            problems(new(media, "POSITIONAL")),
+            [("components[0].example".into(), "missing_example")]
+        );
         let footer = json!([{"type": "BODY", "text": "Hi"}, {"type": "FOOTER", "text": "Bye {{1}}"}]);
-        assert_eq!(problems(new(footer, "POSITIONAL")), [("components[1].text".into(), "invalid_parameter")]);
+        assert_eq!(
+            problems(new(footer, "POSITIONAL")),
+            [("components[1].text".into(), "invalid_parameter")]
+        );
     }
 
     #[test]
     fn button_rules() {
-        let with_buttons = |buttons: Value| new(json!([{"type": "BODY", "text": "Hi"}, {"type": "BUTTONS", "buttons": buttons}]), "POSITIONAL");
+        let with_buttons = |buttons: Value| {
+            new(
+                json!([{"type": "BODY", "text": "Hi"}, {"type": "BUTTONS", "buttons": buttons}]),
+                "POSITIONAL",
+            )
+        };
         let url = |u: &str| json!({"type": "URL", "text": "Go", "url": u, "example": ["x"]});
         assert_eq!(
             problems(with_buttons(json!([url("https://a.example/{{1}}/x")]))),
             [("components[1].buttons[0].url".into(), "invalid_parameter")]
         );
         assert_eq!(
-            problems(with_buttons(json!([url("https://a/{{1}}"), url("https://b/{{1}}"), url("https://c/{{1}}")]))),
+            problems(with_buttons(json!([
+                url("https://a/{{1}}"),
+                url("https://b/{{1}}"),
+                url("https://c/{{1}}")
+            ]))),
             [("components[1].buttons".into(), "too_many_buttons")]
         );
         let many: Vec<Value> = (0..11).map(|_| json!({"type": "QUICK_REPLY", "text": "ok"})).collect();
-        assert_eq!(problems(with_buttons(json!(many))), [("components[1].buttons".into(), "too_many_buttons")]);
         assert_eq!(
-            problems(with_buttons(json!([{"type": "URL", "text": "Go", "url": "https://a/{{1}}"}]))),
+            problems(with_buttons(json!(many))),
+            [("components[1].buttons".into(), "too_many_buttons")]
+        );
+        assert_eq!(
+            problems(with_buttons(
+                json!([{"type": "URL", "text": "Go", "url": "https://a/{{1}}"}])
+            )),
             [("components[1].buttons[0].example".into(), "missing_example")]
         );
         assert_eq!(
@@ -537,7 +687,9 @@ mod tests {
             [("components[1].buttons[0].text".into(), "too_long")]
         );
         assert_eq!(
-            problems(with_buttons(json!([{"type": "COPY_CODE", "example": "WAY_TOO_LONG_A_CODE"}]))),
+            problems(with_buttons(
+                json!([{"type": "COPY_CODE", "example": "WAY_TOO_LONG_A_CODE"}])
+            )),
             [("components[1].buttons[0].example".into(), "missing_example")]
         );
         assert_eq!(
@@ -550,7 +702,10 @@ mod tests {
     fn carousel_and_top_level_rules() {
         let mut one_card = carousel();
         one_card[1]["cards"].as_array_mut().unwrap().pop();
-        assert_eq!(problems(new(one_card, "POSITIONAL")), [("components[1].cards".into(), "invalid_carousel")]);
+        assert_eq!(
+            problems(new(one_card, "POSITIONAL")),
+            [("components[1].cards".into(), "invalid_carousel")]
+        );
         let mut headless = carousel();
         headless[1]["cards"][0]["components"].as_array_mut().unwrap().remove(0);
         assert_eq!(
@@ -562,14 +717,23 @@ mod tests {
         let codes: Vec<&str> = problems(bad).into_iter().map(|(_, c)| c).collect();
         assert_eq!(
             codes,
-            ["invalid_name", "invalid_language", "invalid_category", "invalid_parameter_format", "missing_components"]
+            [
+                "invalid_name",
+                "invalid_language",
+                "invalid_category",
+                "invalid_parameter_format",
+                "missing_components"
+            ]
         );
         assert_eq!(
             problems(new(json!([{"type": "FOOTER", "text": "x"}]), "POSITIONAL")),
             [("components".into(), "missing_body")]
         );
         assert_eq!(
-            problems(new(json!([{"type": "BODY", "text": "a"}, {"type": "BODY", "text": "b"}]), "POSITIONAL")),
+            problems(new(
+                json!([{"type": "BODY", "text": "a"}, {"type": "BODY", "text": "b"}]),
+                "POSITIONAL"
+            )),
             [("components[1].type".into(), "duplicate_component")]
         );
     }

@@ -342,7 +342,10 @@ mod tests {
                             "example": {"body_text_named_params": [{"param_name": "name", "example": "Ana"}]}}]
         });
         let r = TemplateRecord::from_meta("t1", &meta, now()).unwrap();
-        assert_eq!((r.name.as_str(), r.language.as_str(), r.meta_id.as_str()), ("order_update", "pt_BR", "1234"));
+        assert_eq!(
+            (r.name.as_str(), r.language.as_str(), r.meta_id.as_str()),
+            ("order_update", "pt_BR", "1234")
+        );
         assert_eq!(r.category, TemplateCategory::Utility);
         assert_eq!(r.parameter_format, ParameterFormat::Named);
         assert_eq!(r.quality.as_deref(), Some("GREEN"));
@@ -387,7 +390,10 @@ mod tests {
                     "message_template_name": "hello", "message_template_language": "en_US"}),
         )
         .unwrap();
-        assert_eq!(quality.apply("t1", Some(created.clone()), now()).quality.as_deref(), Some("RED"));
+        assert_eq!(
+            quality.apply("t1", Some(created.clone()), now()).quality.as_deref(),
+            Some("RED")
+        );
 
         let completed = json!({"message_template_id": 9, "message_template_name": "hello",
             "message_template_language": "en_US", "previous_category": "UTILITY", "new_category": "MARKETING"});

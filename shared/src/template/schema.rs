@@ -85,7 +85,10 @@ pub enum ButtonKind {
     /// A payload may be given (optional).
     QuickReply,
     /// `dynamic`: the URL ends in `{{1}}`, and a send supplies the suffix.
-    Url { dynamic: bool, fixed_chars: usize },
+    Url {
+        dynamic: bool,
+        fixed_chars: usize,
+    },
     PhoneNumber,
     /// A send supplies the code (≤ 15 characters).
     CopyCode,
@@ -94,7 +97,9 @@ pub enum ButtonKind {
     /// A Flow button: a send may give an action (token, data).
     Flow,
     /// Anything else Meta has: not checked here.
-    Other { name: String },
+    Other {
+        name: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -149,7 +154,9 @@ pub fn placeholders(text: &str) -> Vec<Placeholder<'_>> {
     let mut from = 0;
     while let Some(open) = text[from..].find("{{") {
         let start = from + open;
-        let Some(close) = text[start + 2..].find("}}") else { break };
+        let Some(close) = text[start + 2..].find("}}") else {
+            break;
+        };
         let end = start + 2 + close + 2;
         found.push(Placeholder {
             name: text[start + 2..end - 2].trim(),
@@ -163,7 +170,11 @@ pub fn placeholders(text: &str) -> Vec<Placeholder<'_>> {
 
 /// The fixed characters of `text` (placeholders removed).
 fn fixed_chars(text: &str, found: &[Placeholder<'_>]) -> usize {
-    text.chars().count() - found.iter().map(|p| text[p.start..p.end].chars().count()).sum::<usize>()
+    text.chars().count()
+        - found
+            .iter()
+            .map(|p| text[p.start..p.end].chars().count())
+            .sum::<usize>()
 }
 
 fn text_slot(text: &str, max_chars: usize) -> TextSlot {
@@ -195,8 +206,12 @@ fn header_slot(component: &Value) -> Option<HeaderSlot> {
         .to_ascii_uppercase();
     Some(match format.as_str() {
         "TEXT" => HeaderSlot::Text(text_slot(&text_of(component, "text"), MAX_HEADER_CHARS)),
-        "IMAGE" => HeaderSlot::Media { media: MediaKind::Image },
-        "VIDEO" => HeaderSlot::Media { media: MediaKind::Video },
+        "IMAGE" => HeaderSlot::Media {
+            media: MediaKind::Image,
+        },
+        "VIDEO" => HeaderSlot::Media {
+            media: MediaKind::Video,
+        },
         "DOCUMENT" => HeaderSlot::Media {
             media: MediaKind::Document,
         },
@@ -261,7 +276,11 @@ pub fn compile(components: &Value) -> TemplateSchema {
         .filter(|c| kind_of(c) == "CAROUSEL")
         .flat_map(|c| c.get("cards").and_then(Value::as_array).cloned().unwrap_or_default())
         .map(|card| {
-            let parts = card.get("components").and_then(Value::as_array).cloned().unwrap_or_default();
+            let parts = card
+                .get("components")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
             let (header, body, buttons) = body_and_parts(&parts, MAX_CARD_BODY_CHARS);
             CardSchema { header, body, buttons }
         })
@@ -352,7 +371,12 @@ pub(crate) mod tests {
     #[test]
     fn a_named_template_with_media_header_and_copy_code() {
         let s = compile(&named_with_media_and_copy_code());
-        assert_eq!(s.header, Some(HeaderSlot::Media { media: MediaKind::Image }));
+        assert_eq!(
+            s.header,
+            Some(HeaderSlot::Media {
+                media: MediaKind::Image
+            })
+        );
         assert_eq!(s.body.params, ["first_name", "discount"]);
         assert_eq!(s.buttons[0].kind, ButtonKind::CopyCode);
         assert_eq!(s.buttons[0].sub_type(), Some("copy_code"));
@@ -375,9 +399,15 @@ pub(crate) mod tests {
             let back: TemplateSchema = serde_json::from_value(serde_json::to_value(&s).unwrap()).unwrap();
             assert_eq!(back, s);
         }
-        assert_eq!(compile(&Value::Null), TemplateSchema {
-            body: TextSlot { max_chars: MAX_BODY_CHARS, ..TextSlot::default() },
-            ..TemplateSchema::default()
-        });
+        assert_eq!(
+            compile(&Value::Null),
+            TemplateSchema {
+                body: TextSlot {
+                    max_chars: MAX_BODY_CHARS,
+                    ..TextSlot::default()
+                },
+                ..TemplateSchema::default()
+            }
+        );
     }
 }

@@ -95,7 +95,10 @@ pub fn check_status(record: Option<&TemplateRecord>) -> Result<(), FieldError> {
     Err(error(
         code,
         "template.name",
-        format!("the template is {} in this language", record.status.to_ascii_lowercase()),
+        format!(
+            "the template is {} in this language",
+            record.status.to_ascii_lowercase()
+        ),
     ))
 }
 
@@ -202,7 +205,11 @@ fn check_text_value(field: &str, p: &Value, allow_rich: bool, errors: &mut Vec<F
         }
         "date_time" if allow_rich => non_empty_str(p.get("date_time").and_then(|d| d.get("fallback_value"))),
         _ => {
-            let allowed = if allow_rich { "text, currency or date_time" } else { "text" };
+            let allowed = if allow_rich {
+                "text, currency or date_time"
+            } else {
+                "text"
+            };
             errors.push(error(
                 MetaCode::ParameterFormat,
                 format!("{field}.type"),
@@ -262,7 +269,11 @@ fn check_text_slot(
         errors.push(error(
             MetaCode::TextTooLong,
             at,
-            format!("the text would be {} characters; at most {}", slot.fixed_chars + shown, slot.max_chars),
+            format!(
+                "the text would be {} characters; at most {}",
+                slot.fixed_chars + shown,
+                slot.max_chars
+            ),
         ));
     }
 }
@@ -312,7 +323,11 @@ fn check_header(
     let wants = slot.is_some_and(HeaderSlot::takes_parameter);
     if !wants {
         if !params.is_empty() {
-            errors.push(error(MetaCode::ParameterCount, field, "the template's header takes no parameter"));
+            errors.push(error(
+                MetaCode::ParameterCount,
+                field,
+                "the template's header takes no parameter",
+            ));
         }
         return;
     }
@@ -358,7 +373,11 @@ fn check_button_parameter(slot: &ButtonSlot, field: &str, p: &Value, errors: &mu
     }
     if want == "action" {
         if !p.get(key).is_some_and(Value::is_object) {
-            errors.push(error(MetaCode::ParameterFormat, field, "a flow button's action must be an object"));
+            errors.push(error(
+                MetaCode::ParameterFormat,
+                field,
+                "a flow button's action must be an object",
+            ));
         }
         return;
     }
@@ -373,7 +392,11 @@ fn check_button_parameter(slot: &ButtonSlot, field: &str, p: &Value, errors: &mu
         _ => None,
     };
     if let Some(max) = limit.filter(|max| chars > *max) {
-        errors.push(error(MetaCode::TextTooLong, field, format!("{key} may have at most {max} characters")));
+        errors.push(error(
+            MetaCode::TextTooLong,
+            field,
+            format!("{key} may have at most {max} characters"),
+        ));
     }
 }
 
@@ -397,7 +420,11 @@ fn check_buttons(slots: &[ButtonSlot], sent: &[(String, &Map<String, Value>)], a
             continue;
         };
         if seen.contains(&index) {
-            errors.push(error(MetaCode::ParameterCount, field.clone(), "this button is given twice"));
+            errors.push(error(
+                MetaCode::ParameterCount,
+                field.clone(),
+                "this button is given twice",
+            ));
             continue;
         }
         seen.push(index);
@@ -421,7 +448,10 @@ fn check_buttons(slots: &[ButtonSlot], sent: &[(String, &Map<String, Value>)], a
         }
         check_button_parameter(slot, &params[0].0, params[0].1, errors);
     }
-    for slot in slots.iter().filter(|s| s.requires_parameter() && !seen.contains(&s.index)) {
+    for slot in slots
+        .iter()
+        .filter(|s| s.requires_parameter() && !seen.contains(&s.index))
+    {
         errors.push(error(
             MetaCode::ParameterCount,
             at,
@@ -453,7 +483,11 @@ fn check_card(card: &CardSchema, sent: &Value, at: &str, format: ParameterFormat
     let components_at = format!("{at}.components");
     let parts = sent_parts(sent.get("components"), &components_at, errors);
     if parts.carousel.is_some() {
-        errors.push(error(MetaCode::ParameterCount, components_at.clone(), "a card cannot hold a carousel"));
+        errors.push(error(
+            MetaCode::ParameterCount,
+            components_at.clone(),
+            "a card cannot hold a carousel",
+        ));
     }
     check_parts(
         card.header.as_ref(),
@@ -485,10 +519,18 @@ fn check_carousel(
         return;
     };
     if cards.is_empty() {
-        errors.push(error(MetaCode::ParameterCount, field.clone(), "the template has no carousel"));
+        errors.push(error(
+            MetaCode::ParameterCount,
+            field.clone(),
+            "the template has no carousel",
+        ));
         return;
     }
-    let sent = obj.get("cards").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    let sent = obj
+        .get("cards")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
     if sent.len() != cards.len() {
         errors.push(error(
             MetaCode::ParameterCount,
@@ -513,7 +555,11 @@ fn check_carousel(
 }
 
 /// Checks a send's `template` object against the template's schema: every failure, or `Ok`.
-pub fn validate_send(schema: &TemplateSchema, format: ParameterFormat, template: &Value) -> Result<(), Vec<FieldError>> {
+pub fn validate_send(
+    schema: &TemplateSchema,
+    format: ParameterFormat,
+    template: &Value,
+) -> Result<(), Vec<FieldError>> {
     let mut errors = Vec::new();
     let at = "template.components";
     let parts = sent_parts(template.get("components"), at, &mut errors);
@@ -572,7 +618,10 @@ mod tests {
 
     #[test]
     fn a_complete_positional_send_passes() {
-        assert_eq!(check(&positional(), ParameterFormat::Positional, &positional_send()), Ok(()));
+        assert_eq!(
+            check(&positional(), ParameterFormat::Positional, &positional_send()),
+            Ok(())
+        );
     }
 
     #[test]
@@ -593,7 +642,10 @@ mod tests {
         // A button the template does not have, and one that takes no parameter (phone).
         for index in ["7", "2"] {
             let got = positional_with(|s| s["components"][2]["index"] = json!(index));
-            assert!(got.contains(&(132000, "template.components[2].index".into())), "{index}: {got:?}");
+            assert!(
+                got.contains(&(132000, "template.components[2].index".into())),
+                "{index}: {got:?}"
+            );
         }
         // A component kind Meta does not know.
         let got = positional_with(|s| s["components"].as_array_mut().unwrap().push(json!({"type": "footer"})));
@@ -624,15 +676,11 @@ mod tests {
         assert_eq!(got, [(132005, "template.components[0]".into())]);
         // Exactly at the limit is fine: 1,024 characters.
         let fixed = "Hi , your order of  ships on .".chars().count();
-        let got = check(
-            &positional(),
-            ParameterFormat::Positional,
-            &{
-                let mut s = positional_send();
-                s["components"][1]["parameters"][0] = text(&"a".repeat(1024 - fixed - "€10Monday".chars().count()));
-                s
-            },
-        );
+        let got = check(&positional(), ParameterFormat::Positional, &{
+            let mut s = positional_send();
+            s["components"][1]["parameters"][0] = text(&"a".repeat(1024 - fixed - "€10Monday".chars().count()));
+            s
+        });
         assert_eq!(got, Ok(()));
     }
 
@@ -736,7 +784,10 @@ mod tests {
             [(132005, "template.components[1].cards[1].components[1]".into())]
         );
         let no_carousel = json!({"components": [{"type": "body", "parameters": [text("you")]}]});
-        assert_eq!(codes(check(&components, p, &no_carousel)), [(132000, "template.components".into())]);
+        assert_eq!(
+            codes(check(&components, p, &no_carousel)),
+            [(132000, "template.components".into())]
+        );
     }
 
     fn record(status: &str) -> TemplateRecord {

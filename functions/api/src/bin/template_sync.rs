@@ -13,5 +13,8 @@ async fn main() -> Result<(), Error> {
     let graph = GraphClient::new(&env.graph()?)?;
     let tokens = crm_shared::kms::TokenCipher::from_sdk(&sdk, crm_shared::kms::token_key_id(&env));
     let store = DynamoStore::new(aws::dynamodb_client(&sdk), env.resources().table).with_token_cipher(tokens);
-    run(service_fn(|_: LambdaEvent<Value>| api_fn::schedule::reconcile(&store, &graph))).await
+    run(service_fn(|_: LambdaEvent<Value>| {
+        api_fn::schedule::reconcile(&store, &graph)
+    }))
+    .await
 }

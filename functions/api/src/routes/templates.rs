@@ -78,7 +78,10 @@ impl Filters {
     fn of(req: &Request) -> Result<Self, ApiError> {
         let bad = |what: &str| ApiError::new(StatusCode::BAD_REQUEST, "invalid_filter", what.to_owned());
         let status = query(req, "status").map(|s| s.to_ascii_uppercase());
-        if status.as_deref().is_some_and(|s| !s.bytes().all(|b| b.is_ascii_uppercase() || b == b'_')) {
+        if status
+            .as_deref()
+            .is_some_and(|s| !s.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'))
+        {
             return Err(bad("status must be a template status such as APPROVED"));
         }
         let category = match query(req, "category") {
@@ -91,8 +94,15 @@ impl Filters {
             None => None,
         };
         let name = query(req, "name");
-        if name.as_deref().is_some_and(|n| n.len() > 512 || !n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')) {
-            return Err(bad("name must be a prefix of lowercase letters, digits and underscores"));
+        if name.as_deref().is_some_and(|n| {
+            n.len() > 512
+                || !n
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        }) {
+            return Err(bad(
+                "name must be a prefix of lowercase letters, digits and underscores",
+            ));
         }
         let language = match query(req, "language") {
             Some(l) => Some(language::normalize(&l).ok_or_else(|| bad("language must be a code like en or pt_BR"))?),
@@ -134,7 +144,11 @@ fn position_of(t: &TemplateRecord) -> String {
 /// `GET /v1/templates`: the registry, by name then language. The tenant's entries are read
 /// whole (name prefix in the key condition) and filtered here: a WABA holds at most a few
 /// thousand template languages.
-pub async fn list<S: ApiStore, L, Q>(deps: &Deps<S, L, Q>, caller: &Caller, req: &Request) -> Result<Response<Body>, ApiError> {
+pub async fn list<S: ApiStore, L, Q>(
+    deps: &Deps<S, L, Q>,
+    caller: &Caller,
+    req: &Request,
+) -> Result<Response<Body>, ApiError> {
     let filters = Filters::of(req)?;
     let listing = filters.listing();
     let page = page_request(req, &deps.cursors, &caller.tenant_id, &listing)?;
@@ -150,14 +164,22 @@ pub async fn list<S: ApiStore, L, Q>(deps: &Deps<S, L, Q>, caller: &Caller, req:
     let limit = page.limit as usize;
     let items: Vec<&TemplateRecord> = matching.by_ref().take(limit).collect();
     let next = (matching.next().is_some())
-        .then(|| items.last().map(|t| Position::from([(AFTER.to_owned(), position_of(t))])))
+        .then(|| {
+            items
+                .last()
+                .map(|t| Position::from([(AFTER.to_owned(), position_of(t))]))
+        })
         .flatten();
     let items = items.into_iter().map(view).collect();
     ok_json(&envelope(items, next, &deps.cursors, &caller.tenant_id, &listing))
 }
 
 /// `GET /v1/templates/{name}`: every language of a template.
-pub async fn get<S: ApiStore, L, Q>(deps: &Deps<S, L, Q>, caller: &Caller, name: &str) -> Result<Response<Body>, ApiError> {
+pub async fn get<S: ApiStore, L, Q>(
+    deps: &Deps<S, L, Q>,
+    caller: &Caller,
+    name: &str,
+) -> Result<Response<Body>, ApiError> {
     let not_found = || ApiError::not_found("no such template");
     if !is_valid_name(name) {
         return Err(not_found());
@@ -190,8 +212,10 @@ fn registry_error(err: RegistryError) -> ApiError {
             code,
             message,
             details,
-        }) if status < 500 && status != 429 => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "meta_rejected", message)
-            .with("meta", json!({"status": status, "code": code, "details": details})),
+        }) if status < 500 && status != 429 => {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "meta_rejected", message)
+                .with("meta", json!({"status": status, "code": code, "details": details}))
+        }
         RegistryError::Graph(e) => {
             tracing::warn!(error = %e, "Graph template call failed");
             ApiError::new(
@@ -215,17 +239,31 @@ fn graph<S, L, Q>(deps: &Deps<S, L, Q>) -> Result<&crm_shared::graph::GraphClien
 }
 
 /// `POST /v1/templates`: lint locally, then create at Meta (within 100 per hour).
-pub async fn create<S: ApiStore, L, Q>(deps: &Deps<S, L, Q>, caller: &Caller, req: &Request) -> Result<Response<Body>, ApiError> {
+pub async fn create<S: ApiStore, L, Q>(
+    deps: &Deps<S, L, Q>,
+    caller: &Caller,
+    req: &Request,
+) -> Result<Response<Body>, ApiError> {
     let body: Value = serde_json::from_slice(body_bytes(req)?)
         .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", "the body is not valid JSON"))?;
     let new = lint_new_template(&body).map_err(|errors| {
-        let first = errors.first().map_or_else(String::new, |e| format!("{}: {}", e.field, e.message));
-        unprocessable("invalid_template", format!("the template would be refused ({first})")).with("details", json!(errors))
+        let first = errors
+            .first()
+            .map_or_else(String::new, |e| format!("{}: {}", e.field, e.message));
+        unprocessable("invalid_template", format!("the template would be refused ({first})"))
+            .with("details", json!(errors))
     })?;
     let graph = graph(deps)?;
-    let record = registry::create(&deps.store, graph, &caller.tenant_id, &new, Some(&caller.key_id), Utc::now())
-        .await
-        .map_err(registry_error)?;
+    let record = registry::create(
+        &deps.store,
+        graph,
+        &caller.tenant_id,
+        &new,
+        Some(&caller.key_id),
+        Utc::now(),
+    )
+    .await
+    .map_err(registry_error)?;
     json_body(StatusCode::CREATED, &view(&record))
 }
 
@@ -241,14 +279,25 @@ pub async fn delete<S: ApiStore, L, Q>(
     }
     let lang = match query(req, "language") {
         Some(l) => Some(language::normalize(&l).ok_or_else(|| {
-            ApiError::new(StatusCode::BAD_REQUEST, "invalid_language", "language must be a code like en or pt_BR")
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_language",
+                "language must be a code like en or pt_BR",
+            )
         })?),
         None => None,
     };
     let graph = graph(deps)?;
-    let removed = registry::delete(&deps.store, graph, &caller.tenant_id, name, lang.as_deref(), Some(&caller.key_id))
-        .await
-        .map_err(registry_error)?;
+    let removed = registry::delete(
+        &deps.store,
+        graph,
+        &caller.tenant_id,
+        name,
+        lang.as_deref(),
+        Some(&caller.key_id),
+    )
+    .await
+    .map_err(registry_error)?;
     ok_json(&json!({"name": name, "language": lang, "deleted": removed}))
 }
 
@@ -276,7 +325,10 @@ fn settings_view(s: &TemplateSettings) -> Value {
 }
 
 /// `GET /v1/settings/templates`.
-pub async fn get_settings<S: ApiStore, L, Q>(deps: &Deps<S, L, Q>, caller: &Caller) -> Result<Response<Body>, ApiError> {
+pub async fn get_settings<S: ApiStore, L, Q>(
+    deps: &Deps<S, L, Q>,
+    caller: &Caller,
+) -> Result<Response<Body>, ApiError> {
     let s = deps.store.template_settings(&caller.tenant_id).await?;
     ok_json(&settings_view(&s))
 }
@@ -296,7 +348,11 @@ pub async fn put_settings<S: ApiStore, L, Q>(
     let input: SettingsInput = json_input(req)?;
     let default_language = match input.default_language.as_deref() {
         Some(l) => Some(language::normalize(l).ok_or_else(|| {
-            ApiError::new(StatusCode::BAD_REQUEST, "invalid_language", "default_language must be a code like en or pt_BR")
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_language",
+                "default_language must be a code like en or pt_BR",
+            )
         })?),
         None => None,
     };

@@ -52,7 +52,12 @@ impl Sandbox {
 
     /// The WABA's templates (seeded with `hello_world` on first sight).
     fn waba_templates(&self, waba_id: &str) -> Vec<Value> {
-        let seeded = self.templates.lock().expect("templates").iter().any(|t| t.waba_id == waba_id)
+        let seeded = self
+            .templates
+            .lock()
+            .expect("templates")
+            .iter()
+            .any(|t| t.waba_id == waba_id)
             || self.seeded_wabas.lock().expect("seeded").contains(waba_id);
         if !seeded {
             let seed = hello_world(waba_id, self.next_template_id());
@@ -87,7 +92,13 @@ impl Sandbox {
     }
 
     /// Applies `edit` to the matching templates and returns them as they are now.
-    fn edit_templates(&self, waba_id: Option<&str>, name: &str, language: Option<&str>, mut edit: impl FnMut(&mut Value)) -> Vec<(String, Value)> {
+    fn edit_templates(
+        &self,
+        waba_id: Option<&str>,
+        name: &str,
+        language: Option<&str>,
+        mut edit: impl FnMut(&mut Value),
+    ) -> Vec<(String, Value)> {
         let mut all = self.templates.lock().expect("templates");
         all.iter_mut()
             .filter(|t| waba_id.is_none_or(|w| t.waba_id == w) && t.meta["name"] == name)
@@ -115,25 +126,41 @@ impl Sandbox {
                 "message_template_name": t["name"], "message_template_language": t["language"],
                 "reason": reason.unwrap_or("NONE"), "message_template_category": t["category"],
             });
-            self.deliver_waba_change(waba, "message_template_status_update", value).await?;
+            self.deliver_waba_change(waba, "message_template_status_update", value)
+                .await?;
         }
         Ok(changed.len())
     }
 
-    async fn set_template_quality(&self, waba_id: Option<&str>, name: &str, language: Option<&str>, quality: &str) -> Result<usize, String> {
-        let changed = self.edit_templates(waba_id, name, language, |t| t["quality_score"] = json!({"score": quality}));
+    async fn set_template_quality(
+        &self,
+        waba_id: Option<&str>,
+        name: &str,
+        language: Option<&str>,
+        quality: &str,
+    ) -> Result<usize, String> {
+        let changed = self.edit_templates(waba_id, name, language, |t| {
+            t["quality_score"] = json!({"score": quality})
+        });
         for (waba, t) in &changed {
             let value = json!({
                 "previous_quality_score": "UNKNOWN", "new_quality_score": quality,
                 "message_template_id": t["id"].as_str().and_then(|id| id.parse::<u64>().ok()),
                 "message_template_name": t["name"], "message_template_language": t["language"],
             });
-            self.deliver_waba_change(waba, "message_template_quality_update", value).await?;
+            self.deliver_waba_change(waba, "message_template_quality_update", value)
+                .await?;
         }
         Ok(changed.len())
     }
 
-    async fn set_template_category(&self, waba_id: Option<&str>, name: &str, language: Option<&str>, category: &str) -> Result<usize, String> {
+    async fn set_template_category(
+        &self,
+        waba_id: Option<&str>,
+        name: &str,
+        language: Option<&str>,
+        category: &str,
+    ) -> Result<usize, String> {
         let mut previous = Vec::new();
         let changed = self.edit_templates(waba_id, name, language, |t| {
             previous.push(t["category"].clone());
@@ -145,7 +172,8 @@ impl Sandbox {
                 "message_template_name": t["name"], "message_template_language": t["language"],
                 "previous_category": before, "new_category": category,
             });
-            self.deliver_waba_change(waba, "template_category_update", value).await?;
+            self.deliver_waba_change(waba, "template_category_update", value)
+                .await?;
         }
         Ok(changed.len())
     }
@@ -156,12 +184,21 @@ fn param<'a>(query: &'a [(String, String)], name: &str) -> Option<&'a str> {
 }
 
 /// `GET /{version}/{waba-id}/message_templates` with Meta's cursor paging.
-pub(super) async fn list(sandbox: &Sandbox, waba_id: &str, bearer: Option<&str>, query: &[(String, String)], url: &str) -> Response {
+pub(super) async fn list(
+    sandbox: &Sandbox,
+    waba_id: &str,
+    bearer: Option<&str>,
+    query: &[(String, String)],
+    url: &str,
+) -> Response {
     if !sandbox.waba_token_ok(waba_id, bearer).await {
         return meta_error_detailed(401, 190, "Invalid OAuth access token.", None);
     }
     let all = sandbox.waba_templates(waba_id);
-    let limit = param(query, "limit").and_then(|l| l.parse().ok()).unwrap_or(DEFAULT_PAGE).clamp(1, 1000);
+    let limit = param(query, "limit")
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(DEFAULT_PAGE)
+        .clamp(1, 1000);
     let start: usize = param(query, "after").and_then(|a| a.parse().ok()).unwrap_or(0);
     let page: Vec<Value> = all.iter().skip(start).take(limit).cloned().collect();
     let end = start + page.len();
@@ -189,7 +226,12 @@ pub(super) async fn create(sandbox: &Arc<Sandbox>, waba_id: &str, bearer: Option
         .iter()
         .any(|t| t["name"] == new.name && t["language"] == new.language);
     if exists {
-        return meta_error_detailed(400, 100, "Invalid parameter", Some("Content in this language already exists"));
+        return meta_error_detailed(
+            400,
+            100,
+            "Invalid parameter",
+            Some("Content in this language already exists"),
+        );
     }
     let id = sandbox.next_template_id().to_string();
     let mut meta = new.meta_body();
@@ -200,7 +242,12 @@ pub(super) async fn create(sandbox: &Arc<Sandbox>, waba_id: &str, bearer: Option
         meta,
     });
     // Meta's review, compressed: a status webhook after a short delay.
-    let (sb, waba, name, language) = (sandbox.clone(), waba_id.to_owned(), new.name.clone(), new.language.clone());
+    let (sb, waba, name, language) = (
+        sandbox.clone(),
+        waba_id.to_owned(),
+        new.name.clone(),
+        new.language.clone(),
+    );
     tokio::spawn(async move {
         tokio::time::sleep(sb.template_review_delay).await;
         let (status, reason) = if name.contains("reject") {
@@ -208,15 +255,26 @@ pub(super) async fn create(sandbox: &Arc<Sandbox>, waba_id: &str, bearer: Option
         } else {
             ("APPROVED", None)
         };
-        if let Err(e) = sb.set_template_status(Some(&waba), &name, Some(&language), status, reason).await {
+        if let Err(e) = sb
+            .set_template_status(Some(&waba), &name, Some(&language), status, reason)
+            .await
+        {
             tracing::warn!(error = %e, "sandbox could not deliver a template status webhook");
         }
     });
-    reply(200, &json!({"id": id, "status": "PENDING", "category": new.category.as_str()}))
+    reply(
+        200,
+        &json!({"id": id, "status": "PENDING", "category": new.category.as_str()}),
+    )
 }
 
 /// `DELETE /{version}/{waba-id}/message_templates?name=…[&hsm_id=…]`.
-pub(super) async fn delete(sandbox: &Sandbox, waba_id: &str, bearer: Option<&str>, query: &[(String, String)]) -> Response {
+pub(super) async fn delete(
+    sandbox: &Sandbox,
+    waba_id: &str,
+    bearer: Option<&str>,
+    query: &[(String, String)],
+) -> Response {
     if !sandbox.waba_token_ok(waba_id, bearer).await {
         return meta_error_detailed(401, 190, "Invalid OAuth access token.", None);
     }
@@ -278,12 +336,22 @@ pub(super) async fn control(sandbox: &Sandbox, body: &Value) -> Response {
     let language = body["language"].as_str();
     let result = if let Some(status) = body["status"].as_str() {
         sandbox
-            .set_template_status(waba, name, language, &status.to_ascii_uppercase(), body["reason"].as_str())
+            .set_template_status(
+                waba,
+                name,
+                language,
+                &status.to_ascii_uppercase(),
+                body["reason"].as_str(),
+            )
             .await
     } else if let Some(quality) = body["quality"].as_str() {
-        sandbox.set_template_quality(waba, name, language, &quality.to_ascii_uppercase()).await
+        sandbox
+            .set_template_quality(waba, name, language, &quality.to_ascii_uppercase())
+            .await
     } else if let Some(category) = body["category"].as_str() {
-        sandbox.set_template_category(waba, name, language, &category.to_ascii_uppercase()).await
+        sandbox
+            .set_template_category(waba, name, language, &category.to_ascii_uppercase())
+            .await
     } else {
         return reply(400, &json!({"error": "status, quality or category is required"}));
     };

@@ -61,7 +61,10 @@ impl TemplateStore for MemStore {
 
     async fn list_templates(&self, tenant_id: &str, name_prefix: &str) -> Result<Vec<TemplateRecord>, StoreError> {
         self.enter(Op::ListTemplates, 1).await?;
-        Ok(self.state().templates.with_prefix(tenant_id, &format!("TPL#{name_prefix}")))
+        Ok(self
+            .state()
+            .templates
+            .with_prefix(tenant_id, &format!("TPL#{name_prefix}")))
     }
 
     async fn apply_template_change(
@@ -99,13 +102,21 @@ impl TemplateStore for MemStore {
         Ok(Some(record))
     }
 
-    async fn put_synced_templates(&self, records: &[TemplateRecord], started: DateTime<Utc>) -> Result<u64, StoreError> {
+    async fn put_synced_templates(
+        &self,
+        records: &[TemplateRecord],
+        started: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
         self.enter(Op::PutSyncedTemplates, records.len() as u32).await?;
         let mut s = self.state();
         let mut written = 0;
         for record in records {
             let k = entry_key(record);
-            let newer = s.templates.entries.get(&k).is_some_and(|e| e.record.updated_at > started);
+            let newer = s
+                .templates
+                .entries
+                .get(&k)
+                .is_some_and(|e| e.record.updated_at > started);
             if !newer {
                 let entry = Entry {
                     record: record.clone(),
@@ -172,12 +183,21 @@ impl TemplateStore for MemStore {
 
     async fn template_settings(&self, tenant_id: &str) -> Result<TemplateSettings, StoreError> {
         self.enter(Op::TemplateSettings, 1).await?;
-        Ok(self.state().templates.settings.get(tenant_id).cloned().unwrap_or_default())
+        Ok(self
+            .state()
+            .templates
+            .settings
+            .get(tenant_id)
+            .cloned()
+            .unwrap_or_default())
     }
 
     async fn put_template_settings(&self, tenant_id: &str, settings: &TemplateSettings) -> Result<(), StoreError> {
         self.enter(Op::PutTemplateSettings, 1).await?;
-        self.state().templates.settings.insert(tenant_id.to_owned(), settings.clone());
+        self.state()
+            .templates
+            .settings
+            .insert(tenant_id.to_owned(), settings.clone());
         Ok(())
     }
 }
