@@ -11,6 +11,7 @@ help:
 	@echo "make bench-privacy - requests per erased / retention-deleted item (MESSAGES=10000)"
 	@echo "make bench-webhook - webhook ack latency p50/p99 by delivery size, statuses/s per instance"
 	@echo "make bench-templates - template send validation CPU vs POST /v1/messages (target <= 5 %)"
+	@echo "make bench-devstack - the local endpoint at 10,000 contacts / 100,000 messages: latency, memory"
 
 bootstrap:
 	@bash infra/bootstrap.sh
@@ -56,6 +57,13 @@ bench-webhook:
 bench-templates:
 	cargo build --release -p bench --bin template-validate
 	target/release/template-validate
+
+# The local stack at size (not a test): request latency and endpoint memory at 1,000 / 5,000 /
+# 10,000 contacts with 10 messages each, on the endpoint `make dev` and the tests run.
+.PHONY: bench-devstack
+bench-devstack: bootstrap
+	cargo build --release -p bench --bin devstack-size
+	target/release/devstack-size $(DEVSTACK_SIZE_ARGS)
 
 # Privacy benchmark (not a test): DynamoDB/S3/SQS requests per erased and per retention-deleted
 # item, on its own local endpoint. MESSAGES=100000 for the issue's large contact.

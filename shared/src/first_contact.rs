@@ -54,13 +54,31 @@ pub async fn find_or_create_contact<S: ContactStore>(
     profile_name: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<FoundContact, StoreError> {
+    if let Some((contact_id, matched_by)) = store.match_contact(tenant_id, identity).await? {
+        return Ok(FoundContact::Existing { contact_id, matched_by });
+    }
+    create_or_match_contact(store, tenant_id, identity, profile_name, now).await
+}
+
+/// [`find_or_create_contact`] for a caller that has just matched the identity and found no
+/// contact (and decided one may be created): creates it, matching again only after a
+/// conflicting concurrent creation.
+pub async fn create_or_match_contact<S: ContactStore>(
+    store: &S,
+    tenant_id: &str,
+    identity: &CustomerIdentity,
+    profile_name: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<FoundContact, StoreError> {
     let Some(primary) = identity.primary_key() else {
         return Err(StoreError::Backend(
             "a customer without phone or user id has no contact".into(),
         ));
     };
-    for _ in 0..ATTEMPTS {
-        if let Some((contact_id, matched_by)) = store.match_contact(tenant_id, identity).await? {
+    for attempt in 0..ATTEMPTS {
+        if attempt > 0
+            && let Some((contact_id, matched_by)) = store.match_contact(tenant_id, identity).await?
+        {
             return Ok(FoundContact::Existing { contact_id, matched_by });
         }
         let valid = ValidContact {

@@ -241,8 +241,42 @@ impl MessageRecord {
 }
 
 /// Time of a Meta webhook timestamp (unix seconds); out-of-range values fall back to `now`.
+/// This is the time as Meta stated it: it derives an inbound message's id (so every
+/// redelivery maps onto the same item) but is never stored as a time — see [`bounded_time`].
 pub fn meta_time(unix_seconds: i64, now: DateTime<Utc>) -> DateTime<Utc> {
     Utc.timestamp_opt(unix_seconds, 0).single().unwrap_or(now)
+}
+
+/// How far ahead of our clock a Meta timestamp may be (clock skew).
+pub const META_TIME_AHEAD: chrono::Duration = chrono::Duration::minutes(5);
+/// The earliest time a Meta timestamp may state (unix seconds of 2015-01-01, before the
+/// WhatsApp Business platform existed). The past side is a fixed floor, not a distance from
+/// now: a late time only makes a message older (it never opens the 24 h window, never moves the
+/// contact's clock back, and retention removes it sooner, never later), while Meta redelivers
+/// for days and tests replay fixed times.
+pub const META_TIME_FLOOR: i64 = 1_420_070_400;
+
+/// A Meta time clamped to a sane window: what is stored and acted on (the 24 h window, the
+/// contact's last-inbound clock, status times, retention), so a bogus future time cannot hold
+/// the window open or keep a message from retention.
+pub fn bounded_time(stated: DateTime<Utc>, now: DateTime<Utc>) -> DateTime<Utc> {
+    let floor = Utc.timestamp_opt(META_TIME_FLOOR, 0).single().expect("valid floor");
+    stated.clamp(floor, (now + META_TIME_AHEAD).max(floor))
+}
+
+/// The key a message sorts by in the time-ordered indexes (a contact's history, retention's
+/// tenant-wide and media indexes): its id, unless the id is later than the message's stored
+/// time (an inbound id derived from a bogus future Meta time), then the id's random part under
+/// the stored time. Ids are ULIDs, so for every other message the two are the same.
+pub fn sort_id(message_id: &str, timestamp: DateTime<Utc>) -> String {
+    let Ok(id) = ulid::Ulid::from_string(message_id) else {
+        return message_id.to_owned();
+    };
+    let ms = timestamp.timestamp_millis().clamp(0, (1i64 << 48) - 1) as u64;
+    if id.timestamp_ms() <= ms {
+        return message_id.to_owned();
+    }
+    ulid::Ulid::from_parts(ms, id.random()).to_string().to_ascii_lowercase()
 }
 
 /// The id of an inbound message, derived from the tenant and Meta's wamid so a redelivered
@@ -300,6 +334,42 @@ mod tests {
                 "{status} moves a terminal"
             );
         }
+    }
+
+    #[test]
+    fn meta_times_are_bounded_around_now_and_ids_stay_deterministic() {
+        let now = Utc.timestamp_opt(1_767_225_600, 0).unwrap();
+        let future = meta_time(4_000_000_000, now);
+        assert_eq!(bounded_time(future, now), now + META_TIME_AHEAD);
+        assert_eq!(bounded_time(meta_time(0, now), now).timestamp(), META_TIME_FLOOR);
+        let recent = now - chrono::Duration::days(300);
+        assert_eq!(bounded_time(recent, now), recent, "an old time is kept");
+        let skewed = now + chrono::Duration::minutes(2);
+        assert_eq!(bounded_time(skewed, now), skewed, "clock skew is tolerated");
+        // The id comes from the stated time, so a redelivery an hour later is the same message.
+        let later = now + chrono::Duration::hours(1);
+        assert_eq!(
+            inbound_message_id("t", "wamid.F", future),
+            inbound_message_id("t", "wamid.F", meta_time(4_000_000_000, later))
+        );
+    }
+
+    #[test]
+    fn a_future_id_sorts_by_its_stored_time() {
+        let now = Utc.timestamp_opt(1_767_225_600, 0).unwrap();
+        let normal = inbound_message_id("t", "wamid.N", now);
+        assert_eq!(sort_id(&normal, now), normal);
+        let future_id = inbound_message_id("t", "wamid.F", meta_time(4_000_000_000, now));
+        let stored = bounded_time(meta_time(4_000_000_000, now), now);
+        let sorted = sort_id(&future_id, stored);
+        assert_ne!(sorted, future_id);
+        assert_eq!(
+            ulid::Ulid::from_string(&sorted).unwrap().timestamp_ms(),
+            stored.timestamp_millis() as u64
+        );
+        assert_eq!(sorted[10..], future_id[10..], "the random part is kept");
+        assert_eq!(sort_id(&sorted, stored), sorted, "idempotent");
+        assert_eq!(sort_id("not-a-ulid", now), "not-a-ulid");
     }
 
     #[test]

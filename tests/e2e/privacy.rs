@@ -1320,3 +1320,97 @@ async fn offboarding_disables_the_tenant_at_once_and_purges_everything() {
     let (ok, _, err) = crmctl(&["tenant", "delete", "--tenant", &c.tenant_id, "--settle-secs", "0"]);
     assert!(!ok && err.contains("no tenant"), "{err}");
 }
+
+/// A status webhook for one of our outbound messages, as Meta sends it.
+fn status_delivery(pnid: &str, recipient: &str, wamid: &str, status: &str) -> String {
+    json!({
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "1", "changes": [{"field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15550000000", "phone_number_id": pnid},
+            "statuses": [{"id": wamid, "status": status, "timestamp": Utc::now().timestamp().to_string(),
+                          "recipient_id": recipient}]
+        }}]}]
+    })
+    .to_string()
+}
+
+#[tokio::test]
+async fn an_erased_contact_does_not_come_back_from_redelivered_webhooks() {
+    let c = ctx("Tombstones").await;
+    let t = &c.tenant_id;
+    let from = "447700900777";
+    let ts = Utc::now().timestamp();
+    let hello = text_delivery(&c.phone_number_id, from, "wamid.tomb.1", ts, "hello, remember me?");
+    let stop = text_delivery(&c.phone_number_id, from, "wamid.tomb.2", ts + 1, "STOP");
+    for body in [&hello, &stop] {
+        let (status, out) = post_webhook(&c.base, body, None).await;
+        assert_eq!(status, 200, "{out}");
+    }
+    let x = c.inbound_text(from, "wamid.tomb.0", "and this").await;
+    let contact = c.store.get_contact(t, &x).await.unwrap().unwrap();
+    assert_eq!(contact.consent.marketing.as_str(), "opted_out");
+    // One of our messages to them, sent.
+    let out_id = crm_shared::ids::new_id();
+    let record = message(t, &x, &out_id, "outbound", Utc::now(), json!({"status": "queued"}));
+    c.store.create_message_once(&record, None).await.unwrap();
+    c.store
+        .mark_sent(t, &out_id, &x, "wamid.tomb.out", Utc::now())
+        .await
+        .unwrap();
+
+    let (status, receipt) = c.call("DELETE", &format!("/v1/contacts/{x}"), &c.admin, None).await;
+    assert!(status == 200 || status == 202, "{status} {receipt}");
+    let erasure_id = receipt["erasure_id"].as_str().unwrap().to_owned();
+    let receipt = erase_until_done(&c, &erasure_id).await;
+    assert_eq!(receipt["status"], "completed", "{receipt}");
+    assert_eq!(receipt["deleted"]["messages"], 4, "{receipt}");
+
+    // Meta redelivers the old signed webhooks (it retries for days), and a late status.
+    for body in [
+        &hello,
+        &stop,
+        &status_delivery(&c.phone_number_id, from, "wamid.tomb.out", "read"),
+    ] {
+        let (status, out) = post_webhook(&c.base, body, None).await;
+        assert_eq!(status, 200, "acknowledged: {out}");
+    }
+    let identity = CustomerIdentity {
+        phone: Some(format!("+{from}")),
+        user_id: None,
+    };
+    assert_eq!(
+        c.store.match_contact(t, &identity).await.unwrap(),
+        None,
+        "no contact came back"
+    );
+    let needles: Vec<String> = [
+        x.as_str(),
+        from,
+        "wamid.tomb.0",
+        "wamid.tomb.1",
+        "wamid.tomb.2",
+        "wamid.tomb.out",
+        "remember me",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let found = leftovers(&c, &erasure_id, &needles, std::slice::from_ref(&x)).await;
+    assert!(found.is_empty(), "{}", found.join("\n"));
+    for wamid in ["wamid.tomb.0", "wamid.tomb.1", "wamid.tomb.2", "wamid.tomb.out"] {
+        let (pk, sk) = tombstone_key(t, wamid);
+        assert!(item_exists(&c.store, &pk, &sk).await, "{wamid}");
+    }
+
+    // A genuinely new message from the same customer starts a fresh contact, consent unknown.
+    let fresh = c.inbound_text(from, "wamid.tomb.3", "hi, it's me again").await;
+    assert_ne!(fresh, x);
+    assert_eq!(conversation(&c.store, t, &fresh).await.len(), 1);
+    let fresh = c.store.get_contact(t, &fresh).await.unwrap().unwrap();
+    assert_ne!(
+        fresh.consent.marketing.as_str(),
+        "opted_out",
+        "the old STOP was not replayed"
+    );
+}

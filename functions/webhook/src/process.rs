@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crm_shared::audit::AuditEntry;
 use crm_shared::contact::{self, ConsentChange, MarketingConsent};
-use crm_shared::first_contact::find_or_create_contact;
+use crm_shared::first_contact::create_or_match_contact;
 use crm_shared::jobs::{MediaJob, MediaJobQueue};
 use crm_shared::message::{self, Direction, MediaRef, MediaStatus, MessageError, MessageRecord, MessageStatus};
 use crm_shared::store::{
@@ -29,6 +29,8 @@ use crate::{Processor, WebhookStore};
 pub struct Summary {
     pub messages_stored: usize,
     pub messages_duplicate: usize,
+    /// Redeliveries of erased messages (refused by their tombstones).
+    pub messages_erased: usize,
     pub messages_malformed: usize,
     pub statuses_applied: usize,
     pub statuses_ignored: usize,
@@ -48,6 +50,7 @@ impl Summary {
     pub fn add(&mut self, o: &Summary) {
         self.messages_stored += o.messages_stored;
         self.messages_duplicate += o.messages_duplicate;
+        self.messages_erased += o.messages_erased;
         self.messages_malformed += o.messages_malformed;
         self.statuses_applied += o.statuses_applied;
         self.statuses_ignored += o.statuses_ignored;
@@ -266,6 +269,7 @@ async fn process_item<S: WebhookStore, Q: MediaJobQueue>(
                 Ok(message) => match store_message(p, tenant_id, &value.contacts, message, raw, now).await? {
                     InboundOutcome::Stored => summary.messages_stored += 1,
                     InboundOutcome::Duplicate(_) => summary.messages_duplicate += 1,
+                    InboundOutcome::Erased => summary.messages_erased += 1,
                 },
                 Err(err) => {
                     tracing::warn!(reason = %err, "inbound message could not be parsed; kept raw");
@@ -285,7 +289,9 @@ async fn process_item<S: WebhookStore, Q: MediaJobQueue>(
                         p.store.record_event(tenant_id, "status_late_failure", raw, now).await?;
                         summary.statuses_ignored += 1;
                     }
-                    Some(StatusOutcome::HistoryOnly | StatusOutcome::Duplicate) | None => summary.statuses_ignored += 1,
+                    Some(StatusOutcome::HistoryOnly | StatusOutcome::Duplicate | StatusOutcome::Erased) | None => {
+                        summary.statuses_ignored += 1
+                    }
                 },
                 Err(err) => {
                     tracing::warn!(reason = %err, "status could not be parsed; kept raw");
@@ -329,22 +335,34 @@ pub(crate) fn identity_of(
 }
 
 /// The sender's contact and the identity it was matched by: this instance's memory of it when
-/// `use_known` (the write checks it still holds), else a consistent lookup, else a new contact.
+/// `use_known` (the write checks it still holds), else a consistent lookup, else a new contact
+/// — unless `wamid` is an erased message's (`None`): a late redelivery of an erased customer's
+/// message must not create their contact again.
 async fn resolve_contact<S: WebhookStore, Q: MediaJobQueue>(
     deps: &Processor<S, Q>,
     tenant_id: &str,
     identity: &CustomerIdentity,
     profile_name: Option<&String>,
-    now: DateTime<Utc>,
+    (wamid, now): (&str, DateTime<Utc>),
     use_known: bool,
-) -> Result<(String, IdentityKey), ProcessError> {
+) -> Result<Option<(String, IdentityKey)>, ProcessError> {
     if use_known && let Some(known) = deps.known_contact(tenant_id, identity) {
-        return Ok(known);
+        return Ok(Some(known));
     }
-    let found = find_or_create_contact(&deps.store, tenant_id, identity, profile_name.map(String::as_str), now).await?;
-    let matched_by = found.matched_by().clone();
-    deps.remember_contact(tenant_id, matched_by.clone(), found.contact_id());
-    Ok((found.contact_id().to_owned(), matched_by))
+    let (contact_id, matched_by) = match deps.store.match_contact(tenant_id, identity).await? {
+        Some(found) => found,
+        // Only a first contact pays for the tombstone read (known contacts: the message's
+        // transaction checks it).
+        None if deps.store.wamid_erased(tenant_id, wamid).await? => return Ok(None),
+        None => {
+            let found =
+                create_or_match_contact(&deps.store, tenant_id, identity, profile_name.map(String::as_str), now)
+                    .await?;
+            (found.contact_id().to_owned(), found.matched_by().clone())
+        }
+    };
+    deps.remember_contact(tenant_id, matched_by.clone(), &contact_id);
+    Ok(Some((contact_id, matched_by)))
 }
 
 async fn store_message<S: WebhookStore, Q: MediaJobQueue>(
@@ -363,7 +381,10 @@ async fn store_message<S: WebhookStore, Q: MediaJobQueue>(
             .await?;
         return Ok(InboundOutcome::Stored);
     }
-    let at = message::meta_time(message.timestamp, now);
+    // The id comes from the time Meta stated (a redelivery maps onto the same message); what
+    // is stored and acted on is that time bounded around now.
+    let stated_at = message::meta_time(message.timestamp, now);
+    let at = message::bounded_time(stated_at, now);
     let type_name = message.content.type_name().to_owned();
     let media = message.content.media().map(|m| MediaRef {
         media_id: m.id.clone(),
@@ -379,8 +400,18 @@ async fn store_message<S: WebhookStore, Q: MediaJobQueue>(
     // First with this instance's memory of the sender; after a refused write (contact erased,
     // identity moved to another contact) with fresh lookups.
     for attempt in 0..3 {
-        let (contact_id, matched_by) =
-            resolve_contact(deps, tenant_id, &identity, profile_name.as_ref(), now, attempt == 0).await?;
+        let resolved = resolve_contact(
+            deps,
+            tenant_id,
+            &identity,
+            profile_name.as_ref(),
+            (&message.id, now),
+            attempt == 0,
+        )
+        .await?;
+        let Some((contact_id, matched_by)) = resolved else {
+            return Ok(InboundOutcome::Erased);
+        };
         let record = MessageRecord {
             wamid: Some(message.id.clone()),
             error: message.errors.first().map(message_error),
@@ -389,7 +420,7 @@ async fn store_message<S: WebhookStore, Q: MediaJobQueue>(
             referral: message.referral.clone(),
             ..MessageRecord::new(
                 tenant_id,
-                message::inbound_message_id(tenant_id, &message.id, at),
+                message::inbound_message_id(tenant_id, &message.id, stated_at),
                 &contact_id,
                 Direction::Inbound,
                 &type_name,
@@ -439,6 +470,7 @@ async fn store_message<S: WebhookStore, Q: MediaJobQueue>(
                 }
                 return Ok(InboundOutcome::Duplicate(existing));
             }
+            Ok(InboundOutcome::Erased) => return Ok(InboundOutcome::Erased),
             // The contact was erased, or no longer holds the identity, between match and write:
             // match again (a fresh contact if nobody holds it now).
             Err(StoreError::NotFound) => {
@@ -514,7 +546,7 @@ async fn store_status<S: WebhookStore, Q: MediaJobQueue>(
     let write = StatusWrite {
         wamid: status.id.clone(),
         status: mapped,
-        at: message::meta_time(status.timestamp, now),
+        at: message::bounded_time(message::meta_time(status.timestamp, now), now),
         error: status.errors.first().map(message_error),
         pricing: status.pricing.clone(),
         conversation: status.conversation.clone(),

@@ -300,6 +300,55 @@ async fn a_redelivered_media_message_is_enqueued_again_while_its_media_is_pendin
 }
 
 #[tokio::test]
+async fn a_bogus_future_time_is_bounded_and_its_redelivery_is_still_the_same_message() {
+    let w = webhook();
+    let t = w.tenant.tenant_id.clone();
+    let year_3000 = 32_503_680_000;
+    let body = text("wamid.future", year_3000, "from the future");
+    w.deliver(&body).await;
+    let stored = w.message_by_wamid("wamid.future");
+    let bound = Utc::now() + crm_shared::message::META_TIME_AHEAD;
+    assert!(stored.timestamp <= bound, "stored time {} is bounded", stored.timestamp);
+    let contact = w.contact_of("wamid.future");
+    assert!(
+        contact.last_inbound_at.is_some_and(|at| at <= bound),
+        "the 24 h window is not held open"
+    );
+    // Redelivered later: the id comes from the stated time, so it is the same message.
+    w.deliver(&body).await;
+    assert_eq!(w.store.messages(&t).len(), 1);
+    assert_eq!(
+        stored.message_id,
+        crm_shared::message::inbound_message_id(
+            &t,
+            "wamid.future",
+            crm_shared::message::meta_time(year_3000, Utc::now())
+        )
+    );
+}
+
+#[tokio::test]
+async fn an_erased_message_redelivered_creates_nothing_and_replays_no_consent() {
+    let w = webhook();
+    let t = w.tenant.tenant_id.clone();
+    let stop = text("wamid.stop", 1_700_000_000, "STOP");
+    w.deliver(&stop).await;
+    let erased = w.contact_of("wamid.stop");
+    // What an erasure leaves: the tombstone of the wamid, no contact, no message.
+    w.store.erase_contact(&t, &erased.contact_id);
+    let audits = w.store.audit(&t).len();
+    w.deliver(&stop).await;
+    assert!(w.store.contacts(&t).is_empty(), "the contact did not come back");
+    assert!(w.store.messages(&t).is_empty());
+    assert_eq!(w.store.audit(&t).len(), audits, "no consent change replayed");
+    // A genuinely new message from the same customer starts a fresh contact.
+    w.deliver(&text("wamid.new", 1_700_000_100, "hello again")).await;
+    let fresh = w.contact_of("wamid.new");
+    assert_ne!(fresh.contact_id, erased.contact_id);
+    assert_eq!(fresh.consent.marketing, MarketingConsent::Unknown);
+}
+
+#[tokio::test]
 async fn an_older_message_arriving_late_is_stored_without_moving_the_window_back() {
     let w = webhook();
     w.deliver(&text("wamid.new", 1_700_000_100, "newer")).await;

@@ -248,6 +248,10 @@ impl<S: PrivacyPorts, O: ObjectStore, Q: JobQueue> Privacy<S, O, Q> {
                     .store
                     .message_refs(&t, MessageScope::Contact(&c), progress.cursor.clone(), MESSAGE_PAGE)
                     .await?;
+                // Tombstones first: once a message is gone, a redelivery of its webhook must
+                // find its wamid refused, also after a crash between the two writes.
+                let wamids: Vec<String> = page.items.iter().filter_map(|m| m.wamid.clone()).collect();
+                self.store.put_tombstones(&t, &wamids, Utc::now()).await?;
                 let deleted = self
                     .delete_messages(&t, &page.items, Some(&prefix), false, handled)
                     .await?;

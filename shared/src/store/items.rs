@@ -384,15 +384,16 @@ impl MessageItem {
     pub fn new(message: &MessageRecord) -> Self {
         let (t, m) = (&message.tenant_id, &message.message_id);
         let stored = media_is_stored(message.media.as_ref());
+        let sort_id = crate::message::sort_id(m, message.timestamp);
         MessageItem {
             pk: message_pk(t, m),
             sk: MESSAGE_SK.into(),
             gsi1pk: conversation_gsi1pk(t, &message.contact_id),
-            gsi1sk: m.clone(),
+            gsi1sk: sort_id.clone(),
             gsi5pk: Some(tenant_messages_gsi5pk(t)),
-            gsi5sk: Some(m.clone()),
+            gsi5sk: Some(sort_id.clone()),
             gsi6pk: stored.then(|| tenant_media_gsi6pk(t)),
-            gsi6sk: stored.then(|| m.clone()),
+            gsi6sk: stored.then_some(sort_id),
             status_rank: message.status.rank(),
             message: message.clone(),
         }
@@ -577,6 +578,34 @@ impl<'a> RawEventItem<'a> {
     }
 }
 
+/// An erased wamid's tombstone ([`tombstone_key`]); DynamoDB's TTL removes it once Meta can
+/// no longer redeliver the webhook.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct TombstoneItem {
+    #[serde(rename = "PK")]
+    pub pk: String,
+    #[serde(rename = "SK")]
+    pub sk: String,
+    pub erased_at: DateTime<Utc>,
+    /// DynamoDB TTL (epoch seconds).
+    pub expires_at: i64,
+}
+
+impl TombstoneItem {
+    pub fn new(tenant_id: &str, wamid: &str, erased_at: DateTime<Utc>) -> Self {
+        let (pk, sk) = tombstone_key(tenant_id, wamid);
+        TombstoneItem {
+            pk,
+            sk,
+            erased_at,
+            expires_at: (erased_at + chrono::Duration::days(TOMBSTONE_DAYS)).timestamp(),
+        }
+    }
+}
+
+/// How long an erased wamid's tombstone is kept: Meta retries a webhook for up to 7 days.
+pub const TOMBSTONE_DAYS: i64 = 8;
+
 /// The per-number send schedule's next free slot, from an item returned by DynamoDB.
 pub(crate) fn schedule_next_free(item: Option<&Item>) -> Option<i64> {
     item?.get("next_free_us")?.as_n().ok()?.parse().ok()
@@ -724,6 +753,46 @@ impl ErasureItem {
 mod tests {
     use super::*;
     use crate::store::dynamo::to_item;
+
+    #[test]
+    fn a_message_stated_in_the_future_sorts_by_its_bounded_time_in_every_index() {
+        use crate::message::{self, Direction, MessageRecord, MessageStatus};
+        let now = Utc::now();
+        let stated = message::meta_time(32_503_680_000, now);
+        let id = message::inbound_message_id("t", "wamid.f", stated);
+        let at = message::bounded_time(stated, now);
+        let record = MessageRecord::new(
+            "t",
+            id.clone(),
+            "c",
+            Direction::Inbound,
+            "text",
+            Value::Null,
+            MessageStatus::Received,
+            at,
+            now,
+        );
+        let item = MessageItem::new(&record);
+        let floor = crate::privacy::id_floor(now + chrono::Duration::hours(1));
+        assert!(id > floor, "the id itself is in the future");
+        // Retention's `below(id_floor(cutoff))` and the history's order see the bounded time.
+        assert!(item.gsi5sk.as_deref().unwrap() < floor.as_str());
+        assert_eq!(item.gsi1sk, item.gsi5sk.clone().unwrap());
+        assert_eq!(item.pk, message_pk("t", &id));
+    }
+
+    #[test]
+    fn tombstones_hash_the_wamid_and_expire_after_the_redelivery_window() {
+        let at = Utc::now();
+        let item = TombstoneItem::new("t", "wamid.secret", at);
+        assert!(!item.pk.contains("wamid.secret") && !item.sk.contains("wamid.secret"));
+        assert!(item.pk.starts_with("T#t#ERASED#"));
+        assert_eq!(
+            item.expires_at,
+            (at + chrono::Duration::days(TOMBSTONE_DAYS)).timestamp()
+        );
+        assert_eq!((item.pk.clone(), item.sk.clone()), tombstone_key("t", "wamid.secret"));
+    }
 
     #[test]
     fn export_ttl_trails_the_expiry() {

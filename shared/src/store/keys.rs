@@ -138,6 +138,24 @@ pub fn wamid_pk(tenant_id: &str, wamid: &str) -> String {
 
 pub const WAMID_SK: &str = "WAMID";
 
+/// Tombstone of an erased message's wamid (inbound or outbound), kept for Meta's redelivery
+/// window so a late copy of an old webhook cannot bring the message, its contact or its
+/// keyword consent back: `(pk, sk)`, keyed by the wamid's SHA-256 (the wamid itself is not
+/// kept). A tenant's tombstones share 16 partitions, by the hash's first digit: every inbound
+/// message checks one, so they are spread, and offboarding finds them all.
+pub fn tombstone_key(tenant_id: &str, wamid: &str) -> (String, String) {
+    use sha2::{Digest, Sha256};
+    let hash = hex::encode(Sha256::digest(wamid.as_bytes()));
+    (tombstone_pk(tenant_id, &hash[..1]), hash)
+}
+
+/// One of a tenant's 16 tombstone partitions (`shard`: a hex digit).
+pub fn tombstone_pk(tenant_id: &str, shard: &str) -> String {
+    format!("T#{tenant_id}#ERASED#{shard}")
+}
+
+pub const TOMBSTONE_SHARDS: &str = "0123456789abcdef";
+
 pub fn pending_status_sk(status: &str) -> String {
     format!("{PENDING_STATUS_PREFIX}{status}")
 }

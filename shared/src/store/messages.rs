@@ -4,12 +4,14 @@
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, ConditionCheck, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
+};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::dynamo::{
-    DynamoStore, av, backend, condition_failed, from_item, key, n, put_always, s, to_item, tx_put, tx_update,
+    DynamoStore, av, backend, condition_failed, from_item, key, n, put_always, s, to_item, tx_check, tx_put, tx_update,
 };
 use super::items::{
     ConsentItem, MessageItem, ParkedStatusItem, RawEventItem, StatusChange, WamidPointerItem, media_is_stored,
@@ -97,9 +99,24 @@ impl DynamoStore {
                 .build()
                 .expect("put is complete"),
         );
+        let m = &write.message;
         let mut items = vec![message, self.contact_update(write, with_time_condition)];
+        // An erased message's wamid stays refused for Meta's redelivery window (same request).
+        let tombstone_check = items.len();
+        if let Some(wamid) = &m.wamid {
+            items.push(tx_check(
+                ConditionCheck::builder()
+                    .table_name(self.table())
+                    .set_key(Some({
+                        let (pk, sk) = tombstone_key(&m.tenant_id, wamid);
+                        key(pk, sk)
+                    }))
+                    .condition_expression("attribute_not_exists(PK)")
+                    .build()
+                    .expect("check is complete"),
+            ));
+        }
         if let Some(change) = write.consent.as_ref().filter(|_| with_time_condition) {
-            let m = &write.message;
             let history = ConsentItem::new(&m.tenant_id, &m.contact_id, change, &m.message_id);
             items.push(put_always(self.table(), to_item(&history)));
         }
@@ -107,6 +124,9 @@ impl DynamoStore {
             Ok(()) => return Ok(Ok(InboundOutcome::Stored)),
             Err(cancelled) => cancelled,
         };
+        if m.wamid.is_some() && cancelled.failed(tombstone_check) {
+            return Ok(Ok(InboundOutcome::Erased));
+        }
         if cancelled.failed(0) {
             let existing = match cancelled.old_item(0) {
                 Some(item) => from_item::<MessageItem>(item.clone())?.message,
@@ -175,9 +195,9 @@ impl MessageStore for DynamoStore {
         let update = if media_is_stored(Some(media)) {
             // Stored objects enter the media index that media retention walks.
             update
-                .update_expression("SET media = :media, GSI6PK = :g6pk, GSI6SK = :g6sk")
+                // Sorted like the tenant-wide index (the message's sort id, see MessageItem).
+                .update_expression("SET media = :media, GSI6PK = :g6pk, GSI6SK = GSI5SK")
                 .expression_attribute_values(":g6pk", s(tenant_media_gsi6pk(tenant_id)))
-                .expression_attribute_values(":g6sk", s(message_id))
         } else {
             update.update_expression("SET media = :media")
         };
@@ -214,6 +234,11 @@ impl InboundStore for DynamoStore {
     async fn apply_status(&self, tenant_id: &str, write: &StatusWrite) -> Result<StatusOutcome, StoreError> {
         let pointer: Option<WamidPointerItem> = self.get(wamid_pk(tenant_id, &write.wamid), WAMID_SK).await?;
         let Some(pointer) = pointer else {
+            // No pointer: not sent yet (park the status for the sender), or erased (drop it:
+            // a parked status would keep the recipient's number).
+            if self.wamid_erased(tenant_id, &write.wamid).await? {
+                return Ok(StatusOutcome::Erased);
+            }
             return self.park_status(tenant_id, write).await;
         };
         let message_key = key(message_pk(tenant_id, &pointer.message_id), MESSAGE_SK);
@@ -265,5 +290,10 @@ impl InboundStore for DynamoStore {
         self.put_if_absent(to_item(&RawEventItem::new(tenant_id, field, value, received_at)))
             .await
             .map(|_| ())
+    }
+
+    async fn wamid_erased(&self, tenant_id: &str, wamid: &str) -> Result<bool, StoreError> {
+        let (pk, sk) = tombstone_key(tenant_id, wamid);
+        self.exists(pk, &sk).await
     }
 }

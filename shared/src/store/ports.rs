@@ -283,6 +283,8 @@ pub enum InboundOutcome {
     Stored,
     /// The same wamid was stored before; the stored message is returned.
     Duplicate(Box<MessageRecord>),
+    /// The wamid belongs to an erased message (a late redelivery): nothing was stored.
+    Erased,
 }
 
 /// A delivery status from Meta for one of our outbound messages.
@@ -309,6 +311,8 @@ pub enum StatusOutcome {
     LateFailure,
     /// No outbound message has this wamid (yet): parked for the sender to apply.
     Parked,
+    /// The wamid belongs to an erased message: dropped.
+    Erased,
 }
 
 /// What Meta tells us: inbound messages, delivery statuses and other account events. Every
@@ -338,6 +342,11 @@ pub trait InboundStore: Send + Sync {
         value: &Value,
         received_at: DateTime<Utc>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Whether `wamid` belongs to a message erased within Meta's redelivery window (its
+    /// tombstone exists). Read only where a miss would create something: a first contact, a
+    /// parked status.
+    fn wamid_erased(&self, tenant_id: &str, wamid: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
 }
 
 /// The first response to a request made with an `Idempotency-Key`, replayed for repeats.
@@ -604,6 +613,8 @@ pub struct MessageRef {
     pub contact_id: String,
     /// The wamid of an outbound message (its pointer partition goes with it).
     pub outbound_wamid: Option<String>,
+    /// The message's wamid, either direction (an erasure tombstones it).
+    pub wamid: Option<String>,
     /// The key of its stored media object.
     pub media_key: Option<String>,
 }
@@ -631,6 +642,8 @@ pub enum TenantRecords<'a> {
     RawEvents,
     /// The send schedule of one of its phone numbers.
     SendSchedule(&'a str),
+    /// Tombstones of erased wamids.
+    Tombstones,
     /// Keys, secret and settings: everything under the tenant but the tenant record.
     TenantPartition,
     /// The template registry.
@@ -755,6 +768,15 @@ pub trait PrivacyStore: Send + Sync {
         with_references: bool,
         handled: &mut HashSet<String>,
     ) -> impl Future<Output = Result<MessagesDeleted, StoreError>> + Send;
+
+    /// Records tombstones of erased messages' wamids (idempotent), so Meta's redeliveries of
+    /// them are refused ([`InboundStore::wamid_erased`]) until the tombstones expire.
+    fn put_tombstones(
+        &self,
+        tenant_id: &str,
+        wamids: &[String],
+        erased_at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Deletes one page of a contact's partition (profile, tags, history, references and what
     /// they point at); `None` when the partition was empty. With `with_identities`, a profile

@@ -15,7 +15,7 @@ use super::dynamo::{
     DynamoStore, ItemKey, PageQuery, QueryPage, attr, backend, condition_failed, from_item, key, n, s, to_item,
     tx_check, tx_delete, tx_put,
 };
-use super::items::{ErasureItem, ExportItem, MESSAGE_CASCADE_ATTRS, MessageItem, SettingsItem};
+use super::items::{ErasureItem, ExportItem, MESSAGE_CASCADE_ATTRS, MessageItem, SettingsItem, TombstoneItem};
 use super::keys::*;
 use super::outbound::reference;
 use super::ports::{ErasureStart, MessageRef, MessageScope, MessagesDeleted, PrivacyStore, TenantRecords, WalkPage};
@@ -64,13 +64,13 @@ fn message_ref(item: &Item) -> Option<MessageRef> {
         return None;
     }
     let message_id = attr(item, PK).and_then(message_id_of_pk)?.to_owned();
-    let outbound_wamid = (attr(item, "direction") == Some("outbound"))
-        .then(|| attr(item, "wamid").map(str::to_owned))
-        .flatten();
+    let wamid = attr(item, "wamid").map(str::to_owned);
+    let outbound_wamid = wamid.clone().filter(|_| attr(item, "direction") == Some("outbound"));
     Some(MessageRef {
         message_id,
         contact_id: attr(item, "contact_id").unwrap_or_default().to_owned(),
         outbound_wamid,
+        wamid,
         media_key: media_s3_key(item).map(str::to_owned),
     })
 }
@@ -538,6 +538,19 @@ impl PrivacyStore for DynamoStore {
         Ok(deleted)
     }
 
+    async fn put_tombstones(
+        &self,
+        tenant_id: &str,
+        wamids: &[String],
+        erased_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let items = wamids
+            .iter()
+            .map(|w| to_item(&TombstoneItem::new(tenant_id, w, erased_at)))
+            .collect();
+        self.put_items(items).await
+    }
+
     async fn delete_contact_items(
         &self,
         tenant_id: &str,
@@ -630,6 +643,14 @@ impl PrivacyStore for DynamoStore {
             TenantRecords::SendSchedule(phone_number_id) => {
                 self.delete_partition(send_schedule_pk(tenant_id, phone_number_id), |_| true)
                     .await
+            }
+            TenantRecords::Tombstones => {
+                let mut deleted = 0;
+                for shard in TOMBSTONE_SHARDS.chars() {
+                    let pk = tombstone_pk(tenant_id, &shard.to_string());
+                    deleted += self.delete_partition(pk, |_| true).await?;
+                }
+                Ok(deleted)
             }
             TenantRecords::TenantPartition => self.delete_partition(tenant_pk(tenant_id), |k| k.sk != TENANT_SK).await,
             TenantRecords::Templates => self.delete_partition(templates_pk(tenant_id), |_| true).await,

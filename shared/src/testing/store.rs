@@ -15,7 +15,7 @@
 //! of an operation fail, and [`MemStore::calls`] counts calls, so tests can drive and observe
 //! error paths and caches.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -76,6 +76,7 @@ pub enum Op {
     RecordInbound,
     ApplyStatus,
     RecordEvent,
+    WamidErased,
     // OutboundStore
     CreateMessage,
     CreateMessageOnce,
@@ -107,6 +108,7 @@ pub enum Op {
     DeleteErasures,
     MessageRefs,
     DeleteMessages,
+    PutTombstones,
     DeleteContactItems,
     ExpireMedia,
     DeleteAuditBefore,
@@ -173,6 +175,8 @@ struct State {
     wamids: HashMap<Key, String>,
     /// (tenant, wamid) → statuses that arrived before the wamid was known, by status name.
     parked: HashMap<Key, BTreeMap<String, StatusWrite>>,
+    /// (tenant, wamid) of erased messages (their tombstones; they never expire here).
+    tombstones: HashSet<Key>,
     /// (tenant, content digest) → event.
     events: BTreeMap<Key, RecordedEvent>,
     /// (tenant, key hash) → record.
@@ -373,7 +377,8 @@ impl MemStore {
         );
     }
 
-    /// Removes a contact and everything of it, as a finished erasure leaves the table.
+    /// Removes a contact and everything of it, as a finished erasure leaves the table (with
+    /// its messages' wamids tombstoned).
     pub fn erase_contact(&self, tenant_id: &str, contact_id: &str) {
         let mut s = self.state();
         let ck = key(tenant_id, contact_id);
@@ -390,7 +395,10 @@ impl MemStore {
             .map(|(k, _)| k.clone())
             .collect();
         for k in &erased {
-            s.messages.remove(k);
+            // A finished erasure leaves its messages' wamids tombstoned.
+            if let Some(wamid) = s.messages.remove(k).and_then(|row| row.record.wamid) {
+                s.tombstones.insert(key(tenant_id, &wamid));
+            }
         }
         let wamids: Vec<Key> = s
             .wamids
@@ -657,6 +665,12 @@ fn holds(contact: &Contact, matched_by: Option<&IdentityKey>) -> bool {
 /// failed (contact gone, identity moved, or — `with_time_condition` — a newer message seen).
 fn try_record_inbound(s: &mut State, write: &InboundWrite, with_time_condition: bool) -> Option<InboundOutcome> {
     let m = &write.message;
+    if m.wamid
+        .as_ref()
+        .is_some_and(|w| s.tombstones.contains(&key(&m.tenant_id, w)))
+    {
+        return Some(InboundOutcome::Erased);
+    }
     if let Some(existing) = s.messages.get(&key(&m.tenant_id, &m.message_id)) {
         return Some(InboundOutcome::Duplicate(Box::new(existing.record.clone())));
     }
@@ -719,6 +733,9 @@ fn set_status(record: &mut MessageRecord, write: &StatusWrite) {
 /// `apply_status` against the state: forward, history only, duplicate, late failure or parked.
 fn apply_status(s: &mut State, tenant_id: &str, write: &StatusWrite) -> StatusOutcome {
     let Some(message_id) = s.wamids.get(&key(tenant_id, &write.wamid)).cloned() else {
+        if s.tombstones.contains(&key(tenant_id, &write.wamid)) {
+            return StatusOutcome::Erased;
+        }
         let parked = s.parked.entry(key(tenant_id, &write.wamid)).or_default();
         if parked.contains_key(write.status.as_str()) {
             return StatusOutcome::Duplicate;
@@ -1124,6 +1141,11 @@ impl InboundStore for MemStore {
                 received_at,
             });
         Ok(())
+    }
+
+    async fn wamid_erased(&self, tenant_id: &str, wamid: &str) -> Result<bool, StoreError> {
+        self.enter(Op::WamidErased, 1).await?;
+        Ok(self.state().tombstones.contains(&key(tenant_id, wamid)))
     }
 }
 

@@ -71,6 +71,7 @@ fn message_ref(m: &MessageRecord) -> MessageRef {
         message_id: m.message_id.clone(),
         contact_id: m.contact_id.clone(),
         outbound_wamid: (m.direction == Direction::Outbound).then(|| m.wamid.clone()).flatten(),
+        wamid: m.wamid.clone(),
         media_key: m.media.as_ref().and_then(|m| m.s3_key.clone()),
     }
 }
@@ -404,6 +405,18 @@ impl PrivacyStore for MemStore {
         Ok(deleted)
     }
 
+    async fn put_tombstones(
+        &self,
+        tenant_id: &str,
+        wamids: &[String],
+        _erased_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.enter(Op::PutTombstones, wamids.len().div_ceil(25) as u32).await?;
+        let mut s = self.state();
+        s.tombstones.extend(wamids.iter().map(|w| key(tenant_id, w)));
+        Ok(())
+    }
+
     async fn delete_contact_items(
         &self,
         tenant_id: &str,
@@ -568,6 +581,11 @@ impl PrivacyStore for MemStore {
             }
             TenantRecords::SendSchedule(phone_number_id) => {
                 u64::from(s.schedules.remove(&key(tenant_id, phone_number_id)).is_some())
+            }
+            TenantRecords::Tombstones => {
+                let before = s.tombstones.len();
+                s.tombstones.retain(|k| !of_tenant(k));
+                (before - s.tombstones.len()) as u64
             }
             TenantRecords::TenantPartition => {
                 let keys = s.keys.len();
