@@ -603,7 +603,10 @@ mod tests {
         );
         assert_eq!(
             problems(new(body("Hi {{First Name}}.", ex), "NAMED")),
-            [("components[0].text".into(), "invalid_parameter")]
+            [
+                ("components[0].text".into(), "invalid_parameter"),
+                ("components[0].example".into(), "missing_example")
+            ]
         );
     }
 
