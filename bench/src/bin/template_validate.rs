@@ -116,6 +116,12 @@ async fn main() {
         .unwrap();
     let record = TemplateRecord::from_meta(&tenant_id, &template_meta(), now).unwrap();
     store.put_template(&record).await.unwrap();
+    // New contacts have no language of their own: `auto` falls back to the tenant's default
+    // (read once per instance, then remembered for 60 s).
+    let settings = crm_shared::store::TemplateSettings {
+        default_language: Some("en_US".into()),
+    };
+    store.put_template_settings(&tenant_id, &settings).await.unwrap();
     let entries = vec![record];
 
     // 1. Validation alone.
