@@ -76,7 +76,9 @@ async fn world(name: &str) -> World {
         let meta = json!({"id": "1", "name": name, "language": "en", "status": "APPROVED", "category": category,
                           "components": [{"type": "BODY", "text": "Hello"}]});
         let record = crm_shared::template::TemplateRecord::from_meta(&t.tenant.tenant_id, &meta, Utc::now()).unwrap();
-        crm_shared::store::TemplateStore::put_template(&store, &record).await.unwrap();
+        crm_shared::store::TemplateStore::put_template(&store, &record)
+            .await
+            .unwrap();
     }
     World {
         store,

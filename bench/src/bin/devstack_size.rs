@@ -95,7 +95,11 @@ async fn main() {
         .expect("provisioned");
     let store = DynamoStore::new(crm_shared::aws::dynamodb_client(&sdk), &provisioned.tables["DataTable"]);
     let new = NewTenant::validated("Size", "106540352242922", "100000000000000", "bench-graph-token").expect("tenant");
-    let tenant_id = admin::create_tenant(&store, new).await.expect("tenant").tenant.tenant_id;
+    let tenant_id = admin::create_tenant(&store, new)
+        .await
+        .expect("tenant")
+        .tenant
+        .tenant_id;
 
     println!(
         "\nLocal endpoint at size (infra/moto_server.py from template.yaml), {} samples per request kind, one at a time\n",
@@ -137,7 +141,11 @@ async fn main() {
                         t,
                         crm_shared::ids::new_id(),
                         c,
-                        if k % 2 == 0 { Direction::Inbound } else { Direction::Outbound },
+                        if k % 2 == 0 {
+                            Direction::Inbound
+                        } else {
+                            Direction::Outbound
+                        },
                         "text",
                         serde_json::json!({"body": format!("message {k} of a conversation at size")}),
                         MessageStatus::Received,

@@ -226,7 +226,7 @@ impl Linter {
             }
             "IMAGE" | "VIDEO" | "DOCUMENT" => {
                 let handle = component.pointer("/example/header_handle/0").and_then(Value::as_str);
-                if !handle.is_some_and(|h| !h.is_empty()) {
+                if handle.is_none_or(|h| h.is_empty()) {
                     self.push(
                         format!("{field}.example"),
                         "missing_example",
@@ -302,7 +302,7 @@ impl Linter {
             );
         } else if !found.is_empty() {
             let example = b.get("example").and_then(Value::as_array).and_then(|e| e.first());
-            if !example.and_then(Value::as_str).is_some_and(|s| !s.is_empty()) {
+            if example.and_then(Value::as_str).is_none_or(|s| s.is_empty()) {
                 self.push(
                     format!("{field}.example"),
                     "missing_example",

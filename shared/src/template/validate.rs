@@ -187,7 +187,7 @@ fn param_type(p: &Value) -> &str {
     p.get("type").and_then(Value::as_str).unwrap_or_default()
 }
 
-fn non_empty_str<'a>(v: Option<&'a Value>) -> Option<&'a str> {
+fn non_empty_str(v: Option<&Value>) -> Option<&str> {
     v.and_then(Value::as_str).filter(|s| !s.trim().is_empty())
 }
 
