@@ -59,7 +59,7 @@ fn unprocessable(code: &'static str, message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
 }
 
-fn query<'a>(req: &'a Request, name: &str) -> Option<String> {
+fn query(req: &Request, name: &str) -> Option<String> {
     req.query_string_parameters_ref()
         .and_then(|q| q.first(name))
         .filter(|v| !v.is_empty())
