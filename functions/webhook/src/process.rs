@@ -15,6 +15,7 @@ use crm_shared::message::{self, Direction, MediaRef, MediaStatus, MessageError, 
 use crm_shared::store::{
     CustomerIdentity, IdentityKey, InboundOutcome, InboundWrite, StatusOutcome, StatusWrite, StoreError,
 };
+use crm_shared::template;
 use crm_shared::whatsapp::{
     ConsentKeyword, GraphError, InboundMessage, StatusUpdate, WaContact, WebhookPayload, consent_keyword,
     receipt_status,
@@ -35,6 +36,9 @@ pub struct Summary {
     pub statuses_ignored: usize,
     pub statuses_parked: usize,
     pub events_recorded: usize,
+    /// Template webhooks applied to the registry, and those older than what it holds.
+    pub templates_updated: usize,
+    pub templates_stale: usize,
     pub unknown_numbers: usize,
     /// Items the table refused for good, kept as digests.
     pub items_unstorable: usize,
@@ -52,6 +56,8 @@ impl Summary {
         self.statuses_ignored += o.statuses_ignored;
         self.statuses_parked += o.statuses_parked;
         self.events_recorded += o.events_recorded;
+        self.templates_updated += o.templates_updated;
+        self.templates_stale += o.templates_stale;
         self.unknown_numbers += o.unknown_numbers;
         self.items_unstorable += o.items_unstorable;
         self.items_deferred += o.items_deferred;
@@ -240,6 +246,15 @@ async fn process_item<S: WebhookStore, Q: MediaJobQueue>(
             return Ok(());
         }
         _ => {
+            if let Some(update) = template::parse_webhook_change(&change.change.field, &change.change.value) {
+                // Meta's time of the change orders status updates; without one, ours.
+                let at = change.entry.time.unwrap_or_else(|| now.timestamp());
+                match p.store.apply_template_change(tenant_id, &update, at, now).await? {
+                    Some(_) => summary.templates_updated += 1,
+                    None => summary.templates_stale += 1,
+                }
+                return Ok(());
+            }
             p.store
                 .record_event(tenant_id, &change.change.field, &change.change.value, now)
                 .await?;
