@@ -39,6 +39,8 @@ pub struct Summary {
     /// Template webhooks applied to the registry, and those older than what it holds.
     pub templates_updated: usize,
     pub templates_stale: usize,
+    /// Template webhooks of another WABA of the tenant (an added number's): not the registry's.
+    pub templates_other_waba: usize,
     pub unknown_numbers: usize,
     /// Items the table refused for good, kept as digests.
     pub items_unstorable: usize,
@@ -58,6 +60,7 @@ impl Summary {
         self.events_recorded += o.events_recorded;
         self.templates_updated += o.templates_updated;
         self.templates_stale += o.templates_stale;
+        self.templates_other_waba += o.templates_other_waba;
         self.unknown_numbers += o.unknown_numbers;
         self.items_unstorable += o.items_unstorable;
         self.items_deferred += o.items_deferred;
@@ -247,6 +250,14 @@ async fn process_item<S: WebhookStore, Q: MediaJobQueue>(
         }
         _ => {
             if let Some(update) = template::parse_webhook_change(&change.change.field, &change.change.value) {
+                // The registry holds the templates of the tenant's WABA (the one it was created
+                // with, which sync, create and delete use): another WABA's change is not its.
+                let registry_waba = p.store.get_tenant(tenant_id).await?.map(|t| t.waba_id);
+                if registry_waba.as_deref() != Some(change.entry.id.as_str()) {
+                    tracing::info!(waba_id = %change.entry.id, field = %change.change.field, "template change of a WABA outside the registry ignored");
+                    summary.templates_other_waba += 1;
+                    return Ok(());
+                }
                 // Meta's time of the change orders status updates; without one, ours.
                 let at = change.entry.time.unwrap_or_else(|| now.timestamp());
                 match p.store.apply_template_change(tenant_id, &update, at, now).await? {

@@ -36,6 +36,8 @@ pub enum EventType {
     ExportReady,
     #[serde(rename = "erasure.completed")]
     ErasureCompleted,
+    #[serde(rename = "template.status_changed")]
+    TemplateStatusChanged,
     #[serde(rename = "endpoint.disabled")]
     EndpointDisabled,
     /// Sent by `POST /v1/webhook-endpoints/{id}/test` to that endpoint only (never logged).
@@ -54,6 +56,7 @@ impl EventType {
         EventType::ConsentChanged,
         EventType::ExportReady,
         EventType::ErasureCompleted,
+        EventType::TemplateStatusChanged,
         EventType::EndpointDisabled,
         EventType::EndpointTest,
     ];
@@ -69,6 +72,7 @@ impl EventType {
             EventType::ConsentChanged => "consent.changed",
             EventType::ExportReady => "export.ready",
             EventType::ErasureCompleted => "erasure.completed",
+            EventType::TemplateStatusChanged => "template.status_changed",
             EventType::EndpointDisabled => "endpoint.disabled",
             EventType::EndpointTest => "endpoint.test",
         }

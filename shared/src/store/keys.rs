@@ -187,6 +187,9 @@ pub fn templates_pk(tenant_id: &str) -> String {
     format!("T#{tenant_id}#TPL")
 }
 
+/// Sort-key prefix of every registry entry (the events function's filter reads them).
+pub const TEMPLATE_SK_PREFIX: &str = "TPL#";
+
 pub fn template_sk(name: &str, language: &str) -> String {
     format!("TPL#{name}#{language}")
 }

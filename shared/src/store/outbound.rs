@@ -15,8 +15,7 @@ use super::dynamo::{
 };
 use super::items::{
     ContactItem, ConversationTouch, IdempotencyItem, MessageItem, ParkedStatusItem, ReferenceItem, StatusChange,
-    WamidPointerItem,
-    schedule_next_free,
+    WamidPointerItem, schedule_next_free,
 };
 use super::keys::*;
 use super::ports::{

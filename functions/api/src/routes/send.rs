@@ -82,6 +82,26 @@ async fn sending_number<S: ApiStore, L, Q>(
     Ok(tenant.phone_number_id)
 }
 
+/// Templates are the registry's, which holds those of the tenant's WABA (the one it was created
+/// with): a template goes out from a number of that WABA, never from an added number of another
+/// WABA (whose templates Meta keeps apart).
+async fn check_template_number<S: ApiStore, L, Q>(
+    deps: &Deps<S, L, Q>,
+    caller: &Caller,
+    from: &str,
+) -> Result<(), ApiError> {
+    let numbers = deps.store.numbers(&caller.tenant_id).await?;
+    let registry_waba = numbers.first().map(|n| n.waba_id.as_str());
+    match numbers.iter().find(|n| n.phone_number_id == from) {
+        Some(number) if Some(number.waba_id.as_str()) == registry_waba => Ok(()),
+        _ => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "template_number_outside_waba",
+            "templates are those of the tenant's WhatsApp Business Account: send this one from a number of it (GET /v1/numbers)",
+        )),
+    }
+}
+
 /// Meta's wamid of one of the tenant's messages, for replies and reactions.
 async fn wamid_of<S: ApiStore, L, Q>(
     deps: &Deps<S, L, Q>,
@@ -143,6 +163,9 @@ pub async fn send<S: ApiStore, L: MediaLinks, Q: SendJobQueue>(
 
     let contact = recipient(deps, caller, &request).await?;
     let from = sending_number(deps, caller, request.from.as_deref(), &contact).await?;
+    if request.message_type == "template" {
+        check_template_number(deps, caller, &from).await?;
+    }
     let reply_wamid = match &request.reply_to {
         Some(id) => Some(wamid_of(deps, caller, id).await?),
         None => None,
