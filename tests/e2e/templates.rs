@@ -465,3 +465,59 @@ impl World {
         self.store.get_tenant(&self.tenant_id).await.unwrap().unwrap().waba_id
     }
 }
+
+/// The registry is the tenant's WABA's: a number of another WABA of the tenant sends no
+/// templates, and that WABA's template webhooks leave the registry as it is; the tenant's own
+/// WABA's webhook changes it (and the change is one `template.status_changed` in the log).
+#[tokio::test]
+async fn the_registry_is_the_tenant_wabas_and_other_wabas_leave_it_alone() {
+    use crm_shared::store::TenantStore;
+    let w = world("Templates other WABA").await;
+    assert_eq!(w.create(order_update("en")).await.0, 201);
+    w.until_status("order_update", "en", "APPROVED").await;
+    let tenant = w.store.get_tenant(&w.tenant_id).await.unwrap().unwrap();
+    let (same_waba, other_waba) = (e2e_tests::unique_numeric_id(), e2e_tests::unique_numeric_id());
+    let other_waba_id = e2e_tests::unique_numeric_id();
+    let same = crm_shared::tenant::new_number(&same_waba, &tenant.waba_id, None, Some("same")).unwrap();
+    let other = crm_shared::tenant::new_number(&other_waba, &other_waba_id, None, Some("other")).unwrap();
+    w.store.add_number(&tenant, &same).await.unwrap();
+    w.store.add_number(&tenant, &other).await.unwrap();
+
+    let en = json!({"code": "en"});
+    let good = json!([text("Ana"), text("Monday")]);
+    let to = "+447911123490";
+    let mut from_other = order_send(to, en.clone(), good.clone());
+    from_other["from"] = json!(other_waba);
+    let (status, refused) = w.send(from_other).await;
+    assert_eq!(
+        (status, refused["error"]["code"].as_str()),
+        (422, Some("template_number_outside_waba")),
+        "{refused}"
+    );
+    for from in [tenant.phone_number_id.clone(), same_waba] {
+        let mut send = order_send(to, en.clone(), good.clone());
+        send["from"] = json!(from);
+        let (status, queued) = w.send(send).await;
+        assert_eq!(status, 202, "{queued}");
+    }
+
+    // Another WABA's status webhook for the same name and language changes nothing.
+    let value = json!({"event": "PAUSED", "message_template_id": 1, "message_template_name": "order_update",
+                       "message_template_language": "en", "reason": "NONE"});
+    let code = w
+        .sandbox
+        .deliver_waba_change(&other_waba_id, "message_template_status_update", value.clone())
+        .await
+        .unwrap();
+    assert_eq!(code, 200);
+    let (_, entry) = w.call("GET", "/v1/templates/order_update", None).await;
+    assert_eq!(entry["languages"][0]["status"], "APPROVED", "{entry}");
+    // The tenant's own WABA's does.
+    let code = w
+        .sandbox
+        .deliver_waba_change(&tenant.waba_id, "message_template_status_update", value)
+        .await
+        .unwrap();
+    assert_eq!(code, 200);
+    w.until_status("order_update", "en", "PAUSED").await;
+}
