@@ -500,7 +500,10 @@ mod tests {
         assert!(types(&change("T#t1#AUDIT", "01abc", None, Some(json!({"action": "x"})))).is_empty());
         assert!(types(&change("PNID#123", "ROUTE", None, Some(json!({"tenant_id": "t1"})))).is_empty());
         assert!(types(&change("T#t1#EVLOG", "SEQ#00000000000000000001", None, Some(json!({})))).is_empty());
-        assert_eq!(watched_sort_keys(), ["MSG", "PROFILE", "EXPORT", "ERASURE", "TPL#", "WEBHOOK#"]);
+        assert_eq!(
+            watched_sort_keys(),
+            ["MSG", "PROFILE", "EXPORT", "ERASURE", "TPL#", "WEBHOOK#"]
+        );
     }
 
     /// The event source mapping's filter passes exactly the sort keys the rules read.
