@@ -21,6 +21,7 @@ const SETTINGS: RetentionSettings = RetentionSettings {
     media_days: 10,
     exports_days: 3,
     audit_days: 60,
+    events_days: 7,
 };
 
 /// The data kinds the sweep walks by id range (ids are ULIDs of their creation time).
@@ -124,6 +125,7 @@ fn retention_settings_bounds() {
             media_days: 50,
             exports_days: 7,
             audit_days: 100,
+            events_days: 7,
         };
         edit(&mut settings);
         let got = match settings.validate() {

@@ -430,6 +430,7 @@ const SETTINGS: RetentionSettings = RetentionSettings {
     media_days: 10,
     exports_days: 3,
     audit_days: 60,
+    events_days: 7,
 };
 
 /// A message of the sweep's table: its age, kind, and what the sweep must do to it.

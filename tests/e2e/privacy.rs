@@ -292,13 +292,19 @@ fn crmctl(args: &[&str]) -> (bool, Value, String) {
 
 // ---------------------------------------------------------------------------------------------
 
+fn with_events(settings: &Value, days: u32) -> Value {
+    let mut v = settings.clone();
+    v["events_days"] = json!(days);
+    v
+}
+
 #[tokio::test]
 async fn retention_settings_have_defaults_bounds_and_stay_within_their_tenant() {
     let _serial = bulk_lock().await;
     let a = ctx("Retention settings A").await;
     let b = ctx("Retention settings B").await;
     let defaults = json!({"messages_days": 365, "media_days": 90, "exports_days": 7, "audit_days": 365,
-                          "source": "default"});
+                          "events_days": 7, "source": "default"});
     let (status, body) = a.call("GET", "/v1/settings/retention", &a.viewer, None).await;
     assert_eq!((status, &body), (200, &defaults));
 
@@ -316,6 +322,16 @@ async fn retention_settings_have_defaults_bounds_and_stay_within_their_tenant() 
     for field in ["messages_days", "media_days", "exports_days", "audit_days"] {
         assert_eq!(body[field], chosen[field], "{field}");
     }
+    assert_eq!(body["events_days"], 7, "optional: the default");
+    let (status, body) = a
+        .call(
+            "PUT",
+            "/v1/settings/retention",
+            &a.admin,
+            Some(with_events(&chosen, 14)),
+        )
+        .await;
+    assert_eq!((status, &body["events_days"]), (200, &json!(14)), "{body}");
     // Another tenant still has the defaults.
     let (_, body) = b.call("GET", "/v1/settings/retention", &b.viewer, None).await;
     assert_eq!(body, defaults);
@@ -330,6 +346,8 @@ async fn retention_settings_have_defaults_bounds_and_stay_within_their_tenant() 
         (with("messages_days", json!(3651)), "invalid_retention"),
         (with("exports_days", json!(31)), "invalid_retention"),
         (with("audit_days", json!(29)), "invalid_retention"),
+        (with("events_days", json!(0)), "invalid_retention"),
+        (with("events_days", json!(31)), "invalid_retention"),
         (with("media_days", json!(31)), "media_outlives_messages"),
         (with("media_days", json!(-1)), "invalid_body"),
         (with("media_days", json!("10")), "invalid_body"),
@@ -413,6 +431,27 @@ async fn an_export_holds_exactly_what_was_stored() {
         })
         .collect();
     c.store.import_messages(&records).await.unwrap();
+    // The inbox's side: the conversation the inbound messages opened, a read mark and a note.
+    let conversation_id = format!("{contact_id}-{}", c.phone_number_id);
+    let conv_path = format!("/v1/conversations/{conversation_id}");
+    let (status, body) = c
+        .call(
+            "POST",
+            &format!("{conv_path}/read"),
+            &c.agent,
+            Some(json!({"up_to": 1})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = c
+        .call(
+            "POST",
+            &format!("{conv_path}/notes"),
+            &c.agent,
+            Some(json!({"body": "prefers mornings"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
 
     let export_path = format!("{path}/export");
     let (status, _) = c.call("POST", &export_path, &c.agent, None).await;
@@ -489,6 +528,17 @@ async fn an_export_holds_exactly_what_was_stored() {
     assert_eq!(image["media"]["status"], "available");
     assert!(image["media"]["s3_key"].as_str().unwrap().ends_with("/media/x"));
     assert!(exported[2]["status_at"]["delivered"].is_string());
+    let conversations = document["conversations"].as_array().unwrap();
+    assert_eq!(conversations.len(), 1, "{conversations:?}");
+    assert_eq!(conversations[0]["conversation_id"], conversation_id.as_str());
+    assert_eq!(conversations[0]["message_count"], 2);
+    assert_eq!(conversations[0]["reads"].as_object().unwrap().len(), 1, "the read mark");
+    let notes = document["notes"].as_array().unwrap();
+    assert_eq!(notes.len(), 1);
+    assert_eq!(notes[0]["body"], "prefers mornings");
+    assert_eq!(notes[0]["conversation_id"], conversation_id.as_str());
+    assert_eq!(document["summary"]["conversations"], 1);
+    assert_eq!(document["summary"]["notes"], 1);
     assert_eq!(document["summary"]["messages"], 22);
     assert_eq!(document["summary"]["media_items"], 1);
     assert_eq!(ready["message_count"], 22);
@@ -684,6 +734,27 @@ async fn seed_busy_contact(c: &Ctx, from: &str, bulk: usize) -> Seeded {
     }
     store.import_messages(&records).await.unwrap();
 
+    // A read mark and an internal note on the conversation the first message opened.
+    let conv_path = format!("/v1/conversations/{contact_id}-{}", c.phone_number_id);
+    let (status, body) = c
+        .call(
+            "POST",
+            &format!("{conv_path}/read"),
+            &c.agent,
+            Some(json!({"up_to": 1})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = c
+        .call(
+            "POST",
+            &format!("{conv_path}/notes"),
+            &c.agent,
+            Some(json!({"body": "Ada asked about invoice 7731"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+
     // A built export.
     let (status, created) = c.call("POST", &format!("{path}/export"), &c.admin, None).await;
     assert_eq!(status, 202);
@@ -781,6 +852,8 @@ async fn erasure_leaves_nothing_of_the_contact_in_any_table_or_bucket() {
     assert_eq!(d["statuses"], 3, "{d}");
     assert_eq!(d["tags"], seeded.tags, "{d}");
     assert_eq!(d["history_entries"], 2, "{d}");
+    assert_eq!(d["conversations"], 1, "{d}");
+    assert_eq!(d["notes"], 1, "{d}");
 
     // Nothing left: the contact's id, phone, messages, wamids, objects, export, idempotency keys.
     let mut needles = vec![
@@ -788,6 +861,7 @@ async fn erasure_leaves_nothing_of_the_contact_in_any_table_or_bucket() {
         "447700900123".to_owned(),
         "Ada Lovelace".to_owned(),
         "ada@example.com".to_owned(),
+        "invoice 7731".to_owned(),
         seeded.export_id.clone(),
     ];
     needles.extend(seeded.wamids.iter().cloned());
@@ -1115,12 +1189,12 @@ async fn retention_deletes_exactly_what_is_past_each_period_and_nothing_else() {
     );
     assert_eq!(
         tenant_report(&report, &a.tenant_id)["deleted"],
-        json!({"messages": 2, "media_objects": 2, "exports": 1, "audit_entries": 1}),
+        json!({"messages": 2, "media_objects": 2, "exports": 1, "audit_entries": 1, "conversations": 0, "conversations_resolved": 0, "notes": 0}),
         "{report}"
     );
     assert_eq!(
         tenant_report(&report, &b.tenant_id)["deleted"],
-        json!({"messages": 0, "media_objects": 0, "exports": 0, "audit_entries": 0}),
+        json!({"messages": 0, "media_objects": 0, "exports": 0, "audit_entries": 0, "conversations": 0, "conversations_resolved": 0, "notes": 0}),
         "B keeps the defaults: {report}"
     );
 
@@ -1197,7 +1271,7 @@ async fn retention_deletes_exactly_what_is_past_each_period_and_nothing_else() {
     for tenant in [&a.tenant_id, &b.tenant_id] {
         assert_eq!(
             tenant_report(&report, tenant)["deleted"],
-            json!({"messages": 0, "media_objects": 0, "exports": 0, "audit_entries": 0}),
+            json!({"messages": 0, "media_objects": 0, "exports": 0, "audit_entries": 0, "conversations": 0, "conversations_resolved": 0, "notes": 0}),
             "{report}"
         );
     }

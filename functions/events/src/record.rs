@@ -23,16 +23,20 @@ use crm_shared::events::endpoint::WebhookEndpoint;
 use crm_shared::events::push::DeliveryJob;
 use crm_shared::events::{EVENTS_DAYS_DEFAULT, Event, EventDraft};
 use crm_shared::jobs::OverflowQueue;
-use crm_shared::store::{EventStore, StoreError, WebhookStore};
+use crm_shared::store::{EventStore, PrivacyStore, StoreError, WebhookStore};
 
 /// How long this instance trusts a tenant's endpoint list (a new endpoint gets events within it).
 pub const ENDPOINTS_TTL: Duration = Duration::from_secs(5);
+/// How long this instance trusts a tenant's event retention (`events_days`).
+pub const RETENTION_TTL: Duration = Duration::from_secs(300);
 
 pub struct Deps<S, Q> {
     pub store: S,
     /// The delivery queue (batched sends).
     pub deliveries: Q,
     pub endpoints: TtlCache<String, Vec<WebhookEndpoint>>,
+    /// The tenant's `events_days` (one read per tenant and instance every few minutes).
+    pub retention_days: TtlCache<String, u32>,
 }
 
 impl<S, Q> Deps<S, Q> {
@@ -41,6 +45,7 @@ impl<S, Q> Deps<S, Q> {
             store,
             deliveries,
             endpoints: TtlCache::new(10_000, ENDPOINTS_TTL),
+            retention_days: TtlCache::new(10_000, RETENTION_TTL),
         }
     }
 }
@@ -68,7 +73,7 @@ struct Drafted {
     record_seq: String,
 }
 
-pub async fn handle<S: EventStore + WebhookStore, Q: OverflowQueue>(
+pub async fn handle<S: EventStore + WebhookStore + PrivacyStore, Q: OverflowQueue>(
     deps: &Deps<S, Q>,
     event: LambdaEvent<StreamEvent>,
 ) -> Result<DynamoDbEventResponse, Error> {
@@ -105,13 +110,20 @@ fn seq_order(a: &str, b: &str) -> std::cmp::Ordering {
 
 /// Records one tenant's drafts and enqueues their deliveries; the stream sequence number of the
 /// first record not done when something failed.
-async fn tenant_batch<S: EventStore + WebhookStore, Q: OverflowQueue>(
+async fn tenant_batch<S: EventStore + WebhookStore + PrivacyStore, Q: OverflowQueue>(
     deps: &Deps<S, Q>,
     tenant_id: &str,
     drafted: &[Drafted],
 ) -> Option<String> {
     let drafts: Vec<EventDraft> = drafted.iter().map(|d| d.draft.clone()).collect();
-    let expires_at = Utc::now() + chrono::TimeDelta::days(i64::from(EVENTS_DAYS_DEFAULT));
+    let days = match events_days(deps, tenant_id).await {
+        Ok(days) => days,
+        Err(err) => {
+            tracing::warn!(error = %err, "the event retention could not be read; the batch is retried");
+            return Some(drafted[0].record_seq.clone());
+        }
+    };
+    let expires_at = Utc::now() + chrono::TimeDelta::days(i64::from(days));
     let events = match deps.store.record_events(tenant_id, &drafts, expires_at).await {
         Ok(events) => events,
         Err(err) => {
@@ -161,6 +173,20 @@ async fn fan_out<S: WebhookStore, Q: OverflowQueue>(
         deps.deliveries.hand_off(&bodies).await.map_err(|e| e.0)?;
     }
     Ok(bodies.len())
+}
+
+/// The tenant's event retention in days (the platform default when it never chose).
+async fn events_days<S: PrivacyStore, Q>(deps: &Deps<S, Q>, tenant_id: &str) -> Result<u32, StoreError> {
+    if let Some(days) = deps.retention_days.get(tenant_id) {
+        return Ok(days);
+    }
+    let days = deps
+        .store
+        .retention_settings(tenant_id)
+        .await?
+        .map_or(EVENTS_DAYS_DEFAULT, |s| s.events_days);
+    deps.retention_days.insert(tenant_id.to_owned(), days);
+    Ok(days)
 }
 
 async fn tenant_endpoints<S: WebhookStore, Q>(

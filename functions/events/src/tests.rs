@@ -377,3 +377,40 @@ async fn a_storage_failure_hands_the_job_back_to_sqs() {
     assert!(queue.jobs().is_empty());
     assert_eq!(store.event_head("t1").await.unwrap(), 1);
 }
+
+#[tokio::test]
+async fn events_keep_the_tenants_own_retention() {
+    use crm_shared::privacy::RetentionSettings;
+    use crm_shared::store::PrivacyStore;
+    let (store, queue) = (MemStore::new(), MemQueue::new());
+    let short = RetentionSettings {
+        events_days: 2,
+        ..RetentionSettings::default()
+    };
+    store
+        .put_retention_settings("t1", &short, None, Utc::now())
+        .await
+        .unwrap();
+    let deps = record::Deps::new(store.clone(), queue.clone());
+    let batch = stream_event(vec![inbound("t1", "m1"), inbound("t2", "m2")]);
+    assert!(
+        record::handle(&deps, batch)
+            .await
+            .unwrap()
+            .batch_item_failures
+            .is_empty()
+    );
+    let listed = |tenant: &'static str, days: i64| {
+        let store = store.clone();
+        async move {
+            let at = Utc::now() + TimeDelta::days(days);
+            store.events_after(tenant, 0, 100, at).await.unwrap().len()
+        }
+    };
+    assert_eq!((listed("t1", 1).await, listed("t1", 3).await), (1, 0), "two days");
+    assert_eq!(
+        (listed("t2", 6).await, listed("t2", 8).await),
+        (1, 0),
+        "the default week"
+    );
+}

@@ -44,6 +44,10 @@ const RULES: &[Rule] = &[
         derive: contact_events,
     },
     Rule {
+        sk: keys::CONVERSATION_PREFIX,
+        derive: conversation_events,
+    },
+    Rule {
         sk: keys::EXPORT_SK,
         derive: export_events,
     },
@@ -257,6 +261,48 @@ fn template_events(i: &Images<'_>) -> Vec<(EventType, Value)> {
     vec![(EventType::TemplateStatusChanged, data)]
 }
 
+/// A conversation is `opened` when created or reopened (from resolved), `assigned` when its
+/// assignee changes, `status_changed` on any other move of its status. Each carries the
+/// conversation's sequence number (`last_seq`, its customer messages so far), so a consumer
+/// orders and dedupes them; a message's own touch of the conversation (clocks, preview,
+/// counters) makes none. A conversation removed (erasure, retention) makes none either: the
+/// contact's own events say so.
+fn conversation_events(i: &Images<'_>) -> Vec<(EventType, Value)> {
+    // A conversation is one once it has a status; an image without one (removed, or a
+    // half-made item) makes no event.
+    if i.after("status").is_none() {
+        return Vec::new();
+    }
+    let base = || {
+        json!({
+            "conversation_id": str_of(i.after("conversation_id")),
+            "contact_id": str_of(i.after("contact_id")),
+            "phone_number_id": str_of(i.after("phone_number_id")),
+            "status": str_of(i.after("status")),
+            "seq": rank(i.after("last_seq")),
+        })
+    };
+    let (before, after) = (str_of(i.before("status")), str_of(i.after("status")));
+    let mut events = Vec::new();
+    let created = i.before("status").is_none();
+    if created || (before == "resolved" && after != "resolved") {
+        let mut data = base();
+        data["reopened"] = json!(!created);
+        events.push((EventType::ConversationOpened, data));
+    } else if before != after {
+        let mut data = base();
+        data["previous_status"] = json!(before);
+        events.push((EventType::ConversationStatusChanged, data));
+    }
+    if i.changed("assignee") {
+        let mut data = base();
+        data["assignee"] = json!(i.after("assignee"));
+        data["previous_assignee"] = json!(i.before("assignee"));
+        events.push((EventType::ConversationAssigned, data));
+    }
+    events
+}
+
 fn export_events(i: &Images<'_>) -> Vec<(EventType, Value)> {
     if str_of(i.after("status")) == "ready" && str_of(i.before("status")) != "ready" {
         let data = json!({"export_id": str_of(i.after("export_id")), "contact_id": str_of(i.after("contact_id"))});
@@ -349,6 +395,73 @@ mod tests {
             ))
             .is_empty()
         );
+    }
+
+    fn conv(status: &str, assignee: Option<&str>, seq: u64) -> Value {
+        json!({"conversation_id": "c1-1001", "contact_id": "c1", "phone_number_id": "1001",
+               "status": status, "assignee": assignee, "last_seq": seq,
+               "preview": {"text": "secret words"}})
+    }
+
+    #[test]
+    fn conversations_open_reopen_move_and_get_assigned_with_their_sequence() {
+        const PK: &str = "T#t1#C#c1";
+        let opened = derive(&change(PK, "CONV#1001", None, Some(conv("open", None, 1))));
+        assert_eq!(opened.len(), 1);
+        assert_eq!(opened[0].event_type, EventType::ConversationOpened);
+        assert_eq!(opened[0].data["reopened"], false);
+        assert_eq!(opened[0].data["seq"], 1);
+        assert_eq!(opened[0].data["conversation_id"], "c1-1001");
+        assert!(!opened[0].data.to_string().contains("secret words"));
+        // A message's touch (seq, clocks, preview) is no event.
+        let touch = change(
+            PK,
+            "CONV#1001",
+            Some(conv("open", None, 1)),
+            Some(conv("open", None, 2)),
+        );
+        assert!(types(&touch).is_empty());
+        let assigned = derive(&change(
+            PK,
+            "CONV#1001",
+            Some(conv("open", None, 2)),
+            Some(conv("open", Some("u1"), 2)),
+        ));
+        assert_eq!(
+            assigned.iter().map(|e| e.event_type).collect::<Vec<_>>(),
+            [EventType::ConversationAssigned]
+        );
+        assert_eq!(assigned[0].data["assignee"], "u1");
+        assert_eq!(assigned[0].data["previous_assignee"], Value::Null);
+        let resolved = derive(&change(
+            PK,
+            "CONV#1001",
+            Some(conv("open", Some("u1"), 2)),
+            Some(conv("resolved", Some("u1"), 2)),
+        ));
+        assert_eq!(resolved[0].event_type, EventType::ConversationStatusChanged);
+        assert_eq!(resolved[0].data["previous_status"], "open");
+        assert_eq!(resolved[0].data["status"], "resolved");
+        let reopened = derive(&change(
+            PK,
+            "CONV#1001",
+            Some(conv("resolved", Some("u1"), 2)),
+            Some(conv("open", Some("u1"), 3)),
+        ));
+        assert_eq!(reopened.len(), 1);
+        assert_eq!(reopened[0].event_type, EventType::ConversationOpened);
+        assert_eq!(reopened[0].data["reopened"], true);
+        assert_eq!(reopened[0].data["seq"], 3);
+        assert!(types(&change(PK, "CONV#1001", Some(conv("open", None, 3)), None)).is_empty());
+        // An item created in two steps (keys first) opens once, when it gets its status.
+        let keys_only = json!({"PK": PK, "SK": "CONV#1001"});
+        assert!(types(&change(PK, "CONV#1001", None, Some(keys_only.clone()))).is_empty());
+        assert_eq!(
+            types(&change(PK, "CONV#1001", Some(keys_only), Some(conv("open", None, 1)))),
+            [EventType::ConversationOpened]
+        );
+        // Notes share the partition, not the rule.
+        assert!(types(&change(PK, "NOTE#1001#n1", None, Some(json!({"body": "x"})))).is_empty());
     }
 
     #[test]
@@ -502,7 +615,7 @@ mod tests {
         assert!(types(&change("T#t1#EVLOG", "SEQ#00000000000000000001", None, Some(json!({})))).is_empty());
         assert_eq!(
             watched_sort_keys(),
-            ["MSG", "PROFILE", "EXPORT", "ERASURE", "TPL#", "WEBHOOK#"]
+            ["MSG", "PROFILE", "CONV#", "EXPORT", "ERASURE", "TPL#", "WEBHOOK#"]
         );
     }
 

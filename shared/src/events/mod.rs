@@ -32,6 +32,12 @@ pub enum EventType {
     ContactErased,
     #[serde(rename = "consent.changed")]
     ConsentChanged,
+    #[serde(rename = "conversation.opened")]
+    ConversationOpened,
+    #[serde(rename = "conversation.assigned")]
+    ConversationAssigned,
+    #[serde(rename = "conversation.status_changed")]
+    ConversationStatusChanged,
     #[serde(rename = "export.ready")]
     ExportReady,
     #[serde(rename = "erasure.completed")]
@@ -54,6 +60,9 @@ impl EventType {
         EventType::ContactUpdated,
         EventType::ContactErased,
         EventType::ConsentChanged,
+        EventType::ConversationOpened,
+        EventType::ConversationAssigned,
+        EventType::ConversationStatusChanged,
         EventType::ExportReady,
         EventType::ErasureCompleted,
         EventType::TemplateStatusChanged,
@@ -70,6 +79,9 @@ impl EventType {
             EventType::ContactUpdated => "contact.updated",
             EventType::ContactErased => "contact.erased",
             EventType::ConsentChanged => "consent.changed",
+            EventType::ConversationOpened => "conversation.opened",
+            EventType::ConversationAssigned => "conversation.assigned",
+            EventType::ConversationStatusChanged => "conversation.status_changed",
             EventType::ExportReady => "export.ready",
             EventType::ErasureCompleted => "erasure.completed",
             EventType::TemplateStatusChanged => "template.status_changed",

@@ -31,6 +31,14 @@ pub struct RetentionSettings {
     pub media_days: u32,
     pub exports_days: u32,
     pub audit_days: u32,
+    /// How long the tenant's event log (`GET /v1/events`, redelivery, recovery) keeps an event.
+    /// Optional in a request (a client of the four-field form keeps working).
+    #[serde(default = "default_events_days")]
+    pub events_days: u32,
+}
+
+pub(crate) fn default_events_days() -> u32 {
+    crate::events::EVENTS_DAYS_DEFAULT
 }
 
 /// Allowed range of each setting (inclusive).
@@ -51,6 +59,7 @@ impl Default for RetentionSettings {
             media_days: 90,
             exports_days: 7,
             audit_days: 365,
+            events_days: crate::events::EVENTS_DAYS_DEFAULT,
         }
     }
 }
@@ -79,6 +88,7 @@ impl RetentionSettings {
             ("media_days", self.media_days, MEDIA_DAYS),
             ("exports_days", self.exports_days, EXPORTS_DAYS),
             ("audit_days", self.audit_days, AUDIT_DAYS),
+            ("events_days", self.events_days, crate::events::EVENTS_DAYS),
         ] {
             if !(min..=max).contains(&value) {
                 return Err(OutOfBounds { field, min, max }.into());
@@ -499,6 +509,7 @@ mod tests {
             media_days: 1,
             exports_days: 1,
             audit_days: 30,
+            events_days: 1,
         };
         assert!(ok.validate().is_ok());
         let max = RetentionSettings {
@@ -506,6 +517,7 @@ mod tests {
             media_days: 3650,
             exports_days: 30,
             audit_days: 3650,
+            events_days: 30,
         };
         assert!(max.validate().is_ok());
         let cases = [
@@ -522,6 +534,8 @@ mod tests {
             (RetentionSettings { exports_days: 31, ..ok }, "exports_days"),
             (RetentionSettings { audit_days: 29, ..ok }, "audit_days"),
             (RetentionSettings { audit_days: 3651, ..ok }, "audit_days"),
+            (RetentionSettings { events_days: 0, ..ok }, "events_days"),
+            (RetentionSettings { events_days: 31, ..ok }, "events_days"),
         ];
         for (settings, field) in cases {
             match settings.validate() {

@@ -1,17 +1,18 @@
 //! The event log and the webhook endpoints' storage.
 //!
 //! Positions: each batch of a tenant's events is one transaction that moves the log's `HEAD`
-//! from the value read to `head + k` (conditional) and puts the `k` events under
-//! `SEQ#<head+1..head+k>` with their id records (`attribute_not_exists`). Two writers racing
-//! for one tenant cannot both move the head from the same value, so positions are gap-free and
-//! become visible in order; a redelivered stream record fails its id record's condition and is
-//! dropped from the batch.
+//! from the value read to `head + k` (conditional) and puts the `k` events as one pack item
+//! under `SEQ#<head+1>` (holding positions `head+1..head+k`) with their id records
+//! (`attribute_not_exists`). Two writers racing for one tenant cannot both move the head from
+//! the same value, so positions are gap-free and become visible in order; a redelivered stream
+//! record fails its id record's condition and is dropped from the batch. A reader finds the
+//! pack holding position `p` among the packs starting in `(p - EVENTS_PER_TRANSACTION, p]`.
 
 use aws_sdk_dynamodb::types::{Put, ReturnValue, Update};
 use chrono::{DateTime, Utc};
 
 use super::dynamo::{DynamoStore, av, backend, condition_failed, from_item, n, s, to_item, tx_put, tx_update};
-use super::items::{DeliveryItem, EndpointItem, EndpointSecretItem, EventHeadItem, EventIdItem, EventItem};
+use super::items::{DeliveryItem, EndpointItem, EndpointSecretItem, EventHeadItem, EventIdItem, EventPackItem};
 use super::keys::*;
 use super::ports::{EndpointOutcome, EventStore, WebhookStore};
 use super::{Page, StoreError};
@@ -20,8 +21,14 @@ use crate::events::endpoint::{DeliveryAttempt, EndpointSecrets, MAX_ENDPOINTS_PE
 use crate::events::{Event, EventDraft};
 use crate::secret::Secret;
 
-/// Events per transaction: the head update plus two items each, within DynamoDB's 100.
-const EVENTS_PER_TRANSACTION: usize = 49;
+/// Events per transaction (and so per pack): the head update, the pack and one id record each,
+/// within DynamoDB's 100 items (a pack of thin events stays far below the 400 KB item limit).
+const EVENTS_PER_TRANSACTION: usize = 98;
+
+/// The lowest sort key a pack holding position `seq` can have.
+fn lowest_pack_sk(seq: u64) -> String {
+    event_seq_sk(seq.saturating_sub(EVENTS_PER_TRANSACTION as u64 - 1).max(1))
+}
 
 /// Rounds lost to concurrent writers of the same tenant before giving up (the stream batch is
 /// retried by Lambda).
@@ -49,9 +56,11 @@ impl DynamoStore {
                 .enumerate()
                 .map(|(i, d)| Event::from_draft((*d).clone(), head + 1 + i as u64))
                 .collect();
-            let mut items = vec![self.head_update(tenant_id, head, head + events.len() as u64)];
+            let mut items = vec![
+                self.head_update(tenant_id, head, head + events.len() as u64),
+                self.put_new_item(to_item(&EventPackItem::new(&events, expires_at))),
+            ];
             for event in &events {
-                items.push(self.put_new_item(to_item(&EventItem::new(event, expires_at))));
                 items.push(self.put_new_item(to_item(&EventIdItem {
                     pk: event_id_pk(tenant_id, &event.id),
                     sk: EVENT_ID_SK.into(),
@@ -72,7 +81,7 @@ impl DynamoStore {
                 .iter()
                 .copied()
                 .enumerate()
-                .partition(|(k, _)| cancelled.failed(2 + 2 * k));
+                .partition(|(k, _)| cancelled.failed(2 + k));
             if recorded_before.is_empty() && !cancelled.failed(0) {
                 return Err(cancelled.unexplained());
             }
@@ -145,30 +154,61 @@ impl EventStore for DynamoStore {
         limit: i32,
         now: DateTime<Utc>,
     ) -> Result<Vec<Event>, StoreError> {
+        let wanted = usize::try_from(limit.max(0)).unwrap_or_default();
+        let mut events = Vec::new();
+        let mut start = None;
+        // Each pack holds at least one event: `limit + 1` packs always reach `limit` events
+        // (the first may hold only positions up to `after`); DynamoDB's 1 MB page may cut it.
+        while events.len() < wanted {
+            let out = self
+                .client()
+                .query()
+                .table_name(self.table())
+                .key_condition_expression("PK = :pk AND SK >= :lowest")
+                .expression_attribute_values(":pk", s(event_log_pk(tenant_id)))
+                .expression_attribute_values(":lowest", s(lowest_pack_sk(after + 1)))
+                .consistent_read(true)
+                .limit(limit.saturating_add(1))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(backend)?;
+            for item in out.items.unwrap_or_default() {
+                let pack = from_item::<EventPackItem>(item)?;
+                if pack.expires_at > now.timestamp() {
+                    events.extend(pack.events.into_iter().filter(|e| e.seq > after));
+                }
+            }
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                break;
+            }
+        }
+        events.truncate(wanted);
+        Ok(events)
+    }
+
+    async fn event_at(&self, tenant_id: &str, seq: u64) -> Result<Option<Event>, StoreError> {
+        // The pack starting at or most recently before `seq`.
         let out = self
             .client()
             .query()
             .table_name(self.table())
-            .key_condition_expression("PK = :pk AND SK > :after")
+            .key_condition_expression("PK = :pk AND SK BETWEEN :lowest AND :seq")
             .expression_attribute_values(":pk", s(event_log_pk(tenant_id)))
-            .expression_attribute_values(":after", s(event_seq_sk(after)))
+            .expression_attribute_values(":lowest", s(lowest_pack_sk(seq)))
+            .expression_attribute_values(":seq", s(event_seq_sk(seq)))
+            .scan_index_forward(false)
             .consistent_read(true)
-            .limit(limit)
+            .limit(1)
             .send()
             .await
             .map_err(backend)?;
-        out.items
-            .unwrap_or_default()
-            .into_iter()
-            .map(from_item::<EventItem>)
-            .filter(|i| i.as_ref().map_or(true, |i| i.expires_at > now.timestamp()))
-            .map(|i| i.map(|i| i.event))
-            .collect()
-    }
-
-    async fn event_at(&self, tenant_id: &str, seq: u64) -> Result<Option<Event>, StoreError> {
-        let item: Option<EventItem> = self.get(event_log_pk(tenant_id), &event_seq_sk(seq)).await?;
-        Ok(item.map(|i| i.event))
+        let Some(item) = out.items.unwrap_or_default().into_iter().next() else {
+            return Ok(None);
+        };
+        let pack = from_item::<EventPackItem>(item)?;
+        Ok(pack.events.into_iter().find(|e| e.seq == seq))
     }
 
     async fn event_seq(&self, tenant_id: &str, event_id: &str) -> Result<Option<u64>, StoreError> {

@@ -52,6 +52,7 @@ fn settings_view(settings: &RetentionSettings, custom: bool) -> Value {
         "media_days": settings.media_days,
         "exports_days": settings.exports_days,
         "audit_days": settings.audit_days,
+        "events_days": settings.events_days,
         "source": if custom { "tenant" } else { "default" },
     })
 }
@@ -84,7 +85,8 @@ pub async fn put_retention<S: ApiStore, L, Q>(
         .detail("messages_days", settings.messages_days)
         .detail("media_days", settings.media_days)
         .detail("exports_days", settings.exports_days)
-        .detail("audit_days", settings.audit_days);
+        .detail("audit_days", settings.audit_days)
+        .detail("events_days", settings.events_days);
     audit(&deps.store, e).await;
     ok_json(&settings_view(&settings, true))
 }

@@ -69,8 +69,8 @@ impl EventStore for MemStore {
         drafts: &[EventDraft],
         expires_at: DateTime<Utc>,
     ) -> Result<Vec<Event>, StoreError> {
-        // One head read and one transaction per 49 events.
-        let requests = 2 * drafts.len().div_ceil(49).max(1) as u32;
+        // One head read and one transaction per 98 events (one pack).
+        let requests = 2 * drafts.len().div_ceil(98).max(1) as u32;
         self.enter(Op::RecordEvents, requests).await?;
         let mut s = self.state();
         let w = &mut s.webhooks;
