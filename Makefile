@@ -12,6 +12,7 @@ help:
 	@echo "make bench-webhook - webhook ack latency p50/p99 by delivery size, statuses/s per instance"
 	@echo "make bench-media - media worker peak RSS with 10 concurrent 100 MiB documents (limit 128 MB)"
 	@echo "make bench-events  - events function CPU per event, 1,000 events/s sustained, end-to-end latency"
+	@echo "make bench-templates - template send validation CPU vs POST /v1/messages (target <= 5 %)"
 	@echo "make bench-devstack - the local endpoint at 10,000 contacts / 100,000 messages: latency, memory"
 
 bootstrap:
@@ -59,6 +60,13 @@ bench-webhook:
 bench-events: bootstrap
 	cargo build --release -p bench --bin events-bench
 	target/release/events-bench $(EVENTS_BENCH_ARGS)
+
+# Template benchmark (not a test): CPU of a template send's local validation against the API's
+# whole POST /v1/messages (target: at most 5 %), and registry reads per send.
+.PHONY: bench-templates
+bench-templates:
+	cargo build --release -p bench --bin template-validate
+	target/release/template-validate
 
 # The local stack at size (not a test): request latency and endpoint memory at 1,000 / 5,000 /
 # 10,000 contacts with 10 messages each, on the endpoint `make dev` and the tests run.

@@ -52,12 +52,15 @@ free_port() {
 aws_port=$(free_port)
 api_port=$(free_port)
 while [ "$api_port" = "$aws_port" ]; do api_port=$(free_port); done
+sandbox_port=$(free_port)
+while [ "$sandbox_port" = "$aws_port" ] || [ "$sandbox_port" = "$api_port" ]; do sandbox_port=$(free_port); done
 
-# Loopback only: devstack starts its own moto (AWS_ENDPOINT_URL unset), Meta's Graph API is
-# pointed at a closed local port, and no proxy is used for the local addresses.
+# Loopback only: devstack starts its own moto (AWS_ENDPOINT_URL unset) and its own Meta sandbox
+# on loopback (GRAPH_API_BASE unset: template create, delete and sync reach a Graph API that
+# answers, rather than a closed port's 502), and no proxy is used for the local addresses.
 (
-  unset AWS_ENDPOINT_URL
-  export LOCAL_AWS_PORT=$aws_port LOCAL_API_PORT=$api_port GRAPH_API_BASE=http://127.0.0.1:9
+  unset AWS_ENDPOINT_URL GRAPH_API_BASE
+  export LOCAL_AWS_PORT=$aws_port LOCAL_API_PORT=$api_port LOCAL_SANDBOX_PORT=$sandbox_port
   export RUST_LOG=${RUST_LOG:-warn}
   # One key sends every request: a quota far above the run's rate keeps the fuzzer exploring
   # the routes rather than the limiter (429 is documented on every operation all the same).

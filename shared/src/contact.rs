@@ -30,7 +30,7 @@ const MIN_E164_DIGITS: usize = 7;
 const MAX_PHONE_INPUT_CHARS: usize = 40;
 
 /// The fields a client may send on create, and the only ones PATCH may touch.
-pub const WRITABLE_FIELDS: [&str; 6] = ["phone", "user_id", "name", "email", "tags", "attributes"];
+pub const WRITABLE_FIELDS: [&str; 7] = ["phone", "user_id", "name", "email", "language", "tags", "attributes"];
 
 // ---------------------------------------------------------------------------------------------
 // Types
@@ -75,6 +75,10 @@ pub struct Contact {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile_name: Option<String>,
     pub email: Option<String>,
+    /// The customer's language (Meta's code, `pt_BR`): the first step of the template
+    /// language fallback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
     #[serde(default)]
     pub tags: Vec<String>,
     #[serde(default)]
@@ -107,6 +111,7 @@ impl Contact {
             name: valid.name,
             profile_name: None,
             email: valid.email,
+            language: valid.language,
             tags: valid.tags,
             attributes: valid.attributes,
             consent: Consent::default(),
@@ -152,7 +157,7 @@ pub enum ContactError {
     InvalidJson,
     #[error("request body must be a JSON object")]
     BodyNotObject,
-    #[error("unknown field `{field}`; allowed: phone, user_id, name, email, tags, attributes")]
+    #[error("unknown field `{field}`; allowed: phone, user_id, name, email, language, tags, attributes")]
     UnknownField { field: String },
     #[error("phone must be a valid number in E.164 form: '+', country code, number")]
     InvalidPhone,
@@ -162,6 +167,8 @@ pub enum ContactError {
     InvalidName,
     #[error("email must look like name@example.com and be at most {max} characters", max = MAX_EMAIL_CHARS)]
     InvalidEmail,
+    #[error("language must be a language code like en, en_US or pt_BR")]
+    InvalidLanguage,
     #[error("tags must be a list of strings")]
     TagsNotList,
     #[error("at most {max} distinct tags are allowed", max = MAX_TAGS)]
@@ -186,7 +193,7 @@ pub enum ContactError {
     MissingIdentity,
     #[error("the patch must be a JSON object")]
     PatchNotObject,
-    #[error("`{field}` cannot be patched; patchable fields: phone, user_id, name, email, tags, attributes")]
+    #[error("`{field}` cannot be patched; patchable fields: phone, user_id, name, email, language, tags, attributes")]
     NotPatchable { field: String },
     #[error("marketing must be \"opted_in\" or \"opted_out\"")]
     InvalidConsent,
@@ -204,6 +211,7 @@ impl ContactError {
             InvalidUserId => "invalid_user_id",
             InvalidName => "invalid_name",
             InvalidEmail => "invalid_email",
+            InvalidLanguage => "invalid_language",
             TagsNotList | TooManyTags | InvalidTag { .. } => "invalid_tags",
             AttributesNotObject | TooManyAttributes | InvalidAttributeKey | InvalidAttributeValue => {
                 "invalid_attributes"
@@ -383,6 +391,11 @@ pub fn is_valid_attribute_key(key: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
+/// A contact's language in Meta's form (`pt-br` → `pt_BR`).
+pub fn normalize_language(raw: &str) -> Result<String, ContactError> {
+    crate::template::language::normalize(raw).ok_or(ContactError::InvalidLanguage)
+}
+
 fn is_valid_attribute_value(value: &str) -> bool {
     value.chars().count() <= MAX_ATTRIBUTE_VALUE_CHARS
 }
@@ -421,6 +434,8 @@ pub struct NewContact {
     pub name: Option<String>,
     #[serde(default)]
     pub email: Option<String>,
+    #[serde(default)]
+    pub language: Option<String>,
     #[serde(default, deserialize_with = "null_as_default")]
     pub tags: Vec<String>,
     #[serde(default, deserialize_with = "null_as_default")]
@@ -442,6 +457,7 @@ pub struct ValidContact {
     pub user_id: Option<String>,
     pub name: Option<String>,
     pub email: Option<String>,
+    pub language: Option<String>,
     pub tags: Vec<String>,
     pub attributes: BTreeMap<String, String>,
 }
@@ -479,6 +495,7 @@ impl NewContact {
                 "user_id" => new.user_id = opt_str(value, ContactError::InvalidUserId)?.map(str::to_owned),
                 "name" => new.name = opt_str(value, ContactError::InvalidName)?.map(str::to_owned),
                 "email" => new.email = opt_str(value, ContactError::InvalidEmail)?.map(str::to_owned),
+                "language" => new.language = opt_str(value, ContactError::InvalidLanguage)?.map(str::to_owned),
                 "tags" => new.tags = tags_from_json(value)?.into_iter().map(str::to_owned).collect(),
                 "attributes" => {
                     new.attributes = match value {
@@ -512,6 +529,7 @@ impl NewContact {
             None => None,
         };
         let email = self.email.as_deref().map(normalize_email).transpose()?;
+        let language = self.language.as_deref().map(normalize_language).transpose()?;
         let tags = normalize_tags(&self.tags)?;
         validate_attributes(&self.attributes)?;
         if phone.is_none() && user_id.is_none() {
@@ -522,6 +540,7 @@ impl NewContact {
             user_id,
             name,
             email,
+            language,
             tags,
             attributes: self.attributes,
         })
@@ -621,6 +640,11 @@ pub fn apply_patch(current: &Contact, patch: &Value, now: DateTime<Utc>) -> Resu
                     .map(normalize_email)
                     .transpose()?
             }
+            "language" => {
+                next.language = opt_str(value, ContactError::InvalidLanguage)?
+                    .map(normalize_language)
+                    .transpose()?
+            }
             "tags" => next.tags = normalize_tags(tags_from_json(value)?)?,
             "attributes" => merge_attributes(&mut next.attributes, value)?,
             // Unreachable: keys were checked above. Refusing again keeps this total without a panic.
@@ -636,11 +660,12 @@ pub fn apply_patch(current: &Contact, patch: &Value, now: DateTime<Utc>) -> Resu
     }
 
     let mut changed_fields = Vec::new();
-    let pairs: [(&'static str, bool); 6] = [
+    let pairs: [(&'static str, bool); 7] = [
         ("phone", next.phone != current.phone),
         ("user_id", next.user_id != current.user_id),
         ("name", next.name != current.name),
         ("email", next.email != current.email),
+        ("language", next.language != current.language),
         ("tags", next.tags != current.tags),
         ("attributes", next.attributes != current.attributes),
     ];
@@ -783,6 +808,7 @@ mod tests {
             user_id: Some("US.123".into()),
             name: Some("Ana".into()),
             email: Some("ana@example.com".into()),
+            language: Some("pt-br".into()),
             tags: vec!["vip".into()],
             attributes: BTreeMap::from([("plan".into(), "pro".into()), ("city".into(), "Lisbon".into())]),
         }

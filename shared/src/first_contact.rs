@@ -86,6 +86,7 @@ pub async fn create_or_match_contact<S: ContactStore>(
             user_id: identity.user_id.clone(),
             name: profile_name.map(str::to_owned),
             email: None,
+            language: None,
             tags: Vec::new(),
             attributes: Default::default(),
         };

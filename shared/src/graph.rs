@@ -346,6 +346,153 @@ impl MessageSender for GraphClient {
     }
 }
 
+/// The template endpoints of a WhatsApp Business Account, as a port for the registry.
+pub trait TemplateApi: Send + Sync {
+    /// `GET /{version}/{waba-id}/message_templates`, every page (Meta's cursor paging).
+    fn list_templates(
+        &self,
+        waba_id: &str,
+        token: &Secret,
+    ) -> impl Future<Output = Result<Vec<serde_json::Value>, GraphCallError>> + Send;
+
+    /// `POST /{version}/{waba-id}/message_templates`; Meta's answer (`id`, `status`, `category`).
+    fn create_template(
+        &self,
+        waba_id: &str,
+        token: &Secret,
+        body: &serde_json::Value,
+    ) -> impl Future<Output = Result<serde_json::Value, GraphCallError>> + Send;
+
+    /// `DELETE /{version}/{waba-id}/message_templates?name=…` (every language), or with
+    /// `hsm_id` one language's template.
+    fn delete_template(
+        &self,
+        waba_id: &str,
+        token: &Secret,
+        name: &str,
+        hsm_id: Option<&str>,
+    ) -> impl Future<Output = Result<(), GraphCallError>> + Send;
+}
+
+/// Fields asked of Meta's template list.
+const TEMPLATE_FIELDS: &str =
+    "id,name,language,status,category,parameter_format,components,quality_score,rejected_reason";
+
+/// Templates per page (Meta's maximum page size for this edge is larger; 100 keeps pages small).
+const TEMPLATE_PAGE: &str = "100";
+
+/// A runaway paging loop stops here (200 pages of 100: far beyond any WABA's templates).
+const MAX_TEMPLATE_PAGES: usize = 200;
+
+#[derive(Deserialize)]
+struct TemplatePage {
+    #[serde(default)]
+    data: Vec<serde_json::Value>,
+    #[serde(default)]
+    paging: Option<Paging>,
+}
+
+#[derive(Deserialize)]
+struct Paging {
+    #[serde(default)]
+    cursors: Option<PagingCursors>,
+    #[serde(default)]
+    next: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct PagingCursors {
+    #[serde(default)]
+    after: Option<String>,
+}
+
+/// `url` with a percent-encoded query.
+fn with_query(url: &str, query: &[(&str, &str)]) -> Result<reqwest::Url, GraphCallError> {
+    reqwest::Url::parse_with_params(url, query).map_err(|e| GraphCallError::Transport(format!("bad Graph URL: {e}")))
+}
+
+impl GraphClient {
+    async fn json_or_error(resp: reqwest::Response) -> Result<serde_json::Value, GraphCallError> {
+        if !resp.status().is_success() {
+            return Err(api_error(resp).await);
+        }
+        resp.json().await.map_err(transport)
+    }
+}
+
+impl TemplateApi for GraphClient {
+    async fn list_templates(&self, waba_id: &str, token: &Secret) -> Result<Vec<serde_json::Value>, GraphCallError> {
+        let url = self.url(&format!("{waba_id}/message_templates"));
+        let mut all = Vec::new();
+        let mut after: Option<String> = None;
+        for _ in 0..MAX_TEMPLATE_PAGES {
+            let mut query = vec![("fields", TEMPLATE_FIELDS), ("limit", TEMPLATE_PAGE)];
+            if let Some(cursor) = &after {
+                query.push(("after", cursor));
+            }
+            let resp = self
+                .http()?
+                .get(with_query(&url, &query)?)
+                .bearer_auth(token.expose())
+                .send()
+                .await
+                .map_err(transport)?;
+            let page: TemplatePage = serde_json::from_value(Self::json_or_error(resp).await?)
+                .map_err(|e| GraphCallError::Transport(format!("unreadable template page: {e}")))?;
+            all.extend(page.data);
+            // Meta leaves `next` out on the last page.
+            let next = page
+                .paging
+                .filter(|p| p.next.is_some())
+                .and_then(|p| p.cursors)
+                .and_then(|c| c.after);
+            match next {
+                Some(cursor) => after = Some(cursor),
+                None => return Ok(all),
+            }
+        }
+        Err(GraphCallError::Transport("template list did not end".into()))
+    }
+
+    async fn create_template(
+        &self,
+        waba_id: &str,
+        token: &Secret,
+        body: &serde_json::Value,
+    ) -> Result<serde_json::Value, GraphCallError> {
+        let resp = self
+            .http()?
+            .post(self.url(&format!("{waba_id}/message_templates")))
+            .bearer_auth(token.expose())
+            .json(body)
+            .send()
+            .await
+            .map_err(transport)?;
+        Self::json_or_error(resp).await
+    }
+
+    async fn delete_template(
+        &self,
+        waba_id: &str,
+        token: &Secret,
+        name: &str,
+        hsm_id: Option<&str>,
+    ) -> Result<(), GraphCallError> {
+        let mut query = vec![("name", name)];
+        if let Some(id) = hsm_id {
+            query.push(("hsm_id", id));
+        }
+        let resp = self
+            .http()?
+            .delete(with_query(&self.url(&format!("{waba_id}/message_templates")), &query)?)
+            .bearer_auth(token.expose())
+            .send()
+            .await
+            .map_err(transport)?;
+        Self::json_or_error(resp).await.map(|_| ())
+    }
+}
+
 /// Whether `data` matches a checksum Meta announced, which arrives as hex or as base64.
 pub fn sha256_matches(data: &[u8], announced: &str) -> bool {
     use sha2::{Digest, Sha256};

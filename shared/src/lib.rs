@@ -22,10 +22,12 @@ pub mod message;
 pub mod objects;
 pub mod privacy;
 pub mod quota;
+pub mod registry;
 pub mod secret;
 pub mod secrets;
 pub mod sending;
 pub mod store;
+pub mod template;
 pub mod tenant;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -187,6 +187,9 @@ pub struct MessageRecord {
     /// What an outbound message is for (decides the consent rule).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub category: Option<crate::sending::Category>,
+    /// The language a template send goes out in, after our fallback (Meta's code).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
     /// The message this one replies to or reacts to (our message id, outbound sends).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply_to: Option<String>,
@@ -237,6 +240,7 @@ impl MessageRecord {
             error: None,
             media: None,
             category: None,
+            language: None,
             reply_to: None,
             context_wamid: None,
             referral: None,

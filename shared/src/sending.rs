@@ -155,6 +155,9 @@ pub struct SendRequest {
     /// The tenant's number to send from (phone number id); `None`: the conversation's, else
     /// the tenant's first.
     pub from: Option<String>,
+    /// The category the caller named (`None`: left to us). A template's comes from the
+    /// registry, and a named one must agree with it.
+    pub declared_category: Option<Category>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -205,11 +208,13 @@ pub fn validate_content(message_type: &str, content: &Value) -> Result<(), SendV
         }
         "template" => {
             non_empty_str(obj, "name", "template")?;
-            let language = obj
-                .get("language")
-                .and_then(Value::as_object)
-                .ok_or_else(|| invalid("invalid_message", "template.language is required"))?;
-            non_empty_str(language, "code", "template.language")?;
+            // Without a language (or with code `auto`) the API picks one (template::language).
+            if let Some(language) = obj.get("language") {
+                let language = language
+                    .as_object()
+                    .ok_or_else(|| invalid("invalid_message", "template.language must be an object"))?;
+                non_empty_str(language, "code", "template.language")?;
+            }
             if obj.get("components").is_some_and(|v| !v.is_array()) {
                 return Err(invalid("invalid_message", "template.components must be an array"));
             }
@@ -339,15 +344,16 @@ pub fn parse_send_request(body: &Value) -> Result<SendRequest, SendValidationErr
         (Some(_), Some(_)) => return Err(invalid("invalid_body", "give contact_id or to, not both")),
         _ => {}
     }
-    let category = match obj.get("category") {
-        None | Some(Value::Null) => Category::default_for(&message_type),
-        Some(v) => serde_json::from_value(v.clone()).map_err(|_| {
+    let declared_category: Option<Category> = match obj.get("category") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(serde_json::from_value(v.clone()).map_err(|_| {
             invalid(
                 "invalid_category",
                 "category must be marketing, utility, authentication or service",
             )
-        })?,
+        })?),
     };
+    let category = declared_category.unwrap_or_else(|| Category::default_for(&message_type));
     Ok(SendRequest {
         contact_id,
         to,
@@ -360,6 +366,7 @@ pub fn parse_send_request(body: &Value) -> Result<SendRequest, SendValidationErr
             Some(_) => return Err(invalid("invalid_from", "from must be a phone number id (digits)")),
             None => None,
         },
+        declared_category,
     })
 }
 
@@ -556,7 +563,7 @@ mod tests {
                 "invalid_message",
             ),
             (
-                json!({"to": "+14155550123", "type": "template", "template": {"name": "t"}}),
+                json!({"to": "+14155550123", "type": "template", "template": {"name": "t", "language": "en"}}),
                 "invalid_message",
             ),
             (

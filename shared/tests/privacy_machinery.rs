@@ -82,6 +82,7 @@ async fn create_contact(store: &MemStore, tenant_id: &str, phone: &str, user_id:
         user_id: Some(user_id.to_owned()),
         name: Some("Ada".into()),
         email: None,
+        language: None,
         tags: vec!["vip".into(), "lead".into()],
         attributes: Default::default(),
     };

@@ -66,6 +66,7 @@ fn named(name: &str) -> crm_shared::contact::ValidContact {
         email: None,
         tags: Vec::new(),
         attributes: Default::default(),
+        language: None,
     }
 }
 

@@ -113,6 +113,7 @@ async fn contact(store: &DynamoStore, tenant_id: &str, n: usize) -> Contact {
         email: None,
         tags: Vec::new(),
         attributes: BTreeMap::new(),
+        language: None,
     };
     let mut c = Contact::new(tenant_id, valid, Utc::now());
     c.last_inbound_at = Some(Utc::now());

@@ -32,6 +32,7 @@ fn every_function_has_a_policy_and_least_privilege_holds() {
         "ExporterFunction",
         "EraserFunction",
         "RetentionFunction",
+        "TemplateSyncFunction",
         "OperatorPolicy",
     ] {
         let statements = p.principals.get(f).unwrap_or_else(|| panic!("{f} has no policy"));
@@ -73,6 +74,33 @@ fn the_writes_found_missing_in_review_are_granted() {
         ),
     ];
     let missing: Vec<String> = gaps
+        .iter()
+        .filter(|(f, c)| !p.allowed(f, c))
+        .map(|(f, c)| format!("{f}: {c}"))
+        .collect();
+    assert!(missing.is_empty(), "not granted: {missing:#?}");
+}
+
+/// What the template registry's callers of Meta need: the tenant's token opened, and the
+/// reconcile's conditional writes and deletes.
+#[test]
+fn template_calls_to_meta_are_granted() {
+    let p = policies();
+    let needed = [
+        ("ApiFunction", check(&p, "kms:Decrypt", "GraphTokenKey", "")),
+        ("TemplateSyncFunction", check(&p, "kms:Decrypt", "GraphTokenKey", "")),
+        (
+            "TemplateSyncFunction",
+            check(&p, "dynamodb:Query", "DataTable", "/index/GSI1"),
+        ),
+        ("TemplateSyncFunction", check(&p, "dynamodb:PutItem", "DataTable", "")),
+        (
+            "TemplateSyncFunction",
+            check(&p, "dynamodb:DeleteItem", "DataTable", ""),
+        ),
+        ("OperatorPolicy", check(&p, "kms:Decrypt", "GraphTokenKey", "")),
+    ];
+    let missing: Vec<String> = needed
         .iter()
         .filter(|(f, c)| !p.allowed(f, c))
         .map(|(f, c)| format!("{f}: {c}"))
@@ -128,6 +156,21 @@ fn grants_stay_narrow() {
         ),
         ("MediaDeadLetterFunction", check(&p, "kms:Decrypt", "GraphTokenKey", "")),
         ("RetentionFunction", check(&p, "sqs:SendMessage", "OutboundQueue", "")),
+        // The reconcile writes one conditional item at a time and touches no object or queue.
+        (
+            "TemplateSyncFunction",
+            check(&p, "dynamodb:BatchWriteItem", "DataTable", ""),
+        ),
+        (
+            "TemplateSyncFunction",
+            check(&p, "s3:DeleteObject", "MediaBucket", "/tenants/t/x"),
+        ),
+        (
+            "TemplateSyncFunction",
+            check(&p, "sqs:SendMessage", "OutboundQueue", ""),
+        ),
+        // Template webhooks are applied without opening a token.
+        ("WebhookFunction", check(&p, "kms:Decrypt", "GraphTokenKey", "")),
     ];
     for (f, c) in denied {
         assert!(!p.allowed(f, &c), "{f} must not be allowed {c}");

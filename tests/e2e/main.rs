@@ -10,5 +10,6 @@ mod inbox;
 mod media;
 mod outbound;
 mod privacy;
+mod templates;
 mod webhook;
 mod webhook_load;

@@ -354,6 +354,7 @@ async fn outbound(store: &DynamoStore, tenant: &str, contact: &str) -> MessageRe
         error: None,
         media: None,
         category: None,
+        language: None,
         reply_to: None,
         context_wamid: None,
         referral: None,

@@ -336,7 +336,8 @@ async fn start_gateway_on(
     let webhook_sdk = on.sdk_for("WebhookFunction").await;
     let media = crm_shared::blob::S3Blobs::new(crm_shared::aws::s3_client(&api_sdk), on.media_bucket());
     let api = api_fn::Deps::new(
-        DynamoStore::new(crm_shared::aws::dynamodb_client(&api_sdk), table.clone()),
+        DynamoStore::new(crm_shared::aws::dynamodb_client(&api_sdk), table.clone())
+            .with_token_cipher(on.token_cipher(&api_sdk)),
         CursorCodec::new(cursor_secret.expose()),
         media,
         SqsQueue::new(crm_shared::aws::sqs_client(&api_sdk), outbound_queue_url),

@@ -392,6 +392,7 @@ async fn local_latency(events: usize) {
             email: None,
             tags: Vec::new(),
             attributes: Default::default(),
+            language: None,
         };
         let contact = crm_shared::contact::Contact::new(TENANT, valid, Utc::now());
         store.create_contact(&contact).await.unwrap();

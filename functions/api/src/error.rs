@@ -11,6 +11,8 @@ pub struct ApiError {
     pub message: String,
     /// Seconds for a `Retry-After` header (a `429`).
     pub retry_after_secs: Option<u64>,
+    /// More about the error under `error` (field errors, Meta's answer, a message id).
+    pub extra: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl ApiError {
@@ -20,7 +22,16 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after_secs: None,
+            extra: None,
         }
+    }
+
+    /// Adds `key: value` beside `code` and `message`.
+    pub fn with(mut self, key: &str, value: impl Into<serde_json::Value>) -> Self {
+        self.extra
+            .get_or_insert_with(Default::default)
+            .insert(key.to_owned(), value.into());
+        self
     }
 
     /// `429`: the tenant is over its request quota; retry after `retry_after_secs`.
@@ -68,7 +79,11 @@ impl ApiError {
     }
 
     pub fn body(&self) -> serde_json::Value {
-        serde_json::json!({"error": {"code": self.code, "message": self.message}})
+        let mut error = serde_json::json!({"code": self.code, "message": self.message});
+        for (k, v) in self.extra.iter().flatten() {
+            error[k] = v.clone();
+        }
+        serde_json::json!({ "error": error })
     }
 }
 

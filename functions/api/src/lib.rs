@@ -5,6 +5,7 @@ pub mod auth;
 pub mod error;
 pub mod pagination;
 pub mod routes;
+pub mod schedule;
 
 use lambda_http::http::{StatusCode, header};
 use lambda_http::{Body, Error, Request, Response};
@@ -12,10 +13,11 @@ use lambda_http::{Body, Error, Request, Response};
 use crm_shared::audit::AuditEntry;
 use crm_shared::blob::{MediaLinks, S3Blobs};
 use crm_shared::cursor::CursorCodec;
+use crm_shared::graph::GraphClient;
 use crm_shared::jobs::{SendJobQueue, SqsQueue};
 use crm_shared::store::{
-    ApiKeyStore, AuditStore, ContactStore, ConversationStore, EventStore, MessageStore, OutboundStore, TenantStore,
-    UserStore, WebhookStore,
+    ApiKeyStore, AuditStore, ContactStore, ConversationStore, EventStore, MessageStore, OutboundStore, TemplateStore,
+    TenantStore, UserStore, WebhookStore,
 };
 
 use crate::auth::{Caller, TenantStatusCache, authenticate};
@@ -40,6 +42,10 @@ pub struct Deps<S, L = S3Blobs, Q = SqsQueue> {
     pub webhooks: Option<routes::Webhooks>,
     /// Where webhook endpoints may point (strict unless the process was told otherwise).
     pub webhook_policy: crm_shared::events::ssrf::UrlPolicy,
+    /// Meta's template endpoints (`None`: create, delete and sync answer `503`).
+    pub graph: Option<GraphClient>,
+    /// Tenants' template settings this instance has read (at most 60 s old).
+    pub template_settings: routes::templates::SettingsCache,
 }
 
 impl<S, L, Q> Deps<S, L, Q> {
@@ -54,6 +60,8 @@ impl<S, L, Q> Deps<S, L, Q> {
             tenant_status: TenantStatusCache::default(),
             webhooks: None,
             webhook_policy: Default::default(),
+            graph: None,
+            template_settings: routes::templates::settings_cache(),
         }
     }
 
@@ -62,6 +70,12 @@ impl<S, L, Q> Deps<S, L, Q> {
     pub fn with_webhooks(mut self, webhooks: routes::Webhooks) -> Self {
         self.webhook_policy = webhooks.pusher.policy();
         self.webhooks = Some(webhooks);
+        self
+    }
+
+    /// Serves template create, delete and sync through `graph`.
+    pub fn with_graph(mut self, graph: GraphClient) -> Self {
+        self.graph = Some(graph);
         self
     }
 
@@ -96,6 +110,7 @@ pub trait ApiStore:
     + OutboundStore
     + EventStore
     + WebhookStore
+    + TemplateStore
 {
 }
 impl<
@@ -108,7 +123,8 @@ impl<
         + AuditStore
         + OutboundStore
         + EventStore
-        + WebhookStore,
+        + WebhookStore
+        + TemplateStore,
 > ApiStore for T
 {
 }

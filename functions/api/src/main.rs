@@ -16,8 +16,11 @@ async fn main() -> Result<(), Error> {
     let cursors = CursorCodec::new(env.cursor_secret()?.expose());
     let resources = env.resources();
     let privacy = crm_shared::privacy::Privacy::from_sdk(&sdk, &resources);
+    // Template create, delete and sync call Meta with the tenant's token.
+    let graph = crm_shared::graph::GraphClient::new(&env.graph()?)?;
+    let tokens = crm_shared::kms::TokenCipher::from_sdk(&sdk, crm_shared::kms::token_key_id(&env));
     let deps = Deps::new(
-        DynamoStore::new(aws::dynamodb_client(&sdk), resources.table),
+        DynamoStore::new(aws::dynamodb_client(&sdk), resources.table).with_token_cipher(tokens),
         cursors,
         S3Blobs::new(aws::s3_client(&sdk), resources.media_bucket),
         SqsQueue::new(aws::sqs_client(&sdk), resources.outbound_queue_url),
@@ -27,6 +30,7 @@ async fn main() -> Result<(), Error> {
         queue: SqsQueue::new(aws::sqs_client(&sdk), resources.webhook_delivery_queue_url.clone()),
         pusher: crm_shared::events::push::Pusher::new(env.webhook_url_policy()),
     })
+    .with_graph(graph)
     .with_quota(env.tenant_quota()?);
     run(service_fn(|req| handle(&deps, req))).await
 }

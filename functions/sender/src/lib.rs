@@ -39,7 +39,9 @@ use crm_shared::cache::TtlCache;
 use crm_shared::graph::MessageSender;
 use crm_shared::jobs::{RetryScheduler, SendJobQueue};
 use crm_shared::secret::Secret;
-use crm_shared::store::{ContactStore, MessageStore, OutboundStore, SendPacingStore, StoreError, TenantStore};
+use crm_shared::store::{
+    ContactStore, MessageStore, OutboundStore, SendPacingStore, StoreError, TemplateStore, TenantStore,
+};
 use crm_shared::tenant::Tenant;
 
 pub use batch::{handle, process_batch};
@@ -90,8 +92,11 @@ impl Default for SenderConfig {
 const TENANT_CACHE_CAPACITY: usize = 1_000;
 
 /// Storage the sender needs.
-pub trait SenderStore: OutboundStore + SendPacingStore + MessageStore + ContactStore + TenantStore {}
-impl<T: OutboundStore + SendPacingStore + MessageStore + ContactStore + TenantStore> SenderStore for T {}
+pub trait SenderStore:
+    OutboundStore + SendPacingStore + MessageStore + ContactStore + TenantStore + TemplateStore
+{
+}
+impl<T: OutboundStore + SendPacingStore + MessageStore + ContactStore + TenantStore + TemplateStore> SenderStore for T {}
 
 pub struct Deps<S, G, R> {
     pub store: S,

@@ -1,7 +1,8 @@
 //! Preparation of one record: parse the job, claim the message under a lease, and re-check
-//! everything that may have changed while it waited (tenant, token, contact, sending rules,
-//! recipient, its queue order and pair rate). A message that may not be sent is recorded as
-//! such here; one that must wait goes back to the queue as a new, delayed job.
+//! everything that may have changed while it waited (tenant, token, contact, the template's
+//! registry entry, sending rules, recipient, its queue order and pair rate). A message that may
+//! not be sent is recorded as such here; one that must wait goes back to the queue as a new,
+//! delayed job.
 
 use aws_lambda_events::sqs::SqsMessage;
 use chrono::{DateTime, Utc};
@@ -14,6 +15,7 @@ use crm_shared::privacy::{id_floor, id_time};
 use crm_shared::secret::Secret;
 use crm_shared::sending::{self, Category, SEND_DEADLINE_MS};
 use crm_shared::store::{Claim, Recipient, StoreError};
+use crm_shared::template;
 use crm_shared::tenant::{Tenant, TenantStatus};
 
 use crate::outcome::{Outcome, retry_later, wait};
@@ -152,9 +154,31 @@ pub(crate) async fn prepare<S: SenderStore, G: MessageSender, R: RetryScheduler 
         fail(MessageStatus::Rejected, error).await.map_err(store_failure)?;
         return Ok(None);
     };
-    let category = message
+    let mut category = message
         .category
         .unwrap_or_else(|| Category::default_for(&message.message_type));
+    // A template is checked against the registry again: Meta may have paused, disabled or
+    // deleted it, or recategorised it (a utility template now marketing needs consent), while
+    // the message waited. One registry request, template sends only.
+    if message.message_type == "template" {
+        let name = message.content["name"].as_str().unwrap_or_default();
+        let entries = deps
+            .store
+            .template_languages(&job.tenant_id, name)
+            .await
+            .map_err(store_failure)?;
+        let language = message
+            .language
+            .as_deref()
+            .or(message.content.pointer("/language/code").and_then(|v| v.as_str()));
+        let record = entries.iter().find(|e| Some(e.language.as_str()) == language);
+        if let Err(e) = template::check_status(record) {
+            let error = unsent_error(i64::from(e.code.code()), e.code.title(), &e.message);
+            fail(MessageStatus::Rejected, error).await.map_err(store_failure)?;
+            return Ok(None);
+        }
+        category = record.expect("approved").category.send_category();
+    }
     if let Err(refusal) = sending::check_rules(&contact, &message.message_type, category, now) {
         let error = unsent_error(0, refusal.code(), refusal.message());
         fail(MessageStatus::Rejected, error).await.map_err(store_failure)?;

@@ -15,6 +15,8 @@ use crm_shared::graph::GraphCallError;
 use crm_shared::message::{MessageRecord, MessageStatus};
 use crm_shared::secret::Secret;
 use crm_shared::sending::Category;
+use crm_shared::store::TemplateStore;
+use crm_shared::template::{TemplateCategory, TemplateRecord};
 use crm_shared::tenant::{Tenant, TenantStatus};
 use crm_shared::testing::fixtures;
 use crm_shared::testing::graph::meta_error;
@@ -31,6 +33,14 @@ struct Sender {
     deps: Deps<MemStore, FakeGraph, MemQueue>,
     tenant: Tenant,
     contact: Contact,
+}
+
+/// An approved template `offer` (en) of `category` in the sender's registry.
+async fn seed_offer(s: &Sender, category: TemplateCategory) {
+    let meta = json!({"id": "77", "name": "offer", "language": "en", "status": "APPROVED",
+                      "category": category.as_str(), "components": [{"type": "BODY", "text": "Hello"}]});
+    let record = TemplateRecord::from_meta(&s.tenant.tenant_id, &meta, Utc::now()).unwrap();
+    s.store.put_template(&record).await.unwrap();
 }
 
 fn sender_with(tenant: Tenant, contact: Contact) -> Sender {
@@ -411,6 +421,7 @@ async fn preparation_rechecks_the_rules_and_the_claim() {
         let mut message = fixtures::queued_text(&contact);
         edit(&mut message, &mut contact);
         let s = sender_with(tenant, contact);
+        seed_offer(&s, TemplateCategory::Marketing).await;
         s.store.add_message(message.clone());
         meanwhile(&s, &message);
         let reported = s.send(&message, 0).await;
@@ -443,6 +454,56 @@ async fn preparation_rechecks_the_rules_and_the_claim() {
     }
 }
 
+fn template_category(c: Category) -> TemplateCategory {
+    match c {
+        Category::Marketing => TemplateCategory::Marketing,
+        Category::Authentication => TemplateCategory::Authentication,
+        Category::Utility | Category::Service => TemplateCategory::Utility,
+    }
+}
+
+#[tokio::test]
+async fn a_template_changed_at_meta_while_queued_is_checked_again() {
+    let now = Utc::now();
+    let tenant = fixtures::tenant("106540352242923");
+    let mut contact = fixtures::contact(&tenant.tenant_id, "+447700900124", now);
+    contact.consent.marketing = MarketingConsent::OptedOut;
+    let s = sender_with(tenant, contact);
+    let queued = |s: &Sender| {
+        let m = fixtures::queued_message(
+            &s.contact,
+            "template",
+            json!({"name": "offer", "language": {"code": "en"}}),
+            Some(Category::Utility),
+        );
+        s.store.add_message(m.clone());
+        m
+    };
+    // Recategorised as marketing while queued: the opted-out contact gets nothing.
+    seed_offer(&s, TemplateCategory::Marketing).await;
+    let m = queued(&s);
+    s.send(&m, 1).await;
+    let stored = s.stored(&m);
+    assert_eq!(
+        (stored.status, stored.error.unwrap().title.as_deref()),
+        (MessageStatus::Rejected, Some("opted_out"))
+    );
+    // Paused at Meta while queued: refused with Meta's code, Meta not called.
+    let change = crm_shared::template::parse_webhook_change(
+        "message_template_status_update",
+        &json!({"event": "PAUSED", "message_template_name": "offer", "message_template_language": "en"}),
+    )
+    .unwrap();
+    s.store
+        .apply_template_change(&s.tenant.tenant_id, &change, now.timestamp() + 10, now)
+        .await
+        .unwrap();
+    let m = queued(&s);
+    s.send(&m, 1).await;
+    assert_eq!(s.stored(&m).error.unwrap().code, 132015);
+    assert!(s.graph.sent().is_empty());
+}
+
 #[tokio::test]
 async fn templates_pass_the_rules_that_stop_other_messages() {
     // The negative controls of the rules above: each would be refused as a text.
@@ -462,6 +523,7 @@ async fn templates_pass_the_rules_that_stop_other_messages() {
         let mut contact = fixtures::contact(&tenant.tenant_id, "+447700900123", now);
         set_up(&mut contact);
         let s = sender_with(tenant, contact);
+        seed_offer(&s, template_category(category)).await;
         let m = fixtures::queued_message(
             &s.contact,
             "template",

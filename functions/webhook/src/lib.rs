@@ -26,7 +26,7 @@ use crm_shared::config::{ConfigError, Env, WebhookSecrets};
 use crm_shared::contact;
 use crm_shared::jobs::{MAX_MESSAGE_BYTES, MediaJobQueue, OverflowQueue};
 use crm_shared::store::{
-    AuditStore, ContactStore, CustomerIdentity, IdentityKey, InboundStore, StoreError, TenantStore,
+    AuditStore, ContactStore, CustomerIdentity, IdentityKey, InboundStore, StoreError, TemplateStore, TenantStore,
 };
 use crm_shared::whatsapp::{parse_payload, verify_signature};
 
@@ -34,8 +34,8 @@ pub use overflow::handle_overflow;
 pub use process::{Outcome, Summary};
 
 /// Storage the webhook needs.
-pub trait WebhookStore: InboundStore + ContactStore + TenantStore + AuditStore {}
-impl<T: InboundStore + ContactStore + TenantStore + AuditStore> WebhookStore for T {}
+pub trait WebhookStore: InboundStore + ContactStore + TenantStore + AuditStore + TemplateStore {}
+impl<T: InboundStore + ContactStore + TenantStore + AuditStore + TemplateStore> WebhookStore for T {}
 
 /// The webhook's one path, as configured in the Meta app and in `template.yaml`.
 pub const WEBHOOK_PATH: &str = "/webhooks/whatsapp";

@@ -223,7 +223,11 @@ pub(crate) fn entry_of(changes: &[ChangeWork<'_>], w: WorkItem) -> Value {
             Value::Object(out)
         }
     };
-    json!({"id": change.entry.id, "changes": [{"field": change.change.field, "value": value}]})
+    let mut entry = json!({"id": change.entry.id, "changes": [{"field": change.change.field, "value": value}]});
+    if let Some(time) = change.entry.time {
+        entry["time"] = json!(time);
+    }
+    entry
 }
 
 const ENVELOPE_START: &str = r#"{"object":"whatsapp_business_account","entry":["#;

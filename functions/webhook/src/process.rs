@@ -15,6 +15,7 @@ use crm_shared::message::{self, Direction, MediaRef, MediaStatus, MessageError, 
 use crm_shared::store::{
     CustomerIdentity, IdentityKey, InboundOutcome, InboundWrite, StatusOutcome, StatusWrite, StoreError,
 };
+use crm_shared::template;
 use crm_shared::whatsapp::{
     ConsentKeyword, GraphError, InboundMessage, StatusUpdate, WaContact, WebhookPayload, consent_keyword,
     receipt_status,
@@ -35,6 +36,11 @@ pub struct Summary {
     pub statuses_ignored: usize,
     pub statuses_parked: usize,
     pub events_recorded: usize,
+    /// Template webhooks applied to the registry, and those older than what it holds.
+    pub templates_updated: usize,
+    pub templates_stale: usize,
+    /// Template webhooks of another WABA of the tenant (an added number's): not the registry's.
+    pub templates_other_waba: usize,
     pub unknown_numbers: usize,
     /// Items the table refused for good, kept as digests.
     pub items_unstorable: usize,
@@ -52,6 +58,9 @@ impl Summary {
         self.statuses_ignored += o.statuses_ignored;
         self.statuses_parked += o.statuses_parked;
         self.events_recorded += o.events_recorded;
+        self.templates_updated += o.templates_updated;
+        self.templates_stale += o.templates_stale;
+        self.templates_other_waba += o.templates_other_waba;
         self.unknown_numbers += o.unknown_numbers;
         self.items_unstorable += o.items_unstorable;
         self.items_deferred += o.items_deferred;
@@ -240,6 +249,23 @@ async fn process_item<S: WebhookStore, Q: MediaJobQueue>(
             return Ok(());
         }
         _ => {
+            if let Some(update) = template::parse_webhook_change(&change.change.field, &change.change.value) {
+                // The registry holds the templates of the tenant's WABA (the one it was created
+                // with, which sync, create and delete use): another WABA's change is not its.
+                let registry_waba = p.store.get_tenant(tenant_id).await?.map(|t| t.waba_id);
+                if registry_waba.as_deref() != Some(change.entry.id.as_str()) {
+                    tracing::info!(waba_id = %change.entry.id, field = %change.change.field, "template change of a WABA outside the registry ignored");
+                    summary.templates_other_waba += 1;
+                    return Ok(());
+                }
+                // Meta's time of the change orders status updates; without one, ours.
+                let at = change.entry.time.unwrap_or_else(|| now.timestamp());
+                match p.store.apply_template_change(tenant_id, &update, at, now).await? {
+                    Some(_) => summary.templates_updated += 1,
+                    None => summary.templates_stale += 1,
+                }
+                return Ok(());
+            }
             p.store
                 .record_event(tenant_id, &change.change.field, &change.change.value, now)
                 .await?;

@@ -55,6 +55,20 @@ enum Command {
         #[command(subcommand)]
         command: SandboxCommand,
     },
+    /// The template registry.
+    Templates {
+        #[command(subcommand)]
+        command: TemplatesCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TemplatesCommand {
+    /// Reconciles a tenant's registry with Meta's list now (what the hourly schedule runs).
+    Sync {
+        #[arg(long)]
+        tenant: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -77,6 +91,25 @@ enum SandboxCommand {
         /// The customer's WhatsApp profile name.
         #[arg(long, default_value = "Sandbox Customer")]
         name: String,
+    },
+    /// Changes a template in the sandbox and sends Meta's webhook for it: a status
+    /// (`APPROVED`, `PAUSED`, `DISABLED`, …), a quality (`--quality RED`) or a category.
+    TemplateStatus {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        quality: Option<String>,
+        #[arg(long)]
+        category: Option<String>,
+        #[arg(long)]
+        language: Option<String>,
+        /// Only this tenant's WABA (default: every WABA with such a template).
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long)]
+        reason: Option<String>,
     },
     /// Makes the sandbox answer the next sends with a Meta error code.
     FailNext {
@@ -255,6 +288,16 @@ async fn run(cli: Cli) -> Result<Value, CliError> {
         } => privacy::delete_tenant(&privacy::from_env(&env, &sdk), &tenant, settle_secs).await,
         Command::Retention { command } => privacy::retention(&privacy::from_env(&env, &sdk), command).await,
         Command::Sandbox { command } => sandbox(&env, &store, command).await,
+        Command::Templates {
+            command: TemplatesCommand::Sync { tenant },
+        } => {
+            let graph = crm_shared::graph::GraphClient::new(&env.graph().map_err(|e| CliError(e.to_string()))?)
+                .map_err(|e| CliError(e.to_string()))?;
+            let report = crm_shared::registry::sync(&store, &graph, &tenant, None, chrono::Utc::now())
+                .await
+                .map_err(|e| CliError(e.to_string()))?;
+            Ok(json!(report))
+        }
         Command::Webhook {
             command: WebhookCommand::Listen(args),
         } => webhook::listen(args).await,
@@ -424,6 +467,31 @@ async fn sandbox(env: &Env, store: &DynamoStore, command: SandboxCommand) -> Res
             (
                 "sandbox/inbound",
                 json!({"phone_number_id": tenant.phone_number_id, "from": from, "text": text, "name": name}),
+            )
+        }
+        SandboxCommand::TemplateStatus {
+            name,
+            status,
+            quality,
+            category,
+            language,
+            tenant,
+            reason,
+        } => {
+            let waba_id = match tenant {
+                Some(t) => Some(
+                    store
+                        .get_tenant(&t)
+                        .await?
+                        .ok_or_else(|| CliError(format!("no tenant {t}")))?
+                        .waba_id,
+                ),
+                None => None,
+            };
+            (
+                "sandbox/template-status",
+                json!({"name": name, "status": status, "quality": quality, "category": category,
+                       "language": language, "waba_id": waba_id, "reason": reason}),
             )
         }
         SandboxCommand::FailNext { code, status, count } => (

@@ -164,27 +164,6 @@ async fn run() -> Result<(), BoxError> {
         .to_owned();
     // Exports, erasure and retention: the same resources the functions get from `Globals`.
     let privacy = crm_shared::privacy::Privacy::from_sdk(&sdk, &function_env.resources());
-    let handlers = Arc::new(Handlers {
-        api: api_fn::Deps::new(
-            store.clone(),
-            CursorCodec::new(&cursor_secret),
-            S3Blobs::new(aws::s3_client(&sdk), media_bucket.clone()),
-            SqsQueue::new(sqs.clone(), &outbound_queue_url),
-        )
-        .with_privacy(privacy.clone())
-        .with_quota(env.tenant_quota()?)
-        .with_webhooks(api_fn::routes::Webhooks {
-            queue: SqsQueue::new(sqs.clone(), &delivery_queue_url),
-            pusher: Pusher::new(env.webhook_url_policy()),
-        }),
-        webhook: webhook_fn::Deps::new(
-            store.clone(),
-            media_queue.clone(),
-            SqsQueue::new(sqs.clone(), &overflow_queue_url),
-            secrets,
-        )
-        .with_limits(webhook_limits),
-    });
     // Meta: the local sandbox unless GRAPH_API_BASE points elsewhere.
     let sandbox_url = match env.get("GRAPH_API_BASE") {
         Some(url) => {
@@ -211,6 +190,29 @@ async fn run() -> Result<(), BoxError> {
         None => env.graph()?,
     };
     let graph = GraphClient::new(&graph)?;
+    let graph_for_schedule = graph.clone();
+    let handlers = Arc::new(Handlers {
+        api: api_fn::Deps::new(
+            store.clone(),
+            CursorCodec::new(&cursor_secret),
+            S3Blobs::new(aws::s3_client(&sdk), media_bucket.clone()),
+            SqsQueue::new(sqs.clone(), &outbound_queue_url),
+        )
+        .with_privacy(privacy.clone())
+        .with_quota(env.tenant_quota()?)
+        .with_webhooks(api_fn::routes::Webhooks {
+            queue: SqsQueue::new(sqs.clone(), &delivery_queue_url),
+            pusher: Pusher::new(env.webhook_url_policy()),
+        })
+        .with_graph(graph.clone()),
+        webhook: webhook_fn::Deps::new(
+            store.clone(),
+            media_queue.clone(),
+            SqsQueue::new(sqs.clone(), &overflow_queue_url),
+            secrets,
+        )
+        .with_limits(webhook_limits),
+    });
 
     // The queues' event source mappings.
     let media_deps = Arc::new(media_fn::Deps {
@@ -346,6 +348,21 @@ async fn run() -> Result<(), BoxError> {
                 ticks.tick().await;
                 if let Err(e) = sender_fn::sweep::sweep(&store, &queue, chrono::Utc::now()).await {
                     eprintln!("devstack: send sweep failed: {e}");
+                }
+            }
+        });
+    }
+
+    // The template reconcile's schedule, at the template's rate.
+    for rate in schedules.get("TemplateSyncFunction").into_iter().flatten().copied() {
+        let (store, graph) = (store.clone(), graph_for_schedule.clone());
+        eprintln!("devstack: template reconcile every {} s", rate.as_secs());
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + rate, rate);
+            loop {
+                ticks.tick().await;
+                if let Err(e) = api_fn::schedule::reconcile(&store, &graph).await {
+                    eprintln!("devstack: template reconcile failed: {e}");
                 }
             }
         });

@@ -5,9 +5,12 @@
 //!
 //! Control endpoints (not Meta's): `POST /sandbox/inbound` injects a customer message,
 //! `POST /sandbox/errors` makes the next sends fail with a given Meta error, `POST
-//! /sandbox/media` stores a media file customers can "send".
+//! /sandbox/media` stores a media file customers can "send", `POST /sandbox/template-status`
+//! changes a template and sends Meta's template webhooks (`templates`).
 
-use std::collections::{HashMap, VecDeque};
+mod templates;
+
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -45,6 +48,11 @@ pub struct Sandbox {
     /// Every accepted send, for tests and curious developers: wamid → payload.
     sent: Mutex<Vec<(String, Value)>>,
     http: reqwest::Client,
+    templates: Mutex<Vec<templates::SandboxTemplate>>,
+    seeded_wabas: Mutex<HashSet<String>>,
+    next_template_id: Mutex<u64>,
+    /// How long Meta's "review" of a new template takes here.
+    template_review_delay: Duration,
 }
 
 impl Sandbox {
@@ -59,6 +67,10 @@ impl Sandbox {
             media: Mutex::new(HashMap::new()),
             sent: Mutex::new(Vec::new()),
             http: reqwest::Client::new(),
+            templates: Mutex::new(Vec::new()),
+            seeded_wabas: Mutex::new(HashSet::new()),
+            next_template_id: Mutex::new(7_000_000_000),
+            template_review_delay: Duration::from_millis(300),
         })
     }
 
@@ -138,8 +150,13 @@ fn envelope(phone_number_id: &str, value: Value) -> Value {
 }
 
 fn meta_error(status: u16, code: i64, message: &str) -> hyper::Response<Full<Bytes>> {
+    meta_error_detailed(status, code, message, Some(message))
+}
+
+/// Meta's error envelope with `error_data.details` (when given).
+fn meta_error_detailed(status: u16, code: i64, message: &str, details: Option<&str>) -> hyper::Response<Full<Bytes>> {
     let body = json!({"error": {"message": message, "type": "OAuthException", "code": code,
-                                "error_data": {"messaging_product": "whatsapp", "details": message},
+                                "error_data": {"messaging_product": "whatsapp", "details": details.unwrap_or(message)},
                                 "fbtrace_id": "SANDBOX"}});
     reply(status, &body)
 }
@@ -173,6 +190,9 @@ pub async fn serve(listener: TcpListener, sandbox: Arc<Sandbox>) {
 async fn route(sandbox: &Arc<Sandbox>, req: hyper::Request<Incoming>) -> hyper::Response<Full<Bytes>> {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    let query: Vec<(String, String)> = reqwest::Url::parse(&format!("http://sandbox{}", req.uri()))
+        .map(|u| u.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect())
+        .unwrap_or_default();
     let bearer = req
         .headers()
         .get("authorization")
@@ -191,6 +211,17 @@ async fn route(sandbox: &Arc<Sandbox>, req: hyper::Request<Incoming>) -> hyper::
         ("POST", [_version, phone_number_id, "messages"]) => {
             send(sandbox, phone_number_id, bearer.as_deref(), json_body).await
         }
+        ("GET", [_version, waba_id, "message_templates"]) => {
+            let url = format!("{}{path}", sandbox.base_url);
+            templates::list(sandbox, waba_id, bearer.as_deref(), &query, &url).await
+        }
+        ("POST", [_version, waba_id, "message_templates"]) => {
+            templates::create(sandbox, waba_id, bearer.as_deref(), json_body).await
+        }
+        ("DELETE", [_version, waba_id, "message_templates"]) => {
+            templates::delete(sandbox, waba_id, bearer.as_deref(), &query).await
+        }
+        ("POST", ["sandbox", "template-status"]) => templates::control(sandbox, &json_body).await,
         ("GET", ["media", id]) => match sandbox.media.lock().expect("media").get(*id) {
             Some((data, mime)) => hyper::Response::builder()
                 .status(200)
@@ -274,6 +305,9 @@ async fn send(
     }
     if let Some(error) = sandbox.errors.lock().expect("errors").pop_front() {
         return meta_error(error.status, error.code, &error.title);
+    }
+    if let Some(refusal) = templates::check_send(sandbox, phone_number_id, &body).await {
+        return refusal;
     }
     let to = body["to"]
         .as_str()

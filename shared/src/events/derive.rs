@@ -56,6 +56,10 @@ const RULES: &[Rule] = &[
         derive: erasure_events,
     },
     Rule {
+        sk: keys::TEMPLATE_SK_PREFIX,
+        derive: template_events,
+    },
+    Rule {
         sk: keys::WEBHOOK_ENDPOINT_PREFIX,
         derive: endpoint_events,
     },
@@ -237,6 +241,24 @@ fn contact_events(i: &Images<'_>) -> Vec<(EventType, Value)> {
         ));
     }
     events
+}
+
+/// A registry entry's Meta status changes (a webhook, the reconcile, our own create): one
+/// `template.status_changed`. A new entry counts (`previous_status` null); a removed one does
+/// not (the reconcile and deletes remove entries; offboarding removes them all).
+fn template_events(i: &Images<'_>) -> Vec<(EventType, Value)> {
+    if i.new.is_none() || !i.changed("status") {
+        return Vec::new();
+    }
+    let data = json!({
+        "name": str_of(i.after("name")),
+        "language": str_of(i.after("language")),
+        "template_id": str_of(i.after("meta_id")),
+        "status": str_of(i.after("status")),
+        "previous_status": i.before("status"),
+        "category": str_of(i.after("category")),
+    });
+    vec![(EventType::TemplateStatusChanged, data)]
 }
 
 /// A conversation is `opened` when created or reopened (from resolved), `assigned` when its
@@ -546,13 +568,54 @@ mod tests {
     }
 
     #[test]
+    fn a_template_status_change_is_one_event_and_other_registry_changes_none() {
+        let entry = |status: &str, quality: &str| {
+            json!({"kind": "template", "tenant_id": "t1", "name": "order_update", "language": "en_US",
+                   "meta_id": "9001", "status": status, "category": "UTILITY", "quality": quality})
+        };
+        let (pk, sk) = ("T#t1#TPL", "TPL#order_update#en_US");
+        let created = derive(&change(pk, sk, None, Some(entry("PENDING", "UNKNOWN"))));
+        assert_eq!(created.len(), 1);
+        assert_eq!(created[0].event_type, EventType::TemplateStatusChanged);
+        assert_eq!(created[0].tenant_id, "t1");
+        assert_eq!(created[0].data["status"], "PENDING");
+        assert!(created[0].data["previous_status"].is_null());
+        let approved = derive(&change(
+            pk,
+            sk,
+            Some(entry("PENDING", "UNKNOWN")),
+            Some(entry("APPROVED", "UNKNOWN")),
+        ));
+        assert_eq!(approved.len(), 1);
+        assert_eq!(
+            approved[0].data,
+            json!({"name": "order_update", "language": "en_US", "template_id": "9001",
+                   "status": "APPROVED", "previous_status": "PENDING", "category": "UTILITY"})
+        );
+        // Quality alone, or the entry removed: no event.
+        let quality = change(pk, sk, Some(entry("APPROVED", "GREEN")), Some(entry("APPROVED", "RED")));
+        assert!(types(&quality).is_empty());
+        assert!(types(&change(pk, sk, Some(entry("APPROVED", "RED")), None)).is_empty());
+        // The creation log and template settings are no registry entries.
+        assert!(
+            types(&change(
+                "T#t1",
+                "TEMPLATES#CREATIONS",
+                None,
+                Some(json!({"version": 1}))
+            ))
+            .is_empty()
+        );
+    }
+
+    #[test]
     fn other_items_and_foreign_keys_make_nothing() {
         assert!(types(&change("T#t1#AUDIT", "01abc", None, Some(json!({"action": "x"})))).is_empty());
         assert!(types(&change("PNID#123", "ROUTE", None, Some(json!({"tenant_id": "t1"})))).is_empty());
         assert!(types(&change("T#t1#EVLOG", "SEQ#00000000000000000001", None, Some(json!({})))).is_empty());
         assert_eq!(
             watched_sort_keys(),
-            ["MSG", "PROFILE", "CONV#", "EXPORT", "ERASURE", "WEBHOOK#"]
+            ["MSG", "PROFILE", "CONV#", "EXPORT", "ERASURE", "TPL#", "WEBHOOK#"]
         );
     }
 

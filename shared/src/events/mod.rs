@@ -42,6 +42,8 @@ pub enum EventType {
     ExportReady,
     #[serde(rename = "erasure.completed")]
     ErasureCompleted,
+    #[serde(rename = "template.status_changed")]
+    TemplateStatusChanged,
     #[serde(rename = "endpoint.disabled")]
     EndpointDisabled,
     /// Sent by `POST /v1/webhook-endpoints/{id}/test` to that endpoint only (never logged).
@@ -63,6 +65,7 @@ impl EventType {
         EventType::ConversationStatusChanged,
         EventType::ExportReady,
         EventType::ErasureCompleted,
+        EventType::TemplateStatusChanged,
         EventType::EndpointDisabled,
         EventType::EndpointTest,
     ];
@@ -81,6 +84,7 @@ impl EventType {
             EventType::ConversationStatusChanged => "conversation.status_changed",
             EventType::ExportReady => "export.ready",
             EventType::ErasureCompleted => "erasure.completed",
+            EventType::TemplateStatusChanged => "template.status_changed",
             EventType::EndpointDisabled => "endpoint.disabled",
             EventType::EndpointTest => "endpoint.test",
         }

@@ -153,6 +153,7 @@ impl<S: PrivacyPorts, O: ObjectStore, Q: JobQueue> Privacy<S, O, Q> {
             ("audit_entries", TenantRecords::Audit),
             ("events", TenantRecords::RawEvents),
             ("event_stream_items", TenantRecords::EventStream),
+            ("templates", TenantRecords::Templates),
             ("other_items", TenantRecords::Tombstones),
         ];
         if let Some(t) = &tenant {

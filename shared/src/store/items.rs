@@ -17,6 +17,7 @@ use crate::contact::{ConsentChange, Contact, RestrictionChange, name_search_key,
 use crate::conversation::{Conversation, ConversationStatus, Note, conversation_id, preview_of, window_end};
 use crate::message::{Direction, MediaRef, MediaStatus, MessageError, MessageRecord, MessageStatus};
 use crate::privacy::{EXPORT_TTL_GRACE_HOURS, ErasureRecord, ExportRecord, RetentionSettings};
+use crate::template::{TEMPLATE_KIND, TemplateRecord};
 use crate::tenant::{ApiKeyRecord, PhoneNumber, Tenant};
 use crate::user::User;
 
@@ -908,6 +909,54 @@ impl AuditItem {
             entry: entry.clone(),
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Templates
+
+/// A registry entry. `kind` = `"template"` and the flat `status` let a stream consumer tell a
+/// template item and its status change from the old and new images alone; `status_time` is
+/// Meta's time of the status last applied (epoch seconds), which keeps a late webhook from
+/// undoing a newer status.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct TemplateItem {
+    #[serde(rename = "PK")]
+    pub pk: String,
+    #[serde(rename = "SK")]
+    pub sk: String,
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_time: Option<i64>,
+    /// `updated_at` in epoch milliseconds, for conditions (RFC 3339 strings of varying
+    /// precision do not compare in time order).
+    #[serde(default)]
+    pub updated_ms: i64,
+    #[serde(flatten)]
+    pub record: TemplateRecord,
+}
+
+impl TemplateItem {
+    /// The item of `record`, whose status is Meta's as of `status_time` (epoch seconds).
+    pub fn new(record: &TemplateRecord, status_time: i64) -> Self {
+        TemplateItem {
+            pk: templates_pk(&record.tenant_id),
+            sk: template_sk(&record.name, &record.language),
+            kind: TEMPLATE_KIND.into(),
+            status_time: Some(status_time),
+            updated_ms: record.updated_at.timestamp_millis(),
+            record: record.clone(),
+        }
+    }
+}
+
+/// The tenant's template creations of the last hour (epoch milliseconds), with a version for
+/// the read-modify-write.
+#[derive(Serialize, Deserialize, Default)]
+pub(crate) struct TemplateCreationsItem {
+    #[serde(default)]
+    pub created_ms: Vec<i64>,
+    #[serde(default)]
+    pub version: u64,
 }
 
 // ---------------------------------------------------------------------------------------------

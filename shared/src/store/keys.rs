@@ -180,6 +180,35 @@ pub fn send_schedule_pk(tenant_id: &str, phone_number_id: &str) -> String {
 
 pub const SEND_SCHEDULE_SK: &str = "SCHEDULE";
 
+/// The template registry of a tenant: one item per template and language, sorted by name then
+/// language (sort key [`template_sk`]), so a template's languages are one `Query` of the
+/// prefix [`template_name_prefix`].
+pub fn templates_pk(tenant_id: &str) -> String {
+    format!("T#{tenant_id}#TPL")
+}
+
+/// Sort-key prefix of every registry entry (the events function's filter reads them).
+pub const TEMPLATE_SK_PREFIX: &str = "TPL#";
+
+pub fn template_sk(name: &str, language: &str) -> String {
+    format!("TPL#{name}#{language}")
+}
+
+/// Sort-key prefix of every language of template `name` (names have no `#`).
+pub fn template_name_prefix(name: &str) -> String {
+    format!("TPL#{name}#")
+}
+
+/// Sort-key prefix of the templates whose name starts with `prefix`.
+pub fn template_search_prefix(prefix: &str) -> String {
+    format!("TPL#{prefix}")
+}
+
+/// The tenant's template creations of the last hour (Meta allows 100 per WABA per hour).
+pub const TEMPLATE_CREATIONS_SK: &str = "TEMPLATES#CREATIONS";
+/// The tenant's template settings (default language).
+pub const TEMPLATE_SETTINGS_SK: &str = "SETTINGS#TEMPLATES";
+
 /// Non-message webhook events of a tenant (account, quality, template updates).
 pub fn events_pk(tenant_id: &str) -> String {
     format!("T#{tenant_id}#EVENTS")

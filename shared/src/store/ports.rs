@@ -22,6 +22,7 @@ use crate::message::{MediaRef, MessageError, MessageRecord, MessageStatus};
 use crate::privacy::{ErasureCounts, ErasureRecord, ExportRecord, RetentionSettings};
 use crate::secret::Secret;
 use crate::sending::{SendSchedule, SlotDecision};
+use crate::template::{TemplateChange, TemplateRecord};
 use crate::tenant::{ApiKeyRecord, InboxSettings, PhoneNumber, Tenant};
 use crate::user::User;
 
@@ -763,6 +764,94 @@ pub trait AuditStore: Send + Sync {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Templates
+
+/// A tenant's template settings.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct TemplateSettings {
+    /// The last step of the language fallback (Meta's code, e.g. `en_US`).
+    #[serde(default)]
+    pub default_language: Option<String>,
+}
+
+/// The answer to a claim on the hourly template-creation allowance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CreationClaim {
+    Granted,
+    /// The allowance is used up; the oldest creation of the hour leaves it after this long.
+    Exhausted {
+        retry_after_secs: u64,
+    },
+}
+
+/// The template registry: one entry per template and language.
+pub trait TemplateStore: Send + Sync {
+    /// Every language of template `name`, by language, in one request (the send path's only
+    /// registry read).
+    fn template_languages(
+        &self,
+        tenant_id: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<Vec<TemplateRecord>, StoreError>> + Send;
+
+    /// Every entry whose name starts with `name_prefix` (all for `""`), by name then language.
+    fn list_templates(
+        &self,
+        tenant_id: &str,
+        name_prefix: &str,
+    ) -> impl Future<Output = Result<Vec<TemplateRecord>, StoreError>> + Send;
+
+    /// Applies a template webhook change in one conditional update, creating the entry when
+    /// the registry has not seen the template. A status change older than the one applied
+    /// (Meta's `entry.time`, `event_time` in epoch seconds) changes nothing: `None`.
+    fn apply_template_change(
+        &self,
+        tenant_id: &str,
+        change: &TemplateChange,
+        event_time: i64,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Option<TemplateRecord>, StoreError>> + Send;
+
+    /// Stores entries read from Meta's list, except those a webhook (or a create) changed after
+    /// `started` (when the listing began): they are newer than the list. Returns how many it
+    /// wrote.
+    fn put_synced_templates(
+        &self,
+        records: &[TemplateRecord],
+        started: DateTime<Utc>,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Stores one entry as it is (a template just created at Meta).
+    fn put_template(&self, record: &TemplateRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Deletes entries by (name, language); with `unchanged_since`, only those not changed
+    /// after it. Returns how many it deleted.
+    fn delete_templates(
+        &self,
+        tenant_id: &str,
+        keys: &[(String, String)],
+        unchanged_since: Option<DateTime<Utc>>,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Takes one of the tenant's `per_hour` template creations of the last hour (a sliding
+    /// window, kept in one item updated under a version condition).
+    fn claim_template_creation(
+        &self,
+        tenant_id: &str,
+        now: DateTime<Utc>,
+        per_hour: u32,
+    ) -> impl Future<Output = Result<CreationClaim, StoreError>> + Send;
+
+    fn template_settings(&self, tenant_id: &str) -> impl Future<Output = Result<TemplateSettings, StoreError>> + Send;
+
+    fn put_template_settings(
+        &self,
+        tenant_id: &str,
+        settings: &TemplateSettings,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Privacy
 
 /// A lease on a job record: who holds it and until when (epoch milliseconds).
@@ -847,6 +936,8 @@ pub enum TenantRecords<'a> {
     Tombstones,
     /// Keys, secret and settings: everything under the tenant but the tenant record.
     TenantPartition,
+    /// The template registry.
+    Templates,
     /// The tenant record itself (deleted last; counted as one item, so name it only when
     /// the tenant exists).
     Tenant,

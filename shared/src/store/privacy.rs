@@ -658,6 +658,7 @@ impl PrivacyStore for DynamoStore {
                 Ok(deleted)
             }
             TenantRecords::TenantPartition => self.delete_partition(tenant_pk(tenant_id), |k| k.sk != TENANT_SK).await,
+            TenantRecords::Templates => self.delete_partition(templates_pk(tenant_id), |_| true).await,
             TenantRecords::Tenant => {
                 self.delete_items(&[ItemKey::new(tenant_pk(tenant_id), TENANT_SK)])
                     .await

@@ -30,6 +30,7 @@ pub fn contact(tenant_id: &str, phone: &str, now: DateTime<Utc>) -> Contact {
         user_id: None,
         name: None,
         email: None,
+        language: None,
         tags: Vec::new(),
         attributes: Default::default(),
     };
@@ -60,6 +61,7 @@ pub fn queued_message(
         error: None,
         media: None,
         category,
+        language: None,
         reply_to: None,
         context_wamid: None,
         referral: None,
@@ -100,6 +102,7 @@ pub fn inbound_media_message(contact: &Contact, media_id: &str, sha256: Option<&
             failure: None,
         }),
         category: None,
+        language: None,
         reply_to: None,
         context_wamid: None,
         referral: None,

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use serde_json::Value;
 
-use crate::graph::{GraphCallError, MediaInfo, MediaSource, MediaStream, MessageSender};
+use crate::graph::{GraphCallError, MediaInfo, MediaSource, MediaStream, MessageSender, TemplateApi};
 use crate::secret::Secret;
 
 /// One `send_message` call as the fake received it.
@@ -41,6 +41,10 @@ struct Script {
     download_calls: usize,
     on_download: Option<Hook>,
     wamids_issued: u64,
+    /// The WABA's templates as Meta lists them (one object per language).
+    templates: Vec<Value>,
+    template_faults: VecDeque<GraphCallError>,
+    template_calls: usize,
 }
 
 /// The size of the chunks a fake download arrives in.
@@ -130,6 +134,74 @@ impl FakeGraph {
 
     pub fn download_calls(&self) -> usize {
         self.script().download_calls
+    }
+
+    /// Adds a template (Meta's list shape: `name`, `language`, `status`, `category`, `id`,
+    /// `components` …) to the WABA.
+    pub fn add_template(&self, template: Value) {
+        self.script().templates.push(template);
+    }
+
+    /// The WABA's templates now.
+    pub fn templates(&self) -> Vec<Value> {
+        self.script().templates.clone()
+    }
+
+    /// Makes the next template call (list, create or delete) fail with `error`.
+    pub fn fail_next_template_call(&self, error: GraphCallError) {
+        self.script().template_faults.push_back(error);
+    }
+
+    /// Template calls so far.
+    pub fn template_calls(&self) -> usize {
+        self.script().template_calls
+    }
+}
+
+impl FakeGraph {
+    fn template_call(&self) -> Result<MutexGuard<'_, Script>, GraphCallError> {
+        let mut s = self.script();
+        s.template_calls += 1;
+        match s.template_faults.pop_front() {
+            Some(error) => Err(error),
+            None => Ok(s),
+        }
+    }
+}
+
+fn same_template(t: &Value, name: &str, hsm_id: Option<&str>) -> bool {
+    t["name"] == name && hsm_id.is_none_or(|id| t["id"] == id)
+}
+
+impl TemplateApi for FakeGraph {
+    async fn list_templates(&self, _waba_id: &str, _token: &Secret) -> Result<Vec<Value>, GraphCallError> {
+        Ok(self.template_call()?.templates.clone())
+    }
+
+    async fn create_template(&self, _waba_id: &str, _token: &Secret, body: &Value) -> Result<Value, GraphCallError> {
+        let mut s = self.template_call()?;
+        let id = format!("{}", 9_000_000 + s.templates.len());
+        let mut stored = body.clone();
+        stored["id"] = Value::String(id.clone());
+        stored["status"] = Value::String("PENDING".into());
+        s.templates.push(stored);
+        Ok(serde_json::json!({"id": id, "status": "PENDING", "category": body["category"]}))
+    }
+
+    async fn delete_template(
+        &self,
+        _waba_id: &str,
+        _token: &Secret,
+        name: &str,
+        hsm_id: Option<&str>,
+    ) -> Result<(), GraphCallError> {
+        let mut s = self.template_call()?;
+        let before = s.templates.len();
+        s.templates.retain(|t| !same_template(t, name, hsm_id));
+        if s.templates.len() == before {
+            return Err(meta_error(404, Some(100)));
+        }
+        Ok(())
     }
 }
 

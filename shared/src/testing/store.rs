@@ -159,6 +159,16 @@ pub enum Op {
     EndpointOutcome,
     RecordDelivery,
     ListDeliveries,
+    // TemplateStore
+    TemplateLanguages,
+    ListTemplates,
+    ApplyTemplateChange,
+    PutSyncedTemplates,
+    PutTemplate,
+    DeleteTemplates,
+    ClaimTemplateCreation,
+    TemplateSettings,
+    PutTemplateSettings,
 }
 
 /// A non-message webhook change kept by `record_event`.
@@ -247,6 +257,8 @@ struct State {
     users: BTreeMap<Key, crate::user::User>,
     /// (tenant, phone number id): numbers beyond the tenant's first.
     numbers: BTreeMap<Key, PhoneNumber>,
+    /// The template registry and its side items (`templates.rs`).
+    templates: templates::TemplateState,
 }
 
 /// What a reference item in a contact's partition points at.
@@ -654,6 +666,7 @@ impl MemStore {
 mod events;
 mod inbox;
 mod privacy;
+mod templates;
 
 // --- The conditional writes, each mirroring one DynamoDB request or transaction ---
 

@@ -65,6 +65,9 @@ pub struct WebhookPayload {
 pub struct Entry {
     /// The WhatsApp Business Account id.
     pub id: String,
+    /// When Meta triggered the webhook (epoch seconds; account-level changes such as template
+    /// status updates carry it).
+    pub time: Option<i64>,
     pub changes: Vec<Change>,
 }
 
@@ -111,6 +114,7 @@ impl Entry {
             .collect::<Result<_, _>>()?;
         Ok(Entry {
             id: fields.required("id")?,
+            time: fields.raw("time").as_i64(),
             changes,
         })
     }

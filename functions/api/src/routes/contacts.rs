@@ -31,6 +31,7 @@ pub fn view(c: &Contact) -> Value {
         "name": c.name,
         "profile_name": c.profile_name,
         "email": c.email,
+        "language": c.language,
         "tags": c.tags,
         "attributes": c.attributes,
         "consent": {

@@ -51,6 +51,8 @@ pub async fn view<L: MediaLinks>(links: &L, m: &MessageRecord) -> Value {
         "media": media,
         "reply_to": m.reply_to,
         "context_wamid": m.context_wamid,
+        "category": m.category,
+        "language": m.language,
         "timestamp": m.timestamp,
         "created_at": m.created_at,
     })

@@ -7,6 +7,7 @@ mod conversations;
 mod messages;
 mod privacy;
 mod send;
+pub mod templates;
 mod tenant;
 mod webhooks;
 
@@ -113,6 +114,13 @@ route_table! {
     POST   "/v1/webhook-endpoints/{endpoint_id}/test" Admin => webhooks::test_endpoint(deps, caller, id),
     POST   "/v1/webhook-endpoints/{endpoint_id}/recover" Admin => webhooks::recover(deps, caller, req, id),
     GET    "/v1/webhook-endpoints/{endpoint_id}/deliveries" Admin => webhooks::list_deliveries(deps, caller, req, id),
+    GET    "/v1/templates"                         Viewer => templates::list(deps, caller, req),
+    POST   "/v1/templates"                         Admin  => templates::create(deps, caller, req),
+    POST   "/v1/templates/sync"                    Admin  => templates::sync(deps, caller),
+    GET    "/v1/templates/{name}"                  Viewer => templates::get(deps, caller, id),
+    DELETE "/v1/templates/{name}"                  Admin  => templates::delete(deps, caller, req, id),
+    GET    "/v1/settings/templates"                Viewer => templates::get_settings(deps, caller),
+    PUT    "/v1/settings/templates"                Admin  => templates::put_settings(deps, caller, req),
 }
 
 /// Whether `segments` (the path split on `/`, without the leading empty one) fit `template`;
@@ -251,5 +259,21 @@ mod tests {
         assert_eq!(role("DELETE", "/v1/contacts/{contact_id}"), Some(Role::Admin));
         assert_eq!(role("GET", "/v1/settings/retention"), Some(Role::Viewer));
         assert_eq!(role("PUT", "/v1/settings/retention"), Some(Role::Admin));
+        assert_eq!(role("GET", "/v1/templates"), Some(Role::Viewer));
+        assert_eq!(role("POST", "/v1/templates"), Some(Role::Admin));
+        assert_eq!(role("POST", "/v1/templates/sync"), Some(Role::Admin));
+        assert_eq!(role("DELETE", "/v1/templates/{name}"), Some(Role::Admin));
+    }
+
+    #[test]
+    fn template_sync_is_not_a_template_name() {
+        assert_eq!(
+            route(Method::POST, &["v1", "templates", "sync"]),
+            Ok(("POST", "/v1/templates/sync", Role::Admin, String::new()))
+        );
+        assert_eq!(
+            route(Method::GET, &["v1", "templates", "sync"]),
+            Ok(("GET", "/v1/templates/{name}", Role::Viewer, "sync".into()))
+        );
     }
 }

@@ -22,6 +22,7 @@ use crm_shared::store::{CreateOutcome, CustomerIdentity, IdempotencyRecord};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::routes::templates::{self, TemplateRefusal};
 use crate::routes::{body_bytes, contacts, messages};
 use crate::{ApiStore, Deps, audit, json_body, ok_json, request_id};
 
@@ -79,6 +80,26 @@ async fn sending_number<S: ApiStore, L, Q>(
         .await?
         .ok_or_else(|| ApiError::not_found("tenant not found"))?;
     Ok(tenant.phone_number_id)
+}
+
+/// Templates are the registry's, which holds those of the tenant's WABA (the one it was created
+/// with): a template goes out from a number of that WABA, never from an added number of another
+/// WABA (whose templates Meta keeps apart).
+async fn check_template_number<S: ApiStore, L, Q>(
+    deps: &Deps<S, L, Q>,
+    caller: &Caller,
+    from: &str,
+) -> Result<(), ApiError> {
+    let numbers = deps.store.numbers(&caller.tenant_id).await?;
+    let registry_waba = numbers.first().map(|n| n.waba_id.as_str());
+    match numbers.iter().find(|n| n.phone_number_id == from) {
+        Some(number) if Some(number.waba_id.as_str()) == registry_waba => Ok(()),
+        _ => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "template_number_outside_waba",
+            "templates are those of the tenant's WhatsApp Business Account: send this one from a number of it (GET /v1/numbers)",
+        )),
+    }
 }
 
 /// Meta's wamid of one of the tenant's messages, for replies and reactions.
@@ -142,6 +163,9 @@ pub async fn send<S: ApiStore, L: MediaLinks, Q: SendJobQueue>(
 
     let contact = recipient(deps, caller, &request).await?;
     let from = sending_number(deps, caller, request.from.as_deref(), &contact).await?;
+    if request.message_type == "template" {
+        check_template_number(deps, caller, &from).await?;
+    }
     let reply_wamid = match &request.reply_to {
         Some(id) => Some(wamid_of(deps, caller, id).await?),
         None => None,
@@ -158,13 +182,38 @@ pub async fn send<S: ApiStore, L: MediaLinks, Q: SendJobQueue>(
         request.content["message_id"] = json!(wamid_of(deps, caller, &target).await?);
     }
 
+    // A template send is checked against the registry first: its category is Meta's, and a
+    // send Meta would refuse is refused here, with Meta's code, before anything is queued.
+    let mut template = None;
+    if request.message_type == "template" {
+        match templates::check_send(deps, caller, &contact, &mut request).await? {
+            Ok(checked) => {
+                request.category = checked.category;
+                template = Some(Ok(checked.language));
+            }
+            Err(refusal) => template = Some(Err(refusal)),
+        }
+    }
+    let template_refusal = match &template {
+        Some(Err(TemplateRefusal(errors))) => errors.first().cloned().map(|first| (first, errors.clone())),
+        _ => None,
+    };
+
     let now = Utc::now();
     let message_id = ids::new_id();
     let refusal = sending::check_rules(&contact, &request.message_type, request.category, now).err();
     // The type's object as it will be sent; the sender re-checks the rules with the category.
     let content = request.content.clone();
-    let (status, error) = match refusal {
-        Some(r) => (
+    let (status, error) = match (&template_refusal, refusal) {
+        (Some((first, _)), _) => (
+            MessageStatus::Rejected,
+            Some(MessageError {
+                code: i64::from(first.code.code()),
+                title: Some(first.code.title().to_owned()),
+                detail: Some(format!("{}: {}", first.field, first.message)),
+            }),
+        ),
+        (None, Some(r)) => (
             MessageStatus::Rejected,
             Some(MessageError {
                 code: 0,
@@ -172,12 +221,13 @@ pub async fn send<S: ApiStore, L: MediaLinks, Q: SendJobQueue>(
                 detail: Some(r.message().to_owned()),
             }),
         ),
-        None => (MessageStatus::Queued, None),
+        (None, None) => (MessageStatus::Queued, None),
     };
     let message = MessageRecord {
         phone_number_id: Some(from),
         error,
         category: Some(request.category),
+        language: template.as_ref().and_then(|t| t.as_ref().ok()).cloned(),
         reply_to: request.reply_to.clone(),
         context_wamid: reply_wamid,
         ..MessageRecord::new(
@@ -192,12 +242,23 @@ pub async fn send<S: ApiStore, L: MediaLinks, Q: SendJobQueue>(
             now,
         )
     };
-    let (status_code, response) = match refusal {
-        Some(r) => (
+    let (status_code, response) = match (template_refusal, refusal) {
+        (Some((first, errors)), _) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            json!({"error": {
+                "code": "template_invalid",
+                "message": format!("Meta would refuse this send ({}): {}", first.code.code(), first.message),
+                "message_id": message_id,
+                "details": errors.iter().map(|e| json!({
+                    "code": e.code.code(), "title": e.code.title(), "field": e.field, "message": e.message,
+                })).collect::<Vec<_>>(),
+            }}),
+        ),
+        (None, Some(r)) => (
             StatusCode::UNPROCESSABLE_ENTITY,
             json!({"error": {"code": r.code(), "message": r.message(), "message_id": message_id}}),
         ),
-        None => (
+        (None, None) => (
             StatusCode::ACCEPTED,
             json!({"id": message_id, "message_id": message_id, "status": "queued"}),
         ),

@@ -617,6 +617,7 @@ impl PrivacyStore for MemStore {
                 let settings = u64::from(s.settings.remove(tenant_id).is_some());
                 keys + token + settings
             }
+            TenantRecords::Templates => s.templates.delete_tenant(tenant_id),
             TenantRecords::Tenant => {
                 s.tenants.remove(tenant_id);
                 s.disabled_at.remove(tenant_id);
