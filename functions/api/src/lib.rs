@@ -46,6 +46,9 @@ pub struct Deps<S, L = S3Blobs, Q = SqsQueue> {
     pub graph: Option<GraphClient>,
     /// Tenants' template settings this instance has read (at most 60 s old).
     pub template_settings: routes::templates::SettingsCache,
+    /// Tenants' numbers this instance has read (at most 60 s old): which WABA a template send's
+    /// number belongs to, without a query per send.
+    pub tenant_numbers: routes::send::NumbersCache,
 }
 
 impl<S, L, Q> Deps<S, L, Q> {
@@ -62,6 +65,7 @@ impl<S, L, Q> Deps<S, L, Q> {
             webhook_policy: Default::default(),
             graph: None,
             template_settings: routes::templates::settings_cache(),
+            tenant_numbers: routes::send::numbers_cache(),
         }
     }
 

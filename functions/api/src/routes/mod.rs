@@ -6,7 +6,7 @@ mod contacts;
 mod conversations;
 mod messages;
 mod privacy;
-mod send;
+pub mod send;
 pub mod templates;
 mod tenant;
 mod webhooks;

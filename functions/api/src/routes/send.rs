@@ -82,15 +82,35 @@ async fn sending_number<S: ApiStore, L, Q>(
     Ok(tenant.phone_number_id)
 }
 
+/// A tenant's numbers as this instance last read them.
+pub type NumbersCache = crm_shared::cache::TtlCache<String, Vec<crm_shared::tenant::PhoneNumber>>;
+
+/// How long an instance trusts a tenant's numbers for the template check (numbers are added and
+/// removed by an operator, rarely).
+pub const NUMBERS_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+
+pub fn numbers_cache() -> NumbersCache {
+    crm_shared::cache::TtlCache::new(10_000, NUMBERS_TTL)
+}
+
 /// Templates are the registry's, which holds those of the tenant's WABA (the one it was created
 /// with): a template goes out from a number of that WABA, never from an added number of another
-/// WABA (whose templates Meta keeps apart).
+/// WABA (whose templates Meta keeps apart). The numbers come from a per-instance cache, so the
+/// check costs no request on most sends.
 async fn check_template_number<S: ApiStore, L, Q>(
     deps: &Deps<S, L, Q>,
     caller: &Caller,
     from: &str,
 ) -> Result<(), ApiError> {
-    let numbers = deps.store.numbers(&caller.tenant_id).await?;
+    let numbers = match deps.tenant_numbers.get(&caller.tenant_id) {
+        Some(numbers) if numbers.iter().any(|n| n.phone_number_id == from) => numbers,
+        // A number this instance has not seen yet (just added): read again.
+        _ => {
+            let numbers = deps.store.numbers(&caller.tenant_id).await?;
+            deps.tenant_numbers.insert(caller.tenant_id.clone(), numbers.clone());
+            numbers
+        }
+    };
     let registry_waba = numbers.first().map(|n| n.waba_id.as_str());
     match numbers.iter().find(|n| n.phone_number_id == from) {
         Some(number) if Some(number.waba_id.as_str()) == registry_waba => Ok(()),
