@@ -125,6 +125,47 @@ impl Contact {
     }
 }
 
+/// What a list of conversations shows of a contact: who it is and its tags (for the tag
+/// filter), read without the rest of the profile.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContactSummary {
+    pub contact_id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub profile_name: Option<String>,
+    #[serde(default)]
+    pub phone: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+impl ContactSummary {
+    /// The attributes of a stored profile a summary reads.
+    pub const ATTRIBUTES: &[&str] = &["contact_id", "name", "profile_name", "phone", "tags"];
+
+    /// The name to show: the one the business gave, else the customer's WhatsApp profile name.
+    pub fn display_name(&self) -> Option<&str> {
+        self.name.as_deref().or(self.profile_name.as_deref())
+    }
+
+    pub fn has_tag(&self, tag: &str) -> bool {
+        self.tags.iter().any(|t| t == tag)
+    }
+}
+
+impl From<&Contact> for ContactSummary {
+    fn from(c: &Contact) -> Self {
+        ContactSummary {
+            contact_id: c.contact_id.clone(),
+            name: c.name.clone(),
+            profile_name: c.profile_name.clone(),
+            phone: c.phone.clone(),
+            tags: c.tags.clone(),
+        }
+    }
+}
+
 /// One entry of a contact's consent history.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConsentChange {

@@ -16,11 +16,37 @@ use super::items::{ConversationItem, NoteItem};
 use super::keys::*;
 use super::ports::{AssignOutcome, ConversationStore, InboxEntry, InboxQuery, WalkPage};
 use super::{Page, StoreError};
+use crate::contact::ContactSummary;
 use crate::conversation::{
     AssigneeFilter, Conversation, ConversationStatus, InboxSort, Note, StatusChange, Visibility, parse_conversation_id,
 };
 use crate::cursor::Position;
 use crate::user::UserStatus;
+
+/// The attributes of a conversation an inbox row reads (all but `reads`, of which it reads
+/// only the caller's mark).
+const INBOX_ROW_ATTRIBUTES: &[&str] = &[
+    "tenant_id",
+    "conversation_id",
+    "contact_id",
+    "phone_number_id",
+    "status",
+    "assignee",
+    "priority",
+    "snooze_until",
+    "last_activity_at",
+    "last_inbound_at",
+    "last_outbound_at",
+    "waiting_since",
+    "window_expires_at",
+    "preview",
+    "last_seq",
+    "message_count",
+    "opened_at",
+    "resolved_at",
+    "created_at",
+    "updated_at",
+];
 
 /// The key of a conversation (`None` for an id that is not one).
 fn conversation_key(tenant_id: &str, conversation_id: &str) -> Option<HashMap<String, AttributeValue>> {
@@ -148,20 +174,37 @@ impl ConversationStore for DynamoStore {
             .index_name(index)
             .key_condition_expression("#pk = :pk")
             .scan_index_forward(forward)
-            .set_expression_attribute_names(Some(names))
             .set_expression_attribute_values(Some(values));
         if !clauses.is_empty() {
             request = request.filter_expression(clauses.join(" AND "));
         }
         let key_attrs = [PK, SK, pk_attr, sk_attr];
-        let page = self
-            .list_page(request, tenant_id, limit, start, &key_attrs, |i: ConversationItem| {
-                i.conversation
+        // Only what a row shows: every field but the other readers' marks (a busy
+        // conversation holds one per user), and the index keys the cursor needs.
+        let reader_key = "#reader";
+        names.insert(reader_key.into(), query.reader.clone());
+        let mut projection: Vec<String> = key_attrs
+            .iter()
+            .chain(INBOX_ROW_ATTRIBUTES)
+            .enumerate()
+            .map(|(i, attr)| {
+                let alias = format!("#p{i}");
+                names.insert(alias.clone(), (*attr).to_owned());
+                alias
             })
+            .collect();
+        names.insert("#reads".into(), "reads".into());
+        projection.push(format!("#reads.{reader_key}"));
+        request = request
+            .projection_expression(projection.join(", "))
+            .set_expression_attribute_names(Some(names));
+        // The row is the conversation itself (the index keys are simply ignored).
+        let page = self
+            .list_page(request, tenant_id, limit, start, &key_attrs, |c: Conversation| c)
             .await?;
         let contact_ids: Vec<String> = page.items.iter().map(|c| c.contact_id.clone()).collect();
-        let mut contacts: HashMap<String, crate::contact::Contact> = self
-            .profiles(tenant_id, &contact_ids)
+        let mut contacts: HashMap<String, ContactSummary> = self
+            .contact_summaries(tenant_id, &contact_ids)
             .await?
             .into_iter()
             .map(|c| (c.contact_id.clone(), c))
@@ -171,12 +214,11 @@ impl ConversationStore for DynamoStore {
             .items
             .into_iter()
             .map(|conversation| {
-                let contact = contacts.get(&conversation.contact_id).cloned();
+                let contact = contacts.remove(&conversation.contact_id);
                 InboxEntry { conversation, contact }
             })
-            .filter(|e| tag.is_none_or(|t| e.contact.as_ref().is_some_and(|c| c.tags.iter().any(|x| x == t))))
+            .filter(|e| tag.is_none_or(|t| e.contact.as_ref().is_some_and(|c| c.has_tag(t))))
             .collect();
-        contacts.clear();
         Ok(Page { items, next: page.next })
     }
 
@@ -477,5 +519,41 @@ impl ConversationStore for DynamoStore {
             .await?;
         let keys: Vec<ItemKey> = notes.iter().filter_map(ItemKey::of).collect();
         Ok(1 + self.delete_items(&keys).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::conversation::{Preview, Priority};
+    use crate::message::Direction;
+
+    #[test]
+    fn an_inbox_row_reads_every_field_of_a_conversation_but_the_other_readers_marks() {
+        let at = Utc.with_ymd_and_hms(2026, 3, 1, 9, 0, 0).unwrap();
+        // Every optional field set, so every attribute a conversation can hold is present.
+        let mut c = Conversation::new("t1", "c1", "111", at);
+        c.assignee = Some("u1".into());
+        c.priority = Priority::High;
+        c.snooze_until = Some(at);
+        c.last_inbound_at = Some(at);
+        c.last_outbound_at = Some(at);
+        c.waiting_since = Some(at);
+        c.window_expires_at = Some(at);
+        c.resolved_at = Some(at);
+        c.preview = Some(Preview {
+            message_id: "m1".into(),
+            direction: Direction::Inbound,
+            message_type: "text".into(),
+            text: Some("hi".into()),
+        });
+        c.reads.insert("u1".into(), 3);
+        let stored: BTreeSet<String> = to_item(&c).into_keys().filter(|k| k != "reads").collect();
+        let read: BTreeSet<String> = INBOX_ROW_ATTRIBUTES.iter().map(|a| (*a).to_owned()).collect();
+        assert_eq!(stored, read, "a field added to Conversation must be read by the inbox");
     }
 }

@@ -34,6 +34,23 @@ pub struct DynamoStore {
     pub(crate) tokens: Option<crate::kms::TokenCipher>,
 }
 
+/// How a batch read reads: consistently or not, whole items or some attributes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BatchRead {
+    pub consistent: bool,
+    pub projection: Option<&'static [&'static str]>,
+}
+
+/// Consistent, whole items.
+impl Default for BatchRead {
+    fn default() -> Self {
+        BatchRead {
+            consistent: true,
+            projection: None,
+        }
+    }
+}
+
 impl DynamoStore {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
         DynamoStore {
@@ -631,6 +648,31 @@ impl DynamoStore {
         Ok(contact_ids.iter().filter_map(|id| found.remove(id)).collect())
     }
 
+    /// The summaries of contacts (for lists of conversations), in no particular order, read
+    /// eventually consistently (a list is a moment's view) and projected to what a summary
+    /// holds; missing ones (erased meanwhile) are absent.
+    pub(crate) async fn contact_summaries(
+        &self,
+        tenant_id: &str,
+        contact_ids: &[String],
+    ) -> Result<Vec<crate::contact::ContactSummary>, StoreError> {
+        let unique: BTreeSet<&String> = contact_ids.iter().collect();
+        let keys = unique
+            .into_iter()
+            .map(|c| key(contact_pk(tenant_id, c), PROFILE_SK))
+            .collect();
+        let attributes = crate::contact::ContactSummary::ATTRIBUTES;
+        let read = BatchRead {
+            consistent: false,
+            projection: Some(attributes),
+        };
+        self.batch_get_with(keys, &read)
+            .await?
+            .into_iter()
+            .map(from_item)
+            .collect()
+    }
+
     /// Every item a query matches (for partitions known to be small).
     pub(crate) async fn query_all(&self, q: &PageQuery<'_>) -> Result<Vec<Item>, StoreError> {
         let mut items = Vec::new();
@@ -648,6 +690,11 @@ impl DynamoStore {
     /// Items by key, read consistently, 100 keys per request, retrying unprocessed keys;
     /// missing items are simply absent from the result (in no particular order).
     pub(crate) async fn batch_get(&self, keys: Vec<Item>) -> Result<Vec<Item>, StoreError> {
+        self.batch_get_with(keys, &BatchRead::default()).await
+    }
+
+    /// [`Self::batch_get`] with a choice of consistency and a projection.
+    pub(crate) async fn batch_get_with(&self, keys: Vec<Item>, read: &BatchRead) -> Result<Vec<Item>, StoreError> {
         let mut found = Vec::with_capacity(keys.len());
         let mut pending = keys;
         let mut round = 0;
@@ -659,17 +706,21 @@ impl DynamoStore {
                 ));
             }
             let batch: Vec<_> = pending.drain(..pending.len().min(READ_BATCH)).collect();
+            let mut request = KeysAndAttributes::builder()
+                .set_keys(Some(batch))
+                .consistent_read(read.consistent);
+            if let Some(attributes) = read.projection {
+                // Aliased: several attribute names (`name`, `status`) are reserved words.
+                let aliases: Vec<String> = (0..attributes.len()).map(|i| format!("#p{i}")).collect();
+                request = request.projection_expression(aliases.join(", "));
+                for (alias, attr) in aliases.into_iter().zip(attributes.iter()) {
+                    request = request.expression_attribute_names(alias, *attr);
+                }
+            }
             let out = self
                 .client
                 .batch_get_item()
-                .request_items(
-                    &self.table,
-                    KeysAndAttributes::builder()
-                        .set_keys(Some(batch))
-                        .consistent_read(true)
-                        .build()
-                        .expect("keys are set"),
-                )
+                .request_items(&self.table, request.build().expect("keys are set"))
                 .send()
                 .await
                 .map_err(backend)?;

@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use super::{Page, StoreError};
 use crate::audit::AuditEntry;
-use crate::contact::{ConsentChange, Contact, IdentityChange, RestrictionChange};
+use crate::contact::{ConsentChange, Contact, ContactSummary, IdentityChange, RestrictionChange};
 use crate::conversation::{Conversation, ConversationStatus, InboxFilter, Note, StatusChange, Visibility};
 use crate::cursor::Position;
 use crate::events::endpoint::{DeliveryAttempt, EndpointSecrets, WebhookEndpoint};
@@ -629,8 +629,9 @@ pub trait UserStore: Send + Sync {
 /// A conversation in an inbox page, with its contact (absent if erased meanwhile).
 #[derive(Debug, Clone, PartialEq)]
 pub struct InboxEntry {
+    /// The conversation, holding only `reader`'s read mark.
     pub conversation: Conversation,
-    pub contact: Option<Contact>,
+    pub contact: Option<ContactSummary>,
 }
 
 /// One inbox listing: filters, who looks, and when.
@@ -638,6 +639,8 @@ pub struct InboxEntry {
 pub struct InboxQuery {
     pub filter: InboxFilter,
     pub visibility: Visibility,
+    /// Whose unread counts the rows carry (a user id, or a key id for keys without a user).
+    pub reader: String,
     pub now: DateTime<Utc>,
 }
 

@@ -55,8 +55,8 @@ fn entry_view(e: &InboxEntry, reader: &str, now: DateTime<Utc>) -> Value {
     let mut v = view(&e.conversation, reader, now);
     v["contact"] = json!({
         "id": e.conversation.contact_id,
-        "name": e.contact.as_ref().and_then(|c| c.name.clone().or_else(|| c.profile_name.clone())),
-        "phone": e.contact.as_ref().and_then(|c| c.phone.clone()),
+        "name": e.contact.as_ref().and_then(|c| c.display_name()),
+        "phone": e.contact.as_ref().and_then(|c| c.phone.as_deref()),
     });
     v
 }
@@ -134,6 +134,7 @@ pub async fn list<S: ApiStore, L, Q>(
     let query = InboxQuery {
         filter,
         visibility,
+        reader: caller.actor().to_owned(),
         now,
     };
     let result = deps

@@ -6,6 +6,7 @@
 use chrono::{DateTime, Utc};
 
 use super::{Key, MemStore, Op, State, key, page_of};
+use crate::contact::ContactSummary;
 use crate::conversation::{Conversation, ConversationStatus, InboxSort, Note, StatusChange, conversation_id};
 use crate::cursor::Position;
 use crate::message::{Direction, MessageRecord};
@@ -194,10 +195,13 @@ impl ConversationStore for MemStore {
                 let contact = s
                     .contacts
                     .get(&key(tenant_id, &conversation.contact_id))
-                    .map(|r| r.contact.clone());
+                    .map(|r| ContactSummary::from(&r.contact));
+                // Like the table's projection: only the reader's own mark.
+                let mut conversation = conversation;
+                conversation.reads.retain(|reader, _| *reader == query.reader);
                 InboxEntry { conversation, contact }
             })
-            .filter(|e| tag.is_none_or(|t| e.contact.as_ref().is_some_and(|c| c.tags.iter().any(|x| x == t))))
+            .filter(|e| tag.is_none_or(|t| e.contact.as_ref().is_some_and(|c| c.has_tag(t))))
             .collect();
         Ok(Page { items, next: page.next })
     }
