@@ -183,11 +183,13 @@ fn error_response(err: &ApiError) -> Response<Body> {
     response
 }
 
-pub(crate) fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Body> {
+pub(crate) fn json_response<T: serde::Serialize + ?Sized>(status: StatusCode, body: &T) -> Response<Body> {
     Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::Text(body.to_string()))
+        .body(Body::Text(
+            serde_json::to_string(body).expect("API bodies are plain data that always serialize"),
+        ))
         .expect("status and header are valid")
 }
 
@@ -216,10 +218,13 @@ pub(crate) async fn audit<S: ApiStore>(store: &S, entry: AuditEntry) {
     }
 }
 
-pub(crate) fn json_body(status: StatusCode, body: &serde_json::Value) -> Result<Response<Body>, ApiError> {
+pub(crate) fn json_body<T: serde::Serialize + ?Sized>(
+    status: StatusCode,
+    body: &T,
+) -> Result<Response<Body>, ApiError> {
     Ok(json_response(status, body))
 }
 
-pub(crate) fn ok_json(body: &serde_json::Value) -> Result<Response<Body>, ApiError> {
+pub(crate) fn ok_json<T: serde::Serialize + ?Sized>(body: &T) -> Result<Response<Body>, ApiError> {
     Ok(json_response(StatusCode::OK, body))
 }

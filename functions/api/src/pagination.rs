@@ -2,7 +2,7 @@
 
 use lambda_http::http::StatusCode;
 use lambda_http::{Request, RequestExt};
-use serde_json::{Value, json};
+use serde::Serialize;
 
 use crm_shared::cursor::{CursorCodec, Position};
 
@@ -51,15 +51,24 @@ pub fn page_request(
 }
 
 /// `{"items": [...], "next_cursor": "..." | null}`
-pub fn envelope(
-    items: Vec<Value>,
+/// A page as the API answers it: the items and the sealed cursor of the next page (`null` on
+/// the last).
+#[derive(Serialize)]
+pub struct Envelope<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+/// The page of `items` continued at `next` (sealed for this tenant and listing).
+pub fn envelope<T: Serialize>(
+    items: Vec<T>,
     next: Option<Position>,
     codec: &CursorCodec,
     tenant_id: &str,
     listing: &str,
-) -> Value {
+) -> Envelope<T> {
     let next_cursor = next.map(|p| codec.encode(tenant_id, listing, &p));
-    json!({"items": items, "next_cursor": next_cursor})
+    Envelope { items, next_cursor }
 }
 
 #[cfg(test)]

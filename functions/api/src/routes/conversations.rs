@@ -7,13 +7,13 @@
 use chrono::{DateTime, Utc};
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, RequestExt, Response};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crm_shared::blob::MediaLinks;
 use crm_shared::conversation::{
-    AssigneeFilter, Conversation, ConversationError, InboxFilter, InboxSort, Note, check_read, check_status_change,
-    note_body,
+    AssigneeFilter, Conversation, ConversationError, ConversationStatus, InboxFilter, InboxSort, Note, Preview,
+    Priority, check_read, check_status_change, note_body,
 };
 use crm_shared::store::{AssignOutcome, InboxEntry, InboxQuery, StoreError};
 
@@ -23,40 +23,80 @@ use crate::pagination::{envelope, page_request};
 use crate::routes::{json_input, messages};
 use crate::{ApiStore, Deps, audit, json_body, ok_json, request_id};
 
-/// A conversation as the API shows it, with the caller's unread count.
-pub fn view(c: &Conversation, reader: &str, now: DateTime<Utc>) -> Value {
-    json!({
-        "id": c.conversation_id,
-        "contact_id": c.contact_id,
-        "number": c.phone_number_id,
-        "status": c.effective_status(now),
-        "assignee": c.assignee,
-        "priority": c.priority,
-        "snooze_until": c.snooze_until,
-        "last_activity_at": c.last_activity_at,
-        "last_inbound_at": c.last_inbound_at,
-        "last_outbound_at": c.last_outbound_at,
-        "waiting_since": c.waiting_since,
-        "window_expires_at": c.window_expires_at,
-        "window_open": c.window_open(now),
-        "preview": c.preview,
-        "last_seq": c.last_seq,
-        "message_count": c.message_count,
-        "unread": c.unread(reader),
-        "read_up_to": c.read_mark(reader),
-        "opened_at": c.opened_at,
-        "resolved_at": c.resolved_at,
-        "created_at": c.created_at,
-        "updated_at": c.updated_at,
-    })
+/// A conversation as the API shows it, with the caller's unread count (serialized straight
+/// from the stored conversation: an inbox page is fifty of these).
+#[derive(Serialize)]
+pub struct ConversationView<'a> {
+    id: &'a str,
+    contact_id: &'a str,
+    number: &'a str,
+    status: ConversationStatus,
+    assignee: Option<&'a str>,
+    priority: Priority,
+    snooze_until: Option<DateTime<Utc>>,
+    last_activity_at: DateTime<Utc>,
+    last_inbound_at: Option<DateTime<Utc>>,
+    last_outbound_at: Option<DateTime<Utc>>,
+    waiting_since: Option<DateTime<Utc>>,
+    window_expires_at: Option<DateTime<Utc>>,
+    window_open: bool,
+    preview: Option<&'a Preview>,
+    last_seq: u64,
+    message_count: u64,
+    unread: u64,
+    read_up_to: u64,
+    opened_at: DateTime<Utc>,
+    resolved_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    /// In inbox rows only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    contact: Option<ContactView<'a>>,
 }
 
-fn entry_view(e: &InboxEntry, reader: &str, now: DateTime<Utc>) -> Value {
+/// What an inbox row shows of its contact.
+#[derive(Serialize)]
+struct ContactView<'a> {
+    id: &'a str,
+    name: Option<&'a str>,
+    phone: Option<&'a str>,
+}
+
+pub fn view<'a>(c: &'a Conversation, reader: &str, now: DateTime<Utc>) -> ConversationView<'a> {
+    ConversationView {
+        id: &c.conversation_id,
+        contact_id: &c.contact_id,
+        number: &c.phone_number_id,
+        status: c.effective_status(now),
+        assignee: c.assignee.as_deref(),
+        priority: c.priority,
+        snooze_until: c.snooze_until,
+        last_activity_at: c.last_activity_at,
+        last_inbound_at: c.last_inbound_at,
+        last_outbound_at: c.last_outbound_at,
+        waiting_since: c.waiting_since,
+        window_expires_at: c.window_expires_at,
+        window_open: c.window_open(now),
+        preview: c.preview.as_ref(),
+        last_seq: c.last_seq,
+        message_count: c.message_count,
+        unread: c.unread(reader),
+        read_up_to: c.read_mark(reader),
+        opened_at: c.opened_at,
+        resolved_at: c.resolved_at,
+        created_at: c.created_at,
+        updated_at: c.updated_at,
+        contact: None,
+    }
+}
+
+fn entry_view<'a>(e: &'a InboxEntry, reader: &str, now: DateTime<Utc>) -> ConversationView<'a> {
     let mut v = view(&e.conversation, reader, now);
-    v["contact"] = json!({
-        "id": e.conversation.contact_id,
-        "name": e.contact.as_ref().and_then(|c| c.display_name()),
-        "phone": e.contact.as_ref().and_then(|c| c.phone.as_deref()),
+    let contact = e.contact.as_ref();
+    v.contact = Some(ContactView {
+        id: &e.conversation.contact_id,
+        name: contact.and_then(|c| c.display_name()),
+        phone: contact.and_then(|c| c.phone.as_deref()),
     });
     v
 }

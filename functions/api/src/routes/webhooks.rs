@@ -147,7 +147,7 @@ pub async fn list_events<S: ApiStore, L, Q>(
         }
     }
     let next = more.then(|| Position::from([(AFTER.to_owned(), after.to_string())]));
-    let mut body = envelope(items, next, &deps.cursors, &caller.tenant_id, EVENTS_LISTING);
+    let mut body = json!(envelope(items, next, &deps.cursors, &caller.tenant_id, EVENTS_LISTING));
     // Resume here with `?after=` once caught up (filtered events skipped count as seen).
     body["next_after"] = json!(after);
     ok_json(&body)
