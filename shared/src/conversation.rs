@@ -133,6 +133,14 @@ pub struct Conversation {
     pub opened_at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolved_at: Option<DateTime<Utc>>,
+    /// Start of the current response-time measurement (reports): the customer's first message
+    /// since the conversation was created or resolved, or the team's reopen. Resolving ends it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured_from: Option<DateTime<Utc>>,
+    /// The measurement our latest message answered (a copy of `measured_from` made by each of
+    /// our messages): when it moves to a new start, that message was the first response.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub responded_from: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -207,6 +215,8 @@ impl Conversation {
             reads: BTreeMap::new(),
             opened_at: at,
             resolved_at: None,
+            measured_from: None,
+            responded_from: None,
             created_at: at,
             updated_at: at,
         }
@@ -222,6 +232,7 @@ impl Conversation {
         self.snooze_until = None;
         self.resolved_at = None;
         self.waiting_since.get_or_insert(message.timestamp);
+        self.measured_from.get_or_insert(message.timestamp);
         self.updated_at = message.created_at;
         if newest {
             self.last_activity_at = message.timestamp;
@@ -239,6 +250,7 @@ impl Conversation {
         }
         self.message_count += 1;
         self.waiting_since = None;
+        self.responded_from = self.measured_from;
         self.last_activity_at = message.timestamp;
         self.last_outbound_at = Some(message.timestamp);
         self.preview = Some(preview_of(message));
@@ -284,6 +296,11 @@ impl Conversation {
         self.status = change.status;
         self.snooze_until = change.snooze_until;
         self.resolved_at = (change.status == ConversationStatus::Resolved).then_some(change.at);
+        if change.status == ConversationStatus::Resolved {
+            self.measured_from = None;
+        } else {
+            self.measured_from.get_or_insert(change.at);
+        }
         if change.clears_waiting() {
             self.waiting_since = None;
         }

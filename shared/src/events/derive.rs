@@ -124,7 +124,7 @@ pub fn derive(change: &StreamChange) -> Vec<EventDraft> {
         old: change.old.as_ref(),
         new: change.new.as_ref(),
     };
-    (rule.derive)(&images)
+    let mut drafts: Vec<EventDraft> = (rule.derive)(&images)
         .into_iter()
         .enumerate()
         .map(|(i, (event_type, data))| EventDraft {
@@ -133,8 +133,14 @@ pub fn derive(change: &StreamChange) -> Vec<EventDraft> {
             event_type,
             timestamp: change.at,
             data,
+            tally: Vec::new(),
         })
-        .collect()
+        .collect();
+    // The change's report counts ride on its first event: counted once, when it is recorded.
+    if let Some(first) = drafts.first_mut() {
+        first.tally = crate::reports::facts::facts(sk, images.old, images.new, change.at);
+    }
+    drafts
 }
 
 /// `evt_` + a ULID of `at` whose random part is a hash of the stream record and the event's
@@ -293,6 +299,17 @@ fn conversation_events(i: &Images<'_>) -> Vec<(EventType, Value)> {
         let mut data = base();
         data["previous_status"] = json!(before);
         events.push((EventType::ConversationStatusChanged, data));
+    }
+    if let Some(start) = crate::reports::facts::first_response_start(i.old, i.new) {
+        let mut data = base();
+        let answered = str_of(i.after("last_outbound_at"));
+        data["first_response_seconds"] = json!(
+            answered
+                .parse::<DateTime<Utc>>()
+                .ok()
+                .map(|a| (a - start).num_seconds().max(0))
+        );
+        events.push((EventType::ConversationResponded, data));
     }
     if i.changed("assignee") {
         let mut data = base();

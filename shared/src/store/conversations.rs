@@ -267,8 +267,11 @@ impl ConversationStore for DynamoStore {
         }
         if change.status == ConversationStatus::Resolved {
             sets.push("resolved_at = :now");
+            // The response-time measurement ends (the next message or reopen starts one).
+            removes.push("measured_from");
         } else {
             removes.push("resolved_at");
+            sets.push("measured_from = if_not_exists(measured_from, :now)");
         }
         if change.clears_waiting() {
             removes.extend(["waiting_since", "GSI7PK", "GSI7SK"]);

@@ -19,11 +19,37 @@ use super::{Page, StoreError};
 use crate::cursor::Position;
 use crate::events::endpoint::{DeliveryAttempt, EndpointSecrets, MAX_ENDPOINTS_PER_TENANT, WebhookEndpoint};
 use crate::events::{Event, EventDraft};
+use crate::reports::counters::{CounterKey, Counting, deltas};
 use crate::secret::Secret;
 
 /// Events per transaction (and so per pack): the head update, the pack and one id record each,
 /// within DynamoDB's 100 items (a pack of thin events stays far below the 400 KB item limit).
 const EVENTS_PER_TRANSACTION: usize = 98;
+
+/// DynamoDB's limit of items per transaction.
+const TRANSACTION_ITEMS: usize = 100;
+
+/// Splits a batch into transactions: each holds the head update, the pack, one id record per
+/// event and one update per counter item its events' facts touch, within [`TRANSACTION_ITEMS`].
+fn transaction_chunks(drafts: &[EventDraft], tz: chrono_tz::Tz) -> Vec<&[EventDraft]> {
+    let mut chunks = Vec::new();
+    let (mut start, mut touched) = (0, std::collections::HashSet::new());
+    for (i, draft) in drafts.iter().enumerate() {
+        let keys: Vec<CounterKey> = deltas(&draft.tally, tz).into_keys().collect();
+        let new_keys = keys.iter().filter(|k| !touched.contains(*k)).count();
+        let events = i - start + 1;
+        if i > start && (events > EVENTS_PER_TRANSACTION || 2 + events + touched.len() + new_keys > TRANSACTION_ITEMS) {
+            chunks.push(&drafts[start..i]);
+            start = i;
+            touched.clear();
+        }
+        touched.extend(keys);
+    }
+    if start < drafts.len() {
+        chunks.push(&drafts[start..]);
+    }
+    chunks
+}
 
 /// The lowest sort key a pack holding position `seq` can have.
 fn lowest_pack_sk(seq: u64) -> String {
@@ -43,6 +69,7 @@ impl DynamoStore {
         tenant_id: &str,
         chunk: &[EventDraft],
         expires_at: DateTime<Utc>,
+        counting: &Counting,
     ) -> Result<Vec<Event>, StoreError> {
         let mut pending: Vec<&EventDraft> = chunk.iter().collect();
         let mut known = Vec::new();
@@ -67,6 +94,12 @@ impl DynamoStore {
                     seq: event.seq,
                     expires_at: expires_at.timestamp(),
                 })));
+            }
+            // The facts of exactly the drafts this transaction records (after the id records,
+            // whose positions the cancellation reasons are read by).
+            let facts = pending.iter().flat_map(|d| d.tally.iter());
+            for (counter, adds) in deltas(facts, counting.time_zone) {
+                items.push(self.counter_update(tenant_id, &counter, &adds, counting.expires_at));
             }
             let cancelled = match self.transact(items).await? {
                 Ok(()) => {
@@ -139,10 +172,11 @@ impl EventStore for DynamoStore {
         tenant_id: &str,
         drafts: &[EventDraft],
         expires_at: DateTime<Utc>,
+        counting: &Counting,
     ) -> Result<Vec<Event>, StoreError> {
         let mut recorded = Vec::new();
-        for chunk in drafts.chunks(EVENTS_PER_TRANSACTION) {
-            recorded.extend(self.record_chunk(tenant_id, chunk, expires_at).await?);
+        for chunk in transaction_chunks(drafts, counting.time_zone) {
+            recorded.extend(self.record_chunk(tenant_id, chunk, expires_at, counting).await?);
         }
         Ok(recorded)
     }

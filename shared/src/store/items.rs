@@ -178,6 +178,8 @@ pub(crate) struct SettingsItem {
     pub audit_days: u32,
     #[serde(default = "crate::privacy::default_events_days")]
     pub events_days: u32,
+    #[serde(default = "crate::privacy::default_reports_days")]
+    pub reports_days: u32,
     pub updated_at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated_by: Option<String>,
@@ -193,6 +195,7 @@ impl SettingsItem {
             exports_days: settings.exports_days,
             audit_days: settings.audit_days,
             events_days: settings.events_days,
+            reports_days: settings.reports_days,
             updated_at: at,
             updated_by: actor.map(str::to_owned),
         }
@@ -205,6 +208,7 @@ impl SettingsItem {
             exports_days: self.exports_days,
             audit_days: self.audit_days,
             events_days: self.events_days,
+            reports_days: self.reports_days,
         }
     }
 }
@@ -746,6 +750,7 @@ impl ConversationTouch {
                 "#status = :open",
                 "last_seq = if_not_exists(last_seq, :zero) + :one",
                 "waiting_since = if_not_exists(waiting_since, :ts)",
+                "measured_from = if_not_exists(measured_from, :ts)",
                 "GSI7PK = :waiting",
                 "GSI7SK = if_not_exists(GSI7SK, :isk)",
             ]
@@ -792,6 +797,7 @@ impl ConversationTouch {
                 "last_seq = if_not_exists(last_seq, :zero)",
                 "last_activity_at = :ts",
                 "last_outbound_at = :ts",
+                "responded_from = if_not_exists(measured_from, :null)",
                 "#preview = :preview",
                 "GSI1SK = :isk",
             ]
@@ -799,6 +805,7 @@ impl ConversationTouch {
         );
         touch.removes = vec!["waiting_since", "GSI7PK", "GSI7SK"];
         touch.values.insert(":pending".into(), av(&ConversationStatus::Pending));
+        touch.values.insert(":null".into(), AttributeValue::Null(true));
         touch
     }
 

@@ -20,6 +20,7 @@ pub fn tenant(phone_number_id: &str) -> Tenant {
         created_at: Utc::now(),
         token_invalid: false,
         inbox: Default::default(),
+        reports: Default::default(),
     }
 }
 

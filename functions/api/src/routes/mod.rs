@@ -6,6 +6,7 @@ mod contacts;
 mod conversations;
 mod messages;
 mod privacy;
+mod reports;
 pub mod send;
 pub mod templates;
 mod tenant;
@@ -121,6 +122,10 @@ route_table! {
     DELETE "/v1/templates/{name}"                  Admin  => templates::delete(deps, caller, req, id),
     GET    "/v1/settings/templates"                Viewer => templates::get_settings(deps, caller),
     PUT    "/v1/settings/templates"                Admin  => templates::put_settings(deps, caller, req),
+    GET    "/v1/reports/messages"                  Viewer => reports::messages(deps, caller, req),
+    GET    "/v1/reports/conversations"             Viewer => reports::conversations(deps, caller, req),
+    GET    "/v1/settings/reports"                  Viewer => reports::get_settings(deps, caller),
+    PUT    "/v1/settings/reports"                  Admin  => reports::put_settings(deps, caller, req),
 }
 
 /// Whether `segments` (the path split on `/`, without the leading empty one) fit `template`;
