@@ -636,6 +636,53 @@ mod tests {
         );
     }
 
+    #[test]
+    fn report_facts_ride_on_the_first_event_of_their_change() {
+        const PK: &str = "T#t1#C#c1";
+        let mut waiting = conv("open", None, 1);
+        waiting["measured_from"] = json!("2026-12-01T11:00:00Z");
+        let mut answered = waiting.clone();
+        answered["responded_from"] = json!("2026-12-01T11:00:00Z");
+        answered["last_outbound_at"] = json!("2026-12-01T11:05:00Z");
+        let responded = derive(&change(PK, "CONV#1001", Some(waiting.clone()), Some(answered.clone())));
+        assert_eq!(
+            responded.iter().map(|e| e.event_type).collect::<Vec<_>>(),
+            [EventType::ConversationResponded]
+        );
+        assert_eq!(responded[0].data["first_response_seconds"], 300);
+        assert_eq!(responded[0].tally.len(), 1);
+        // Every change that counts something makes an event that carries it, and only the first
+        // event of a change carries facts.
+        let mut out_sent = message("outbound", "sent", 10);
+        out_sent["timestamp"] = json!("2026-12-01T12:00:00Z");
+        let mut out_read = message("outbound", "read", 30);
+        out_read["timestamp"] = json!("2026-12-01T12:00:00Z");
+        let mut inbound = message("inbound", "received", 0);
+        inbound["timestamp"] = json!("2026-12-01T12:00:00Z");
+        let contact_a = contact("Ann", "opted_in", "x");
+        let contact_b = contact("Bo", "opted_out", "y");
+        let changes = [
+            change(MSG_PK, "MSG", None, Some(inbound)),
+            change(MSG_PK, "MSG", Some(out_sent.clone()), Some(out_read.clone())),
+            change(MSG_PK, "MSG", Some(out_read.clone()), Some(out_read)),
+            change(C_PK, "PROFILE", Some(contact_a), Some(contact_b)),
+            change(PK, "CONV#1001", None, Some(conv("open", None, 1))),
+            change(PK, "CONV#1001", Some(conv("open", None, 1)), Some(conv("resolved", None, 1))),
+            change(PK, "CONV#1001", Some(waiting), Some(answered)),
+        ];
+        let mut counted = 0;
+        for c in &changes {
+            let sk = c.keys["SK"].as_str().unwrap();
+            let facts = crate::reports::facts::facts(sk, c.old.as_ref(), c.new.as_ref(), c.at);
+            let drafts = derive(c);
+            assert!(facts.is_empty() || !drafts.is_empty(), "{c:?}");
+            assert_eq!(drafts.first().map(|d| d.tally.clone()).unwrap_or_default(), facts);
+            assert!(drafts.iter().skip(1).all(|d| d.tally.is_empty()));
+            counted += usize::from(!facts.is_empty());
+        }
+        assert_eq!(counted, changes.len() - 1, "all but the repeated receipt count");
+    }
+
     /// The event source mapping's filter passes exactly the sort keys the rules read.
     #[test]
     fn the_templates_stream_filter_matches_the_rules() {

@@ -222,3 +222,129 @@ fn consent_facts(old: Option<&Value>, new: Option<&Value>, at: DateTime<Utc>) ->
         adds: vec![(count(metric), 1)],
     }]
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn out(status: &str, rank: i64) -> Value {
+        json!({"message_id": "m1", "contact_id": "c1", "direction": "outbound", "type": "template",
+               "phone_number_id": "1001", "category": "utility", "broadcast_id": "b1",
+               "content": {"name": "order_update", "components": [{"text": "Ann's parcel"}]},
+               "status": status, "status_rank": rank, "timestamp": "2026-12-01T12:34:00Z"})
+    }
+
+    fn names(facts: &[Fact]) -> Vec<String> {
+        facts.iter().flat_map(|f| f.adds.iter().map(|(n, _)| n.clone())).collect()
+    }
+
+    #[test]
+    fn each_ladder_step_counts_once_with_its_dimensions_and_skipped_steps_count_too() {
+        let t = |old: Option<Value>, new: Value| facts("MSG", old.as_ref(), Some(&new), Utc::now());
+        assert!(t(None, out("queued", 0)).is_empty());
+        let sent = t(Some(out("queued", 0)), out("sent", 10));
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].phone, "1001");
+        assert_eq!(sent[0].at, "2026-12-01T12:34:00Z".parse::<DateTime<Utc>>().unwrap());
+        assert_eq!(
+            names(&sent),
+            [
+                "n:sent",
+                "n:sent|type=template",
+                "n:sent|category=utility",
+                "n:sent|template=order_update",
+                "n:sent|broadcast=b1"
+            ]
+        );
+        // `read` straight after `sent`: delivered and read.
+        let read = names(&t(Some(out("sent", 10)), out("read", 30)));
+        assert!(read.contains(&"n:delivered".to_owned()) && read.contains(&"n:read".to_owned()));
+        assert!(!read.contains(&"n:sent".to_owned()));
+        // Straight to `played` from queued: all three steps.
+        let played = names(&t(Some(out("queued", 0)), out("played", 40)));
+        assert_eq!(played.iter().filter(|n| !n.contains('|')).count(), 3);
+        // Duplicates and late lower receipts: nothing.
+        assert!(t(Some(out("read", 30)), out("read", 30)).is_empty());
+        assert!(t(Some(out("read", 30)), out("delivered", 30)).is_empty());
+        // A failure: once, by code, with its dimensions.
+        let mut failed = out("failed", 100);
+        failed["error"] = json!({"code": 131047, "title": "Re-engagement message"});
+        let f = names(&t(Some(out("sent", 10)), failed.clone()));
+        assert!(f.contains(&"n:failed".to_owned()) && f.contains(&"n:failed|code=131047".to_owned()));
+        assert!(t(Some(failed.clone()), failed).is_empty());
+        assert!(names(&t(None, out("rejected", 100))).contains(&"n:failed|code=none".to_owned()));
+        // Nothing personal in any name: no contact, no text.
+        let all = names(&t(Some(out("queued", 0)), out("read", 30))).join(" ");
+        assert!(!all.contains("c1") && !all.contains("Ann"));
+    }
+
+    #[test]
+    fn inbound_messages_count_once_by_type_and_deletions_nothing() {
+        let msg = json!({"message_id": "m2", "contact_id": "c1", "direction": "inbound", "type": "image",
+                         "status": "received", "status_rank": 0, "timestamp": "2026-12-01T12:00:00Z"});
+        let f = facts("MSG", None, Some(&msg), Utc::now());
+        assert_eq!(names(&f), ["n:received", "n:received|type=image"]);
+        assert_eq!(f[0].phone, NO_NUMBER, "stored before numbers were recorded");
+        assert!(facts("MSG", Some(&msg), Some(&msg), Utc::now()).is_empty());
+        assert!(facts("MSG", Some(&msg), None, Utc::now()).is_empty());
+    }
+
+    fn conv(status: &str, extra: Value) -> Value {
+        let mut c = json!({"conversation_id": "c1-1001", "contact_id": "c1", "phone_number_id": "1001",
+                           "status": status, "opened_at": "2026-12-01T10:00:00Z"});
+        c.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        c
+    }
+
+    #[test]
+    fn first_responses_and_resolutions_are_measured_per_opening() {
+        let at: DateTime<Utc> = "2026-12-01T12:00:00Z".parse().unwrap();
+        let waiting = conv("open", json!({"measured_from": "2026-12-01T10:00:00Z"}));
+        let answered = conv(
+            "open",
+            json!({"measured_from": "2026-12-01T10:00:00Z", "responded_from": "2026-12-01T10:00:00Z",
+                   "last_outbound_at": "2026-12-01T10:02:00Z"}),
+        );
+        let f = facts("CONV#1001", Some(&waiting), Some(&answered), at);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].at, "2026-12-01T10:02:00Z".parse::<DateTime<Utc>>().unwrap());
+        assert!(f[0].adds.contains(&("n:first_response".into(), 1)));
+        assert!(f[0].adds.contains(&("s:first_response".into(), 120)));
+        assert!(f[0].adds.contains(&(format!("h:first_response|{}", bucket_of(120.0)), 1)));
+        // A second reply of the same measurement: nothing.
+        let mut again = answered.clone();
+        again["last_outbound_at"] = json!("2026-12-01T10:30:00Z");
+        assert!(facts("CONV#1001", Some(&answered), Some(&again), at).is_empty());
+        // Resolved: counted with the time since the measurement's start.
+        let resolved = conv("resolved", json!({"resolved_at": "2026-12-01T11:00:00Z",
+                                               "responded_from": "2026-12-01T10:00:00Z"}));
+        let f = facts("CONV#1001", Some(&again), Some(&resolved), at);
+        assert!(f[0].adds.contains(&("n:resolved".into(), 1)));
+        assert!(f[0].adds.contains(&("s:resolution".into(), 3600)));
+        // Reopened: opened again, and the reply to the new measurement is a first response.
+        let reopened = conv("open", json!({"measured_from": "2026-12-02T09:00:00Z",
+                                           "responded_from": "2026-12-01T10:00:00Z"}));
+        assert_eq!(names(&facts("CONV#1001", Some(&resolved), Some(&reopened), at)), ["n:opened"]);
+        let mut replied = reopened.clone();
+        replied["responded_from"] = json!("2026-12-02T09:00:00Z");
+        replied["last_outbound_at"] = json!("2026-12-02T09:00:30Z");
+        let f = facts("CONV#1001", Some(&reopened), Some(&replied), at);
+        assert!(f[0].adds.contains(&("s:first_response".into(), 30)));
+        // Our message to a conversation nobody opened: no measurement.
+        let ours = conv("pending", json!({"last_outbound_at": "2026-12-01T10:00:00Z", "responded_from": null}));
+        assert_eq!(names(&facts("CONV#1001", None, Some(&ours), at)), ["n:opened"]);
+    }
+
+    #[test]
+    fn consent_changes_count_opt_outs_and_ins_without_a_number() {
+        let c = |m: &str| json!({"contact_id": "c1", "consent": {"marketing": m}});
+        let at = Utc::now();
+        let f = facts("PROFILE", Some(&c("opted_in")), Some(&c("opted_out")), at);
+        assert_eq!((names(&f), f[0].phone.as_str()), (vec!["n:opt_out".to_owned()], NO_NUMBER));
+        assert_eq!(names(&facts("PROFILE", Some(&c("opted_out")), Some(&c("opted_in")), at)), ["n:opt_in"]);
+        assert!(facts("PROFILE", Some(&c("opted_in")), Some(&c("opted_in")), at).is_empty());
+        assert!(facts("PROFILE", None, Some(&c("opted_in")), at).is_empty());
+    }
+}
