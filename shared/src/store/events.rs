@@ -469,3 +469,55 @@ impl WebhookStore for DynamoStore {
             .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::Duration;
+    use serde_json::json;
+
+    use super::*;
+    use crate::reports::Fact;
+
+    fn draft(i: usize, hour: i64, phone: &str) -> EventDraft {
+        let at: DateTime<Utc> = "2026-12-01T00:00:00Z".parse::<DateTime<Utc>>().unwrap() + Duration::hours(hour);
+        EventDraft {
+            id: format!("evt_{i}"),
+            tenant_id: "t1".into(),
+            event_type: crate::events::EventType::MessageReceived,
+            timestamp: at,
+            data: json!({}),
+            tally: vec![Fact {
+                at,
+                phone: phone.into(),
+                adds: vec![("n:received".into(), 1)],
+            }],
+        }
+    }
+
+    #[test]
+    fn transactions_hold_the_head_the_pack_the_ids_and_the_counter_updates_within_100_items() {
+        let tz = chrono_tz::Tz::UTC;
+        // One hour, one number: two counter items, so 96 events fit with the head and the pack.
+        let dense: Vec<EventDraft> = (0..200).map(|i| draft(i, 0, "1001")).collect();
+        let sizes: Vec<usize> = transaction_chunks(&dense, tz).iter().map(|c| c.len()).collect();
+        assert_eq!(sizes, [96, 96, 8]);
+        // Every event in another hour and number: each adds an id and two counter items.
+        let sparse: Vec<EventDraft> = (0..100).map(|i| draft(i, i as i64, &format!("{i}"))).collect();
+        for chunk in transaction_chunks(&sparse, tz) {
+            let items = 2 + chunk.len() + crate::reports::counters::items_touched(chunk.iter().flat_map(|d| &d.tally), tz);
+            assert!(items <= TRANSACTION_ITEMS, "{items}");
+        }
+        assert_eq!(
+            transaction_chunks(&sparse, tz).iter().map(|c| c.len()).sum::<usize>(),
+            100
+        );
+        // Events without facts: 98 a transaction, as before.
+        let plain: Vec<EventDraft> = (0..100)
+            .map(|i| EventDraft {
+                tally: Vec::new(),
+                ..draft(i, 0, "1001")
+            })
+            .collect();
+        assert_eq!(transaction_chunks(&plain, tz).iter().map(|c| c.len()).collect::<Vec<_>>(), [98, 2]);
+    }
+}
