@@ -49,9 +49,12 @@ impl WebhookState {
             .map(|(_, d)| d.len() as u64)
             .sum();
         self.deliveries.retain(|(t, _), _| t != tenant_id);
+        let counters = self.counters.len();
+        self.counters.retain(|(t, _), _| t != tenant_id);
+        let counters = (counters - self.counters.len()) as u64;
         let head = u64::from(events > 0);
         let endpoints = (endpoints - self.endpoints.len()) as u64;
-        events + head + (ids - self.ids.len()) as u64 + 2 * endpoints + deliveries
+        events + head + (ids - self.ids.len()) as u64 + 2 * endpoints + deliveries + counters
     }
 }
 
