@@ -43,6 +43,10 @@ pub struct ReportSettings {
     /// already counted stay as counted when it changes.
     #[serde(default = "utc_name")]
     pub time_zone: String,
+    /// Opening hours in that time zone: response and resolution times count only them
+    /// (`None`: wall-clock time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub business_hours: Option<crate::reports::hours::BusinessHours>,
 }
 
 fn utc_name() -> String {
@@ -51,7 +55,10 @@ fn utc_name() -> String {
 
 impl Default for ReportSettings {
     fn default() -> Self {
-        ReportSettings { time_zone: utc_name() }
+        ReportSettings {
+            time_zone: utc_name(),
+            business_hours: None,
+        }
     }
 }
 
@@ -60,7 +67,8 @@ impl ReportSettings {
         self.time_zone
             .parse::<chrono_tz::Tz>()
             .map(|_| ())
-            .map_err(|_| "time_zone must be an IANA time zone name, e.g. Europe/Berlin or UTC".to_owned())
+            .map_err(|_| "time_zone must be an IANA time zone name, e.g. Europe/Berlin or UTC".to_owned())?;
+        self.business_hours.as_ref().map_or(Ok(()), |h| h.validate())
     }
 
     /// The time zone (UTC for a name this build does not know).

@@ -30,6 +30,7 @@ use crm_shared::jobs::OverflowQueue;
 use crm_shared::privacy::RetentionSettings;
 use crm_shared::reports::counters::Counting;
 use crm_shared::store::{EventStore, PrivacyStore, StoreError, TenantStore, WebhookStore};
+use crm_shared::tenant::ReportSettings;
 
 /// How long this instance trusts a tenant's endpoint list (a new endpoint gets events within it).
 pub const ENDPOINTS_TTL: Duration = Duration::from_secs(5);
@@ -45,8 +46,9 @@ pub struct Deps<S, Q> {
     /// The tenant's `events_days` and `reports_days` (one read per tenant and instance every
     /// few minutes).
     pub retention_days: TtlCache<String, (u32, u32)>,
-    /// The tenant's report time zone (one read per tenant and instance every few minutes).
-    pub time_zones: TtlCache<String, chrono_tz::Tz>,
+    /// The tenant's report settings: time zone, business hours (one read per tenant and
+    /// instance every few minutes).
+    pub report_settings: TtlCache<String, ReportSettings>,
 }
 
 impl<S, Q> Deps<S, Q> {
@@ -56,7 +58,7 @@ impl<S, Q> Deps<S, Q> {
             deliveries,
             endpoints: TtlCache::new(10_000, ENDPOINTS_TTL),
             retention_days: TtlCache::new(10_000, RETENTION_TTL),
-            time_zones: TtlCache::new(10_000, RETENTION_TTL),
+            report_settings: TtlCache::new(10_000, RETENTION_TTL),
         }
     }
 }
@@ -127,8 +129,11 @@ async fn tenant_batch<S: EventStore + WebhookStore + PrivacyStore + TenantStore,
     drafted: &[Drafted],
 ) -> Option<String> {
     let drafts: Vec<EventDraft> = drafted.iter().map(|d| d.draft.clone()).collect();
-    let ((days, reports_days), time_zone) = match (events_days(deps, tenant_id).await, time_zone(deps, tenant_id).await) {
-        (Ok(days), Ok(tz)) => (days, tz),
+    let ((days, reports_days), settings) = match (
+        events_days(deps, tenant_id).await,
+        report_settings(deps, tenant_id).await,
+    ) {
+        (Ok(days), Ok(settings)) => (days, settings),
         (Err(err), _) | (_, Err(err)) => {
             tracing::warn!(error = %err, "the event retention or report time zone could not be read; the batch is retried");
             return Some(drafted[0].record_seq.clone());
@@ -137,10 +142,15 @@ async fn tenant_batch<S: EventStore + WebhookStore + PrivacyStore + TenantStore,
     let now = Utc::now();
     let expires_at = now + chrono::TimeDelta::days(i64::from(days));
     let counting = Counting {
-        time_zone,
+        time_zone: settings.tz(),
+        business_hours: settings.business_hours,
         expires_at: now + chrono::TimeDelta::days(i64::from(reports_days)),
     };
-    let events = match deps.store.record_events(tenant_id, &drafts, expires_at, &counting).await {
+    let events = match deps
+        .store
+        .record_events(tenant_id, &drafts, expires_at, &counting)
+        .await
+    {
         Ok(events) => events,
         Err(err) => {
             tracing::warn!(error = %err, events = drafts.len(), "events could not be recorded; the batch is retried");
@@ -206,18 +216,20 @@ async fn events_days<S: PrivacyStore, Q>(deps: &Deps<S, Q>, tenant_id: &str) -> 
     Ok(days)
 }
 
-/// The tenant's report time zone (UTC for a tenant that never chose, or is gone).
-async fn time_zone<S: TenantStore, Q>(deps: &Deps<S, Q>, tenant_id: &str) -> Result<chrono_tz::Tz, StoreError> {
-    if let Some(tz) = deps.time_zones.get(tenant_id) {
-        return Ok(tz);
+/// The tenant's report settings (UTC and no business hours for a tenant that never chose, or
+/// is gone).
+async fn report_settings<S: TenantStore, Q>(deps: &Deps<S, Q>, tenant_id: &str) -> Result<ReportSettings, StoreError> {
+    if let Some(settings) = deps.report_settings.get(tenant_id) {
+        return Ok(settings);
     }
-    let tz = deps
+    let settings = deps
         .store
         .get_tenant(tenant_id)
         .await?
-        .map_or(chrono_tz::Tz::UTC, |t| t.reports.tz());
-    deps.time_zones.insert(tenant_id.to_owned(), tz);
-    Ok(tz)
+        .map(|t| t.reports)
+        .unwrap_or_default();
+    deps.report_settings.insert(tenant_id.to_owned(), settings.clone());
+    Ok(settings)
 }
 
 async fn tenant_endpoints<S: WebhookStore, Q>(

@@ -91,14 +91,19 @@ fn truth_of(messages: &[Value]) -> Truth {
     for m in messages {
         let at: DateTime<Utc> = m["timestamp"].as_str().unwrap().parse().unwrap();
         let item = truth
-            .entry((at.format("%Y-%m-%dT%H").to_string(), m["phone_number_id"].as_str().unwrap().to_owned()))
+            .entry((
+                at.format("%Y-%m-%dT%H").to_string(),
+                m["phone_number_id"].as_str().unwrap().to_owned(),
+            ))
             .or_default();
         let ty = m["type"].as_str().unwrap();
         let mut add = |metric: &str, with_dimensions: bool| {
             *item.entry(format!("n:{metric}")).or_default() += 1;
             *item.entry(format!("n:{metric}|type={ty}")).or_default() += 1;
             if with_dimensions {
-                *item.entry(format!("n:{metric}|category={}", m["category"].as_str().unwrap())).or_default() += 1;
+                *item
+                    .entry(format!("n:{metric}|category={}", m["category"].as_str().unwrap()))
+                    .or_default() += 1;
                 if let Some(t) = m["content"]["name"].as_str() {
                     *item.entry(format!("n:{metric}|template={t}")).or_default() += 1;
                 }
@@ -114,7 +119,12 @@ fn truth_of(messages: &[Value]) -> Truth {
                 add("sent", true);
             }
             add("failed", true);
-            *item.entry(format!("n:failed|code={}", m["error"]["code"].as_i64().map_or("none".to_owned(), |c| c.to_string()))).or_default() += 1;
+            *item
+                .entry(format!(
+                    "n:failed|code={}",
+                    m["error"]["code"].as_i64().map_or("none".to_owned(), |c| c.to_string())
+                ))
+                .or_default() += 1;
             continue;
         }
         for step in [MessageStatus::Sent, MessageStatus::Delivered, MessageStatus::Read] {
@@ -253,7 +263,11 @@ async fn counts_under_threefold_redelivery_and_reordering_equal_the_truth_of_the
     assert!(response.batch_item_failures.is_empty());
     let events = one.event_log("t1").len() as u64;
     assert_eq!(one.counter_updates(), one.counter_items("t1").len() as u64);
-    assert!(one.counter_updates() * 5 < events, "{} updates for {events} events", one.counter_updates());
+    assert!(
+        one.counter_updates() * 5 < events,
+        "{} updates for {events} events",
+        one.counter_updates()
+    );
     assert_eq!(hour_items(&one, "t1"), truth);
     // Nothing of a message's content or its contact in any counter.
     let scanned = format!("{:?}", store.counter_items("t1"));
@@ -278,6 +292,7 @@ async fn days_are_counted_in_the_tenants_time_zone() {
     store.create_tenant(&tenant, &Secret::new("token"), &key).await.unwrap();
     let settings = crm_shared::tenant::ReportSettings {
         time_zone: "America/New_York".into(),
+        business_hours: None,
     };
     store.set_report_settings("t1", &settings).await.unwrap();
     let deps = record::Deps::new(store.clone(), MemQueue::new());
@@ -289,7 +304,10 @@ async fn days_are_counted_in_the_tenants_time_zone() {
     };
     let response = record::handle(
         &deps,
-        batch(vec![inbound(1, "2026-03-08T04:30:00Z"), inbound(2, "2026-03-08T05:30:00Z")]),
+        batch(vec![
+            inbound(1, "2026-03-08T04:30:00Z"),
+            inbound(2, "2026-03-08T05:30:00Z"),
+        ]),
     )
     .await
     .unwrap();

@@ -667,7 +667,12 @@ mod tests {
             change(MSG_PK, "MSG", Some(out_read.clone()), Some(out_read)),
             change(C_PK, "PROFILE", Some(contact_a), Some(contact_b)),
             change(PK, "CONV#1001", None, Some(conv("open", None, 1))),
-            change(PK, "CONV#1001", Some(conv("open", None, 1)), Some(conv("resolved", None, 1))),
+            change(
+                PK,
+                "CONV#1001",
+                Some(conv("open", None, 1)),
+                Some(conv("resolved", None, 1)),
+            ),
             change(PK, "CONV#1001", Some(waiting), Some(answered)),
         ];
         let mut counted = 0;

@@ -549,7 +549,13 @@ mod tests {
             (RetentionSettings { events_days: 0, ..ok }, "events_days"),
             (RetentionSettings { events_days: 31, ..ok }, "events_days"),
             (RetentionSettings { reports_days: 0, ..ok }, "reports_days"),
-            (RetentionSettings { reports_days: 3651, ..max }, "reports_days"),
+            (
+                RetentionSettings {
+                    reports_days: 3651,
+                    ..max
+                },
+                "reports_days",
+            ),
         ];
         for (settings, field) in cases {
             match settings.validate() {

@@ -18,6 +18,8 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 
 use super::Fact;
+use super::histogram::bucket_of;
+use super::hours::BusinessHours;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Granularity {
@@ -61,10 +63,23 @@ pub struct CounterKey {
 /// What to add to each counter item: attribute → amount.
 pub type Deltas = BTreeMap<CounterKey, BTreeMap<String, u64>>;
 
-/// A batch's facts folded per item: each fact adds to its hour item and its day item.
-pub fn deltas<'a>(facts: impl IntoIterator<Item = &'a Fact>, tz: Tz) -> Deltas {
+/// A batch's facts folded per item: each fact adds to its hour item and its day item; each
+/// duration adds to its histogram's count, bucket and sum, measured in `hours` when the tenant
+/// set business hours (wall-clock time otherwise).
+pub fn deltas<'a>(facts: impl IntoIterator<Item = &'a Fact>, tz: Tz, hours: Option<&BusinessHours>) -> Deltas {
     let mut out: Deltas = BTreeMap::new();
     for fact in facts {
+        let mut adds = fact.adds.clone();
+        for span in &fact.durations {
+            let seconds = match hours {
+                Some(h) => h.seconds_between(span.from, span.to, tz),
+                None => (span.to - span.from).num_seconds(),
+            }
+            .max(0) as u64;
+            adds.push((count(&span.name), 1));
+            adds.push((histogram_bucket(&span.name, bucket_of(seconds as f64)), 1));
+            adds.push((histogram_sum(&span.name), seconds));
+        }
         for granularity in [Granularity::Hour, Granularity::Day] {
             let key = CounterKey {
                 granularity,
@@ -72,7 +87,7 @@ pub fn deltas<'a>(facts: impl IntoIterator<Item = &'a Fact>, tz: Tz) -> Deltas {
                 phone: fact.phone.clone(),
             };
             let item = out.entry(key).or_default();
-            for (name, amount) in &fact.adds {
+            for (name, amount) in &adds {
                 *item.entry(name.clone()).or_default() += amount;
             }
         }
@@ -82,14 +97,16 @@ pub fn deltas<'a>(facts: impl IntoIterator<Item = &'a Fact>, tz: Tz) -> Deltas {
 
 /// The counter items a batch's facts touch (how many updates it costs).
 pub fn items_touched<'a>(facts: impl IntoIterator<Item = &'a Fact>, tz: Tz) -> usize {
-    deltas(facts, tz).len()
+    deltas(facts, tz, None).len()
 }
 
-/// How a batch's facts are counted: the tenant's time zone (day buckets) and when the counter
-/// items it touches expire (the tenant's `reports_days` after their last update).
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// How a batch's facts are counted: the tenant's time zone (day buckets), business hours (for
+/// response times) and when the counter items it touches expire (the tenant's `reports_days`
+/// after their last update).
+#[derive(Debug, Clone, PartialEq)]
 pub struct Counting {
     pub time_zone: Tz,
+    pub business_hours: Option<BusinessHours>,
     pub expires_at: DateTime<Utc>,
 }
 
@@ -149,25 +166,36 @@ mod tests {
         assert_eq!(bucket(Granularity::Day, at("2026-11-01T06:30:00Z"), ny), "2026-11-01");
         assert_eq!(bucket(Granularity::Day, at("2026-11-02T04:59:59Z"), ny), "2026-11-01");
         assert_eq!(bucket(Granularity::Day, at("2026-11-02T05:00:00Z"), ny), "2026-11-02");
-        assert_eq!(bucket(Granularity::Hour, at("2026-11-01T06:30:00Z"), ny), "2026-11-01T06");
+        assert_eq!(
+            bucket(Granularity::Hour, at("2026-11-01T06:30:00Z"), ny),
+            "2026-11-01T06"
+        );
         // A half-hour zone: its day starts at 18:30 UTC.
         let kolkata: Tz = "Asia/Kolkata".parse().unwrap();
-        assert_eq!(bucket(Granularity::Day, at("2026-12-01T18:29:00Z"), kolkata), "2026-12-01");
-        assert_eq!(bucket(Granularity::Day, at("2026-12-01T18:30:00Z"), kolkata), "2026-12-02");
+        assert_eq!(
+            bucket(Granularity::Day, at("2026-12-01T18:29:00Z"), kolkata),
+            "2026-12-01"
+        );
+        assert_eq!(
+            bucket(Granularity::Day, at("2026-12-01T18:30:00Z"), kolkata),
+            "2026-12-02"
+        );
     }
 
     #[test]
     fn a_batch_folds_into_one_delta_per_item() {
-        let fact = |at: &str, phone: &str, name: &str| Fact {
-            at: at.parse().unwrap(),
-            phone: phone.into(),
-            adds: vec![(count(name), 1), (count_by(name, "type", "te|x=t"), 1)],
+        let fact = |at: &str, phone: &str, name: &str| {
+            Fact::counts(
+                at.parse().unwrap(),
+                phone.into(),
+                vec![(count(name), 1), (count_by(name, "type", "te|x=t"), 1)],
+            )
         };
         let facts: Vec<Fact> = (0..1000)
             .map(|i| fact(&format!("2026-12-01T12:{:02}:00Z", i % 60), "1001", "received"))
             .chain([fact("2026-12-01T13:00:00Z", "1001", "sent")])
             .collect();
-        let d = deltas(&facts, Tz::UTC);
+        let d = deltas(&facts, Tz::UTC, None);
         // Two hours and one day of one number: three items for 1,001 facts.
         assert_eq!(d.len(), 3);
         let day = CounterKey {
@@ -179,5 +207,35 @@ mod tests {
         assert_eq!(d[&day]["n:received|type=te_x_t"], 1000);
         assert_eq!(d[&day]["n:sent"], 1);
         assert!(d.values().flat_map(|v| v.keys()).all(|k| is_counter_attribute(k)));
+    }
+
+    #[test]
+    fn durations_count_in_business_hours_when_the_tenant_set_them() {
+        let at = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        let mut fact = Fact::counts(at("2026-12-07T08:05:00Z"), "1001".into(), Vec::new());
+        // Friday 16:55 → Monday 09:05 in Berlin.
+        fact.durations.push(super::super::Timed {
+            name: "first_response".into(),
+            from: at("2026-12-04T15:55:00Z"),
+            to: at("2026-12-07T08:05:00Z"),
+        });
+        let berlin: Tz = "Europe/Berlin".parse().unwrap();
+        let hours: BusinessHours = serde_json::from_value(serde_json::json!({
+            "mon": ["09:00", "17:00"], "fri": ["09:00", "17:00"]
+        }))
+        .unwrap();
+        let day = |d: &Deltas| {
+            d.iter()
+                .find(|(k, _)| k.granularity == Granularity::Day)
+                .unwrap()
+                .1
+                .clone()
+        };
+        let open = day(&deltas([&fact], berlin, Some(&hours)));
+        assert_eq!(open["s:first_response"], 600);
+        assert_eq!(open[&histogram_bucket("first_response", bucket_of(600.0))], 1);
+        assert_eq!(open["n:first_response"], 1);
+        let wall = day(&deltas([&fact], berlin, None));
+        assert_eq!(wall["s:first_response"], 231_000);
     }
 }

@@ -22,9 +22,8 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use super::counters::{count, count_by, histogram_bucket, histogram_sum};
-use super::histogram::bucket_of;
-use super::{Fact, NO_NUMBER};
+use super::counters::{count, count_by};
+use super::{Fact, NO_NUMBER, Timed};
 use crate::message::MessageStatus;
 use crate::store::keys;
 
@@ -50,9 +49,7 @@ fn text<'a>(image: Option<&'a Value>, name: &str) -> &'a str {
 }
 
 fn time(image: Option<&Value>, name: &str) -> Option<DateTime<Utc>> {
-    field(image, name)
-        .and_then(Value::as_str)
-        .and_then(|t| t.parse().ok())
+    field(image, name).and_then(Value::as_str).and_then(|t| t.parse().ok())
 }
 
 fn number(image: Option<&Value>, name: &str) -> i64 {
@@ -75,7 +72,9 @@ const LADDER: [MessageStatus; 3] = [MessageStatus::Sent, MessageStatus::Delivere
 
 fn message_facts(old: Option<&Value>, new: Option<&Value>) -> Vec<Fact> {
     let Some(new_image) = new else { return Vec::new() };
-    let Some(at) = time(new, "timestamp") else { return Vec::new() };
+    let Some(at) = time(new, "timestamp") else {
+        return Vec::new();
+    };
     let phone = phone_of(new);
     let message_type = text(new, "type");
     let inserted = old.is_none();
@@ -83,11 +82,8 @@ fn message_facts(old: Option<&Value>, new: Option<&Value>) -> Vec<Fact> {
         if !inserted {
             return Vec::new();
         }
-        let adds = vec![
-            (count("received"), 1),
-            (count_by("received", "type", message_type), 1),
-        ];
-        return vec![Fact { at, phone, adds }];
+        let adds = vec![(count("received"), 1), (count_by("received", "type", message_type), 1)];
+        return vec![Fact::counts(at, phone, adds)];
     }
     // Outbound: the dimensions every count of the message carries.
     let category = match text(new, "category") {
@@ -127,7 +123,7 @@ fn message_facts(old: Option<&Value>, new: Option<&Value>) -> Vec<Fact> {
             .map(|c| c.as_str().map_or_else(|| c.to_string(), str::to_owned))
             .unwrap_or_else(|| "none".to_owned());
         adds.push((count_by("failed", "code", &code), 1));
-        return vec![Fact { at, phone, adds }];
+        return vec![Fact::counts(at, phone, adds)];
     }
     if inserted {
         return Vec::new();
@@ -141,16 +137,15 @@ fn message_facts(old: Option<&Value>, new: Option<&Value>) -> Vec<Fact> {
     if adds.is_empty() {
         return Vec::new();
     }
-    vec![Fact { at, phone, adds }]
+    vec![Fact::counts(at, phone, adds)]
 }
 
-fn duration_adds(histogram: &str, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<(String, u64)> {
-    let seconds = (to - from).num_seconds().max(0) as u64;
-    vec![
-        (count(histogram), 1),
-        (histogram_bucket(histogram, bucket_of(seconds as f64)), 1),
-        (histogram_sum(histogram), seconds),
-    ]
+fn timed(name: &str, from: DateTime<Utc>, to: DateTime<Utc>) -> Timed {
+    Timed {
+        name: name.to_owned(),
+        from,
+        to,
+    }
 }
 
 fn conversation_facts(old: Option<&Value>, new: Option<&Value>, at: DateTime<Utc>) -> Vec<Fact> {
@@ -162,31 +157,21 @@ fn conversation_facts(old: Option<&Value>, new: Option<&Value>, at: DateTime<Utc
     let created = field(old, "status").is_none();
     let mut facts = Vec::new();
     if created || (before == "resolved" && after != "resolved") {
-        facts.push(Fact {
-            at,
-            phone: phone.clone(),
-            adds: vec![(count("opened"), 1)],
-        });
+        facts.push(Fact::counts(at, phone.clone(), vec![(count("opened"), 1)]));
     } else if before != after && after == "resolved" {
         let resolved_at = time(new, "resolved_at").unwrap_or(at);
-        let mut adds = vec![(count("resolved"), 1)];
+        let mut fact = Fact::counts(resolved_at, phone.clone(), vec![(count("resolved"), 1)]);
         if let Some(start) = time(old, "measured_from").or_else(|| time(old, "opened_at")) {
-            adds.extend(duration_adds("resolution", start, resolved_at));
+            fact.durations.push(timed("resolution", start, resolved_at));
         }
-        facts.push(Fact {
-            at: resolved_at,
-            phone: phone.clone(),
-            adds,
-        });
+        facts.push(fact);
     }
     if let Some(start) = first_response_start(old, new)
         && let Some(answered) = time(new, "last_outbound_at")
     {
-        facts.push(Fact {
-            at: answered,
-            phone,
-            adds: duration_adds("first_response", start, answered),
-        });
+        let mut fact = Fact::counts(answered, phone, Vec::new());
+        fact.durations.push(timed("first_response", start, answered));
+        facts.push(fact);
     }
     facts
 }
@@ -216,11 +201,7 @@ fn consent_facts(old: Option<&Value>, new: Option<&Value>, at: DateTime<Utc>) ->
         "opted_in" => "opt_in",
         _ => return Vec::new(),
     };
-    vec![Fact {
-        at,
-        phone: NO_NUMBER.to_owned(),
-        adds: vec![(count(metric), 1)],
-    }]
+    vec![Fact::counts(at, NO_NUMBER.to_owned(), vec![(count(metric), 1)])]
 }
 
 #[cfg(test)]
@@ -236,8 +217,22 @@ mod tests {
                "status": status, "status_rank": rank, "timestamp": "2026-12-01T12:34:00Z"})
     }
 
+    fn spans(facts: &[Fact]) -> Vec<(String, i64)> {
+        facts
+            .iter()
+            .flat_map(|f| {
+                f.durations
+                    .iter()
+                    .map(|d| (d.name.clone(), (d.to - d.from).num_seconds()))
+            })
+            .collect()
+    }
+
     fn names(facts: &[Fact]) -> Vec<String> {
-        facts.iter().flat_map(|f| f.adds.iter().map(|(n, _)| n.clone())).collect()
+        facts
+            .iter()
+            .flat_map(|f| f.adds.iter().map(|(n, _)| n.clone()))
+            .collect()
     }
 
     #[test]
@@ -310,30 +305,41 @@ mod tests {
         let f = facts("CONV#1001", Some(&waiting), Some(&answered), at);
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].at, "2026-12-01T10:02:00Z".parse::<DateTime<Utc>>().unwrap());
-        assert!(f[0].adds.contains(&("n:first_response".into(), 1)));
-        assert!(f[0].adds.contains(&("s:first_response".into(), 120)));
-        assert!(f[0].adds.contains(&(format!("h:first_response|{}", bucket_of(120.0)), 1)));
+        assert_eq!(spans(&f), [("first_response".to_owned(), 120)]);
+        assert!(f[0].adds.is_empty());
         // A second reply of the same measurement: nothing.
         let mut again = answered.clone();
         again["last_outbound_at"] = json!("2026-12-01T10:30:00Z");
         assert!(facts("CONV#1001", Some(&answered), Some(&again), at).is_empty());
         // Resolved: counted with the time since the measurement's start.
-        let resolved = conv("resolved", json!({"resolved_at": "2026-12-01T11:00:00Z",
-                                               "responded_from": "2026-12-01T10:00:00Z"}));
+        let resolved = conv(
+            "resolved",
+            json!({"resolved_at": "2026-12-01T11:00:00Z",
+                                               "responded_from": "2026-12-01T10:00:00Z"}),
+        );
         let f = facts("CONV#1001", Some(&again), Some(&resolved), at);
         assert!(f[0].adds.contains(&("n:resolved".into(), 1)));
-        assert!(f[0].adds.contains(&("s:resolution".into(), 3600)));
+        assert_eq!(spans(&f), [("resolution".to_owned(), 3600)]);
         // Reopened: opened again, and the reply to the new measurement is a first response.
-        let reopened = conv("open", json!({"measured_from": "2026-12-02T09:00:00Z",
-                                           "responded_from": "2026-12-01T10:00:00Z"}));
-        assert_eq!(names(&facts("CONV#1001", Some(&resolved), Some(&reopened), at)), ["n:opened"]);
+        let reopened = conv(
+            "open",
+            json!({"measured_from": "2026-12-02T09:00:00Z",
+                                           "responded_from": "2026-12-01T10:00:00Z"}),
+        );
+        assert_eq!(
+            names(&facts("CONV#1001", Some(&resolved), Some(&reopened), at)),
+            ["n:opened"]
+        );
         let mut replied = reopened.clone();
         replied["responded_from"] = json!("2026-12-02T09:00:00Z");
         replied["last_outbound_at"] = json!("2026-12-02T09:00:30Z");
         let f = facts("CONV#1001", Some(&reopened), Some(&replied), at);
-        assert!(f[0].adds.contains(&("s:first_response".into(), 30)));
+        assert_eq!(spans(&f), [("first_response".to_owned(), 30)]);
         // Our message to a conversation nobody opened: no measurement.
-        let ours = conv("pending", json!({"last_outbound_at": "2026-12-01T10:00:00Z", "responded_from": null}));
+        let ours = conv(
+            "pending",
+            json!({"last_outbound_at": "2026-12-01T10:00:00Z", "responded_from": null}),
+        );
         assert_eq!(names(&facts("CONV#1001", None, Some(&ours), at)), ["n:opened"]);
     }
 
@@ -342,8 +348,14 @@ mod tests {
         let c = |m: &str| json!({"contact_id": "c1", "consent": {"marketing": m}});
         let at = Utc::now();
         let f = facts("PROFILE", Some(&c("opted_in")), Some(&c("opted_out")), at);
-        assert_eq!((names(&f), f[0].phone.as_str()), (vec!["n:opt_out".to_owned()], NO_NUMBER));
-        assert_eq!(names(&facts("PROFILE", Some(&c("opted_out")), Some(&c("opted_in")), at)), ["n:opt_in"]);
+        assert_eq!(
+            (names(&f), f[0].phone.as_str()),
+            (vec!["n:opt_out".to_owned()], NO_NUMBER)
+        );
+        assert_eq!(
+            names(&facts("PROFILE", Some(&c("opted_out")), Some(&c("opted_in")), at)),
+            ["n:opt_in"]
+        );
         assert!(facts("PROFILE", Some(&c("opted_in")), Some(&c("opted_in")), at).is_empty());
         assert!(facts("PROFILE", None, Some(&c("opted_in")), at).is_empty());
     }

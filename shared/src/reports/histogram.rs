@@ -22,7 +22,9 @@ pub fn bucket_of(seconds: f64) -> u32 {
     if seconds.is_nan() || seconds <= 1.0 {
         return 0;
     }
-    let estimate = (seconds.log2() * f64::from(PER_DOUBLING)).ceil().clamp(0.0, f64::from(MAX_BUCKET)) as u32;
+    let estimate = (seconds.log2() * f64::from(PER_DOUBLING))
+        .ceil()
+        .clamp(0.0, f64::from(MAX_BUCKET)) as u32;
     // Float error at exact powers: settle on the smallest bucket whose bound holds the value.
     let mut b = estimate;
     while b < MAX_BUCKET && upper_bound(b) < seconds {

@@ -21,6 +21,7 @@
 pub mod counters;
 pub mod facts;
 pub mod histogram;
+pub mod hours;
 pub mod report;
 
 use chrono::{DateTime, Utc};
@@ -34,6 +35,17 @@ pub struct Fact {
     /// no number (consent changes, messages stored before tenants had several numbers).
     pub phone: String,
     pub adds: Vec<(String, u64)>,
+    /// Durations for the histograms (first response, resolution): measured when counted, in
+    /// the tenant's business hours if it set them.
+    pub durations: Vec<Timed>,
+}
+
+/// A span of time for histogram `name`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timed {
+    pub name: String,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
 }
 
 /// The number key of facts that belong to no number.
@@ -43,3 +55,15 @@ pub const NO_NUMBER: &str = "-";
 /// retention settings), and the allowed range.
 pub const REPORTS_DAYS_DEFAULT: u32 = 400;
 pub const REPORTS_DAYS: (u32, u32) = (1, 3650);
+
+impl Fact {
+    /// A fact of counts only.
+    pub fn counts(at: DateTime<Utc>, phone: String, adds: Vec<(String, u64)>) -> Fact {
+        Fact {
+            at,
+            phone,
+            adds,
+            durations: Vec::new(),
+        }
+    }
+}

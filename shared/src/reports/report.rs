@@ -120,8 +120,18 @@ pub fn parse_query<'a>(
     let (mut from, mut to, mut granularity, mut group_by) = (None, None, Granularity::Day, None);
     for (name, value) in params {
         match name {
-            "from" => from = Some(parse_instant(value, tz).ok_or_else(|| bad("from", "must be an RFC 3339 time or a date (YYYY-MM-DD)"))?),
-            "to" => to = Some(parse_instant(value, tz).ok_or_else(|| bad("to", "must be an RFC 3339 time or a date (YYYY-MM-DD)"))?),
+            "from" => {
+                from = Some(
+                    parse_instant(value, tz)
+                        .ok_or_else(|| bad("from", "must be an RFC 3339 time or a date (YYYY-MM-DD)"))?,
+                )
+            }
+            "to" => {
+                to = Some(
+                    parse_instant(value, tz)
+                        .ok_or_else(|| bad("to", "must be an RFC 3339 time or a date (YYYY-MM-DD)"))?,
+                )
+            }
             "granularity" => {
                 granularity = match value {
                     "hour" => Granularity::Hour,
@@ -177,7 +187,10 @@ pub fn parse_query<'a>(
 }
 
 /// CSV when `format=csv` or the `Accept` header asks for `text/csv` (JSON otherwise).
-pub fn format_of<'a>(params: impl IntoIterator<Item = (&'a str, &'a str)>, accept: Option<&str>) -> Result<Format, ParamError> {
+pub fn format_of<'a>(
+    params: impl IntoIterator<Item = (&'a str, &'a str)>,
+    accept: Option<&str>,
+) -> Result<Format, ParamError> {
     for (name, value) in params {
         if name == "format" {
             return match value {
@@ -281,7 +294,10 @@ fn split(values: &BTreeMap<String, u64>, metric: &str, dimension: &str) -> Vec<(
 pub fn build(query: &ReportQuery, items: &[CounterRow]) -> Report {
     let mut rows: BTreeMap<(String, Option<String>), Sums> = BTreeMap::new();
     let phone_group = |phone: &str| (phone != NO_NUMBER).then(|| phone.to_owned());
-    for item in items.iter().filter(|i| i.bucket >= query.first && i.bucket <= query.last) {
+    for item in items
+        .iter()
+        .filter(|i| i.bucket >= query.first && i.bucket <= query.last)
+    {
         let mut whole = Sums::default();
         match query.kind {
             ReportKind::Messages => {
@@ -426,7 +442,15 @@ impl Report {
     pub fn to_csv(&self) -> String {
         let header: &[&str] = match self.query.kind {
             ReportKind::Messages => &[
-                "bucket", "group", "received", "sent", "delivered", "read", "failed", "delivery_rate", "read_rate",
+                "bucket",
+                "group",
+                "received",
+                "sent",
+                "delivered",
+                "read",
+                "failed",
+                "delivery_rate",
+                "read_rate",
             ],
             ReportKind::Conversations => &[
                 "bucket",
@@ -503,7 +527,12 @@ mod tests {
     }
 
     fn q<'a>(kind: ReportKind, params: &[(&'a str, &'a str)], tz: &str) -> Result<ReportQuery, ParamError> {
-        parse_query(kind, params.iter().copied(), tz.parse().unwrap(), at("2026-12-01T12:00:00Z"))
+        parse_query(
+            kind,
+            params.iter().copied(),
+            tz.parse().unwrap(),
+            at("2026-12-01T12:00:00Z"),
+        )
     }
 
     #[test]
@@ -517,7 +546,10 @@ mod tests {
         assert_eq!(err(&[("to", "2026-13-01")]).param, "to");
         assert_eq!(err(&[("granularity", "week")]).param, "granularity");
         assert_eq!(err(&[("group_by", "contact")]).param, "group_by");
-        assert_eq!(err(&[("from", "2026-12-01"), ("to", "2026-11-01")]).message, "must be after from");
+        assert_eq!(
+            err(&[("from", "2026-12-01"), ("to", "2026-11-01")]).message,
+            "must be after from"
+        );
         assert_eq!(err(&[("limit", "5")]).param, "query");
         // Ranges: 90 days by day is fine, by hour too long.
         assert!(q(m, &[("from", "2026-09-02"), ("to", "2026-12-01")], "UTC").is_ok());
@@ -526,7 +558,12 @@ mod tests {
         assert!(q(m, &[("from", "2025-01-01"), ("to", "2026-12-01")], "UTC").is_err());
         // Conversations group only by number.
         assert!(q(ReportKind::Conversations, &[("group_by", "phone")], "UTC").is_ok());
-        assert_eq!(q(ReportKind::Conversations, &[("group_by", "template")], "UTC").unwrap_err().param, "group_by");
+        assert_eq!(
+            q(ReportKind::Conversations, &[("group_by", "template")], "UTC")
+                .unwrap_err()
+                .param,
+            "group_by"
+        );
         assert_eq!(format_of([("format", "csv")], None), Ok(Format::Csv));
         assert_eq!(format_of([], Some("application/json, text/csv;q=0.5")), Ok(Format::Csv));
         assert_eq!(format_of([], Some("*/*")), Ok(Format::Json));
@@ -537,15 +574,39 @@ mod tests {
     fn dates_are_the_tenants_midnights_across_dst() {
         let ny: Tz = "America/New_York".parse().unwrap();
         // The spring-forward day is 23 hours long, the autumn one 25.
-        let spring = q(ReportKind::Messages, &[("from", "2026-03-08"), ("to", "2026-03-09"), ("granularity", "hour")], "America/New_York").unwrap();
-        assert_eq!((spring.from, spring.to), (at("2026-03-08T05:00:00Z"), at("2026-03-09T04:00:00Z")));
-        assert_eq!((spring.first.as_str(), spring.last.as_str()), ("2026-03-08T05", "2026-03-09T03"));
-        let autumn = q(ReportKind::Messages, &[("from", "2026-11-01"), ("to", "2026-11-02"), ("granularity", "hour")], "America/New_York").unwrap();
+        let spring = q(
+            ReportKind::Messages,
+            &[("from", "2026-03-08"), ("to", "2026-03-09"), ("granularity", "hour")],
+            "America/New_York",
+        )
+        .unwrap();
+        assert_eq!(
+            (spring.from, spring.to),
+            (at("2026-03-08T05:00:00Z"), at("2026-03-09T04:00:00Z"))
+        );
+        assert_eq!(
+            (spring.first.as_str(), spring.last.as_str()),
+            ("2026-03-08T05", "2026-03-09T03")
+        );
+        let autumn = q(
+            ReportKind::Messages,
+            &[("from", "2026-11-01"), ("to", "2026-11-02"), ("granularity", "hour")],
+            "America/New_York",
+        )
+        .unwrap();
         assert_eq!(autumn.to - autumn.from, Duration::hours(25));
-        let days = q(ReportKind::Messages, &[("from", "2026-11-01"), ("to", "2026-11-02")], "America/New_York").unwrap();
+        let days = q(
+            ReportKind::Messages,
+            &[("from", "2026-11-01"), ("to", "2026-11-02")],
+            "America/New_York",
+        )
+        .unwrap();
         assert_eq!((days.first.as_str(), days.last.as_str()), ("2026-11-01", "2026-11-01"));
         // An instant keeps its own offset.
-        assert_eq!(parse_instant("2026-03-08T00:00:00-05:00", ny), Some(at("2026-03-08T05:00:00Z")));
+        assert_eq!(
+            parse_instant("2026-03-08T00:00:00-05:00", ny),
+            Some(at("2026-03-08T05:00:00Z"))
+        );
         // A zone whose midnight the change skips (Santiago springs forward at 00:00).
         let santiago: Tz = "America/Santiago".parse().unwrap();
         assert_eq!(parse_instant("2026-09-06", santiago), Some(at("2026-09-06T04:00:00Z")));
@@ -587,7 +648,12 @@ mod tests {
 
     #[test]
     fn messages_sum_by_bucket_and_group_with_rates_and_a_null_group_for_the_rest() {
-        let query = q(ReportKind::Messages, &[("from", "2026-11-30"), ("to", "2026-12-02")], "UTC").unwrap();
+        let query = q(
+            ReportKind::Messages,
+            &[("from", "2026-11-30"), ("to", "2026-12-02")],
+            "UTC",
+        )
+        .unwrap();
         let r = build(&query, &sample());
         let json = r.to_json();
         assert_eq!(json["totals"]["sent"], 15);
@@ -600,35 +666,76 @@ mod tests {
         assert_eq!(json["rows"][0]["bucket"], "2026-11-30");
         assert_eq!(json["rows"][0]["group"], Value::Null);
 
-        let by_template = q(ReportKind::Messages, &[("from", "2026-11-30"), ("to", "2026-12-02"), ("group_by", "template")], "UTC").unwrap();
+        let by_template = q(
+            ReportKind::Messages,
+            &[("from", "2026-11-30"), ("to", "2026-12-02"), ("group_by", "template")],
+            "UTC",
+        )
+        .unwrap();
         let r = build(&by_template, &sample());
         let day = |group: Option<&str>| r.rows[&("2026-11-30".to_owned(), group.map(str::to_owned))].clone();
-        assert_eq!((day(Some("order_update")).count("sent"), day(Some("order_update")).count("delivered")), (6, 5));
+        assert_eq!(
+            (
+                day(Some("order_update")).count("sent"),
+                day(Some("order_update")).count("delivered")
+            ),
+            (6, 5)
+        );
         // The rest of each count (other numbers, free-form sends, received) has group null.
         assert_eq!((day(None).count("sent"), day(None).count("received")), (9, 4));
         // Every grouping sums to the same totals.
         for group in ["phone", "type", "category", "template", "broadcast"] {
-            let query = q(ReportKind::Messages, &[("from", "2026-11-30"), ("to", "2026-12-02"), ("group_by", group)], "UTC").unwrap();
+            let query = q(
+                ReportKind::Messages,
+                &[("from", "2026-11-30"), ("to", "2026-12-02"), ("group_by", group)],
+                "UTC",
+            )
+            .unwrap();
             let r = build(&query, &sample());
             for m in MESSAGE_METRICS {
-                assert_eq!(r.totals.count(m), build(&query_plain(), &sample()).totals.count(m), "{group} {m}");
+                assert_eq!(
+                    r.totals.count(m),
+                    build(&query_plain(), &sample()).totals.count(m),
+                    "{group} {m}"
+                );
             }
         }
-        let by_phone = q(ReportKind::Messages, &[("from", "2026-11-30"), ("to", "2026-12-02"), ("group_by", "phone")], "UTC").unwrap();
+        let by_phone = q(
+            ReportKind::Messages,
+            &[("from", "2026-11-30"), ("to", "2026-12-02"), ("group_by", "phone")],
+            "UTC",
+        )
+        .unwrap();
         let r = build(&by_phone, &sample());
-        assert_eq!(r.rows[&("2026-11-30".to_owned(), Some("1002".to_owned()))].delivery_rate(), Some(1.0));
+        assert_eq!(
+            r.rows[&("2026-11-30".to_owned(), Some("1002".to_owned()))].delivery_rate(),
+            Some(1.0)
+        );
     }
 
     fn query_plain() -> ReportQuery {
-        q(ReportKind::Messages, &[("from", "2026-11-30"), ("to", "2026-12-02")], "UTC").unwrap()
+        q(
+            ReportKind::Messages,
+            &[("from", "2026-11-30"), ("to", "2026-12-02")],
+            "UTC",
+        )
+        .unwrap()
     }
 
     #[test]
     fn csv_has_one_header_and_one_line_per_row() {
-        let query = q(ReportKind::Messages, &[("from", "2026-11-30"), ("to", "2026-12-02"), ("group_by", "phone")], "UTC").unwrap();
+        let query = q(
+            ReportKind::Messages,
+            &[("from", "2026-11-30"), ("to", "2026-12-02"), ("group_by", "phone")],
+            "UTC",
+        )
+        .unwrap();
         let csv = build(&query, &sample()).to_csv();
         let lines: Vec<&str> = csv.split("\r\n").collect();
-        assert_eq!(lines[0], "bucket,group,received,sent,delivered,read,failed,delivery_rate,read_rate");
+        assert_eq!(
+            lines[0],
+            "bucket,group,received,sent,delivered,read,failed,delivery_rate,read_rate"
+        );
         assert_eq!(lines[1], "2026-11-30,1001,4,10,8,3,2,0.8,0.375");
         assert_eq!(lines[2], "2026-11-30,1002,0,5,5,0,0,1.0,0.0");
         assert_eq!(lines[3], "2026-12-01,1001,1,0,0,0,0,,");
@@ -637,31 +744,55 @@ mod tests {
         assert_eq!(csv_field("a,\"b\""), "\"a,\"\"b\"\"\"");
         assert_eq!(csv_field("=1+1"), "'=1+1");
 
-        let conv = q(ReportKind::Conversations, &[("from", "2026-11-30"), ("to", "2026-12-02")], "UTC").unwrap();
-        let mut values = vec![(count("opened"), 3), (count("resolved"), 2), (count("first_response"), 2), (histogram_sum("first_response"), 130)];
+        let conv = q(
+            ReportKind::Conversations,
+            &[("from", "2026-11-30"), ("to", "2026-12-02")],
+            "UTC",
+        )
+        .unwrap();
+        let mut values = vec![
+            (count("opened"), 3),
+            (count("resolved"), 2),
+            (count("first_response"), 2),
+            (histogram_sum("first_response"), 130),
+        ];
         values.push((histogram_bucket("first_response", bucket_of(10.0)), 1));
         values.push((histogram_bucket("first_response", bucket_of(120.0)), 1));
         let csv = build(&conv, &[row("2026-11-30", "1001", &values)]).to_csv();
         let lines: Vec<&str> = csv.split("\r\n").collect();
         assert_eq!(lines[0].split(',').count(), lines[1].split(',').count());
-        assert!(lines[0].starts_with("bucket,group,opened,resolved,opt_outs,opt_ins,first_response_count,first_response_p50_seconds"));
+        assert!(lines[0].starts_with(
+            "bucket,group,opened,resolved,opt_outs,opt_ins,first_response_count,first_response_p50_seconds"
+        ));
         assert!(lines[1].starts_with("2026-11-30,,3,2,0,0,2,"), "{}", lines[1]);
     }
 
     #[test]
     fn conversation_percentiles_come_from_merged_histograms() {
-        let query = q(ReportKind::Conversations, &[("from", "2026-11-30"), ("to", "2026-12-02")], "UTC").unwrap();
+        let query = q(
+            ReportKind::Conversations,
+            &[("from", "2026-11-30"), ("to", "2026-12-02")],
+            "UTC",
+        )
+        .unwrap();
         let item = |bucket: &str, seconds: &[u64]| {
             let mut h = Histogram::default();
             for s in seconds {
                 h.record(*s);
             }
-            let mut values: Vec<(String, u64)> = h.buckets.iter().map(|(b, n)| (histogram_bucket("first_response", *b), *n)).collect();
+            let mut values: Vec<(String, u64)> = h
+                .buckets
+                .iter()
+                .map(|(b, n)| (histogram_bucket("first_response", *b), *n))
+                .collect();
             values.push((count("first_response"), h.count));
             values.push((histogram_sum("first_response"), h.sum_seconds));
             row(bucket, "1001", &values)
         };
-        let r = build(&query, &[item("2026-11-30", &[10, 20, 30]), item("2026-12-01", &[40, 3600])]);
+        let r = build(
+            &query,
+            &[item("2026-11-30", &[10, 20, 30]), item("2026-12-01", &[40, 3600])],
+        );
         let t = &r.to_json()["totals"]["first_response"];
         assert_eq!(t["count"], 5);
         assert_eq!(t["mean_seconds"], 740.0);

@@ -35,7 +35,7 @@ fn transaction_chunks(drafts: &[EventDraft], tz: chrono_tz::Tz) -> Vec<&[EventDr
     let mut chunks = Vec::new();
     let (mut start, mut touched) = (0, std::collections::HashSet::new());
     for (i, draft) in drafts.iter().enumerate() {
-        let keys: Vec<CounterKey> = deltas(&draft.tally, tz).into_keys().collect();
+        let keys: Vec<CounterKey> = deltas(&draft.tally, tz, None).into_keys().collect();
         let new_keys = keys.iter().filter(|k| !touched.contains(*k)).count();
         let events = i - start + 1;
         if i > start && (events > EVENTS_PER_TRANSACTION || 2 + events + touched.len() + new_keys > TRANSACTION_ITEMS) {
@@ -98,7 +98,7 @@ impl DynamoStore {
             // The facts of exactly the drafts this transaction records (after the id records,
             // whose positions the cancellation reasons are read by).
             let facts = pending.iter().flat_map(|d| d.tally.iter());
-            for (counter, adds) in deltas(facts, counting.time_zone) {
+            for (counter, adds) in deltas(facts, counting.time_zone, counting.business_hours.as_ref()) {
                 items.push(self.counter_update(tenant_id, &counter, &adds, counting.expires_at));
             }
             let cancelled = match self.transact(items).await? {
@@ -486,11 +486,7 @@ mod tests {
             event_type: crate::events::EventType::MessageReceived,
             timestamp: at,
             data: json!({}),
-            tally: vec![Fact {
-                at,
-                phone: phone.into(),
-                adds: vec![("n:received".into(), 1)],
-            }],
+            tally: vec![Fact::counts(at, phone.into(), vec![("n:received".into(), 1)])],
         }
     }
 
@@ -504,7 +500,8 @@ mod tests {
         // Every event in another hour and number: each adds an id and two counter items.
         let sparse: Vec<EventDraft> = (0..100).map(|i| draft(i, i as i64, &format!("{i}"))).collect();
         for chunk in transaction_chunks(&sparse, tz) {
-            let items = 2 + chunk.len() + crate::reports::counters::items_touched(chunk.iter().flat_map(|d| &d.tally), tz);
+            let items =
+                2 + chunk.len() + crate::reports::counters::items_touched(chunk.iter().flat_map(|d| &d.tally), tz);
             assert!(items <= TRANSACTION_ITEMS, "{items}");
         }
         assert_eq!(
@@ -518,6 +515,12 @@ mod tests {
                 ..draft(i, 0, "1001")
             })
             .collect();
-        assert_eq!(transaction_chunks(&plain, tz).iter().map(|c| c.len()).collect::<Vec<_>>(), [98, 2]);
+        assert_eq!(
+            transaction_chunks(&plain, tz)
+                .iter()
+                .map(|c| c.len())
+                .collect::<Vec<_>>(),
+            [98, 2]
+        );
     }
 }

@@ -12,10 +12,10 @@ use std::collections::{BTreeMap, HashMap};
 use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
 use chrono::{DateTime, Utc};
 
+use super::StoreError;
 use super::dynamo::{DynamoStore, backend, key, n, s, tx_update};
 use super::keys::{PK, SK, report_pk, report_sk, report_sk_last};
 use super::ports::ReportStore;
-use super::StoreError;
 use crate::reports::counters::{CounterKey, CounterRow, Granularity, is_counter_attribute};
 
 impl DynamoStore {

@@ -32,7 +32,11 @@ async fn settings_of<S: ApiStore, L, Q>(deps: &Deps<S, L, Q>, caller: &Caller) -
     Ok(tenant.reports)
 }
 
-pub async fn messages<S: ApiStore, L, Q>(deps: &Deps<S, L, Q>, caller: &Caller, req: &Request) -> Result<Response<Body>, ApiError> {
+pub async fn messages<S: ApiStore, L, Q>(
+    deps: &Deps<S, L, Q>,
+    caller: &Caller,
+    req: &Request,
+) -> Result<Response<Body>, ApiError> {
     report(deps, caller, req, ReportKind::Messages).await
 }
 
@@ -72,7 +76,10 @@ async fn report<S: ApiStore, L, Q>(
     }
 }
 
-pub async fn get_settings<S: ApiStore, L, Q>(deps: &Deps<S, L, Q>, caller: &Caller) -> Result<Response<Body>, ApiError> {
+pub async fn get_settings<S: ApiStore, L, Q>(
+    deps: &Deps<S, L, Q>,
+    caller: &Caller,
+) -> Result<Response<Body>, ApiError> {
     ok_json(&json!(settings_of(deps, caller).await?))
 }
 
