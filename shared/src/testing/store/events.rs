@@ -16,6 +16,9 @@ use crate::reports::counters::{CounterKey, CounterRow, Counting, Granularity, de
 use crate::secret::Secret;
 use crate::store::{EndpointOutcome, EventStore, Page, ReportStore, StoreError, WebhookStore};
 
+/// A counter item's attributes and expiry.
+type CounterState = (BTreeMap<String, u64>, DateTime<Utc>);
+
 #[derive(Default)]
 pub(super) struct WebhookState {
     /// tenant → position → (event, expires at).
@@ -27,7 +30,7 @@ pub(super) struct WebhookState {
     /// (tenant, endpoint) → attempts by attempt id.
     deliveries: HashMap<Key, BTreeMap<String, DeliveryAttempt>>,
     /// (tenant, counter item) → counters and expiry, as the report items hold them.
-    counters: BTreeMap<(String, CounterKey), (BTreeMap<String, u64>, DateTime<Utc>)>,
+    counters: BTreeMap<(String, CounterKey), CounterState>,
     /// Counter item updates applied (one per item per transaction, as the table is written).
     counter_updates: u64,
 }
