@@ -141,6 +141,12 @@ pub struct Conversation {
     /// our messages): when it moves to a new start, that message was the first response.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub responded_from: Option<DateTime<Utc>>,
+    /// The user who sent our latest message (per-user reports; `None`: a key without a user).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_outbound_by: Option<String>,
+    /// The user who resolved the conversation, while it is resolved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_by: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -217,6 +223,8 @@ impl Conversation {
             resolved_at: None,
             measured_from: None,
             responded_from: None,
+            last_outbound_by: None,
+            resolved_by: None,
             created_at: at,
             updated_at: at,
         }
@@ -231,6 +239,7 @@ impl Conversation {
         self.status = ConversationStatus::Open;
         self.snooze_until = None;
         self.resolved_at = None;
+        self.resolved_by = None;
         self.waiting_since.get_or_insert(message.timestamp);
         self.measured_from.get_or_insert(message.timestamp);
         self.updated_at = message.created_at;
@@ -251,6 +260,7 @@ impl Conversation {
         self.message_count += 1;
         self.waiting_since = None;
         self.responded_from = self.measured_from;
+        self.last_outbound_by = message.sent_by.clone();
         self.last_activity_at = message.timestamp;
         self.last_outbound_at = Some(message.timestamp);
         self.preview = Some(preview_of(message));
@@ -296,6 +306,9 @@ impl Conversation {
         self.status = change.status;
         self.snooze_until = change.snooze_until;
         self.resolved_at = (change.status == ConversationStatus::Resolved).then_some(change.at);
+        self.resolved_by = (change.status == ConversationStatus::Resolved)
+            .then(|| change.by.clone())
+            .flatten();
         if change.status == ConversationStatus::Resolved {
             self.measured_from = None;
         } else {
@@ -327,6 +340,8 @@ pub struct StatusChange {
     pub status: ConversationStatus,
     pub snooze_until: Option<DateTime<Utc>>,
     pub at: DateTime<Utc>,
+    /// The user who made the change (`None`: a key without a user, or the platform).
+    pub by: Option<String>,
 }
 
 impl StatusChange {
@@ -349,6 +364,7 @@ pub fn check_status_change(
                 status,
                 snooze_until: Some(until),
                 at: now,
+                by: None,
             })
         }
         (ConversationStatus::Snoozed, _) => Err(ConversationError::SnoozeUntil),
@@ -357,6 +373,7 @@ pub fn check_status_change(
             status,
             snooze_until: None,
             at: now,
+            by: None,
         }),
     }
 }

@@ -47,6 +47,10 @@ pub struct ReportSettings {
     /// (`None`: wall-clock time).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub business_hours: Option<crate::reports::hours::BusinessHours>,
+    /// Count replies, resolutions and response times per user (the users' personal data:
+    /// admin-only `GET /v1/reports/users`). Off unless the tenant turns it on.
+    #[serde(default)]
+    pub per_user_metrics: bool,
 }
 
 fn utc_name() -> String {
@@ -58,6 +62,7 @@ impl Default for ReportSettings {
         ReportSettings {
             time_zone: utc_name(),
             business_hours: None,
+            per_user_metrics: false,
         }
     }
 }

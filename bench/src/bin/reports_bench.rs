@@ -124,6 +124,7 @@ async fn ninety_days(store: &MemStore, end: DateTime<Utc>) {
     let counting = Counting {
         time_zone: "Europe/Berlin".parse().unwrap(),
         business_hours: None,
+        per_user: false,
         expires_at: end + Span::days(400),
     };
     let mut drafts = Vec::new();

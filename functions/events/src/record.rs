@@ -144,6 +144,7 @@ async fn tenant_batch<S: EventStore + WebhookStore + PrivacyStore + TenantStore,
     let counting = Counting {
         time_zone: settings.tz(),
         business_hours: settings.business_hours,
+        per_user: settings.per_user_metrics,
         expires_at: now + chrono::TimeDelta::days(i64::from(reports_days)),
     };
     let events = match deps

@@ -293,6 +293,7 @@ async fn days_are_counted_in_the_tenants_time_zone() {
     let settings = crm_shared::tenant::ReportSettings {
         time_zone: "America/New_York".into(),
         business_hours: None,
+        per_user_metrics: false,
     };
     store.set_report_settings("t1", &settings).await.unwrap();
     let deps = record::Deps::new(store.clone(), MemQueue::new());

@@ -25,13 +25,15 @@ use super::hours::BusinessHours;
 pub enum Granularity {
     Hour,
     Day,
+    /// Per-user items: a tenant day per user (the "number" of the key is the user id).
+    UserDay,
 }
 
 impl Granularity {
     pub fn as_str(self) -> &'static str {
         match self {
             Granularity::Hour => "hour",
-            Granularity::Day => "day",
+            Granularity::Day | Granularity::UserDay => "day",
         }
     }
 
@@ -40,6 +42,7 @@ impl Granularity {
         match self {
             Granularity::Hour => "H",
             Granularity::Day => "D",
+            Granularity::UserDay => "U",
         }
     }
 }
@@ -48,7 +51,7 @@ impl Granularity {
 pub fn bucket(granularity: Granularity, at: DateTime<Utc>, tz: Tz) -> String {
     match granularity {
         Granularity::Hour => at.format("%Y-%m-%dT%H").to_string(),
-        Granularity::Day => at.with_timezone(&tz).date_naive().format("%Y-%m-%d").to_string(),
+        Granularity::Day | Granularity::UserDay => at.with_timezone(&tz).date_naive().format("%Y-%m-%d").to_string(),
     }
 }
 
@@ -63,12 +66,36 @@ pub struct CounterKey {
 /// What to add to each counter item: attribute → amount.
 pub type Deltas = BTreeMap<CounterKey, BTreeMap<String, u64>>;
 
-/// A batch's facts folded per item: each fact adds to its hour item and its day item; each
-/// duration adds to its histogram's count, bucket and sum, measured in `hours` when the tenant
-/// set business hours (wall-clock time otherwise).
-pub fn deltas<'a>(facts: impl IntoIterator<Item = &'a Fact>, tz: Tz, hours: Option<&BusinessHours>) -> Deltas {
+/// How facts become counts: the tenant's time zone, business hours (durations count only them;
+/// wall-clock time without) and whether per-user facts are counted at all.
+#[derive(Debug, Clone, Copy)]
+pub struct Rules<'a> {
+    pub tz: Tz,
+    pub hours: Option<&'a BusinessHours>,
+    pub per_user: bool,
+}
+
+impl Rules<'_> {
+    /// Wall-clock durations, per-user facts counted (an upper bound of the items touched).
+    pub fn wall(tz: Tz) -> Rules<'static> {
+        Rules {
+            tz,
+            hours: None,
+            per_user: true,
+        }
+    }
+}
+
+/// A batch's facts folded per item: each fact adds to its hour item and its day item (a user's
+/// fact to that user's day item, only with `per_user`); each duration adds to its histogram's
+/// count, bucket and sum.
+pub fn deltas<'a>(facts: impl IntoIterator<Item = &'a Fact>, rules: &Rules<'_>) -> Deltas {
+    let (tz, hours) = (rules.tz, rules.hours);
     let mut out: Deltas = BTreeMap::new();
     for fact in facts {
+        if fact.user.is_some() && !rules.per_user {
+            continue;
+        }
         let mut adds = fact.adds.clone();
         for span in &fact.durations {
             let seconds = match hours {
@@ -80,11 +107,15 @@ pub fn deltas<'a>(facts: impl IntoIterator<Item = &'a Fact>, tz: Tz, hours: Opti
             adds.push((histogram_bucket(&span.name, bucket_of(seconds as f64)), 1));
             adds.push((histogram_sum(&span.name), seconds));
         }
-        for granularity in [Granularity::Hour, Granularity::Day] {
+        let (granularities, owner): (&[Granularity], &str) = match &fact.user {
+            Some(user) => (&[Granularity::UserDay], user),
+            None => (&[Granularity::Hour, Granularity::Day], &fact.phone),
+        };
+        for &granularity in granularities {
             let key = CounterKey {
                 granularity,
                 bucket: bucket(granularity, fact.at, tz),
-                phone: fact.phone.clone(),
+                phone: owner.to_owned(),
             };
             let item = out.entry(key).or_default();
             for (name, amount) in &adds {
@@ -97,7 +128,7 @@ pub fn deltas<'a>(facts: impl IntoIterator<Item = &'a Fact>, tz: Tz, hours: Opti
 
 /// The counter items a batch's facts touch (how many updates it costs).
 pub fn items_touched<'a>(facts: impl IntoIterator<Item = &'a Fact>, tz: Tz) -> usize {
-    deltas(facts, tz, None).len()
+    deltas(facts, &Rules::wall(tz)).len()
 }
 
 /// How a batch's facts are counted: the tenant's time zone (day buckets), business hours (for
@@ -107,7 +138,19 @@ pub fn items_touched<'a>(facts: impl IntoIterator<Item = &'a Fact>, tz: Tz) -> u
 pub struct Counting {
     pub time_zone: Tz,
     pub business_hours: Option<BusinessHours>,
+    /// Per-user metrics are on (the tenant's `per_user_metrics`).
+    pub per_user: bool,
     pub expires_at: DateTime<Utc>,
+}
+
+impl Counting {
+    pub fn rules(&self) -> Rules<'_> {
+        Rules {
+            tz: self.time_zone,
+            hours: self.business_hours.as_ref(),
+            per_user: self.per_user,
+        }
+    }
 }
 
 /// A counter item as read: its bucket, number and counter attributes.
@@ -195,7 +238,7 @@ mod tests {
             .map(|i| fact(&format!("2026-12-01T12:{:02}:00Z", i % 60), "1001", "received"))
             .chain([fact("2026-12-01T13:00:00Z", "1001", "sent")])
             .collect();
-        let d = deltas(&facts, Tz::UTC, None);
+        let d = deltas(&facts, &Rules::wall(Tz::UTC));
         // Two hours and one day of one number: three items for 1,001 facts.
         assert_eq!(d.len(), 3);
         let day = CounterKey {
@@ -231,11 +274,25 @@ mod tests {
                 .1
                 .clone()
         };
-        let open = day(&deltas([&fact], berlin, Some(&hours)));
+        let rules = |hours| Rules {
+            tz: berlin,
+            hours,
+            per_user: false,
+        };
+        let open = day(&deltas([&fact], &rules(Some(&hours))));
         assert_eq!(open["s:first_response"], 600);
         assert_eq!(open[&histogram_bucket("first_response", bucket_of(600.0))], 1);
         assert_eq!(open["n:first_response"], 1);
-        let wall = day(&deltas([&fact], berlin, None));
+        let wall = day(&deltas([&fact], &rules(None)));
         assert_eq!(wall["s:first_response"], 231_000);
+        // A user's fact: only with per-user metrics on, and only in the user's own item.
+        let mut theirs = fact.clone();
+        theirs.user = Some("u1".into());
+        assert!(deltas([&theirs], &rules(None)).is_empty());
+        let on = deltas([&theirs], &Rules::wall(berlin));
+        assert_eq!(
+            on.keys().map(|k| (k.granularity, k.phone.as_str())).collect::<Vec<_>>(),
+            [(Granularity::UserDay, "u1")]
+        );
     }
 }

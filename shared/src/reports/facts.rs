@@ -129,15 +129,23 @@ fn message_facts(old: Option<&Value>, new: Option<&Value>) -> Vec<Fact> {
         return Vec::new();
     }
     let (old_rank, new_rank) = (number(old, "status_rank"), number(new, "status_rank"));
-    let adds: Vec<(String, u64)> = LADDER
+    let passed: Vec<MessageStatus> = LADDER
         .iter()
+        .copied()
         .filter(|step| old_rank < step.rank() && step.rank() <= new_rank)
-        .flat_map(|step| dimensioned(step.as_str()))
         .collect();
+    let adds: Vec<(String, u64)> = passed.iter().flat_map(|step| dimensioned(step.as_str())).collect();
     if adds.is_empty() {
         return Vec::new();
     }
-    vec![Fact::counts(at, phone, adds)]
+    let mut facts = vec![Fact::counts(at, phone, adds)];
+    // A reply of one of the tenant's users, counted once it is sent.
+    if passed.contains(&MessageStatus::Sent)
+        && let Some(user) = field(new, "sent_by").and_then(Value::as_str)
+    {
+        facts.push(Fact::of_user(at, user, vec![(count("replies"), 1)]));
+    }
+    facts
 }
 
 fn timed(name: &str, from: DateTime<Utc>, to: DateTime<Utc>) -> Timed {
@@ -164,6 +172,11 @@ fn conversation_facts(old: Option<&Value>, new: Option<&Value>, at: DateTime<Utc
         if let Some(start) = time(old, "measured_from").or_else(|| time(old, "opened_at")) {
             fact.durations.push(timed("resolution", start, resolved_at));
         }
+        if let Some(user) = field(new, "resolved_by").and_then(Value::as_str) {
+            let mut theirs = Fact::of_user(resolved_at, user, vec![(count("resolutions"), 1)]);
+            theirs.durations = fact.durations.clone();
+            facts.push(theirs);
+        }
         facts.push(fact);
     }
     if let Some(start) = first_response_start(old, new)
@@ -171,6 +184,11 @@ fn conversation_facts(old: Option<&Value>, new: Option<&Value>, at: DateTime<Utc
     {
         let mut fact = Fact::counts(answered, phone, Vec::new());
         fact.durations.push(timed("first_response", start, answered));
+        if let Some(user) = field(new, "last_outbound_by").and_then(Value::as_str) {
+            let mut theirs = Fact::of_user(answered, user, Vec::new());
+            theirs.durations = fact.durations.clone();
+            facts.push(theirs);
+        }
         facts.push(fact);
     }
     facts
@@ -341,6 +359,57 @@ mod tests {
             json!({"last_outbound_at": "2026-12-01T10:00:00Z", "responded_from": null}),
         );
         assert_eq!(names(&facts("CONV#1001", None, Some(&ours), at)), ["n:opened"]);
+    }
+
+    #[test]
+    fn users_get_their_replies_resolutions_and_first_responses() {
+        let at = Utc::now();
+        let mine = |status: &str, rank: i64| {
+            let mut m = out(status, rank);
+            m["sent_by"] = json!("u1");
+            m
+        };
+        let sent = facts("MSG", Some(&mine("queued", 0)), Some(&mine("sent", 10)), at);
+        assert_eq!(sent.len(), 2);
+        assert_eq!(
+            (sent[1].user.as_deref(), names(&sent[1..])),
+            (Some("u1"), vec!["n:replies".to_owned()])
+        );
+        // Later steps are not replies again.
+        assert!(
+            facts("MSG", Some(&mine("sent", 10)), Some(&mine("read", 30)), at)
+                .iter()
+                .all(|f| f.user.is_none())
+        );
+        let waiting = conv("open", json!({"measured_from": "2026-12-01T10:00:00Z"}));
+        let answered = conv(
+            "open",
+            json!({"measured_from": "2026-12-01T10:00:00Z", "responded_from": "2026-12-01T10:00:00Z",
+                   "last_outbound_at": "2026-12-01T10:02:00Z", "last_outbound_by": "u1"}),
+        );
+        let f = facts("CONV#1001", Some(&waiting), Some(&answered), at);
+        let theirs: Vec<&Fact> = f.iter().filter(|f| f.user.as_deref() == Some("u1")).collect();
+        assert_eq!(theirs.len(), 1);
+        assert_eq!(
+            (theirs[0].durations[0].to - theirs[0].durations[0].from).num_seconds(),
+            120
+        );
+        let resolved = conv(
+            "resolved",
+            json!({"resolved_at": "2026-12-01T11:00:00Z", "resolved_by": "u2"}),
+        );
+        let f = facts("CONV#1001", Some(&answered), Some(&resolved), at);
+        let theirs: Vec<&Fact> = f.iter().filter(|f| f.user.is_some()).collect();
+        assert_eq!(
+            (theirs[0].user.as_deref(), names(&[theirs[0].clone()])),
+            (Some("u2"), vec!["n:resolutions".to_owned()])
+        );
+        assert_eq!(spans(&[theirs[0].clone()]), [("resolution".to_owned(), 3600)]);
+        // Facts without a user stay the number's.
+        assert!(
+            f.iter()
+                .any(|f| f.user.is_none() && names(&[f.clone()]) == ["n:resolved"])
+        );
     }
 
     #[test]

@@ -38,6 +38,9 @@ pub struct Fact {
     /// Durations for the histograms (first response, resolution): measured when counted, in
     /// the tenant's business hours if it set them.
     pub durations: Vec<Timed>,
+    /// The tenant's user the fact is about (per-user metrics: counted only when the tenant
+    /// enabled them, in the user's own items, never in the number's).
+    pub user: Option<String>,
 }
 
 /// A span of time for histogram `name`.
@@ -64,6 +67,15 @@ impl Fact {
             phone,
             adds,
             durations: Vec::new(),
+            user: None,
+        }
+    }
+
+    /// A fact about one of the tenant's users.
+    pub fn of_user(at: DateTime<Utc>, user: &str, adds: Vec<(String, u64)>) -> Fact {
+        Fact {
+            user: Some(user.to_owned()),
+            ..Fact::counts(at, NO_NUMBER.to_owned(), adds)
         }
     }
 }

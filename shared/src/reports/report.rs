@@ -32,6 +32,8 @@ pub const DEFAULT_DAYS: i64 = 7;
 pub enum ReportKind {
     Messages,
     Conversations,
+    /// Per-user metrics (by day, one row per user).
+    Users,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,15 +151,25 @@ pub fn parse_query<'a>(
                         GroupBy::Broadcast,
                     ],
                     ReportKind::Conversations => &[GroupBy::Phone],
+                    ReportKind::Users => &[],
                 };
                 group_by = Some(allowed.iter().copied().find(|g| g.as_str() == value).ok_or_else(|| {
                     let names: Vec<&str> = allowed.iter().map(|g| g.as_str()).collect();
-                    bad("group_by", format!("must be one of {}", names.join(", ")))
+                    match names.is_empty() {
+                        true => bad("group_by", "this report is always by user"),
+                        false => bad("group_by", format!("must be one of {}", names.join(", "))),
+                    }
                 })?);
             }
             "format" => {}
             _ => return Err(bad("query", format!("unknown parameter {name:?}"))),
         }
+    }
+    if kind == ReportKind::Users {
+        if granularity == Granularity::Hour {
+            return Err(bad("granularity", "per-user metrics are by day"));
+        }
+        granularity = Granularity::UserDay;
     }
     let to = to.unwrap_or(now);
     let from = from.unwrap_or(to - Duration::days(DEFAULT_DAYS));
@@ -166,7 +178,7 @@ pub fn parse_query<'a>(
     }
     let max_days = match granularity {
         Granularity::Hour => MAX_HOUR_DAYS,
-        Granularity::Day => MAX_DAY_DAYS,
+        Granularity::Day | Granularity::UserDay => MAX_DAY_DAYS,
     };
     if to - from > Duration::days(max_days) {
         return Err(bad(
@@ -208,6 +220,7 @@ pub fn format_of<'a>(
 
 const MESSAGE_METRICS: [&str; 5] = ["received", "sent", "delivered", "read", "failed"];
 const CONVERSATION_METRICS: [&str; 4] = ["opened", "resolved", "opt_out", "opt_in"];
+const USER_METRICS: [&str; 2] = ["replies", "resolutions"];
 const HISTOGRAMS: [&str; 2] = ["first_response", "resolution"];
 
 /// The sums of one row (or of the totals).
@@ -308,14 +321,25 @@ pub fn build(query: &ReportQuery, items: &[CounterRow]) -> Report {
                     whole.failed_by_code.insert(code.unwrap_or_else(|| "none".into()), n);
                 }
             }
-            ReportKind::Conversations => {
-                for m in CONVERSATION_METRICS {
+            ReportKind::Conversations | ReportKind::Users => {
+                let metrics: &[&'static str] = match query.kind {
+                    ReportKind::Users => &USER_METRICS,
+                    _ => &CONVERSATION_METRICS,
+                };
+                for m in metrics {
                     whole.counts.insert(m, item.values.get(&count(m)).copied().unwrap_or(0));
                 }
                 for h in HISTOGRAMS {
                     whole.histograms.insert(h, histogram_of(&item.values, h));
                 }
             }
+        }
+        if query.kind == ReportKind::Users {
+            // Items are per user: the group is the user.
+            rows.entry((item.bucket.clone(), Some(item.phone.clone())))
+                .or_default()
+                .merge(&whole);
+            continue;
         }
         match query.group_by {
             None => rows.entry((item.bucket.clone(), None)).or_default().merge(&whole),
@@ -353,7 +377,7 @@ pub fn build(query: &ReportQuery, items: &[CounterRow]) -> Report {
                 acc
             });
     }
-    for metric in MESSAGE_METRICS.iter().chain(&CONVERSATION_METRICS) {
+    for metric in MESSAGE_METRICS.iter().chain(&CONVERSATION_METRICS).chain(&USER_METRICS) {
         totals.counts.entry(metric).or_default();
     }
     Report {
@@ -395,6 +419,12 @@ impl Report {
                 }
                 v
             }
+            ReportKind::Users => json!({
+                "replies": sums.count("replies"),
+                "resolutions": sums.count("resolutions"),
+                "first_response": histogram_json(sums.histograms.get("first_response").unwrap_or(&Histogram::default())),
+                "resolution": histogram_json(sums.histograms.get("resolution").unwrap_or(&Histogram::default())),
+            }),
             ReportKind::Conversations => json!({
                 "opened": sums.count("opened"),
                 "resolved": sums.count("resolved"),
@@ -421,7 +451,11 @@ impl Report {
             })
             .collect();
         let mut out = json!({
-            "report": match q.kind { ReportKind::Messages => "messages", ReportKind::Conversations => "conversations" },
+            "report": match q.kind {
+                ReportKind::Messages => "messages",
+                ReportKind::Conversations => "conversations",
+                ReportKind::Users => "users",
+            },
             "from": q.from.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             "to": q.to.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             "granularity": q.granularity.as_str(),
@@ -451,6 +485,22 @@ impl Report {
                 "failed",
                 "delivery_rate",
                 "read_rate",
+            ],
+            ReportKind::Users => &[
+                "bucket",
+                "group",
+                "replies",
+                "resolutions",
+                "first_response_count",
+                "first_response_p50_seconds",
+                "first_response_p90_seconds",
+                "first_response_p99_seconds",
+                "first_response_mean_seconds",
+                "resolution_count",
+                "resolution_p50_seconds",
+                "resolution_p90_seconds",
+                "resolution_p99_seconds",
+                "resolution_mean_seconds",
             ],
             ReportKind::Conversations => &[
                 "bucket",
@@ -483,9 +533,13 @@ impl Report {
                         fields.push(num(v[*k].clone()));
                     }
                 }
-                ReportKind::Conversations => {
-                    for k in ["opened", "resolved", "opt_outs", "opt_ins"] {
-                        fields.push(num(v[k].clone()));
+                ReportKind::Conversations | ReportKind::Users => {
+                    let counts: &[&str] = match self.query.kind {
+                        ReportKind::Users => &["replies", "resolutions"],
+                        _ => &["opened", "resolved", "opt_outs", "opt_ins"],
+                    };
+                    for k in counts {
+                        fields.push(num(v[*k].clone()));
                     }
                     for h in HISTOGRAMS {
                         for k in ["count", "p50_seconds", "p90_seconds", "p99_seconds", "mean_seconds"] {
@@ -765,6 +819,41 @@ mod tests {
             "bucket,group,opened,resolved,opt_outs,opt_ins,first_response_count,first_response_p50_seconds"
         ));
         assert!(lines[1].starts_with("2026-11-30,,3,2,0,0,2,"), "{}", lines[1]);
+    }
+
+    #[test]
+    fn per_user_reports_are_by_day_one_row_per_user() {
+        assert_eq!(
+            q(ReportKind::Users, &[("granularity", "hour")], "UTC")
+                .unwrap_err()
+                .param,
+            "granularity"
+        );
+        assert_eq!(
+            q(ReportKind::Users, &[("group_by", "phone")], "UTC").unwrap_err().param,
+            "group_by"
+        );
+        let query = q(
+            ReportKind::Users,
+            &[("from", "2026-11-30"), ("to", "2026-12-02")],
+            "UTC",
+        )
+        .unwrap();
+        assert_eq!(query.granularity, Granularity::UserDay);
+        let items = [
+            row("2026-11-30", "u1", &[(count("replies"), 3), (count("resolutions"), 1)]),
+            row("2026-11-30", "u2", &[(count("replies"), 2)]),
+        ];
+        let r = build(&query, &items);
+        let json = r.to_json();
+        assert_eq!(json["rows"][0]["group"], "u1");
+        assert_eq!(json["rows"][1]["replies"], 2);
+        assert_eq!(json["totals"]["replies"], 5);
+        let csv = r.to_csv();
+        let lines: Vec<&str> = csv.split("\r\n").collect();
+        assert!(lines[0].starts_with("bucket,group,replies,resolutions,first_response_count"));
+        assert!(lines[1].starts_with("2026-11-30,u1,3,1,0,"), "{}", lines[1]);
+        assert_eq!(lines[0].split(',').count(), lines[1].split(',').count());
     }
 
     #[test]

@@ -19,7 +19,7 @@ use super::{Page, StoreError};
 use crate::cursor::Position;
 use crate::events::endpoint::{DeliveryAttempt, EndpointSecrets, MAX_ENDPOINTS_PER_TENANT, WebhookEndpoint};
 use crate::events::{Event, EventDraft};
-use crate::reports::counters::{CounterKey, Counting, deltas};
+use crate::reports::counters::{CounterKey, Counting, Rules, deltas};
 use crate::secret::Secret;
 
 /// Events per transaction (and so per pack): the head update, the pack and one id record each,
@@ -35,7 +35,7 @@ fn transaction_chunks(drafts: &[EventDraft], tz: chrono_tz::Tz) -> Vec<&[EventDr
     let mut chunks = Vec::new();
     let (mut start, mut touched) = (0, std::collections::HashSet::new());
     for (i, draft) in drafts.iter().enumerate() {
-        let keys: Vec<CounterKey> = deltas(&draft.tally, tz, None).into_keys().collect();
+        let keys: Vec<CounterKey> = deltas(&draft.tally, &Rules::wall(tz)).into_keys().collect();
         let new_keys = keys.iter().filter(|k| !touched.contains(*k)).count();
         let events = i - start + 1;
         if i > start && (events > EVENTS_PER_TRANSACTION || 2 + events + touched.len() + new_keys > TRANSACTION_ITEMS) {
@@ -98,7 +98,7 @@ impl DynamoStore {
             // The facts of exactly the drafts this transaction records (after the id records,
             // whose positions the cancellation reasons are read by).
             let facts = pending.iter().flat_map(|d| d.tally.iter());
-            for (counter, adds) in deltas(facts, counting.time_zone, counting.business_hours.as_ref()) {
+            for (counter, adds) in deltas(facts, &counting.rules()) {
                 items.push(self.counter_update(tenant_id, &counter, &adds, counting.expires_at));
             }
             let cancelled = match self.transact(items).await? {

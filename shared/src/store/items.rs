@@ -780,7 +780,7 @@ impl ConversationTouch {
             );
             touch.values.remove(":preview");
         }
-        touch.removes = vec!["snooze_until", "resolved_at", "GSI6PK", "GSI6SK"];
+        touch.removes = vec!["snooze_until", "resolved_at", "resolved_by", "GSI6PK", "GSI6SK"];
         touch.values.insert(":open".into(), av(&ConversationStatus::Open));
         touch
             .values
@@ -804,6 +804,13 @@ impl ConversationTouch {
             .map(str::to_owned),
         );
         touch.removes = vec!["waiting_since", "GSI7PK", "GSI7SK"];
+        match &message.sent_by {
+            Some(user) => {
+                touch.sets.push("last_outbound_by = :by".to_owned());
+                touch.values.insert(":by".into(), s(user.clone()));
+            }
+            None => touch.removes.push("last_outbound_by"),
+        }
         touch.values.insert(":pending".into(), av(&ConversationStatus::Pending));
         touch.values.insert(":null".into(), AttributeValue::Null(true));
         touch

@@ -205,7 +205,7 @@ impl DynamoStore {
             }
         }
         deleted += self.delete_partition(webhook_endpoints_pk(tenant_id), |_| true).await?;
-        for granularity in [Granularity::Hour, Granularity::Day] {
+        for granularity in [Granularity::Hour, Granularity::Day, Granularity::UserDay] {
             deleted += self
                 .delete_partition(report_pk(tenant_id, granularity.letter()), |_| true)
                 .await?;

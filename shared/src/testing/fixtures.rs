@@ -70,6 +70,7 @@ pub fn queued_message(
         conversation: None,
         timestamp: now,
         created_at: now,
+        sent_by: None,
     }
 }
 
@@ -111,5 +112,6 @@ pub fn inbound_media_message(contact: &Contact, media_id: &str, sha256: Option<&
         conversation: None,
         timestamp: now,
         created_at: now,
+        sent_by: None,
     }
 }

@@ -4,6 +4,9 @@
 //! counter item of the range ([`crm_shared::reports::report`] has the rules); the counters hold
 //! no personal data, so viewers may read them.
 //!
+//! `GET /v1/reports/users` (admin): per-user metrics, the tenant's users' personal data, served
+//! only when the tenant turned `per_user_metrics` on.
+//!
 //! Also the report settings: `GET /v1/settings/reports` (viewer), `PUT` (admin).
 
 use chrono::Utc;
@@ -48,6 +51,14 @@ pub async fn conversations<S: ApiStore, L, Q>(
     report(deps, caller, req, ReportKind::Conversations).await
 }
 
+pub async fn users<S: ApiStore, L, Q>(
+    deps: &Deps<S, L, Q>,
+    caller: &Caller,
+    req: &Request,
+) -> Result<Response<Body>, ApiError> {
+    report(deps, caller, req, ReportKind::Users).await
+}
+
 async fn report<S: ApiStore, L, Q>(
     deps: &Deps<S, L, Q>,
     caller: &Caller,
@@ -59,7 +70,15 @@ async fn report<S: ApiStore, L, Q>(
     let format = format_of(params.iter(), accept).map_err(invalid)?;
     let now = Utc::now();
     // The time zone first: a date in `from`/`to` is the tenant's midnight.
-    let tz = settings_of(deps, caller).await?.tz();
+    let settings = settings_of(deps, caller).await?;
+    if kind == ReportKind::Users && !settings.per_user_metrics {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "per_user_metrics_disabled",
+            "per-user metrics are off for this tenant (PUT /v1/settings/reports {\"per_user_metrics\": true})",
+        ));
+    }
+    let tz = settings.tz();
     let query = parse_query(kind, params.iter(), tz, now).map_err(invalid)?;
     let rows = deps
         .store
@@ -96,6 +115,8 @@ pub async fn put_settings<S: ApiStore, L, Q>(
     let entry = caller
         .audit_entry("settings.reports")
         .detail("time_zone", settings.time_zone.clone())
+        .detail("business_hours", settings.business_hours.is_some())
+        .detail("per_user_metrics", settings.per_user_metrics)
         .request(request_id(req).as_deref());
     audit(&deps.store, entry).await;
     ok_json(&json!(settings))

@@ -158,7 +158,7 @@ impl EventStore for MemStore {
         // The facts of the drafts recorded now, one update per counter item (as one
         // transaction of the table adapter applies them).
         let facts = fresh.iter().flat_map(|d| d.tally.iter());
-        for (counter, adds) in deltas(facts, counting.time_zone, counting.business_hours.as_ref()) {
+        for (counter, adds) in deltas(facts, &counting.rules()) {
             w.counter_updates += 1;
             let (values, expires) = w
                 .counters
