@@ -274,6 +274,7 @@ pub fn queued_text(tenant_id: &str, contact_id: &str, n: usize) -> MessageRecord
         conversation: None,
         timestamp: now,
         created_at: now,
+        sent_by: None,
     }
 }
 

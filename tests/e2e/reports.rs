@@ -38,7 +38,7 @@ async fn gateway(store: DynamoStore) -> Gateway {
 /// Every counter item of the tenant, as the table holds it (both granularities).
 async fn counter_items(store: &DynamoStore, tenant_id: &str) -> Vec<BTreeMap<String, String>> {
     let mut out = Vec::new();
-    for letter in ["H", "D"] {
+    for letter in ["H", "D", "U"] {
         let items = store
             .client()
             .query()
@@ -102,6 +102,57 @@ async fn reports_count_real_traffic_once_answer_json_and_csv_and_survive_an_eras
     .await;
     assert_eq!(status, 201, "{viewer}");
     let viewer = viewer["api_key"].as_str().unwrap().to_owned();
+    // An agent with a key of their own; per-user metrics are off until the admin turns them on.
+    let (status, user) = api(
+        "POST",
+        &format!("{}/v1/users", gw.base),
+        Some(admin),
+        Some(json!({"name": "Agent Ray", "email": "ray@example.com", "role": "agent"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{user}");
+    let user_id = user["id"].as_str().unwrap().to_owned();
+    let (status, agent) = api(
+        "POST",
+        &format!("{}/v1/users/{user_id}/apikeys", gw.base),
+        Some(admin),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(status, 201, "{agent}");
+    let agent = agent["api_key"].as_str().unwrap().to_owned();
+    let users_url = format!("{}/v1/reports/users", gw.base);
+    let (status, body) = api("GET", &users_url, Some(admin), None).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("per_user_metrics_disabled")),
+        "{body}"
+    );
+    let settings = json!({"time_zone": "Europe/London", "per_user_metrics": true});
+    let settings_url = format!("{}/v1/settings/reports", gw.base);
+    assert_eq!(
+        api("PUT", &settings_url, Some(&agent), Some(settings.clone())).await.0,
+        403
+    );
+    let (status, body) = api("PUT", &settings_url, Some(admin), Some(settings)).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = api(
+        "PUT",
+        &settings_url,
+        Some(admin),
+        Some(json!({"time_zone": "Mars/Olympus"})),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("invalid_settings")),
+        "{body}"
+    );
+    let (_, body) = api("GET", &settings_url, Some(&viewer), None).await;
+    assert_eq!(
+        (&body["time_zone"], &body["per_user_metrics"]),
+        (&json!("Europe/London"), &json!(true))
+    );
 
     // A customer writes in (twice: the same webhook redelivered), we answer twice: one send is
     // delivered and read (with a duplicate, late `delivered`), one fails; the team resolves.
@@ -125,7 +176,7 @@ async fn reports_count_real_traffic_once_answer_json_and_csv_and_survive_an_eras
     let mut wamids = Vec::new();
     for n in 0..2 {
         let body = json!({"contact_id": contact_id, "type": "text", "text": {"body": "hello Pat"}});
-        let (status, sent) = api("POST", &format!("{}/v1/messages", gw.base), Some(admin), Some(body)).await;
+        let (status, sent) = api("POST", &format!("{}/v1/messages", gw.base), Some(&agent), Some(body)).await;
         assert_eq!(status, 202, "{sent}");
         let wamid = format!("wamid.rpo{n}{wa_id}");
         store
@@ -158,7 +209,7 @@ async fn reports_count_real_traffic_once_answer_json_and_csv_and_survive_an_eras
     let (status, body) = api(
         "POST",
         &format!("{conversation_url}/status"),
-        Some(admin),
+        Some(&agent),
         Some(json!({"status": "resolved"})),
     )
     .await;
@@ -203,6 +254,26 @@ async fn reports_count_real_traffic_once_answer_json_and_csv_and_survive_an_eras
     );
     assert_eq!(c["resolution"]["count"], 1);
     assert!(c["first_response"]["p50_seconds"].as_f64().is_some());
+
+    // Per-user metrics: the agent's replies, resolution and first response; admins only.
+    let users_url = format!("{users_url}?from={from}&to={to}");
+    let users = eventually(30, "the agent's counts", || async {
+        let (status, r) = api("GET", &users_url, Some(admin), None).await;
+        assert_eq!(status, 200, "{r}");
+        (r["totals"]["resolutions"] == 1).then_some(r)
+    })
+    .await;
+    assert_eq!(users["totals"]["replies"], 2, "{users}");
+    assert_eq!(users["totals"]["first_response"]["count"], 1, "{users}");
+    assert!(
+        users["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["group"] == user_id.as_str()),
+        "{users}"
+    );
+    assert_eq!(api("GET", &users_url, Some(&viewer), None).await.0, 403);
 
     // CSV by Accept header and by format=, with the documented columns; clear 400s.
     let (status, content_type, csv) = get_text(&messages_url, &viewer, "text/csv").await;

@@ -408,7 +408,7 @@ mod tests {
         // Facts without a user stay the number's.
         assert!(
             f.iter()
-                .any(|f| f.user.is_none() && names(&[f.clone()]) == ["n:resolved"])
+                .any(|f| f.user.is_none() && names(std::slice::from_ref(f)) == ["n:resolved"])
         );
     }
 
