@@ -520,6 +520,60 @@ mod tests {
         Conversation::new("t", &crate::ids::new_id(), "123", at(0))
     }
 
+    /// The conversation's own measurement fields, read back through the report rules: each
+    /// opening is measured from its own start, never from the conversation's creation.
+    #[test]
+    fn a_reopen_starts_a_new_response_measurement() {
+        use crate::reports::facts::facts;
+        let image = |c: &Conversation| serde_json::to_value(c).unwrap();
+        let first_responses = |before: &Conversation, after: &Conversation| -> Vec<(Option<String>, i64)> {
+            facts("CONV#123", Some(&image(before)), Some(&image(after)), at(0))
+                .into_iter()
+                .flat_map(|f| {
+                    let user = f.user.clone();
+                    f.durations
+                        .into_iter()
+                        .filter(|d| d.name == "first_response")
+                        .map(move |d| (user.clone(), (d.to - d.from).num_seconds()))
+                })
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect()
+        };
+        let mut c = conv();
+        let reply = |ts: i64, user: &str| MessageRecord {
+            sent_by: Some(user.to_owned()),
+            ..msg(Direction::Outbound, ts, "hi")
+        };
+        c.on_inbound(&msg(Direction::Inbound, 100, "hello"), true);
+        assert_eq!(c.measured_from, Some(at(100)));
+        let before = c.clone();
+        c.on_outbound(&reply(160, "u1"), false);
+        assert_eq!(first_responses(&before, &c), [(None, 60), (Some("u1".into()), 60)]);
+        let before = c.clone();
+        c.on_outbound(&reply(200, "u1"), false);
+        assert!(
+            first_responses(&before, &c).is_empty(),
+            "a second reply is no first response"
+        );
+        let resolve = StatusChange {
+            by: Some("u2".into()),
+            ..check_status_change(ConversationStatus::Resolved, None, at(300)).unwrap()
+        };
+        c.set_status(&resolve);
+        assert_eq!((c.measured_from, c.resolved_by.as_deref()), (None, Some("u2")));
+        // Our message to the resolved conversation measures nothing …
+        let before = c.clone();
+        c.on_outbound(&reply(400, "u1"), false);
+        assert!(first_responses(&before, &c).is_empty());
+        // … the customer's return starts a measurement, answered 30 s later.
+        c.on_inbound(&msg(Direction::Inbound, 10_000, "again"), true);
+        assert_eq!((c.measured_from, c.resolved_by.as_deref()), (Some(at(10_000)), None));
+        let before = c.clone();
+        c.on_outbound(&reply(10_030, "u3"), false);
+        assert_eq!(first_responses(&before, &c), [(None, 30), (Some("u3".into()), 30)]);
+    }
+
     #[test]
     fn ids_name_the_contact_and_number() {
         let contact = crate::ids::new_id();
