@@ -29,21 +29,39 @@ const EVENTS_PER_TRANSACTION: usize = 98;
 /// DynamoDB's limit of items per transaction.
 const TRANSACTION_ITEMS: usize = 100;
 
+/// Most counter attributes one update adds: its expression (`#aN :aN` each) stays well within
+/// DynamoDB's 4 KB per expression.
+const ATTRIBUTES_PER_UPDATE: usize = 200;
+
 /// Splits a batch into transactions: each holds the head update, the pack, one id record per
-/// event and one update per counter item its events' facts touch, within [`TRANSACTION_ITEMS`].
+/// event and one update per counter item its events' facts touch, within [`TRANSACTION_ITEMS`],
+/// and no update adds more than [`ATTRIBUTES_PER_UPDATE`] attributes.
 fn transaction_chunks(drafts: &[EventDraft], tz: chrono_tz::Tz) -> Vec<&[EventDraft]> {
+    use std::collections::{HashMap, HashSet};
     let mut chunks = Vec::new();
-    let (mut start, mut touched) = (0, std::collections::HashSet::new());
+    let mut start = 0;
+    let mut touched: HashMap<CounterKey, HashSet<String>> = HashMap::new();
     for (i, draft) in drafts.iter().enumerate() {
-        let keys: Vec<CounterKey> = deltas(&draft.tally, &Rules::wall(tz)).into_keys().collect();
-        let new_keys = keys.iter().filter(|k| !touched.contains(*k)).count();
+        let mine = deltas(&draft.tally, &Rules::wall(tz));
+        let new_keys = mine.keys().filter(|k| !touched.contains_key(*k)).count();
+        let too_wide = mine.iter().any(|(k, adds)| {
+            let held = touched.get(k);
+            let added = adds.keys().filter(|a| held.is_none_or(|h| !h.contains(*a))).count();
+            held.map_or(0, HashSet::len) + added > ATTRIBUTES_PER_UPDATE
+        });
         let events = i - start + 1;
-        if i > start && (events > EVENTS_PER_TRANSACTION || 2 + events + touched.len() + new_keys > TRANSACTION_ITEMS) {
+        if i > start
+            && (events > EVENTS_PER_TRANSACTION
+                || 2 + events + touched.len() + new_keys > TRANSACTION_ITEMS
+                || too_wide)
+        {
             chunks.push(&drafts[start..i]);
             start = i;
             touched.clear();
         }
-        touched.extend(keys);
+        for (k, adds) in mine {
+            touched.entry(k).or_default().extend(adds.into_keys());
+        }
     }
     if start < drafts.len() {
         chunks.push(&drafts[start..]);
@@ -98,7 +116,10 @@ impl DynamoStore {
             // The facts of exactly the drafts this transaction records (after the id records,
             // whose positions the cancellation reasons are read by).
             let facts = pending.iter().flat_map(|d| d.tally.iter());
-            for (counter, adds) in deltas(facts, &counting.rules()) {
+            for (counter, adds) in deltas(facts, &counting.rules())
+                .into_iter()
+                .filter(|(_, a)| !a.is_empty())
+            {
                 items.push(self.counter_update(tenant_id, &counter, &adds, counting.expires_at));
             }
             let cancelled = match self.transact(items).await? {
@@ -508,6 +529,23 @@ mod tests {
             transaction_chunks(&sparse, tz).iter().map(|c| c.len()).sum::<usize>(),
             100
         );
+        // Many templates in one hour: no update adds more than 200 attributes.
+        let wide: Vec<EventDraft> = (0..100)
+            .map(|i| EventDraft {
+                tally: vec![Fact::counts(
+                    draft(i, 0, "1001").timestamp,
+                    "1001".into(),
+                    (0..10).map(|k| (format!("n:sent|template=t{i}_{k}"), 1)).collect(),
+                )],
+                ..draft(i, 0, "1001")
+            })
+            .collect();
+        let chunks = transaction_chunks(&wide, tz);
+        assert!(chunks.len() >= 5, "{}", chunks.len());
+        for chunk in &chunks {
+            let d = crate::reports::counters::deltas(chunk.iter().flat_map(|d| &d.tally), &Rules::wall(tz));
+            assert!(d.values().all(|adds| adds.len() <= ATTRIBUTES_PER_UPDATE));
+        }
         // Events without facts: 98 a transaction, as before.
         let plain: Vec<EventDraft> = (0..100)
             .map(|i| EventDraft {
