@@ -25,9 +25,8 @@ use crm_shared::cache::TtlCache;
 use crm_shared::events::derive::{StreamChange, derive};
 use crm_shared::events::endpoint::WebhookEndpoint;
 use crm_shared::events::push::DeliveryJob;
-use crm_shared::events::{EVENTS_DAYS_DEFAULT, Event, EventDraft};
+use crm_shared::events::{Event, EventDraft};
 use crm_shared::jobs::OverflowQueue;
-use crm_shared::privacy::RetentionSettings;
 use crm_shared::reports::counters::Counting;
 use crm_shared::store::{EventStore, PrivacyStore, StoreError, TenantStore, WebhookStore};
 use crm_shared::tenant::ReportSettings;
@@ -208,10 +207,8 @@ async fn events_days<S: PrivacyStore, Q>(deps: &Deps<S, Q>, tenant_id: &str) -> 
     if let Some(days) = deps.retention_days.get(tenant_id) {
         return Ok(days);
     }
-    let settings = deps.store.retention_settings(tenant_id).await?;
-    let defaults = RetentionSettings::default();
-    debug_assert_eq!(defaults.events_days, EVENTS_DAYS_DEFAULT);
-    let s = settings.unwrap_or(defaults);
+    // A tenant that never chose has the platform defaults (`EVENTS_DAYS_DEFAULT`, `REPORTS_DAYS_DEFAULT`).
+    let s = deps.store.retention_settings(tenant_id).await?.unwrap_or_default();
     let days = (s.events_days, s.reports_days);
     deps.retention_days.insert(tenant_id.to_owned(), days);
     Ok(days)
