@@ -14,6 +14,7 @@ help:
 	@echo "make bench-events  - events function CPU per event, 1,000 events/s sustained, end-to-end latency"
 	@echo "make bench-templates - template send validation CPU vs POST /v1/messages (target <= 5 %)"
 	@echo "make bench-devstack - the local endpoint at 10,000 contacts / 100,000 messages: latency, memory"
+	@echo "make bench-reports - counter updates per 1,000 events; a 90-day report of every grouping: requests, CPU"
 
 bootstrap:
 	@bash infra/bootstrap.sh
@@ -67,6 +68,13 @@ bench-events: bootstrap
 bench-templates:
 	cargo build --release -p bench --bin template-validate
 	target/release/template-validate
+
+# Reports benchmark (not a test): counter item updates per 1,000 events (the real events handler
+# over the in-memory store) and a 90-day report of every grouping: store requests and CPU.
+.PHONY: bench-reports
+bench-reports:
+	cargo build --release -p bench --bin reports-bench
+	target/release/reports-bench
 
 # The local stack at size (not a test): request latency and endpoint memory at 1,000 / 5,000 /
 # 10,000 contacts with 10 messages each, on the endpoint `make dev` and the tests run.

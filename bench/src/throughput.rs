@@ -274,6 +274,7 @@ pub fn queued_text(tenant_id: &str, contact_id: &str, n: usize) -> MessageRecord
         conversation: None,
         timestamp: now,
         created_at: now,
+        sent_by: None,
     }
 }
 
@@ -317,6 +318,7 @@ pub async fn run_in_memory(graph: &FakeGraph, config: &ThroughputConfig, store_l
         created_at: Utc::now(),
         token_invalid: false,
         inbox: Default::default(),
+        reports: Default::default(),
     };
     store.add_tenant(tenant.clone(), Secret::new("bench-token"));
     // One message per contact: Meta's pair rate (one per recipient per ~6 s) never interferes.

@@ -29,6 +29,7 @@ pub async fn create_tenant<S: TenantStore>(store: &S, new: NewTenant) -> Result<
         created_at: now,
         token_invalid: false,
         inbox: Default::default(),
+        reports: Default::default(),
     };
     let minted = auth::mint_key(&tenant.tenant_id);
     let key = ApiKeyRecord {

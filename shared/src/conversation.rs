@@ -133,6 +133,20 @@ pub struct Conversation {
     pub opened_at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolved_at: Option<DateTime<Utc>>,
+    /// Start of the current response-time measurement (reports): the customer's first message
+    /// since the conversation was created or resolved, or the team's reopen. Resolving ends it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured_from: Option<DateTime<Utc>>,
+    /// The measurement our latest message answered (a copy of `measured_from` made by each of
+    /// our messages): when it moves to a new start, that message was the first response.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub responded_from: Option<DateTime<Utc>>,
+    /// The user who sent our latest message (per-user reports; `None`: a key without a user).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_outbound_by: Option<String>,
+    /// The user who resolved the conversation, while it is resolved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_by: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -207,6 +221,10 @@ impl Conversation {
             reads: BTreeMap::new(),
             opened_at: at,
             resolved_at: None,
+            measured_from: None,
+            responded_from: None,
+            last_outbound_by: None,
+            resolved_by: None,
             created_at: at,
             updated_at: at,
         }
@@ -221,7 +239,9 @@ impl Conversation {
         self.status = ConversationStatus::Open;
         self.snooze_until = None;
         self.resolved_at = None;
+        self.resolved_by = None;
         self.waiting_since.get_or_insert(message.timestamp);
+        self.measured_from.get_or_insert(message.timestamp);
         self.updated_at = message.created_at;
         if newest {
             self.last_activity_at = message.timestamp;
@@ -239,6 +259,8 @@ impl Conversation {
         }
         self.message_count += 1;
         self.waiting_since = None;
+        self.responded_from = self.measured_from;
+        self.last_outbound_by = message.sent_by.clone();
         self.last_activity_at = message.timestamp;
         self.last_outbound_at = Some(message.timestamp);
         self.preview = Some(preview_of(message));
@@ -284,6 +306,14 @@ impl Conversation {
         self.status = change.status;
         self.snooze_until = change.snooze_until;
         self.resolved_at = (change.status == ConversationStatus::Resolved).then_some(change.at);
+        self.resolved_by = (change.status == ConversationStatus::Resolved)
+            .then(|| change.by.clone())
+            .flatten();
+        if change.status == ConversationStatus::Resolved {
+            self.measured_from = None;
+        } else {
+            self.measured_from.get_or_insert(change.at);
+        }
         if change.clears_waiting() {
             self.waiting_since = None;
         }
@@ -310,6 +340,8 @@ pub struct StatusChange {
     pub status: ConversationStatus,
     pub snooze_until: Option<DateTime<Utc>>,
     pub at: DateTime<Utc>,
+    /// The user who made the change (`None`: a key without a user, or the platform).
+    pub by: Option<String>,
 }
 
 impl StatusChange {
@@ -332,6 +364,7 @@ pub fn check_status_change(
                 status,
                 snooze_until: Some(until),
                 at: now,
+                by: None,
             })
         }
         (ConversationStatus::Snoozed, _) => Err(ConversationError::SnoozeUntil),
@@ -340,6 +373,7 @@ pub fn check_status_change(
             status,
             snooze_until: None,
             at: now,
+            by: None,
         }),
     }
 }
@@ -484,6 +518,60 @@ mod tests {
 
     fn conv() -> Conversation {
         Conversation::new("t", &crate::ids::new_id(), "123", at(0))
+    }
+
+    /// The conversation's own measurement fields, read back through the report rules: each
+    /// opening is measured from its own start, never from the conversation's creation.
+    #[test]
+    fn a_reopen_starts_a_new_response_measurement() {
+        use crate::reports::facts::facts;
+        let image = |c: &Conversation| serde_json::to_value(c).unwrap();
+        let first_responses = |before: &Conversation, after: &Conversation| -> Vec<(Option<String>, i64)> {
+            facts("CONV#123", Some(&image(before)), Some(&image(after)), at(0))
+                .into_iter()
+                .flat_map(|f| {
+                    let user = f.user.clone();
+                    f.durations
+                        .into_iter()
+                        .filter(|d| d.name == "first_response")
+                        .map(move |d| (user.clone(), (d.to - d.from).num_seconds()))
+                })
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect()
+        };
+        let mut c = conv();
+        let reply = |ts: i64, user: &str| MessageRecord {
+            sent_by: Some(user.to_owned()),
+            ..msg(Direction::Outbound, ts, "hi")
+        };
+        c.on_inbound(&msg(Direction::Inbound, 100, "hello"), true);
+        assert_eq!(c.measured_from, Some(at(100)));
+        let before = c.clone();
+        c.on_outbound(&reply(160, "u1"), false);
+        assert_eq!(first_responses(&before, &c), [(None, 60), (Some("u1".into()), 60)]);
+        let before = c.clone();
+        c.on_outbound(&reply(200, "u1"), false);
+        assert!(
+            first_responses(&before, &c).is_empty(),
+            "a second reply is no first response"
+        );
+        let resolve = StatusChange {
+            by: Some("u2".into()),
+            ..check_status_change(ConversationStatus::Resolved, None, at(300)).unwrap()
+        };
+        c.set_status(&resolve);
+        assert_eq!((c.measured_from, c.resolved_by.as_deref()), (None, Some("u2")));
+        // Our message to the resolved conversation measures nothing …
+        let before = c.clone();
+        c.on_outbound(&reply(400, "u1"), false);
+        assert!(first_responses(&before, &c).is_empty());
+        // … the customer's return starts a measurement, answered 30 s later.
+        c.on_inbound(&msg(Direction::Inbound, 10_000, "again"), true);
+        assert_eq!((c.measured_from, c.resolved_by.as_deref()), (Some(at(10_000)), None));
+        let before = c.clone();
+        c.on_outbound(&reply(10_030, "u3"), false);
+        assert_eq!(first_responses(&before, &c), [(None, 30), (Some("u3".into()), 30)]);
     }
 
     #[test]

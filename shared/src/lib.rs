@@ -23,6 +23,7 @@ pub mod objects;
 pub mod privacy;
 pub mod quota;
 pub mod registry;
+pub mod reports;
 pub mod secret;
 pub mod secrets;
 pub mod sending;

@@ -207,6 +207,9 @@ pub struct MessageRecord {
     /// When the message was sent by the customer (inbound) or created (outbound).
     pub timestamp: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
+    /// The tenant's user who sent it (outbound, through a key of theirs): per-user reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_by: Option<String>,
 }
 
 impl MessageRecord {
@@ -248,6 +251,7 @@ impl MessageRecord {
             conversation: None,
             timestamp,
             created_at,
+            sent_by: None,
         }
     }
 }

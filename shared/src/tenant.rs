@@ -30,6 +30,56 @@ pub struct Tenant {
     /// How the tenant's inbox works (need-to-know, auto-resolve).
     #[serde(default)]
     pub inbox: InboxSettings,
+    /// How the tenant's reports count (time zone of their days).
+    #[serde(default)]
+    pub reports: ReportSettings,
+}
+
+/// A tenant's report settings (`GET/PUT /v1/settings/reports`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportSettings {
+    /// The IANA time zone the tenant's report days are counted in (`Europe/Berlin`). Days
+    /// already counted stay as counted when it changes.
+    #[serde(default = "utc_name")]
+    pub time_zone: String,
+    /// Opening hours in that time zone: response and resolution times count only them
+    /// (`None`: wall-clock time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub business_hours: Option<crate::reports::hours::BusinessHours>,
+    /// Count replies, resolutions and response times per user (the users' personal data:
+    /// admin-only `GET /v1/reports/users`). Off unless the tenant turns it on.
+    #[serde(default)]
+    pub per_user_metrics: bool,
+}
+
+fn utc_name() -> String {
+    "UTC".to_owned()
+}
+
+impl Default for ReportSettings {
+    fn default() -> Self {
+        ReportSettings {
+            time_zone: utc_name(),
+            business_hours: None,
+            per_user_metrics: false,
+        }
+    }
+}
+
+impl ReportSettings {
+    pub fn validate(&self) -> Result<(), String> {
+        self.time_zone
+            .parse::<chrono_tz::Tz>()
+            .map(|_| ())
+            .map_err(|_| "time_zone must be an IANA time zone name, e.g. Europe/Berlin or UTC".to_owned())?;
+        self.business_hours.as_ref().map_or(Ok(()), |h| h.validate())
+    }
+
+    /// The time zone (UTC for a name this build does not know).
+    pub fn tz(&self) -> chrono_tz::Tz {
+        self.time_zone.parse().unwrap_or(chrono_tz::Tz::UTC)
+    }
 }
 
 /// A tenant's inbox settings (`GET/PUT /v1/settings/inbox`).
@@ -224,6 +274,7 @@ mod tests {
             created_at: Utc::now(),
             token_invalid: true,
             inbox: InboxSettings::default(),
+            reports: ReportSettings::default(),
         };
         assert!(
             tenant_may_authenticate(Some(&tenant)),

@@ -22,6 +22,7 @@ const SETTINGS: RetentionSettings = RetentionSettings {
     exports_days: 3,
     audit_days: 60,
     events_days: 7,
+    reports_days: 400,
 };
 
 /// The data kinds the sweep walks by id range (ids are ULIDs of their creation time).
@@ -126,6 +127,7 @@ fn retention_settings_bounds() {
             exports_days: 7,
             audit_days: 100,
             events_days: 7,
+            reports_days: 400,
         };
         edit(&mut settings);
         let got = match settings.validate() {

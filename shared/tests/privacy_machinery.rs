@@ -431,6 +431,7 @@ const SETTINGS: RetentionSettings = RetentionSettings {
     exports_days: 3,
     audit_days: 60,
     events_days: 7,
+    reports_days: 400,
 };
 
 /// A message of the sweep's table: its age, kind, and what the sweep must do to it.

@@ -10,6 +10,7 @@ mod inbox;
 mod media;
 mod outbound;
 mod privacy;
+mod reports;
 mod templates;
 mod webhook;
 mod webhook_load;

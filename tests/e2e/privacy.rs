@@ -304,7 +304,7 @@ async fn retention_settings_have_defaults_bounds_and_stay_within_their_tenant() 
     let a = ctx("Retention settings A").await;
     let b = ctx("Retention settings B").await;
     let defaults = json!({"messages_days": 365, "media_days": 90, "exports_days": 7, "audit_days": 365,
-                          "events_days": 7, "source": "default"});
+                          "events_days": 7, "reports_days": 400, "source": "default"});
     let (status, body) = a.call("GET", "/v1/settings/retention", &a.viewer, None).await;
     assert_eq!((status, &body), (200, &defaults));
 

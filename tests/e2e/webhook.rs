@@ -362,6 +362,7 @@ async fn outbound(store: &DynamoStore, tenant: &str, contact: &str) -> MessageRe
         conversation: None,
         timestamp: now,
         created_at: now,
+        sent_by: None,
     };
     store.create_message(&m).await.unwrap();
     m

@@ -16,8 +16,8 @@ use crm_shared::cursor::CursorCodec;
 use crm_shared::graph::GraphClient;
 use crm_shared::jobs::{SendJobQueue, SqsQueue};
 use crm_shared::store::{
-    ApiKeyStore, AuditStore, ContactStore, ConversationStore, EventStore, MessageStore, OutboundStore, TemplateStore,
-    TenantStore, UserStore, WebhookStore,
+    ApiKeyStore, AuditStore, ContactStore, ConversationStore, EventStore, MessageStore, OutboundStore, ReportStore,
+    TemplateStore, TenantStore, UserStore, WebhookStore,
 };
 
 use crate::auth::{Caller, TenantStatusCache, authenticate};
@@ -115,6 +115,7 @@ pub trait ApiStore:
     + EventStore
     + WebhookStore
     + TemplateStore
+    + ReportStore
 {
 }
 impl<
@@ -128,7 +129,8 @@ impl<
         + OutboundStore
         + EventStore
         + WebhookStore
-        + TemplateStore,
+        + TemplateStore
+        + ReportStore,
 > ApiStore for T
 {
 }

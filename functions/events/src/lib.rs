@@ -10,4 +10,6 @@ pub mod deliver;
 pub mod record;
 
 #[cfg(test)]
+mod report_tests;
+#[cfg(test)]
 mod tests;

@@ -7,6 +7,10 @@
 //! the template also bisects on error). Records before it that were recorded again on retry keep
 //! their first position (their ids are recorded once), and their deliveries are enqueued again:
 //! pushes are at least once, with a stable `webhook-id`.
+//!
+//! Reports: each draft carries the facts its change counts; the store adds them to the tenant's
+//! counters in the transaction that first records the draft (one update per counter item), so
+//! counts are exactly once under every redelivery, and no request is added to any hot path.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -21,13 +25,16 @@ use crm_shared::cache::TtlCache;
 use crm_shared::events::derive::{StreamChange, derive};
 use crm_shared::events::endpoint::WebhookEndpoint;
 use crm_shared::events::push::DeliveryJob;
-use crm_shared::events::{EVENTS_DAYS_DEFAULT, Event, EventDraft};
+use crm_shared::events::{Event, EventDraft};
 use crm_shared::jobs::OverflowQueue;
-use crm_shared::store::{EventStore, PrivacyStore, StoreError, WebhookStore};
+use crm_shared::reports::counters::Counting;
+use crm_shared::store::{EventStore, PrivacyStore, StoreError, TenantStore, WebhookStore};
+use crm_shared::tenant::ReportSettings;
 
 /// How long this instance trusts a tenant's endpoint list (a new endpoint gets events within it).
 pub const ENDPOINTS_TTL: Duration = Duration::from_secs(5);
-/// How long this instance trusts a tenant's event retention (`events_days`).
+/// How long this instance trusts a tenant's event and counter retention (`events_days`,
+/// `reports_days`) and its report time zone.
 pub const RETENTION_TTL: Duration = Duration::from_secs(300);
 
 pub struct Deps<S, Q> {
@@ -35,8 +42,12 @@ pub struct Deps<S, Q> {
     /// The delivery queue (batched sends).
     pub deliveries: Q,
     pub endpoints: TtlCache<String, Vec<WebhookEndpoint>>,
-    /// The tenant's `events_days` (one read per tenant and instance every few minutes).
-    pub retention_days: TtlCache<String, u32>,
+    /// The tenant's `events_days` and `reports_days` (one read per tenant and instance every
+    /// few minutes).
+    pub retention_days: TtlCache<String, (u32, u32)>,
+    /// The tenant's report settings: time zone, business hours (one read per tenant and
+    /// instance every few minutes).
+    pub report_settings: TtlCache<String, ReportSettings>,
 }
 
 impl<S, Q> Deps<S, Q> {
@@ -46,6 +57,7 @@ impl<S, Q> Deps<S, Q> {
             deliveries,
             endpoints: TtlCache::new(10_000, ENDPOINTS_TTL),
             retention_days: TtlCache::new(10_000, RETENTION_TTL),
+            report_settings: TtlCache::new(10_000, RETENTION_TTL),
         }
     }
 }
@@ -73,7 +85,7 @@ struct Drafted {
     record_seq: String,
 }
 
-pub async fn handle<S: EventStore + WebhookStore + PrivacyStore, Q: OverflowQueue>(
+pub async fn handle<S: EventStore + WebhookStore + PrivacyStore + TenantStore, Q: OverflowQueue>(
     deps: &Deps<S, Q>,
     event: LambdaEvent<StreamEvent>,
 ) -> Result<DynamoDbEventResponse, Error> {
@@ -110,21 +122,35 @@ fn seq_order(a: &str, b: &str) -> std::cmp::Ordering {
 
 /// Records one tenant's drafts and enqueues their deliveries; the stream sequence number of the
 /// first record not done when something failed.
-async fn tenant_batch<S: EventStore + WebhookStore + PrivacyStore, Q: OverflowQueue>(
+async fn tenant_batch<S: EventStore + WebhookStore + PrivacyStore + TenantStore, Q: OverflowQueue>(
     deps: &Deps<S, Q>,
     tenant_id: &str,
     drafted: &[Drafted],
 ) -> Option<String> {
     let drafts: Vec<EventDraft> = drafted.iter().map(|d| d.draft.clone()).collect();
-    let days = match events_days(deps, tenant_id).await {
-        Ok(days) => days,
-        Err(err) => {
-            tracing::warn!(error = %err, "the event retention could not be read; the batch is retried");
+    let ((days, reports_days), settings) = match (
+        events_days(deps, tenant_id).await,
+        report_settings(deps, tenant_id).await,
+    ) {
+        (Ok(days), Ok(settings)) => (days, settings),
+        (Err(err), _) | (_, Err(err)) => {
+            tracing::warn!(error = %err, "the event retention or report time zone could not be read; the batch is retried");
             return Some(drafted[0].record_seq.clone());
         }
     };
-    let expires_at = Utc::now() + chrono::TimeDelta::days(i64::from(days));
-    let events = match deps.store.record_events(tenant_id, &drafts, expires_at).await {
+    let now = Utc::now();
+    let expires_at = now + chrono::TimeDelta::days(i64::from(days));
+    let counting = Counting {
+        time_zone: settings.tz(),
+        business_hours: settings.business_hours,
+        per_user: settings.per_user_metrics,
+        expires_at: now + chrono::TimeDelta::days(i64::from(reports_days)),
+    };
+    let events = match deps
+        .store
+        .record_events(tenant_id, &drafts, expires_at, &counting)
+        .await
+    {
         Ok(events) => events,
         Err(err) => {
             tracing::warn!(error = %err, events = drafts.len(), "events could not be recorded; the batch is retried");
@@ -175,18 +201,33 @@ async fn fan_out<S: WebhookStore, Q: OverflowQueue>(
     Ok(bodies.len())
 }
 
-/// The tenant's event retention in days (the platform default when it never chose).
-async fn events_days<S: PrivacyStore, Q>(deps: &Deps<S, Q>, tenant_id: &str) -> Result<u32, StoreError> {
+/// The tenant's event and counter retention in days (the platform defaults when it never
+/// chose).
+async fn events_days<S: PrivacyStore, Q>(deps: &Deps<S, Q>, tenant_id: &str) -> Result<(u32, u32), StoreError> {
     if let Some(days) = deps.retention_days.get(tenant_id) {
         return Ok(days);
     }
-    let days = deps
-        .store
-        .retention_settings(tenant_id)
-        .await?
-        .map_or(EVENTS_DAYS_DEFAULT, |s| s.events_days);
+    // A tenant that never chose has the platform defaults (`EVENTS_DAYS_DEFAULT`, `REPORTS_DAYS_DEFAULT`).
+    let s = deps.store.retention_settings(tenant_id).await?.unwrap_or_default();
+    let days = (s.events_days, s.reports_days);
     deps.retention_days.insert(tenant_id.to_owned(), days);
     Ok(days)
+}
+
+/// The tenant's report settings (UTC and no business hours for a tenant that never chose, or
+/// is gone).
+async fn report_settings<S: TenantStore, Q>(deps: &Deps<S, Q>, tenant_id: &str) -> Result<ReportSettings, StoreError> {
+    if let Some(settings) = deps.report_settings.get(tenant_id) {
+        return Ok(settings);
+    }
+    let settings = deps
+        .store
+        .get_tenant(tenant_id)
+        .await?
+        .map(|t| t.reports)
+        .unwrap_or_default();
+    deps.report_settings.insert(tenant_id.to_owned(), settings.clone());
+    Ok(settings)
 }
 
 async fn tenant_endpoints<S: WebhookStore, Q>(

@@ -80,6 +80,7 @@ async fn wake_snoozed<S: ConversationStore>(
             status: ConversationStatus::Open,
             snooze_until: None,
             at: now,
+            by: None,
         };
         let only_from = Some((ConversationStatus::Snoozed, c.updated_at));
         woken += usize::from(

@@ -124,7 +124,7 @@ pub fn derive(change: &StreamChange) -> Vec<EventDraft> {
         old: change.old.as_ref(),
         new: change.new.as_ref(),
     };
-    (rule.derive)(&images)
+    let mut drafts: Vec<EventDraft> = (rule.derive)(&images)
         .into_iter()
         .enumerate()
         .map(|(i, (event_type, data))| EventDraft {
@@ -133,8 +133,14 @@ pub fn derive(change: &StreamChange) -> Vec<EventDraft> {
             event_type,
             timestamp: change.at,
             data,
+            tally: Vec::new(),
         })
-        .collect()
+        .collect();
+    // The change's report counts ride on its first event: counted once, when it is recorded.
+    if let Some(first) = drafts.first_mut() {
+        first.tally = crate::reports::facts::facts(sk, images.old, images.new, change.at);
+    }
+    drafts
 }
 
 /// `evt_` + a ULID of `at` whose random part is a hash of the stream record and the event's
@@ -293,6 +299,17 @@ fn conversation_events(i: &Images<'_>) -> Vec<(EventType, Value)> {
         let mut data = base();
         data["previous_status"] = json!(before);
         events.push((EventType::ConversationStatusChanged, data));
+    }
+    if let Some(start) = crate::reports::facts::first_response_start(i.old, i.new) {
+        let mut data = base();
+        let answered = str_of(i.after("last_outbound_at"));
+        data["first_response_seconds"] = json!(
+            answered
+                .parse::<DateTime<Utc>>()
+                .ok()
+                .map(|a| (a - start).num_seconds().max(0))
+        );
+        events.push((EventType::ConversationResponded, data));
     }
     if i.changed("assignee") {
         let mut data = base();
@@ -617,6 +634,58 @@ mod tests {
             watched_sort_keys(),
             ["MSG", "PROFILE", "CONV#", "EXPORT", "ERASURE", "TPL#", "WEBHOOK#"]
         );
+    }
+
+    #[test]
+    fn report_facts_ride_on_the_first_event_of_their_change() {
+        const PK: &str = "T#t1#C#c1";
+        let mut waiting = conv("open", None, 1);
+        waiting["measured_from"] = json!("2026-12-01T11:00:00Z");
+        let mut answered = waiting.clone();
+        answered["responded_from"] = json!("2026-12-01T11:00:00Z");
+        answered["last_outbound_at"] = json!("2026-12-01T11:05:00Z");
+        let responded = derive(&change(PK, "CONV#1001", Some(waiting.clone()), Some(answered.clone())));
+        assert_eq!(
+            responded.iter().map(|e| e.event_type).collect::<Vec<_>>(),
+            [EventType::ConversationResponded]
+        );
+        assert_eq!(responded[0].data["first_response_seconds"], 300);
+        assert_eq!(responded[0].tally.len(), 1);
+        // Every change that counts something makes an event that carries it, and only the first
+        // event of a change carries facts.
+        let mut out_sent = message("outbound", "sent", 10);
+        out_sent["timestamp"] = json!("2026-12-01T12:00:00Z");
+        let mut out_read = message("outbound", "read", 30);
+        out_read["timestamp"] = json!("2026-12-01T12:00:00Z");
+        let mut inbound = message("inbound", "received", 0);
+        inbound["timestamp"] = json!("2026-12-01T12:00:00Z");
+        let contact_a = contact("Ann", "opted_in", "x");
+        let contact_b = contact("Bo", "opted_out", "y");
+        let changes = [
+            change(MSG_PK, "MSG", None, Some(inbound)),
+            change(MSG_PK, "MSG", Some(out_sent.clone()), Some(out_read.clone())),
+            change(MSG_PK, "MSG", Some(out_read.clone()), Some(out_read)),
+            change(C_PK, "PROFILE", Some(contact_a), Some(contact_b)),
+            change(PK, "CONV#1001", None, Some(conv("open", None, 1))),
+            change(
+                PK,
+                "CONV#1001",
+                Some(conv("open", None, 1)),
+                Some(conv("resolved", None, 1)),
+            ),
+            change(PK, "CONV#1001", Some(waiting), Some(answered)),
+        ];
+        let mut counted = 0;
+        for c in &changes {
+            let sk = c.keys["SK"].as_str().unwrap();
+            let facts = crate::reports::facts::facts(sk, c.old.as_ref(), c.new.as_ref(), c.at);
+            let drafts = derive(c);
+            assert!(facts.is_empty() || !drafts.is_empty(), "{c:?}");
+            assert_eq!(drafts.first().map(|d| d.tally.clone()).unwrap_or_default(), facts);
+            assert!(drafts.iter().skip(1).all(|d| d.tally.is_empty()));
+            counted += usize::from(!facts.is_empty());
+        }
+        assert_eq!(counted, changes.len() - 1, "all but the repeated receipt count");
     }
 
     /// The event source mapping's filter passes exactly the sort keys the rules read.

@@ -38,6 +38,10 @@ pub enum EventType {
     ConversationAssigned,
     #[serde(rename = "conversation.status_changed")]
     ConversationStatusChanged,
+    /// Our first message of a measurement (since the customer opened or reopened the
+    /// conversation): carries the first response time.
+    #[serde(rename = "conversation.responded")]
+    ConversationResponded,
     #[serde(rename = "export.ready")]
     ExportReady,
     #[serde(rename = "erasure.completed")]
@@ -63,6 +67,7 @@ impl EventType {
         EventType::ConversationOpened,
         EventType::ConversationAssigned,
         EventType::ConversationStatusChanged,
+        EventType::ConversationResponded,
         EventType::ExportReady,
         EventType::ErasureCompleted,
         EventType::TemplateStatusChanged,
@@ -82,6 +87,7 @@ impl EventType {
             EventType::ConversationOpened => "conversation.opened",
             EventType::ConversationAssigned => "conversation.assigned",
             EventType::ConversationStatusChanged => "conversation.status_changed",
+            EventType::ConversationResponded => "conversation.responded",
             EventType::ExportReady => "export.ready",
             EventType::ErasureCompleted => "erasure.completed",
             EventType::TemplateStatusChanged => "template.status_changed",
@@ -114,6 +120,10 @@ pub struct EventDraft {
     pub timestamp: DateTime<Utc>,
     /// Ids and what changed; never message bodies, names or phone numbers.
     pub data: Value,
+    /// What the change counts in the tenant's reports ([`crate::reports::facts`]): applied in
+    /// the transaction that first records the event, never stored with it.
+    #[serde(skip)]
+    pub tally: Vec<crate::reports::Fact>,
 }
 
 /// An event in the tenant's log: a draft with its position.

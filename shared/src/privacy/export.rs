@@ -46,12 +46,14 @@ pub fn contact_json(contact: &Contact) -> Value {
 }
 
 /// A message as exported: every stored field (statuses with their times, errors, media
-/// reference) but the tenant and contact ids.
+/// reference) but the tenant and contact ids and the sending user.
 pub fn message_json(message: &MessageRecord) -> Value {
     let mut v = serde_json::to_value(message).expect("messages serialize");
     if let Some(map) = v.as_object_mut() {
         map.remove("tenant_id");
         map.remove("contact_id");
+        // Which of the tenant's users sent it is the users' data, not the customer's.
+        map.remove("sent_by");
     }
     v
 }

@@ -35,10 +35,18 @@ pub struct RetentionSettings {
     /// Optional in a request (a client of the four-field form keeps working).
     #[serde(default = "default_events_days")]
     pub events_days: u32,
+    /// How long a report counter item is kept after its last update (anonymised aggregates,
+    /// docs/privacy.md). Optional in a request.
+    #[serde(default = "default_reports_days")]
+    pub reports_days: u32,
 }
 
 pub(crate) fn default_events_days() -> u32 {
     crate::events::EVENTS_DAYS_DEFAULT
+}
+
+pub(crate) fn default_reports_days() -> u32 {
+    crate::reports::REPORTS_DAYS_DEFAULT
 }
 
 /// Allowed range of each setting (inclusive).
@@ -60,6 +68,7 @@ impl Default for RetentionSettings {
             exports_days: 7,
             audit_days: 365,
             events_days: crate::events::EVENTS_DAYS_DEFAULT,
+            reports_days: crate::reports::REPORTS_DAYS_DEFAULT,
         }
     }
 }
@@ -89,6 +98,7 @@ impl RetentionSettings {
             ("exports_days", self.exports_days, EXPORTS_DAYS),
             ("audit_days", self.audit_days, AUDIT_DAYS),
             ("events_days", self.events_days, crate::events::EVENTS_DAYS),
+            ("reports_days", self.reports_days, crate::reports::REPORTS_DAYS),
         ] {
             if !(min..=max).contains(&value) {
                 return Err(OutOfBounds { field, min, max }.into());
@@ -510,6 +520,7 @@ mod tests {
             exports_days: 1,
             audit_days: 30,
             events_days: 1,
+            reports_days: 1,
         };
         assert!(ok.validate().is_ok());
         let max = RetentionSettings {
@@ -518,6 +529,7 @@ mod tests {
             exports_days: 30,
             audit_days: 3650,
             events_days: 30,
+            reports_days: 3650,
         };
         assert!(max.validate().is_ok());
         let cases = [
@@ -536,6 +548,14 @@ mod tests {
             (RetentionSettings { audit_days: 3651, ..ok }, "audit_days"),
             (RetentionSettings { events_days: 0, ..ok }, "events_days"),
             (RetentionSettings { events_days: 31, ..ok }, "events_days"),
+            (RetentionSettings { reports_days: 0, ..ok }, "reports_days"),
+            (
+                RetentionSettings {
+                    reports_days: 3651,
+                    ..max
+                },
+                "reports_days",
+            ),
         ];
         for (settings, field) in cases {
             match settings.validate() {

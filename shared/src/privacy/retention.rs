@@ -168,6 +168,7 @@ impl<S: PrivacyPorts, O: ObjectStore, Q: JobQueue> Privacy<S, O, Q> {
                     status: ConversationStatus::Resolved,
                     snooze_until: None,
                     at: as_of,
+                    by: None,
                 };
                 let done = self
                     .store

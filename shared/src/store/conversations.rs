@@ -309,8 +309,18 @@ impl ConversationStore for DynamoStore {
         }
         if change.status == ConversationStatus::Resolved {
             sets.push("resolved_at = :now");
+            // The response-time measurement ends (the next message or reopen starts one).
+            removes.push("measured_from");
+            match &change.by {
+                Some(user) => {
+                    sets.push("resolved_by = :by");
+                    values.insert(":by".into(), s(user.clone()));
+                }
+                None => removes.push("resolved_by"),
+            }
         } else {
-            removes.push("resolved_at");
+            removes.extend(["resolved_at", "resolved_by"]);
+            sets.push("measured_from = if_not_exists(measured_from, :now)");
         }
         if change.clears_waiting() {
             removes.extend(["waiting_since", "GSI7PK", "GSI7SK"]);

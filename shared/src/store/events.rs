@@ -19,11 +19,55 @@ use super::{Page, StoreError};
 use crate::cursor::Position;
 use crate::events::endpoint::{DeliveryAttempt, EndpointSecrets, MAX_ENDPOINTS_PER_TENANT, WebhookEndpoint};
 use crate::events::{Event, EventDraft};
+use crate::reports::counters::{CounterKey, Counting, Rules, deltas};
 use crate::secret::Secret;
 
 /// Events per transaction (and so per pack): the head update, the pack and one id record each,
 /// within DynamoDB's 100 items (a pack of thin events stays far below the 400 KB item limit).
 const EVENTS_PER_TRANSACTION: usize = 98;
+
+/// DynamoDB's limit of items per transaction.
+const TRANSACTION_ITEMS: usize = 100;
+
+/// Most counter attributes one update adds: its expression (`#aN :aN` each) stays well within
+/// DynamoDB's 4 KB per expression.
+const ATTRIBUTES_PER_UPDATE: usize = 200;
+
+/// Splits a batch into transactions: each holds the head update, the pack, one id record per
+/// event and one update per counter item its events' facts touch, within [`TRANSACTION_ITEMS`],
+/// and no update adds more than [`ATTRIBUTES_PER_UPDATE`] attributes.
+fn transaction_chunks(drafts: &[EventDraft], tz: chrono_tz::Tz) -> Vec<&[EventDraft]> {
+    use std::collections::{HashMap, HashSet};
+    let mut chunks = Vec::new();
+    let mut start = 0;
+    let mut touched: HashMap<CounterKey, HashSet<String>> = HashMap::new();
+    for (i, draft) in drafts.iter().enumerate() {
+        let mine = deltas(&draft.tally, &Rules::wall(tz));
+        let new_keys = mine.keys().filter(|k| !touched.contains_key(*k)).count();
+        let too_wide = mine.iter().any(|(k, adds)| {
+            let held = touched.get(k);
+            let added = adds.keys().filter(|a| held.is_none_or(|h| !h.contains(*a))).count();
+            held.map_or(0, HashSet::len) + added > ATTRIBUTES_PER_UPDATE
+        });
+        let events = i - start + 1;
+        if i > start
+            && (events > EVENTS_PER_TRANSACTION
+                || 2 + events + touched.len() + new_keys > TRANSACTION_ITEMS
+                || too_wide)
+        {
+            chunks.push(&drafts[start..i]);
+            start = i;
+            touched.clear();
+        }
+        for (k, adds) in mine {
+            touched.entry(k).or_default().extend(adds.into_keys());
+        }
+    }
+    if start < drafts.len() {
+        chunks.push(&drafts[start..]);
+    }
+    chunks
+}
 
 /// The lowest sort key a pack holding position `seq` can have.
 fn lowest_pack_sk(seq: u64) -> String {
@@ -43,6 +87,7 @@ impl DynamoStore {
         tenant_id: &str,
         chunk: &[EventDraft],
         expires_at: DateTime<Utc>,
+        counting: &Counting,
     ) -> Result<Vec<Event>, StoreError> {
         let mut pending: Vec<&EventDraft> = chunk.iter().collect();
         let mut known = Vec::new();
@@ -67,6 +112,15 @@ impl DynamoStore {
                     seq: event.seq,
                     expires_at: expires_at.timestamp(),
                 })));
+            }
+            // The facts of exactly the drafts this transaction records (after the id records,
+            // whose positions the cancellation reasons are read by).
+            let facts = pending.iter().flat_map(|d| d.tally.iter());
+            for (counter, adds) in deltas(facts, &counting.rules())
+                .into_iter()
+                .filter(|(_, a)| !a.is_empty())
+            {
+                items.push(self.counter_update(tenant_id, &counter, &adds, counting.expires_at));
             }
             let cancelled = match self.transact(items).await? {
                 Ok(()) => {
@@ -139,10 +193,11 @@ impl EventStore for DynamoStore {
         tenant_id: &str,
         drafts: &[EventDraft],
         expires_at: DateTime<Utc>,
+        counting: &Counting,
     ) -> Result<Vec<Event>, StoreError> {
         let mut recorded = Vec::new();
-        for chunk in drafts.chunks(EVENTS_PER_TRANSACTION) {
-            recorded.extend(self.record_chunk(tenant_id, chunk, expires_at).await?);
+        for chunk in transaction_chunks(drafts, counting.time_zone) {
+            recorded.extend(self.record_chunk(tenant_id, chunk, expires_at, counting).await?);
         }
         Ok(recorded)
     }
@@ -433,5 +488,77 @@ impl WebhookStore for DynamoStore {
             .scan_index_forward(false);
         self.list_page(query, tenant_id, limit, start, &[PK, SK], |d: DeliveryItem| d.attempt)
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Duration;
+    use serde_json::json;
+
+    use super::*;
+    use crate::reports::Fact;
+
+    fn draft(i: usize, hour: i64, phone: &str) -> EventDraft {
+        let at: DateTime<Utc> = "2026-12-01T00:00:00Z".parse::<DateTime<Utc>>().unwrap() + Duration::hours(hour);
+        EventDraft {
+            id: format!("evt_{i}"),
+            tenant_id: "t1".into(),
+            event_type: crate::events::EventType::MessageReceived,
+            timestamp: at,
+            data: json!({}),
+            tally: vec![Fact::counts(at, phone.into(), vec![("n:received".into(), 1)])],
+        }
+    }
+
+    #[test]
+    fn transactions_hold_the_head_the_pack_the_ids_and_the_counter_updates_within_100_items() {
+        let tz = chrono_tz::Tz::UTC;
+        // One hour, one number: two counter items, so 96 events fit with the head and the pack.
+        let dense: Vec<EventDraft> = (0..200).map(|i| draft(i, 0, "1001")).collect();
+        let sizes: Vec<usize> = transaction_chunks(&dense, tz).iter().map(|c| c.len()).collect();
+        assert_eq!(sizes, [96, 96, 8]);
+        // Every event in another hour and number: each adds an id and two counter items.
+        let sparse: Vec<EventDraft> = (0..100).map(|i| draft(i, i as i64, &format!("{i}"))).collect();
+        for chunk in transaction_chunks(&sparse, tz) {
+            let items =
+                2 + chunk.len() + crate::reports::counters::items_touched(chunk.iter().flat_map(|d| &d.tally), tz);
+            assert!(items <= TRANSACTION_ITEMS, "{items}");
+        }
+        assert_eq!(
+            transaction_chunks(&sparse, tz).iter().map(|c| c.len()).sum::<usize>(),
+            100
+        );
+        // Many templates in one hour: no update adds more than 200 attributes.
+        let wide: Vec<EventDraft> = (0..100)
+            .map(|i| EventDraft {
+                tally: vec![Fact::counts(
+                    draft(i, 0, "1001").timestamp,
+                    "1001".into(),
+                    (0..10).map(|k| (format!("n:sent|template=t{i}_{k}"), 1)).collect(),
+                )],
+                ..draft(i, 0, "1001")
+            })
+            .collect();
+        let chunks = transaction_chunks(&wide, tz);
+        assert!(chunks.len() >= 5, "{}", chunks.len());
+        for chunk in &chunks {
+            let d = crate::reports::counters::deltas(chunk.iter().flat_map(|d| &d.tally), &Rules::wall(tz));
+            assert!(d.values().all(|adds| adds.len() <= ATTRIBUTES_PER_UPDATE));
+        }
+        // Events without facts: 98 a transaction, as before.
+        let plain: Vec<EventDraft> = (0..100)
+            .map(|i| EventDraft {
+                tally: Vec::new(),
+                ..draft(i, 0, "1001")
+            })
+            .collect();
+        assert_eq!(
+            transaction_chunks(&plain, tz)
+                .iter()
+                .map(|c| c.len())
+                .collect::<Vec<_>>(),
+            [98, 2]
+        );
     }
 }

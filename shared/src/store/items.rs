@@ -178,6 +178,8 @@ pub(crate) struct SettingsItem {
     pub audit_days: u32,
     #[serde(default = "crate::privacy::default_events_days")]
     pub events_days: u32,
+    #[serde(default = "crate::privacy::default_reports_days")]
+    pub reports_days: u32,
     pub updated_at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated_by: Option<String>,
@@ -193,6 +195,7 @@ impl SettingsItem {
             exports_days: settings.exports_days,
             audit_days: settings.audit_days,
             events_days: settings.events_days,
+            reports_days: settings.reports_days,
             updated_at: at,
             updated_by: actor.map(str::to_owned),
         }
@@ -205,6 +208,7 @@ impl SettingsItem {
             exports_days: self.exports_days,
             audit_days: self.audit_days,
             events_days: self.events_days,
+            reports_days: self.reports_days,
         }
     }
 }
@@ -746,6 +750,7 @@ impl ConversationTouch {
                 "#status = :open",
                 "last_seq = if_not_exists(last_seq, :zero) + :one",
                 "waiting_since = if_not_exists(waiting_since, :ts)",
+                "measured_from = if_not_exists(measured_from, :ts)",
                 "GSI7PK = :waiting",
                 "GSI7SK = if_not_exists(GSI7SK, :isk)",
             ]
@@ -775,7 +780,7 @@ impl ConversationTouch {
             );
             touch.values.remove(":preview");
         }
-        touch.removes = vec!["snooze_until", "resolved_at", "GSI6PK", "GSI6SK"];
+        touch.removes = vec!["snooze_until", "resolved_at", "resolved_by", "GSI6PK", "GSI6SK"];
         touch.values.insert(":open".into(), av(&ConversationStatus::Open));
         touch
             .values
@@ -792,13 +797,22 @@ impl ConversationTouch {
                 "last_seq = if_not_exists(last_seq, :zero)",
                 "last_activity_at = :ts",
                 "last_outbound_at = :ts",
+                "responded_from = if_not_exists(measured_from, :null)",
                 "#preview = :preview",
                 "GSI1SK = :isk",
             ]
             .map(str::to_owned),
         );
         touch.removes = vec!["waiting_since", "GSI7PK", "GSI7SK"];
+        match &message.sent_by {
+            Some(user) => {
+                touch.sets.push("last_outbound_by = :by".to_owned());
+                touch.values.insert(":by".into(), s(user.clone()));
+            }
+            None => touch.removes.push("last_outbound_by"),
+        }
         touch.values.insert(":pending".into(), av(&ConversationStatus::Pending));
+        touch.values.insert(":null".into(), AttributeValue::Null(true));
         touch
     }
 

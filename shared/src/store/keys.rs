@@ -230,6 +230,23 @@ pub fn event_log_pk(tenant_id: &str) -> String {
 }
 
 pub const EVENT_LOG_HEAD_SK: &str = "HEAD";
+
+/// Partition of a tenant's report counters of one granularity (`H`: UTC hours, `D`: the
+/// tenant's days); sort key [`report_sk`], so one Query reads a range of buckets for every
+/// number.
+pub fn report_pk(tenant_id: &str, granularity_letter: &str) -> String {
+    format!("T#{tenant_id}#RPT#{granularity_letter}")
+}
+
+/// `<bucket>#<phone number id>` (buckets are fixed-width, so the order is the buckets').
+pub fn report_sk(bucket: &str, phone: &str) -> String {
+    format!("{bucket}#{phone}")
+}
+
+/// The highest sort key of a bucket (above every number id: digits and `-`).
+pub fn report_sk_last(bucket: &str) -> String {
+    format!("{bucket}#~")
+}
 pub const EVENT_SEQ_PREFIX: &str = "SEQ#";
 
 pub fn event_seq_sk(seq: u64) -> String {

@@ -23,6 +23,7 @@ mod messages;
 mod outbound;
 pub mod ports;
 pub mod privacy;
+mod reports;
 mod templates;
 mod tenants;
 mod users;

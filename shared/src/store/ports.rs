@@ -20,10 +20,11 @@ use crate::events::endpoint::{DeliveryAttempt, EndpointSecrets, WebhookEndpoint}
 use crate::events::{Event, EventDraft};
 use crate::message::{MediaRef, MessageError, MessageRecord, MessageStatus};
 use crate::privacy::{ErasureCounts, ErasureRecord, ExportRecord, RetentionSettings};
+use crate::reports::counters::{CounterRow, Counting, Granularity};
 use crate::secret::Secret;
 use crate::sending::{SendSchedule, SlotDecision};
 use crate::template::{TemplateChange, TemplateRecord};
-use crate::tenant::{ApiKeyRecord, InboxSettings, PhoneNumber, Tenant};
+use crate::tenant::{ApiKeyRecord, InboxSettings, PhoneNumber, ReportSettings, Tenant};
 use crate::user::User;
 
 // ---------------------------------------------------------------------------------------------
@@ -96,6 +97,12 @@ pub trait TenantStore: Send + Sync {
         &self,
         tenant_id: &str,
         settings: &InboxSettings,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    fn set_report_settings(
+        &self,
+        tenant_id: &str,
+        settings: &ReportSettings,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Deletes the tenant's phone-number and WABA routes where they still route to it; returns
@@ -1125,12 +1132,15 @@ pub trait EventStore: Send + Sync {
     /// (a redelivered stream record) keeps its first position. Returns every draft's event
     /// (new or recorded before) by position, so a retried batch fans out again.
     /// Positions are taken in a transaction with the log's head, so a reader never sees
-    /// position `n + 1` before `n`.
+    /// position `n + 1` before `n`. The report facts of the drafts recorded now (not of those
+    /// recorded before) are added to the tenant's counters in the same transaction, folded into
+    /// one update per counter item: each fact is counted exactly once.
     fn record_events(
         &self,
         tenant_id: &str,
         drafts: &[EventDraft],
         expires_at: DateTime<Utc>,
+        counting: &Counting,
     ) -> impl Future<Output = Result<Vec<Event>, StoreError>> + Send;
 
     /// Up to `limit` events after position `after`, oldest first; expired ones are skipped.
@@ -1235,4 +1245,19 @@ pub trait WebhookStore: Send + Sync {
         limit: i32,
         start: Option<Position>,
     ) -> impl Future<Output = Result<Page<DeliveryAttempt>, StoreError>> + Send;
+}
+
+/// The tenant's report counters (written only by [`EventStore::record_events`], with the events
+/// they count).
+pub trait ReportStore: Send + Sync {
+    /// The counter items of one granularity whose buckets lie in `first..=last` (bucket strings
+    /// as [`crate::reports::counters::bucket`] makes them), every number; expired ones skipped.
+    fn counter_rows(
+        &self,
+        tenant_id: &str,
+        granularity: Granularity,
+        first: &str,
+        last: &str,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<CounterRow>, StoreError>> + Send;
 }

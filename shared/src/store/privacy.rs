@@ -4,6 +4,7 @@
 //! items point at, wamid partitions). Raw items stay in here: the privacy machinery sees
 //! message references, counts and opaque walk cursors.
 
+use crate::reports::counters::Granularity;
 use std::collections::HashSet;
 
 use aws_sdk_dynamodb::types::{ConditionCheck, Delete, Put, ReturnValue};
@@ -182,7 +183,8 @@ impl DynamoStore {
     }
 
     /// Everything of a tenant's event stream: each event's id record (named by the log's
-    /// items), the log, each endpoint's delivery log, the endpoints and their secrets.
+    /// items), the log, each endpoint's delivery log, the endpoints and their secrets, and the
+    /// report counters derived from it.
     async fn delete_event_stream(&self, tenant_id: &str) -> Result<u64, StoreError> {
         let log = PageQuery::partition(event_log_pk(tenant_id)).project(&[PK, SK, "id"]);
         let id_keys: Vec<ItemKey> = self
@@ -203,6 +205,11 @@ impl DynamoStore {
             }
         }
         deleted += self.delete_partition(webhook_endpoints_pk(tenant_id), |_| true).await?;
+        for granularity in [Granularity::Hour, Granularity::Day, Granularity::UserDay] {
+            deleted += self
+                .delete_partition(report_pk(tenant_id, granularity.letter()), |_| true)
+                .await?;
+        }
         Ok(deleted)
     }
 

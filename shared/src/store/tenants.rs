@@ -14,7 +14,7 @@ use super::ports::{ApiKeyStore, TenantStore};
 use super::{Page, StoreError};
 use crate::cursor::Position;
 use crate::secret::Secret;
-use crate::tenant::{ApiKeyRecord, InboxSettings, PhoneNumber, Tenant};
+use crate::tenant::{ApiKeyRecord, InboxSettings, PhoneNumber, ReportSettings, Tenant};
 
 impl TenantStore for DynamoStore {
     async fn create_tenant(
@@ -197,6 +197,24 @@ impl TenantStore for DynamoStore {
             .table_name(self.table())
             .set_key(Some(key(tenant_pk(tenant_id), TENANT_SK)))
             .update_expression("SET inbox = :v")
+            .condition_expression("attribute_exists(PK)")
+            .expression_attribute_values(":v", av(settings))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(err) if condition_failed(&err) => Err(StoreError::NotFound),
+            Err(err) => Err(backend(err)),
+        }
+    }
+
+    async fn set_report_settings(&self, tenant_id: &str, settings: &ReportSettings) -> Result<(), StoreError> {
+        let result = self
+            .client()
+            .update_item()
+            .table_name(self.table())
+            .set_key(Some(key(tenant_pk(tenant_id), TENANT_SK)))
+            .update_expression("SET reports = :v")
             .condition_expression("attribute_exists(PK)")
             .expression_attribute_values(":v", av(settings))
             .send()

@@ -20,6 +20,7 @@ pub fn tenant(phone_number_id: &str) -> Tenant {
         created_at: Utc::now(),
         token_invalid: false,
         inbox: Default::default(),
+        reports: Default::default(),
     }
 }
 
@@ -69,6 +70,7 @@ pub fn queued_message(
         conversation: None,
         timestamp: now,
         created_at: now,
+        sent_by: None,
     }
 }
 
@@ -110,5 +112,6 @@ pub fn inbound_media_message(contact: &Contact, media_id: &str, sha256: Option<&
         conversation: None,
         timestamp: now,
         created_at: now,
+        sent_by: None,
     }
 }

@@ -50,6 +50,7 @@ pub enum Op {
     GraphToken,
     SetTokenInvalid,
     SetInboxSettings,
+    SetReportSettings,
     Numbers,
     AddNumber,
     RemoveNumber,
@@ -144,6 +145,8 @@ pub enum Op {
     DeleteTenantRecords,
     // EventStore
     RecordEvents,
+    // ReportStore
+    CounterRows,
     EventsAfter,
     EventAt,
     EventSeq,
@@ -951,6 +954,18 @@ impl TenantStore for MemStore {
         let mut s = self.state();
         let tenant = s.tenants.get_mut(tenant_id).ok_or(StoreError::NotFound)?;
         tenant.inbox = *settings;
+        Ok(())
+    }
+
+    async fn set_report_settings(
+        &self,
+        tenant_id: &str,
+        settings: &crate::tenant::ReportSettings,
+    ) -> Result<(), StoreError> {
+        self.enter(Op::SetReportSettings, 1).await?;
+        let mut s = self.state();
+        let tenant = s.tenants.get_mut(tenant_id).ok_or(StoreError::NotFound)?;
+        tenant.reports = settings.clone();
         Ok(())
     }
 

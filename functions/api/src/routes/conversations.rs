@@ -341,7 +341,8 @@ pub async fn set_status<S: ApiStore, L, Q>(
         .status
         .parse()
         .map_err(|e: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_status", e))?;
-    let change = check_status_change(status, input.snooze_until, Utc::now()).map_err(conversation_error)?;
+    let mut change = check_status_change(status, input.snooze_until, Utc::now()).map_err(conversation_error)?;
+    change.by = caller.user_id.clone();
     let before = load(deps, caller, id).await?;
     let after = deps
         .store

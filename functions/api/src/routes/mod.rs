@@ -6,6 +6,7 @@ mod contacts;
 mod conversations;
 mod messages;
 mod privacy;
+mod reports;
 pub mod send;
 pub mod templates;
 mod tenant;
@@ -121,6 +122,11 @@ route_table! {
     DELETE "/v1/templates/{name}"                  Admin  => templates::delete(deps, caller, req, id),
     GET    "/v1/settings/templates"                Viewer => templates::get_settings(deps, caller),
     PUT    "/v1/settings/templates"                Admin  => templates::put_settings(deps, caller, req),
+    GET    "/v1/reports/messages"                  Viewer => reports::messages(deps, caller, req),
+    GET    "/v1/reports/conversations"             Viewer => reports::conversations(deps, caller, req),
+    GET    "/v1/reports/users"                     Admin  => reports::users(deps, caller, req),
+    GET    "/v1/settings/reports"                  Viewer => reports::get_settings(deps, caller),
+    PUT    "/v1/settings/reports"                  Admin  => reports::put_settings(deps, caller, req),
 }
 
 /// Whether `segments` (the path split on `/`, without the leading empty one) fit `template`;
@@ -258,6 +264,11 @@ mod tests {
         assert_eq!(role("PATCH", "/v1/contacts/{contact_id}"), Some(Role::Agent));
         assert_eq!(role("DELETE", "/v1/contacts/{contact_id}"), Some(Role::Admin));
         assert_eq!(role("GET", "/v1/settings/retention"), Some(Role::Viewer));
+        // Reports hold no personal data: viewers read them; per-user metrics do: admins only.
+        assert_eq!(role("GET", "/v1/reports/messages"), Some(Role::Viewer));
+        assert_eq!(role("GET", "/v1/reports/conversations"), Some(Role::Viewer));
+        assert_eq!(role("GET", "/v1/reports/users"), Some(Role::Admin));
+        assert_eq!(role("PUT", "/v1/settings/reports"), Some(Role::Admin));
         assert_eq!(role("PUT", "/v1/settings/retention"), Some(Role::Admin));
         assert_eq!(role("GET", "/v1/templates"), Some(Role::Viewer));
         assert_eq!(role("POST", "/v1/templates"), Some(Role::Admin));

@@ -53,6 +53,7 @@ fn settings_view(settings: &RetentionSettings, custom: bool) -> Value {
         "exports_days": settings.exports_days,
         "audit_days": settings.audit_days,
         "events_days": settings.events_days,
+        "reports_days": settings.reports_days,
         "source": if custom { "tenant" } else { "default" },
     })
 }
@@ -86,7 +87,8 @@ pub async fn put_retention<S: ApiStore, L, Q>(
         .detail("media_days", settings.media_days)
         .detail("exports_days", settings.exports_days)
         .detail("audit_days", settings.audit_days)
-        .detail("events_days", settings.events_days);
+        .detail("events_days", settings.events_days)
+        .detail("reports_days", settings.reports_days);
     audit(&deps.store, e).await;
     ok_json(&settings_view(&settings, true))
 }

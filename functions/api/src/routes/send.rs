@@ -245,6 +245,7 @@ pub async fn send<S: ApiStore, L: MediaLinks, Q: SendJobQueue>(
     };
     let message = MessageRecord {
         phone_number_id: Some(from),
+        sent_by: caller.user_id.clone(),
         error,
         category: Some(request.category),
         language: template.as_ref().and_then(|t| t.as_ref().ok()).cloned(),

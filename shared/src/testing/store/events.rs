@@ -12,8 +12,12 @@ use super::{Key, MemStore, Op, Order, key, page_of};
 use crate::cursor::Position;
 use crate::events::endpoint::{DeliveryAttempt, EndpointSecrets, MAX_ENDPOINTS_PER_TENANT, WebhookEndpoint};
 use crate::events::{Event, EventDraft};
+use crate::reports::counters::{CounterKey, CounterRow, Counting, Granularity, deltas};
 use crate::secret::Secret;
-use crate::store::{EndpointOutcome, EventStore, Page, StoreError, WebhookStore};
+use crate::store::{EndpointOutcome, EventStore, Page, ReportStore, StoreError, WebhookStore};
+
+/// A counter item's attributes and expiry.
+type CounterState = (BTreeMap<String, u64>, DateTime<Utc>);
 
 #[derive(Default)]
 pub(super) struct WebhookState {
@@ -25,6 +29,10 @@ pub(super) struct WebhookState {
     secrets: HashMap<Key, EndpointSecrets>,
     /// (tenant, endpoint) → attempts by attempt id.
     deliveries: HashMap<Key, BTreeMap<String, DeliveryAttempt>>,
+    /// (tenant, counter item) → counters and expiry, as the report items hold them.
+    counters: BTreeMap<(String, CounterKey), CounterState>,
+    /// Counter item updates applied (one per item per transaction, as the table is written).
+    counter_updates: u64,
 }
 
 impl WebhookState {
@@ -44,9 +52,12 @@ impl WebhookState {
             .map(|(_, d)| d.len() as u64)
             .sum();
         self.deliveries.retain(|(t, _), _| t != tenant_id);
+        let counters = self.counters.len();
+        self.counters.retain(|(t, _), _| t != tenant_id);
+        let counters = (counters - self.counters.len()) as u64;
         let head = u64::from(events > 0);
         let endpoints = (endpoints - self.endpoints.len()) as u64;
-        events + head + (ids - self.ids.len()) as u64 + 2 * endpoints + deliveries
+        events + head + (ids - self.ids.len()) as u64 + 2 * endpoints + deliveries + counters
     }
 }
 
@@ -62,12 +73,62 @@ impl MemStore {
     }
 }
 
+impl MemStore {
+    /// Every counter item of a tenant with its attributes, expired ones included (tests scan
+    /// them for personal data).
+    pub fn counter_items(&self, tenant_id: &str) -> Vec<(CounterKey, BTreeMap<String, u64>)> {
+        let s = self.state();
+        s.webhooks
+            .counters
+            .iter()
+            .filter(|((t, _), _)| t == tenant_id)
+            .map(|((_, k), (v, _))| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// How many counter item updates were applied so far (the bench's writes per event).
+    pub fn counter_updates(&self) -> u64 {
+        self.state().webhooks.counter_updates
+    }
+}
+
+impl ReportStore for MemStore {
+    async fn counter_rows(
+        &self,
+        tenant_id: &str,
+        granularity: Granularity,
+        first: &str,
+        last: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<CounterRow>, StoreError> {
+        self.enter(Op::CounterRows, 1).await?;
+        let s = self.state();
+        Ok(s.webhooks
+            .counters
+            .iter()
+            .filter(|((t, k), (_, expires))| {
+                t == tenant_id
+                    && k.granularity == granularity
+                    && k.bucket.as_str() >= first
+                    && k.bucket.as_str() <= last
+                    && *expires > now
+            })
+            .map(|((_, k), (values, _))| CounterRow {
+                bucket: k.bucket.clone(),
+                phone: k.phone.clone(),
+                values: values.clone(),
+            })
+            .collect())
+    }
+}
+
 impl EventStore for MemStore {
     async fn record_events(
         &self,
         tenant_id: &str,
         drafts: &[EventDraft],
         expires_at: DateTime<Utc>,
+        counting: &Counting,
     ) -> Result<Vec<Event>, StoreError> {
         // One head read and one transaction per 98 events (one pack).
         let requests = 2 * drafts.len().div_ceil(98).max(1) as u32;
@@ -76,6 +137,7 @@ impl EventStore for MemStore {
         let w = &mut s.webhooks;
         let mut seen = HashSet::new();
         let mut recorded = Vec::new();
+        let mut fresh = Vec::new();
         for draft in drafts {
             let id_key = key(tenant_id, &draft.id);
             if let Some(seq) = w.ids.get(&id_key) {
@@ -91,6 +153,21 @@ impl EventStore for MemStore {
             log.insert(seq, (event.clone(), expires_at));
             w.ids.insert(id_key, seq);
             recorded.push(event);
+            fresh.push(draft);
+        }
+        // The facts of the drafts recorded now, one update per counter item (as one
+        // transaction of the table adapter applies them).
+        let facts = fresh.iter().flat_map(|d| d.tally.iter());
+        for (counter, adds) in deltas(facts, &counting.rules()) {
+            w.counter_updates += 1;
+            let (values, expires) = w
+                .counters
+                .entry((tenant_id.to_owned(), counter))
+                .or_insert_with(|| (BTreeMap::new(), counting.expires_at));
+            *expires = counting.expires_at;
+            for (name, amount) in adds {
+                *values.entry(name).or_default() += amount;
+            }
         }
         recorded.sort_by_key(|e| e.seq);
         Ok(recorded)
