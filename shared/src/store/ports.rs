@@ -636,7 +636,7 @@ pub trait UserStore: Send + Sync {
 /// A conversation in an inbox page, with its contact (absent if erased meanwhile).
 #[derive(Debug, Clone, PartialEq)]
 pub struct InboxEntry {
-    /// The conversation, holding only `reader`'s read mark.
+    /// The conversation as a row shows it: only `reader`'s read mark, no report bookkeeping.
     pub conversation: Conversation,
     pub contact: Option<ContactSummary>,
 }

@@ -196,9 +196,13 @@ impl ConversationStore for MemStore {
                     .contacts
                     .get(&key(tenant_id, &conversation.contact_id))
                     .map(|r| ContactSummary::from(&r.contact));
-                // Like the table's projection: only the reader's own mark.
+                // Like the table's projection: only the reader's own mark, no report bookkeeping.
                 let mut conversation = conversation;
                 conversation.reads.retain(|reader, _| *reader == query.reader);
+                conversation.measured_from = None;
+                conversation.responded_from = None;
+                conversation.last_outbound_by = None;
+                conversation.resolved_by = None;
                 InboxEntry { conversation, contact }
             })
             .filter(|e| tag.is_none_or(|t| e.contact.as_ref().is_some_and(|c| c.has_tag(t))))
