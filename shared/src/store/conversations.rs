@@ -50,6 +50,7 @@ const INBOX_ROW_ATTRIBUTES: &[&str] = &[
 
 /// The attributes of a conversation an inbox row leaves out: the read marks (it reads only the
 /// caller's) and the reports' bookkeeping, which no row shows.
+#[cfg(test)]
 const INBOX_ROW_OMITS: &[&str] = &[
     "reads",
     "measured_from",
