@@ -9,8 +9,8 @@ use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, ReturnValue};
 use chrono::{DateTime, Utc};
 
 use super::dynamo::{
-    DynamoStore, ItemKey, PageQuery, av, backend, condition_failed, decode_cursor, encode_cursor, from_item, key, s,
-    to_item, tx_check, tx_put,
+    DynamoStore, ItemKey, PageQuery, av, backend, condition_failed, decode_cursor, encode_cursor, from_item, key,
+    projection, s, to_item, tx_check, tx_put,
 };
 use super::items::{ConversationItem, NoteItem};
 use super::keys::*;
@@ -194,20 +194,11 @@ impl ConversationStore for DynamoStore {
         // conversation holds one per user), and the index keys the cursor needs.
         let reader_key = "#reader";
         names.insert(reader_key.into(), query.reader.clone());
-        let mut projection: Vec<String> = key_attrs
-            .iter()
-            .chain(INBOX_ROW_ATTRIBUTES)
-            .enumerate()
-            .map(|(i, attr)| {
-                let alias = format!("#p{i}");
-                names.insert(alias.clone(), (*attr).to_owned());
-                alias
-            })
-            .collect();
+        let mut row = projection(key_attrs.iter().chain(INBOX_ROW_ATTRIBUTES).copied(), &mut names);
         names.insert("#reads".into(), "reads".into());
-        projection.push(format!("#reads.{reader_key}"));
+        row.push_str(&format!(", #reads.{reader_key}"));
         request = request
-            .projection_expression(projection.join(", "))
+            .projection_expression(row)
             .set_expression_attribute_names(Some(names));
         // The row is the conversation itself (the index keys are simply ignored).
         let page = self

@@ -72,6 +72,33 @@ impl DynamoStore {
 // ---------------------------------------------------------------------------------------------
 // Attribute values and items
 
+/// A projection expression naming `attributes` through aliases (`#pN`), which it adds to
+/// `names`: several attribute names (`name`, `status`) are reserved words.
+pub(crate) fn projection<'a>(
+    attributes: impl IntoIterator<Item = &'a str>,
+    names: &mut HashMap<String, String>,
+) -> String {
+    let aliases: Vec<String> = attributes
+        .into_iter()
+        .enumerate()
+        .map(|(i, attr)| {
+            let alias = format!("#p{i}");
+            names.insert(alias.clone(), attr.to_owned());
+            alias
+        })
+        .collect();
+    aliases.join(", ")
+}
+
+/// The profile items' keys of `contact_ids`, each once (a batch read rejects duplicate keys).
+fn profile_keys(tenant_id: &str, contact_ids: &[String]) -> Vec<Item> {
+    let unique: BTreeSet<&String> = contact_ids.iter().collect();
+    unique
+        .into_iter()
+        .map(|c| key(contact_pk(tenant_id, c), PROFILE_SK))
+        .collect()
+}
+
 pub(crate) fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
 }
@@ -328,6 +355,8 @@ pub(crate) struct PageQuery<'a> {
     pub sk_below: Option<String>,
     /// Only items whose sort key starts with this.
     pub sk_prefix: Option<String>,
+    /// Only items whose sort key lies between these two (inclusive).
+    pub sk_between: Option<(String, String)>,
     /// Attributes to return (all when `None`).
     pub projection: Option<&'a [&'a str]>,
     pub limit: Option<i32>,
@@ -345,6 +374,7 @@ impl<'a> PageQuery<'a> {
             sk_attr: SK,
             sk_below: None,
             sk_prefix: None,
+            sk_between: None,
             projection: None,
             limit: None,
             consistent: true,
@@ -360,6 +390,7 @@ impl<'a> PageQuery<'a> {
             sk_attr,
             sk_below: None,
             sk_prefix: None,
+            sk_between: None,
             projection: None,
             limit: None,
             consistent: false,
@@ -554,6 +585,11 @@ impl DynamoStore {
             names.insert("#sk".into(), q.sk_attr.to_owned());
             values.insert(":prefix".into(), s(prefix.clone()));
             condition.push_str(" AND begins_with(#sk, :prefix)");
+        } else if let Some((first, last)) = &q.sk_between {
+            names.insert("#sk".into(), q.sk_attr.to_owned());
+            values.insert(":first".into(), s(first.clone()));
+            values.insert(":last".into(), s(last.clone()));
+            condition.push_str(" AND #sk BETWEEN :first AND :last");
         }
         let mut query = self
             .client
@@ -565,13 +601,7 @@ impl DynamoStore {
             .set_limit(q.limit)
             .consistent_read(q.consistent && q.index.is_none());
         if let Some(attributes) = q.projection {
-            let mut projected = Vec::new();
-            for (i, a) in attributes.iter().enumerate() {
-                let name = format!("#a{i}");
-                projected.push(name.clone());
-                names.insert(name, (*a).to_owned());
-            }
-            query = query.projection_expression(projected.join(", "));
+            query = query.projection_expression(projection(attributes.iter().copied(), &mut names));
         }
         let out = query
             .set_expression_attribute_names(Some(names))
@@ -635,11 +665,7 @@ impl DynamoStore {
         tenant_id: &str,
         contact_ids: &[String],
     ) -> Result<Vec<crate::contact::Contact>, StoreError> {
-        let unique: BTreeSet<&String> = contact_ids.iter().collect();
-        let keys = unique
-            .into_iter()
-            .map(|c| key(contact_pk(tenant_id, c), PROFILE_SK))
-            .collect();
+        let keys = profile_keys(tenant_id, contact_ids);
         let mut found: HashMap<String, crate::contact::Contact> = HashMap::new();
         for item in self.batch_get(keys).await? {
             let contact = from_item::<super::items::ContactItem>(item)?.contact;
@@ -656,11 +682,7 @@ impl DynamoStore {
         tenant_id: &str,
         contact_ids: &[String],
     ) -> Result<Vec<crate::contact::ContactSummary>, StoreError> {
-        let unique: BTreeSet<&String> = contact_ids.iter().collect();
-        let keys = unique
-            .into_iter()
-            .map(|c| key(contact_pk(tenant_id, c), PROFILE_SK))
-            .collect();
+        let keys = profile_keys(tenant_id, contact_ids);
         let attributes = crate::contact::ContactSummary::ATTRIBUTES;
         let read = BatchRead {
             consistent: false,
@@ -710,12 +732,10 @@ impl DynamoStore {
                 .set_keys(Some(batch))
                 .consistent_read(read.consistent);
             if let Some(attributes) = read.projection {
-                // Aliased: several attribute names (`name`, `status`) are reserved words.
-                let aliases: Vec<String> = (0..attributes.len()).map(|i| format!("#p{i}")).collect();
-                request = request.projection_expression(aliases.join(", "));
-                for (alias, attr) in aliases.into_iter().zip(attributes.iter()) {
-                    request = request.expression_attribute_names(alias, *attr);
-                }
+                let mut names = HashMap::new();
+                request = request
+                    .projection_expression(projection(attributes.iter().copied(), &mut names))
+                    .set_expression_attribute_names(Some(names));
             }
             let out = self
                 .client

@@ -13,8 +13,8 @@ use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
 use chrono::{DateTime, Utc};
 
 use super::StoreError;
-use super::dynamo::{DynamoStore, backend, key, n, s, tx_update};
-use super::keys::{PK, SK, report_pk, report_sk, report_sk_last};
+use super::dynamo::{DynamoStore, PageQuery, key, n, s, tx_update};
+use super::keys::{report_pk, report_sk, report_sk_last};
 use super::ports::ReportStore;
 use crate::reports::counters::{CounterKey, CounterRow, Granularity, is_counter_attribute};
 
@@ -90,35 +90,14 @@ impl ReportStore for DynamoStore {
         last: &str,
         now: DateTime<Utc>,
     ) -> Result<Vec<CounterRow>, StoreError> {
-        let mut rows = Vec::new();
-        let mut start = None;
-        loop {
-            let out = self
-                .client()
-                .query()
-                .table_name(self.table())
-                .key_condition_expression("#pk = :pk AND #sk BETWEEN :first AND :last")
-                .expression_attribute_names("#pk", PK)
-                .expression_attribute_names("#sk", SK)
-                .expression_attribute_values(":pk", s(report_pk(tenant_id, granularity.letter())))
-                .expression_attribute_values(":first", s(first))
-                .expression_attribute_values(":last", s(report_sk_last(last)))
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(backend)?;
-            // TTL deletes lag: an expired item still comes back until then.
-            rows.extend(
-                out.items
-                    .unwrap_or_default()
-                    .iter()
-                    .filter(|i| !expired(i, now))
-                    .map(counter_row),
-            );
-            start = out.last_evaluated_key;
-            if start.is_none() {
-                return Ok(rows);
-            }
-        }
+        let query = PageQuery {
+            sk_between: Some((first.to_owned(), report_sk_last(last))),
+            // A report may lag a write by a moment; half the read cost.
+            consistent: false,
+            ..PageQuery::partition(report_pk(tenant_id, granularity.letter()))
+        };
+        // TTL deletes lag: an expired item still comes back until then.
+        let items = self.query_all(&query).await?;
+        Ok(items.iter().filter(|i| !expired(i, now)).map(counter_row).collect())
     }
 }

@@ -173,57 +173,16 @@ impl TenantStore for DynamoStore {
     }
 
     async fn set_token_invalid(&self, tenant_id: &str, invalid: bool) -> Result<(), StoreError> {
-        let result = self
-            .client()
-            .update_item()
-            .table_name(self.table())
-            .set_key(Some(key(tenant_pk(tenant_id), TENANT_SK)))
-            .update_expression("SET token_invalid = :v")
-            .condition_expression("attribute_exists(PK)")
-            .expression_attribute_values(":v", AttributeValue::Bool(invalid))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(err) if condition_failed(&err) => Err(StoreError::NotFound),
-            Err(err) => Err(backend(err)),
-        }
+        self.set_tenant_attribute(tenant_id, "token_invalid", AttributeValue::Bool(invalid))
+            .await
     }
 
     async fn set_inbox_settings(&self, tenant_id: &str, settings: &InboxSettings) -> Result<(), StoreError> {
-        let result = self
-            .client()
-            .update_item()
-            .table_name(self.table())
-            .set_key(Some(key(tenant_pk(tenant_id), TENANT_SK)))
-            .update_expression("SET inbox = :v")
-            .condition_expression("attribute_exists(PK)")
-            .expression_attribute_values(":v", av(settings))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(err) if condition_failed(&err) => Err(StoreError::NotFound),
-            Err(err) => Err(backend(err)),
-        }
+        self.set_tenant_attribute(tenant_id, "inbox", av(settings)).await
     }
 
     async fn set_report_settings(&self, tenant_id: &str, settings: &ReportSettings) -> Result<(), StoreError> {
-        let result = self
-            .client()
-            .update_item()
-            .table_name(self.table())
-            .set_key(Some(key(tenant_pk(tenant_id), TENANT_SK)))
-            .update_expression("SET reports = :v")
-            .condition_expression("attribute_exists(PK)")
-            .expression_attribute_values(":v", av(settings))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(err) if condition_failed(&err) => Err(StoreError::NotFound),
-            Err(err) => Err(backend(err)),
-        }
+        self.set_tenant_attribute(tenant_id, "reports", av(settings)).await
     }
 
     async fn replace_graph_token(&self, tenant_id: &str, token: &Secret) -> Result<(), StoreError> {
@@ -303,6 +262,28 @@ impl TenantStore for DynamoStore {
             }
         }
         Ok(deleted)
+    }
+}
+
+impl DynamoStore {
+    /// Sets one attribute of an existing tenant's item (`NotFound` when there is none).
+    async fn set_tenant_attribute(&self, tenant_id: &str, name: &str, value: AttributeValue) -> Result<(), StoreError> {
+        let result = self
+            .client()
+            .update_item()
+            .table_name(self.table())
+            .set_key(Some(key(tenant_pk(tenant_id), TENANT_SK)))
+            .update_expression("SET #attr = :v")
+            .condition_expression("attribute_exists(PK)")
+            .expression_attribute_names("#attr", name)
+            .expression_attribute_values(":v", value)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(err) if condition_failed(&err) => Err(StoreError::NotFound),
+            Err(err) => Err(backend(err)),
+        }
     }
 }
 
