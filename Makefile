@@ -5,7 +5,7 @@ SHELL := /bin/bash
 
 help:
 	@echo "make dev   - run the whole backend locally (moto, local gateway, workers, demo tenant)"
-	@echo "make test  - install what tests need, then lint, build and run every test, then fuzz the API"
+	@echo "make test  - install what tests need, then lint, build and run every test (the console in Chromium), then fuzz the API"
 	@echo "make package - cross-build every function for arm64 (cargo-lambda + zig in .venv), list zip sizes"
 	@echo "make bench   - performance report of every function: bench/REPORT.md + bench/results.json"
 	@echo "make bench-privacy - requests per erased / retention-deleted item (MESSAGES=10000)"
@@ -31,6 +31,7 @@ lint: bootstrap
 test: lint
 	cargo build --workspace --bins
 	cargo test --workspace
+	bash console/tests/run.sh
 	bash infra/fuzz-api.sh
 
 # The functions `rust-cargolambda` builds (BuildProperties.Binary in template.yaml).

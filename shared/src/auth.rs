@@ -11,6 +11,9 @@ use subtle::ConstantTimeEq;
 use crate::ids;
 
 pub const KEY_PREFIX: &str = "wcrm";
+/// A one-time sign-in code (`crmctl user login`) reads like a key with this prefix instead, so
+/// a code is never accepted as a key nor a key as a code.
+pub const SIGNIN_PREFIX: &str = "wcrs";
 
 /// What a key may do. Ordered: each role can do everything the ones before it can.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
@@ -68,10 +71,15 @@ pub struct MintedKey {
 
 /// Mints a new key for `tenant_id`.
 pub fn mint_key(tenant_id: &str) -> MintedKey {
+    mint_token(KEY_PREFIX, tenant_id)
+}
+
+/// Mints a token shaped like a key (`<prefix>_<tenant id>_<id>_<64 hex secret>`).
+pub fn mint_token(prefix: &str, tenant_id: &str) -> MintedKey {
     let key_id = ids::new_id();
     let mut secret = [0u8; 32];
     rand::rng().fill_bytes(&mut secret);
-    let plaintext = format!("{KEY_PREFIX}_{tenant_id}_{key_id}_{}", hex::encode(secret));
+    let plaintext = format!("{prefix}_{tenant_id}_{key_id}_{}", hex::encode(secret));
     let hash = hash_key(&plaintext);
     MintedKey {
         plaintext: crate::secret::Secret::new(plaintext),
@@ -95,9 +103,14 @@ pub struct KeyRef {
 /// Splits a presented key into its ids; `None` for anything not shaped like our keys, so
 /// garbage never costs a database read.
 pub fn parse_key(presented: &str) -> Option<KeyRef> {
+    parse_token(presented, KEY_PREFIX)
+}
+
+/// [`parse_key`] for tokens of another prefix ([`SIGNIN_PREFIX`]).
+pub fn parse_token(presented: &str, expected_prefix: &str) -> Option<KeyRef> {
     let mut parts = presented.split('_');
     let (prefix, tenant, key, secret) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    if parts.next().is_some() || prefix != KEY_PREFIX {
+    if parts.next().is_some() || prefix != expected_prefix {
         return None;
     }
     let secret_ok = secret.len() == 64 && secret.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());

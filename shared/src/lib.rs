@@ -27,6 +27,7 @@ pub mod reports;
 pub mod secret;
 pub mod secrets;
 pub mod sending;
+pub mod signin;
 pub mod store;
 pub mod template;
 pub mod tenant;

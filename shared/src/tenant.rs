@@ -238,11 +238,23 @@ pub struct ApiKeyRecord {
     /// The user who owns the key (`None`: an integration key).
     #[serde(default)]
     pub user_id: Option<String>,
+    /// When a session key (from a sign-in link) stops working; `None`: until revoked.
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 impl ApiKeyRecord {
     pub fn is_active(&self) -> bool {
         self.revoked_at.is_none()
+    }
+
+    /// Not revoked and not expired at `now`.
+    pub fn is_usable_at(&self, now: DateTime<Utc>) -> bool {
+        self.is_active() && !self.is_expired_at(now)
+    }
+
+    pub fn is_expired_at(&self, now: DateTime<Utc>) -> bool {
+        self.expires_at.is_some_and(|end| end <= now)
     }
 }
 

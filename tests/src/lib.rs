@@ -363,6 +363,7 @@ async fn start_gateway_on(
             budget: std::time::Duration::from_secs(15),
             ..webhook_fn::Limits::default()
         }),
+        console: None,
     });
     let task = tokio::spawn(devstack::gateway::serve(listener, handlers));
     Gateway { base, task }

@@ -130,7 +130,8 @@ pub async fn authenticate<S: ApiKeyStore + AuditStore + TenantStore>(
         .get_key(&key_ref.tenant_id, &key_ref.key_id)
         .await?
         .ok_or_else(|| ApiError::unauthorized(INVALID_KEY))?;
-    if !record.is_active() || !auth::key_matches(presented, &record.key_hash) {
+    let now = Utc::now();
+    if !record.is_usable_at(now) || !auth::key_matches(presented, &record.key_hash) {
         return Err(ApiError::unauthorized(INVALID_KEY));
     }
     // Checked only for a valid key, so made-up tenant ids cost no read and fill no cache.
@@ -138,7 +139,6 @@ pub async fn authenticate<S: ApiKeyStore + AuditStore + TenantStore>(
     if !access.allowed {
         return Err(ApiError::unauthorized(INVALID_KEY));
     }
-    let now = Utc::now();
     if key_use_needs_recording(record.last_used_at, now) {
         // Best effort: failing to note the time of use must not fail the request.
         if let Err(err) = store.record_key_use(&record.tenant_id, &record.key_id, now).await {

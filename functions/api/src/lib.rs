@@ -156,6 +156,12 @@ async fn dispatch<S: ApiStore, L: MediaLinks, Q: SendJobQueue>(
     deps: &Deps<S, L, Q>,
     req: &Request,
 ) -> Result<Response<Body>, ApiError> {
+    // The one route without a key: a sign-in link's code is the credential.
+    if req.method() == lambda_http::http::Method::POST
+        && req.uri().path().trim_end_matches('/') == routes::sessions::PATH
+    {
+        return routes::sessions::create(deps, req).await;
+    }
     // Authenticate before routing: without a valid key nothing about the API is revealed.
     let caller: Caller = authenticate(
         &deps.store,

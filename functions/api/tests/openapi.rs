@@ -56,8 +56,17 @@ fn the_document_describes_exactly_the_routes_the_router_serves() {
     let served: BTreeSet<(String, String)> = api_fn::routes::ROUTES
         .iter()
         .map(|route| (route.method.to_ascii_uppercase(), route.path.to_owned()))
+        .chain(
+            api_fn::routes::PUBLIC_ROUTES
+                .iter()
+                .map(|(m, p)| ((*m).to_owned(), (*p).to_owned())),
+        )
         .collect();
-    assert_eq!(served.len(), api_fn::routes::ROUTES.len(), "ROUTES lists a route twice");
+    assert_eq!(
+        served.len(),
+        api_fn::routes::ROUTES.len() + api_fn::routes::PUBLIC_ROUTES.len(),
+        "a route is listed twice"
+    );
     let undocumented: BTreeSet<_> = served.difference(&documented).cloned().collect();
     let unserved: BTreeSet<_> = documented.difference(&served).cloned().collect();
     assert!(
@@ -82,6 +91,21 @@ fn every_v1_operation_documents_its_role_and_auth_failures() {
     let doc = document();
     let mut problems = Vec::new();
     for ((method, path), op) in v1_operations(&doc) {
+        if api_fn::routes::PUBLIC_ROUTES.contains(&(method.as_str(), path.as_str())) {
+            // No key: it must say so, and how a bad credential is answered.
+            let responses = op.get("responses").and_then(Value::as_mapping);
+            if op
+                .get("security")
+                .and_then(Value::as_sequence)
+                .is_none_or(|s| !s.is_empty())
+            {
+                problems.push(format!("{method} {path}: a public route must say `security: []`"));
+            }
+            if !responses.is_some_and(|r| r.contains_key("401")) {
+                problems.push(format!("{method} {path}: no 401 response"));
+            }
+            continue;
+        }
         let description = op.get("description").and_then(Value::as_str).unwrap_or_default();
         if !description.contains("Role **") {
             problems.push(format!(

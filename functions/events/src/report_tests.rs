@@ -288,6 +288,7 @@ async fn days_are_counted_in_the_tenants_time_zone() {
         revoked_at: None,
         last_used_at: None,
         user_id: None,
+        expires_at: None,
     };
     store.create_tenant(&tenant, &Secret::new("token"), &key).await.unwrap();
     let settings = crm_shared::tenant::ReportSettings {

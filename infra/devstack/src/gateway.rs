@@ -24,6 +24,8 @@ use crm_shared::store::DynamoStore;
 pub struct Handlers {
     pub api: api_fn::Deps<DynamoStore, S3Blobs, SqsQueue>,
     pub webhook: webhook_fn::Deps<DynamoStore, SqsQueue, SqsQueue>,
+    /// The web console on the same origin (`None`: API only).
+    pub console: Option<crate::console::StaticSite>,
 }
 
 /// Serves until the listener fails or the task is dropped.
@@ -46,6 +48,19 @@ pub async fn serve(listener: TcpListener, handlers: Arc<Handlers>) {
 }
 
 async fn handle(handlers: &Handlers, req: hyper::Request<Incoming>) -> hyper::Response<Full<Bytes>> {
+    let path = req.uri().path();
+    let is_api = path == "/v1" || path.starts_with("/v1/") || path.trim_end_matches('/') == webhook_fn::WEBHOOK_PATH;
+    if !is_api {
+        let head = req.method() == http::Method::HEAD;
+        let site = handlers
+            .console
+            .as_ref()
+            .filter(|_| head || req.method() == http::Method::GET);
+        return match site.and_then(|site| site.serve(head, path)) {
+            Some(file) => file,
+            None => plain(404, "{\"message\":\"Not Found\"}"),
+        };
+    }
     let (parts, body) = req.into_parts();
     let bytes = match body.collect().await {
         Ok(b) => b.to_bytes(),
@@ -64,10 +79,8 @@ async fn handle(handlers: &Handlers, req: hyper::Request<Incoming>) -> hyper::Re
     let path = parts.uri.path();
     let result = if path == "/v1" || path.starts_with("/v1/") {
         api_fn::handle(&handlers.api, request).await
-    } else if path.trim_end_matches('/') == webhook_fn::WEBHOOK_PATH {
-        webhook_fn::handle(&handlers.webhook, request).await
     } else {
-        return plain(404, "{\"message\":\"Not Found\"}");
+        webhook_fn::handle(&handlers.webhook, request).await
     };
     match result {
         Ok(resp) => to_hyper(resp),

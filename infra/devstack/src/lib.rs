@@ -2,6 +2,7 @@
 //! table, queue and bucket of `template.yaml` created from the template itself, and a local
 //! API gateway that feeds real API Gateway events to the real handlers.
 
+pub mod console;
 pub mod gateway;
 pub mod moto;
 pub mod poller;

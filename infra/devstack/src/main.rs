@@ -181,6 +181,8 @@ async fn run() -> Result<(), BoxError> {
                 &app_secret,
                 &url,
             );
+            let delay = env.bounded("SANDBOX_STATUS_DELAY_MS", 150, 0..=60_000)?;
+            let sandbox = Sandbox::with_status_delay(sandbox, std::time::Duration::from_millis(delay));
             tokio::spawn(sandbox::serve(listener, sandbox));
             Some(url)
         }
@@ -212,6 +214,7 @@ async fn run() -> Result<(), BoxError> {
             secrets,
         )
         .with_limits(webhook_limits),
+        console: Some(devstack::console::StaticSite::new(root.join("console"), &endpoint)),
     });
 
     // The queues' event source mappings.
@@ -378,7 +381,8 @@ async fn run() -> Result<(), BoxError> {
         r#"
 WhatsApp CRM local stack is up.
 
-  API gateway      http://127.0.0.1:{api_port}
+  Web console      http://127.0.0.1:{api_port}/   (sign in with the demo API key)
+  API gateway      http://127.0.0.1:{api_port}/v1
   AWS endpoint     {endpoint}   (moto)
   Demo tenant      {tenant} (phone number id {DEMO_PHONE_NUMBER_ID})
   Demo API key     {key}

@@ -74,6 +74,15 @@ impl Sandbox {
         })
     }
 
+    /// How long Meta takes here between a send's `sent`, `delivered` and `read` statuses
+    /// (150 ms unless set; call before the sandbox is shared).
+    pub fn with_status_delay(mut sandbox: Arc<Sandbox>, delay: Duration) -> Arc<Sandbox> {
+        Arc::get_mut(&mut sandbox)
+            .expect("the sandbox is not shared yet")
+            .status_delay = delay;
+        sandbox
+    }
+
     /// Sends accepted so far: `(wamid, payload)`.
     pub fn sent(&self) -> Vec<(String, Value)> {
         self.sent.lock().expect("sent log").clone()

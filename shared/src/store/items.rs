@@ -127,6 +127,11 @@ pub(crate) struct KeyItem {
     pub last_used_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
+    /// A session key's end. Not the table's TTL attribute (`expires_at`) on purpose: a user's
+    /// keys must stay until the user's next sign-in drops them from the user's key list
+    /// (`add_user_key`), because a user update rewrites every listed key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_until: Option<DateTime<Utc>>,
 }
 
 impl From<&ApiKeyRecord> for KeyItem {
@@ -142,6 +147,7 @@ impl From<&ApiKeyRecord> for KeyItem {
             revoked_at: k.revoked_at,
             last_used_at: k.last_used_at,
             user_id: k.user_id.clone(),
+            valid_until: k.expires_at,
         }
     }
 }
@@ -157,6 +163,51 @@ impl From<KeyItem> for ApiKeyRecord {
             revoked_at: k.revoked_at,
             last_used_at: k.last_used_at,
             user_id: k.user_id,
+            expires_at: k.valid_until,
+        }
+    }
+}
+
+/// A one-time sign-in code; TTL removes it once expired (it is refused from then on anyway).
+#[derive(Serialize, Deserialize)]
+pub(crate) struct SigninItem {
+    #[serde(rename = "PK")]
+    pub pk: String,
+    #[serde(rename = "SK")]
+    pub sk: String,
+    pub tenant_id: String,
+    pub code_id: String,
+    pub code_hash: String,
+    pub user_id: String,
+    pub created_at: DateTime<Utc>,
+    /// DynamoDB TTL (epoch seconds): the code's end.
+    pub expires_at: i64,
+}
+
+impl From<&crate::signin::SigninCode> for SigninItem {
+    fn from(c: &crate::signin::SigninCode) -> Self {
+        SigninItem {
+            pk: tenant_pk(&c.tenant_id),
+            sk: signin_code_sk(&c.code_id),
+            tenant_id: c.tenant_id.clone(),
+            code_id: c.code_id.clone(),
+            code_hash: c.code_hash.clone(),
+            user_id: c.user_id.clone(),
+            created_at: c.created_at,
+            expires_at: c.expires_at.timestamp(),
+        }
+    }
+}
+
+impl From<SigninItem> for crate::signin::SigninCode {
+    fn from(i: SigninItem) -> Self {
+        crate::signin::SigninCode {
+            tenant_id: i.tenant_id,
+            code_id: i.code_id,
+            code_hash: i.code_hash,
+            user_id: i.user_id,
+            created_at: i.created_at,
+            expires_at: DateTime::from_timestamp(i.expires_at, 0).unwrap_or_default(),
         }
     }
 }

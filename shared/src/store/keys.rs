@@ -18,6 +18,11 @@ pub fn api_key_sk(key_id: &str) -> String {
     format!("KEY#{key_id}")
 }
 
+/// A one-time sign-in code (under the tenant partition, beside the keys).
+pub fn signin_code_sk(code_id: &str) -> String {
+    format!("SIGNIN#{code_id}")
+}
+
 /// Lookup from a WhatsApp phone number id to its tenant (outside any tenant by necessity: it is
 /// how the webhook finds the tenant).
 pub fn phone_route_pk(phone_number_id: &str) -> String {

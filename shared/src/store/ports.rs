@@ -145,6 +145,27 @@ pub trait ApiKeyStore: Send + Sync {
         key_id: &str,
         at: DateTime<Utc>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The keys among `key_ids` that exist (in no particular order).
+    fn get_keys(
+        &self,
+        tenant_id: &str,
+        key_ids: &[String],
+    ) -> impl Future<Output = Result<Vec<ApiKeyRecord>, StoreError>> + Send;
+
+    /// Stores a new sign-in code; the tenant must be active (`NotFound` otherwise).
+    fn put_signin_code(&self, code: &crate::signin::SigninCode) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Deletes and returns the code if it is still there, its hash is `code_hash` and it is
+    /// valid at `now`, in one conditional delete: of two attempts exactly one gets it. `None`
+    /// for a used, expired, wrong or unknown code.
+    fn take_signin_code(
+        &self,
+        tenant_id: &str,
+        code_id: &str,
+        code_hash: &str,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Option<crate::signin::SigninCode>, StoreError>> + Send;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -626,8 +647,14 @@ pub trait UserStore: Send + Sync {
     fn update_user(&self, before: &User, after: &User) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Stores a new key of `user` (as read: `VersionMismatch` if it changed since, e.g. was
-    /// disabled) and lists it on the user, in one transaction.
-    fn add_user_key(&self, user: &User, key: &ApiKeyRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// disabled) and lists it on the user, in one transaction that also deletes the user's
+    /// keys in `dropped` (expired sessions) and takes them off the list.
+    fn add_user_key(
+        &self,
+        user: &User,
+        key: &ApiKeyRecord,
+        dropped: &[String],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -8,12 +8,13 @@ use super::dynamo::{
     DynamoStore, PageQuery, attr, av, backend, condition_failed, from_item, key, put_always, put_new, s, to_item,
     tx_check, tx_delete, tx_update,
 };
-use super::items::{KeyItem, NumberItem, RouteItem, TenantItem, TokenItem, key_time};
+use super::items::{KeyItem, NumberItem, RouteItem, SigninItem, TenantItem, TokenItem, key_time};
 use super::keys::*;
 use super::ports::{ApiKeyStore, TenantStore};
 use super::{Page, StoreError};
 use crate::cursor::Position;
 use crate::secret::Secret;
+use crate::signin::SigninCode;
 use crate::tenant::{ApiKeyRecord, InboxSettings, PhoneNumber, ReportSettings, Tenant};
 
 impl TenantStore for DynamoStore {
@@ -289,16 +290,8 @@ impl DynamoStore {
 
 impl ApiKeyStore for DynamoStore {
     async fn put_key(&self, key_record: &ApiKeyRecord) -> Result<(), StoreError> {
-        let tenant_active = ConditionCheck::builder()
-            .table_name(self.table())
-            .set_key(Some(key(tenant_pk(&key_record.tenant_id), TENANT_SK)))
-            .condition_expression("attribute_exists(PK) AND #status = :active")
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":active", s("active"))
-            .build()
-            .expect("table, key and condition are set");
         let items = vec![
-            tx_check(tenant_active),
+            self.tenant_active_check(&key_record.tenant_id),
             put_new(self.table(), to_item(&KeyItem::from(key_record))),
         ];
         match self.transact(items).await? {
@@ -364,6 +357,59 @@ impl ApiKeyStore for DynamoStore {
         match result {
             Ok(_) => Ok(()),
             Err(err) if condition_failed(&err) => Err(StoreError::NotFound),
+            Err(err) => Err(backend(err)),
+        }
+    }
+
+    async fn get_keys(&self, tenant_id: &str, key_ids: &[String]) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        let unique: std::collections::BTreeSet<&String> = key_ids.iter().collect();
+        let keys = unique
+            .into_iter()
+            .map(|k| key(tenant_pk(tenant_id), api_key_sk(k)))
+            .collect();
+        self.batch_get(keys)
+            .await?
+            .into_iter()
+            .map(|item| Ok(from_item::<KeyItem>(item)?.into()))
+            .collect()
+    }
+
+    async fn put_signin_code(&self, code: &SigninCode) -> Result<(), StoreError> {
+        let items = vec![
+            self.tenant_active_check(&code.tenant_id),
+            put_new(self.table(), to_item(&SigninItem::from(code))),
+        ];
+        match self.transact(items).await? {
+            Ok(()) => Ok(()),
+            Err(c) if c.failed(0) => Err(StoreError::NotFound),
+            Err(c) if c.any_failed() => Err(StoreError::Conflict("code id already exists".into())),
+            Err(c) => Err(c.unexplained()),
+        }
+    }
+
+    async fn take_signin_code(
+        &self,
+        tenant_id: &str,
+        code_id: &str,
+        code_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<SigninCode>, StoreError> {
+        let result = self
+            .client()
+            .delete_item()
+            .table_name(self.table())
+            .set_key(Some(key(tenant_pk(tenant_id), signin_code_sk(code_id))))
+            .condition_expression("code_hash = :hash AND expires_at > :now")
+            .expression_attribute_values(":hash", s(code_hash))
+            .expression_attribute_values(":now", AttributeValue::N(now.timestamp().to_string()))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(out) => Ok(Some(
+                from_item::<SigninItem>(out.attributes.unwrap_or_default())?.into(),
+            )),
+            Err(err) if condition_failed(&err) => Ok(None),
             Err(err) => Err(backend(err)),
         }
     }

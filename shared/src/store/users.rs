@@ -40,7 +40,8 @@ impl DynamoStore {
         )
     }
 
-    fn tenant_active_check(&self, tenant_id: &str) -> TransactWriteItem {
+    /// A transaction's check that the tenant exists and is active.
+    pub(super) fn tenant_active_check(&self, tenant_id: &str) -> TransactWriteItem {
         tx_check(
             ConditionCheck::builder()
                 .table_name(self.table())
@@ -131,7 +132,7 @@ impl UserStore for DynamoStore {
         }
     }
 
-    async fn add_user_key(&self, user: &User, record: &ApiKeyRecord) -> Result<(), StoreError> {
+    async fn add_user_key(&self, user: &User, record: &ApiKeyRecord, dropped: &[String]) -> Result<(), StoreError> {
         let key_put = tx_put(
             Put::builder()
                 .table_name(self.table())
@@ -140,24 +141,39 @@ impl UserStore for DynamoStore {
                 .build()
                 .expect("put is complete"),
         );
+        // The whole list, as read (the condition on `updated_at` guards it), less the dropped.
+        let listed_keys: Vec<&String> = user
+            .key_ids
+            .iter()
+            .filter(|k| !dropped.contains(k))
+            .chain([&record.key_id])
+            .collect();
+        let drops = dropped.iter().map(|k| {
+            tx_delete(
+                Delete::builder()
+                    .table_name(self.table())
+                    .set_key(Some(key(tenant_pk(&user.tenant_id), api_key_sk(k))))
+                    .build()
+                    .expect("delete is complete"),
+            )
+        });
         let listed = tx_update(
             Update::builder()
                 .table_name(self.table())
                 .set_key(Some(key(tenant_pk(&user.tenant_id), user_sk(&user.user_id))))
-                .update_expression("SET key_ids = list_append(key_ids, :k), updated_at = :now")
+                .update_expression("SET key_ids = :k, updated_at = :now")
                 .condition_expression("updated_at = :seen AND #st = :active")
                 .expression_attribute_names("#st", "status")
-                .expression_attribute_values(":k", av(&vec![record.key_id.clone()]))
+                .expression_attribute_values(":k", av(&listed_keys))
                 .expression_attribute_values(":now", av(&record.created_at))
                 .expression_attribute_values(":seen", av(&user.updated_at))
                 .expression_attribute_values(":active", av(&UserStatus::Active))
                 .build()
                 .expect("update is complete"),
         );
-        match self
-            .transact(vec![self.tenant_active_check(&user.tenant_id), key_put, listed])
-            .await?
-        {
+        let mut items = vec![self.tenant_active_check(&user.tenant_id), key_put, listed];
+        items.extend(drops);
+        match self.transact(items).await? {
             Ok(()) => Ok(()),
             Err(c) if c.failed(0) => Err(StoreError::NotFound),
             Err(c) if c.failed(2) => Err(StoreError::VersionMismatch),

@@ -63,6 +63,9 @@ pub enum Op {
     RevokeKey,
     ListKeys,
     RecordKeyUse,
+    GetKeys,
+    PutSigninCode,
+    TakeSigninCode,
     // ContactStore
     CreateContact,
     GetContact,
@@ -214,6 +217,8 @@ struct State {
     waba_routes: HashMap<String, String>,
     /// (tenant, key id), in key id (creation) order.
     keys: BTreeMap<Key, ApiKeyRecord>,
+    /// (tenant, code id).
+    signin_codes: HashMap<Key, crate::signin::SigninCode>,
     contacts: HashMap<Key, ContactRow>,
     /// (tenant, identity) → contact id.
     identities: HashMap<(String, IdentityKey), String>,
@@ -1147,6 +1152,48 @@ impl ApiKeyStore for MemStore {
         let record = s.keys.get_mut(&key(tenant_id, key_id)).ok_or(StoreError::NotFound)?;
         record.last_used_at = Some(at);
         Ok(())
+    }
+
+    async fn get_keys(&self, tenant_id: &str, key_ids: &[String]) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        self.enter(Op::GetKeys, 1).await?;
+        let s = self.state();
+        Ok(key_ids
+            .iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .filter_map(|k| s.keys.get(&key(tenant_id, k)).cloned())
+            .collect())
+    }
+
+    async fn put_signin_code(&self, code: &crate::signin::SigninCode) -> Result<(), StoreError> {
+        self.enter(Op::PutSigninCode, 1).await?;
+        let mut s = self.state();
+        if !s
+            .tenants
+            .get(&code.tenant_id)
+            .is_some_and(|t| t.status == TenantStatus::Active)
+        {
+            return Err(StoreError::NotFound);
+        }
+        s.signin_codes.insert(key(&code.tenant_id, &code.code_id), code.clone());
+        Ok(())
+    }
+
+    async fn take_signin_code(
+        &self,
+        tenant_id: &str,
+        code_id: &str,
+        code_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<crate::signin::SigninCode>, StoreError> {
+        self.enter(Op::TakeSigninCode, 1).await?;
+        let mut s = self.state();
+        let k = key(tenant_id, code_id);
+        let usable = s
+            .signin_codes
+            .get(&k)
+            .is_some_and(|c| c.code_hash == code_hash && c.is_valid_at(now));
+        Ok(if usable { s.signin_codes.remove(&k) } else { None })
     }
 }
 

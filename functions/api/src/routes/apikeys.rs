@@ -26,8 +26,9 @@ fn view(k: &ApiKeyRecord) -> Value {
         "created_at": k.created_at,
         "revoked_at": k.revoked_at,
         "last_used_at": k.last_used_at,
-        "active": k.is_active(),
+        "active": k.is_usable_at(chrono::Utc::now()),
         "user_id": k.user_id,
+        "expires_at": k.expires_at,
     })
 }
 

@@ -8,6 +8,7 @@ mod messages;
 mod privacy;
 mod reports;
 pub mod send;
+pub mod sessions;
 pub mod templates;
 mod tenant;
 mod webhooks;
@@ -61,6 +62,9 @@ macro_rules! route_table {
         }
     };
 }
+
+/// Routes served without an API key, before authentication (the body is the credential).
+pub const PUBLIC_ROUTES: &[(&str, &str)] = &[("POST", sessions::PATH)];
 
 // method path                                 role      handler
 route_table! {

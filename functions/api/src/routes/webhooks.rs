@@ -29,6 +29,8 @@ use crate::{ApiStore, Deps, audit, json_body, ok_json, request_id};
 const EVENTS_LISTING: &str = "events";
 const ENDPOINTS_LISTING: &str = "webhook-endpoints";
 const AFTER: &str = "after";
+/// `?after=latest`: start at the head of the log.
+const LATEST: &str = "latest";
 /// Log pages read for one filtered listing before answering with what was found.
 const MAX_SCAN_PAGES: usize = 10;
 /// Attempts of an endpoint edit that keeps losing to a concurrent one.
@@ -94,9 +96,15 @@ fn types_filter(raw: Option<&str>) -> Result<Vec<EventType>, ApiError> {
         .collect()
 }
 
-/// Where a listing starts: `?cursor=` (from `next_cursor`) or `?after=<seq>` (the `seq` of the
-/// last event seen), else the beginning of the kept log.
-fn start_after(req: &Request, deps_cursor: Option<Position>) -> Result<u64, ApiError> {
+/// Where a listing starts: `?cursor=` (from `next_cursor`), `?after=<seq>` (the `seq` of the
+/// last event seen) or `?after=latest` (the log's head: only what happens from now on, as a
+/// client that just loaded the current state wants), else the beginning of the kept log.
+async fn start_after<S: ApiStore>(
+    store: &S,
+    tenant_id: &str,
+    req: &Request,
+    deps_cursor: Option<Position>,
+) -> Result<u64, ApiError> {
     if let Some(position) = deps_cursor {
         return position
             .get(AFTER)
@@ -105,11 +113,12 @@ fn start_after(req: &Request, deps_cursor: Option<Position>) -> Result<u64, ApiE
     }
     match req.query_string_parameters().first(AFTER) {
         None | Some("") => Ok(0),
+        Some(LATEST) => Ok(store.event_head(tenant_id).await?),
         Some(raw) => raw.parse::<u64>().map_err(|_| {
             ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "invalid_after",
-                "after must be the seq of an event (an integer ≥ 0)",
+                "after must be the seq of an event (an integer ≥ 0) or `latest`",
             )
         }),
     }
@@ -122,7 +131,7 @@ pub async fn list_events<S: ApiStore, L, Q>(
 ) -> Result<Response<Body>, ApiError> {
     let page = page_request(req, &deps.cursors, &caller.tenant_id, EVENTS_LISTING)?;
     let types = types_filter(req.query_string_parameters().first("types"))?;
-    let mut after = start_after(req, page.start)?;
+    let mut after = start_after(&deps.store, &caller.tenant_id, req, page.start).await?;
     let now = Utc::now();
     let mut items: Vec<Value> = Vec::new();
     let mut more = false;

@@ -119,7 +119,7 @@ impl UserStore for MemStore {
         Ok(())
     }
 
-    async fn add_user_key(&self, user: &User, record: &ApiKeyRecord) -> Result<(), StoreError> {
+    async fn add_user_key(&self, user: &User, record: &ApiKeyRecord, dropped: &[String]) -> Result<(), StoreError> {
         self.enter(Op::AddUserKey, 1).await?;
         let mut s = self.state();
         if !tenant_active(&s, &user.tenant_id) {
@@ -130,8 +130,12 @@ impl UserStore for MemStore {
         if stored.updated_at != user.updated_at || stored.status != UserStatus::Active {
             return Err(StoreError::VersionMismatch);
         }
+        stored.key_ids.retain(|k| !dropped.contains(k));
         stored.key_ids.push(record.key_id.clone());
         stored.updated_at = record.created_at;
+        for k in dropped {
+            s.keys.remove(&key(&user.tenant_id, k));
+        }
         s.keys.insert(key(&record.tenant_id, &record.key_id), record.clone());
         Ok(())
     }
