@@ -134,7 +134,7 @@ pub async fn create_user_key<S: UserStore + ApiKeyStore>(
 /// [`create_user_key`], for keys that end after `lifetime` (sessions) or never (`None`). The
 /// user's expired sessions are dropped in the same write, so signing in often never fills
 /// the user's key list.
-async fn mint_user_key<S: UserStore + ApiKeyStore>(
+pub async fn mint_user_key<S: UserStore + ApiKeyStore>(
     store: &S,
     tenant_id: &str,
     user_id: &str,

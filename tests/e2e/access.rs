@@ -89,3 +89,70 @@ async fn a_disabled_tenants_keys_answer_401_although_they_were_never_revoked() {
     .await;
     assert_eq!(status, 401);
 }
+
+/// Sign-in links against the real table: the code is traded once through the API (the
+/// function's own role), its session key works until its end, a code bent to another tenant
+/// is refused, and an expired session is deleted at the user's next sign-in.
+#[tokio::test]
+async fn a_sign_in_code_buys_one_session_key_and_expired_sessions_are_dropped() {
+    use crm_shared::auth::Role;
+    use crm_shared::store::UserStore;
+
+    let store = stack().store().await;
+    let shop = new_tenant(&store, "Signin shop").await;
+    let other = new_tenant(&store, "Signin other").await;
+    let tenant = &shop.tenant.tenant_id;
+    let user = crm_shared::admin::create_user(&store, tenant, "Ana", "ana@example.com", Role::Agent)
+        .await
+        .unwrap();
+    let gw = e2e_tests::start_gateway(stack().store_for("ApiFunction").await).await;
+    let sessions = format!("{}/v1/sessions", gw.base);
+    let code = crm_shared::admin::create_signin_code(&store, tenant, &user.user_id, chrono::Duration::minutes(15))
+        .await
+        .unwrap();
+    let code = code.code.expose().to_owned();
+
+    // Bent to another tenant, the code matches nothing (and is not used up by the attempt).
+    let bent = code.replacen(tenant.as_str(), &other.tenant.tenant_id, 1);
+    let (status, body) = api("POST", &sessions, None, Some(serde_json::json!({"code": bent}))).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("invalid_code")),
+        "{body}"
+    );
+
+    let (status, session) = api("POST", &sessions, None, Some(serde_json::json!({"code": code}))).await;
+    assert_eq!(status, 201, "{session}");
+    assert_eq!(session["role"], "agent");
+    let key = session["api_key"].as_str().unwrap();
+    let (status, me) = api("GET", &format!("{}/v1/me", gw.base), Some(key), None).await;
+    assert_eq!(
+        (status, me["user"]["id"].as_str()),
+        (200, Some(user.user_id.as_str())),
+        "{me}"
+    );
+    let (status, _) = api("POST", &sessions, None, Some(serde_json::json!({"code": code}))).await;
+    assert_eq!(status, 401, "a code works once");
+
+    // A session that has ended is refused, then dropped when the user signs in again.
+    let ended = crm_shared::admin::mint_user_key(&store, tenant, &user.user_id, Some(chrono::Duration::seconds(-1)))
+        .await
+        .unwrap();
+    let (status, _) = api("GET", &format!("{}/v1/me", gw.base), Some(ended.api_key.expose()), None).await;
+    assert_eq!(status, 401);
+    let again = crm_shared::admin::create_signin_code(&store, tenant, &user.user_id, chrono::Duration::minutes(15))
+        .await
+        .unwrap();
+    let (status, _) = api(
+        "POST",
+        &sessions,
+        None,
+        Some(serde_json::json!({"code": again.code.expose()})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let listed = store.get_user(tenant, &user.user_id).await.unwrap().unwrap().key_ids;
+    assert_eq!(listed.len(), 2, "the first session and the new one: {listed:?}");
+    assert!(!listed.contains(&ended.record.key_id));
+    assert!(store.get_key(tenant, &ended.record.key_id).await.unwrap().is_none());
+}
