@@ -212,6 +212,8 @@ export class ContactPane {
         receipt = await api('GET', `/v1/erasures/${encodeURIComponent(receipt.erasure_id)}`);
         this.showReceipt(receipt);
       }
+      // The panes re-read: the contact is gone, its receipt stays.
+      if (receipt.status === 'completed') this.onChange();
     } catch (e) {
       fill(this.receipt, h('p', { class: 'error' }, `Erasure failed: ${e.message}`));
     }

@@ -167,11 +167,14 @@ test('an admin erases a contact from the panel and sees the receipt', async () =
   await stack.customerWrites('+447911123404', 'Please delete my data', 'Fay Forget');
   const { page } = await open({ width: 360, height: 740 });
   await signIn(page, stack, admin.key);
+  await page.getByTestId('conversation-row').filter({ hasText: 'Fay Forget' }).waitFor({ timeout: 20_000 });
+  await screenshot(page, 'inbox-phone');
   await page.getByTestId('conversation-row').filter({ hasText: 'Fay Forget' }).click();
   await page.getByTestId('erase').click();
   await page.getByTestId('erase-confirm').fill('+447911123404');
   await page.getByTestId('erase-go').click();
   await page.getByTestId('receipt').filter({ hasText: /Erasure \S+: completed/ }).waitFor({ timeout: 30_000 });
+  await page.getByText('Contact erased').waitFor();
   await page.getByTestId('receipt').scrollIntoViewIfNeeded();
   await screenshot(page, 'erasure-receipt-phone');
   const found = await stack.api(stack.adminKey, 'GET', '/v1/contacts?q=Fay');
