@@ -15,6 +15,7 @@ help:
 	@echo "make bench-templates - template send validation CPU vs POST /v1/messages (target <= 5 %)"
 	@echo "make bench-devstack - the local endpoint at 10,000 contacts / 100,000 messages: latency, memory"
 	@echo "make bench-reports - counter updates per 1,000 events; a 90-day report of every grouping: requests, CPU"
+	@echo "make bench-console - the web console: bytes shipped, time to an interactive inbox (local stack)"
 
 bootstrap:
 	@bash infra/bootstrap.sh
@@ -96,3 +97,10 @@ bench-media: bootstrap
 .PHONY: bench-privacy
 bench-privacy: bootstrap
 	cargo run --release -p e2e-tests --example privacy_bench -- --messages $(or $(MESSAGES),10000)
+
+# Console benchmark (not a test): bytes the console ships and time from navigation to an
+# interactive inbox of 60 conversations, medians over fresh browser contexts (debug stack).
+.PHONY: bench-console
+bench-console:
+	cargo build -q --bin devstack --bin crmctl
+	bash console/tests/run.sh --bench

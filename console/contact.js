@@ -11,6 +11,7 @@ export class ContactPane {
   constructor(el, context) {
     this.el = el;
     this.context = context;
+    this.opened = new Set();
   }
 
   show(contact, onChange) {
@@ -19,11 +20,15 @@ export class ContactPane {
     if (!contact) {
       // An erasure's receipt outlives the contact it erased.
       fill(this.el, this.erased ? [h('h2', {}, 'Contact erased'), this.receipt] : null);
-      this.erased = false;
       return;
     }
-    // Keep an edit in progress (an event re-reads the contact while someone types).
-    if (this.el.contains(document.activeElement) && this.shown === contact.id) return;
+    if (contact.id !== this.shown) this.erased = false;
+    // Keep an edit in progress (an event re-reads the contact while someone types), unless
+    // the panel itself just changed the contact.
+    const active = document.activeElement;
+    const typing = this.el.contains(active) && ['INPUT', 'TEXTAREA'].includes(active.tagName);
+    if (typing && !this.force && this.shown === contact.id) return;
+    this.force = false;
     this.shown = contact.id;
     this.status = h('p', { class: 'muted', role: 'status', 'data-testid': 'contact-status' });
     this.receipt = h('div', { class: 'receipt', 'data-testid': 'receipt' });
@@ -38,6 +43,12 @@ export class ContactPane {
       this.receipt,
       this.status);
     this.loadHistory(contact.id);
+  }
+
+  /** After the panel's own change: re-read everything and show it. */
+  changed() {
+    this.force = true;
+    this.onChange();
   }
 
   profileForm(contact) {
@@ -65,7 +76,7 @@ export class ContactPane {
           await api('PATCH', `/v1/contacts/${encodeURIComponent(contact.id)}`, patch, { contentType: 'application/merge-patch+json' });
           fill(this.status, 'Saved.');
           document.activeElement?.blur();
-          this.onChange();
+          this.changed();
         } catch (err) {
           fill(this.status, `Not saved: ${err.message}`);
         }
@@ -98,7 +109,7 @@ export class ContactPane {
         e.preventDefault();
         try {
           await api('PUT', `/v1/contacts/${encodeURIComponent(contact.id)}/consent`, { marketing: pick.value, source: source.value.trim() || 'console' });
-          this.onChange();
+          this.changed();
         } catch (err) {
           fill(this.status, err.message);
         }
@@ -110,7 +121,7 @@ export class ContactPane {
   restrictionSection(contact) {
     const section = h('section', { class: 'restriction', 'aria-label': 'Restriction of processing' },
       h('h3', {}, 'Restriction'),
-      h('p', { 'data-testid': 'restriction' }, contact.restricted ? `Restricted${contact.restriction_reason ? `: ${contact.restriction_reason}` : ''}` : 'Not restricted'));
+      h('p', { 'data-testid': 'restriction' }, contact.restricted ? 'Restricted: nothing is sent to this contact' : 'Not restricted'));
     if (!this.context.can.write) return section;
     const id = uid('reason');
     const reason = h('input', { id, autocomplete: 'off', placeholder: 'why' });
@@ -121,7 +132,7 @@ export class ContactPane {
         try {
           await api('PUT', `/v1/contacts/${encodeURIComponent(contact.id)}/restriction`,
             contact.restricted ? { restricted: false } : { restricted: true, reason: reason.value.trim() || 'requested by the customer' });
-          this.onChange();
+          this.changed();
         } catch (err) {
           fill(this.status, err.message);
         }
@@ -132,12 +143,25 @@ export class ContactPane {
   }
 
   async loadHistory(contactId) {
+    const path = `/v1/contacts/${encodeURIComponent(contactId)}`;
     try {
-      const consent = await api('GET', `/v1/contacts/${encodeURIComponent(contactId)}/consent`);
+      const [consent, restriction] = await Promise.all([api('GET', `${path}/consent`), api('GET', `${path}/restriction`)]);
       if (this.shown !== contactId) return;
-      fill(this.history, h('details', {}, h('summary', {}, `Consent history (${consent.history.length})`),
-        h('ol', { class: 'history' }, consent.history.map((entry) => h('li', {},
-          `${when(entry.at)} \u00b7 ${entry.previous.replace('_', ' ')} \u2192 ${entry.marketing.replace('_', ' ')} \u00b7 ${entry.source} (by ${entry.actor})`)))));
+      const words = (s) => s.replace('_', ' ');
+      const restricted = (r) => (r ? 'restricted' : 'not restricted');
+      // Re-reads keep an opened history open.
+      const section = (name) => ({
+        'data-testid': name,
+        open: this.opened.has(name),
+        ontoggle: (e) => (e.target.open ? this.opened.add(name) : this.opened.delete(name)),
+      });
+      fill(this.history,
+        h('details', section('consent-history'), h('summary', {}, `Consent history (${consent.history.length})`),
+          h('ol', { class: 'history' }, consent.history.map((entry) => h('li', {},
+            `${when(entry.at)} \u00b7 ${words(entry.previous)} \u2192 ${words(entry.marketing)} \u00b7 ${entry.source} (by ${entry.actor})`)))),
+        h('details', section('restriction-history'), h('summary', {}, `Restriction history (${restriction.history.length})`),
+          h('ol', { class: 'history' }, restriction.history.map((entry) => h('li', {},
+            `${when(entry.at)} \u00b7 ${restricted(entry.previous)} \u2192 ${restricted(entry.restricted)}${entry.reason ? ` \u00b7 ${entry.reason}` : ''} (by ${entry.actor})`)))));
     } catch {
       fill(this.history);
     }
@@ -213,7 +237,7 @@ export class ContactPane {
         this.showReceipt(receipt);
       }
       // The panes re-read: the contact is gone, its receipt stays.
-      if (receipt.status === 'completed') this.onChange();
+      if (receipt.status === 'completed') this.changed();
     } catch (e) {
       fill(this.receipt, h('p', { class: 'error' }, `Erasure failed: ${e.message}`));
     }

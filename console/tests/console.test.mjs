@@ -151,11 +151,38 @@ test('a sign-in link signs a user in once, and keeps the code out of the address
   await other.page.getByText('That sign-in link did not work').waitFor();
 });
 
+test('consent and restriction edits show in the panel with their history, and restriction stops the composer', async () => {
+  const { page } = await open();
+  await signIn(page, stack, agent.key);
+  await page.getByTestId('conversation-row').filter({ hasText: 'Chloe Customer' }).click();
+  const panel = page.getByRole('complementary', { name: 'Contact' });
+  await panel.getByLabel('Set to').selectOption('opted_in');
+  await panel.getByLabel('Source').fill('asked in chat');
+  await panel.getByRole('button', { name: 'Record' }).click();
+  await panel.getByTestId('consent').filter({ hasText: 'opted in (asked in chat)' }).waitFor();
+  await panel.getByText('Consent history (1)').click();
+  await panel.getByTestId('consent-history').getByText(/unknown → opted in · asked in chat/).waitFor();
+  await panel.getByLabel('Reason').fill('customer objected');
+  await panel.getByRole('button', { name: 'Restrict processing' }).click();
+  await page.getByTestId('composer').getByText('Processing of this contact is restricted').waitFor();
+  await panel.getByText('Restriction history (1)').click();
+  await panel.getByTestId('restriction-history').getByText(/not restricted → restricted · customer objected/).waitFor();
+  await panel.getByRole('button', { name: 'Lift restriction' }).click();
+  await page.getByTestId('reply-text').waitFor();
+  await panel.getByLabel('Name').fill('Chloe C.');
+  await panel.getByRole('button', { name: 'Save profile' }).click();
+  await page.getByTestId('conversation-row').filter({ hasText: 'Chloe C.' }).waitFor({ timeout: 20_000 });
+  const contact = (await stack.api(stack.adminKey, 'GET', '/v1/contacts?q=Chloe')).items[0];
+  assert.equal(contact.name, 'Chloe C.');
+  assert.equal(contact.restricted, false);
+  assert.equal(contact.consent.marketing, 'opted_in');
+});
+
 test('a viewer sees the conversation but no composer and no actions', async () => {
   const viewer = await stack.user('Val Viewer', 'viewer');
   const { page } = await open();
   await signIn(page, stack, viewer.key);
-  await page.getByTestId('conversation-row').filter({ hasText: 'Chloe Customer' }).click();
+  await page.getByTestId('conversation-row').filter({ hasText: 'Chloe C.' }).click();
   await page.getByTestId('read-only').waitFor();
   assert.equal(await page.getByTestId('composer').count(), 0);
   assert.equal(await page.getByTestId('resolve').count(), 0);

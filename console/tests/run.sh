@@ -29,4 +29,8 @@ for module in ../*.js; do
 done
 
 rm -rf artifacts
-exec timeout --kill-after=30 600 node --test --test-concurrency=1 --test-timeout=120000 .
+if [ "${1:-}" = "--bench" ]; then
+  exec node bench.mjs
+fi
+# Each step waits at most 30 s (Playwright); the whole file at most 15 minutes.
+exec timeout --kill-after=30 900 node --test --test-concurrency=1 .

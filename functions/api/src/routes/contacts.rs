@@ -251,6 +251,25 @@ pub async fn get_consent<S: ApiStore, L, Q>(
     }))
 }
 
+pub async fn get_restriction<S: ApiStore, L, Q>(
+    deps: &Deps<S, L, Q>,
+    caller: &Caller,
+    id: &str,
+) -> Result<Response<Body>, ApiError> {
+    let contact = load(deps, caller, id).await?;
+    let history = deps.store.restriction_history(&caller.tenant_id, id).await?;
+    ok_json(&json!({
+        "current": {"restricted": contact.restricted},
+        "history": history.iter().map(|h| json!({
+            "restricted": h.restricted,
+            "previous": h.previous,
+            "reason": h.reason,
+            "actor": h.actor,
+            "at": h.at,
+        })).collect::<Vec<_>>(),
+    }))
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RestrictionInput {

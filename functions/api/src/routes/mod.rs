@@ -99,6 +99,7 @@ route_table! {
     PUT    "/v1/contacts/{contact_id}/consent"     Agent  => contacts::put_consent(deps, caller, req, id),
     GET    "/v1/contacts/{contact_id}/consent"     Viewer => contacts::get_consent(deps, caller, id),
     PUT    "/v1/contacts/{contact_id}/restriction" Agent  => contacts::put_restriction(deps, caller, req, id),
+    GET    "/v1/contacts/{contact_id}/restriction" Viewer => contacts::get_restriction(deps, caller, id),
     GET    "/v1/contacts/{contact_id}/messages"    Viewer => messages::conversation(deps, caller, req, id),
     POST   "/v1/contacts/{contact_id}/export"      Admin  => privacy::export_contact(deps, caller, req, id),
     GET    "/v1/audit"                             Admin  => audit::list(deps, caller, req),
