@@ -8,10 +8,12 @@
 //! cancelled too; `scheduled` may be paused). Each change is a conditional write on the
 //! version the caller read: two concurrent changes cannot both win.
 
+pub mod control;
 pub mod eligibility;
 pub mod pacing;
 pub mod run;
 pub mod spec;
+pub mod view;
 
 use std::collections::BTreeMap;
 
