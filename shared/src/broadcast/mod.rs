@@ -119,14 +119,16 @@ pub enum PauseReason {
     TemplateDisabled,
     /// The template is no longer approved (or was deleted).
     TemplateNotApproved,
-    /// The sending number's quality rating dropped to RED.
-    NumberQualityRed,
 }
 
 impl PauseReason {
-    /// Whether the engine resumes the broadcast by itself once the template is approved again.
+    /// Whether the engine resumes the broadcast by itself once the template is approved again
+    /// (every reason so far is the template's).
     pub fn resumes_on_approval(self) -> bool {
-        !matches!(self, PauseReason::NumberQualityRed)
+        matches!(
+            self,
+            PauseReason::TemplatePaused | PauseReason::TemplateDisabled | PauseReason::TemplateNotApproved
+        )
     }
 }
 
