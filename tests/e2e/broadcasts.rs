@@ -1,4 +1,4 @@
-//! Broadcasts end to end against the local endpoint: the API creates and controls a campaign,
+//! Broadcasts end to end against the local endpoint (400 contacts): the API creates and controls a campaign,
 //! the broadcast engine runs on the `BroadcastFunction` role (IAM-gated), hands sends to an SQS
 //! queue of this test's own, the sender (on its role) sends them to a fake Graph API (wiremock),
 //! and the engine follows the results. Graph sends are counted per recipient: exactly the
@@ -27,7 +27,10 @@ use crm_shared::store::{ContactStore, DynamoStore, TemplateStore};
 use e2e_tests::{api, new_tenant, own_queue, stack, start_gateway_with_queues};
 use sender_fn::{Deps, SenderConfig};
 
-const CONTACTS: usize = 2_000;
+/// Kept small: moto's transactions copy the table per item, so a page commit costs O(table)
+/// here (the 2,000-recipient run is the sender crate's `broadcast_tests`, over the in-memory
+/// ports).
+const CONTACTS: usize = 400;
 /// What makes contact `i` (in)eligible: `KINDS[i % 8]`.
 const KINDS: [&str; 8] = [
     "ok",
@@ -116,10 +119,10 @@ struct Engine {
 }
 
 impl Engine {
-    /// One engine run (500 sends a run: 1,000/s, half of it for broadcasts, 1 s runs).
+    /// One engine run (40 sends a run: 80/s, half of it for broadcasts, 1 s runs).
     async fn run(&self) {
         let config = EngineConfig {
-            rate_per_second: 1000,
+            rate_per_second: 80,
             run_secs: 1,
             ..EngineConfig::default()
         };
@@ -177,7 +180,8 @@ impl Engine {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_2000_recipient_campaign_sends_each_eligible_recipient_once_through_pause_and_resume() {
+async fn a_campaign_sends_each_eligible_recipient_once_through_pause_and_resume() {
+    let clock = std::time::Instant::now();
     let store = stack().store().await;
     let queue_url = own_queue("OutboundQueue").await;
     let gw = start_gateway_with_queues(store.clone(), stack().media_queue_url(), &queue_url).await;
@@ -207,6 +211,11 @@ async fn a_2000_recipient_campaign_sends_each_eligible_recipient_once_through_pa
         .map(|(_, c)| c.phone.clone().unwrap())
         .collect();
     let held_back = eligible[0].clone();
+    // Meta's business_capability_update raised the portfolio's limit (the default is 250).
+    crm_shared::store::BroadcastStore::set_messaging_limit(&store, &tenant_id, Some(100_000))
+        .await
+        .unwrap();
+    eprintln!("seeded at {:?}", clock.elapsed());
     let graph = graph(&held_back).await;
 
     // Agents may not broadcast unless the tenant allows it.
@@ -282,7 +291,9 @@ async fn a_2000_recipient_campaign_sends_each_eligible_recipient_once_through_pa
             break;
         }
     }
+    eprintln!("planned at {:?}", clock.elapsed());
     engine.drain().await;
+    eprintln!("first share sent at {:?}", clock.elapsed());
     let first = graph.received_requests().await.unwrap().len();
     assert!(first > 0 && first < eligible.len(), "{first}");
     let (status, _) = api("POST", &url(&format!("/v1/broadcasts/{id}/pause")), Some(&admin), None).await;
@@ -307,6 +318,7 @@ async fn a_2000_recipient_campaign_sends_each_eligible_recipient_once_through_pa
         }
     }
     engine.run().await;
+    eprintln!("done at {:?}", clock.elapsed());
 
     // Exactly the eligible ones, once each.
     let sent = sends(&graph).await;

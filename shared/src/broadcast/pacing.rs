@@ -90,6 +90,28 @@ fn hour_of(at: DateTime<Utc>) -> i64 {
     at.timestamp().div_euclid(3600)
 }
 
+/// [`UsageHours`] with its hour keys as strings, as a DynamoDB map must hold them.
+pub mod usage_hours_as_strings {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::UsageHours;
+
+    pub fn serialize<S: Serializer>(hours: &UsageHours, s: S) -> Result<S::Ok, S::Error> {
+        let keyed: BTreeMap<String, u64> = hours.iter().map(|(h, n)| (h.to_string(), *n)).collect();
+        keyed.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<UsageHours, D::Error> {
+        let keyed = BTreeMap::<String, u64>::deserialize(d)?;
+        keyed
+            .into_iter()
+            .map(|(h, n)| h.parse().map(|h| (h, n)).map_err(serde::de::Error::custom))
+            .collect()
+    }
+}
+
 /// Users reached in the 24 h before `now` (the hour buckets that overlap it).
 pub fn used_in_window(usage: &UsageHours, now: DateTime<Utc>) -> u64 {
     let from = hour_of(now) - 23;

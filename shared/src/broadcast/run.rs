@@ -712,6 +712,9 @@ fn rank(s: RecipientStatus) -> u8 {
     }
 }
 
+/// How often a followed recipient's contact is read for a reply or an opt-out.
+const CONTACT_RECHECK_MINUTES: i64 = 10;
+
 /// Meta's codes for a template that may not be sent now (paused, disabled, gone): the
 /// recipient goes back to `pending` and is sent once the template is approved again.
 const TEMPLATE_STOP_CODES: [i64; 3] = [132015, 132016, 132001];
@@ -831,9 +834,13 @@ async fn follow<S: EngineStore, Q: SendJobQueue>(
                         unsettled += 1;
                         continue;
                     }
-                    // Replies and later opt-outs, while the recipient is followed.
+                    // Replies and later opt-outs, while the recipient is followed: read when its
+                    // status moved, else at most every few minutes.
+                    let moved = after.status != r.status;
+                    let due = now - r.updated_at >= chrono::Duration::minutes(CONTACT_RECHECK_MINUTES);
                     if after.status != RecipientStatus::Pending
                         && rank(after.status) > 0
+                        && (moved || due)
                         && (!r.replied || !r.opted_out_after)
                         && let Some(contact) = store.get_contact(&b.tenant_id, &r.contact_id).await?
                     {

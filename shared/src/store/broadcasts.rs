@@ -414,3 +414,31 @@ fn map_recipients(items: Vec<super::Item>, next: Option<Position>) -> Result<Pag
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Page { items, next })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn items_round_trip_through_attribute_maps() {
+        let mut usage = MessagingUsage::default();
+        crate::broadcast::pacing::record_use(&mut usage.hours, Utc::now(), 3);
+        usage.version = 2;
+        let item = to_item(&UsageItem {
+            pk: tenant_pk("t"),
+            sk: MESSAGING_USAGE_SK.into(),
+            usage: usage.clone(),
+        });
+        assert_eq!(from_item::<UsageItem>(item).unwrap().usage, usage);
+        let settings = BroadcastSettings {
+            messaging_limit: None,
+            ..BroadcastSettings::default()
+        };
+        let item = to_item(&SettingsItem {
+            pk: tenant_pk("t"),
+            sk: BROADCAST_SETTINGS_SK.into(),
+            settings: settings.clone(),
+        });
+        assert_eq!(from_item::<SettingsItem>(item).unwrap().settings, settings);
+    }
+}

@@ -867,6 +867,8 @@ pub trait TemplateStore: Send + Sync {
 /// The portfolio's use of its messaging limit (unique users per hour), version-checked.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MessagingUsage {
+    /// Stored as a map with string keys (DynamoDB map keys are strings).
+    #[serde(with = "crate::broadcast::pacing::usage_hours_as_strings")]
     pub hours: crate::broadcast::pacing::UsageHours,
     /// 0 before the first write.
     pub version: u64,
