@@ -124,6 +124,68 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    use crm_shared::config::WebhookSecrets;
+    use crm_shared::secret::Secret;
+    use crm_shared::store::BroadcastStore;
+    use crm_shared::testing::{MemQueue, MemStore, fixtures};
+    use crm_shared::whatsapp::sign;
+
+    /// Delivers `changes` of the tenant's WABA through the handler, signed.
+    async fn deliver(store: &MemStore, waba_id: &str, changes: Value) {
+        let secrets = WebhookSecrets {
+            app_secret: Secret::new("app-secret"),
+            verify_token: Secret::new("verify"),
+        };
+        let queue = MemQueue::new();
+        let deps = crate::Deps::new(store.clone(), queue.clone(), queue, secrets);
+        let body =
+            json!({"object": "whatsapp_business_account", "entry": [{"id": waba_id, "changes": changes}]}).to_string();
+        let req = lambda_http::http::Request::builder()
+            .method("POST")
+            .uri("https://hooks.test/webhooks/whatsapp")
+            .header("x-hub-signature-256", sign(b"app-secret", body.as_bytes()))
+            .body(lambda_http::Body::Text(body))
+            .unwrap();
+        let response = crate::handle(&deps, req).await.unwrap();
+        assert_eq!(response.status(), 200);
+    }
+
+    #[tokio::test]
+    async fn user_preferences_set_consent_and_capability_updates_set_the_messaging_limit() {
+        let store = MemStore::new();
+        let tenant = fixtures::tenant("106540352242922");
+        store.add_tenant(tenant.clone(), Secret::new("graph-token"));
+        let mut contact = fixtures::contact(&tenant.tenant_id, "+447700900123", Utc::now());
+        contact.consent.marketing = MarketingConsent::OptedIn;
+        store.add_contact(contact.clone());
+        let prefs = |value: &str| {
+            json!([{"field": "user_preferences", "value": {
+                "messaging_product": "whatsapp",
+                "metadata": {"display_phone_number": "15550000000", "phone_number_id": tenant.phone_number_id},
+                "contacts": [{"profile": {"name": "Pat"}, "wa_id": "447700900123"}],
+                "user_preferences": [{"wa_id": "447700900123", "detail": "d", "category": "marketing_messages",
+                                      "value": value, "timestamp": 1731705721}]}}])
+        };
+        deliver(&store, &tenant.waba_id, prefs("stop")).await;
+        let after = store.contact(&tenant.tenant_id, &contact.contact_id).unwrap();
+        assert_eq!(after.consent.marketing, MarketingConsent::OptedOut);
+        assert_eq!(after.consent.source.as_deref(), Some(USER_PREFERENCES_SOURCE));
+        deliver(&store, &tenant.waba_id, prefs("resume")).await;
+        let after = store.contact(&tenant.tenant_id, &contact.contact_id).unwrap();
+        assert_eq!(after.consent.marketing, MarketingConsent::OptedIn);
+
+        let capability = |n: i64| {
+            json!([{"field": "business_capability_update", "value": {
+                "max_daily_conversations_per_business": n, "max_phone_numbers_per_business": 2}}])
+        };
+        deliver(&store, &tenant.waba_id, capability(10_000)).await;
+        let settings = store.broadcast_settings(&tenant.tenant_id).await.unwrap();
+        assert_eq!(settings.messaging_limit, Some(10_000));
+        deliver(&store, &tenant.waba_id, capability(-1)).await;
+        let settings = store.broadcast_settings(&tenant.tenant_id).await.unwrap();
+        assert_eq!(settings.messaging_limit, None);
+    }
+
     #[test]
     fn preferences_are_read_as_metas_reference_shows_them() {
         let stop = json!({"wa_id": "447700900123", "detail": "User requested to stop marketing messages",
