@@ -452,7 +452,8 @@ async fn the_messaging_limit_defers_the_rest_to_the_next_window() {
             w.store.apply_status(&w.tenant.tenant_id, &write).await.unwrap();
         }
     }
-    w.run_engine(t0 + chrono::Duration::hours(25)).await;
+    w.run_engine(t0 + chrono::Duration::hours(25) + chrono::Duration::minutes(1))
+        .await;
     let b = w.get(&id).await;
     assert_eq!((b.counters.sent, b.counters.delivered, b.counters.read), (24, 24, 24));
 }

@@ -614,17 +614,24 @@ async fn dispatch<S: EngineStore, Q: SendJobQueue>(
         let mut changed = Vec::new();
         let mut counted_users = 0u64;
         let mut stopped_at: Option<Position> = None;
-        let contacts = futures::future::join_all(
-            page.items
-                .iter()
-                .take(room)
-                .map(|r| store.get_contact(&b.tenant_id, &r.contact_id)),
-        )
+        // Whether each counts against the messaging limit (its service window): read only when
+        // there is a limit.
+        let limited = settings.messaging_limit.is_some();
+        let tenant_id = b.tenant_id.as_str();
+        let contacts = futures::future::join_all(page.items.iter().take(room).map(|r| async move {
+            if limited {
+                store.get_contact(tenant_id, &r.contact_id).await.map(Some)
+            } else {
+                Ok(None)
+            }
+        }))
         .await;
         for (r, contact) in page.items.iter().take(room).zip(contacts) {
-            let counts = contact?
-                .as_ref()
-                .is_none_or(|c| pacing::counts_against_limit(c.last_inbound_at, now));
+            let counts = limited
+                && contact?
+                    .flatten()
+                    .as_ref()
+                    .is_none_or(|c| pacing::counts_against_limit(c.last_inbound_at, now));
             if counts && budget == 0 {
                 stopped_at = Some(Position::from([("contact_id".to_owned(), r.contact_id.clone())]));
                 break;
@@ -739,10 +746,13 @@ async fn follow<S: EngineStore, Q: SendJobQueue>(
         let page = store
             .broadcast_recipients(&b.tenant_id, &b.broadcast_id, None, size as i32, start)
             .await?;
+        // Handed over in this very run: nothing to read back yet (still unsettled).
+        let fresh = |r: &BroadcastRecipient| r.status == RecipientStatus::Queued && r.updated_at == now;
+        unsettled += page.items.iter().filter(|r| fresh(r)).count() as u64;
         let open: Vec<&BroadcastRecipient> = page
             .items
             .iter()
-            .filter(|r| r.status.is_open() && r.message_id.is_some())
+            .filter(|r| r.status.is_open() && r.message_id.is_some() && !fresh(r))
             .collect();
         unsettled += page
             .items
