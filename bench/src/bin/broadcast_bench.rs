@@ -1,7 +1,7 @@
 //! Broadcast benchmark (not a test; `make bench-broadcasts`): one campaign of `N` recipients
 //! (default 20,000) over the in-memory store, through the real engine
-//! (`crm_shared::broadcast::run`): planning time, store calls per recipient for plan + dispatch
-//! + following three statuses, and the writes per partition key. Meta's side is simulated by
+//! (`crm_shared::broadcast::run`): planning time, store calls per recipient for planning,
+//! dispatching and following three statuses, and the writes per partition key. Meta's side is simulated by
 //! recording `sent`, `delivered` and `read` on every dispatched message (the sender's own cost
 //! per message is `make bench`'s); the send queue is the in-memory one.
 //!
