@@ -286,6 +286,12 @@ mod tests {
         assert_eq!(role("POST", "/v1/templates"), Some(Role::Admin));
         assert_eq!(role("POST", "/v1/templates/sync"), Some(Role::Admin));
         assert_eq!(role("DELETE", "/v1/templates/{name}"), Some(Role::Admin));
+        // Broadcasts: agents reach the handler, which lets them through only when the tenant's
+        // broadcast settings allow it (else admin).
+        assert_eq!(role("GET", "/v1/broadcasts"), Some(Role::Viewer));
+        assert_eq!(role("POST", "/v1/broadcasts"), Some(Role::Agent));
+        assert_eq!(role("POST", "/v1/broadcasts/{broadcast_id}/start"), Some(Role::Agent));
+        assert_eq!(role("PUT", "/v1/settings/broadcasts"), Some(Role::Admin));
     }
 
     #[test]
