@@ -14,6 +14,7 @@ help:
 	@echo "make bench-events  - events function CPU per event, 1,000 events/s sustained, end-to-end latency"
 	@echo "make bench-templates - template send validation CPU vs POST /v1/messages (target <= 5 %)"
 	@echo "make bench-devstack - the local endpoint at 10,000 contacts / 100,000 messages: latency, memory"
+	@echo "make bench-broadcasts - a campaign over the in-memory store: planning time, store requests per recipient (N=20000)"
 	@echo "make bench-reports - counter updates per 1,000 events; a 90-day report of every grouping: requests, CPU"
 	@echo "make bench-console - the web console: bytes shipped, time to an interactive inbox (local stack)"
 
@@ -70,6 +71,13 @@ bench-events: bootstrap
 bench-templates:
 	cargo build --release -p bench --bin template-validate
 	target/release/template-validate
+
+# Broadcast benchmark (not a test): one campaign of N recipients through the real engine over the
+# in-memory store: planning time, store requests per recipient, writes per key.
+.PHONY: bench-broadcasts
+bench-broadcasts:
+	cargo build --release -p bench --bin broadcast-bench
+	target/release/broadcast-bench $(or $(N),20000)
 
 # Reports benchmark (not a test): counter item updates per 1,000 events (the real events handler
 # over the in-memory store) and a 90-day report of every grouping: store requests and CPU.

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod auth;
 pub mod aws;
 pub mod blob;
+pub mod broadcast;
 pub mod cache;
 pub mod config;
 pub mod contact;

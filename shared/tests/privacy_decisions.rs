@@ -229,6 +229,7 @@ fn a_retention_report_totals_tenants_and_flags_failures() {
             conversations: 3,
             notes: 1,
             conversations_resolved: 2,
+            broadcasts: 1,
         },
         complete: error.is_none(),
         error: error.map(str::to_owned),
@@ -248,6 +249,7 @@ fn a_retention_report_totals_tenants_and_flags_failures() {
             conversations: 6,
             notes: 2,
             conversations_resolved: 4,
+            broadcasts: 2,
         }
     );
     assert!(!report.failed());

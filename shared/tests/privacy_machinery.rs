@@ -249,6 +249,8 @@ fn expected_receipt() -> ErasureCounts {
         other_items: 3,
         conversations: 1,
         notes: 1,
+        // Not a recipient of any broadcast (the broadcast e2e test erases one).
+        broadcast_recipients: 0,
     }
 }
 

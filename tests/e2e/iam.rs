@@ -29,6 +29,7 @@ fn every_function_has_a_policy_and_least_privilege_holds() {
         "MediaFunction",
         "MediaDeadLetterFunction",
         "SenderFunction",
+        "BroadcastFunction",
         "ExporterFunction",
         "EraserFunction",
         "RetentionFunction",

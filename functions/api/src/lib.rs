@@ -16,8 +16,8 @@ use crm_shared::cursor::CursorCodec;
 use crm_shared::graph::GraphClient;
 use crm_shared::jobs::{SendJobQueue, SqsQueue};
 use crm_shared::store::{
-    ApiKeyStore, AuditStore, ContactStore, ConversationStore, EventStore, MessageStore, OutboundStore, ReportStore,
-    TemplateStore, TenantStore, UserStore, WebhookStore,
+    ApiKeyStore, AuditStore, BroadcastStore, ContactStore, ConversationStore, EventStore, MessageStore, OutboundStore,
+    ReportStore, TemplateStore, TenantStore, UserStore, WebhookStore,
 };
 
 use crate::auth::{Caller, TenantStatusCache, authenticate};
@@ -116,6 +116,7 @@ pub trait ApiStore:
     + WebhookStore
     + TemplateStore
     + ReportStore
+    + BroadcastStore
 {
 }
 impl<
@@ -130,7 +131,8 @@ impl<
         + EventStore
         + WebhookStore
         + TemplateStore
-        + ReportStore,
+        + ReportStore
+        + BroadcastStore,
 > ApiStore for T
 {
 }

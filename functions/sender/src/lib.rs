@@ -25,6 +25,8 @@
 //! [`outcome`] decides what a failed send becomes.
 
 mod batch;
+#[cfg(test)]
+mod broadcast_tests;
 mod outcome;
 mod prepare;
 mod send;

@@ -9,6 +9,7 @@
 //! when even the hand-off fails. An item the table refuses for good (over 400 KB) is kept as a
 //! digest and acknowledged. Slow work (media download) is handed to the media queue.
 
+mod account;
 mod overflow;
 mod plan;
 mod process;
@@ -34,8 +35,14 @@ pub use overflow::handle_overflow;
 pub use process::{Outcome, Summary};
 
 /// Storage the webhook needs.
-pub trait WebhookStore: InboundStore + ContactStore + TenantStore + AuditStore + TemplateStore {}
-impl<T: InboundStore + ContactStore + TenantStore + AuditStore + TemplateStore> WebhookStore for T {}
+pub trait WebhookStore:
+    InboundStore + ContactStore + TenantStore + AuditStore + TemplateStore + crm_shared::store::BroadcastStore
+{
+}
+impl<T: InboundStore + ContactStore + TenantStore + AuditStore + TemplateStore + crm_shared::store::BroadcastStore>
+    WebhookStore for T
+{
+}
 
 /// The webhook's one path, as configured in the Meta app and in `template.yaml`.
 pub const WEBHOOK_PATH: &str = "/webhooks/whatsapp";

@@ -41,6 +41,8 @@ pub struct Summary {
     pub templates_stale: usize,
     /// Template webhooks of another WABA of the tenant (an added number's): not the registry's.
     pub templates_other_waba: usize,
+    /// `user_preferences` and `business_capability_update` changes applied (broadcasts).
+    pub account_changes: usize,
     pub unknown_numbers: usize,
     /// Items the table refused for good, kept as digests.
     pub items_unstorable: usize,
@@ -51,6 +53,7 @@ pub struct Summary {
 impl Summary {
     pub fn add(&mut self, o: &Summary) {
         self.messages_stored += o.messages_stored;
+        self.account_changes += o.account_changes;
         self.messages_duplicate += o.messages_duplicate;
         self.messages_erased += o.messages_erased;
         self.messages_malformed += o.messages_malformed;
@@ -265,6 +268,9 @@ async fn process_item<S: WebhookStore, Q: MediaJobQueue>(
                     None => summary.templates_stale += 1,
                 }
                 return Ok(());
+            }
+            if crate::account::apply(&p.store, tenant_id, &change.change.field, &change.change.value, now).await? {
+                summary.account_changes += 1;
             }
             p.store
                 .record_event(tenant_id, &change.change.field, &change.change.value, now)

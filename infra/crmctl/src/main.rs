@@ -1,6 +1,7 @@
 //! `crmctl`: operator commands against DynamoDB/S3/SQS with the caller's AWS credentials.
 //! JSON on stdout; errors on stderr with a non-zero exit.
 
+mod broadcast;
 mod privacy;
 mod webhook;
 
@@ -59,6 +60,11 @@ enum Command {
     Templates {
         #[command(subcommand)]
         command: TemplatesCommand,
+    },
+    /// Broadcasts (template campaigns).
+    Broadcast {
+        #[command(subcommand)]
+        command: broadcast::BroadcastCommand,
     },
 }
 
@@ -302,6 +308,7 @@ async fn run(cli: Cli) -> Result<Value, CliError> {
         } => privacy::delete_tenant(&privacy::from_env(&env, &sdk), &tenant, settle_secs).await,
         Command::Retention { command } => privacy::retention(&privacy::from_env(&env, &sdk), command).await,
         Command::Sandbox { command } => sandbox(&env, &store, command).await,
+        Command::Broadcast { command } => broadcast::run(&store, command).await,
         Command::Templates {
             command: TemplatesCommand::Sync { tenant },
         } => {

@@ -356,6 +356,26 @@ async fn run() -> Result<(), BoxError> {
         });
     }
 
+    // The broadcast engine's schedule, at the template's rate.
+    for rate in schedules.get("BroadcastFunction").into_iter().flatten().copied() {
+        let (store, queue) = (store.clone(), SqsQueue::new(sqs.clone(), &outbound_queue_url));
+        let config = crm_shared::broadcast::run::EngineConfig {
+            rate_per_second: env.send_rate_per_second()?,
+            run_secs: rate.as_secs().max(1) as u32,
+            ..Default::default()
+        };
+        eprintln!("devstack: broadcast run every {} s", rate.as_secs());
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + rate, rate);
+            loop {
+                ticks.tick().await;
+                if let Err(e) = crm_shared::broadcast::run::run_all(&store, &queue, chrono::Utc::now(), &config).await {
+                    eprintln!("devstack: broadcast run failed: {e}");
+                }
+            }
+        });
+    }
+
     // The template reconcile's schedule, at the template's rate.
     for rate in schedules.get("TemplateSyncFunction").into_iter().flatten().copied() {
         let (store, graph) = (store.clone(), graph_for_schedule.clone());

@@ -275,7 +275,11 @@ impl<S: PrivacyPorts, O: ObjectStore, Q: JobQueue> Privacy<S, O, Q> {
             }
             ErasureStep::ContactItems => match self.store.delete_contact_items(&t, &c, false, handled).await? {
                 Some(deleted) => counts.add(&deleted),
-                None => progress.step = ErasureStep::FinalObjects,
+                None => {
+                    // Its recipient entries in every broadcast (idempotent: a repeat finds none).
+                    counts.broadcast_recipients += self.store.erase_recipient(&t, &c).await?;
+                    progress.step = ErasureStep::FinalObjects;
+                }
             },
             ErasureStep::Done => {}
         }

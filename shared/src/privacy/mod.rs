@@ -262,6 +262,9 @@ pub struct ErasureCounts {
     /// The contact's conversations (with their read marks) and internal notes.
     pub conversations: u64,
     pub notes: u64,
+    /// Its entries in broadcasts' recipient lists (the broadcasts' counters keep their numbers).
+    #[serde(default)]
+    pub broadcast_recipients: u64,
 }
 
 impl ErasureCounts {
@@ -280,7 +283,7 @@ impl ErasureCounts {
         added
     }
 
-    fn values(&self) -> [u64; 14] {
+    fn values(&self) -> [u64; 15] {
         [
             self.contacts,
             self.identities,
@@ -296,10 +299,11 @@ impl ErasureCounts {
             self.other_items,
             self.conversations,
             self.notes,
+            self.broadcast_recipients,
         ]
     }
 
-    fn fields_mut(&mut self) -> [&mut u64; 14] {
+    fn fields_mut(&mut self) -> [&mut u64; 15] {
         [
             &mut self.contacts,
             &mut self.identities,
@@ -315,6 +319,7 @@ impl ErasureCounts {
             &mut self.other_items,
             &mut self.conversations,
             &mut self.notes,
+            &mut self.broadcast_recipients,
         ]
     }
 
@@ -456,8 +461,14 @@ pub enum PrivacyError {
 pub const DEFAULT_REQUEST_BUDGET: Duration = Duration::from_secs(5);
 
 /// The storage the privacy machinery works through.
-pub trait PrivacyPorts: PrivacyStore + ContactStore + ConversationStore + TenantStore + ApiKeyStore {}
-impl<T: PrivacyStore + ContactStore + ConversationStore + TenantStore + ApiKeyStore> PrivacyPorts for T {}
+pub trait PrivacyPorts:
+    PrivacyStore + ContactStore + ConversationStore + TenantStore + ApiKeyStore + crate::store::BroadcastStore
+{
+}
+impl<T: PrivacyStore + ContactStore + ConversationStore + TenantStore + ApiKeyStore + crate::store::BroadcastStore>
+    PrivacyPorts for T
+{
+}
 
 /// Everything the privacy machinery talks to, each behind its port (storage, the media and
 /// exports buckets, the export and erasure queues); the defaults are the AWS implementations.

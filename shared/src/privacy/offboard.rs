@@ -154,6 +154,7 @@ impl<S: PrivacyPorts, O: ObjectStore, Q: JobQueue> Privacy<S, O, Q> {
             ("events", TenantRecords::RawEvents),
             ("event_stream_items", TenantRecords::EventStream),
             ("templates", TenantRecords::Templates),
+            ("broadcasts", TenantRecords::Broadcasts),
             ("other_items", TenantRecords::Tombstones),
         ];
         if let Some(t) = &tenant {

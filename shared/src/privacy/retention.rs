@@ -40,6 +40,9 @@ pub struct RetentionCounts {
     pub notes: u64,
     /// Conversations the tenant's auto-resolve period resolved (not deletions).
     pub conversations_resolved: u64,
+    /// Broadcasts finished (completed or cancelled) more than `messages_days` ago, with their
+    /// recipients.
+    pub broadcasts: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -72,6 +75,7 @@ impl RetentionReport {
             t.conversations += r.deleted.conversations;
             t.notes += r.deleted.notes;
             t.conversations_resolved += r.deleted.conversations_resolved;
+            t.broadcasts += r.deleted.broadcasts;
         }
         t
     }
@@ -291,6 +295,11 @@ impl<S: PrivacyPorts, O: ObjectStore, Q: JobQueue> Privacy<S, O, Q> {
                 Some(m) => next = Some(m),
                 None => break,
             }
+        }
+
+        // Campaign records live as long as the messages they sent.
+        if complete {
+            deleted.broadcasts += self.store.delete_broadcasts_before(tenant_id, cut.messages).await?;
         }
 
         Ok(TenantRetention {

@@ -214,6 +214,32 @@ pub const TEMPLATE_CREATIONS_SK: &str = "TEMPLATES#CREATIONS";
 /// The tenant's template settings (default language).
 pub const TEMPLATE_SETTINGS_SK: &str = "SETTINGS#TEMPLATES";
 
+/// Partition of a tenant's broadcasts, one item per broadcast ([`broadcast_sk`]).
+pub fn broadcasts_pk(tenant_id: &str) -> String {
+    format!("T#{tenant_id}#BCAST")
+}
+
+pub const BROADCAST_PREFIX: &str = "B#";
+
+pub fn broadcast_sk(broadcast_id: &str) -> String {
+    format!("{BROADCAST_PREFIX}{broadcast_id}")
+}
+
+/// Partition of one broadcast's recipients, one item per contact ([`recipient_sk`]).
+pub fn broadcast_recipients_pk(tenant_id: &str, broadcast_id: &str) -> String {
+    format!("T#{tenant_id}#BCAST#{broadcast_id}")
+}
+
+pub const RECIPIENT_PREFIX: &str = "R#";
+
+pub fn recipient_sk(contact_id: &str) -> String {
+    format!("{RECIPIENT_PREFIX}{contact_id}")
+}
+
+/// In the tenant partition: broadcast settings and the messaging-limit usage.
+pub const BROADCAST_SETTINGS_SK: &str = "SETTINGS#BROADCASTS";
+pub const MESSAGING_USAGE_SK: &str = "BROADCASTS#USAGE";
+
 /// Non-message webhook events of a tenant (account, quality, template updates).
 pub fn events_pk(tenant_id: &str) -> String {
     format!("T#{tenant_id}#EVENTS")

@@ -889,6 +889,128 @@ pub trait TemplateStore: Send + Sync {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Broadcasts
+
+/// The portfolio's use of its messaging limit (unique users per hour), version-checked.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessagingUsage {
+    /// Stored as a map with string keys (DynamoDB map keys are strings).
+    #[serde(with = "crate::broadcast::pacing::usage_hours_as_strings")]
+    pub hours: crate::broadcast::pacing::UsageHours,
+    /// 0 before the first write.
+    pub version: u64,
+}
+
+/// A recipient replaced by a page commit, if its stored status is still `expected`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecipientChange {
+    pub expected: crate::broadcast::RecipientStatus,
+    pub recipient: crate::broadcast::BroadcastRecipient,
+}
+
+/// What committing a page did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PageCommit {
+    Committed,
+    /// Nothing was written: these new recipients (indices into `created`) already exist.
+    Existing(Vec<usize>),
+}
+
+/// Campaigns: the broadcast items, their recipients, and the tenant's broadcast settings and
+/// messaging-limit usage. Every engine write is a page commit: the broadcast (version-checked),
+/// up to [`MAX_PAGE_RECIPIENTS`] recipients and the usage item in one transaction, so a crash
+/// or a concurrent run never leaves counters and recipients apart.
+pub trait BroadcastStore: Send + Sync {
+    fn create_broadcast(
+        &self,
+        broadcast: &crate::broadcast::Broadcast,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    fn get_broadcast(
+        &self,
+        tenant_id: &str,
+        broadcast_id: &str,
+    ) -> impl Future<Output = Result<Option<crate::broadcast::Broadcast>, StoreError>> + Send;
+
+    /// Newest first.
+    fn list_broadcasts(
+        &self,
+        tenant_id: &str,
+        limit: i32,
+        start: Option<Position>,
+    ) -> impl Future<Output = Result<Page<crate::broadcast::Broadcast>, StoreError>> + Send;
+
+    /// Stores `broadcast` if the stored one is at `broadcast.version - 1` (`VersionMismatch`
+    /// otherwise).
+    fn save_broadcast(
+        &self,
+        broadcast: &crate::broadcast::Broadcast,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// One page of engine work in one transaction: the broadcast as [`Self::save_broadcast`],
+    /// `created` recipients if new, `changed` recipients if still at their expected status,
+    /// and the usage item if given (at `usage.version - 1`). `VersionMismatch` when the
+    /// broadcast, the usage or a changed recipient moved on.
+    fn commit_page(
+        &self,
+        broadcast: &crate::broadcast::Broadcast,
+        created: &[crate::broadcast::BroadcastRecipient],
+        changed: &[RecipientChange],
+        usage: Option<&MessagingUsage>,
+    ) -> impl Future<Output = Result<PageCommit, StoreError>> + Send;
+
+    /// A broadcast's recipients in contact id order, optionally of one status.
+    fn broadcast_recipients(
+        &self,
+        tenant_id: &str,
+        broadcast_id: &str,
+        status: Option<crate::broadcast::RecipientStatus>,
+        limit: i32,
+        start: Option<Position>,
+    ) -> impl Future<Output = Result<Page<crate::broadcast::BroadcastRecipient>, StoreError>> + Send;
+
+    fn broadcast_settings(
+        &self,
+        tenant_id: &str,
+    ) -> impl Future<Output = Result<crate::broadcast::pacing::BroadcastSettings, StoreError>> + Send;
+
+    fn put_broadcast_settings(
+        &self,
+        tenant_id: &str,
+        settings: &crate::broadcast::pacing::BroadcastSettings,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Sets only the messaging limit (Meta's `business_capability_update`).
+    fn set_messaging_limit(
+        &self,
+        tenant_id: &str,
+        limit: Option<u64>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    fn messaging_usage(&self, tenant_id: &str) -> impl Future<Output = Result<MessagingUsage, StoreError>> + Send;
+
+    /// Erasure: removes the contact from every broadcast's recipients (counters keep their
+    /// numbers); returns how many recipient items went.
+    fn erase_recipient(
+        &self,
+        tenant_id: &str,
+        contact_id: &str,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Retention and offboarding: deletes finished broadcasts (and their recipients) that
+    /// finished before `before`; returns how many broadcasts went.
+    fn delete_broadcasts_before(
+        &self,
+        tenant_id: &str,
+        before: DateTime<Utc>,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+}
+
+/// Most recipients one page commit writes (DynamoDB transactions hold 100 items: the
+/// broadcast and the usage item take two).
+pub const MAX_PAGE_RECIPIENTS: usize = 98;
+
+// ---------------------------------------------------------------------------------------------
 // Privacy
 
 /// A lease on a job record: who holds it and until when (epoch milliseconds).
@@ -975,6 +1097,8 @@ pub enum TenantRecords<'a> {
     TenantPartition,
     /// The template registry.
     Templates,
+    /// Broadcasts and their recipients.
+    Broadcasts,
     /// The tenant record itself (deleted last; counted as one item, so name it only when
     /// the tenant exists).
     Tenant,

@@ -162,7 +162,11 @@ impl DynamoStore {
     }
 
     /// Deletes every item of a partition that `select` picks; returns how many.
-    async fn delete_partition(&self, pk: String, select: impl Fn(&ItemKey) -> bool) -> Result<u64, StoreError> {
+    pub(crate) async fn delete_partition(
+        &self,
+        pk: String,
+        select: impl Fn(&ItemKey) -> bool,
+    ) -> Result<u64, StoreError> {
         let query = PageQuery::partition(pk).project(&[PK, SK]).limit(PAGE);
         let mut deleted = 0;
         let mut start = None;
@@ -666,6 +670,7 @@ impl PrivacyStore for DynamoStore {
             }
             TenantRecords::TenantPartition => self.delete_partition(tenant_pk(tenant_id), |k| k.sk != TENANT_SK).await,
             TenantRecords::Templates => self.delete_partition(templates_pk(tenant_id), |_| true).await,
+            TenantRecords::Broadcasts => self.delete_broadcast_partitions(tenant_id).await,
             TenantRecords::Tenant => {
                 self.delete_items(&[ItemKey::new(tenant_pk(tenant_id), TENANT_SK)])
                     .await

@@ -175,6 +175,18 @@ pub enum Op {
     ClaimTemplateCreation,
     TemplateSettings,
     PutTemplateSettings,
+    // BroadcastStore
+    CreateBroadcast,
+    GetBroadcast,
+    ListBroadcasts,
+    SaveBroadcast,
+    CommitPage,
+    BroadcastRecipients,
+    BroadcastSettings,
+    PutBroadcastSettings,
+    MessagingUsage,
+    EraseRecipient,
+    DeleteBroadcasts,
 }
 
 /// A non-message webhook change kept by `record_event`.
@@ -267,6 +279,8 @@ struct State {
     numbers: BTreeMap<Key, PhoneNumber>,
     /// The template registry and its side items (`templates.rs`).
     templates: templates::TemplateState,
+    /// Broadcasts, their recipients, settings and usage (`broadcasts.rs`).
+    broadcasts: broadcasts::BroadcastState,
 }
 
 /// What a reference item in a contact's partition points at.
@@ -671,6 +685,7 @@ impl MemStore {
     }
 }
 
+mod broadcasts;
 mod events;
 mod inbox;
 mod privacy;

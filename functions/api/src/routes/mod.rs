@@ -2,6 +2,7 @@
 
 mod apikeys;
 mod audit;
+mod broadcasts;
 mod contacts;
 mod conversations;
 mod messages;
@@ -132,6 +133,17 @@ route_table! {
     GET    "/v1/reports/users"                     Admin  => reports::users(deps, caller, req),
     GET    "/v1/settings/reports"                  Viewer => reports::get_settings(deps, caller),
     PUT    "/v1/settings/reports"                  Admin  => reports::put_settings(deps, caller, req),
+    // Broadcasts: create and control need admin, or agent if the tenant's settings allow.
+    GET    "/v1/broadcasts"                        Viewer => broadcasts::list(deps, caller, req),
+    POST   "/v1/broadcasts"                        Agent  => broadcasts::create(deps, caller, req),
+    GET    "/v1/broadcasts/{broadcast_id}"         Viewer => broadcasts::get(deps, caller, id),
+    POST   "/v1/broadcasts/{broadcast_id}/start"   Agent  => broadcasts::act(deps, caller, req, id, crm_shared::broadcast::Action::Start),
+    POST   "/v1/broadcasts/{broadcast_id}/pause"   Agent  => broadcasts::act(deps, caller, req, id, crm_shared::broadcast::Action::Pause),
+    POST   "/v1/broadcasts/{broadcast_id}/resume"  Agent  => broadcasts::act(deps, caller, req, id, crm_shared::broadcast::Action::Resume),
+    POST   "/v1/broadcasts/{broadcast_id}/cancel"  Agent  => broadcasts::act(deps, caller, req, id, crm_shared::broadcast::Action::Cancel),
+    GET    "/v1/broadcasts/{broadcast_id}/recipients" Viewer => broadcasts::recipients(deps, caller, req, id),
+    GET    "/v1/settings/broadcasts"               Viewer => broadcasts::get_settings(deps, caller),
+    PUT    "/v1/settings/broadcasts"               Admin  => broadcasts::put_settings(deps, caller, req),
 }
 
 /// Whether `segments` (the path split on `/`, without the leading empty one) fit `template`;
@@ -279,6 +291,12 @@ mod tests {
         assert_eq!(role("POST", "/v1/templates"), Some(Role::Admin));
         assert_eq!(role("POST", "/v1/templates/sync"), Some(Role::Admin));
         assert_eq!(role("DELETE", "/v1/templates/{name}"), Some(Role::Admin));
+        // Broadcasts: agents reach the handler, which lets them through only when the tenant's
+        // broadcast settings allow it (else admin).
+        assert_eq!(role("GET", "/v1/broadcasts"), Some(Role::Viewer));
+        assert_eq!(role("POST", "/v1/broadcasts"), Some(Role::Agent));
+        assert_eq!(role("POST", "/v1/broadcasts/{broadcast_id}/start"), Some(Role::Agent));
+        assert_eq!(role("PUT", "/v1/settings/broadcasts"), Some(Role::Admin));
     }
 
     #[test]

@@ -618,6 +618,7 @@ impl PrivacyStore for MemStore {
                 keys + token + settings
             }
             TenantRecords::Templates => s.templates.delete_tenant(tenant_id),
+            TenantRecords::Broadcasts => s.broadcasts.delete_tenant(tenant_id),
             TenantRecords::Tenant => {
                 s.tenants.remove(tenant_id);
                 s.disabled_at.remove(tenant_id);

@@ -1,0 +1,282 @@
+//! `POST /v1/broadcasts`: the body's validation. Everything a broadcast needs is checked here,
+//! before anything is stored: the template reference, the audience, the parameter mapping
+//! (every source must be a field or attribute a contact can have) and the start time.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::contact::{normalize_phone, normalize_tag};
+use crate::template;
+
+/// Most entries of an explicit audience list (contact ids and phones together): the list is
+/// kept on the broadcast item, which DynamoDB bounds at 400 KB.
+pub const MAX_EXPLICIT: usize = 5_000;
+/// Most tags in `tags_all` / `tags_any`.
+pub const MAX_TAGS: usize = 10;
+pub const MAX_NAME_CHARS: usize = 200;
+
+/// Contact fields a parameter may come from (`contact.<field>`); attributes are
+/// `attributes.<key>`.
+pub const CONTACT_FIELDS: [&str; 5] = ["name", "profile_name", "email", "phone", "language"];
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct SpecError {
+    pub code: &'static str,
+    pub message: String,
+}
+
+fn invalid(code: &'static str, message: impl Into<String>) -> SpecError {
+    SpecError {
+        code,
+        message: message.into(),
+    }
+}
+
+/// Who a broadcast goes to. Sources are walked in order (explicit list, then the search,
+/// then the tags); a contact found twice is one recipient.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Audience {
+    /// Contacts with every one of these tags.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags_all: Vec<String>,
+    /// Contacts with at least one of these tags.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags_any: Vec<String>,
+    /// The contacts search (`GET /v1/contacts?q=`: name or phone prefix).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub q: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub contact_ids: Vec<String>,
+    /// E.164; a phone with no contact is skipped `unknown_contact`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub phones: Vec<String>,
+    /// Every contact of the tenant (must be asked for explicitly).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub all: bool,
+}
+
+impl Audience {
+    pub fn explicit_len(&self) -> usize {
+        self.contact_ids.len() + self.phones.len()
+    }
+}
+
+/// What the API was asked for, validated.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BroadcastSpec {
+    pub name: String,
+    pub template_name: String,
+    /// `None`: each contact's language by the template fallback (`auto`).
+    pub language: Option<String>,
+    pub audience: Audience,
+    /// Placeholder (`"1"`, `"order"`) → source (`contact.name`, `attributes.order_id`).
+    #[serde(default)]
+    pub parameters: BTreeMap<String, String>,
+    /// Placeholder → value used when the source is empty for a contact.
+    #[serde(default)]
+    pub defaults: BTreeMap<String, String>,
+    /// The number to send from (`None`: the tenant's first).
+    pub phone_number_id: Option<String>,
+    pub start_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TemplateRef {
+    name: String,
+    #[serde(default)]
+    language: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Body {
+    name: String,
+    template: TemplateRef,
+    audience: Audience,
+    #[serde(default)]
+    parameters: BTreeMap<String, String>,
+    #[serde(default)]
+    defaults: BTreeMap<String, String>,
+    #[serde(default)]
+    from: Option<String>,
+    #[serde(default)]
+    start_at: Option<DateTime<Utc>>,
+}
+
+/// Whether `source` names something a contact has.
+pub fn valid_source(source: &str) -> bool {
+    match source.split_once('.') {
+        Some(("contact", field)) => CONTACT_FIELDS.contains(&field),
+        Some(("attributes", key)) => !key.is_empty() && key.len() <= 64,
+        _ => false,
+    }
+}
+
+/// Parses and validates the body of `POST /v1/broadcasts`.
+pub fn parse_spec(body: &Value, now: DateTime<Utc>) -> Result<BroadcastSpec, SpecError> {
+    let body: Body = serde_json::from_value(body.clone()).map_err(|e| {
+        invalid(
+            "invalid_body",
+            format!("the body does not have the expected fields: {e}"),
+        )
+    })?;
+    let name = body.name.trim().to_owned();
+    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
+        return Err(invalid(
+            "invalid_name",
+            format!("name must be 1 to {MAX_NAME_CHARS} characters"),
+        ));
+    }
+    if !template::is_valid_name(&body.template.name) {
+        return Err(invalid("invalid_template", "template.name is not a template name"));
+    }
+    let language = match body.template.language.as_deref() {
+        l if template::language::is_auto(l) => None,
+        Some(l) => Some(
+            template::language::normalize(l)
+                .ok_or_else(|| invalid("invalid_template", "template.language is not a language code"))?,
+        ),
+        None => None,
+    };
+    let mut audience = body.audience;
+    let tags = |tags: &[String]| -> Result<Vec<String>, SpecError> {
+        if tags.len() > MAX_TAGS {
+            return Err(invalid("invalid_audience", format!("at most {MAX_TAGS} tags")));
+        }
+        tags.iter()
+            .map(|t| normalize_tag(t).ok_or_else(|| invalid("invalid_audience", "a tag is not a valid tag")))
+            .collect()
+    };
+    audience.tags_all = tags(&audience.tags_all)?;
+    audience.tags_any = tags(&audience.tags_any)?;
+    audience.q = audience.q.map(|q| q.trim().to_owned()).filter(|q| !q.is_empty());
+    if audience.explicit_len() > MAX_EXPLICIT {
+        return Err(invalid(
+            "invalid_audience",
+            format!("at most {MAX_EXPLICIT} contact ids and phones in a broadcast"),
+        ));
+    }
+    if audience.contact_ids.iter().any(|id| !crate::ids::is_valid_id(id)) {
+        return Err(invalid("invalid_audience", "contact_ids must be contact ids"));
+    }
+    // Phones are normalised; a malformed one is refused (the caller's list is wrong), while
+    // a well-formed phone with no contact is a recipient skipped at planning.
+    audience.phones = audience
+        .phones
+        .iter()
+        .map(|p| normalize_phone(p).map_err(|_| invalid("invalid_audience", "phones must be E.164 numbers")))
+        .collect::<Result<_, _>>()?;
+    let searched = audience.q.is_some() || !audience.tags_all.is_empty() || !audience.tags_any.is_empty();
+    if audience.all && (searched || audience.explicit_len() > 0) {
+        return Err(invalid(
+            "invalid_audience",
+            "audience.all cannot be combined with other sources",
+        ));
+    }
+    if !audience.all && !searched && audience.explicit_len() == 0 {
+        return Err(invalid(
+            "invalid_audience",
+            "the audience is empty: give tags_all, tags_any, q, contact_ids, phones or all",
+        ));
+    }
+    for (placeholder, source) in &body.parameters {
+        if placeholder.is_empty() || placeholder.len() > 64 {
+            return Err(invalid(
+                "invalid_parameters",
+                "a parameter name must be 1 to 64 characters",
+            ));
+        }
+        if !valid_source(source) {
+            return Err(invalid(
+                "invalid_parameters",
+                format!(
+                    "parameter {placeholder:?}: the source must be contact.<{}> or attributes.<key>",
+                    CONTACT_FIELDS.join("|")
+                ),
+            ));
+        }
+    }
+    if let Some(start) = body.start_at
+        && start > now + chrono::Duration::days(90)
+    {
+        return Err(invalid("invalid_start_at", "start_at must be within 90 days"));
+    }
+    let phone_number_id = match body.from {
+        Some(f) if (1..=32).contains(&f.len()) && f.bytes().all(|b| b.is_ascii_digit()) => Some(f),
+        Some(_) => return Err(invalid("invalid_from", "from must be a phone number id (digits)")),
+        None => None,
+    };
+    Ok(BroadcastSpec {
+        name,
+        template_name: body.template.name,
+        language,
+        audience,
+        parameters: body.parameters,
+        defaults: body.defaults,
+        phone_number_id,
+        start_at: body.start_at.filter(|s| *s > now),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ok() -> Value {
+        json!({"name": "Spring sale", "template": {"name": "spring_sale", "language": "en_US"},
+               "audience": {"tags_all": ["VIP"]}, "parameters": {"1": "contact.name", "order": "attributes.order_id"},
+               "defaults": {"1": "there"}})
+    }
+
+    #[test]
+    fn a_valid_body_is_normalised() {
+        let now = Utc::now();
+        let spec = parse_spec(&ok(), now).unwrap();
+        assert_eq!(spec.language.as_deref(), Some("en_US"));
+        assert_eq!(spec.audience.tags_all, vec!["vip"]);
+        assert_eq!(spec.parameters["order"], "attributes.order_id");
+        let mut auto = ok();
+        auto["template"]["language"] = json!("auto");
+        assert_eq!(parse_spec(&auto, now).unwrap().language, None);
+        let mut phones = ok();
+        phones["audience"] = json!({"phones": ["+1 415 555 0100"]});
+        assert_eq!(parse_spec(&phones, now).unwrap().audience.phones, vec!["+14155550100"]);
+        // A start time in the past starts at once.
+        let mut past = ok();
+        past["start_at"] = json!("2020-01-01T00:00:00Z");
+        assert_eq!(parse_spec(&past, now).unwrap().start_at, None);
+    }
+
+    #[test]
+    fn bad_bodies_say_what_is_wrong() {
+        let now = Utc::now();
+        let case = |edit: &dyn Fn(&mut Value), code: &str| {
+            let mut body = ok();
+            edit(&mut body);
+            assert_eq!(parse_spec(&body, now).unwrap_err().code, code, "{body}");
+        };
+        case(&|b| b["name"] = json!(" "), "invalid_name");
+        case(&|b| b["template"]["name"] = json!("Bad Name!"), "invalid_template");
+        case(&|b| b["audience"] = json!({}), "invalid_audience");
+        case(&|b| b["audience"] = json!({"all": true, "q": "a"}), "invalid_audience");
+        case(&|b| b["audience"] = json!({"phones": ["12"]}), "invalid_audience");
+        case(&|b| b["audience"] = json!({"contact_ids": ["x"]}), "invalid_audience");
+        case(&|b| b["audience"] = json!({"tags_any": ["#?!"]}), "invalid_audience");
+        case(
+            &|b| b["parameters"] = json!({"1": "contact.password"}),
+            "invalid_parameters",
+        );
+        case(&|b| b["parameters"] = json!({"1": "name"}), "invalid_parameters");
+        case(&|b| b["start_at"] = json!("2999-01-01T00:00:00Z"), "invalid_start_at");
+        case(&|b| b["from"] = json!("abc"), "invalid_from");
+        case(&|b| b["extra"] = json!(1), "invalid_body");
+        let many: Vec<String> = (0..=MAX_EXPLICIT).map(|i| format!("+1415555{i:04}")).collect();
+        case(&|b| b["audience"] = json!({"phones": many}), "invalid_audience");
+    }
+}

@@ -1,0 +1,436 @@
+//! Broadcasts end to end against the local endpoint (400 contacts): the API creates and controls a campaign,
+//! the broadcast engine runs on the `BroadcastFunction` role (IAM-gated), hands sends to an SQS
+//! queue of this test's own, the sender (on its role) sends them to a fake Graph API (wiremock),
+//! and the engine follows the results. Graph sends are counted per recipient: exactly the
+//! eligible ones, once each, through a pause and a resume; every skip reason is recorded; a
+//! `131049` recipient is held back for a later retry; another tenant sees nothing; an erased
+//! contact leaves the recipients while the counters keep their numbers.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use aws_lambda_events::sqs::SqsMessage;
+use chrono::Utc;
+use futures::StreamExt;
+use serde_json::{Value, json};
+use wiremock::matchers::{body_partial_json, method};
+use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+
+use crm_shared::auth::Role;
+use crm_shared::broadcast::run::{EngineConfig, run_tenant};
+use crm_shared::config::GraphConfig;
+use crm_shared::contact::{Contact, MarketingConsent, ValidContact};
+use crm_shared::graph::GraphClient;
+use crm_shared::jobs::SqsQueue;
+use crm_shared::store::{ContactStore, DynamoStore, TemplateStore};
+use e2e_tests::{api, new_tenant, own_queue, stack, start_gateway_with_queues};
+use sender_fn::{Deps, SenderConfig};
+
+/// Kept small: moto's transactions copy the table per item, so a page commit costs O(table)
+/// here (the 2,000-recipient run is the sender crate's `broadcast_tests`, over the in-memory
+/// ports).
+const CONTACTS: usize = 400;
+/// What makes contact `i` (in)eligible: `KINDS[i % 8]`.
+const KINDS: [&str; 8] = [
+    "ok",
+    "opted_out",
+    "unknown_consent",
+    "restricted",
+    "bad_params",
+    "us",
+    "ok",
+    "untagged",
+];
+
+/// A fake Graph API: every send accepted with a fresh wamid, except those to `held_back`
+/// (Meta's 131049).
+async fn graph(held_back: &str) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(body_partial_json(json!({"to": held_back.trim_start_matches('+')})))
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({"error": {
+            "message": "This message was not delivered to maintain healthy ecosystem engagement.",
+            "type": "OAuthException", "code": 131049, "fbtrace_id": "x"}})))
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    let issued = Arc::new(AtomicU64::new(0));
+    Mock::given(method("POST"))
+        .respond_with(move |_: &Request| {
+            let n = issued.fetch_add(1, Ordering::Relaxed);
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"messaging_product": "whatsapp", "messages": [{"id": format!("wamid.B{n}")}]}))
+        })
+        .with_priority(5)
+        .mount(&server)
+        .await;
+    server
+}
+
+/// Graph sends per recipient (digits).
+async fn sends(graph: &MockServer) -> HashMap<String, usize> {
+    let mut by_to = HashMap::new();
+    for r in graph.received_requests().await.unwrap_or_default() {
+        let body: Value = serde_json::from_slice(&r.body).unwrap_or_default();
+        *by_to
+            .entry(body["to"].as_str().unwrap_or_default().to_owned())
+            .or_insert(0) += 1;
+    }
+    by_to
+}
+
+fn contact(tenant_id: &str, i: usize) -> Contact {
+    let kind = KINDS[i % KINDS.len()];
+    let phone = if kind == "us" {
+        format!("+1415{:07}", 5_000_000 + i)
+    } else {
+        format!("+4477009{:05}", 20_000 + i)
+    };
+    let valid = ValidContact {
+        phone: Some(phone),
+        user_id: None,
+        name: Some(format!("Customer {i}")),
+        email: None,
+        tags: if kind == "untagged" { vec![] } else { vec!["vip".into()] },
+        attributes: if kind == "bad_params" {
+            Default::default()
+        } else {
+            [("code".to_owned(), format!("C{i}"))].into()
+        },
+        language: None,
+    };
+    let mut c = Contact::new(tenant_id, valid, Utc::now());
+    c.consent.marketing = match kind {
+        "opted_out" => MarketingConsent::OptedOut,
+        "unknown_consent" => MarketingConsent::Unknown,
+        _ => MarketingConsent::OptedIn,
+    };
+    c.restricted = kind == "restricted";
+    c
+}
+
+struct Engine {
+    store: DynamoStore,
+    queue: SqsQueue,
+    queue_url: String,
+    sender: Deps<DynamoStore, GraphClient, SqsQueue>,
+    tenant_id: String,
+}
+
+impl Engine {
+    /// One engine run (40 sends a run: 80/s, half of it for broadcasts, 1 s runs).
+    async fn run(&self) {
+        let config = EngineConfig {
+            rate_per_second: 80,
+            run_secs: 1,
+            ..EngineConfig::default()
+        };
+        let mut report = Default::default();
+        run_tenant(
+            &self.store,
+            &self.queue,
+            &self.tenant_id,
+            Utc::now(),
+            &config,
+            &mut report,
+        )
+        .await
+        .unwrap();
+    }
+
+    /// Feeds every job on the queue to the sender, 10 at a time, until the queue is empty.
+    async fn drain(&self) {
+        let sqs = crm_shared::aws::sqs_client(&stack().sdk().await);
+        let mut empty = 0;
+        while empty < 2 {
+            let received = sqs
+                .receive_message()
+                .queue_url(&self.queue_url)
+                .max_number_of_messages(10)
+                .send()
+                .await
+                .unwrap();
+            let messages = received.messages();
+            if messages.is_empty() {
+                empty += 1;
+                continue;
+            }
+            empty = 0;
+            let records: Vec<SqsMessage> = messages
+                .iter()
+                .map(|m| {
+                    let mut r = SqsMessage::default();
+                    r.message_id = m.message_id().map(str::to_owned);
+                    r.body = m.body().map(str::to_owned);
+                    r
+                })
+                .collect();
+            sender_fn::process_batch(&self.sender, &records).await;
+            for m in messages {
+                sqs.delete_message()
+                    .queue_url(&self.queue_url)
+                    .receipt_handle(m.receipt_handle().unwrap())
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_campaign_sends_each_eligible_recipient_once_through_pause_and_resume() {
+    let clock = std::time::Instant::now();
+    let store = stack().store().await;
+    let queue_url = own_queue("OutboundQueue").await;
+    let gw = start_gateway_with_queues(store.clone(), stack().media_queue_url(), &queue_url).await;
+    let url = |p: &str| format!("{}{p}", gw.base);
+    let t = new_tenant(&store, "Broadcasts").await;
+    let tenant_id = t.tenant.tenant_id.clone();
+    let admin = t.api_key.expose().to_owned();
+    let agent = crm_shared::admin::create_api_key(&store, &tenant_id, Role::Agent)
+        .await
+        .unwrap();
+    let agent = agent.api_key.expose().to_owned();
+    let meta = json!({"name": "spring_sale", "language": "en_US", "id": "9", "status": "APPROVED",
+        "category": "MARKETING", "parameter_format": "POSITIONAL",
+        "components": [{"type": "BODY", "text": "Hi {{1}}, code {{2}}", "example": {"body_text": [["Ana", "X"]]}}]});
+    let template = crm_shared::template::TemplateRecord::from_meta(&tenant_id, &meta, Utc::now()).unwrap();
+    store.put_template(&template).await.unwrap();
+
+    let contacts: Vec<Contact> = (0..CONTACTS).map(|i| contact(&tenant_id, i)).collect();
+    futures::stream::iter(contacts.iter().map(|c| store.create_contact(c)))
+        .buffer_unordered(32)
+        .for_each(|r| async move { r.unwrap() })
+        .await;
+    let eligible: Vec<String> = contacts
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| KINDS[i % KINDS.len()] == "ok")
+        .map(|(_, c)| c.phone.clone().unwrap())
+        .collect();
+    let held_back = eligible[0].clone();
+    // Meta's business_capability_update raised the portfolio's limit (the default is 250).
+    crm_shared::store::BroadcastStore::set_messaging_limit(&store, &tenant_id, Some(100_000))
+        .await
+        .unwrap();
+    eprintln!("seeded at {:?}", clock.elapsed());
+    let graph = graph(&held_back).await;
+
+    // Agents may not broadcast unless the tenant allows it.
+    let body = json!({"name": "Spring", "template": {"name": "spring_sale", "language": "en_US"},
+        "audience": {"tags_all": ["vip"], "contact_ids": [contacts[0].contact_id, contacts[0].contact_id, crm_shared::ids::new_id()]},
+        "parameters": {"1": "contact.name", "2": "attributes.code"}});
+    let (status, _) = api("POST", &url("/v1/broadcasts"), Some(&agent), Some(body.clone())).await;
+    assert_eq!(status, 403);
+    let (status, bad) = api(
+        "POST",
+        &url("/v1/broadcasts"),
+        Some(&admin),
+        Some(json!({"name": "x", "template": {"name": "nope"}, "audience": {"all": true}})),
+    )
+    .await;
+    assert_eq!(
+        (status, bad["error"]["code"].as_str()),
+        (422, Some("template_not_found"))
+    );
+    let (status, created) = api("POST", &url("/v1/broadcasts"), Some(&admin), Some(body)).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(created["status"], "draft");
+    let (status, wrong) = api("POST", &url(&format!("/v1/broadcasts/{id}/resume")), Some(&admin), None).await;
+    assert_eq!((status, wrong["error"]["code"].as_str()), (409, Some("invalid_state")));
+    let (status, started) = api("POST", &url(&format!("/v1/broadcasts/{id}/start")), Some(&admin), None).await;
+    assert_eq!(
+        (status, started["status"].as_str()),
+        (200, Some("running")),
+        "{started}"
+    );
+
+    // Another tenant sees nothing of it.
+    let other = new_tenant(&store, "Other").await;
+    let other_key = other.api_key.expose().to_owned();
+    for (m, path) in [
+        ("GET", format!("/v1/broadcasts/{id}")),
+        ("GET", format!("/v1/broadcasts/{id}/recipients")),
+        ("POST", format!("/v1/broadcasts/{id}/pause")),
+    ] {
+        let (status, _) = api(m, &url(&path), Some(&other_key), None).await;
+        assert_eq!(status, 404, "{m} {path}");
+    }
+    let (_, listed) = api("GET", &url("/v1/broadcasts"), Some(&other_key), None).await;
+    assert_eq!(listed["items"], json!([]));
+
+    let sender_sdk = stack().sdk_for("SenderFunction").await;
+    let engine_sdk = stack().sdk_for("BroadcastFunction").await;
+    let engine = Engine {
+        store: stack().store_for("BroadcastFunction").await,
+        queue: SqsQueue::new(crm_shared::aws::sqs_client(&engine_sdk), &queue_url),
+        queue_url: queue_url.clone(),
+        sender: Deps::new(
+            stack().store_for("SenderFunction").await,
+            GraphClient::new(&GraphConfig {
+                base_url: graph.uri(),
+                version: "v25.0".into(),
+            })
+            .unwrap(),
+            SqsQueue::new(crm_shared::aws::sqs_client(&sender_sdk), &queue_url),
+            SenderConfig {
+                rate_per_second: 1000,
+                ..SenderConfig::default()
+            },
+        ),
+        tenant_id: tenant_id.clone(),
+    };
+    // Plan (all of it before any send), then the first run's share.
+    for _ in 0..20 {
+        engine.run().await;
+        let (_, b) = api("GET", &url(&format!("/v1/broadcasts/{id}")), Some(&admin), None).await;
+        if b["progress"]["planned"] == true {
+            break;
+        }
+    }
+    eprintln!("planned at {:?}", clock.elapsed());
+    engine.drain().await;
+    eprintln!("first share sent at {:?}", clock.elapsed());
+    let first = graph.received_requests().await.unwrap().len();
+    assert!(first > 0 && first < eligible.len(), "{first}");
+    let (status, _) = api("POST", &url(&format!("/v1/broadcasts/{id}/pause")), Some(&admin), None).await;
+    assert_eq!(status, 200);
+    engine.run().await;
+    engine.drain().await;
+    assert_eq!(
+        graph.received_requests().await.unwrap().len(),
+        first,
+        "nothing while paused"
+    );
+    let (status, _) = api("POST", &url(&format!("/v1/broadcasts/{id}/resume")), Some(&admin), None).await;
+    assert_eq!(status, 200);
+    let mut done = json!(null);
+    for _ in 0..10 {
+        engine.run().await;
+        engine.drain().await;
+        let (_, b) = api("GET", &url(&format!("/v1/broadcasts/{id}")), Some(&admin), None).await;
+        done = b;
+        if done["progress"]["dispatched"] == true && done["counters"]["held_back"] == 1 {
+            break;
+        }
+    }
+    engine.run().await;
+    eprintln!("done at {:?}", clock.elapsed());
+
+    // Exactly the eligible ones, once each.
+    let sent = sends(&graph).await;
+    assert_eq!(sent.len(), eligible.len());
+    for phone in &eligible {
+        assert_eq!(sent.get(phone.trim_start_matches('+')), Some(&1), "{phone}");
+    }
+    let (_, b) = api("GET", &url(&format!("/v1/broadcasts/{id}")), Some(&admin), None).await;
+    let c = &b["counters"];
+    for reason in [
+        "no_marketing_consent",
+        "restricted",
+        "invalid_parameters",
+        "us_marketing_block",
+        "duplicate",
+        "unknown_contact",
+    ] {
+        assert!(c["skipped"][reason].as_u64().unwrap_or(0) > 0, "{reason}: {c}");
+    }
+    let tagged = CONTACTS - CONTACTS / 8;
+    assert_eq!(c["targeted"].as_u64(), Some(tagged as u64 + 2), "{c}");
+    assert_eq!(c["queued"].as_u64(), Some(eligible.len() as u64));
+    assert_eq!(c["sent"].as_u64(), Some(eligible.len() as u64 - 1));
+    assert_eq!(
+        c["held_back"].as_u64(),
+        Some(1),
+        "131049 is held back for a later retry: {c}"
+    );
+    assert_eq!(c["failed"], json!({}), "{c}");
+
+    // Recipients page by status with sealed cursors.
+    let mut skipped = 0;
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut path = format!("/v1/broadcasts/{id}/recipients?status=skipped&limit=100");
+        if let Some(c) = &cursor {
+            path.push_str(&format!("&cursor={c}"));
+        }
+        let (status, page) = api("GET", &url(&path), Some(&admin), None).await;
+        assert_eq!(status, 200, "{page}");
+        let items = page["items"].as_array().unwrap();
+        assert!(
+            items
+                .iter()
+                .all(|r| r["status"] == "skipped" && r["reason"].is_string())
+        );
+        skipped += items.len();
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    // Skipped recipients with a contact (the duplicate and the unknown id have none).
+    assert_eq!(
+        skipped as u64,
+        c["skipped"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|v| v.as_u64().unwrap())
+            .sum::<u64>()
+            - 2
+    );
+    let (status, _) = api(
+        "GET",
+        &url(&format!("/v1/broadcasts/{id}/recipients?status=nope")),
+        Some(&admin),
+        None,
+    )
+    .await;
+    assert_eq!(status, 400);
+
+    // Erasure removes the contact from the recipients; the counters keep their numbers.
+    let erased = &contacts[6];
+    let (status, _) = api(
+        "DELETE",
+        &url(&format!("/v1/contacts/{}", erased.contact_id)),
+        Some(&admin),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (_, sent_page) = api(
+        "GET",
+        &url(&format!("/v1/broadcasts/{id}/recipients?status=sent&limit=100")),
+        Some(&admin),
+        None,
+    )
+    .await;
+    assert!(
+        sent_page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["contact_id"] != erased.contact_id.as_str())
+    );
+    let (_, after) = api("GET", &url(&format!("/v1/broadcasts/{id}")), Some(&admin), None).await;
+    assert_eq!(after["counters"]["targeted"], c["targeted"]);
+    // The audit log names every lifecycle change.
+    let (_, audit) = api("GET", &url("/v1/audit?limit=100"), Some(&admin), None).await;
+    let actions: Vec<&str> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    for a in [
+        "broadcast.create",
+        "broadcast.start",
+        "broadcast.pause",
+        "broadcast.resume",
+    ] {
+        assert!(actions.contains(&a), "{a}: {actions:?}");
+    }
+}
