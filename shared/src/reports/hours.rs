@@ -59,6 +59,14 @@ impl BusinessHours {
         Some((time(start)?, time(end)?))
     }
 
+    /// Whether `at` falls inside the hours, read on the local clock of `tz` (so DST moves the
+    /// opening instant with the clock, as the business does).
+    pub fn open_at(&self, at: DateTime<Utc>, tz: Tz) -> bool {
+        let local = at.with_timezone(&tz);
+        self.window(local.weekday())
+            .is_some_and(|(open, close)| (open..close).contains(&local.time()))
+    }
+
     /// The seconds of `[from, to)` inside the hours, in `tz`.
     pub fn seconds_between(&self, from: DateTime<Utc>, to: DateTime<Utc>, tz: Tz) -> i64 {
         if to <= from {
