@@ -61,6 +61,8 @@ pub fn compile(rules: Vec<Rule>) -> Vec<CompiledRule> {
 /// What is known when an inbound message is evaluated.
 #[derive(Debug, Clone)]
 pub struct Facts<'a> {
+    /// The inbound message's id.
+    pub message_id: &'a str,
     /// The message's text (text body, caption, button or list reply title), if it has one.
     pub text: Option<&'a str>,
     /// `None`: the contact is gone (erased since the message was stored).
@@ -280,16 +282,20 @@ fn plan_reply(action: &Action, contact: &Contact, now: DateTime<Utc>) -> Result<
 fn guardrails(rule: &Rule, facts: &Facts<'_>, contact: &Contact, fired_so_far: u64) -> Result<Planned, Reason> {
     let spec = &rule.spec;
     let now = facts.now;
-    if spec.trigger == Trigger::Welcome {
-        if facts.state.welcomed_at.is_some() {
-            return Err(Reason::AlreadyWelcomed);
+    // A redelivered stream record: the firing was decided (and recorded) the first time.
+    let decided = facts.state.fired_for_message(&rule.rule_id, facts.message_id);
+    if !decided {
+        if spec.trigger == Trigger::Welcome {
+            if facts.state.welcomed_at.is_some() {
+                return Err(Reason::AlreadyWelcomed);
+            }
+        } else if let Some(last) = facts.state.last_fired.get(&rule.rule_id)
+            && now < *last + Duration::minutes(i64::from(spec.cooldown_minutes))
+        {
+            return Err(Reason::Cooldown);
         }
-    } else if let Some(last) = facts.state.last_fired.get(&rule.rule_id)
-        && now < *last + Duration::minutes(i64::from(spec.cooldown_minutes))
-    {
-        return Err(Reason::Cooldown);
     }
-    if let Some(conversation) = facts.conversation {
+    if let Some(conversation) = facts.conversation.filter(|_| !decided) {
         if spec.suppress_after_human_reply_minutes > 0
             && let Some(last_out) = conversation.last_outbound_at
             && facts.state.last_auto_reply_at != Some(last_out)
@@ -301,7 +307,7 @@ fn guardrails(rule: &Rule, facts: &Facts<'_>, contact: &Contact, fired_so_far: u
             return Err(Reason::Assigned);
         }
     }
-    if facts.fired_today + fired_so_far >= facts.daily_cap {
+    if !decided && facts.fired_today + fired_so_far >= facts.daily_cap {
         return Err(Reason::DailyCap);
     }
     let mut reply = None;

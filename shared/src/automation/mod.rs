@@ -488,16 +488,39 @@ pub fn apply_patch(current: &RuleSpec, patch: &Value) -> Result<RuleSpec, RuleEr
 }
 
 /// A contact's automation state (one item in the contact's partition, erased with it): when
-/// each rule last fired for them, when our last automated reply was created (to tell it apart
-/// from a human's in the conversation), and whether they were welcomed.
+/// each rule last fired for them and for which message, when our last automated reply was
+/// created (to tell it apart from a human's in the conversation), and their welcome.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ContactState {
     #[serde(default)]
     pub last_fired: BTreeMap<String, DateTime<Utc>>,
+    /// Rule → the inbound message of its last firing.
+    #[serde(default)]
+    pub fired_for: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_auto_reply_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub welcomed_at: Option<DateTime<Utc>>,
+}
+
+impl ContactState {
+    /// Whether `rule_id` already fired for `message_id`: the stream record is a redelivery,
+    /// and the decision then made is completed rather than taken again.
+    pub fn fired_for_message(&self, rule_id: &str, message_id: &str) -> bool {
+        self.fired_for.get(rule_id).is_some_and(|m| m == message_id)
+    }
+
+    /// The state after `firing` (what the store's transaction writes).
+    pub fn after(&mut self, firing: &Firing) {
+        self.last_fired.insert(firing.rule_id.clone(), firing.at);
+        self.fired_for.insert(firing.rule_id.clone(), firing.message_id.clone());
+        if firing.reply_message_id.is_some() {
+            self.last_auto_reply_at = Some(firing.at);
+        }
+        if firing.trigger == "welcome" {
+            self.welcomed_at.get_or_insert(firing.at);
+        }
+    }
 }
 
 /// A tenant's automation settings (`GET/PUT /v1/settings/automations`).

@@ -95,6 +95,7 @@ impl World {
         evaluate(
             rules,
             &Facts {
+                message_id: "m1",
                 text: Some(text),
                 contact: self.contact.as_ref(),
                 conversation: self.conversation.as_ref(),
@@ -319,6 +320,33 @@ fn guardrails_cooldown_human_reply_assignment_and_cap() {
     let e = w.eval(&compile(vec![a, keyword("b", 2, &["price"])]), "price");
     assert_eq!(fired_ids(&e), ["a"]);
     assert_eq!(outcome_of(&e, "b"), &Outcome::Suppressed(Reason::DailyCap));
+}
+
+#[test]
+fn a_redelivered_message_completes_the_firing_it_already_decided() {
+    let mut w = World::new();
+    let rules = compile(vec![keyword("k", 1, &["price"])]);
+    let firing = Firing {
+        tenant_id: "t1".into(),
+        rule_id: "k".into(),
+        message_id: "m1".into(),
+        contact_id: "c1".into(),
+        conversation_id: "c1-pn1".into(),
+        trigger: "keyword".into(),
+        outcome: "fired".into(),
+        reason: None,
+        actions: vec!["reply".into()],
+        reply_message_id: Some("r".into()),
+        notify: None,
+        at: w.now,
+    };
+    w.state.after(&firing);
+    w.fired_today = 10;
+    // The same message again (stream redelivery): neither its own cooldown nor the cap counts.
+    assert_eq!(fired_ids(&w.eval(&rules, "price")), ["k"]);
+    // Another message of the contact: cooldown.
+    w.state.fired_for.insert("k".into(), "m0".into());
+    assert_eq!(outcome_of(&w.eval(&rules, "price"), "k"), &Outcome::Suppressed(Reason::Cooldown));
 }
 
 #[test]

@@ -13,6 +13,7 @@
 //! first place (phone number id → tenant).
 
 mod audit;
+mod automations;
 mod contacts;
 mod conversations;
 mod dynamo;

@@ -172,6 +172,15 @@ pub enum Op {
     ClaimTemplateCreation,
     TemplateSettings,
     PutTemplateSettings,
+    // AutomationStore
+    AutomationRules,
+    AutomationRuleWrite,
+    AutomationSettings,
+    AutomationContext,
+    RecordFiring,
+    RecordSuppression,
+    NextRoundRobin,
+    AutomationFirings,
 }
 
 /// A non-message webhook change kept by `record_event`.
@@ -262,6 +271,8 @@ struct State {
     numbers: BTreeMap<Key, PhoneNumber>,
     /// The template registry and its side items (`templates.rs`).
     templates: templates::TemplateState,
+    /// Automation rules, contact state and firings (`automations.rs`).
+    automations: automations::AutomationState,
 }
 
 /// What a reference item in a contact's partition points at.
@@ -457,6 +468,7 @@ impl MemStore {
         s.restriction_history.remove(&ck);
         s.tags.remove(&ck);
         s.refs.remove(&ck);
+        s.automations.erase_contact(tenant_id, contact_id);
         let erased: Vec<Key> = s
             .messages
             .iter()
@@ -666,6 +678,7 @@ impl MemStore {
     }
 }
 
+mod automations;
 mod events;
 mod inbox;
 mod privacy;
