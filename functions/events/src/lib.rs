@@ -6,6 +6,7 @@
 //!   logged, retries on the published schedule, endpoints disabled on `410` or five days of
 //!   failures.
 
+pub mod automate;
 pub mod deliver;
 pub mod record;
 

@@ -397,3 +397,17 @@ pub fn text_of(message_type: &str, content: &serde_json::Value) -> Option<String
         _ => None,
     }
 }
+
+/// Whether any rule could trigger on a message, judged without the contact's state (keywords
+/// ignoring the language condition; away by the clock; any welcome rule). When not, the
+/// evaluation needs no read at all: the common case costs no request.
+pub fn may_trigger(rules: &[CompiledRule], text: Option<&str>, now: DateTime<Utc>) -> bool {
+    let folded = text.map(fold);
+    rules.iter().any(|rule| match &rule.rule.spec.trigger {
+        Trigger::Keyword { .. } => folded
+            .as_deref()
+            .is_some_and(|t| rule.matcher.as_ref().is_some_and(|m| m.find(t).is_some())),
+        Trigger::Welcome => true,
+        Trigger::Away { schedule } => !schedule.open_at(now),
+    })
+}

@@ -541,3 +541,22 @@ fn text_of_inbound_messages() {
     );
     assert_eq!(text_of("sticker", &json!({})), None);
 }
+
+#[test]
+fn messages_no_rule_can_trigger_on_need_no_state() {
+    use super::evaluate::may_trigger;
+    let now = at("2026-12-01T10:00:00Z"); // Tuesday.
+    let away = rule(
+        "x",
+        json!({"name": "x", "trigger": {"type": "away", "time_zone": "UTC", "hours": {"tue": ["09:00", "17:00"]}},
+               "actions": [text_reply("closed")]}),
+    );
+    let rules = compile(vec![keyword("k", 1, &["price"]), away]);
+    assert!(!may_trigger(&rules, Some("hello"), now));
+    assert!(!may_trigger(&rules, None, now));
+    assert!(may_trigger(&rules, Some("PRICE?"), now));
+    assert!(may_trigger(&rules, Some("hello"), at("2026-12-01T20:00:00Z")));
+    let welcome = compile(vec![rule("w", json!({"name": "w", "trigger": {"type": "welcome"}, "actions": [text_reply("hi")]}))]);
+    assert!(may_trigger(&welcome, None, now));
+    assert!(!may_trigger(&[], Some("price"), now));
+}
