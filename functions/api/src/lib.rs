@@ -16,6 +16,7 @@ use crm_shared::cursor::CursorCodec;
 use crm_shared::graph::GraphClient;
 use crm_shared::jobs::{SendJobQueue, SqsQueue};
 use crm_shared::store::{
+    AutomationStore,
     ApiKeyStore, AuditStore, ContactStore, ConversationStore, EventStore, MessageStore, OutboundStore, ReportStore,
     TemplateStore, TenantStore, UserStore, WebhookStore,
 };
@@ -105,6 +106,7 @@ impl<S, L, Q> Deps<S, L, Q> {
 /// The storage capabilities the API uses.
 pub trait ApiStore:
     TenantStore
+    + AutomationStore
     + ApiKeyStore
     + UserStore
     + ContactStore
@@ -120,6 +122,7 @@ pub trait ApiStore:
 }
 impl<
     T: TenantStore
+        + AutomationStore
         + ApiKeyStore
         + UserStore
         + ContactStore
