@@ -1,6 +1,7 @@
 //! End-to-end tests: real handlers, real local AWS endpoint, real HTTP.
 
 mod access;
+mod automations;
 mod contacts;
 mod events;
 mod faults;

@@ -123,7 +123,11 @@ pub async fn on_inbound<S: AutomationDeps, A: SendJobQueue>(
         return Ok(0);
     }
     // Judged at the time the message was stored: a redelivered record is judged the same.
+    // To the millisecond, as the firing's state is stored: our reply's time must compare equal
+    // to the conversation's `last_outbound_at` it sets (that is how a human's reply is told
+    // apart from ours).
     let now = stored_at.max(message.created_at);
+    let now = DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now);
     let text = text_of(&message.message_type, &message.content);
     if !may_trigger(&rules, text.as_deref(), now) {
         return Ok(0);
@@ -299,8 +303,13 @@ async fn act<S: AutomationDeps, A: SendJobQueue>(
                 }
             }
             Action::SetStatus { status } => {
-                let Ok(change) = check_status_change(*status, None, firing.at) else { continue };
-                match store.set_status(tenant_id, &firing.conversation_id, &change, None).await {
+                let Ok(change) = check_status_change(*status, None, firing.at) else {
+                    continue;
+                };
+                match store
+                    .set_status(tenant_id, &firing.conversation_id, &change, None)
+                    .await
+                {
                     Ok(_) | Err(StoreError::NotFound) => {}
                     Err(e) => return Err(e.into()),
                 }

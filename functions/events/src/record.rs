@@ -258,7 +258,10 @@ async fn events_days<S: PrivacyStore, Q, A>(deps: &Deps<S, Q, A>, tenant_id: &st
 
 /// The tenant's report settings (UTC and no business hours for a tenant that never chose, or
 /// is gone).
-async fn report_settings<S: TenantStore, Q, A>(deps: &Deps<S, Q, A>, tenant_id: &str) -> Result<ReportSettings, StoreError> {
+async fn report_settings<S: TenantStore, Q, A>(
+    deps: &Deps<S, Q, A>,
+    tenant_id: &str,
+) -> Result<ReportSettings, StoreError> {
     if let Some(settings) = deps.report_settings.get(tenant_id) {
         return Ok(settings);
     }

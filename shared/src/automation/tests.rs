@@ -346,7 +346,10 @@ fn a_redelivered_message_completes_the_firing_it_already_decided() {
     assert_eq!(fired_ids(&w.eval(&rules, "price")), ["k"]);
     // Another message of the contact: cooldown.
     w.state.fired_for.insert("k".into(), "m0".into());
-    assert_eq!(outcome_of(&w.eval(&rules, "price"), "k"), &Outcome::Suppressed(Reason::Cooldown));
+    assert_eq!(
+        outcome_of(&w.eval(&rules, "price"), "k"),
+        &Outcome::Suppressed(Reason::Cooldown)
+    );
 }
 
 #[test]
@@ -556,7 +559,10 @@ fn messages_no_rule_can_trigger_on_need_no_state() {
     assert!(!may_trigger(&rules, None, now));
     assert!(may_trigger(&rules, Some("PRICE?"), now));
     assert!(may_trigger(&rules, Some("hello"), at("2026-12-01T20:00:00Z")));
-    let welcome = compile(vec![rule("w", json!({"name": "w", "trigger": {"type": "welcome"}, "actions": [text_reply("hi")]}))]);
+    let welcome = compile(vec![rule(
+        "w",
+        json!({"name": "w", "trigger": {"type": "welcome"}, "actions": [text_reply("hi")]}),
+    )]);
     assert!(may_trigger(&welcome, None, now));
     assert!(!may_trigger(&[], Some("price"), now));
 }

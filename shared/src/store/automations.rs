@@ -68,7 +68,11 @@ impl FiringItem {
             pk: contact_pk(&f.tenant_id, &f.contact_id),
             sk: automation_firing_sk(&f.message_id, &f.rule_id),
             gsi1pk: automation_rule_firings_gsi1pk(&f.tenant_id, &f.rule_id),
-            gsi1sk: format!("{}#{}", f.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true), f.message_id),
+            gsi1sk: format!(
+                "{}#{}",
+                f.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                f.message_id
+            ),
             expires_at: (f.at + Duration::days(FIRING_DAYS)).timestamp(),
             firing: f.clone(),
         }
@@ -210,7 +214,9 @@ impl AutomationStore for DynamoStore {
             .await?;
         let mut context = AutomationContext::default();
         for item in items {
-            let (Some(item_pk), Some(sk)) = (attr(&item, PK), attr(&item, SK)) else { continue };
+            let (Some(item_pk), Some(sk)) = (attr(&item, PK), attr(&item, SK)) else {
+                continue;
+            };
             if item_pk == pk && sk == PROFILE_SK {
                 context.contact = Some(from_item::<ContactItem>(item)?.contact);
             } else if item_pk == pk && sk == conversation_sk {
@@ -218,7 +224,11 @@ impl AutomationStore for DynamoStore {
             } else if sk == AUTOMATION_STATE_SK {
                 context.state = state_of(&item);
             } else if sk == day_sk {
-                context.fired_today = item.get("fired").and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok()).unwrap_or(0);
+                context.fired_today = item
+                    .get("fired")
+                    .and_then(|v| v.as_n().ok())
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
             }
         }
         Ok(context)
@@ -320,8 +330,15 @@ impl AutomationStore for DynamoStore {
             .key_condition_expression("GSI1PK = :pk")
             .expression_attribute_values(":pk", s(automation_rule_firings_gsi1pk(tenant_id, rule_id)))
             .scan_index_forward(false);
-        self.list_page(query, tenant_id, limit, start, &[PK, SK, GSI1_PK, GSI1_SK], |i: FiringItem| i.firing)
-            .await
+        self.list_page(
+            query,
+            tenant_id,
+            limit,
+            start,
+            &[PK, SK, GSI1_PK, GSI1_SK],
+            |i: FiringItem| i.firing,
+        )
+        .await
     }
 
     async fn conversation_firings(
@@ -356,16 +373,25 @@ mod tests {
     #[test]
     fn state_items_read_back() {
         let item: Item = BTreeMap::from([
-            ("fired#r1".to_owned(), AttributeValue::S("2026-12-01T10:00:00.000Z".into())),
+            (
+                "fired#r1".to_owned(),
+                AttributeValue::S("2026-12-01T10:00:00.000Z".into()),
+            ),
             ("firedmsg#r1".to_owned(), AttributeValue::S("m1".into())),
-            ("last_auto_reply_at".to_owned(), AttributeValue::S("2026-12-01T10:00:00.000Z".into())),
+            (
+                "last_auto_reply_at".to_owned(),
+                AttributeValue::S("2026-12-01T10:00:00.000Z".into()),
+            ),
             ("PK".to_owned(), AttributeValue::S("T#t#C#c".into())),
         ])
         .into_iter()
         .collect();
         let state = state_of(&item);
         assert_eq!(state.fired_for["r1"], "m1");
-        assert_eq!(state.last_fired["r1"], "2026-12-01T10:00:00Z".parse::<DateTime<Utc>>().unwrap());
+        assert_eq!(
+            state.last_fired["r1"],
+            "2026-12-01T10:00:00Z".parse::<DateTime<Utc>>().unwrap()
+        );
         assert!(state.welcomed_at.is_none());
         assert!(state.last_auto_reply_at.is_some());
     }

@@ -1303,8 +1303,10 @@ pub trait AutomationStore: Send + Sync {
     ) -> impl Future<Output = Result<Option<crate::automation::Rule>, StoreError>> + Send;
 
     /// Every rule of the tenant (one query; at most a hundred small items).
-    fn rules_of(&self, tenant_id: &str)
-    -> impl Future<Output = Result<Vec<crate::automation::Rule>, StoreError>> + Send;
+    fn rules_of(
+        &self,
+        tenant_id: &str,
+    ) -> impl Future<Output = Result<Vec<crate::automation::Rule>, StoreError>> + Send;
 
     /// Replaces a rule if it still has `version - 1` (`VersionMismatch` if not, `NotFound`
     /// when gone).

@@ -47,10 +47,7 @@ async fn load<S: ApiStore, L, Q>(deps: &Deps<S, L, Q>, caller: &Caller, id: &str
     if !ids::is_valid_id(id) {
         return Err(no_rule());
     }
-    deps.store
-        .get_rule(&caller.tenant_id, id)
-        .await?
-        .ok_or_else(no_rule)
+    deps.store.get_rule(&caller.tenant_id, id).await?.ok_or_else(no_rule)
 }
 
 fn firing_view(f: &Firing) -> Value {
@@ -85,9 +82,8 @@ pub async fn list<S: ApiStore, L, Q>(
     rules.sort_by(|a, b| a.rule_id.cmp(&b.rule_id));
     let rest: Vec<&Rule> = rules.iter().filter(|r| r.rule_id > after).collect();
     let limit = page.limit as usize;
-    let next = (rest.len() > limit).then(|| {
-        crm_shared::cursor::Position::from([(AFTER.to_owned(), rest[limit - 1].rule_id.clone())])
-    });
+    let next = (rest.len() > limit)
+        .then(|| crm_shared::cursor::Position::from([(AFTER.to_owned(), rest[limit - 1].rule_id.clone())]));
     let items = rest.iter().take(limit).map(|r| r.view()).collect();
     ok_json(&envelope(items, next, &deps.cursors, &caller.tenant_id, RULES_LISTING))
 }
@@ -120,7 +116,11 @@ pub async fn create<S: ApiStore, L, Q>(
     json_body(StatusCode::CREATED, &rule.view())
 }
 
-pub async fn get<S: ApiStore, L, Q>(deps: &Deps<S, L, Q>, caller: &Caller, id: &str) -> Result<Response<Body>, ApiError> {
+pub async fn get<S: ApiStore, L, Q>(
+    deps: &Deps<S, L, Q>,
+    caller: &Caller,
+    id: &str,
+) -> Result<Response<Body>, ApiError> {
     ok_json(&load(deps, caller, id).await?.view())
 }
 
@@ -268,7 +268,12 @@ pub async fn test<S: ApiStore, L, Q>(
     };
     let context = deps
         .store
-        .automation_context(&caller.tenant_id, &contact.contact_id, &number, &now.format("%Y-%m-%d").to_string())
+        .automation_context(
+            &caller.tenant_id,
+            &contact.contact_id,
+            &number,
+            &now.format("%Y-%m-%d").to_string(),
+        )
         .await?;
     let settings = deps.store.automation_settings(&caller.tenant_id).await?;
     let rules = compile(deps.store.rules_of(&caller.tenant_id).await?);
@@ -308,9 +313,12 @@ pub async fn test<S: ApiStore, L, Q>(
                 ),
                 Outcome::Suppressed(r) => ("suppressed", Some(r.code().to_owned()), Vec::new(), None),
                 Outcome::NotTriggered(why) => ("not_triggered", Some((*why).to_owned()), Vec::new(), None),
-                Outcome::ConditionsUnmet(which) => {
-                    ("conditions_unmet", Some(format!("condition {which} does not hold")), Vec::new(), None)
-                }
+                Outcome::ConditionsUnmet(which) => (
+                    "conditions_unmet",
+                    Some(format!("condition {which} does not hold")),
+                    Vec::new(),
+                    None,
+                ),
                 Outcome::Skipped => ("skipped", Some("an earlier rule matched".to_owned()), Vec::new(), None),
             };
             json!({
@@ -327,7 +335,10 @@ pub async fn test<S: ApiStore, L, Q>(
     }))
 }
 
-pub async fn get_settings<S: ApiStore, L, Q>(deps: &Deps<S, L, Q>, caller: &Caller) -> Result<Response<Body>, ApiError> {
+pub async fn get_settings<S: ApiStore, L, Q>(
+    deps: &Deps<S, L, Q>,
+    caller: &Caller,
+) -> Result<Response<Body>, ApiError> {
     ok_json(&deps.store.automation_settings(&caller.tenant_id).await?)
 }
 

@@ -85,7 +85,12 @@ impl AutomationStore for MemStore {
 
     async fn delete_rule(&self, tenant_id: &str, rule_id: &str) -> Result<bool, StoreError> {
         self.enter(Op::AutomationRuleWrite, 1).await?;
-        Ok(self.state().automations.rules.remove(&key(tenant_id, rule_id)).is_some())
+        Ok(self
+            .state()
+            .automations
+            .rules
+            .remove(&key(tenant_id, rule_id))
+            .is_some())
     }
 
     async fn automation_settings(&self, tenant_id: &str) -> Result<AutomationSettings, StoreError> {
@@ -101,7 +106,10 @@ impl AutomationStore for MemStore {
 
     async fn put_automation_settings(&self, tenant_id: &str, settings: &AutomationSettings) -> Result<(), StoreError> {
         self.enter(Op::AutomationSettings, 1).await?;
-        self.state().automations.settings.insert(tenant_id.to_owned(), *settings);
+        self.state()
+            .automations
+            .settings
+            .insert(tenant_id.to_owned(), *settings);
         Ok(())
     }
 
@@ -145,7 +153,10 @@ impl AutomationStore for MemStore {
         if a.days.get(&day).copied().unwrap_or(0) >= daily_cap {
             return Ok(FiringWrite::CapReached);
         }
-        a.firings.entry(k.clone()).or_default().insert(firing_sk(firing), firing.clone());
+        a.firings
+            .entry(k.clone())
+            .or_default()
+            .insert(firing_sk(firing), firing.clone());
         a.states.entry(k).or_default().after(firing);
         *a.days.entry(day).or_default() += 1;
         Ok(FiringWrite::Recorded)
