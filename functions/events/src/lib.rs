@@ -11,6 +11,8 @@ pub mod deliver;
 pub mod record;
 
 #[cfg(test)]
+mod automate_tests;
+#[cfg(test)]
 mod report_tests;
 #[cfg(test)]
 mod tests;

@@ -6,7 +6,8 @@
 //! Control endpoints (not Meta's): `POST /sandbox/inbound` injects a customer message,
 //! `POST /sandbox/errors` makes the next sends fail with a given Meta error, `POST
 //! /sandbox/media` stores a media file customers can "send", `POST /sandbox/template-status`
-//! changes a template and sends Meta's template webhooks (`templates`).
+//! changes a template and sends Meta's template webhooks (`templates`), `GET /sandbox/sent?to=`
+//! lists the sends accepted for a customer (automated replies among them).
 
 mod templates;
 
@@ -267,6 +268,21 @@ async fn route(sandbox: &Arc<Sandbox>, req: hyper::Request<Incoming>) -> hyper::
             sandbox.media.lock().expect("media").insert(id.clone(), (data, mime));
             reply(200, &json!({"id": id}))
         }
+        // The sends accepted so far to one customer (digits, as Meta's `to`), from `after` on:
+        // what `crmctl sandbox inbound --wait-reply` shows of the replies to its message.
+        ("GET", ["sandbox", "sent"]) => {
+            let param = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+            let to = param("to").unwrap_or_default();
+            let after: usize = param("after").and_then(|a| a.parse().ok()).unwrap_or(0);
+            let sent = sandbox.sent();
+            let items: Vec<Value> = sent
+                .iter()
+                .enumerate()
+                .filter(|(i, (_, body))| *i >= after && body["to"].as_str() == Some(to.as_str()))
+                .map(|(i, (wamid, body))| json!({"index": i, "wamid": wamid, "type": body["type"], "payload": body}))
+                .collect();
+            reply(200, &json!({"count": sent.len(), "items": items}))
+        }
         ("POST", ["sandbox", "inbound"]) => {
             let (Some(pnid), Some(from), Some(text)) = (
                 json_body["phone_number_id"].as_str(),
@@ -320,6 +336,12 @@ async fn send(
         .lock()
         .expect("sent log")
         .push((wamid.clone(), body.clone()));
+    // The sandbox log (no recipient, no body: `GET /sandbox/sent` has those).
+    eprintln!(
+        "sandbox: accepted a {} send {wamid} (message {})",
+        body["type"].as_str().unwrap_or("?"),
+        body["biz_opaque_callback_data"].as_str().unwrap_or("-")
+    );
     // Meta reports progress through status webhooks: sent, delivered, read.
     let (sb, pnid, w, recipient) = (sandbox.clone(), phone_number_id.to_owned(), wamid.clone(), to.clone());
     // Meta echoes the send's tracking data in each of its statuses.
