@@ -223,6 +223,21 @@ async fn route(sandbox: &Arc<Sandbox>, req: hyper::Request<Incoming>) -> hyper::
             templates::delete(sandbox, waba_id, bearer.as_deref(), &query).await
         }
         ("POST", ["sandbox", "template-status"]) => templates::control(sandbox, &json_body).await,
+        // The sends accepted so far to one customer (digits, as Meta's `to`), from `after` on:
+        // what `crmctl sandbox inbound --wait-reply` shows of the replies to its message.
+        ("GET", ["sandbox", "sent"]) => {
+            let param = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+            let to = param("to").unwrap_or_default();
+            let after: usize = param("after").and_then(|a| a.parse().ok()).unwrap_or(0);
+            let sent = sandbox.sent();
+            let items: Vec<Value> = sent
+                .iter()
+                .enumerate()
+                .filter(|(i, (_, body))| *i >= after && body["to"].as_str() == Some(to.as_str()))
+                .map(|(i, (wamid, body))| json!({"index": i, "wamid": wamid, "type": body["type"], "payload": body}))
+                .collect();
+            reply(200, &json!({"count": sent.len(), "items": items}))
+        }
         ("GET", ["media", id]) => match sandbox.media.lock().expect("media").get(*id) {
             Some((data, mime)) => hyper::Response::builder()
                 .status(200)
@@ -267,21 +282,6 @@ async fn route(sandbox: &Arc<Sandbox>, req: hyper::Request<Incoming>) -> hyper::
                 .to_owned();
             sandbox.media.lock().expect("media").insert(id.clone(), (data, mime));
             reply(200, &json!({"id": id}))
-        }
-        // The sends accepted so far to one customer (digits, as Meta's `to`), from `after` on:
-        // what `crmctl sandbox inbound --wait-reply` shows of the replies to its message.
-        ("GET", ["sandbox", "sent"]) => {
-            let param = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-            let to = param("to").unwrap_or_default();
-            let after: usize = param("after").and_then(|a| a.parse().ok()).unwrap_or(0);
-            let sent = sandbox.sent();
-            let items: Vec<Value> = sent
-                .iter()
-                .enumerate()
-                .filter(|(i, (_, body))| *i >= after && body["to"].as_str() == Some(to.as_str()))
-                .map(|(i, (wamid, body))| json!({"index": i, "wamid": wamid, "type": body["type"], "payload": body}))
-                .collect();
-            reply(200, &json!({"count": sent.len(), "items": items}))
         }
         ("POST", ["sandbox", "inbound"]) => {
             let (Some(pnid), Some(from), Some(text)) = (
