@@ -198,6 +198,23 @@ async fn keyword_welcome_and_away_replies_with_cooldown_and_no_loop() {
             .all(|m| m.status == crm_shared::message::MessageStatus::Queued)
     );
 
+    // Automated replies answer nobody: the customer still waits for the team.
+    let (_, conv) = t
+        .call("GET", &format!("/v1/conversations/{contact}-{}", t.pnid), None)
+        .await;
+    assert!(conv["waiting_since"].is_string(), "{conv}");
+    // Each firing is an `automation.fired` event in the tenant's log.
+    let fired = eventually("automation.fired events", || async {
+        let (_, page) = t.call("GET", "/v1/events?types=automation.fired&limit=100", None).await;
+        let items = page["items"].as_array().cloned().unwrap_or_default();
+        (items.len() >= 3).then_some(items)
+    })
+    .await;
+    assert!(
+        fired.iter().any(|e| e["data"]["rule_id"] == welcome.as_str()),
+        "{fired:?}"
+    );
+
     // The conversation's log shows every firing and suppression.
     let (status, log) = t
         .call(

@@ -245,6 +245,7 @@ async fn act<S: AutomationDeps, A: SendJobQueue>(
             phone_number_id: inbound.phone_number_id.clone(),
             category: Some(reply.category),
             language: (reply.message_type == "template").then_some(language).flatten(),
+            automation_rule: Some(verdict.rule_id.clone()),
             ..MessageRecord::new(
                 tenant_id,
                 id.clone(),

@@ -566,3 +566,36 @@ fn messages_no_rule_can_trigger_on_need_no_state() {
     assert!(may_trigger(&welcome, None, now));
     assert!(!may_trigger(&[], Some("price"), now));
 }
+
+#[test]
+fn an_automated_reply_leaves_the_customer_waiting_for_the_team() {
+    use crate::message::{Direction, MessageRecord, MessageStatus};
+    let now = at("2026-12-01T10:00:00Z");
+    let mut c = conversation(now);
+    c.waiting_since = Some(now);
+    c.measured_from = Some(now);
+    let reply = |rule: Option<&str>| MessageRecord {
+        automation_rule: rule.map(str::to_owned),
+        ..MessageRecord::new(
+            "t1",
+            "m2".into(),
+            "c1",
+            Direction::Outbound,
+            "text",
+            json!({"body": "auto"}),
+            MessageStatus::Queued,
+            now + Duration::seconds(1),
+            now + Duration::seconds(1),
+        )
+    };
+    let mut automated = c.clone();
+    automated.on_outbound(&reply(Some("r1")), false);
+    assert_eq!(automated.waiting_since, Some(now));
+    assert_eq!(automated.responded_from, None);
+    assert_eq!(automated.status, c.status);
+    assert_eq!(automated.last_outbound_at, Some(now + Duration::seconds(1)));
+    let mut human = c.clone();
+    human.on_outbound(&reply(None), false);
+    assert_eq!(human.waiting_since, None);
+    assert_eq!(human.responded_from, Some(now));
+}
