@@ -15,6 +15,7 @@ help:
 	@echo "make bench-templates - template send validation CPU vs POST /v1/messages (target <= 5 %)"
 	@echo "make bench-devstack - the local endpoint at 10,000 contacts / 100,000 messages: latency, memory"
 	@echo "make bench-reports - counter updates per 1,000 events; a 90-day report of every grouping: requests, CPU"
+	@echo "make bench-automations - events function CPU per inbound message with 50 automation rules vs none"
 
 bootstrap:
 	@bash infra/bootstrap.sh
@@ -71,6 +72,11 @@ bench-templates:
 
 # Reports benchmark (not a test): counter item updates per 1,000 events (the real events handler
 # over the in-memory store) and a 90-day report of every grouping: store requests and CPU.
+.PHONY: bench-automations
+bench-automations:
+	cargo build --release -p bench --bin automations-bench
+	target/release/automations-bench $(AUTOMATIONS_BENCH_ARGS)
+
 .PHONY: bench-reports
 bench-reports:
 	cargo build --release -p bench --bin reports-bench

@@ -84,6 +84,33 @@ pub fn inbound_insert(change: &StreamChange) -> Option<MessageRecord> {
     (message.direction == Direction::Inbound).then_some(message)
 }
 
+/// Evaluates the rules on a stream record if it inserted an inbound message: the cheap checks
+/// (the kind of record, the tenant's cached rules) before the message is read from the image.
+pub async fn on_change<S: AutomationDeps, A: SendJobQueue>(
+    auto: &Automations<A>,
+    store: &S,
+    change: &StreamChange,
+) -> Result<usize, AutomateError> {
+    let is_insert = change.old.is_none() && change.keys.get(keys::SK).and_then(Value::as_str) == Some(keys::MESSAGE_SK);
+    let Some(new) = change.new.as_ref().filter(|_| is_insert) else {
+        return Ok(0);
+    };
+    if new.get("direction").and_then(Value::as_str) != Some("inbound") {
+        return Ok(0);
+    }
+    let pk = change.keys.get(keys::PK).and_then(Value::as_str).unwrap_or_default();
+    let Some(tenant_id) = keys::tenant_of_pk(pk) else {
+        return Ok(0);
+    };
+    if tenant_rules(auto, store, tenant_id).await?.is_empty() {
+        return Ok(0);
+    }
+    match inbound_insert(change) {
+        Some(message) if message.tenant_id == tenant_id => on_inbound(auto, store, &message, change.at).await,
+        _ => Ok(0),
+    }
+}
+
 async fn tenant_rules<S: AutomationStore, A>(
     auto: &Automations<A>,
     store: &S,

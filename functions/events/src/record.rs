@@ -114,20 +114,18 @@ pub async fn handle<
     event: LambdaEvent<StreamEvent>,
 ) -> Result<DynamoDbEventResponse, Error> {
     let mut by_tenant: BTreeMap<String, Vec<Drafted>> = BTreeMap::new();
-    let mut inbound = Vec::new();
+    let mut changes = Vec::with_capacity(event.payload.records.len());
     for record in &event.payload.records {
         let record_seq = record.change.sequence_number.clone().unwrap_or_default();
         let change = change_of(record);
-        if deps.automations.is_some()
-            && let Some(message) = automate::inbound_insert(&change)
-        {
-            inbound.push((message, change.at, record_seq.clone()));
-        }
         for draft in derive(&change) {
             by_tenant.entry(draft.tenant_id.clone()).or_default().push(Drafted {
                 draft,
                 record_seq: record_seq.clone(),
             });
+        }
+        if deps.automations.is_some() {
+            changes.push((change, record_seq));
         }
     }
     let results = futures::future::join_all(
@@ -139,8 +137,8 @@ pub async fn handle<
     let mut failed: Vec<String> = results.into_iter().flatten().collect();
     if let Some(auto) = &deps.automations {
         // In stream order; a failure stops here (the rest is retried from it, idempotently).
-        for (message, stored_at, seq) in &inbound {
-            if let Err(err) = automate::on_inbound(auto, &deps.store, message, *stored_at).await {
+        for (change, seq) in &changes {
+            if let Err(err) = automate::on_change(auto, &deps.store, change).await {
                 tracing::warn!(error = %err, "automations could not run; the batch is retried from this message");
                 failed.push(seq.clone());
                 break;

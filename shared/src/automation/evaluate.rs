@@ -29,6 +29,7 @@ use crate::whatsapp::consent_keyword;
 pub struct CompiledRule {
     pub rule: Rule,
     matcher: Option<Matcher>,
+    hours: Option<super::OpenHours>,
 }
 
 /// The tenant's rules in evaluation order (disabled rules left out; a stored rule that no longer
@@ -40,7 +41,13 @@ pub fn compile(rules: Vec<Rule>) -> Vec<CompiledRule> {
         .filter_map(|rule| {
             let mut spec = rule.spec.clone();
             match spec.validate() {
-                Ok(matcher) => Some(CompiledRule { rule, matcher }),
+                Ok(matcher) => {
+                    let hours = match &rule.spec.trigger {
+                        Trigger::Away { schedule } => Some(schedule.compile()),
+                        _ => None,
+                    };
+                    Some(CompiledRule { rule, matcher, hours })
+                }
                 Err(e) => {
                     tracing::warn!(rule_id = %rule.rule_id, error = %e, "stored automation rule does not validate; skipped");
                     None
@@ -199,8 +206,8 @@ fn triggered(rule: &CompiledRule, facts: &Facts<'_>, folded: Option<&str>) -> Re
                 Err("not the first message of a new contact")
             }
         }
-        Trigger::Away { schedule } => {
-            if schedule.open_at(facts.now) {
+        Trigger::Away { .. } => {
+            if rule.hours.as_ref().is_some_and(|h| h.open_at(facts.now)) {
                 Err("inside business hours")
             } else {
                 Ok(None)
@@ -408,6 +415,6 @@ pub fn may_trigger(rules: &[CompiledRule], text: Option<&str>, now: DateTime<Utc
             .as_deref()
             .is_some_and(|t| rule.matcher.as_ref().is_some_and(|m| m.find(t).is_some())),
         Trigger::Welcome => true,
-        Trigger::Away { schedule } => !schedule.open_at(now),
+        Trigger::Away { .. } => !rule.hours.as_ref().is_some_and(|h| h.open_at(now)),
     })
 }

@@ -111,9 +111,45 @@ impl Schedule {
     /// Whether the business is open at `at`: inside the weekly hours on the local clock, and
     /// the local date is not a holiday.
     pub fn open_at(&self, at: DateTime<Utc>) -> bool {
-        let tz: chrono_tz::Tz = self.time_zone.parse().unwrap_or(chrono_tz::Tz::UTC);
-        let local_date = at.with_timezone(&tz).date_naive();
-        !self.holidays.contains(&local_date) && self.hours.open_at(at, tz)
+        self.compile().open_at(at)
+    }
+
+    /// The schedule parsed once (time zone, each weekday's window), as rules are evaluated.
+    pub fn compile(&self) -> OpenHours {
+        use chrono::Weekday;
+        const WEEK: [Weekday; 7] = [
+            Weekday::Mon,
+            Weekday::Tue,
+            Weekday::Wed,
+            Weekday::Thu,
+            Weekday::Fri,
+            Weekday::Sat,
+            Weekday::Sun,
+        ];
+        OpenHours {
+            tz: self.time_zone.parse().unwrap_or(chrono_tz::Tz::UTC),
+            windows: WEEK.map(|d| self.hours.window(d)),
+            holidays: self.holidays.clone(),
+        }
+    }
+}
+
+/// A [`Schedule`] ready to answer "open now?" without parsing anything.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenHours {
+    tz: chrono_tz::Tz,
+    /// Monday first.
+    windows: [Option<(chrono::NaiveTime, chrono::NaiveTime)>; 7],
+    holidays: Vec<NaiveDate>,
+}
+
+impl OpenHours {
+    pub fn open_at(&self, at: DateTime<Utc>) -> bool {
+        use chrono::Datelike;
+        let local = at.with_timezone(&self.tz);
+        let window = self.windows[local.weekday().num_days_from_monday() as usize];
+        window.is_some_and(|(open, close)| (open..close).contains(&local.time()))
+            && !self.holidays.contains(&local.date_naive())
     }
 }
 

@@ -53,7 +53,8 @@ impl BusinessHours {
         Ok(())
     }
 
-    fn window(&self, weekday: Weekday) -> Option<(NaiveTime, NaiveTime)> {
+    /// The day's opening and closing time (`None`: closed).
+    pub fn window(&self, weekday: Weekday) -> Option<(NaiveTime, NaiveTime)> {
         let (name, _) = DAYS.iter().find(|(_, w)| *w == weekday)?;
         let [start, end] = self.0.get(*name)?;
         Some((time(start)?, time(end)?))
