@@ -217,7 +217,11 @@ async fn main() {
     println!("| scenario | messages | CPU per message (best of {ROUNDS}) | vs off |");
     println!("| --- | --- | --- | --- |");
     for (i, (name, _)) in scenarios.iter().enumerate() {
-        println!("| {name} | {messages} | {:.1} µs | {:+.1} % |", best[i], (best[i] / best[0] - 1.0) * 100.0);
+        println!(
+            "| {name} | {messages} | {:.1} µs | {:+.1} % |",
+            best[i],
+            (best[i] / best[0] - 1.0) * 100.0
+        );
     }
     println!(
         "\nThe webhook evaluates no rule: its CPU per inbound message does not depend on them (see \
