@@ -162,6 +162,7 @@ async fn keyword_welcome_and_away_replies_with_cooldown_and_no_loop() {
     let (status, reply) = t.call("GET", &format!("/v1/messages/{reply_id}"), None).await;
     assert_eq!(status, 200, "{reply}");
     assert_eq!(reply["status"], "queued");
+    assert_eq!(reply["automation_rule"], welcome.as_str());
     eventually("the welcome's tag", || async {
         let (_, c) = t.call("GET", &format!("/v1/contacts/{contact}"), None).await;
         (c["tags"] == json!(["new lead"])).then_some(())
