@@ -17,6 +17,7 @@ help:
 	@echo "make bench-broadcasts - a campaign over the in-memory store: planning time, store requests per recipient (N=20000)"
 	@echo "make bench-reports - counter updates per 1,000 events; a 90-day report of every grouping: requests, CPU"
 	@echo "make bench-console - the web console: bytes shipped, time to an interactive inbox (local stack)"
+	@echo "make bench-automations - events function CPU per inbound message with 50 automation rules vs none"
 
 bootstrap:
 	@bash infra/bootstrap.sh
@@ -81,6 +82,11 @@ bench-broadcasts:
 
 # Reports benchmark (not a test): counter item updates per 1,000 events (the real events handler
 # over the in-memory store) and a 90-day report of every grouping: store requests and CPU.
+.PHONY: bench-automations
+bench-automations:
+	cargo build --release -p bench --bin automations-bench
+	target/release/automations-bench $(AUTOMATIONS_BENCH_ARGS)
+
 .PHONY: bench-reports
 bench-reports:
 	cargo build --release -p bench --bin reports-bench

@@ -275,6 +275,7 @@ pub fn queued_text(tenant_id: &str, contact_id: &str, n: usize) -> MessageRecord
         timestamp: now,
         created_at: now,
         sent_by: None,
+        automation_rule: None,
     }
 }
 

@@ -257,6 +257,15 @@ impl Conversation {
         if created {
             self.status = ConversationStatus::Pending;
         }
+        if message.automation_rule.is_some() {
+            // An automated reply answers nobody: the customer still waits for the team.
+            self.message_count += 1;
+            self.last_activity_at = message.timestamp;
+            self.last_outbound_at = Some(message.timestamp);
+            self.preview = Some(preview_of(message));
+            self.updated_at = message.created_at;
+            return;
+        }
         self.message_count += 1;
         self.waiting_since = None;
         self.responded_from = self.measured_from;

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod audit;
 pub mod auth;
+pub mod automation;
 pub mod aws;
 pub mod blob;
 pub mod broadcast;

@@ -210,6 +210,10 @@ pub struct MessageRecord {
     /// The tenant's user who sent it (outbound, through a key of theirs): per-user reports.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sent_by: Option<String>,
+    /// The automation rule whose automated reply this is (outbound): it answers nobody in the
+    /// inbox's sense — the conversation keeps waiting for the team (docs/automations.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub automation_rule: Option<String>,
 }
 
 impl MessageRecord {
@@ -252,6 +256,7 @@ impl MessageRecord {
             timestamp,
             created_at,
             sent_by: None,
+            automation_rule: None,
         }
     }
 }

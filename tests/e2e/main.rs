@@ -2,6 +2,7 @@
 
 mod access;
 mod broadcasts;
+mod automations;
 mod contacts;
 mod events;
 mod faults;

@@ -363,6 +363,7 @@ async fn outbound(store: &DynamoStore, tenant: &str, contact: &str) -> MessageRe
         timestamp: now,
         created_at: now,
         sent_by: None,
+        automation_rule: None,
     };
     store.create_message(&m).await.unwrap();
     m

@@ -393,10 +393,16 @@ pub fn event_stream() {
                     .await
                     .unwrap_or_else(|e| panic!("table stream: {e}"));
                 let events_sdk = on.sdk_for("EventsFunction").await;
-                let record = std::sync::Arc::new(events_fn::record::Deps::new(
-                    DynamoStore::new(crm_shared::aws::dynamodb_client(&events_sdk), on.table()),
-                    SqsQueue::new(crm_shared::aws::sqs_client(&events_sdk), on.delivery_queue_url()),
-                ));
+                let record = std::sync::Arc::new(
+                    events_fn::record::Deps::new(
+                        DynamoStore::new(crm_shared::aws::dynamodb_client(&events_sdk), on.table()),
+                        SqsQueue::new(crm_shared::aws::sqs_client(&events_sdk), on.delivery_queue_url()),
+                    )
+                    .with_automations(SqsQueue::new(
+                        crm_shared::aws::sqs_client(&events_sdk),
+                        on.outbound_queue_url(),
+                    )),
+                );
                 tokio::spawn(devstack::stream::run(
                     aws_sdk_dynamodbstreams::Client::new(&events_sdk),
                     arn,

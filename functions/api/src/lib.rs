@@ -16,7 +16,7 @@ use crm_shared::cursor::CursorCodec;
 use crm_shared::graph::GraphClient;
 use crm_shared::jobs::{SendJobQueue, SqsQueue};
 use crm_shared::store::{
-    ApiKeyStore, AuditStore, BroadcastStore, ContactStore, ConversationStore, EventStore, MessageStore, OutboundStore,
+    ApiKeyStore, AuditStore, AutomationStore, BroadcastStore, ContactStore, ConversationStore, EventStore, MessageStore, OutboundStore,
     ReportStore, TemplateStore, TenantStore, UserStore, WebhookStore,
 };
 
@@ -105,6 +105,7 @@ impl<S, L, Q> Deps<S, L, Q> {
 /// The storage capabilities the API uses.
 pub trait ApiStore:
     TenantStore
+    + AutomationStore
     + ApiKeyStore
     + UserStore
     + ContactStore
@@ -121,6 +122,7 @@ pub trait ApiStore:
 }
 impl<
     T: TenantStore
+        + AutomationStore
         + ApiKeyStore
         + UserStore
         + ContactStore

@@ -6,9 +6,12 @@
 //!   logged, retries on the published schedule, endpoints disabled on `410` or five days of
 //!   failures.
 
+pub mod automate;
 pub mod deliver;
 pub mod record;
 
+#[cfg(test)]
+mod automate_tests;
 #[cfg(test)]
 mod report_tests;
 #[cfg(test)]

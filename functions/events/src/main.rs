@@ -10,9 +10,11 @@ async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let resources = Env::from_env().resources();
     let sdk = aws::load_sdk_config().await;
+    let sqs = aws::sqs_client(&sdk);
     let deps = Deps::new(
         DynamoStore::new(aws::dynamodb_client(&sdk), resources.table),
-        SqsQueue::new(aws::sqs_client(&sdk), resources.webhook_delivery_queue_url),
-    );
+        SqsQueue::new(sqs.clone(), resources.webhook_delivery_queue_url),
+    )
+    .with_automations(SqsQueue::new(sqs, resources.outbound_queue_url));
     run(service_fn(|event| handle(&deps, event))).await
 }

@@ -21,12 +21,13 @@ use chrono::Utc;
 use lambda_runtime::{Error, LambdaEvent};
 use serde_json::Value;
 
+use crate::automate::{self, AutomationDeps, Automations};
 use crm_shared::cache::TtlCache;
 use crm_shared::events::derive::{StreamChange, derive};
 use crm_shared::events::endpoint::WebhookEndpoint;
 use crm_shared::events::push::DeliveryJob;
 use crm_shared::events::{Event, EventDraft};
-use crm_shared::jobs::OverflowQueue;
+use crm_shared::jobs::{OverflowQueue, SendJobQueue};
 use crm_shared::reports::counters::Counting;
 use crm_shared::store::{EventStore, PrivacyStore, StoreError, TenantStore, WebhookStore};
 use crm_shared::tenant::ReportSettings;
@@ -37,7 +38,7 @@ pub const ENDPOINTS_TTL: Duration = Duration::from_secs(5);
 /// `reports_days`) and its report time zone.
 pub const RETENTION_TTL: Duration = Duration::from_secs(300);
 
-pub struct Deps<S, Q> {
+pub struct Deps<S, Q, A = crm_shared::jobs::SqsQueue> {
     pub store: S,
     /// The delivery queue (batched sends).
     pub deliveries: Q,
@@ -48,6 +49,9 @@ pub struct Deps<S, Q> {
     /// The tenant's report settings: time zone, business hours (one read per tenant and
     /// instance every few minutes).
     pub report_settings: TtlCache<String, ReportSettings>,
+    /// Automated replies on stored inbound messages (`None`: off, as in the benches that measure
+    /// only the event log).
+    pub automations: Option<Automations<A>>,
 }
 
 impl<S, Q> Deps<S, Q> {
@@ -58,6 +62,22 @@ impl<S, Q> Deps<S, Q> {
             endpoints: TtlCache::new(10_000, ENDPOINTS_TTL),
             retention_days: TtlCache::new(10_000, RETENTION_TTL),
             report_settings: TtlCache::new(10_000, RETENTION_TTL),
+            automations: None,
+        }
+    }
+}
+
+impl<S, Q, A> Deps<S, Q, A> {
+    /// Runs the tenants' automation rules on stored inbound messages, replying through `sends`
+    /// (the sender's queue).
+    pub fn with_automations<B>(self, sends: B) -> Deps<S, Q, B> {
+        Deps {
+            store: self.store,
+            deliveries: self.deliveries,
+            endpoints: self.endpoints,
+            retention_days: self.retention_days,
+            report_settings: self.report_settings,
+            automations: Some(Automations::new(sends)),
         }
     }
 }
@@ -85,18 +105,27 @@ struct Drafted {
     record_seq: String,
 }
 
-pub async fn handle<S: EventStore + WebhookStore + PrivacyStore + TenantStore, Q: OverflowQueue>(
-    deps: &Deps<S, Q>,
+pub async fn handle<
+    S: EventStore + WebhookStore + PrivacyStore + TenantStore + AutomationDeps,
+    Q: OverflowQueue,
+    A: SendJobQueue,
+>(
+    deps: &Deps<S, Q, A>,
     event: LambdaEvent<StreamEvent>,
 ) -> Result<DynamoDbEventResponse, Error> {
     let mut by_tenant: BTreeMap<String, Vec<Drafted>> = BTreeMap::new();
+    let mut changes = Vec::with_capacity(event.payload.records.len());
     for record in &event.payload.records {
         let record_seq = record.change.sequence_number.clone().unwrap_or_default();
-        for draft in derive(&change_of(record)) {
+        let change = change_of(record);
+        for draft in derive(&change) {
             by_tenant.entry(draft.tenant_id.clone()).or_default().push(Drafted {
                 draft,
                 record_seq: record_seq.clone(),
             });
+        }
+        if deps.automations.is_some() {
+            changes.push((change, record_seq));
         }
     }
     let results = futures::future::join_all(
@@ -105,9 +134,20 @@ pub async fn handle<S: EventStore + WebhookStore + PrivacyStore + TenantStore, Q
             .map(|(tenant, drafted)| tenant_batch(deps, tenant, drafted)),
     )
     .await;
+    let mut failed: Vec<String> = results.into_iter().flatten().collect();
+    if let Some(auto) = &deps.automations {
+        // In stream order; a failure stops here (the rest is retried from it, idempotently).
+        for (change, seq) in &changes {
+            if let Err(err) = automate::on_change(auto, &deps.store, change).await {
+                tracing::warn!(error = %err, "automations could not run; the batch is retried from this message");
+                failed.push(seq.clone());
+                break;
+            }
+        }
+    }
     let mut response = DynamoDbEventResponse::default();
     // The earliest failed record: Lambda retries the shard from it.
-    if let Some(first_failed) = results.into_iter().flatten().min_by(|a, b| seq_order(a, b)) {
+    if let Some(first_failed) = failed.into_iter().min_by(|a, b| seq_order(a, b)) {
         let mut failure = DynamoDbBatchItemFailure::default();
         failure.item_identifier = Some(first_failed);
         response.batch_item_failures.push(failure);
@@ -122,8 +162,8 @@ fn seq_order(a: &str, b: &str) -> std::cmp::Ordering {
 
 /// Records one tenant's drafts and enqueues their deliveries; the stream sequence number of the
 /// first record not done when something failed.
-async fn tenant_batch<S: EventStore + WebhookStore + PrivacyStore + TenantStore, Q: OverflowQueue>(
-    deps: &Deps<S, Q>,
+async fn tenant_batch<S: EventStore + WebhookStore + PrivacyStore + TenantStore, Q: OverflowQueue, A>(
+    deps: &Deps<S, Q, A>,
     tenant_id: &str,
     drafted: &[Drafted],
 ) -> Option<String> {
@@ -170,8 +210,8 @@ async fn tenant_batch<S: EventStore + WebhookStore + PrivacyStore + TenantStore,
 }
 
 /// One delivery job per event and endpoint that wants it; returns how many.
-async fn fan_out<S: WebhookStore, Q: OverflowQueue>(
-    deps: &Deps<S, Q>,
+async fn fan_out<S: WebhookStore, Q: OverflowQueue, A>(
+    deps: &Deps<S, Q, A>,
     tenant_id: &str,
     events: &[Event],
 ) -> Result<usize, String> {
@@ -203,7 +243,7 @@ async fn fan_out<S: WebhookStore, Q: OverflowQueue>(
 
 /// The tenant's event and counter retention in days (the platform defaults when it never
 /// chose).
-async fn events_days<S: PrivacyStore, Q>(deps: &Deps<S, Q>, tenant_id: &str) -> Result<(u32, u32), StoreError> {
+async fn events_days<S: PrivacyStore, Q, A>(deps: &Deps<S, Q, A>, tenant_id: &str) -> Result<(u32, u32), StoreError> {
     if let Some(days) = deps.retention_days.get(tenant_id) {
         return Ok(days);
     }
@@ -216,7 +256,10 @@ async fn events_days<S: PrivacyStore, Q>(deps: &Deps<S, Q>, tenant_id: &str) -> 
 
 /// The tenant's report settings (UTC and no business hours for a tenant that never chose, or
 /// is gone).
-async fn report_settings<S: TenantStore, Q>(deps: &Deps<S, Q>, tenant_id: &str) -> Result<ReportSettings, StoreError> {
+async fn report_settings<S: TenantStore, Q, A>(
+    deps: &Deps<S, Q, A>,
+    tenant_id: &str,
+) -> Result<ReportSettings, StoreError> {
     if let Some(settings) = deps.report_settings.get(tenant_id) {
         return Ok(settings);
     }
@@ -230,8 +273,8 @@ async fn report_settings<S: TenantStore, Q>(deps: &Deps<S, Q>, tenant_id: &str) 
     Ok(settings)
 }
 
-async fn tenant_endpoints<S: WebhookStore, Q>(
-    deps: &Deps<S, Q>,
+async fn tenant_endpoints<S: WebhookStore, Q, A>(
+    deps: &Deps<S, Q, A>,
     tenant_id: &str,
 ) -> Result<Vec<WebhookEndpoint>, StoreError> {
     if let Some(cached) = deps.endpoints.get(tenant_id) {

@@ -97,6 +97,10 @@ enum SandboxCommand {
         /// The customer's WhatsApp profile name.
         #[arg(long, default_value = "Sandbox Customer")]
         name: String,
+        /// Wait up to this many seconds for the sends the message causes (an automated reply)
+        /// and show them; 0: do not wait.
+        #[arg(long, default_value_t = 5)]
+        wait_reply: u64,
     },
     /// Changes a template in the sandbox and sends Meta's webhook for it: a status
     /// (`APPROVED`, `PAUSED`, `DISABLED`, …), a quality (`--quality RED`) or a category.
@@ -488,6 +492,50 @@ fn read_token(path: &std::path::Path) -> Result<crm_shared::secret::Secret, CliE
     Ok(crm_shared::secret::Secret::new(token))
 }
 
+async fn sandbox_call(method: reqwest::Method, url: String, body: Option<&Value>) -> Result<Value, CliError> {
+    let mut req = reqwest::Client::new().request(method, &url);
+    if let Some(body) = body {
+        req = req.json(body);
+    }
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| CliError(format!("sandbox at {url} unreachable (is make dev running?): {e}")))?;
+    let status = resp.status();
+    let answer: Value = resp.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        return Err(CliError(format!("sandbox answered {status}: {answer}")));
+    }
+    Ok(answer)
+}
+
+/// Injects the customer's message, then shows the sends to them it causes (automated replies)
+/// as the sandbox accepts them, for up to `wait_secs`.
+async fn inbound_with_replies(base: &str, body: &Value, from: &str, wait_secs: u64) -> Result<Value, CliError> {
+    let to = from.trim_start_matches('+');
+    let sent_url = |after: u64| format!("{base}/sandbox/sent?to={to}&after={after}");
+    let before = sandbox_call(reqwest::Method::GET, sent_url(0), None).await?["count"]
+        .as_u64()
+        .unwrap_or(0);
+    let mut answer = sandbox_call(reqwest::Method::POST, format!("{base}/sandbox/inbound"), Some(body)).await?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(wait_secs);
+    let mut replies = Vec::new();
+    while std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        let sent = sandbox_call(reqwest::Method::GET, sent_url(before), None).await?;
+        replies = sent["items"].as_array().cloned().unwrap_or_default();
+        if !replies.is_empty() {
+            // A moment more for a second reply of the same message (rules with `continue`).
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            let sent = sandbox_call(reqwest::Method::GET, sent_url(before), None).await?;
+            replies = sent["items"].as_array().cloned().unwrap_or_default();
+            break;
+        }
+    }
+    answer["replies"] = Value::Array(replies);
+    Ok(answer)
+}
+
 /// The sandbox's base URL: `SANDBOX_URL`, else the port `make dev` uses.
 fn sandbox_url(env: &Env) -> String {
     match env.get("SANDBOX_URL") {
@@ -504,16 +552,18 @@ async fn sandbox(env: &Env, store: &DynamoStore, command: SandboxCommand) -> Res
             from,
             text,
             name,
+            wait_reply,
         } => {
             let tenant = store
                 .get_tenant(&tenant)
                 .await?
                 .ok_or_else(|| CliError(format!("no tenant {tenant}")))?;
             let from = crm_shared::contact::normalize_phone(&from).map_err(|e| CliError(e.to_string()))?;
-            (
-                "sandbox/inbound",
-                json!({"phone_number_id": tenant.phone_number_id, "from": from, "text": text, "name": name}),
-            )
+            let body = json!({"phone_number_id": tenant.phone_number_id, "from": from, "text": text, "name": name});
+            if wait_reply > 0 {
+                return inbound_with_replies(&base, &body, &from, wait_reply).await;
+            }
+            ("sandbox/inbound", body)
         }
         SandboxCommand::TemplateStatus {
             name,

@@ -296,10 +296,11 @@ async fn run() -> Result<(), BoxError> {
     // The event stream: the table's stream into the events function, its jobs into the
     // delivery worker (tenant endpoints on loopback only with WEBHOOK_ALLOW_LOOPBACK=true).
     let stream_arn = devstack::stream::stream_arn(&aws::dynamodb_client(&sdk), store.table()).await?;
-    let events_deps = Arc::new(events_fn::record::Deps::new(
-        store.clone(),
-        SqsQueue::new(sqs.clone(), &delivery_queue_url),
-    ));
+    // Automated replies ride on the same stream and queue their replies for the sender.
+    let events_deps = Arc::new(
+        events_fn::record::Deps::new(store.clone(), SqsQueue::new(sqs.clone(), &delivery_queue_url))
+            .with_automations(SqsQueue::new(sqs.clone(), &outbound_queue_url)),
+    );
     tokio::spawn(devstack::stream::run(
         aws_sdk_dynamodbstreams::Client::new(&sdk),
         stream_arn,

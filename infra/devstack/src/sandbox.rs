@@ -6,7 +6,8 @@
 //! Control endpoints (not Meta's): `POST /sandbox/inbound` injects a customer message,
 //! `POST /sandbox/errors` makes the next sends fail with a given Meta error, `POST
 //! /sandbox/media` stores a media file customers can "send", `POST /sandbox/template-status`
-//! changes a template and sends Meta's template webhooks (`templates`).
+//! changes a template and sends Meta's template webhooks (`templates`), `GET /sandbox/sent?to=`
+//! lists the sends accepted for a customer (automated replies among them).
 
 mod templates;
 
@@ -231,6 +232,21 @@ async fn route(sandbox: &Arc<Sandbox>, req: hyper::Request<Incoming>) -> hyper::
             templates::delete(sandbox, waba_id, bearer.as_deref(), &query).await
         }
         ("POST", ["sandbox", "template-status"]) => templates::control(sandbox, &json_body).await,
+        // The sends accepted so far to one customer (digits, as Meta's `to`), from `after` on:
+        // what `crmctl sandbox inbound --wait-reply` shows of the replies to its message.
+        ("GET", ["sandbox", "sent"]) => {
+            let param = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+            let to = param("to").unwrap_or_default();
+            let after: usize = param("after").and_then(|a| a.parse().ok()).unwrap_or(0);
+            let sent = sandbox.sent();
+            let items: Vec<Value> = sent
+                .iter()
+                .enumerate()
+                .filter(|(i, (_, body))| *i >= after && body["to"].as_str() == Some(to.as_str()))
+                .map(|(i, (wamid, body))| json!({"index": i, "wamid": wamid, "type": body["type"], "payload": body}))
+                .collect();
+            reply(200, &json!({"count": sent.len(), "items": items}))
+        }
         ("GET", ["media", id]) => match sandbox.media.lock().expect("media").get(*id) {
             Some((data, mime)) => hyper::Response::builder()
                 .status(200)
@@ -329,6 +345,12 @@ async fn send(
         .lock()
         .expect("sent log")
         .push((wamid.clone(), body.clone()));
+    // The sandbox log (no recipient, no body: `GET /sandbox/sent` has those).
+    eprintln!(
+        "sandbox: accepted a {} send {wamid} (message {})",
+        body["type"].as_str().unwrap_or("?"),
+        body["biz_opaque_callback_data"].as_str().unwrap_or("-")
+    );
     // Meta reports progress through status webhooks: sent, delivered, read.
     let (sb, pnid, w, recipient) = (sandbox.clone(), phone_number_id.to_owned(), wamid.clone(), to.clone());
     // Meta echoes the send's tracking data in each of its statuses.

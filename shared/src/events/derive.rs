@@ -63,6 +63,10 @@ const RULES: &[Rule] = &[
         sk: keys::WEBHOOK_ENDPOINT_PREFIX,
         derive: endpoint_events,
     },
+    Rule {
+        sk: keys::AUTOMATION_FIRING_PREFIX,
+        derive: automation_events,
+    },
 ];
 
 /// The sort keys (and prefixes) of every item a rule reads, for the event source mapping's
@@ -163,6 +167,28 @@ fn rank(v: Option<&Value>) -> i64 {
 
 // ---------------------------------------------------------------------------------------------
 // The rules
+
+/// A firing recorded (not a suppression): `automation.fired`, once (the record is written once
+/// per message and rule).
+fn automation_events(i: &Images<'_>) -> Vec<(EventType, Value)> {
+    if !i.inserted() || str_of(i.after("outcome")) != "fired" {
+        return Vec::new();
+    }
+    let field = |name: &str| i.after(name).cloned().unwrap_or(Value::Null);
+    vec![(
+        EventType::AutomationFired,
+        json!({
+            "rule_id": field("rule_id"),
+            "message_id": field("message_id"),
+            "contact_id": field("contact_id"),
+            "conversation_id": field("conversation_id"),
+            "trigger": field("trigger"),
+            "actions": field("actions"),
+            "reply_message_id": field("reply_message_id"),
+            "notify": field("notify"),
+        }),
+    )]
+}
 
 const FAILED: [&str; 2] = ["failed", "rejected"];
 
@@ -414,6 +440,24 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_recorded_firing_is_one_automation_event_and_a_suppression_none() {
+        let firing = |outcome: &str| {
+            json!({"rule_id": "r1", "message_id": "m1", "contact_id": "c1", "conversation_id": "c1-1001",
+                   "trigger": "keyword", "outcome": outcome, "actions": ["reply"], "reply_message_id": "m2",
+                   "notify": "sales", "at": "2026-12-01T12:00:00Z"})
+        };
+        let sk = "AUTOFIRE#m1#r1";
+        let events = derive(&change("T#t1#C#c1", sk, None, Some(firing("fired"))));
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].event_type, EventType::AutomationFired);
+        assert_eq!(events[0].data["notify"], "sales");
+        assert_eq!(events[0].data["reply_message_id"], "m2");
+        assert!(types(&change("T#t1#C#c1", sk, None, Some(firing("suppressed")))).is_empty());
+        // Expiry (TTL) of the record makes no event.
+        assert!(types(&change("T#t1#C#c1", sk, Some(firing("fired")), None)).is_empty());
+    }
+
     fn conv(status: &str, assignee: Option<&str>, seq: u64) -> Value {
         json!({"conversation_id": "c1-1001", "contact_id": "c1", "phone_number_id": "1001",
                "status": status, "assignee": assignee, "last_seq": seq,
@@ -632,7 +676,16 @@ mod tests {
         assert!(types(&change("T#t1#EVLOG", "SEQ#00000000000000000001", None, Some(json!({})))).is_empty());
         assert_eq!(
             watched_sort_keys(),
-            ["MSG", "PROFILE", "CONV#", "EXPORT", "ERASURE", "TPL#", "WEBHOOK#"]
+            [
+                "MSG",
+                "PROFILE",
+                "CONV#",
+                "EXPORT",
+                "ERASURE",
+                "TPL#",
+                "WEBHOOK#",
+                "AUTOFIRE#"
+            ]
         );
     }
 

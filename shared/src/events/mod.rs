@@ -53,6 +53,9 @@ pub enum EventType {
     /// Sent by `POST /v1/webhook-endpoints/{id}/test` to that endpoint only (never logged).
     #[serde(rename = "endpoint.test")]
     EndpointTest,
+    /// An automation rule fired on an inbound message (its `notify` label, if it has one).
+    #[serde(rename = "automation.fired")]
+    AutomationFired,
 }
 
 impl EventType {
@@ -73,6 +76,7 @@ impl EventType {
         EventType::TemplateStatusChanged,
         EventType::EndpointDisabled,
         EventType::EndpointTest,
+        EventType::AutomationFired,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -93,6 +97,7 @@ impl EventType {
             EventType::TemplateStatusChanged => "template.status_changed",
             EventType::EndpointDisabled => "endpoint.disabled",
             EventType::EndpointTest => "endpoint.test",
+            EventType::AutomationFired => "automation.fired",
         }
     }
 

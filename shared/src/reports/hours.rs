@@ -53,10 +53,19 @@ impl BusinessHours {
         Ok(())
     }
 
-    fn window(&self, weekday: Weekday) -> Option<(NaiveTime, NaiveTime)> {
+    /// The day's opening and closing time (`None`: closed).
+    pub fn window(&self, weekday: Weekday) -> Option<(NaiveTime, NaiveTime)> {
         let (name, _) = DAYS.iter().find(|(_, w)| *w == weekday)?;
         let [start, end] = self.0.get(*name)?;
         Some((time(start)?, time(end)?))
+    }
+
+    /// Whether `at` falls inside the hours, read on the local clock of `tz` (so DST moves the
+    /// opening instant with the clock, as the business does).
+    pub fn open_at(&self, at: DateTime<Utc>, tz: Tz) -> bool {
+        let local = at.with_timezone(&tz);
+        self.window(local.weekday())
+            .is_some_and(|(open, close)| (open..close).contains(&local.time()))
     }
 
     /// The seconds of `[from, to)` inside the hours, in `tz`.

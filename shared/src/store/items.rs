@@ -839,9 +839,26 @@ impl ConversationTouch {
         touch
     }
 
-    /// Our message: it answers whoever waited; a conversation it creates is `pending`.
+    /// Our message: it answers whoever waited; a conversation it creates is `pending`. An
+    /// automated reply only moves the clocks and the preview: the customer still waits for the
+    /// team, and the response-time measurement goes on.
     pub fn outbound(message: &MessageRecord, phone_number_id: &str) -> Self {
         let mut touch = Self::base(message, phone_number_id);
+        if message.automation_rule.is_some() {
+            touch.sets.extend(
+                [
+                    "#status = if_not_exists(#status, :pending)",
+                    "last_seq = if_not_exists(last_seq, :zero)",
+                    "last_activity_at = :ts",
+                    "last_outbound_at = :ts",
+                    "#preview = :preview",
+                    "GSI1SK = :isk",
+                ]
+                .map(str::to_owned),
+            );
+            touch.values.insert(":pending".into(), av(&ConversationStatus::Pending));
+            return touch;
+        }
         touch.sets.extend(
             [
                 "#status = if_not_exists(#status, :pending)",
@@ -868,7 +885,10 @@ impl ConversationTouch {
     }
 
     pub fn into_update(self, table: &str, message: &MessageRecord, phone_number_id: &str) -> Update {
-        let expression = format!("SET {} REMOVE {}", self.sets.join(", "), self.removes.join(", "));
+        let mut expression = format!("SET {}", self.sets.join(", "));
+        if !self.removes.is_empty() {
+            expression.push_str(&format!(" REMOVE {}", self.removes.join(", ")));
+        }
         Update::builder()
             .table_name(table)
             .set_key(Some(super::dynamo::key(

@@ -473,6 +473,44 @@ pub fn inbox_sk(at_millis: i64, conversation_id: &str) -> String {
     format!("{:013}#{conversation_id}", at_millis.max(0))
 }
 
+// --- Automations (docs/automations.md) -------------------------------------------------------
+
+/// A tenant's automation rules, settings, daily firing counters and round-robin counters live
+/// in the tenant partition ([`tenant_pk`]): offboarding deletes them with it.
+pub const AUTOMATION_RULE_PREFIX: &str = "AUTORULE#";
+
+pub fn automation_rule_sk(rule_id: &str) -> String {
+    format!("{AUTOMATION_RULE_PREFIX}{rule_id}")
+}
+
+pub const AUTOMATION_SETTINGS_SK: &str = "AUTOSETTINGS";
+
+/// The tenant's firings of one UTC day (`YYYY-MM-DD`), counted against its daily cap.
+pub fn automation_day_sk(day: &str) -> String {
+    format!("AUTODAY#{day}")
+}
+
+/// The next position of a round-robin assignment rule.
+pub fn automation_round_robin_sk(rule_id: &str) -> String {
+    format!("AUTORR#{rule_id}")
+}
+
+/// A contact's automation state (in the contact's partition: erased with it).
+pub const AUTOMATION_STATE_SK: &str = "AUTOSTATE";
+
+/// Firings and suppressions of rules for a contact's messages (contact partition, erased with
+/// it), newest message first.
+pub const AUTOMATION_FIRING_PREFIX: &str = "AUTOFIRE#";
+
+pub fn automation_firing_sk(message_id: &str, rule_id: &str) -> String {
+    format!("{AUTOMATION_FIRING_PREFIX}{message_id}#{rule_id}")
+}
+
+/// GSI1 partition of one rule's firings (sort key: time, then message id).
+pub fn automation_rule_firings_gsi1pk(tenant_id: &str, rule_id: &str) -> String {
+    format!("T#{tenant_id}#AUTORULE#{rule_id}#FIRINGS")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

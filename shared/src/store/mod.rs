@@ -14,6 +14,7 @@
 
 mod audit;
 mod broadcasts;
+mod automations;
 mod contacts;
 mod conversations;
 mod dynamo;

@@ -1412,3 +1412,116 @@ pub trait ReportStore: Send + Sync {
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<Vec<CounterRow>, StoreError>> + Send;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Automations
+
+/// What the evaluation of one inbound message reads, in one request.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AutomationContext {
+    pub contact: Option<Contact>,
+    pub conversation: Option<Conversation>,
+    pub state: crate::automation::ContactState,
+    /// The tenant's firings on the day asked for.
+    pub fired_today: u64,
+}
+
+/// What recording a firing amounted to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FiringWrite {
+    /// Recorded now: its actions are to be taken.
+    Recorded,
+    /// Recorded before (a redelivered stream record): its actions are to be completed, each
+    /// idempotently.
+    Duplicate,
+    /// The tenant's daily cap was reached by concurrent firings.
+    CapReached,
+    /// A concurrent message already made the contact's welcome.
+    AlreadyWelcomed,
+    /// The contact is gone.
+    ContactErased,
+}
+
+/// The tenant's automation rules, settings, per-contact state and firing log.
+pub trait AutomationStore: Send + Sync {
+    /// Stores a new rule; `Conflict` beyond [`crate::automation::MAX_RULES_PER_TENANT`].
+    fn create_rule(&self, rule: &crate::automation::Rule) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    fn get_rule(
+        &self,
+        tenant_id: &str,
+        rule_id: &str,
+    ) -> impl Future<Output = Result<Option<crate::automation::Rule>, StoreError>> + Send;
+
+    /// Every rule of the tenant (one query; at most a hundred small items).
+    fn rules_of(
+        &self,
+        tenant_id: &str,
+    ) -> impl Future<Output = Result<Vec<crate::automation::Rule>, StoreError>> + Send;
+
+    /// Replaces a rule if it still has `version - 1` (`VersionMismatch` if not, `NotFound`
+    /// when gone).
+    fn update_rule(&self, rule: &crate::automation::Rule) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Whether the rule existed.
+    fn delete_rule(&self, tenant_id: &str, rule_id: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    fn automation_settings(
+        &self,
+        tenant_id: &str,
+    ) -> impl Future<Output = Result<crate::automation::AutomationSettings, StoreError>> + Send;
+
+    fn put_automation_settings(
+        &self,
+        tenant_id: &str,
+        settings: &crate::automation::AutomationSettings,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The contact, its conversation on `phone_number_id`, its automation state and the
+    /// tenant's firings of `day` (`YYYY-MM-DD`, UTC): one consistent `BatchGetItem`.
+    fn automation_context(
+        &self,
+        tenant_id: &str,
+        contact_id: &str,
+        phone_number_id: &str,
+        day: &str,
+    ) -> impl Future<Output = Result<AutomationContext, StoreError>> + Send;
+
+    /// Records a firing in one transaction: the firing (once per message and rule), the
+    /// contact's state (the rule's last firing; the welcome, once; our reply's time) while the
+    /// contact exists, and the tenant's day counter below `daily_cap`.
+    fn record_firing(
+        &self,
+        firing: &crate::automation::Firing,
+        welcome: bool,
+        daily_cap: u64,
+    ) -> impl Future<Output = Result<FiringWrite, StoreError>> + Send;
+
+    /// Records a suppression (once per message and rule); whether it is new.
+    fn record_suppression(
+        &self,
+        firing: &crate::automation::Firing,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// The next position of a round-robin rule (0, 1, 2, …).
+    fn next_round_robin(&self, tenant_id: &str, rule_id: &str) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// One rule's firings and suppressions, newest first.
+    fn rule_firings(
+        &self,
+        tenant_id: &str,
+        rule_id: &str,
+        limit: i32,
+        start: Option<Position>,
+    ) -> impl Future<Output = Result<Page<crate::automation::Firing>, StoreError>> + Send;
+
+    /// A conversation's firings and suppressions, newest message first.
+    fn conversation_firings(
+        &self,
+        tenant_id: &str,
+        contact_id: &str,
+        conversation_id: &str,
+        limit: i32,
+        start: Option<Position>,
+    ) -> impl Future<Output = Result<Page<crate::automation::Firing>, StoreError>> + Send;
+}

@@ -71,6 +71,7 @@ pub fn queued_message(
         timestamp: now,
         created_at: now,
         sent_by: None,
+        automation_rule: None,
     }
 }
 
@@ -113,5 +114,6 @@ pub fn inbound_media_message(contact: &Contact, media_id: &str, sha256: Option<&
         timestamp: now,
         created_at: now,
         sent_by: None,
+        automation_rule: None,
     }
 }

@@ -187,6 +187,15 @@ pub enum Op {
     MessagingUsage,
     EraseRecipient,
     DeleteBroadcasts,
+    // AutomationStore
+    AutomationRules,
+    AutomationRuleWrite,
+    AutomationSettings,
+    AutomationContext,
+    RecordFiring,
+    RecordSuppression,
+    NextRoundRobin,
+    AutomationFirings,
 }
 
 /// A non-message webhook change kept by `record_event`.
@@ -281,6 +290,8 @@ struct State {
     templates: templates::TemplateState,
     /// Broadcasts, their recipients, settings and usage (`broadcasts.rs`).
     broadcasts: broadcasts::BroadcastState,
+    /// Automation rules, contact state and firings (`automations.rs`).
+    automations: automations::AutomationState,
 }
 
 /// What a reference item in a contact's partition points at.
@@ -476,6 +487,7 @@ impl MemStore {
         s.restriction_history.remove(&ck);
         s.tags.remove(&ck);
         s.refs.remove(&ck);
+        s.automations.erase_contact(tenant_id, contact_id);
         let erased: Vec<Key> = s
             .messages
             .iter()
@@ -686,6 +698,7 @@ impl MemStore {
 }
 
 mod broadcasts;
+mod automations;
 mod events;
 mod inbox;
 mod privacy;

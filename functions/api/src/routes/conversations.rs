@@ -196,7 +196,11 @@ pub async fn list<S: ApiStore, L, Q>(
 }
 
 /// The conversation if the caller may see it; `404` otherwise.
-async fn load<S: ApiStore, L, Q>(deps: &Deps<S, L, Q>, caller: &Caller, id: &str) -> Result<Conversation, ApiError> {
+pub(crate) async fn load<S: ApiStore, L, Q>(
+    deps: &Deps<S, L, Q>,
+    caller: &Caller,
+    id: &str,
+) -> Result<Conversation, ApiError> {
     deps.store
         .get_conversation(&caller.tenant_id, id)
         .await?

@@ -53,6 +53,7 @@ pub async fn view<L: MediaLinks>(links: &L, m: &MessageRecord) -> Value {
         "context_wamid": m.context_wamid,
         "category": m.category,
         "language": m.language,
+        "automation_rule": m.automation_rule,
         "timestamp": m.timestamp,
         "created_at": m.created_at,
     })

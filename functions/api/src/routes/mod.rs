@@ -3,6 +3,7 @@
 mod apikeys;
 mod audit;
 mod broadcasts;
+mod automations;
 mod contacts;
 mod conversations;
 mod messages;
@@ -144,6 +145,16 @@ route_table! {
     GET    "/v1/broadcasts/{broadcast_id}/recipients" Viewer => broadcasts::recipients(deps, caller, req, id),
     GET    "/v1/settings/broadcasts"               Viewer => broadcasts::get_settings(deps, caller),
     PUT    "/v1/settings/broadcasts"               Admin  => broadcasts::put_settings(deps, caller, req),
+    GET    "/v1/automations"                       Admin  => automations::list(deps, caller, req),
+    POST   "/v1/automations"                       Admin  => automations::create(deps, caller, req),
+    POST   "/v1/automations/test"                  Admin  => automations::test(deps, caller, req),
+    GET    "/v1/automations/{automation_id}"       Admin  => automations::get(deps, caller, id),
+    PATCH  "/v1/automations/{automation_id}"       Admin  => automations::patch(deps, caller, req, id),
+    DELETE "/v1/automations/{automation_id}"       Admin  => automations::delete(deps, caller, req, id),
+    GET    "/v1/automations/{automation_id}/firings" Admin => automations::rule_firings(deps, caller, req, id),
+    GET    "/v1/conversations/{conversation_id}/automations" Viewer => automations::conversation_firings(deps, caller, req, id),
+    GET    "/v1/settings/automations"              Viewer => automations::get_settings(deps, caller),
+    PUT    "/v1/settings/automations"              Admin  => automations::put_settings(deps, caller, req),
 }
 
 /// Whether `segments` (the path split on `/`, without the leading empty one) fit `template`;

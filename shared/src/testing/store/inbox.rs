@@ -142,7 +142,7 @@ impl UserStore for MemStore {
 }
 
 impl MemStore {
-    fn conversation(&self, tenant_id: &str, conversation_id: &str) -> Option<Conversation> {
+    pub(super) fn conversation(&self, tenant_id: &str, conversation_id: &str) -> Option<Conversation> {
         self.state()
             .conversations
             .get(&key(tenant_id, conversation_id))

@@ -442,10 +442,15 @@ impl PrivacyStore for MemStore {
         let ck = key(tenant_id, contact_id);
         let mut s = self.state();
         let page = partition_page(&s, &ck);
-        if page.is_empty() {
+        // The contact's automation state and firings (items of its partition; not paged here).
+        let automation_items = s.automations.erase_contact(tenant_id, contact_id);
+        if page.is_empty() && automation_items == 0 {
             return Ok(None);
         }
-        let mut counts = ErasureCounts::default();
+        let mut counts = ErasureCounts {
+            other_items: automation_items,
+            ..ErasureCounts::default()
+        };
         let mut wamids = Vec::new();
         for (_, item) in page {
             match item {
