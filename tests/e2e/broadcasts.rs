@@ -434,3 +434,101 @@ async fn a_campaign_sends_each_eligible_recipient_once_through_pause_and_resume(
         assert!(actions.contains(&a), "{a}: {actions:?}");
     }
 }
+
+/// Meta flags the tenant's number red: the webhook (on its role, which may not query) stores
+/// the quality with a put conditional on Meta's time, the engine (on its role) pauses the
+/// running broadcast with `number_quality_red` and audits it; another tenant is untouched.
+#[tokio::test]
+async fn a_number_flagged_red_pauses_the_running_broadcast_on_the_functions_roles() {
+    use crm_shared::broadcast::control;
+    use crm_shared::broadcast::{Action, BroadcastStatus, NumberQuality, PauseReason};
+    use crm_shared::store::{AuditStore, BroadcastStore};
+
+    let store = stack().store().await;
+    let queue_url = own_queue("OutboundQueue").await;
+    let t = new_tenant(&store, "Quality").await;
+    let other = new_tenant(&store, "Quality other").await;
+    let meta = json!({"name": "spring_sale", "language": "en_US", "id": "9", "status": "APPROVED",
+        "category": "MARKETING", "parameter_format": "POSITIONAL",
+        "components": [{"type": "BODY", "text": "Hi {{1}}, code {{2}}", "example": {"body_text": [["Ana", "X"]]}}]});
+    let mut started = Vec::new();
+    for tenant_id in [&t.tenant.tenant_id, &other.tenant.tenant_id] {
+        let template = crm_shared::template::TemplateRecord::from_meta(tenant_id, &meta, Utc::now()).unwrap();
+        store.put_template(&template).await.unwrap();
+        let body = json!({"name": "q", "template": {"name": "spring_sale", "language": "en_US"},
+            "audience": {"contact_ids": [crm_shared::ids::new_id()]},
+            "parameters": {"1": "contact.name", "2": "attributes.code"}});
+        let b = control::create(&store, tenant_id, &body, None, Utc::now())
+            .await
+            .unwrap();
+        let (_, running) = control::act(&store, tenant_id, &b.broadcast_id, Action::Start, Utc::now())
+            .await
+            .unwrap();
+        assert_eq!(running.status, BroadcastStatus::Running);
+        started.push(running);
+    }
+
+    let webhook = stack().store_for("WebhookFunction").await;
+    let at = Utc::now();
+    let quality = |red: bool, changed_at| NumberQuality {
+        waba_id: t.tenant.waba_id.clone(),
+        display_phone_number: "15550783881".into(),
+        red,
+        changed_at,
+    };
+    assert!(
+        webhook
+            .put_number_quality(&t.tenant.tenant_id, &quality(true, at))
+            .await
+            .unwrap()
+    );
+    // An older UNFLAGGED delivered late is kept out.
+    let older = quality(false, at - chrono::Duration::minutes(5));
+    assert!(!webhook.put_number_quality(&t.tenant.tenant_id, &older).await.unwrap());
+    let stored = store.number_qualities(&t.tenant.tenant_id).await.unwrap();
+    assert_eq!(stored.len(), 1);
+    assert!(stored[0].red);
+    assert!(
+        store
+            .number_qualities(&other.tenant.tenant_id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let engine_sdk = stack().sdk_for("BroadcastFunction").await;
+    let engine_store = stack().store_for("BroadcastFunction").await;
+    let queue = SqsQueue::new(crm_shared::aws::sqs_client(&engine_sdk), &queue_url);
+    for tenant_id in [&t.tenant.tenant_id, &other.tenant.tenant_id] {
+        let mut report = Default::default();
+        run_tenant(
+            &engine_store,
+            &queue,
+            tenant_id,
+            Utc::now(),
+            &EngineConfig::default(),
+            &mut report,
+        )
+        .await
+        .unwrap();
+    }
+    let paused = store
+        .get_broadcast(&t.tenant.tenant_id, &started[0].broadcast_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(paused.status, BroadcastStatus::Paused);
+    assert_eq!(paused.pause_reason, Some(PauseReason::NumberQualityRed));
+    let audit = store.list_audit(&t.tenant.tenant_id, 50, None).await.unwrap().items;
+    assert!(audit.iter().any(|e| e.action == "broadcast.pause"));
+    let untouched = store
+        .get_broadcast(&other.tenant.tenant_id, &started[1].broadcast_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(
+        untouched.status,
+        BroadcastStatus::Paused,
+        "another tenant's number is not flagged"
+    );
+}

@@ -16,12 +16,12 @@ use crm_shared::broadcast::pacing::BroadcastSettings;
 use crm_shared::broadcast::run::{EngineConfig, RunReport, run_all};
 use crm_shared::broadcast::spec::parse_spec;
 use crm_shared::broadcast::{
-    Action, Broadcast, BroadcastStatus, Counters, PauseReason, Progress, RecipientStatus, transition,
+    Action, Broadcast, BroadcastStatus, Counters, NumberQuality, PauseReason, Progress, RecipientStatus, transition,
 };
 use crm_shared::contact::{Contact, MarketingConsent};
 use crm_shared::message::MessageStatus;
 use crm_shared::secret::Secret;
-use crm_shared::store::{BroadcastStore, InboundStore, StatusWrite, TemplateStore};
+use crm_shared::store::{AuditStore, BroadcastStore, InboundStore, StatusWrite, TemplateStore};
 use crm_shared::template::TemplateRecord;
 use crm_shared::tenant::Tenant;
 use crm_shared::testing::graph::meta_error;
@@ -479,4 +479,58 @@ async fn another_tenants_broadcasts_are_invisible() {
         .await
         .unwrap();
     assert!(page.items.is_empty());
+}
+
+#[tokio::test]
+async fn a_number_flagged_red_pauses_its_broadcast_until_a_caller_resumes_it() {
+    let mut w = world();
+    w.seed_template("APPROVED").await;
+    for i in 0..150 {
+        w.contact(i, "ok");
+    }
+    let b = w.broadcast(body(json!({"tags_all": ["vip"]}))).await;
+    let id = b.broadcast_id.clone();
+    w.run_engine(Utc::now()).await;
+    w.drain(1).await;
+    let sent_before = w.graph.sent().len();
+    assert!(sent_before < 150, "the rest waits for later runs");
+
+    // Meta flags the tenant's number (its display number is not recorded: it cannot be ruled
+    // out) — stored by the webhook; another tenant's flag would be in its own partition.
+    let flagged_at = Utc::now();
+    let quality = NumberQuality {
+        waba_id: w.tenant.waba_id.clone(),
+        display_phone_number: "15550783881".into(),
+        red: true,
+        changed_at: flagged_at,
+    };
+    w.store.put_number_quality(&w.tenant.tenant_id, &quality).await.unwrap();
+    let report = w.run_engine(Utc::now()).await;
+    assert_eq!(report.paused, 1);
+    let paused = w.get(&id).await;
+    assert_eq!(paused.status, BroadcastStatus::Paused);
+    assert_eq!(paused.pause_reason, Some(PauseReason::NumberQualityRed));
+    let audit = w.store.list_audit(&w.tenant.tenant_id, 50, None).await.unwrap().items;
+    assert_eq!(
+        audit
+            .iter()
+            .filter(|e| e.action == "broadcast.pause" && e.actor_key_id.is_none())
+            .count(),
+        1
+    );
+
+    // No resume by itself (the template is fine), and nothing more is sent.
+    w.run_engine(Utc::now() + chrono::Duration::minutes(5)).await;
+    w.drain(1).await;
+    assert_eq!(w.get(&id).await.status, BroadcastStatus::Paused);
+    let sent_paused = w.graph.sent().len();
+    assert_eq!(sent_paused, sent_before, "a paused broadcast sends nothing");
+
+    // A caller resumes: it sticks under the same flag and runs to the end.
+    w.act(&id, Action::Resume).await;
+    let b = w.run_to_end(&id, 10).await;
+    assert_eq!(b.status, BroadcastStatus::Completed);
+    assert!(w.graph.sent().len() > sent_paused);
+    assert_eq!(w.graph.sent().len(), 150);
+    assert!(w.sends().values().all(|n| *n == 1));
 }

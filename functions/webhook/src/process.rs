@@ -269,7 +269,22 @@ async fn process_item<S: WebhookStore, Q: MediaJobQueue>(
                 }
                 return Ok(());
             }
-            if crate::account::apply(&p.store, tenant_id, &change.change.field, &change.change.value, now).await? {
+            if crate::account::apply(
+                &p.store,
+                tenant_id,
+                &change.entry.id,
+                &change.change.field,
+                &change.change.value,
+                // Meta's time of the change orders quality updates; without one, ours.
+                change
+                    .entry
+                    .time
+                    .and_then(|t| DateTime::from_timestamp(t, 0))
+                    .unwrap_or(now),
+                now,
+            )
+            .await?
+            {
                 summary.account_changes += 1;
             }
             p.store

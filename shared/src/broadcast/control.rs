@@ -119,3 +119,149 @@ pub async fn act<S: BroadcastStore + TemplateStore>(
     store.save_broadcast(&after).await?;
     Ok((b, after))
 }
+
+fn digits(raw: &str) -> String {
+    raw.chars().filter(char::is_ascii_digit).collect()
+}
+
+/// A display number as the quality items key it (digits only).
+pub fn display_key(raw: &str) -> String {
+    digits(raw)
+}
+
+/// The tenant's numbers a quality change of `display` (Meta's `display_phone_number`) in WABA
+/// `waba_id` is about: the number(s) recorded with that display number; when none is, every
+/// number of that WABA whose display number we do not know (one of them is the flagged one,
+/// and pausing too much is safe where sending on is not).
+pub fn numbers_for_display(numbers: &[crate::tenant::PhoneNumber], waba_id: &str, display: &str) -> Vec<String> {
+    let wanted = digits(display);
+    let in_waba = || numbers.iter().filter(|n| n.waba_id == waba_id);
+    let matched: Vec<String> = in_waba()
+        .filter(|n| n.display_phone_number.as_deref().is_some_and(|d| digits(d) == wanted))
+        .map(|n| n.phone_number_id.clone())
+        .collect();
+    if !matched.is_empty() || wanted.is_empty() {
+        return matched;
+    }
+    in_waba()
+        .filter(|n| n.display_phone_number.is_none())
+        .map(|n| n.phone_number_id.clone())
+        .collect()
+}
+
+/// Phone number id → time of its red flag, for the numbers whose last stated quality is red.
+pub fn red_numbers(
+    numbers: &[crate::tenant::PhoneNumber],
+    qualities: &[super::NumberQuality],
+) -> std::collections::BTreeMap<String, DateTime<Utc>> {
+    let mut red = std::collections::BTreeMap::new();
+    for q in qualities.iter().filter(|q| q.red) {
+        for id in numbers_for_display(numbers, &q.waba_id, &q.display_phone_number) {
+            let at: &mut DateTime<Utc> = red.entry(id).or_insert(q.changed_at);
+            *at = (*at).max(q.changed_at);
+        }
+    }
+    red
+}
+
+/// Whether the engine pauses `b` for its number's quality: it is scheduled or running, its
+/// number (`primary` when it names none) is flagged red, and it was not paused for that flag
+/// (or a later one) before — a caller's resume after a flag sticks.
+pub fn quality_flag_for(
+    b: &Broadcast,
+    primary: &str,
+    red: &std::collections::BTreeMap<String, DateTime<Utc>>,
+) -> Option<DateTime<Utc>> {
+    if !b.status.is_active() {
+        return None;
+    }
+    let at = *red.get(b.spec.phone_number_id.as_deref().unwrap_or(primary))?;
+    b.progress.quality_flag_at.is_none_or(|seen| seen < at).then_some(at)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tenant::PhoneNumber;
+
+    fn number(id: &str, waba: &str, display: Option<&str>) -> PhoneNumber {
+        PhoneNumber {
+            phone_number_id: id.into(),
+            display_phone_number: display.map(str::to_owned),
+            waba_id: waba.into(),
+            label: None,
+            added_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn a_quality_change_finds_its_number_by_display_number_within_the_waba() {
+        let numbers = vec![
+            number("primary", "w1", None),
+            number("second", "w1", Some("+1 555 078 3881")),
+            number("third", "w1", Some("+1 555 000 0000")),
+            number("other-waba", "w2", Some("15550783881")),
+        ];
+        assert_eq!(numbers_for_display(&numbers, "w1", "15550783881"), vec!["second"]);
+        // Not a known display number: the numbers we cannot rule out (display unknown).
+        assert_eq!(numbers_for_display(&numbers, "w1", "15559999999"), vec!["primary"]);
+        assert!(numbers_for_display(&numbers, "w3", "15550783881").is_empty());
+        assert!(numbers_for_display(&numbers, "w1", "").is_empty());
+    }
+
+    #[test]
+    fn a_red_flag_pauses_once_and_a_later_flag_again() {
+        let numbers = vec![number("100", "w1", None), number("200", "w1", Some("15550783881"))];
+        let t0 = Utc::now();
+        let quality = |red: bool, at: DateTime<Utc>| super::super::NumberQuality {
+            waba_id: "w1".into(),
+            display_phone_number: "15550783881".into(),
+            red,
+            changed_at: at,
+        };
+        let red = red_numbers(&numbers, &[quality(true, t0)]);
+        assert_eq!(red.keys().collect::<Vec<_>>(), vec!["200"]);
+        assert!(red_numbers(&numbers, &[quality(false, t0)]).is_empty(), "unflagged");
+
+        let body = serde_json::json!({"name": "n", "template": {"name": "promo", "language": "en"},
+            "audience": {"contact_ids": [crate::ids::new_id()]}, "from": "200"});
+        let spec = parse_spec(&body, t0).unwrap();
+        let mut b = Broadcast {
+            tenant_id: "t".into(),
+            broadcast_id: crate::ids::new_id(),
+            spec,
+            category: "MARKETING".into(),
+            status: BroadcastStatus::Running,
+            pause_reason: None,
+            counters: Counters::default(),
+            progress: Progress::default(),
+            created_by: None,
+            created_at: t0,
+            updated_at: t0,
+            started_at: None,
+            finished_at: None,
+            version: 1,
+        };
+        assert_eq!(quality_flag_for(&b, "100", &red), Some(t0));
+        b.progress.quality_flag_at = Some(t0);
+        assert_eq!(
+            quality_flag_for(&b, "100", &red),
+            None,
+            "resumed after this flag: sticks"
+        );
+        let later = red_numbers(&numbers, &[quality(true, t0 + chrono::Duration::hours(1))]);
+        assert!(
+            quality_flag_for(&b, "100", &later).is_some(),
+            "a later flag pauses again"
+        );
+        b.status = BroadcastStatus::Draft;
+        assert_eq!(quality_flag_for(&b, "100", &later), None);
+        b.status = BroadcastStatus::Running;
+        b.spec.phone_number_id = None;
+        assert_eq!(
+            quality_flag_for(&b, "100", &later),
+            None,
+            "the default number is not flagged"
+        );
+    }
+}

@@ -119,11 +119,14 @@ pub enum PauseReason {
     TemplateDisabled,
     /// The template is no longer approved (or was deleted).
     TemplateNotApproved,
+    /// Meta flagged the sending number's quality as low (red, `phone_number_quality_update`
+    /// with `FLAGGED`): sending on would risk the number. Only a caller resumes it.
+    NumberQualityRed,
 }
 
 impl PauseReason {
     /// Whether the engine resumes the broadcast by itself once the template is approved again
-    /// (every reason so far is the template's).
+    /// (the template's reasons; a number's quality is resumed by hand).
     pub fn resumes_on_approval(self) -> bool {
         matches!(
             self,
@@ -209,6 +212,22 @@ pub struct Progress {
     pub wait_until: Option<DateTime<Utc>>,
     /// Why it waits (`messaging_limit`), for the API.
     pub waiting_for: Option<String>,
+    /// Meta's time of the number-quality flag the engine last paused it for: a caller's
+    /// resume after that flag sticks; only a later flag pauses it again.
+    #[serde(default)]
+    pub quality_flag_at: Option<DateTime<Utc>>,
+}
+
+/// A number's quality as Meta's `phone_number_quality_update` last stated it (`red`: flagged
+/// low). Keyed by WABA and display number, the only number Meta names in that webhook.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NumberQuality {
+    pub waba_id: String,
+    /// Digits only.
+    pub display_phone_number: String,
+    pub red: bool,
+    /// Meta's time of the change (orders out-of-order deliveries).
+    pub changed_at: DateTime<Utc>,
 }
 
 /// A broadcast as stored.
@@ -372,6 +391,16 @@ mod tests {
             assert_eq!(Action::parse(action.as_str()), Some(action));
         }
         assert_eq!(Action::parse("begin"), None, "engine actions are not the API's");
+    }
+
+    #[test]
+    fn only_template_pauses_resume_by_themselves() {
+        assert!(PauseReason::TemplatePaused.resumes_on_approval());
+        assert!(!PauseReason::NumberQualityRed.resumes_on_approval());
+        assert_eq!(
+            serde_json::to_value(PauseReason::NumberQualityRed).unwrap(),
+            serde_json::json!("number_quality_red")
+        );
     }
 
     #[test]

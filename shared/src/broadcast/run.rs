@@ -23,38 +23,50 @@
 //! keeps a redelivered job from sending twice. Pause and cancel stop the next page; messages
 //! already handed to the sender (at most one run's share) still go out. A template paused or
 //! disabled by Meta pauses the broadcast with the reason; it resumes when the template is
-//! approved again.
+//! approved again. A number Meta flags red (`phone_number_quality_update`, stored by the
+//! webhook) pauses the broadcasts sending from it with `number_quality_red`, once per flag;
+//! only a caller resumes them.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::json;
 
+use super::control::{quality_flag_for, red_numbers};
 use super::eligibility::{Decision, SkipReason, decide};
 use super::pacing::{self, HELD_BACK_CODE};
 use super::{
     Action, Broadcast, BroadcastRecipient, BroadcastStatus, Counters, PauseReason, RecipientStatus, transition,
 };
+use crate::audit::AuditEntry;
 use crate::contact::{Contact, MarketingConsent, QueryKind, query_kind};
 use crate::cursor::Position;
 use crate::jobs::{SendJob, SendJobQueue};
 use crate::message::{Direction, MessageRecord, MessageStatus};
 use crate::sending::Category;
 use crate::store::{
-    BroadcastStore, ContactFilter, ContactStore, CustomerIdentity, MAX_PAGE_RECIPIENTS, MessageStore, OutboundStore,
-    PageCommit, PrivacyStore, RecipientChange, StoreError, TemplateStore, TenantStore,
+    AuditStore, BroadcastStore, ContactFilter, ContactStore, CustomerIdentity, MAX_PAGE_RECIPIENTS, MessageStore,
+    OutboundStore, PageCommit, PrivacyStore, RecipientChange, StoreError, TemplateStore, TenantStore,
 };
 use crate::template::{TemplateRecord, status as template_status};
 
 /// Storage the engine needs.
 pub trait EngineStore:
-    BroadcastStore + ContactStore + TemplateStore + TenantStore + OutboundStore + MessageStore + PrivacyStore
+    BroadcastStore + ContactStore + TemplateStore + TenantStore + OutboundStore + MessageStore + PrivacyStore + AuditStore
 {
 }
-impl<T: BroadcastStore + ContactStore + TemplateStore + TenantStore + OutboundStore + MessageStore + PrivacyStore>
-    EngineStore for T
+impl<
+    T: BroadcastStore
+        + ContactStore
+        + TemplateStore
+        + TenantStore
+        + OutboundStore
+        + MessageStore
+        + PrivacyStore
+        + AuditStore,
+> EngineStore for T
 {
 }
 
@@ -127,9 +139,21 @@ pub async fn run_tenant<S: EngineStore, Q: SendJobQueue>(
     report: &mut RunReport,
 ) -> Result<(), EngineError> {
     let mut start = None;
+    // Numbers Meta flagged red → since when (read once per run, at the first active broadcast).
+    let mut red: Option<(String, BTreeMap<String, DateTime<Utc>>)> = None;
     loop {
         let page = store.list_broadcasts(tenant_id, 100, start).await?;
         for b in page.items {
+            if b.status.is_active() {
+                if red.is_none() {
+                    red = Some(red_numbers_of(store, tenant_id).await?);
+                }
+                let (primary, flagged) = red.as_ref().expect("just read");
+                if let Some(at) = quality_flag_for(&b, primary, flagged) {
+                    pause_for_quality(store, &b, at, now, report).await?;
+                    continue;
+                }
+            }
             let follow_until = b.finished_at.map(|f| f + chrono::Duration::days(config.follow_days));
             let wanted = b.status.is_active()
                 || (b.status == BroadcastStatus::Paused
@@ -145,6 +169,54 @@ pub async fn run_tenant<S: EngineStore, Q: SendJobQueue>(
             None => return Ok(()),
         }
     }
+}
+
+/// The tenant's default number and its numbers flagged red (one read when none is).
+async fn red_numbers_of<S: EngineStore>(
+    store: &S,
+    tenant_id: &str,
+) -> Result<(String, BTreeMap<String, DateTime<Utc>>), StoreError> {
+    let qualities = store.number_qualities(tenant_id).await?;
+    if !qualities.iter().any(|q| q.red) {
+        return Ok((String::new(), BTreeMap::new()));
+    }
+    let primary = store
+        .get_tenant(tenant_id)
+        .await?
+        .map(|t| t.phone_number_id)
+        .unwrap_or_default();
+    let numbers = store.numbers(tenant_id).await?;
+    Ok((primary, red_numbers(&numbers, &qualities)))
+}
+
+/// Pauses `b` with `number_quality_red` for the flag of `at`, with an audit entry; a
+/// concurrent change wins (the next run decides again on what it made).
+async fn pause_for_quality<S: EngineStore>(
+    store: &S,
+    b: &Broadcast,
+    at: DateTime<Utc>,
+    now: DateTime<Utc>,
+    report: &mut RunReport,
+) -> Result<(), StoreError> {
+    let mut flagged = b.clone();
+    flagged.progress.quality_flag_at = Some(at);
+    let Some(after) = apply(store, &flagged, Action::Pause, Some(PauseReason::NumberQualityRed), now).await? else {
+        return Ok(());
+    };
+    report.paused += 1;
+    let from = after
+        .spec
+        .phone_number_id
+        .clone()
+        .unwrap_or_else(|| "default".to_owned());
+    let entry = AuditEntry::new(&after.tenant_id, None, "broadcast.pause")
+        .target("broadcast", &after.broadcast_id)
+        .detail("reason", "number_quality_red")
+        .detail("phone_number_id", from);
+    if let Err(e) = store.record_audit(&entry).await {
+        tracing::error!(error = %e, "could not audit a number-quality pause");
+    }
+    Ok(())
 }
 
 /// The template's state for the broadcast: `Ok` when it can be sent (in its fixed language,
@@ -176,7 +248,7 @@ fn next(b: &Broadcast, now: DateTime<Utc>) -> Broadcast {
 }
 
 /// Applies an engine action; `Ok(None)` when a concurrent change won (the next run sees it).
-async fn apply<S: BroadcastStore>(
+pub(super) async fn apply<S: BroadcastStore>(
     store: &S,
     b: &Broadcast,
     action: Action,

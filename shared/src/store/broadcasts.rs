@@ -19,7 +19,7 @@ use super::dynamo::{
 use super::keys::*;
 use super::ports::{BroadcastStore, MAX_PAGE_RECIPIENTS, MessagingUsage, PageCommit, RecipientChange};
 use crate::broadcast::pacing::BroadcastSettings;
-use crate::broadcast::{Broadcast, BroadcastRecipient, RecipientStatus};
+use crate::broadcast::{Broadcast, BroadcastRecipient, NumberQuality, RecipientStatus};
 use crate::cursor::Position;
 use crate::store::Page;
 
@@ -41,6 +41,18 @@ impl BroadcastItem {
             broadcast: b.clone(),
         }
     }
+}
+
+#[derive(Serialize, Deserialize)]
+struct NumberQualityItem {
+    #[serde(rename = "PK")]
+    pk: String,
+    #[serde(rename = "SK")]
+    sk: String,
+    /// Meta's time in ms, for the stale-change condition.
+    changed_ms: i64,
+    #[serde(flatten)]
+    quality: NumberQuality,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -365,6 +377,38 @@ impl BroadcastStore for DynamoStore {
             .await?
             .map(|i| i.usage)
             .unwrap_or_default())
+    }
+
+    async fn put_number_quality(&self, tenant_id: &str, quality: &NumberQuality) -> Result<bool, StoreError> {
+        let item = NumberQualityItem {
+            pk: tenant_pk(tenant_id),
+            sk: number_quality_sk(&quality.waba_id, &quality.display_phone_number),
+            changed_ms: quality.changed_at.timestamp_millis(),
+            quality: quality.clone(),
+        };
+        let result = self
+            .client()
+            .put_item()
+            .table_name(self.table())
+            .set_item(Some(to_item(&item)))
+            .condition_expression("attribute_not_exists(PK) OR changed_ms <= :at")
+            .expression_attribute_values(":at", n(item.changed_ms))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(err) if condition_failed(&err) => Ok(false),
+            Err(err) => Err(backend(err)),
+        }
+    }
+
+    async fn number_qualities(&self, tenant_id: &str) -> Result<Vec<NumberQuality>, StoreError> {
+        let query = PageQuery::partition(tenant_pk(tenant_id)).prefixed(NUMBER_QUALITY_PREFIX);
+        self.query_all(&query)
+            .await?
+            .into_iter()
+            .map(|item| Ok(from_item::<NumberQualityItem>(item)?.quality))
+            .collect()
     }
 
     async fn erase_recipient(&self, tenant_id: &str, contact_id: &str) -> Result<u64, StoreError> {

@@ -239,6 +239,12 @@ pub fn recipient_sk(contact_id: &str) -> String {
 /// In the tenant partition: broadcast settings and the messaging-limit usage.
 pub const BROADCAST_SETTINGS_SK: &str = "SETTINGS#BROADCASTS";
 pub const MESSAGING_USAGE_SK: &str = "BROADCASTS#USAGE";
+/// A number's quality in the tenant partition: `NUMQ#<waba>#<display digits>`.
+pub const NUMBER_QUALITY_PREFIX: &str = "NUMQ#";
+
+pub fn number_quality_sk(waba_id: &str, display: &str) -> String {
+    format!("{NUMBER_QUALITY_PREFIX}{waba_id}#{display}")
+}
 
 /// Non-message webhook events of a tenant (account, quality, template updates).
 pub fn events_pk(tenant_id: &str) -> String {

@@ -989,6 +989,19 @@ pub trait BroadcastStore: Send + Sync {
 
     fn messaging_usage(&self, tenant_id: &str) -> impl Future<Output = Result<MessagingUsage, StoreError>> + Send;
 
+    /// Stores a number's quality unless a later change is stored (`false`: stale, kept).
+    fn put_number_quality(
+        &self,
+        tenant_id: &str,
+        quality: &crate::broadcast::NumberQuality,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// The tenant's numbers' qualities as last stated by Meta.
+    fn number_qualities(
+        &self,
+        tenant_id: &str,
+    ) -> impl Future<Output = Result<Vec<crate::broadcast::NumberQuality>, StoreError>> + Send;
+
     /// Erasure: removes the contact from every broadcast's recipients (counters keep their
     /// numbers); returns how many recipient items went.
     fn erase_recipient(

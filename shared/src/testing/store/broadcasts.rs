@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 
 use super::{MemStore, Op, Order, page_of};
 use crate::broadcast::pacing::BroadcastSettings;
-use crate::broadcast::{Broadcast, BroadcastRecipient, RecipientStatus};
+use crate::broadcast::{Broadcast, BroadcastRecipient, NumberQuality, RecipientStatus};
 use crate::cursor::Position;
 use crate::store::{BroadcastStore, MessagingUsage, Page, PageCommit, RecipientChange, StoreError};
 
@@ -19,6 +19,8 @@ pub(super) struct BroadcastState {
     recipients: HashMap<(String, String), BTreeMap<String, BroadcastRecipient>>,
     settings: HashMap<String, BroadcastSettings>,
     usage: HashMap<String, MessagingUsage>,
+    /// tenant → (waba, display) → quality.
+    qualities: HashMap<String, BTreeMap<(String, String), NumberQuality>>,
 }
 
 impl BroadcastState {
@@ -29,6 +31,7 @@ impl BroadcastState {
         self.recipients.retain(|(t, _), _| t != tenant_id);
         self.settings.remove(tenant_id);
         self.usage.remove(tenant_id);
+        self.qualities.remove(tenant_id);
         (before - self.broadcasts.len()) as u64
     }
 }
@@ -229,6 +232,29 @@ impl BroadcastStore for MemStore {
             .usage
             .get(tenant_id)
             .cloned()
+            .unwrap_or_default())
+    }
+
+    async fn put_number_quality(&self, tenant_id: &str, quality: &NumberQuality) -> Result<bool, StoreError> {
+        self.enter(Op::PutBroadcastSettings, 1).await?;
+        let mut s = self.state();
+        let stored = s.broadcasts.qualities.entry(tenant_id.to_owned()).or_default();
+        let key = (quality.waba_id.clone(), quality.display_phone_number.clone());
+        if stored.get(&key).is_some_and(|q| q.changed_at > quality.changed_at) {
+            return Ok(false);
+        }
+        stored.insert(key, quality.clone());
+        Ok(true)
+    }
+
+    async fn number_qualities(&self, tenant_id: &str) -> Result<Vec<NumberQuality>, StoreError> {
+        self.enter(Op::MessagingUsage, 1).await?;
+        Ok(self
+            .state()
+            .broadcasts
+            .qualities
+            .get(tenant_id)
+            .map(|q| q.values().cloned().collect())
             .unwrap_or_default())
     }
 
