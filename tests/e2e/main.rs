@@ -1,8 +1,8 @@
 //! End-to-end tests: real handlers, real local AWS endpoint, real HTTP.
 
 mod access;
-mod broadcasts;
 mod automations;
+mod broadcasts;
 mod contacts;
 mod events;
 mod faults;

@@ -16,8 +16,8 @@ use crm_shared::cursor::CursorCodec;
 use crm_shared::graph::GraphClient;
 use crm_shared::jobs::{SendJobQueue, SqsQueue};
 use crm_shared::store::{
-    ApiKeyStore, AuditStore, AutomationStore, BroadcastStore, ContactStore, ConversationStore, EventStore, MessageStore, OutboundStore,
-    ReportStore, TemplateStore, TenantStore, UserStore, WebhookStore,
+    ApiKeyStore, AuditStore, AutomationStore, BroadcastStore, ContactStore, ConversationStore, EventStore,
+    MessageStore, OutboundStore, ReportStore, TemplateStore, TenantStore, UserStore, WebhookStore,
 };
 
 use crate::auth::{Caller, TenantStatusCache, authenticate};

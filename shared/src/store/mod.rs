@@ -13,8 +13,8 @@
 //! first place (phone number id → tenant).
 
 mod audit;
-mod broadcasts;
 mod automations;
+mod broadcasts;
 mod contacts;
 mod conversations;
 mod dynamo;

@@ -697,8 +697,8 @@ impl MemStore {
     }
 }
 
-mod broadcasts;
 mod automations;
+mod broadcasts;
 mod events;
 mod inbox;
 mod privacy;

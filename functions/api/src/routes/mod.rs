@@ -2,8 +2,8 @@
 
 mod apikeys;
 mod audit;
-mod broadcasts;
 mod automations;
+mod broadcasts;
 mod contacts;
 mod conversations;
 mod messages;
