@@ -74,6 +74,8 @@ function showSignIn(message) {
 }
 
 let live = null;
+let inbox = null;
+let conversation = null;
 
 function signOut(message) {
   live?.stop();
@@ -83,9 +85,17 @@ function signOut(message) {
 }
 
 async function start(me) {
-  const [numbers, users] = await Promise.all([
+  // One round trip for everything the first screen needs (the inbox page is read with it).
+  live?.stop();
+  live = new LiveEvents((events) => {
+    inbox.refreshSoon();
+    conversation.onEvents(events);
+  });
+  const [numbers, users, firstPage] = await Promise.all([
     api('GET', '/v1/numbers'),
     api('GET', '/v1/users?limit=100').catch(() => ({ items: [] })),
+    Inbox.firstPage(),
+    live.start(),
   ]);
   const context = {
     me,
@@ -111,8 +121,8 @@ async function start(me) {
     h('main', { id: 'main', class: 'panes' }, inboxEl, conversationEl, contactEl));
 
   const contact = new ContactPane(contactEl, context);
-  const conversation = new ConversationPane(conversationEl, context, contact);
-  const inbox = new Inbox(inboxEl, context);
+  conversation = new ConversationPane(conversationEl, context, contact);
+  inbox = new Inbox(inboxEl, context);
   const route = () => {
     const [, kind, id] = location.hash.match(/^#\/(c|contact)\/(.+)$/) || [];
     document.body.dataset.view = kind ? 'conversation' : 'inbox';
@@ -122,14 +132,11 @@ async function start(me) {
     else conversation.close();
   };
   window.onhashchange = route;
-  live?.stop();
-  live = new LiveEvents((events) => {
-    inbox.refreshSoon();
-    conversation.onEvents(events);
-  });
-  await live.start();
-  await inbox.refresh();
+  inbox.show(firstPage);
   route();
+  // The page and the log's head were read at once: re-read the page once, so nothing that
+  // landed between the two is missed until the next event.
+  inbox.refreshSoon();
 }
 
 boot();

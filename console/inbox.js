@@ -5,12 +5,13 @@ import { api, query } from './api.js';
 import { h, fill, when, uid } from './dom.js';
 
 const STATUSES = ['', 'open', 'pending', 'snoozed', 'resolved'];
+const DEFAULT_FILTERS = { assignee: '', status: 'open', tag: '', window: '' };
 
 export class Inbox {
   constructor(el, context) {
     this.el = el;
     this.context = context;
-    this.filters = { assignee: '', status: 'open', tag: '', window: '' };
+    this.filters = { ...DEFAULT_FILTERS };
     this.items = [];
     this.next = null;
     this.selected = null;
@@ -53,6 +54,17 @@ export class Inbox {
           id: tagId, name: 'tag', autocomplete: 'off', size: 8,
           onchange: (e) => { this.filters.tag = e.target.value.trim(); this.refresh(); },
         })));
+  }
+
+  /** The first page under the default filters (read while the console starts). */
+  static firstPage() {
+    return api('GET', `/v1/conversations${query({ ...DEFAULT_FILTERS, limit: 50 })}`);
+  }
+
+  show(page) {
+    this.items = page.items;
+    this.next = page.next_cursor;
+    this.render();
   }
 
   /** Re-reads the first page (or the search results). */

@@ -29,11 +29,19 @@ async fn a_tenant_over_its_burst_gets_429_with_retry_after_and_others_are_unaffe
     };
     let gw = start_gateway_tuned(stack().store_for("ApiFunction").await, |deps| deps.with_quota(quota)).await;
 
-    for i in 0..3 {
-        let resp = get_tenant(&gw.base, busy.api_key.expose()).await;
-        assert_eq!(resp.status(), 200, "request {i} is within the burst");
-    }
-    let resp = get_tenant(&gw.base, busy.api_key.expose()).await;
+    // Twice the burst at once: on a loaded machine requests one after another can take long
+    // enough for the bucket to refill, so the bound allows for the time the volley took.
+    let started = std::time::Instant::now();
+    let volley = futures::future::join_all((0..6).map(|_| get_tenant(&gw.base, busy.api_key.expose()))).await;
+    let refilled = started.elapsed().as_secs_f64().ceil() as usize;
+    let (served, limited): (Vec<_>, Vec<_>) = volley.into_iter().partition(|r| r.status() == 200);
+    assert!(
+        served.len() >= 3 && served.len() <= 3 + refilled,
+        "the burst of 3 (+{refilled} refilled) is served: {}",
+        served.len()
+    );
+    assert!(!limited.is_empty(), "beyond the burst a request is limited");
+    let resp = limited.into_iter().next().unwrap();
     assert_eq!(resp.status(), 429);
     let retry_after: u64 = resp
         .headers()
