@@ -1189,12 +1189,12 @@ async fn retention_deletes_exactly_what_is_past_each_period_and_nothing_else() {
     );
     assert_eq!(
         tenant_report(&report, &a.tenant_id)["deleted"],
-        json!({"messages": 2, "media_objects": 2, "exports": 1, "audit_entries": 1, "conversations": 0, "conversations_resolved": 0, "notes": 0}),
+        json!({"messages": 2, "media_objects": 2, "exports": 1, "audit_entries": 1, "conversations": 0, "conversations_resolved": 0, "notes": 0, "broadcasts": 0}),
         "{report}"
     );
     assert_eq!(
         tenant_report(&report, &b.tenant_id)["deleted"],
-        json!({"messages": 0, "media_objects": 0, "exports": 0, "audit_entries": 0, "conversations": 0, "conversations_resolved": 0, "notes": 0}),
+        json!({"messages": 0, "media_objects": 0, "exports": 0, "audit_entries": 0, "conversations": 0, "conversations_resolved": 0, "notes": 0, "broadcasts": 0}),
         "B keeps the defaults: {report}"
     );
 
@@ -1271,7 +1271,7 @@ async fn retention_deletes_exactly_what_is_past_each_period_and_nothing_else() {
     for tenant in [&a.tenant_id, &b.tenant_id] {
         assert_eq!(
             tenant_report(&report, tenant)["deleted"],
-            json!({"messages": 0, "media_objects": 0, "exports": 0, "audit_entries": 0, "conversations": 0, "conversations_resolved": 0, "notes": 0}),
+            json!({"messages": 0, "media_objects": 0, "exports": 0, "audit_entries": 0, "conversations": 0, "conversations_resolved": 0, "notes": 0, "broadcasts": 0}),
             "{report}"
         );
     }
