@@ -237,6 +237,14 @@ pub(crate) fn json_body<T: serde::Serialize + ?Sized>(
     Ok(json_response(status, body))
 }
 
+/// `204 No Content` (a delete that worked).
+pub(crate) fn no_content() -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::NO_CONTENT)
+        .body(Body::Empty)
+        .expect("status is valid")
+}
+
 pub(crate) fn ok_json<T: serde::Serialize + ?Sized>(body: &T) -> Result<Response<Body>, ApiError> {
     Ok(json_response(StatusCode::OK, body))
 }

@@ -267,6 +267,23 @@ impl TenantStore for DynamoStore {
 }
 
 impl DynamoStore {
+    /// Puts a new item if the tenant is active, in one transaction: `NotFound` when it is not,
+    /// `Conflict(conflict)` when the item exists.
+    async fn put_new_in_active_tenant(
+        &self,
+        tenant_id: &str,
+        item: super::dynamo::Item,
+        conflict: &str,
+    ) -> Result<(), StoreError> {
+        let items = vec![self.tenant_active_check(tenant_id), put_new(self.table(), item)];
+        match self.transact(items).await? {
+            Ok(()) => Ok(()),
+            Err(c) if c.failed(0) => Err(StoreError::NotFound),
+            Err(c) if c.any_failed() => Err(StoreError::Conflict(conflict.into())),
+            Err(c) => Err(c.unexplained()),
+        }
+    }
+
     /// Sets one attribute of an existing tenant's item (`NotFound` when there is none).
     async fn set_tenant_attribute(&self, tenant_id: &str, name: &str, value: AttributeValue) -> Result<(), StoreError> {
         let result = self
@@ -290,16 +307,9 @@ impl DynamoStore {
 
 impl ApiKeyStore for DynamoStore {
     async fn put_key(&self, key_record: &ApiKeyRecord) -> Result<(), StoreError> {
-        let items = vec![
-            self.tenant_active_check(&key_record.tenant_id),
-            put_new(self.table(), to_item(&KeyItem::from(key_record))),
-        ];
-        match self.transact(items).await? {
-            Ok(()) => Ok(()),
-            Err(c) if c.failed(0) => Err(StoreError::NotFound),
-            Err(c) if c.any_failed() => Err(StoreError::Conflict("key id already exists".into())),
-            Err(c) => Err(c.unexplained()),
-        }
+        let item = to_item(&KeyItem::from(key_record));
+        self.put_new_in_active_tenant(&key_record.tenant_id, item, "key id already exists")
+            .await
     }
 
     async fn get_key(&self, tenant_id: &str, key_id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
@@ -375,16 +385,9 @@ impl ApiKeyStore for DynamoStore {
     }
 
     async fn put_signin_code(&self, code: &SigninCode) -> Result<(), StoreError> {
-        let items = vec![
-            self.tenant_active_check(&code.tenant_id),
-            put_new(self.table(), to_item(&SigninItem::from(code))),
-        ];
-        match self.transact(items).await? {
-            Ok(()) => Ok(()),
-            Err(c) if c.failed(0) => Err(StoreError::NotFound),
-            Err(c) if c.any_failed() => Err(StoreError::Conflict("code id already exists".into())),
-            Err(c) => Err(c.unexplained()),
-        }
+        let item = to_item(&SigninItem::from(code));
+        self.put_new_in_active_tenant(&code.tenant_id, item, "code id already exists")
+            .await
     }
 
     async fn take_signin_code(

@@ -20,7 +20,7 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::pagination::{envelope, page_request};
 use crate::routes::{contacts, conversations, json_input};
-use crate::{ApiStore, Deps, audit, json_body, ok_json, request_id};
+use crate::{ApiStore, Deps, audit, json_body, no_content, ok_json, request_id};
 
 const RULES_LISTING: &str = "automations";
 const FIRINGS_LISTING: &str = "automation-firings";
@@ -173,10 +173,7 @@ pub async fn delete<S: ApiStore, L, Q>(
         return Err(no_rule());
     }
     audit(&deps.store, entry(caller, req, "automation.delete", id)).await;
-    Ok(Response::builder()
-        .status(StatusCode::NO_CONTENT)
-        .body(Body::Empty)
-        .expect("status is valid"))
+    Ok(no_content())
 }
 
 /// `GET /v1/automations/{id}/firings`: the rule's firings and suppressions, newest first.

@@ -24,7 +24,7 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::pagination::{envelope, page_request};
 use crate::routes::json_input;
-use crate::{ApiStore, Deps, audit, json_body, ok_json, request_id};
+use crate::{ApiStore, Deps, audit, json_body, no_content, ok_json, request_id};
 
 const EVENTS_LISTING: &str = "events";
 const ENDPOINTS_LISTING: &str = "webhook-endpoints";
@@ -367,10 +367,7 @@ pub async fn delete_endpoint<S: ApiStore, L, Q>(
         return Err(no_endpoint());
     }
     audit(&deps.store, entry(caller, req, "webhook_endpoint.delete", id)).await;
-    Ok(Response::builder()
-        .status(StatusCode::NO_CONTENT)
-        .body(Body::Empty)
-        .expect("status is valid"))
+    Ok(no_content())
 }
 
 pub async fn rotate_secret<S: ApiStore, L, Q>(
