@@ -117,7 +117,7 @@ impl World {
 
     async fn broadcast(&self, body: Value) -> Broadcast {
         let now = Utc::now();
-        let spec = parse_spec(&body, now).unwrap();
+        let spec = parse_spec(&body, now, "UTC").unwrap();
         let b = Broadcast {
             tenant_id: self.tenant.tenant_id.clone(),
             broadcast_id: crm_shared::ids::new_id(),
@@ -533,4 +533,48 @@ async fn a_number_flagged_red_pauses_its_broadcast_until_a_caller_resumes_it() {
     assert!(w.graph.sent().len() > sent_paused);
     assert_eq!(w.graph.sent().len(), 150);
     assert!(w.sends().values().all(|n| *n == 1));
+}
+
+#[tokio::test]
+async fn quiet_hours_hold_every_send_until_they_end_on_the_local_clock() {
+    let mut w = world();
+    w.seed_template("APPROVED").await;
+    for i in 0..300 {
+        w.contact(i, "ok");
+    }
+    let mut spec = body(json!({"tags_all": ["vip"]}));
+    spec["time_zone"] = json!("Europe/Berlin");
+    spec["quiet_hours"] = json!({"start": "21:00", "end": "08:00"});
+    let b = w.broadcast(spec).await;
+    let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().to_utc();
+    // 20:59:58 in Berlin (UTC+1): two seconds before quiet hours, a run hands over only two
+    // seconds of sends (20/s of share here), so none is due inside them.
+    w.run_engine(at("2026-12-04T19:59:58Z")).await;
+    w.drain(1).await;
+    let evening = w.get(&b.broadcast_id).await;
+    assert!(evening.progress.planned_at.is_some());
+    assert_eq!(evening.counters.queued, 40, "{:?}", evening.progress);
+    // At night nothing leaves; it waits for 08:00 local (07:00 UTC).
+    let night = at("2026-12-04T22:00:00Z");
+    for minute in 0..3 {
+        w.run_engine(night + chrono::Duration::minutes(minute)).await;
+    }
+    w.drain(1).await;
+    let waiting = w.get(&b.broadcast_id).await;
+    assert_eq!(waiting.progress.waiting_for.as_deref(), Some("quiet_hours"));
+    assert_eq!(waiting.progress.wait_until, Some(at("2026-12-05T07:00:00Z")));
+    assert_eq!(waiting.counters.queued, 40);
+    assert_eq!(w.sends().values().sum::<usize>(), 40);
+    // In the morning it sends the rest, a run's share at a time, each recipient once.
+    for run in 0..4 {
+        w.run_engine(at("2026-12-05T07:00:00Z") + chrono::Duration::minutes(run))
+            .await;
+        w.drain(1).await;
+    }
+    let morning = w.get(&b.broadcast_id).await;
+    assert_eq!(morning.progress.waiting_for, None);
+    assert_eq!(morning.counters.queued, 300);
+    let sends = w.sends();
+    assert_eq!(sends.len(), 300);
+    assert!(sends.values().all(|n| *n == 1));
 }

@@ -46,7 +46,12 @@ pub async fn create<S: BroadcastStore + TemplateStore + TenantStore>(
     created_by: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<Broadcast, ControlError> {
-    let spec = parse_spec(body, now)?;
+    // Local times in the body are the tenant's (its reports' time zone) unless it names a zone.
+    let zone = store
+        .get_tenant(tenant_id)
+        .await?
+        .map_or_else(|| "UTC".to_owned(), |t| t.reports.time_zone);
+    let spec = parse_spec(body, now, &zone)?;
     let entries = store.template_languages(tenant_id, &spec.template_name).await?;
     let first = entries
         .iter()
@@ -225,7 +230,7 @@ mod tests {
 
         let body = serde_json::json!({"name": "n", "template": {"name": "promo", "language": "en"},
             "audience": {"contact_ids": [crate::ids::new_id()]}, "from": "200"});
-        let spec = parse_spec(&body, t0).unwrap();
+        let spec = parse_spec(&body, t0, "UTC").unwrap();
         let mut b = Broadcast {
             tenant_id: "t".into(),
             broadcast_id: crate::ids::new_id(),

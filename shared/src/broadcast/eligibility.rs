@@ -233,7 +233,7 @@ mod tests {
         if let Some(l) = language {
             body["template"]["language"] = json!(l);
         }
-        parse_spec(&body, Utc::now()).unwrap()
+        parse_spec(&body, Utc::now(), "UTC").unwrap()
     }
 
     fn contact(phone: &str) -> Contact {
@@ -330,7 +330,7 @@ mod tests {
         let t = TemplateRecord::from_meta("t", &meta, Utc::now()).unwrap();
         let body = json!({"name": "s", "template": {"name": "promo", "language": "en"}, "audience": {"all": true},
             "parameters": {"header.who": "contact.name", "code": "attributes.code", "button.0": "attributes.slug"}});
-        let s = parse_spec(&body, Utc::now()).unwrap();
+        let s = parse_spec(&body, Utc::now(), "UTC").unwrap();
         let mut c = contact("+447700900001");
         c.name = Some("Ana".into());
         c.attributes.insert("code".into(), "SPRING".into());

@@ -12,6 +12,7 @@ pub mod control;
 pub mod eligibility;
 pub mod pacing;
 pub mod run;
+pub mod schedule;
 pub mod spec;
 pub mod view;
 

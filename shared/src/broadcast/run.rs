@@ -37,6 +37,7 @@ use serde_json::json;
 use super::control::{quality_flag_for, red_numbers};
 use super::eligibility::{Decision, SkipReason, decide};
 use super::pacing::{self, HELD_BACK_CODE};
+use super::schedule::sending_room;
 use super::{
     Action, Broadcast, BroadcastRecipient, BroadcastStatus, Counters, PauseReason, RecipientStatus, transition,
 };
@@ -667,7 +668,11 @@ async fn dispatch<S: EngineStore, Q: SendJobQueue>(
 ) -> Result<Option<(Broadcast, u64)>, EngineError> {
     let settings = store.broadcast_settings(&b.tenant_id).await?;
     let rate = pacing::broadcast_rate(config.rate_per_second, settings.rate_share_pct);
-    let quota = pacing::run_quota(rate, config.run_secs);
+    let secs = match sending_room(b.spec.quiet_hours.as_ref(), b.spec.tz(), now, config.run_secs) {
+        Ok(secs) => secs,
+        Err(until) => return wait_out_quiet_hours(store, b, until, now).await,
+    };
+    let quota = pacing::run_quota(rate, secs);
     let size = config.page_size.clamp(1, MAX_PAGE_RECIPIENTS);
     let mut handed = 0u64;
     while handed < quota {
@@ -771,6 +776,30 @@ async fn dispatch<S: EngineStore, Q: SendJobQueue>(
     Ok(Some((b, handed)))
 }
 
+/// Records that the broadcast waits for its quiet hours to end (`until`); nothing is handed
+/// over meanwhile. `None`: it changed under the engine.
+async fn wait_out_quiet_hours<S: EngineStore>(
+    store: &S,
+    b: Broadcast,
+    until: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<Option<(Broadcast, u64)>, EngineError> {
+    if b.progress.wait_until == Some(until) && b.progress.waiting_for.as_deref() == Some(QUIET_HOURS) {
+        return Ok(Some((b, 0)));
+    }
+    let mut after = next(&b, now);
+    after.progress.wait_until = Some(until);
+    after.progress.waiting_for = Some(QUIET_HOURS.to_owned());
+    match store.save_broadcast(&after).await {
+        Ok(()) => Ok(Some((after, 0))),
+        Err(StoreError::VersionMismatch) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `waiting_for` while quiet hours hold the sends back.
+pub const QUIET_HOURS: &str = "quiet_hours";
+
 /// The recipient status a message's status means.
 fn status_of(message: &MessageRecord) -> RecipientStatus {
     match message.status {
@@ -811,7 +840,9 @@ async fn follow<S: EngineStore, Q: SendJobQueue>(
     let size = config.page_size.clamp(1, MAX_PAGE_RECIPIENTS);
     let settings = store.broadcast_settings(&b.tenant_id).await?;
     let rate = pacing::broadcast_rate(config.rate_per_second, settings.rate_share_pct);
-    let quota = pacing::run_quota(rate, config.run_secs);
+    // Retries of held-back recipients wait out quiet hours like first sends.
+    let secs = sending_room(b.spec.quiet_hours.as_ref(), b.spec.tz(), now, config.run_secs).unwrap_or(0);
+    let quota = pacing::run_quota(rate, secs);
     let mut unsettled = 0u64;
     let mut start = None;
     loop {

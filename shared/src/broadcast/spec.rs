@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::schedule::{LocalTimeError, QuietHours, parse_start};
 use crate::contact::{normalize_phone, normalize_tag};
 use crate::template;
 
@@ -82,6 +83,24 @@ pub struct BroadcastSpec {
     /// The number to send from (`None`: the tenant's first).
     pub phone_number_id: Option<String>,
     pub start_at: Option<DateTime<Utc>>,
+    /// The IANA zone of its local times (start time, quiet hours): the tenant's at creation
+    /// unless the request named one.
+    #[serde(default = "utc_zone")]
+    pub time_zone: String,
+    /// Local hours in which nothing is sent (held until they end).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quiet_hours: Option<QuietHours>,
+}
+
+fn utc_zone() -> String {
+    "UTC".to_owned()
+}
+
+impl BroadcastSpec {
+    /// The time zone (UTC for a name this build does not know).
+    pub fn tz(&self) -> chrono_tz::Tz {
+        self.time_zone.parse().unwrap_or(chrono_tz::Tz::UTC)
+    }
 }
 
 #[derive(Deserialize)]
@@ -104,8 +123,13 @@ struct Body {
     defaults: BTreeMap<String, String>,
     #[serde(default)]
     from: Option<String>,
+    /// An instant (RFC 3339 with an offset) or a local date and time of `time_zone`.
     #[serde(default)]
-    start_at: Option<DateTime<Utc>>,
+    start_at: Option<String>,
+    #[serde(default)]
+    time_zone: Option<String>,
+    #[serde(default)]
+    quiet_hours: Option<QuietHours>,
 }
 
 /// Whether `source` names something a contact has.
@@ -117,8 +141,9 @@ pub fn valid_source(source: &str) -> bool {
     }
 }
 
-/// Parses and validates the body of `POST /v1/broadcasts`.
-pub fn parse_spec(body: &Value, now: DateTime<Utc>) -> Result<BroadcastSpec, SpecError> {
+/// Parses and validates the body of `POST /v1/broadcasts`; `tenant_zone` is the tenant's time
+/// zone, used when the body names none.
+pub fn parse_spec(body: &Value, now: DateTime<Utc>, tenant_zone: &str) -> Result<BroadcastSpec, SpecError> {
     let body: Body = serde_json::from_value(body.clone()).map_err(|e| {
         invalid(
             "invalid_body",
@@ -201,10 +226,33 @@ pub fn parse_spec(body: &Value, now: DateTime<Utc>) -> Result<BroadcastSpec, Spe
             ));
         }
     }
-    if let Some(start) = body.start_at
+    let time_zone = body.time_zone.unwrap_or_else(|| tenant_zone.to_owned());
+    let tz: chrono_tz::Tz = time_zone.parse().map_err(|_| {
+        invalid(
+            "invalid_time_zone",
+            "time_zone must be an IANA time zone name, e.g. Europe/Berlin or UTC",
+        )
+    })?;
+    let start_at = match body.start_at.as_deref() {
+        None => None,
+        Some(raw) => Some(parse_start(raw, tz).map_err(|e| match e {
+            LocalTimeError::Malformed => invalid(
+                "invalid_start_at",
+                "start_at must be an RFC 3339 time (2026-12-05T09:00:00Z) or a local date and time of the time zone (2026-12-05T09:00)",
+            ),
+            LocalTimeError::Skipped => invalid(
+                "invalid_start_at",
+                format!("start_at does not exist in {time_zone} (the clock skips it)"),
+            ),
+        })?),
+    };
+    if let Some(start) = start_at
         && start > now + chrono::Duration::days(90)
     {
         return Err(invalid("invalid_start_at", "start_at must be within 90 days"));
+    }
+    if let Some(quiet) = &body.quiet_hours {
+        quiet.validate().map_err(|m| invalid("invalid_quiet_hours", m))?;
     }
     let phone_number_id = match body.from {
         Some(f) if (1..=32).contains(&f.len()) && f.bytes().all(|b| b.is_ascii_digit()) => Some(f),
@@ -219,7 +267,9 @@ pub fn parse_spec(body: &Value, now: DateTime<Utc>) -> Result<BroadcastSpec, Spe
         parameters: body.parameters,
         defaults: body.defaults,
         phone_number_id,
-        start_at: body.start_at.filter(|s| *s > now),
+        start_at: start_at.filter(|s| *s > now),
+        time_zone,
+        quiet_hours: body.quiet_hours,
     })
 }
 
@@ -237,20 +287,36 @@ mod tests {
     #[test]
     fn a_valid_body_is_normalised() {
         let now = Utc::now();
-        let spec = parse_spec(&ok(), now).unwrap();
+        let spec = parse_spec(&ok(), now, "UTC").unwrap();
         assert_eq!(spec.language.as_deref(), Some("en_US"));
         assert_eq!(spec.audience.tags_all, vec!["vip"]);
         assert_eq!(spec.parameters["order"], "attributes.order_id");
         let mut auto = ok();
         auto["template"]["language"] = json!("auto");
-        assert_eq!(parse_spec(&auto, now).unwrap().language, None);
+        assert_eq!(parse_spec(&auto, now, "UTC").unwrap().language, None);
         let mut phones = ok();
         phones["audience"] = json!({"phones": ["+1 415 555 0100"]});
-        assert_eq!(parse_spec(&phones, now).unwrap().audience.phones, vec!["+14155550100"]);
+        assert_eq!(
+            parse_spec(&phones, now, "UTC").unwrap().audience.phones,
+            vec!["+14155550100"]
+        );
         // A start time in the past starts at once.
         let mut past = ok();
         past["start_at"] = json!("2020-01-01T00:00:00Z");
-        assert_eq!(parse_spec(&past, now).unwrap().start_at, None);
+        assert_eq!(parse_spec(&past, now, "UTC").unwrap().start_at, None);
+        // A local start time is read in the tenant's zone, or in the one the body names.
+        let mut local = ok();
+        local["start_at"] = json!("2099-01-01T09:00");
+        let at = |h| DateTime::parse_from_rfc3339(h).unwrap().to_utc();
+        let near = at("2098-12-15T00:00:00Z");
+        let spec = parse_spec(&local, near, "Europe/Berlin").unwrap();
+        assert_eq!(spec.start_at, Some(at("2099-01-01T08:00:00Z")));
+        assert_eq!(spec.time_zone, "Europe/Berlin");
+        local["time_zone"] = json!("Asia/Tokyo");
+        local["quiet_hours"] = json!({"start": "21:00", "end": "08:00"});
+        let spec = parse_spec(&local, near, "Europe/Berlin").unwrap();
+        assert_eq!(spec.start_at, Some(at("2099-01-01T00:00:00Z")));
+        assert_eq!(spec.quiet_hours.unwrap().end, "08:00");
     }
 
     #[test]
@@ -259,7 +325,7 @@ mod tests {
         let case = |edit: &dyn Fn(&mut Value), code: &str| {
             let mut body = ok();
             edit(&mut body);
-            assert_eq!(parse_spec(&body, now).unwrap_err().code, code, "{body}");
+            assert_eq!(parse_spec(&body, now, "UTC").unwrap_err().code, code, "{body}");
         };
         case(&|b| b["name"] = json!(" "), "invalid_name");
         case(&|b| b["template"]["name"] = json!("Bad Name!"), "invalid_template");
@@ -274,6 +340,13 @@ mod tests {
         );
         case(&|b| b["parameters"] = json!({"1": "name"}), "invalid_parameters");
         case(&|b| b["start_at"] = json!("2999-01-01T00:00:00Z"), "invalid_start_at");
+        case(&|b| b["start_at"] = json!("soon"), "invalid_start_at");
+        case(&|b| b["time_zone"] = json!("Mars/Olympus"), "invalid_time_zone");
+        case(&|b| b["quiet_hours"] = json!({"start": "21:00"}), "invalid_body");
+        case(
+            &|b| b["quiet_hours"] = json!({"start": "21:00", "end": "21:00"}),
+            "invalid_quiet_hours",
+        );
         case(&|b| b["from"] = json!("abc"), "invalid_from");
         case(&|b| b["extra"] = json!(1), "invalid_body");
         let many: Vec<String> = (0..=MAX_EXPLICIT).map(|i| format!("+1415555{i:04}")).collect();

@@ -17,6 +17,8 @@ pub fn view(b: &Broadcast) -> Value {
         "defaults": b.spec.defaults,
         "from": b.spec.phone_number_id,
         "start_at": b.spec.start_at,
+        "time_zone": b.spec.time_zone,
+        "quiet_hours": b.spec.quiet_hours,
         "counters": b.counters,
         "progress": {
             "planned": b.progress.planned_at.is_some(),

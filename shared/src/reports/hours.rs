@@ -28,7 +28,8 @@ const DAYS: [(&str, Weekday); 7] = [
 /// waiting is an outlier whichever way it is counted).
 const MAX_DAYS: i64 = 400;
 
-fn time(s: &str) -> Option<NaiveTime> {
+/// `HH:MM` as a time of day.
+pub(crate) fn time(s: &str) -> Option<NaiveTime> {
     NaiveTime::parse_from_str(s, "%H:%M").ok()
 }
 
@@ -97,7 +98,7 @@ impl BusinessHours {
 }
 
 /// A local time of a day as an instant (the earlier of a repeated hour; past a skipped one).
-fn local(tz: Tz, day: NaiveDate, at: NaiveTime) -> DateTime<Utc> {
+pub(crate) fn local(tz: Tz, day: NaiveDate, at: NaiveTime) -> DateTime<Utc> {
     let naive = day.and_time(at);
     match tz.from_local_datetime(&naive) {
         chrono::LocalResult::Single(t) | chrono::LocalResult::Ambiguous(t, _) => t.with_timezone(&Utc),
