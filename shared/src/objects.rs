@@ -58,6 +58,23 @@ pub trait ObjectStore: Send + Sync {
         }
     }
 
+    /// Up to `len` bytes of the object at `key` from byte `offset` (empty past its end);
+    /// `None` when there is no such object.
+    fn read_range(
+        &self,
+        key: &str,
+        offset: u64,
+        len: u64,
+    ) -> impl Future<Output = Result<Option<Bytes>, BlobError>> + Send;
+
+    /// Stores a small object whole (encrypted by the bucket's KMS default).
+    fn put_object(
+        &self,
+        key: &str,
+        data: Bytes,
+        content_type: &str,
+    ) -> impl Future<Output = Result<(), BlobError>> + Send;
+
     /// Starts a streamed upload to `key` (encrypted by the bucket's KMS default).
     fn start_upload(
         &self,
@@ -215,8 +232,72 @@ impl ObjectStore for Bucket {
         self.delete_listing_page(prefix).await
     }
 
+    async fn read_range(&self, key: &str, offset: u64, len: u64) -> Result<Option<Bytes>, BlobError> {
+        if len == 0 {
+            return Ok(Some(Bytes::new()));
+        }
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.name)
+            .key(key)
+            .range(format!("bytes={offset}-{}", offset + len - 1))
+            .send()
+            .await;
+        let out = match out {
+            Ok(out) => out,
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => return Ok(None),
+            // Past the end of the object (S3's 416 InvalidRange).
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 416) => return Ok(Some(Bytes::new())),
+            Err(e) => return Err(s3_err(e)),
+        };
+        let data = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| BlobError(format!("reading an object failed: {e}")))?;
+        Ok(Some(data.into_bytes()))
+    }
+
+    async fn put_object(&self, key: &str, data: Bytes, content_type: &str) -> Result<(), BlobError> {
+        self.client
+            .put_object()
+            .bucket(&self.name)
+            .key(key)
+            .content_type(content_type)
+            .body(ByteStream::from(data))
+            .send()
+            .await
+            .map_err(s3_err)?;
+        Ok(())
+    }
+
     async fn start_upload(&self, key: &str, content_type: &str) -> Result<MultipartUpload, BlobError> {
         self.start_multipart(key, Some(content_type)).await
+    }
+}
+
+impl Bucket {
+    /// A link through which the holder uploads one object to `key` with a `PUT` (the body is
+    /// encrypted by the bucket's default like any other object).
+    pub async fn presigned_put(
+        &self,
+        key: &str,
+        content_type: &str,
+        expires_in: std::time::Duration,
+    ) -> Result<String, BlobError> {
+        let config =
+            aws_sdk_s3::presigning::PresigningConfig::expires_in(expires_in).map_err(|e| BlobError(e.to_string()))?;
+        let request = self
+            .client
+            .put_object()
+            .bucket(&self.name)
+            .key(key)
+            .content_type(content_type)
+            .presigned(config)
+            .await
+            .map_err(s3_err)?;
+        Ok(request.uri().to_owned())
     }
 }
 

@@ -112,6 +112,7 @@ fn contact(tenant_id: &str, i: usize) -> Contact {
 
 struct Engine {
     store: DynamoStore,
+    files: crm_shared::objects::Bucket,
     queue: SqsQueue,
     queue_url: String,
     sender: Deps<DynamoStore, GraphClient, SqsQueue>,
@@ -129,6 +130,7 @@ impl Engine {
         let mut report = Default::default();
         run_tenant(
             &self.store,
+            &self.files,
             &self.queue,
             &self.tenant_id,
             Utc::now(),
@@ -266,6 +268,7 @@ async fn a_campaign_sends_each_eligible_recipient_once_through_pause_and_resume(
     let engine_sdk = stack().sdk_for("BroadcastFunction").await;
     let engine = Engine {
         store: stack().store_for("BroadcastFunction").await,
+        files: stack().privacy_for("BroadcastFunction").await.exports,
         queue: SqsQueue::new(crm_shared::aws::sqs_client(&engine_sdk), &queue_url),
         queue_url: queue_url.clone(),
         sender: Deps::new(
@@ -458,7 +461,7 @@ async fn a_number_flagged_red_pauses_the_running_broadcast_on_the_functions_role
         let body = json!({"name": "q", "template": {"name": "spring_sale", "language": "en_US"},
             "audience": {"contact_ids": [crm_shared::ids::new_id()]},
             "parameters": {"1": "contact.name", "2": "attributes.code"}});
-        let b = control::create(&store, tenant_id, &body, None, Utc::now())
+        let b = control::create(&store, tenant_id, &body, None, Utc::now(), None)
             .await
             .unwrap();
         let (_, running) = control::act(&store, tenant_id, &b.broadcast_id, Action::Start, Utc::now())
@@ -503,6 +506,7 @@ async fn a_number_flagged_red_pauses_the_running_broadcast_on_the_functions_role
         let mut report = Default::default();
         run_tenant(
             &engine_store,
+            &stack().privacy_for("BroadcastFunction").await.exports,
             &queue,
             tenant_id,
             Utc::now(),
@@ -530,5 +534,216 @@ async fn a_number_flagged_red_pauses_the_running_broadcast_on_the_functions_role
         untouched.status,
         BroadcastStatus::Paused,
         "another tenant's number is not flagged"
+    );
+}
+
+/// Uploads `csv` through a fresh presigned link; returns the upload id.
+async fn upload(base: &str, key: &str, csv: &str) -> String {
+    let (status, link) = api("POST", &format!("{base}/v1/broadcasts/uploads"), Some(key), None).await;
+    assert_eq!(status, 201, "{link}");
+    assert_eq!(link["method"], "PUT");
+    let put = reqwest::Client::new()
+        .put(link["url"].as_str().unwrap())
+        .header("content-type", link["headers"]["content-type"].as_str().unwrap())
+        .body(csv.to_owned())
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success(), "{}", put.status());
+    link["upload_id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_uploaded_csv_audience_is_checked_whole_then_planned_with_its_columns() {
+    let store = stack().store().await;
+    let queue_url = own_queue("OutboundQueue").await;
+    let gw = start_gateway_with_queues(store.clone(), stack().media_queue_url(), &queue_url).await;
+    let url = |p: &str| format!("{}{p}", gw.base);
+    let t = new_tenant(&store, "CSV audience").await;
+    let tenant_id = t.tenant.tenant_id.clone();
+    let admin = t.api_key.expose().to_owned();
+    let meta = json!({"name": "spring_sale", "language": "en_US", "id": "9", "status": "APPROVED",
+        "category": "MARKETING", "parameter_format": "POSITIONAL",
+        "components": [{"type": "BODY", "text": "Hi {{1}}, code {{2}}", "example": {"body_text": [["Ana", "X"]]}}]});
+    let template = crm_shared::template::TemplateRecord::from_meta(&tenant_id, &meta, Utc::now()).unwrap();
+    store.put_template(&template).await.unwrap();
+    crm_shared::store::BroadcastStore::set_messaging_limit(&store, &tenant_id, Some(100_000))
+        .await
+        .unwrap();
+    // Contacts 0 and 6 are eligible ("ok"), 1 opted out; the file also names a phone with no
+    // contact, repeats contact 0 and gives contact 6 by id.
+    let contacts: Vec<Contact> = (0..7)
+        .map(|i| Contact {
+            // Numbers the phone parser takes (the fixtures' drama range is refused in files).
+            phone: Some(format!("+4479111234{i:02}")),
+            ..contact(&tenant_id, i)
+        })
+        .collect();
+    for c in &contacts {
+        store.create_contact(c).await.unwrap();
+    }
+    let phone = |i: usize| contacts[i].phone.clone().unwrap();
+    let csv = format!(
+        "phone,contact_id,first_name,code\n{},,Ana,A-1\n{},,Bo,B-2\n+447911123499,,Cy,C-3\n{},,Ana again,A-9\n,{},Di,D-4\n",
+        phone(0),
+        phone(1),
+        phone(0),
+        contacts[6].contact_id
+    );
+    let body = |upload_id: &str, second: &str| {
+        json!({"name": "From a file", "template": {"name": "spring_sale", "language": "en_US"},
+            "audience": {"upload_id": upload_id},
+            "parameters": {"1": "csv.first_name", "2": second}})
+    };
+
+    // A bad file is refused whole, naming its lines; nothing is stored.
+    let bad = upload(
+        &gw.base,
+        &admin,
+        "phone,code\n12345,X\n+447911123401,Y\nnot a phone,Z\n",
+    )
+    .await;
+    let (status, refused) = api(
+        "POST",
+        &url("/v1/broadcasts"),
+        Some(&admin),
+        Some(body(&bad, "csv.code")),
+    )
+    .await;
+    assert_eq!(
+        (status, refused["error"]["code"].as_str()),
+        (400, Some("invalid_audience")),
+        "{refused}"
+    );
+    let message = refused["error"]["message"].as_str().unwrap();
+    assert!(message.contains("line 2") && message.contains("line 4"), "{message}");
+    // A source naming a column the file lacks is refused too.
+    let id = upload(&gw.base, &admin, &csv).await;
+    let (status, refused) = api(
+        "POST",
+        &url("/v1/broadcasts"),
+        Some(&admin),
+        Some(body(&id, "csv.nope")),
+    )
+    .await;
+    assert_eq!(
+        (status, refused["error"]["code"].as_str()),
+        (400, Some("invalid_parameters")),
+        "{refused}"
+    );
+    // Another tenant cannot take this tenant's upload.
+    let other = new_tenant(&store, "Other CSV").await;
+    let other_key = other.api_key.expose().to_owned();
+    store
+        .put_template(
+            &crm_shared::template::TemplateRecord::from_meta(&other.tenant.tenant_id, &meta, Utc::now()).unwrap(),
+        )
+        .await
+        .unwrap();
+    let (status, refused) = api(
+        "POST",
+        &url("/v1/broadcasts"),
+        Some(&other_key),
+        Some(body(&id, "csv.code")),
+    )
+    .await;
+    assert_eq!(
+        (status, refused["error"]["code"].as_str()),
+        (422, Some("upload_not_found")),
+        "{refused}"
+    );
+
+    let (status, created) = api(
+        "POST",
+        &url("/v1/broadcasts"),
+        Some(&admin),
+        Some(body(&id, "csv.code")),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["audience"]["file"]["rows"], 5);
+    assert_eq!(created["audience"]["file"]["columns"], json!(["first_name", "code"]));
+    assert!(created["audience"].get("upload_id").is_none());
+    let b = created["id"].as_str().unwrap().to_owned();
+    // An upload makes one broadcast.
+    let (status, again) = api(
+        "POST",
+        &url("/v1/broadcasts"),
+        Some(&admin),
+        Some(body(&id, "csv.code")),
+    )
+    .await;
+    assert_eq!(
+        (status, again["error"]["code"].as_str()),
+        (422, Some("upload_not_found"))
+    );
+    let (status, _) = api("POST", &url(&format!("/v1/broadcasts/{b}/start")), Some(&admin), None).await;
+    assert_eq!(status, 200);
+
+    let graph = graph("+10000000000").await;
+    let sender_sdk = stack().sdk_for("SenderFunction").await;
+    let engine_sdk = stack().sdk_for("BroadcastFunction").await;
+    let engine = Engine {
+        store: stack().store_for("BroadcastFunction").await,
+        files: stack().privacy_for("BroadcastFunction").await.exports,
+        queue: SqsQueue::new(crm_shared::aws::sqs_client(&engine_sdk), &queue_url),
+        queue_url: queue_url.clone(),
+        sender: Deps::new(
+            stack().store_for("SenderFunction").await,
+            GraphClient::new(&GraphConfig {
+                base_url: graph.uri(),
+                version: "v25.0".into(),
+            })
+            .unwrap(),
+            SqsQueue::new(crm_shared::aws::sqs_client(&sender_sdk), &queue_url),
+            SenderConfig {
+                rate_per_second: 1000,
+                ..SenderConfig::default()
+            },
+        ),
+        tenant_id: tenant_id.clone(),
+    };
+    let mut done = json!({});
+    for _ in 0..10 {
+        engine.run().await;
+        engine.drain().await;
+        let (_, now) = api("GET", &url(&format!("/v1/broadcasts/{b}")), Some(&admin), None).await;
+        done = now;
+        if done["status"] == "completed" {
+            break;
+        }
+    }
+    assert_eq!(done["status"], "completed", "{done}");
+    let c = &done["counters"];
+    assert_eq!(c["targeted"], 5, "{c}");
+    assert_eq!(c["skipped"]["unknown_contact"], 1, "{c}");
+    assert_eq!(c["skipped"]["duplicate"], 1, "{c}");
+    assert_eq!(c["skipped"]["no_marketing_consent"], 1, "{c}");
+    assert_eq!(c["sent"], 2, "{c}");
+    // Exactly the eligible rows, once each, with their own row's values.
+    let mut texts = HashMap::new();
+    for r in graph.received_requests().await.unwrap() {
+        let body: Value = serde_json::from_slice(&r.body).unwrap();
+        let params: Vec<String> = body["template"]["components"][0]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["text"].as_str().unwrap().to_owned())
+            .collect();
+        assert!(texts.insert(body["to"].as_str().unwrap().to_owned(), params).is_none());
+    }
+    assert_eq!(texts.len(), 2);
+    assert_eq!(texts[phone(0).trim_start_matches('+')], vec!["Ana", "A-1"]);
+    assert_eq!(texts[phone(6).trim_start_matches('+')], vec!["Di", "D-4"]);
+    // The file is gone once planned, and so is the upload.
+    let exports = stack().privacy().await.exports;
+    let left = exports.list_keys(&format!("tenants/{tenant_id}/")).await.unwrap();
+    assert!(
+        left.iter().all(|k| !k.contains("/broadcasts/") && !k.contains(&id)),
+        "{left:?}"
+    );
+    assert!(
+        left.iter().any(|k| k.contains(&bad)),
+        "the refused upload waits for the bucket's expiry"
     );
 }

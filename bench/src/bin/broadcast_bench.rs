@@ -82,7 +82,9 @@ async fn main() {
     }
     let body = json!({"name": "bench", "template": {"name": "spring_sale", "language": "en_US"},
         "audience": {"tags_all": ["all"]}, "parameters": {"1": "contact.name"}});
-    let b = control::create(&store, &t, &body, None, Utc::now()).await.unwrap();
+    let b = control::create(&store, &t, &body, None, Utc::now(), None)
+        .await
+        .unwrap();
     control::act(&store, &t, &b.broadcast_id, Action::Start, Utc::now())
         .await
         .unwrap();
@@ -110,7 +112,15 @@ async fn main() {
     let mut planned_after = None;
     loop {
         runs += 1;
-        run_all(&store, &queue, Utc::now(), &config).await.unwrap();
+        run_all(
+            &store,
+            &crm_shared::testing::MemBlobs::new(),
+            &queue,
+            Utc::now(),
+            &config,
+        )
+        .await
+        .unwrap();
         let now = store.get_broadcast(&t, &b.broadcast_id).await.unwrap().unwrap();
         if planned_after.is_none() && now.progress.planned_at.is_some() {
             planned_after = Some((clock.elapsed(), runs));
@@ -146,7 +156,15 @@ async fn main() {
         }
     }
     let before_follow = calls(&store);
-    run_all(&store, &queue, Utc::now(), &config).await.unwrap();
+    run_all(
+        &store,
+        &crm_shared::testing::MemBlobs::new(),
+        &queue,
+        Utc::now(),
+        &config,
+    )
+    .await
+    .unwrap();
     let end = calls(&store);
     let b = store.get_broadcast(&t, &b.broadcast_id).await.unwrap().unwrap();
     assert_eq!(b.status, BroadcastStatus::Completed, "{:?}", b.progress);

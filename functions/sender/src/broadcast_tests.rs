@@ -25,7 +25,7 @@ use crm_shared::store::{AuditStore, BroadcastStore, InboundStore, StatusWrite, T
 use crm_shared::template::TemplateRecord;
 use crm_shared::tenant::Tenant;
 use crm_shared::testing::graph::meta_error;
-use crm_shared::testing::{FakeGraph, MemQueue, MemStore, fixtures};
+use crm_shared::testing::{FakeGraph, MemBlobs, MemQueue, MemStore, fixtures};
 
 use crate::{Deps, SenderConfig, handle};
 
@@ -33,6 +33,8 @@ struct World {
     store: MemStore,
     graph: FakeGraph,
     queue: MemQueue,
+    /// The exports bucket (uploaded audience files).
+    files: MemBlobs,
     deps: Deps<MemStore, FakeGraph, MemQueue>,
     tenant: Tenant,
     /// Send jobs already fed to the sender.
@@ -57,6 +59,7 @@ fn world() -> World {
         store,
         graph,
         queue,
+        files: MemBlobs::new(),
         deps,
         tenant,
         fed: 0,
@@ -162,7 +165,9 @@ impl World {
     }
 
     async fn run_engine_with(&self, now: DateTime<Utc>, config: &EngineConfig) -> RunReport {
-        run_all(&self.store, &self.queue, now, config).await.unwrap()
+        run_all(&self.store, &self.files, &self.queue, now, config)
+            .await
+            .unwrap()
     }
 
     /// Feeds every new send job to the sender, in batches of 10, until none is new; a job is

@@ -50,7 +50,9 @@ pub(crate) async fn run(store: &DynamoStore, command: BroadcastCommand) -> Resul
                 std::fs::read_to_string(&file).map_err(|e| CliError(format!("cannot read {}: {e}", file.display())))?;
             let body: Value =
                 serde_json::from_str(&text).map_err(|e| CliError(format!("{} is not JSON: {e}", file.display())))?;
-            let b = control::create(store, &tenant, &body, None, now).await.map_err(cli)?;
+            let b = control::create(store, &tenant, &body, None, now, None)
+                .await
+                .map_err(cli)?;
             Ok(view(&b))
         }
         BroadcastCommand::Start { tenant, id } => {

@@ -360,6 +360,14 @@ async fn run() -> Result<(), BoxError> {
     // The broadcast engine's schedule, at the template's rate.
     for rate in schedules.get("BroadcastFunction").into_iter().flatten().copied() {
         let (store, queue) = (store.clone(), SqsQueue::new(sqs.clone(), &outbound_queue_url));
+        let files = crm_shared::objects::Bucket::new(
+            aws::s3_client(&sdk),
+            provisioned
+                .buckets
+                .get("ExportsBucket")
+                .cloned()
+                .ok_or("template has no ExportsBucket")?,
+        );
         let config = crm_shared::broadcast::run::EngineConfig {
             rate_per_second: env.send_rate_per_second()?,
             run_secs: rate.as_secs().max(1) as u32,
@@ -370,7 +378,9 @@ async fn run() -> Result<(), BoxError> {
             let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + rate, rate);
             loop {
                 ticks.tick().await;
-                if let Err(e) = crm_shared::broadcast::run::run_all(&store, &queue, chrono::Utc::now(), &config).await {
+                if let Err(e) =
+                    crm_shared::broadcast::run::run_all(&store, &files, &queue, chrono::Utc::now(), &config).await
+                {
                     eprintln!("devstack: broadcast run failed: {e}");
                 }
             }

@@ -5,7 +5,13 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use super::spec::{SpecError, parse_spec};
+use super::audience_file::{self, FileSummary};
+use super::spec::{SpecError, check_file_sources, parse_spec};
+use crate::blob::BlobError;
+use crate::objects::ObjectStore;
+
+/// Days an uploaded audience file is kept at most (the exports bucket's lifecycle rule).
+pub const FILE_DAYS: i64 = 30;
 use super::{Action, Broadcast, BroadcastStatus, Counters, Progress, transition};
 use crate::store::{BroadcastStore, StoreError, TemplateStore, TenantStore};
 
@@ -21,6 +27,12 @@ pub enum ControlError {
     TemplateNotApproved,
     #[error("from is not one of the tenant's numbers")]
     UnknownNumber,
+    #[error("no such upload: upload the file first (POST /v1/broadcasts/uploads), once per broadcast")]
+    UploadNotFound,
+    #[error("the broadcast's audience file has expired (kept {FILE_DAYS} days); create it again with a new upload")]
+    AudienceExpired,
+    #[error("the audience file could not be read or stored: {0}")]
+    Files(#[from] BlobError),
     #[error("a {} broadcast cannot {}", .from.as_str(), .action.as_str())]
     InvalidState { from: BroadcastStatus, action: Action },
     #[error("the broadcast changed while this request ran; read it and retry")]
@@ -38,6 +50,64 @@ impl From<StoreError> for ControlError {
     }
 }
 
+/// [`create`], with the audience file an `audience.upload_id` names: the upload is checked
+/// whole (a bad row is refused before anything is stored), kept as the broadcast's audience
+/// file, and deleted (an upload makes one broadcast).
+pub async fn create_with_upload<S: BroadcastStore + TemplateStore + TenantStore, F: ObjectStore>(
+    store: &S,
+    files: &F,
+    tenant_id: &str,
+    body: &Value,
+    created_by: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<Broadcast, ControlError> {
+    let Some(upload_id) = body
+        .pointer("/audience/upload_id")
+        .and_then(Value::as_str)
+        .filter(|id| crate::ids::is_valid_id(id))
+    else {
+        return create(store, tenant_id, body, created_by, now, None).await;
+    };
+    let upload = audience_file::upload_key(tenant_id, upload_id);
+    // One byte over the limit tells an oversized file from one exactly at it.
+    let data = files
+        .read_range(&upload, 0, audience_file::MAX_UPLOAD_BYTES + 1)
+        .await?
+        .ok_or(ControlError::UploadNotFound)?;
+    let parsed = audience_file::parse_upload(&data)?;
+    let broadcast_id = crate::ids::new_id();
+    let key = audience_file::audience_key(tenant_id, &broadcast_id);
+    files
+        .put_object(&key, parsed.lines.into(), "application/x-ndjson")
+        .await?;
+    let file = UploadedFile {
+        broadcast_id,
+        summary: parsed.summary,
+    };
+    match create(store, tenant_id, body, created_by, now, Some(file)).await {
+        Ok(b) => {
+            if let Err(e) = files.delete_keys(&[upload]).await {
+                // The bucket's lifecycle rule removes uploads after a day anyway.
+                tracing::warn!(error = %e, "could not delete a taken audience upload");
+            }
+            Ok(b)
+        }
+        Err(e) => {
+            if let Err(e) = files.delete_keys(&[key]).await {
+                tracing::warn!(error = %e, "could not delete the audience file of a refused broadcast");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// An uploaded audience, checked and stored under the broadcast id it was stored for.
+#[derive(Debug, Clone)]
+pub struct UploadedFile {
+    pub broadcast_id: String,
+    pub summary: FileSummary,
+}
+
 /// Validates `body` (the API's), checks the template and number, and stores a `draft`.
 pub async fn create<S: BroadcastStore + TemplateStore + TenantStore>(
     store: &S,
@@ -45,13 +115,35 @@ pub async fn create<S: BroadcastStore + TemplateStore + TenantStore>(
     body: &Value,
     created_by: Option<&str>,
     now: DateTime<Utc>,
+    file: Option<UploadedFile>,
 ) -> Result<Broadcast, ControlError> {
     // Local times in the body are the tenant's (its reports' time zone) unless it names a zone.
     let zone = store
         .get_tenant(tenant_id)
         .await?
         .map_or_else(|| "UTC".to_owned(), |t| t.reports.time_zone);
-    let spec = parse_spec(body, now, &zone)?;
+    let mut spec = parse_spec(body, now, &zone)?;
+    let broadcast_id = match file {
+        Some(file) => {
+            check_file_sources(&spec, &file.summary)?;
+            // The bucket keeps an audience file 30 days at most (its lifecycle rule).
+            if spec
+                .start_at
+                .is_some_and(|s| s > now + chrono::Duration::days(FILE_DAYS))
+            {
+                return Err(SpecError {
+                    code: "invalid_start_at",
+                    message: format!("a broadcast with an uploaded audience must start within {FILE_DAYS} days"),
+                }
+                .into());
+            }
+            spec.audience.upload_id = None;
+            spec.audience.file = Some(file.summary);
+            file.broadcast_id
+        }
+        None if spec.audience.upload_id.is_some() => return Err(ControlError::UploadNotFound),
+        None => crate::ids::new_id(),
+    };
     let entries = store.template_languages(tenant_id, &spec.template_name).await?;
     let first = entries
         .iter()
@@ -65,7 +157,7 @@ pub async fn create<S: BroadcastStore + TemplateStore + TenantStore>(
     }
     let broadcast = Broadcast {
         tenant_id: tenant_id.to_owned(),
-        broadcast_id: crate::ids::new_id(),
+        broadcast_id,
         category: first.category.as_str().to_owned(),
         spec,
         status: BroadcastStatus::Draft,
@@ -101,6 +193,13 @@ pub async fn act<S: BroadcastStore + TemplateStore>(
     let starts_later = b.spec.start_at.is_some_and(|s| s > now);
     let status =
         transition(b.status, action, starts_later).ok_or(ControlError::InvalidState { from: b.status, action })?;
+    let unplanned_file = b.spec.audience.file.is_some() && b.progress.planned_at.is_none();
+    if matches!(action, Action::Start | Action::Resume)
+        && unplanned_file
+        && now - b.created_at > chrono::Duration::days(FILE_DAYS)
+    {
+        return Err(ControlError::AudienceExpired);
+    }
     if matches!(action, Action::Start | Action::Resume) {
         let entries = store.template_languages(tenant_id, &b.spec.template_name).await?;
         let approved = entries

@@ -2,6 +2,8 @@
 //! planning, before anything is sent. The sender checks the sending rules again right before
 //! each Graph call (consent may change in between).
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
@@ -63,9 +65,13 @@ pub fn us_marketing_blocked(contact: &Contact, marketing: bool) -> bool {
     marketing && contact.phone.as_deref().is_some_and(|p| p.starts_with("+1"))
 }
 
+/// An uploaded file's row values (column → value) for a recipient, when it came from one.
+pub type RowValues<'a> = Option<&'a BTreeMap<String, String>>;
+
 /// The value of a mapping source for a contact (`None` when it is empty).
-pub fn source_value(contact: &Contact, source: &str) -> Option<String> {
+pub fn source_value(contact: &Contact, row: RowValues<'_>, source: &str) -> Option<String> {
     let value = match source.split_once('.')? {
+        (super::spec::FILE_SOURCE, column) => row.and_then(|r| r.get(column)).cloned(),
         ("contact", "name") => contact.name.clone(),
         ("contact", "profile_name") => contact.profile_name.clone(),
         ("contact", "email") => contact.email.clone(),
@@ -78,16 +84,17 @@ pub fn source_value(contact: &Contact, source: &str) -> Option<String> {
 }
 
 /// A placeholder's value: the mapped source, else the default, else `None` (missing).
-fn value_of(spec: &BroadcastSpec, contact: &Contact, placeholder: &str) -> Option<String> {
+fn value_of(spec: &BroadcastSpec, contact: &Contact, row: RowValues<'_>, placeholder: &str) -> Option<String> {
     spec.parameters
         .get(placeholder)
-        .and_then(|source| source_value(contact, source))
+        .and_then(|source| source_value(contact, row, source))
         .or_else(|| spec.defaults.get(placeholder).cloned())
 }
 
 fn text_parameters(
     spec: &BroadcastSpec,
     contact: &Contact,
+    row: RowValues<'_>,
     slot: &TextSlot,
     prefix: &str,
     format: ParameterFormat,
@@ -96,7 +103,7 @@ fn text_parameters(
         .iter()
         .map(|name| {
             // A missing value is sent as an empty text: the schema check then refuses it.
-            let text = value_of(spec, contact, &format!("{prefix}{name}")).unwrap_or_default();
+            let text = value_of(spec, contact, row, &format!("{prefix}{name}")).unwrap_or_default();
             match format {
                 ParameterFormat::Named => json!({"type": "text", "parameter_name": name, "text": text}),
                 _ => json!({"type": "text", "text": text}),
@@ -108,7 +115,12 @@ fn text_parameters(
 /// The send's `components` for a contact: body placeholders by name (`"1"`, `"order"`),
 /// header placeholders as `header.<name>` (a media header's link as `header`), button
 /// parameters as `button.<index>`.
-pub fn render_components(spec: &BroadcastSpec, template: &TemplateRecord, contact: &Contact) -> Value {
+pub fn render_components(
+    spec: &BroadcastSpec,
+    template: &TemplateRecord,
+    contact: &Contact,
+    row: RowValues<'_>,
+) -> Value {
     let Some(schema) = &template.schema else {
         return json!([]);
     };
@@ -116,11 +128,11 @@ pub fn render_components(spec: &BroadcastSpec, template: &TemplateRecord, contac
     let mut components = Vec::new();
     match &schema.header {
         Some(HeaderSlot::Text(slot)) if !slot.params.is_empty() => components.push(json!({
-            "type": "header", "parameters": text_parameters(spec, contact, slot, "header.", format)
+            "type": "header", "parameters": text_parameters(spec, contact, row, slot, "header.", format)
         })),
         Some(HeaderSlot::Media { media }) => {
             let kind = media.as_str();
-            let link = value_of(spec, contact, "header").unwrap_or_default();
+            let link = value_of(spec, contact, row, "header").unwrap_or_default();
             let mut param = Map::new();
             param.insert("type".into(), json!(kind));
             param.insert(kind.into(), json!({ "link": link }));
@@ -130,11 +142,11 @@ pub fn render_components(spec: &BroadcastSpec, template: &TemplateRecord, contac
     }
     if !schema.body.params.is_empty() {
         components.push(json!({
-            "type": "body", "parameters": text_parameters(spec, contact, &schema.body, "", format)
+            "type": "body", "parameters": text_parameters(spec, contact, row, &schema.body, "", format)
         }));
     }
     for button in schema.buttons.iter().filter(|b| b.requires_parameter()) {
-        let value = value_of(spec, contact, &format!("button.{}", button.index)).unwrap_or_default();
+        let value = value_of(spec, contact, row, &format!("button.{}", button.index)).unwrap_or_default();
         let parameter = match button.kind {
             ButtonKind::CopyCode => json!({"type": "coupon_code", "coupon_code": value}),
             _ => json!({"type": "text", "text": value}),
@@ -178,6 +190,7 @@ pub fn decide(
     entries: &[TemplateRecord],
     tenant_default_language: Option<&str>,
     contact: Option<&Contact>,
+    row: RowValues<'_>,
 ) -> Decision {
     let Some(contact) = contact else {
         return Decision::Skip(SkipReason::UnknownContact);
@@ -202,7 +215,7 @@ pub fn decide(
         .iter()
         .find(|e| e.language == language)
         .expect("chosen among them");
-    let components = render_components(spec, template, contact);
+    let components = render_components(spec, template, contact, row);
     let Some(schema) = &template.schema else {
         return Decision::Skip(SkipReason::TemplateNotApproved);
     };
@@ -248,7 +261,8 @@ mod tests {
         let entries = [template("en_US", "APPROVED")];
         let mut c = contact("+447700900001");
         c.name = Some("Ana".into());
-        let Decision::Send { language, components } = decide(&spec(Some("en_US")), true, &entries, None, Some(&c))
+        let Decision::Send { language, components } =
+            decide(&spec(Some("en_US")), true, &entries, None, Some(&c), None)
         else {
             panic!("eligible");
         };
@@ -259,7 +273,7 @@ mod tests {
         );
         // The default fills an empty source.
         c.name = None;
-        let Decision::Send { components, .. } = decide(&spec(None), true, &entries, None, Some(&c)) else {
+        let Decision::Send { components, .. } = decide(&spec(None), true, &entries, None, Some(&c), None) else {
             panic!("eligible with the default");
         };
         assert_eq!(components[0]["parameters"][0]["text"], "there");
@@ -269,7 +283,7 @@ mod tests {
     fn each_rule_has_its_reason_in_precedence_order() {
         let entries = [template("en_US", "APPROVED")];
         let s = spec(Some("en_US"));
-        let skip = |c: Option<&Contact>, marketing: bool| decide(&s, marketing, &entries, None, c);
+        let skip = |c: Option<&Contact>, marketing: bool| decide(&s, marketing, &entries, None, c, None);
         assert_eq!(skip(None, true), Decision::Skip(SkipReason::UnknownContact));
         let mut c = contact("+447700900001");
         c.restricted = true;
@@ -304,17 +318,17 @@ mod tests {
         let mut c = contact("+447700900001");
         c.language = Some("de".into());
         assert_eq!(
-            decide(&spec(Some("de")), true, &entries, None, Some(&c)),
+            decide(&spec(Some("de")), true, &entries, None, Some(&c), None),
             Decision::Skip(SkipReason::TemplateNotApproved)
         );
         // auto: German is paused, so the approved English version goes out.
-        let Decision::Send { language, .. } = decide(&spec(None), true, &entries, None, Some(&c)) else {
+        let Decision::Send { language, .. } = decide(&spec(None), true, &entries, None, Some(&c), None) else {
             panic!("falls back");
         };
         assert_eq!(language, "en_US");
         let none = [template("en_US", "REJECTED")];
         assert_eq!(
-            decide(&spec(None), true, &none, None, Some(&c)),
+            decide(&spec(None), true, &none, None, Some(&c), None),
             Decision::Skip(SkipReason::TemplateNotApproved)
         );
     }
@@ -335,10 +349,10 @@ mod tests {
         c.name = Some("Ana".into());
         c.attributes.insert("code".into(), "SPRING".into());
         c.attributes.insert("slug".into(), "spring".into());
-        let Decision::Send { components, .. } = decide(&s, true, std::slice::from_ref(&t), None, Some(&c)) else {
+        let Decision::Send { components, .. } = decide(&s, true, std::slice::from_ref(&t), None, Some(&c), None) else {
             panic!(
                 "eligible: {:?}",
-                decide(&s, true, std::slice::from_ref(&t), None, Some(&c))
+                decide(&s, true, std::slice::from_ref(&t), None, Some(&c), None)
             );
         };
         assert_eq!(

@@ -8,6 +8,7 @@
 //! cancelled too; `scheduled` may be paused). Each change is a conditional write on the
 //! version the caller read: two concurrent changes cannot both win.
 
+pub mod audience_file;
 pub mod control;
 pub mod eligibility;
 pub mod pacing;
@@ -217,6 +218,9 @@ pub struct Progress {
     /// resume after that flag sticks; only a later flag pauses it again.
     #[serde(default)]
     pub quality_flag_at: Option<DateTime<Utc>>,
+    /// The uploaded audience file was deleted (planned, or cancelled before).
+    #[serde(default)]
+    pub audience_file_removed: bool,
 }
 
 /// A number's quality as Meta's `phone_number_quality_update` last stated it (`red`: flagged

@@ -34,6 +34,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::json;
 
+use super::audience_file;
 use super::control::{quality_flag_for, red_numbers};
 use super::eligibility::{Decision, SkipReason, decide};
 use super::pacing::{self, HELD_BACK_CODE};
@@ -42,10 +43,12 @@ use super::{
     Action, Broadcast, BroadcastRecipient, BroadcastStatus, Counters, PauseReason, RecipientStatus, transition,
 };
 use crate::audit::AuditEntry;
+use crate::blob::BlobError;
 use crate::contact::{Contact, MarketingConsent, QueryKind, query_kind};
 use crate::cursor::Position;
 use crate::jobs::{SendJob, SendJobQueue};
 use crate::message::{Direction, MessageRecord, MessageStatus};
+use crate::objects::ObjectStore;
 use crate::sending::Category;
 use crate::store::{
     AuditStore, BroadcastStore, ContactFilter, ContactStore, CustomerIdentity, MAX_PAGE_RECIPIENTS, MessageStore,
@@ -111,18 +114,46 @@ pub struct RunReport {
 pub enum EngineError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Files(#[from] BlobError),
+}
+
+/// Deletes the broadcast's audience file once it is no longer needed (planned, or cancelled
+/// unplanned), and records that; `None` when there was nothing to do or it changed meanwhile.
+async fn remove_audience_file<S: EngineStore, F: ObjectStore>(
+    store: &S,
+    files: &F,
+    b: &Broadcast,
+    now: DateTime<Utc>,
+) -> Result<Option<Broadcast>, StoreError> {
+    if b.spec.audience.file.is_none() || b.progress.audience_file_removed {
+        return Ok(None);
+    }
+    let key = audience_file::audience_key(&b.tenant_id, &b.broadcast_id);
+    if let Err(e) = files.delete_keys(&[key]).await {
+        tracing::warn!(error = %e, "could not delete a broadcast's audience file (tried again next run)");
+        return Ok(None);
+    }
+    let mut after = next(b, now);
+    after.progress.audience_file_removed = true;
+    match store.save_broadcast(&after).await {
+        Ok(()) => Ok(Some(after)),
+        Err(StoreError::VersionMismatch) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// Runs every tenant's active broadcasts once.
-pub async fn run_all<S: EngineStore, Q: SendJobQueue>(
+pub async fn run_all<S: EngineStore, F: ObjectStore, Q: SendJobQueue>(
     store: &S,
+    files: &F,
     queue: &Q,
     now: DateTime<Utc>,
     config: &EngineConfig,
 ) -> Result<RunReport, EngineError> {
     let mut report = RunReport::default();
     for tenant_id in store.tenant_ids().await? {
-        if let Err(e) = run_tenant(store, queue, &tenant_id, now, config, &mut report).await {
+        if let Err(e) = run_tenant(store, files, queue, &tenant_id, now, config, &mut report).await {
             // One tenant's trouble does not stop the others; the next run picks it up.
             tracing::warn!(error = %e, %tenant_id, "broadcast run failed for a tenant");
         }
@@ -131,8 +162,9 @@ pub async fn run_all<S: EngineStore, Q: SendJobQueue>(
 }
 
 /// Runs one tenant's active broadcasts once.
-pub async fn run_tenant<S: EngineStore, Q: SendJobQueue>(
+pub async fn run_tenant<S: EngineStore, F: ObjectStore, Q: SendJobQueue>(
     store: &S,
+    files: &F,
     queue: &Q,
     tenant_id: &str,
     now: DateTime<Utc>,
@@ -162,7 +194,10 @@ pub async fn run_tenant<S: EngineStore, Q: SendJobQueue>(
                 || (b.status == BroadcastStatus::Completed && follow_until.is_some_and(|u| u > now));
             if wanted {
                 report.broadcasts += 1;
-                advance(store, queue, b, now, config, report).await?;
+                advance(store, files, queue, b, now, config, report).await?;
+            } else if b.status == BroadcastStatus::Cancelled {
+                // Cancelled before its audience was planned: its file goes now.
+                remove_audience_file(store, files, &b, now).await?;
             }
         }
         match page.next {
@@ -275,8 +310,9 @@ pub(super) async fn apply<S: BroadcastStore>(
     }
 }
 
-async fn advance<S: EngineStore, Q: SendJobQueue>(
+async fn advance<S: EngineStore, F: ObjectStore, Q: SendJobQueue>(
     store: &S,
+    files: &F,
     queue: &Q,
     mut b: Broadcast,
     now: DateTime<Utc>,
@@ -315,24 +351,14 @@ async fn advance<S: EngineStore, Q: SendJobQueue>(
         }
     }
     if b.status == BroadcastStatus::Running && b.progress.planned_at.is_none() {
-        let settings = store.template_settings(&b.tenant_id).await?;
-        match plan(
-            store,
-            b,
-            &entries,
-            settings.default_language.as_deref(),
-            now,
-            config,
-            report,
-        )
-        .await?
-        {
+        match plan(store, files, b, &entries, now, config, report).await? {
             Some(after) => b = after,
             None => return Ok(()),
         }
         if b.progress.planned_at.is_none() {
             return Ok(());
         }
+        b = remove_audience_file(store, files, &b, now).await?.unwrap_or(b);
     }
     let mut sent_this_run = 0;
     if b.status == BroadcastStatus::Running
@@ -356,6 +382,8 @@ async fn advance<S: EngineStore, Q: SendJobQueue>(
 /// One source of the audience walk.
 enum Source {
     Explicit,
+    /// The uploaded file's rows (JSON lines), by byte offset.
+    File,
     Walk {
         filter: ContactFilter,
         must_have: Vec<String>,
@@ -367,6 +395,9 @@ fn sources(b: &Broadcast) -> Vec<Source> {
     let mut out = Vec::new();
     if a.explicit_len() > 0 {
         out.push(Source::Explicit);
+    }
+    if a.file.is_some() {
+        out.push(Source::File);
     }
     let (name_prefix, phone_prefix) = match a.q.as_deref().map(query_kind) {
         Some(QueryKind::NamePrefix(p)) => (Some(p), None),
@@ -409,16 +440,74 @@ fn sources(b: &Broadcast) -> Vec<Source> {
     out
 }
 
-/// One page of the audience: the contacts found (`None`: a listed id or phone with no
-/// contact), whether they came from the explicit list, and where the walk goes on.
-async fn audience_page<S: EngineStore>(
+/// A listed contact id (`true`) or phone's contact, if there is one.
+async fn listed_contact<S: EngineStore>(
     store: &S,
+    tenant_id: &str,
+    is_id: bool,
+    value: &str,
+) -> Result<Option<Contact>, StoreError> {
+    if is_id {
+        return store.get_contact(tenant_id, value).await;
+    }
+    let identity = CustomerIdentity {
+        phone: Some(value.to_owned()),
+        user_id: None,
+    };
+    match store.match_contact(tenant_id, &identity).await? {
+        Some((contact_id, _)) => store.get_contact(tenant_id, &contact_id).await,
+        None => Ok(None),
+    }
+}
+
+/// One audience entry: its contact (`None`: a listed id or phone with no contact) and, from
+/// an uploaded file, its row's values.
+type Entry = (Option<Contact>, Option<BTreeMap<String, String>>);
+
+/// One page of the audience and where the walk goes on.
+async fn audience_page<S: EngineStore, F: ObjectStore>(
+    store: &S,
+    files: &F,
     b: &Broadcast,
     source: &Source,
     cursor: Option<Position>,
     size: usize,
-) -> Result<(Vec<Option<Contact>>, Option<Position>), StoreError> {
+) -> Result<(Vec<Entry>, Option<Position>), EngineError> {
     match source {
+        Source::File => {
+            let offset: u64 = cursor
+                .as_ref()
+                .and_then(|c| c.get("offset"))
+                .and_then(|o| o.parse().ok())
+                .unwrap_or(0);
+            let want = audience_file::chunk_bytes(size);
+            let key = audience_file::audience_key(&b.tenant_id, &b.broadcast_id);
+            let Some(chunk) = files.read_range(&key, offset, want).await? else {
+                // Gone (expired by the bucket's lifecycle, or removed): nothing more to plan.
+                tracing::warn!(broadcast_id = %b.broadcast_id, "a broadcast's audience file is missing");
+                return Ok((Vec::new(), None));
+            };
+            let (rows, used) = audience_file::rows_in(&chunk, size);
+            let found = futures::future::join_all(rows.iter().map(|row| async move {
+                match (&row.contact_id, &row.phone) {
+                    (Some(id), _) => listed_contact(store, &b.tenant_id, true, id).await,
+                    (None, Some(phone)) => listed_contact(store, &b.tenant_id, false, phone).await,
+                    (None, None) => Ok(None),
+                }
+            }))
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()?;
+            let entries = found
+                .into_iter()
+                .zip(rows)
+                .map(|(c, row)| (c, Some(row.values)))
+                .collect();
+            // The end: a short read used up (or a read that holds no complete row).
+            let end = (chunk.len() as u64) < want && used == chunk.len() || used == 0;
+            let next = (!end).then(|| Position::from([("offset".to_owned(), (offset + used as u64).to_string())]));
+            Ok((entries, next))
+        }
         Source::Explicit => {
             let a = &b.spec.audience;
             let offset: usize = cursor
@@ -434,22 +523,14 @@ async fn audience_page<S: EngineStore>(
                 .skip(offset)
                 .take(size)
                 .collect();
-            let found = futures::future::join_all(entries.iter().map(|(is_id, value)| async move {
-                if *is_id {
-                    store.get_contact(&b.tenant_id, value).await
-                } else {
-                    let identity = CustomerIdentity {
-                        phone: Some((*value).clone()),
-                        user_id: None,
-                    };
-                    match store.match_contact(&b.tenant_id, &identity).await? {
-                        Some((contact_id, _)) => store.get_contact(&b.tenant_id, &contact_id).await,
-                        None => Ok(None),
-                    }
-                }
-            }))
+            let found = futures::future::join_all(
+                entries
+                    .iter()
+                    .map(|(is_id, value)| listed_contact(store, &b.tenant_id, *is_id, value)),
+            )
             .await
             .into_iter()
+            .map(|c| c.map(|c| (c, None)))
             .collect::<Result<Vec<_>, _>>()?;
             let end = offset + entries.len();
             let next = (end < a.explicit_len()).then(|| Position::from([("offset".to_owned(), end.to_string())]));
@@ -461,7 +542,7 @@ async fn audience_page<S: EngineStore>(
                 .items
                 .into_iter()
                 .filter(|c| must_have.iter().all(|t| c.tags.contains(t)))
-                .map(Some)
+                .map(|c| (Some(c), None))
                 .collect();
             Ok((contacts, page.next))
         }
@@ -491,15 +572,17 @@ fn recipient(b: &Broadcast, contact_id: &str, page: u64, now: DateTime<Utc>) -> 
 
 /// Plans pages until the audience is walked or the run's page budget is spent. `None`: the
 /// broadcast changed under the engine (paused, cancelled): stop.
-async fn plan<S: EngineStore>(
+async fn plan<S: EngineStore, F: ObjectStore>(
     store: &S,
+    files: &F,
     mut b: Broadcast,
     entries: &[TemplateRecord],
-    default_language: Option<&str>,
     now: DateTime<Utc>,
     config: &EngineConfig,
     report: &mut RunReport,
 ) -> Result<Option<Broadcast>, StoreError> {
+    let settings = store.template_settings(&b.tenant_id).await?;
+    let default_language = settings.default_language.as_deref();
     let sources = sources(&b);
     let size = config.page_size.clamp(1, MAX_PAGE_RECIPIENTS);
     let started = std::time::Instant::now();
@@ -516,8 +599,18 @@ async fn plan<S: EngineStore>(
                 Err(e) => return Err(e),
             }
         };
-        let explicit = matches!(source, Source::Explicit);
-        let (contacts, position) = audience_page(store, &b, source, b.progress.plan_cursor.clone(), size).await?;
+        // Listed entries (a list or a file) count each repeat as a duplicate.
+        let explicit = matches!(source, Source::Explicit | Source::File);
+        let (contacts, position) =
+            match audience_page(store, files, &b, source, b.progress.plan_cursor.clone(), size).await {
+                Ok(page) => page,
+                Err(EngineError::Store(e)) => return Err(e),
+                Err(e) => {
+                    // The file could not be read now: the next run reads this page again.
+                    tracing::warn!(error = %e, "could not read a broadcast's audience file");
+                    return Ok(Some(b));
+                }
+            };
         match position {
             Some(p) => after.progress.plan_cursor = Some(p),
             None => {
@@ -531,7 +624,7 @@ async fn plan<S: EngineStore>(
         let mut delta = Counters::default();
         let mut created: Vec<BroadcastRecipient> = Vec::new();
         let mut seen: HashMap<String, ()> = HashMap::new();
-        for contact in &contacts {
+        for (contact, row) in &contacts {
             let Some(contact) = contact else {
                 delta.targeted += 1;
                 delta.skip(SkipReason::UnknownContact);
@@ -545,7 +638,14 @@ async fn plan<S: EngineStore>(
                 continue;
             }
             let mut r = recipient(&b, &contact.contact_id, page_no, now);
-            match decide(&b.spec, b.is_marketing(), entries, default_language, Some(contact)) {
+            match decide(
+                &b.spec,
+                b.is_marketing(),
+                entries,
+                default_language,
+                Some(contact),
+                row.as_ref(),
+            ) {
                 Decision::Send { language, components } => {
                     r.language = Some(language);
                     r.components = components;

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::audience_file::FileSummary;
 use super::schedule::{LocalTimeError, QuietHours, parse_start};
 use crate::contact::{normalize_phone, normalize_tag};
 use crate::template;
@@ -58,6 +59,13 @@ pub struct Audience {
     /// Every contact of the tenant (must be asked for explicitly).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub all: bool,
+    /// An uploaded CSV file (`POST /v1/broadcasts/uploads`): its rows' contacts, each with the
+    /// values of its other columns (`csv.<column>` parameters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload_id: Option<String>,
+    /// What the broadcast kept of that file (set at creation, never by a caller).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<FileSummary>,
 }
 
 impl Audience {
@@ -65,6 +73,9 @@ impl Audience {
         self.contact_ids.len() + self.phones.len()
     }
 }
+
+/// The prefix of parameter sources that name an uploaded file's column.
+pub const FILE_SOURCE: &str = "csv";
 
 /// What the API was asked for, validated.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -132,13 +143,32 @@ struct Body {
     quiet_hours: Option<QuietHours>,
 }
 
-/// Whether `source` names something a contact has.
-pub fn valid_source(source: &str) -> bool {
+/// Whether `source` names something a contact (or, with `file`, its row) has.
+pub fn valid_source(source: &str, file: bool) -> bool {
     match source.split_once('.') {
         Some(("contact", field)) => CONTACT_FIELDS.contains(&field),
         Some(("attributes", key)) => !key.is_empty() && key.len() <= 64,
+        Some((FILE_SOURCE, column)) => file && !column.is_empty() && column.len() <= 64,
         _ => false,
     }
+}
+
+/// Checks the `csv.<column>` sources against the columns the uploaded file has.
+pub fn check_file_sources(spec: &BroadcastSpec, summary: &FileSummary) -> Result<(), SpecError> {
+    for (placeholder, source) in &spec.parameters {
+        if let Some((FILE_SOURCE, column)) = source.split_once('.')
+            && !summary.columns.iter().any(|c| c == column)
+        {
+            return Err(invalid(
+                "invalid_parameters",
+                format!(
+                    "parameter {placeholder:?}: the file has no column {column:?} (columns: {})",
+                    summary.columns.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Parses and validates the body of `POST /v1/broadcasts`; `tenant_zone` is the tenant's time
@@ -196,17 +226,37 @@ pub fn parse_spec(body: &Value, now: DateTime<Utc>, tenant_zone: &str) -> Result
         .iter()
         .map(|p| normalize_phone(p).map_err(|_| invalid("invalid_audience", "phones must be E.164 numbers")))
         .collect::<Result<_, _>>()?;
+    if audience.file.is_some() {
+        return Err(invalid(
+            "invalid_audience",
+            "audience.file is set by the server; give upload_id",
+        ));
+    }
+    if audience
+        .upload_id
+        .as_deref()
+        .is_some_and(|id| !crate::ids::is_valid_id(id))
+    {
+        return Err(invalid("invalid_audience", "upload_id must be an upload id"));
+    }
+    let uploaded = audience.upload_id.is_some();
     let searched = audience.q.is_some() || !audience.tags_all.is_empty() || !audience.tags_any.is_empty();
+    if uploaded && (searched || audience.all) {
+        return Err(invalid(
+            "invalid_audience",
+            "an uploaded file is combined only with contact_ids and phones, not with tags, q or all",
+        ));
+    }
     if audience.all && (searched || audience.explicit_len() > 0) {
         return Err(invalid(
             "invalid_audience",
             "audience.all cannot be combined with other sources",
         ));
     }
-    if !audience.all && !searched && audience.explicit_len() == 0 {
+    if !audience.all && !searched && !uploaded && audience.explicit_len() == 0 {
         return Err(invalid(
             "invalid_audience",
-            "the audience is empty: give tags_all, tags_any, q, contact_ids, phones or all",
+            "the audience is empty: give tags_all, tags_any, q, contact_ids, phones, upload_id or all",
         ));
     }
     for (placeholder, source) in &body.parameters {
@@ -216,11 +266,11 @@ pub fn parse_spec(body: &Value, now: DateTime<Utc>, tenant_zone: &str) -> Result
                 "a parameter name must be 1 to 64 characters",
             ));
         }
-        if !valid_source(source) {
+        if !valid_source(source, uploaded) {
             return Err(invalid(
                 "invalid_parameters",
                 format!(
-                    "parameter {placeholder:?}: the source must be contact.<{}> or attributes.<key>",
+                    "parameter {placeholder:?}: the source must be contact.<{}>, attributes.<key> or (with an uploaded file) csv.<column>",
                     CONTACT_FIELDS.join("|")
                 ),
             ));

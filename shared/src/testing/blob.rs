@@ -191,6 +191,20 @@ impl ObjectStore for MemBlobs {
         Ok((deleted, more && deleted > 0))
     }
 
+    async fn read_range(&self, key: &str, offset: u64, len: u64) -> Result<Option<Bytes>, BlobError> {
+        self.bulk_fault()?;
+        let o = self.objects();
+        Ok(o.objects.get(key).map(|obj| {
+            let start = (offset as usize).min(obj.data.len());
+            let end = (offset.saturating_add(len) as usize).min(obj.data.len());
+            obj.data.slice(start..end)
+        }))
+    }
+
+    async fn put_object(&self, key: &str, data: Bytes, content_type: &str) -> Result<(), BlobError> {
+        BlobStore::put(self, key, data, Some(content_type)).await
+    }
+
     async fn start_upload(&self, key: &str, content_type: &str) -> Result<MemUpload, BlobError> {
         self.bulk_fault()?;
         Ok(MemUpload {

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crm_shared::auth::Role;
+use crm_shared::broadcast::audience_file;
 use crm_shared::broadcast::control::{self, ControlError};
 use crm_shared::broadcast::pacing::BroadcastSettings;
 use crm_shared::broadcast::view::{recipient_view, view};
@@ -20,6 +21,7 @@ use crm_shared::ids;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::pagination::{envelope, page_request};
+use crate::routes::privacy::privacy;
 use crate::routes::{body_bytes, json_input};
 use crate::{ApiStore, Deps, audit, json_body, ok_json, request_id};
 
@@ -65,6 +67,16 @@ fn control_error(e: ControlError) -> ApiError {
         ControlError::TemplateNotFound => unprocessable("template_not_found", message),
         ControlError::TemplateNotApproved => unprocessable("template_not_approved", message),
         ControlError::UnknownNumber => unprocessable("unknown_number", message),
+        ControlError::UploadNotFound => unprocessable("upload_not_found", message),
+        ControlError::AudienceExpired => unprocessable("audience_expired", message),
+        ControlError::Files(e) => {
+            tracing::error!(error = %e, "an audience file could not be read or stored");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage_unavailable",
+                "the audience file could not be read or stored; try again",
+            )
+        }
         ControlError::InvalidState { from, .. } => {
             ApiError::new(StatusCode::CONFLICT, "invalid_state", message).with("status", from.as_str())
         }
@@ -81,9 +93,30 @@ pub async fn create<S: ApiStore, L, Q>(
     require_broadcaster(&deps.store, caller).await?;
     let body: Value = serde_json::from_slice(body_bytes(req)?)
         .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", "the body is not valid JSON"))?;
-    let broadcast = control::create(&deps.store, &caller.tenant_id, &body, Some(&caller.key_id), Utc::now())
+    let uploaded = body.pointer("/audience/upload_id").is_some();
+    let broadcast = if uploaded {
+        let files = &privacy(deps)?.exports;
+        control::create_with_upload(
+            &deps.store,
+            files,
+            &caller.tenant_id,
+            &body,
+            Some(&caller.key_id),
+            Utc::now(),
+        )
         .await
-        .map_err(control_error)?;
+    } else {
+        control::create(
+            &deps.store,
+            &caller.tenant_id,
+            &body,
+            Some(&caller.key_id),
+            Utc::now(),
+            None,
+        )
+        .await
+    }
+    .map_err(control_error)?;
     audit(
         &deps.store,
         caller
@@ -95,6 +128,54 @@ pub async fn create<S: ApiStore, L, Q>(
     .await;
     json_body(StatusCode::CREATED, &view(&broadcast))
 }
+
+/// How long an upload link works.
+const UPLOAD_LINK_TTL: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+/// `POST /v1/broadcasts/uploads`: a presigned link to `PUT` one audience CSV through, and the
+/// id that names it in `audience.upload_id`. The file is read when the broadcast is created
+/// (within a day: the bucket drops unused uploads after one).
+pub async fn upload<S: ApiStore, L, Q>(
+    deps: &Deps<S, L, Q>,
+    caller: &Caller,
+    req: &Request,
+) -> Result<Response<Body>, ApiError> {
+    require_broadcaster(&deps.store, caller).await?;
+    let files = &privacy(deps)?.exports;
+    let upload_id = ids::new_id();
+    let key = audience_file::upload_key(&caller.tenant_id, &upload_id);
+    let url = files
+        .presigned_put(&key, UPLOAD_CONTENT_TYPE, UPLOAD_LINK_TTL)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "could not presign an upload link");
+            ApiError::internal()
+        })?;
+    audit(
+        &deps.store,
+        caller
+            .audit_entry("broadcast.upload")
+            .target("upload", &upload_id)
+            .request(request_id(req).as_deref()),
+    )
+    .await;
+    let expires_at = Utc::now() + chrono::Duration::from_std(UPLOAD_LINK_TTL).expect("small");
+    json_body(
+        StatusCode::CREATED,
+        &serde_json::json!({
+            "upload_id": upload_id,
+            "url": url,
+            "method": "PUT",
+            "headers": {"content-type": UPLOAD_CONTENT_TYPE},
+            "expires_at": expires_at,
+            "max_bytes": audience_file::MAX_UPLOAD_BYTES,
+            "max_rows": audience_file::MAX_ROWS,
+        }),
+    )
+}
+
+/// The type an upload is signed for (the `PUT` must send it).
+const UPLOAD_CONTENT_TYPE: &str = "text/csv";
 
 pub async fn list<S: ApiStore, L, Q>(
     deps: &Deps<S, L, Q>,

@@ -137,6 +137,7 @@ route_table! {
     // Broadcasts: create and control need admin, or agent if the tenant's settings allow.
     GET    "/v1/broadcasts"                        Viewer => broadcasts::list(deps, caller, req),
     POST   "/v1/broadcasts"                        Agent  => broadcasts::create(deps, caller, req),
+    POST   "/v1/broadcasts/uploads"                Agent  => broadcasts::upload(deps, caller, req),
     GET    "/v1/broadcasts/{broadcast_id}"         Viewer => broadcasts::get(deps, caller, id),
     POST   "/v1/broadcasts/{broadcast_id}/start"   Agent  => broadcasts::act(deps, caller, req, id, crm_shared::broadcast::Action::Start),
     POST   "/v1/broadcasts/{broadcast_id}/pause"   Agent  => broadcasts::act(deps, caller, req, id, crm_shared::broadcast::Action::Pause),

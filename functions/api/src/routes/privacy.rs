@@ -20,7 +20,7 @@ use crate::error::ApiError;
 use crate::routes::json_input;
 use crate::{ApiStore, Deps, audit, json_body, ok_json, request_id};
 
-fn privacy<S, L, Q>(deps: &Deps<S, L, Q>) -> Result<&Privacy, ApiError> {
+pub(crate) fn privacy<S, L, Q>(deps: &Deps<S, L, Q>) -> Result<&Privacy, ApiError> {
     deps.privacy.as_ref().ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
