@@ -746,4 +746,64 @@ async fn an_uploaded_csv_audience_is_checked_whole_then_planned_with_its_columns
         left.iter().any(|k| k.contains(&bad)),
         "the refused upload waits for the bucket's expiry"
     );
+
+    // The per-recipient results as one CSV document (built by the exporter, on its role).
+    let (status, _) = api(
+        "POST",
+        &url(&format!("/v1/broadcasts/{b}/export")),
+        Some(&other_key),
+        None,
+    )
+    .await;
+    assert_eq!(status, 404, "another tenant's broadcast");
+    let (status, export) = api("POST", &url(&format!("/v1/broadcasts/{b}/export")), Some(&admin), None).await;
+    assert_eq!((status, export["status"].as_str()), (202, Some("pending")), "{export}");
+    let export_id = export["export_id"].as_str().unwrap().to_owned();
+    let exporter = stack().privacy_for("ExporterFunction").await;
+    exporter.build_export(&tenant_id, &export_id).await.unwrap();
+    let (status, ready) = api("GET", &url(&format!("/v1/exports/{export_id}")), Some(&admin), None).await;
+    assert_eq!((status, ready["status"].as_str()), (200, Some("ready")), "{ready}");
+    assert_eq!(ready["broadcast_id"], b.as_str());
+    assert_eq!(ready["recipient_count"], 3, "{ready}");
+    let document = reqwest::get(ready["url"].as_str().unwrap())
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut lines = document.lines();
+    assert_eq!(
+        lines.next(),
+        Some(
+            "contact_id,phone,name,status,reason,language,message_id,error_code,attempts,sent_at,replied,opted_out_after,retry_at,updated_at"
+        )
+    );
+    let rows: Vec<Vec<String>> = lines.map(|l| l.split(',').map(str::to_owned).collect()).collect();
+    assert_eq!(rows.len(), 3, "{document}");
+    let row_of = |i: usize| rows.iter().find(|r| r[0] == contacts[i].contact_id).unwrap().clone();
+    assert_eq!(
+        (row_of(0)[1].as_str(), row_of(0)[3].as_str()),
+        (phone(0).as_str(), "sent")
+    );
+    assert_eq!(
+        (row_of(1)[3].as_str(), row_of(1)[4].as_str()),
+        ("skipped", "no_marketing_consent")
+    );
+    assert_eq!(row_of(6)[3], "sent");
+    // Erasing a recipient deletes the tenant's result exports (they name phones and names).
+    let (status, _) = api(
+        "DELETE",
+        &url(&format!("/v1/contacts/{}", contacts[0].contact_id)),
+        Some(&admin),
+        None,
+    )
+    .await;
+    assert!(status == 200 || status == 202, "{status}");
+    let (status, _) = api("GET", &url(&format!("/v1/exports/{export_id}")), Some(&admin), None).await;
+    assert_eq!(status, 404);
+    let left = exports
+        .list_keys(&format!("tenants/{tenant_id}/broadcasts/"))
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "{left:?}");
 }

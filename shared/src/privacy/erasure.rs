@@ -278,6 +278,20 @@ impl<S: PrivacyPorts, O: ObjectStore, Q: JobQueue> Privacy<S, O, Q> {
                 None => {
                     // Its recipient entries in every broadcast (idempotent: a repeat finds none).
                     counts.broadcast_recipients += self.store.erase_recipient(&t, &c).await?;
+                    // Broadcast result exports name recipients' phones and names: the tenant's
+                    // are deleted (they can be built again, without this contact).
+                    let results: Vec<_> = self
+                        .store
+                        .tenant_exports(&t)
+                        .await?
+                        .into_iter()
+                        .filter(|e| e.broadcast_id.is_some())
+                        .collect();
+                    if !results.is_empty() {
+                        let objects: Vec<String> = results.iter().map(|e| e.s3_key.clone()).collect();
+                        counts.export_objects += self.exports.delete_keys(&objects).await?;
+                        counts.exports += self.store.delete_exports(&t, &results).await?;
+                    }
                     progress.step = ErasureStep::FinalObjects;
                 }
             },

@@ -68,6 +68,25 @@ impl<S: PrivacyPorts, O: ObjectStore, Q: JobQueue> Privacy<S, O, Q> {
     ) -> Result<Option<ExportRecord>, PrivacyError> {
         let settings = self.settings(tenant_id).await?;
         let record = ExportRecord::new(tenant_id, contact_id, actor, settings.exports_days, Utc::now());
+        self.queue_export(record).await
+    }
+
+    /// Records an export of a broadcast's per-recipient results and queues it; `None` when the
+    /// tenant has no such broadcast.
+    pub async fn request_broadcast_export(
+        &self,
+        tenant_id: &str,
+        broadcast_id: &str,
+        actor: Option<&str>,
+    ) -> Result<Option<ExportRecord>, PrivacyError> {
+        let settings = self.settings(tenant_id).await?;
+        let record = ExportRecord::for_broadcast(tenant_id, broadcast_id, actor, settings.exports_days, Utc::now());
+        self.queue_export(record).await
+    }
+
+    /// Stores a pending export (if what it exports exists) and queues its build.
+    async fn queue_export(&self, record: ExportRecord) -> Result<Option<ExportRecord>, PrivacyError> {
+        let tenant_id = record.tenant_id.as_str();
         match self.store.create_export(&record).await {
             Ok(()) => {}
             Err(StoreError::NotFound) => return Ok(None),
@@ -123,6 +142,9 @@ impl<S: PrivacyPorts, O: ObjectStore, Q: JobQueue> Privacy<S, O, Q> {
         }
         if record.is_expired(now) {
             return Ok(Built::Gone);
+        }
+        if let Some(broadcast_id) = record.broadcast_id.clone() {
+            return self.build_broadcast_results(record, &broadcast_id).await;
         }
         let Some(contact) = self.store.get_contact(tenant_id, &record.contact_id).await? else {
             return Ok(Built::Gone);
@@ -221,6 +243,126 @@ impl<S: PrivacyPorts, O: ObjectStore, Q: JobQueue> Privacy<S, O, Q> {
         w.write(&bytes(&summary)).await?;
         w.write(b"}\n").await?;
         Ok(counts[2])
+    }
+}
+
+/// The columns of a broadcast's results document (docs/export-format.md).
+pub const RESULT_COLUMNS: [&str; 14] = [
+    "contact_id",
+    "phone",
+    "name",
+    "status",
+    "reason",
+    "language",
+    "message_id",
+    "error_code",
+    "attempts",
+    "sent_at",
+    "replied",
+    "opted_out_after",
+    "retry_at",
+    "updated_at",
+];
+
+/// Recipients read per page while writing a broadcast's results.
+const RECIPIENT_PAGE: i32 = 100;
+
+fn csv_line(cells: &[String]) -> Vec<u8> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(cells).expect("writing to memory");
+    w.into_inner().expect("writing to memory")
+}
+
+fn opt<T: ToString>(v: &Option<T>) -> String {
+    v.as_ref().map(ToString::to_string).unwrap_or_default()
+}
+
+/// One recipient's row: its outcome, and who it is (phone, name) while the contact exists.
+fn result_row(r: &crate::broadcast::BroadcastRecipient, who: Option<&crate::contact::ContactSummary>) -> Vec<String> {
+    vec![
+        r.contact_id.clone(),
+        who.and_then(|c| c.phone.clone()).unwrap_or_default(),
+        who.and_then(|c| c.display_name().map(str::to_owned))
+            .unwrap_or_default(),
+        r.status.as_str().to_owned(),
+        r.reason.map(|x| x.as_str().to_owned()).unwrap_or_default(),
+        opt(&r.language),
+        opt(&r.message_id),
+        opt(&r.error_code),
+        r.attempts.to_string(),
+        r.sent_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
+        r.replied.to_string(),
+        r.opted_out_after.to_string(),
+        r.retry_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
+        r.updated_at.to_rfc3339(),
+    ]
+}
+
+impl<S: PrivacyPorts, O: ObjectStore, Q: JobQueue> Privacy<S, O, Q> {
+    /// Writes a broadcast's per-recipient results as one CSV document, a page of recipients
+    /// (and one batch read of their contacts) at a time.
+    async fn build_broadcast_results(
+        &self,
+        mut record: ExportRecord,
+        broadcast_id: &str,
+    ) -> Result<Built, PrivacyError> {
+        let t = record.tenant_id.clone();
+        if self.store.get_broadcast(&t, broadcast_id).await?.is_none() {
+            return Ok(Built::Gone);
+        }
+        let upload = self.exports.start_upload(&record.s3_key, "text/csv").await?;
+        let mut writer = PartWriter::new(upload, MIN_PART_BYTES);
+        let written: Result<u64, PrivacyError> = async {
+            let header: Vec<String> = RESULT_COLUMNS.iter().map(|c| (*c).to_owned()).collect();
+            writer.write(&csv_line(&header)).await?;
+            let mut rows = 0u64;
+            let mut next = None;
+            loop {
+                let page = self
+                    .store
+                    .broadcast_recipients(&t, broadcast_id, None, RECIPIENT_PAGE, next)
+                    .await?;
+                let ids: Vec<String> = page.items.iter().map(|r| r.contact_id.clone()).collect();
+                let who: std::collections::HashMap<String, crate::contact::ContactSummary> = self
+                    .store
+                    .contact_summaries(&t, &ids)
+                    .await?
+                    .into_iter()
+                    .map(|c| (c.contact_id.clone(), c))
+                    .collect();
+                for r in &page.items {
+                    writer.write(&csv_line(&result_row(r, who.get(&r.contact_id)))).await?;
+                    rows += 1;
+                }
+                match page.next {
+                    Some(n) => next = Some(n),
+                    None => return Ok(rows),
+                }
+            }
+        }
+        .await;
+        let rows = match written {
+            Ok(rows) => rows,
+            Err(err) => {
+                writer.into_sink().abort().await;
+                return Err(err);
+            }
+        };
+        let (upload, size) = writer.finish().await?;
+        upload.complete().await?;
+        record.status = ExportStatus::Ready;
+        record.completed_at = Some(Utc::now());
+        record.size_bytes = Some(size);
+        record.message_count = Some(rows);
+        match self.store.finish_export(&record).await {
+            Ok(()) => Ok(Built::Ready(Box::new(record))),
+            Err(StoreError::NotFound) => {
+                // Erased meanwhile (an erasure deletes the tenant's broadcast results).
+                self.exports.delete_keys(std::slice::from_ref(&record.s3_key)).await?;
+                Ok(Built::Gone)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 }
 

@@ -155,12 +155,17 @@ pub enum ExportStatus {
     Failed,
 }
 
-/// One export of a contact's data (the record; the document is an object in the exports bucket).
+/// One export of a contact's data, or of a broadcast's per-recipient results (the record; the
+/// document is an object in the exports bucket).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExportRecord {
     pub export_id: String,
     pub tenant_id: String,
+    /// The contact exported (empty for a broadcast's results).
     pub contact_id: String,
+    /// The broadcast whose results these are (`None`: a contact export).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broadcast_id: Option<String>,
     pub status: ExportStatus,
     /// The API key that asked for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -195,6 +200,7 @@ impl ExportRecord {
             export_id,
             tenant_id: tenant_id.to_owned(),
             contact_id: contact_id.to_owned(),
+            broadcast_id: None,
             status: ExportStatus::Pending,
             requested_by: requested_by.map(str::to_owned),
             created_at: now,
@@ -204,6 +210,25 @@ impl ExportRecord {
             message_count: None,
             failure: None,
         }
+    }
+
+    /// A pending export of a broadcast's per-recipient results (a CSV document under the
+    /// broadcast's prefix).
+    pub fn for_broadcast(
+        tenant_id: &str,
+        broadcast_id: &str,
+        requested_by: Option<&str>,
+        exports_days: u32,
+        now: DateTime<Utc>,
+    ) -> Self {
+        let mut record = ExportRecord::new(tenant_id, "", requested_by, exports_days, now);
+        record.s3_key = format!(
+            "{}exports/{}.csv",
+            crate::broadcast::audience_file::broadcast_prefix(tenant_id, broadcast_id),
+            record.export_id
+        );
+        record.broadcast_id = Some(broadcast_id.to_owned());
+        record
     }
 
     pub fn is_expired(&self, now: DateTime<Utc>) -> bool {

@@ -115,6 +115,14 @@ impl DynamoStore {
 }
 
 impl ContactStore for DynamoStore {
+    async fn contact_summaries(
+        &self,
+        tenant_id: &str,
+        contact_ids: &[String],
+    ) -> Result<Vec<crate::contact::ContactSummary>, StoreError> {
+        DynamoStore::contact_summaries(self, tenant_id, contact_ids).await
+    }
+
     async fn create_contact(&self, contact: &Contact) -> Result<(), StoreError> {
         let (t, c) = (&contact.tenant_id, &contact.contact_id);
         let mut items = vec![put_new(self.table(), to_item(&ContactItem::new(contact)))];

@@ -238,6 +238,24 @@ pub trait ContactStore: Send + Sync {
         contact_id: &str,
     ) -> impl Future<Output = Result<Option<Contact>, StoreError>> + Send;
 
+    /// The summaries (name, phone, tags) of up to 100 contacts, in no particular order;
+    /// missing ones (erased) are absent. DynamoDB answers it with one `BatchGetItem`.
+    fn contact_summaries(
+        &self,
+        tenant_id: &str,
+        contact_ids: &[String],
+    ) -> impl Future<Output = Result<Vec<crate::contact::ContactSummary>, StoreError>> + Send {
+        async move {
+            let mut out = Vec::new();
+            for id in contact_ids {
+                if let Some(c) = self.get_contact(tenant_id, id).await? {
+                    out.push(crate::contact::ContactSummary::from(&c));
+                }
+            }
+            Ok(out)
+        }
+    }
+
     /// The contact holding the phone (first) or the user id, and which of the two matched.
     fn match_contact(
         &self,

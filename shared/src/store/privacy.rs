@@ -249,9 +249,15 @@ impl PrivacyStore for DynamoStore {
 
     async fn create_export(&self, record: &ExportRecord) -> Result<(), StoreError> {
         let (t, c) = (&record.tenant_id, &record.contact_id);
-        let contact_exists = ConditionCheck::builder()
+        // What it exports must exist: the contact (whose partition then references it, so
+        // erasure finds it), or the broadcast.
+        let subject = match &record.broadcast_id {
+            Some(b) => key(broadcasts_pk(t), broadcast_sk(b)),
+            None => key(contact_pk(t, c), PROFILE_SK),
+        };
+        let subject_exists = ConditionCheck::builder()
             .table_name(self.table())
-            .set_key(Some(key(contact_pk(t, c), PROFILE_SK)))
+            .set_key(Some(subject))
             .condition_expression("attribute_exists(PK)")
             .build()
             .expect("condition check is complete");
@@ -261,11 +267,16 @@ impl PrivacyStore for DynamoStore {
             .condition_expression("attribute_not_exists(PK)")
             .build()
             .expect("put is complete");
-        let items = vec![
-            tx_check(contact_exists),
-            tx_put(put),
-            reference(self.table(), t, c, &export_pk(t, &record.export_id), EXPORT_SK),
-        ];
+        let mut items = vec![tx_check(subject_exists), tx_put(put)];
+        if record.broadcast_id.is_none() {
+            items.push(reference(
+                self.table(),
+                t,
+                c,
+                &export_pk(t, &record.export_id),
+                EXPORT_SK,
+            ));
+        }
         match self.transact(items).await? {
             Ok(()) => Ok(()),
             Err(c) if c.failed(0) => Err(StoreError::NotFound),
@@ -309,7 +320,9 @@ impl PrivacyStore for DynamoStore {
         let mut keys = Vec::new();
         for e in exports {
             let pk = export_pk(tenant_id, &e.export_id);
-            keys.push(ItemKey::new(contact_pk(tenant_id, &e.contact_id), reference_sk(&pk)));
+            if e.broadcast_id.is_none() {
+                keys.push(ItemKey::new(contact_pk(tenant_id, &e.contact_id), reference_sk(&pk)));
+            }
             keys.push(ItemKey::new(pk, EXPORT_SK));
         }
         self.delete_items(&keys).await?;

@@ -144,6 +144,7 @@ route_table! {
     POST   "/v1/broadcasts/{broadcast_id}/resume"  Agent  => broadcasts::act(deps, caller, req, id, crm_shared::broadcast::Action::Resume),
     POST   "/v1/broadcasts/{broadcast_id}/cancel"  Agent  => broadcasts::act(deps, caller, req, id, crm_shared::broadcast::Action::Cancel),
     GET    "/v1/broadcasts/{broadcast_id}/recipients" Viewer => broadcasts::recipients(deps, caller, req, id),
+    POST   "/v1/broadcasts/{broadcast_id}/export"  Admin  => privacy::export_broadcast(deps, caller, req, id),
     GET    "/v1/settings/broadcasts"               Viewer => broadcasts::get_settings(deps, caller),
     PUT    "/v1/settings/broadcasts"               Admin  => broadcasts::put_settings(deps, caller, req),
     GET    "/v1/automations"                       Admin  => automations::list(deps, caller, req),

@@ -99,7 +99,7 @@ async fn export_view(p: &Privacy, record: &ExportRecord) -> Value {
     let url = match record.status {
         ExportStatus::Ready => match p
             .exports
-            .presigned_get(&record.s3_key, Some("application/json"), ttl)
+            .presigned_get(&record.s3_key, Some(export_type(record)), ttl)
             .await
         {
             Ok(url) => Some(url),
@@ -110,9 +110,9 @@ async fn export_view(p: &Privacy, record: &ExportRecord) -> Value {
         },
         _ => None,
     };
-    json!({
+    let mut view = json!({
         "export_id": record.export_id,
-        "contact_id": record.contact_id,
+        "contact_id": Some(&record.contact_id).filter(|c| !c.is_empty()),
         "status": record.status,
         "url": url,
         "url_expires_in": url.as_ref().map(|_| ttl.as_secs()),
@@ -122,7 +122,48 @@ async fn export_view(p: &Privacy, record: &ExportRecord) -> Value {
         "size_bytes": record.size_bytes,
         "message_count": record.message_count,
         "failure": record.failure,
-    })
+    });
+    if let Some(b) = &record.broadcast_id {
+        view["broadcast_id"] = json!(b);
+        view["format"] = json!("csv");
+        // For results, the count is of recipients.
+        view["recipient_count"] = json!(record.message_count);
+        view["message_count"] = Value::Null;
+    }
+    view
+}
+
+/// The document's type: a contact's JSON, or a broadcast's results as CSV.
+fn export_type(record: &ExportRecord) -> &'static str {
+    if record.broadcast_id.is_some() {
+        "text/csv"
+    } else {
+        "application/json"
+    }
+}
+
+/// `POST /v1/broadcasts/{id}/export`: the broadcast's per-recipient results as one CSV
+/// document (`GET /v1/exports/{id}` answers its link when it is ready).
+pub async fn export_broadcast<S: ApiStore, L, Q>(
+    deps: &Deps<S, L, Q>,
+    caller: &Caller,
+    req: &Request,
+    broadcast_id: &str,
+) -> Result<Response<Body>, ApiError> {
+    let p = privacy(deps)?;
+    let not_found = || ApiError::not_found("no such broadcast");
+    if !ids::is_valid_id(broadcast_id) {
+        return Err(not_found());
+    }
+    let record = p
+        .request_broadcast_export(&caller.tenant_id, broadcast_id, Some(&caller.key_id))
+        .await?
+        .ok_or_else(not_found)?;
+    let e = entry(caller, req, "broadcast.export")
+        .target("broadcast", broadcast_id)
+        .detail("export_id", record.export_id.as_str());
+    audit(&deps.store, e).await;
+    json_body(StatusCode::ACCEPTED, &export_view(p, &record).await)
 }
 
 pub async fn export_contact<S: ApiStore, L, Q>(
@@ -164,9 +205,11 @@ pub async fn get_export<S: ApiStore, L, Q>(
     let view = export_view(p, &record).await;
     if !view["url"].is_null() {
         // Handing out a download link to a person's data is itself worth recording.
-        let e = entry(caller, req, "export.link")
-            .target("export", export_id)
-            .detail("contact_id", record.contact_id.as_str());
+        let e = entry(caller, req, "export.link").target("export", export_id);
+        let e = match &record.broadcast_id {
+            Some(b) => e.detail("broadcast_id", b.as_str()),
+            None => e.detail("contact_id", record.contact_id.as_str()),
+        };
         audit(&deps.store, e).await;
     }
     ok_json(&view)

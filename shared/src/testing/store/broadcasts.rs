@@ -14,7 +14,7 @@ use crate::store::{BroadcastStore, MessagingUsage, Page, PageCommit, RecipientCh
 
 #[derive(Default)]
 pub(super) struct BroadcastState {
-    broadcasts: BTreeMap<(String, String), Broadcast>,
+    pub(super) broadcasts: BTreeMap<(String, String), Broadcast>,
     /// (tenant, broadcast) → contact id → recipient.
     recipients: HashMap<(String, String), BTreeMap<String, BroadcastRecipient>>,
     settings: HashMap<String, BroadcastSettings>,

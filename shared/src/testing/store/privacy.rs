@@ -182,7 +182,11 @@ impl PrivacyStore for MemStore {
         self.enter(Op::CreateExport, 1).await?;
         let (t, c) = (&record.tenant_id, &record.contact_id);
         let mut s = self.state();
-        if !s.contacts.contains_key(&key(t, c)) {
+        let exists = match &record.broadcast_id {
+            Some(b) => s.broadcasts.broadcasts.contains_key(&key(t, b)),
+            None => s.contacts.contains_key(&key(t, c)),
+        };
+        if !exists {
             return Err(StoreError::NotFound);
         }
         let k = key(t, &record.export_id);
@@ -190,7 +194,9 @@ impl PrivacyStore for MemStore {
             return Err(StoreError::Backend("transaction cancelled: export id exists".into()));
         }
         s.exports.insert(k, record.clone());
-        super::add_reference(&mut s, t, c, Referenced::Export(record.export_id.clone()));
+        if record.broadcast_id.is_none() {
+            super::add_reference(&mut s, t, c, Referenced::Export(record.export_id.clone()));
+        }
         Ok(())
     }
 
