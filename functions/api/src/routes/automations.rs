@@ -295,7 +295,9 @@ pub async fn test<S: ApiStore, L, Q>(
     let waiting_since = if input.sweep {
         let since = conversation.as_ref().and_then(|c| c.no_reply_waiting_since());
         if since.is_none() {
-            return Err(unprocessable("the customer is not waiting for a reply in this conversation"));
+            return Err(unprocessable(
+                "the customer is not waiting for a reply in this conversation",
+            ));
         }
         since
     } else {
