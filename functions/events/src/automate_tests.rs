@@ -150,7 +150,13 @@ async fn the_daily_cap_and_tenants_without_rules() {
     let (store, contact) = setup(now);
     keyword_rule(&store, "t1", "r1", &["price"]).await;
     store
-        .put_automation_settings("t1", &AutomationSettings { daily_cap: 1 })
+        .put_automation_settings(
+            "t1",
+            &AutomationSettings {
+                daily_cap: 1,
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
     let auto = Automations::new(MemQueue::new());
