@@ -33,7 +33,7 @@ use crm_shared::automation::{
 };
 use crm_shared::cache::TtlCache;
 use crm_shared::contact;
-use crm_shared::conversation::{check_status_change, conversation_id, parse_conversation_id};
+use crm_shared::conversation::{check_status_change, conversation_id};
 use crm_shared::events::derive::StreamChange;
 use crm_shared::jobs::{SendJob, SendJobQueue};
 use crm_shared::message::{Direction, MessageRecord, MessageStatus};
@@ -268,7 +268,13 @@ async fn record_and_act<S: AutomationDeps, A: SendJobQueue>(
             .iter()
             .find(|r| r.rule.rule_id == verdict.rule_id)
             .expect("verdicts are of these rules");
-        let firing = occasion.firing(&verdict.rule_id, verdict.trigger);
+        let mut firing = occasion.firing(&verdict.rule_id, verdict.trigger);
+        let decided = state.fired_for_message(&verdict.rule_id, occasion.key);
+        if decided && let Some(at) = state.last_fired.get(&verdict.rule_id) {
+            // Completing a recorded firing (a redelivery, or a sweep after a crash): at the time
+            // it was recorded, so its reply has the id the first attempt gave it.
+            firing.at = *at;
+        }
         let planned = match &verdict.outcome {
             Outcome::Suppressed(reason) => {
                 suppress(store, firing, reason.code()).await?;
@@ -279,8 +285,18 @@ async fn record_and_act<S: AutomationDeps, A: SendJobQueue>(
             _ => unreachable!("recorded verdicts fire or are suppressed"),
         };
         let welcome = rule.rule.spec.trigger == crm_shared::automation::Trigger::Welcome;
-        let decided = state.fired_for_message(&verdict.rule_id, occasion.key);
-        if fire(auto, store, firing, planned, welcome, decided, daily_cap).await? {
+        if fire(
+            auto,
+            store,
+            firing,
+            occasion.phone_number_id,
+            planned,
+            welcome,
+            decided,
+            daily_cap,
+        )
+        .await?
+        {
             tracing::info!(rule_id = %verdict.rule_id, "automation fired");
             fired += 1;
         }
@@ -330,6 +346,7 @@ async fn fire<S: AutomationDeps, A: SendJobQueue>(
     auto: &Automations<A>,
     store: &S,
     mut firing: Firing,
+    phone_number_id: &str,
     planned: &Planned,
     welcome: bool,
     decided: bool,
@@ -354,7 +371,7 @@ async fn fire<S: AutomationDeps, A: SendJobQueue>(
         suppress(store, firing, reason).await?;
         return Ok(false);
     }
-    act(auto, store, planned, &firing).await?;
+    act(auto, store, phone_number_id, planned, &firing).await?;
     Ok(true)
 }
 
@@ -396,7 +413,11 @@ pub async fn confirm_consent<S: AutomationDeps, A: SendJobQueue>(
         waiting_since: None,
         now,
     };
-    let firing = occasion.firing(rule_id, "consent_keyword");
+    let mut firing = occasion.firing(rule_id, "consent_keyword");
+    let decided = context.state.fired_for_message(rule_id, &message.message_id);
+    if decided && let Some(at) = context.state.last_fired.get(rule_id) {
+        firing.at = *at;
+    }
     match consent_confirmation(context.contact.as_ref(), text, now) {
         Err(reason) => {
             suppress(store, firing, reason.code()).await?;
@@ -407,10 +428,9 @@ pub async fn confirm_consent<S: AutomationDeps, A: SendJobQueue>(
                 reply: Some(reply),
                 actions: Vec::new(),
             };
-            let decided = context.state.fired_for_message(rule_id, &message.message_id);
             // Not held to the daily cap: a confirmation is owed to whoever opts out.
             Ok(usize::from(
-                fire(auto, store, firing, &planned, false, decided, u64::MAX).await?,
+                fire(auto, store, firing, number, &planned, false, decided, u64::MAX).await?,
             ))
         }
     }
@@ -497,7 +517,7 @@ async fn sweep_tenant<S: AutomationDeps, A: SendJobQueue>(
         if conversation.no_reply_waiting_since() != Some(since) {
             continue;
         }
-        let period = waiting_period_id(&conversation.phone_number_id, since);
+        let period = waiting_period_id(&conversation.conversation_id, since);
         let evaluation = evaluate(
             rules,
             &Facts {
@@ -537,11 +557,11 @@ async fn sweep_tenant<S: AutomationDeps, A: SendJobQueue>(
 async fn act<S: AutomationDeps, A: SendJobQueue>(
     auto: &Automations<A>,
     store: &S,
+    phone_number_id: &str,
     planned: &Planned,
     firing: &Firing,
 ) -> Result<(), AutomateError> {
     let tenant_id = firing.tenant_id.as_str();
-    let number = parse_conversation_id(&firing.conversation_id).map(|(_, number)| number.to_owned());
     if let (Some(reply), Some(id)) = (&planned.reply, &firing.reply_message_id) {
         let language = reply
             .content
@@ -550,7 +570,7 @@ async fn act<S: AutomationDeps, A: SendJobQueue>(
             .and_then(Value::as_str)
             .map(str::to_owned);
         let message = MessageRecord {
-            phone_number_id: number,
+            phone_number_id: Some(phone_number_id.to_owned()),
             category: Some(reply.category),
             language: (reply.message_type == "template").then_some(language).flatten(),
             automation_rule: Some(firing.rule_id.clone()),

@@ -665,11 +665,12 @@ pub struct Firing {
     pub at: DateTime<Utc>,
 }
 
-/// The key of a waiting period of a conversation (on `phone_number_id`, waiting `since`): what a
-/// no-reply firing is recorded under in place of an inbound message id, so every sweep that
-/// finds the same period — overlapping, repeated or after a crash — finds the same firing.
-pub fn waiting_period_id(phone_number_id: &str, since: DateTime<Utc>) -> String {
-    format!("wait-{phone_number_id}-{}", since.timestamp_millis())
+/// The key of a waiting period of a conversation (waiting `since`): what a no-reply firing is
+/// recorded under in place of an inbound message id, so every sweep that finds the same period —
+/// overlapping, repeated or after a crash — finds the same firing. Unique per conversation, so
+/// two customers who wrote in the same second never share a key in the rule's firing index.
+pub fn waiting_period_id(conversation_id: &str, since: DateTime<Utc>) -> String {
+    format!("wait-{conversation_id}-{}", since.timestamp_millis())
 }
 
 /// The pseudo-rule ids under which consent confirmations are recorded as firings.

@@ -113,7 +113,7 @@ impl World {
     fn sweep(&self, rules: &[CompiledRule]) -> Evaluation {
         let conversation = self.conversation.as_ref().unwrap();
         let since = conversation.no_reply_waiting_since().unwrap();
-        let period = waiting_period_id(&conversation.phone_number_id, since);
+        let period = waiting_period_id(&conversation.conversation_id, since);
         evaluate(
             rules,
             &Facts {
@@ -693,7 +693,7 @@ fn no_reply_fires_once_per_waiting_period() {
     let mut w = waiting_world(20);
     let rules = compile(vec![no_reply("n", 15)]);
     let since = w.conversation.as_ref().unwrap().no_reply_waiting_since().unwrap();
-    let period = waiting_period_id("pn1", since);
+    let period = waiting_period_id("c1-pn1", since);
     let firing = Firing {
         tenant_id: "t1".into(),
         rule_id: "n".into(),

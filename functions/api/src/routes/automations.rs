@@ -307,7 +307,8 @@ pub async fn test<S: ApiStore, L, Q>(
         }
         None
     };
-    let period = waiting_since.map(|since| waiting_period_id(&number, since));
+    let period =
+        waiting_since.map(|since| waiting_period_id(&conversation_id(&contact_now.contact_id, &number), since));
     let evaluation = evaluate(
         &rules,
         &Facts {
