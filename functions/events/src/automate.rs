@@ -285,20 +285,20 @@ async fn record_and_act<S: AutomationDeps, A: SendJobQueue>(
             _ => unreachable!("recorded verdicts fire or are suppressed"),
         };
         let welcome = rule.rule.spec.trigger == crm_shared::automation::Trigger::Welcome;
-        if fire(
-            auto,
-            store,
-            firing,
-            occasion.phone_number_id,
-            planned,
+        let terms = FireTerms {
             welcome,
             decided,
             daily_cap,
-        )
-        .await?
-        {
+        };
+        if fire(auto, store, firing, occasion.phone_number_id, planned, terms).await? {
             tracing::info!(rule_id = %verdict.rule_id, "automation fired");
             fired += 1;
+            if occasion.waiting_since.is_some() {
+                // The wait's firing is complete: later sweeps pass it over.
+                store
+                    .mark_no_reply_done(occasion.tenant_id, occasion.contact_id, &verdict.rule_id, occasion.key)
+                    .await?;
+            }
         }
     }
     Ok(fired)
@@ -338,6 +338,14 @@ async fn suppress<S: AutomationDeps>(store: &S, firing: Firing, reason: &str) ->
     Ok(())
 }
 
+/// What the firing's record is conditional on.
+struct FireTerms {
+    /// A welcome: once per contact.
+    welcome: bool,
+    decided: bool,
+    daily_cap: u64,
+}
+
 /// Records a firing, then runs its actions; whether it fired. `decided`: the contact's state
 /// already names this occasion for the rule (a redelivery, or a sweep after a crash), so a
 /// recorded firing is completed. A record found that the state does not name is someone else's
@@ -348,10 +356,13 @@ async fn fire<S: AutomationDeps, A: SendJobQueue>(
     mut firing: Firing,
     phone_number_id: &str,
     planned: &Planned,
-    welcome: bool,
-    decided: bool,
-    daily_cap: u64,
+    terms: FireTerms,
 ) -> Result<bool, AutomateError> {
+    let FireTerms {
+        welcome,
+        decided,
+        daily_cap,
+    } = terms;
     firing.outcome = "fired".into();
     firing.actions = planned.kinds();
     firing.notify = planned.notify();
@@ -430,7 +441,19 @@ pub async fn confirm_consent<S: AutomationDeps, A: SendJobQueue>(
             };
             // Not held to the daily cap: a confirmation is owed to whoever opts out.
             Ok(usize::from(
-                fire(auto, store, firing, number, &planned, false, decided, u64::MAX).await?,
+                fire(
+                    auto,
+                    store,
+                    firing,
+                    number,
+                    &planned,
+                    FireTerms {
+                        welcome: false,
+                        decided,
+                        daily_cap: u64::MAX,
+                    },
+                )
+                .await?,
             ))
         }
     }
@@ -543,12 +566,6 @@ async fn sweep_tenant<S: AutomationDeps, A: SendJobQueue>(
         };
         let fired = record_and_act(auto, store, rules, &evaluation, &context.state, &occasion, daily_cap).await?;
         report.fired += fired;
-        // Done with this period: later sweeps pass the rules that fired over.
-        for (verdict, _) in evaluation.fired() {
-            store
-                .mark_no_reply_done(tenant_id, &conversation.contact_id, &verdict.rule_id, &period)
-                .await?;
-        }
     }
     Ok(())
 }
