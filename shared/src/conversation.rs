@@ -115,6 +115,10 @@ pub struct Conversation {
     /// The oldest inbound message not answered yet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting_since: Option<DateTime<Utc>>,
+    /// The oldest inbound message no message of ours answered, automated replies included (the
+    /// no-reply automation's waiting period; `waiting_since` ignores automated replies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unanswered_since: Option<DateTime<Utc>>,
     /// End of the customer service window (24 h after their last message).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window_expires_at: Option<DateTime<Utc>>,
@@ -214,6 +218,7 @@ impl Conversation {
             last_inbound_at: None,
             last_outbound_at: None,
             waiting_since: None,
+            unanswered_since: None,
             window_expires_at: None,
             preview: None,
             last_seq: 0,
@@ -241,6 +246,7 @@ impl Conversation {
         self.resolved_at = None;
         self.resolved_by = None;
         self.waiting_since.get_or_insert(message.timestamp);
+        self.unanswered_since.get_or_insert(message.timestamp);
         self.measured_from.get_or_insert(message.timestamp);
         self.updated_at = message.created_at;
         if newest {
@@ -257,6 +263,7 @@ impl Conversation {
         if created {
             self.status = ConversationStatus::Pending;
         }
+        self.unanswered_since = None;
         if message.automation_rule.is_some() {
             // An automated reply answers nobody: the customer still waits for the team.
             self.message_count += 1;
@@ -283,6 +290,16 @@ impl Conversation {
             (ConversationStatus::Snoozed, Some(until)) if until <= now => ConversationStatus::Open,
             (status, _) => status,
         }
+    }
+
+    /// Since when the customer has waited for any reply of ours (automated ones included): the
+    /// no-reply automation's waiting period. A conversation stored before `unanswered_since`
+    /// existed counts from `waiting_since` unless an automated reply came after it.
+    pub fn no_reply_waiting_since(&self) -> Option<DateTime<Utc>> {
+        self.unanswered_since.or_else(|| {
+            self.waiting_since
+                .filter(|since| self.last_outbound_at.is_none_or(|out| out < *since))
+        })
     }
 
     /// Whether free-form messages may be sent now (the customer wrote within 24 h).
@@ -325,6 +342,7 @@ impl Conversation {
         }
         if change.clears_waiting() {
             self.waiting_since = None;
+            self.unanswered_since = None;
         }
         self.updated_at = change.at;
     }

@@ -432,3 +432,204 @@ async fn rules_are_validated_patched_audited_and_admin_only() {
         .collect();
     assert_eq!(actions.len(), 3, "{actions:?}");
 }
+
+/// The no-reply sweep as its function runs it (its role's permissions), at `now`.
+async fn no_reply_sweep(now: chrono::DateTime<Utc>) -> events_fn::automate::NoReplySweep {
+    let on = events_stack();
+    let sdk = on.sdk_for("NoReplySweepFunction").await;
+    let auto = events_fn::automate::Automations::new(crm_shared::jobs::SqsQueue::new(
+        crm_shared::aws::sqs_client(&sdk),
+        on.outbound_queue_url(),
+    ));
+    events_fn::automate::sweep_no_reply(&auto, &on.store_for("NoReplySweepFunction").await, now)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_no_reply_timer_fires_once_per_waiting_period() {
+    let t = tenant("Automations no reply").await;
+    let rule = t
+        .rule(json!({"name": "no reply", "trigger": {"type": "no_reply", "minutes": 5}, "cooldown_minutes": 0,
+            "actions": [text_reply("We have your message and will answer shortly."), {"type": "add_tags", "tags": ["waited"]}]}))
+        .await;
+    let waiting = customer_wa_id();
+    let answered = customer_wa_id();
+    let start = Utc::now();
+    let waiting_contact = t.inbound(&waiting, 1, "Where is my order?").await;
+    let answered_contact = t.inbound(&answered, 2, "Can I change my address?").await;
+    // The team answers the second customer at once.
+    let (status, sent) = t
+        .call(
+            "POST",
+            "/v1/messages",
+            Some(json!({"contact_id": answered_contact, "type": "text", "text": {"body": "Sure, which one?"}})),
+        )
+        .await;
+    assert_eq!(status, 202, "{sent}");
+    // The inbound message opened no firing (a time-based rule is never evaluated on a message).
+    settle().await;
+    assert!(t.firings(&rule).await.is_empty());
+
+    // Four minutes in: nobody has waited five yet.
+    no_reply_sweep(start + chrono::Duration::minutes(4)).await;
+    assert!(t.firings(&rule).await.is_empty());
+    // The dry run agrees with the sweep about both moments.
+    let dry = |minutes: i64| json!({"contact_id": waiting_contact, "sweep": true, "at": start + chrono::Duration::minutes(minutes)});
+    let (status, early) = t.call("POST", "/v1/automations/test", Some(dry(4))).await;
+    assert_eq!(status, 200, "{early}");
+    assert_eq!(early["fires"], json!([]), "{early}");
+    let (_, due) = t.call("POST", "/v1/automations/test", Some(dry(6))).await;
+    assert_eq!(due["fires"], json!([rule]), "{due}");
+
+    // Six minutes in: the waiting customer gets the reply; the answered one nothing. Repeated and
+    // overlapping sweeps of the same minute and the next fire nothing more.
+    let six = start + chrono::Duration::minutes(6);
+    no_reply_sweep(six).await;
+    let (a, b) = tokio::join!(no_reply_sweep(six), no_reply_sweep(six + chrono::Duration::seconds(1)));
+    let _ = (a, b);
+    no_reply_sweep(start + chrono::Duration::minutes(7)).await;
+    let fired = t.firings(&rule).await;
+    assert_eq!(fired.len(), 1, "{fired:?}");
+    assert_eq!(fired[0]["outcome"], "fired");
+    assert_eq!(fired[0]["trigger"], "no_reply");
+    assert_eq!(fired[0]["contact_id"].as_str(), Some(waiting_contact.as_str()));
+    assert!(fired[0]["waiting_since"].is_string(), "{}", fired[0]);
+    let replies = t.outbound(&waiting_contact).await;
+    assert_eq!(replies.len(), 1);
+    assert_eq!(replies[0].automation_rule.as_deref(), Some(rule.as_str()));
+    assert_eq!(t.outbound(&answered_contact).await.len(), 1, "only the team's answer");
+    let (_, contact) = t.call("GET", &format!("/v1/contacts/{waiting_contact}"), None).await;
+    assert_eq!(contact["tags"], json!(["waited"]));
+    // Visible per conversation too.
+    let (status, log) = t
+        .call(
+            "GET",
+            &format!("/v1/conversations/{waiting_contact}-{}/automations", t.pnid),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{log}");
+    assert_eq!(log["items"].as_array().unwrap().len(), 1);
+
+    // Our reply ended that wait; the customer's next message starts a new one, answered again
+    // five minutes after it.
+    let again = Utc::now();
+    t.inbound(&waiting, 3, "Still there?").await;
+    no_reply_sweep(again + chrono::Duration::minutes(3)).await;
+    assert_eq!(t.firings(&rule).await.len(), 1);
+    no_reply_sweep(again + chrono::Duration::minutes(6)).await;
+    no_reply_sweep(again + chrono::Duration::minutes(6)).await;
+    let fired = t.firings(&rule).await;
+    assert_eq!(fired.len(), 2, "{fired:?}");
+    assert_ne!(fired[0]["waiting_since"], fired[1]["waiting_since"]);
+    assert_eq!(t.outbound(&waiting_contact).await.len(), 2);
+}
+
+#[tokio::test]
+async fn a_consent_keyword_gets_its_confirmation_once_and_nothing_else() {
+    let t = tenant("Automations consent").await;
+    let (status, settings) = t
+        .call(
+            "PUT",
+            "/v1/settings/automations",
+            Some(
+                json!({"daily_cap": 100, "opt_out_confirmation": "You will get no more offers. Reply START to undo.",
+                        "opt_in_confirmation": "Welcome back!"}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 200, "{settings}");
+    let (status, refused) = t
+        .call(
+            "PUT",
+            "/v1/settings/automations",
+            Some(json!({"opt_out_confirmation": "x".repeat(1025)})),
+        )
+        .await;
+    assert_eq!(status, 422, "{refused}");
+    let (_, read) = t.call("GET", "/v1/settings/automations", None).await;
+    assert_eq!(read["opt_in_confirmation"], "Welcome back!");
+    // A rule that would answer anything: it never answers the keyword.
+    let any = t
+        .rule(
+            json!({"name": "any", "trigger": {"type": "keyword", "match": "regex", "keywords": [".*"]},
+            "actions": [text_reply("anything")]}),
+        )
+        .await;
+    let wa_id = customer_wa_id();
+    let contact = t.inbound(&wa_id, 1, "STOP").await;
+    let conversation = format!("{contact}-{}", t.pnid);
+    let log = eventually("the confirmation's firing", || async {
+        let (_, page) = t
+            .call("GET", &format!("/v1/conversations/{conversation}/automations"), None)
+            .await;
+        let items = page["items"].as_array().cloned().unwrap_or_default();
+        items
+            .iter()
+            .any(|f| f["rule_id"] == "opt_out_confirmation")
+            .then_some(items)
+    })
+    .await;
+    let confirmation = log.iter().find(|f| f["rule_id"] == "opt_out_confirmation").unwrap();
+    assert_eq!(confirmation["outcome"], "fired", "{confirmation}");
+    let suppressed = t.wait_firings(&any, 1).await;
+    assert_eq!(suppressed[0]["reason"], "consent_keyword");
+    let replies = t.outbound(&contact).await;
+    assert_eq!(replies.len(), 1, "only the confirmation");
+    assert_eq!(
+        replies[0].content["body"],
+        "You will get no more offers. Reply START to undo."
+    );
+    assert_eq!(replies[0].category, Some(crm_shared::sending::Category::Service));
+
+    // The same STOP's stream record again (redelivery): no second confirmation.
+    let message = t
+        .store
+        .contact_messages(&t.tenant_id, &contact, 100, None)
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .find(|m| m.direction == crm_shared::message::Direction::Inbound)
+        .unwrap();
+    let auto = events_fn::automate::Automations::new(crm_shared::jobs::SqsQueue::new(
+        crm_shared::aws::sqs_client(&events_stack().sdk_for("EventsFunction").await),
+        events_stack().outbound_queue_url(),
+    ));
+    let events_store = events_stack().store_for("EventsFunction").await;
+    // As the stream hands it again: the same record, so the same time it was judged at.
+    let stored_at: chrono::DateTime<Utc> = confirmation["at"].as_str().unwrap().parse().unwrap();
+    events_fn::automate::confirm_consent(
+        &auto,
+        &events_store,
+        &message,
+        crm_shared::whatsapp::ConsentKeyword::OptOut,
+        stored_at,
+    )
+    .await
+    .unwrap();
+    settle().await;
+    assert_eq!(t.outbound(&contact).await.len(), 1);
+    let log = t
+        .call("GET", &format!("/v1/conversations/{conversation}/automations"), None)
+        .await
+        .1;
+    let confirmations = log["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["rule_id"] == "opt_out_confirmation")
+        .count();
+    assert_eq!(confirmations, 1);
+
+    // START: its own confirmation.
+    t.inbound(&wa_id, 2, "start").await;
+    eventually("the opt-in confirmation", || async {
+        let out = t.outbound(&contact).await;
+        out.iter().any(|m| m.content["body"] == "Welcome back!").then_some(())
+    })
+    .await;
+    settle().await;
+    assert_eq!(t.outbound(&contact).await.len(), 2);
+}

@@ -30,6 +30,7 @@ fn every_function_has_a_policy_and_least_privilege_holds() {
         "MediaDeadLetterFunction",
         "SenderFunction",
         "BroadcastFunction",
+        "NoReplySweepFunction",
         "ExporterFunction",
         "EraserFunction",
         "RetentionFunction",

@@ -137,7 +137,10 @@ async fn run(scenario: Scenario, batches: usize) -> (f64, usize) {
         Scenario::NoneTriggers => add_rules(&store, false).await,
         Scenario::OneFires => {
             add_rules(&store, true).await;
-            let cap = crm_shared::automation::AutomationSettings { daily_cap: 1_000_000 };
+            let cap = crm_shared::automation::AutomationSettings {
+                daily_cap: 1_000_000,
+                ..Default::default()
+            };
             store.put_automation_settings(TENANT, &cap).await.unwrap();
             for n in 0..messages {
                 let mut c = fixtures::contact(TENANT, &format!("+4915{n:09}"), Utc::now() - chrono::Duration::days(1));

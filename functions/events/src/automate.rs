@@ -16,14 +16,21 @@
 //! Loop-proof by construction: only inserts of messages with direction `inbound` are evaluated;
 //! our replies, statuses and echoes are never one.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use serde::Serialize;
 use serde_json::Value;
 
-use crm_shared::automation::evaluate::{CompiledRule, Outcome, Verdict, compile, may_trigger, text_of};
-use crm_shared::automation::{Action, AutomationSettings, Facts, Firing, Planned, evaluate, reply_message_id};
+use crm_shared::automation::evaluate::{
+    CompiledRule, Outcome, compile, consent_confirmation, may_trigger, no_reply_due, shortest_no_reply, text_of,
+};
+use crm_shared::automation::{
+    Action, AutomationSettings, Facts, Firing, OPT_IN_CONFIRMATION, OPT_OUT_CONFIRMATION, Planned, Rule, evaluate,
+    reply_message_id, waiting_period_id,
+};
 use crm_shared::cache::TtlCache;
 use crm_shared::contact;
 use crm_shared::conversation::{check_status_change, conversation_id};
@@ -34,6 +41,7 @@ use crm_shared::store::{
     AssignOutcome, AutomationStore, ContactStore, ContactUpdate, ConversationStore, FiringWrite, MessageStore,
     OutboundStore, StoreError, keys,
 };
+use crm_shared::whatsapp::{ConsentKeyword, consent_keyword};
 
 /// How long an instance trusts a tenant's rules and automation settings: a change applies to
 /// every instance within this time (the bound is 60 s).
@@ -86,6 +94,7 @@ pub fn inbound_insert(change: &StreamChange) -> Option<MessageRecord> {
 
 /// Evaluates the rules on a stream record if it inserted an inbound message: the cheap checks
 /// (the kind of record, the tenant's cached rules) before the message is read from the image.
+/// A consent keyword (`STOP`, `START`) also gets the tenant's confirmation, if it set one.
 pub async fn on_change<S: AutomationDeps, A: SendJobQueue>(
     auto: &Automations<A>,
     store: &S,
@@ -102,11 +111,28 @@ pub async fn on_change<S: AutomationDeps, A: SendJobQueue>(
     let Some(tenant_id) = keys::tenant_of_pk(pk) else {
         return Ok(0);
     };
-    if tenant_rules(auto, store, tenant_id).await?.is_empty() {
+    let keyword = new
+        .get("type")
+        .and_then(Value::as_str)
+        .and_then(|t| text_of(t, new.get("content").unwrap_or(&Value::Null)))
+        .and_then(|text| consent_keyword(&text));
+    let has_rules = !tenant_rules(auto, store, tenant_id).await?.is_empty();
+    if !has_rules && keyword.is_none() {
         return Ok(0);
     }
     match inbound_insert(change) {
-        Some(message) if message.tenant_id == tenant_id => on_inbound(auto, store, &message, change.at).await,
+        Some(message) if message.tenant_id == tenant_id => {
+            // The rules only record that the keyword silenced them; the confirmation is its own.
+            let mut acted = if has_rules {
+                on_inbound(auto, store, &message, change.at).await?
+            } else {
+                0
+            };
+            if let Some(keyword) = keyword {
+                acted += confirm_consent(auto, store, &message, keyword, change.at).await?;
+            }
+            Ok(acted)
+        }
         _ => Ok(0),
     }
 }
@@ -133,8 +159,20 @@ async fn tenant_settings<S: AutomationStore, A>(
         return Ok(s);
     }
     let settings = store.automation_settings(tenant_id).await?;
-    auto.settings.insert(tenant_id.to_owned(), settings);
+    auto.settings.insert(tenant_id.to_owned(), settings.clone());
     Ok(settings)
+}
+
+/// The instant a stored message is judged at: when it was stored (the stream record's time), so
+/// a redelivered record is judged the same; to the millisecond, as the firing's state is stored
+/// (our reply's time must compare equal to the conversation's `last_outbound_at` it sets: that is
+/// how a human's reply is told apart from ours).
+fn judged_at(message: &MessageRecord, stored_at: DateTime<Utc>) -> DateTime<Utc> {
+    to_millis(stored_at.max(message.created_at))
+}
+
+fn to_millis(at: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(at.timestamp_millis()).unwrap_or(at)
 }
 
 /// Evaluates and acts on one stored inbound message; `Err` only for what a retry may fix.
@@ -149,12 +187,7 @@ pub async fn on_inbound<S: AutomationDeps, A: SendJobQueue>(
     if rules.is_empty() {
         return Ok(0);
     }
-    // Judged at the time the message was stored: a redelivered record is judged the same.
-    // To the millisecond, as the firing's state is stored: our reply's time must compare equal
-    // to the conversation's `last_outbound_at` it sets (that is how a human's reply is told
-    // apart from ours).
-    let now = stored_at.max(message.created_at);
-    let now = DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now);
+    let now = judged_at(message, stored_at);
     let text = text_of(&message.message_type, &message.content);
     if !may_trigger(&rules, text.as_deref(), now) {
         return Ok(0);
@@ -185,82 +218,367 @@ pub async fn on_inbound<S: AutomationDeps, A: SendJobQueue>(
             fired_today: context.fired_today,
             daily_cap: settings.daily_cap,
             now,
+            waiting_since: None,
         },
     );
-    let conversation = conversation_id(&message.contact_id, number);
+    let occasion = Occasion {
+        tenant_id,
+        contact_id: &message.contact_id,
+        phone_number_id: number,
+        key: &message.message_id,
+        waiting_since: None,
+        now,
+    };
+    record_and_act(
+        auto,
+        store,
+        &rules,
+        &evaluation,
+        &context.state,
+        &occasion,
+        settings.daily_cap,
+    )
+    .await
+}
+
+/// What a set of verdicts was reached on: an inbound message (`key` its id) or a waiting period
+/// (`key` its [`waiting_period_id`]).
+struct Occasion<'a> {
+    tenant_id: &'a str,
+    contact_id: &'a str,
+    phone_number_id: &'a str,
+    key: &'a str,
+    waiting_since: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+}
+
+/// Records every verdict the log keeps and runs each firing's actions; how many fired.
+async fn record_and_act<S: AutomationDeps, A: SendJobQueue>(
+    auto: &Automations<A>,
+    store: &S,
+    rules: &[CompiledRule],
+    evaluation: &crm_shared::automation::Evaluation,
+    state: &crm_shared::automation::ContactState,
+    occasion: &Occasion<'_>,
+    daily_cap: u64,
+) -> Result<usize, AutomateError> {
     let mut fired = 0;
     for verdict in evaluation.verdicts.iter().filter(|v| v.recorded()) {
         let rule = rules
             .iter()
             .find(|r| r.rule.rule_id == verdict.rule_id)
             .expect("verdicts are of these rules");
-        let mut firing = Firing {
-            tenant_id: tenant_id.to_owned(),
-            rule_id: verdict.rule_id.clone(),
-            message_id: message.message_id.clone(),
-            contact_id: message.contact_id.clone(),
-            conversation_id: conversation.clone(),
-            trigger: verdict.trigger.to_owned(),
-            outcome: "suppressed".into(),
-            reason: None,
-            actions: Vec::new(),
-            reply_message_id: None,
-            notify: None,
-            at: now,
-        };
+        let mut firing = occasion.firing(&verdict.rule_id, verdict.trigger);
+        let decided = state.fired_for_message(&verdict.rule_id, occasion.key);
+        if decided && let Some(at) = state.last_fired.get(&verdict.rule_id) {
+            // Completing a recorded firing (a redelivery, or a sweep after a crash): at the time
+            // it was recorded, so its reply has the id the first attempt gave it.
+            firing.at = *at;
+        }
         let planned = match &verdict.outcome {
             Outcome::Suppressed(reason) => {
-                firing.reason = Some(reason.code().to_owned());
-                store.record_suppression(&firing).await?;
+                suppress(store, firing, reason.code()).await?;
                 tracing::info!(rule_id = %verdict.rule_id, reason = reason.code(), "automation suppressed");
                 continue;
             }
             Outcome::Fires(planned) => planned,
             _ => unreachable!("recorded verdicts fire or are suppressed"),
         };
-        firing.outcome = "fired".into();
-        firing.actions = planned.kinds();
-        firing.notify = planned.notify();
-        firing.reply_message_id = planned
-            .reply
-            .as_ref()
-            .map(|_| reply_message_id(tenant_id, &verdict.rule_id, &message.message_id, now));
         let welcome = rule.rule.spec.trigger == crm_shared::automation::Trigger::Welcome;
-        let refused = match store.record_firing(&firing, welcome, settings.daily_cap).await? {
-            FiringWrite::Recorded | FiringWrite::Duplicate => None,
-            FiringWrite::CapReached => Some("daily_cap"),
-            FiringWrite::AlreadyWelcomed => Some("already_welcomed"),
-            FiringWrite::ContactErased => Some("contact_erased"),
+        let terms = FireTerms {
+            welcome,
+            decided,
+            daily_cap,
         };
-        if let Some(reason) = refused {
-            let suppressed = Firing {
-                outcome: "suppressed".into(),
-                reason: Some(reason.into()),
-                actions: Vec::new(),
-                reply_message_id: None,
-                notify: None,
-                ..firing
-            };
-            store.record_suppression(&suppressed).await?;
-            continue;
+        if fire(auto, store, firing, occasion.phone_number_id, planned, terms).await? {
+            tracing::info!(rule_id = %verdict.rule_id, "automation fired");
+            fired += 1;
+            if occasion.waiting_since.is_some() {
+                // The wait's firing is complete: later sweeps pass it over.
+                store
+                    .mark_no_reply_done(occasion.tenant_id, occasion.contact_id, &verdict.rule_id, occasion.key)
+                    .await?;
+            }
         }
-        act(auto, store, message, verdict, planned, &firing).await?;
-        tracing::info!(rule_id = %verdict.rule_id, actions = ?firing.actions, "automation fired");
-        fired += 1;
     }
     Ok(fired)
+}
+
+impl Occasion<'_> {
+    /// The log record of `rule_id` on this occasion, as a suppression until it fires.
+    fn firing(&self, rule_id: &str, trigger: &str) -> Firing {
+        Firing {
+            tenant_id: self.tenant_id.to_owned(),
+            rule_id: rule_id.to_owned(),
+            message_id: self.key.to_owned(),
+            contact_id: self.contact_id.to_owned(),
+            conversation_id: conversation_id(self.contact_id, self.phone_number_id),
+            trigger: trigger.to_owned(),
+            outcome: "suppressed".into(),
+            reason: None,
+            actions: Vec::new(),
+            reply_message_id: None,
+            notify: None,
+            waiting_since: self.waiting_since,
+            at: self.now,
+        }
+    }
+}
+
+async fn suppress<S: AutomationDeps>(store: &S, firing: Firing, reason: &str) -> Result<(), AutomateError> {
+    let suppressed = Firing {
+        outcome: "suppressed".into(),
+        reason: Some(reason.into()),
+        actions: Vec::new(),
+        reply_message_id: None,
+        notify: None,
+        ..firing
+    };
+    store.record_suppression(&suppressed).await?;
+    Ok(())
+}
+
+/// What the firing's record is conditional on.
+struct FireTerms {
+    /// A welcome: once per contact.
+    welcome: bool,
+    decided: bool,
+    daily_cap: u64,
+}
+
+/// Records a firing, then runs its actions; whether it fired. `decided`: the contact's state
+/// already names this occasion for the rule (a redelivery, or a sweep after a crash), so a
+/// recorded firing is completed. A record found that the state does not name is someone else's
+/// — a suppression, or an overlapping sweep that runs the actions itself — and is left alone.
+async fn fire<S: AutomationDeps, A: SendJobQueue>(
+    auto: &Automations<A>,
+    store: &S,
+    mut firing: Firing,
+    phone_number_id: &str,
+    planned: &Planned,
+    terms: FireTerms,
+) -> Result<bool, AutomateError> {
+    let FireTerms {
+        welcome,
+        decided,
+        daily_cap,
+    } = terms;
+    firing.outcome = "fired".into();
+    firing.actions = planned.kinds();
+    firing.notify = planned.notify();
+    firing.reply_message_id = planned
+        .reply
+        .as_ref()
+        .map(|_| reply_message_id(&firing.tenant_id, &firing.rule_id, &firing.message_id, firing.at));
+    let refused = match store.record_firing(&firing, welcome, daily_cap).await? {
+        FiringWrite::Recorded => None,
+        FiringWrite::Duplicate if decided => None,
+        FiringWrite::Duplicate => return Ok(false),
+        FiringWrite::CapReached => Some("daily_cap"),
+        FiringWrite::AlreadyWelcomed => Some("already_welcomed"),
+        FiringWrite::ContactErased => Some("contact_erased"),
+    };
+    if let Some(reason) = refused {
+        suppress(store, firing, reason).await?;
+        return Ok(false);
+    }
+    act(auto, store, phone_number_id, planned, &firing).await?;
+    Ok(true)
+}
+
+/// Answers a consent keyword with the tenant's confirmation (if it set one): a free-form service
+/// message — the customer just wrote, and an opt-out stops marketing, not this — through the
+/// sender, recorded as a firing of the pseudo-rule `opt_out_confirmation` / `opt_in_confirmation`
+/// once per keyword message (its id is derived from the message: a redelivered record sends no
+/// second one). No rule answers the keyword (see [`evaluate`]).
+pub async fn confirm_consent<S: AutomationDeps, A: SendJobQueue>(
+    auto: &Automations<A>,
+    store: &S,
+    message: &MessageRecord,
+    keyword: ConsentKeyword,
+    stored_at: DateTime<Utc>,
+) -> Result<usize, AutomateError> {
+    let tenant_id = message.tenant_id.as_str();
+    let settings = tenant_settings(auto, store, tenant_id).await?;
+    let (Some(text), Some(number)) = (settings.confirmation(keyword), message.phone_number_id.as_deref()) else {
+        return Ok(0);
+    };
+    let now = judged_at(message, stored_at);
+    let context = store
+        .automation_context(
+            tenant_id,
+            &message.contact_id,
+            number,
+            &now.format("%Y-%m-%d").to_string(),
+        )
+        .await?;
+    let rule_id = match keyword {
+        ConsentKeyword::OptOut => OPT_OUT_CONFIRMATION,
+        ConsentKeyword::OptIn => OPT_IN_CONFIRMATION,
+    };
+    let occasion = Occasion {
+        tenant_id,
+        contact_id: &message.contact_id,
+        phone_number_id: number,
+        key: &message.message_id,
+        waiting_since: None,
+        now,
+    };
+    let mut firing = occasion.firing(rule_id, "consent_keyword");
+    let decided = context.state.fired_for_message(rule_id, &message.message_id);
+    if decided && let Some(at) = context.state.last_fired.get(rule_id) {
+        firing.at = *at;
+    }
+    match consent_confirmation(context.contact.as_ref(), text, now) {
+        Err(reason) => {
+            suppress(store, firing, reason.code()).await?;
+            Ok(0)
+        }
+        Ok(reply) => {
+            let planned = Planned {
+                reply: Some(reply),
+                actions: Vec::new(),
+            };
+            // Not held to the daily cap: a confirmation is owed to whoever opts out.
+            Ok(usize::from(
+                fire(
+                    auto,
+                    store,
+                    firing,
+                    number,
+                    &planned,
+                    FireTerms {
+                        welcome: false,
+                        decided,
+                        daily_cap: u64::MAX,
+                    },
+                )
+                .await?,
+            ))
+        }
+    }
+}
+
+/// What one no-reply sweep did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct NoReplySweep {
+    /// Tenants with at least one enabled no-reply rule.
+    pub tenants: usize,
+    /// Conversations whose wait was inside a rule's window (each read once).
+    pub due: usize,
+    pub fired: usize,
+    /// Tenants whose part failed (the next sweep tries again; firings are exactly once).
+    pub failures: usize,
+}
+
+/// The no-reply sweep (scheduled every minute; `now` is the run's time): for every tenant with a
+/// no-reply rule — found in one query, so a tenant without one costs nothing — the waiting index
+/// up to `now` minus the shortest rule's minutes; a conversation whose no-reply wait is inside a
+/// rule's window is read (contact, conversation, state, day counter: one batch), evaluated and
+/// recorded as a stored message is. A firing is keyed by (rule, conversation, waiting since):
+/// overlapping, repeated or crashed sweeps find the same record and never fire twice.
+pub async fn sweep_no_reply<S: AutomationDeps, A: SendJobQueue>(
+    auto: &Automations<A>,
+    store: &S,
+    now: DateTime<Utc>,
+) -> Result<NoReplySweep, AutomateError> {
+    let now = to_millis(now);
+    let mut by_tenant: BTreeMap<String, Vec<Rule>> = BTreeMap::new();
+    for rule in store.no_reply_rules().await? {
+        by_tenant.entry(rule.tenant_id.clone()).or_default().push(rule);
+    }
+    let mut report = NoReplySweep::default();
+    for (tenant_id, rules) in by_tenant {
+        let rules = compile(rules);
+        let Some(shortest) = shortest_no_reply(&rules) else {
+            continue;
+        };
+        report.tenants += 1;
+        if let Err(e) = sweep_tenant(auto, store, &tenant_id, &rules, shortest, now, &mut report).await {
+            tracing::error!(%tenant_id, error = %e, "no-reply sweep failed for a tenant");
+            report.failures += 1;
+        }
+    }
+    Ok(report)
+}
+
+async fn sweep_tenant<S: AutomationDeps, A: SendJobQueue>(
+    auto: &Automations<A>,
+    store: &S,
+    tenant_id: &str,
+    rules: &[CompiledRule],
+    shortest: u32,
+    now: DateTime<Utc>,
+    report: &mut NoReplySweep,
+) -> Result<(), AutomateError> {
+    let up_to = now - chrono::Duration::minutes(i64::from(shortest));
+    let mut settings = None;
+    for listed in store.waiting_since_up_to(tenant_id, up_to).await? {
+        let Some(since) = listed.no_reply_waiting_since() else {
+            continue;
+        };
+        if listed.tenant_id != tenant_id || !no_reply_due(rules, since, now) {
+            continue;
+        }
+        report.due += 1;
+        if settings.is_none() {
+            settings = Some(tenant_settings(auto, store, tenant_id).await?);
+        }
+        let daily_cap = settings.as_ref().map_or(0, |s| s.daily_cap);
+        let context = store
+            .automation_context(
+                tenant_id,
+                &listed.contact_id,
+                &listed.phone_number_id,
+                &now.format("%Y-%m-%d").to_string(),
+            )
+            .await?;
+        // As read now: a reply since the index was read ended this wait.
+        let Some(conversation) = context.conversation.as_ref() else {
+            continue;
+        };
+        if conversation.no_reply_waiting_since() != Some(since) {
+            continue;
+        }
+        let period = waiting_period_id(&conversation.conversation_id, since);
+        let evaluation = evaluate(
+            rules,
+            &Facts {
+                message_id: &period,
+                text: None,
+                contact: context.contact.as_ref(),
+                conversation: Some(conversation),
+                state: &context.state,
+                new_contact: false,
+                fired_today: context.fired_today,
+                daily_cap,
+                now,
+                waiting_since: Some(since),
+            },
+        );
+        let occasion = Occasion {
+            tenant_id,
+            contact_id: &conversation.contact_id,
+            phone_number_id: &conversation.phone_number_id,
+            key: &period,
+            waiting_since: Some(since),
+            now,
+        };
+        let fired = record_and_act(auto, store, rules, &evaluation, &context.state, &occasion, daily_cap).await?;
+        report.fired += fired;
+    }
+    Ok(())
 }
 
 /// The firing's actions, each idempotent (a redelivery runs them again).
 async fn act<S: AutomationDeps, A: SendJobQueue>(
     auto: &Automations<A>,
     store: &S,
-    inbound: &MessageRecord,
-    verdict: &Verdict,
+    phone_number_id: &str,
     planned: &Planned,
     firing: &Firing,
 ) -> Result<(), AutomateError> {
-    let tenant_id = inbound.tenant_id.as_str();
+    let tenant_id = firing.tenant_id.as_str();
     if let (Some(reply), Some(id)) = (&planned.reply, &firing.reply_message_id) {
         let language = reply
             .content
@@ -269,14 +587,14 @@ async fn act<S: AutomationDeps, A: SendJobQueue>(
             .and_then(Value::as_str)
             .map(str::to_owned);
         let message = MessageRecord {
-            phone_number_id: inbound.phone_number_id.clone(),
+            phone_number_id: Some(phone_number_id.to_owned()),
             category: Some(reply.category),
             language: (reply.message_type == "template").then_some(language).flatten(),
-            automation_rule: Some(verdict.rule_id.clone()),
+            automation_rule: Some(firing.rule_id.clone()),
             ..MessageRecord::new(
                 tenant_id,
                 id.clone(),
-                &inbound.contact_id,
+                &firing.contact_id,
                 Direction::Outbound,
                 &reply.message_type,
                 reply.content.clone(),
@@ -306,13 +624,13 @@ async fn act<S: AutomationDeps, A: SendJobQueue>(
     }
     for action in &planned.actions {
         match action {
-            Action::AddTags { tags } => edit_tags(store, inbound, tags, true, firing.at).await?,
-            Action::RemoveTags { tags } => edit_tags(store, inbound, tags, false, firing.at).await?,
+            Action::AddTags { tags } => edit_tags(store, firing, tags, true).await?,
+            Action::RemoveTags { tags } => edit_tags(store, firing, tags, false).await?,
             Action::Assign { user_id, round_robin } => {
                 let candidates: Vec<&String> = match user_id {
                     Some(u) => vec![u],
                     None => {
-                        let start = store.next_round_robin(tenant_id, &verdict.rule_id).await? as usize;
+                        let start = store.next_round_robin(tenant_id, &firing.rule_id).await? as usize;
                         let n = round_robin.len();
                         (0..n).map(|i| &round_robin[(start + i) % n]).collect()
                     }
@@ -352,13 +670,13 @@ async fn act<S: AutomationDeps, A: SendJobQueue>(
 /// Adds or removes tags on the contact (version-checked, retried on a concurrent edit).
 async fn edit_tags<S: AutomationDeps>(
     store: &S,
-    inbound: &MessageRecord,
+    firing: &Firing,
     tags: &[String],
     add: bool,
-    at: DateTime<Utc>,
 ) -> Result<(), AutomateError> {
+    let at = firing.at;
     for _ in 0..EDIT_ATTEMPTS {
-        let Some(current) = store.get_contact(&inbound.tenant_id, &inbound.contact_id).await? else {
+        let Some(current) = store.get_contact(&firing.tenant_id, &firing.contact_id).await? else {
             return Ok(());
         };
         let mut next: Vec<String> = current.tags.clone();

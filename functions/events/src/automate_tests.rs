@@ -8,7 +8,7 @@ use serde_json::json;
 use crm_shared::automation::{AutomationSettings, Rule, RuleSpec};
 use crm_shared::events::derive::StreamChange;
 use crm_shared::message::{Direction, MessageRecord, MessageStatus};
-use crm_shared::store::{AutomationStore, MessageStore};
+use crm_shared::store::{AutomationStore, MessageStore, OutboundStore};
 use crm_shared::testing::{MemQueue, MemStore, fixtures};
 
 use crate::automate::{Automations, inbound_insert, on_inbound};
@@ -150,7 +150,13 @@ async fn the_daily_cap_and_tenants_without_rules() {
     let (store, contact) = setup(now);
     keyword_rule(&store, "t1", "r1", &["price"]).await;
     store
-        .put_automation_settings("t1", &AutomationSettings { daily_cap: 1 })
+        .put_automation_settings(
+            "t1",
+            &AutomationSettings {
+                daily_cap: 1,
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
     let auto = Automations::new(MemQueue::new());
@@ -201,4 +207,110 @@ async fn the_daily_cap_and_tenants_without_rules() {
         0
     );
     assert!(store.get_message("t2", "m5").await.unwrap().is_none());
+}
+
+async fn no_reply_rule(store: &MemStore, tenant: &str, id: &str, minutes: u32) {
+    let mut spec: RuleSpec = serde_json::from_value(json!({
+        "name": id, "trigger": {"type": "no_reply", "minutes": minutes}, "cooldown_minutes": 0,
+        "actions": [{"type": "reply", "message": {"type": "text", "text": {"body": "on it"}}}]
+    }))
+    .unwrap();
+    spec.validate().unwrap();
+    let now = Utc::now();
+    store
+        .create_rule(&Rule {
+            tenant_id: tenant.into(),
+            rule_id: id.into(),
+            spec,
+            version: 1,
+            created_at: now,
+            updated_at: now,
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn the_no_reply_sweep_reads_only_tenants_with_a_rule_and_completes_a_crashed_firing() {
+    use crate::automate::sweep_no_reply;
+    use crm_shared::automation::{Firing, waiting_period_id};
+    use crm_shared::testing::Op;
+
+    let now = at("2026-12-01T10:00:00Z");
+    let (store, contact) = setup(now);
+    no_reply_rule(&store, "t1", "n1", 5).await;
+    // A tenant with only a keyword rule and a customer waiting: the sweep never looks at it.
+    keyword_rule(&store, "t2", "k2", &["price"]).await;
+    let mut stranger = fixtures::contact("t2", "+4915112345670", now - Duration::days(3));
+    stranger.last_inbound_at = Some(now);
+    store.add_contact(stranger.clone());
+    store
+        .create_message_once(&inbound(&stranger, "s1", "hello", now), None)
+        .await
+        .unwrap();
+    store
+        .create_message_once(&inbound(&contact, "m1", "hello", now), None)
+        .await
+        .unwrap();
+    let auto = Automations::new(MemQueue::new());
+
+    let report = sweep_no_reply(&auto, &store, now + Duration::minutes(6)).await.unwrap();
+    assert_eq!((report.tenants, report.due, report.fired), (1, 1, 1), "{report:?}");
+    assert_eq!(
+        store.calls(Op::WaitingConversations),
+        1,
+        "only the tenant with a no-reply rule"
+    );
+    assert_eq!(store.calls(Op::AutomationContext), 1);
+
+    // The next sweep: our reply ended the wait, so nothing is read per conversation.
+    let again = sweep_no_reply(&auto, &store, now + Duration::minutes(7)).await.unwrap();
+    assert_eq!((again.due, again.fired), (0, 0));
+    assert_eq!(store.calls(Op::AutomationContext), 1);
+    let replies = || {
+        store
+            .messages("t1")
+            .into_iter()
+            .filter(|m| m.direction == Direction::Outbound)
+            .count()
+    };
+    assert_eq!(replies(), 1);
+
+    // A sweep that crashed after recording its firing (no reply made, not marked done): the next
+    // completes it, once.
+    let other_contact = {
+        let mut c = fixtures::contact("t1", "+4915112345671", now - Duration::days(3));
+        c.last_inbound_at = Some(now);
+        store.add_contact(c.clone());
+        c
+    };
+    store
+        .create_message_once(&inbound(&other_contact, "m2", "hello", now), None)
+        .await
+        .unwrap();
+    let period = waiting_period_id(&format!("{}-pn1", other_contact.contact_id), now);
+    let crashed_at = now + Duration::minutes(6);
+    let firing = Firing {
+        tenant_id: "t1".into(),
+        rule_id: "n1".into(),
+        message_id: period.clone(),
+        contact_id: other_contact.contact_id.clone(),
+        conversation_id: format!("{}-pn1", other_contact.contact_id),
+        trigger: "no_reply".into(),
+        outcome: "fired".into(),
+        reason: None,
+        actions: vec!["reply".into()],
+        reply_message_id: Some(crm_shared::automation::reply_message_id(
+            "t1", "n1", &period, crashed_at,
+        )),
+        notify: None,
+        waiting_since: Some(now),
+        at: crashed_at,
+    };
+    store.record_firing(&firing, false, 100).await.unwrap();
+    let recovered = sweep_no_reply(&auto, &store, now + Duration::minutes(8)).await.unwrap();
+    assert_eq!(recovered.fired, 1, "{recovered:?}");
+    assert_eq!(replies(), 2);
+    let log = store.rule_firings("t1", "n1", 10, None).await.unwrap().items;
+    assert_eq!(log.len(), 2, "one firing per wait: {log:?}");
 }

@@ -357,6 +357,22 @@ async fn run() -> Result<(), BoxError> {
         });
     }
 
+    // The no-reply automation sweep's schedule, at the template's rate.
+    for rate in schedules.get("NoReplySweepFunction").into_iter().flatten().copied() {
+        let store = store.clone();
+        let auto = events_fn::automate::Automations::new(SqsQueue::new(sqs.clone(), &outbound_queue_url));
+        eprintln!("devstack: no-reply sweep every {} s", rate.as_secs());
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + rate, rate);
+            loop {
+                ticks.tick().await;
+                if let Err(e) = events_fn::automate::sweep_no_reply(&auto, &store, chrono::Utc::now()).await {
+                    eprintln!("devstack: no-reply sweep failed: {e}");
+                }
+            }
+        });
+    }
+
     // The broadcast engine's schedule, at the template's rate.
     for rate in schedules.get("BroadcastFunction").into_iter().flatten().copied() {
         let (store, queue) = (store.clone(), SqsQueue::new(sqs.clone(), &outbound_queue_url));

@@ -82,6 +82,41 @@ pub struct Facts<'a> {
     pub fired_today: u64,
     pub daily_cap: u64,
     pub now: DateTime<Utc>,
+    /// `Some`: the no-reply sweep evaluates the conversation's waiting period that began then
+    /// (`message_id` is the period's key); only no-reply rules can trigger. `None`: an inbound
+    /// message, on which no no-reply rule ever triggers.
+    pub waiting_since: Option<DateTime<Utc>>,
+}
+
+/// How long after a waiting period reaches a rule's minutes the sweep still fires it: sweeps
+/// missed for up to this long are made up; a period past it (an outage, or a rule created while
+/// the customer had long been waiting) is left alone rather than answered late.
+pub const NO_REPLY_CATCH_UP_MINUTES: i64 = 10;
+
+/// The smallest `minutes` of the no-reply rules (`None`: the tenant has none, and the sweep
+/// passes it over).
+pub fn shortest_no_reply(rules: &[CompiledRule]) -> Option<u32> {
+    rules
+        .iter()
+        .filter_map(|r| match r.rule.spec.trigger {
+            Trigger::NoReply { minutes } => Some(minutes),
+            _ => None,
+        })
+        .min()
+}
+
+/// Whether the sweep should look at a conversation waiting since `since` at `now`: its wait is
+/// inside some no-reply rule's firing window (the rule's minutes, plus the catch-up).
+pub fn no_reply_due(rules: &[CompiledRule], since: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+    rules.iter().any(|r| match r.rule.spec.trigger {
+        Trigger::NoReply { minutes } => in_no_reply_window(minutes, since, now),
+        _ => false,
+    })
+}
+
+fn in_no_reply_window(minutes: u32, since: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+    let due = since + Duration::minutes(i64::from(minutes));
+    now >= due && now < due + Duration::minutes(NO_REPLY_CATCH_UP_MINUTES)
 }
 
 /// Why a triggered rule did not act. Codes are part of the API.
@@ -188,7 +223,25 @@ impl Evaluation {
 
 /// Whether a rule's trigger matches (and the keyword that did).
 fn triggered(rule: &CompiledRule, facts: &Facts<'_>, folded: Option<&str>) -> Result<Option<String>, &'static str> {
+    match (&rule.rule.spec.trigger, facts.waiting_since) {
+        (Trigger::NoReply { .. }, None) => return Err("time-based: the no-reply sweep evaluates it"),
+        (Trigger::NoReply { minutes }, Some(since)) => {
+            let due = since + Duration::minutes(i64::from(*minutes));
+            return if facts.now < due {
+                Err("the customer has not waited that long")
+            } else if !in_no_reply_window(*minutes, since, facts.now) {
+                Err("the wait reached it before the sweep's catch-up window")
+            } else if facts.state.done_for.get(&rule.rule.rule_id).map(String::as_str) == Some(facts.message_id) {
+                Err("already fired for this waiting period")
+            } else {
+                Ok(None)
+            };
+        }
+        (_, Some(_)) => return Err("a message trigger: the no-reply sweep evaluates only no-reply rules"),
+        (_, None) => {}
+    }
     match &rule.rule.spec.trigger {
+        Trigger::NoReply { .. } => unreachable!("handled above"),
         Trigger::Keyword { language, .. } => {
             let Some(text) = folded else {
                 return Err("the message has no text");
@@ -389,6 +442,24 @@ pub fn evaluate(rules: &[CompiledRule], facts: &Facts<'_>) -> Evaluation {
     Evaluation { verdicts }
 }
 
+/// The confirmation of a consent keyword as it will be queued, or why it cannot go out: a
+/// free-form `service` text (the customer's keyword just opened the window; an opt-out stops
+/// marketing, never the service message confirming it); nothing to an erased or restricted
+/// contact.
+pub fn consent_confirmation(contact: Option<&Contact>, text: &str, now: DateTime<Utc>) -> Result<ReplyMessage, Reason> {
+    let contact = contact.ok_or(Reason::ContactErased)?;
+    sending::check_rules(contact, "text", Category::Service, now).map_err(|r| match r {
+        Refusal::Restricted => Reason::ContactRestricted,
+        Refusal::OptedOut => Reason::OptedOut,
+        Refusal::OutsideServiceWindow => Reason::OutsideServiceWindow,
+    })?;
+    Ok(ReplyMessage {
+        message_type: "text".into(),
+        content: serde_json::json!({ "body": text }),
+        category: Category::Service,
+    })
+}
+
 /// The text of an inbound message that keywords are matched against: a text's body, a media
 /// caption, a button's text or an interactive reply's title.
 pub fn text_of(message_type: &str, content: &serde_json::Value) -> Option<String> {
@@ -416,5 +487,7 @@ pub fn may_trigger(rules: &[CompiledRule], text: Option<&str>, now: DateTime<Utc
             .is_some_and(|t| rule.matcher.as_ref().is_some_and(|m| m.find(t).is_some())),
         Trigger::Welcome => true,
         Trigger::Away { .. } => !rule.hours.as_ref().is_some_and(|h| h.open_at(now)),
+        // Never on a message: the sweep evaluates it.
+        Trigger::NoReply { .. } => false,
     })
 }

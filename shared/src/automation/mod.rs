@@ -60,6 +60,9 @@ pub enum Trigger {
         #[serde(flatten)]
         schedule: Schedule,
     },
+    /// Time-based: the customer has waited this many minutes with no reply of ours (never on a
+    /// message; the no-reply sweep evaluates it, once per waiting period).
+    NoReply { minutes: u32 },
 }
 
 impl Trigger {
@@ -69,6 +72,7 @@ impl Trigger {
             Trigger::Keyword { .. } => 0,
             Trigger::Welcome => 1,
             Trigger::Away { .. } => 2,
+            Trigger::NoReply { .. } => 3,
         }
     }
 
@@ -77,6 +81,7 @@ impl Trigger {
             Trigger::Keyword { .. } => "keyword",
             Trigger::Welcome => "welcome",
             Trigger::Away { .. } => "away",
+            Trigger::NoReply { .. } => "no_reply",
         }
     }
 }
@@ -405,6 +410,12 @@ impl RuleSpec {
                 schedule.validate()?;
                 None
             }
+            Trigger::NoReply { minutes } => {
+                if !(1..=MAX_MINUTES).contains(minutes) {
+                    return Err(RuleError::invalid("trigger.minutes", format!("1 to {MAX_MINUTES}")));
+                }
+                None
+            }
         };
         let c = &mut self.conditions;
         check_tags("conditions.tags_any", &mut c.tags_any)?;
@@ -533,6 +544,10 @@ pub struct ContactState {
     /// Rule → the inbound message of its last firing.
     #[serde(default)]
     pub fired_for: BTreeMap<String, String>,
+    /// Rule → the waiting period whose no-reply firing has completed its actions (the sweep
+    /// passes it over; a period fired but not done is completed by the next sweep).
+    #[serde(default)]
+    pub done_for: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_auto_reply_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -559,13 +574,22 @@ impl ContactState {
     }
 }
 
+/// Longest consent confirmation text (characters).
+pub const MAX_CONFIRMATION_CHARS: usize = 1_024;
+
 /// A tenant's automation settings (`GET/PUT /v1/settings/automations`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AutomationSettings {
     /// Most firings per UTC day across the tenant's rules.
     #[serde(default = "default_cap")]
     pub daily_cap: u64,
+    /// The text that answers a customer's `STOP` / `UNSUBSCRIBE` (none: no answer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opt_out_confirmation: Option<String>,
+    /// The text that answers a customer's `START` (none: no answer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opt_in_confirmation: Option<String>,
 }
 
 fn default_cap() -> u64 {
@@ -576,6 +600,37 @@ impl Default for AutomationSettings {
     fn default() -> Self {
         AutomationSettings {
             daily_cap: DEFAULT_DAILY_CAP,
+            opt_out_confirmation: None,
+            opt_in_confirmation: None,
+        }
+    }
+}
+
+impl AutomationSettings {
+    /// The confirmation texts: 1 to [`MAX_CONFIRMATION_CHARS`] characters, not blank.
+    pub fn validate(&self) -> Result<(), RuleError> {
+        for (field, text) in [
+            ("opt_out_confirmation", &self.opt_out_confirmation),
+            ("opt_in_confirmation", &self.opt_in_confirmation),
+        ] {
+            if let Some(t) = text
+                && (t.trim().is_empty() || t.chars().count() > MAX_CONFIRMATION_CHARS)
+            {
+                return Err(RuleError {
+                    code: "invalid_settings",
+                    field: field.to_owned(),
+                    message: format!("1 to {MAX_CONFIRMATION_CHARS} characters, not blank"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The confirmation of a consent keyword, if the tenant set one.
+    pub fn confirmation(&self, keyword: crate::whatsapp::ConsentKeyword) -> Option<&str> {
+        match keyword {
+            crate::whatsapp::ConsentKeyword::OptOut => self.opt_out_confirmation.as_deref(),
+            crate::whatsapp::ConsentKeyword::OptIn => self.opt_in_confirmation.as_deref(),
         }
     }
 }
@@ -603,8 +658,24 @@ pub struct Firing {
     pub reply_message_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notify: Option<String>,
+    /// A no-reply firing's waiting period: since when the customer waited (its `message_id` is
+    /// then the period's key, [`waiting_period_id`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_since: Option<DateTime<Utc>>,
     pub at: DateTime<Utc>,
 }
+
+/// The key of a waiting period of a conversation (waiting `since`): what a no-reply firing is
+/// recorded under in place of an inbound message id, so every sweep that finds the same period —
+/// overlapping, repeated or after a crash — finds the same firing. Unique per conversation, so
+/// two customers who wrote in the same second never share a key in the rule's firing index.
+pub fn waiting_period_id(conversation_id: &str, since: DateTime<Utc>) -> String {
+    format!("wait-{conversation_id}-{}", since.timestamp_millis())
+}
+
+/// The pseudo-rule ids under which consent confirmations are recorded as firings.
+pub const OPT_OUT_CONFIRMATION: &str = "opt_out_confirmation";
+pub const OPT_IN_CONFIRMATION: &str = "opt_in_confirmation";
 
 /// The id of the automated reply `rule_id` makes to `message_id`: derived, so a redelivered
 /// stream record finds the message it already made instead of making a second one.

@@ -104,6 +104,29 @@ impl World {
                 fired_today: self.fired_today,
                 daily_cap: 10,
                 now: self.now,
+                waiting_since: None,
+            },
+        )
+    }
+
+    /// As the no-reply sweep evaluates the conversation's waiting period at `self.now`.
+    fn sweep(&self, rules: &[CompiledRule]) -> Evaluation {
+        let conversation = self.conversation.as_ref().unwrap();
+        let since = conversation.no_reply_waiting_since().unwrap();
+        let period = waiting_period_id(&conversation.conversation_id, since);
+        evaluate(
+            rules,
+            &Facts {
+                message_id: &period,
+                text: None,
+                contact: self.contact.as_ref(),
+                conversation: Some(conversation),
+                state: &self.state,
+                new_contact: false,
+                fired_today: self.fired_today,
+                daily_cap: 10,
+                now: self.now,
+                waiting_since: Some(since),
             },
         )
     }
@@ -338,6 +361,7 @@ fn a_redelivered_message_completes_the_firing_it_already_decided() {
         actions: vec!["reply".into()],
         reply_message_id: Some("r".into()),
         notify: None,
+        waiting_since: None,
         at: w.now,
     };
     w.state.after(&firing);
@@ -598,4 +622,223 @@ fn an_automated_reply_leaves_the_customer_waiting_for_the_team() {
     human.on_outbound(&reply(None), false);
     assert_eq!(human.waiting_since, None);
     assert_eq!(human.responded_from, Some(now));
+}
+
+fn no_reply(id: &str, minutes: u32) -> Rule {
+    rule(
+        id,
+        json!({"name": id, "trigger": {"type": "no_reply", "minutes": minutes}, "cooldown_minutes": 0,
+               "actions": [text_reply("we are on it")]}),
+    )
+}
+
+/// A customer who wrote at `since` and has had no reply; `now` minutes later.
+fn waiting_world(minutes_later: i64) -> World {
+    let mut w = World::new();
+    let since = w.now;
+    let c = w.conversation.as_mut().unwrap();
+    c.waiting_since = Some(since);
+    c.unanswered_since = Some(since);
+    w.now = since + Duration::minutes(minutes_later);
+    w
+}
+
+#[test]
+fn no_reply_rules_never_trigger_on_a_message_and_others_never_on_the_sweep() {
+    let w = waiting_world(20);
+    let rules = compile(vec![no_reply("n", 15), keyword("k", 1, &["price"])]);
+    let on_message = w.eval(&rules, "price");
+    assert_eq!(fired_ids(&on_message), ["k"]);
+    let alone = w.eval(&compile(vec![no_reply("n", 15)]), "price");
+    assert!(matches!(outcome_of(&alone, "n"), Outcome::NotTriggered(_)));
+    assert!(!evaluate::may_trigger(
+        &compile(vec![no_reply("n", 15)]),
+        Some("hi"),
+        w.now
+    ));
+    let swept = w.sweep(&rules);
+    assert_eq!(fired_ids(&swept), ["n"], "{swept:?}");
+    assert!(matches!(outcome_of(&swept, "k"), Outcome::NotTriggered(_)));
+}
+
+#[test]
+fn no_reply_fires_from_its_minutes_within_the_catch_up_window() {
+    let rules = compile(vec![no_reply("n", 15)]);
+    assert!(matches!(
+        outcome_of(&waiting_world(14).sweep(&rules), "n"),
+        Outcome::NotTriggered(_)
+    ));
+    assert_eq!(fired_ids(&waiting_world(15).sweep(&rules)), ["n"]);
+    assert_eq!(fired_ids(&waiting_world(24).sweep(&rules)), ["n"]);
+    let late = 15 + evaluate::NO_REPLY_CATCH_UP_MINUTES;
+    assert!(matches!(
+        outcome_of(&waiting_world(late).sweep(&rules), "n"),
+        Outcome::NotTriggered(_)
+    ));
+    assert_eq!(
+        evaluate::shortest_no_reply(&compile(vec![no_reply("a", 30), no_reply("b", 5)])),
+        Some(5)
+    );
+    assert_eq!(
+        evaluate::shortest_no_reply(&compile(vec![keyword("k", 1, &["x"])])),
+        None
+    );
+    let since = at("2026-12-01T10:00:00Z");
+    assert!(evaluate::no_reply_due(&rules, since, since + Duration::minutes(16)));
+    assert!(!evaluate::no_reply_due(&rules, since, since + Duration::minutes(3)));
+}
+
+#[test]
+fn no_reply_fires_once_per_waiting_period() {
+    let mut w = waiting_world(20);
+    let rules = compile(vec![no_reply("n", 15)]);
+    let since = w.conversation.as_ref().unwrap().no_reply_waiting_since().unwrap();
+    let period = waiting_period_id("c1-pn1", since);
+    let firing = Firing {
+        tenant_id: "t1".into(),
+        rule_id: "n".into(),
+        message_id: period.clone(),
+        contact_id: "c1".into(),
+        conversation_id: "c1-pn1".into(),
+        trigger: "no_reply".into(),
+        outcome: "fired".into(),
+        reason: None,
+        actions: vec!["reply".into()],
+        reply_message_id: Some("r".into()),
+        notify: None,
+        waiting_since: Some(since),
+        at: w.now,
+    };
+    w.state.after(&firing);
+    // Recorded, actions not known to be done (a sweep crashed): the next one completes it.
+    w.now += Duration::minutes(1);
+    assert_eq!(fired_ids(&w.sweep(&rules)), ["n"]);
+    // Done: later sweeps of the same period pass it over.
+    w.state.done_for.insert("n".into(), period);
+    assert!(matches!(outcome_of(&w.sweep(&rules), "n"), Outcome::NotTriggered(_)));
+}
+
+#[test]
+fn any_reply_of_ours_ends_the_waiting_period_and_the_next_message_starts_one() {
+    let now = at("2026-12-01T10:00:00Z");
+    let inbound = |minute: i64| {
+        crate::message::MessageRecord::new(
+            "t1",
+            format!("in{minute}"),
+            "c1",
+            crate::message::Direction::Inbound,
+            "text",
+            json!({"body": "hello"}),
+            crate::message::MessageStatus::Received,
+            now + Duration::minutes(minute),
+            now + Duration::minutes(minute),
+        )
+    };
+    let mut c = Conversation::new("t1", "c1", "pn1", now);
+    c.on_inbound(&inbound(0), true);
+    c.on_inbound(&inbound(5), true);
+    assert_eq!(c.no_reply_waiting_since(), Some(now));
+    let mut automated = crate::message::MessageRecord::new(
+        "t1",
+        "out1".into(),
+        "c1",
+        crate::message::Direction::Outbound,
+        "text",
+        json!({"body": "we are on it"}),
+        crate::message::MessageStatus::Queued,
+        now + Duration::minutes(20),
+        now + Duration::minutes(20),
+    );
+    automated.automation_rule = Some("n".into());
+    c.on_outbound(&automated, false);
+    // The team's wait goes on; the no-reply wait ended.
+    assert_eq!(c.waiting_since, Some(now));
+    assert_eq!(c.no_reply_waiting_since(), None);
+    c.on_inbound(&inbound(30), true);
+    assert_eq!(c.no_reply_waiting_since(), Some(now + Duration::minutes(30)));
+    // A conversation stored before the field existed: its wait counts unless our reply came after.
+    let mut old = c.clone();
+    old.unanswered_since = None;
+    assert_eq!(old.no_reply_waiting_since(), None);
+    old.last_outbound_at = None;
+    assert_eq!(old.no_reply_waiting_since(), Some(now));
+}
+
+#[test]
+fn no_reply_guardrails_and_blocks_apply() {
+    let rules = compile(vec![no_reply("n", 15)]);
+    let mut w = waiting_world(20);
+    w.conversation.as_mut().unwrap().assignee = Some("u1".into());
+    assert_eq!(
+        outcome_of(&w.sweep(&rules), "n"),
+        &Outcome::Suppressed(Reason::Assigned)
+    );
+    let mut w = waiting_world(20);
+    w.contact.as_mut().unwrap().restricted = true;
+    assert_eq!(
+        outcome_of(&w.sweep(&rules), "n"),
+        &Outcome::Suppressed(Reason::ContactRestricted)
+    );
+    let mut w = waiting_world(20);
+    w.fired_today = 10;
+    assert_eq!(
+        outcome_of(&w.sweep(&rules), "n"),
+        &Outcome::Suppressed(Reason::DailyCap)
+    );
+    let mut w = waiting_world(20);
+    w.contact = None;
+    assert_eq!(
+        outcome_of(&w.sweep(&rules), "n"),
+        &Outcome::Suppressed(Reason::ContactErased)
+    );
+}
+
+#[test]
+fn no_reply_minutes_are_validated() {
+    for minutes in [0, MAX_MINUTES + 1] {
+        let mut s: RuleSpec =
+            serde_json::from_value(json!({"name": "n", "trigger": {"type": "no_reply", "minutes": minutes},
+            "actions": [text_reply("x")]}))
+            .unwrap();
+        assert_eq!(s.validate().unwrap_err().field, "trigger.minutes");
+    }
+    spec(json!({"name": "n", "trigger": {"type": "no_reply", "minutes": MAX_MINUTES}, "actions": [text_reply("x")]}));
+}
+
+#[test]
+fn consent_confirmations_are_optional_and_bounded() {
+    let mut s = AutomationSettings::default();
+    assert_eq!(s.confirmation(crate::whatsapp::ConsentKeyword::OptOut), None);
+    s.opt_out_confirmation = Some("You will get no more offers. Reply START to undo.".into());
+    s.validate().unwrap();
+    assert!(s.confirmation(crate::whatsapp::ConsentKeyword::OptOut).is_some());
+    assert_eq!(s.confirmation(crate::whatsapp::ConsentKeyword::OptIn), None);
+    s.opt_in_confirmation = Some(" ".into());
+    assert_eq!(s.validate().unwrap_err().field, "opt_in_confirmation");
+    s.opt_in_confirmation = Some("x".repeat(MAX_CONFIRMATION_CHARS + 1));
+    assert!(s.validate().is_err());
+    let parsed: AutomationSettings = serde_json::from_value(json!({"daily_cap": 5})).unwrap();
+    assert_eq!(parsed.opt_out_confirmation, None);
+}
+
+#[test]
+fn a_consent_confirmation_is_a_service_text_an_opt_out_never_blocks() {
+    let now = at("2026-12-01T10:00:00Z");
+    let mut c = contact(now);
+    c.consent.marketing = crate::contact::MarketingConsent::OptedOut;
+    let reply = evaluate::consent_confirmation(Some(&c), "Unsubscribed.", now).unwrap();
+    assert_eq!(
+        (reply.message_type.as_str(), reply.category),
+        ("text", crate::sending::Category::Service)
+    );
+    assert_eq!(reply.content, json!({"body": "Unsubscribed."}));
+    c.restricted = true;
+    assert_eq!(
+        evaluate::consent_confirmation(Some(&c), "x", now),
+        Err(Reason::ContactRestricted)
+    );
+    assert_eq!(
+        evaluate::consent_confirmation(None, "x", now),
+        Err(Reason::ContactErased)
+    );
 }

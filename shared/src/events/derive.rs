@@ -186,6 +186,7 @@ fn automation_events(i: &Images<'_>) -> Vec<(EventType, Value)> {
             "actions": field("actions"),
             "reply_message_id": field("reply_message_id"),
             "notify": field("notify"),
+            "waiting_since": field("waiting_since"),
         }),
     )]
 }

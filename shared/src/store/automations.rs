@@ -17,6 +17,7 @@ use super::keys::*;
 use super::ports::{AutomationContext, AutomationStore, FiringWrite};
 use super::{Page, StoreError};
 use crate::automation::{AutomationSettings, ContactState, Firing, MAX_RULES_PER_TENANT, Rule};
+use crate::conversation::Conversation;
 use crate::cursor::Position;
 
 /// How long firings and suppressions are kept (then TTL removes them).
@@ -26,6 +27,8 @@ const DAY_COUNTER_DAYS: i64 = 3;
 /// State attributes: `fired#<rule>` (time of its last firing), `firedmsg#<rule>` (its message).
 const FIRED_AT: &str = "fired#";
 const FIRED_MESSAGE: &str = "firedmsg#";
+/// `donemsg#<rule>`: the waiting period whose no-reply firing completed its actions.
+const DONE_PERIOD: &str = "donemsg#";
 
 #[derive(Serialize, Deserialize)]
 struct RuleItem {
@@ -33,8 +36,26 @@ struct RuleItem {
     pk: String,
     #[serde(rename = "SK")]
     sk: String,
+    /// Enabled no-reply rules only: the sweep's index ([`NO_REPLY_RULES_GSI1PK`]).
+    #[serde(rename = "GSI1PK", default, skip_serializing_if = "Option::is_none")]
+    gsi1pk: Option<String>,
+    #[serde(rename = "GSI1SK", default, skip_serializing_if = "Option::is_none")]
+    gsi1sk: Option<String>,
     #[serde(flatten)]
     rule: Rule,
+}
+
+impl RuleItem {
+    fn new(rule: &Rule) -> Self {
+        let no_reply = rule.spec.enabled && matches!(rule.spec.trigger, crate::automation::Trigger::NoReply { .. });
+        RuleItem {
+            pk: tenant_pk(&rule.tenant_id),
+            sk: automation_rule_sk(&rule.rule_id),
+            gsi1pk: no_reply.then(|| NO_REPLY_RULES_GSI1PK.to_owned()),
+            gsi1sk: no_reply.then(|| no_reply_rule_gsi1sk(&rule.tenant_id, &rule.rule_id)),
+            rule: rule.clone(),
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -91,6 +112,8 @@ fn state_of(item: &Item) -> ContactState {
             }
         } else if let Some(rule) = name.strip_prefix(FIRED_MESSAGE) {
             state.fired_for.insert(rule.to_owned(), v.clone());
+        } else if let Some(rule) = name.strip_prefix(DONE_PERIOD) {
+            state.done_for.insert(rule.to_owned(), v.clone());
         }
     }
     state.last_auto_reply_at = attr(item, "last_auto_reply_at").and_then(time);
@@ -109,11 +132,7 @@ impl AutomationStore for DynamoStore {
                 "a tenant may have at most {MAX_RULES_PER_TENANT} automation rules"
             )));
         }
-        let item = RuleItem {
-            pk: tenant_pk(&rule.tenant_id),
-            sk: automation_rule_sk(&rule.rule_id),
-            rule: rule.clone(),
-        };
+        let item = RuleItem::new(rule);
         if self.put_if_absent(to_item(&item)).await? {
             Ok(())
         } else {
@@ -136,11 +155,7 @@ impl AutomationStore for DynamoStore {
     }
 
     async fn update_rule(&self, rule: &Rule) -> Result<(), StoreError> {
-        let item = RuleItem {
-            pk: tenant_pk(&rule.tenant_id),
-            sk: automation_rule_sk(&rule.rule_id),
-            rule: rule.clone(),
-        };
+        let item = RuleItem::new(rule);
         let result = self
             .client()
             .put_item()
@@ -182,7 +197,7 @@ impl AutomationStore for DynamoStore {
         let item = SettingsItem {
             pk: tenant_pk(tenant_id),
             sk: AUTOMATION_SETTINGS_SK.to_owned(),
-            settings: *settings,
+            settings: settings.clone(),
         };
         self.client()
             .put_item()
@@ -292,6 +307,53 @@ impl AutomationStore for DynamoStore {
 
     async fn record_suppression(&self, firing: &Firing) -> Result<bool, StoreError> {
         self.put_if_absent(to_item(&FiringItem::new(firing))).await
+    }
+
+    async fn no_reply_rules(&self) -> Result<Vec<Rule>, StoreError> {
+        let query = super::dynamo::PageQuery::index(GSI1, GSI1_PK, GSI1_SK, NO_REPLY_RULES_GSI1PK.to_owned());
+        self.query_all(&query)
+            .await?
+            .into_iter()
+            .map(|i| from_item::<RuleItem>(i).map(|i| i.rule))
+            .collect()
+    }
+
+    async fn waiting_since_up_to(
+        &self,
+        tenant_id: &str,
+        up_to: DateTime<Utc>,
+    ) -> Result<Vec<Conversation>, StoreError> {
+        // Every sort key of an instant up to `up_to` (ms) sorts below the next millisecond's.
+        let below = inbox_sk(up_to.timestamp_millis() + 1, "");
+        let query = super::dynamo::PageQuery::index(GSI7, GSI7_PK, GSI7_SK, waiting_gsi7pk(tenant_id)).below(below);
+        self.query_all(&query)
+            .await?
+            .into_iter()
+            .map(|i| from_item::<ConversationItem>(i).map(|i| i.conversation))
+            .filter(|c| !matches!(c, Ok(c) if c.tenant_id != tenant_id))
+            .collect()
+    }
+
+    async fn mark_no_reply_done(
+        &self,
+        tenant_id: &str,
+        contact_id: &str,
+        rule_id: &str,
+        period_id: &str,
+    ) -> Result<(), StoreError> {
+        self.client()
+            .update_item()
+            .table_name(self.table())
+            .set_key(Some(key(contact_pk(tenant_id, contact_id), AUTOMATION_STATE_SK)))
+            .update_expression("SET #done = :period")
+            // Only a state the firing wrote (an erased contact's state is not made again).
+            .condition_expression("attribute_exists(PK)")
+            .expression_attribute_names("#done", format!("{DONE_PERIOD}{rule_id}"))
+            .expression_attribute_values(":period", s(period_id))
+            .send()
+            .await
+            .map(|_| ())
+            .or_else(|e| if condition_failed(&e) { Ok(()) } else { Err(backend(e)) })
     }
 
     async fn next_round_robin(&self, tenant_id: &str, rule_id: &str) -> Result<u64, StoreError> {

@@ -53,6 +53,7 @@ const INBOX_ROW_ATTRIBUTES: &[&str] = &[
 #[cfg(test)]
 const INBOX_ROW_OMITS: &[&str] = &[
     "reads",
+    "unanswered_since",
     "measured_from",
     "responded_from",
     "last_outbound_by",
@@ -325,7 +326,7 @@ impl ConversationStore for DynamoStore {
             sets.push("measured_from = if_not_exists(measured_from, :now)");
         }
         if change.clears_waiting() {
-            removes.extend(["waiting_since", "GSI7PK", "GSI7SK"]);
+            removes.extend(["waiting_since", "unanswered_since", "GSI7PK", "GSI7SK"]);
         }
         let mut condition = "attribute_exists(PK)".to_owned();
         if let Some((status, updated_at)) = only_from {
@@ -555,6 +556,7 @@ mod tests {
         c.last_inbound_at = Some(at);
         c.last_outbound_at = Some(at);
         c.waiting_since = Some(at);
+        c.unanswered_since = Some(at);
         c.window_expires_at = Some(at);
         c.resolved_at = Some(at);
         c.preview = Some(Preview {

@@ -801,6 +801,7 @@ impl ConversationTouch {
                 "#status = :open",
                 "last_seq = if_not_exists(last_seq, :zero) + :one",
                 "waiting_since = if_not_exists(waiting_since, :ts)",
+                "unanswered_since = if_not_exists(unanswered_since, :ts)",
                 "measured_from = if_not_exists(measured_from, :ts)",
                 "GSI7PK = :waiting",
                 "GSI7SK = if_not_exists(GSI7SK, :isk)",
@@ -856,6 +857,8 @@ impl ConversationTouch {
                 ]
                 .map(str::to_owned),
             );
+            // It ends the no-reply wait (the customer got an answer), not the team's.
+            touch.removes = vec!["unanswered_since"];
             touch.values.insert(":pending".into(), av(&ConversationStatus::Pending));
             return touch;
         }
@@ -871,7 +874,7 @@ impl ConversationTouch {
             ]
             .map(str::to_owned),
         );
-        touch.removes = vec!["waiting_since", "GSI7PK", "GSI7SK"];
+        touch.removes = vec!["waiting_since", "unanswered_since", "GSI7PK", "GSI7SK"];
         match &message.sent_by {
             Some(user) => {
                 touch.sets.push("last_outbound_by = :by".to_owned());

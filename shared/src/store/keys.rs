@@ -492,6 +492,14 @@ pub fn automation_rule_sk(rule_id: &str) -> String {
 pub const AUTOMATION_SETTINGS_SK: &str = "AUTOSETTINGS";
 
 /// The tenant's firings of one UTC day (`YYYY-MM-DD`), counted against its daily cap.
+/// GSI1 partition (sparse, across tenants) of the enabled no-reply rules, `<tenant>#<rule>`:
+/// the no-reply sweep finds every tenant that has one with one query, and no other tenant.
+pub const NO_REPLY_RULES_GSI1PK: &str = "AUTONOREPLY";
+
+pub fn no_reply_rule_gsi1sk(tenant_id: &str, rule_id: &str) -> String {
+    format!("{tenant_id}#{rule_id}")
+}
+
 pub fn automation_day_sk(day: &str) -> String {
     format!("AUTODAY#{day}")
 }

@@ -1534,6 +1534,28 @@ pub trait AutomationStore: Send + Sync {
         firing: &crate::automation::Firing,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
+    /// Every tenant's enabled no-reply rules (one query of a sparse index: tenants without one
+    /// are not read at all).
+    fn no_reply_rules(&self) -> impl Future<Output = Result<Vec<crate::automation::Rule>, StoreError>> + Send;
+
+    /// The tenant's conversations whose customer has waited (`waiting_since`) since `up_to` or
+    /// longer: the waiting index, oldest first.
+    fn waiting_since_up_to(
+        &self,
+        tenant_id: &str,
+        up_to: chrono::DateTime<chrono::Utc>,
+    ) -> impl Future<Output = Result<Vec<crate::conversation::Conversation>, StoreError>> + Send;
+
+    /// Notes in the contact's state that the no-reply firing of `rule_id` for the waiting
+    /// period `period_id` completed its actions (later sweeps pass the period over).
+    fn mark_no_reply_done(
+        &self,
+        tenant_id: &str,
+        contact_id: &str,
+        rule_id: &str,
+        period_id: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
     /// The next position of a round-robin rule (0, 1, 2, …).
     fn next_round_robin(&self, tenant_id: &str, rule_id: &str) -> impl Future<Output = Result<u64, StoreError>> + Send;
 

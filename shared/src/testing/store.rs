@@ -196,6 +196,9 @@ pub enum Op {
     RecordSuppression,
     NextRoundRobin,
     AutomationFirings,
+    NoReplyRules,
+    WaitingConversations,
+    MarkNoReplyDone,
 }
 
 /// A non-message webhook change kept by `record_event`.

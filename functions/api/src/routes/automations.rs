@@ -11,7 +11,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crm_shared::automation::evaluate::{Outcome, compile, text_of};
-use crm_shared::automation::{AutomationSettings, Facts, Firing, Rule, RuleError, RuleSpec, apply_patch, evaluate};
+use crm_shared::automation::{
+    AutomationSettings, Facts, Firing, Rule, RuleError, RuleSpec, apply_patch, evaluate, waiting_period_id,
+};
 use crm_shared::conversation::conversation_id;
 use crm_shared::ids;
 use crm_shared::store::StoreError;
@@ -62,6 +64,7 @@ fn firing_view(f: &Firing) -> Value {
         "actions": f.actions,
         "reply_message_id": f.reply_message_id,
         "notify": f.notify,
+        "waiting_since": f.waiting_since,
         "at": f.at,
     })
 }
@@ -223,7 +226,12 @@ pub async fn conversation_firings<S: ApiStore, L, Q>(
 struct TestInput {
     contact_id: String,
     /// The sample message: `{"type": "text", "text": {"body": "..."}}` (or any inbound type).
-    message: Value,
+    /// Not with `sweep`.
+    #[serde(default)]
+    message: Option<Value>,
+    /// Evaluate as the no-reply sweep would at `at`: the conversation's real wait, no message.
+    #[serde(default)]
+    sweep: bool,
     /// The tenant's number it arrives on (default: the one the contact last wrote to).
     #[serde(default)]
     phone_number_id: Option<String>,
@@ -246,13 +254,19 @@ pub async fn test<S: ApiStore, L, Q>(
     let input: TestInput = json_input(req)?;
     let contact = contacts::load(deps, caller, &input.contact_id).await?;
     let unprocessable = |m: &str| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_message", m.to_owned());
-    let message_type = input
-        .message
-        .get("type")
-        .and_then(Value::as_str)
-        .ok_or_else(|| unprocessable("message needs a type"))?;
-    let content = input.message.get(message_type).cloned().unwrap_or(Value::Null);
-    let text = text_of(message_type, &content);
+    let text = match (&input.message, input.sweep) {
+        (Some(_), true) => return Err(unprocessable("a sweep evaluation takes no message")),
+        (None, true) => None,
+        (None, false) => return Err(unprocessable("message is required (or sweep: true)")),
+        (Some(message), false) => {
+            let message_type = message
+                .get("type")
+                .and_then(Value::as_str)
+                .ok_or_else(|| unprocessable("message needs a type"))?;
+            let content = message.get(message_type).cloned().unwrap_or(Value::Null);
+            text_of(message_type, &content)
+        }
+    };
     let now = input.at.unwrap_or_else(Utc::now);
     let number = match input.phone_number_id.or_else(|| contact.last_number.clone()) {
         Some(n) => n,
@@ -274,17 +288,31 @@ pub async fn test<S: ApiStore, L, Q>(
         .await?;
     let settings = deps.store.automation_settings(&caller.tenant_id).await?;
     let rules = compile(deps.store.rules_of(&caller.tenant_id).await?);
-    // The sample counts as just received: the service window it opens is open.
     let mut contact_now = context.contact.clone().unwrap_or(contact);
-    contact_now.last_inbound_at = Some(now);
     let mut conversation = context.conversation.clone();
-    if let Some(c) = conversation.as_mut() {
-        c.window_expires_at = Some(crm_shared::conversation::window_end(now));
-    }
+    // The sweep judges the conversation's real wait; a sample message counts as just received
+    // (the service window it opens is open).
+    let waiting_since = if input.sweep {
+        let since = conversation.as_ref().and_then(|c| c.no_reply_waiting_since());
+        if since.is_none() {
+            return Err(unprocessable(
+                "the customer is not waiting for a reply in this conversation",
+            ));
+        }
+        since
+    } else {
+        contact_now.last_inbound_at = Some(now);
+        if let Some(c) = conversation.as_mut() {
+            c.window_expires_at = Some(crm_shared::conversation::window_end(now));
+        }
+        None
+    };
+    let period =
+        waiting_since.map(|since| waiting_period_id(&conversation_id(&contact_now.contact_id, &number), since));
     let evaluation = evaluate(
         &rules,
         &Facts {
-            message_id: "sample",
+            message_id: period.as_deref().unwrap_or("sample"),
             text: text.as_deref(),
             contact: Some(&contact_now),
             conversation: conversation.as_ref(),
@@ -293,6 +321,7 @@ pub async fn test<S: ApiStore, L, Q>(
             fired_today: context.fired_today,
             daily_cap: settings.daily_cap,
             now,
+            waiting_since,
         },
     );
     let verdicts: Vec<Value> = evaluation
@@ -348,6 +377,7 @@ pub async fn put_settings<S: ApiStore, L, Q>(
     req: &Request,
 ) -> Result<Response<Body>, ApiError> {
     let settings: AutomationSettings = json_input(req)?;
+    settings.validate().map_err(invalid)?;
     if settings.daily_cap > MAX_DAILY_CAP {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -359,6 +389,8 @@ pub async fn put_settings<S: ApiStore, L, Q>(
     let e = caller
         .audit_entry("settings.automations")
         .detail("daily_cap", settings.daily_cap)
+        .detail("opt_out_confirmation", settings.opt_out_confirmation.is_some())
+        .detail("opt_in_confirmation", settings.opt_in_confirmation.is_some())
         .request(request_id(req).as_deref());
     audit(&deps.store, e).await;
     ok_json(&settings)

@@ -100,7 +100,7 @@ impl AutomationStore for MemStore {
             .automations
             .settings
             .get(tenant_id)
-            .copied()
+            .cloned()
             .unwrap_or_default())
     }
 
@@ -109,7 +109,7 @@ impl AutomationStore for MemStore {
         self.state()
             .automations
             .settings
-            .insert(tenant_id.to_owned(), *settings);
+            .insert(tenant_id.to_owned(), settings.clone());
         Ok(())
     }
 
@@ -176,6 +176,50 @@ impl AutomationStore for MemStore {
         }
         log.insert(sk, firing.clone());
         Ok(true)
+    }
+
+    async fn no_reply_rules(&self) -> Result<Vec<Rule>, StoreError> {
+        self.enter(Op::NoReplyRules, 1).await?;
+        Ok(self
+            .state()
+            .automations
+            .rules
+            .values()
+            .filter(|r| r.spec.enabled && matches!(r.spec.trigger, crate::automation::Trigger::NoReply { .. }))
+            .cloned()
+            .collect())
+    }
+
+    async fn waiting_since_up_to(
+        &self,
+        tenant_id: &str,
+        up_to: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<crate::conversation::Conversation>, StoreError> {
+        self.enter(Op::WaitingConversations, 1).await?;
+        let s = self.state();
+        let mut waiting: Vec<_> = s
+            .conversations
+            .iter()
+            .filter(|((t, _), c)| t == tenant_id && c.waiting_since.is_some_and(|w| w <= up_to))
+            .map(|(_, c)| c.clone())
+            .collect();
+        waiting.sort_by_key(|c| c.waiting_since);
+        Ok(waiting)
+    }
+
+    async fn mark_no_reply_done(
+        &self,
+        tenant_id: &str,
+        contact_id: &str,
+        rule_id: &str,
+        period_id: &str,
+    ) -> Result<(), StoreError> {
+        self.enter(Op::MarkNoReplyDone, 1).await?;
+        let mut s = self.state();
+        if let Some(state) = s.automations.states.get_mut(&key(tenant_id, contact_id)) {
+            state.done_for.insert(rule_id.to_owned(), period_id.to_owned());
+        }
+        Ok(())
     }
 
     async fn next_round_robin(&self, tenant_id: &str, rule_id: &str) -> Result<u64, StoreError> {
