@@ -7,6 +7,7 @@ import { Inbox } from './inbox.js';
 import { ConversationPane } from './conversation.js';
 import { ContactPane } from './contact.js';
 import { LiveEvents } from './live.js';
+import { BroadcastsView } from './broadcasts.js';
 
 const ROLE_RANK = { viewer: 0, agent: 1, admin: 2 };
 const root = document.getElementById('app');
@@ -75,11 +76,13 @@ function showSignIn(message) {
 
 let live = null;
 let inbox = null;
+let broadcasts = null;
 let conversation = null;
 
 function signOut(message) {
   live?.stop();
   live = null;
+  broadcasts?.stop();
   session.clear();
   showSignIn(message);
 }
@@ -112,18 +115,31 @@ async function start(me) {
   const inboxEl = h('section', { class: 'pane inbox', 'aria-label': 'Inbox' });
   const conversationEl = h('section', { class: 'pane conversation', 'aria-label': 'Conversation' });
   const contactEl = h('aside', { class: 'pane contact', 'aria-label': 'Contact' });
+  const broadcastsEl = h('section', { class: 'broadcasts-pane', 'aria-label': 'Broadcasts' });
   const who = me.user ? me.user.name || me.user.email || me.user.id : 'integration key';
   fill(root,
     h('header', { class: 'top' },
       h('span', { class: 'brand' }, me.tenant.name),
+      h('nav', { 'aria-label': 'Views' },
+        h('a', { href: '#/', 'data-testid': 'nav-inbox' }, 'Inbox'),
+        h('a', { href: '#/broadcasts', 'data-testid': 'nav-broadcasts' }, 'Broadcasts')),
       h('span', { class: 'who', 'data-testid': 'who' }, `${who} \u00b7 ${me.role}`),
       h('button', { type: 'button', class: 'link', onclick: () => signOut('Signed out.') }, 'Sign out')),
-    h('main', { id: 'main', class: 'panes' }, inboxEl, conversationEl, contactEl));
+    h('main', { id: 'main' }, h('div', { class: 'panes' }, inboxEl, conversationEl, contactEl), broadcastsEl));
 
   const contact = new ContactPane(contactEl, context);
   conversation = new ConversationPane(conversationEl, context, contact);
   inbox = new Inbox(inboxEl, context);
+  broadcasts?.stop();
+  broadcasts = new BroadcastsView(broadcastsEl, context);
   const route = () => {
+    const [, , broadcastId] = location.hash.match(/^#\/broadcasts(\/(.+))?$/) || [];
+    if (/^#\/broadcasts/.test(location.hash)) {
+      document.body.dataset.view = 'broadcasts';
+      broadcasts.show(broadcastId ? decodeURIComponent(broadcastId) : null);
+      return;
+    }
+    broadcasts.stop();
     const [, kind, id] = location.hash.match(/^#\/(c|contact)\/(.+)$/) || [];
     document.body.dataset.view = kind ? 'conversation' : 'inbox';
     inbox.select(kind === 'c' ? decodeURIComponent(id) : null);

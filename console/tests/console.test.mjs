@@ -42,7 +42,7 @@ test('the console is served with a strict policy and is small', async () => {
   assert.match(csp, /script-src 'self';/);
   assert.match(csp, /frame-ancestors 'none'/);
   let total = 0;
-  for (const file of ['index.html', 'app.js', 'api.js', 'dom.js', 'inbox.js', 'conversation.js', 'composer.js', 'contact.js', 'live.js', 'style.css']) {
+  for (const file of ['index.html', 'app.js', 'api.js', 'dom.js', 'inbox.js', 'conversation.js', 'composer.js', 'contact.js', 'live.js', 'broadcasts.js', 'style.css']) {
     const body = await (await fetch(`${stack.base}/${file}`)).arrayBuffer();
     total += body.byteLength;
   }
@@ -206,6 +206,51 @@ test('an admin erases a contact from the panel and sees the receipt', async () =
   await screenshot(page, 'erasure-receipt-phone');
   const found = await stack.api(stack.adminKey, 'GET', '/v1/contacts?q=Fay');
   assert.equal(found.items.length, 0, 'the contact is gone');
+});
+
+test('an admin follows a broadcast, schedules and pauses it, and exports its results', async () => {
+  const template = {
+    name: 'spring_offer', language: 'en_US', category: 'MARKETING',
+    components: [{ type: 'BODY', text: 'Hi {{1}}, spring is here.', example: { body_text: [['Ana']] } }],
+  };
+  await stack.api(stack.adminKey, 'POST', '/v1/templates', template);
+  for (let i = 0; ; i += 1) {
+    const got = await stack.api(stack.adminKey, 'GET', '/v1/templates/spring_offer');
+    if (got.languages.find((t) => t.language === 'en_US')?.status === 'APPROVED') break;
+    assert.ok(i < 100, 'the template was approved');
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+  // Starting tomorrow: `start` schedules it, so no engine run completes it under the test.
+  const tomorrow = new Date(Date.now() + 86_400_000).toISOString();
+  const created = await stack.api(stack.adminKey, 'POST', '/v1/broadcasts', {
+    name: 'Spring offer', template: { name: 'spring_offer', language: 'en_US' }, audience: { tags_all: ['spring'] },
+    parameters: { 1: 'contact.name' }, defaults: { 1: 'there' }, start_at: tomorrow,
+    quiet_hours: { start: '22:00', end: '07:00' },
+  });
+  const admin = await stack.user('Ada Admin', 'admin');
+  const { page } = await open();
+  await signIn(page, stack, admin.key);
+  await page.getByTestId('nav-broadcasts').click();
+  await page.getByTestId('broadcast-row').filter({ hasText: 'Spring offer' }).click();
+  const status = page.getByTestId('broadcast-status');
+  await status.filter({ hasText: /^draft/ }).waitFor();
+  await page.getByText('quiet 22:00\u201307:00').waitFor();
+  await page.getByTestId('broadcast-start').click();
+  await status.filter({ hasText: /^scheduled/ }).waitFor();
+  await page.getByTestId('broadcast-pause').click();
+  await status.filter({ hasText: /^paused/ }).waitFor();
+  assert.equal((await stack.api(stack.adminKey, 'GET', `/v1/broadcasts/${created.id}`)).status, 'paused');
+  await page.getByTestId('broadcast-export').click();
+  await page.getByTestId('broadcast-export-ready').waitFor({ timeout: 30_000 });
+  await screenshot(page, 'broadcast');
+  // A viewer follows it too, without the actions.
+  const viewer = await stack.user('Vic Viewer', 'viewer');
+  const other = await open();
+  await signIn(other.page, stack, viewer.key);
+  await other.page.goto(`${stack.base}/#/broadcasts/${created.id}`);
+  await other.page.getByTestId('counters').waitFor();
+  assert.equal(await other.page.getByTestId('broadcast-resume').count(), 0);
+  assert.equal(await other.page.getByTestId('broadcast-export').count(), 0);
 });
 
 test('keyboard only: the sign-in form and the inbox are reachable with visible focus', async () => {
