@@ -420,9 +420,11 @@ fn server_error(headers: &http::HeaderMap) -> Response<Full<Bytes>> {
             "We encountered an internal error.",
         ),
         Service::OtherJson => json_error(500, "InternalFailure", None, "Internal failure"),
-        Service::S3OrHttp if headers.contains_key("x-amz-content-sha256") => {
-            xml_error(500, "InternalError", "We encountered an internal error. Please try again.")
-        }
+        Service::S3OrHttp if headers.contains_key("x-amz-content-sha256") => xml_error(
+            500,
+            "InternalError",
+            "We encountered an internal error. Please try again.",
+        ),
         Service::S3OrHttp => proxy::plain(500, "internal error".into()),
     }
 }
@@ -446,7 +448,11 @@ mod tests {
         let b: Vec<_> = (0..10_000).map(|n| s.fault(n)).collect();
         assert_eq!(a, b);
         let count = |f| a.iter().filter(|x| **x == Some(f)).count();
-        assert!((800..1200).contains(&count(Fault::Throttle)), "{}", count(Fault::Throttle));
+        assert!(
+            (800..1200).contains(&count(Fault::Throttle)),
+            "{}",
+            count(Fault::Throttle)
+        );
         assert!((350..650).contains(&count(Fault::Reset)));
         assert_eq!(count(Fault::LostAnswer), 0);
         assert!((6500..7500).contains(&a.iter().filter(|x| x.is_none()).count()));

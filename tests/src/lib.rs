@@ -294,7 +294,38 @@ pub const TEST_QUOTA: crm_shared::quota::QuotaConfig = crm_shared::quota::QuotaC
 pub async fn start_gateway_tuned(store: DynamoStore, tune: impl FnOnce(ApiDeps) -> ApiDeps) -> Gateway {
     let on = stack();
     let privacy = on.privacy().await;
-    start_gateway_on(on, store, on.media_queue_url(), on.outbound_queue_url(), privacy, tune).await
+    start_gateway_on(
+        on,
+        store,
+        on.media_queue_url(),
+        on.outbound_queue_url(),
+        privacy,
+        None,
+        tune,
+    )
+    .await
+}
+
+/// A gateway on the shared stack whose webhook function reaches AWS with `webhook_aws` (e.g.
+/// through a [`faults::FaultProxy`] in front of the webhook function's IAM gate) and enqueues
+/// media jobs on `media_queue_url`.
+pub async fn start_gateway_with_webhook_sdk(
+    store: DynamoStore,
+    webhook_aws: SdkConfig,
+    media_queue_url: &str,
+) -> Gateway {
+    let on = stack();
+    let privacy = on.privacy().await;
+    start_gateway_on(
+        on,
+        store,
+        media_queue_url,
+        on.outbound_queue_url(),
+        privacy,
+        Some(webhook_aws),
+        |deps| deps,
+    )
+    .await
 }
 
 impl Stack {
@@ -306,7 +337,16 @@ impl Stack {
         outbound_queue_url: &str,
         privacy: crm_shared::privacy::Privacy,
     ) -> Gateway {
-        start_gateway_on(self, store, media_queue_url, outbound_queue_url, privacy, |deps| deps).await
+        start_gateway_on(
+            self,
+            store,
+            media_queue_url,
+            outbound_queue_url,
+            privacy,
+            None,
+            |deps| deps,
+        )
+        .await
     }
 }
 
@@ -316,6 +356,7 @@ async fn start_gateway_on(
     media_queue_url: &str,
     outbound_queue_url: &str,
     privacy: crm_shared::privacy::Privacy,
+    webhook_aws: Option<SdkConfig>,
     tune: impl FnOnce(ApiDeps) -> ApiDeps,
 ) -> Gateway {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -334,7 +375,10 @@ async fn start_gateway_on(
     // `store` names the stack's table; each function gets its own client, on its own role.
     let table = store.table().to_owned();
     let api_sdk = on.sdk_for("ApiFunction").await;
-    let webhook_sdk = on.sdk_for("WebhookFunction").await;
+    let webhook_sdk = match webhook_aws {
+        Some(sdk) => sdk,
+        None => on.sdk_for("WebhookFunction").await,
+    };
     let media = crm_shared::blob::S3Blobs::new(crm_shared::aws::s3_client(&api_sdk), on.media_bucket());
     let api = api_fn::Deps::new(
         DynamoStore::new(crm_shared::aws::dynamodb_client(&api_sdk), table.clone())
