@@ -86,16 +86,20 @@ async fn sends(graph: &MockServer) -> Vec<String> {
 
 /// A sender on the sender's role, its jobs handed back to a queue of this test's own.
 async fn sender(graph_base: &str) -> Deps<DynamoStore, GraphClient, SqsQueue> {
+    sender_on(graph_base, stack().sdk_for("SenderFunction").await).await
+}
+
+/// A sender reaching AWS with `sdk` (its role's gate, or a fault proxy in front of it).
+async fn sender_on(graph_base: &str, sdk: aws_config::SdkConfig) -> Deps<DynamoStore, GraphClient, SqsQueue> {
     let graph = GraphClient::new(&GraphConfig {
         base_url: graph_base.to_owned(),
         version: "v25.0".into(),
     })
     .unwrap()
     .with_send_timeout(SEND_TIMEOUT);
-    let sdk = stack().sdk_for("SenderFunction").await;
     let requeue = SqsQueue::new(crm_shared::aws::sqs_client(&sdk), own_queue("OutboundQueue").await);
     Deps::new(
-        stack().store_for("SenderFunction").await,
+        stack().store_with_sdk(&sdk),
         graph,
         requeue,
         SenderConfig {
@@ -143,6 +147,27 @@ async fn queued(store: &DynamoStore, contact: &Contact, id: String) -> MessageRe
     m
 }
 
+/// Moves a message's send lease two minutes into the past: the time its holder (killed) would
+/// have held it, without waiting.
+async fn expire_lease(tenant_id: &str, message_id: &str) {
+    crm_shared::aws::dynamodb_client(&stack().sdk().await)
+        .update_item()
+        .table_name(stack().table())
+        .key(
+            "PK",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!("T#{tenant_id}#MSG#{message_id}")),
+        )
+        .key("SK", aws_sdk_dynamodb::types::AttributeValue::S("MSG".into()))
+        .update_expression("SET lease_until_ms = :l")
+        .expression_attribute_values(
+            ":l",
+            aws_sdk_dynamodb::types::AttributeValue::N((Utc::now().timestamp_millis() - 120_000).to_string()),
+        )
+        .send()
+        .await
+        .unwrap();
+}
+
 fn record(job: &SendJob, n: usize) -> SqsMessage {
     serde_json::from_value(json!({
         "messageId": format!("sqs-{n}"),
@@ -152,6 +177,42 @@ fn record(job: &SendJob, n: usize) -> SqsMessage {
         "eventSource": "aws:sqs",
     }))
     .unwrap()
+}
+
+/// Runs `records` as SQS and the sender's own requeues would: every job the sender hands back
+/// (a transient failure, a wait) is delivered again at once, with its failure count, until
+/// none is handed back (at most `rounds` times); a wait for a lease left behind lets the lease's
+/// time pass first. Returns how many were handed back.
+async fn drain(deps: &Deps<DynamoStore, GraphClient, SqsQueue>, records: &[SqsMessage], rounds: usize) -> usize {
+    let mut pending: Vec<SqsMessage> = records.to_vec();
+    let mut handed_back = 0;
+    for round in 0..rounds {
+        if pending.is_empty() {
+            return handed_back;
+        }
+        let mut next = Vec::new();
+        for batch in pending.chunks(10) {
+            let outcomes = sender_fn::process_batch(deps, batch).await;
+            for (record, outcome) in batch.iter().zip(outcomes) {
+                if let sender_fn::Outcome::Requeue { failures, delay_secs } = outcome {
+                    let job: SendJob = serde_json::from_str(record.body.as_deref().unwrap()).unwrap();
+                    if delay_secs > 60 {
+                        // Waiting for a lease left behind by a failed invocation (its give-back
+                        // failed too): let its time pass.
+                        expire_lease(&job.tenant_id, &job.message_id).await;
+                    }
+                    next.push(self::record(
+                        &SendJob { failures, ..job },
+                        100_000 * (round + 1) + next.len(),
+                    ));
+                }
+            }
+        }
+        handed_back += next.len();
+        pending = next;
+    }
+    assert!(pending.is_empty(), "jobs still handed back after {rounds} rounds");
+    handed_back
 }
 
 /// One signed delivery of these statuses (Meta echoes `biz_opaque_callback_data`).
@@ -180,9 +241,11 @@ async fn statuses(store: &DynamoStore, tenant_id: &str, ids: &[String]) -> HashM
 }
 
 /// 100 sends, a seeded third of whose answers arrive after the sender stopped waiting, every SQS
-/// record delivered twice in a shuffled order; then Meta's status webhooks, each twice and
-/// shuffled; then a late redelivery of every record. Nothing is sent twice, nothing stays
-/// `queued`, and every send ends with its wamid.
+/// record delivered twice in a shuffled order, while the sender's AWS requests meet the
+/// proxy's faults; five more senders are killed right after Meta accepted their message (before
+/// the write of `sent`) and their batch redelivered once their lease ran out; then Meta's status
+/// webhooks, each twice and shuffled; then a late redelivery of every record. Nothing is sent
+/// twice, nothing stays `queued`, and every send ends with its wamid.
 #[tokio::test]
 async fn sends_whose_answer_is_lost_are_never_resent_and_are_reconciled_by_their_statuses() {
     const MESSAGES: usize = 100;
@@ -209,29 +272,74 @@ async fn sends_whose_answer_is_lost_are_never_resent_and_are_reconciled_by_their
         move |id: &str| late.get(id).copied().unwrap_or(false)
     }))
     .await;
-    let deps = sender(&graph.uri()).await;
+    // Meta through a proxy that only crashes; AWS through one that injects faults.
+    let meta = FaultProxy::start(&graph.uri(), Schedule::none(SEED)).await;
+    let aws = FaultProxy::start(&stack().gates["SenderFunction"], aws_faults(SEED ^ 0x2)).await;
+    let deps = sender_on(&meta.endpoint, faulty_sdk(&aws).await).await;
+
+    // Kill -9 between Meta's answer and the write of `sent`: the Graph send is the crash point.
+    const CRASHED: usize = 5;
+    let mut crashed = Vec::new();
+    for n in 0..CRASHED {
+        let c = contact(&store, &tenant.tenant_id, MESSAGES + n).await;
+        let id = queued(&store, &c, crm_shared::ids::new_id()).await.message_id;
+        let job = record(&SendJob::new(&tenant.tenant_id, &id), 10_000 + n);
+        let finished = meta
+            .crash_at(
+                CrashPoint::After(1),
+                sender_fn::process_batch(&deps, std::slice::from_ref(&job)),
+            )
+            .await;
+        assert!(finished.is_none(), "the sender was killed at its Graph send");
+        crashed.push((id, job));
+    }
+    assert_eq!(sends(&graph).await.len(), CRASHED, "Meta accepted the crashed sends");
+    // SQS redelivers the killed invocations' records once their lease (longer than the queue's
+    // visibility timeout) has run out.
+    for (id, job) in &crashed {
+        expire_lease(&tenant.tenant_id, id).await;
+        sender_fn::process_batch(&deps, std::slice::from_ref(job)).await;
+    }
+    assert_eq!(sends(&graph).await.len(), CRASHED, "a crashed send is never resent");
+    let crashed_ids: Vec<String> = crashed.iter().map(|(id, _)| id.clone()).collect();
+    let after_crash = statuses(&store, &tenant.tenant_id, &crashed_ids).await;
+    assert_eq!(
+        after_crash,
+        HashMap::from([(MessageStatus::Unknown, CRASHED)]),
+        "{after_crash:?}"
+    );
 
     // Every record twice (SQS delivers at least once), in a seeded order, ten per batch.
     let jobs: Vec<SendJob> = ids.iter().map(|id| SendJob::new(&tenant.tenant_id, id)).collect();
     let deliveries = shuffled([jobs.clone(), jobs.clone()].concat(), 1_000);
     let records: Vec<SqsMessage> = deliveries.iter().enumerate().map(|(n, j)| record(j, n)).collect();
-    for batch in records.chunks(10) {
-        sender_fn::process_batch(&deps, batch).await;
-    }
+    let handed_back = drain(&deps, &records, 10).await;
+    aws.set_enabled(false);
+    ids.extend(crashed_ids);
     let sent = sends(&graph).await;
-    assert_eq!(sent.len(), MESSAGES, "one Graph send per message");
+    let sent_once: std::collections::HashSet<String> = sent.iter().cloned().collect();
+    assert_eq!(sent_once.len(), sent.len(), "no message was sent twice");
+    // A message Meta never saw is one whose lease was left behind by an invocation that failed
+    // before its Graph call and could not give the lease back (its give-back failed too): it
+    // ends `unknown`, never silently `queued`, and is never sent blindly.
+    let never_sent: Vec<&String> = ids.iter().filter(|id| !sent_once.contains(*id)).collect();
+    for id in &never_sent {
+        let m = store.get_message(&tenant.tenant_id, id).await.unwrap().unwrap();
+        assert_eq!(m.status, MessageStatus::Unknown, "{id}: not sent, says so");
+    }
     let after_sending = statuses(&store, &tenant.tenant_id, &ids).await;
+    let unknown = after_sending.get(&MessageStatus::Unknown).copied().unwrap_or(0);
+    assert!(unknown >= injected + CRASHED, "{after_sending:?}");
     assert_eq!(
-        after_sending.get(&MessageStatus::Unknown),
-        Some(&injected),
-        "{after_sending:?}"
+        unknown + after_sending.get(&MessageStatus::Sent).copied().unwrap_or(0),
+        ids.len(),
+        "nothing stays queued: {after_sending:?}"
     );
-    assert_eq!(after_sending.get(&MessageStatus::Sent), Some(&(MESSAGES - injected)));
 
-    // Meta's statuses: sent and delivered for every message, each delivery twice, shuffled,
+    // Meta's statuses for what it accepted: sent and delivered, each delivery twice, shuffled,
     // ten statuses per webhook delivery.
     let gw = start_gateway(store.clone()).await;
-    let receipts: Vec<(String, &str)> = ids
+    let receipts: Vec<(String, &str)> = sent
         .iter()
         .flat_map(|id| [(id.clone(), "sent"), (id.clone(), "delivered")])
         .collect();
@@ -241,25 +349,28 @@ async fn sends_whose_answer_is_lost_are_never_resent_and_are_reconciled_by_their
         assert_eq!(status, 200, "{body}");
     }
     // A late redelivery of every record changes nothing.
-    for batch in records.chunks(10).take(MESSAGES / 10) {
-        sender_fn::process_batch(&deps, batch).await;
-    }
-    assert_eq!(sends(&graph).await.len(), MESSAGES, "still one Graph send per message");
+    aws.set_enabled(true);
+    drain(&deps, &records[..MESSAGES], 10).await;
+    aws.set_enabled(false);
+    assert_eq!(sends(&graph).await, sent, "nothing sent again");
     let settled = statuses(&store, &tenant.tenant_id, &ids).await;
-    assert_eq!(
-        settled,
-        HashMap::from([(MessageStatus::Delivered, MESSAGES)]),
-        "{settled:?}"
-    );
-    for id in &ids {
+    let mut expected = HashMap::from([(MessageStatus::Delivered, sent.len())]);
+    if !never_sent.is_empty() {
+        expected.insert(MessageStatus::Unknown, never_sent.len());
+    }
+    assert_eq!(settled, expected, "{settled:?}");
+    for id in &sent {
         let m = store.get_message(&tenant.tenant_id, id).await.unwrap().unwrap();
         assert_eq!(m.wamid, Some(format!("wamid.{id}")), "{id}: reconciled with its wamid");
     }
     eprintln!(
-        "faults: {MESSAGES} sends, {injected} answers lost after acceptance, {} SQS deliveries, {} status deliveries: {} Graph sends, all delivered",
-        records.len() + MESSAGES,
+        "faults[sends]: {MESSAGES} sends with {injected} Graph answers lost after acceptance, {CRASHED} senders killed after Meta accepted, {} SQS deliveries ({handed_back} handed back and redelivered), {} status deliveries, injected {} into the sender's AWS requests; checked {} Graph sends (none twice), {} delivered with their wamid, {} never sent and `unknown` (lease left behind)",
+        records.len() + MESSAGES + 2 * CRASHED,
         receipts.len(),
-        MESSAGES
+        aws.report(),
+        sent.len(),
+        sent.len(),
+        never_sent.len(),
     );
 }
 
@@ -348,22 +459,7 @@ async fn abandoned_sends_become_unknown_and_lost_jobs_are_swept_up() {
         crm_shared::ids::new_id(),
     )
     .await;
-    crm_shared::aws::dynamodb_client(&stack().sdk().await)
-        .update_item()
-        .table_name(stack().table())
-        .key(
-            "PK",
-            aws_sdk_dynamodb::types::AttributeValue::S(format!("T#{}#MSG#{}", tenant.tenant_id, crashed.message_id)),
-        )
-        .key("SK", aws_sdk_dynamodb::types::AttributeValue::S("MSG".into()))
-        .update_expression("SET lease_until_ms = :l")
-        .expression_attribute_values(
-            ":l",
-            aws_sdk_dynamodb::types::AttributeValue::N((Utc::now().timestamp_millis() - 120_000).to_string()),
-        )
-        .send()
-        .await
-        .unwrap();
+    expire_lease(&tenant.tenant_id, &crashed.message_id).await;
     let crashed_job = SendJob::new(&tenant.tenant_id, &crashed.message_id);
     sender_fn::process_batch(&deps, &[record(&crashed_job, 0)]).await;
     let m = store

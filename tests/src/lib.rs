@@ -146,9 +146,13 @@ impl Stack {
     /// The store a function's handler uses (its role's permissions; Graph tokens sealed with
     /// the stack's token key, which only the sender's and media worker's roles may open).
     pub async fn store_for(&self, principal: &str) -> DynamoStore {
-        let sdk = self.sdk_for(principal).await;
-        DynamoStore::new(crm_shared::aws::dynamodb_client(&sdk), self.table())
-            .with_token_cipher(self.token_cipher(&sdk))
+        self.store_with_sdk(&self.sdk_for(principal).await)
+    }
+
+    /// The store of a function reaching AWS with `sdk` (e.g. through a fault proxy in front of
+    /// its IAM gate).
+    pub fn store_with_sdk(&self, sdk: &SdkConfig) -> DynamoStore {
+        DynamoStore::new(crm_shared::aws::dynamodb_client(sdk), self.table()).with_token_cipher(self.token_cipher(sdk))
     }
 
     fn token_cipher(&self, sdk: &SdkConfig) -> crm_shared::kms::TokenCipher {
