@@ -722,3 +722,164 @@ async fn inbound_redeliveries_under_aws_faults_store_every_message_exactly_once(
         deliveries.len(),
     );
 }
+
+/// `len` seeded bytes (xorshift).
+fn noise(len: usize, mut state: u64) -> Vec<u8> {
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+/// Meta serving `data` as media `media_id`, its download URL through `via` (the fault proxy).
+async fn serve_media(graph: &MockServer, via: &FaultProxy, media_id: &str, data: &[u8]) {
+    use sha2::Digest;
+    use wiremock::matchers::{method, path};
+    Mock::given(method("GET"))
+        .and(path(format!("/v25.0/{media_id}")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "messaging_product": "whatsapp",
+            "url": format!("{}/lookaside/{media_id}", via.endpoint),
+            "mime_type": "application/pdf",
+            "sha256": hex::encode(sha2::Sha256::digest(data)),
+            "file_size": data.len(),
+            "id": media_id,
+        })))
+        .mount(graph)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(format!("/lookaside/{media_id}")))
+        .respond_with(ResponseTemplate::new(200).set_body_bytes(data.to_vec()))
+        .mount(graph)
+        .await;
+}
+
+/// Objects stored under a contact's media prefix.
+async fn media_objects(tenant_id: &str, contact_id: &str) -> Vec<(String, i64)> {
+    let s3 = crm_shared::aws::s3_client(&stack().sdk().await);
+    let out = s3
+        .list_objects_v2()
+        .bucket(stack().media_bucket())
+        .prefix(crm_shared::blob::contact_media_prefix(tenant_id, contact_id))
+        .send()
+        .await
+        .unwrap();
+    out.contents()
+        .iter()
+        .map(|o| (o.key().unwrap_or_default().to_owned(), o.size().unwrap_or_default()))
+        .collect()
+}
+
+/// One media batch: a 33 MiB document (streamed in parts), two small ones whose downloads fail
+/// once (a reset, a 500) and one whose download always fails, through a proxy in front of the
+/// fake Graph API; the batch is redelivered (the failed records only) until the queue's last
+/// receive. Every document arrives once, with Meta's hash and size; nothing stays `pending`;
+/// the always-failing one is `failed` only on its last attempt.
+#[tokio::test]
+async fn a_media_batch_with_a_large_file_and_flaky_downloads_stores_each_object_once() {
+    use crate::media::{
+        RecordedRetries, document_job, event, media_worker, object_bytes, open_uploads, record, stored_message,
+    };
+    use crm_shared::message::MediaStatus;
+    use sha2::Digest;
+
+    let large = noise(33 * 1024 * 1024 + 777, SEED | 1);
+    let small = [noise(70_000, SEED | 3), noise(50_000, SEED | 5), noise(9_000, SEED | 7)];
+    let graph = MockServer::start().await;
+    let meta = FaultProxy::start(&graph.uri(), Schedule::none(SEED)).await;
+    let docs: [(&str, &str, &[u8]); 4] = [
+        ("wamid.fault.large", "66701", &large),
+        ("wamid.fault.reset", "66702", &small[0]),
+        ("wamid.fault.500", "66703", &small[1]),
+        ("wamid.fault.gone", "66704", &small[2]),
+    ];
+    let mut jobs = Vec::new();
+    for (wamid, media_id, data) in docs {
+        let sha = hex::encode(sha2::Sha256::digest(data));
+        jobs.push(document_job("Faults: media", wamid, media_id, &sha).await);
+        serve_media(&graph, &meta, media_id, data).await;
+    }
+    meta.script("/lookaside/66702", &[Fault::Reset]);
+    meta.script("/lookaside/66703", &[Fault::ServerError]);
+    meta.script("/lookaside/66704", &[Fault::ServerError; 16]);
+    let deps = media_worker(
+        GraphClient::new(&GraphConfig {
+            base_url: graph.uri(),
+            version: "v25.0".into(),
+        })
+        .unwrap(),
+        RecordedRetries::default(),
+    )
+    .await;
+    let store = stack().store().await;
+    let mut pending: Vec<usize> = (0..jobs.len()).collect();
+    let mut attempts = 0;
+    for attempt in 1..=deps.max_receives {
+        attempts = attempt;
+        let records = pending.iter().map(|i| record(&jobs[*i].2, attempt)).collect();
+        let resp = media_fn::handle(&deps, event(records)).await.unwrap();
+        let failed: Vec<String> = resp
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.clone())
+            .collect();
+        // The flaky downloads fail once, the gone one every time.
+        assert_eq!(
+            failed.len(),
+            if attempt == 1 { 3 } else { 1 },
+            "attempt {attempt}: {failed:?}"
+        );
+        let gone = stored_message(&store, &jobs[3].0, docs[3].0).await.media.unwrap();
+        if attempt < deps.max_receives {
+            assert_eq!(
+                gone.status,
+                MediaStatus::Pending,
+                "attempt {attempt}: still to be retried"
+            );
+        } else {
+            assert_eq!(gone.status, MediaStatus::Failed, "the last attempt marks it failed");
+        }
+        // Only the failed records come back (the batch's positions 1–3, then the gone one).
+        pending = if attempt == 1 { vec![1, 2, 3] } else { vec![3] };
+    }
+    for (n, (wamid, _, data)) in docs.iter().enumerate().take(3) {
+        let (tenant_id, message, _) = &jobs[n];
+        let media = stored_message(&store, tenant_id, wamid).await.media.unwrap();
+        assert_eq!(media.status, MediaStatus::Available, "{wamid}");
+        assert_eq!(media.size, Some(data.len() as u64), "{wamid}");
+        let objects = media_objects(tenant_id, &message.contact_id).await;
+        assert_eq!(objects.len(), 1, "{wamid}: one object: {objects:?}");
+        assert_eq!(objects[0].1, data.len() as i64);
+        let stored = object_bytes(&objects[0].0).await;
+        assert_eq!(
+            hex::encode(sha2::Sha256::digest(&stored)),
+            hex::encode(sha2::Sha256::digest(data)),
+            "{wamid}: the stored bytes hash as Meta announced"
+        );
+        assert!(
+            open_uploads(&crm_shared::blob::contact_media_prefix(tenant_id, &message.contact_id))
+                .await
+                .is_empty()
+        );
+    }
+    let (tenant_id, message, _) = &jobs[3];
+    assert!(
+        media_objects(tenant_id, &message.contact_id).await.is_empty(),
+        "nothing stored for the failed one"
+    );
+    assert_eq!(
+        deps.buffers.available(),
+        deps.buffers.total_bytes(),
+        "every buffer given back"
+    );
+    eprintln!(
+        "faults[media]: injected {} into the Graph downloads over {attempts} receives of a batch of 4 (one {} MiB); checked 3 objects stored once with Meta's hash and size, none pending, the always-failing one `failed` only on receive {}",
+        meta.report(),
+        large.len() / (1024 * 1024),
+        deps.max_receives
+    );
+}
