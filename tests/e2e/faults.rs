@@ -883,3 +883,166 @@ async fn a_media_batch_with_a_large_file_and_flaky_downloads_stores_each_object_
         deps.max_receives
     );
 }
+
+/// What a tenant holds after a sweep: its messages (ids), and its media objects (keys).
+async fn remaining(store: &DynamoStore, tenant_id: &str, contacts: &[Contact]) -> (Vec<String>, Vec<String>) {
+    let (mut messages, mut objects) = (Vec::new(), Vec::new());
+    for c in contacts {
+        messages.extend(
+            history(store, tenant_id, &c.contact_id)
+                .await
+                .into_iter()
+                .map(|m| m.message_id),
+        );
+        objects.extend(
+            media_objects(tenant_id, &c.contact_id)
+                .await
+                .into_iter()
+                .map(|(k, _)| k),
+        );
+    }
+    messages.sort();
+    objects.sort();
+    (messages, objects)
+}
+
+/// A tenant for the retention scenario: 3 contacts, each with messages past the default
+/// retention (400 days, with media), media past its retention on kept messages (120 days) and
+/// recent messages with media (10 days). Returns its contacts.
+async fn seed_for_retention(store: &DynamoStore, tenant_id: &str, salt: usize) -> Vec<Contact> {
+    let now = Utc::now();
+    let mut contacts = Vec::new();
+    let s3 = crm_shared::aws::s3_client(&stack().sdk().await);
+    for n in 0..3 {
+        let c = contact(store, tenant_id, 2_000 + salt * 10 + n).await;
+        let mut records = Vec::new();
+        for (k, days) in [400, 400, 400, 400, 380, 120, 120, 120, 10, 10, 10, 2]
+            .into_iter()
+            .enumerate()
+        {
+            let at = now - chrono::Duration::days(days) - chrono::Duration::minutes(k as i64);
+            let id = crm_shared::message::inbound_message_id("seed", &crm_shared::ids::new_id(), at);
+            let key = crm_shared::blob::media_key(tenant_id, &c.contact_id, &id);
+            let with_media = days != 380 && days != 2;
+            let mut m = json!({
+                "tenant_id": tenant_id, "message_id": id, "contact_id": c.contact_id, "direction": "inbound",
+                "type": if with_media { "image" } else { "text" }, "content": {"body": "seeded"},
+                "status": "received", "timestamp": at, "created_at": at,
+            });
+            if with_media {
+                m["media"] = json!({"media_id": "m1", "mime_type": "image/png", "sha256": "abc",
+                                    "status": "available", "s3_key": key, "size": 4});
+                s3.put_object()
+                    .bucket(stack().media_bucket())
+                    .key(&key)
+                    .body(b"data".to_vec().into())
+                    .send()
+                    .await
+                    .unwrap();
+            }
+            records.push(serde_json::from_value::<MessageRecord>(m).unwrap());
+        }
+        store.import_messages(&records).await.unwrap();
+        contacts.push(c);
+    }
+    contacts
+}
+
+/// Two tenants with the same data. One is swept once, uninterrupted. The other's sweep is killed
+/// twice at seeded requests (once before a request reached the endpoint, once after it was
+/// applied), then run under AWS faults until it completes. Both hold the same afterwards:
+/// counts of messages and media objects, and what a repeat sweep deletes (nothing).
+#[tokio::test]
+async fn a_retention_sweep_killed_twice_ends_like_an_uninterrupted_one() {
+    let store = stack().store().await;
+    let calm = new_tenant(&store, "Faults: retention calm").await.tenant;
+    let killed = new_tenant(&store, "Faults: retention killed").await.tenant;
+    let calm_contacts = seed_for_retention(&store, &calm.tenant_id, 0).await;
+    let killed_contacts = seed_for_retention(&store, &killed.tenant_id, 1).await;
+    let as_of = Utc::now();
+
+    let calm_proxy = FaultProxy::start(&stack().gates["RetentionFunction"], Schedule::none(SEED)).await;
+    let calm_sweep = stack().privacy_with_sdk(&faulty_sdk(&calm_proxy).await);
+    let report = calm_sweep
+        .run_retention(as_of, None, std::slice::from_ref(&calm.tenant_id))
+        .await
+        .unwrap();
+    assert!(report.complete, "{report:?}");
+    let uninterrupted = calm_proxy.requests();
+    let expected = remaining(&store, &calm.tenant_id, &calm_contacts).await;
+    // 3 contacts × 12 messages: the 5 past 365 days go (4 with media), the media of the 3 of
+    // 120 days goes too.
+    assert_eq!(expected.0.len(), 3 * 7, "{expected:?}");
+    assert_eq!(expected.1.len(), 3 * 3, "{expected:?}");
+
+    // Twice the usual rates: the finishing runs make few requests.
+    let heavy = Schedule {
+        throttle: 100,
+        server_error: 60,
+        reset: 50,
+        lost_answer: 50,
+        ..aws_faults(SEED ^ 0x5)
+    };
+    let proxy = FaultProxy::start(&stack().gates["RetentionFunction"], heavy).await;
+    let sweep = stack().privacy_with_sdk(&faulty_sdk(&proxy).await);
+    let only = std::slice::from_ref(&killed.tenant_id);
+    // The crashes on an otherwise calm endpoint, so the seeded points fall where they were
+    // drawn; the faults then meet the runs that finish the work.
+    proxy.set_enabled(false);
+    let mut crashes = Vec::new();
+    // The first in the first half of an uninterrupted sweep's requests, the second in the first
+    // half of what the first crash left (the work done before it is not done again).
+    let first = 1 + draw(50_000) % (uninterrupted / 2).max(1);
+    let second = 2 + draw(50_001) % ((uninterrupted - first) / 2).max(1);
+    for (n, point) in [CrashPoint::Before(first), CrashPoint::After(second)]
+        .into_iter()
+        .enumerate()
+    {
+        let finished = proxy.crash_at(point, sweep.run_retention(as_of, None, only)).await;
+        assert!(finished.is_none(), "crash {n} at {point:?} of {uninterrupted} requests");
+        crashes.push(format!("{point:?}"));
+    }
+    proxy.set_enabled(true);
+    let mut runs = 0;
+    loop {
+        runs += 1;
+        assert!(runs <= 10, "the sweep completes");
+        let report = sweep.run_retention(as_of, None, only).await.unwrap();
+        if report.complete {
+            break;
+        }
+    }
+    proxy.set_enabled(false);
+    let after = remaining(&store, &killed.tenant_id, &killed_contacts).await;
+    assert_eq!(
+        (after.0.len(), after.1.len()),
+        (expected.0.len(), expected.1.len()),
+        "same counts as the uninterrupted sweep"
+    );
+    // The same messages, by age: each kept message's timestamp matches one kept on the other side.
+    let ages = |tenant_id: String, ids: Vec<String>| {
+        let store = store.clone();
+        async move {
+            let mut days = Vec::new();
+            for id in ids {
+                let m = store.get_message(&tenant_id, &id).await.unwrap().unwrap();
+                days.push(((as_of - m.timestamp).num_days(), m.media.map(|x| x.status)));
+            }
+            days.sort_by_key(|d| d.0);
+            days
+        }
+    };
+    assert_eq!(
+        ages(killed.tenant_id.clone(), after.0.clone()).await,
+        ages(calm.tenant_id.clone(), expected.0.clone()).await
+    );
+    let repeat = sweep.run_retention(as_of, None, only).await.unwrap();
+    assert_eq!(repeat.tenants[0].deleted, Default::default(), "{repeat:?}");
+    eprintln!(
+        "faults[retention]: killed the sweep at {} of an uninterrupted sweep's {uninterrupted} requests, injected {}, completed in {runs} more run(s); checked {} messages and {} media objects left, as after the uninterrupted sweep, and a repeat deleting nothing",
+        crashes.join(" and "),
+        proxy.report(),
+        after.0.len(),
+        after.1.len()
+    );
+}

@@ -170,8 +170,13 @@ impl Stack {
 
     /// The privacy machinery as `principal` (ApiFunction, ExporterFunction, …) runs it.
     pub async fn privacy_for(&self, principal: &str) -> crm_shared::privacy::Privacy {
+        self.privacy_with_sdk(&self.sdk_for(principal).await)
+    }
+
+    /// The privacy machinery reaching AWS with `sdk` (e.g. through a fault proxy).
+    pub fn privacy_with_sdk(&self, sdk: &SdkConfig) -> crm_shared::privacy::Privacy {
         let resources = Env::from_map(self.provisioned.function_env()).resources();
-        crm_shared::privacy::Privacy::from_sdk(&self.sdk_for(principal).await, &resources)
+        crm_shared::privacy::Privacy::from_sdk(sdk, &resources)
     }
 
     pub fn media_queue_url(&self) -> &str {
