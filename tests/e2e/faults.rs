@@ -25,7 +25,7 @@ use crm_shared::message::{Direction, MessageRecord, MessageStatus};
 use crm_shared::sending::Category;
 use crm_shared::store::{ContactStore, DynamoStore, MessageStore, OutboundStore};
 use e2e_tests::faults::{CrashPoint, Fault, FaultProxy, Schedule};
-use e2e_tests::{api, new_tenant, own_queue, post_webhook, stack, start_gateway, start_gateway_with_webhook_sdk};
+use e2e_tests::{Stack, api, new_tenant, own_queue, post_webhook, stack, start_gateway};
 use sender_fn::{Deps, SenderConfig};
 
 /// The schedule's seed: change it to explore another interleaving; every assertion holds for
@@ -86,20 +86,27 @@ async fn sends(graph: &MockServer) -> Vec<String> {
 
 /// A sender on the sender's role, its jobs handed back to a queue of this test's own.
 async fn sender(graph_base: &str) -> Deps<DynamoStore, GraphClient, SqsQueue> {
-    sender_on(graph_base, stack().sdk_for("SenderFunction").await).await
+    let requeue = own_queue("OutboundQueue").await;
+    sender_on(stack(), graph_base, stack().sdk_for("SenderFunction").await, &requeue).await
 }
 
-/// A sender reaching AWS with `sdk` (its role's gate, or a fault proxy in front of it).
-async fn sender_on(graph_base: &str, sdk: aws_config::SdkConfig) -> Deps<DynamoStore, GraphClient, SqsQueue> {
+/// A sender on stack `on` reaching AWS with `sdk` (its role's gate, or a fault proxy in front
+/// of it), handing its jobs back to `requeue`.
+async fn sender_on(
+    on: &Stack,
+    graph_base: &str,
+    sdk: aws_config::SdkConfig,
+    requeue: &str,
+) -> Deps<DynamoStore, GraphClient, SqsQueue> {
     let graph = GraphClient::new(&GraphConfig {
         base_url: graph_base.to_owned(),
         version: "v25.0".into(),
     })
     .unwrap()
     .with_send_timeout(SEND_TIMEOUT);
-    let requeue = SqsQueue::new(crm_shared::aws::sqs_client(&sdk), own_queue("OutboundQueue").await);
+    let requeue = SqsQueue::new(crm_shared::aws::sqs_client(&sdk), requeue);
     Deps::new(
-        stack().store_with_sdk(&sdk),
+        on.store_with_sdk(&sdk),
         graph,
         requeue,
         SenderConfig {
@@ -275,7 +282,8 @@ async fn sends_whose_answer_is_lost_are_never_resent_and_are_reconciled_by_their
     // Meta through a proxy that only crashes; AWS through one that injects faults.
     let meta = FaultProxy::start(&graph.uri(), Schedule::none(SEED)).await;
     let aws = FaultProxy::start(&stack().gates["SenderFunction"], aws_faults(SEED ^ 0x2)).await;
-    let deps = sender_on(&meta.endpoint, faulty_sdk(&aws).await).await;
+    let requeue = own_queue("OutboundQueue").await;
+    let deps = sender_on(stack(), &meta.endpoint, faulty_sdk(&aws).await, &requeue).await;
 
     // Kill -9 between Meta's answer and the write of `sent`: the Graph send is the crash point.
     const CRASHED: usize = 5;
@@ -629,7 +637,9 @@ async fn inbound_redeliveries_under_aws_faults_store_every_message_exactly_once(
     let proxy = FaultProxy::start(&stack().gates["WebhookFunction"], aws_faults(SEED ^ 0x1)).await;
     let media_queue = own_queue("MediaQueue").await;
     proxy.set_enabled(false);
-    let gw = start_gateway_with_webhook_sdk(store.clone(), faulty_sdk(&proxy).await, &media_queue).await;
+    let gw = stack()
+        .start_gateway_with_webhook_sdk(store.clone(), faulty_sdk(&proxy).await, &media_queue)
+        .await;
     proxy.set_enabled(true);
 
     // Customer of each message (seeded), times one second apart within the last hour.
@@ -1045,4 +1055,146 @@ async fn a_retention_sweep_killed_twice_ends_like_an_uninterrupted_one() {
         after.0.len(),
         after.1.len()
     );
+}
+
+/// A customer wrote (hello, a STOP, another text) and an agent queued a reply. The contact's
+/// erasure then runs while Meta redelivers the old webhooks (each twice, shuffled, through a
+/// webhook whose AWS requests meet the proxy's faults) and while the sender works on the reply
+/// (its AWS requests faulty too); afterwards Meta redelivers everything once more. Nothing of the
+/// contact comes back (no contact, message, media object or body, in any item or object), the
+/// reply left Meta at most once and its body is gone, and a genuinely new message from the same
+/// customer starts a fresh contact whose consent the old STOP does not touch.
+///
+/// Two customers: the first one's erasure starts at once (it wins the race), the second's a
+/// seeded 1.5–2 s after the send and the redeliveries (the send goes out first).
+#[tokio::test]
+async fn an_erasure_racing_redeliveries_and_a_send_leaves_nothing_behind() {
+    // The privacy tests' stack: they drive its erasure queue, one test at a time.
+    let _serial = e2e_tests::bulk_lock().await;
+    let c = crate::privacy::ctx("Faults: erasure race").await;
+    let early = Duration::from_millis(draw(60_001) % 20);
+    let late = Duration::from_millis(1_500 + draw(60_002) % 500);
+    let first = erasure_race(&c, "447700913377", 1, early).await;
+    let second = erasure_race(&c, "447700913378", 2, late).await;
+    eprintln!("faults[erasure]: {first}; {second}");
+}
+
+/// One customer's erasure race (see above), the erasure `head_start` behind; returns its report.
+async fn erasure_race(c: &crate::privacy::Ctx, from: &str, n: u64, head_start: Duration) -> String {
+    use crate::privacy::{conversation, erase_until_done, leftovers, text_delivery};
+
+    let t = c.tenant_id.clone();
+    let ts = Utc::now().timestamp();
+    let tag = format!("race{n}{}", &t[t.len() - 6..]);
+    let old: Vec<String> = [("hello, remember me?", 0), ("STOP", 1), ("one more thing", 2)]
+        .iter()
+        .map(|(text, n)| text_delivery(&c.phone_number_id, from, &format!("wamid.{tag}.{n}"), ts + n, text))
+        .collect();
+    for body in &old {
+        assert_eq!(post_webhook(&c.base, body, None).await.0, 200);
+    }
+    let identity = crm_shared::store::CustomerIdentity {
+        phone: Some(format!("+{from}")),
+        user_id: None,
+    };
+    let (x, _) = c.store.match_contact(&t, &identity).await.unwrap().expect("contact");
+    let (status, queued) = c
+        .call(
+            "POST",
+            "/v1/messages",
+            &c.agent,
+            Some(json!({"contact_id": x, "type": "text", "text": {"body": "about your order, dear customer"}})),
+        )
+        .await;
+    assert_eq!(status, 202, "{queued}");
+    let reply = queued["id"].as_str().unwrap().to_owned();
+
+    let graph = graph_answering_late(Arc::new(|_: &str| false)).await;
+    let on = e2e_tests::bulk_stack();
+    let sender_aws = FaultProxy::start(&on.gates["SenderFunction"], aws_faults(SEED ^ 0x6 ^ n)).await;
+    let deps = sender_on(on, &graph.uri(), faulty_sdk(&sender_aws).await, on.outbound_queue_url()).await;
+    let webhook_aws = FaultProxy::start(&on.gates["WebhookFunction"], aws_faults(SEED ^ 0x7 ^ n)).await;
+    let faulty_gw = on
+        .start_gateway_with_webhook_sdk(c.store.clone(), faulty_sdk(&webhook_aws).await, on.media_queue_url())
+        .await;
+    let racing = shuffled([old.clone(), old.clone()].concat(), 60_000 + 100 * n);
+
+    let erase = async {
+        tokio::time::sleep(head_start).await;
+        let (status, receipt) = c.call("DELETE", &format!("/v1/contacts/{x}"), &c.admin, None).await;
+        assert!(status == 200 || status == 202, "{status} {receipt}");
+        let erasure_id = receipt["erasure_id"].as_str().unwrap().to_owned();
+        let done = erase_until_done(c, &erasure_id).await;
+        assert_eq!(done["status"], "completed", "{done}");
+        erasure_id
+    };
+    let reply_job = [record(&SendJob::new(&t, &reply), 0)];
+
+    let send = drain(&deps, &reply_job, 10);
+    let redeliver = deliver_until_accepted(&faulty_gw.base, racing.clone(), 3);
+    let (erasure_id, _, refused) = tokio::join!(erase, send, redeliver);
+    // Meta keeps redelivering for days, and reports the reply's fate if it had it.
+    let graph_sends = sends(&graph).await;
+    let mut redeliveries = old.clone();
+    if !graph_sends.is_empty() {
+        redeliveries.push(status_delivery(&c.phone_number_id, &[(reply.clone(), "delivered")]));
+    }
+    let late_refused = deliver_until_accepted(&faulty_gw.base, redeliveries.clone(), 3).await;
+    sender_aws.set_enabled(false);
+    webhook_aws.set_enabled(false);
+
+    assert!(graph_sends.len() <= 1, "the reply left at most once: {graph_sends:?}");
+    assert_eq!(
+        c.store.match_contact(&t, &identity).await.unwrap(),
+        None,
+        "no contact came back"
+    );
+    assert!(
+        c.store.get_message(&t, &reply).await.unwrap().is_none(),
+        "the reply is gone"
+    );
+    let mut needles: Vec<String> = vec![
+        x.clone(),
+        from.to_owned(),
+        reply.clone(),
+        format!("wamid.{reply}"),
+        "remember me".into(),
+        "about your order".into(),
+    ];
+    needles.extend((0..3).map(|n| format!("wamid.{tag}.{n}")));
+    // The audit log names the contact and the reply by id (never by anything else).
+    let found = leftovers(c, &erasure_id, &needles, &[x.clone(), reply.clone()]).await;
+    assert!(found.is_empty(), "{}", found.join("\n"));
+
+    // A genuinely new message from the same customer starts a fresh contact.
+    let fresh_body = text_delivery(
+        &c.phone_number_id,
+        from,
+        &format!("wamid.{tag}.new"),
+        ts + 10,
+        "hi again",
+    );
+    assert_eq!(post_webhook(&c.base, &fresh_body, None).await.0, 200);
+    let (fresh, _) = c
+        .store
+        .match_contact(&t, &identity)
+        .await
+        .unwrap()
+        .expect("a fresh contact");
+    assert_ne!(fresh, x);
+    assert_eq!(conversation(&c.store, &t, &fresh).await.len(), 1);
+    let fresh = c.store.get_contact(&t, &fresh).await.unwrap().unwrap();
+    assert_ne!(
+        fresh.consent.marketing.as_str(),
+        "opted_out",
+        "the old STOP was not replayed"
+    );
+    format!(
+        "an erasure {head_start:?} behind raced {} redeliveries ({refused} refused, then {} late, {late_refused} refused) and a send ({} Graph send); injected {} (webhook) and {} (sender); checked no contact, message, body or object of the contact left, the reply sent at most once and gone, and a fresh contact for a new message without the old STOP",
+        racing.len(),
+        redeliveries.len(),
+        graph_sends.len(),
+        webhook_aws.report(),
+        sender_aws.report(),
+    )
 }

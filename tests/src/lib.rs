@@ -315,29 +315,29 @@ pub async fn start_gateway_tuned(store: DynamoStore, tune: impl FnOnce(ApiDeps) 
     .await
 }
 
-/// A gateway on the shared stack whose webhook function reaches AWS with `webhook_aws` (e.g.
-/// through a [`faults::FaultProxy`] in front of the webhook function's IAM gate) and enqueues
-/// media jobs on `media_queue_url`.
-pub async fn start_gateway_with_webhook_sdk(
-    store: DynamoStore,
-    webhook_aws: SdkConfig,
-    media_queue_url: &str,
-) -> Gateway {
-    let on = stack();
-    let privacy = on.privacy().await;
-    start_gateway_on(
-        on,
-        store,
-        media_queue_url,
-        on.outbound_queue_url(),
-        privacy,
-        Some(webhook_aws),
-        |deps| deps,
-    )
-    .await
-}
-
 impl Stack {
+    /// A gateway on this stack whose webhook function reaches AWS with `webhook_aws` (e.g.
+    /// through a [`faults::FaultProxy`] in front of the webhook function's IAM gate) and enqueues
+    /// media jobs on `media_queue_url`.
+    pub async fn start_gateway_with_webhook_sdk(
+        &self,
+        store: DynamoStore,
+        webhook_aws: SdkConfig,
+        media_queue_url: &str,
+    ) -> Gateway {
+        let privacy = self.privacy().await;
+        start_gateway_on(
+            self,
+            store,
+            media_queue_url,
+            self.outbound_queue_url(),
+            privacy,
+            Some(webhook_aws),
+            |deps| deps,
+        )
+        .await
+    }
+
     /// A gateway on this stack whose functions use the given queues and privacy wiring.
     pub async fn start_gateway(
         &self,
