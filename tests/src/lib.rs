@@ -39,6 +39,7 @@ pub struct Stack {
 static STACK: OnceLock<Stack> = OnceLock::new();
 static BULK_STACK: OnceLock<Stack> = OnceLock::new();
 static EVENTS_STACK: OnceLock<Stack> = OnceLock::new();
+static FAULTS_STACK: OnceLock<Stack> = OnceLock::new();
 
 /// The shared local stack, started on first use.
 pub fn stack() -> &'static Stack {
@@ -57,6 +58,12 @@ pub fn bulk_stack() -> &'static Stack {
 /// writes) never slows the other tests' requests, nor theirs the stream.
 pub fn events_stack() -> &'static Stack {
     EVENTS_STACK.get_or_init(start_stack)
+}
+
+/// The stack of the fault suite's inbound scenario (1,500-odd requests): on its own endpoint it
+/// neither waits behind the other tests' requests nor slows them.
+pub fn faults_stack() -> &'static Stack {
+    FAULTS_STACK.get_or_init(start_stack)
 }
 
 /// Held by each test of [`events_stack`]: their latency assertions (a fast endpoint served while
