@@ -622,7 +622,7 @@ async fn history(store: &DynamoStore, tenant_id: &str, contact_id: &str) -> Vec<
 }
 
 /// 300 inbound texts from 12 customers (several per delivery, most customers writing many),
-/// every delivery sent 3× in a seeded order, 6 at once, while the webhook function's DynamoDB
+/// every delivery sent 3× in a seeded order, 12 at once, while the webhook function's DynamoDB
 /// and SQS requests are throttled, answered 500, reset, answered-then-lost and delayed. Every
 /// refused delivery is delivered again until accepted (as Meta does). Every message is stored
 /// exactly once, in its customer's one contact and conversation, and each contact's
@@ -672,7 +672,7 @@ async fn inbound_redeliveries_under_aws_faults_store_every_message_exactly_once(
     );
     let sent = bodies.len();
     let began = std::time::Instant::now();
-    let refused = deliver_until_accepted(&gw.base, bodies, 6).await;
+    let refused = deliver_until_accepted(&gw.base, bodies, 12).await;
     let took = began.elapsed();
     proxy.set_enabled(false);
 
