@@ -37,7 +37,7 @@ fn image_delivery(pnid: &str, from: &str, wamid: &str, media_id: &str, sha256: &
 
 /// Records the backoff the worker asks for instead of touching a queue.
 #[derive(Default)]
-struct RecordedRetries(Mutex<Vec<i32>>);
+pub(crate) struct RecordedRetries(pub(crate) Mutex<Vec<i32>>);
 
 impl RetryScheduler for RecordedRetries {
     async fn retry_after(&self, _receipt_handle: &str, seconds: i32) -> Result<(), EnqueueError> {
@@ -51,7 +51,7 @@ async fn own_queue(_sqs: &aws_sdk_sqs::Client) -> String {
 }
 
 /// A media function instance on the media function's role.
-async fn media_worker<G, R>(graph: G, retry: R) -> media_fn::Deps<DynamoStore, G, S3Blobs, R> {
+pub(crate) async fn media_worker<G, R>(graph: G, retry: R) -> media_fn::Deps<DynamoStore, G, S3Blobs, R> {
     let sdk = stack().sdk_for("MediaFunction").await;
     media_fn::Deps {
         store: stack().store_for("MediaFunction").await,
@@ -100,12 +100,12 @@ fn graph_client(server: &MockServer) -> GraphClient {
     .unwrap()
 }
 
-async fn stored_message(store: &DynamoStore, tenant: &str, wamid: &str) -> MessageRecord {
+pub(crate) async fn stored_message(store: &DynamoStore, tenant: &str, wamid: &str) -> MessageRecord {
     let id = inbound_message_id(tenant, wamid, meta_time(1_767_225_600, chrono::Utc::now()));
     store.get_message(tenant, &id).await.unwrap().expect("message stored")
 }
 
-async fn object_bytes(key: &str) -> Vec<u8> {
+pub(crate) async fn object_bytes(key: &str) -> Vec<u8> {
     let s3 = crm_shared::aws::s3_client(&stack().sdk().await);
     let obj = s3
         .get_object()
@@ -169,7 +169,7 @@ async fn inbound_media_travels_through_the_queue_into_s3() {
     assert_eq!(again, 0);
 }
 
-fn record(job: &serde_json::Value, receive_count: u32) -> serde_json::Value {
+pub(crate) fn record(job: &serde_json::Value, receive_count: u32) -> serde_json::Value {
     json!({
         "messageId": format!("sqs-{receive_count}"),
         "receiptHandle": format!("rh-{receive_count}"),
@@ -181,7 +181,7 @@ fn record(job: &serde_json::Value, receive_count: u32) -> serde_json::Value {
     })
 }
 
-fn event(records: Vec<serde_json::Value>) -> LambdaEvent<SqsEvent> {
+pub(crate) fn event(records: Vec<serde_json::Value>) -> LambdaEvent<SqsEvent> {
     LambdaEvent::new(
         serde_json::from_value(json!({ "Records": records })).unwrap(),
         Context::default(),
@@ -530,7 +530,7 @@ async fn mock_document(server: &MockServer, media_id: &str, data: &[u8], announc
 }
 
 /// Multipart uploads still open under `prefix` in the media bucket.
-async fn open_uploads(prefix: &str) -> Vec<String> {
+pub(crate) async fn open_uploads(prefix: &str) -> Vec<String> {
     let s3 = crm_shared::aws::s3_client(&stack().sdk().await);
     let out = s3
         .list_multipart_uploads()
@@ -546,7 +546,7 @@ async fn open_uploads(prefix: &str) -> Vec<String> {
 }
 
 /// A tenant, a document message stored by the webhook for `media_id`, and its job.
-async fn document_job(
+pub(crate) async fn document_job(
     name: &str,
     wamid: &str,
     media_id: &str,

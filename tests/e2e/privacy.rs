@@ -29,19 +29,19 @@ use crm_shared::store::{
 };
 use e2e_tests::{api, bulk_lock, bulk_stack as stack, new_tenant, post_webhook};
 
-struct Ctx {
-    base: String,
-    admin: String,
-    agent: String,
+pub(crate) struct Ctx {
+    pub(crate) base: String,
+    pub(crate) admin: String,
+    pub(crate) agent: String,
     viewer: String,
-    tenant_id: String,
-    phone_number_id: String,
-    store: DynamoStore,
+    pub(crate) tenant_id: String,
+    pub(crate) phone_number_id: String,
+    pub(crate) store: DynamoStore,
     privacy: Privacy,
     _gw: e2e_tests::Gateway,
 }
 
-async fn ctx(name: &str) -> Ctx {
+pub(crate) async fn ctx(name: &str) -> Ctx {
     ctx_with(name, None).await
 }
 
@@ -86,7 +86,7 @@ impl Ctx {
         format!("{}{path}", self.base)
     }
 
-    async fn call(&self, method: &str, path: &str, key: &str, body: Option<Value>) -> (u16, Value) {
+    pub(crate) async fn call(&self, method: &str, path: &str, key: &str, body: Option<Value>) -> (u16, Value) {
         api(method, &self.url(path), Some(key), body).await
     }
 
@@ -114,7 +114,7 @@ fn code(body: &Value) -> &str {
     body["error"]["code"].as_str().unwrap_or_default()
 }
 
-fn text_delivery(pnid: &str, from: &str, wamid: &str, ts: i64, text: &str) -> String {
+pub(crate) fn text_delivery(pnid: &str, from: &str, wamid: &str, ts: i64, text: &str) -> String {
     json!({
         "object": "whatsapp_business_account",
         "entry": [{"id": "1", "changes": [{"field": "messages", "value": {
@@ -206,7 +206,7 @@ async fn scan_table(store: &DynamoStore) -> Vec<(String, String, String)> {
     }
 }
 
-async fn conversation(store: &DynamoStore, t: &str, c: &str) -> Vec<MessageRecord> {
+pub(crate) async fn conversation(store: &DynamoStore, t: &str, c: &str) -> Vec<MessageRecord> {
     let mut out = Vec::new();
     let mut start = None;
     loop {
@@ -252,7 +252,7 @@ async fn export_until_done(c: &Ctx, export_id: &str) -> Value {
 }
 
 /// Runs the eraser on the erasure queue until the erasure is complete; returns its receipt.
-async fn erase_until_done(c: &Ctx, erasure_id: &str) -> Value {
+pub(crate) async fn erase_until_done(c: &Ctx, erasure_id: &str) -> Value {
     let deps = worker_deps("EraserFunction").await;
     let sqs = crm_shared::aws::sqs_client(&stack().sdk().await);
     let deadline = Instant::now() + Duration::from_secs(300);
@@ -778,7 +778,7 @@ fn rand_u64() -> u64 {
 
 /// Items of the tenant, and objects anywhere, that still mention any of `needles` — except the
 /// audit log and the erasure's receipt, which name the contact by id (never by anything else).
-async fn leftovers(c: &Ctx, erasure_id: &str, needles: &[String], id_only: &[String]) -> Vec<String> {
+pub(crate) async fn leftovers(c: &Ctx, erasure_id: &str, needles: &[String], id_only: &[String]) -> Vec<String> {
     let mut found = Vec::new();
     let tenant = tenant_pk(&c.tenant_id);
     let receipts = [audit_pk(&c.tenant_id), erasure_pk(&c.tenant_id, erasure_id)];

@@ -7,6 +7,7 @@
 //! AWS would deny it. `crmctl` runs behind the gate of the template's `OperatorPolicy`. Only the
 //! tests' own setup and assertions use [`Stack::sdk`] (straight to moto, unchecked).
 
+pub mod faults;
 pub mod iam;
 pub mod proxy;
 
@@ -38,6 +39,7 @@ pub struct Stack {
 static STACK: OnceLock<Stack> = OnceLock::new();
 static BULK_STACK: OnceLock<Stack> = OnceLock::new();
 static EVENTS_STACK: OnceLock<Stack> = OnceLock::new();
+static FAULTS_STACK: OnceLock<Stack> = OnceLock::new();
 
 /// The shared local stack, started on first use.
 pub fn stack() -> &'static Stack {
@@ -56,6 +58,12 @@ pub fn bulk_stack() -> &'static Stack {
 /// writes) never slows the other tests' requests, nor theirs the stream.
 pub fn events_stack() -> &'static Stack {
     EVENTS_STACK.get_or_init(start_stack)
+}
+
+/// The stack of the fault suite's inbound scenario (1,500-odd requests): on its own endpoint it
+/// neither waits behind the other tests' requests nor slows them.
+pub fn faults_stack() -> &'static Stack {
+    FAULTS_STACK.get_or_init(start_stack)
 }
 
 /// Held by each test of [`events_stack`]: their latency assertions (a fast endpoint served while
@@ -145,9 +153,13 @@ impl Stack {
     /// The store a function's handler uses (its role's permissions; Graph tokens sealed with
     /// the stack's token key, which only the sender's and media worker's roles may open).
     pub async fn store_for(&self, principal: &str) -> DynamoStore {
-        let sdk = self.sdk_for(principal).await;
-        DynamoStore::new(crm_shared::aws::dynamodb_client(&sdk), self.table())
-            .with_token_cipher(self.token_cipher(&sdk))
+        self.store_with_sdk(&self.sdk_for(principal).await)
+    }
+
+    /// The store of a function reaching AWS with `sdk` (e.g. through a fault proxy in front of
+    /// its IAM gate).
+    pub fn store_with_sdk(&self, sdk: &SdkConfig) -> DynamoStore {
+        DynamoStore::new(crm_shared::aws::dynamodb_client(sdk), self.table()).with_token_cipher(self.token_cipher(sdk))
     }
 
     fn token_cipher(&self, sdk: &SdkConfig) -> crm_shared::kms::TokenCipher {
@@ -165,8 +177,13 @@ impl Stack {
 
     /// The privacy machinery as `principal` (ApiFunction, ExporterFunction, …) runs it.
     pub async fn privacy_for(&self, principal: &str) -> crm_shared::privacy::Privacy {
+        self.privacy_with_sdk(&self.sdk_for(principal).await)
+    }
+
+    /// The privacy machinery reaching AWS with `sdk` (e.g. through a fault proxy).
+    pub fn privacy_with_sdk(&self, sdk: &SdkConfig) -> crm_shared::privacy::Privacy {
         let resources = Env::from_map(self.provisioned.function_env()).resources();
-        crm_shared::privacy::Privacy::from_sdk(&self.sdk_for(principal).await, &resources)
+        crm_shared::privacy::Privacy::from_sdk(sdk, &resources)
     }
 
     pub fn media_queue_url(&self) -> &str {
@@ -293,10 +310,41 @@ pub const TEST_QUOTA: crm_shared::quota::QuotaConfig = crm_shared::quota::QuotaC
 pub async fn start_gateway_tuned(store: DynamoStore, tune: impl FnOnce(ApiDeps) -> ApiDeps) -> Gateway {
     let on = stack();
     let privacy = on.privacy().await;
-    start_gateway_on(on, store, on.media_queue_url(), on.outbound_queue_url(), privacy, tune).await
+    start_gateway_on(
+        on,
+        store,
+        on.media_queue_url(),
+        on.outbound_queue_url(),
+        privacy,
+        None,
+        tune,
+    )
+    .await
 }
 
 impl Stack {
+    /// A gateway on this stack whose webhook function reaches AWS with `webhook_aws` (e.g.
+    /// through a [`faults::FaultProxy`] in front of the webhook function's IAM gate) and enqueues
+    /// media jobs on `media_queue_url`.
+    pub async fn start_gateway_with_webhook_sdk(
+        &self,
+        store: DynamoStore,
+        webhook_aws: SdkConfig,
+        media_queue_url: &str,
+    ) -> Gateway {
+        let privacy = self.privacy().await;
+        start_gateway_on(
+            self,
+            store,
+            media_queue_url,
+            self.outbound_queue_url(),
+            privacy,
+            Some(webhook_aws),
+            |deps| deps,
+        )
+        .await
+    }
+
     /// A gateway on this stack whose functions use the given queues and privacy wiring.
     pub async fn start_gateway(
         &self,
@@ -305,7 +353,16 @@ impl Stack {
         outbound_queue_url: &str,
         privacy: crm_shared::privacy::Privacy,
     ) -> Gateway {
-        start_gateway_on(self, store, media_queue_url, outbound_queue_url, privacy, |deps| deps).await
+        start_gateway_on(
+            self,
+            store,
+            media_queue_url,
+            outbound_queue_url,
+            privacy,
+            None,
+            |deps| deps,
+        )
+        .await
     }
 }
 
@@ -315,6 +372,7 @@ async fn start_gateway_on(
     media_queue_url: &str,
     outbound_queue_url: &str,
     privacy: crm_shared::privacy::Privacy,
+    webhook_aws: Option<SdkConfig>,
     tune: impl FnOnce(ApiDeps) -> ApiDeps,
 ) -> Gateway {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -333,7 +391,10 @@ async fn start_gateway_on(
     // `store` names the stack's table; each function gets its own client, on its own role.
     let table = store.table().to_owned();
     let api_sdk = on.sdk_for("ApiFunction").await;
-    let webhook_sdk = on.sdk_for("WebhookFunction").await;
+    let webhook_sdk = match webhook_aws {
+        Some(sdk) => sdk,
+        None => on.sdk_for("WebhookFunction").await,
+    };
     let media = crm_shared::blob::S3Blobs::new(crm_shared::aws::s3_client(&api_sdk), on.media_bucket());
     let api = api_fn::Deps::new(
         DynamoStore::new(crm_shared::aws::dynamodb_client(&api_sdk), table.clone())

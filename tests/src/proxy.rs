@@ -13,7 +13,6 @@
 //! denials are expected and not recorded.
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -71,11 +70,7 @@ pub fn start(principals: &[String], upstream: &str, policies: Arc<Policies>) -> 
                 .build()
                 .expect("gate runtime");
             rt.block_on(async move {
-                let client = reqwest::Client::builder()
-                    .redirect(reqwest::redirect::Policy::none())
-                    .pool_max_idle_per_host(32)
-                    .build()
-                    .expect("client");
+                let client = client();
                 let mut endpoints = BTreeMap::new();
                 for principal in principals {
                     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -86,7 +81,10 @@ pub fn start(principals: &[String], upstream: &str, policies: Arc<Policies>) -> 
                         policies: policies.clone(),
                         client: client.clone(),
                     });
-                    tokio::spawn(serve(listener, gate));
+                    tokio::spawn(serve(listener, move |req| {
+                        let gate = gate.clone();
+                        async move { Some(gate.handle(req).await) }
+                    }));
                 }
                 tx.send(endpoints).unwrap();
                 std::future::pending::<()>().await;
@@ -103,32 +101,11 @@ struct Gate {
     client: reqwest::Client,
 }
 
-async fn serve(listener: tokio::net::TcpListener, gate: Arc<Gate>) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let gate = gate.clone();
-        tokio::spawn(async move {
-            let io = hyper_util::rt::TokioIo::new(stream);
-            let service = hyper::service::service_fn(move |req| {
-                let gate = gate.clone();
-                async move { Ok::<_, Infallible>(gate.handle(req).await) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .keep_alive(true)
-                .serve_connection(io, service)
-                .await;
-        });
-    }
-}
-
 impl Gate {
     async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
-        let (parts, body) = req.into_parts();
-        let body = match body.collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(e) => return plain(400, format!("body: {e}")),
+        let (parts, body) = match read(req).await {
+            Ok(read) => read,
+            Err(answer) => return answer,
         };
         let path = parts.uri.path();
         let query = parts.uri.query().unwrap_or_default();
@@ -151,45 +128,116 @@ impl Gate {
             }
             return access_denied(&parts.headers, &line);
         }
-        let url = format!(
-            "{}{}",
-            self.upstream,
-            parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
-        );
-        let mut forward = self.client.request(parts.method.clone(), url).body(body);
-        for (name, value) in &parts.headers {
-            if !matches!(
-                name.as_str(),
-                "host" | "connection" | "expect" | "transfer-encoding" | "content-length"
-            ) {
-                forward = forward.header(name, value);
-            }
-        }
-        match forward.send().await {
-            Ok(resp) => {
-                let mut out = Response::builder().status(resp.status());
-                for (name, value) in resp.headers() {
-                    if !matches!(name.as_str(), "connection" | "transfer-encoding" | "content-length") {
-                        out = out.header(name, value);
-                    }
-                }
-                let bytes = resp.bytes().await.unwrap_or_default();
-                let len = bytes.len();
-                let mut response = out.body(Full::new(bytes)).unwrap();
-                // HEAD answers keep the object's length; others the body's.
-                if parts.method != http::Method::HEAD {
-                    response
-                        .headers_mut()
-                        .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
-                }
-                response
-            }
-            Err(e) => plain(502, format!("local endpoint: {e}")),
-        }
+        forward(&self.client, &self.upstream, &parts, body).await
     }
 }
 
-fn plain(status: u16, text: String) -> Response<Full<Bytes>> {
+/// A proxy's answer to one request: `None` drops the connection without an answer (a reset).
+pub type Answer = Option<Response<Full<Bytes>>>;
+
+/// Serves `listener` forever, one task per connection, each request answered by `handle`.
+/// Shared by the IAM gates and the fault injector ([`crate::faults`]).
+pub async fn serve<F, Fut>(listener: tokio::net::TcpListener, handle: F)
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Answer> + Send + 'static,
+{
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let service = hyper::service::service_fn(move |req| {
+                let answer = handle(req);
+                async move { answer.await.ok_or(Dropped) }
+            });
+            // A service error makes hyper close the connection without writing an answer.
+            let _ = hyper::server::conn::http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(io, service)
+                .await;
+        });
+    }
+}
+
+/// The error that makes [`serve`] drop a connection.
+#[derive(Debug)]
+struct Dropped;
+
+impl std::fmt::Display for Dropped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection dropped without an answer")
+    }
+}
+
+impl std::error::Error for Dropped {}
+
+/// The request's head and whole body (or the answer to a body that could not be read).
+pub async fn read(req: Request<Incoming>) -> Result<(http::request::Parts, Bytes), Response<Full<Bytes>>> {
+    let (parts, body) = req.into_parts();
+    match body.collect().await {
+        Ok(b) => Ok((parts, b.to_bytes())),
+        Err(e) => Err(plain(400, format!("body: {e}"))),
+    }
+}
+
+/// Forwards one request to `upstream` unchanged and returns its answer (`502` when `upstream`
+/// cannot be reached).
+pub async fn forward(
+    client: &reqwest::Client,
+    upstream: &str,
+    parts: &http::request::Parts,
+    body: Bytes,
+) -> Response<Full<Bytes>> {
+    let url = format!(
+        "{}{}",
+        upstream.trim_end_matches('/'),
+        parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
+    );
+    let mut forward = client.request(parts.method.clone(), url).body(body);
+    for (name, value) in &parts.headers {
+        if !matches!(
+            name.as_str(),
+            "host" | "connection" | "expect" | "transfer-encoding" | "content-length"
+        ) {
+            forward = forward.header(name, value);
+        }
+    }
+    match forward.send().await {
+        Ok(resp) => {
+            let mut out = Response::builder().status(resp.status());
+            for (name, value) in resp.headers() {
+                if !matches!(name.as_str(), "connection" | "transfer-encoding" | "content-length") {
+                    out = out.header(name, value);
+                }
+            }
+            let bytes = resp.bytes().await.unwrap_or_default();
+            let len = bytes.len();
+            let mut response = out.body(Full::new(bytes)).unwrap();
+            // HEAD answers keep the object's length; others the body's.
+            if parts.method != http::Method::HEAD {
+                response
+                    .headers_mut()
+                    .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
+            }
+            response
+        }
+        Err(e) => plain(502, format!("local endpoint: {e}")),
+    }
+}
+
+/// A new forwarding client (no redirects followed: answers pass through as they are).
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(32)
+        .build()
+        .expect("client")
+}
+
+pub fn plain(status: u16, text: String) -> Response<Full<Bytes>> {
     Response::builder()
         .status(status)
         .body(Full::new(Bytes::from(text)))

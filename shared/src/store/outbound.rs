@@ -45,9 +45,21 @@ pub(crate) enum WamidWrite<'a> {
     Adopted,
 }
 
-/// What a refused claim found in the message item (`None`: no such message).
-fn claim_refused(old: Option<super::Item>, now_ms: i64) -> Result<Claim, StoreError> {
+/// What a refused claim found in the message item (`None`: no such message). A lease carrying
+/// our own `token` is ours: the claim was applied and its answer lost (a reset, a timeout), and
+/// the SDK's retry of the same request was refused by the write it made itself. Taking it for
+/// someone else's would leave the message waiting for its own lease, then end it `unknown`
+/// though Meta never saw it.
+fn claim_refused(old: Option<super::Item>, now_ms: i64, token: &str) -> Result<Claim, StoreError> {
     let Some(old) = old else { return Ok(Claim::Finished) };
+    if old.get("lease_token").and_then(|v| v.as_s().ok()).map(String::as_str) == Some(token) {
+        let message = from_item::<MessageItem>(old)?.message;
+        return Ok(if message.status == MessageStatus::Queued {
+            Claim::Claimed(Box::new(message))
+        } else {
+            Claim::Finished
+        });
+    }
     let lease = old
         .get("lease_until_ms")
         .and_then(|v| v.as_n().ok())
@@ -264,13 +276,15 @@ impl OutboundStore for DynamoStore {
         lease_ms: i64,
     ) -> Result<Claim, StoreError> {
         let now_ms = now.timestamp_millis();
+        // This claim's own mark (see `claim_refused`).
+        let token = crate::ids::new_id();
         let result = self
             .client()
             .update_item()
             .table_name(self.table())
             .set_key(Some(key(message_pk(tenant_id, message_id), MESSAGE_SK)))
             // `touched_ms`: the send sweeper leaves a message alone while its job is alive.
-            .update_expression("SET lease_until_ms = :until, touched_ms = :now")
+            .update_expression("SET lease_until_ms = :until, touched_ms = :now, lease_token = :token")
             // A lease is given back when its holder did not call Meta: one still present is
             // held, or was abandoned mid-send (the old item tells which).
             .condition_expression("attribute_exists(PK) AND #status = :queued AND attribute_not_exists(lease_until_ms)")
@@ -278,6 +292,7 @@ impl OutboundStore for DynamoStore {
             .expression_attribute_values(":queued", s("queued"))
             .expression_attribute_values(":until", n(now_ms + lease_ms))
             .expression_attribute_values(":now", n(now_ms))
+            .expression_attribute_values(":token", s(&token))
             .return_values(ReturnValue::AllNew)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
@@ -296,7 +311,7 @@ impl OutboundStore for DynamoStore {
                     // Some endpoints omit the old item: read it.
                     None => self.get_item(message_pk(tenant_id, message_id), MESSAGE_SK).await?,
                 };
-                claim_refused(old, now_ms)
+                claim_refused(old, now_ms, &token)
             }
             Err(err) => Err(backend(err)),
         }
