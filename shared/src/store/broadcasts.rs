@@ -1,10 +1,11 @@
 //! Broadcasts in the table: one partition per tenant for the broadcast items
-//! (`T#<t>#BCAST`, `B#<id>`), one partition per broadcast for its recipients
-//! (`T#<t>#BCAST#<id>`, `R#<contact>`), and two items in the tenant partition (settings,
-//! messaging-limit usage). A page commit is one `TransactWriteItems`: the broadcast put on its
-//! version, each new recipient put if absent, each changed recipient put on its status, and
-//! the usage item on its version. Recipient writes spread over the broadcast's partition by
-//! contact id; no index is written.
+//! (`T#<t>#BCAST`, `B#<id>`), [`RECIPIENT_SHARDS`] partitions per broadcast for its recipients
+//! (`T#<t>#BCAST#<id>#<shard>`, `R#<contact>`, the shard a hash of the contact id), and two
+//! items in the tenant partition (settings, messaging-limit usage). A page commit is one
+//! `TransactWriteItems`: the broadcast put on its version, each new recipient put if absent,
+//! each changed recipient put on its status, and the usage item on its version. No index is
+//! written. Recipient listings walk the shards in order (a position is a contact id, whose
+//! shard follows from it, or the start of a shard).
 
 use std::collections::HashMap;
 
@@ -68,7 +69,7 @@ struct RecipientItem {
 impl RecipientItem {
     fn new(r: &BroadcastRecipient) -> Self {
         RecipientItem {
-            pk: broadcast_recipients_pk(&r.tenant_id, &r.broadcast_id),
+            pk: recipient_pk(&r.tenant_id, &r.broadcast_id, &r.contact_id),
             sk: recipient_sk(&r.contact_id),
             recipient: r.clone(),
         }
@@ -107,17 +108,37 @@ fn versioned_put(table: &str, b: &Broadcast) -> Put {
         .expect("put is complete")
 }
 
-/// Recipient pages continue at a contact id (what the engine and the API cursors carry).
+/// The partition of a contact's entry in a broadcast.
+fn recipient_pk(tenant_id: &str, broadcast_id: &str, contact_id: &str) -> String {
+    broadcast_recipients_pk(tenant_id, broadcast_id, recipient_shard(contact_id))
+}
+
+/// Where a recipient page starts: the shard, and the key to continue after in it. Positions
+/// are a contact id (what the engine and the API cursors carry: after it, in its shard) or
+/// the start of a shard.
 fn recipient_start(
     tenant_id: &str,
     broadcast_id: &str,
     start: &Option<Position>,
-) -> Option<HashMap<String, AttributeValue>> {
-    let contact_id = start.as_ref()?.get("contact_id")?;
-    Some(key(
-        broadcast_recipients_pk(tenant_id, broadcast_id),
-        recipient_sk(contact_id),
-    ))
+) -> (u32, Option<HashMap<String, AttributeValue>>) {
+    let Some(start) = start else {
+        return (0, None);
+    };
+    if let Some(contact_id) = start.get("contact_id") {
+        let shard = recipient_shard(contact_id);
+        let after = key(
+            broadcast_recipients_pk(tenant_id, broadcast_id, shard),
+            recipient_sk(contact_id),
+        );
+        return (shard, Some(after));
+    }
+    let shard = start.get("shard").and_then(|s| s.parse().ok()).unwrap_or(0);
+    (shard, None)
+}
+
+/// Every shard's partition key of a broadcast's recipients.
+fn recipient_partitions(tenant_id: &str, broadcast_id: &str) -> impl Iterator<Item = String> {
+    (0..RECIPIENT_SHARDS).map(move |shard| broadcast_recipients_pk(tenant_id, broadcast_id, shard))
 }
 
 fn contact_position(item: &super::Item) -> Option<Position> {
@@ -147,9 +168,9 @@ impl DynamoStore {
     pub(crate) async fn delete_broadcast_partitions(&self, tenant_id: &str) -> Result<u64, StoreError> {
         let mut deleted = 0;
         for (id, _) in self.broadcast_ids(tenant_id).await? {
-            deleted += self
-                .delete_partition(broadcast_recipients_pk(tenant_id, &id), |_| true)
-                .await?;
+            for pk in recipient_partitions(tenant_id, &id) {
+                deleted += self.delete_partition(pk, |_| true).await?;
+            }
         }
         Ok(deleted + self.delete_partition(broadcasts_pk(tenant_id), |_| true).await?)
     }
@@ -290,15 +311,15 @@ impl BroadcastStore for DynamoStore {
         start: Option<Position>,
     ) -> Result<Page<BroadcastRecipient>, StoreError> {
         let limit = limit.max(1) as usize;
-        let mut exclusive = recipient_start(tenant_id, broadcast_id, &start);
+        let (mut shard, mut exclusive) = recipient_start(tenant_id, broadcast_id, &start);
         let mut items: Vec<super::Item> = Vec::new();
-        loop {
+        while shard < RECIPIENT_SHARDS {
             let mut query = self
                 .client()
                 .query()
                 .table_name(self.table())
                 .key_condition_expression("PK = :pk AND begins_with(SK, :prefix)")
-                .expression_attribute_values(":pk", s(broadcast_recipients_pk(tenant_id, broadcast_id)))
+                .expression_attribute_values(":pk", s(broadcast_recipients_pk(tenant_id, broadcast_id, shard)))
                 .expression_attribute_values(":prefix", s(RECIPIENT_PREFIX))
                 .set_exclusive_start_key(exclusive.take())
                 .limit((limit + 1).max(100) as i32)
@@ -319,9 +340,18 @@ impl BroadcastStore for DynamoStore {
             }
             match more {
                 Some(k) => exclusive = Some(k),
-                None => return map_recipients(items, None),
+                None => {
+                    shard += 1;
+                    exclusive = None;
+                    // A full page that ends a shard goes on at the next one's start.
+                    if items.len() == limit && shard < RECIPIENT_SHARDS {
+                        let next = Position::from([("shard".to_owned(), shard.to_string())]);
+                        return map_recipients(items, Some(next));
+                    }
+                }
             }
         }
+        map_recipients(items, None)
     }
 
     async fn broadcast_settings(&self, tenant_id: &str) -> Result<BroadcastSettings, StoreError> {
@@ -421,7 +451,7 @@ impl BroadcastStore for DynamoStore {
                     .delete_item()
                     .table_name(self.table())
                     .set_key(Some(key(
-                        broadcast_recipients_pk(tenant_id, id),
+                        recipient_pk(tenant_id, id, contact_id),
                         recipient_sk(contact_id),
                     )))
                     .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
@@ -440,8 +470,9 @@ impl BroadcastStore for DynamoStore {
         for (id, item) in self.broadcast_ids(tenant_id).await? {
             let b = from_item::<BroadcastItem>(item)?.broadcast;
             if b.status.is_final() && b.finished_at.is_some_and(|f| f < before) {
-                self.delete_partition(broadcast_recipients_pk(tenant_id, &id), |_| true)
-                    .await?;
+                for pk in recipient_partitions(tenant_id, &id) {
+                    self.delete_partition(pk, |_| true).await?;
+                }
                 self.delete_items(&[ItemKey::new(broadcasts_pk(tenant_id), broadcast_sk(&id))])
                     .await?;
                 deleted += 1;
@@ -462,6 +493,29 @@ fn map_recipients(items: Vec<super::Item>, next: Option<Position>) -> Result<Pag
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recipients_spread_evenly_over_stable_shards() {
+        // Pinned: a shard is part of stored keys, so the hash must never change.
+        assert_eq!(recipient_shard("01J9Z3V6W8X0Y2Z4A6B8C0D2E4"), 15);
+        assert_eq!(recipient_shard(""), 0x811c_9dc5 % RECIPIENT_SHARDS);
+        let mut per_shard = [0u32; RECIPIENT_SHARDS as usize];
+        for _ in 0..16_000 {
+            per_shard[recipient_shard(&crate::ids::new_id()) as usize] += 1;
+        }
+        // 1,000 expected per shard: none far off, so no key takes much more than its share.
+        assert!(per_shard.iter().all(|n| (850..1150).contains(n)), "{per_shard:?}");
+        assert_eq!(broadcast_recipients_pk("t", "b", 3), "T#t#BCAST#b#03");
+        let (shard, after) = recipient_start(
+            "t",
+            "b",
+            &Some(Position::from([("contact_id".to_owned(), "c1".to_owned())])),
+        );
+        assert_eq!(shard, recipient_shard("c1"));
+        assert!(after.is_some());
+        let (shard, after) = recipient_start("t", "b", &Some(Position::from([("shard".to_owned(), "7".to_owned())])));
+        assert_eq!((shard, after), (7, None));
+    }
 
     #[test]
     fn items_round_trip_through_attribute_maps() {
