@@ -1137,11 +1137,15 @@ async fn erasure_race(c: &crate::privacy::Ctx, from: &str, n: u64, head_start: D
     let send = drain(&deps, &reply_job, 10);
     let redeliver = deliver_until_accepted(&faulty_gw.base, racing.clone(), 3);
     let (erasure_id, _, refused) = tokio::join!(erase, send, redeliver);
-    // Meta keeps redelivering for days. (Not the reply's status: when the erasure lands between
-    // Meta's answer and the write of `sent`, its wamid is never recorded nor tombstoned, and a
-    // later status for it is parked under the wamid; see docs/faults.md, "Found, not fixed".)
+    // Meta keeps redelivering for days, and reports on the reply it got. When the erasure lands
+    // between Meta's answer and the write of `sent`, the wamid is never recorded: the sender
+    // tombstones it when it finds the message gone, and a status that arrives first (or names
+    // our erased message id) is dropped, its parked copy deleted.
     let graph_sends = sends(&graph).await;
-    let redeliveries = old.clone();
+    let mut redeliveries = old.clone();
+    if !graph_sends.is_empty() {
+        redeliveries.push(status_delivery(&c.phone_number_id, &[(reply.clone(), "delivered")]));
+    }
     let late_refused = deliver_until_accepted(&faulty_gw.base, redeliveries.clone(), 3).await;
     sender_aws.set_enabled(false);
     webhook_aws.set_enabled(false);

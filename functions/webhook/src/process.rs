@@ -606,5 +606,12 @@ async fn store_status<S: WebhookStore, Q: MediaJobQueue>(
         tracing::info!(%message_id, "status webhook reconciled a send whose outcome was unknown");
         return Ok(Some(deps.store.apply_status(tenant_id, &write).await?));
     }
+    // Our message id, but the message is gone: erased while Meta had it. Nothing of it stays.
+    if outcome == StatusOutcome::Parked
+        && let Some(message_id) = &status.biz_opaque_callback_data
+        && deps.store.drop_orphan_status(tenant_id, message_id, &write).await?
+    {
+        return Ok(Some(StatusOutcome::Erased));
+    }
     Ok(Some(outcome))
 }

@@ -14,8 +14,8 @@ use super::dynamo::{
     DynamoStore, av, backend, condition_failed, from_item, key, n, put_always, s, to_item, tx_check, tx_put, tx_update,
 };
 use super::items::{
-    ConsentItem, ConversationTouch, MessageItem, ParkedStatusItem, RawEventItem, StatusChange, WamidPointerItem,
-    media_is_stored,
+    ConsentItem, ConversationTouch, MessageItem, ParkedStatusItem, RawEventItem, StatusChange, TombstoneItem,
+    WamidPointerItem, media_is_stored,
 };
 use super::keys::*;
 use super::outbound::WamidWrite;
@@ -339,6 +339,30 @@ impl InboundStore for DynamoStore {
             Err(c) if c.any_failed() => Ok(false),
             Err(c) => Err(c.unexplained()),
         }
+    }
+
+    async fn drop_orphan_status(
+        &self,
+        tenant_id: &str,
+        message_id: &str,
+        write: &StatusWrite,
+    ) -> Result<bool, StoreError> {
+        if crate::ids::is_valid_id(message_id) && self.get_message(tenant_id, message_id).await?.is_some() {
+            return Ok(false);
+        }
+        self.put_if_absent(to_item(&TombstoneItem::new(tenant_id, &write.wamid, write.at)))
+            .await?;
+        self.client()
+            .delete_item()
+            .table_name(self.table())
+            .set_key(Some(key(
+                wamid_pk(tenant_id, &write.wamid),
+                pending_status_sk(write.status.as_str()),
+            )))
+            .send()
+            .await
+            .map_err(backend)?;
+        Ok(true)
     }
 
     async fn record_event(

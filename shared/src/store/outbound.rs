@@ -15,11 +15,12 @@ use super::dynamo::{
 };
 use super::items::{
     ContactItem, ConversationTouch, IdempotencyItem, MessageItem, ParkedStatusItem, ReferenceItem, StatusChange,
-    WamidPointerItem, schedule_next_free,
+    TombstoneItem, WamidPointerItem, schedule_next_free,
 };
 use super::keys::*;
 use super::ports::{
-    Claim, CreateOutcome, IdempotencyRecord, InboundStore, OutboundStore, Recipient, SendPacingStore, StatusWrite,
+    Claim, CreateOutcome, IdempotencyRecord, InboundStore, MessageStore, OutboundStore, Recipient, SendPacingStore,
+    StatusWrite,
 };
 use crate::message::{MessageError, MessageRecord, MessageStatus};
 use crate::sending::{SendSchedule, SlotDecision, SlotGrant, book_slots};
@@ -414,9 +415,18 @@ impl OutboundStore for DynamoStore {
         {
             Ok(()) => {}
             Err(c) if c.any_failed() => {
-                self.store_wamid(tenant_id, message_id, contact_id, wamid, WamidWrite::Alone)
+                match self
+                    .store_wamid(tenant_id, message_id, contact_id, wamid, WamidWrite::Alone)
                     .await?
-                    .map_err(|c| c.unexplained())?;
+                {
+                    Ok(()) => {}
+                    Err(c) => {
+                        if self.get_message(tenant_id, message_id).await?.is_none() {
+                            return self.forget_erased_send(tenant_id, wamid, at).await;
+                        }
+                        return Err(c.unexplained());
+                    }
+                }
                 self.apply_status(tenant_id, &sent).await?;
             }
             Err(c) => return Err(c.unexplained()),
@@ -448,6 +458,29 @@ impl OutboundStore for DynamoStore {
             Err(err) if condition_failed(&err) => Ok(()),
             Err(err) => Err(backend(err)),
         }
+    }
+}
+
+impl DynamoStore {
+    /// The message was erased while Meta had it (between Graph's answer and this write): its
+    /// wamid was never stored, so the erasure could not tombstone it. Tombstone it now, so
+    /// Meta's statuses for it are dropped rather than parked, and delete any that were parked
+    /// meanwhile.
+    async fn forget_erased_send(&self, tenant_id: &str, wamid: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
+        self.put_if_absent(to_item(&TombstoneItem::new(tenant_id, wamid, at)))
+            .await?;
+        let parked = PageQuery::partition(wamid_pk(tenant_id, wamid)).prefixed(PENDING_STATUS_PREFIX);
+        for item in self.query_all(&parked).await? {
+            let Some(k) = ItemKey::of(&item) else { continue };
+            self.client()
+                .delete_item()
+                .table_name(self.table())
+                .set_key(Some(key(k.pk, k.sk)))
+                .send()
+                .await
+                .map_err(backend)?;
+        }
+        Ok(())
     }
 }
 

@@ -432,6 +432,18 @@ pub trait InboundStore: Send + Sync {
         wamid: &str,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
+    /// A status just parked whose `biz_opaque_callback_data` names a message that no longer
+    /// exists (erased while Meta had it, before the sender stored the wamid): the wamid is
+    /// tombstoned and the parked status deleted, so nothing of the erased message stays and
+    /// later statuses are dropped (`true`). `false` while the message exists (its sender has yet
+    /// to record the wamid: the parked status waits for it).
+    fn drop_orphan_status(
+        &self,
+        tenant_id: &str,
+        message_id: &str,
+        write: &StatusWrite,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
     /// Keeps a non-message webhook change (account, quality, template updates); idempotent
     /// on its content.
     fn record_event(

@@ -1401,6 +1401,27 @@ impl InboundStore for MemStore {
         Ok(apply_status(&mut self.state(), tenant_id, write))
     }
 
+    async fn drop_orphan_status(
+        &self,
+        tenant_id: &str,
+        message_id: &str,
+        write: &StatusWrite,
+    ) -> Result<bool, StoreError> {
+        if self.state().messages.contains_key(&key(tenant_id, message_id)) {
+            return Ok(false);
+        }
+        let mut s = self.state();
+        let k = key(tenant_id, &write.wamid);
+        s.tombstones.insert(k.clone());
+        if let Some(parked) = s.parked.get_mut(&k) {
+            parked.remove(write.status.as_str());
+            if parked.is_empty() {
+                s.parked.remove(&k);
+            }
+        }
+        Ok(true)
+    }
+
     async fn adopt_wamid(&self, tenant_id: &str, message_id: &str, wamid: &str) -> Result<bool, StoreError> {
         // The message read and the wamid transaction.
         self.enter(Op::AdoptWamid, 2).await?;
