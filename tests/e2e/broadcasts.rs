@@ -120,6 +120,33 @@ struct Engine {
 }
 
 impl Engine {
+    /// The engine on the broadcaster's role and the sender on its own, both IAM-gated, with
+    /// `queue_url` as the sender's queue and `graph` as Meta.
+    async fn on_roles(tenant_id: &str, queue_url: &str, graph: &str) -> Engine {
+        let sender_sdk = stack().sdk_for("SenderFunction").await;
+        let engine_sdk = stack().sdk_for("BroadcastFunction").await;
+        Engine {
+            store: stack().store_for("BroadcastFunction").await,
+            files: stack().privacy_for("BroadcastFunction").await.exports,
+            queue: SqsQueue::new(crm_shared::aws::sqs_client(&engine_sdk), queue_url),
+            queue_url: queue_url.to_owned(),
+            sender: Deps::new(
+                stack().store_for("SenderFunction").await,
+                GraphClient::new(&GraphConfig {
+                    base_url: graph.to_owned(),
+                    version: "v25.0".into(),
+                })
+                .unwrap(),
+                SqsQueue::new(crm_shared::aws::sqs_client(&sender_sdk), queue_url),
+                SenderConfig {
+                    rate_per_second: 1000,
+                    ..SenderConfig::default()
+                },
+            ),
+            tenant_id: tenant_id.to_owned(),
+        }
+    }
+
     /// One engine run (40 sends a run: 80/s, half of it for broadcasts, 1 s runs).
     async fn run(&self) {
         let config = EngineConfig {
@@ -264,28 +291,7 @@ async fn a_campaign_sends_each_eligible_recipient_once_through_pause_and_resume(
     let (_, listed) = api("GET", &url("/v1/broadcasts"), Some(&other_key), None).await;
     assert_eq!(listed["items"], json!([]));
 
-    let sender_sdk = stack().sdk_for("SenderFunction").await;
-    let engine_sdk = stack().sdk_for("BroadcastFunction").await;
-    let engine = Engine {
-        store: stack().store_for("BroadcastFunction").await,
-        files: stack().privacy_for("BroadcastFunction").await.exports,
-        queue: SqsQueue::new(crm_shared::aws::sqs_client(&engine_sdk), &queue_url),
-        queue_url: queue_url.clone(),
-        sender: Deps::new(
-            stack().store_for("SenderFunction").await,
-            GraphClient::new(&GraphConfig {
-                base_url: graph.uri(),
-                version: "v25.0".into(),
-            })
-            .unwrap(),
-            SqsQueue::new(crm_shared::aws::sqs_client(&sender_sdk), &queue_url),
-            SenderConfig {
-                rate_per_second: 1000,
-                ..SenderConfig::default()
-            },
-        ),
-        tenant_id: tenant_id.clone(),
-    };
+    let engine = Engine::on_roles(&tenant_id, &queue_url, &graph.uri()).await;
     // Plan (all of it before any send), then the first run's share.
     for _ in 0..20 {
         engine.run().await;
@@ -681,28 +687,7 @@ async fn an_uploaded_csv_audience_is_checked_whole_then_planned_with_its_columns
     assert_eq!(status, 200);
 
     let graph = graph("+10000000000").await;
-    let sender_sdk = stack().sdk_for("SenderFunction").await;
-    let engine_sdk = stack().sdk_for("BroadcastFunction").await;
-    let engine = Engine {
-        store: stack().store_for("BroadcastFunction").await,
-        files: stack().privacy_for("BroadcastFunction").await.exports,
-        queue: SqsQueue::new(crm_shared::aws::sqs_client(&engine_sdk), &queue_url),
-        queue_url: queue_url.clone(),
-        sender: Deps::new(
-            stack().store_for("SenderFunction").await,
-            GraphClient::new(&GraphConfig {
-                base_url: graph.uri(),
-                version: "v25.0".into(),
-            })
-            .unwrap(),
-            SqsQueue::new(crm_shared::aws::sqs_client(&sender_sdk), &queue_url),
-            SenderConfig {
-                rate_per_second: 1000,
-                ..SenderConfig::default()
-            },
-        ),
-        tenant_id: tenant_id.clone(),
-    };
+    let engine = Engine::on_roles(&tenant_id, &queue_url, &graph.uri()).await;
     let mut done = json!({});
     for _ in 0..10 {
         engine.run().await;

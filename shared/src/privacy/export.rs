@@ -134,7 +134,7 @@ impl<S: PrivacyPorts, O: ObjectStore, Q: JobQueue> Privacy<S, O, Q> {
     /// export no longer pending.
     pub async fn build_export(&self, tenant_id: &str, export_id: &str) -> Result<Built, PrivacyError> {
         let now = Utc::now();
-        let Some(mut record) = self.store.get_export(tenant_id, export_id).await? else {
+        let Some(record) = self.store.get_export(tenant_id, export_id).await? else {
             return Ok(Built::Gone);
         };
         if record.status != ExportStatus::Pending {
@@ -165,10 +165,16 @@ impl<S: PrivacyPorts, O: ObjectStore, Q: JobQueue> Privacy<S, O, Q> {
             self.exports.delete_keys(std::slice::from_ref(&record.s3_key)).await?;
             return Ok(Built::Gone);
         }
+        self.mark_ready(record, size, messages).await
+    }
+
+    /// Records a written export as ready (`count`: its messages, or a broadcast's rows); when
+    /// the record went meanwhile (erased), the document goes too.
+    async fn mark_ready(&self, mut record: ExportRecord, size: u64, count: u64) -> Result<Built, PrivacyError> {
         record.status = ExportStatus::Ready;
         record.completed_at = Some(Utc::now());
         record.size_bytes = Some(size);
-        record.message_count = Some(messages);
+        record.message_count = Some(count);
         match self.store.finish_export(&record).await {
             Ok(()) => Ok(Built::Ready(Box::new(record))),
             Err(StoreError::NotFound) => {
@@ -301,11 +307,7 @@ fn result_row(r: &crate::broadcast::BroadcastRecipient, who: Option<&crate::cont
 impl<S: PrivacyPorts, O: ObjectStore, Q: JobQueue> Privacy<S, O, Q> {
     /// Writes a broadcast's per-recipient results as one CSV document, a page of recipients
     /// (and one batch read of their contacts) at a time.
-    async fn build_broadcast_results(
-        &self,
-        mut record: ExportRecord,
-        broadcast_id: &str,
-    ) -> Result<Built, PrivacyError> {
+    async fn build_broadcast_results(&self, record: ExportRecord, broadcast_id: &str) -> Result<Built, PrivacyError> {
         let t = record.tenant_id.clone();
         if self.store.get_broadcast(&t, broadcast_id).await?.is_none() {
             return Ok(Built::Gone);
@@ -350,19 +352,8 @@ impl<S: PrivacyPorts, O: ObjectStore, Q: JobQueue> Privacy<S, O, Q> {
         };
         let (upload, size) = writer.finish().await?;
         upload.complete().await?;
-        record.status = ExportStatus::Ready;
-        record.completed_at = Some(Utc::now());
-        record.size_bytes = Some(size);
-        record.message_count = Some(rows);
-        match self.store.finish_export(&record).await {
-            Ok(()) => Ok(Built::Ready(Box::new(record))),
-            Err(StoreError::NotFound) => {
-                // Erased meanwhile (an erasure deletes the tenant's broadcast results).
-                self.exports.delete_keys(std::slice::from_ref(&record.s3_key)).await?;
-                Ok(Built::Gone)
-            }
-            Err(e) => Err(e.into()),
-        }
+        // (An erasure meanwhile deleted the record with the tenant's other result exports.)
+        self.mark_ready(record, size, rows).await
     }
 }
 
