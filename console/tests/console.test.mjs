@@ -227,7 +227,7 @@ test('an admin follows a broadcast, schedules and pauses it, and exports its res
     parameters: { 1: 'contact.name' }, defaults: { 1: 'there' }, start_at: tomorrow,
     quiet_hours: { start: '22:00', end: '07:00' },
   });
-  const admin = await stack.user('Ada Admin', 'admin');
+  const admin = await stack.user('Cai Campaigner', 'admin');
   const { page } = await open();
   await signIn(page, stack, admin.key);
   await page.getByTestId('nav-broadcasts').click();
