@@ -358,6 +358,10 @@ async fn advance<S: EngineStore, F: ObjectStore, Q: SendJobQueue>(
         if b.progress.planned_at.is_none() {
             return Ok(());
         }
+    }
+    if b.progress.planned_at.is_some() {
+        // Planned: the file is no longer needed (a failed delete is tried again next run; a
+        // broadcast without a file, or with it gone, costs nothing here).
         b = remove_audience_file(store, files, &b, now).await?.unwrap_or(b);
     }
     let mut sent_this_run = 0;
