@@ -63,6 +63,16 @@ export async function api(method, path, body, { contentType = 'application/json'
   }
 }
 
+/** An export job (`POST …/export`'s answer) re-read each second while it is pending, a minute
+ * at most; its last state. */
+export async function untilExported(job) {
+  for (let i = 0; i < 60 && job.status === 'pending'; i += 1) {
+    await sleep(1000);
+    job = await api('GET', `/v1/exports/${encodeURIComponent(job.export_id)}`);
+  }
+  return job;
+}
+
 /** Query string of the set values. */
 export function query(params) {
   const q = new URLSearchParams();

@@ -3,7 +3,7 @@
 // (the API has the last word: an agent the tenant does not let broadcast gets its 403 shown)
 // and the results export. Re-read every few seconds while open: the engine moves them.
 
-import { api, query } from './api.js';
+import { api, query, untilExported } from './api.js';
 import { h, fill, when, uid } from './dom.js';
 
 const REFRESH_MS = 5000;
@@ -145,10 +145,7 @@ export class BroadcastsView {
     try {
       let job = await api('POST', `/v1/broadcasts/${encodeURIComponent(id)}/export`);
       show(h('p', {}, `Export ${job.export_id}: ${job.status}\u2026`));
-      for (let i = 0; job.status === 'pending' && i < 60; i += 1) {
-        await new Promise((resolve) => setTimeout(resolve, 1000));
-        job = await api('GET', `/v1/exports/${encodeURIComponent(job.export_id)}`);
-      }
+      job = await untilExported(job);
       show(job.status === 'ready'
         ? h('p', { 'data-testid': 'broadcast-export-ready' }, `Results ready (${job.recipient_count ?? 0} recipients): `,
           h('a', { href: job.url, rel: 'noopener noreferrer', download: true }, 'download CSV'),

@@ -2,7 +2,7 @@
 // marketing consent and restriction with their history, and the privacy rights (export and
 // erasure, admins only, with the receipts shown).
 
-import { api } from './api.js';
+import { api, untilExported } from './api.js';
 import { h, fill, when, uid } from './dom.js';
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -182,10 +182,7 @@ export class ContactPane {
     try {
       let job = await api('POST', `/v1/contacts/${encodeURIComponent(contact.id)}/export`, {});
       fill(this.receipt, `Export ${job.export_id}: ${job.status}\u2026`);
-      for (let i = 0; i < 60 && job.status === 'pending'; i += 1) {
-        await sleep(1000);
-        job = await api('GET', `/v1/exports/${encodeURIComponent(job.export_id)}`);
-      }
+      job = await untilExported(job);
       fill(this.receipt, job.url
         ? h('p', {}, `Export ${job.export_id} is ready: `, h('a', { href: job.url, rel: 'noopener noreferrer', download: true }, 'download'), ` (link valid ${Math.round((job.url_expires_in ?? 900) / 60)} min)`)
         : h('p', {}, `Export ${job.export_id}: ${job.status}`));
