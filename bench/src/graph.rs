@@ -1,7 +1,8 @@
 //! A fake Graph API send endpoint (`POST /{version}/{phone-number-id}/messages`): answers
 //! after a configurable delay with a fresh wamid, logs every arrival, and — when given a
 //! per-second limit — answers Meta's throughput error `130429` to whatever exceeds it within
-//! one aligned second, as the bench's stand-in for Meta's own enforcement.
+//! one aligned second, as the bench's stand-in for Meta's own enforcement. It also takes tenant
+//! webhook deliveries at `/hooks/…` (answered `200`, counted).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -37,6 +38,8 @@ struct Inner {
     limit: AtomicU32,
     next: AtomicU64,
     log: Mutex<Log>,
+    /// Tenant webhook deliveries received at `/hooks/…` (the bench's webhook receiver).
+    hooks: AtomicU64,
 }
 
 pub struct FakeGraph {
@@ -75,6 +78,7 @@ impl FakeGraph {
             limit: AtomicU32::new(0),
             next: AtomicU64::new(0),
             log: Mutex::new(Log::default()),
+            hooks: AtomicU64::new(0),
         });
         let server = tokio::spawn(serve(listener, inner.clone()));
         Ok(FakeGraph { addr, inner, server })
@@ -88,6 +92,11 @@ impl FakeGraph {
     pub fn configure(&self, delay: Duration, limit: u32) {
         self.inner.delay_ms.store(delay.as_millis() as u64, Ordering::Relaxed);
         self.inner.limit.store(limit, Ordering::Relaxed);
+    }
+
+    /// Webhook deliveries received at `{base_url}/hooks/…` so far.
+    pub fn hooks_received(&self) -> u64 {
+        self.inner.hooks.load(Ordering::Relaxed)
     }
 
     pub fn take(&self) -> GraphLog {
@@ -134,6 +143,12 @@ fn json_response(status: StatusCode, body: serde_json::Value) -> Response<Full<B
 async fn handle(inner: &Inner, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let now_us = unix_micros();
     let is_send = req.method() == hyper::Method::POST && req.uri().path().ends_with("/messages");
+    if req.method() == hyper::Method::POST && req.uri().path().starts_with("/hooks/") {
+        // A tenant's webhook endpoint: take the delivery and acknowledge it.
+        let _ = req.into_body().collect().await;
+        inner.hooks.fetch_add(1, Ordering::Relaxed);
+        return json_response(StatusCode::OK, json!({}));
+    }
     if !is_send {
         return json_response(
             StatusCode::NOT_FOUND,

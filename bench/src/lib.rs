@@ -9,5 +9,6 @@ pub mod procfs;
 pub mod proxy;
 pub mod report;
 pub mod runtime_api;
+pub mod samples;
 pub mod stats;
 pub mod throughput;

@@ -21,12 +21,15 @@ use bench::functions::{FunctionSpec, Proc, from_template, release_binary};
 use bench::graph::FakeGraph;
 use bench::proxy::CountingProxy;
 use bench::report::{
-    self, CONTACT_GET, ColdStart, INBOUND_CONVERSATION, INBOUND_KNOWN, INBOX_PAGE, Machine, Results, Size, Warm,
+    self, CONTACT_GET, ColdStart, INBOUND_CONVERSATION, INBOUND_KNOWN, INBOUND_NEW, INBOX_PAGE, Machine, POST_MESSAGE,
+    Results, SENDER_ONE, Size, Warm,
 };
 use bench::runtime_api::{Reply, RuntimeApi};
 use bench::stats::{median, percentile};
 use bench::throughput::{self, BENCH_PHONE_NUMBER_ID, ThroughputConfig, customer_phone};
 use bench::{procfs, throughput::batch_failures};
+
+mod paths;
 use crm_shared::admin::{self, CreatedTenant};
 use crm_shared::config::Env;
 use crm_shared::jobs::SendJob;
@@ -57,6 +60,8 @@ struct Options {
     skip_cold: bool,
     skip_warm: bool,
     skip_throughput: bool,
+    /// Skip the scenarios of the paths added since the first report (`paths`).
+    skip_paths: bool,
     /// Only rewrite REPORT.md from results.json and ANALYSIS.md (no measurement).
     render_only: bool,
 }
@@ -74,6 +79,7 @@ fn parse_args(root: &Path) -> Result<Options, String> {
         skip_cold: false,
         skip_warm: false,
         skip_throughput: false,
+        skip_paths: false,
         render_only: false,
     };
     let mut args = std::env::args().skip(1);
@@ -101,6 +107,7 @@ fn parse_args(root: &Path) -> Result<Options, String> {
             "--perf" => o.perf = Some(PathBuf::from(args.next().ok_or("--perf needs a directory")?)),
             "--bin-dir" => o.bin_dir = Some(PathBuf::from(args.next().ok_or("--bin-dir needs a directory")?)),
             "--skip-throughput" => o.skip_throughput = true,
+            "--skip-paths" => o.skip_paths = true,
             "--skip-cold" => o.skip_cold = true,
             "--skip-warm" => o.skip_warm = true,
             "--render-only" => o.render_only = true,
@@ -113,7 +120,7 @@ fn parse_args(root: &Path) -> Result<Options, String> {
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: bench [--events N] [--warmup N] [--starts N] [--feed-secs N] [--out DIR] [--bin-dir DIR] [--perf DIR] [--functions a,b] [--skip-cold] [--skip-warm] [--skip-throughput] [--quick] [--render-only]"
+                    "usage: bench [--events N] [--warmup N] [--starts N] [--feed-secs N] [--out DIR] [--bin-dir DIR] [--perf DIR] [--functions a,b] [--skip-cold] [--skip-warm] [--skip-throughput] [--skip-paths] [--quick] [--render-only]"
                 );
                 std::process::exit(0);
             }
@@ -181,6 +188,8 @@ impl Bench {
             // (`429`) would be a cheaper request and skew every ratio.
             ("TENANT_REQUESTS_PER_SECOND", "1000000"),
             ("TENANT_REQUEST_BURST", "1000000"),
+            // The bench's webhook receiver listens on loopback (never the production default).
+            ("WEBHOOK_ALLOW_LOOPBACK", "true"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -586,9 +595,14 @@ fn webhook_event(body: &str) -> Vec<u8> {
 }
 
 fn change(value: Value) -> String {
+    change_of("100000000000000", "messages", value)
+}
+
+/// A webhook body carrying one change of `field` for the WABA `waba_id`.
+fn change_of(waba_id: &str, field: &str, value: Value) -> String {
     json!({
         "object": "whatsapp_business_account",
-        "entry": [{"id": "100000000000000", "changes": [{"field": "messages", "value": value}]}]
+        "entry": [{"id": waba_id, "changes": [{"field": field, "value": value}]}]
     })
     .to_string()
 }
@@ -641,6 +655,43 @@ fn bearer(b: &Bench) -> (&'static str, String) {
     ("authorization", format!("Bearer {}", b.tenant.api_key.expose()))
 }
 
+/// The contacts of the first `total` bench customers (the inbound runs create them).
+async fn bench_contact_ids(b: &Bench, total: usize) -> Result<Vec<String>, String> {
+    let mut contact_ids = Vec::with_capacity(total);
+    for i in 0..total {
+        let identity = CustomerIdentity {
+            phone: Some(customer_phone(i)),
+            user_id: None,
+        };
+        let id = b
+            .store
+            .match_contact(&b.tenant.tenant.tenant_id, &identity)
+            .await
+            .map_err(|e| e.to_string())?
+            .map(|(id, _)| id)
+            .ok_or_else(|| format!("no contact for customer {i}: the inbound run did not store it"))?;
+        contact_ids.push(id);
+    }
+    Ok(contact_ids)
+}
+
+/// Starts `binary` and hands it `events` one at a time, unmeasured (a scenario's set-up).
+async fn invoke_all(b: &Bench, binary: &str, events: Vec<Vec<u8>>, expect: Expect) -> Result<Vec<Reply>, String> {
+    let rt = RuntimeApi::start().await.map_err(|e| e.to_string())?;
+    let env = b.env(binary, &rt.host_port(), &b.proxy.url());
+    let log_path = b.logs.join(format!("setup-{binary}.log"));
+    let proc = Proc::spawn(&b.binary(binary), &env, Some(&log_path)).map_err(|e| e.to_string())?;
+    let mut replies = Vec::with_capacity(events.len());
+    for (i, event) in events.into_iter().enumerate() {
+        let reply = rt.invoke(Bytes::from(event), INVOKE_TIMEOUT).await?;
+        check(expect, &reply).map_err(|e| format!("set-up event {i} of {binary} failed: {e}"))?;
+        replies.push(reply);
+    }
+    drop(proc);
+    b.proxy.take();
+    Ok(replies)
+}
+
 async fn warm_runs(b: &Bench, events: usize, warmup: usize) -> Result<Vec<Warm>, String> {
     let total = events + warmup;
     let mut out = Vec::new();
@@ -669,7 +720,7 @@ async fn warm_runs(b: &Bench, events: usize, warmup: usize) -> Result<Vec<Warm>,
 
     let first = warm(
         b,
-        "inbound text webhook (new contact)",
+        INBOUND_NEW,
         "webhook",
         (0..total).map(|i| inbound_text(i, 1)).collect(),
         warmup,
@@ -700,22 +751,7 @@ async fn warm_runs(b: &Bench, events: usize, warmup: usize) -> Result<Vec<Warm>,
     .await?;
     out.push(conversation.result);
 
-    // The contacts the inbound messages created.
-    let mut contact_ids = Vec::with_capacity(total);
-    for i in 0..total {
-        let identity = CustomerIdentity {
-            phone: Some(customer_phone(i)),
-            user_id: None,
-        };
-        let id = b
-            .store
-            .match_contact(&b.tenant.tenant.tenant_id, &identity)
-            .await
-            .map_err(|e| e.to_string())?
-            .map(|(id, _)| id)
-            .ok_or_else(|| format!("no contact for customer {i}: the inbound run did not store it"))?;
-        contact_ids.push(id);
-    }
+    let contact_ids = bench_contact_ids(b, total).await?;
     let get = warm(
         b,
         CONTACT_GET,
@@ -747,7 +783,7 @@ async fn warm_runs(b: &Bench, events: usize, warmup: usize) -> Result<Vec<Warm>,
 
     let post = warm(
         b,
-        "POST /v1/messages (text)",
+        POST_MESSAGE,
         "api",
         (0..total)
             .map(|i| {
@@ -784,7 +820,7 @@ async fn warm_runs(b: &Bench, events: usize, warmup: usize) -> Result<Vec<Warm>,
     let tenant_id = b.tenant.tenant.tenant_id.clone();
     let sends = warm(
         b,
-        "sender: one message per event",
+        SENDER_ONE,
         "sender",
         message_ids
             .iter()
@@ -827,16 +863,19 @@ async fn warm_runs(b: &Bench, events: usize, warmup: usize) -> Result<Vec<Warm>,
     .await?;
     out.push(statuses.result);
 
-    // Ratios and the request-count prediction.
+    Ok(out)
+}
+
+/// Each run's ratio to the PutItem reference and what its request count predicts.
+fn relate_to_reference(out: &mut [Warm]) {
     let ref_cpu = out.iter().find(|w| w.binary == REFERENCE).map(|w| w.cpu_us_per_event);
     let hello_cpu = out.iter().find(|w| w.binary == HELLO).map(|w| w.cpu_us_per_event);
     if let (Some(r), Some(h)) = (ref_cpu, hello_cpu) {
-        for w in &mut out {
+        for w in out {
             w.ratio_to_reference = w.cpu_us_per_event / r;
             w.predicted_cpu_us = h + (r - h) * w.aws_per_event;
         }
     }
-    Ok(out)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1119,7 +1158,13 @@ async fn run(opts: Options, root: PathBuf) -> Result<(), String> {
         results.phonenumber_first_use_us = phonenumber_first_use(&b);
     }
     if !opts.skip_warm {
-        results.warm = warm_runs(&b, opts.events, opts.warmup).await?;
+        let mut warm = warm_runs(&b, opts.events, opts.warmup).await?;
+        if !opts.skip_paths {
+            let contact_ids = bench_contact_ids(&b, opts.events + opts.warmup).await?;
+            warm.extend(paths::path_runs(&b, opts.events, opts.warmup, &contact_ids).await?);
+        }
+        relate_to_reference(&mut warm);
+        results.warm = warm;
     }
     if !opts.skip_throughput {
         results.throughput = throughput_runs(&b, opts.feed_secs, 100_000).await?;

@@ -22,7 +22,6 @@ use chrono::Utc;
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::{Value, json};
 
-use crm_shared::automation::{Rule, RuleSpec};
 use crm_shared::store::AutomationStore;
 use crm_shared::testing::{MemQueue, MemStore, fixtures};
 
@@ -65,56 +64,9 @@ fn batch_json(from: usize, count: usize, body: &str) -> String {
     json!({"Records": (from..from + count).map(|n| inbound_record(n, body)).collect::<Vec<_>>()}).to_string()
 }
 
-fn reply() -> Value {
-    json!({"type": "reply", "message": {"type": "text", "text": {"body": "thanks!"}}})
-}
-
 async fn add_rules(store: &MemStore, with_match: bool) {
-    let mut specs: Vec<Value> = Vec::new();
-    for i in 0..40 {
-        let trigger = match i % 4 {
-            0 => json!({"type": "keyword", "match": "exact", "keywords": [format!("code {i}"), format!("menu {i}")]}),
-            1 => json!({"type": "keyword", "match": "prefix", "keywords": [format!("order{i}"), "track"]}),
-            2 => {
-                json!({"type": "keyword", "match": "contains", "keywords": [format!("refund{i}"), "invoice copy", "opening hours"]})
-            }
-            _ => json!({"type": "keyword", "match": "regex", "keywords": [format!(r"^ticket\s*#?{i}\d+$")]}),
-        };
-        specs.push(json!({"name": format!("k{i}"), "priority": i, "trigger": trigger, "actions": [reply()]}));
-    }
-    let all_day: Value = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-        .iter()
-        .map(|d| (d.to_string(), json!(["00:00", "23:59"])))
-        .collect::<serde_json::Map<_, _>>()
-        .into();
-    for i in 0..10 {
-        specs.push(
-            json!({"name": format!("a{i}"), "trigger": {"type": "away", "time_zone": "Europe/Berlin",
-            "hours": all_day.clone()}, "actions": [reply()]}),
-        );
-    }
-    if with_match {
-        specs.pop();
-        specs.push(
-            json!({"name": "price", "trigger": {"type": "keyword", "match": "contains", "keywords": ["price"]},
-            "actions": [reply()]}),
-        );
-    }
-    for (i, v) in specs.into_iter().enumerate() {
-        let mut spec: RuleSpec = serde_json::from_value(v).unwrap();
-        spec.validate().unwrap();
-        let now = Utc::now();
-        store
-            .create_rule(&Rule {
-                tenant_id: TENANT.into(),
-                rule_id: format!("01benchrule{i:015}"),
-                spec,
-                version: 1,
-                created_at: now,
-                updated_at: now,
-            })
-            .await
-            .unwrap();
+    for rule in bench::samples::fifty_rules(TENANT, with_match) {
+        store.create_rule(&rule).await.unwrap();
     }
 }
 

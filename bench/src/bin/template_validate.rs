@@ -14,7 +14,7 @@
 use std::time::Duration;
 
 use lambda_http::{Body, Request};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crm_shared::auth::Role;
 use crm_shared::cursor::CursorCodec;
@@ -27,32 +27,6 @@ const REQUESTS: u32 = 2_000;
 
 fn cpu() -> Duration {
     bench::procfs::cpu_time(std::process::id()).expect("process CPU time")
-}
-
-/// A utility template with a text header, a three-parameter body and a URL button (the
-/// common shape), as Meta lists it.
-fn template_meta() -> Value {
-    json!({"id": "1001", "name": "order_update", "language": "en_US", "status": "APPROVED", "category": "UTILITY",
-           "parameter_format": "POSITIONAL", "components": [
-        {"type": "HEADER", "format": "TEXT", "text": "Order {{1}}", "example": {"header_text": ["A-1"]}},
-        {"type": "BODY", "text": "Hi {{1}}, your order of {{2}} ships on {{3}}. Track it below or reply to this message.",
-         "example": {"body_text": [["Ana", "€10", "Monday"]]}},
-        {"type": "FOOTER", "text": "Reply STOP to opt out"},
-        {"type": "BUTTONS", "buttons": [
-            {"type": "QUICK_REPLY", "text": "Thanks"},
-            {"type": "URL", "text": "Track", "url": "https://shop.example/track/{{1}}", "example": ["A-1"]}]}
-    ]})
-}
-
-fn send_body(to: &str) -> Value {
-    json!({"to": to, "type": "template", "template": {"name": "order_update", "language": {"code": "auto"}, "components": [
-        {"type": "header", "parameters": [{"type": "text", "text": "A-7"}]},
-        {"type": "body", "parameters": [
-            {"type": "text", "text": "Casey"},
-            {"type": "currency", "currency": {"fallback_value": "€12.50", "code": "EUR", "amount_1000": 12500}},
-            {"type": "date_time", "date_time": {"fallback_value": "Friday"}}]},
-        {"type": "button", "sub_type": "url", "index": "1", "parameters": [{"type": "text", "text": "A-7"}]}
-    ]}})
 }
 
 /// What the API does per template send beyond its other work: status, fallback, parameters.
@@ -114,7 +88,7 @@ async fn main() {
     let agent = crm_shared::admin::create_api_key(&store, &tenant_id, Role::Agent)
         .await
         .unwrap();
-    let record = TemplateRecord::from_meta(&tenant_id, &template_meta(), now).unwrap();
+    let record = TemplateRecord::from_meta(&tenant_id, &bench::samples::order_update_template(), now).unwrap();
     store.put_template(&record).await.unwrap();
     // New contacts have no language of their own: `auto` falls back to the tenant's default
     // (read once per instance, then remembered for 60 s).
@@ -125,7 +99,7 @@ async fn main() {
     let entries = vec![record];
 
     // 1. Validation alone.
-    let send = send_body("+447911000000");
+    let send = bench::samples::order_update_send("+447911000000");
     assert!(validate_once(&entries, &send), "the bench send is valid");
     for _ in 0..1000 {
         std::hint::black_box(validate_once(&entries, &send));
@@ -155,7 +129,7 @@ async fn main() {
     });
     let key = agent.api_key.expose().to_owned();
     let bodies: Vec<Value> = (0..REQUESTS + 100)
-        .map(|i| send_body(&format!("+4479110{i:05}")))
+        .map(|i| bench::samples::order_update_send(&format!("+4479110{i:05}")))
         .collect();
     for body in &bodies[..100] {
         let resp = api_fn::handle(&deps, request(&key, body)).await.unwrap();

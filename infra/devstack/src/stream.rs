@@ -175,3 +175,30 @@ pub async fn stream_arn(ddb: &aws_sdk_dynamodb::Client, table: &str) -> Result<S
         .map(str::to_owned)
         .ok_or_else(|| format!("table {table} has no stream"))
 }
+
+/// Every record the stream of `stream_arn` holds now, oldest first per shard, as Lambda's event
+/// carries them (the bench replays them into the events function).
+pub async fn read_all(client: &Client, stream_arn: &str) -> Result<Vec<Value>, String> {
+    let mut iterators = HashMap::new();
+    discover(client, stream_arn, &mut iterators).await?;
+    let mut shards: Vec<_> = iterators.into_iter().collect();
+    shards.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut out = Vec::new();
+    for (_, mut iterator) in shards {
+        while let Some(current) = iterator.take() {
+            let page = client
+                .get_records()
+                .shard_iterator(&current)
+                .limit(1000)
+                .send()
+                .await
+                .map_err(sdk_error)?;
+            if page.records().is_empty() {
+                break;
+            }
+            out.extend(page.records().iter().map(|r| lambda_record(r, stream_arn)));
+            iterator = page.next_shard_iterator().map(str::to_owned);
+        }
+    }
+    Ok(out)
+}
