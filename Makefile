@@ -115,8 +115,8 @@ bench-privacy: bootstrap
 	cargo run --release -p e2e-tests --example privacy_bench -- --messages $(or $(MESSAGES),10000)
 
 # Console benchmark (not a test): bytes the console ships and time from navigation to an
-# interactive inbox of 60 conversations, medians over fresh browser contexts (debug stack).
+# interactive inbox of 60 conversations, medians over fresh browser contexts (release stack).
 .PHONY: bench-console
 bench-console:
-	cargo build -q --bin devstack --bin crmctl
-	bash console/tests/run.sh --bench
+	cargo build -q --release --bin devstack --bin crmctl
+	CONSOLE_STACK_PROFILE=release bash console/tests/run.sh --bench

@@ -5,6 +5,7 @@
 pub mod endpoint;
 pub mod functions;
 pub mod graph;
+pub mod latency;
 pub mod procfs;
 pub mod proxy;
 pub mod report;

@@ -5,6 +5,7 @@
 //!
 //! ```sh
 //! target/release/bench [--events 1000] [--warmup 50] [--starts 25] [--feed-secs 15] [--quick]
+//!                       [--endpoint-delay-ms 0,10,50] [--latency-events 100] [--latency-rounds 2]
 //! ```
 
 use std::collections::BTreeMap;
@@ -19,6 +20,7 @@ use serde_json::{Value, json};
 use bench::endpoint::LocalEndpoint;
 use bench::functions::{FunctionSpec, Proc, from_template, release_binary};
 use bench::graph::FakeGraph;
+use bench::latency::{LatencyCase, LatencyPoint};
 use bench::proxy::CountingProxy;
 use bench::report::{
     self, CONTACT_GET, ColdStart, INBOUND_CONVERSATION, INBOUND_KNOWN, INBOUND_NEW, INBOX_PAGE, Machine, POST_MESSAGE,
@@ -62,6 +64,13 @@ struct Options {
     skip_throughput: bool,
     /// Skip the scenarios of the paths added since the first report (`paths`).
     skip_paths: bool,
+    /// The latency scenario: the AWS endpoint's delays (ms), measured events per delay and
+    /// round, and rounds (the delays interleaved). 100 × 2 keeps it to about six minutes: the
+    /// sender at 50 ms takes ~0.45 s per event.
+    endpoint_delays_ms: Vec<u64>,
+    latency_events: usize,
+    latency_rounds: usize,
+    skip_latency: bool,
     /// Only rewrite REPORT.md from results.json and ANALYSIS.md (no measurement).
     render_only: bool,
 }
@@ -80,6 +89,10 @@ fn parse_args(root: &Path) -> Result<Options, String> {
         skip_warm: false,
         skip_throughput: false,
         skip_paths: false,
+        endpoint_delays_ms: vec![0, 10, 50],
+        latency_events: 100,
+        latency_rounds: 2,
+        skip_latency: false,
         render_only: false,
     };
     let mut args = std::env::args().skip(1);
@@ -106,6 +119,21 @@ fn parse_args(root: &Path) -> Result<Options, String> {
             }
             "--perf" => o.perf = Some(PathBuf::from(args.next().ok_or("--perf needs a directory")?)),
             "--bin-dir" => o.bin_dir = Some(PathBuf::from(args.next().ok_or("--bin-dir needs a directory")?)),
+            "--endpoint-delay-ms" => {
+                o.endpoint_delays_ms = args
+                    .next()
+                    .ok_or("--endpoint-delay-ms needs a comma-separated list")?
+                    .split(',')
+                    .map(|d| {
+                        d.trim()
+                            .parse()
+                            .map_err(|_| format!("--endpoint-delay-ms: not a number: {d}"))
+                    })
+                    .collect::<Result<_, _>>()?
+            }
+            "--latency-events" => o.latency_events = num("--latency-events")? as usize,
+            "--latency-rounds" => o.latency_rounds = num("--latency-rounds")?.max(1) as usize,
+            "--skip-latency" => o.skip_latency = true,
             "--skip-throughput" => o.skip_throughput = true,
             "--skip-paths" => o.skip_paths = true,
             "--skip-cold" => o.skip_cold = true,
@@ -117,10 +145,12 @@ fn parse_args(root: &Path) -> Result<Options, String> {
                 o.warmup = 10;
                 o.starts = 5;
                 o.feed_secs = 6;
+                o.latency_events = 30;
+                o.latency_rounds = 1;
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: bench [--events N] [--warmup N] [--starts N] [--feed-secs N] [--out DIR] [--bin-dir DIR] [--perf DIR] [--functions a,b] [--skip-cold] [--skip-warm] [--skip-throughput] [--skip-paths] [--quick] [--render-only]"
+                    "usage: bench [--events N] [--warmup N] [--starts N] [--feed-secs N] [--out DIR] [--bin-dir DIR] [--perf DIR] [--functions a,b] [--skip-cold] [--skip-warm] [--skip-throughput] [--endpoint-delay-ms 0,10,50] [--latency-events N] [--latency-rounds N] [--skip-latency] [--skip-paths] [--quick] [--render-only]"
                 );
                 std::process::exit(0);
             }
@@ -431,6 +461,7 @@ async fn warm(
                 Instant::now(),
                 procfs::cpu_time(pid).map_err(|e| e.to_string())?,
                 procfs::user_system(pid).map_err(|e| e.to_string())?,
+                procfs::voluntary_switches(pid).map_err(|e| e.to_string())?,
             ));
         }
         if i == warmup
@@ -450,10 +481,11 @@ async fn warm(
         }
         replies.push(reply);
     }
-    let (t0, cpu0, (u0, s0)) = measure_from.ok_or("no measured events")?;
+    let (t0, cpu0, (u0, s0), sw0) = measure_from.ok_or("no measured events")?;
     let wall = t0.elapsed();
     let cpu = procfs::cpu_time(pid).map_err(|e| e.to_string())? - cpu0;
     let (u1, s1) = procfs::user_system(pid).map_err(|e| e.to_string())?;
+    let switches = procfs::voluntary_switches(pid).map_err(|e| e.to_string())? - sw0;
     let (hwm, _) = procfs::memory_kib(pid).map_err(|e| e.to_string())?;
     let counts = b.proxy.take();
     if let Some((child, data)) = perf {
@@ -486,6 +518,7 @@ async fn warm(
             system_us_per_event: cpu_us * (1.0 - user_share),
             ratio_to_reference: f64::NAN,
             wall_us_per_event: per(wall),
+            wakeups_per_event: switches as f64 / n,
             peak_rss_mib: hwm as f64 / 1024.0,
             requests_per_event,
             dynamodb_per_event: dynamodb,
@@ -649,6 +682,23 @@ fn status_delivered(wamid: &str, i: usize) -> Vec<u8> {
             "pricing": {"billable": true, "pricing_model": "PMP", "category": "utility", "type": "regular"}
         }]
     })))
+}
+
+/// An SQS event carrying one send job, as the outbound queue delivers it.
+fn send_job_event(i: usize, job: &SendJob) -> Vec<u8> {
+    json!({"Records": [{
+        "messageId": format!("sqs-{i}"),
+        "receiptHandle": format!("rh-{i}"),
+        "body": serde_json::to_string(job).expect("job serializes"),
+        "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": "1767225600000"},
+        "messageAttributes": {},
+        "md5OfBody": "",
+        "eventSource": "aws:sqs",
+        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:wcrm-outbound-queue",
+        "awsRegion": "us-east-1"
+    }]})
+    .to_string()
+    .into_bytes()
 }
 
 fn bearer(b: &Bench) -> (&'static str, String) {
@@ -825,22 +875,7 @@ async fn warm_runs(b: &Bench, events: usize, warmup: usize) -> Result<Vec<Warm>,
         message_ids
             .iter()
             .enumerate()
-            .map(|(i, id)| {
-                let job = SendJob::new(&tenant_id, id);
-                json!({"Records": [{
-                    "messageId": format!("sqs-{i}"),
-                    "receiptHandle": format!("rh-{i}"),
-                    "body": serde_json::to_string(&job).expect("job serializes"),
-                    "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": "1767225600000"},
-                    "messageAttributes": {},
-                    "md5OfBody": "",
-                    "eventSource": "aws:sqs",
-                    "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:wcrm-outbound-queue",
-                    "awsRegion": "us-east-1"
-                }]})
-                .to_string()
-                .into_bytes()
-            })
+            .map(|(i, id)| send_job_event(i, &SendJob::new(&tenant_id, id)))
             .collect(),
         warmup,
         Expect::NoBatchFailures,
@@ -1000,6 +1035,173 @@ async fn throughput_runs(
 }
 
 // ---------------------------------------------------------------------------------------------
+// Latency: CPU per event while the AWS endpoint answers slowly (see `bench::latency`)
+
+const LATENCY_WEBHOOK: &str = "inbound text webhook (conversation)";
+const LATENCY_SENDER: &str = "sender: one message per event";
+const LATENCY_REFERENCE: &str = "one DynamoDB PutItem (reference)";
+
+/// Customers of the latency runs: their own range, so earlier runs do not change their shape.
+const LATENCY_FIRST_CUSTOMER: usize = 300_000;
+
+struct LatencyRun {
+    cpu_us: f64,
+    wall_us: f64,
+    wakeups: f64,
+    aws: f64,
+    failed: usize,
+}
+
+impl From<&Warm> for LatencyRun {
+    fn from(w: &Warm) -> Self {
+        LatencyRun {
+            cpu_us: w.cpu_us_per_event,
+            wall_us: w.wall_us_per_event,
+            wakeups: w.wakeups_per_event,
+            aws: w.aws_per_event,
+            failed: w.failed_events,
+        }
+    }
+}
+
+/// The webhook's conversation case, a contact read through the API and one send per event, each
+/// at every delay of the proxy, `rounds` times with the delays' order rotating.
+async fn latency_runs(
+    b: &Bench,
+    delays_ms: &[u64],
+    events: usize,
+    warmup: usize,
+    rounds: usize,
+) -> Result<Vec<LatencyCase>, String> {
+    let warmup = warmup.max(1);
+    let total = events + warmup;
+    let customers = warmup.min(total);
+    // The reference (one PutItem, plain SDK configuration) is the control: what it gains with
+    // the delay is the machine's, not a function's.
+    let cases = [
+        (LATENCY_WEBHOOK, "webhook"),
+        (CONTACT_GET, "api"),
+        (LATENCY_SENDER, "sender"),
+        (LATENCY_REFERENCE, REFERENCE),
+    ];
+    let mut runs: BTreeMap<(usize, u64), Vec<LatencyRun>> = BTreeMap::new();
+    let mut contact_ids: Vec<String> = Vec::new();
+    let mut order = delays_ms.to_vec();
+    b.graph.configure(Duration::ZERO, 0);
+    for round in 0..rounds {
+        for (k, &delay) in order.iter().enumerate() {
+            let run_no = round * delays_ms.len() + k;
+            // Sends need queued messages of their own (seeded straight into moto, not delayed).
+            let jobs = seed_throughput_messages(b, total, LATENCY_FIRST_CUSTOMER + 10_000 * (run_no + 1)).await?;
+            b.proxy.set_delay(Duration::from_millis(delay));
+            // The warm-up messages come from the customers every measured message repeats, so
+            // the measured ones find their contact remembered: one write each.
+            let inbound = warm(
+                b,
+                &format!("latency {delay} ms: {LATENCY_WEBHOOK}"),
+                "webhook",
+                (0..total)
+                    .map(|n| inbound_text_from(LATENCY_FIRST_CUSTOMER + n % customers, n, 100 + run_no))
+                    .collect(),
+                warmup,
+                Expect::Http(200),
+            )
+            .await;
+            if contact_ids.is_empty() && inbound.is_ok() {
+                b.proxy.set_delay(Duration::ZERO);
+                for i in 0..customers {
+                    let identity = CustomerIdentity {
+                        phone: Some(customer_phone(LATENCY_FIRST_CUSTOMER + i)),
+                        user_id: None,
+                    };
+                    let (id, _) = b
+                        .store
+                        .match_contact(&b.tenant.tenant.tenant_id, &identity)
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .ok_or_else(|| format!("no contact for latency customer {i}"))?;
+                    contact_ids.push(id);
+                }
+                b.proxy.set_delay(Duration::from_millis(delay));
+            }
+            let get = warm(
+                b,
+                &format!("latency {delay} ms: {CONTACT_GET}"),
+                "api",
+                (0..total)
+                    .map(|n| {
+                        let id = &contact_ids[n % contact_ids.len()];
+                        apigw_event("GET", &format!("/v1/contacts/{id}"), &[bearer(b)], b"")
+                    })
+                    .collect(),
+                warmup,
+                Expect::Http(200),
+            )
+            .await;
+            let sends = warm(
+                b,
+                &format!("latency {delay} ms: {LATENCY_SENDER}"),
+                "sender",
+                jobs.iter().enumerate().map(|(i, job)| send_job_event(i, job)).collect(),
+                warmup,
+                Expect::NoBatchFailures,
+            )
+            .await;
+            let reference = warm(
+                b,
+                &format!("latency {delay} ms: {LATENCY_REFERENCE}"),
+                REFERENCE,
+                (0..total).map(|i| json!({"n": i}).to_string().into_bytes()).collect(),
+                warmup,
+                Expect::Anything,
+            )
+            .await;
+            b.proxy.set_delay(Duration::ZERO);
+            for (case, run) in [inbound, get, sends, reference].into_iter().enumerate() {
+                let run = run?;
+                log(format!(
+                    "latency {delay} ms: {}: {:.0} µs CPU/event, {:.0} µs wall/event, {:.1} wake-ups/event",
+                    cases[case].0,
+                    run.result.cpu_us_per_event,
+                    run.result.wall_us_per_event,
+                    run.result.wakeups_per_event
+                ));
+                runs.entry((case, delay))
+                    .or_default()
+                    .push(LatencyRun::from(&run.result));
+            }
+        }
+        order.rotate_left(1);
+    }
+    Ok(cases
+        .iter()
+        .enumerate()
+        .map(|(case, (scenario, binary))| {
+            let points: Vec<(u64, &Vec<LatencyRun>)> = delays_ms
+                .iter()
+                .map(|&d| (d, runs.get(&(case, d)).expect("measured")))
+                .collect();
+            LatencyCase {
+                scenario: (*scenario).to_owned(),
+                binary: (*binary).to_owned(),
+                events,
+                failed_events: points.iter().flat_map(|(_, r)| r.iter().map(|r| r.failed)).sum(),
+                points: points
+                    .iter()
+                    .map(|(delay_ms, r)| LatencyPoint {
+                        delay_ms: *delay_ms,
+                        cpu_us_rounds: r.iter().map(|r| r.cpu_us).collect(),
+                        wall_us_per_event: median(&r.iter().map(|r| r.wall_us).collect::<Vec<_>>()),
+                        wakeups_per_event: median(&r.iter().map(|r| r.wakeups).collect::<Vec<_>>()),
+                        aws_per_event: median(&r.iter().map(|r| r.aws).collect::<Vec<_>>()),
+                    })
+                    .collect(),
+            }
+        })
+        .collect())
+}
+
+// ---------------------------------------------------------------------------------------------
 // Sizes, first use of phonenumber, machine
 
 fn zip_size(binary: &Path, scratch: &Path) -> Option<u64> {
@@ -1152,6 +1354,16 @@ async fn run(opts: Options, root: PathBuf) -> Result<(), String> {
         ("warmup".into(), opts.warmup.to_string()),
         ("starts".into(), opts.starts.to_string()),
         ("feed_secs".into(), opts.feed_secs.to_string()),
+        (
+            "endpoint_delays_ms".into(),
+            opts.endpoint_delays_ms
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+        ("latency_events".into(), opts.latency_events.to_string()),
+        ("latency_rounds".into(), opts.latency_rounds.to_string()),
     ]);
     if !opts.skip_cold {
         results.cold_start = cold_starts(&b, opts.starts).await?;
@@ -1165,6 +1377,16 @@ async fn run(opts: Options, root: PathBuf) -> Result<(), String> {
         }
         relate_to_reference(&mut warm);
         results.warm = warm;
+    }
+    if !opts.skip_latency && !opts.endpoint_delays_ms.is_empty() {
+        results.latency = latency_runs(
+            &b,
+            &opts.endpoint_delays_ms,
+            opts.latency_events,
+            opts.warmup,
+            opts.latency_rounds,
+        )
+        .await?;
     }
     if !opts.skip_throughput {
         results.throughput = throughput_runs(&b, opts.feed_secs, 100_000).await?;

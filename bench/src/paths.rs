@@ -94,6 +94,7 @@ fn per_item(mut w: Warm, items: usize) -> Warm {
     w.user_us_per_event /= k;
     w.system_us_per_event /= k;
     w.wall_us_per_event /= k;
+    w.wakeups_per_event /= k;
     w.dynamodb_per_event /= k;
     w.aws_per_event /= k;
     for v in w.requests_per_event.values_mut() {

@@ -61,6 +61,26 @@ pub fn parse_memory(status: &str) -> Option<(u64, u64)> {
     Some((field("VmHWM:")?, field("VmRSS:")?))
 }
 
+/// Voluntary context switches of every thread of the process: each one is the process going to
+/// sleep (waiting on a socket, a timer, a lock), so the count tracks its wake-ups.
+pub fn voluntary_switches(pid: u32) -> std::io::Result<u64> {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let Ok(status) = std::fs::read_to_string(task?.path().join("status")) else {
+            continue; // a thread that just ended
+        };
+        total += parse_voluntary_switches(&status).unwrap_or(0);
+    }
+    Ok(total)
+}
+
+pub fn parse_voluntary_switches(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,6 +97,13 @@ mod tests {
     fn memory_fields() {
         let status = "Name:\tx\nVmPeak:\t  9000 kB\nVmHWM:\t    5120 kB\nVmRSS:\t    4096 kB\n";
         assert_eq!(parse_memory(status), Some((5120, 4096)));
+    }
+
+    #[test]
+    fn voluntary_switch_field() {
+        let status = "Name:\tx\nvoluntary_ctxt_switches:\t42\nnonvoluntary_ctxt_switches:\t7\n";
+        assert_eq!(parse_voluntary_switches(status), Some(42));
+        assert!(voluntary_switches(std::process::id()).is_ok());
     }
 
     #[test]

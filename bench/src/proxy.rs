@@ -1,11 +1,15 @@
 //! A counting HTTP proxy between the functions and the local AWS endpoint: every request is
 //! forwarded unchanged and counted by service and operation, so the binaries under test are
 //! the real ones (no interceptor, no feature flag) and the count is what AWS would bill.
+//! It can also hold every answer for a set time ([`CountingProxy::set_delay`]), standing in for
+//! an endpoint that is slower than loopback moto (the latency scenario).
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -24,6 +28,8 @@ struct Inner {
     upstream: String,
     client: reqwest::Client,
     counts: Mutex<Counts>,
+    /// How long each answer is held before it goes back, in µs.
+    delay_us: AtomicU64,
 }
 
 pub struct CountingProxy {
@@ -50,6 +56,7 @@ impl CountingProxy {
                 .build()
                 .map_err(std::io::Error::other)?,
             counts: Mutex::new(Counts::new()),
+            delay_us: AtomicU64::new(0),
         });
         let server = tokio::spawn(serve(listener, inner.clone()));
         Ok(CountingProxy { addr, inner, server })
@@ -57,6 +64,11 @@ impl CountingProxy {
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Holds every answer `delay` before returning it (zero: none), from the next request on.
+    pub fn set_delay(&self, delay: Duration) {
+        self.inner.delay_us.store(delay.as_micros() as u64, Ordering::Relaxed);
     }
 
     /// The counts since the last call, and a fresh start.
@@ -146,6 +158,10 @@ async fn forward(inner: &Inner, req: Request<Incoming>) -> Response<Full<Bytes>>
     let status = resp.status();
     let headers = resp.headers().clone();
     let bytes = resp.bytes().await.unwrap_or_default();
+    let delay = inner.delay_us.load(Ordering::Relaxed);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_micros(delay)).await;
+    }
     let mut out = Response::builder().status(status);
     for (name, value) in &headers {
         if name == http::header::TRANSFER_ENCODING

@@ -6,6 +6,7 @@ use std::fmt::Write;
 
 use serde::{Deserialize, Serialize};
 
+use crate::latency::{self, LatencyCase};
 use crate::throughput::ThroughputResult;
 
 /// Issue 7's targets.
@@ -53,6 +54,9 @@ pub struct Warm {
     /// cpu_us_per_event / the PutItem reference's.
     pub ratio_to_reference: f64,
     pub wall_us_per_event: f64,
+    /// Voluntary context switches (the process going to sleep) per event.
+    #[serde(default)]
+    pub wakeups_per_event: f64,
     pub peak_rss_mib: f64,
     /// AWS requests per event by `service:Operation`.
     pub requests_per_event: BTreeMap<String, f64>,
@@ -93,6 +97,9 @@ pub struct Results {
     pub warm: Vec<Warm>,
     pub sizes: Vec<Size>,
     pub throughput: Vec<ThroughputResult>,
+    /// CPU per event against a slower endpoint (absent from reports before it existed).
+    #[serde(default)]
+    pub latency: Vec<LatencyCase>,
     pub phonenumber_first_use_us: BTreeMap<String, f64>,
     pub targets: Vec<Target>,
     pub notes: Vec<String>,
@@ -174,6 +181,7 @@ pub fn check_targets(r: &Results) -> Vec<Target> {
             miss: (!met).then(|| format!("+{:.0} %", (ratio / INBOX_CPU_MAX_RATIO - 1.0) * 100.0)),
         });
     }
+    out.extend(latency::targets(&r.latency));
     let mut peak: BTreeMap<&str, f64> = BTreeMap::new();
     for w in r.warm.iter().filter(|w| !is_reference(&w.binary)) {
         let e = peak.entry(w.binary.as_str()).or_default();
@@ -443,6 +451,8 @@ pub fn render(r: &Results, analysis: Option<&str>) -> String {
             w.first_failure.as_deref().unwrap_or_default()
         );
     }
+
+    latency::render(&mut md, &r.latency);
 
     if !r.throughput.is_empty() {
         let _ = writeln!(md, "\n## Sender throughput (one phone number)\n");

@@ -45,7 +45,9 @@ export async function startStack() {
     NO_PROXY: '127.0.0.1,localhost', no_proxy: '127.0.0.1,localhost',
   });
   const target = process.env.CARGO_TARGET_DIR || path.join(root, 'target');
-  const child = spawn(path.join(target, 'debug', 'devstack'), [], { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  // The tests run the debug build `make test` made; `make bench-console` times a release one.
+  const profile = process.env.CONSOLE_STACK_PROFILE || 'debug';
+  const child = spawn(path.join(target, profile, 'devstack'), [], { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] });
   child.stderr.pipe(createWriteStream(path.join(artifacts, 'devstack.log')));
   let out = '';
   const banner = await new Promise((resolve, reject) => {
@@ -70,7 +72,7 @@ export async function startStack() {
     /** The operator CLI against this stack's AWS endpoint; its JSON output. */
     async crmctl(...args) {
       const cliEnv = { ...process.env, AWS_ENDPOINT_URL: `http://127.0.0.1:${aws}`, AWS_REGION: 'us-east-1', AWS_ACCESS_KEY_ID: 'test', AWS_SECRET_ACCESS_KEY: 'test' };
-      const { stdout } = await promisify(execFile)(path.join(target, 'debug', 'crmctl'), args, { cwd: root, env: cliEnv });
+      const { stdout } = await promisify(execFile)(path.join(target, profile, 'crmctl'), args, { cwd: root, env: cliEnv });
       return JSON.parse(stdout);
     },
     async stop() {

@@ -3,9 +3,11 @@
 //! `aws_config::defaults` honours `AWS_ENDPOINT_URL` (and the per-service variants), which is
 //! how every process reaches the local stack. S3 has no environment switch for path-style
 //! addressing, so it is forced whenever an endpoint override is present (virtual-host style
-//! against `127.0.0.1` cannot resolve).
+//! against `127.0.0.1` cannot resolve). DynamoDB and SQS run without stalled-stream protection
+//! (see [`dynamodb_client`]).
 
 use aws_config::environment::EnvironmentVariableCredentialsProvider;
+use aws_config::stalled_stream_protection::StalledStreamProtectionConfig;
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_smithy_http_client::proxy::ProxyConfig;
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
@@ -66,12 +68,27 @@ impl HttpClient for DeferredTls {
     }
 }
 
+/// DynamoDB and SQS without stalled-stream protection. It watches body *throughput*: on every
+/// request it arms a 100 ms check timer that wakes the task for as long as the answer is
+/// awaited, and it wraps both bodies to sample the clock per frame — CPU that grows with the
+/// endpoint's latency (bench/ANALYSIS.md, "CPU against a slower endpoint"). It cannot catch
+/// what stalls these clients: their bodies are small JSON documents sent and read in one go, and
+/// a missing answer is not a body stall. A stall it would have cut after its 20 s grace period
+/// now ends with the function's timeout, which every path already survives (leases,
+/// redelivery). Retries (standard, 3 attempts, token bucket) and timeouts are unchanged. S3
+/// keeps it: media and exports stream large bodies.
 pub fn dynamodb_client(sdk: &SdkConfig) -> aws_sdk_dynamodb::Client {
-    aws_sdk_dynamodb::Client::new(sdk)
+    let conf = aws_sdk_dynamodb::config::Builder::from(sdk)
+        .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
+        .build();
+    aws_sdk_dynamodb::Client::from_conf(conf)
 }
 
 pub fn sqs_client(sdk: &SdkConfig) -> aws_sdk_sqs::Client {
-    aws_sdk_sqs::Client::new(sdk)
+    let conf = aws_sdk_sqs::config::Builder::from(sdk)
+        .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
+        .build();
+    aws_sdk_sqs::Client::from_conf(conf)
 }
 
 pub fn s3_client(sdk: &SdkConfig) -> aws_sdk_s3::Client {
