@@ -985,18 +985,26 @@ async fn follow<S: EngineStore, Q: SendJobQueue>(
             .iter()
             .filter(|r| !r.status.is_settled() && r.message_id.is_none())
             .count() as u64;
-        let messages = futures::future::join_all(
-            open.iter()
-                .map(|r| store.get_message(&b.tenant_id, r.message_id.as_deref().unwrap_or_default())),
-        )
-        .await;
+        // The page's messages in one batch read (one GetItem each cost a request per
+        // recipient per follow pass).
+        let ids: Vec<String> = open.iter().filter_map(|r| r.message_id.clone()).collect();
+        let mut messages: HashMap<String, MessageRecord> = store
+            .get_messages(&b.tenant_id, &ids)
+            .await?
+            .into_iter()
+            .map(|m| (m.message_id.clone(), m))
+            .collect();
         let mut changed = Vec::new();
         let mut resend = Vec::new();
         let mut delta = Counters::default();
-        for (r, message) in open.into_iter().zip(messages) {
+        // Recipients whose status was worked out, with whether their contact is to be read for
+        // replies and opt-outs (read afterwards, in one batch).
+        let mut evaluated: Vec<(&BroadcastRecipient, BroadcastRecipient, bool)> = Vec::new();
+        for r in open {
             let mut after = r.clone();
             after.updated_at = now;
-            match message? {
+            let message = r.message_id.as_ref().and_then(|id| messages.remove(id));
+            match message {
                 None if r.status == RecipientStatus::Queued => {
                     // Committed but never stored (a crash in between), or its contact erased.
                     if b.status == BroadcastStatus::Running {
@@ -1074,44 +1082,61 @@ async fn follow<S: EngineStore, Q: SendJobQueue>(
                     // status moved, else at most every few minutes.
                     let moved = after.status != r.status;
                     let due = now - r.updated_at >= chrono::Duration::minutes(CONTACT_RECHECK_MINUTES);
-                    if after.status != RecipientStatus::Pending
+                    let check = after.status != RecipientStatus::Pending
                         && rank(after.status) > 0
                         && (moved || due)
-                        && (!r.replied || !r.opted_out_after)
-                        && let Some(contact) = store.get_contact(&b.tenant_id, &r.contact_id).await?
-                    {
-                        let since = after.sent_at.unwrap_or(now);
-                        if !r.replied && contact.last_inbound_at.is_some_and(|t| t > since) {
-                            after.replied = true;
-                            delta.replied += 1;
-                        }
-                        if !r.opted_out_after
-                            && contact.consent.marketing == MarketingConsent::OptedOut
-                            && contact.consent.updated_at.is_some_and(|t| t > since)
-                        {
-                            after.opted_out_after = true;
-                            delta.opted_out_after += 1;
-                        }
-                    }
-                    let unchanged = BroadcastRecipient {
-                        updated_at: r.updated_at,
-                        ..after.clone()
-                    } == *r;
-                    if unchanged {
-                        if !after.status.is_settled() {
-                            unsettled += 1;
-                        }
-                        continue;
-                    }
-                    if !after.status.is_settled() {
-                        unsettled += 1;
-                    }
-                    changed.push(RecipientChange {
-                        expected: r.status,
-                        recipient: after,
-                    });
+                        && (!r.replied || !r.opted_out_after);
+                    evaluated.push((r, after, check));
                 }
             }
+        }
+        let to_check: Vec<String> = evaluated
+            .iter()
+            .filter(|(_, _, check)| *check)
+            .map(|(r, _, _)| r.contact_id.clone())
+            .collect();
+        let mut contacts: HashMap<String, Contact> = if to_check.is_empty() {
+            HashMap::new()
+        } else {
+            store
+                .get_contacts(&b.tenant_id, &to_check)
+                .await?
+                .into_iter()
+                .map(|c| (c.contact_id.clone(), c))
+                .collect()
+        };
+        for (r, mut after, check) in evaluated {
+            if check && let Some(contact) = contacts.remove(&r.contact_id) {
+                let since = after.sent_at.unwrap_or(now);
+                if !r.replied && contact.last_inbound_at.is_some_and(|t| t > since) {
+                    after.replied = true;
+                    delta.replied += 1;
+                }
+                if !r.opted_out_after
+                    && contact.consent.marketing == MarketingConsent::OptedOut
+                    && contact.consent.updated_at.is_some_and(|t| t > since)
+                {
+                    after.opted_out_after = true;
+                    delta.opted_out_after += 1;
+                }
+            }
+            let unchanged = BroadcastRecipient {
+                updated_at: r.updated_at,
+                ..after.clone()
+            } == *r;
+            if unchanged {
+                if !after.status.is_settled() {
+                    unsettled += 1;
+                }
+                continue;
+            }
+            if !after.status.is_settled() {
+                unsettled += 1;
+            }
+            changed.push(RecipientChange {
+                expected: r.status,
+                recipient: after,
+            });
         }
         if !changed.is_empty() {
             let mut after = next(&b, now);

@@ -70,6 +70,7 @@ pub enum Op {
     // ContactStore
     CreateContact,
     GetContact,
+    GetContacts,
     MatchContact,
     UpdateContact,
     RecordConsent,
@@ -79,6 +80,7 @@ pub enum Op {
     ListContacts,
     // MessageStore
     GetMessage,
+    GetMessages,
     ContactMessages,
     UpdateMedia,
     // InboundStore
@@ -352,6 +354,8 @@ fn add_reference(s: &mut State, tenant_id: &str, contact_id: &str, referenced: R
 struct Hooks {
     faults: HashMap<Op, VecDeque<StoreError>>,
     calls: HashMap<Op, usize>,
+    /// The DynamoDB requests the calls stand for (what `enter` is told).
+    requests: u64,
 }
 
 /// Cheap to clone: clones share one state.
@@ -447,6 +451,22 @@ impl MemStore {
         self.state().writes.clone().unwrap_or_default()
     }
 
+    /// A handle on the same data with calls, requests and faults of its own: one component's
+    /// requests counted apart from another's over one store (the campaign bench's engine,
+    /// senders and webhook).
+    pub fn counted_apart(&self) -> MemStore {
+        MemStore {
+            latency: self.latency,
+            state: self.state.clone(),
+            hooks: Arc::default(),
+        }
+    }
+
+    /// The DynamoDB requests this handle's calls stand for so far.
+    pub fn requests(&self) -> u64 {
+        self.hooks.lock().expect("memstore hooks").requests
+    }
+
     pub fn calls(&self, op: Op) -> usize {
         self.hooks
             .lock()
@@ -462,6 +482,7 @@ impl MemStore {
         let fault = {
             let mut hooks = self.hooks.lock().expect("memstore hooks");
             *hooks.calls.entry(op).or_default() += 1;
+            hooks.requests += u64::from(requests);
             hooks.faults.get_mut(&op).and_then(VecDeque::pop_front)
         };
         self.round_trips(requests).await;
@@ -1281,6 +1302,11 @@ impl ContactStore for MemStore {
         Ok(self.contact(tenant_id, contact_id))
     }
 
+    async fn get_contacts(&self, tenant_id: &str, contact_ids: &[String]) -> Result<Vec<Contact>, StoreError> {
+        self.enter(Op::GetContacts, contact_ids.len().div_ceil(100) as u32).await?;
+        Ok(contact_ids.iter().filter_map(|c| self.contact(tenant_id, c)).collect())
+    }
+
     async fn match_contact(
         &self,
         tenant_id: &str,
@@ -1531,6 +1557,11 @@ impl MessageStore for MemStore {
     async fn get_message(&self, tenant_id: &str, message_id: &str) -> Result<Option<MessageRecord>, StoreError> {
         self.enter(Op::GetMessage, 1).await?;
         Ok(self.message(tenant_id, message_id))
+    }
+
+    async fn get_messages(&self, tenant_id: &str, message_ids: &[String]) -> Result<Vec<MessageRecord>, StoreError> {
+        self.enter(Op::GetMessages, message_ids.len().div_ceil(100) as u32).await?;
+        Ok(message_ids.iter().filter_map(|m| self.message(tenant_id, m)).collect())
     }
 
     async fn contact_messages(
