@@ -988,8 +988,9 @@ async fn follow<S: EngineStore, Q: SendJobQueue>(
         // The page's messages in one batch read (one GetItem each cost a request per
         // recipient per follow pass).
         let ids: Vec<String> = open.iter().filter_map(|r| r.message_id.clone()).collect();
-        let mut messages: HashMap<String, MessageRecord> = store
-            .get_messages(&b.tenant_id, &ids)
+        // Boxed (here and below): the batch read's future is large, and inline it would grow
+        // every caller's future.
+        let mut messages: HashMap<String, MessageRecord> = Box::pin(store.get_messages(&b.tenant_id, &ids))
             .await?
             .into_iter()
             .map(|m| (m.message_id.clone(), m))
@@ -1098,8 +1099,7 @@ async fn follow<S: EngineStore, Q: SendJobQueue>(
         let mut contacts: HashMap<String, Contact> = if to_check.is_empty() {
             HashMap::new()
         } else {
-            store
-                .get_contacts(&b.tenant_id, &to_check)
+            Box::pin(store.get_contacts(&b.tenant_id, &to_check))
                 .await?
                 .into_iter()
                 .map(|c| (c.contact_id.clone(), c))

@@ -725,7 +725,13 @@ impl DynamoStore {
             }
             return Ok((page, position.map(|(at, key)| encode_partitions_cursor(at, key))));
         }
-        Ok((QueryPage { items: Vec::new(), next: None }, None))
+        Ok((
+            QueryPage {
+                items: Vec::new(),
+                next: None,
+            },
+            None,
+        ))
     }
 
     /// Profiles for index keys, in the index's order, read consistently; missing ones
@@ -910,7 +916,10 @@ mod tests {
         };
         // A partition with more to come continues there; a finished one moves on to the next
         // one's start; the last one ends the walk.
-        assert_eq!(next_partition_position(3, queries.len(), Some(last(&pks[3]))), Some((3, Some(last(&pks[3])))));
+        assert_eq!(
+            next_partition_position(3, queries.len(), Some(last(&pks[3]))),
+            Some((3, Some(last(&pks[3]))))
+        );
         assert_eq!(next_partition_position(3, queries.len(), None), Some((4, None)));
         assert_eq!(next_partition_position(queries.len() - 1, queries.len(), None), None);
         // Walking every position from the start visits each partition once, in order.
@@ -930,7 +939,13 @@ mod tests {
         // another shard than named): refused.
         let other_tenant = encode_partitions_cursor(2, Some(last(&tenant_messages_gsi5pk("t2", 2))));
         let other_shard = encode_partitions_cursor(2, Some(last(&pks[3])));
-        for bad in ["17".to_owned(), "x".to_owned(), "2:{".to_owned(), other_tenant, other_shard] {
+        for bad in [
+            "17".to_owned(),
+            "x".to_owned(),
+            "2:{".to_owned(),
+            other_tenant,
+            other_shard,
+        ] {
             assert!(
                 matches!(decode_partitions_cursor(&bad, &queries), Err(StoreError::Corrupt(_))),
                 "{bad}"

@@ -1181,7 +1181,10 @@ mod tests {
             now,
         );
         let item = MessageItem::new(&queued);
-        assert_eq!(item.gsi5pk.as_deref(), Some(tenant_messages_gsi5pk("t", shard).as_str()));
+        assert_eq!(
+            item.gsi5pk.as_deref(),
+            Some(tenant_messages_gsi5pk("t", shard).as_str())
+        );
         assert_eq!(item.gsi6pk.as_deref(), Some(tenant_outbox_gsi6pk("t", shard).as_str()));
         assert_eq!(item.gsi5sk, item.gsi6sk);
         // Every reader's list holds the writer's key.
@@ -1197,7 +1200,10 @@ mod tests {
             message_index_writes(None, Some(&queued), false),
             vec![conversation.clone(), gsi5.clone(), outbox.clone()]
         );
-        assert_eq!(message_index_writes(Some(&queued), Some(&queued), true), vec![conversation.clone()]);
+        assert_eq!(
+            message_index_writes(Some(&queued), Some(&queued), true),
+            vec![conversation.clone()]
+        );
         assert!(message_index_writes(Some(&queued), Some(&queued), false).is_empty());
         let mut sent = queued.clone();
         sent.status = MessageStatus::Sent;
@@ -1209,7 +1215,10 @@ mod tests {
         assert!(MessageItem::new(&sent).gsi6pk.is_none());
         let mut delivered = sent.clone();
         delivered.status = MessageStatus::Delivered;
-        assert_eq!(message_index_writes(Some(&sent), Some(&delivered), false), vec![conversation]);
+        assert_eq!(
+            message_index_writes(Some(&sent), Some(&delivered), false),
+            vec![conversation]
+        );
     }
 
     #[test]

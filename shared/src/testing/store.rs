@@ -30,8 +30,7 @@ use crate::privacy::{ErasureRecord, ExportRecord, RetentionSettings};
 use crate::secret::Secret;
 use crate::sending::{SendSchedule, SlotDecision, book_slots};
 use crate::store::keys::{
-    audit_pk, consent_history_sk, contact_pk, export_pk, idempotency_pk, reference_sk, restriction_history_sk,
-    wamid_pk,
+    audit_pk, consent_history_sk, contact_pk, export_pk, idempotency_pk, reference_sk, restriction_history_sk, wamid_pk,
 };
 use crate::store::{
     ApiKeyStore, AuditStore, Claim, ContactFilter, ContactStore, ContactUpdate, CreateOutcome, CustomerIdentity,
@@ -1303,7 +1302,8 @@ impl ContactStore for MemStore {
     }
 
     async fn get_contacts(&self, tenant_id: &str, contact_ids: &[String]) -> Result<Vec<Contact>, StoreError> {
-        self.enter(Op::GetContacts, contact_ids.len().div_ceil(100) as u32).await?;
+        self.enter(Op::GetContacts, contact_ids.len().div_ceil(100) as u32)
+            .await?;
         Ok(contact_ids.iter().filter_map(|c| self.contact(tenant_id, c)).collect())
     }
 
@@ -1560,7 +1560,8 @@ impl MessageStore for MemStore {
     }
 
     async fn get_messages(&self, tenant_id: &str, message_ids: &[String]) -> Result<Vec<MessageRecord>, StoreError> {
-        self.enter(Op::GetMessages, message_ids.len().div_ceil(100) as u32).await?;
+        self.enter(Op::GetMessages, message_ids.len().div_ceil(100) as u32)
+            .await?;
         Ok(message_ids.iter().filter_map(|m| self.message(tenant_id, m)).collect())
     }
 

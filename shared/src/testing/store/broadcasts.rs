@@ -8,10 +8,10 @@ use std::ops::Bound;
 use chrono::{DateTime, Utc};
 
 use super::{MemStore, Op, Order, note_write, page_of};
-use crate::store::keys::{broadcast_recipients_pk, broadcasts_pk, recipient_shard, tenant_pk};
 use crate::broadcast::pacing::BroadcastSettings;
 use crate::broadcast::{Broadcast, BroadcastRecipient, NumberQuality, RecipientStatus};
 use crate::cursor::Position;
+use crate::store::keys::{broadcast_recipients_pk, broadcasts_pk, recipient_shard, tenant_pk};
 use crate::store::{BroadcastStore, MessagingUsage, Page, PageCommit, RecipientChange, StoreError};
 
 #[derive(Default)]
@@ -157,7 +157,11 @@ impl BroadcastStore for MemStore {
         // The transaction's items: the broadcast, each recipient in its shard, the usage item.
         let (t, id) = (&b.tenant_id, &b.broadcast_id);
         note_write(&mut s, broadcasts_pk(t));
-        for contact_id in created.iter().map(|r| &r.contact_id).chain(changed.iter().map(|c| &c.recipient.contact_id)) {
+        for contact_id in created
+            .iter()
+            .map(|r| &r.contact_id)
+            .chain(changed.iter().map(|c| &c.recipient.contact_id))
+        {
             note_write(&mut s, broadcast_recipients_pk(t, id, recipient_shard(contact_id)));
         }
         if usage.is_some() {
