@@ -872,13 +872,21 @@ async fn dispatch<S: EngineStore, Q: SendJobQueue>(
         // ~6,000 of the 60,000 sends a minute at 1,000/s asks for. SQS counts a delay from the
         // enqueue, so the time the run has spent comes off it: the i-th send is due i / rate
         // seconds after the dispatch began, however long handing the others over took.
+        // Built first, run HAND_OVER_CONCURRENCY at a time (a closure inside the stream would
+        // make the run's future not `Send` for every lifetime, which `tokio::spawn` needs).
         let b_ref = &b;
-        let handed_over: Vec<Result<bool, StoreError>> =
-            futures::stream::iter(changed.iter().enumerate().map(|(i, c)| {
-                let spent = u32::try_from(dispatch_started.elapsed().as_secs()).unwrap_or(u32::MAX);
-                let delay = pacing::send_delay_secs(handed + i as u64, rate).saturating_sub(spent);
-                hand_over(store, queue, b_ref, &c.recipient, delay, now)
-            }))
+        let hand_overs: Vec<_> = changed
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let due = pacing::send_delay_secs(handed + i as u64, rate);
+                async move {
+                    let spent = u32::try_from(dispatch_started.elapsed().as_secs()).unwrap_or(u32::MAX);
+                    hand_over(store, queue, b_ref, &c.recipient, due.saturating_sub(spent), now).await
+                }
+            })
+            .collect();
+        let handed_over: Vec<Result<bool, StoreError>> = futures::stream::iter(hand_overs)
             .buffered(HAND_OVER_CONCURRENCY)
             .collect()
             .await;

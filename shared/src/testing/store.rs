@@ -1948,7 +1948,7 @@ impl SendPacingStore for MemStore {
         let Some(row) = s.contacts.get_mut(&key(tenant_id, contact_id)) else {
             return Ok(false);
         };
-        let claimed = !row.last_outbound_ms.is_some_and(|last| last > now_ms - interval_ms);
+        let claimed = row.last_outbound_ms.is_none_or(|last| last <= now_ms - interval_ms);
         if claimed {
             row.last_outbound_ms = Some(now_ms);
             row.queued.remove(message_id);
