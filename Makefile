@@ -15,6 +15,7 @@ help:
 	@echo "make bench-templates - template send validation CPU vs POST /v1/messages (target <= 5 %)"
 	@echo "make bench-devstack - the local endpoint at 10,000 contacts / 100,000 messages: latency, memory"
 	@echo "make bench-broadcasts - a campaign over the in-memory store: planning time, store requests per recipient (N=20000)"
+	@echo "make bench-campaign - 100,000 recipients through engine, senders (1,000/s) and fake Graph: rate, 130429, memory, writes per key"
 	@echo "make bench-reports - counter updates per 1,000 events; a 90-day report of every grouping: requests, CPU"
 	@echo "make bench-console - the web console: bytes shipped, time to an interactive inbox (local stack)"
 	@echo "make bench-automations - events function CPU per inbound message with 50 automation rules vs none"
@@ -81,6 +82,15 @@ bench-templates:
 bench-broadcasts:
 	cargo build --release -p bench --bin broadcast-bench
 	target/release/broadcast-bench $(or $(N),20000)
+
+# Campaign benchmark (not a test): N recipients (default 100,000) through the engine, real
+# sender instances with the limiter at 1,000/s against the fake Graph, and three statuses each:
+# planning time, requests per recipient, sent rate against the share, 130429s, memory, writes
+# per partition key (table and index keys). Takes a few minutes (the engine runs every minute).
+.PHONY: bench-campaign
+bench-campaign:
+	cargo build --release -p bench --bin broadcast-bench
+	target/release/broadcast-bench campaign $(or $(N),100000) $(CAMPAIGN_ARGS)
 
 # Reports benchmark (not a test): counter item updates per 1,000 events (the real events handler
 # over the in-memory store) and a 90-day report of every grouping: store requests and CPU.

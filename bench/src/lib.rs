@@ -2,6 +2,7 @@
 //! Graph API and AWS request accounting, plus the measurements and the report. Nothing here is
 //! linked into a function.
 
+pub mod campaign;
 pub mod endpoint;
 pub mod functions;
 pub mod graph;

@@ -75,9 +75,9 @@ pub struct ThroughputResult {
 
 /// One job waiting in the (simulated) queue.
 #[derive(Debug, Clone)]
-struct Queued {
-    job: SendJob,
-    receive_count: u32,
+pub struct Queued {
+    pub job: SendJob,
+    pub receive_count: u32,
 }
 
 #[derive(Default)]
@@ -114,7 +114,7 @@ impl JobQueue {
 
 /// The SQS event a sender receives for `batch` (record id: message id + receive count,
 /// receipt handle: the message id).
-fn sqs_event(batch: &[Queued]) -> SqsEvent {
+pub fn sqs_event(batch: &[Queued]) -> SqsEvent {
     let mut event = SqsEvent::default();
     event.records = batch
         .iter()

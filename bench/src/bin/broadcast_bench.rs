@@ -7,9 +7,19 @@
 //!
 //! Store calls are counted per port operation; what each costs in DynamoDB requests is in the
 //! printed table (a page commit is one `TransactWriteItems` of up to 100 items).
+//!
+//! `broadcast-bench campaign [N] [--share P] [--latency-ms L] [--senders S]` (`make
+//! bench-campaign`, N default 100,000): the whole campaign instead — the engine on its
+//! one-minute schedule, `S` real sender instances (default 20) with the limiter at 1,000/s
+//! against the fake Graph (which answers `130429` above 1,000 in any aligned second), the
+//! broadcast using `P` % of the rate (default 100), three statuses per message through the
+//! webhook's store path, `L` ms per DynamoDB request (default 5). It reports planning time,
+//! requests per recipient (engine, senders, webhook), the sent rate against the share,
+//! throttles, memory (peak RSS and live heap), and the writes per partition key, table and
+//! indexes, at 1,000 msg/s (`bench/src/campaign.rs`).
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use serde_json::json;
@@ -53,9 +63,43 @@ fn requests(before: &BTreeMap<&'static str, (usize, u32)>, after: &BTreeMap<&'st
         .sum()
 }
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() {
-    let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(20_000);
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("campaign") {
+        let arg = |name: &str| {
+            args.iter()
+                .position(|a| a == name)
+                .and_then(|i| args.get(i + 1))
+                .and_then(|v| v.parse::<u64>().ok())
+        };
+        let n = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(100_000);
+        let options = campaign::Options {
+            recipients: n,
+            share_pct: arg("--share").unwrap_or(100) as u8,
+            latency: Duration::from_millis(arg("--latency-ms").unwrap_or(5)),
+            instances: arg("--senders").unwrap_or(20) as usize,
+        };
+        // The senders, the engine, the fake Graph and the store share the host's cores, as
+        // separate Lambda instances and Meta would not: two workers keep them from queueing
+        // behind one another.
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(campaign::run(options));
+        return;
+    }
+    let n: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(20_000);
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(engine_only(n));
+}
+
+/// The engine alone: Meta's side simulated by recording statuses on every dispatched message.
+async fn engine_only(n: usize) {
     let store = MemStore::new();
     let queue = MemQueue::new();
     let tenant = fixtures::tenant("106540352242922");
@@ -228,4 +272,346 @@ async fn main() {
         sent_writes_per_sec,
         sent_writes_per_sec * busiest as f64 / total.max(1) as f64
     );
+}
+
+/// Live heap bytes and their high-water mark (the campaign's memory, beside the RSS).
+mod heap {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    pub struct Counting;
+
+    static LIVE: AtomicUsize = AtomicUsize::new(0);
+    static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+    fn grew(by: usize) {
+        let live = LIVE.fetch_add(by, Ordering::Relaxed) + by;
+        PEAK.fetch_max(live, Ordering::Relaxed);
+    }
+
+    // SAFETY: every call is forwarded to the system allocator unchanged; only sizes are counted.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            let p = unsafe { System.alloc(layout) };
+            if !p.is_null() {
+                grew(layout.size());
+            }
+            p
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            unsafe { System.dealloc(ptr, layout) };
+            LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        }
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            let p = unsafe { System.realloc(ptr, layout, new_size) };
+            if !p.is_null() {
+                LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+                grew(new_size);
+            }
+            p
+        }
+    }
+
+    pub fn live() -> usize {
+        LIVE.load(Ordering::Relaxed)
+    }
+
+    pub fn peak() -> usize {
+        PEAK.load(Ordering::Relaxed)
+    }
+
+    /// Starts a new high-water mark at the current live size.
+    pub fn reset_peak() {
+        PEAK.store(live(), Ordering::Relaxed);
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: heap::Counting = heap::Counting;
+
+mod campaign {
+    use super::*;
+
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use futures::StreamExt;
+
+    use bench::campaign::{Sqs, families, invoke_sender, sender_instance};
+    use bench::graph::FakeGraph;
+    use bench::stats::rate_accuracy;
+    use crm_shared::broadcast::pacing::{BroadcastSettings, broadcast_rate};
+    use crm_shared::config::GraphConfig;
+    use crm_shared::graph::GraphClient;
+    use crm_shared::store::keys::MESSAGE_INDEX_SHARDS;
+
+    pub struct Options {
+        pub recipients: usize,
+        pub share_pct: u8,
+        pub latency: Duration,
+        pub instances: usize,
+    }
+
+    /// The number's rate: the sender's limiter and the fake Graph's `130429` threshold.
+    const RATE: u32 = 1000;
+
+    fn mib(bytes: usize) -> f64 {
+        bytes as f64 / (1024.0 * 1024.0)
+    }
+
+    fn peak_rss_mib() -> f64 {
+        bench::procfs::memory_kib(std::process::id())
+            .map(|(_, hwm)| hwm as f64 / 1024.0)
+            .unwrap_or(f64::NAN)
+    }
+
+    pub async fn run(o: Options) {
+        let n = o.recipients;
+        let data = MemStore::with_latency(o.latency);
+        // One handle per component, so each one's requests are counted apart.
+        let engine_store = data.counted_apart();
+        let sender_store = data.counted_apart();
+        let webhook_store = data.counted_apart();
+        let tenant = fixtures::tenant(bench::throughput::BENCH_PHONE_NUMBER_ID);
+        let t = tenant.tenant_id.clone();
+        data.add_tenant(tenant.clone(), Secret::new("token"));
+        data.set_messaging_limit(&t, None).await.unwrap();
+        let meta = json!({"name": "spring_sale", "language": "en_US", "id": "9", "status": "APPROVED",
+            "category": "MARKETING", "parameter_format": "POSITIONAL",
+            "components": [{"type": "BODY", "text": "Hi {{1}}", "example": {"body_text": [["Ana"]]}}]});
+        let template = TemplateRecord::from_meta(&t, &meta, Utc::now()).unwrap();
+        data.put_template(&template).await.unwrap();
+        for i in 0..n {
+            let mut c = fixtures::contact(&t, &format!("+44770{i:07}"), Utc::now());
+            c.tags = vec!["all".into()];
+            c.name = Some(format!("N{i}"));
+            c.last_inbound_at = None;
+            c.consent.marketing = MarketingConsent::OptedIn;
+            data.add_contact(c);
+        }
+        data.put_broadcast_settings(
+            &t,
+            &BroadcastSettings {
+                agents_may_broadcast: false,
+                rate_share_pct: o.share_pct,
+                messaging_limit: None,
+            },
+        )
+        .await
+        .unwrap();
+        let body = json!({"name": "bench", "template": {"name": "spring_sale", "language": "en_US"},
+            "audience": {"tags_all": ["all"]}, "parameters": {"1": "contact.name"}});
+        let b = control::create(&data, &t, &body, None, Utc::now(), None).await.unwrap();
+        let seeded_heap = heap::live();
+        let seeded_rss = peak_rss_mib();
+
+        let graph = FakeGraph::start().await.expect("fake graph");
+        graph.configure(Duration::from_millis(100), RATE);
+        graph.take();
+        let graph_config = GraphConfig {
+            base_url: graph.base_url(),
+            version: crm_shared::config::DEFAULT_GRAPH_API_VERSION.into(),
+        };
+        let sqs = Sqs::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut senders = tokio::task::JoinSet::new();
+        for _ in 0..o.instances {
+            let deps = Arc::new(sender_fn::Deps::new(
+                sender_store.clone(),
+                GraphClient::new(&graph_config).expect("graph client"),
+                sqs.clone(),
+                sender_fn::SenderConfig {
+                    rate_per_second: RATE,
+                    ..sender_fn::SenderConfig::default()
+                },
+            ));
+            senders.spawn(sender_instance(sqs.clone(), 10, stop.clone(), invoke_sender(deps)));
+        }
+
+        data.count_writes();
+        heap::reset_peak();
+        let config = EngineConfig {
+            rate_per_second: RATE,
+            run_secs: 60,
+            ..EngineConfig::default()
+        };
+        control::act(&engine_store, &t, &b.broadcast_id, Action::Start, Utc::now())
+            .await
+            .unwrap();
+        // Planning ends when the first message is stored (the engine plans, then dispatches).
+        let clock = Instant::now();
+        let watcher = {
+            let store = engine_store.clone();
+            tokio::spawn(async move {
+                while store.calls(Op::CreateMessage) == 0 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                (clock.elapsed(), store.requests(), heap::peak())
+            })
+        };
+        // The engine on its schedule (every minute), until everything is dispatched.
+        let mut runs = 0;
+        let mut run_peaks = Vec::new();
+        loop {
+            let tick = Instant::now();
+            let before = heap::live();
+            heap::reset_peak();
+            runs += 1;
+            run_all(
+                &engine_store,
+                &crm_shared::testing::MemBlobs::new(),
+                &sqs,
+                Utc::now(),
+                &config,
+            )
+            .await
+            .unwrap();
+            run_peaks.push((heap::peak().saturating_sub(before), heap::live().saturating_sub(before)));
+            let now = data.get_broadcast(&t, &b.broadcast_id).await.unwrap().unwrap();
+            if now.progress.dispatched_at.is_some() || runs > 100 {
+                break;
+            }
+            tokio::time::sleep_until((tick + Duration::from_secs(60)).into()).await;
+        }
+        let dispatch_time = clock.elapsed();
+        let (plan_time, plan_requests, _) = watcher.await.unwrap();
+        let engine_plan_dispatch = engine_store.requests();
+        let handed = engine_store.calls(Op::CreateMessage);
+        // The senders drain the queue.
+        let deadline = Instant::now() + Duration::from_secs(1800);
+        while sender_store.calls(Op::MarkSent) < handed && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let send_done = clock.elapsed();
+        stop.store(true, Ordering::Relaxed);
+        while senders.join_next().await.is_some() {}
+        let send_peak = heap::peak();
+        let log = graph.take();
+
+        // Meta's three statuses per message, as the webhook applies them (concurrently, as
+        // its instances do).
+        let statuses = futures::stream::iter(log.wamids.iter().flat_map(|w| {
+            [MessageStatus::Sent, MessageStatus::Delivered, MessageStatus::Read].map(|status| StatusWrite {
+                wamid: w.clone(),
+                status,
+                at: Utc::now(),
+                error: None,
+                pricing: None,
+                conversation: None,
+            })
+        }))
+        .map(|write| {
+            let store = webhook_store.clone();
+            let t = t.clone();
+            async move { store.apply_status(&t, &write).await.unwrap() }
+        })
+        .buffer_unordered(200)
+        .count()
+        .await;
+        // The engine follows them (its next scheduled run).
+        let before_follow = engine_store.requests();
+        run_all(
+            &engine_store,
+            &crm_shared::testing::MemBlobs::new(),
+            &sqs,
+            Utc::now(),
+            &config,
+        )
+        .await
+        .unwrap();
+        let follow = engine_store.requests() - before_follow;
+        let end_heap = heap::live();
+        let b = data.get_broadcast(&t, &b.broadcast_id).await.unwrap().unwrap();
+        assert_eq!(b.status, BroadcastStatus::Completed, "{:?}", b.progress);
+
+        // The sent rate over the steady part: from 2 s after the first send to the last whole
+        // second before the last one.
+        let share = broadcast_rate(RATE, o.share_pct);
+        let first_s = log.accepted_us.iter().min().map_or(0, |t| t.div_euclid(1_000_000));
+        let last_s = log.accepted_us.iter().max().map_or(0, |t| t.div_euclid(1_000_000));
+        let accuracy = rate_accuracy(&log.accepted_us, share, first_s + 2, last_s);
+        let overall = log.accepted_us.len() as f64 / ((last_s - first_s).max(1)) as f64;
+
+        let per = |r: u64| r as f64 / n as f64;
+        println!(
+            "broadcast campaign bench: {n} recipients, limiter {RATE}/s, broadcast share {} % = {share}/s, {} senders × 10, {:?} per DynamoDB request (in-memory store)",
+            o.share_pct, o.instances, o.latency
+        );
+        println!(
+            "  planning: {plan_time:.2?} ({:.3} requests per recipient); dispatch complete after {dispatch_time:.2?} ({runs} engine runs); last send accepted after {send_done:.2?}",
+            per(plan_requests)
+        );
+        println!(
+            "  sent: {} accepted, {} refused with 130429, {} records redelivered, {} statuses applied",
+            log.accepted_us.len(),
+            log.throttled,
+            sqs.0.redelivered.load(Ordering::Relaxed),
+            statuses
+        );
+        println!(
+            "  sent rate: steady {:.1}/s over {} s ({:+.2} % of the share {share}/s; aligned seconds min {} max {}, sliding max {}); overall {overall:.1}/s",
+            accuracy.sustained_per_s,
+            accuracy.seconds,
+            accuracy.deviation_pct,
+            accuracy.min_aligned_second,
+            accuracy.max_aligned_second,
+            accuracy.max_sliding_second
+        );
+        println!("  counters: {:?}", b.counters);
+        println!(
+            "  engine requests per recipient: plan {:.3} + dispatch {:.3} + follow (results) {:.3} = {:.3} (target ≤ 3)",
+            per(plan_requests),
+            per(engine_plan_dispatch - plan_requests),
+            per(follow),
+            per(engine_plan_dispatch + follow)
+        );
+        println!(
+            "  beside the engine, per message: sender {:.3}, webhook (3 statuses) {:.3} requests",
+            per(sender_store.requests()),
+            per(webhook_store.requests())
+        );
+        println!(
+            "  memory: peak RSS {:.0} MiB (after seeding {seeded_rss:.0} MiB); live heap: seeded store {:.0} MiB, end {:.0} MiB, peak during sending {:.0} MiB",
+            peak_rss_mib(),
+            mib(seeded_heap),
+            mib(end_heap),
+            mib(send_peak)
+        );
+        println!(
+            "  engine runs, live heap above the run's start (peak / kept): {}; the store's growth (messages, recipients) is in both",
+            run_peaks
+                .iter()
+                .map(|(p, k)| format!("{:.1}/{:.1} MiB", mib(*p), mib(*k)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+
+        // Writes per partition key, table and indexes.
+        let writes = data.writes_per_key();
+        let sent = log.accepted_us.len().max(1) as f64;
+        println!(
+            "  writes per partition key (table and index keys; {} keys, {} writes): busiest key per family, and its rate at 1,000 msg/s with 3 statuses each",
+            writes.len(),
+            writes.values().sum::<u64>()
+        );
+        println!(
+            "    {:<34} {:>8} {:>10} {:>9} {:>9} {:>12}",
+            "key family", "keys", "writes", "min/key", "max/key", "max/s @1000"
+        );
+        for (family, f) in families(&writes, &t).iter().take(16) {
+            println!(
+                "    {family:<34} {:>8} {:>10} {:>9} {:>9} {:>12.1}",
+                f.keys,
+                f.writes,
+                f.quietest,
+                f.busiest,
+                f.busiest as f64 * 1000.0 / sent
+            );
+        }
+        let hottest = writes.values().copied().max().unwrap_or(0);
+        println!(
+            "  busiest key of all: {:.0} writes/s at 1,000 msg/s (target ≤ 500; the message index and outbox over {MESSAGE_INDEX_SHARDS} shards each)",
+            hottest as f64 * 1000.0 / sent
+        );
+    }
 }

@@ -3,7 +3,7 @@
 //! `exports_days` and audit entries older than `audit_days`.
 //!
 //! Every kind is found by a key-range query on time-ordered ids (no scans, no watermark to
-//! keep): messages on GSI5 (`T#<t>#MSGS`), stored media on the sparse GSI6 (`T#<t>#MEDIA`),
+//! keep): messages on GSI5 (`T#<t>#MSGS#<shard>`, every shard), stored media on the sparse GSI6 (`T#<t>#MEDIA`),
 //! audit entries in their partition, exports on GSI1 (`T#<t>#EXPORTS`). Each query starts at
 //! the oldest item that is still there, so a run that stops (budget, crash) loses nothing and
 //! the next one resumes where it stopped; a repeated run finds nothing and deletes nothing.

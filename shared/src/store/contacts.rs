@@ -115,6 +115,10 @@ impl DynamoStore {
 }
 
 impl ContactStore for DynamoStore {
+    async fn get_contacts(&self, tenant_id: &str, contact_ids: &[String]) -> Result<Vec<Contact>, StoreError> {
+        self.profiles(tenant_id, contact_ids).await
+    }
+
     async fn contact_summaries(
         &self,
         tenant_id: &str,

@@ -440,6 +440,47 @@ pub(crate) fn decode_cursor(cursor: &str) -> Result<Item, StoreError> {
     Ok(map.into_iter().map(|(k, v)| (k, AttributeValue::S(v))).collect())
 }
 
+/// Where a walk over partitions goes after a page of partition `at` (of `len`) that ended at
+/// `last` (`None`: the partition is done): the same partition after `last`, else the start of
+/// the next one, else nowhere.
+pub(crate) fn next_partition_position(at: usize, len: usize, last: Option<Item>) -> Option<(usize, Option<Item>)> {
+    match last {
+        Some(key) => Some((at, Some(key))),
+        None if at + 1 < len => Some((at + 1, None)),
+        None => None,
+    }
+}
+
+/// `<partition>` or `<partition>:<walk cursor>` (see [`encode_cursor`]).
+pub(crate) fn encode_partitions_cursor(at: usize, key: Option<Item>) -> String {
+    match key {
+        Some(key) => format!("{at}:{}", encode_cursor(key)),
+        None => at.to_string(),
+    }
+}
+
+/// The position a [`encode_partitions_cursor`] string names within `queries`; a position past
+/// the list, or a key of another partition than the one it names (another tenant's, say), is
+/// refused rather than followed.
+pub(crate) fn decode_partitions_cursor(
+    cursor: &str,
+    queries: &[PageQuery<'_>],
+) -> Result<(usize, Option<Item>), StoreError> {
+    let corrupt = |why: &str| StoreError::Corrupt(format!("partition walk cursor: {why}"));
+    let (at, key) = match cursor.split_once(':') {
+        Some((at, key)) => (at, Some(decode_cursor(key)?)),
+        None => (cursor, None),
+    };
+    let at: usize = at.parse().map_err(|_| corrupt("no partition"))?;
+    let query = queries.get(at).ok_or_else(|| corrupt("partition out of range"))?;
+    if let Some(key) = &key
+        && key.get(query.pk_attr).and_then(|v| v.as_s().ok()) != Some(&query.pk)
+    {
+        return Err(corrupt("key of another partition"));
+    }
+    Ok((at, key))
+}
+
 // ---------------------------------------------------------------------------------------------
 // Batches
 
@@ -658,6 +699,41 @@ impl DynamoStore {
         Ok((page, next))
     }
 
+    /// One page of an internal walk over several partitions (a sharded index: `queries`, one
+    /// per shard, always the same list in the same order), continued by an opaque string:
+    /// partitions are walked one after the other, empty ones skipped within the call, so a
+    /// page holds one partition's items and only the last page has no continuation.
+    pub(crate) async fn walk_partitions(
+        &self,
+        queries: &[PageQuery<'_>],
+        next: Option<String>,
+    ) -> Result<(QueryPage, Option<String>), StoreError> {
+        let (mut at, mut start) = match next.as_deref() {
+            Some(cursor) => decode_partitions_cursor(cursor, queries)?,
+            None => (0, None),
+        };
+        while at < queries.len() {
+            let page = self.query_page(&queries[at], start.take()).await?;
+            let position = next_partition_position(at, queries.len(), page.next.clone());
+            if page.items.is_empty() && page.next.is_none() {
+                // An empty (or finished) partition: on to the next without a round trip back.
+                match position {
+                    Some((next_at, _)) => at = next_at,
+                    None => break,
+                }
+                continue;
+            }
+            return Ok((page, position.map(|(at, key)| encode_partitions_cursor(at, key))));
+        }
+        Ok((
+            QueryPage {
+                items: Vec::new(),
+                next: None,
+            },
+            None,
+        ))
+    }
+
     /// Profiles for index keys, in the index's order, read consistently; missing ones
     /// (erased since the index was read) are skipped.
     pub(crate) async fn profiles(
@@ -822,6 +898,60 @@ impl DynamoStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_partition_walk_goes_through_every_shard_and_only_the_tenants() {
+        let pks = tenant_messages_gsi5pks("t1");
+        let queries: Vec<PageQuery<'_>> = pks
+            .iter()
+            .map(|pk| PageQuery::index(GSI5, GSI5_PK, GSI5_SK, pk.clone()))
+            .collect();
+        let last = |pk: &str| -> Item {
+            HashMap::from([
+                (GSI5_PK.to_owned(), s(pk)),
+                (GSI5_SK.to_owned(), s("01J0")),
+                (PK.to_owned(), s(message_pk("t1", "01J0"))),
+                (SK.to_owned(), s(MESSAGE_SK)),
+            ])
+        };
+        // A partition with more to come continues there; a finished one moves on to the next
+        // one's start; the last one ends the walk.
+        assert_eq!(
+            next_partition_position(3, queries.len(), Some(last(&pks[3]))),
+            Some((3, Some(last(&pks[3]))))
+        );
+        assert_eq!(next_partition_position(3, queries.len(), None), Some((4, None)));
+        assert_eq!(next_partition_position(queries.len() - 1, queries.len(), None), None);
+        // Walking every position from the start visits each partition once, in order.
+        let (mut at, mut seen) = (Some((0, None)), Vec::new());
+        while let Some((p, _)) = at {
+            seen.push(p);
+            at = next_partition_position(p, queries.len(), None);
+        }
+        assert_eq!(seen, (0..queries.len()).collect::<Vec<_>>());
+        // Cursors round-trip, with and without a key.
+        for (p, key) in [(0, None), (5, Some(last(&pks[5]))), (16, Some(last(&pks[16])))] {
+            let cursor = encode_partitions_cursor(p, key.clone());
+            let (at, back) = decode_partitions_cursor(&cursor, &queries).unwrap();
+            assert_eq!((at, back), (p, key));
+        }
+        // Out of range, garbage, or a key of another partition (another tenant's shard, or
+        // another shard than named): refused.
+        let other_tenant = encode_partitions_cursor(2, Some(last(&tenant_messages_gsi5pk("t2", 2))));
+        let other_shard = encode_partitions_cursor(2, Some(last(&pks[3])));
+        for bad in [
+            "17".to_owned(),
+            "x".to_owned(),
+            "2:{".to_owned(),
+            other_tenant,
+            other_shard,
+        ] {
+            assert!(
+                matches!(decode_partitions_cursor(&bad, &queries), Err(StoreError::Corrupt(_))),
+                "{bad}"
+            );
+        }
+    }
 
     #[test]
     fn writes_are_deduplicated_and_batched_by_25() {

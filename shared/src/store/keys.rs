@@ -233,12 +233,18 @@ pub const RECIPIENT_SHARDS: u32 = 16;
 /// The shard of a broadcast's recipient partition a contact's entry lives in (FNV-1a of the
 /// contact id: stable across processes and releases).
 pub fn recipient_shard(contact_id: &str) -> u32 {
+    fnv1a(contact_id) % RECIPIENT_SHARDS
+}
+
+/// 32-bit FNV-1a: the shard hash of every sharded key (stable across processes and releases,
+/// unlike std's hasher, so writers and readers of any version agree).
+fn fnv1a(s: &str) -> u32 {
     let mut hash: u32 = 0x811c_9dc5;
-    for b in contact_id.bytes() {
+    for b in s.bytes() {
         hash ^= u32::from(b);
         hash = hash.wrapping_mul(0x0100_0193);
     }
-    hash % RECIPIENT_SHARDS
+    hash
 }
 
 /// One shard of a broadcast's recipients.
@@ -352,10 +358,33 @@ pub const GSI6: &str = "GSI6";
 pub const GSI6_PK: &str = "GSI6PK";
 pub const GSI6_SK: &str = "GSI6SK";
 
-/// GSI5 partition: every message of a tenant by id (ids sort by message time), so retention
-/// finds the oldest messages with one range query and tenant offboarding finds them all.
-pub fn tenant_messages_gsi5pk(tenant_id: &str) -> String {
-    format!("T#{tenant_id}#MSGS")
+/// Shards of a tenant's message index (GSI5) and of its outbox (GSI6). An outbound message
+/// writes GSI5 twice (created, then its `wamid`, a projected attribute) and the outbox twice
+/// (entered, left when sent): at 1,000 msg/s ~2,000 index writes/s each, ≈ 125/s per key over
+/// 16 shards, against DynamoDB's ~1,000 per key (room for several numbers of one tenant).
+pub const MESSAGE_INDEX_SHARDS: u32 = 16;
+
+/// The shard of the message index and outbox a message is kept in (FNV-1a of its id: the
+/// writer needs nothing but the message, and ULIDs' random part spreads them evenly).
+pub fn message_shard(message_id: &str) -> u32 {
+    fnv1a(message_id) % MESSAGE_INDEX_SHARDS
+}
+
+/// GSI5 partition: every message of a tenant by id (ids sort by message time), one of
+/// [`MESSAGE_INDEX_SHARDS`] ([`message_shard`]); retention finds the oldest messages with one
+/// range query per shard and tenant offboarding finds them all ([`tenant_messages_gsi5pks`]).
+pub fn tenant_messages_gsi5pk(tenant_id: &str, shard: u32) -> String {
+    format!("T#{tenant_id}#MSGS#{shard:02}")
+}
+
+/// Every GSI5 partition of a tenant, in shard order, then the unsharded one that releases
+/// before the shards wrote (read only: messages written by a previous release during a deploy
+/// still reach retention and offboarding; one more `Query` per walk, usually empty).
+pub fn tenant_messages_gsi5pks(tenant_id: &str) -> Vec<String> {
+    (0..MESSAGE_INDEX_SHARDS)
+        .map(|shard| tenant_messages_gsi5pk(tenant_id, shard))
+        .chain([format!("T#{tenant_id}#MSGS")])
+        .collect()
 }
 
 /// GSI6 partition (sparse): messages whose media object is stored in S3, by message id; an
@@ -365,10 +394,21 @@ pub fn tenant_media_gsi6pk(tenant_id: &str) -> String {
 }
 
 /// GSI6 partition (sparse): outbound messages still `queued`, by message id (the outbox the
-/// send sweeper reads); a message leaves it with its first status past `queued`. No message is
-/// in both GSI6 partitions: stored media is inbound only.
-pub fn tenant_outbox_gsi6pk(tenant_id: &str) -> String {
-    format!("T#{tenant_id}#OUTBOX")
+/// send sweeper reads), one of [`MESSAGE_INDEX_SHARDS`] ([`message_shard`]); a message leaves
+/// it with its first status past `queued`. No message is in both a media and an outbox
+/// partition: stored media is inbound only.
+pub fn tenant_outbox_gsi6pk(tenant_id: &str, shard: u32) -> String {
+    format!("T#{tenant_id}#OUTBOX#{shard:02}")
+}
+
+/// Every outbox partition of a tenant, in shard order, then the unsharded one of earlier
+/// releases (read only, as for [`tenant_messages_gsi5pks`]: a message queued by the previous
+/// release during a deploy is still swept).
+pub fn tenant_outbox_gsi6pks(tenant_id: &str) -> Vec<String> {
+    (0..MESSAGE_INDEX_SHARDS)
+        .map(|shard| tenant_outbox_gsi6pk(tenant_id, shard))
+        .chain([format!("T#{tenant_id}#OUTBOX")])
+        .collect()
 }
 
 /// GSI6 partition (sparse): snoozed conversations by the end of their snooze
@@ -564,7 +604,8 @@ mod tests {
             conversation_gsi1pk("abc", "c"),
             wamid_pk("abc", "w"),
             events_pk("abc"),
-            tenant_messages_gsi5pk("abc"),
+            tenant_messages_gsi5pk("abc", 0),
+            tenant_outbox_gsi6pk("abc", 15),
             tenant_media_gsi6pk("abc"),
             export_pk("abc", "e"),
             exports_gsi1pk("abc"),
@@ -599,5 +640,30 @@ mod tests {
         assert_eq!(tenant_of_pk(&phone_route_pk("1")), None);
         assert_eq!(seq_of_sk(&event_seq_sk(42)), Some(42));
         assert!(event_seq_sk(9) < event_seq_sk(10));
+    }
+
+    #[test]
+    fn message_shards_are_stable_spread_and_tenant_scoped() {
+        // Pinned: a changed hash would strand every indexed message in a shard nobody writes.
+        assert_eq!(message_shard("01J9Z3V6W8X0Y2Z4A6B8C0D2E4"), 15);
+        assert_eq!(message_shard(""), 0x811c_9dc5 % MESSAGE_INDEX_SHARDS);
+        let mut per_shard = [0u32; MESSAGE_INDEX_SHARDS as usize];
+        for _ in 0..16_000 {
+            per_shard[message_shard(&crate::ids::new_id()) as usize] += 1;
+        }
+        // ~1,000 each; far from either bound unless the hash ignores the ids' random part.
+        assert!(per_shard.iter().all(|&n| (800..1200).contains(&n)), "{per_shard:?}");
+
+        assert_eq!(tenant_messages_gsi5pk("t1", 3), "T#t1#MSGS#03");
+        assert_eq!(tenant_outbox_gsi6pk("t1", 15), "T#t1#OUTBOX#15");
+        for keys in [tenant_messages_gsi5pks("t1"), tenant_outbox_gsi6pks("t1")] {
+            assert_eq!(keys.len(), MESSAGE_INDEX_SHARDS as usize + 1);
+            let unique: std::collections::HashSet<_> = keys.iter().collect();
+            assert_eq!(unique.len(), keys.len());
+            assert!(keys.iter().all(|k| tenant_of_pk(k) == Some("t1")), "{keys:?}");
+        }
+        assert_eq!(tenant_messages_gsi5pks("t1").last().unwrap(), "T#t1#MSGS");
+        assert_eq!(tenant_outbox_gsi6pks("t1").last().unwrap(), "T#t1#OUTBOX");
+        assert!(tenant_messages_gsi5pks("t1").contains(&tenant_messages_gsi5pk("t1", message_shard("m"))));
     }
 }

@@ -172,6 +172,18 @@ impl MessageStore for DynamoStore {
         Ok(item.map(|i| i.message))
     }
 
+    async fn get_messages(&self, tenant_id: &str, message_ids: &[String]) -> Result<Vec<MessageRecord>, StoreError> {
+        let keys = message_ids
+            .iter()
+            .map(|m| key(message_pk(tenant_id, m), MESSAGE_SK))
+            .collect();
+        self.batch_get(keys)
+            .await?
+            .into_iter()
+            .map(|item| from_item::<MessageItem>(item).map(|i| i.message))
+            .collect()
+    }
+
     async fn contact_messages(
         &self,
         tenant_id: &str,

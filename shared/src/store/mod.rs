@@ -32,6 +32,8 @@ mod users;
 
 pub use dynamo::{DynamoStore, Item};
 pub use items::RAW_EVENT_TTL_DAYS;
+#[cfg(any(test, feature = "testing"))]
+pub(crate) use items::message_index_writes;
 pub use ports::*;
 
 use crate::cursor::Position;

@@ -324,13 +324,22 @@ impl OutboundStore for DynamoStore {
         accepted_before: DateTime<Utc>,
         untouched_since: DateTime<Utc>,
     ) -> Result<Vec<String>, StoreError> {
-        let outbox = PageQuery::index(GSI6, GSI6_PK, GSI6_SK, tenant_outbox_gsi6pk(tenant_id))
-            .below(crate::privacy::id_floor(accepted_before))
-            .project(&[PK, SK]);
-        let keys: Vec<_> = self
-            .query_all(&outbox)
+        // Every outbox shard at once (the sweep runs every 5 minutes; the merged list is sorted
+        // below, so the oldest lost job is queued first whichever shard holds it).
+        let floor = crate::privacy::id_floor(accepted_before);
+        let shards = tenant_outbox_gsi6pks(tenant_id).into_iter().map(|pk| {
+            let floor = floor.clone();
+            async move {
+                let outbox = PageQuery::index(GSI6, GSI6_PK, GSI6_SK, pk)
+                    .below(floor)
+                    .project(&[PK, SK]);
+                self.query_all(&outbox).await
+            }
+        });
+        let keys: Vec<_> = futures::future::try_join_all(shards)
             .await?
             .iter()
+            .flatten()
             .filter_map(ItemKey::of)
             .map(|k| key(k.pk, k.sk))
             .collect();

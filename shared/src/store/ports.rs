@@ -238,6 +238,22 @@ pub trait ContactStore: Send + Sync {
         contact_id: &str,
     ) -> impl Future<Output = Result<Option<Contact>, StoreError>> + Send;
 
+    /// Contacts by id, read consistently, in no particular order; missing ones (erased) are
+    /// absent. DynamoDB answers it with one `BatchGetItem` per 100.
+    fn get_contacts(
+        &self,
+        tenant_id: &str,
+        contact_ids: &[String],
+    ) -> impl Future<Output = Result<Vec<Contact>, StoreError>> + Send {
+        async move {
+            let mut out = Vec::new();
+            for id in contact_ids {
+                out.extend(self.get_contact(tenant_id, id).await?);
+            }
+            Ok(out)
+        }
+    }
+
     /// The summaries (name, phone, tags) of up to 100 contacts, in no particular order;
     /// missing ones (erased) are absent. DynamoDB answers it with one `BatchGetItem`.
     fn contact_summaries(
@@ -317,6 +333,22 @@ pub trait MessageStore: Send + Sync {
         tenant_id: &str,
         message_id: &str,
     ) -> impl Future<Output = Result<Option<MessageRecord>, StoreError>> + Send;
+
+    /// Messages by id, read consistently, in no particular order; missing ones are absent.
+    /// DynamoDB answers it with one `BatchGetItem` per 100.
+    fn get_messages(
+        &self,
+        tenant_id: &str,
+        message_ids: &[String],
+    ) -> impl Future<Output = Result<Vec<MessageRecord>, StoreError>> + Send {
+        async move {
+            let mut out = Vec::new();
+            for id in message_ids {
+                out.extend(self.get_message(tenant_id, id).await?);
+            }
+            Ok(out)
+        }
+    }
 
     /// Messages of one contact, newest first.
     fn contact_messages(

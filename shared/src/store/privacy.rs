@@ -501,27 +501,38 @@ impl PrivacyStore for DynamoStore {
         next: Option<String>,
         limit: i32,
     ) -> Result<WalkPage<MessageRef>, StoreError> {
-        let query = match scope {
+        let (page, next) = match scope {
             MessageScope::Contact(contact_id) => {
-                PageQuery::index(GSI1, GSI1_PK, GSI1_SK, conversation_gsi1pk(tenant_id, contact_id))
+                let query = PageQuery::index(GSI1, GSI1_PK, GSI1_SK, conversation_gsi1pk(tenant_id, contact_id))
                     .project(MESSAGE_CASCADE_ATTRS)
+                    .limit(limit);
+                self.walk_page(&query, next).await?
             }
             MessageScope::Tenant { before } => {
-                let q = PageQuery::index(GSI5, GSI5_PK, GSI5_SK, tenant_messages_gsi5pk(tenant_id))
-                    .project(MESSAGE_CASCADE_ATTRS);
-                match before {
-                    Some(at) => q.below(id_floor(at)),
-                    None => q,
-                }
+                // Every shard of the tenant's message index, one after the other (retention
+                // and offboarding delete what they find: no order across shards is needed).
+                let queries: Vec<PageQuery<'_>> = tenant_messages_gsi5pks(tenant_id)
+                    .into_iter()
+                    .map(|pk| {
+                        let q = PageQuery::index(GSI5, GSI5_PK, GSI5_SK, pk)
+                            .project(MESSAGE_CASCADE_ATTRS)
+                            .limit(limit);
+                        match before {
+                            Some(at) => q.below(id_floor(at)),
+                            None => q,
+                        }
+                    })
+                    .collect();
+                self.walk_partitions(&queries, next).await?
             }
             MessageScope::StoredMedia { before } => {
-                PageQuery::index(GSI6, GSI6_PK, GSI6_SK, tenant_media_gsi6pk(tenant_id))
+                let query = PageQuery::index(GSI6, GSI6_PK, GSI6_SK, tenant_media_gsi6pk(tenant_id))
                     .below(id_floor(before))
                     .project(MESSAGE_CASCADE_ATTRS)
+                    .limit(limit);
+                self.walk_page(&query, next).await?
             }
-        }
-        .limit(limit);
-        let (page, next) = self.walk_page(&query, next).await?;
+        };
         Ok(WalkPage {
             items: page.items.iter().filter_map(message_ref).collect(),
             next,

@@ -30,7 +30,7 @@ use crate::privacy::{ErasureRecord, ExportRecord, RetentionSettings};
 use crate::secret::Secret;
 use crate::sending::{SendSchedule, SlotDecision, book_slots};
 use crate::store::keys::{
-    consent_history_sk, export_pk, idempotency_pk, reference_sk, restriction_history_sk, wamid_pk,
+    audit_pk, consent_history_sk, contact_pk, export_pk, idempotency_pk, reference_sk, restriction_history_sk, wamid_pk,
 };
 use crate::store::{
     ApiKeyStore, AuditStore, Claim, ContactFilter, ContactStore, ContactUpdate, CreateOutcome, CustomerIdentity,
@@ -69,6 +69,7 @@ pub enum Op {
     // ContactStore
     CreateContact,
     GetContact,
+    GetContacts,
     MatchContact,
     UpdateContact,
     RecordConsent,
@@ -78,6 +79,7 @@ pub enum Op {
     ListContacts,
     // MessageStore
     GetMessage,
+    GetMessages,
     ContactMessages,
     UpdateMedia,
     // InboundStore
@@ -295,6 +297,27 @@ struct State {
     broadcasts: broadcasts::BroadcastState,
     /// Automation rules, contact state and firings (`automations.rs`).
     automations: automations::AutomationState,
+    /// Writes per partition key (table or index), when counted ([`MemStore::count_writes`]).
+    writes: Option<HashMap<String, u64>>,
+}
+
+/// Counts a write to partition key `pk` (an item's, or an index entry's), when counting.
+fn note_write(s: &mut State, pk: String) {
+    if let Some(writes) = s.writes.as_mut() {
+        *writes.entry(pk).or_default() += 1;
+    }
+}
+
+/// Counts a write of a message item: its own partition and every index entry it changes
+/// (`crate::store::message_index_writes`).
+fn note_message_write(s: &mut State, before: Option<&MessageRecord>, after: &MessageRecord, other_changed: bool) {
+    if s.writes.is_none() {
+        return;
+    }
+    note_write(s, crate::store::keys::message_pk(&after.tenant_id, &after.message_id));
+    for pk in crate::store::message_index_writes(before, Some(after), other_changed) {
+        note_write(s, pk);
+    }
 }
 
 /// What a reference item in a contact's partition points at.
@@ -330,6 +353,8 @@ fn add_reference(s: &mut State, tenant_id: &str, contact_id: &str, referenced: R
 struct Hooks {
     faults: HashMap<Op, VecDeque<StoreError>>,
     calls: HashMap<Op, usize>,
+    /// The DynamoDB requests the calls stand for (what `enter` is told).
+    requests: u64,
 }
 
 /// Cheap to clone: clones share one state.
@@ -411,6 +436,36 @@ impl MemStore {
     }
 
     /// How many times `op` was called (failed calls included).
+    /// From now on, counts the writes each partition key (table or index) receives as the
+    /// DynamoDB store would make them, for the operations on a campaign's path: broadcast
+    /// saves and page commits, message creation, the sender's claims, send slots, `sent` and
+    /// releases, statuses, audit entries. A conditional write refused counts too (DynamoDB
+    /// charges it to the partition). See [`MemStore::writes_per_key`].
+    pub fn count_writes(&self) {
+        self.state().writes = Some(HashMap::new());
+    }
+
+    /// The writes counted per partition key since [`MemStore::count_writes`].
+    pub fn writes_per_key(&self) -> HashMap<String, u64> {
+        self.state().writes.clone().unwrap_or_default()
+    }
+
+    /// A handle on the same data with calls, requests and faults of its own: one component's
+    /// requests counted apart from another's over one store (the campaign bench's engine,
+    /// senders and webhook).
+    pub fn counted_apart(&self) -> MemStore {
+        MemStore {
+            latency: self.latency,
+            state: self.state.clone(),
+            hooks: Arc::default(),
+        }
+    }
+
+    /// The DynamoDB requests this handle's calls stand for so far.
+    pub fn requests(&self) -> u64 {
+        self.hooks.lock().expect("memstore hooks").requests
+    }
+
     pub fn calls(&self, op: Op) -> usize {
         self.hooks
             .lock()
@@ -426,6 +481,7 @@ impl MemStore {
         let fault = {
             let mut hooks = self.hooks.lock().expect("memstore hooks");
             *hooks.calls.entry(op).or_default() += 1;
+            hooks.requests += u64::from(requests);
             hooks.faults.get_mut(&op).and_then(VecDeque::pop_front)
         };
         self.round_trips(requests).await;
@@ -869,6 +925,7 @@ fn apply_status(s: &mut State, tenant_id: &str, write: &StatusWrite) -> StatusOu
         parked.insert(write.status.as_str().to_owned(), write.clone());
         return StatusOutcome::Parked;
     };
+    let counting = s.writes.is_some();
     let Some(row) = s.messages.get_mut(&key(tenant_id, &message_id)) else {
         // The conditions need the message: a failed `failed` is a late failure, anything else
         // finds its history update refused too.
@@ -878,32 +935,37 @@ fn apply_status(s: &mut State, tenant_id: &str, write: &StatusWrite) -> StatusOu
             StatusOutcome::Duplicate
         };
     };
-    if status_advances(&row.record, write) {
+    // The conditional update is charged to the message's partition, applied or not.
+    let before = counting.then(|| row.record.clone());
+    let outcome = if status_advances(&row.record, write) {
         set_status(&mut row.record, write);
-        return StatusOutcome::Applied;
-    }
-    if write.status == MessageStatus::Failed {
-        return StatusOutcome::LateFailure;
-    }
-    let seen = row.record.status_at.contains_key(write.status.as_str());
-    if seen {
+        StatusOutcome::Applied
+    } else if write.status == MessageStatus::Failed {
+        StatusOutcome::LateFailure
+    } else if row.record.status_at.contains_key(write.status.as_str()) {
         StatusOutcome::Duplicate
     } else {
         row.record.status_at.insert(write.status.as_str().to_owned(), write.at);
         StatusOutcome::HistoryOnly
+    };
+    if let Some(before) = before {
+        let after = row.record.clone();
+        note_message_write(s, Some(&before), &after, false);
     }
+    outcome
 }
 
 fn sort_key_of(contact: &Contact, filter: &ContactFilter) -> Option<(String, Order)> {
-    let name = contact.name.as_deref().map(name_search_key).filter(|k| !k.is_empty());
-    let phone = contact.phone.as_deref().map(phone_search_key);
+    // Search keys only where a filter needs them (a listing computes this for every contact).
+    let name = || contact.name.as_deref().map(name_search_key).filter(|k| !k.is_empty());
+    let phone = || contact.phone.as_deref().map(phone_search_key);
     let id = &contact.contact_id;
     match filter {
         ContactFilter::All => Some((id.clone(), Order::Descending)),
-        ContactFilter::NamePrefix(p) => name
+        ContactFilter::NamePrefix(p) => name()
             .filter(|n| n.starts_with(p.as_str()))
             .map(|n| (format!("{n}#{id}"), Order::Ascending)),
-        ContactFilter::PhonePrefix(p) => phone
+        ContactFilter::PhonePrefix(p) => phone()
             .filter(|d| d.starts_with(p.as_str()))
             .map(|d| (format!("{d}#{id}"), Order::Ascending)),
         ContactFilter::Tag {
@@ -913,8 +975,8 @@ fn sort_key_of(contact: &Contact, filter: &ContactFilter) -> Option<(String, Ord
         } => {
             let matches = contact.tags.contains(tag)
                 && match (name_prefix, phone_prefix) {
-                    (Some(p), _) => name.is_some_and(|n| n.starts_with(p.as_str())),
-                    (None, Some(p)) => phone.is_some_and(|d| d.starts_with(p.as_str())),
+                    (Some(p), _) => name().is_some_and(|n| n.starts_with(p.as_str())),
+                    (None, Some(p)) => phone().is_some_and(|d| d.starts_with(p.as_str())),
                     (None, None) => true,
                 };
             matches.then(|| (id.clone(), Order::Descending))
@@ -1239,6 +1301,12 @@ impl ContactStore for MemStore {
         Ok(self.contact(tenant_id, contact_id))
     }
 
+    async fn get_contacts(&self, tenant_id: &str, contact_ids: &[String]) -> Result<Vec<Contact>, StoreError> {
+        self.enter(Op::GetContacts, contact_ids.len().div_ceil(100) as u32)
+            .await?;
+        Ok(contact_ids.iter().filter_map(|c| self.contact(tenant_id, c)).collect())
+    }
+
     async fn match_contact(
         &self,
         tenant_id: &str,
@@ -1365,18 +1433,33 @@ impl ContactStore for MemStore {
             ContactFilter::NamePrefix(_) | ContactFilter::PhonePrefix(_) => Order::Ascending,
             ContactFilter::All | ContactFilter::Tag { .. } => Order::Descending,
         };
-        let mut sorted: Vec<(String, Contact)> = self
-            .state()
+        // Only what follows the start, and only the page's contacts cloned (a campaign's
+        // planning lists every contact of the tenant a page at a time).
+        let after = start.as_ref().and_then(|p| p.get(AFTER).cloned());
+        let s = self.state();
+        let mut keyed: Vec<(String, &Contact)> = s
             .contacts
             .iter()
             .filter(|((t, _), _)| t == tenant_id)
-            .filter_map(|(_, row)| sort_key_of(&row.contact, filter).map(|(k, _)| (k, row.contact.clone())))
+            .filter_map(|(_, row)| sort_key_of(&row.contact, filter).map(|(k, _)| (k, &row.contact)))
+            .filter(|(k, _)| match (&after, order) {
+                (None, _) => true,
+                (Some(a), Order::Ascending) => k > a,
+                (Some(a), Order::Descending) => k < a,
+            })
             .collect();
-        sorted.sort_by(|a, b| a.0.cmp(&b.0));
-        if order == Order::Descending {
-            sorted.reverse();
+        let in_order = |a: &(String, &Contact), b: &(String, &Contact)| match order {
+            Order::Ascending => a.0.cmp(&b.0),
+            Order::Descending => b.0.cmp(&a.0),
+        };
+        let wanted = limit.max(1) as usize + 1;
+        if keyed.len() > wanted {
+            keyed.select_nth_unstable_by(wanted - 1, in_order);
+            keyed.truncate(wanted);
         }
-        Ok(page_of(sorted, order, limit, start))
+        keyed.sort_by(in_order);
+        let sorted = keyed.into_iter().map(|(k, c)| (k, c.clone())).collect();
+        Ok(page_of(sorted, order, limit, None))
     }
 }
 
@@ -1476,6 +1559,12 @@ impl MessageStore for MemStore {
         Ok(self.message(tenant_id, message_id))
     }
 
+    async fn get_messages(&self, tenant_id: &str, message_ids: &[String]) -> Result<Vec<MessageRecord>, StoreError> {
+        self.enter(Op::GetMessages, message_ids.len().div_ceil(100) as u32)
+            .await?;
+        Ok(message_ids.iter().filter_map(|m| self.message(tenant_id, m)).collect())
+    }
+
     async fn contact_messages(
         &self,
         tenant_id: &str,
@@ -1559,6 +1648,10 @@ impl OutboundStore for MemStore {
                 touched_ms: None,
             },
         );
+        // The transaction: the message, and the contact (its recipient queue, or a check,
+        // which DynamoDB charges as a write).
+        note_message_write(&mut s, None, message, false);
+        note_write(&mut s, contact_pk(&message.tenant_id, &message.contact_id));
         Ok(())
     }
 
@@ -1641,7 +1734,7 @@ impl OutboundStore for MemStore {
             return Ok(Claim::Finished);
         };
         let lease = row.lease_until_ms;
-        Ok(match lease {
+        let claim = match lease {
             _ if row.record.status != MessageStatus::Queued => Claim::Finished,
             None => {
                 row.lease_until_ms = Some(now_ms + lease_ms);
@@ -1653,7 +1746,12 @@ impl OutboundStore for MemStore {
                 message: Box::new(row.record.clone()),
                 lease_until_ms,
             },
-        })
+        };
+        let record = row.record.clone();
+        // The lease and `touched_ms` are projected into GSI1 only.
+        let claimed = matches!(claim, Claim::Claimed(_));
+        note_message_write(&mut s, Some(&record), &record, claimed);
+        Ok(claim)
     }
 
     async fn stale_queued(
@@ -1662,7 +1760,7 @@ impl OutboundStore for MemStore {
         accepted_before: DateTime<Utc>,
         untouched_since: DateTime<Utc>,
     ) -> Result<Vec<String>, StoreError> {
-        // The outbox query and the consistent batch read.
+        // The outbox shards' queries (concurrent: one round trip) and the consistent batch read.
         self.enter(Op::StaleQueued, 2).await?;
         let floor = crate::privacy::id_floor(accepted_before);
         let since_ms = untouched_since.timestamp_millis();
@@ -1707,8 +1805,11 @@ impl OutboundStore for MemStore {
 
     async fn release_claim(&self, tenant_id: &str, message_id: &str) -> Result<(), StoreError> {
         self.enter(Op::ReleaseClaim, 1).await?;
-        if let Some(row) = self.state().messages.get_mut(&key(tenant_id, message_id)) {
+        let mut s = self.state();
+        if let Some(row) = s.messages.get_mut(&key(tenant_id, message_id)) {
             row.lease_until_ms = None;
+            let record = row.record.clone();
+            note_message_write(&mut s, Some(&record), &record, true);
         }
         Ok(())
     }
@@ -1733,17 +1834,26 @@ impl OutboundStore for MemStore {
         };
         let parked = {
             let mut s = self.state();
+            let counting = s.writes.is_some();
             let Some(row) = s.messages.get_mut(&key(tenant_id, message_id)) else {
                 return Err(StoreError::Backend(
                     "transaction cancelled: the message no longer exists".into(),
                 ));
             };
+            let before = counting.then(|| row.record.clone());
             let sent_in_transaction = status_advances(&row.record, &sent);
             if sent_in_transaction {
                 set_status(&mut row.record, &sent);
             }
             row.record.wamid = Some(wamid.to_owned());
             row.lease_until_ms = None;
+            if let Some(before) = before {
+                // The transaction: the message (the lease removed), its pointer, its reference.
+                let after = row.record.clone();
+                note_message_write(&mut s, Some(&before), &after, true);
+                note_write(&mut s, wamid_pk(tenant_id, wamid));
+                note_write(&mut s, contact_pk(tenant_id, contact_id));
+            }
             s.wamids.insert(key(tenant_id, wamid), message_id.to_owned());
             add_reference(&mut s, tenant_id, contact_id, Referenced::Wamid(wamid.to_owned()));
             if !sent_in_transaction {
@@ -1778,10 +1888,13 @@ impl OutboundStore for MemStore {
         if let Some(row) = s.messages.get_mut(&key(tenant_id, message_id))
             && row.record.status.rank() < status.rank()
         {
+            let before = row.record.clone();
             row.record.status = status;
             row.record.status_at.insert(status.as_str().to_owned(), at);
             row.record.error = Some(error.clone());
             row.lease_until_ms = None;
+            let after = row.record.clone();
+            note_message_write(&mut s, Some(&before), &after, true);
         }
         Ok(())
     }
@@ -1805,6 +1918,7 @@ impl SendPacingStore for MemStore {
         if let SlotDecision::Grant { next_free_us, .. } = decision {
             s.schedules.insert(k, next_free_us);
         }
+        note_write(&mut s, crate::store::keys::send_schedule_pk(tenant_id, phone_number_id));
         Ok(decision)
     }
 
@@ -1834,12 +1948,14 @@ impl SendPacingStore for MemStore {
         let Some(row) = s.contacts.get_mut(&key(tenant_id, contact_id)) else {
             return Ok(false);
         };
-        if row.last_outbound_ms.is_some_and(|last| last > now_ms - interval_ms) {
-            return Ok(false);
+        let claimed = row.last_outbound_ms.is_none_or(|last| last <= now_ms - interval_ms);
+        if claimed {
+            row.last_outbound_ms = Some(now_ms);
+            row.queued.remove(message_id);
         }
-        row.last_outbound_ms = Some(now_ms);
-        row.queued.remove(message_id);
-        Ok(true)
+        // The profile's pacing attributes are projected into no index.
+        note_write(&mut s, contact_pk(tenant_id, contact_id));
+        Ok(claimed)
     }
 
     async fn return_to_recipient(&self, tenant_id: &str, contact_id: &str, message_id: &str) -> Result<(), StoreError> {
@@ -1862,9 +1978,9 @@ impl SendPacingStore for MemStore {
 impl AuditStore for MemStore {
     async fn record_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
         self.enter(Op::RecordAudit, 1).await?;
-        self.state()
-            .audit
-            .insert(key(&entry.tenant_id, &entry.id), entry.clone());
+        let mut s = self.state();
+        s.audit.insert(key(&entry.tenant_id, &entry.id), entry.clone());
+        note_write(&mut s, audit_pk(&entry.tenant_id));
         Ok(())
     }
 

@@ -3,13 +3,15 @@
 //! broadcast and the usage item, and page commits that write everything or nothing.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
 
 use chrono::{DateTime, Utc};
 
-use super::{MemStore, Op, Order, page_of};
+use super::{MemStore, Op, Order, note_write, page_of};
 use crate::broadcast::pacing::BroadcastSettings;
 use crate::broadcast::{Broadcast, BroadcastRecipient, NumberQuality, RecipientStatus};
 use crate::cursor::Position;
+use crate::store::keys::{broadcast_recipients_pk, broadcasts_pk, recipient_shard, tenant_pk};
 use crate::store::{BroadcastStore, MessagingUsage, Page, PageCommit, RecipientChange, StoreError};
 
 #[derive(Default)]
@@ -106,6 +108,7 @@ impl BroadcastStore for MemStore {
         let k = bkey(&b.tenant_id, &b.broadcast_id);
         check_version(s.broadcasts.broadcasts.get(&k), b)?;
         s.broadcasts.broadcasts.insert(k, b.clone());
+        note_write(&mut s, broadcasts_pk(&b.tenant_id));
         Ok(())
     }
 
@@ -151,6 +154,19 @@ impl BroadcastStore for MemStore {
             map.insert(c.recipient.contact_id.clone(), c.recipient.clone());
         }
         s.broadcasts.broadcasts.insert(k, b.clone());
+        // The transaction's items: the broadcast, each recipient in its shard, the usage item.
+        let (t, id) = (&b.tenant_id, &b.broadcast_id);
+        note_write(&mut s, broadcasts_pk(t));
+        for contact_id in created
+            .iter()
+            .map(|r| &r.contact_id)
+            .chain(changed.iter().map(|c| &c.recipient.contact_id))
+        {
+            note_write(&mut s, broadcast_recipients_pk(t, id, recipient_shard(contact_id)));
+        }
+        if usage.is_some() {
+            note_write(&mut s, tenant_pk(t));
+        }
         Ok(PageCommit::Committed)
     }
 
@@ -164,23 +180,26 @@ impl BroadcastStore for MemStore {
     ) -> Result<Page<BroadcastRecipient>, StoreError> {
         self.enter(Op::BroadcastRecipients, 1).await?;
         let s = self.state();
+        // The engine's own positions name the contact id (`contact_id`), as in the table.
+        let after = start.and_then(|p| p.get("contact_id").or_else(|| p.get("after")).cloned());
+        // From the start on, and only the page (and one more) cloned: a campaign pages through
+        // all of its recipients.
         let sorted: Vec<(String, BroadcastRecipient)> = s
             .broadcasts
             .recipients
             .get(&bkey(tenant_id, broadcast_id))
             .map(|m| {
-                m.iter()
-                    .filter(|(_, r)| status.is_none_or(|st| r.status == st))
+                let from = match &after {
+                    Some(a) => m.range::<String, _>((Bound::Excluded(a.clone()), Bound::Unbounded)),
+                    None => m.range::<String, _>(..),
+                };
+                from.filter(|(_, r)| status.is_none_or(|st| r.status == st))
+                    .take(limit.max(1) as usize + 1)
                     .map(|(c, r)| (c.clone(), r.clone()))
                     .collect()
             })
             .unwrap_or_default();
-        // The engine's own positions name the contact id (`contact_id`), as in the table.
-        let start = start.map(|p| match p.get("contact_id") {
-            Some(c) => Position::from([("after".to_owned(), c.clone())]),
-            None => p,
-        });
-        let page = page_of(sorted, Order::Ascending, limit, start);
+        let page = page_of(sorted, Order::Ascending, limit, None);
         Ok(Page {
             next: page
                 .next
