@@ -17,7 +17,7 @@ help:
 	@echo "make bench-broadcasts - a campaign over the in-memory store: planning time, store requests per recipient (N=20000)"
 	@echo "make bench-campaign - 100,000 recipients through engine, senders (1,000/s) and fake Graph: rate, 130429, memory, writes per key"
 	@echo "make bench-reports - counter updates per 1,000 events; a 90-day report of every grouping: requests, CPU"
-	@echo "make bench-console - the web console: bytes shipped, time to an interactive inbox (local stack)"
+	@echo "make bench-console - the web console: bytes shipped, time to an interactive inbox (release local stack)"
 	@echo "make bench-automations - events function CPU per inbound message with 50 automation rules vs none"
 
 bootstrap:
