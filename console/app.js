@@ -89,16 +89,19 @@ function signOut(message) {
 
 async function start(me) {
   // One round trip for everything the first screen needs (the inbox page is read with it).
+  // The event log's head is read beside it but not waited for: the inbox shows without it.
   live?.stop();
-  live = new LiveEvents((events) => {
+  const current = new LiveEvents((events) => {
     inbox.refreshSoon();
     conversation.onEvents(events);
   });
+  live = current;
+  const liveStarted = current.start();
+  liveStarted.catch(() => {}); // handled below, once the screen exists
   const [numbers, users, firstPage] = await Promise.all([
     api('GET', '/v1/numbers'),
     api('GET', '/v1/users?limit=100').catch(() => ({ items: [] })),
     Inbox.firstPage(),
-    live.start(),
   ]);
   const context = {
     me,
@@ -150,9 +153,13 @@ async function start(me) {
   window.onhashchange = route;
   inbox.show(firstPage);
   route();
-  // The page and the log's head were read at once: re-read the page once, so nothing that
-  // landed between the two is missed until the next event.
-  inbox.refreshSoon();
+  // The page and the log's head were read at once: once the head is known, re-read the page,
+  // so nothing that landed between the two is missed until the next event. A head that could
+  // not be read is asked for again (a refused key signs out through the API client).
+  const followLive = (started) => started.then(() => inbox.refreshSoon(), () => {
+    if (!current.stopped) setTimeout(() => followLive(current.start()), 5000);
+  });
+  followLive(liveStarted);
 }
 
 boot();
