@@ -162,6 +162,8 @@ fn parse_args(root: &Path) -> Result<Options, String> {
 
 /// Everything the measurements share.
 struct Bench {
+    /// SDK configuration for the bench's own requests to the local endpoint (set-up, reads).
+    sdk: aws_config::SdkConfig,
     root: PathBuf,
     bin_dir: PathBuf,
     perf: Option<PathBuf>,
@@ -293,6 +295,7 @@ async fn setup(root: &Path, out: &Path, bin_dir: &Path, only: Option<&[String]>)
     let proxy = CountingProxy::start(&endpoint).await.map_err(|e| e.to_string())?;
     let graph = FakeGraph::start().await.map_err(|e| e.to_string())?;
     Ok(Bench {
+        sdk,
         root: root.to_owned(),
         bin_dir: bin_dir.to_owned(),
         perf: None,
@@ -686,19 +689,24 @@ fn status_delivered(wamid: &str, i: usize) -> Vec<u8> {
 
 /// An SQS event carrying one send job, as the outbound queue delivers it.
 fn send_job_event(i: usize, job: &SendJob) -> Vec<u8> {
-    json!({"Records": [{
-        "messageId": format!("sqs-{i}"),
-        "receiptHandle": format!("rh-{i}"),
-        "body": serde_json::to_string(job).expect("job serializes"),
-        "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": "1767225600000"},
-        "messageAttributes": {},
-        "md5OfBody": "",
-        "eventSource": "aws:sqs",
-        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:wcrm-outbound-queue",
-        "awsRegion": "us-east-1"
-    }]})
-    .to_string()
-    .into_bytes()
+    let body = serde_json::to_string(job).expect("job serializes");
+    sqs_event(&[(format!("sqs-{i}"), body)], "wcrm-outbound-queue")
+}
+
+/// The SQS event of `(message id, body)` records from `queue`, as Lambda's mapping delivers it.
+fn sqs_event(records: &[(String, String)], queue: &str) -> Vec<u8> {
+    let records: Vec<Value> = records
+        .iter()
+        .map(|(id, body)| {
+            json!({
+                "messageId": id, "receiptHandle": format!("rh-{id}"), "body": body,
+                "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": "1767225600000"},
+                "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs",
+                "eventSourceARN": format!("arn:aws:sqs:us-east-1:123456789012:{queue}"), "awsRegion": "us-east-1"
+            })
+        })
+        .collect();
+    json!({ "Records": records }).to_string().into_bytes()
 }
 
 fn bearer(b: &Bench) -> (&'static str, String) {

@@ -19,7 +19,8 @@ use crm_shared::store::{AutomationStore, TemplateSettings, TemplateStore};
 use crm_shared::template::TemplateRecord;
 
 use super::{
-    Bench, Expect, Warm, apigw_event, bearer, change_of, inbound_text_from, invoke_all, log, warm, webhook_event,
+    Bench, Expect, Warm, apigw_event, bearer, change_of, inbound_text_from, invoke_all, log, sqs_event, warm,
+    webhook_event,
 };
 use bench::report::{
     AUTOMATION_FIFTY, AUTOMATION_NONE, EVENTS_PER_RECORD, REPORT_QUERY, TEMPLATE_SEND, WEBHOOK_DELIVERY,
@@ -55,9 +56,8 @@ fn is_message_insert(record: &Value) -> bool {
 
 /// The stream's records not seen before (marking them seen), filtered as the mapping does.
 async fn new_stream_records(b: &Bench, seen: &mut HashSet<String>) -> Result<Vec<Value>, String> {
-    let sdk = super::sdk_config(&b.moto.endpoint_url()).await;
-    let ddb = crm_shared::aws::dynamodb_client(&sdk);
-    let streams = aws_sdk_dynamodbstreams::Client::new(&sdk);
+    let ddb = crm_shared::aws::dynamodb_client(&b.sdk);
+    let streams = aws_sdk_dynamodbstreams::Client::new(&b.sdk);
     let arn = devstack::stream::stream_arn(&ddb, &b.provisioned.tables["DataTable"]).await?;
     let all = devstack::stream::read_all(&streams, &arn).await?;
     Ok(all
@@ -108,26 +108,9 @@ fn per_item(mut w: Warm, items: usize) -> Warm {
     w
 }
 
-/// The SQS event of `bodies` as Lambda's mapping delivers them.
-fn sqs_event(bodies: &[(String, String)], queue: &str) -> Vec<u8> {
-    let records: Vec<Value> = bodies
-        .iter()
-        .map(|(id, body)| {
-            json!({
-                "messageId": id, "receiptHandle": format!("rh-{id}"), "body": body,
-                "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": "1767225600000"},
-                "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs",
-                "eventSourceARN": format!("arn:aws:sqs:us-east-1:123456789012:{queue}"), "awsRegion": "us-east-1"
-            })
-        })
-        .collect();
-    json!({ "Records": records }).to_string().into_bytes()
-}
-
 /// Everything on the queue now (up to `max`), taken off it.
 async fn drain_queue(b: &Bench, logical: &str, max: usize) -> Result<Vec<(String, String)>, String> {
-    let sdk = super::sdk_config(&b.moto.endpoint_url()).await;
-    let sqs = crm_shared::aws::sqs_client(&sdk);
+    let sqs = crm_shared::aws::sqs_client(&b.sdk);
     let url = &b.provisioned.queue_urls[logical];
     let mut out = Vec::new();
     while out.len() < max {
@@ -250,7 +233,7 @@ pub(super) async fn path_runs(
 
     // A tenant webhook endpoint subscribed to everything, so the events function fans out.
     let endpoint = json!({"url": format!("{}/hooks/bench", b.graph.base_url())}).to_string();
-    let created = invoke_all(
+    invoke_all(
         b,
         "api",
         vec![apigw_event(
@@ -262,7 +245,6 @@ pub(super) async fn path_runs(
         Expect::Http(201),
     )
     .await?;
-    drop(created);
 
     // The events function over everything the runs so far changed.
     let mut seen = HashSet::new();

@@ -118,14 +118,11 @@ fn opt_mib(bytes: Option<u64>) -> String {
 pub fn check_targets(r: &Results) -> Vec<Target> {
     let mut out = Vec::new();
     for c in r.cold_start.iter().filter(|c| c.binary != "hello-lambda") {
-        let met = c.ratio <= COLD_START_MAX_RATIO;
-        out.push(Target {
-            what: format!("cold start `{}` vs hello-world", c.binary),
-            value: format!("{:.2}×", c.ratio),
-            limit: format!("≤ {COLD_START_MAX_RATIO}×"),
-            met,
-            miss: (!met).then(|| format!("+{:.0} %", (c.ratio / COLD_START_MAX_RATIO - 1.0) * 100.0)),
-        });
+        out.push(ratio_target(
+            format!("cold start `{}` vs hello-world", c.binary),
+            c.ratio,
+            COLD_START_MAX_RATIO,
+        ));
     }
     // Issue 21's ratios to the one-PutItem reference, with the DynamoDB requests allowed.
     for &(scenario, what, max_ratio, max_dynamodb) in WARM_LIMITS {
@@ -171,15 +168,11 @@ pub fn check_targets(r: &Results) -> Vec<Target> {
     }
     let contact = r.warm.iter().find(|w| w.scenario == CONTACT_GET);
     if let (Some(inbox), Some(contact)) = (r.warm.iter().find(|w| w.scenario == INBOX_PAGE), contact) {
-        let ratio = inbox.cpu_us_per_event / contact.cpu_us_per_event;
-        let met = ratio <= INBOX_CPU_MAX_RATIO;
-        out.push(Target {
-            what: "CPU per GET /v1/conversations (page of 50) vs GET /v1/contacts/{id}".into(),
-            value: format!("{ratio:.2}×"),
-            limit: format!("≤ {INBOX_CPU_MAX_RATIO}×"),
-            met,
-            miss: (!met).then(|| format!("+{:.0} %", (ratio / INBOX_CPU_MAX_RATIO - 1.0) * 100.0)),
-        });
+        out.push(ratio_target(
+            "CPU per GET /v1/conversations (page of 50) vs GET /v1/contacts/{id}".into(),
+            inbox.cpu_us_per_event / contact.cpu_us_per_event,
+            INBOX_CPU_MAX_RATIO,
+        ));
     }
     out.extend(latency::targets(&r.latency));
     let mut peak: BTreeMap<&str, f64> = BTreeMap::new();
