@@ -574,7 +574,7 @@ async fn an_expired_token_fails_the_message_and_stops_sending_for_the_tenant() {
 
 #[tokio::test]
 async fn the_per_number_send_schedule_never_books_two_senders_into_one_slot() {
-    use crm_shared::sending::{SendSchedule, SlotDecision};
+    use crm_shared::sending::{SendSchedule, SlotDecision, schedule_clock, wall_clock};
     use crm_shared::store::SendPacingStore;
     let w = world("Limiter").await;
     // 25 per second, booked up to 2 s ahead.
@@ -597,16 +597,17 @@ async fn the_per_number_send_schedule_never_books_two_senders_into_one_slot() {
             }
         }
     }
-    // A grant may start up to the horizon: 10 slots ≈ 0.4 s each (25/s less the headroom), so
-    // five grants (starting at 0, 0.4, …, 1.6 s); the rest are told when to come back.
-    assert_eq!(due.len(), 50, "slots granted");
+    // A grant may start up to the horizon: 10 slots = 0.4 s of the schedule's clock each, so
+    // six grants (starting at 0, 0.4, …, 2.0 s); the rest are told when to come back.
+    assert_eq!(due.len(), 60, "slots granted");
     assert_eq!(due.len() / 10 + full, 8);
     due.sort_unstable();
-    assert_eq!(due[0], now_us, "an unused schedule starts now");
-    assert!(
-        due.windows(2).all(|p| p[1] - p[0] == schedule.interval_us),
-        "slots are consecutive and never shared"
-    );
+    let first = wall_clock(schedule_clock(now_us));
+    assert_eq!(due[0], first, "an unused schedule starts now");
+    let expected: Vec<i64> = (0..60)
+        .map(|i| wall_clock(schedule_clock(now_us) + i * schedule.interval_us))
+        .collect();
+    assert_eq!(due, expected, "slots are consecutive and never shared");
     // Another phone number of the same tenant has its own schedule.
     match w
         .store
@@ -614,7 +615,7 @@ async fn the_per_number_send_schedule_never_books_two_senders_into_one_slot() {
         .await
         .unwrap()
     {
-        SlotDecision::Grant { grant, .. } => assert_eq!(grant.first_due_us, now_us),
+        SlotDecision::Grant { grant, .. } => assert_eq!(grant.due_us(0), first),
         other => panic!("another number is not booked: {other:?}"),
     }
     // An idle schedule restarts at the caller's now instead of handing out past slots.
@@ -625,7 +626,7 @@ async fn the_per_number_send_schedule_never_books_two_senders_into_one_slot() {
         .await
         .unwrap()
     {
-        SlotDecision::Grant { grant, .. } => assert_eq!(grant.first_due_us, later_us),
+        SlotDecision::Grant { grant, .. } => assert_eq!(grant.due_us(0), wall_clock(schedule_clock(later_us))),
         other => panic!("idle schedule grants at once: {other:?}"),
     }
 }

@@ -23,7 +23,7 @@ use super::ports::{
     StatusWrite,
 };
 use crate::message::{MessageError, MessageRecord, MessageStatus};
-use crate::sending::{SendSchedule, SlotDecision, SlotGrant, book_slots};
+use crate::sending::{SendSchedule, SlotDecision, SlotGrant, book_slots, schedule_clock};
 
 /// The contact attribute holding its recipient queue: the ids of its queued outbound messages
 /// (a string set; ids sort by acceptance time).
@@ -504,7 +504,10 @@ impl SendPacingStore for DynamoStore {
     ) -> Result<SlotDecision, StoreError> {
         // Busy schedule (the common case under load): one conditional update that appends the
         // slots after the next free one. An idle or unused schedule restarts at `now_us` with a
-        // second conditional write; a lost race between them just goes round again.
+        // second conditional write; a lost race between them just goes round again. The stored
+        // slot is schedule time (`sending::schedule_clock`), so it is compared with now on
+        // that clock.
+        let now = schedule_clock(now_us);
         let span = i64::from(count) * schedule.interval_us;
         let expires_at = now_us / 1_000_000 + 3_600;
         for _ in 0..4 {
@@ -519,8 +522,8 @@ impl SendPacingStore for DynamoStore {
                 .update_expression("SET next_free_us = next_free_us + :span, expires_at = :exp")
                 .condition_expression("next_free_us BETWEEN :now AND :latest")
                 .expression_attribute_values(":span", n(span))
-                .expression_attribute_values(":now", n(now_us))
-                .expression_attribute_values(":latest", n(now_us + schedule.horizon_us))
+                .expression_attribute_values(":now", n(now))
+                .expression_attribute_values(":latest", n(now + schedule.horizon_us))
                 .expression_attribute_values(":exp", n(expires_at))
                 .return_values(ReturnValue::UpdatedNew)
                 .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
@@ -532,7 +535,7 @@ impl SendPacingStore for DynamoStore {
                         .ok_or_else(|| StoreError::Backend("send schedule update returned no next_free_us".into()))?;
                     return Ok(SlotDecision::Grant {
                         grant: SlotGrant {
-                            first_due_us: next_free_us - span,
+                            first_slot_us: next_free_us - span,
                             count,
                             interval_us: schedule.interval_us,
                         },
@@ -550,7 +553,7 @@ impl SendPacingStore for DynamoStore {
             };
             match book_slots(current, now_us, count, schedule) {
                 full @ SlotDecision::Full { .. } => return Ok(full),
-                SlotDecision::Grant { .. } if current.is_some_and(|c| c >= now_us) => {
+                SlotDecision::Grant { .. } if current.is_some_and(|c| c >= now) => {
                     // Moved back into range since: append again.
                     continue;
                 }
@@ -566,7 +569,7 @@ impl SendPacingStore for DynamoStore {
                         .update_expression("SET next_free_us = :next, expires_at = :exp")
                         .condition_expression("attribute_not_exists(next_free_us) OR next_free_us < :now")
                         .expression_attribute_values(":next", n(next_free_us))
-                        .expression_attribute_values(":now", n(now_us))
+                        .expression_attribute_values(":now", n(now))
                         .expression_attribute_values(":exp", n(expires_at))
                         .send()
                         .await;
