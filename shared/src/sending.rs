@@ -557,6 +557,8 @@ mod tests {
         );
         let mut per_second = std::collections::BTreeMap::<i64, u32>::new();
         for &t in &due {
+            // Clear of the last 100 ms: a send delayed by up to that on its way still lands in
+            // its own second.
             assert!(t % 1_000_000 < 900_000, "{t} falls in a second's last 100 ms");
             *per_second.entry(t / 1_000_000).or_default() += 1;
         }
@@ -568,9 +570,6 @@ mod tests {
             let in_one_second = due[i..].iter().take_while(|&&t| t < start + 1_000_000).count();
             assert!(in_one_second <= 1001, "{in_one_second} sends within one second");
         }
-        // A send delayed by up to 100 ms on its way still lands in its own second.
-        let delayed: Vec<i64> = due.iter().map(|t| t + 99_999).collect();
-        assert!(due.iter().zip(&delayed).all(|(a, b)| a / 1_000_000 == b / 1_000_000));
     }
     use serde_json::json;
 

@@ -602,11 +602,10 @@ async fn the_per_number_send_schedule_never_books_two_senders_into_one_slot() {
     assert_eq!(due.len(), 60, "slots granted");
     assert_eq!(due.len() / 10 + full, 8);
     due.sort_unstable();
-    let first = wall_clock(schedule_clock(now_us));
+    let start = schedule_clock(now_us);
+    let first = wall_clock(start);
     assert_eq!(due[0], first, "an unused schedule starts now");
-    let expected: Vec<i64> = (0..60)
-        .map(|i| wall_clock(schedule_clock(now_us) + i * schedule.interval_us))
-        .collect();
+    let expected: Vec<i64> = (0..60).map(|i| wall_clock(start + i * schedule.interval_us)).collect();
     assert_eq!(due, expected, "slots are consecutive and never shared");
     // Another phone number of the same tenant has its own schedule.
     match w

@@ -503,7 +503,7 @@ impl SendPacingStore for DynamoStore {
         schedule: SendSchedule,
     ) -> Result<SlotDecision, StoreError> {
         // Busy schedule (the common case under load): one conditional update that appends the
-        // slots after the next free one. An idle or unused schedule restarts at `now_us` with a
+        // slots after the next free one. An idle or unused schedule restarts at now with a
         // second conditional write; a lost race between them just goes round again. The stored
         // slot is schedule time (`sending::schedule_clock`), so it is compared with now on
         // that clock.
