@@ -46,13 +46,15 @@ FUNCTION_BINS := $(shell awk '/BuildMethod: rust-cargolambda/ {f = 1} f && /Bina
 package: bootstrap
 	bash infra/package.sh
 
-# Not part of `make test` (timings belong in a report, never in a test). The functions are built
-# for this machine exactly as `make package` builds them for arm64 (same selection, so the same
-# features), the bench's own binaries separately; then every measurement (see bench/).
+# Not part of `make test` (timings belong in a report, never in a test). The arm64 packages
+# (`make package`: the release profile, what is deployed, whose sizes the report gives), then in
+# one cargo invocation the native binaries the report measures: every function and the bench's
+# own and the local stack the console bench starts, in the `measure` profile (Cargo.toml); then
+# every measurement (see bench/).
+BENCH_BINS := bench hello-lambda putitem-ref phone-first-use broadcast-bench media-rss devstack crmctl
 bench: package
-	cargo build --release $(addprefix --bin ,$(FUNCTION_BINS))
-	cargo build --release -p bench --bin bench --bin hello-lambda --bin putitem-ref --bin phone-first-use
-	target/release/bench
+	cargo build --profile measure --workspace $(addprefix --bin ,$(FUNCTION_BINS) $(BENCH_BINS))
+	target/measure/bench
 
 # Webhook benchmark (not a test): ack latency of 1/10/100/1,000-message deliveries and status
 # deliveries per second per instance, over the in-memory store with 5 ms per DynamoDB request.

@@ -6,7 +6,11 @@
 //! ```sh
 //! target/release/bench [--events 1000] [--warmup 50] [--starts 25] [--feed-secs 15] [--quick]
 //!                       [--endpoint-delay-ms 0,10,50] [--latency-events 100] [--latency-rounds 2]
+//!                       [--skip-named]
 //! ```
+//!
+//! Last, it runs the named benches whose paths need a harness of their own (a campaign through
+//! the engine, the media worker with large files) and keeps what they print in the report.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -23,8 +27,8 @@ use bench::graph::FakeGraph;
 use bench::latency::{LatencyCase, LatencyPoint};
 use bench::proxy::CountingProxy;
 use bench::report::{
-    self, CONTACT_GET, ColdStart, INBOUND_CONVERSATION, INBOUND_KNOWN, INBOUND_NEW, INBOX_PAGE, Machine, POST_MESSAGE,
-    Results, SENDER_ONE, Size, Warm,
+    self, CONTACT_GET, ColdStart, INBOUND_CONVERSATION, INBOUND_KNOWN, INBOUND_NEW, INBOX_PAGE, Machine, NamedBench,
+    POST_MESSAGE, Results, SENDER_ONE, Size, Warm,
 };
 use bench::runtime_api::{Reply, RuntimeApi};
 use bench::stats::{median, percentile};
@@ -71,6 +75,7 @@ struct Options {
     latency_events: usize,
     latency_rounds: usize,
     skip_latency: bool,
+    skip_named: bool,
     /// Only rewrite REPORT.md from results.json and ANALYSIS.md (no measurement).
     render_only: bool,
 }
@@ -93,6 +98,7 @@ fn parse_args(root: &Path) -> Result<Options, String> {
         latency_events: 100,
         latency_rounds: 2,
         skip_latency: false,
+        skip_named: false,
         render_only: false,
     };
     let mut args = std::env::args().skip(1);
@@ -134,6 +140,7 @@ fn parse_args(root: &Path) -> Result<Options, String> {
             "--latency-events" => o.latency_events = num("--latency-events")? as usize,
             "--latency-rounds" => o.latency_rounds = num("--latency-rounds")?.max(1) as usize,
             "--skip-latency" => o.skip_latency = true,
+            "--skip-named" => o.skip_named = true,
             "--skip-throughput" => o.skip_throughput = true,
             "--skip-paths" => o.skip_paths = true,
             "--skip-cold" => o.skip_cold = true,
@@ -150,7 +157,7 @@ fn parse_args(root: &Path) -> Result<Options, String> {
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: bench [--events N] [--warmup N] [--starts N] [--feed-secs N] [--out DIR] [--bin-dir DIR] [--perf DIR] [--functions a,b] [--skip-cold] [--skip-warm] [--skip-throughput] [--endpoint-delay-ms 0,10,50] [--latency-events N] [--latency-rounds N] [--skip-latency] [--skip-paths] [--quick] [--render-only]"
+                    "usage: bench [--events N] [--warmup N] [--starts N] [--feed-secs N] [--out DIR] [--bin-dir DIR] [--perf DIR] [--functions a,b] [--skip-cold] [--skip-warm] [--skip-throughput] [--endpoint-delay-ms 0,10,50] [--latency-events N] [--latency-rounds N] [--skip-latency] [--skip-named] [--skip-paths] [--quick] [--render-only]"
                 );
                 std::process::exit(0);
             }
@@ -1249,6 +1256,73 @@ fn sizes(b: &Bench, scratch: &Path) -> Vec<Size> {
         .collect()
 }
 
+/// The named benches the report runs (command, what it measures): the paths whose figures
+/// need a harness of their own, at a size that fits `make bench`'s time. A command's first word
+/// is one of the bench's binaries (beside the functions) or, failing that, a program on PATH;
+/// each runs from the repository root with `CONSOLE_STACK_PROFILE` naming the measured
+/// profile (the console bench starts that build of the local stack).
+const NAMED_BENCHES: &[(&[&str], &str)] = &[
+    (
+        &["broadcast-bench", "20000"],
+        "Broadcast plan and send per recipient (20,000 recipients, the engine over the in-memory store)",
+    ),
+    (
+        &["media-rss", "--files", "10", "--mib", "100"],
+        "Media worker with large files (10 concurrent 100 MiB documents, peak RSS against 128 MB)",
+    ),
+    (
+        &["bash", "console/tests/run.sh", "--bench"],
+        "Console: what it ships and the time to an interactive inbox (60 conversations, local stack)",
+    ),
+];
+
+/// Runs [`NAMED_BENCHES`] one after the other (nothing else runs meanwhile) and keeps what each
+/// printed; one that fails is reported as failed, and the others still run.
+fn named_benches(b: &Bench, profile: &str) -> Vec<NamedBench> {
+    NAMED_BENCHES
+        .iter()
+        .map(|(command, what)| {
+            let (program, args) = command.split_first().expect("a command");
+            let own = b.binary(program);
+            let (exe, shown) = if own.exists() {
+                (own, format!("target/{profile}/{program}"))
+            } else {
+                (PathBuf::from(program), (*program).to_owned())
+            };
+            let shown = std::iter::once(shown)
+                .chain(args.iter().map(|a| (*a).to_owned()))
+                .collect::<Vec<_>>()
+                .join(" ");
+            log(format!("named bench: {shown}"));
+            let started = Instant::now();
+            let run = std::process::Command::new(exe)
+                .args(args.iter())
+                .current_dir(&b.root)
+                .env("CONSOLE_STACK_PROFILE", profile)
+                .stdin(std::process::Stdio::null())
+                .output();
+            let (output, failure) = match run {
+                Ok(out) => {
+                    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+                    let failure = (!out.status.success()).then(|| {
+                        let stderr = String::from_utf8_lossy(&out.stderr);
+                        format!("{}: {}", out.status, stderr.lines().last().unwrap_or_default())
+                    });
+                    (text, failure)
+                }
+                Err(e) => (String::new(), Some(format!("could not start: {e}"))),
+            };
+            NamedBench {
+                what: (*what).to_owned(),
+                command: shown,
+                wall_s: started.elapsed().as_secs_f64(),
+                failure,
+                output,
+            }
+        })
+        .collect()
+}
+
 fn phonenumber_first_use(b: &Bench) -> BTreeMap<String, f64> {
     let mut samples: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for _ in 0..7 {
@@ -1302,24 +1376,43 @@ fn machine() -> Machine {
 }
 
 /// `[profile.release]` of the workspace manifest, as written.
-fn release_profile(root: &Path) -> BTreeMap<String, String> {
+/// The keys of `[profile.<name>]` in the workspace's Cargo.toml, those it inherits included
+/// (one level: `inherits = "release"`).
+fn cargo_profile(root: &Path, name: &str) -> BTreeMap<String, String> {
     let text = std::fs::read_to_string(root.join("Cargo.toml")).unwrap_or_default();
-    let mut out = BTreeMap::new();
-    let mut inside = false;
-    for line in text.lines() {
-        let line = line.trim();
-        if line.starts_with('[') {
-            inside = line == "[profile.release]";
-            continue;
+    let section = |wanted: &str| {
+        let mut out = BTreeMap::new();
+        let mut inside = false;
+        for line in text.lines() {
+            let line = line.trim();
+            if line.starts_with('[') {
+                inside = line == format!("[profile.{wanted}]");
+                continue;
+            }
+            if inside
+                && !line.starts_with('#')
+                && let Some((k, v)) = line.split_once('=')
+            {
+                out.insert(k.trim().to_owned(), v.trim().to_owned());
+            }
         }
-        if inside
-            && !line.starts_with('#')
-            && let Some((k, v)) = line.split_once('=')
-        {
-            out.insert(k.trim().to_owned(), v.trim().to_owned());
-        }
-    }
+        out
+    };
+    let own = section(name);
+    let mut out = match own.get("inherits") {
+        Some(parent) => section(parent.trim_matches('"')),
+        None => BTreeMap::new(),
+    };
+    out.extend(own.into_iter().filter(|(k, _)| k != "inherits"));
     out
+}
+
+/// The cargo profile a binary directory holds (`target/<profile>`; `release` when unknown).
+fn profile_of(bin_dir: &Path) -> String {
+    match bin_dir.file_name().and_then(|n| n.to_str()) {
+        Some(name) if !name.is_empty() => name.to_owned(),
+        _ => "release".to_owned(),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1337,10 +1430,15 @@ async fn run(opts: Options, root: PathBuf) -> Result<(), String> {
         return render_only(&opts.out);
     }
     let started = Instant::now();
-    let bin_dir = opts
-        .bin_dir
-        .clone()
-        .unwrap_or_else(|| release_binary(&root, "x").with_file_name(""));
+    // By default the binaries beside the bench's own (make bench builds them all together).
+    let bin_dir = match opts.bin_dir.clone() {
+        Some(dir) => dir,
+        None => std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().map(Path::to_path_buf))
+            .unwrap_or_else(|| release_binary(&root, "x").with_file_name("")),
+    };
+    let measured_profile = profile_of(&bin_dir);
     let mut b = setup(&root, &opts.out, &bin_dir, opts.functions.as_deref()).await?;
     if let Some(dir) = &opts.perf {
         std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
@@ -1354,7 +1452,9 @@ async fn run(opts: Options, root: PathBuf) -> Result<(), String> {
             .collect::<Vec<_>>()
             .join(" "),
         machine: machine(),
-        profile: release_profile(&root),
+        profile: cargo_profile(&root, &measured_profile),
+        profile_name: measured_profile.clone(),
+        package_profile: cargo_profile(&root, "release"),
         ..Results::default()
     };
     results.settings = BTreeMap::from([
@@ -1398,6 +1498,12 @@ async fn run(opts: Options, root: PathBuf) -> Result<(), String> {
     }
     if !opts.skip_throughput {
         results.throughput = throughput_runs(&b, opts.feed_secs, 100_000).await?;
+    }
+    if !opts.skip_named {
+        results.named = named_benches(&b, &measured_profile);
+        for n in results.named.iter().filter(|n| n.failure.is_some()) {
+            results.notes.push(format!("the named bench `{}` failed", n.command));
+        }
     }
     results.sizes = sizes(&b, &opts.out.join("out"));
     if results
@@ -1460,5 +1566,31 @@ fn main() {
     if let Err(e) = runtime.block_on(run(opts, root)) {
         eprintln!("bench: {e}");
         std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_profile_that_inherits_release_shows_release_keys_with_its_own_on_top() {
+        let root = std::env::temp_dir().join(format!("bench-profile-{}", std::process::id()));
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(
+            root.join("Cargo.toml"),
+            "[profile.release]\nopt-level = \"s\"\nlto = \"fat\"\n# a comment = no\n\n[profile.measure]\ninherits = \"release\"\nlto = false\n",
+        )
+        .unwrap();
+        let measure = cargo_profile(&root, "measure");
+        assert_eq!(measure.get("opt-level").map(String::as_str), Some("\"s\""));
+        assert_eq!(measure.get("lto").map(String::as_str), Some("false"));
+        assert!(!measure.contains_key("inherits"));
+        assert_eq!(
+            cargo_profile(&root, "release").get("lto").map(String::as_str),
+            Some("\"fat\"")
+        );
+        assert_eq!(profile_of(&root.join("target").join("measure")), "measure");
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -76,6 +76,20 @@ pub struct Size {
     pub arm64_zip_bytes: Option<u64>,
 }
 
+/// A named bench (`make bench-…`) run by the report at a size that fits its time, kept as it
+/// printed its figures.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NamedBench {
+    /// What it measures.
+    pub what: String,
+    /// The command, as run from the repository root.
+    pub command: String,
+    pub wall_s: f64,
+    /// `None` when it ran to the end; else how it failed.
+    pub failure: Option<String>,
+    pub output: String,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Target {
     pub what: String,
@@ -91,7 +105,13 @@ pub struct Results {
     pub generated_at: String,
     pub command: String,
     pub machine: Machine,
+    /// The cargo profile of the measured (native) binaries, and its name.
     pub profile: BTreeMap<String, String>,
+    #[serde(default)]
+    pub profile_name: String,
+    /// The profile of the arm64 packages, whose sizes the report gives (`release`).
+    #[serde(default)]
+    pub package_profile: BTreeMap<String, String>,
     pub settings: BTreeMap<String, String>,
     pub cold_start: Vec<ColdStart>,
     pub warm: Vec<Warm>,
@@ -101,6 +121,9 @@ pub struct Results {
     #[serde(default)]
     pub latency: Vec<LatencyCase>,
     pub phonenumber_first_use_us: BTreeMap<String, f64>,
+    /// The named benches run with the report (absent from reports before they were).
+    #[serde(default)]
+    pub named: Vec<NamedBench>,
     pub targets: Vec<Target>,
     pub notes: Vec<String>,
 }
@@ -341,8 +364,24 @@ pub fn render(r: &Results, analysis: Option<&str>) -> String {
          what to compare.\n",
         m.cpus, m.cpu_model, m.memory_gib, m.kernel, m.rustc
     );
-    let profile: Vec<String> = r.profile.iter().map(|(k, v)| format!("{k} = {v}")).collect();
-    let _ = writeln!(md, "Release profile: `{}`.\n", profile.join(", "));
+    let keys = |p: &BTreeMap<String, String>| {
+        p.iter()
+            .map(|(k, v)| format!("{k} = {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if r.package_profile.is_empty() || r.package_profile == r.profile {
+        let _ = writeln!(md, "Release profile: `{}`.\n", keys(&r.profile));
+    } else {
+        let _ = writeln!(
+            md,
+            "Measured (x86_64) binaries: profile `{}` (`{}`). Deployed arm64 packages, whose sizes the report \
+             gives: profile `release` (`{}`).\n",
+            r.profile_name,
+            keys(&r.profile),
+            keys(&r.package_profile)
+        );
+    }
 
     let _ = writeln!(md, "## Targets\n");
     let _ = writeln!(md, "| target | measured | limit | met |");
@@ -510,6 +549,21 @@ pub fn render(r: &Results, analysis: Option<&str>) -> String {
         for (k, v) in &r.phonenumber_first_use_us {
             let _ = writeln!(md, "| {k} | {v:.0} |");
         }
+    }
+
+    for n in &r.named {
+        let _ = writeln!(md, "\n## {}\n", n.what);
+        let _ = writeln!(
+            md,
+            "`{}` ({:.0} s{}):\n\n```text\n{}\n```",
+            n.command,
+            n.wall_s,
+            n.failure
+                .as_ref()
+                .map(|f| format!(", **failed**: {f}"))
+                .unwrap_or_default(),
+            n.output.trim_end()
+        );
     }
 
     if !r.notes.is_empty() {

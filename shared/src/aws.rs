@@ -15,6 +15,7 @@ use aws_smithy_http_client::{Builder, ConnectorBuilder};
 use aws_smithy_runtime_api::client::http::{HttpClient, HttpConnectorSettings, SharedHttpClient, SharedHttpConnector};
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_runtime_api::shared::IntoShared;
+use std::sync::{Arc, OnceLock};
 
 /// The SDK configuration from the environment, with one HTTPS client for every SDK client built
 /// from it (see [`https_client`]).
@@ -91,10 +92,114 @@ pub fn sqs_client(sdk: &SdkConfig) -> aws_sdk_sqs::Client {
     aws_sdk_sqs::Client::from_conf(conf)
 }
 
+/// An SDK client built on its first use, or handed over ready. Building a client is init work
+/// (each SDK crate parses its endpoint partition table when its first client is built), and
+/// most invocations of a function never touch most of its clients: the API reaches S3 for media
+/// links and exports only, SQS when it queues a send, KMS when it seals a token. Deferred, a
+/// client costs the cold start nothing until a request needs it. Cheap to clone (shared).
+pub struct LazyClient<C> {
+    inner: Arc<LazyInner<C>>,
+}
+
+struct LazyInner<C> {
+    build: Option<(SdkConfig, fn(&SdkConfig) -> C)>,
+    client: OnceLock<C>,
+}
+
+impl<C> LazyClient<C> {
+    /// Built from `sdk` with `build` the first time it is used.
+    pub fn new(sdk: &SdkConfig, build: fn(&SdkConfig) -> C) -> Self {
+        LazyClient {
+            inner: Arc::new(LazyInner {
+                build: Some((sdk.clone(), build)),
+                client: OnceLock::new(),
+            }),
+        }
+    }
+
+    pub fn get(&self) -> &C {
+        self.inner.client.get_or_init(|| {
+            let (sdk, build) = self.inner.build.as_ref().expect("a client handed over ready is set");
+            build(sdk)
+        })
+    }
+}
+
+impl<C> From<C> for LazyClient<C> {
+    fn from(client: C) -> Self {
+        LazyClient {
+            inner: Arc::new(LazyInner {
+                build: None,
+                client: OnceLock::from(client),
+            }),
+        }
+    }
+}
+
+impl<C> Clone for LazyClient<C> {
+    fn clone(&self) -> Self {
+        LazyClient {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<C> std::ops::Deref for LazyClient<C> {
+    type Target = C;
+
+    fn deref(&self) -> &C {
+        self.get()
+    }
+}
+
+impl<C> std::fmt::Debug for LazyClient<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LazyClient")
+            .field("built", &self.inner.client.get().is_some())
+            .finish()
+    }
+}
+
+/// [`sqs_client`], built on first use.
+pub fn lazy_sqs_client(sdk: &SdkConfig) -> LazyClient<aws_sdk_sqs::Client> {
+    LazyClient::new(sdk, sqs_client)
+}
+
+/// [`s3_client`], built on first use.
+pub fn lazy_s3_client(sdk: &SdkConfig) -> LazyClient<aws_sdk_s3::Client> {
+    LazyClient::new(sdk, s3_client)
+}
+
 pub fn s3_client(sdk: &SdkConfig) -> aws_sdk_s3::Client {
     let endpoint_overridden = sdk.endpoint_url().is_some();
     let conf = aws_sdk_s3::config::Builder::from(sdk)
         .force_path_style(endpoint_overridden)
         .build();
     aws_sdk_s3::Client::from_conf(conf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    static BUILT: AtomicUsize = AtomicUsize::new(0);
+
+    fn counted(_: &SdkConfig) -> usize {
+        BUILT.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    #[test]
+    fn a_lazy_client_is_built_once_on_first_use_and_shared_by_its_clones() {
+        let sdk = SdkConfig::builder().behavior_version(BehaviorVersion::latest()).build();
+        let lazy = LazyClient::new(&sdk, counted);
+        let clone = lazy.clone();
+        assert_eq!(BUILT.load(Ordering::SeqCst), 0, "nothing is built before first use");
+        assert_eq!(*clone.get(), 1);
+        assert_eq!(*lazy, 1, "the clone shares the one client");
+        assert_eq!(BUILT.load(Ordering::SeqCst), 1);
+        let ready = LazyClient::from(7usize);
+        assert_eq!(*ready, 7);
+        assert!(format!("{ready:?}").contains("built: true"));
+    }
 }

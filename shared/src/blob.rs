@@ -109,20 +109,20 @@ pub const LINK_TTL: std::time::Duration = std::time::Duration::from_secs(15 * 60
 
 #[derive(Debug, Clone)]
 pub struct S3Blobs {
-    client: aws_sdk_s3::Client,
+    client: crate::aws::LazyClient<aws_sdk_s3::Client>,
     bucket: String,
 }
 
 impl S3Blobs {
-    pub fn new(client: aws_sdk_s3::Client, bucket: impl Into<String>) -> Self {
+    pub fn new(client: impl Into<crate::aws::LazyClient<aws_sdk_s3::Client>>, bucket: impl Into<String>) -> Self {
         S3Blobs {
-            client,
+            client: client.into(),
             bucket: bucket.into(),
         }
     }
 
     pub fn client(&self) -> &aws_sdk_s3::Client {
-        &self.client
+        self.client.get()
     }
 
     pub fn bucket(&self) -> &str {

@@ -287,14 +287,14 @@ mod tests {
 
 #[derive(Debug, Clone)]
 pub struct SqsQueue {
-    client: aws_sdk_sqs::Client,
+    client: crate::aws::LazyClient<aws_sdk_sqs::Client>,
     url: String,
 }
 
 impl SqsQueue {
-    pub fn new(client: aws_sdk_sqs::Client, url: impl Into<String>) -> Self {
+    pub fn new(client: impl Into<crate::aws::LazyClient<aws_sdk_sqs::Client>>, url: impl Into<String>) -> Self {
         SqsQueue {
-            client,
+            client: client.into(),
             url: url.into(),
         }
     }

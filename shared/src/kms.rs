@@ -54,21 +54,22 @@ impl From<CipherError> for StoreError {
 /// KMS envelope encryption under one key; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct TokenCipher {
-    client: aws_sdk_kms::Client,
+    client: crate::aws::LazyClient<aws_sdk_kms::Client>,
     key_id: String,
 }
 
 impl TokenCipher {
     /// `key_id`: key id, ARN or alias of the Graph-token key (`GRAPH_TOKEN_KEY_ID`).
-    pub fn new(client: aws_sdk_kms::Client, key_id: impl Into<String>) -> Self {
+    pub fn new(client: impl Into<crate::aws::LazyClient<aws_sdk_kms::Client>>, key_id: impl Into<String>) -> Self {
         TokenCipher {
-            client,
+            client: client.into(),
             key_id: key_id.into(),
         }
     }
 
     pub fn from_sdk(sdk: &aws_config::SdkConfig, key_id: impl Into<String>) -> Self {
-        Self::new(aws_sdk_kms::Client::new(sdk), key_id)
+        // Built on first use: most invocations never seal or open a token.
+        Self::new(crate::aws::LazyClient::new(sdk, aws_sdk_kms::Client::new), key_id)
     }
 
     pub async fn seal(&self, tenant_id: &str, token: &Secret) -> Result<String, CipherError> {

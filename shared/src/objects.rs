@@ -94,14 +94,14 @@ pub trait Upload: PartSink + Sized {
 /// One bucket, for bulk work.
 #[derive(Debug, Clone)]
 pub struct Bucket {
-    client: aws_sdk_s3::Client,
+    client: crate::aws::LazyClient<aws_sdk_s3::Client>,
     name: String,
 }
 
 impl Bucket {
-    pub fn new(client: aws_sdk_s3::Client, name: impl Into<String>) -> Self {
+    pub fn new(client: impl Into<crate::aws::LazyClient<aws_sdk_s3::Client>>, name: impl Into<String>) -> Self {
         Bucket {
-            client,
+            client: client.into(),
             name: name.into(),
         }
     }
@@ -111,7 +111,7 @@ impl Bucket {
     }
 
     pub fn client(&self) -> &aws_sdk_s3::Client {
-        &self.client
+        self.client.get()
     }
 
     async fn delete_keys_in_batches(&self, keys: &[String]) -> Result<u64, BlobError> {

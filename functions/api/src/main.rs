@@ -22,12 +22,12 @@ async fn main() -> Result<(), Error> {
     let deps = Deps::new(
         DynamoStore::new(aws::dynamodb_client(&sdk), resources.table).with_token_cipher(tokens),
         cursors,
-        S3Blobs::new(aws::s3_client(&sdk), resources.media_bucket),
-        SqsQueue::new(aws::sqs_client(&sdk), resources.outbound_queue_url),
+        S3Blobs::new(aws::lazy_s3_client(&sdk), resources.media_bucket),
+        SqsQueue::new(aws::lazy_sqs_client(&sdk), resources.outbound_queue_url),
     )
     .with_privacy(privacy)
     .with_webhooks(api_fn::routes::Webhooks {
-        queue: SqsQueue::new(aws::sqs_client(&sdk), resources.webhook_delivery_queue_url.clone()),
+        queue: SqsQueue::new(aws::lazy_sqs_client(&sdk), resources.webhook_delivery_queue_url.clone()),
         pusher: crm_shared::events::push::Pusher::new(env.webhook_url_policy()),
     })
     .with_graph(graph)

@@ -14,7 +14,7 @@ async fn main() -> Result<(), Error> {
     let sdk = aws::load_sdk_config().await;
     let deps = Deps::new(
         DynamoStore::new(aws::dynamodb_client(&sdk), resources.table),
-        SqsQueue::new(aws::sqs_client(&sdk), resources.webhook_delivery_queue_url),
+        SqsQueue::new(aws::lazy_sqs_client(&sdk), resources.webhook_delivery_queue_url),
         Pusher::new(env.webhook_url_policy()),
     );
     run(service_fn(|event| handle(&deps, event))).await

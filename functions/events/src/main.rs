@@ -10,7 +10,7 @@ async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let resources = Env::from_env().resources();
     let sdk = aws::load_sdk_config().await;
-    let sqs = aws::sqs_client(&sdk);
+    let sqs = aws::lazy_sqs_client(&sdk);
     let deps = Deps::new(
         DynamoStore::new(aws::dynamodb_client(&sdk), resources.table),
         SqsQueue::new(sqs.clone(), resources.webhook_delivery_queue_url),

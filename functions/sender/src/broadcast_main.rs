@@ -14,9 +14,9 @@ async fn main() -> Result<(), Error> {
     let resources = env.resources();
     let sdk = aws::load_sdk_config().await;
     let store = DynamoStore::new(aws::dynamodb_client(&sdk), resources.table);
-    let queue = SqsQueue::new(aws::sqs_client(&sdk), resources.outbound_queue_url);
+    let queue = SqsQueue::new(aws::lazy_sqs_client(&sdk), resources.outbound_queue_url);
     // Uploaded audience files live in the exports bucket.
-    let files = Bucket::new(aws::s3_client(&sdk), resources.exports_bucket);
+    let files = Bucket::new(aws::lazy_s3_client(&sdk), resources.exports_bucket);
     let config = EngineConfig {
         rate_per_second: env.send_rate_per_second()?,
         ..EngineConfig::default()

@@ -17,7 +17,7 @@ async fn main() -> Result<(), Error> {
     let deps = Deps::new(
         DynamoStore::new(aws::dynamodb_client(&sdk), resources.table).with_token_cipher(tokens),
         graph,
-        SqsQueue::new(aws::sqs_client(&sdk), resources.outbound_queue_url),
+        SqsQueue::new(aws::lazy_sqs_client(&sdk), resources.outbound_queue_url),
         SenderConfig {
             max_receives: env.send_max_receives()?,
             rate_per_second: env.send_rate_per_second()?,

@@ -11,7 +11,7 @@ async fn main() -> Result<(), Error> {
     let resources = env.resources();
     let sdk = aws::load_sdk_config().await;
     let store = DynamoStore::new(aws::dynamodb_client(&sdk), resources.table);
-    let queue = SqsQueue::new(aws::sqs_client(&sdk), resources.outbound_queue_url);
+    let queue = SqsQueue::new(aws::lazy_sqs_client(&sdk), resources.outbound_queue_url);
     run(service_fn(|_: LambdaEvent<serde_json::Value>| async {
         let report = sender_fn::sweep::sweep(&store, &queue, chrono::Utc::now()).await?;
         Ok::<_, Error>(serde_json::to_value(report)?)

@@ -16,7 +16,7 @@ async fn main() -> Result<(), Error> {
     let secrets = env.webhook_secrets()?;
     let limits = Limits::from_env(&env)?;
     let resources = env.resources();
-    let sqs = aws::sqs_client(&sdk);
+    let sqs = aws::lazy_sqs_client(&sdk);
     let deps = Deps::new(
         DynamoStore::new(aws::dynamodb_client(&sdk), resources.table),
         SqsQueue::new(sqs.clone(), resources.media_queue_url),

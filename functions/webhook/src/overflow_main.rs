@@ -15,7 +15,7 @@ async fn main() -> Result<(), Error> {
     let sdk = aws::load_sdk_config().await;
     let processor = Processor::new(
         DynamoStore::new(aws::dynamodb_client(&sdk), resources.table),
-        SqsQueue::new(aws::sqs_client(&sdk), resources.media_queue_url),
+        SqsQueue::new(aws::lazy_sqs_client(&sdk), resources.media_queue_url),
     )
     .with_limits(limits);
     run(service_fn(|event| handle_overflow(&processor, event))).await

@@ -511,8 +511,10 @@ pub struct Privacy<S = DynamoStore, O = Bucket, Q = SqsQueue> {
 impl Privacy {
     /// Wiring from SDK configuration and the resource names (`Env::resources`).
     pub fn from_sdk(sdk: &aws_config::SdkConfig, resources: &crate::config::Resources) -> Self {
-        let s3 = crate::aws::s3_client(sdk);
-        let sqs = crate::aws::sqs_client(sdk);
+        // S3 and SQS are built on first use: an API call or a job that never reaches them
+        // does not pay for them at init.
+        let s3 = crate::aws::lazy_s3_client(sdk);
+        let sqs = crate::aws::lazy_sqs_client(sdk);
         Privacy {
             store: DynamoStore::new(crate::aws::dynamodb_client(sdk), resources.table.clone()),
             media: Bucket::new(s3.clone(), resources.media_bucket.clone()),
