@@ -33,9 +33,9 @@ const STREAM_BATCH: usize = 100;
 /// Inbound messages per invocation in the automation scenarios.
 const MESSAGES_PER_BATCH: usize = 50;
 /// At most this many batches of the change stream are replayed (moto takes seconds per batch).
-const MAX_STREAM_BATCHES: usize = 40;
+const MAX_STREAM_BATCHES: usize = 20;
 /// At most this many deliveries are measured.
-const MAX_DELIVERIES: usize = 1000;
+const MAX_DELIVERIES: usize = 500;
 /// Jobs per webhook-delivery invocation (the mapping's batch size).
 const DELIVERY_BATCH: usize = 10;
 /// The WABA `setup` gives the bench tenant.
