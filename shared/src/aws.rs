@@ -101,14 +101,18 @@ pub struct LazyClient<C> {
     inner: Arc<LazyInner<C>>,
 }
 
+/// How a client is built from the SDK configuration.
+type Build<C> = fn(&SdkConfig) -> C;
+
 struct LazyInner<C> {
-    build: Option<(SdkConfig, fn(&SdkConfig) -> C)>,
+    /// `None` for a client handed over ready.
+    build: Option<(SdkConfig, Build<C>)>,
     client: OnceLock<C>,
 }
 
 impl<C> LazyClient<C> {
     /// Built from `sdk` with `build` the first time it is used.
-    pub fn new(sdk: &SdkConfig, build: fn(&SdkConfig) -> C) -> Self {
+    pub fn new(sdk: &SdkConfig, build: Build<C>) -> Self {
         LazyClient {
             inner: Arc::new(LazyInner {
                 build: Some((sdk.clone(), build)),
