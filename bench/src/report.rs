@@ -396,9 +396,15 @@ pub fn render(r: &Results, analysis: Option<&str>) -> String {
     }
 
     let _ = writeln!(md, "\n## Per function\n");
+    // The x86_64 columns are of the measured build, the arm64 ones of the deployed packages.
+    let measured = if r.profile_name.is_empty() {
+        "release"
+    } else {
+        r.profile_name.as_str()
+    };
     let _ = writeln!(
         md,
-        "| function | cold start median (p10–p90) | vs hello | RSS at init | peak RSS under load | binary x86_64 | zip x86_64 | binary arm64 | zip arm64 |"
+        "| function | cold start median (p10–p90) | vs hello | RSS at init | peak RSS under load | binary x86_64 ({measured}) | zip x86_64 ({measured}) | binary arm64 (release) | zip arm64 (release) |"
     );
     let _ = writeln!(md, "| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for c in &r.cold_start {
