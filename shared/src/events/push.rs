@@ -1,7 +1,7 @@
 //! One signed HTTP delivery to a tenant endpoint (Standard Webhooks headers), shared by the
 //! delivery worker and the API's `…/test` route, and the jobs of the delivery queue.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
@@ -48,9 +48,13 @@ pub struct PushResult {
 
 /// The HTTP client of deliveries: no redirects (the spec: a `3xx` is a failure), a 15 s
 /// timeout, and the SSRF guard as its resolver (so the connection goes to the checked address).
+/// Built on the first delivery and shared by clones: building it reads and parses the system's
+/// CA roots (~150 files), which the API's cold start need not wait for (it pushes only when a
+/// tenant tests an endpoint).
 #[derive(Clone)]
 pub struct Pusher {
-    client: reqwest::Client,
+    client: Arc<OnceLock<Result<reqwest::Client, String>>>,
+    lookup: Arc<dyn Lookup>,
     policy: UrlPolicy,
 }
 
@@ -60,14 +64,26 @@ impl Pusher {
     }
 
     pub fn with_lookup(policy: UrlPolicy, lookup: Arc<dyn Lookup>) -> Self {
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(REQUEST_TIMEOUT)
-            .dns_resolver(Arc::new(GuardedResolver::new(lookup, policy)))
-            .user_agent("wcrm-webhooks/1")
-            .build()
-            .expect("the delivery client builds");
-        Pusher { client, policy }
+        Pusher {
+            client: Arc::default(),
+            lookup,
+            policy,
+        }
+    }
+
+    fn client(&self) -> Result<&reqwest::Client, String> {
+        self.client
+            .get_or_init(|| {
+                reqwest::Client::builder()
+                    .redirect(reqwest::redirect::Policy::none())
+                    .timeout(REQUEST_TIMEOUT)
+                    .dns_resolver(Arc::new(GuardedResolver::new(self.lookup.clone(), self.policy)))
+                    .user_agent("wcrm-webhooks/1")
+                    .build()
+                    .map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(|e| format!("HTTP client unavailable: {e}"))
     }
 
     pub fn policy(&self) -> UrlPolicy {
@@ -92,8 +108,11 @@ impl Pusher {
             Ok(s) => s,
             Err(e) => return failed(format!("signing: {e}"), None),
         };
-        let response = self
-            .client
+        let client = match self.client() {
+            Ok(c) => c,
+            Err(e) => return failed(e, None),
+        };
+        let response = client
             .post(url)
             .header("content-type", "application/json")
             .header("webhook-id", id)
