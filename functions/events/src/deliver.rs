@@ -188,7 +188,8 @@ async fn deliver_event<S: DeliveryStore, Q: JobQueue>(
         .push(&endpoint.url, &event.id, &body, &secrets.signing(now), now)
         .await;
     let mut logged = DeliveryAttempt {
-        attempt_id: ulid::Ulid::new().to_string().to_lowercase(),
+        // Monotonic within the process: two attempts in one millisecond still list newest first.
+        attempt_id: crm_shared::ids::new_id(),
         tenant_id: tenant_id.to_owned(),
         endpoint_id: endpoint_id.to_owned(),
         event_id: event.id.clone(),
