@@ -135,7 +135,7 @@ pub fn render(md: &mut String, cases: &[LatencyCase]) {
     let _ = writeln!(
         md,
         "\nThe counting proxy holds every AWS answer for the delay before returning it; the function is \
-         the same release binary, driven one event at a time as in the warm table. CPU per event is the \
+         the same binary, driven one event at a time as in the warm table. CPU per event is the \
          median of {rounds} rounds (the delays interleaved, their order rotating every round); spread = \
          (max − min) / min across the delays; wake-ups = voluntary context switches per event (at each \
          delay). Waiting for an answer costs no CPU: wake-ups that grow with the delay are timers or polls \

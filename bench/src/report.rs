@@ -548,7 +548,7 @@ pub fn render(r: &Results, analysis: Option<&str>) -> String {
     if !r.phonenumber_first_use_us.is_empty() {
         let _ = writeln!(
             md,
-            "\n## `phonenumber` first use (release, fresh process, median of runs)\n"
+            "\n## `phonenumber` first use (the measured build, fresh process, median of runs)\n"
         );
         let _ = writeln!(md, "| call | µs |");
         let _ = writeln!(md, "| --- | --- |");
