@@ -10,7 +10,8 @@
 //! ```
 //!
 //! Last, it runs the named benches whose paths need a harness of their own (a campaign through
-//! the engine, the media worker with large files) and keeps what they print in the report.
+//! the engine, the media worker with large files, the console) and keeps what they print in the
+//! report.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -1289,7 +1290,9 @@ fn named_benches(b: &Bench, profile: &str) -> Vec<NamedBench> {
             let (program, args) = command.split_first().expect("a command");
             let own = b.binary(program);
             let (exe, shown) = if own.exists() {
-                (own, format!("target/{profile}/{program}"))
+                // As it was run: relative to the repository root when it lies inside it.
+                let shown = own.strip_prefix(&b.root).unwrap_or(&own).display().to_string();
+                (own, shown)
             } else {
                 (PathBuf::from(program), (*program).to_owned())
             };
@@ -1379,7 +1382,6 @@ fn machine() -> Machine {
     }
 }
 
-/// `[profile.release]` of the workspace manifest, as written.
 /// The keys of `[profile.<name>]` in the workspace's Cargo.toml, those it inherits included
 /// (one level: `inherits = "release"`).
 fn cargo_profile(root: &Path, name: &str) -> BTreeMap<String, String> {

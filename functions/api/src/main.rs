@@ -19,15 +19,17 @@ async fn main() -> Result<(), Error> {
     // Template create, delete and sync call Meta with the tenant's token.
     let graph = crm_shared::graph::GraphClient::new(&env.graph()?)?;
     let tokens = crm_shared::kms::TokenCipher::from_sdk(&sdk, crm_shared::kms::token_key_id(&env));
+    // One SQS client (built on first use) for both queues the API sends to.
+    let sqs = aws::lazy_sqs_client(&sdk);
     let deps = Deps::new(
         DynamoStore::new(aws::dynamodb_client(&sdk), resources.table).with_token_cipher(tokens),
         cursors,
         S3Blobs::new(aws::lazy_s3_client(&sdk), resources.media_bucket),
-        SqsQueue::new(aws::lazy_sqs_client(&sdk), resources.outbound_queue_url),
+        SqsQueue::new(sqs.clone(), resources.outbound_queue_url),
     )
     .with_privacy(privacy)
     .with_webhooks(api_fn::routes::Webhooks {
-        queue: SqsQueue::new(aws::lazy_sqs_client(&sdk), resources.webhook_delivery_queue_url.clone()),
+        queue: SqsQueue::new(sqs, resources.webhook_delivery_queue_url.clone()),
         pusher: crm_shared::events::push::Pusher::new(env.webhook_url_policy()),
     })
     .with_graph(graph)
