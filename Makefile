@@ -19,6 +19,7 @@ help:
 	@echo "make bench-reports - counter updates per 1,000 events; a 90-day report of every grouping: requests, CPU"
 	@echo "make bench-console - the web console: bytes shipped, time to an interactive inbox (release local stack)"
 	@echo "make bench-automations - events function CPU per inbound message with 50 automation rules vs none"
+	@echo "make bench-sdk - SDK client CPU per DynamoDB request against an endpoint that answers at once, per client configuration"
 
 bootstrap:
 	@bash infra/bootstrap.sh
@@ -51,7 +52,7 @@ package: bootstrap
 # one cargo invocation the native binaries the report measures: every function and the bench's
 # own and the local stack the console bench starts, in the `measure` profile (Cargo.toml); then
 # every measurement (see bench/).
-BENCH_BINS := bench hello-lambda putitem-ref phone-first-use broadcast-bench media-rss devstack crmctl
+BENCH_BINS := bench hello-lambda putitem-ref phone-first-use broadcast-bench media-rss sdk-request devstack crmctl
 bench: package
 	cargo build --profile measure --workspace $(addprefix --bin ,$(FUNCTION_BINS) $(BENCH_BINS))
 	target/measure/bench
@@ -100,6 +101,13 @@ bench-campaign:
 bench-automations:
 	cargo build --release -p bench --bin automations-bench
 	target/release/automations-bench $(AUTOMATIONS_BENCH_ARGS)
+
+# SDK benchmark (not a test): the client CPU of one DynamoDB request (PutItem, the webhook's
+# TransactWriteItems, GetItem) as an AWS sample configures the SDK and as the functions do.
+.PHONY: bench-sdk
+bench-sdk:
+	cargo build --profile measure -p bench --bin sdk-request
+	target/measure/sdk-request $(SDK_BENCH_ARGS)
 
 .PHONY: bench-reports
 bench-reports:

@@ -1276,6 +1276,14 @@ const NAMED_BENCHES: &[(&[&str], &str)] = &[
         "Media worker with large files (10 concurrent 100 MiB documents, peak RSS against 128 MB)",
     ),
     (
+        &["sdk-request", "--requests", "3000"],
+        "SDK client CPU per DynamoDB request against an endpoint that answers at once (connections kept alive)",
+    ),
+    (
+        &["sdk-request", "--requests", "3000", "--close"],
+        "The same with a new connection per request (as moto answers: `Connection: close`)",
+    ),
+    (
         &["bash", "console/tests/run.sh", "--bench"],
         "Console: what it ships and the time to an interactive inbox (60 conversations, local stack)",
     ),
