@@ -66,32 +66,30 @@ fn parse_args() -> Result<Options, String> {
         match a.as_str() {
             "--requests" => o.requests = value()?.parse().map_err(|_| "--requests needs a number")?,
             "--warmup" => o.warmup = value()?.parse().map_err(|_| "--warmup needs a number")?,
-            "--config" => {
-                o.configs = value()?
-                    .split(',')
-                    .map(|c| match c {
-                        "sample" => Ok(Config::Sample),
-                        "crm" => Ok(Config::Crm),
-                        other => Err(format!("unknown config {other:?} (sample, crm)")),
-                    })
-                    .collect::<Result<_, _>>()?
-            }
+            "--config" => o.configs = parse_list(&value()?, &[("sample", Config::Sample), ("crm", Config::Crm)])?,
             "--op" => {
-                o.ops = value()?
-                    .split(',')
-                    .map(|c| match c {
-                        "put" => Ok(Op::Put),
-                        "transact" => Ok(Op::Transact),
-                        "get" => Ok(Op::Get),
-                        other => Err(format!("unknown op {other:?} (put, transact, get)")),
-                    })
-                    .collect::<Result<_, _>>()?
+                o.ops = parse_list(
+                    &value()?,
+                    &[("put", Op::Put), ("transact", Op::Transact), ("get", Op::Get)],
+                )?
             }
             "--close" => o.close = true,
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
     Ok(o)
+}
+
+/// A comma-separated list of names, each one of `known`.
+fn parse_list<T: Copy>(list: &str, known: &[(&str, T)]) -> Result<Vec<T>, String> {
+    list.split(',')
+        .map(|name| {
+            known.iter().find(|(n, _)| *n == name).map(|(_, v)| *v).ok_or_else(|| {
+                let names: Vec<&str> = known.iter().map(|(n, _)| *n).collect();
+                format!("unknown value {name:?} ({})", names.join(", "))
+            })
+        })
+        .collect()
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
