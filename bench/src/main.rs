@@ -29,7 +29,7 @@ use bench::latency::{LatencyCase, LatencyPoint};
 use bench::proxy::CountingProxy;
 use bench::report::{
     self, CONTACT_GET, ColdStart, INBOUND_CONVERSATION, INBOUND_KNOWN, INBOUND_NEW, INBOX_PAGE, Machine, NamedBench,
-    POST_MESSAGE, Results, SENDER_ONE, Size, Warm,
+    POST_MESSAGE, POST_REPLY, Results, SENDER_ONE, Size, Warm,
 };
 use bench::runtime_api::{Reply, RuntimeApi};
 use bench::stats::{median, percentile};
@@ -917,6 +917,30 @@ async fn warm_runs(b: &Bench, events: usize, warmup: usize) -> Result<Vec<Warm>,
     )
     .await?;
     out.push(statuses.result);
+
+    // A reply in a conversation: every measured send goes to a customer this instance sent to
+    // during its warm-up (as an agent answering the customers in their inbox).
+    let customers = warmup.max(1);
+    let replies = warm(
+        b,
+        POST_REPLY,
+        "api",
+        (0..total)
+            .map(|i| {
+                let body = json!({"to": customer_phone(i % customers), "type": "text", "text": {"body": format!("Reply {i}.")}});
+                apigw_event(
+                    "POST",
+                    "/v1/messages",
+                    &[bearer(b), ("content-type", "application/json".into())],
+                    body.to_string().as_bytes(),
+                )
+            })
+            .collect(),
+        warmup,
+        Expect::Http(202),
+    )
+    .await?;
+    out.push(replies.result);
 
     Ok(out)
 }

@@ -280,6 +280,7 @@ pub const INBOUND_CONVERSATION: &str = "inbound text webhook (conversation: cont
 pub const CONTACT_GET: &str = "GET /v1/contacts/{id}";
 pub const INBOX_PAGE: &str = "GET /v1/conversations (page of 50)";
 pub const POST_MESSAGE: &str = "POST /v1/messages (text)";
+pub const POST_REPLY: &str = "POST /v1/messages (text, reply: recipient this instance sent to)";
 pub const SENDER_ONE: &str = "sender: one message per event";
 pub const TEMPLATE_SEND: &str = "POST /v1/messages (template, validated against the registry)";
 pub const REPORT_QUERY: &str = "GET /v1/reports/messages (90 days by day)";
@@ -303,6 +304,12 @@ pub const WARM_LIMITS: &[(&str, &str, f64, Option<f64>)] = &[
     ),
     (INBOUND_NEW, "inbound text webhook, new contact", 3.0, Some(4.0)),
     (POST_MESSAGE, "POST /v1/messages (text)", 4.0, None),
+    (
+        POST_REPLY,
+        "POST /v1/messages (text), reply to a customer this instance sent to",
+        4.0,
+        None,
+    ),
 ];
 /// Issue 21: the sender's CPU per message at most twice what its requests predict.
 pub const SENDER_MAX_RATIO_TO_PREDICTED: f64 = 2.0;

@@ -179,7 +179,10 @@ async fn seed_erasable(w: &World) -> (Seeded, Contact) {
         created_at: now,
         expires_at: (now + chrono::Duration::hours(IDEMPOTENCY_TTL_HOURS)).timestamp(),
     };
-    store.create_message_once(&outbound, Some(&idempotency)).await.unwrap();
+    store
+        .create_message_once(&outbound, Some(&idempotency), None)
+        .await
+        .unwrap();
     let wamid = "wamid.out.1".to_owned();
     for status in [MessageStatus::Delivered, MessageStatus::Read] {
         let write = StatusWrite {

@@ -150,7 +150,7 @@ async fn queued(store: &DynamoStore, contact: &Contact, id: String) -> MessageRe
             now,
         )
     };
-    store.create_message_once(&m, None).await.expect("message stored");
+    store.create_message_once(&m, None, None).await.expect("message stored");
     m
 }
 

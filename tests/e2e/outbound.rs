@@ -629,3 +629,150 @@ async fn the_per_number_send_schedule_never_books_two_senders_into_one_slot() {
         other => panic!("idle schedule grants at once: {other:?}"),
     }
 }
+
+/// One API call handed straight to an API instance (no gateway): `(status, JSON body)`.
+async fn call_api<S: api_fn::ApiStore>(
+    deps: &api_fn::Deps<S, crm_shared::blob::S3Blobs, NoDelay>,
+    method: &str,
+    path: &str,
+    key: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let (parts, _) = lambda_http::http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("authorization", format!("Bearer {key}"))
+        .header("content-type", "application/json")
+        .body(())
+        .unwrap()
+        .into_parts();
+    let event = devstack::gateway::api_gateway_event(&parts, body.as_bytes());
+    let resp = api_fn::handle(deps, lambda_http::request::from_str(&event.to_string()).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let value = match resp.body() {
+        lambda_http::Body::Text(t) => serde_json::from_str(t).unwrap_or(Value::Null),
+        _ => Value::Null,
+    };
+    (status, value)
+}
+
+#[tokio::test]
+async fn a_send_reads_its_recipient_beside_the_key_and_never_a_contact_that_lost_the_phone() {
+    let (counted, counter) = stack().counted_store("ApiFunction").await;
+    let store = stack().store().await;
+    let sdk = stack().sdk_for("ApiFunction").await;
+    let instance = || {
+        api_fn::Deps::new(
+            counted.clone(),
+            crm_shared::cursor::CursorCodec::new("send-cost"),
+            crm_shared::blob::S3Blobs::new(crm_shared::aws::s3_client(&sdk), stack().media_bucket()),
+            NoDelay::default(),
+        )
+    };
+    let (a, b) = (
+        new_tenant(&store, "SendCostA").await,
+        new_tenant(&store, "SendCostB").await,
+    );
+    let (key_a, key_b) = (a.api_key.expose().to_owned(), b.api_key.expose().to_owned());
+    // Fixed numbers: both tenants are new.
+    let phone = "+447911123480".to_owned();
+    let first = instance();
+    // Warm what every request of an instance reads once (the tenants' status, the keys' use).
+    for key in [&key_a, &key_b] {
+        assert_eq!(call_api(&first, "GET", "/v1/me", key, None).await.0, 200);
+    }
+    let text = |to: Value| json!({"to": to, "type": "text", "text": {"body": "hello"}});
+    // A text outside the window is stored `rejected` (422): the same reads and the same
+    // transaction as a queued one, without the queue.
+    let send = async |deps: &api_fn::Deps<_, _, _>, key: &str, body: Value| {
+        counter.take();
+        let body_sent = body.to_string();
+        let (status, body) = call_api(deps, "POST", "/v1/messages", key, Some(body)).await;
+        assert_eq!(status, 422, "{body} {body_sent}");
+        let message_id = body["error"]["message_id"].as_str().unwrap().to_owned();
+        let requests: Vec<&'static str> = counter
+            .take()
+            .iter()
+            .map(|op| match op.as_str() {
+                "BatchGetItem" => "BatchGetItem",
+                "GetItem" => "GetItem",
+                "TransactWriteItems" => "TransactWriteItems",
+                _ => "other",
+            })
+            .collect();
+        let (_, message) = call_api(deps, "GET", &format!("/v1/messages/{message_id}"), key, None).await;
+        (requests, message["contact_id"].as_str().unwrap().to_owned())
+    };
+
+    // A phone new to the tenant: key and phone owner in one batch, the contact's creation, the
+    // message (its audit entry in the same transaction). The sending number is the tenant's
+    // first (a new contact has written to none), known from authentication's tenant read.
+    let (requests, contact) = send(&first, &key_a, text(json!(phone))).await;
+    assert_eq!(
+        requests,
+        vec!["BatchGetItem", "TransactWriteItems", "TransactWriteItems"]
+    );
+    // Again from this instance: the contact itself beside the key.
+    let (requests, again) = send(&first, &key_a, text(json!(phone))).await;
+    assert_eq!(
+        (requests, again.as_str()),
+        (vec!["BatchGetItem", "TransactWriteItems"], contact.as_str())
+    );
+    // By contact id, from any instance.
+    let (requests, by_id) = send(
+        &first,
+        &key_a,
+        json!({"contact_id": contact, "type": "text", "text": {"body": "hi"}}),
+    )
+    .await;
+    assert_eq!(
+        (requests, by_id.as_str()),
+        (vec!["BatchGetItem", "TransactWriteItems"], contact.as_str())
+    );
+    // A known contact new to an instance: the phone's owner beside the key, then the contact.
+    let second = instance();
+    assert_eq!(call_api(&second, "GET", "/v1/me", &key_a, None).await.0, 200);
+    let (requests, known) = send(&second, &key_a, text(json!(phone))).await;
+    assert_eq!(
+        (requests, known.as_str()),
+        (vec!["BatchGetItem", "GetItem", "TransactWriteItems"], contact.as_str())
+    );
+    // The same phone at another tenant is another contact, whatever the instance remembers.
+    let (_, other_tenant) = send(&first, &key_b, text(json!(phone))).await;
+    assert_ne!(other_tenant, contact);
+    let (_, other_again) = send(&first, &key_b, text(json!(phone))).await;
+    assert_eq!(other_again, other_tenant);
+    // The contact gives up the phone (rectified elsewhere): the instance's memory is checked
+    // against the contact it reads, so the next send goes to a new contact holding the phone.
+    let moved = "+447911123481";
+    let (status, body) = call_api(
+        &second,
+        "PATCH",
+        &format!("/v1/contacts/{contact}"),
+        &key_a,
+        Some(json!({"phone": moved})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, after_move) = send(&first, &key_a, text(json!(phone))).await;
+    assert_ne!(after_move, contact, "never the contact that no longer holds the phone");
+    let (_, moved_contact) = send(&first, &key_a, text(json!(moved))).await;
+    assert_eq!(moved_contact, contact, "the contact is found at its new phone");
+    // Every send was audited in its message's transaction: six at tenant A.
+    let (_, audit) = call_api(&first, "GET", "/v1/audit?limit=100", &key_a, None).await;
+    let sends = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "message.send")
+        .count();
+    assert_eq!(sends, 6, "{audit}");
+    // A key that is not valid reads nothing on anyone's behalf.
+    let last = if key_a.ends_with('x') { 'y' } else { 'x' };
+    let forged = format!("{}{last}", &key_a[..key_a.len() - 1]);
+    let (status, body) = call_api(&first, "POST", "/v1/messages", &forged, Some(text(json!(phone)))).await;
+    assert_eq!(status, 401, "{body}");
+}

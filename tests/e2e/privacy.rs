@@ -673,7 +673,7 @@ async fn seed_busy_contact(c: &Ctx, from: &str, bulk: usize) -> Seeded {
             created_at: now,
             expires_at: (now + chrono::Duration::hours(48)).timestamp(),
         };
-        store.create_message_once(&record, Some(&idem)).await.unwrap();
+        store.create_message_once(&record, Some(&idem), None).await.unwrap();
         let wamid = format!("wamid.{from}.out.{i}");
         let parked = store
             .apply_status(
@@ -1427,7 +1427,7 @@ async fn an_erased_contact_does_not_come_back_from_redelivered_webhooks() {
     // One of our messages to them, sent.
     let out_id = crm_shared::ids::new_id();
     let record = message(t, &x, &out_id, "outbound", Utc::now(), json!({"status": "queued"}));
-    c.store.create_message_once(&record, None).await.unwrap();
+    c.store.create_message_once(&record, None, None).await.unwrap();
     c.store
         .mark_sent(t, &out_id, &x, "wamid.tomb.out", Utc::now())
         .await

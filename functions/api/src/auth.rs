@@ -8,7 +8,7 @@ use lambda_http::http::HeaderMap;
 use crm_shared::audit::AuditEntry;
 use crm_shared::auth::{self, Role};
 use crm_shared::cache::TtlCache;
-use crm_shared::store::{ApiKeyStore, AuditStore, TenantStore};
+use crm_shared::store::{Alongside, ApiKeyStore, AuditStore, FoundAlongside, TenantStore};
 use crm_shared::tenant::{key_use_needs_recording, tenant_may_authenticate};
 
 use crate::error::ApiError;
@@ -23,6 +23,8 @@ pub struct Caller {
     pub user_id: Option<String>,
     /// The tenant's need-to-know setting as this instance last read it (at most 30 s old).
     pub need_to_know: bool,
+    /// The tenant's first number, its default sender (it never changes: it cannot be removed).
+    pub first_number: String,
 }
 
 impl Caller {
@@ -69,10 +71,11 @@ pub const TENANT_STATUS_TTL: Duration = Duration::from_secs(30);
 const TENANT_STATUS_CAPACITY: usize = 10_000;
 
 /// What authentication needs of a tenant: whether its keys work, and its need-to-know setting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct TenantAccess {
     allowed: bool,
     need_to_know: bool,
+    first_number: String,
 }
 
 /// Per instance: tenant id → what authentication needs of it, read at most once per TTL.
@@ -94,9 +97,10 @@ impl TenantStatusCache {
         let tenant = store.get_tenant(tenant_id).await?;
         let access = TenantAccess {
             allowed: tenant_may_authenticate(tenant.as_ref()),
-            need_to_know: tenant.is_some_and(|t| t.inbox.need_to_know),
+            need_to_know: tenant.as_ref().is_some_and(|t| t.inbox.need_to_know),
+            first_number: tenant.map(|t| t.phone_number_id).unwrap_or_default(),
         };
-        self.0.insert(tenant_id.to_owned(), access);
+        self.0.insert(tenant_id.to_owned(), access.clone());
         Ok(access)
     }
 
@@ -114,22 +118,29 @@ impl Default for TenantStatusCache {
 
 /// Checks the `Authorization: Bearer` key: one strongly consistent read of the key record, and
 /// of the tenant's status when this instance has not read it within [`TENANT_STATUS_TTL`].
+/// `along` is an item of the key's tenant the request needs next, read in the key's round trip
+/// and handed back only when the key is valid.
 pub async fn authenticate<S: ApiKeyStore + AuditStore + TenantStore>(
     store: &S,
     tenants: &TenantStatusCache,
     headers: &HeaderMap,
     request_id: Option<&str>,
-) -> Result<Caller, ApiError> {
+    along: Option<&Alongside>,
+) -> Result<(Caller, Option<FoundAlongside>), ApiError> {
     let header = headers
         .get(lambda_http::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .ok_or_else(|| ApiError::unauthorized("an Authorization: Bearer <api key> header is required"))?;
     let presented = auth::bearer_token(header).ok_or_else(|| ApiError::unauthorized(INVALID_KEY))?;
     let key_ref = auth::parse_key(presented).ok_or_else(|| ApiError::unauthorized(INVALID_KEY))?;
-    let record = store
-        .get_key(&key_ref.tenant_id, &key_ref.key_id)
-        .await?
-        .ok_or_else(|| ApiError::unauthorized(INVALID_KEY))?;
+    let (record, found) = match along {
+        None => (store.get_key(&key_ref.tenant_id, &key_ref.key_id).await?, None),
+        Some(along) => {
+            let (record, found) = store.get_key_along(&key_ref.tenant_id, &key_ref.key_id, along).await?;
+            (record, Some(found))
+        }
+    };
+    let record = record.ok_or_else(|| ApiError::unauthorized(INVALID_KEY))?;
     let now = Utc::now();
     if !record.is_usable_at(now) || !auth::key_matches(presented, &record.key_hash) {
         return Err(ApiError::unauthorized(INVALID_KEY));
@@ -154,11 +165,13 @@ pub async fn authenticate<S: ApiKeyStore + AuditStore + TenantStore>(
             tracing::warn!(error = %err, "could not audit key use");
         }
     }
-    Ok(Caller {
+    let caller = Caller {
         tenant_id: record.tenant_id,
         key_id: record.key_id,
         role: record.role,
         user_id: record.user_id,
         need_to_know: access.need_to_know,
-    })
+        first_number: access.first_number,
+    };
+    Ok((caller, found))
 }

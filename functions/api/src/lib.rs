@@ -49,6 +49,9 @@ pub struct Deps<S, L = S3Blobs, Q = SqsQueue> {
     /// Tenants' numbers this instance has read (at most 60 s old): which WABA a template send's
     /// number belongs to, without a query per send.
     pub tenant_numbers: routes::send::NumbersCache,
+    /// Which contact this instance last sent to at a phone: its send reads the contact beside
+    /// the key instead of the phone's owner.
+    pub recipients: routes::send::RecipientCache,
 }
 
 impl<S, L, Q> Deps<S, L, Q> {
@@ -66,6 +69,7 @@ impl<S, L, Q> Deps<S, L, Q> {
             graph: None,
             template_settings: routes::templates::settings_cache(),
             tenant_numbers: routes::send::numbers_cache(),
+            recipients: routes::send::recipient_cache(),
         }
     }
 
@@ -144,7 +148,7 @@ pub async fn handle<S: ApiStore, L: MediaLinks, Q: SendJobQueue>(
     deps: &Deps<S, L, Q>,
     req: Request,
 ) -> Result<Response<Body>, Error> {
-    let mut response = match dispatch(deps, &req).await {
+    let mut response = match dispatch(deps, req).await {
         Ok(resp) => resp,
         Err(err) => error_response(&err),
     };
@@ -158,22 +162,31 @@ pub async fn handle<S: ApiStore, L: MediaLinks, Q: SendJobQueue>(
 
 async fn dispatch<S: ApiStore, L: MediaLinks, Q: SendJobQueue>(
     deps: &Deps<S, L, Q>,
-    req: &Request,
+    mut req: Request,
 ) -> Result<Response<Body>, ApiError> {
+    let req_path = req.uri().path().trim_end_matches('/');
     // The one route without a key: a sign-in link's code is the credential.
-    if req.method() == lambda_http::http::Method::POST
-        && req.uri().path().trim_end_matches('/') == routes::sessions::PATH
-    {
-        return routes::sessions::create(deps, req).await;
+    if req.method() == lambda_http::http::Method::POST && req_path == routes::sessions::PATH {
+        return routes::sessions::create(deps, &req).await;
     }
+    // A send's recipient is read in the key's round trip (the route finds it in the request's
+    // extensions); nothing of it is used unless the key is valid.
+    let along = (req.method() == lambda_http::http::Method::POST && req_path == routes::send::PATH)
+        .then(|| routes::send::alongside(deps, &req))
+        .flatten();
     // Authenticate before routing: without a valid key nothing about the API is revealed.
-    let caller: Caller = authenticate(
+    let (caller, found): (Caller, _) = authenticate(
         &deps.store,
         &deps.tenant_status,
         req.headers(),
-        request_id(req).as_deref(),
+        request_id(&req).as_deref(),
+        along.as_ref(),
     )
     .await?;
+    if let (Some(along), Some(found)) = (along, found) {
+        req.extensions_mut().insert(routes::send::Prefetched { along, found });
+    }
+    let req = &req;
     // The tenant's quota, per instance, before any work is done for the request.
     deps.quotas
         .check(&caller.tenant_id)

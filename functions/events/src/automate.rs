@@ -603,7 +603,7 @@ async fn act<S: AutomationDeps, A: SendJobQueue>(
                 firing.at,
             )
         };
-        let queued = match store.create_message_once(&message, None).await {
+        let queued = match store.create_message_once(&message, None, None).await {
             Ok(_) => true,
             // Made by the first delivery of this record: queue it again while still queued (the
             // sender's claim makes a duplicate job harmless).

@@ -245,11 +245,11 @@ async fn the_no_reply_sweep_reads_only_tenants_with_a_rule_and_completes_a_crash
     stranger.last_inbound_at = Some(now);
     store.add_contact(stranger.clone());
     store
-        .create_message_once(&inbound(&stranger, "s1", "hello", now), None)
+        .create_message_once(&inbound(&stranger, "s1", "hello", now), None, None)
         .await
         .unwrap();
     store
-        .create_message_once(&inbound(&contact, "m1", "hello", now), None)
+        .create_message_once(&inbound(&contact, "m1", "hello", now), None, None)
         .await
         .unwrap();
     let auto = Automations::new(MemQueue::new());
@@ -285,7 +285,7 @@ async fn the_no_reply_sweep_reads_only_tenants_with_a_rule_and_completes_a_crash
         c
     };
     store
-        .create_message_once(&inbound(&other_contact, "m2", "hello", now), None)
+        .create_message_once(&inbound(&other_contact, "m2", "hello", now), None, None)
         .await
         .unwrap();
     let period = waiting_period_id(&format!("{}-pn1", other_contact.contact_id), now);

@@ -14,14 +14,15 @@ use super::dynamo::{
     to_item, tx_check, tx_put, tx_update,
 };
 use super::items::{
-    ContactItem, ConversationTouch, IdempotencyItem, MessageItem, ParkedStatusItem, ReferenceItem, StatusChange,
-    TombstoneItem, WamidPointerItem, schedule_next_free,
+    AuditItem, ContactItem, ConversationTouch, IdempotencyItem, MessageItem, ParkedStatusItem, ReferenceItem,
+    StatusChange, TombstoneItem, WamidPointerItem, schedule_next_free,
 };
 use super::keys::*;
 use super::ports::{
     Claim, CreateOutcome, IdempotencyRecord, InboundStore, MessageStore, OutboundStore, Recipient, SendPacingStore,
     StatusWrite,
 };
+use crate::audit::AuditEntry;
 use crate::message::{MessageError, MessageRecord, MessageStatus};
 use crate::sending::{SendSchedule, SlotDecision, SlotGrant, book_slots, schedule_clock};
 
@@ -169,7 +170,7 @@ impl DynamoStore {
 
 impl OutboundStore for DynamoStore {
     async fn create_message(&self, message: &MessageRecord) -> Result<(), StoreError> {
-        match self.create_message_once(message, None).await? {
+        match self.create_message_once(message, None, None).await? {
             CreateOutcome::Created => Ok(()),
             CreateOutcome::Replay(_) => Err(StoreError::Conflict("message id exists".into())),
         }
@@ -179,6 +180,7 @@ impl OutboundStore for DynamoStore {
         &self,
         message: &MessageRecord,
         idempotency: Option<&IdempotencyRecord>,
+        audit: Option<&AuditEntry>,
     ) -> Result<CreateOutcome, StoreError> {
         let mut items = Vec::new();
         if let Some(record) = idempotency {
@@ -243,6 +245,11 @@ impl OutboundStore for DynamoStore {
         if let Some(number) = message.phone_number_id.as_ref() {
             let touch = ConversationTouch::outbound(message, number);
             items.push(tx_update(touch.into_update(self.table(), message, number)));
+        }
+        // The entry rides in the same transaction: a request saved by one round trip, and a
+        // replayed request (the key's condition fails) leaves no second entry.
+        if let Some(entry) = audit {
+            items.push(put_always(self.table(), to_item(&AuditItem::new(entry))));
         }
         match self.transact(items).await? {
             Ok(()) => Ok(CreateOutcome::Created),

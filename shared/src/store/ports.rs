@@ -110,6 +110,33 @@ pub trait TenantStore: Send + Sync {
     fn delete_routes(&self, tenant: &Tenant) -> impl Future<Output = Result<u64, StoreError>> + Send;
 }
 
+/// An item a request will need right after its key, read in the key's round trip (the key names
+/// its tenant, so the two reads do not depend on each other).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Alongside {
+    /// A contact by id.
+    Contact(String),
+    /// Which contact holds a phone number (E.164).
+    PhoneOwner(String),
+}
+
+/// What was found of an [`Alongside`] item (`None`: no such item).
+#[derive(Debug, Clone, PartialEq)]
+pub enum FoundAlongside {
+    Contact(Option<Box<Contact>>),
+    PhoneOwner(Option<String>),
+}
+
+impl Alongside {
+    /// The answer when the item does not exist.
+    pub fn absent(&self) -> FoundAlongside {
+        match self {
+            Alongside::Contact(_) => FoundAlongside::Contact(None),
+            Alongside::PhoneOwner(_) => FoundAlongside::PhoneOwner(None),
+        }
+    }
+}
+
 /// API keys of a tenant.
 pub trait ApiKeyStore: Send + Sync {
     /// Stores a new key; the tenant must exist and be active ([`StoreError::NotFound`]
@@ -121,6 +148,15 @@ pub trait ApiKeyStore: Send + Sync {
         tenant_id: &str,
         key_id: &str,
     ) -> impl Future<Output = Result<Option<ApiKeyRecord>, StoreError>> + Send;
+
+    /// [`ApiKeyStore::get_key`] and an item of the same tenant, both read consistently in one
+    /// request. What is read along is the caller's to withhold until the key has proved valid.
+    fn get_key_along(
+        &self,
+        tenant_id: &str,
+        key_id: &str,
+        along: &Alongside,
+    ) -> impl Future<Output = Result<(Option<ApiKeyRecord>, FoundAlongside), StoreError>> + Send;
 
     /// Marks the key revoked (the first revocation time is kept); [`StoreError::NotFound`] when
     /// the tenant has no such key.
@@ -525,14 +561,16 @@ pub trait OutboundStore: Send + Sync {
     /// Stores a new message; `Conflict` when the id exists.
     fn create_message(&self, message: &MessageRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// Stores a new message together with its idempotency record (one transaction), a `queued`
-    /// one also in its recipient's queue (`NotFound` when the contact is gone); when the
-    /// key was used before (and its record has not expired), nothing is written and the
+    /// Stores a new message together with its idempotency record and the audit entry of its
+    /// creation (one transaction: no message without its entry, no entry of a replay), a
+    /// `queued` one also in its recipient's queue (`NotFound` when the contact is gone); when
+    /// the key was used before (and its record has not expired), nothing is written and the
     /// earlier record is returned.
     fn create_message_once(
         &self,
         message: &MessageRecord,
         idempotency: Option<&IdempotencyRecord>,
+        audit: Option<&AuditEntry>,
     ) -> impl Future<Output = Result<CreateOutcome, StoreError>> + Send;
 
     /// The unexpired record of an idempotency key (by its hash).

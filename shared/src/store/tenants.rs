@@ -8,9 +8,11 @@ use super::dynamo::{
     DynamoStore, PageQuery, attr, av, backend, condition_failed, from_item, key, put_always, put_new, s, to_item,
     tx_check, tx_delete, tx_update,
 };
-use super::items::{KeyItem, NumberItem, RouteItem, SigninItem, TenantItem, TokenItem, key_time};
+use super::items::{
+    ContactItem, IdentityItem, KeyItem, NumberItem, RouteItem, SigninItem, TenantItem, TokenItem, key_time,
+};
 use super::keys::*;
-use super::ports::{ApiKeyStore, TenantStore};
+use super::ports::{Alongside, ApiKeyStore, FoundAlongside, TenantStore};
 use super::{Page, StoreError};
 use crate::cursor::Position;
 use crate::secret::Secret;
@@ -315,6 +317,39 @@ impl ApiKeyStore for DynamoStore {
     async fn get_key(&self, tenant_id: &str, key_id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
         let item: Option<KeyItem> = self.get(tenant_pk(tenant_id), &api_key_sk(key_id)).await?;
         Ok(item.map(Into::into))
+    }
+
+    async fn get_key_along(
+        &self,
+        tenant_id: &str,
+        key_id: &str,
+        along: &Alongside,
+    ) -> Result<(Option<ApiKeyRecord>, FoundAlongside), StoreError> {
+        let key_pk = tenant_pk(tenant_id);
+        let (along_pk, along_sk) = match along {
+            Alongside::Contact(contact_id) => (contact_pk(tenant_id, contact_id), PROFILE_SK),
+            Alongside::PhoneOwner(phone) => (phone_identity_pk(tenant_id, phone), IDENTITY_SK),
+        };
+        let items = self
+            .batch_get(vec![key(key_pk.clone(), api_key_sk(key_id)), key(along_pk, along_sk)])
+            .await?;
+        let (mut record, mut found) = (None, along.absent());
+        for item in items {
+            // The two items live in different partitions: the key's is the tenant's.
+            if item.get(PK).and_then(|v| v.as_s().ok()) == Some(&key_pk) {
+                record = Some(from_item::<KeyItem>(item)?.into());
+                continue;
+            }
+            found = match along {
+                Alongside::Contact(_) => {
+                    FoundAlongside::Contact(Some(Box::new(from_item::<ContactItem>(item)?.contact)))
+                }
+                Alongside::PhoneOwner(_) => {
+                    FoundAlongside::PhoneOwner(Some(from_item::<IdentityItem>(item)?.contact_id))
+                }
+            };
+        }
+        Ok((record, found))
     }
 
     async fn revoke_key(&self, tenant_id: &str, key_id: &str, at: DateTime<Utc>) -> Result<ApiKeyRecord, StoreError> {

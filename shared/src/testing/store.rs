@@ -33,9 +33,10 @@ use crate::store::keys::{
     audit_pk, consent_history_sk, contact_pk, export_pk, idempotency_pk, reference_sk, restriction_history_sk, wamid_pk,
 };
 use crate::store::{
-    ApiKeyStore, AuditStore, Claim, ContactFilter, ContactStore, ContactUpdate, CreateOutcome, CustomerIdentity,
-    IdempotencyRecord, IdentityKey, InboundOutcome, InboundStore, InboundWrite, Lease, MessageStore, OutboundStore,
-    Page, Recipient, SendPacingStore, StatusOutcome, StatusWrite, StoreError, TenantStore,
+    Alongside, ApiKeyStore, AuditStore, Claim, ContactFilter, ContactStore, ContactUpdate, CreateOutcome,
+    CustomerIdentity, FoundAlongside, IdempotencyRecord, IdentityKey, InboundOutcome, InboundStore, InboundWrite,
+    Lease, MessageStore, OutboundStore, Page, Recipient, SendPacingStore, StatusOutcome, StatusWrite, StoreError,
+    TenantStore,
 };
 use crate::tenant::{ApiKeyRecord, PhoneNumber, Tenant, TenantStatus};
 
@@ -60,6 +61,7 @@ pub enum Op {
     // ApiKeyStore
     PutKey,
     GetKey,
+    GetKeyAlong,
     RevokeKey,
     ListKeys,
     RecordKeyUse,
@@ -1214,6 +1216,29 @@ impl ApiKeyStore for MemStore {
         Ok(self.state().keys.get(&key(tenant_id, key_id)).cloned())
     }
 
+    async fn get_key_along(
+        &self,
+        tenant_id: &str,
+        key_id: &str,
+        along: &Alongside,
+    ) -> Result<(Option<ApiKeyRecord>, FoundAlongside), StoreError> {
+        // One BatchGetItem of two items.
+        self.enter(Op::GetKeyAlong, 1).await?;
+        let record = self.state().keys.get(&key(tenant_id, key_id)).cloned();
+        let found = match along {
+            Alongside::Contact(contact_id) => {
+                FoundAlongside::Contact(self.contact(tenant_id, contact_id).map(Box::new))
+            }
+            Alongside::PhoneOwner(phone) => FoundAlongside::PhoneOwner(
+                self.state()
+                    .identities
+                    .get(&(tenant_id.to_owned(), IdentityKey::Phone(phone.clone())))
+                    .cloned(),
+            ),
+        };
+        Ok((record, found))
+    }
+
     async fn revoke_key(&self, tenant_id: &str, key_id: &str, at: DateTime<Utc>) -> Result<ApiKeyRecord, StoreError> {
         self.enter(Op::RevokeKey, 1).await?;
         let mut s = self.state();
@@ -1659,6 +1684,7 @@ impl OutboundStore for MemStore {
         &self,
         message: &MessageRecord,
         idempotency: Option<&IdempotencyRecord>,
+        audit: Option<&AuditEntry>,
     ) -> Result<CreateOutcome, StoreError> {
         self.enter(Op::CreateMessageOnce, 1).await?;
         let now = Utc::now().timestamp();
@@ -1701,6 +1727,10 @@ impl OutboundStore for MemStore {
             },
         );
         inbox::touch_conversation(&mut s, message, true);
+        if let Some(entry) = audit {
+            s.audit.insert(key(&entry.tenant_id, &entry.id), entry.clone());
+            note_write(&mut s, audit_pk(&entry.tenant_id));
+        }
         Ok(CreateOutcome::Created)
     }
 

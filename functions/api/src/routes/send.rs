@@ -10,21 +10,23 @@ use lambda_http::{Body, Request, Response};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use crm_shared::auth;
 use crm_shared::blob::MediaLinks;
 use crm_shared::contact::Contact;
-use crm_shared::first_contact::{FoundContact, find_or_create_contact};
+use crm_shared::contact::normalize_phone;
+use crm_shared::first_contact::{FoundContact, create_or_match_contact, find_or_create_contact};
 use crm_shared::ids;
 use crm_shared::jobs::{SendJob, SendJobQueue};
 use crm_shared::message::{Direction, MessageError, MessageRecord, MessageStatus};
 use crm_shared::sending::{self, SendRequest};
 use crm_shared::store::IDEMPOTENCY_TTL_HOURS;
-use crm_shared::store::{CreateOutcome, CustomerIdentity, IdempotencyRecord};
+use crm_shared::store::{Alongside, CreateOutcome, CustomerIdentity, FoundAlongside, IdempotencyRecord};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::routes::templates::{self, TemplateRefusal};
 use crate::routes::{body_bytes, contacts, messages};
-use crate::{ApiStore, Deps, audit, json_body, ok_json, request_id};
+use crate::{ApiStore, Deps, json_body, ok_json, request_id};
 
 const MAX_IDEMPOTENCY_KEY_CHARS: usize = 255;
 
@@ -32,24 +34,109 @@ fn bad(code: &'static str, message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, code, message)
 }
 
+/// The send route's path.
+pub const PATH: &str = "/v1/messages";
+
+/// A send's recipient as read in the key's round trip: put in the request's extensions by the
+/// dispatcher once the key has proved valid.
+#[derive(Debug, Clone)]
+pub struct Prefetched {
+    pub along: Alongside,
+    pub found: FoundAlongside,
+}
+
+/// (tenant, phone) → the contact this instance last sent to at that phone. A hit reads the
+/// contact itself beside the key instead of the phone's owner; it needs no expiry because the
+/// contact read is checked to still hold the phone (a phone can move to another contact).
+pub type RecipientCache = crm_shared::cache::TtlCache<(String, String), String>;
+
+/// Recipients an instance remembers.
+const RECIPIENT_CAPACITY: usize = 10_000;
+
+pub fn recipient_cache() -> RecipientCache {
+    crm_shared::cache::TtlCache::without_expiry(RECIPIENT_CAPACITY)
+}
+
+/// What a send body's recipient needs read first, for the dispatcher to read it beside the key:
+/// the contact (by id, or the one this instance last sent to at the phone), else the phone's
+/// owner. `None` when the body or key is not even shaped right (the route then answers as usual).
+pub fn alongside<S, L, Q>(deps: &Deps<S, L, Q>, req: &Request) -> Option<Alongside> {
+    #[derive(serde::Deserialize)]
+    struct Addressed {
+        contact_id: Option<String>,
+        to: Option<String>,
+    }
+    let tenant_id = req
+        .headers()
+        .get(lambda_http::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(auth::bearer_token)
+        .and_then(auth::parse_key)?
+        .tenant_id;
+    let addressed: Addressed = serde_json::from_slice(body_bytes(req).ok()?).ok()?;
+    match (addressed.contact_id, addressed.to) {
+        (Some(id), None) if ids::is_valid_id(&id) => Some(Alongside::Contact(id)),
+        (None, Some(to)) => {
+            let phone = normalize_phone(&to).ok()?;
+            Some(match deps.recipients.get(&(tenant_id, phone.clone())) {
+                Some(contact_id) => Alongside::Contact(contact_id),
+                None => Alongside::PhoneOwner(phone),
+            })
+        }
+        _ => None,
+    }
+}
+
 /// The contact a send addresses: by id, or by phone (created when new, as a business may
-/// start a conversation with a template).
+/// start a conversation with a template). Uses what was read beside the key when it answers.
 async fn recipient<S: ApiStore, L, Q>(
     deps: &Deps<S, L, Q>,
     caller: &Caller,
     req: &SendRequest,
+    prefetched: Option<&Prefetched>,
 ) -> Result<Contact, ApiError> {
     if let Some(id) = &req.contact_id {
-        return contacts::load(deps, caller, id).await;
+        return match prefetched {
+            Some(Prefetched {
+                along: Alongside::Contact(read),
+                found: FoundAlongside::Contact(contact),
+            }) if read == id => contact
+                .as_deref()
+                .cloned()
+                .ok_or_else(|| ApiError::not_found("no such contact")),
+            _ => contacts::load(deps, caller, id).await,
+        };
     }
+    let phone = req.to.clone().expect("validated: contact_id or to");
     let identity = CustomerIdentity {
-        phone: Some(req.to.clone().expect("validated: contact_id or to")),
+        phone: Some(phone.clone()),
         user_id: None,
     };
-    match find_or_create_contact(&deps.store, &caller.tenant_id, &identity, None, Utc::now()).await? {
-        FoundContact::Existing { contact_id, .. } => contacts::load(deps, caller, &contact_id).await,
-        FoundContact::Created { contact, .. } => Ok(*contact),
-    }
+    let now = Utc::now();
+    let found = match prefetched.map(|p| (&p.along, &p.found)) {
+        // The contact this instance last sent to at the phone, still holding it.
+        Some((Alongside::Contact(_), FoundAlongside::Contact(Some(contact))))
+            if contact.phone.as_deref() == Some(phone.as_str()) =>
+        {
+            return Ok((**contact).clone());
+        }
+        Some((Alongside::PhoneOwner(read), FoundAlongside::PhoneOwner(owner))) if *read == phone => match owner {
+            Some(contact_id) => FoundContact::Existing {
+                contact_id: contact_id.clone(),
+                matched_by: crm_shared::store::IdentityKey::Phone(phone.clone()),
+            },
+            None => create_or_match_contact(&deps.store, &caller.tenant_id, &identity, None, now).await?,
+        },
+        // Nothing read beside the key, or a remembered contact that no longer holds the phone.
+        _ => find_or_create_contact(&deps.store, &caller.tenant_id, &identity, None, now).await?,
+    };
+    let contact = match found {
+        FoundContact::Existing { contact_id, .. } => contacts::load(deps, caller, &contact_id).await?,
+        FoundContact::Created { contact, .. } => *contact,
+    };
+    deps.recipients
+        .insert((caller.tenant_id.clone(), phone), contact.contact_id.clone());
+    Ok(contact)
 }
 
 /// The number a send goes out from: the one it names (which must be the tenant's), else the
@@ -74,12 +161,7 @@ async fn sending_number<S: ApiStore, L, Q>(
     if let Some(number) = &contact.last_number {
         return Ok(number.clone());
     }
-    let tenant = deps
-        .store
-        .get_tenant(&caller.tenant_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("tenant not found"))?;
-    Ok(tenant.phone_number_id)
+    Ok(caller.first_number.clone())
 }
 
 /// A tenant's numbers as this instance last read them.
@@ -181,7 +263,7 @@ pub async fn send<S: ApiStore, L: MediaLinks, Q: SendJobQueue>(
         return replay(deps, caller, &previous, &request_hash).await;
     }
 
-    let contact = recipient(deps, caller, &request).await?;
+    let contact = recipient(deps, caller, &request, req.extensions().get::<Prefetched>()).await?;
     let from = sending_number(deps, caller, request.from.as_deref(), &contact).await?;
     if request.message_type == "template" {
         check_template_number(deps, caller, &from).await?;
@@ -295,7 +377,18 @@ pub async fn send<S: ApiStore, L: MediaLinks, Q: SendJobQueue>(
         created_at: now,
         expires_at: (now + Duration::hours(IDEMPOTENCY_TTL_HOURS)).timestamp(),
     });
-    let created = match deps.store.create_message_once(&message, record.as_ref()).await {
+    let entry = caller
+        .audit_entry("message.send")
+        .target("message", &message_id)
+        .request(request_id(req).as_deref())
+        .detail("contact_id", contact.contact_id.as_str())
+        .detail("type", request.message_type.as_str())
+        .detail("outcome", status.as_str());
+    let created = match deps
+        .store
+        .create_message_once(&message, record.as_ref(), Some(&entry))
+        .await
+    {
         Err(crm_shared::store::StoreError::NotFound) => return Err(ApiError::not_found("contact not found")),
         other => other?,
     };
@@ -304,17 +397,6 @@ pub async fn send<S: ApiStore, L: MediaLinks, Q: SendJobQueue>(
         // A concurrent request with the same key won the race: answer as it did.
         CreateOutcome::Replay(previous) => return replay(deps, caller, &previous, &request_hash).await,
     }
-    audit(
-        &deps.store,
-        caller
-            .audit_entry("message.send")
-            .target("message", &message_id)
-            .request(request_id(req).as_deref())
-            .detail("contact_id", contact.contact_id.as_str())
-            .detail("type", request.message_type.as_str())
-            .detail("outcome", status.as_str()),
-    )
-    .await;
     if status == MessageStatus::Queued {
         enqueue(deps, &caller.tenant_id, &message_id).await?;
     }
