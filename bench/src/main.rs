@@ -721,6 +721,17 @@ fn sqs_event(records: &[(String, String)], queue: &str) -> Vec<u8> {
     json!({ "Records": records }).to_string().into_bytes()
 }
 
+/// `POST /v1/messages` of a text to `to`, as the API Gateway event the api function receives.
+fn text_send_event(b: &Bench, to: &str, text: &str) -> Vec<u8> {
+    let body = json!({"to": to, "type": "text", "text": {"body": text}});
+    apigw_event(
+        "POST",
+        "/v1/messages",
+        &[bearer(b), ("content-type", "application/json".into())],
+        body.to_string().as_bytes(),
+    )
+}
+
 fn bearer(b: &Bench) -> (&'static str, String) {
     ("authorization", format!("Bearer {}", b.tenant.api_key.expose()))
 }
@@ -856,15 +867,7 @@ async fn warm_runs(b: &Bench, events: usize, warmup: usize) -> Result<Vec<Warm>,
         POST_MESSAGE,
         "api",
         (0..total)
-            .map(|i| {
-                let body = json!({"to": customer_phone(i), "type": "text", "text": {"body": format!("Yes! Order #{i} is reserved for you.")}});
-                apigw_event(
-                    "POST",
-                    "/v1/messages",
-                    &[bearer(b), ("content-type", "application/json".into())],
-                    body.to_string().as_bytes(),
-                )
-            })
+            .map(|i| text_send_event(b, &customer_phone(i), &format!("Yes! Order #{i} is reserved for you.")))
             .collect(),
         warmup,
         Expect::Http(202),
@@ -926,15 +929,7 @@ async fn warm_runs(b: &Bench, events: usize, warmup: usize) -> Result<Vec<Warm>,
         POST_REPLY,
         "api",
         (0..total)
-            .map(|i| {
-                let body = json!({"to": customer_phone(i % customers), "type": "text", "text": {"body": format!("Reply {i}.")}});
-                apigw_event(
-                    "POST",
-                    "/v1/messages",
-                    &[bearer(b), ("content-type", "application/json".into())],
-                    body.to_string().as_bytes(),
-                )
-            })
+            .map(|i| text_send_event(b, &customer_phone(i % customers), &format!("Reply {i}.")))
             .collect(),
         warmup,
         Expect::Http(202),
