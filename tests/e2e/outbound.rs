@@ -639,18 +639,14 @@ async fn call_api<S: api_fn::ApiStore>(
     body: Option<Value>,
 ) -> (u16, Value) {
     let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let (parts, _) = lambda_http::http::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("authorization", format!("Bearer {key}"))
-        .header("content-type", "application/json")
-        .body(())
-        .unwrap()
-        .into_parts();
-    let event = devstack::gateway::api_gateway_event(&parts, body.as_bytes());
-    let resp = api_fn::handle(deps, lambda_http::request::from_str(&event.to_string()).unwrap())
-        .await
-        .unwrap();
+    let bearer = format!("Bearer {key}");
+    let request = e2e_tests::gateway_request(
+        method,
+        path,
+        &[("authorization", &bearer), ("content-type", "application/json")],
+        body.as_bytes(),
+    );
+    let resp = api_fn::handle(deps, request).await.unwrap();
     let status = resp.status().as_u16();
     let value = match resp.body() {
         lambda_http::Body::Text(t) => serde_json::from_str(t).unwrap_or(Value::Null),

@@ -600,19 +600,16 @@ async fn webhook_instance(store: &DynamoStore) -> Webhook {
 /// A signed text delivery from `from`, as API Gateway hands it to the function.
 fn signed_text(pnid: &str, from: &str, wamid: &str, ts: i64) -> lambda_http::Request {
     let body = text_delivery(pnid, from, wamid, ts, "hello");
-    let (parts, _) = lambda_http::http::Request::builder()
-        .method("POST")
-        .uri("/webhooks/whatsapp")
-        .header("content-type", "application/json")
-        .header(
-            "x-hub-signature-256",
-            crm_shared::whatsapp::sign(e2e_tests::TEST_APP_SECRET.as_bytes(), body.as_bytes()),
-        )
-        .body(())
-        .unwrap()
-        .into_parts();
-    let event = devstack::gateway::api_gateway_event(&parts, body.as_bytes());
-    lambda_http::request::from_str(&event.to_string()).unwrap()
+    let signature = crm_shared::whatsapp::sign(e2e_tests::TEST_APP_SECRET.as_bytes(), body.as_bytes());
+    e2e_tests::gateway_request(
+        "POST",
+        "/webhooks/whatsapp",
+        &[
+            ("content-type", "application/json"),
+            ("x-hub-signature-256", &signature),
+        ],
+        body.as_bytes(),
+    )
 }
 
 #[tokio::test]

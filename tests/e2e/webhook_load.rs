@@ -63,19 +63,16 @@ async fn overflow_consumer() -> Overflow {
 
 /// POSTs a signed delivery to the function as API Gateway would; returns the status code.
 async fn deliver(deps: &Webhook, body: &str) -> u16 {
-    let (parts, _) = lambda_http::http::Request::builder()
-        .method("POST")
-        .uri("/webhooks/whatsapp")
-        .header("content-type", "application/json")
-        .header(
-            "x-hub-signature-256",
-            crm_shared::whatsapp::sign(e2e_tests::TEST_APP_SECRET.as_bytes(), body.as_bytes()),
-        )
-        .body(())
-        .unwrap()
-        .into_parts();
-    let event = devstack::gateway::api_gateway_event(&parts, body.as_bytes());
-    let request = lambda_http::request::from_str(&event.to_string()).unwrap();
+    let signature = crm_shared::whatsapp::sign(e2e_tests::TEST_APP_SECRET.as_bytes(), body.as_bytes());
+    let request = e2e_tests::gateway_request(
+        "POST",
+        "/webhooks/whatsapp",
+        &[
+            ("content-type", "application/json"),
+            ("x-hub-signature-256", &signature),
+        ],
+        body.as_bytes(),
+    );
     webhook_fn::handle(deps, request).await.unwrap().status().as_u16()
 }
 

@@ -608,6 +608,18 @@ impl Stack {
     }
 }
 
+/// A request as API Gateway hands it to a function (through the local gateway's own event
+/// mapping), for tests that call a handler in-process.
+pub fn gateway_request(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> lambda_http::Request {
+    let mut builder = lambda_http::http::Request::builder().method(method).uri(path);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    let (parts, _) = builder.body(()).unwrap().into_parts();
+    let event = devstack::gateway::api_gateway_event(&parts, body);
+    lambda_http::request::from_str(&event.to_string()).unwrap()
+}
+
 /// One API call through the gateway: `(status, JSON body)` (a non-JSON body comes back as a
 /// JSON string).
 pub async fn api(
