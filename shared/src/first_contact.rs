@@ -1,6 +1,6 @@
-//! Find-or-create of a customer's contact, the one way a contact comes to exist without a
-//! tenant asking for it: an inbound message from a new customer (webhook), or a send to a new
-//! phone number (API).
+//! Find-or-create of a customer's contact, for a send to a new phone number (API). An inbound
+//! message from a new customer (webhook) builds the contact with [`new_contact`] and creates
+//! it in the message's own write instead (see `InboundWrite::new_contact`).
 //!
 //! Contract: a consistent match by identity (phone first, then user id); when none, a new
 //! contact holding the identity, created with conditional writes on its identity records so
@@ -81,17 +81,7 @@ pub async fn create_or_match_contact<S: ContactStore>(
         {
             return Ok(FoundContact::Existing { contact_id, matched_by });
         }
-        let valid = ValidContact {
-            phone: identity.phone.clone(),
-            user_id: identity.user_id.clone(),
-            name: profile_name.map(str::to_owned),
-            email: None,
-            language: None,
-            tags: Vec::new(),
-            attributes: Default::default(),
-        };
-        let mut contact = Contact::new(tenant_id, valid, now);
-        contact.profile_name = profile_name.map(str::to_owned);
+        let contact = new_contact(tenant_id, identity, profile_name, now);
         match store.create_contact(&contact).await {
             Ok(()) => {
                 return Ok(FoundContact::Created {
@@ -105,6 +95,28 @@ pub async fn create_or_match_contact<S: ContactStore>(
         }
     }
     Err(StoreError::Backend("contact could not be resolved".into()))
+}
+
+/// A customer's new contact, not yet stored: a fresh id, the identity, and `profile_name` as
+/// its name and WhatsApp profile name.
+pub fn new_contact(
+    tenant_id: &str,
+    identity: &CustomerIdentity,
+    profile_name: Option<&str>,
+    now: DateTime<Utc>,
+) -> Contact {
+    let valid = ValidContact {
+        phone: identity.phone.clone(),
+        user_id: identity.user_id.clone(),
+        name: profile_name.map(str::to_owned),
+        email: None,
+        language: None,
+        tags: Vec::new(),
+        attributes: Default::default(),
+    };
+    let mut contact = Contact::new(tenant_id, valid, now);
+    contact.profile_name = profile_name.map(str::to_owned);
+    contact
 }
 
 #[cfg(test)]

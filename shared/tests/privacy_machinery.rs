@@ -130,6 +130,7 @@ async fn seed_erasable(w: &World) -> (Seeded, Contact) {
         matched_by: Some(IdentityKey::Phone("+15550001".into())),
         profile_name: Some("Ada L.".into()),
         consent: Some(stop),
+        new_contact: None,
     };
     store.record_inbound(&write).await.unwrap();
     let key = media_key(&t, &contact.contact_id, &inbound.message_id);

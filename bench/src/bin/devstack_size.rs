@@ -175,6 +175,7 @@ async fn main() {
                     matched_by: None,
                     profile_name: None,
                     consent: None,
+                    new_contact: None,
                 };
                 store.record_inbound(&write).await.expect("stored");
             }

@@ -207,6 +207,7 @@ async fn main() {
             matched_by: None,
             profile_name: None,
             consent: None,
+            new_contact: None,
         };
         store.record_inbound(&write).await.expect("message");
         jobs.push(json!({"tenant_id": tenant_id, "message_id": m.message_id, "contact_id": contact.contact_id}));

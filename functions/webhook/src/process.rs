@@ -8,8 +8,8 @@ use futures::stream::{self, StreamExt};
 use serde_json::Value;
 
 use crm_shared::audit::AuditEntry;
-use crm_shared::contact::{self, ConsentChange, MarketingConsent};
-use crm_shared::first_contact::create_or_match_contact;
+use crm_shared::contact::{self, ConsentChange, Contact, MarketingConsent};
+use crm_shared::first_contact::new_contact;
 use crm_shared::jobs::{MediaJob, MediaJobQueue};
 use crm_shared::message::{self, Direction, MediaRef, MediaStatus, MessageError, MessageRecord, MessageStatus};
 use crm_shared::store::{
@@ -376,35 +376,40 @@ pub(crate) fn identity_of(
     (CustomerIdentity { phone, user_id }, name)
 }
 
-/// The sender's contact and the identity it was matched by: this instance's memory of it when
-/// `use_known` (the write checks it still holds), else a consistent lookup, else a new contact
-/// — unless `wamid` is an erased message's (`None`): a late redelivery of an erased customer's
-/// message must not create their contact again.
-async fn resolve_contact<S: WebhookStore, Q: MediaJobQueue>(
+/// Whom an inbound message is from.
+enum Sender {
+    /// An existing contact, and the identity it was matched by.
+    Known(String, IdentityKey),
+    /// Nobody holds the sender's identity: this contact is created by the message's own write
+    /// (so a refused message, such as a late redelivery of an erased customer's, creates
+    /// nothing).
+    New(Box<Contact>),
+}
+
+/// The sender: this instance's memory of them when `use_known` (the write checks the contact
+/// still holds the identity), else a consistent lookup, else a new contact.
+async fn resolve_sender<S: WebhookStore, Q: MediaJobQueue>(
     deps: &Processor<S, Q>,
     tenant_id: &str,
     identity: &CustomerIdentity,
     profile_name: Option<&String>,
-    (wamid, now): (&str, DateTime<Utc>),
+    now: DateTime<Utc>,
     use_known: bool,
-) -> Result<Option<(String, IdentityKey)>, ProcessError> {
-    if use_known && let Some(known) = deps.known_contact(tenant_id, identity) {
-        return Ok(Some(known));
+) -> Result<Sender, ProcessError> {
+    if use_known && let Some((contact_id, matched_by)) = deps.known_contact(tenant_id, identity) {
+        return Ok(Sender::Known(contact_id, matched_by));
     }
-    let (contact_id, matched_by) = match deps.store.match_contact(tenant_id, identity).await? {
-        Some(found) => found,
-        // Only a first contact pays for the tombstone read (known contacts: the message's
-        // transaction checks it).
-        None if deps.store.wamid_erased(tenant_id, wamid).await? => return Ok(None),
-        None => {
-            let found =
-                create_or_match_contact(&deps.store, tenant_id, identity, profile_name.map(String::as_str), now)
-                    .await?;
-            (found.contact_id().to_owned(), found.matched_by().clone())
-        }
-    };
-    deps.remember_contact(tenant_id, matched_by.clone(), &contact_id);
-    Ok(Some((contact_id, matched_by)))
+    if let Some((contact_id, matched_by)) = deps.store.match_contact(tenant_id, identity).await? {
+        deps.remember_contact(tenant_id, matched_by.clone(), &contact_id);
+        return Ok(Sender::Known(contact_id, matched_by));
+    }
+    let profile_name = profile_name.map(String::as_str);
+    Ok(Sender::New(Box::new(new_contact(
+        tenant_id,
+        identity,
+        profile_name,
+        now,
+    ))))
 }
 
 async fn store_message<S: WebhookStore, Q: MediaJobQueue>(
@@ -441,19 +446,16 @@ async fn store_message<S: WebhookStore, Q: MediaJobQueue>(
     let keyword = message.content.text_for_keywords().and_then(consent_keyword);
 
     // First with this instance's memory of the sender; after a refused write (contact erased,
-    // identity moved to another contact) with fresh lookups.
+    // identity moved to another contact, a first contact created concurrently) with fresh
+    // lookups.
     for attempt in 0..3 {
-        let resolved = resolve_contact(
-            deps,
-            tenant_id,
-            &identity,
-            profile_name.as_ref(),
-            (&message.id, now),
-            attempt == 0,
-        )
-        .await?;
-        let Some((contact_id, matched_by)) = resolved else {
-            return Ok(InboundOutcome::Erased);
+        let sender = resolve_sender(deps, tenant_id, &identity, profile_name.as_ref(), now, attempt == 0).await?;
+        let (contact_id, matched_by, new_contact) = match sender {
+            Sender::Known(contact_id, matched_by) => (contact_id, matched_by, None),
+            Sender::New(contact) => {
+                let primary = identity.primary_key().expect("the sender has a phone or user id");
+                (contact.contact_id.clone(), primary, Some(*contact))
+            }
         };
         let record = MessageRecord {
             // The number the customer wrote to: its conversation, and where replies go from.
@@ -476,7 +478,12 @@ async fn store_message<S: WebhookStore, Q: MediaJobQueue>(
             )
         };
         let consent = match keyword {
-            Some(k) => Some(consent_change(deps, tenant_id, &contact_id, k, at).await?),
+            // A contact created by this message had no consent before it.
+            Some(k) if new_contact.is_some() => Some(consent_change(&contact_id, k, MarketingConsent::Unknown, at)),
+            Some(k) => {
+                let previous = current_consent(deps, tenant_id, &contact_id).await?;
+                Some(consent_change(&contact_id, k, previous, at))
+            }
             None => None,
         };
         let write = InboundWrite {
@@ -484,9 +491,13 @@ async fn store_message<S: WebhookStore, Q: MediaJobQueue>(
             matched_by: Some(matched_by.clone()),
             profile_name: profile_name.clone(),
             consent,
+            new_contact,
         };
         match deps.store.record_inbound(&write).await {
             Ok(InboundOutcome::Stored) => {
+                if write.new_contact.is_some() {
+                    deps.remember_contact(tenant_id, matched_by, &contact_id);
+                }
                 if let Some(change) = &write.consent {
                     // A consent change by the customer's own keyword is audited like any other.
                     let entry = AuditEntry::new(tenant_id, None, "contact.consent")
@@ -522,26 +533,36 @@ async fn store_message<S: WebhookStore, Q: MediaJobQueue>(
                 deps.forget_contact(tenant_id, &matched_by);
                 continue;
             }
+            // Another first message of the same customer created their contact meanwhile:
+            // match again (the winner's contact).
+            Err(StoreError::Conflict(_)) if write.new_contact.is_some() => continue,
             Err(e) => return Err(e.into()),
         }
     }
     Err(StoreError::Backend("contact vanished twice while storing a message".into()).into())
 }
 
-async fn consent_change<S: WebhookStore, Q: MediaJobQueue>(
+/// The contact's marketing consent before a keyword changes it.
+async fn current_consent<S: WebhookStore, Q: MediaJobQueue>(
     deps: &Processor<S, Q>,
     tenant_id: &str,
     contact_id: &str,
-    keyword: ConsentKeyword,
-    at: DateTime<Utc>,
-) -> Result<ConsentChange, ProcessError> {
-    let previous = deps
+) -> Result<MarketingConsent, ProcessError> {
+    Ok(deps
         .store
         .get_contact(tenant_id, contact_id)
         .await?
         .map(|c| c.consent.marketing)
-        .unwrap_or(MarketingConsent::Unknown);
-    Ok(ConsentChange {
+        .unwrap_or(MarketingConsent::Unknown))
+}
+
+fn consent_change(
+    contact_id: &str,
+    keyword: ConsentKeyword,
+    previous: MarketingConsent,
+    at: DateTime<Utc>,
+) -> ConsentChange {
+    ConsentChange {
         contact_id: contact_id.to_owned(),
         marketing: match keyword {
             ConsentKeyword::OptOut => MarketingConsent::OptedOut,
@@ -551,7 +572,7 @@ async fn consent_change<S: WebhookStore, Q: MediaJobQueue>(
         source: "inbound_keyword".into(),
         actor: "inbound_keyword".into(),
         at,
-    })
+    }
 }
 
 async fn enqueue_media<S: WebhookStore, Q: MediaJobQueue>(

@@ -183,7 +183,7 @@ async fn contact_resolution() {
             earlier = Some(moved);
             other = Some(w.seed_contact(PHONE));
         }
-        let (reads_before, creates_before) = (w.store.calls(Op::MatchContact), w.store.calls(Op::CreateContact));
+        let (reads_before, contacts_before) = (w.store.calls(Op::MatchContact), w.store.contacts(t).len());
 
         w.deliver(&text("wamid.under.test", 1_700_000_100, "hello")).await;
 
@@ -211,10 +211,12 @@ async fn contact_resolution() {
             "{case}: identity reads"
         );
         assert_eq!(
-            w.store.calls(Op::CreateContact) - creates_before,
+            w.store.contacts(t).len() - contacts_before,
             creates,
             "{case}: contacts created"
         );
+        // A new contact is created by the message's own write.
+        assert_eq!(w.store.calls(Op::CreateContact), 0, "{case}: no separate creation");
         if let (Before::RememberedThenIdentityMoved, Some(c)) = (before, &earlier) {
             let unchanged = w.store.contact(t, &c.contact_id).expect("moved contact kept");
             assert_eq!(unchanged.version, c.version, "{case}: the old contact was not touched");
@@ -346,6 +348,80 @@ async fn an_erased_message_redelivered_creates_nothing_and_replays_no_consent() 
     let fresh = w.contact_of("wamid.new");
     assert_ne!(fresh.contact_id, erased.contact_id);
     assert_eq!(fresh.consent.marketing, MarketingConsent::Unknown);
+}
+
+/// An erasure first deletes the contact with its identity records, then tombstones and deletes
+/// its messages page by page. A redelivery in between matches nobody; its write must still
+/// create nothing (the message is there: a duplicate), nor after the message went (tombstoned).
+#[tokio::test]
+async fn a_redelivery_while_an_erasure_runs_creates_no_contact() {
+    use crm_shared::privacy::ErasureRecord;
+    use crm_shared::store::{ErasureStart, Lease, PrivacyStore};
+
+    let w = webhook();
+    let t = w.tenant.tenant_id.clone();
+    let hello = text("wamid.hello", 1_700_000_000, "hello");
+    let stop = text("wamid.stop", 1_700_000_001, "STOP");
+    w.deliver(&hello).await;
+    w.deliver(&stop).await;
+    let erased = w.contact_of("wamid.hello");
+    let now = Utc::now();
+    let record = ErasureRecord::new(&t, &erased.contact_id, None, 30, now);
+    let lease = Lease::new(now + chrono::Duration::minutes(5));
+    let started = w.store.start_erasure(&erased, &record, &lease).await.unwrap();
+    assert!(matches!(started, ErasureStart::Started { .. }), "{started:?}");
+    let audits = w.store.audit(&t).len();
+
+    for body in [&hello, &stop, &hello] {
+        w.deliver(body).await;
+    }
+    assert_eq!(w.store.messages(&t).len(), 2, "the erasure's own messages, nothing new");
+    assert!(w.store.contacts(&t).is_empty(), "the contact did not come back");
+    assert_eq!(w.store.audit(&t).len(), audits, "no consent change replayed");
+    assert_eq!(w.store.calls(Op::CreateContact), 0);
+
+    // A genuinely new message from the same customer starts a fresh contact, opted in by its
+    // own keyword.
+    w.deliver(&text("wamid.start", 1_700_000_100, "START")).await;
+    let fresh = w.contact_of("wamid.start");
+    assert_ne!(fresh.contact_id, erased.contact_id);
+    assert_eq!(fresh.consent.marketing, MarketingConsent::OptedIn);
+    let audit = w.store.audit(&t);
+    assert_eq!(audit.len(), audits + 1);
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.action == "contact.consent" && e.target_id.as_ref() == Some(&fresh.contact_id)),
+        "the keyword's consent change is audited"
+    );
+}
+
+#[tokio::test]
+async fn a_first_message_creates_its_contact_in_one_write_even_with_a_keyword() {
+    let w = webhook();
+    w.deliver(&text("wamid.stop", 1_700_000_000, "STOP")).await;
+    let contact = w.contact_of("wamid.stop");
+    assert_eq!(contact.consent.marketing, MarketingConsent::OptedOut);
+    assert_eq!(contact.version, 1, "created as the message leaves it");
+    let history = w
+        .store
+        .consent_history(&contact.tenant_id, &contact.contact_id)
+        .await
+        .unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].previous, MarketingConsent::Unknown);
+    // One identity read and the message's write; no consent read, no separate creation.
+    assert_eq!(
+        [
+            Op::MatchContact,
+            Op::GetContact,
+            Op::CreateContact,
+            Op::WamidErased,
+            Op::RecordInbound
+        ]
+        .map(|op| w.store.calls(op)),
+        [1, 0, 0, 0, 1]
+    );
 }
 
 #[tokio::test]

@@ -19,8 +19,25 @@ use crate::contact::{ConsentChange, Contact, RestrictionChange};
 use crate::cursor::Position;
 
 /// The write that claims an identity (phone or user id) for a contact; fails when taken.
-pub(crate) fn identity_claim(table: &str, pk: String, contact_id: &str) -> TransactWriteItem {
+fn identity_claim(table: &str, pk: String, contact_id: &str) -> TransactWriteItem {
     put_new(table, to_item(&IdentityItem::new(pk, contact_id)))
+}
+
+/// The writes that create a contact: its `profile` item (only if new), the claims of its
+/// identity records (only if unclaimed) and its tag entries, the profile first.
+pub(crate) fn contact_creation(table: &str, contact: &Contact, profile: Item) -> Vec<TransactWriteItem> {
+    let (t, c) = (&contact.tenant_id, &contact.contact_id);
+    let mut items = vec![put_new(table, profile)];
+    if let Some(phone) = &contact.phone {
+        items.push(identity_claim(table, phone_identity_pk(t, phone), c));
+    }
+    if let Some(user_id) = &contact.user_id {
+        items.push(identity_claim(table, user_identity_pk(t, user_id), c));
+    }
+    for tag in &contact.tags {
+        items.push(put_always(table, to_item(&TagItem::new(contact, tag))));
+    }
+    items
 }
 
 /// The profile write of an edit: only if the contact is still at the version read. An update,
@@ -128,17 +145,7 @@ impl ContactStore for DynamoStore {
     }
 
     async fn create_contact(&self, contact: &Contact) -> Result<(), StoreError> {
-        let (t, c) = (&contact.tenant_id, &contact.contact_id);
-        let mut items = vec![put_new(self.table(), to_item(&ContactItem::new(contact)))];
-        if let Some(phone) = &contact.phone {
-            items.push(identity_claim(self.table(), phone_identity_pk(t, phone), c));
-        }
-        if let Some(user_id) = &contact.user_id {
-            items.push(identity_claim(self.table(), user_identity_pk(t, user_id), c));
-        }
-        for tag in &contact.tags {
-            items.push(put_always(self.table(), to_item(&TagItem::new(contact, tag))));
-        }
+        let items = contact_creation(self.table(), contact, to_item(&ContactItem::new(contact)));
         match self.contact_transaction(items).await {
             // A fresh id never collides; a failed first item can only mean a retried create.
             Err(StoreError::VersionMismatch) => Err(StoreError::Conflict("contact id already exists".into())),

@@ -10,12 +10,13 @@ use aws_sdk_dynamodb::types::{
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
+use super::contacts::contact_creation;
 use super::dynamo::{
     DynamoStore, av, backend, condition_failed, from_item, key, n, put_always, s, to_item, tx_check, tx_put, tx_update,
 };
 use super::items::{
-    ConsentItem, ConversationTouch, MessageItem, ParkedStatusItem, RawEventItem, StatusChange, TombstoneItem,
-    WamidPointerItem, media_is_stored,
+    ConsentItem, ContactItem, ConversationTouch, MessageItem, ParkedStatusItem, RawEventItem, StatusChange,
+    TombstoneItem, WamidPointerItem, media_is_stored,
 };
 use super::keys::*;
 use super::outbound::WamidWrite;
@@ -106,7 +107,17 @@ impl DynamoStore {
                 .expect("put is complete"),
         );
         let m = &write.message;
-        let mut items = vec![message, self.contact_update(write, with_time_condition)];
+        let mut items = vec![message];
+        let created = write.created_contact();
+        match &created {
+            Some(contact) => {
+                // With the message's clock, so a later but older message cannot move it back.
+                let mut profile = to_item(&ContactItem::new(contact));
+                profile.insert("last_inbound_ms".into(), n(m.timestamp.timestamp_millis()));
+                items.extend(contact_creation(self.table(), contact, profile));
+            }
+            None => items.push(self.contact_update(write, with_time_condition)),
+        }
         // An erased message's wamid stays refused for Meta's redelivery window (same request).
         let tombstone_check = items.len();
         if let Some(wamid) = &m.wamid {
@@ -148,6 +159,11 @@ impl DynamoStore {
                     .ok_or(StoreError::Backend("duplicate message vanished".into()))?,
             };
             return Ok(Ok(InboundOutcome::Duplicate(Box::new(existing))));
+        }
+        if created.is_some() && cancelled.any_failed() {
+            // Only an identity claim is left to fail (a fresh id never collides): another first
+            // contact of the same customer won.
+            return Err(StoreError::Conflict("the identity was claimed meanwhile".into()));
         }
         if cancelled.any_failed() {
             return Ok(Err(()));

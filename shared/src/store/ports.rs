@@ -431,6 +431,34 @@ pub struct InboundWrite {
     pub profile_name: Option<String>,
     /// Consent change from a STOP/START keyword.
     pub consent: Option<ConsentChange>,
+    /// The sender has no contact yet: this one (holding the sender's identity, its id in
+    /// `message.contact_id`) is created by the message's own write, identity records claimed.
+    /// A message that is refused (a redelivery, an erased wamid) thus creates nothing, and an
+    /// identity another first contact claimed meanwhile fails the whole write (`Conflict`).
+    pub new_contact: Option<Contact>,
+}
+
+impl InboundWrite {
+    /// The contact to create as this message leaves it: the window opened at the message's
+    /// time, its number, the profile name and a keyword's consent (`None` for a known contact).
+    pub fn created_contact(&self) -> Option<Contact> {
+        let m = &self.message;
+        let mut contact = self.new_contact.clone()?;
+        contact.last_inbound_at = Some(m.timestamp);
+        contact.last_number = m.phone_number_id.clone();
+        contact.updated_at = m.created_at;
+        if let Some(name) = &self.profile_name {
+            contact.profile_name = Some(name.clone());
+        }
+        if let Some(change) = &self.consent {
+            contact.consent = crate::contact::Consent {
+                marketing: change.marketing,
+                updated_at: Some(change.at),
+                source: Some(change.source.clone()),
+            };
+        }
+        Some(contact)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -477,7 +505,9 @@ pub trait InboundStore: Send + Sync {
     /// only forward, profile name, keyword consent with its history entry); `NotFound` when
     /// the contact no longer exists or no longer holds `matched_by` (erased or moved meanwhile).
     /// A message older than the contact's last inbound one is stored without moving the
-    /// contact's clock or consent.
+    /// contact's clock or consent. With `new_contact` the contact is created in the same
+    /// write (`Conflict` when its identity was claimed meanwhile; nothing is written then, nor
+    /// for a duplicate or erased message).
     fn record_inbound(&self, write: &InboundWrite) -> impl Future<Output = Result<InboundOutcome, StoreError>> + Send;
 
     /// Moves an outbound message forward by the status ladder (`MessageStatus::rank`), once

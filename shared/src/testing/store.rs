@@ -842,43 +842,59 @@ fn holds(contact: &Contact, matched_by: Option<&IdentityKey>) -> bool {
 
 /// One attempt of `record_inbound`'s transaction; `None` when the contact update's condition
 /// failed (contact gone, identity moved, or — `with_time_condition` — a newer message seen).
-fn try_record_inbound(s: &mut State, write: &InboundWrite, with_time_condition: bool) -> Option<InboundOutcome> {
+fn try_record_inbound(
+    s: &mut State,
+    write: &InboundWrite,
+    with_time_condition: bool,
+) -> Result<Option<InboundOutcome>, StoreError> {
     let m = &write.message;
     if m.wamid
         .as_ref()
         .is_some_and(|w| s.tombstones.contains(&key(&m.tenant_id, w)))
     {
-        return Some(InboundOutcome::Erased);
+        return Ok(Some(InboundOutcome::Erased));
     }
     if let Some(existing) = s.messages.get(&key(&m.tenant_id, &m.message_id)) {
-        return Some(InboundOutcome::Duplicate(Box::new(existing.record.clone())));
+        return Ok(Some(InboundOutcome::Duplicate(Box::new(existing.record.clone()))));
     }
     let ts_ms = m.timestamp.timestamp_millis();
-    let row = s.contacts.get_mut(&key(&m.tenant_id, &m.contact_id))?;
-    let in_order = !with_time_condition || row.last_inbound_ms.is_none_or(|ms| ms <= ts_ms);
-    if !in_order || !holds(&row.contact, write.matched_by.as_ref()) {
-        return None;
-    }
-    let c = &mut row.contact;
-    c.updated_at = m.created_at;
-    c.version += 1;
-    if with_time_condition {
-        c.last_inbound_at = Some(m.timestamp);
-        row.last_inbound_ms = Some(ts_ms);
-        if m.phone_number_id.is_some() {
-            c.last_number = m.phone_number_id.clone();
+    let consent = write.consent.as_ref().filter(|_| with_time_condition);
+    if let Some(contact) = write.created_contact() {
+        // As the DynamoDB store: created with the message, or not at all.
+        insert_contact(s, &contact)?;
+        if let Some(row) = s.contacts.get_mut(&key(&m.tenant_id, &m.contact_id)) {
+            row.last_inbound_ms = Some(ts_ms);
+        }
+    } else {
+        let Some(row) = s.contacts.get_mut(&key(&m.tenant_id, &m.contact_id)) else {
+            return Ok(None);
+        };
+        let in_order = !with_time_condition || row.last_inbound_ms.is_none_or(|ms| ms <= ts_ms);
+        if !in_order || !holds(&row.contact, write.matched_by.as_ref()) {
+            return Ok(None);
+        }
+        let c = &mut row.contact;
+        c.updated_at = m.created_at;
+        c.version += 1;
+        if with_time_condition {
+            c.last_inbound_at = Some(m.timestamp);
+            row.last_inbound_ms = Some(ts_ms);
+            if m.phone_number_id.is_some() {
+                c.last_number = m.phone_number_id.clone();
+            }
+        }
+        if let Some(name) = &write.profile_name {
+            c.profile_name = Some(name.clone());
+        }
+        if let Some(change) = consent {
+            c.consent = Consent {
+                marketing: change.marketing,
+                updated_at: Some(change.at),
+                source: Some(change.source.clone()),
+            };
         }
     }
-    if let Some(name) = &write.profile_name {
-        c.profile_name = Some(name.clone());
-    }
-    let consent = write.consent.as_ref().filter(|_| with_time_condition);
     if let Some(change) = consent {
-        c.consent = Consent {
-            marketing: change.marketing,
-            updated_at: Some(change.at),
-            source: Some(change.source.clone()),
-        };
         s.consent_history
             .entry(key(&m.tenant_id, &m.contact_id))
             .or_default()
@@ -896,7 +912,7 @@ fn try_record_inbound(s: &mut State, write: &InboundWrite, with_time_condition: 
         },
     );
     inbox::touch_conversation(s, m, with_time_condition);
-    Some(InboundOutcome::Stored)
+    Ok(Some(InboundOutcome::Stored))
 }
 
 /// Sets the fields a status update sets (`StatusChange::of`).
@@ -1492,7 +1508,7 @@ impl InboundStore for MemStore {
     async fn record_inbound(&self, write: &InboundWrite) -> Result<InboundOutcome, StoreError> {
         self.enter(Op::RecordInbound, 1).await?;
         let mut s = self.state();
-        if let Some(outcome) = try_record_inbound(&mut s, write, true) {
+        if let Some(outcome) = try_record_inbound(&mut s, write, true)? {
             return Ok(outcome);
         }
         // As the DynamoDB store: only a contact that still exists and holds the identity, but
@@ -1501,7 +1517,7 @@ impl InboundStore for MemStore {
         if !s.contacts.contains_key(&key(&m.tenant_id, &m.contact_id)) {
             return Err(StoreError::NotFound);
         }
-        try_record_inbound(&mut s, write, false).ok_or(StoreError::NotFound)
+        try_record_inbound(&mut s, write, false)?.ok_or(StoreError::NotFound)
     }
 
     async fn apply_status(&self, tenant_id: &str, write: &StatusWrite) -> Result<StatusOutcome, StoreError> {
