@@ -33,8 +33,8 @@ async function boot() {
   }
   if (!session.key()) return showSignIn();
   try {
-    const me = await api('GET', '/v1/me');
-    await start(me);
+    // Who the key is goes out with the first screen's reads, not before them.
+    await start(api('GET', '/v1/me'));
   } catch (e) {
     session.clear();
     showSignIn(e.status === 401 ? 'That key was not accepted.' : e.message);
@@ -80,6 +80,8 @@ let broadcasts = null;
 let conversation = null;
 
 function signOut(message) {
+  // The first screen's reads fail together with a refused key: sign out once.
+  if (!session.key()) return;
   live?.stop();
   live = null;
   broadcasts?.stop();
@@ -87,9 +89,11 @@ function signOut(message) {
   showSignIn(message);
 }
 
-async function start(me) {
-  // One round trip for everything the first screen needs (the inbox page is read with it).
-  // The event log's head is read beside it but not waited for: the inbox shows without it.
+/** Shows the three panes; `whoami` is GET /v1/me's answer or the request still under way. */
+async function start(whoami) {
+  // One round trip for everything the first screen needs: who the key is, the numbers and
+  // the inbox page at once. The event log's head and the user list are read beside them but
+  // not waited for: the inbox shows without them (assignees show their names once known).
   live?.stop();
   const current = new LiveEvents((events) => {
     inbox.refreshSoon();
@@ -98,16 +102,25 @@ async function start(me) {
   live = current;
   const liveStarted = current.start();
   liveStarted.catch(() => {}); // handled below, once the screen exists
-  const [numbers, users, firstPage] = await Promise.all([
-    api('GET', '/v1/numbers'),
-    api('GET', '/v1/users?limit=100').catch(() => ({ items: [] })),
-    Inbox.firstPage(),
-  ]);
+  const usersRead = api('GET', '/v1/users?limit=100').catch(() => ({ items: [] }));
+  let me, numbers, firstPage;
+  try {
+    [me, numbers, firstPage] = await Promise.all([whoami, api('GET', '/v1/numbers'), Inbox.firstPage()]);
+  } catch (e) {
+    current.stop();
+    throw e;
+  }
   const context = {
     me,
     can: abilities(me),
     numbers: numbers.items ?? numbers,
-    users: users.items ?? [],
+    users: [],
+    // Rows show assignees' names once the users are known (the inbox is drawn again then);
+    // the conversation pane waits for them (its assignee picker lists them).
+    usersKnown: usersRead.then((users) => {
+      context.users = users.items ?? [];
+      if (live === current) inbox.render();
+    }),
     userName(id) {
       if (!id) return 'nobody';
       if (me.user && me.user.id === id) return 'you';

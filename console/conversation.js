@@ -72,6 +72,7 @@ export class ConversationPane {
         api('GET', `/v1/contacts/${encodeURIComponent(contactId)}`),
         api('GET', `${messagesPath}${query({ limit: 50 })}`),
         c ? api('GET', `/v1/conversations/${encodeURIComponent(c.id)}/notes?limit=50`) : { items: [] },
+        this.context.usersKnown, // the assignee picker lists them
       ]);
       if (this.contactId !== contactId) return;
       this.conversation = conversation;

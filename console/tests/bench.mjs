@@ -1,8 +1,8 @@
 // `make bench-console` (not a test): what the console ships and how fast it reaches an
 // interactive inbox on the local stack. Seeds 60 conversations, then loads the console in
 // fresh browser contexts (nothing cached) signed in with a key already in the tab, and
-// reports the bytes transferred and the time from navigation to the first inbox rows, as
-// medians over the runs.
+// reports the bytes transferred and the time from navigation to the first inbox rows in the
+// document (observed in the page), as medians over the runs.
 
 import { startStack } from './stack.mjs';
 import { launch, newPage } from './browser.mjs';
@@ -19,6 +19,15 @@ try {
   for (let run = 0; run < RUNS; run += 1) {
     const { page, context } = await newPage(browser, stack);
     await context.addInitScript((key) => sessionStorage.setItem('wcrm.api_key', key), agent.key);
+    // The moment the first row is in the document, seen from inside the page: a wait from
+    // outside polls, and its interval would be measured with it.
+    await context.addInitScript(() => {
+      new MutationObserver((_, observer) => {
+        if (!document.querySelector('[data-testid="conversation-row"]')) return;
+        window.inboxShownAt = performance.now();
+        observer.disconnect();
+      }).observe(document, { childList: true, subtree: true });
+    });
     const bytes = { console: 0, api: 0 };
     page.on('response', async (response) => {
       const size = Number((await response.headerValue('content-length')) || (await response.body().catch(() => Buffer.alloc(0))).length);
@@ -27,7 +36,7 @@ try {
     });
     await page.goto(`${stack.base}/`);
     await page.getByTestId('conversation-row').first().waitFor();
-    const interactiveMs = await page.evaluate(() => performance.now());
+    const interactiveMs = await page.evaluate(() => window.inboxShownAt);
     loads.push({ interactiveMs, ...bytes });
     await context.close();
   }

@@ -178,6 +178,25 @@ test('consent and restriction edits show in the panel with their history, and re
   assert.equal(contact.consent.marketing, 'opted_in');
 });
 
+test('a key refused on load (its user disabled) returns to the sign-in page, with the reason, and nothing else runs', async () => {
+  const leaver = await stack.user('Lee Leaver', 'agent');
+  const { page } = await open();
+  await signIn(page, stack, leaver.key);
+  await stack.api(stack.adminKey, 'DELETE', `/v1/users/${leaver.id}`);
+  // The first screen's reads go out together; every one of them is refused.
+  const refused = [];
+  page.on('response', (r) => { if (r.status() === 401) refused.push(new URL(r.url()).pathname); });
+  await page.reload();
+  await page.getByRole('alert').filter({ hasText: 'That key was not accepted.' }).waitFor();
+  await page.waitForTimeout(2500); // a live poll would have run by now
+  assert.equal(await page.getByLabel('API key').count(), 1, 'the sign-in form is shown');
+  assert.equal(await page.getByTestId('who').count(), 0, 'no pane was drawn');
+  assert.equal(await page.getByRole('alert').textContent(), 'That key was not accepted.');
+  assert.equal(await page.evaluate(() => sessionStorage.getItem('wcrm.api_key')), null, 'the key left the tab');
+  assert.ok(refused.includes('/v1/me'), `refused: ${refused}`);
+  assert.ok(refused.filter((p) => p === '/v1/events').length <= 1, `no live poll after sign-out: ${refused}`);
+});
+
 test('a viewer sees the conversation but no composer and no actions', async () => {
   const viewer = await stack.user('Val Viewer', 'viewer');
   const { page } = await open();
