@@ -180,13 +180,14 @@ test('consent and restriction edits show in the panel with their history, and re
 
 test('a key refused on load (its user disabled) returns to the sign-in page, with the reason, and nothing else runs', async () => {
   const leaver = await stack.user('Lee Leaver', 'agent');
-  const { page } = await open();
-  await signIn(page, stack, leaver.key);
   await stack.api(stack.adminKey, 'DELETE', `/v1/users/${leaver.id}`);
+  // A tab that still holds the key (signed in before the user was disabled) is opened again.
   // The first screen's reads go out together; every one of them is refused.
+  const { page, context } = await open();
+  await context.addInitScript((key) => sessionStorage.setItem('wcrm.api_key', key), leaver.key);
   const refused = [];
   page.on('response', (r) => { if (r.status() === 401) refused.push(new URL(r.url()).pathname); });
-  await page.reload();
+  await page.goto(`${stack.base}/`);
   await page.getByRole('alert').filter({ hasText: 'That key was not accepted.' }).waitFor();
   await page.waitForTimeout(2500); // a live poll would have run by now
   assert.equal(await page.getByLabel('API key').count(), 1, 'the sign-in form is shown');
