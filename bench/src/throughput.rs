@@ -276,6 +276,7 @@ pub fn queued_text(tenant_id: &str, contact_id: &str, n: usize) -> MessageRecord
         created_at: now,
         sent_by: None,
         automation_rule: None,
+        broadcast_id: None,
     }
 }
 

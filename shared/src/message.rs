@@ -214,6 +214,9 @@ pub struct MessageRecord {
     /// inbox's sense — the conversation keeps waiting for the team (docs/automations.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub automation_rule: Option<String>,
+    /// The broadcast this message is a recipient's send of (outbound).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broadcast_id: Option<String>,
 }
 
 impl MessageRecord {
@@ -257,6 +260,19 @@ impl MessageRecord {
             created_at,
             sent_by: None,
             automation_rule: None,
+            broadcast_id: None,
+        }
+    }
+
+    /// The number of the conversation this message moves, if it moves one: every message with
+    /// a number does, but a broadcast's. A campaign is not a conversation: its sends neither
+    /// open one nor move one up the inbox or answer a waiting customer (a reply does open
+    /// one), and a campaign at the number's full rate would otherwise rewrite the tenant's one
+    /// inbox index key ~2,000 times a second (docs/data-model.md).
+    pub fn conversation_number(&self) -> Option<&str> {
+        match self.broadcast_id {
+            Some(_) => None,
+            None => self.phone_number_id.as_deref(),
         }
     }
 }

@@ -836,3 +836,95 @@ async fn the_sweep_wakes_snoozes_that_ran_out_and_only_those() {
     let (_, remaining) = c.call("GET", "/v1/conversations?status=snoozed", &c.admin, None).await;
     assert_eq!(remaining["items"], json!([]), "{remaining}");
 }
+
+#[tokio::test]
+async fn a_broadcasts_message_is_in_the_timeline_but_moves_no_conversation() {
+    use crm_shared::message::{Direction, MessageRecord, MessageStatus};
+    use crm_shared::store::OutboundStore;
+    let queue = e2e_tests::own_queue("OutboundQueue").await;
+    let c = ctx("Campaign inbox", &queue).await;
+    let now = Utc::now().timestamp();
+    let waiting_customer = customer_wa_id();
+    c.deliver(&[(
+        c.pnid.clone(),
+        waiting_customer.clone(),
+        "wamid.camp.1".into(),
+        now - 60,
+    )])
+    .await;
+    let before = c.all("", &c.admin, 10).await;
+    assert_eq!(before.len(), 1);
+    let conversation = before[0]["id"].as_str().unwrap().to_owned();
+    let waiting_contact = before[0]["contact"]["id"].as_str().unwrap().to_owned();
+    let (status, quiet) = c
+        .call(
+            "POST",
+            "/v1/contacts",
+            &c.admin,
+            Some(json!({"phone": "+447911123456", "name": "Never wrote"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{quiet}");
+    let quiet_contact = quiet["id"].as_str().unwrap().to_owned();
+
+    // The broadcaster stores each recipient's message (on its own role), naming the number.
+    let broadcaster = stack().store_for("BroadcastFunction").await;
+    let message = |contact: &str, broadcast: Option<&str>| MessageRecord {
+        phone_number_id: Some(c.pnid.clone()),
+        broadcast_id: broadcast.map(str::to_owned),
+        ..MessageRecord::new(
+            &c.tenant_id,
+            crm_shared::ids::new_id(),
+            contact,
+            Direction::Outbound,
+            "template",
+            json!({"name": "spring_sale", "language": {"code": "en_US"}}),
+            MessageStatus::Queued,
+            Utc::now(),
+            Utc::now(),
+        )
+    };
+    let sent = message(&waiting_contact, Some("01campaign"));
+    for m in [&sent, &message(&quiet_contact, Some("01campaign"))] {
+        broadcaster.create_message(m).await.unwrap();
+    }
+    let after = c.all("", &c.admin, 10).await;
+    assert_eq!(after.len(), 1, "the campaign opened no conversation: {after:?}");
+    for field in ["last_activity_at", "waiting_since", "preview", "status"] {
+        assert_eq!(after[0][field], before[0][field], "{field} unchanged");
+    }
+    let (_, waiting) = c.call("GET", "/v1/conversations?waiting=true", &c.admin, None).await;
+    assert_eq!(
+        ids(waiting["items"].as_array().unwrap()),
+        [conversation.clone()],
+        "still waiting"
+    );
+    // The message is in the conversation's timeline, marked as the campaign's.
+    let (status, timeline) = c
+        .call(
+            "GET",
+            &format!("/v1/conversations/{conversation}/messages"),
+            &c.admin,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{timeline}");
+    let listed: Vec<&Value> = timeline["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["id"] == json!(sent.message_id))
+        .collect();
+    assert_eq!(listed.len(), 1, "{timeline}");
+    assert_eq!(listed[0]["broadcast_id"], "01campaign");
+
+    // The same message sent by the team moves it and answers the customer.
+    broadcaster
+        .create_message(&message(&waiting_contact, None))
+        .await
+        .unwrap();
+    let answered = c.all("", &c.admin, 10).await;
+    assert_eq!(answered.len(), 1);
+    assert_ne!(answered[0]["last_activity_at"], before[0]["last_activity_at"]);
+    assert_eq!(answered[0]["waiting_since"], Value::Null, "{answered:?}");
+}

@@ -364,6 +364,7 @@ async fn outbound(store: &DynamoStore, tenant: &str, contact: &str) -> MessageRe
         created_at: now,
         sent_by: None,
         automation_rule: None,
+        broadcast_id: None,
     };
     store.create_message(&m).await.unwrap();
     m

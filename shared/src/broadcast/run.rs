@@ -729,6 +729,7 @@ async fn hand_over<S: EngineStore, Q: SendJobQueue>(
         phone_number_id: Some(b.spec.phone_number_id.clone().unwrap_or_default()).filter(|p| !p.is_empty()),
         category: Some(category_of(b)),
         language: r.language.clone(),
+        broadcast_id: Some(b.broadcast_id.clone()),
         ..MessageRecord::new(
             &b.tenant_id,
             message_id.clone(),

@@ -217,7 +217,8 @@ impl OutboundStore for DynamoStore {
         // recipient's queue (per-recipient order) with the same update.
         let queued = message.status == MessageStatus::Queued;
         let contact_key = key(contact_pk(&message.tenant_id, &message.contact_id), PROFILE_SK);
-        let contact_item = (queued || message.phone_number_id.is_some()).then(|| {
+        let conversation_number = message.conversation_number();
+        let contact_item = (queued || conversation_number.is_some()).then(|| {
             items.push(if queued {
                 tx_update(
                     Update::builder()
@@ -242,7 +243,7 @@ impl OutboundStore for DynamoStore {
             items.len() - 1
         });
         // The conversation moves with the message.
-        if let Some(number) = message.phone_number_id.as_ref() {
+        if let Some(number) = conversation_number {
             let touch = ConversationTouch::outbound(message, number);
             items.push(tx_update(touch.into_update(self.table(), message, number)));
         }

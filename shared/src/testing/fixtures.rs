@@ -72,6 +72,7 @@ pub fn queued_message(
         created_at: now,
         sent_by: None,
         automation_rule: None,
+        broadcast_id: None,
     }
 }
 
@@ -115,5 +116,6 @@ pub fn inbound_media_message(contact: &Contact, media_id: &str, sha256: Option<&
         created_at: now,
         sent_by: None,
         automation_rule: None,
+        broadcast_id: None,
     }
 }

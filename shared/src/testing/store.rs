@@ -1689,10 +1689,11 @@ impl OutboundStore for MemStore {
                 touched_ms: None,
             },
         );
-        // The transaction: the message, and the contact (its recipient queue, or a check,
-        // which DynamoDB charges as a write).
+        // The transaction: the message, the contact (its recipient queue, or a check, which
+        // DynamoDB charges as a write) and the conversation it moves, if any.
         note_message_write(&mut s, None, message, false);
         note_write(&mut s, contact_pk(&message.tenant_id, &message.contact_id));
+        inbox::touch_conversation(&mut s, message, true);
         Ok(())
     }
 

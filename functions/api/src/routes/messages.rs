@@ -54,6 +54,7 @@ pub async fn view<L: MediaLinks>(links: &L, m: &MessageRecord) -> Value {
         "category": m.category,
         "language": m.language,
         "automation_rule": m.automation_rule,
+        "broadcast_id": m.broadcast_id,
         "timestamp": m.timestamp,
         "created_at": m.created_at,
     })

@@ -17,7 +17,7 @@ use crate::user::{User, UserStatus};
 
 /// The conversation change of a message stored in the same "transaction" (`ConversationTouch`).
 pub(super) fn touch_conversation(s: &mut State, m: &MessageRecord, newest: bool) {
-    let Some(number) = &m.phone_number_id else { return };
+    let Some(number) = m.conversation_number() else { return };
     let k = key(&m.tenant_id, &conversation_id(&m.contact_id, number));
     let created = !s.conversations.contains_key(&k);
     let c = s
@@ -28,6 +28,10 @@ pub(super) fn touch_conversation(s: &mut State, m: &MessageRecord, newest: bool)
         Direction::Inbound => c.on_inbound(m, newest || created),
         Direction::Outbound => c.on_outbound(m, created),
     }
+    // The conversation item and its inbox entry (GSI1 projects every attribute, so any change
+    // writes the entry).
+    super::note_write(s, crate::store::keys::contact_pk(&m.tenant_id, &m.contact_id));
+    super::note_write(s, crate::store::keys::inbox_gsi1pk(&m.tenant_id));
 }
 
 /// The contact's conversations and notes go with its partition (erasure).
