@@ -15,6 +15,7 @@ help:
 	@echo "make bench-templates - template send validation CPU vs POST /v1/messages (target <= 5 %)"
 	@echo "make bench-devstack - the local endpoint at 10,000 contacts / 100,000 messages: latency, memory"
 	@echo "make bench-broadcasts - a campaign over the in-memory store: planning time, store requests per recipient (N=20000)"
+	@echo "make bench-event-log - write units per event on a tenant's event log key at 1,000 msg/s with three statuses each"
 	@echo "make bench-campaign - 100,000 recipients through engine, senders (1,000/s) and fake Graph: rate, 130429, memory, writes per key"
 	@echo "make bench-reports - counter updates per 1,000 events; a 90-day report of every grouping: requests, CPU"
 	@echo "make bench-console - the web console: bytes shipped, time to an interactive inbox (release local stack)"
@@ -52,7 +53,7 @@ package: bootstrap
 # one cargo invocation the native binaries the report measures: every function and the bench's
 # own and the local stack the console bench starts, in the `measure` profile (Cargo.toml); then
 # every measurement (see bench/).
-BENCH_BINS := bench hello-lambda putitem-ref phone-first-use broadcast-bench media-rss sdk-request devstack crmctl
+BENCH_BINS := bench hello-lambda putitem-ref phone-first-use broadcast-bench media-rss sdk-request event-log-units devstack crmctl
 bench: package
 	cargo build --profile measure --workspace $(addprefix --bin ,$(FUNCTION_BINS) $(BENCH_BINS))
 	target/measure/bench
@@ -108,6 +109,13 @@ bench-automations:
 bench-sdk:
 	cargo build --profile measure -p bench --bin sdk-request
 	target/measure/sdk-request $(SDK_BENCH_ARGS)
+
+# Event log benchmark (not a test): write units per event on a tenant's log key when a
+# campaign's three statuses per message arrive at 1,000 msg/s (packs deflated vs listed).
+.PHONY: bench-event-log
+bench-event-log:
+	cargo build --profile measure -p bench --bin event-log-units
+	target/measure/event-log-units $(EVENT_LOG_BENCH_ARGS)
 
 .PHONY: bench-reports
 bench-reports:

@@ -1303,6 +1303,10 @@ const NAMED_BENCHES: &[(&[&str], &str)] = &[
         "The same with a new connection per request (as moto answers: `Connection: close`)",
     ),
     (
+        &["event-log-units", "--messages", "3200", "--rate", "1000"],
+        "The event log key at 1,000 msg/s with three statuses each: write units per event, deflated packs vs listed",
+    ),
+    (
         &["bash", "console/tests/run.sh", "--bench"],
         "Console: what it ships and the time to an interactive inbox (60 conversations, local stack)",
     ),

@@ -1332,6 +1332,35 @@ async fn offboarding_disables_the_tenant_at_once_and_purges_everything() {
     .await;
     assert_eq!(status, 202);
 
+    // Its event log: a pack of events (deflated, as the events function writes it) and each
+    // event's id record, which only the pack names.
+    let drafts: Vec<crm_shared::events::EventDraft> = (0..3)
+        .map(|i| crm_shared::events::EventDraft {
+            id: format!("evt_offboarded{i}"),
+            tenant_id: c.tenant_id.clone(),
+            event_type: crm_shared::events::EventType::ContactCreated,
+            timestamp: Utc::now(),
+            data: json!({"contact_id": seeded.contact_id}),
+            tally: Vec::new(),
+        })
+        .collect();
+    let counting = crm_shared::reports::counters::Counting {
+        time_zone: chrono_tz::UTC,
+        business_hours: None,
+        per_user: false,
+        expires_at: Utc::now() + chrono::Duration::days(1),
+    };
+    let recorded = crm_shared::store::EventStore::record_events(
+        &c.store,
+        &c.tenant_id,
+        &drafts,
+        Utc::now() + chrono::Duration::days(1),
+        &counting,
+    )
+    .await
+    .unwrap();
+    assert_eq!(recorded.len(), 3);
+
     let (ok, receipt, err) = crmctl(&["tenant", "delete", "--tenant", &c.tenant_id, "--settle-secs", "0"]);
     assert!(ok, "{err}");
     assert_eq!(receipt["tenant_id"], c.tenant_id.as_str());

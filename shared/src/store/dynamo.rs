@@ -117,6 +117,42 @@ pub(crate) fn millis_time(at: DateTime<Utc>) -> AttributeValue {
     AttributeValue::S(at.to_rfc3339_opts(SecondsFormat::Millis, true))
 }
 
+/// An item's size as DynamoDB counts it for billing and limits: each attribute's name and
+/// value; strings and binaries by their bytes, numbers about one byte per two significant
+/// digits plus one, booleans and nulls one byte, lists and maps three bytes plus one per
+/// element (and each map key's name). What the bench derives write units from.
+pub fn item_size(item: &Item) -> usize {
+    item.iter().map(|(name, v)| name.len() + value_size(v)).sum()
+}
+
+fn value_size(v: &AttributeValue) -> usize {
+    fn number(n: &str) -> usize {
+        let digits = n
+            .trim_start_matches('-')
+            .replace('.', "")
+            .trim_start_matches('0')
+            .trim_end_matches('0')
+            .len();
+        digits.div_ceil(2) + 1
+    }
+    match v {
+        AttributeValue::S(s) => s.len(),
+        AttributeValue::N(n) => number(n),
+        AttributeValue::B(b) => b.as_ref().len(),
+        AttributeValue::Ss(set) => set.iter().map(String::len).sum(),
+        AttributeValue::Ns(set) => set.iter().map(|n| number(n)).sum(),
+        AttributeValue::Bs(set) => set.iter().map(|b| b.as_ref().len()).sum(),
+        AttributeValue::L(list) => 3 + list.iter().map(|e| 1 + value_size(e)).sum::<usize>(),
+        AttributeValue::M(map) => 3 + map.iter().map(|(k, e)| 1 + k.len() + value_size(e)).sum::<usize>(),
+        _ => 1,
+    }
+}
+
+/// Write units of a transactional write of an item of `bytes`: two per KB begun.
+pub fn transactional_write_units(bytes: usize) -> u64 {
+    2 * bytes.div_ceil(1024).max(1) as u64
+}
+
 /// A string attribute of a raw item.
 pub(crate) fn attr<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
     item.get(name).and_then(|v| v.as_s().ok()).map(String::as_str)
@@ -898,6 +934,30 @@ impl DynamoStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn item_sizes_count_names_and_values_as_dynamodb_does() {
+        let item: Item = HashMap::from([
+            ("PK".to_owned(), s("abc")),
+            // 12345 significant digits: 3 bytes + 1.
+            ("n".to_owned(), n("-0123.4500")),
+            ("b".to_owned(), AttributeValue::B(vec![0; 10].into())),
+            ("t".to_owned(), AttributeValue::Bool(true)),
+            // 3 + (1 + "k" + "vv") + ... ; list: 3 + (1 + 1-byte number "7" = 2 bytes).
+            (
+                "m".to_owned(),
+                AttributeValue::M(HashMap::from([("k".to_owned(), s("vv"))])),
+            ),
+            ("l".to_owned(), AttributeValue::L(vec![n(7)])),
+        ]);
+        assert_eq!(
+            item_size(&item),
+            (2 + 3) + (1 + 4) + (1 + 10) + (1 + 1) + (1 + 3 + 1 + 1 + 2) + (1 + 3 + 1 + 2)
+        );
+        assert_eq!(transactional_write_units(1), 2);
+        assert_eq!(transactional_write_units(1024), 2);
+        assert_eq!(transactional_write_units(1025), 4);
+    }
 
     #[test]
     fn a_partition_walk_goes_through_every_shard_and_only_the_tenants() {

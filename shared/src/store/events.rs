@@ -103,7 +103,7 @@ impl DynamoStore {
                 .collect();
             let mut items = vec![
                 self.head_update(tenant_id, head, head + events.len() as u64),
-                self.put_new_item(to_item(&EventPackItem::new(&events, expires_at))),
+                self.put_new_item(super::items::event_pack_item(&events, expires_at)),
             ];
             for event in &events {
                 items.push(self.put_new_item(to_item(&EventIdItem {
@@ -231,7 +231,7 @@ impl EventStore for DynamoStore {
             for item in out.items.unwrap_or_default() {
                 let pack = from_item::<EventPackItem>(item)?;
                 if pack.expires_at > now.timestamp() {
-                    events.extend(pack.events.into_iter().filter(|e| e.seq > after));
+                    events.extend(pack.into_events()?.into_iter().filter(|e| e.seq > after));
                 }
             }
             start = out.last_evaluated_key;
@@ -263,7 +263,7 @@ impl EventStore for DynamoStore {
             return Ok(None);
         };
         let pack = from_item::<EventPackItem>(item)?;
-        Ok(pack.events.into_iter().find(|e| e.seq == seq))
+        Ok(pack.into_events()?.into_iter().find(|e| e.seq == seq))
     }
 
     async fn event_seq(&self, tenant_id: &str, event_id: &str) -> Result<Option<u64>, StoreError> {

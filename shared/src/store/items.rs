@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::StoreError;
 use super::dynamo::{Item, av, millis_time, n, s};
 use super::keys::*;
 use super::ports::{IdempotencyRecord, Lease, StatusWrite};
@@ -1163,6 +1164,51 @@ mod tests {
     use super::*;
     use crate::store::dynamo::to_item;
 
+    fn status_events(n: usize) -> Vec<crate::events::Event> {
+        (0..n)
+            .map(|i| crate::events::Event {
+                id: format!("evt_{}", crate::ids::new_id()),
+                tenant_id: "01jtenant00000000000000000".into(),
+                event_type: crate::events::EventType::MessageStatusUpdated,
+                timestamp: Utc::now(),
+                seq: 41 + i as u64,
+                data: serde_json::json!({"message_id": crate::ids::new_id(), "contact_id": crate::ids::new_id(),
+                             "status": "delivered", "previous_status": "sent", "status_rank": 2,
+                             "at": "2026-12-04T10:00:00Z"}),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_event_pack_is_stored_deflated_and_reads_back_whole_in_either_form() {
+        let events = status_events(96);
+        let expires = Utc::now() + chrono::Duration::days(7);
+        let item = event_pack_item(&events, expires);
+        assert!(
+            item.get("packed").is_some_and(|v| v.as_b().is_ok()),
+            "a binary attribute"
+        );
+        assert!(!item.contains_key("events"));
+        assert_eq!(item["first_seq"].as_n().unwrap(), "41");
+        assert_eq!(item["last_seq"].as_n().unwrap(), "136");
+        let read: EventPackItem = crate::store::dynamo::from_item(item.clone()).unwrap();
+        assert_eq!(read.into_events().unwrap(), events);
+        // A pack written before packs were deflated: its events as a list of maps.
+        let mut listed = item.clone();
+        listed.remove("packed");
+        listed.insert("events".into(), av(&events));
+        let legacy: EventPackItem = crate::store::dynamo::from_item(listed.clone()).unwrap();
+        assert_eq!(legacy.into_events().unwrap(), events);
+        // What it saves: thin events shrink to well under a third.
+        let (packed, list) = (crate::store::item_size(&item), crate::store::item_size(&listed));
+        assert!(packed * 3 < list, "packed {packed} B, listed {list} B");
+        // A damaged pack is a clear error, not a panic or a silent gap.
+        let mut damaged = item;
+        damaged.insert("packed".into(), AttributeValue::B(vec![0xff; 16].into()));
+        let damaged: EventPackItem = crate::store::dynamo::from_item(damaged).unwrap();
+        assert!(matches!(damaged.into_events(), Err(StoreError::Corrupt(_))));
+    }
+
     #[test]
     fn a_message_is_indexed_under_its_own_shard_and_leaves_the_outbox_when_sent() {
         use crate::message::{Direction, MessageRecord, MessageStatus};
@@ -1295,9 +1341,11 @@ mod tests {
 
 /// Consecutive events of a tenant's log recorded together (one stream batch's part), under the
 /// position of the first, kept until `expires_at` (DynamoDB TTL; reads skip it after). Packing
-/// is what lets one tenant's log, one partition key, take ~1,000+ events/s: DynamoDB bills a
-/// transactional write per KB of item, so one item of many small events costs a fraction of as
-/// many items of one event each (each rounded up to a KB).
+/// is what lets one tenant's log, one partition key, take thousands of events/s: DynamoDB
+/// bills a transactional write per KB of item, so one item of many small events costs a
+/// fraction of as many items of one event each (each rounded up to a KB); and the pack holds
+/// them deflated (`packed`: the events' JSON), since a pack of thin events is mostly names,
+/// types, times and a tenant id that repeat — about a sixth of the size (docs/events.md).
 #[derive(Serialize, Deserialize)]
 pub(crate) struct EventPackItem {
     #[serde(rename = "PK")]
@@ -1306,23 +1354,51 @@ pub(crate) struct EventPackItem {
     pub sk: String,
     pub first_seq: u64,
     pub last_seq: u64,
+    /// Packs written before packs were deflated hold their events as a list.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub events: Vec<crate::events::Event>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub packed: Option<serde_bytes::ByteBuf>,
     pub expires_at: i64,
 }
+
+/// The most a pack's events may inflate to: far above what 98 thin events take (~30 KB), and
+/// a bound on what a damaged item can make a reader allocate.
+const PACK_INFLATED_LIMIT: usize = 4 << 20;
 
 impl EventPackItem {
     /// `events`: consecutive positions, at least one.
     pub fn new(events: &[crate::events::Event], expires_at: DateTime<Utc>) -> Self {
         let (first, last) = (&events[0], &events[events.len() - 1]);
+        let json = serde_json::to_vec(events).expect("events serialize");
         EventPackItem {
             pk: event_log_pk(&first.tenant_id),
             sk: event_seq_sk(first.seq),
             first_seq: first.seq,
             last_seq: last.seq,
-            events: events.to_vec(),
+            events: Vec::new(),
+            packed: Some(serde_bytes::ByteBuf::from(miniz_oxide::deflate::compress_to_vec(
+                &json, 6,
+            ))),
             expires_at: expires_at.timestamp(),
         }
     }
+
+    /// The pack's events, in position order (either form).
+    pub fn into_events(self) -> Result<Vec<crate::events::Event>, StoreError> {
+        let Some(packed) = self.packed else {
+            return Ok(self.events);
+        };
+        let json = miniz_oxide::inflate::decompress_to_vec_with_limit(&packed, PACK_INFLATED_LIMIT)
+            .map_err(|e| StoreError::Corrupt(format!("event pack {}: {e}", self.sk)))?;
+        serde_json::from_slice(&json).map_err(|e| StoreError::Corrupt(format!("event pack {}: {e}", self.sk)))
+    }
+}
+
+/// The stored item of a pack of `events` (consecutive positions, at least one): what the events
+/// function writes, and what the bench sizes (`event-log-units`).
+pub fn event_pack_item(events: &[crate::events::Event], expires_at: DateTime<Utc>) -> Item {
+    super::dynamo::to_item(&EventPackItem::new(events, expires_at))
 }
 
 /// An event id → its position; its conditional put is the stream record's deduplication.

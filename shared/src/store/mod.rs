@@ -30,10 +30,10 @@ mod templates;
 mod tenants;
 mod users;
 
-pub use dynamo::{DynamoStore, Item};
-pub use items::RAW_EVENT_TTL_DAYS;
+pub use dynamo::{DynamoStore, Item, item_size, transactional_write_units};
 #[cfg(any(test, feature = "testing"))]
 pub(crate) use items::message_index_writes;
+pub use items::{RAW_EVENT_TTL_DAYS, event_pack_item};
 pub use ports::*;
 
 use crate::cursor::Position;

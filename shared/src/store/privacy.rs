@@ -190,14 +190,24 @@ impl DynamoStore {
     /// items), the log, each endpoint's delivery log, the endpoints and their secrets, and the
     /// report counters derived from it.
     async fn delete_event_stream(&self, tenant_id: &str) -> Result<u64, StoreError> {
-        let log = PageQuery::partition(event_log_pk(tenant_id)).project(&[PK, SK, "id"]);
-        let id_keys: Vec<ItemKey> = self
-            .query_all(&log)
-            .await?
-            .iter()
-            .filter_map(|item| super::dynamo::attr(item, "id"))
-            .map(|id| ItemKey::new(event_id_pk(tenant_id, id), EVENT_ID_SK))
-            .collect();
+        // Each pack names its events (the head names none); an item of one event (before
+        // packs) names its own id.
+        let log = PageQuery::partition(event_log_pk(tenant_id));
+        let mut id_keys = Vec::new();
+        for item in self.query_all(&log).await? {
+            let ids = if let Some(id) = super::dynamo::attr(&item, "id") {
+                vec![id.to_owned()]
+            } else if item.contains_key("first_seq") {
+                let pack: super::items::EventPackItem = super::dynamo::from_item(item)?;
+                pack.into_events()?.into_iter().map(|e| e.id).collect()
+            } else {
+                Vec::new()
+            };
+            id_keys.extend(
+                ids.iter()
+                    .map(|id| ItemKey::new(event_id_pk(tenant_id, id), EVENT_ID_SK)),
+            );
+        }
         let mut deleted = self.delete_items(&id_keys).await?;
         deleted += self.delete_partition(event_log_pk(tenant_id), |_| true).await?;
         let endpoints = PageQuery::partition(webhook_endpoints_pk(tenant_id)).prefixed(WEBHOOK_ENDPOINT_PREFIX);
