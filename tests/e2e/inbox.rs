@@ -896,7 +896,7 @@ async fn a_broadcasts_message_is_in_the_timeline_but_moves_no_conversation() {
     let (_, waiting) = c.call("GET", "/v1/conversations?waiting=true", &c.admin, None).await;
     assert_eq!(
         ids(waiting["items"].as_array().unwrap()),
-        [conversation.clone()],
+        std::slice::from_ref(&conversation),
         "still waiting"
     );
     // The message is in the conversation's timeline, marked as the campaign's.

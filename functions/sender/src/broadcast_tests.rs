@@ -583,3 +583,37 @@ async fn quiet_hours_hold_every_send_until_they_end_on_the_local_clock() {
     assert_eq!(sends.len(), 300);
     assert!(sends.values().all(|n| *n == 1));
 }
+
+#[tokio::test]
+async fn a_campaign_from_a_number_leaves_the_inbox_as_it_was() {
+    use crm_shared::conversation::conversation_id;
+    use crm_shared::store::{ConversationStore, MessageStore};
+    let mut w = world();
+    w.seed_template("APPROVED").await;
+    let contacts: Vec<Contact> = (0..30).map(|i| w.contact(i, "ok")).collect();
+    let number = w.tenant.phone_number_id.clone();
+    let mut spec = body(json!({"tags_all": ["vip"]}));
+    spec["from"] = json!(number);
+    let b = w.broadcast(spec).await;
+    let b = w.run_to_end(&b.broadcast_id, 20).await;
+    assert_eq!((b.status, b.counters.sent), (BroadcastStatus::Completed, 30));
+    let t = &w.tenant.tenant_id;
+    for r in w.store.recipients_of(t, &b.broadcast_id) {
+        let m = w
+            .store
+            .get_message(t, r.message_id.as_deref().unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(m.phone_number_id.as_deref(), Some(number.as_str()));
+        assert_eq!(m.broadcast_id.as_deref(), Some(b.broadcast_id.as_str()));
+    }
+    for c in &contacts {
+        let id = conversation_id(&c.contact_id, &number);
+        assert_eq!(
+            w.store.get_conversation(t, &id).await.unwrap(),
+            None,
+            "no conversation opened"
+        );
+    }
+}
