@@ -638,3 +638,116 @@ async fn endpoint_urls_are_guarded_and_tenants_are_isolated() {
         404
     );
 }
+
+#[tokio::test]
+async fn an_endpoints_delivery_log_spreads_over_its_shards_and_lists_whole_newest_first() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use crm_shared::events::EventType;
+    use crm_shared::events::endpoint::DeliveryAttempt;
+    use crm_shared::store::WebhookStore;
+    use crm_shared::store::keys::{DELIVERY_LOG_SHARDS, delivery_shard, webhook_deliveries_pk};
+    let store = events_stack().store().await;
+    let t = new_tenant(&store, "Delivery shards").await;
+    let key = t.api_key.expose();
+    let gw = events_gateway(store.clone()).await;
+    let sink = receiver(204).await;
+    let (endpoint, _) = create_endpoint(&gw.base, key, &sink.uri(), json!({})).await;
+    let (other, _) = create_endpoint(&gw.base, key, &sink.uri(), json!({})).await;
+    // Attempts as the delivery worker records them, on its own role.
+    let worker = events_stack().store_for("WebhookDeliveryFunction").await;
+    let attempt = |endpoint_id: &str, n: u32| DeliveryAttempt {
+        attempt_id: crm_shared::ids::new_id(),
+        tenant_id: t.tenant.tenant_id.clone(),
+        endpoint_id: endpoint_id.to_owned(),
+        event_id: format!("evt_{n}"),
+        event_type: EventType::MessageStatusUpdated,
+        attempt: 1,
+        at: Utc::now(),
+        status_code: Some(204),
+        latency_ms: 3,
+        success: true,
+        error: None,
+        next_attempt_at: None,
+    };
+    let mut expected = Vec::new();
+    for n in 0..45 {
+        let a = attempt(&endpoint, n);
+        worker.record_delivery(&a).await.unwrap();
+        expected.push(a.attempt_id);
+        worker.record_delivery(&attempt(&other, n)).await.unwrap();
+    }
+    // One attempt an earlier release logged under the endpoint's single key: moved there.
+    let ddb = crm_shared::aws::dynamodb_client(&events_stack().sdk().await);
+    let (table, old) = (events_stack().table(), expected[20].clone());
+    let sharded = webhook_deliveries_pk(&t.tenant.tenant_id, &endpoint, delivery_shard(&old));
+    let mut item = ddb
+        .get_item()
+        .table_name(table)
+        .key("PK", AttributeValue::S(sharded.clone()))
+        .key("SK", AttributeValue::S(old.clone()))
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    let legacy = format!("T#{}#WEBHOOK#{endpoint}#DELIVERIES", t.tenant.tenant_id);
+    item.insert("PK".into(), AttributeValue::S(legacy));
+    ddb.put_item()
+        .table_name(table)
+        .set_item(Some(item))
+        .send()
+        .await
+        .unwrap();
+    ddb.delete_item()
+        .table_name(table)
+        .key("PK", AttributeValue::S(sharded))
+        .key("SK", AttributeValue::S(old))
+        .send()
+        .await
+        .unwrap();
+    let shards: std::collections::HashSet<u32> = expected.iter().map(|a| delivery_shard(a)).collect();
+    assert!(shards.len() > DELIVERY_LOG_SHARDS as usize / 2, "{shards:?}");
+
+    // Pages of 7 through every shard: each attempt once, newest first, the other endpoint's none.
+    let mut listed = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..20 {
+        let mut path = format!("{}/v1/webhook-endpoints/{endpoint}/deliveries?limit=7", gw.base);
+        if let Some(c) = &cursor {
+            path.push_str(&format!("&cursor={}", crate::inbox::urlencoding(c)));
+        }
+        let (status, page) = api("GET", &path, Some(key), None).await;
+        assert_eq!(status, 200, "{page}");
+        let items = page["items"].as_array().unwrap();
+        assert!(items.len() <= 7 && !items.is_empty(), "{page}");
+        listed.extend(items.iter().map(|d| d["id"].as_str().unwrap().to_owned()));
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    expected.reverse();
+    assert_eq!(listed, expected);
+    // A cursor is the listing's own: another endpoint's listing refuses it.
+    let (status, first) = api(
+        "GET",
+        &format!("{}/v1/webhook-endpoints/{endpoint}/deliveries?limit=7", gw.base),
+        Some(key),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let cursor = first["next_cursor"].as_str().unwrap();
+    let (status, _) = api(
+        "GET",
+        &format!(
+            "{}/v1/webhook-endpoints/{other}/deliveries?cursor={}",
+            gw.base,
+            crate::inbox::urlencoding(cursor)
+        ),
+        Some(key),
+        None,
+    )
+    .await;
+    assert_eq!(status, 400);
+}

@@ -1360,6 +1360,32 @@ async fn offboarding_disables_the_tenant_at_once_and_purges_everything() {
     .await
     .unwrap();
     assert_eq!(recorded.len(), 3);
+    // A webhook endpoint and its delivery log, spread over the log's shards.
+    let input: crm_shared::events::endpoint::NewEndpoint =
+        serde_json::from_value(json!({"url": "https://hooks.example.com/crm"})).unwrap();
+    let endpoint = input.into_endpoint(&c.tenant_id, Utc::now()).unwrap();
+    use crm_shared::store::WebhookStore;
+    c.store
+        .create_endpoint(&endpoint, &crm_shared::events::signing::new_secret())
+        .await
+        .unwrap();
+    for event in &recorded {
+        let attempt = crm_shared::events::endpoint::DeliveryAttempt {
+            attempt_id: crm_shared::ids::new_id(),
+            tenant_id: c.tenant_id.clone(),
+            endpoint_id: endpoint.endpoint_id.clone(),
+            event_id: event.id.clone(),
+            event_type: event.event_type,
+            attempt: 1,
+            at: Utc::now(),
+            status_code: Some(200),
+            latency_ms: 5,
+            success: true,
+            error: None,
+            next_attempt_at: None,
+        };
+        c.store.record_delivery(&attempt).await.unwrap();
+    }
 
     let (ok, receipt, err) = crmctl(&["tenant", "delete", "--tenant", &c.tenant_id, "--settle-secs", "0"]);
     assert!(ok, "{err}");

@@ -113,8 +113,16 @@ pub async fn run_job<S: DeliveryStore, Q: JobQueue>(
             endpoint_id,
             seq,
             attempt,
+            event,
             ..
-        } => deliver_event(deps, tenant_id, endpoint_id, *seq, *attempt, now).await,
+        } => {
+            let target = Target {
+                tenant_id,
+                endpoint_id,
+                seq: *seq,
+            };
+            deliver_event(deps, &target, event.as_deref(), *attempt, now).await
+        }
         DeliveryJob::Recover {
             tenant_id,
             endpoint_id,
@@ -165,22 +173,40 @@ async fn body_for<S: DeliveryStore>(store: &S, event: &Event, endpoint: &Webhook
     Ok(body)
 }
 
+/// Which event goes where.
+struct Target<'a> {
+    tenant_id: &'a str,
+    endpoint_id: &'a str,
+    seq: u64,
+}
+
+/// One attempt of one event to one endpoint: `carried` is the event when the job holds it
+/// (else it is read from the log).
 async fn deliver_event<S: DeliveryStore, Q: JobQueue>(
     deps: &Deps<S, Q>,
-    tenant_id: &str,
-    endpoint_id: &str,
-    seq: u64,
+    target: &Target<'_>,
+    carried: Option<&Event>,
     attempt: u32,
     now: DateTime<Utc>,
 ) -> Result<(), DeliveryError> {
+    let Target {
+        tenant_id,
+        endpoint_id,
+        seq,
+    } = *target;
     let Some((endpoint, secrets)) = endpoint(deps, tenant_id, endpoint_id).await? else {
         return Ok(()); // deleted: nothing to deliver to
     };
     if !endpoint.enabled {
         return Ok(()); // disabled: `…/recover` re-sends what it missed
     }
-    let Some(event) = deps.store.event_at(tenant_id, seq).await? else {
-        return Ok(()); // past the log's retention
+    // A carried event must be the one the job names (the tenant's, at that position).
+    let event = match carried.filter(|e| e.tenant_id == tenant_id && e.seq == seq) {
+        Some(event) => event.clone(),
+        None => match deps.store.event_at(tenant_id, seq).await? {
+            Some(event) => event,
+            None => return Ok(()), // past the log's retention
+        },
     };
     let body = serde_json::to_vec(&body_for(&deps.store, &event, &endpoint).await?).expect("JSON serializes");
     let result = deps
@@ -229,6 +255,7 @@ async fn deliver_event<S: DeliveryStore, Q: JobQueue>(
                         seq,
                         attempt: attempt + 1,
                         not_before: Some(due),
+                        event: Some(Box::new(event.clone())),
                     };
                     enqueue(deps, &retry, delay).await?;
                 }
@@ -280,7 +307,12 @@ async fn recover_page<S: DeliveryStore, Q: JobQueue>(
     for event in events.iter().filter(|e| e.seq <= until_seq) {
         last = event.seq;
         if endpoint.wants(event.event_type) && event.event_type != EventType::EndpointTest {
-            deliver_event(deps, tenant_id, endpoint_id, event.seq, 1, now).await?;
+            let target = Target {
+                tenant_id,
+                endpoint_id,
+                seq: event.seq,
+            };
+            deliver_event(deps, &target, Some(event), 1, now).await?;
         }
     }
     if events.len() == RECOVER_PAGE as usize && last < until_seq {

@@ -231,6 +231,7 @@ async fn fan_out<S: WebhookStore, Q: OverflowQueue, A>(
                 seq: e.seq,
                 attempt: 1,
                 not_before: None,
+                event: Some(Box::new(e.clone())),
             })
             .expect("jobs serialize")
         })

@@ -114,8 +114,9 @@ async fn stream_records_become_ordered_events_once_and_fan_out_to_interested_end
                 endpoint_id,
                 seq,
                 attempt: 1,
+                event: Some(event),
                 ..
-            } => (endpoint_id, seq),
+            } if event.seq == seq && event.tenant_id == "t1" => (endpoint_id, seq),
             other => panic!("{other:?}"),
         })
         .collect();
@@ -178,7 +179,64 @@ fn first_attempt(endpoint: &WebhookEndpoint) -> DeliveryJob {
         seq: 1,
         attempt: 1,
         not_before: None,
+        // As a redelivery by id makes it: the worker reads the event from the log.
+        event: None,
     }
+}
+
+#[tokio::test]
+async fn a_job_carrying_its_event_reads_nothing_of_the_log_and_its_retry_carries_it_too() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&server)
+        .await;
+    let (store, queue, deps, endpoint, _) = delivery_setup(&server.uri(), false).await;
+    let logged = store.events_after("t1", 0, 10, Utc::now()).await.unwrap()[0].clone();
+    let carrying = |event: crm_shared::events::Event| DeliveryJob::Event {
+        tenant_id: "t1".into(),
+        endpoint_id: endpoint.endpoint_id.clone(),
+        seq: 1,
+        attempt: 1,
+        not_before: None,
+        event: Some(Box::new(event)),
+    };
+    let now = Utc::now();
+    let reads = store.calls(Op::EventAt);
+    deliver::run_job(&deps, &carrying(logged.clone()), now).await.unwrap();
+    assert_eq!(store.calls(Op::EventAt), reads, "no read of the log");
+    let (retry, _) = queue.jobs_of::<DeliveryJob>()[0].clone();
+    let DeliveryJob::Event {
+        attempt: 2,
+        not_before: Some(due),
+        event: Some(carried),
+        ..
+    } = &retry
+    else {
+        panic!("{retry:?}")
+    };
+    assert_eq!(**carried, logged);
+    deliver::run_job(&deps, &retry, *due).await.unwrap();
+    assert_eq!(store.calls(Op::EventAt), reads);
+    let requests = server.received_requests().await.unwrap();
+    assert_eq!(requests.len(), 2);
+    let body: Value = serde_json::from_slice(&requests[1].body).unwrap();
+    assert_eq!(
+        (body["id"].as_str(), &body["seq"]),
+        (Some(logged.id.as_str()), &json!(1))
+    );
+    // An event that is not the one the job names (another position) is not trusted: the log is.
+    let mut other = logged.clone();
+    other.seq = 7;
+    deliver::run_job(&deps, &carrying(other), now).await.unwrap();
+    assert_eq!(store.calls(Op::EventAt), reads + 1);
+    let last: Value = serde_json::from_slice(&server.received_requests().await.unwrap()[2].body).unwrap();
+    assert_eq!(last["seq"], 1);
 }
 
 #[tokio::test]

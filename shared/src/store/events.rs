@@ -11,7 +11,9 @@
 use aws_sdk_dynamodb::types::{Put, ReturnValue, Update};
 use chrono::{DateTime, Utc};
 
-use super::dynamo::{DynamoStore, av, backend, condition_failed, from_item, n, s, to_item, tx_put, tx_update};
+use super::dynamo::{
+    DynamoStore, attr, av, backend, condition_failed, from_item, n, s, start_key, to_item, tx_put, tx_update,
+};
 use super::items::{DeliveryItem, EndpointItem, EndpointSecretItem, EventHeadItem, EventIdItem, EventPackItem};
 use super::keys::*;
 use super::ports::{EndpointOutcome, EventStore, WebhookStore};
@@ -480,14 +482,58 @@ impl WebhookStore for DynamoStore {
         limit: i32,
         start: Option<Position>,
     ) -> Result<Page<DeliveryAttempt>, StoreError> {
-        let query = self
-            .client()
-            .query()
-            .key_condition_expression("PK = :pk")
-            .expression_attribute_values(":pk", s(webhook_deliveries_pk(tenant_id, endpoint_id)))
-            .scan_index_forward(false);
-        self.list_page(query, tenant_id, limit, start, &[PK, SK], |d: DeliveryItem| d.attempt)
-            .await
+        // The log is spread over shards (and the key of earlier releases): each is read newest
+        // first below the cursor's attempt id, at most a page each, and the pages merged. The
+        // cursor is the last attempt id listed, named in the first shard's partition.
+        let limit = limit.max(1);
+        let below = match start {
+            Some(position) => {
+                let start = start_key(tenant_id, Some(position))?.unwrap_or_default();
+                Some(
+                    attr(&start, SK)
+                        .ok_or_else(|| StoreError::Corrupt("delivery cursor without a position".into()))?
+                        .to_owned(),
+                )
+            }
+            None => None,
+        };
+        let partitions = webhook_deliveries_pks(tenant_id, endpoint_id);
+        let reads = partitions.iter().map(|pk| {
+            let mut query = self
+                .client()
+                .query()
+                .table_name(self.table())
+                .expression_attribute_values(":pk", s(pk.clone()))
+                .scan_index_forward(false)
+                .limit(limit + 1);
+            query = match &below {
+                Some(sk) => query
+                    .key_condition_expression("PK = :pk AND SK < :below")
+                    .expression_attribute_values(":below", s(sk.clone())),
+                None => query.key_condition_expression("PK = :pk"),
+            };
+            async move { query.send().await.map_err(backend) }
+        });
+        let mut attempts = Vec::new();
+        for out in futures::future::try_join_all(reads).await? {
+            for item in out.items.unwrap_or_default() {
+                attempts.push(from_item::<DeliveryItem>(item)?);
+            }
+        }
+        attempts.sort_by(|a, b| b.sk.cmp(&a.sk));
+        let more = attempts.len() > limit as usize;
+        attempts.truncate(limit as usize);
+        let next = match attempts.last() {
+            Some(last) if more => Some(Position::from([
+                (PK.to_owned(), partitions[0].clone()),
+                (SK.to_owned(), last.sk.clone()),
+            ])),
+            _ => None,
+        };
+        Ok(Page {
+            items: attempts.into_iter().map(|d| d.attempt).collect(),
+            next,
+        })
     }
 }
 

@@ -1469,7 +1469,11 @@ pub(crate) struct DeliveryItem {
 impl DeliveryItem {
     pub fn new(attempt: &crate::events::endpoint::DeliveryAttempt) -> Self {
         DeliveryItem {
-            pk: webhook_deliveries_pk(&attempt.tenant_id, &attempt.endpoint_id),
+            pk: webhook_deliveries_pk(
+                &attempt.tenant_id,
+                &attempt.endpoint_id,
+                delivery_shard(&attempt.attempt_id),
+            ),
             sk: attempt.attempt_id.clone(),
             attempt: attempt.clone(),
             expires_at: (attempt.at + chrono::Duration::days(crate::events::endpoint::DELIVERY_LOG_DAYS)).timestamp(),

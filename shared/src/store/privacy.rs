@@ -213,9 +213,9 @@ impl DynamoStore {
         let endpoints = PageQuery::partition(webhook_endpoints_pk(tenant_id)).prefixed(WEBHOOK_ENDPOINT_PREFIX);
         for item in self.query_all(&endpoints).await? {
             if let Some(id) = super::dynamo::attr(&item, "endpoint_id") {
-                deleted += self
-                    .delete_partition(webhook_deliveries_pk(tenant_id, id), |_| true)
-                    .await?;
+                for pk in webhook_deliveries_pks(tenant_id, id) {
+                    deleted += self.delete_partition(pk, |_| true).await?;
+                }
             }
         }
         deleted += self.delete_partition(webhook_endpoints_pk(tenant_id), |_| true).await?;

@@ -218,6 +218,7 @@ pub async fn redeliver<S: ApiStore, L, Q>(
             seq,
             attempt: 1,
             not_before: None,
+            event: Some(Box::new(event.clone())),
         };
         enqueue(hooks, &job).await?;
     }

@@ -346,12 +346,18 @@ impl WebhookStore for MemStore {
 
     async fn record_delivery(&self, attempt: &DeliveryAttempt) -> Result<(), StoreError> {
         self.enter(Op::RecordDelivery, 1).await?;
-        self.state()
-            .webhooks
+        let mut s = self.state();
+        s.webhooks
             .deliveries
             .entry(key(&attempt.tenant_id, &attempt.endpoint_id))
             .or_default()
             .insert(attempt.attempt_id.clone(), attempt.clone());
+        // Charged to its shard of the log, as DynamoDB stores it.
+        let shard = crate::store::keys::delivery_shard(&attempt.attempt_id);
+        super::note_write(
+            &mut s,
+            crate::store::keys::webhook_deliveries_pk(&attempt.tenant_id, &attempt.endpoint_id, shard),
+        );
         Ok(())
     }
 
