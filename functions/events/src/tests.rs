@@ -184,18 +184,24 @@ fn first_attempt(endpoint: &WebhookEndpoint) -> DeliveryJob {
     }
 }
 
-#[tokio::test]
-async fn a_job_carrying_its_event_reads_nothing_of_the_log_and_its_retry_carries_it_too() {
+/// A receiver that answers `first` to the first delivery and `then` to every later one.
+async fn failing_once(first: u16, then: u16) -> MockServer {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(503))
+        .respond_with(ResponseTemplate::new(first))
         .up_to_n_times(1)
         .mount(&server)
         .await;
     Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(204))
+        .respond_with(ResponseTemplate::new(then))
         .mount(&server)
         .await;
+    server
+}
+
+#[tokio::test]
+async fn a_job_carrying_its_event_reads_nothing_of_the_log_and_its_retry_carries_it_too() {
+    let server = failing_once(503, 204).await;
     let (store, queue, deps, endpoint, _) = delivery_setup(&server.uri(), false).await;
     let logged = store.events_after("t1", 0, 10, Utc::now()).await.unwrap()[0].clone();
     let carrying = |event: crm_shared::events::Event| DeliveryJob::Event {
@@ -241,16 +247,7 @@ async fn a_job_carrying_its_event_reads_nothing_of_the_log_and_its_retry_carries
 
 #[tokio::test]
 async fn a_failed_delivery_is_retried_on_the_schedule_with_the_same_webhook_id_and_a_valid_signature() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(500))
-        .up_to_n_times(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&server)
-        .await;
+    let server = failing_once(500, 200).await;
     let (store, queue, deps, endpoint, secret) = delivery_setup(&server.uri(), false).await;
     let now = Utc::now();
     deliver::run_job(&deps, &first_attempt(&endpoint), now).await.unwrap();
