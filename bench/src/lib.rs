@@ -14,3 +14,11 @@ pub mod runtime_api;
 pub mod samples;
 pub mod stats;
 pub mod throughput;
+
+/// The number after `name` among `args` (`--messages 3200`), if it is there and parses.
+pub fn numeric_flag(args: &[String], name: &str) -> Option<u64> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+}

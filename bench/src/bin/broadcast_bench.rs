@@ -66,12 +66,7 @@ fn requests(before: &BTreeMap<&'static str, (usize, u32)>, after: &BTreeMap<&'st
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("campaign") {
-        let arg = |name: &str| {
-            args.iter()
-                .position(|a| a == name)
-                .and_then(|i| args.get(i + 1))
-                .and_then(|v| v.parse::<u64>().ok())
-        };
+        let arg = |name: &str| bench::numeric_flag(&args, name);
         let n = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(100_000);
         let options = campaign::Options {
             recipients: n,

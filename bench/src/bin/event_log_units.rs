@@ -28,14 +28,6 @@ const PER_PACK: usize = 96;
 const KEY_LIMIT: f64 = 1000.0;
 const TARGET: f64 = 500.0;
 
-fn arg(name: &str) -> Option<u64> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-}
-
 /// The message item's image (as the stream's JSON images are) at a status.
 fn image(message_id: &str, contact_id: &str, status: &str, rank: u64, at: &[(&str, DateTime<Utc>)]) -> Value {
     let status_at: serde_json::Map<String, Value> = at
@@ -93,8 +85,9 @@ fn pack_sizes(events: &[Event], expires_at: DateTime<Utc>) -> (usize, usize, Dur
 }
 
 fn main() {
-    let messages = arg("--messages").unwrap_or(3200) as usize;
-    let rate = arg("--rate").unwrap_or(1000) as f64;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let messages = bench::numeric_flag(&args, "--messages").unwrap_or(3200) as usize;
+    let rate = bench::numeric_flag(&args, "--rate").unwrap_or(1000) as f64;
     let start = Utc::now();
     let expires_at = start + chrono::Duration::days(7);
     let drafts: Vec<_> = (0..messages).flat_map(|n| status_events(n, start)).collect();

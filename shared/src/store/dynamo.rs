@@ -398,6 +398,8 @@ pub(crate) struct PageQuery<'a> {
     pub limit: Option<i32>,
     /// Strongly consistent (base table only).
     pub consistent: bool,
+    /// Newest (highest sort key) first.
+    pub descending: bool,
 }
 
 impl<'a> PageQuery<'a> {
@@ -414,6 +416,7 @@ impl<'a> PageQuery<'a> {
             projection: None,
             limit: None,
             consistent: true,
+            descending: false,
         }
     }
 
@@ -430,6 +433,7 @@ impl<'a> PageQuery<'a> {
             projection: None,
             limit: None,
             consistent: false,
+            descending: false,
         }
     }
 
@@ -450,6 +454,11 @@ impl<'a> PageQuery<'a> {
 
     pub fn limit(mut self, limit: i32) -> Self {
         self.limit = Some(limit);
+        self
+    }
+
+    pub fn newest_first(mut self) -> Self {
+        self.descending = true;
         self
     }
 }
@@ -676,6 +685,7 @@ impl DynamoStore {
             .key_condition_expression(condition)
             .set_exclusive_start_key(start)
             .set_limit(q.limit)
+            .scan_index_forward(!q.descending)
             .consistent_read(q.consistent && q.index.is_none());
         if let Some(attributes) = q.projection {
             query = query.projection_expression(projection(attributes.iter().copied(), &mut names));

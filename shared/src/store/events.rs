@@ -12,7 +12,7 @@ use aws_sdk_dynamodb::types::{Put, ReturnValue, Update};
 use chrono::{DateTime, Utc};
 
 use super::dynamo::{
-    DynamoStore, attr, av, backend, condition_failed, from_item, n, s, start_key, to_item, tx_put, tx_update,
+    DynamoStore, PageQuery, attr, av, backend, condition_failed, from_item, n, s, start_key, to_item, tx_put, tx_update,
 };
 use super::items::{DeliveryItem, EndpointItem, EndpointSecretItem, EventHeadItem, EventIdItem, EventPackItem};
 use super::keys::*;
@@ -499,24 +499,19 @@ impl WebhookStore for DynamoStore {
         };
         let partitions = webhook_deliveries_pks(tenant_id, endpoint_id);
         let reads = partitions.iter().map(|pk| {
-            let mut query = self
-                .client()
-                .query()
-                .table_name(self.table())
-                .expression_attribute_values(":pk", s(pk.clone()))
-                .scan_index_forward(false)
-                .limit(limit + 1);
-            query = match &below {
-                Some(sk) => query
-                    .key_condition_expression("PK = :pk AND SK < :below")
-                    .expression_attribute_values(":below", s(sk.clone())),
-                None => query.key_condition_expression("PK = :pk"),
+            // As before the log was sharded: an attempt may show a moment after it is logged.
+            let mut query = PageQuery {
+                consistent: false,
+                ..PageQuery::partition(pk.clone()).newest_first().limit(limit + 1)
             };
-            async move { query.send().await.map_err(backend) }
+            if let Some(sk) = &below {
+                query = query.below(sk.clone());
+            }
+            async move { self.query_page(&query, None).await }
         });
         let mut attempts = Vec::new();
-        for out in futures::future::try_join_all(reads).await? {
-            for item in out.items.unwrap_or_default() {
+        for page in futures::future::try_join_all(reads).await? {
+            for item in page.items {
                 attempts.push(from_item::<DeliveryItem>(item)?);
             }
         }

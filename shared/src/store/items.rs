@@ -1345,7 +1345,7 @@ mod tests {
 /// bills a transactional write per KB of item, so one item of many small events costs a
 /// fraction of as many items of one event each (each rounded up to a KB); and the pack holds
 /// them deflated (`packed`: the events' JSON), since a pack of thin events is mostly names,
-/// types, times and a tenant id that repeat — about a sixth of the size (docs/events.md).
+/// types, times and a tenant id that repeat — about a twelfth of the size (docs/events.md).
 #[derive(Serialize, Deserialize)]
 pub(crate) struct EventPackItem {
     #[serde(rename = "PK")]

@@ -1717,7 +1717,7 @@ impl OutboundStore for MemStore {
             return Err(StoreError::Conflict("message id exists".into()));
         }
         let contact_gone = !s.contacts.contains_key(&key(&message.tenant_id, &message.contact_id));
-        if (message.phone_number_id.is_some() || message.status == MessageStatus::Queued) && contact_gone {
+        if (message.conversation_number().is_some() || message.status == MessageStatus::Queued) && contact_gone {
             return Err(StoreError::NotFound);
         }
         if message.status == MessageStatus::Queued
