@@ -756,6 +756,32 @@ async fn bench_contact_ids(b: &Bench, total: usize) -> Result<Vec<String>, Strin
     Ok(contact_ids)
 }
 
+/// Copies the contact cards of the inbox's first pages onto their conversations, as the events
+/// function does on AWS once a conversation opens (this bench feeds it no stream): the steady
+/// state an agent's inbox is in.
+async fn copy_inbox_cards(b: &Bench) -> Result<(), String> {
+    use crm_shared::store::{ConversationStore, InboxQuery};
+    let tenant_id = &b.tenant.tenant.tenant_id;
+    let query = InboxQuery {
+        filter: Default::default(),
+        visibility: crm_shared::conversation::Visibility::All,
+        reader: "bench".into(),
+        now: chrono::Utc::now(),
+    };
+    let page = b
+        .store
+        .inbox(tenant_id, &query, 100, None)
+        .await
+        .map_err(|e| e.to_string())?;
+    for entry in &page.items {
+        b.store
+            .refresh_contact_cards(tenant_id, &entry.conversation.contact_id)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
 /// Starts `binary` and hands it `events` one at a time, unmeasured (a scenario's set-up).
 async fn invoke_all(b: &Bench, binary: &str, events: Vec<Vec<u8>>, expect: Expect) -> Result<Vec<Reply>, String> {
     let rt = RuntimeApi::start().await.map_err(|e| e.to_string())?;
@@ -849,6 +875,7 @@ async fn warm_runs(b: &Bench, events: usize, warmup: usize) -> Result<Vec<Warm>,
 
     // The inbox: the inbound runs opened one conversation per customer (thousands), so every
     // page is full; the same first page each time, as an agent refreshing the inbox.
+    copy_inbox_cards(b).await?;
     let inbox = warm(
         b,
         INBOX_PAGE,

@@ -154,6 +154,53 @@ impl ContactSummary {
     }
 }
 
+/// The copy of a contact's summary kept on each of its conversations (`contact_card`), so an
+/// inbox page reads its rows' names, phones and tags with the rows instead of a second request.
+/// `version` is the contact's version it was copied at: a copy only ever replaces an older one.
+/// The API's contact edits rewrite it in their own transaction; the events function fills it on
+/// a new conversation and rewrites it after any other change of these fields (the customer's
+/// WhatsApp profile name), so it trails those by the stream's delay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContactCard {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    pub version: u64,
+}
+
+impl ContactCard {
+    pub fn of(contact: &Contact) -> ContactCard {
+        ContactCard {
+            name: contact.name.clone(),
+            profile_name: contact.profile_name.clone(),
+            phone: contact.phone.clone(),
+            tags: contact.tags.clone(),
+            version: contact.version,
+        }
+    }
+
+    /// Whether the two differ in what a card shows (the version aside).
+    pub fn shows_other_than(&self, other: &ContactCard) -> bool {
+        (&self.name, &self.profile_name, &self.phone, &self.tags)
+            != (&other.name, &other.profile_name, &other.phone, &other.tags)
+    }
+
+    pub fn into_summary(self, contact_id: String) -> ContactSummary {
+        ContactSummary {
+            contact_id,
+            name: self.name,
+            profile_name: self.profile_name,
+            phone: self.phone,
+            tags: self.tags,
+        }
+    }
+}
+
 impl From<&Contact> for ContactSummary {
     fn from(c: &Contact) -> Self {
         ContactSummary {

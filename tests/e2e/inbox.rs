@@ -928,3 +928,125 @@ async fn a_broadcasts_message_is_in_the_timeline_but_moves_no_conversation() {
     assert_ne!(answered[0]["last_activity_at"], before[0]["last_activity_at"]);
     assert_eq!(answered[0]["waiting_since"], Value::Null, "{answered:?}");
 }
+
+/// Pages of the inbox until `done` accepts one read with nothing but its `Query` (the cards are
+/// copied by the events function from the stream); panics after 20 s.
+async fn carded_page(
+    store: &DynamoStore,
+    counter: &e2e_tests::RequestCounter,
+    tenant_id: &str,
+    query: &crm_shared::store::InboxQuery,
+    done: impl Fn(&[crm_shared::store::InboxEntry]) -> bool,
+) -> Vec<crm_shared::store::InboxEntry> {
+    use crm_shared::store::ConversationStore;
+    for _ in 0..200 {
+        counter.take();
+        let page = store.inbox(tenant_id, query, 50, None).await.unwrap();
+        if counter.take() == ["Query"] && done(&page.items) {
+            return page.items;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the inbox never read its contacts from cards alone");
+}
+
+#[tokio::test]
+async fn an_inbox_page_reads_its_contacts_from_the_cards_its_conversations_carry() {
+    use crm_shared::conversation::{InboxFilter, Visibility};
+    use crm_shared::store::InboxQuery;
+    use e2e_tests::{event_stream, events_lock, events_stack};
+
+    let _one_at_a_time = events_lock().await;
+    event_stream();
+    let on = events_stack();
+    let store = on.store().await;
+    let t = new_tenant(&store, "Cards").await;
+    let (tenant_id, key, pnid) = (&t.tenant.tenant_id, t.api_key.expose(), &t.tenant.phone_number_id);
+    let gw = on
+        .start_gateway(
+            store.clone(),
+            on.media_queue_url(),
+            on.outbound_queue_url(),
+            on.privacy().await,
+        )
+        .await;
+    let (counted, counter) = on.counted_store("ApiFunction").await;
+    let customers = [customer_wa_id(), customer_wa_id()];
+    let ts = Utc::now().timestamp() - 60;
+    for (i, wa_id) in customers.iter().enumerate() {
+        let delivery = crate::webhook::text_delivery(pnid, wa_id, &format!("wamid.card{wa_id}"), ts + i as i64, "hi");
+        assert_eq!(post_webhook(&gw.base, &delivery, None).await.0, 200);
+    }
+    let everything = |filter: InboxFilter| InboxQuery {
+        filter,
+        visibility: Visibility::All,
+        reader: "reader".into(),
+        now: Utc::now(),
+    };
+
+    // The events function copies each contact's card onto its new conversation: a page then
+    // reads its rows and nothing else, with the names and phones the webhook stored.
+    let rows = carded_page(
+        &counted,
+        &counter,
+        tenant_id,
+        &everything(InboxFilter::default()),
+        |rows| rows.len() == 2,
+    )
+    .await;
+    for (row, wa_id) in rows.iter().zip(customers.iter().rev()) {
+        let contact = row.contact.as_ref().expect("every row has its contact");
+        assert_eq!(contact.phone.as_deref(), Some(format!("+{wa_id}").as_str()));
+        assert_eq!(contact.display_name(), Some("Pat Customer"));
+        assert_eq!(contact.contact_id, row.conversation.contact_id);
+    }
+
+    // An edit through the API rewrites the cards in its own transaction: the next page (and
+    // the tag filter) sees it at once, still with one request.
+    let edited = rows[1].conversation.contact_id.clone();
+    let (status, body) = api(
+        "PATCH",
+        &format!("{}/v1/contacts/{edited}", gw.base),
+        Some(key),
+        Some(json!({"name": "Ana Card", "tags": ["vip"]})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    counter.take();
+    let vip = InboxFilter {
+        tag: Some("vip".into()),
+        ..InboxFilter::default()
+    };
+    let page = {
+        use crm_shared::store::ConversationStore;
+        counted.inbox(tenant_id, &everything(vip), 50, None).await.unwrap()
+    };
+    assert_eq!(counter.take(), ["Query"]);
+    assert_eq!(page.items.len(), 1);
+    let contact = page.items[0].contact.as_ref().unwrap();
+    assert_eq!(
+        (contact.contact_id.as_str(), contact.display_name()),
+        (edited.as_str(), Some("Ana Card"))
+    );
+    assert_eq!(contact.tags, ["vip"]);
+
+    // The customer's new WhatsApp profile name comes with their next message: the stream
+    // copies it onto the card of their conversation.
+    let other = rows[0].conversation.contact_id.clone();
+    let renamed = crate::webhook::text_delivery(pnid, &customers[1], "wamid.card.renamed", ts + 5, "again")
+        .replace("Pat Customer", "Pat Renamed");
+    assert_eq!(post_webhook(&gw.base, &renamed, None).await.0, 200);
+    carded_page(
+        &counted,
+        &counter,
+        tenant_id,
+        &everything(InboxFilter::default()),
+        |rows| {
+            rows.iter().any(|r| {
+                r.conversation.contact_id == other
+                    && r.contact.as_ref().and_then(|c| c.profile_name.as_deref()) == Some("Pat Renamed")
+            })
+        },
+    )
+    .await;
+}

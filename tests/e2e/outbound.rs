@@ -288,6 +288,10 @@ async fn the_sending_rules_refuse_before_meta_and_again_in_the_sender() {
     let (status, refused) = w.send(template("marketing"), None).await;
     assert_eq!((status, refused["error"]["code"].as_str()), (422, Some("opted_out")));
     let rejected_id = refused["error"]["message_id"].as_str().unwrap();
+    assert_eq!(
+        (refused["id"].as_str(), &refused["status"]),
+        (Some(rejected_id), &json!("rejected"))
+    );
     let stored = w.message(rejected_id).await;
     assert_eq!(stored["status"], "rejected");
     assert_eq!(stored["error"]["title"], "opted_out");

@@ -332,6 +332,20 @@ async fn retention_settings_have_defaults_bounds_and_stay_within_their_tenant() 
         )
         .await;
     assert_eq!((status, &body["events_days"]), (200, &json!(14)), "{body}");
+    // What a GET shows goes back as it is, `source` included; an unknown field still does not.
+    let (_, mut read) = a.call("GET", "/v1/settings/retention", &a.viewer, None).await;
+    read["media_days"] = json!(9);
+    let (status, body) = a
+        .call("PUT", "/v1/settings/retention", &a.admin, Some(read.clone()))
+        .await;
+    assert_eq!(
+        (status, &body["media_days"], &body["source"]),
+        (200, &json!(9), &json!("tenant")),
+        "{body}"
+    );
+    read["colour"] = json!("blue");
+    let (status, body) = a.call("PUT", "/v1/settings/retention", &a.admin, Some(read)).await;
+    assert_eq!((status, code(&body)), (400, "invalid_body"), "{body}");
     // Another tenant still has the defaults.
     let (_, body) = b.call("GET", "/v1/settings/retention", &b.viewer, None).await;
     assert_eq!(body, defaults);

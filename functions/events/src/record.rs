@@ -12,7 +12,7 @@
 //! counters in the transaction that first records the draft (one update per counter item), so
 //! counts are exactly once under every redelivery, and no request is added to any hot path.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use aws_lambda_events::dynamodb::{Event as StreamEvent, EventRecord};
@@ -23,13 +23,14 @@ use serde_json::Value;
 
 use crate::automate::{self, AutomationDeps, Automations};
 use crm_shared::cache::TtlCache;
+use crm_shared::events::cards::refresh_of;
 use crm_shared::events::derive::{StreamChange, derive};
 use crm_shared::events::endpoint::WebhookEndpoint;
 use crm_shared::events::push::DeliveryJob;
 use crm_shared::events::{Event, EventDraft};
 use crm_shared::jobs::{OverflowQueue, SendJobQueue};
 use crm_shared::reports::counters::Counting;
-use crm_shared::store::{EventStore, PrivacyStore, StoreError, TenantStore, WebhookStore};
+use crm_shared::store::{ConversationStore, EventStore, PrivacyStore, StoreError, TenantStore, WebhookStore};
 use crm_shared::tenant::ReportSettings;
 
 /// How long this instance trusts a tenant's endpoint list (a new endpoint gets events within it).
@@ -106,7 +107,7 @@ struct Drafted {
 }
 
 pub async fn handle<
-    S: EventStore + WebhookStore + PrivacyStore + TenantStore + AutomationDeps,
+    S: EventStore + WebhookStore + PrivacyStore + TenantStore + AutomationDeps + ConversationStore,
     Q: OverflowQueue,
     A: SendJobQueue,
 >(
@@ -124,9 +125,7 @@ pub async fn handle<
                 record_seq: record_seq.clone(),
             });
         }
-        if deps.automations.is_some() {
-            changes.push((change, record_seq));
-        }
+        changes.push((change, record_seq));
     }
     let results = futures::future::join_all(
         by_tenant
@@ -145,6 +144,12 @@ pub async fn handle<
             }
         }
     }
+    // Cards last: a batch that failed before is retried from an earlier record anyway.
+    if failed.is_empty()
+        && let Some(seq) = refresh_cards(&deps.store, &changes).await
+    {
+        failed.push(seq);
+    }
     let mut response = DynamoDbEventResponse::default();
     // The earliest failed record: Lambda retries the shard from it.
     if let Some(first_failed) = failed.into_iter().min_by(|a, b| seq_order(a, b)) {
@@ -153,6 +158,24 @@ pub async fn handle<
         response.batch_item_failures.push(failure);
     }
     Ok(response)
+}
+
+/// Copies contact cards where the batch's changes call for it (`events::cards`), once per
+/// contact, in stream order; the sequence number of the record whose refresh failed (the batch
+/// is retried from it; a refresh is idempotent).
+async fn refresh_cards<S: ConversationStore>(store: &S, changes: &[(StreamChange, String)]) -> Option<String> {
+    let mut done = BTreeSet::new();
+    for (change, seq) in changes {
+        let Some(contact) = refresh_of(change) else { continue };
+        if !done.insert(contact.clone()) {
+            continue;
+        }
+        if let Err(err) = store.refresh_contact_cards(&contact.0, &contact.1).await {
+            tracing::warn!(error = %err, "contact cards could not be copied; the batch is retried from this change");
+            return Some(seq.clone());
+        }
+    }
+    None
 }
 
 /// Stream sequence numbers are decimal strings of varying length: compare as numbers.

@@ -4,6 +4,7 @@
 //! ([`ssrf`]). Events are derived from the table's change stream by the events function, never
 //! written beside a change by hand: no hot path pays a request for them.
 
+pub mod cards;
 pub mod derive;
 pub mod endpoint;
 pub mod push;

@@ -7,6 +7,7 @@ use std::collections::{BTreeSet, HashMap};
 use aws_sdk_dynamodb::types::{Delete, DeleteRequest, TransactWriteItem, Update, WriteRequest};
 use serde::de::DeserializeOwned;
 
+use super::conversations::TRANSACTION_ITEMS;
 use super::dynamo::{
     DynamoStore, Item, PageQuery, attr, backend, from_item, key, n, put_always, put_new, s, start_key, to_item,
     trim_page, tx_delete, tx_update,
@@ -15,7 +16,7 @@ use super::items::{ConsentItem, ContactItem, IdentityItem, RestrictionItem, TagI
 use super::keys::*;
 use super::ports::{ContactFilter, ContactStore, ContactUpdate, CustomerIdentity, IdentityKey};
 use super::{Page, StoreError};
-use crate::contact::{ConsentChange, Contact, RestrictionChange};
+use crate::contact::{ConsentChange, Contact, ContactCard, RestrictionChange};
 use crate::cursor::Position;
 
 /// The write that claims an identity (phone or user id) for a contact; fails when taken.
@@ -197,6 +198,19 @@ impl ContactStore for DynamoStore {
         for tag in &after.tags {
             if keys_changed || !before_tags.contains(tag) {
                 items.push(put_always(self.table(), to_item(&TagItem::new(after, tag))));
+            }
+        }
+        // The cards on the contact's conversations change with it (the inbox reads them, not the
+        // profile). Past the transaction's limit the events function rewrites them instead.
+        let card = ContactCard::of(after);
+        if card.shows_other_than(&ContactCard::of(before)) {
+            let conversations = self.conversation_cards(t, c).await?;
+            if items.len() + conversations.len() <= TRANSACTION_ITEMS {
+                items.extend(
+                    conversations
+                        .iter()
+                        .map(|(sk, _)| tx_update(self.card_update(t, c, sk, &card, false))),
+                );
             }
         }
         self.contact_transaction(items).await?;

@@ -9,14 +9,14 @@ use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, ReturnValue};
 use chrono::{DateTime, Utc};
 
 use super::dynamo::{
-    DynamoStore, ItemKey, PageQuery, av, backend, condition_failed, decode_cursor, encode_cursor, from_item, key,
-    projection, s, to_item, tx_check, tx_put,
+    DynamoStore, ItemKey, PageQuery, av, backend, condition_failed, decode_cursor, encode_cursor, from_attribute,
+    from_item, key, projection, s, to_item, tx_check, tx_put,
 };
 use super::items::{ConversationItem, NoteItem};
 use super::keys::*;
 use super::ports::{AssignOutcome, ConversationStore, InboxEntry, InboxQuery, WalkPage};
 use super::{Page, StoreError};
-use crate::contact::ContactSummary;
+use crate::contact::{ContactCard, ContactSummary};
 use crate::conversation::{
     AssigneeFilter, Conversation, ConversationStatus, InboxSort, Note, StatusChange, Visibility, parse_conversation_id,
 };
@@ -124,7 +124,64 @@ fn inbox_filter(query: &InboxQuery) -> (Vec<String>, HashMap<String, String>, Ha
     (clauses, names, values)
 }
 
+/// Most items one `TransactWriteItems` takes.
+pub(crate) const TRANSACTION_ITEMS: usize = 100;
+
 impl DynamoStore {
+    /// The sort keys of a contact's conversations, each with the version of the contact card
+    /// it carries (`None`: none yet).
+    pub(crate) async fn conversation_cards(
+        &self,
+        tenant_id: &str,
+        contact_id: &str,
+    ) -> Result<Vec<(String, Option<u64>)>, StoreError> {
+        let query = PageQuery::partition(contact_pk(tenant_id, contact_id))
+            .prefixed(CONVERSATION_PREFIX)
+            .project(&[SK, CONTACT_CARD]);
+        self.query_all(&query)
+            .await?
+            .into_iter()
+            .map(|mut item| {
+                let sk = item.remove(SK).and_then(|v| v.as_s().ok().cloned());
+                let card = item
+                    .remove(CONTACT_CARD)
+                    .map(from_attribute::<ContactCard>)
+                    .transpose()?;
+                let sk = sk.ok_or_else(|| StoreError::Corrupt("conversation without a sort key".into()))?;
+                Ok((sk, card.map(|c| c.version)))
+            })
+            .collect()
+    }
+
+    /// Writes `card` onto one of the contact's conversations (never creating one). `guarded`:
+    /// only over an older copy or none, for writers that may have read the contact before a
+    /// newer copy was written.
+    pub(crate) fn card_update(
+        &self,
+        tenant_id: &str,
+        contact_id: &str,
+        conversation_sk: &str,
+        card: &ContactCard,
+        guarded: bool,
+    ) -> aws_sdk_dynamodb::types::Update {
+        let mut values = HashMap::from([(":card".to_owned(), av(card))]);
+        let condition = if guarded {
+            values.insert(":v".to_owned(), av(&card.version));
+            "attribute_exists(PK) AND (attribute_not_exists(#card) OR #card.version < :v)"
+        } else {
+            "attribute_exists(PK)"
+        };
+        aws_sdk_dynamodb::types::Update::builder()
+            .table_name(self.table())
+            .set_key(Some(key(contact_pk(tenant_id, contact_id), conversation_sk)))
+            .update_expression("SET #card = :card")
+            .condition_expression(condition)
+            .expression_attribute_names("#card", CONTACT_CARD)
+            .set_expression_attribute_values(Some(values))
+            .build()
+            .expect("update is complete")
+    }
+
     /// The conversation as it is now (after a refused conditional write).
     async fn current(&self, tenant_id: &str, conversation_id: &str) -> Result<Conversation, StoreError> {
         self.get_conversation(tenant_id, conversation_id)
@@ -195,29 +252,56 @@ impl ConversationStore for DynamoStore {
         // conversation holds one per user), and the index keys the cursor needs.
         let reader_key = "#reader";
         names.insert(reader_key.into(), query.reader.clone());
-        let mut row = projection(key_attrs.iter().chain(INBOX_ROW_ATTRIBUTES).copied(), &mut names);
+        let mut row = projection(
+            key_attrs
+                .iter()
+                .chain(INBOX_ROW_ATTRIBUTES)
+                .chain(&[CONTACT_CARD])
+                .copied(),
+            &mut names,
+        );
         names.insert("#reads".into(), "reads".into());
         row.push_str(&format!(", #reads.{reader_key}"));
         request = request
             .projection_expression(row)
             .set_expression_attribute_names(Some(names));
-        // The row is the conversation itself (the index keys are simply ignored).
+        // The row is the conversation itself (the index keys are simply ignored) and the copy
+        // of its contact's summary it carries.
         let page = self
-            .list_page(request, tenant_id, limit, start, &key_attrs, |c: Conversation| c)
+            .list_page_with(request, tenant_id, limit, start, &key_attrs, |mut item| {
+                let card = item
+                    .remove(CONTACT_CARD)
+                    .map(from_attribute::<ContactCard>)
+                    .transpose()?;
+                Ok((from_item::<Conversation>(item)?, card))
+            })
             .await?;
-        let contact_ids: Vec<String> = page.items.iter().map(|c| c.contact_id.clone()).collect();
-        let mut contacts: HashMap<String, ContactSummary> = self
-            .contact_summaries(tenant_id, &contact_ids)
-            .await?
-            .into_iter()
-            .map(|c| (c.contact_id.clone(), c))
+        // Rows without a copy yet (a conversation the events function has not reached) read
+        // their contacts in one batch.
+        let uncarded: Vec<String> = page
+            .items
+            .iter()
+            .filter(|(_, card)| card.is_none())
+            .map(|(c, _)| c.contact_id.clone())
             .collect();
+        let mut contacts: HashMap<String, ContactSummary> = if uncarded.is_empty() {
+            HashMap::new()
+        } else {
+            self.contact_summaries(tenant_id, &uncarded)
+                .await?
+                .into_iter()
+                .map(|c| (c.contact_id.clone(), c))
+                .collect()
+        };
         let tag = query.filter.tag.as_deref();
         let items = page
             .items
             .into_iter()
-            .map(|conversation| {
-                let contact = contacts.remove(&conversation.contact_id);
+            .map(|(conversation, card)| {
+                let contact = match card {
+                    Some(card) => Some(card.into_summary(conversation.contact_id.clone())),
+                    None => contacts.remove(&conversation.contact_id),
+                };
                 InboxEntry { conversation, contact }
             })
             .filter(|e| tag.is_none_or(|t| e.contact.as_ref().is_some_and(|c| c.has_tag(t))))
@@ -468,6 +552,39 @@ impl ConversationStore for DynamoStore {
             .map(|i| from_item::<NoteItem>(i).map(|n| n.note))
             .collect::<Result<_, _>>()?;
         Ok((conversations, notes))
+    }
+
+    async fn refresh_contact_cards(&self, tenant_id: &str, contact_id: &str) -> Result<usize, StoreError> {
+        use super::ports::ContactStore;
+        let Some(contact) = self.get_contact(tenant_id, contact_id).await? else {
+            return Ok(0);
+        };
+        let card = ContactCard::of(&contact);
+        let mut written = 0;
+        for (sk, version) in self.conversation_cards(tenant_id, contact_id).await? {
+            if version.is_some_and(|v| v >= card.version) {
+                continue;
+            }
+            let update = self.card_update(tenant_id, contact_id, &sk, &card, true);
+            let result = self
+                .client()
+                .update_item()
+                .table_name(update.table_name)
+                .set_key(Some(update.key))
+                .update_expression(update.update_expression)
+                .set_condition_expression(update.condition_expression)
+                .set_expression_attribute_names(update.expression_attribute_names)
+                .set_expression_attribute_values(update.expression_attribute_values)
+                .send()
+                .await;
+            match result {
+                Ok(_) => written += 1,
+                // A newer copy is there already, or the conversation is gone.
+                Err(err) if condition_failed(&err) => {}
+                Err(err) => return Err(backend(err)),
+            }
+        }
+        Ok(written)
     }
 
     async fn idle_conversations(

@@ -188,6 +188,10 @@ pub(crate) fn from_item<T: for<'de> Deserialize<'de>>(item: Item) -> Result<T, S
     serde_dynamo::from_item(item).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
+pub(crate) fn from_attribute<T: for<'de> Deserialize<'de>>(value: AttributeValue) -> Result<T, StoreError> {
+    serde_dynamo::from_attribute_value(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
 pub(crate) fn to_item<T: Serialize>(value: &T) -> Item {
     serde_dynamo::to_item(value).expect("our item types always serialize to a map")
 }
@@ -718,6 +722,22 @@ impl DynamoStore {
     where
         I: for<'de> Deserialize<'de>,
     {
+        self.list_page_with(query, tenant_id, limit, start, key_attrs, |i| {
+            from_item::<I>(i).map(&map)
+        })
+        .await
+    }
+
+    /// [`Self::list_page`] decoding each stored item itself.
+    pub(crate) async fn list_page_with<T>(
+        &self,
+        query: QueryFluentBuilder,
+        tenant_id: &str,
+        limit: i32,
+        start: Option<Position>,
+        key_attrs: &[&str],
+        decode: impl Fn(Item) -> Result<T, StoreError>,
+    ) -> Result<Page<T>, StoreError> {
         let out = query
             .table_name(&self.table)
             .limit(limit + 1)
@@ -726,10 +746,7 @@ impl DynamoStore {
             .await
             .map_err(backend)?;
         let (raw, next) = trim_page(out.items.unwrap_or_default(), limit, out.last_evaluated_key, key_attrs);
-        let items = raw
-            .into_iter()
-            .map(|i| from_item::<I>(i).map(&map))
-            .collect::<Result<Vec<T>, _>>()?;
+        let items = raw.into_iter().map(decode).collect::<Result<Vec<T>, _>>()?;
         Ok(Page { items, next })
     }
 

@@ -522,6 +522,9 @@ pub fn conversation_sk(phone_number_id: &str) -> String {
 
 pub const CONVERSATION_PREFIX: &str = "CONV#";
 
+/// The attribute of a conversation holding its contact's card (`contact::ContactCard`).
+pub const CONTACT_CARD: &str = "contact_card";
+
 /// An internal note on a conversation, in the contact's partition (sort key: note id, so
 /// notes of one conversation sort by time).
 pub fn note_sk(phone_number_id: &str, note_id: &str) -> String {

@@ -899,6 +899,15 @@ pub trait ConversationStore: Send + Sync {
         contact_id: &str,
     ) -> impl Future<Output = Result<(Vec<Conversation>, Vec<Note>), StoreError>> + Send;
 
+    /// Copies the contact's card (`contact::ContactCard`) onto every conversation of the contact
+    /// that carries an older copy or none (the events function, after a new conversation or a
+    /// change of the contact the API did not copy itself); how many it wrote.
+    fn refresh_contact_cards(
+        &self,
+        tenant_id: &str,
+        contact_id: &str,
+    ) -> impl Future<Output = Result<usize, StoreError>> + Send;
+
     /// One page of the tenant's conversations whose last activity is in `[since, before)`
     /// (from the first when `since` is `None`), oldest first (retention, auto-resolve).
     fn idle_conversations(

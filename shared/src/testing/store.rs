@@ -121,6 +121,7 @@ pub enum Op {
     AddNote,
     Notes,
     ContactConversations,
+    RefreshContactCards,
     IdleConversations,
     DeleteConversation,
     // AuditStore

@@ -70,7 +70,18 @@ pub async fn put_retention<S: ApiStore, L, Q>(
     req: &Request,
 ) -> Result<Response<Body>, ApiError> {
     let p = privacy(deps)?;
-    let input: RetentionSettings = json_input(req)?;
+    // What a GET shows goes back as it is: `source` follows from this PUT itself (`tenant`).
+    let mut body: Value = json_input(req)?;
+    if let Some(fields) = body.as_object_mut() {
+        fields.remove("source");
+    }
+    let input: RetentionSettings = serde_json::from_value(body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            format!("the JSON body does not have the expected fields and types: {e}"),
+        )
+    })?;
     let settings = input.validate().map_err(|e| {
         let code = match e {
             RetentionError::OutOfBounds(_) => "invalid_retention",

@@ -345,10 +345,12 @@ pub async fn send<S: ApiStore, L: MediaLinks, Q: SendJobQueue>(
             now,
         )
     };
+    // A refused send is still a stored message (`rejected`): its id and status sit beside the
+    // error, where a queued send's are.
     let (status_code, response) = match (template_refusal, refusal) {
         (Some((first, errors)), _) => (
             StatusCode::UNPROCESSABLE_ENTITY,
-            json!({"error": {
+            json!({"id": message_id, "status": "rejected", "error": {
                 "code": "template_invalid",
                 "message": format!("Meta would refuse this send ({}): {}", first.code.code(), first.message),
                 "message_id": message_id,
@@ -359,7 +361,8 @@ pub async fn send<S: ApiStore, L: MediaLinks, Q: SendJobQueue>(
         ),
         (None, Some(r)) => (
             StatusCode::UNPROCESSABLE_ENTITY,
-            json!({"error": {"code": r.code(), "message": r.message(), "message_id": message_id}}),
+            json!({"id": message_id, "status": "rejected",
+                   "error": {"code": r.code(), "message": r.message(), "message_id": message_id}}),
         ),
         (None, None) => (
             StatusCode::ACCEPTED,
