@@ -328,6 +328,13 @@ pub fn validate_content(message_type: &str, content: &Value) -> Result<(), SendV
 pub fn parse_send_request(body: &Value) -> Result<SendRequest, SendValidationError> {
     let obj = object(body, "the body")?;
     let allowed = ["contact_id", "to", "type", "reply_to", "category", "from"];
+    // A body shaped as for Meta's send API may keep its envelope: these are the only values
+    // Meta takes there, and what this API sends anyway.
+    for (field, only) in [("messaging_product", "whatsapp"), ("recipient_type", "individual")] {
+        if obj.get(field).is_some_and(|v| v.as_str() != Some(only)) {
+            return Err(invalid("invalid_body", format!("{field} can only be \"{only}\"")));
+        }
+    }
     let message_type = obj
         .get("type")
         .and_then(Value::as_str)
@@ -340,7 +347,8 @@ pub fn parse_send_request(body: &Value) -> Result<SendRequest, SendValidationErr
         ));
     }
     for key in obj.keys() {
-        if !allowed.contains(&key.as_str()) && key != &message_type {
+        let envelope = matches!(key.as_str(), "messaging_product" | "recipient_type");
+        if !allowed.contains(&key.as_str()) && key != &message_type && !envelope {
             let shown = if key.len() <= 64 && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                 key.as_str()
             } else {
@@ -581,6 +589,20 @@ mod tests {
         let mut c = Contact::new("t", valid, now);
         c.last_inbound_at = Some(now - Duration::hours(1));
         c
+    }
+
+    #[test]
+    fn a_body_in_metas_shape_keeps_its_envelope_and_only_metas_values_for_it() {
+        let meta_shaped = json!({"messaging_product": "whatsapp", "recipient_type": "individual",
+                                 "to": "+14155550123", "type": "text", "text": {"body": "hi"}});
+        let r = parse_send_request(&meta_shaped).unwrap();
+        assert_eq!((r.to.as_deref(), r.content.clone()), (Some("+14155550123"), json!({"body": "hi"})));
+        for (field, value) in [("messaging_product", json!("sms")), ("recipient_type", json!("group"))] {
+            let mut body = meta_shaped.clone();
+            body[field] = value;
+            let err = parse_send_request(&body).unwrap_err();
+            assert_eq!(err.code, "invalid_body", "{field}");
+        }
     }
 
     #[test]

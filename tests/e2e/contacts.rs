@@ -497,6 +497,7 @@ async fn conversation_lists_messages_newest_first_with_media_links() {
         .expect("presigned url")
         .to_owned();
     assert!(link.contains("X-Amz-Expires=900"), "{link}");
+    assert_eq!(page["items"][0]["url"].as_str(), Some(link.as_str()), "on the item too");
     let served = reqwest::get(&link).await.unwrap();
     // Always a download, with an allowed type (signed into the link, whatever S3 holds).
     assert_eq!(served.headers()["content-disposition"], "attachment");

@@ -14,8 +14,8 @@ use crate::routes::contacts;
 use crate::{ApiStore, Deps, ok_json};
 
 pub async fn view<L: MediaLinks>(links: &L, m: &MessageRecord) -> Value {
-    let media = match &m.media {
-        None => Value::Null,
+    let (media, url) = match &m.media {
+        None => (Value::Null, None),
         Some(media) => {
             let url = match (&media.status, &media.s3_key) {
                 (MediaStatus::Available, Some(key)) => {
@@ -29,12 +29,13 @@ pub async fn view<L: MediaLinks>(links: &L, m: &MessageRecord) -> Value {
                 }
                 _ => None,
             };
-            json!({
+            let view = json!({
                 "status": media.status,
                 "mime_type": media.mime_type,
                 "size": media.size,
                 "url": url,
-            })
+            });
+            (view, url)
         }
     };
     json!({
@@ -49,6 +50,8 @@ pub async fn view<L: MediaLinks>(links: &L, m: &MessageRecord) -> Value {
         "wamid": m.wamid,
         "error": m.error.as_ref().map(|e| json!({"code": e.code, "title": e.title, "detail": e.detail})),
         "media": media,
+        // The media link on the item itself as well (the contract's "media items carry a url").
+        "url": url,
         "reply_to": m.reply_to,
         "context_wamid": m.context_wamid,
         "category": m.category,

@@ -73,7 +73,7 @@ route_table! {
     |deps, caller, req, id|
     GET    "/v1/tenant"                            Viewer => tenant::get(deps, caller),
     GET    "/v1/me"                                Viewer => users::me(deps, caller),
-    GET    "/v1/numbers"                           Viewer => tenant::numbers(deps, caller),
+    GET    "/v1/numbers"                           Viewer => tenant::numbers(deps, caller, req),
     GET    "/v1/settings/inbox"                    Viewer => tenant::get_inbox_settings(deps, caller),
     PUT    "/v1/settings/inbox"                    Admin  => tenant::put_inbox_settings(deps, caller, req),
     GET    "/v1/users"                             Viewer => users::list(deps, caller, req),

@@ -1,13 +1,15 @@
 //! `GET /v1/tenant` (the tenant), `GET /v1/numbers` (its WhatsApp numbers) and the inbox
 //! settings (`GET/PUT /v1/settings/inbox`).
 
-use lambda_http::{Body, Response};
+use lambda_http::{Body, Request, Response};
 use serde_json::json;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::routes::json_input;
+use crate::pagination::{envelope, page_request};
 use crate::{ApiStore, Deps, audit, ok_json, request_id};
+use crm_shared::cursor::Position;
 use crm_shared::tenant::InboxSettings;
 
 pub async fn get<S: ApiStore, L, Q>(deps: &Deps<S, L, Q>, caller: &Caller) -> Result<Response<Body>, ApiError> {
@@ -28,11 +30,30 @@ pub async fn get<S: ApiStore, L, Q>(deps: &Deps<S, L, Q>, caller: &Caller) -> Re
     }))
 }
 
-/// `GET /v1/numbers`: the tenant's WhatsApp numbers, the first (default sender) first.
-pub async fn numbers<S: ApiStore, L, Q>(deps: &Deps<S, L, Q>, caller: &Caller) -> Result<Response<Body>, ApiError> {
+/// `GET /v1/numbers`: the tenant's WhatsApp numbers, the first (default sender) first, paged as
+/// every list is (a tenant has few: they are read whole and the page cut from them).
+pub async fn numbers<S: ApiStore, L, Q>(
+    deps: &Deps<S, L, Q>,
+    caller: &Caller,
+    req: &Request,
+) -> Result<Response<Body>, ApiError> {
+    const LISTING: &str = "numbers";
+    let page = page_request(req, &deps.cursors, &caller.tenant_id, LISTING)?;
     let numbers = deps.store.numbers(&caller.tenant_id).await?;
-    let items: Vec<_> = numbers
+    let after = page.start.as_ref().and_then(|p| p.get("after"));
+    let from = after.map_or(0, |id| {
+        numbers
+            .iter()
+            .position(|n| &n.phone_number_id == id)
+            .map_or(numbers.len(), |i| i + 1)
+    });
+    let limit = page.limit as usize;
+    let shown = &numbers[from.min(numbers.len())..];
+    let next = (shown.len() > limit)
+        .then(|| Position::from([("after".to_owned(), shown[limit - 1].phone_number_id.clone())]));
+    let items: Vec<_> = shown
         .iter()
+        .take(limit)
         .map(|n| {
             json!({
                 "phone_number_id": n.phone_number_id,
@@ -43,7 +64,7 @@ pub async fn numbers<S: ApiStore, L, Q>(deps: &Deps<S, L, Q>, caller: &Caller) -
             })
         })
         .collect();
-    ok_json(&json!({"items": items, "next_cursor": null}))
+    ok_json(&envelope(items, next, &deps.cursors, &caller.tenant_id, LISTING))
 }
 
 pub async fn get_inbox_settings<S: ApiStore, L, Q>(
