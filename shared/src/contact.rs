@@ -396,6 +396,19 @@ pub fn phone_from_wa_id(wa_id: &str) -> Option<String> {
     Some(normalize_phone(&plain).unwrap_or(plain))
 }
 
+/// A phone as a contact may hold it without the numbering plan knowing it ([`phone_from_wa_id`]
+/// stores such numbers: WhatsApp routes to them): `+` and 8–15 digits once spaces, dashes and
+/// parentheses are dropped. Only for finding a contact that already has the number, never for
+/// creating one (that takes [`normalize_phone`]).
+pub fn phone_on_record(input: &str) -> Option<String> {
+    let plain: String = input
+        .trim()
+        .chars()
+        .filter(|c| !matches!(c, ' ' | '-' | '(' | ')'))
+        .collect();
+    is_e164_shape(&plain).then_some(plain)
+}
+
 /// Trims and checks a WhatsApp business-scoped user id.
 pub fn normalize_user_id(input: &str) -> Result<String, ContactError> {
     let s = input.trim();

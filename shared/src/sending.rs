@@ -177,6 +177,9 @@ pub struct SendRequest {
     pub contact_id: Option<String>,
     /// E.164.
     pub to: Option<String>,
+    /// `to` is shaped as E.164 but outside the numbering plan (`contact::phone_on_record`):
+    /// only a contact that already has it can be sent to.
+    pub to_on_record_only: bool,
     pub message_type: String,
     /// The type's object, as Meta's send API takes it.
     pub content: Value,
@@ -370,12 +373,15 @@ pub fn parse_send_request(body: &Value) -> Result<SendRequest, SendValidationErr
         }
     };
     let contact_id = string("contact_id")?;
-    let to = match string("to")? {
-        Some(raw) => Some(
-            crate::contact::normalize_phone(&raw)
-                .map_err(|_| invalid("invalid_phone", "to must be an E.164 phone number"))?,
-        ),
-        None => None,
+    let (to, to_on_record_only) = match string("to")? {
+        Some(raw) => match crate::contact::normalize_phone(&raw) {
+            Ok(phone) => (Some(phone), false),
+            Err(_) => match crate::contact::phone_on_record(&raw) {
+                Some(phone) => (Some(phone), true),
+                None => return Err(invalid("invalid_phone", "to must be an E.164 phone number")),
+            },
+        },
+        None => (None, false),
     };
     match (&contact_id, &to) {
         (None, None) => return Err(invalid("invalid_body", "contact_id or to is required")),
@@ -395,6 +401,7 @@ pub fn parse_send_request(body: &Value) -> Result<SendRequest, SendValidationErr
     Ok(SendRequest {
         contact_id,
         to,
+        to_on_record_only,
         message_type,
         content,
         reply_to: string("reply_to")?,
@@ -596,7 +603,10 @@ mod tests {
         let meta_shaped = json!({"messaging_product": "whatsapp", "recipient_type": "individual",
                                  "to": "+14155550123", "type": "text", "text": {"body": "hi"}});
         let r = parse_send_request(&meta_shaped).unwrap();
-        assert_eq!((r.to.as_deref(), r.content.clone()), (Some("+14155550123"), json!({"body": "hi"})));
+        assert_eq!(
+            (r.to.as_deref(), r.content.clone()),
+            (Some("+14155550123"), json!({"body": "hi"}))
+        );
         for (field, value) in [("messaging_product", json!("sms")), ("recipient_type", json!("group"))] {
             let mut body = meta_shaped.clone();
             body[field] = value;

@@ -713,14 +713,24 @@ async fn several_numbers_route_webhooks_and_refuse_what_belongs_elsewhere() {
     assert_eq!(first["items"][0]["phone_number_id"], c.pnid.as_str());
     let cursor = first["next_cursor"].as_str().expect("a second page").to_owned();
     let (_, second) = c
-        .call("GET", &format!("/v1/numbers?limit=1&cursor={}", urlencoding(&cursor)), &c.admin, None)
+        .call(
+            "GET",
+            &format!("/v1/numbers?limit=1&cursor={}", urlencoding(&cursor)),
+            &c.admin,
+            None,
+        )
         .await;
     assert_eq!(second["items"][0]["phone_number_id"], sales.phone_number_id.as_str());
     assert_eq!(second["next_cursor"], Value::Null);
     let (status, body) = c.call("GET", "/v1/numbers?limit=0", &c.admin, None).await;
     assert_eq!((status, code(&body)), (400, "invalid_limit"));
     let (status, body) = c
-        .call("GET", &format!("/v1/conversations?cursor={}", urlencoding(&cursor)), &c.admin, None)
+        .call(
+            "GET",
+            &format!("/v1/conversations?cursor={}", urlencoding(&cursor)),
+            &c.admin,
+            None,
+        )
         .await;
     assert_eq!((status, code(&body)), (400, "invalid_cursor"), "{body}");
 

@@ -776,3 +776,71 @@ async fn a_send_reads_its_recipient_beside_the_key_and_never_a_contact_that_lost
     let (status, body) = call_api(&first, "POST", "/v1/messages", &forged, Some(text(json!(phone)))).await;
     assert_eq!(status, 401, "{body}");
 }
+
+#[tokio::test]
+async fn a_number_outside_the_numbering_plan_is_sent_to_only_when_a_contact_has_it() {
+    use crm_shared::store::{ContactStore, CustomerIdentity};
+    let w = world("Unlisted numbers").await;
+    let (sandbox, _) = start_sandbox(&w).await;
+    // +1 555 numbers (Meta's test numbers among them) have E.164's shape but no assigned range:
+    // WhatsApp routes to them, so a webhook stores the customer as they are.
+    let n = e2e_tests::unique_numeric_id();
+    let phone = format!("+1555{}", &n[n.len() - 7..]);
+    assert!(
+        crm_shared::contact::normalize_phone(&phone).is_err(),
+        "the premise: {phone}"
+    );
+    sandbox
+        .inbound_text(&w.phone_number_id, &phone, "Casey", "hello")
+        .await
+        .expect("webhook accepted");
+    let identity = CustomerIdentity {
+        phone: Some(phone.clone()),
+        user_id: None,
+    };
+    let (contact_id, _) = w
+        .store
+        .match_contact(&w.tenant_id, &identity)
+        .await
+        .unwrap()
+        .expect("the webhook stored the customer");
+
+    // A reply by `to` reaches that contact, written the way people write it.
+    for to in [
+        phone.clone(),
+        format!("{} {} {}", &phone[..2], &phone[2..5], &phone[5..]),
+    ] {
+        let (status, body) = w
+            .send(json!({"to": to, "type": "text", "text": {"body": "hi back"}}), None)
+            .await;
+        assert_eq!(status, 202, "{to}: {body}");
+        let stored = w.message(body["id"].as_str().unwrap()).await;
+        assert_eq!(stored["contact_id"], contact_id.as_str());
+    }
+    // Nobody has this one: refused, and no contact is made for it (nor through the API).
+    let stranger = format!("+1555{}", &n[n.len() - 8..n.len() - 1]);
+    let (status, body) = w
+        .send(json!({"to": stranger, "type": "text", "text": {"body": "hi"}}), None)
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_phone")),
+        "{body}"
+    );
+    let stranger_identity = CustomerIdentity {
+        phone: Some(stranger.clone()),
+        user_id: None,
+    };
+    assert_eq!(
+        w.store.match_contact(&w.tenant_id, &stranger_identity).await.unwrap(),
+        None
+    );
+    let (status, _) = api(
+        "POST",
+        &w.url("/v1/contacts"),
+        Some(&w.agent),
+        Some(json!({"phone": stranger})),
+    )
+    .await;
+    assert_eq!(status, 400);
+}

@@ -127,6 +127,18 @@ async fn recipient<S: ApiStore, L, Q>(
             },
             None => create_or_match_contact(&deps.store, &caller.tenant_id, &identity, None, now).await?,
         },
+        // A number outside the numbering plan: only to a contact that has it (one a webhook
+        // stored), never a new one.
+        _ if req.to_on_record_only => match deps.store.match_contact(&caller.tenant_id, &identity).await? {
+            Some((contact_id, matched_by)) => FoundContact::Existing { contact_id, matched_by },
+            None => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_phone",
+                    "to must be an E.164 phone number (one outside the numbering plan only for a contact that has it)",
+                ));
+            }
+        },
         // Nothing read beside the key, or a remembered contact that no longer holds the phone.
         _ => find_or_create_contact(&deps.store, &caller.tenant_id, &identity, None, now).await?,
     };

@@ -6,8 +6,8 @@ use serde_json::json;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::routes::json_input;
 use crate::pagination::{envelope, page_request};
+use crate::routes::json_input;
 use crate::{ApiStore, Deps, audit, ok_json, request_id};
 use crm_shared::cursor::Position;
 use crm_shared::tenant::InboxSettings;
@@ -49,8 +49,8 @@ pub async fn numbers<S: ApiStore, L, Q>(
     });
     let limit = page.limit as usize;
     let shown = &numbers[from.min(numbers.len())..];
-    let next = (shown.len() > limit)
-        .then(|| Position::from([("after".to_owned(), shown[limit - 1].phone_number_id.clone())]));
+    let next =
+        (shown.len() > limit).then(|| Position::from([("after".to_owned(), shown[limit - 1].phone_number_id.clone())]));
     let items: Vec<_> = shown
         .iter()
         .take(limit)
