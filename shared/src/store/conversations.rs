@@ -127,6 +127,19 @@ fn inbox_filter(query: &InboxQuery) -> (Vec<String>, HashMap<String, String>, Ha
 /// Most items one `TransactWriteItems` takes.
 pub(crate) const TRANSACTION_ITEMS: usize = 100;
 
+/// The position after an inbox row (the index's `LastEvaluatedKey`): the table's keys made from
+/// the row's contact and number, as every conversation's are, the index's partition the one
+/// queried, its sort key as read.
+fn inbox_position(row: &super::dynamo::Item, tenant_id: &str, index_pk: (&str, &str), sk_attr: &str) -> Position {
+    let text = |name: &str| super::dynamo::attr(row, name).unwrap_or_default();
+    Position::from([
+        (PK.to_owned(), contact_pk(tenant_id, text("contact_id"))),
+        (SK.to_owned(), conversation_sk(text("phone_number_id"))),
+        (index_pk.0.to_owned(), index_pk.1.to_owned()),
+        (sk_attr.to_owned(), text(sk_attr).to_owned()),
+    ])
+}
+
 impl DynamoStore {
     /// The sort keys of a contact's conversations, each with the version of the contact card
     /// it carries (`None`: none yet).
@@ -236,7 +249,7 @@ impl ConversationStore for DynamoStore {
         };
         let (clauses, mut names, mut values) = inbox_filter(query);
         names.insert("#pk".into(), pk_attr.into());
-        values.insert(":pk".into(), s(pk));
+        values.insert(":pk".into(), s(pk.clone()));
         let mut request = self
             .client()
             .query()
@@ -247,13 +260,13 @@ impl ConversationStore for DynamoStore {
         if !clauses.is_empty() {
             request = request.filter_expression(clauses.join(" AND "));
         }
-        let key_attrs = [PK, SK, pk_attr, sk_attr];
         // Only what a row shows: every field but the other readers' marks (a busy
-        // conversation holds one per user), and the index keys the cursor needs.
+        // conversation holds one per user), and of the keys the cursor needs only the index's
+        // sort key: the table's keys follow from the row, the index's partition is the query's.
         let reader_key = "#reader";
         names.insert(reader_key.into(), query.reader.clone());
         let mut row = projection(
-            key_attrs
+            [sk_attr]
                 .iter()
                 .chain(INBOX_ROW_ATTRIBUTES)
                 .chain(&[CONTACT_CARD])
@@ -268,13 +281,21 @@ impl ConversationStore for DynamoStore {
         // The row is the conversation itself (the index keys are simply ignored) and the copy
         // of its contact's summary it carries.
         let page = self
-            .list_page_with(request, tenant_id, limit, start, &key_attrs, |mut item| {
-                let card = item
-                    .remove(CONTACT_CARD)
-                    .map(from_attribute::<ContactCard>)
-                    .transpose()?;
-                Ok((from_item::<Conversation>(item)?, card))
-            })
+            .list_page_with(
+                request,
+                tenant_id,
+                limit,
+                start,
+                |last| inbox_position(last, tenant_id, (pk_attr, &pk), sk_attr),
+                |mut item| {
+                    item.remove(sk_attr);
+                    let card = item
+                        .remove(CONTACT_CARD)
+                        .map(from_attribute::<ContactCard>)
+                        .transpose()?;
+                    Ok((from_item::<Conversation>(item)?, card))
+                },
+            )
             .await?;
         // Rows without a copy yet (a conversation the events function has not reached) read
         // their contacts in one batch.

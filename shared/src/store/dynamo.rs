@@ -348,19 +348,33 @@ pub(crate) fn position(key: Item) -> Position {
 /// position is absent exactly when nothing follows (no cursor that leads to an empty page).
 /// `key_attrs` are the attributes of the queried index's `LastEvaluatedKey`.
 pub(crate) fn trim_page(
-    mut items: Vec<Item>,
+    items: Vec<Item>,
     limit: i32,
     last_evaluated: Option<Item>,
     key_attrs: &[&str],
 ) -> (Vec<Item>, Option<Position>) {
+    trim_page_with(items, limit, last_evaluated, |last| key_position(last, key_attrs))
+}
+
+/// The position of an item from its key attributes.
+pub(crate) fn key_position(item: &Item, key_attrs: &[&str]) -> Position {
+    key_attrs
+        .iter()
+        .filter_map(|k| attr(item, k).map(|v| (k.to_string(), v.to_owned())))
+        .collect()
+}
+
+/// [`trim_page`] with the next position made from the page's last item by `cursor`.
+pub(crate) fn trim_page_with(
+    mut items: Vec<Item>,
+    limit: i32,
+    last_evaluated: Option<Item>,
+    cursor: impl Fn(&Item) -> Position,
+) -> (Vec<Item>, Option<Position>) {
     let limit = limit.max(1) as usize;
     if items.len() > limit {
         items.truncate(limit);
-        let last = items.last().expect("limit is at least one");
-        let next = key_attrs
-            .iter()
-            .filter_map(|k| attr(last, k).map(|v| (k.to_string(), v.to_owned())))
-            .collect();
+        let next = cursor(items.last().expect("limit is at least one"));
         (items, Some(next))
     } else {
         (items, last_evaluated.map(position))
@@ -722,20 +736,21 @@ impl DynamoStore {
     where
         I: for<'de> Deserialize<'de>,
     {
-        self.list_page_with(query, tenant_id, limit, start, key_attrs, |i| {
-            from_item::<I>(i).map(&map)
-        })
-        .await
+        let cursor = |last: &Item| key_position(last, key_attrs);
+        self.list_page_with(query, tenant_id, limit, start, cursor, |i| from_item::<I>(i).map(&map))
+            .await
     }
 
-    /// [`Self::list_page`] decoding each stored item itself.
+    /// [`Self::list_page`] decoding each stored item itself, with the page's next position
+    /// made from its last item by `cursor` (so a listing may leave out of its projection the
+    /// key attributes it can derive).
     pub(crate) async fn list_page_with<T>(
         &self,
         query: QueryFluentBuilder,
         tenant_id: &str,
         limit: i32,
         start: Option<Position>,
-        key_attrs: &[&str],
+        cursor: impl Fn(&Item) -> Position,
         decode: impl Fn(Item) -> Result<T, StoreError>,
     ) -> Result<Page<T>, StoreError> {
         let out = query
@@ -745,7 +760,7 @@ impl DynamoStore {
             .send()
             .await
             .map_err(backend)?;
-        let (raw, next) = trim_page(out.items.unwrap_or_default(), limit, out.last_evaluated_key, key_attrs);
+        let (raw, next) = trim_page_with(out.items.unwrap_or_default(), limit, out.last_evaluated_key, cursor);
         let items = raw.into_iter().map(decode).collect::<Result<Vec<T>, _>>()?;
         Ok(Page { items, next })
     }
