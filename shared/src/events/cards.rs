@@ -8,7 +8,7 @@
 use serde_json::Value;
 
 use super::derive::StreamChange;
-use crate::store::keys::{CONTACT_CARD, CONVERSATION_PREFIX, PROFILE_SK};
+use crate::store::keys::{CONTACT_CARD, CONVERSATION_PREFIX, PROFILE_SK, contact_pk};
 
 /// The contact attributes a card copies.
 const CARD_FIELDS: &[&str] = &["name", "profile_name", "phone", "tags"];
@@ -30,7 +30,10 @@ pub fn refresh_of(change: &StreamChange) -> Option<(String, String)> {
         return None;
     }
     let text = |name: &str| new.get(name).and_then(Value::as_str).map(str::to_owned);
-    Some((text("tenant_id")?, text("contact_id")?))
+    let (tenant_id, contact_id) = (text("tenant_id")?, text("contact_id")?);
+    // Only the contact whose partition changed (its key names the tenant).
+    let pk = change.keys.get("PK")?.as_str()?;
+    (pk == contact_pk(&tenant_id, &contact_id)).then_some((tenant_id, contact_id))
 }
 
 /// An attribute as the card sees it: absent, null and an empty list are all "none".
@@ -109,7 +112,11 @@ mod tests {
         let mut carded = conv.clone();
         carded["contact_card"] = json!({"name": "Ana", "tags": [], "version": 3});
         assert_eq!(refresh_of(&change("CONV#1001", Some(conv.clone()), Some(carded))), None);
-        assert_eq!(refresh_of(&change("CONV#1001", Some(conv), None)), None);
+        assert_eq!(refresh_of(&change("CONV#1001", Some(conv.clone()), None)), None);
+        // An image naming another partition's contact asks for nothing.
+        let mut elsewhere = conv.clone();
+        elsewhere["tenant_id"] = json!("t2");
+        assert_eq!(refresh_of(&change("CONV#1001", None, Some(elsewhere))), None);
         // Other items never do.
         let message = json!({"tenant_id": "t1", "contact_id": "c1"});
         assert_eq!(refresh_of(&change("MSG", None, Some(message))), None);
