@@ -105,7 +105,7 @@ async function start(whoami) {
   const usersRead = api('GET', '/v1/users?limit=100').catch(() => ({ items: [] }));
   let me, numbers, firstPage;
   try {
-    [me, numbers, firstPage] = await Promise.all([whoami, api('GET', '/v1/numbers'), Inbox.firstPage()]);
+    [me, numbers, firstPage] = await Promise.all([whoami, api('GET', '/v1/numbers?limit=100'), Inbox.firstPage()]);
   } catch (e) {
     current.stop();
     throw e;

@@ -144,10 +144,13 @@ pub async fn handle<
             }
         }
     }
-    // Cards last: a batch that failed before is retried from an earlier record anyway.
-    if failed.is_empty()
-        && let Some(seq) = refresh_cards(&deps.store, &changes).await
-    {
+    // Cards for the records before the first failure (Lambda retries from that one on, so
+    // the ones before it are never handed over again).
+    let first_failed = failed.iter().min_by(|a, b| seq_order(a, b)).cloned();
+    let done = changes
+        .iter()
+        .take_while(|(_, seq)| first_failed.as_ref().is_none_or(|f| seq_order(seq, f).is_lt()));
+    if let Some(seq) = refresh_cards(&deps.store, done).await {
         failed.push(seq);
     }
     let mut response = DynamoDbEventResponse::default();
@@ -163,7 +166,10 @@ pub async fn handle<
 /// Copies contact cards where the batch's changes call for it (`events::cards`), once per
 /// contact, in stream order; the sequence number of the record whose refresh failed (the batch
 /// is retried from it; a refresh is idempotent).
-async fn refresh_cards<S: ConversationStore>(store: &S, changes: &[(StreamChange, String)]) -> Option<String> {
+async fn refresh_cards<'a, S: ConversationStore>(
+    store: &S,
+    changes: impl Iterator<Item = &'a (StreamChange, String)>,
+) -> Option<String> {
     let mut done = BTreeSet::new();
     for (change, seq) in changes {
         let Some(contact) = refresh_of(change) else { continue };

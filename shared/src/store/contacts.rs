@@ -108,9 +108,7 @@ impl DynamoStore {
     async fn contact_transaction(&self, items: Vec<TransactWriteItem>) -> Result<(), StoreError> {
         match self.transact(items).await? {
             Ok(()) => Ok(()),
-            Err(c) if c.failed(0) => Err(StoreError::VersionMismatch),
-            Err(c) if c.any_failed() => Err(StoreError::Conflict(CONFLICT.into())),
-            Err(c) => Err(c.unexplained()),
+            Err(c) => Err(contact_cancellation(c)),
         }
     }
 
@@ -129,6 +127,18 @@ impl DynamoStore {
     ) -> Result<Vec<T>, StoreError> {
         let query = PageQuery::partition(contact_pk(tenant_id, contact_id)).prefixed(prefix);
         self.query_all(&query).await?.into_iter().map(from_item).collect()
+    }
+}
+
+/// What a refused contact transaction means: its first item (the profile's version) or an
+/// identity claim.
+fn contact_cancellation(c: super::dynamo::Cancelled) -> StoreError {
+    if c.failed(0) {
+        StoreError::VersionMismatch
+    } else if c.any_failed() {
+        StoreError::Conflict(CONFLICT.into())
+    } else {
+        c.unexplained()
     }
 }
 
@@ -203,6 +213,7 @@ impl ContactStore for DynamoStore {
         // The cards on the contact's conversations change with it (the inbox reads them, not the
         // profile). Past the transaction's limit the events function rewrites them instead.
         let card = ContactCard::of(after);
+        let cards_from = items.len();
         if card.shows_other_than(&ContactCard::of(before)) {
             let conversations = self.conversation_cards(t, c).await?;
             if items.len() + conversations.len() <= TRANSACTION_ITEMS {
@@ -213,7 +224,20 @@ impl ContactStore for DynamoStore {
                 );
             }
         }
-        self.contact_transaction(items).await?;
+        let with_cards = items.len();
+        match self.transact(items.clone()).await? {
+            Ok(()) => {}
+            // Only a card refused: its conversation went (retention, erasure) since the query.
+            // The edit stands without the cards; the events function copies them from the stream.
+            Err(cancelled)
+                if (cards_from..with_cards).any(|i| cancelled.failed(i))
+                    && !(0..cards_from).any(|i| cancelled.failed(i)) =>
+            {
+                items.truncate(cards_from);
+                self.contact_transaction(items).await?;
+            }
+            Err(cancelled) => return Err(contact_cancellation(cancelled)),
+        }
         // Entries of removed tags go after the transaction (it has a 100-item limit); a stale
         // one is harmless because tag listings check membership on the profile they return.
         let removed: Vec<WriteRequest> = before

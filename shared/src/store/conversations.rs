@@ -80,15 +80,22 @@ fn inbox_filter(query: &InboxQuery) -> (Vec<String>, HashMap<String, String>, Ha
     }
     if let Some(status) = f.status {
         names.insert("#st".to_owned(), "status".to_owned());
-        values.insert(":now".to_owned(), now.clone());
-        values.insert(":snoozed".to_owned(), av(&ConversationStatus::Snoozed));
+        // Only the values a clause uses: DynamoDB refuses an unused one (moto does not).
+        let snooze_values = |values: &mut HashMap<String, AttributeValue>| {
+            values.insert(":now".to_owned(), now.clone());
+            values.insert(":snoozed".to_owned(), av(&ConversationStatus::Snoozed));
+        };
         // A snooze that ran out reads as open before the sweep writes it.
         clauses.push(match status {
             ConversationStatus::Open => {
+                snooze_values(&mut values);
                 values.insert(":open".to_owned(), av(&ConversationStatus::Open));
                 "(#st = :open OR (#st = :snoozed AND snooze_until <= :now))".to_owned()
             }
-            ConversationStatus::Snoozed => "(#st = :snoozed AND snooze_until > :now)".to_owned(),
+            ConversationStatus::Snoozed => {
+                snooze_values(&mut values);
+                "(#st = :snoozed AND snooze_until > :now)".to_owned()
+            }
             other => {
                 values.insert(":status".to_owned(), av(&other));
                 "#st = :status".to_owned()
@@ -305,7 +312,7 @@ impl ConversationStore for DynamoStore {
             .filter(|(_, card)| card.is_none())
             .map(|(c, _)| c.contact_id.clone())
             .collect();
-        let mut contacts: HashMap<String, ContactSummary> = if uncarded.is_empty() {
+        let contacts: HashMap<String, ContactSummary> = if uncarded.is_empty() {
             HashMap::new()
         } else {
             self.contact_summaries(tenant_id, &uncarded)
@@ -321,7 +328,8 @@ impl ConversationStore for DynamoStore {
             .map(|(conversation, card)| {
                 let contact = match card {
                     Some(card) => Some(card.into_summary(conversation.contact_id.clone())),
-                    None => contacts.remove(&conversation.contact_id),
+                    // One contact may hold several rows of a page (one per number).
+                    None => contacts.get(&conversation.contact_id).cloned(),
                 };
                 InboxEntry { conversation, contact }
             })
@@ -682,6 +690,63 @@ mod tests {
     use super::*;
     use crate::conversation::{Preview, Priority};
     use crate::message::Direction;
+
+    #[test]
+    fn every_inbox_filter_defines_only_the_names_and_values_its_expression_uses() {
+        use crate::conversation::InboxFilter;
+        let statuses = [
+            None,
+            Some(ConversationStatus::Open),
+            Some(ConversationStatus::Pending),
+            Some(ConversationStatus::Snoozed),
+            Some(ConversationStatus::Resolved),
+        ];
+        let assignees = [
+            AssigneeFilter::Any,
+            AssigneeFilter::Nobody,
+            AssigneeFilter::User("u1".into()),
+        ];
+        let visibilities = [Visibility::All, Visibility::AssignedOrUnassigned("u2".into())];
+        let mut combinations = 0;
+        for status in statuses {
+            for assignee in &assignees {
+                for visibility in &visibilities {
+                    for window_open in [None, Some(true), Some(false)] {
+                        for (waiting, number) in [(false, None), (true, Some("1001".to_owned()))] {
+                            let query = InboxQuery {
+                                filter: InboxFilter {
+                                    status,
+                                    assignee: assignee.clone(),
+                                    window_open,
+                                    waiting,
+                                    number,
+                                    ..InboxFilter::default()
+                                },
+                                visibility: visibility.clone(),
+                                reader: "u2".into(),
+                                now: Utc::now(),
+                            };
+                            let (clauses, names, values) = inbox_filter(&query);
+                            let expression = clauses.join(" AND ");
+                            // DynamoDB refuses a request defining a name or value its expressions
+                            // never use (moto does not): each must appear, as a whole token.
+                            let used = |token: &str| {
+                                expression.match_indices(token).any(|(i, _)| {
+                                    !expression[i + token.len()..]
+                                        .starts_with(|c: char| c.is_alphanumeric() || c == '_')
+                                })
+                            };
+                            for token in names.keys().chain(values.keys()) {
+                                assert!(used(token), "{token} unused in {expression:?}");
+                            }
+                            combinations += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(combinations, 5 * 3 * 2 * 3 * 2);
+    }
 
     #[test]
     fn an_inbox_row_reads_every_field_of_a_conversation_it_does_not_leave_out_on_purpose() {

@@ -41,11 +41,16 @@ pub async fn numbers<S: ApiStore, L, Q>(
     let page = page_request(req, &deps.cursors, &caller.tenant_id, LISTING)?;
     let numbers = deps.store.numbers(&caller.tenant_id).await?;
     let after = page.start.as_ref().and_then(|p| p.get("after"));
-    let from = after.map_or(0, |id| {
-        numbers
+    // Past the cursor's number; if it was removed since, past where it stood (the first number
+    // leads, the others follow in id order).
+    let from = after.map_or(0, |id| match numbers.iter().position(|n| &n.phone_number_id == id) {
+        Some(i) => i + 1,
+        None => numbers
             .iter()
-            .position(|n| &n.phone_number_id == id)
-            .map_or(numbers.len(), |i| i + 1)
+            .enumerate()
+            .skip(1)
+            .find(|(_, n)| n.phone_number_id.as_str() > id.as_str())
+            .map_or(numbers.len(), |(i, _)| i),
     });
     let limit = page.limit as usize;
     let shown = &numbers[from.min(numbers.len())..];
