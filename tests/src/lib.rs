@@ -7,6 +7,7 @@
 //! AWS would deny it. `crmctl` runs behind the gate of the template's `OperatorPolicy`. Only the
 //! tests' own setup and assertions use [`Stack::sdk`] (straight to moto, unchecked).
 
+pub mod expressions;
 pub mod faults;
 pub mod iam;
 pub mod proxy;

@@ -119,6 +119,12 @@ impl Gate {
                 .map(|c| c.to_string()),
             Err(why) => Some(format!("unattributed request ({why})")),
         };
+        // What DynamoDB validates and moto does not: expression names and values.
+        let verdict = verdict.or_else(|| {
+            let target = parts.headers.get("x-amz-target")?.to_str().ok()?;
+            let operation = target.strip_prefix("DynamoDB_20120810.")?;
+            crate::expressions::problem(operation, &body).map(|p| format!("a DynamoDB {operation}: {p}"))
+        });
         if let Some(what) = verdict {
             let line = format!("{} is not allowed {what}", self.principal);
             if !self.principal.starts_with(PROBE_PREFIX) {
