@@ -7,10 +7,9 @@ use std::collections::{BTreeSet, HashMap};
 use aws_sdk_dynamodb::types::{Delete, DeleteRequest, TransactWriteItem, Update, WriteRequest};
 use serde::de::DeserializeOwned;
 
-use super::conversations::TRANSACTION_ITEMS;
 use super::dynamo::{
-    DynamoStore, Item, PageQuery, attr, backend, from_item, key, n, put_always, put_new, s, start_key, to_item,
-    trim_page, tx_delete, tx_update,
+    DynamoStore, Item, PageQuery, TRANSACTION_ITEMS, attr, backend, from_item, key, n, put_always, put_new, s,
+    start_key, to_item, trim_page, tx_delete, tx_update,
 };
 use super::items::{ConsentItem, ContactItem, IdentityItem, RestrictionItem, TagItem, name_key, phone_key};
 use super::keys::*;
@@ -105,6 +104,26 @@ const CONFLICT: &str = "a contact with this phone or user_id already exists";
 
 impl DynamoStore {
     /// Runs a contact transaction whose first item is the version-checked profile write.
+    /// A contact's transaction whose items from `cards_from` on are card writes: when only a
+    /// card is refused (its conversation went, by retention or erasure, since it was listed),
+    /// the edit is written without the cards and the events function copies them from the
+    /// stream.
+    async fn transact_with_cards(&self, items: Vec<TransactWriteItem>, cards_from: usize) -> Result<(), StoreError> {
+        let total = items.len();
+        match self.transact(items.clone()).await? {
+            Ok(()) => Ok(()),
+            Err(cancelled)
+                if (cards_from..total).any(|i| cancelled.failed(i))
+                    && !(0..cards_from).any(|i| cancelled.failed(i)) =>
+            {
+                let mut items = items;
+                items.truncate(cards_from);
+                self.contact_transaction(items).await
+            }
+            Err(cancelled) => Err(contact_cancellation(cancelled)),
+        }
+    }
+
     async fn contact_transaction(&self, items: Vec<TransactWriteItem>) -> Result<(), StoreError> {
         match self.transact(items).await? {
             Ok(()) => Ok(()),
@@ -225,18 +244,10 @@ impl ContactStore for DynamoStore {
             }
         }
         let with_cards = items.len();
-        match self.transact(items.clone()).await? {
-            Ok(()) => {}
-            // Only a card refused: its conversation went (retention, erasure) since the query.
-            // The edit stands without the cards; the events function copies them from the stream.
-            Err(cancelled)
-                if (cards_from..with_cards).any(|i| cancelled.failed(i))
-                    && !(0..cards_from).any(|i| cancelled.failed(i)) =>
-            {
-                items.truncate(cards_from);
-                self.contact_transaction(items).await?;
-            }
-            Err(cancelled) => return Err(contact_cancellation(cancelled)),
+        if with_cards == cards_from {
+            self.contact_transaction(items).await?;
+        } else {
+            self.transact_with_cards(items, cards_from).await?;
         }
         // Entries of removed tags go after the transaction (it has a 100-item limit); a stale
         // one is harmless because tag listings check membership on the profile they return.

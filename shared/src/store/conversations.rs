@@ -131,9 +131,6 @@ fn inbox_filter(query: &InboxQuery) -> (Vec<String>, HashMap<String, String>, Ha
     (clauses, names, values)
 }
 
-/// Most items one `TransactWriteItems` takes.
-pub(crate) const TRANSACTION_ITEMS: usize = 100;
-
 /// The position after an inbox row (the index's `LastEvaluatedKey`): the table's keys made from
 /// the row's contact and number, as every conversation's are, the index's partition the one
 /// queried, its sort key as read.

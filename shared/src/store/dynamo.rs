@@ -569,6 +569,9 @@ pub(crate) fn write_batches(keys: &[ItemKey]) -> Vec<Vec<ItemKey>> {
 /// Runs of a transaction that keeps losing to concurrent ones before the conflict is reported.
 const TRANSACTION_ATTEMPTS: u32 = 4;
 
+/// Most items one `TransactWriteItems` takes.
+pub(crate) const TRANSACTION_ITEMS: usize = 100;
+
 /// A random pause before running a conflicted transaction again: 5–20 ms, then growing, so
 /// the transactions that collided do not collide again in step.
 fn conflict_pause(attempt: u32) -> std::time::Duration {

@@ -223,17 +223,26 @@ pub(crate) fn body_bytes(req: &Request) -> Result<&[u8], ApiError> {
 /// The JSON request body as `T`, or a `400` that says what is wrong. Serde's messages can quote
 /// input values, so only its category and position are passed on.
 pub(crate) fn json_input<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
-    serde_json::from_slice(body_bytes(req)?).map_err(|e| {
-        let what = match e.classify() {
-            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => "is not valid JSON",
-            _ => "does not have the expected fields and types",
-        };
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_body",
-            format!("the JSON body {what} (line {}, column {})", e.line(), e.column()),
-        )
-    })
+    serde_json::from_slice(body_bytes(req)?).map_err(invalid_body)
+}
+
+/// A body already read as JSON (and adjusted) as `T`, refused as [`json_input`] refuses.
+pub(crate) fn json_value_input<T: DeserializeOwned>(body: serde_json::Value) -> Result<T, ApiError> {
+    serde_json::from_value(body).map_err(invalid_body)
+}
+
+/// The `400` for a body serde refused: its category, and its position when it has one (a
+/// value already parsed has none).
+fn invalid_body(e: serde_json::Error) -> ApiError {
+    let what = match e.classify() {
+        serde_json::error::Category::Syntax | serde_json::error::Category::Eof => "is not valid JSON",
+        _ => "does not have the expected fields and types",
+    };
+    let message = match e.line() {
+        0 => format!("the JSON body {what}"),
+        line => format!("the JSON body {what} (line {line}, column {})", e.column()),
+    };
+    ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", message)
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use crm_shared::store::PrivacyStore;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::routes::json_input;
+use crate::routes::{json_input, json_value_input};
 use crate::{ApiStore, Deps, audit, json_body, ok_json, request_id};
 
 pub(crate) fn privacy<S, L, Q>(deps: &Deps<S, L, Q>) -> Result<&Privacy, ApiError> {
@@ -75,13 +75,7 @@ pub async fn put_retention<S: ApiStore, L, Q>(
     if let Some(fields) = body.as_object_mut() {
         fields.remove("source");
     }
-    let input: RetentionSettings = serde_json::from_value(body).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_body",
-            format!("the JSON body does not have the expected fields and types: {e}"),
-        )
-    })?;
+    let input: RetentionSettings = json_value_input(body)?;
     let settings = input.validate().map_err(|e| {
         let code = match e {
             RetentionError::OutOfBounds(_) => "invalid_retention",

@@ -53,7 +53,7 @@ pub async fn numbers<S: ApiStore, L, Q>(
             .map_or(numbers.len(), |(i, _)| i),
     });
     let limit = page.limit as usize;
-    let shown = &numbers[from.min(numbers.len())..];
+    let shown = &numbers[from..];
     let next =
         (shown.len() > limit).then(|| Position::from([("after".to_owned(), shown[limit - 1].phone_number_id.clone())]));
     let items: Vec<_> = shown
